@@ -1,0 +1,107 @@
+/* buf.c - growable byte buffer (see buf.h). */
+#include "buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+char *buf_reserve(struct buf *b, size_t n)
+{
+	if (b->cap - b->len >= n)
+		return b->data + b->len;
+	/* Slide unread bytes to the front before growing. */
+	if (b->off && b->cap - buf_used(b) >= n) {
+		size_t used = buf_used(b);
+		memmove(b->data, b->data + b->off, used);
+		b->off = 0;
+		b->len = used;
+		return b->data + b->len;
+	}
+	size_t need = buf_used(b) + n;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < need) {
+		rp_assert(cap < SIZE_MAX / 2);
+		cap *= 2;
+	}
+	if (b->off) {
+		size_t used = buf_used(b);
+		memmove(b->data, b->data + b->off, used);
+		b->off = 0;
+		b->len = used;
+	}
+	b->data = xrealloc(b->data, cap);
+	b->cap = cap;
+	return b->data + b->len;
+}
+
+void buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (!n)
+		return;
+	memcpy(buf_reserve(b, n), p, n);
+	b->len += n;
+}
+
+void buf_puts(struct buf *b, const char *s)
+{
+	buf_append(b, s, strlen(s));
+}
+
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	va_copy(ap2, ap);
+	size_t room = b->cap - b->len;
+	int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
+	rp_assert(n >= 0);
+	if ((size_t)n >= room) {
+		char *w = buf_reserve(b, (size_t)n + 1);
+		vsnprintf(w, (size_t)n + 1, fmt, ap2);
+	}
+	va_end(ap2);
+	b->len += (size_t)n;
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(b, fmt, ap);
+	va_end(ap);
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+	rp_assert(n <= buf_used(b));
+	b->off += n;
+	if (b->off == b->len)
+		b->off = b->len = 0;
+}
+
+void buf_reset(struct buf *b)
+{
+	b->off = b->len = 0;
+}
+
+void buf_shrink(struct buf *b, size_t keep)
+{
+	b->off = b->len = 0;
+	if (b->cap > keep) {
+		free(b->data);
+		b->data = NULL;
+		b->cap = 0;
+	}
+}
+
+void buf_free(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->off = b->len = b->cap = 0;
+}
+
+char *buf_cstr(struct buf *b)
+{
+	buf_reserve(b, 1);
+	b->data[b->len] = '\0';
+	return buf_head(b);
+}

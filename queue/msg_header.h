@@ -1,0 +1,31 @@
+/* msg_header.h - RFC 5322 header section scanning.
+ *
+ * Pure and allocation-free; works on normalised messages (CRLF line ends)
+ * and tolerates bare LF. Used when ringpost adds trace and missing headers,
+ * builds DSNs and reports on messages.
+ */
+#ifndef RP_MSG_HEADER_H
+#define RP_MSG_HEADER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct msg_header_info {
+	size_t end;          /* offset of the first body byte (after the blank line),
+			      * or of the first line that is not a header field */
+	bool blank_line;     /* a blank line separates header and body */
+	bool has_date;       /* a Date: field */
+	bool has_message_id; /* a Message-ID: field */
+	bool has_from;       /* a From: field */
+	unsigned fields;     /* header fields seen */
+};
+
+/* msg_header_scan - find the header section of p[0..n) and note fields. */
+void msg_header_scan(const char *p, size_t n, struct msg_header_info *info);
+/* msg_header_get - the raw value of the first field called name (case-
+ * insensitive) in p[0..hdr_end): points past the colon and leading blanks,
+ * continuation lines included, final line end excluded. */
+bool msg_header_get(const char *p, size_t hdr_end, const char *name, const char **val,
+		    size_t *len);
+
+#endif

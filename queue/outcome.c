@@ -1,0 +1,209 @@
+/* outcome.c - delivery policy: replies and failures to outcomes (see outcome.h).
+ *
+ * The table, in words:
+ *   2xx                          delivered
+ *   421 anywhere                 retry; the destination backs off
+ *   452 4.5.3 / 552 to RCPT      retry now in a new transaction, not an attempt
+ *                                (RFC 5321 4.5.3.1.10: too many recipients)
+ *   other 4xx                    retry this recipient
+ *   5xx to the greeting          retry, destination backs off (a 554 banner
+ *                                often means "not now"; like Postfix's
+ *                                smtp_skip_5xx_greeting)
+ *   other 5xx                    failed
+ *   connect failure, DNS
+ *   temporary failure            retry; the destination backs off
+ *   timeout, lost connection     retry
+ *   NXDOMAIN                     failed 5.1.2
+ *   null MX                      failed 5.1.10
+ *   mail loops back to us        failed 5.4.6
+ *   larger than the server takes failed 5.3.4
+ *   needs SMTPUTF8, not offered  failed 5.6.7
+ *   abandoned (shutdown)         retry at once, not an attempt
+ * and any retry past max_age becomes failed with 4.4.7 (delivery time
+ * expired), keeping the last reply as the diagnostic.
+ */
+#include "outcome.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+uint64_t outcome_retry_delay(const struct retry_policy *pol, unsigned n, uint64_t rnd)
+{
+	if (!pol->ndelays)
+		return 60000;
+	unsigned i = n == 0 ? 0 : n - 1;
+	if (i >= pol->ndelays)
+		i = pol->ndelays - 1;
+	uint64_t d = pol->delays_ms[i];
+	if (pol->jitter_pct && d >= 100) {
+		uint64_t span = d * pol->jitter_pct / 100; /* +- span */
+		uint64_t off = span ? rnd % (2 * span + 1) : 0;
+		d = d - span + off;
+	}
+	return d;
+}
+
+static void status_from_code(int code, const char *enh, char out[16])
+{
+	if (enh && enh[0] && enh[0] == '0' + code / 100) {
+		snprintf(out, 16, "%s", enh);
+		return;
+	}
+	snprintf(out, 16, "%d.0.0", code / 100 >= 2 && code / 100 <= 5 ? code / 100 : 4);
+}
+
+void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_t age_ms,
+		    uint64_t now_ms, uint64_t rnd, const struct retry_policy *pol,
+		    struct outcome *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->counts = true;
+	switch (rep->kind) {
+	case ATTEMPT_REPLY: {
+		int cls = rep->code / 100;
+		status_from_code(rep->code, rep->enh, out->status);
+		if (cls == 2) {
+			out->action = OUTCOME_DELIVERED;
+			return;
+		}
+		if (rep->code == 421) {
+			out->action = OUTCOME_RETRY;
+			out->dest_backoff = true;
+			break;
+		}
+		if (rep->stage == STAGE_RCPT &&
+		    (rep->code == 552 || (rep->code == 452 && !strcmp(rep->enh, "4.5.3")))) {
+			out->action = OUTCOME_RETRY;
+			out->counts = false;
+			out->next_ms = now_ms;
+			snprintf(out->status, sizeof(out->status), "4.5.3");
+			return;
+		}
+		if (cls == 5 && rep->stage == STAGE_GREETING) {
+			out->action = OUTCOME_RETRY;
+			out->dest_backoff = true;
+			out->status[0] = '4';
+			break;
+		}
+		if (cls == 5) {
+			out->action = OUTCOME_FAIL;
+			return;
+		}
+		out->action = OUTCOME_RETRY;
+		if (rep->stage == STAGE_GREETING || rep->stage == STAGE_EHLO)
+			out->dest_backoff = true;
+		if (cls != 4)
+			snprintf(out->status, sizeof(out->status), "4.0.0");
+		break;
+	}
+	case ATTEMPT_CONNECT_FAIL:
+		out->action = OUTCOME_RETRY;
+		out->dest_backoff = true;
+		snprintf(out->status, sizeof(out->status), "4.4.1");
+		break;
+	case ATTEMPT_DNS_TEMP:
+		out->action = OUTCOME_RETRY;
+		out->dest_backoff = true;
+		snprintf(out->status, sizeof(out->status), "4.4.3");
+		break;
+	case ATTEMPT_TIMEOUT:
+		out->action = OUTCOME_RETRY;
+		snprintf(out->status, sizeof(out->status), "4.4.2");
+		break;
+	case ATTEMPT_LOST:
+		out->action = OUTCOME_RETRY;
+		snprintf(out->status, sizeof(out->status), "4.4.2");
+		break;
+	case ATTEMPT_TLS_FAIL:
+		out->action = OUTCOME_RETRY;
+		out->dest_backoff = true;
+		snprintf(out->status, sizeof(out->status), "4.7.5");
+		break;
+	case ATTEMPT_NO_ROUTE:
+		out->action = OUTCOME_RETRY;
+		out->dest_backoff = true;
+		snprintf(out->status, sizeof(out->status), "4.4.4");
+		break;
+	case ATTEMPT_LOCAL:
+		out->action = OUTCOME_RETRY;
+		snprintf(out->status, sizeof(out->status), "4.3.0");
+		break;
+	case ATTEMPT_ABANDONED:
+		out->action = OUTCOME_RETRY;
+		out->counts = false;
+		out->next_ms = now_ms;
+		snprintf(out->status, sizeof(out->status), "4.3.2");
+		return;
+	case ATTEMPT_DNS_PERM:
+		out->action = OUTCOME_FAIL;
+		snprintf(out->status, sizeof(out->status), "5.1.2");
+		return;
+	case ATTEMPT_NULL_MX:
+		out->action = OUTCOME_FAIL;
+		snprintf(out->status, sizeof(out->status), "5.1.10");
+		return;
+	case ATTEMPT_LOOP:
+		out->action = OUTCOME_FAIL;
+		snprintf(out->status, sizeof(out->status), "5.4.6");
+		return;
+	case ATTEMPT_TOO_BIG:
+		out->action = OUTCOME_FAIL;
+		snprintf(out->status, sizeof(out->status), "5.3.4");
+		return;
+	case ATTEMPT_NEEDS_UTF8:
+		out->action = OUTCOME_FAIL;
+		snprintf(out->status, sizeof(out->status), "5.6.7");
+		return;
+	}
+	/* A retry: when, unless the recipient has run out of time. */
+	if (age_ms >= pol->max_age_ms) {
+		out->action = OUTCOME_FAIL;
+		snprintf(out->status, sizeof(out->status), "4.4.7");
+		return;
+	}
+	out->next_ms = now_ms + outcome_retry_delay(pol, attempts + 1, rnd);
+}
+
+void outcome_report_set(struct attempt_report *rep, enum attempt_kind kind,
+			enum attempt_stage stage, int code, const char *text)
+{
+	rep->kind = kind;
+	rep->stage = stage;
+	rep->code = code;
+	rep->enh[0] = '\0';
+	snprintf(rep->text, sizeof(rep->text), "%s", text ? text : "");
+	if (kind == ATTEMPT_REPLY && text && strlen(text) > 4) {
+		/* "550 5.1.1 ..." -> "5.1.1" */
+		const char *e = text + 4;
+		size_t n = strspn(e, "0123456789.");
+		if (n >= 5 && n < sizeof(rep->enh) && e[0] == text[0] && (e[n] == ' ' || !e[n])) {
+			memcpy(rep->enh, e, n);
+			rep->enh[n] = '\0';
+		}
+	}
+}
+
+const char *outcome_kind_name(enum attempt_kind k)
+{
+	static const char *names[] = {
+		"reply",   "connect-failed", "timeout", "lost",	 "tls-failed",
+		"dns-temp", "dns-nxdomain",  "null-mx", "no-route", "loop",
+		"local",   "abandoned",	     "too-big", "needs-smtputf8",
+	};
+	return (unsigned)k < RP_ARRAY_LEN(names) ? names[k] : "unknown";
+}
+
+const char *outcome_action_name(enum outcome_action a)
+{
+	switch (a) {
+	case OUTCOME_DELIVERED:
+		return "delivered";
+	case OUTCOME_RETRY:
+		return "deferred";
+	case OUTCOME_FAIL:
+		return "bounced";
+	}
+	return "unknown";
+}

@@ -1,0 +1,223 @@
+/* spool.h - the durable message queue in LMDB.
+ *
+ * Databases (one environment under data_dir):
+ *   meta    "version", ...                      -> small values
+ *   msg     be64 id                             -> envelope (struct spool_msg)
+ *   body    be64 id | be32 variant | be32 chunk -> message bytes
+ *   rcpt    be64 id | be32 index                -> recipient (struct spool_rcpt)
+ *   expire  be64 unix ms | be64 id              -> "" (finished messages to forget)
+ *   mbox, mbox_meta                             -> the bounce mailbox (mbox.h)
+ *
+ * One writer thread owns every write transaction. Requests from any thread
+ * are batched into one transaction (group commit); a batch holding a submit
+ * is synced to disk before any request of it is answered, so "done" for a
+ * submit means durable. Readers (one per shard) use short MVCC read
+ * transactions and never block the writer.
+ *
+ * Message ids are 64-bit, unique and increasing (unix ms << 16 | sequence),
+ * formatted as 16 hex digits (rp_id_format).
+ */
+#ifndef RP_SPOOL_H
+#define RP_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "buf.h"
+#include "mq.h"
+
+struct spool;
+struct spool_reader;
+
+/* Recipient states, as the API reports them. */
+enum spool_state {
+	SPOOL_QUEUED = 0,    /* waiting for its first attempt (or in flight) */
+	SPOOL_DEFERRED = 1,  /* tried, will be tried again */
+	SPOOL_DELIVERED = 2, /* final: accepted by the next hop */
+	SPOOL_BOUNCED = 3,   /* final: failed, DSN generated */
+};
+#define SPOOL_STATE_FINAL(s) ((s) >= SPOOL_DELIVERED)
+const char *spool_state_name(unsigned state);
+
+/* Envelope flags. */
+enum {
+	MSG_F_SMTPUTF8 = 1u << 0,    /* needs SMTPUTF8 downstream */
+	MSG_F_8BIT = 1u << 1,        /* BODY=8BITMIME */
+	MSG_F_RET_HDRS = 1u << 2,    /* DSN RET=HDRS */
+	MSG_F_RET_FULL = 1u << 3,    /* DSN RET=FULL */
+	MSG_F_BOUNCE = 1u << 4,      /* null sender: never bounce this */
+	MSG_F_VARIANTS = 1u << 5,    /* recipients have their own bodies */
+	MSG_F_DONE = 1u << 6,        /* every recipient is final; body deleted */
+};
+
+/* DSN NOTIFY bits (RFC 3461); 0 means "not given" (FAILURE by default). */
+enum {
+	NOTIFY_NEVER = 1u << 0,
+	NOTIFY_SUCCESS = 1u << 1,
+	NOTIFY_FAILURE = 1u << 2,
+	NOTIFY_DELAY = 1u << 3,
+};
+
+/* A message envelope. Decoded views point into LMDB memory and live until
+ * the read transaction ends; for submits they point into the caller's
+ * memory. */
+struct spool_msg {
+	uint64_t id;
+	uint64_t submit_ms;   /* unix ms when accepted */
+	uint64_t done_ms;     /* when the last recipient became final, or 0 */
+	uint64_t body_len;    /* bytes of the (shared) body */
+	uint32_t flags;       /* MSG_F_* */
+	uint32_t nrcpt;       /* recipients */
+	uint32_t pending;     /* recipients not final yet */
+	const char *sender;   /* reverse path, "" for <> */
+	size_t sender_len;
+	const char *envid;    /* DSN ENVID, decoded */
+	size_t envid_len;
+	const char *source;   /* how it arrived, e.g. "smtp [127.0.0.1] helo=x" */
+	size_t source_len;
+};
+
+/* A recipient record. */
+struct spool_rcpt {
+	uint64_t msgid;
+	uint32_t idx;         /* index within the message */
+	uint32_t variant;     /* body variant, 0 = shared body */
+	uint8_t state;        /* enum spool_state */
+	uint8_t notify;       /* NOTIFY_* */
+	uint16_t attempts;    /* delivery attempts so far */
+	uint64_t next_ms;     /* unix ms of the next attempt (deferred) */
+	uint64_t last_ms;     /* unix ms of the last attempt, 0 = never */
+	const char *addr;     /* mailbox */
+	size_t addr_len;
+	const char *orcpt;    /* DSN ORCPT "rfc822;addr", decoded */
+	size_t orcpt_len;
+	const char *response; /* last reply or failure text */
+	size_t response_len;
+	const char *remote;   /* remote MTA of the last attempt */
+	size_t remote_len;
+};
+
+/* ---- records (pure, in spool_record.c) --------------------------------- */
+
+size_t spool_msg_size(const struct spool_msg *m);
+void spool_msg_encode(const struct spool_msg *m, void *out);
+bool spool_msg_decode(const void *p, size_t n, struct spool_msg *m);
+size_t spool_rcpt_size(const struct spool_rcpt *r);
+void spool_rcpt_encode(const struct spool_rcpt *r, void *out);
+bool spool_rcpt_decode(const void *p, size_t n, struct spool_rcpt *r);
+
+/* ---- environment ------------------------------------------------------- */
+
+struct spool_options {
+	const char *dir;       /* created if missing */
+	uint64_t max_size;     /* LMDB map size: the spool's size limit */
+	uint64_t min_free;     /* refuse submissions below this much free disk */
+	uint64_t keep_done_ms; /* keep finished messages' status this long */
+};
+
+/* spool_open - open (or create) the spool and start its writer thread.
+ * Returns NULL and a reason in err. */
+struct spool *spool_open(const struct spool_options *o, char *err, size_t errlen);
+/* spool_close - stop the writer after it has answered every request, close. */
+void spool_close(struct spool *sp);
+/* spool_next_id - a fresh message id (any thread). */
+uint64_t spool_next_id(struct spool *sp);
+/* spool_accepting - false while the disk or the spool is (nearly) full. */
+bool spool_accepting(const struct spool *sp);
+
+struct spool_usage {
+	uint64_t map_size;   /* the limit */
+	uint64_t used;       /* pages in use * page size */
+	uint64_t file_size;  /* data.mdb size on disk */
+	uint64_t disk_free;  /* free bytes for unprivileged users */
+	uint64_t commits;    /* write transactions so far */
+	uint64_t syncs;      /* syncs so far */
+};
+/* spool_usage - numbers for stats (any thread; refreshed by the writer). */
+void spool_usage(const struct spool *sp, struct spool_usage *u);
+
+/* ---- writes (group commit on the writer thread) ------------------------ */
+
+enum spool_req_type {
+	SPOOL_REQ_SUBMIT,  /* store a new message with its recipients (durable) */
+	SPOOL_REQ_UPDATE,  /* change recipients' state after attempts */
+	SPOOL_REQ_SYNC,    /* answer once everything before it is durable */
+};
+
+enum spool_status {
+	SPOOL_OK = 0,
+	SPOOL_EFULL,   /* disk or spool full: 452 4.3.1 / HTTP 503 */
+	SPOOL_EIO,     /* anything else: 451 4.3.0 */
+};
+
+struct spool_submit {
+	struct spool_msg msg;          /* id from spool_next_id; nrcpt, body_len set */
+	struct spool_rcpt *rcpts;      /* msg.nrcpt records: addr, orcpt, notify, variant */
+	const struct iovec *body;      /* the shared body, in pieces */
+	unsigned nbody;
+	const struct iovec *variants;  /* bodies 1..nvariants (variant i at [i-1]) */
+	unsigned nvariants;
+};
+
+struct spool_update {
+	uint64_t msgid;
+	uint32_t idx;
+	uint8_t state;          /* new state */
+	uint16_t attempts;
+	uint64_t next_ms;
+	uint64_t last_ms;
+	const char *response;   /* copied by the writer */
+	size_t response_len;
+	const char *remote;
+	size_t remote_len;
+};
+
+struct spool_req {
+	struct mq_item item;       /* queue link; owned by the spool while queued */
+	enum spool_req_type type;
+	enum spool_status status;  /* result, set before the reply */
+	struct mq *reply_to;       /* the answer is pushed here with reply_fn; NULL =
+				    * no answer: the writer free()s the request */
+	mq_fn reply_fn;
+	union {
+		struct spool_submit submit;
+		struct {
+			struct spool_update *v;
+			unsigned n;
+		} update;
+	} u;
+};
+
+/* spool_request - hand a request to the writer (any thread). The caller's
+ * memory referenced by the request must stay valid until the reply. */
+void spool_request(struct spool *sp, struct spool_req *req);
+
+/* ---- reads (any thread, one reader per thread) ------------------------- */
+
+/* spool_reader_new - a reusable read handle. */
+struct spool_reader *spool_reader_new(struct spool *sp);
+void spool_reader_free(struct spool_reader *r);
+/* spool_reader_begin - start a short read transaction; false on error. */
+bool spool_reader_begin(struct spool_reader *r);
+/* spool_reader_end - end it; decoded views become invalid. */
+void spool_reader_end(struct spool_reader *r);
+/* spool_get_msg - the envelope of id; false when absent. */
+bool spool_get_msg(struct spool_reader *r, uint64_t id, struct spool_msg *m);
+/* spool_get_rcpt - one recipient; false when absent. */
+bool spool_get_rcpt(struct spool_reader *r, uint64_t id, uint32_t idx, struct spool_rcpt *rc);
+/* spool_get_body - append body variant of id to out; false when absent. */
+bool spool_get_body(struct spool_reader *r, uint64_t id, uint32_t variant, struct buf *out);
+/* spool_foreach_rcpt - call fn for each recipient of id, in index order;
+ * stops early when fn returns false. Returns the number visited. */
+unsigned spool_foreach_rcpt(struct spool_reader *r, uint64_t id,
+			    bool (*fn)(const struct spool_rcpt *rc, void *arg), void *arg);
+/* spool_scan_pending - call fn for every recipient that is not final, with
+ * its message's envelope (start-up rebuild). Returns the number visited. */
+uint64_t spool_scan_pending(struct spool_reader *r,
+			    void (*fn)(const struct spool_msg *m, const struct spool_rcpt *rc,
+				       void *arg),
+			    void *arg);
+
+#endif

@@ -1,0 +1,61 @@
+/* spool_impl.h - what spool.c and spool_writer.c share; not a public API. */
+#ifndef RP_SPOOL_IMPL_H
+#define RP_SPOOL_IMPL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "spool.h"
+
+#define SPOOL_FORMAT_VERSION 1
+/* Bodies are stored in chunks of at most this many bytes: large messages
+ * then reuse freed pages in bounded runs instead of needing long contiguous
+ * overflow runs (see the churn benchmark in bench/). */
+#define SPOOL_BODY_CHUNK (256u * 1024u)
+
+struct spool {
+	MDB_env *env;
+	MDB_dbi dbi_meta, dbi_msg, dbi_body, dbi_rcpt, dbi_expire, dbi_mbox, dbi_mbox_meta;
+	char *dir;
+	struct spool_options opt;
+	unsigned page_size;
+
+	_Atomic uint64_t next_id;
+	_Atomic bool accepting;  /* disk and map have room */
+	bool usage_known;        /* refreshed at least once (writer thread after open) */
+	_Atomic uint64_t used, file_size, disk_free, commits, syncs;
+
+	pthread_t writer;
+	bool writer_started;
+	struct mq inbox;         /* requests for the writer (blocking eventfd) */
+	_Atomic bool stopping;
+};
+
+/* Keys. */
+static inline void spool_key_id(unsigned char k[8], uint64_t id)
+{
+	rp_put_be64(k, id);
+}
+
+static inline void spool_key_rcpt(unsigned char k[12], uint64_t id, uint32_t idx)
+{
+	rp_put_be64(k, id);
+	rp_put_be32(k + 8, idx);
+}
+
+static inline void spool_key_body(unsigned char k[16], uint64_t id, uint32_t variant, uint32_t chunk)
+{
+	rp_put_be64(k, id);
+	rp_put_be32(k + 8, variant);
+	rp_put_be32(k + 12, chunk);
+}
+
+/* spool_writer_start - start the writer thread (spool.c calls it). */
+bool spool_writer_start(struct spool *sp, char *err, size_t errlen);
+/* spool_writer_stop - answer what is queued, then join the thread. */
+void spool_writer_stop(struct spool *sp);
+/* spool_refresh_usage - recompute the numbers behind spool_accepting. */
+void spool_refresh_usage(struct spool *sp);
+
+#endif

@@ -1,0 +1,468 @@
+/* spool_writer.c - the spool's single writer thread: group commit.
+ *
+ * Everything that arrived since the last commit goes into one write
+ * transaction. A batch that holds a submit (or an explicit sync) is synced
+ * with mdb_env_sync before any of its requests is answered: an answered
+ * submit is on disk. State updates ride along without forcing a sync; losing
+ * one to a power cut only repeats a delivery attempt.
+ *
+ * A request that fails (map full, disk full) fails alone: the batch is then
+ * replayed with one nested transaction per request.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "spool_impl.h"
+#include "util.h"
+
+#define BATCH_MAX_REQS 4096
+#define BATCH_MAX_BYTES (64u << 20)
+#define MAINT_INTERVAL_MS 1000
+#define EXPIRE_PER_TXN 2000
+
+struct writer {
+	struct spool *sp;
+	uint64_t max_id;   /* largest message id stored: larger ones may MDB_APPEND */
+	struct buf scratch; /* re-encoding records */
+};
+
+/* status_of - map an LMDB/errno code to what the client is told. */
+static enum spool_status status_of(int rc)
+{
+	switch (rc) {
+	case 0:
+		return SPOOL_OK;
+	case MDB_MAP_FULL:
+	case ENOSPC:
+	case EDQUOT:
+		return SPOOL_EFULL;
+	default:
+		return SPOOL_EIO;
+	}
+}
+
+static int put_body(struct writer *w, MDB_txn *txn, uint64_t id, uint32_t variant,
+		    const struct iovec *iov, unsigned niov, unsigned flags)
+{
+	struct spool *sp = w->sp;
+	size_t total = 0;
+	for (unsigned i = 0; i < niov; i++)
+		total += iov[i].iov_len;
+	unsigned i = 0;
+	size_t ioff = 0, done = 0;
+	uint32_t chunk = 0;
+	/* An empty body still gets one (empty) chunk so that it exists. */
+	do {
+		size_t n = RP_MIN(total - done, (size_t)SPOOL_BODY_CHUNK);
+		unsigned char kb[16];
+		spool_key_body(kb, id, variant, chunk++);
+		MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v = {.mv_size = n};
+		int rc = mdb_put(txn, sp->dbi_body, &k, &v, MDB_RESERVE | flags);
+		if (rc)
+			return rc;
+		char *dst = v.mv_data;
+		size_t left = n;
+		while (left) {
+			size_t take = RP_MIN(left, iov[i].iov_len - ioff);
+			memcpy(dst, (const char *)iov[i].iov_base + ioff, take);
+			dst += take;
+			left -= take;
+			ioff += take;
+			if (ioff == iov[i].iov_len) {
+				i++;
+				ioff = 0;
+			}
+		}
+		done += n;
+	} while (done < total);
+	return 0;
+}
+
+static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
+{
+	struct spool *sp = w->sp;
+	if (!spool_accepting(sp))
+		return MDB_MAP_FULL;
+	uint64_t id = s->msg.id;
+	/* max_id is never below the largest key stored, so a larger id may
+	 * be appended in every database (all keys start with the id). */
+	unsigned flags = id > w->max_id ? MDB_APPEND : 0;
+	unsigned char kb[16];
+
+	s->msg.pending = s->msg.nrcpt;
+	s->msg.done_ms = 0;
+	spool_key_id(kb, id);
+	MDB_val k = {.mv_size = 8, .mv_data = kb}, v = {.mv_size = spool_msg_size(&s->msg)};
+	int rc = mdb_put(txn, sp->dbi_msg, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE | flags);
+	if (rc)
+		return rc;
+	spool_msg_encode(&s->msg, v.mv_data);
+
+	rc = put_body(w, txn, id, 0, s->body, s->nbody, flags);
+	for (unsigned i = 0; !rc && i < s->nvariants; i++)
+		rc = put_body(w, txn, id, i + 1, &s->variants[i], 1, flags);
+	if (rc)
+		return rc;
+
+	for (uint32_t i = 0; i < s->msg.nrcpt; i++) {
+		struct spool_rcpt *r = &s->rcpts[i];
+		r->msgid = id;
+		r->idx = i;
+		r->state = SPOOL_QUEUED;
+		r->attempts = 0;
+		spool_key_rcpt(kb, id, i);
+		MDB_val rk = {.mv_size = 12, .mv_data = kb}, rv = {.mv_size = spool_rcpt_size(r)};
+		rc = mdb_put(txn, sp->dbi_rcpt, &rk, &rv, MDB_RESERVE | flags);
+		if (rc)
+			return rc;
+		spool_rcpt_encode(r, rv.mv_data);
+	}
+	if (id > w->max_id)
+		w->max_id = id;
+	return 0;
+}
+
+/* delete_prefix - delete every key of dbi starting with the 8-byte id. */
+static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, uint64_t id, size_t keylen)
+{
+	unsigned char kb[16] = {0};
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc)
+		return rc;
+	rp_put_be64(kb, id);
+	MDB_val k = {.mv_size = keylen, .mv_data = kb}, v;
+	/* Re-seek after each delete: simpler to trust than a cursor's
+	 * position after mdb_cursor_del at the end of a page. */
+	for (;;) {
+		k.mv_size = keylen;
+		k.mv_data = kb;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (rc || k.mv_size < 8 || rp_get_be64(k.mv_data) != id)
+			break;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* message_done - the last recipient of id became final. */
+static int message_done(struct writer *w, MDB_txn *txn, struct spool_msg *m)
+{
+	struct spool *sp = w->sp;
+	int rc = delete_prefix(txn, sp->dbi_body, m->id, 16);
+	if (rc)
+		return rc;
+	unsigned char kb[16];
+	if (!sp->opt.keep_done_ms) {
+		rc = delete_prefix(txn, sp->dbi_rcpt, m->id, 12);
+		if (rc)
+			return rc;
+		spool_key_id(kb, m->id);
+		MDB_val k = {.mv_size = 8, .mv_data = kb};
+		rc = mdb_del(txn, sp->dbi_msg, &k, NULL);
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	rp_put_be64(kb, m->done_ms + sp->opt.keep_done_ms);
+	rp_put_be64(kb + 8, m->id);
+	MDB_val k = {.mv_size = 16, .mv_data = kb}, v = {.mv_size = 0, .mv_data = ""};
+	return mdb_put(txn, sp->dbi_expire, &k, &v, 0);
+}
+
+static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_update *u)
+{
+	struct spool *sp = w->sp;
+	unsigned char kb[12];
+	spool_key_rcpt(kb, u->msgid, u->idx);
+	MDB_val k = {.mv_size = 12, .mv_data = kb}, v;
+	int rc = mdb_get(txn, sp->dbi_rcpt, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return 0; /* purged or expired meanwhile */
+	if (rc)
+		return rc;
+	struct spool_rcpt r = {.msgid = u->msgid, .idx = u->idx};
+	if (!spool_rcpt_decode(v.mv_data, v.mv_size, &r))
+		return 0;
+	bool was_final = SPOOL_STATE_FINAL(r.state);
+	if (was_final)
+		return 0; /* a final state is never undone */
+	r.state = u->state;
+	r.attempts = u->attempts;
+	r.next_ms = u->next_ms;
+	r.last_ms = u->last_ms;
+	r.response = u->response;
+	r.response_len = RP_MIN(u->response_len, (size_t)1000);
+	r.remote = u->remote;
+	r.remote_len = RP_MIN(u->remote_len, (size_t)300);
+	/* Encode off-page: r.addr points into the page the put replaces. */
+	buf_reset(&w->scratch);
+	char *dst = buf_reserve(&w->scratch, spool_rcpt_size(&r));
+	spool_rcpt_encode(&r, dst);
+	MDB_val nv = {.mv_size = spool_rcpt_size(&r), .mv_data = dst};
+	rc = mdb_put(txn, sp->dbi_rcpt, &k, &nv, 0);
+	if (rc || !SPOOL_STATE_FINAL(u->state))
+		return rc;
+
+	/* One fewer recipient pending on the message. */
+	unsigned char mk[8];
+	spool_key_id(mk, u->msgid);
+	MDB_val mkey = {.mv_size = 8, .mv_data = mk}, mv;
+	rc = mdb_get(txn, sp->dbi_msg, &mkey, &mv);
+	if (rc)
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	struct spool_msg m = {.id = u->msgid};
+	if (!spool_msg_decode(mv.mv_data, mv.mv_size, &m))
+		return 0;
+	if (m.pending)
+		m.pending--;
+	if (!m.pending) {
+		m.flags |= MSG_F_DONE;
+		m.done_ms = rp_now_ms();
+	}
+	buf_reset(&w->scratch);
+	dst = buf_reserve(&w->scratch, spool_msg_size(&m));
+	spool_msg_encode(&m, dst);
+	MDB_val nmv = {.mv_size = spool_msg_size(&m), .mv_data = dst};
+	rc = mdb_put(txn, sp->dbi_msg, &mkey, &nmv, 0);
+	if (rc || m.pending)
+		return rc;
+	return message_done(w, txn, &m);
+}
+
+static int apply(struct writer *w, MDB_txn *txn, struct spool_req *req)
+{
+	switch (req->type) {
+	case SPOOL_REQ_SUBMIT:
+		return apply_submit(w, txn, &req->u.submit);
+	case SPOOL_REQ_UPDATE:
+		for (unsigned i = 0; i < req->u.update.n; i++) {
+			int rc = apply_update(w, txn, &req->u.update.v[i]);
+			if (rc)
+				return rc;
+		}
+		return 0;
+	case SPOOL_REQ_SYNC:
+		return 0;
+	}
+	rp_panic("unknown request type %d", (int)req->type);
+}
+
+static bool needs_sync(const struct spool_req *req)
+{
+	return req->type == SPOOL_REQ_SUBMIT || req->type == SPOOL_REQ_SYNC;
+}
+
+static void reply(struct spool_req *req)
+{
+	if (req->reply_to)
+		mq_push(req->reply_to, &req->item, req->reply_fn);
+	else
+		free(req);
+}
+
+static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
+{
+	struct spool *sp = w->sp;
+	MDB_txn *txn;
+	bool sync = false;
+	int rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
+	if (rc) {
+		log_error("spool: cannot begin a write transaction: %s", mdb_strerror(rc));
+		for (unsigned i = 0; i < n; i++) {
+			reqs[i]->status = status_of(rc);
+			reply(reqs[i]);
+		}
+		return;
+	}
+	/* Fast path: everything in one transaction. */
+	unsigned i;
+	for (i = 0; i < n; i++) {
+		rc = apply(w, txn, reqs[i]);
+		if (rc)
+			break;
+		reqs[i]->status = SPOOL_OK;
+		sync |= needs_sync(reqs[i]);
+	}
+	if (rc) {
+		/* Slow path: one nested transaction per request, so that one
+		 * failure (map or disk full) does not sink the others. */
+		mdb_txn_abort(txn);
+		if (rc != MDB_MAP_FULL)
+			log_warn("spool: batch failed (%s), retrying requests one by one",
+				 mdb_strerror(rc));
+		sync = false;
+		rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
+		for (i = 0; !rc && i < n; i++) {
+			MDB_txn *child;
+			int crc = mdb_txn_begin(sp->env, txn, 0, &child);
+			if (!crc)
+				crc = apply(w, child, reqs[i]);
+			if (!crc)
+				crc = mdb_txn_commit(child);
+			else if (child)
+				mdb_txn_abort(child);
+			reqs[i]->status = status_of(crc);
+			if (!crc)
+				sync |= needs_sync(reqs[i]);
+			child = NULL;
+		}
+		if (rc) {
+			for (i = 0; i < n; i++) {
+				reqs[i]->status = status_of(rc);
+				reply(reqs[i]);
+			}
+			return;
+		}
+	}
+	rc = mdb_txn_commit(txn);
+	atomic_fetch_add(&sp->commits, 1);
+	if (!rc && sync) {
+		rc = mdb_env_sync(sp->env, 1);
+		atomic_fetch_add(&sp->syncs, 1);
+	}
+	if (rc) {
+		log_error("spool: commit failed: %s", mdb_strerror(rc));
+		for (i = 0; i < n; i++)
+			reqs[i]->status = status_of(rc);
+	}
+	for (i = 0; i < n; i++)
+		reply(reqs[i]);
+}
+
+static size_t req_bytes(const struct spool_req *req)
+{
+	if (req->type != SPOOL_REQ_SUBMIT)
+		return 64;
+	return req->u.submit.msg.body_len + 256;
+}
+
+static void process(struct writer *w, struct mq_item *list)
+{
+	struct spool_req *batch[BATCH_MAX_REQS];
+	unsigned n = 0;
+	size_t bytes = 0;
+	while (list) {
+		struct mq_item *next = list->next;
+		list->next = NULL;
+		struct spool_req *req = RP_CONTAINER_OF(list, struct spool_req, item);
+		if (n == BATCH_MAX_REQS || (n && bytes + req_bytes(req) > BATCH_MAX_BYTES)) {
+			commit_batch(w, batch, n);
+			n = 0;
+			bytes = 0;
+		}
+		batch[n++] = req;
+		bytes += req_bytes(req);
+		list = next;
+	}
+	if (n)
+		commit_batch(w, batch, n);
+}
+
+/* expire - forget finished messages whose keep_done time has passed. */
+static void expire(struct writer *w)
+{
+	struct spool *sp = w->sp;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	unsigned n = 0;
+	uint64_t now = rp_now_ms();
+	if (mdb_txn_begin(sp->env, NULL, 0, &txn))
+		return;
+	if (mdb_cursor_open(txn, sp->dbi_expire, &cur)) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	MDB_val k, v;
+	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	while (rc == 0 && n < EXPIRE_PER_TXN && k.mv_size == 16 && rp_get_be64(k.mv_data) <= now) {
+		uint64_t id = rp_get_be64((const unsigned char *)k.mv_data + 8);
+		unsigned char mk[8];
+		spool_key_id(mk, id);
+		MDB_val mkey = {.mv_size = 8, .mv_data = mk};
+		if (delete_prefix(txn, sp->dbi_rcpt, id, 12) ||
+		    delete_prefix(txn, sp->dbi_body, id, 16))
+			break;
+		int drc = mdb_del(txn, sp->dbi_msg, &mkey, NULL);
+		if (drc && drc != MDB_NOTFOUND)
+			break;
+		if (mdb_cursor_del(cur, 0))
+			break;
+		n++;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
+	mdb_cursor_close(cur);
+	if (!n) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	if (mdb_txn_commit(txn) == 0) {
+		atomic_fetch_add(&sp->commits, 1);
+		log_debug("spool: forgot %u finished messages", n);
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct writer w = {.sp = arg};
+	struct spool *sp = w.sp;
+	uint64_t last_maint = rp_mono_ms();
+	log_set_thread("spool");
+	/* The largest stored id: everything above it may be appended. */
+	w.max_id = atomic_load(&sp->next_id) - 1;
+	for (;;) {
+		struct pollfd pfd = {.fd = sp->inbox.efd, .events = POLLIN};
+		int prc = poll(&pfd, 1, MAINT_INTERVAL_MS);
+		if (prc > 0) {
+			uint64_t v;
+			ssize_t r = read(sp->inbox.efd, &v, sizeof(v));
+			(void)r;
+		}
+		struct mq_item *list = mq_take(&sp->inbox);
+		if (list)
+			process(&w, list);
+		uint64_t now = rp_mono_ms();
+		if (now - last_maint >= MAINT_INTERVAL_MS) {
+			last_maint = now;
+			spool_refresh_usage(sp);
+			expire(&w);
+		}
+		if (!list && atomic_load(&sp->stopping))
+			break;
+	}
+	buf_free(&w.scratch);
+	return NULL;
+}
+
+bool spool_writer_start(struct spool *sp, char *err, size_t errlen)
+{
+	int rc = pthread_create(&sp->writer, NULL, writer_main, sp);
+	if (rc) {
+		snprintf(err, errlen, "cannot start the spool writer: %s", strerror(rc));
+		return false;
+	}
+	sp->writer_started = true;
+	return true;
+}
+
+void spool_writer_stop(struct spool *sp)
+{
+	if (!sp->writer_started)
+		return;
+	atomic_store(&sp->stopping, true);
+	uint64_t one = 1;
+	ssize_t r = write(sp->inbox.efd, &one, sizeof(one));
+	(void)r;
+	pthread_join(sp->writer, NULL);
+	sp->writer_started = false;
+}
+
+void spool_request(struct spool *sp, struct spool_req *req)
+{
+	mq_push(&sp->inbox, &req->item, NULL);
+}

@@ -1,0 +1,17 @@
+/* cli.h - the client commands (send, stats, queue): they talk to a running
+ * daemon through its HTTP API. */
+#ifndef RP_CLI_H
+#define RP_CLI_H
+
+struct config;
+
+/* cli_config_path - the -c/--config argument, or "ringpost.conf". */
+const char *cli_config_path(int argc, char **argv);
+/* cli_load_config - load it or exit 78 with the reason. */
+struct config *cli_load_config(int argc, char **argv);
+
+int cli_send(int argc, char **argv);
+int cli_stats(int argc, char **argv);
+int cli_queue(int argc, char **argv);
+
+#endif

@@ -1,0 +1,625 @@
+/* config.c - ringpost.conf parsing and validation (see config.h).
+ *
+ * inih does the INI syntax; we feed it through ini_parse_stream with a reader
+ * that counts lines, so every error can name its line. Keys are table-driven:
+ * one row per key with its parser and destination field.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "queue/addr.h"
+#include "queue/util.h"
+
+enum {
+	CFG_D_MAX_CONNECTIONS = 1u << 0,
+	CFG_D_MAX_MSGS = 1u << 1,
+	CFG_D_MAX_RCPTS = 1u << 2,
+	CFG_D_RATE = 1u << 3,
+	CFG_D_CONNECT_TIMEOUT = 1u << 4,
+	CFG_D_PORT = 1u << 5,
+	CFG_D_ROUTE = 1u << 6,
+};
+
+struct parse_state {
+	struct config *cfg;
+	FILE *fp;
+	unsigned line;       /* line being parsed */
+	bool long_line;      /* the reader saw a line longer than inih's buffer */
+	char err[512];       /* first error */
+	unsigned err_line;
+	struct cfg_domain *cur_domain; /* current [domain X] section */
+};
+
+static bool fail(struct parse_state *ps, const char *fmt, ...) RP_PRINTF(2, 3);
+static bool fail(struct parse_state *ps, const char *fmt, ...)
+{
+	if (!ps->err[0]) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(ps->err, sizeof(ps->err), fmt, ap);
+		va_end(ap);
+		ps->err_line = ps->line;
+	}
+	return false;
+}
+
+/* ---- value parsers ----------------------------------------------------- */
+
+bool config_parse_addr(const char *s, struct cfg_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	if (strlen(s) >= sizeof(a->text))
+		return false;
+	snprintf(a->text, sizeof(a->text), "%s", s);
+	const char *colon;
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+		if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(a->host))
+			return false;
+		memcpy(a->host, s + 1, (size_t)(rb - s - 1));
+		colon = rb + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= sizeof(a->host))
+			return false;
+		memcpy(a->host, s, (size_t)(colon - s));
+		if (strchr(a->host, ':'))
+			return false; /* IPv6 needs brackets */
+	}
+	uint64_t port;
+	if (!rp_parse_u64(colon + 1, &port) || port == 0 || port > 65535)
+		return false;
+	a->port = (uint16_t)port;
+	if (!a->host[0] || !strcmp(a->host, "*")) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = in6addr_any;
+		sin6->sin6_port = htons(a->port);
+		a->sslen = sizeof(*sin6);
+		snprintf(a->host, sizeof(a->host), "::");
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+		if (inet_pton(AF_INET, a->host, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			sin->sin_port = htons(a->port);
+			a->sslen = sizeof(*sin);
+		} else if (inet_pton(AF_INET6, a->host, &sin6->sin6_addr) == 1) {
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_port = htons(a->port);
+			a->sslen = sizeof(*sin6);
+		} else if (addr_domain_check(a->host, strlen(a->host), false) != ADDR_OK) {
+			return false;
+		}
+	}
+	a->set = true;
+	return true;
+}
+
+static bool parse_net(const char *s, struct cfg_net *n)
+{
+	char tmp[128];
+	if (strlen(s) >= sizeof(tmp))
+		return false;
+	strcpy(tmp, s);
+	char *slash = strchr(tmp, '/');
+	if (slash)
+		*slash = '\0';
+	memset(n, 0, sizeof(*n));
+	if (inet_pton(AF_INET, tmp, n->addr) == 1) {
+		n->family = AF_INET;
+		n->prefix = 32;
+	} else if (inet_pton(AF_INET6, tmp, n->addr) == 1) {
+		n->family = AF_INET6;
+		n->prefix = 128;
+	} else {
+		return false;
+	}
+	if (slash) {
+		uint64_t p;
+		if (!rp_parse_u64(slash + 1, &p) || p > n->prefix)
+			return false;
+		n->prefix = (unsigned)p;
+	}
+	return true;
+}
+
+/* split_list - call fn for each comma-separated, trimmed, non-empty item. */
+static bool split_list(struct parse_state *ps, const char *value, const char *key,
+		       bool (*fn)(struct parse_state *, const char *, void *), void *arg)
+{
+	char *copy = xstrdup(value), *save = NULL;
+	bool ok = true;
+	for (char *tok = strtok_r(copy, ",", &save); tok && ok; tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		char *e = tok + strlen(tok);
+		while (e > tok && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = '\0';
+		if (!*tok)
+			continue;
+		ok = fn(ps, tok, arg);
+		if (!ok)
+			fail(ps, "bad value '%s' in %s", tok, key);
+	}
+	free(copy);
+	return ok;
+}
+
+static bool add_net(struct parse_state *ps, const char *item, void *arg)
+{
+	(void)arg;
+	struct config *c = ps->cfg;
+	struct cfg_net n;
+	if (!parse_net(item, &n))
+		return false;
+	c->networks = xrealloc(c->networks, (c->nnetworks + 1) * sizeof(*c->networks));
+	c->networks[c->nnetworks++] = n;
+	return true;
+}
+
+static bool add_key(struct parse_state *ps, const char *item, void *arg)
+{
+	(void)arg;
+	struct config *c = ps->cfg;
+	c->api_keys = xrealloc(c->api_keys, (c->napi_keys + 1) * sizeof(*c->api_keys));
+	c->api_keys[c->napi_keys++] = xstrdup(item);
+	return true;
+}
+
+static bool add_retry(struct parse_state *ps, const char *item, void *arg)
+{
+	(void)arg;
+	struct config *c = ps->cfg;
+	uint64_t ms;
+	if (!rp_parse_duration_ms(item, &ms) || ms == 0)
+		return false;
+	c->retry_ms = xrealloc(c->retry_ms, (c->nretry + 1) * sizeof(*c->retry_ms));
+	c->retry_ms[c->nretry++] = ms;
+	return true;
+}
+
+/* ---- key tables -------------------------------------------------------- */
+
+enum vtype { V_STR, V_U32, V_BOOL_UNUSED, V_DURATION, V_SIZE, V_ADDR, V_NETS, V_KEYS, V_RETRY,
+	     V_SHARDS, V_LOGLEVEL, V_RATE, V_PORT };
+
+struct key {
+	const char *section;
+	const char *name;
+	enum vtype type;
+	size_t off;          /* field offset in struct config (or cfg_domain) */
+	uint64_t min, max;   /* bounds for numbers */
+	unsigned dflag;      /* CFG_D_* for domain keys */
+	const char *pending; /* non-NULL: accepted, feature not built yet */
+};
+
+#define C(f) offsetof(struct config, f)
+#define D(f) offsetof(struct cfg_domain, f)
+
+static const struct key keys[] = {
+	{"server", "hostname", V_STR, C(hostname), 0, 0, 0, NULL},
+	{"server", "data_dir", V_STR, C(data_dir), 0, 0, 0, NULL},
+	{"server", "shards", V_SHARDS, C(shards), 0, 256, 0, NULL},
+	{"server", "log", V_STR, C(log_path), 0, 0, 0, NULL},
+	{"server", "log_level", V_LOGLEVEL, C(log_level), 0, 0, 0, NULL},
+	{"server", "max_outbound", V_U32, C(max_outbound), 1, 1000000, 0, NULL},
+	{"listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL},
+	{"listen", "api", V_ADDR, C(listen_api), 0, 0, 0, "the HTTP API"},
+	{"listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, "the bounce MX listener"},
+	{"listen", "imap", V_ADDR, C(listen_imap), 0, 0, 0, "IMAP for the bounce mailbox"},
+	{"listen", "pop3", V_ADDR, C(listen_pop3), 0, 0, 0, "POP3 for the bounce mailbox"},
+	{"submission", "networks", V_NETS, 0, 0, 0, 0, NULL},
+	{"submission", "max_message_size", V_SIZE, C(max_message_size), 1024, 1ull << 34, 0, NULL},
+	{"submission", "max_recipients", V_U32, C(max_recipients), 1, 100000, 0, NULL},
+	{"submission", "max_errors", V_U32, C(max_errors), 1, 1000, 0, NULL},
+	{"submission", "idle_timeout", V_DURATION, C(idle_timeout_ms), 1000, 3600000, 0, NULL},
+	{"submission", "max_line_length", V_U32, C(max_line_length), 1000, 1000000, 0, NULL},
+	{"submission", "max_clients", V_U32, C(max_clients), 1, 1000000, 0, NULL},
+	{"api", "keys", V_KEYS, 0, 0, 0, 0, NULL},
+	{"dns", "servers", V_STR, C(dns_servers), 0, 0, 0, "DNS resolution"},
+	{"queue", "retry", V_RETRY, 0, 0, 0, 0, NULL},
+	{"queue", "max_age", V_DURATION, C(max_age_ms), 1000, 365ull * 86400000, 0, NULL},
+	{"queue", "bounce_domain", V_STR, C(bounce_domain), 0, 0, 0, "VERP bounce processing"},
+	{"queue", "max_size", V_SIZE, C(max_size), 16ull << 20, 1ull << 44, 0, NULL},
+	{"queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 44, 0, NULL},
+	{"queue", "keep_done", V_DURATION, C(keep_done_ms), 0, 365ull * 86400000, 0, NULL},
+	{"domain", "max_connections", V_U32, D(max_connections), 1, 100000, CFG_D_MAX_CONNECTIONS, NULL},
+	{"domain", "max_messages_per_connection", V_U32, D(max_messages_per_connection), 1, 10000000,
+	 CFG_D_MAX_MSGS, NULL},
+	{"domain", "max_recipients_per_message", V_U32, D(max_recipients_per_message), 1, 100000,
+	 CFG_D_MAX_RCPTS, NULL},
+	{"domain", "rate", V_RATE, D(rate), 0, 1000000, CFG_D_RATE, NULL},
+	{"domain", "connect_timeout", V_DURATION, D(connect_timeout_ms), 100, 3600000,
+	 CFG_D_CONNECT_TIMEOUT, NULL},
+	{"domain", "port", V_PORT, D(port), 1, 65535, CFG_D_PORT, NULL},
+	{"domain", "route", V_ADDR, D(route), 0, 0, CFG_D_ROUTE, NULL},
+};
+
+static bool set_value(struct parse_state *ps, const struct key *k, void *base, const char *value)
+{
+	char *field = (char *)base + k->off;
+	uint64_t v;
+	switch (k->type) {
+	case V_STR:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return true;
+	case V_U32:
+		if (!rp_parse_u64(value, &v) || v < k->min || v > k->max)
+			return fail(ps, "%s must be a number from %llu to %llu", k->name,
+				    (unsigned long long)k->min, (unsigned long long)k->max);
+		*(uint32_t *)field = (uint32_t)v;
+		return true;
+	case V_PORT:
+		if (!rp_parse_u64(value, &v) || v < 1 || v > 65535)
+			return fail(ps, "%s must be a port number", k->name);
+		*(uint16_t *)field = (uint16_t)v;
+		return true;
+	case V_SHARDS:
+		if (!rp_parse_u64(value, &v) || v > k->max)
+			return fail(ps, "shards must be 0 (one per core) to %llu",
+				    (unsigned long long)k->max);
+		*(unsigned *)field = (unsigned)v;
+		return true;
+	case V_DURATION:
+		if (!rp_parse_duration_ms(value, &v) || v < k->min || v > k->max)
+			return fail(ps, "%s must be a duration like 30s, 5m, 2h, 3d", k->name);
+		*(uint64_t *)field = v;
+		return true;
+	case V_SIZE:
+		if (!rp_parse_size(value, &v) || v < k->min || v > k->max)
+			return fail(ps, "%s must be a size like 512k, 10M, 8G", k->name);
+		*(uint64_t *)field = v;
+		return true;
+	case V_RATE: {
+		char *end;
+		errno = 0;
+		double d = strtod(value, &end);
+		if (errno || end == value || *end || d < 0 || d > (double)k->max)
+			return fail(ps, "%s must be a number of messages per second", k->name);
+		*(double *)field = d;
+		return true;
+	}
+	case V_LOGLEVEL:
+		if (!log_level_parse(value, (enum log_level *)field))
+			return fail(ps, "log_level must be error, warn, info or debug");
+		return true;
+	case V_ADDR:
+		if (!*value) {
+			memset(field, 0, sizeof(struct cfg_addr));
+			return true;
+		}
+		if (!config_parse_addr(value, (struct cfg_addr *)field))
+			return fail(ps, "%s must be host:port (IPv6 as [addr]:port)", k->name);
+		return true;
+	case V_NETS:
+		ps->cfg->nnetworks = 0;
+		return split_list(ps, value, k->name, add_net, NULL);
+	case V_KEYS:
+		for (unsigned i = 0; i < ps->cfg->napi_keys; i++)
+			free(ps->cfg->api_keys[i]);
+		ps->cfg->napi_keys = 0;
+		return split_list(ps, value, k->name, add_key, NULL);
+	case V_RETRY:
+		ps->cfg->nretry = 0;
+		if (!split_list(ps, value, k->name, add_retry, NULL))
+			return false;
+		if (!ps->cfg->nretry)
+			return fail(ps, "retry needs at least one duration");
+		return true;
+	case V_BOOL_UNUSED:
+		break;
+	}
+	rp_panic("unknown value type %d", (int)k->type);
+}
+
+static struct cfg_domain *domain_section(struct parse_state *ps, const char *name)
+{
+	struct config *c = ps->cfg;
+	if (!strcmp(name, "*"))
+		return &c->defaults;
+	char *lname = rp_lower(xstrdup(name));
+	for (unsigned i = 0; i < c->ndomains; i++)
+		if (!strcmp(c->domains[i].name, lname)) {
+			free(lname);
+			return &c->domains[i];
+		}
+	if (addr_domain_check(lname, strlen(lname), true) != ADDR_OK) {
+		free(lname);
+		fail(ps, "bad domain name in [domain %s]", name);
+		return NULL;
+	}
+	c->domains = xrealloc(c->domains, (c->ndomains + 1) * sizeof(*c->domains));
+	struct cfg_domain *d = &c->domains[c->ndomains++];
+	memset(d, 0, sizeof(*d));
+	d->name = lname;
+	d->line = ps->line;
+	return d;
+}
+
+static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_state *ps = user;
+	void *base = ps->cfg;
+	const char *sect = section;
+	if (ps->err[0])
+		return 0;
+	if (ps->long_line)
+		return fail(ps, "line too long");
+	if (!strncmp(section, "domain", 6) && (section[6] == ' ' || section[6] == '\t')) {
+		const char *dn = section + 7;
+		while (*dn == ' ' || *dn == '\t')
+			dn++;
+		struct cfg_domain *d = domain_section(ps, dn);
+		if (!d)
+			return 0;
+		base = d;
+		sect = "domain";
+		for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
+			if (strcmp(keys[i].section, "domain") || strcmp(keys[i].name, name))
+				continue;
+			if (!set_value(ps, &keys[i], base, value))
+				return 0;
+			d->set |= keys[i].dflag;
+			return 1;
+		}
+		return fail(ps, "unknown key '%s' in [%s]", name, section);
+	}
+	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
+		if (strcmp(keys[i].section, sect) || strcmp(keys[i].name, name))
+			continue;
+		if (!strcmp(sect, "domain"))
+			break;
+		return set_value(ps, &keys[i], base, value) ? 1 : 0;
+	}
+	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++)
+		if (!strcmp(keys[i].section, section))
+			return fail(ps, "unknown key '%s' in [%s]", name, section);
+	if (!section[0])
+		return fail(ps, "key '%s' outside any section", name);
+	return fail(ps, "unknown section [%s]", section);
+}
+
+/* reader - fgets for inih that counts lines and notices over-long ones. */
+static char *reader(char *str, int num, void *stream)
+{
+	struct parse_state *ps = stream;
+	char *r = fgets(str, num, ps->fp);
+	if (!r)
+		return NULL;
+	size_t n = strlen(str);
+	if (n && str[n - 1] == '\n') {
+		ps->line++;
+	} else if (!feof(ps->fp)) {
+		/* inih would see the rest as a new line; refuse instead. */
+		ps->line++;
+		ps->long_line = true;
+		int ch;
+		while ((ch = fgetc(ps->fp)) != EOF && ch != '\n')
+			;
+		if (!ps->err[0]) {
+			snprintf(ps->err, sizeof(ps->err), "line too long (at most %d characters)",
+				 num - 2);
+			ps->err_line = ps->line;
+		}
+	} else {
+		ps->line++;
+	}
+	return r;
+}
+
+static void set_defaults(struct config *c)
+{
+	c->hostname = NULL;
+	c->data_dir = xstrdup("var");
+	c->shards = 0;
+	c->log_path = xstrdup("");
+	c->log_level = LOG_INFO;
+	c->max_outbound = 20000;
+	c->max_message_size = 50ull << 20;
+	c->max_recipients = 1000;
+	c->max_errors = 10;
+	c->idle_timeout_ms = 300000;
+	c->max_line_length = 1000;
+	c->max_clients = 10000;
+	c->dns_servers = xstrdup("");
+	c->max_age_ms = 3ull * 86400000;
+	c->bounce_domain = xstrdup("");
+	c->max_size = 8ull << 30;
+	c->min_free = 256ull << 20;
+	c->keep_done_ms = 86400000;
+	static const uint64_t retry[] = {60000, 300000, 900000, 1800000, 3600000, 7200000, 14400000};
+	c->nretry = RP_ARRAY_LEN(retry);
+	c->retry_ms = xmemdup(retry, sizeof(retry));
+	static const unsigned char lo4[16] = {127}, lo6[16] = {[15] = 1};
+	c->networks = xcalloc(2, sizeof(*c->networks));
+	c->networks[0] = (struct cfg_net){.family = AF_INET, .prefix = 8};
+	memcpy(c->networks[0].addr, lo4, 16);
+	c->networks[1] = (struct cfg_net){.family = AF_INET6, .prefix = 128};
+	memcpy(c->networks[1].addr, lo6, 16);
+	c->nnetworks = 2;
+	c->defaults.name = xstrdup("*");
+	c->defaults.max_connections = 100;
+	c->defaults.max_messages_per_connection = 1000;
+	c->defaults.max_recipients_per_message = 100;
+	c->defaults.rate = 0;
+	c->defaults.connect_timeout_ms = 30000;
+	c->defaults.port = 25;
+}
+
+/* merge_domain - fill keys a [domain X] section did not set from [domain *]. */
+static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
+{
+	if (!(d->set & CFG_D_MAX_CONNECTIONS))
+		d->max_connections = def->max_connections;
+	if (!(d->set & CFG_D_MAX_MSGS))
+		d->max_messages_per_connection = def->max_messages_per_connection;
+	if (!(d->set & CFG_D_MAX_RCPTS))
+		d->max_recipients_per_message = def->max_recipients_per_message;
+	if (!(d->set & CFG_D_RATE))
+		d->rate = def->rate;
+	if (!(d->set & CFG_D_CONNECT_TIMEOUT))
+		d->connect_timeout_ms = def->connect_timeout_ms;
+	if (!(d->set & CFG_D_PORT))
+		d->port = def->port;
+	if (!(d->set & CFG_D_ROUTE))
+		d->route = def->route;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	struct parse_state ps;
+	memset(&ps, 0, sizeof(ps));
+	ps.cfg = xcalloc(1, sizeof(*ps.cfg));
+	ps.cfg->path = xstrdup(path);
+	set_defaults(ps.cfg);
+	ps.fp = fopen(path, "r");
+	if (!ps.fp) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		config_free(ps.cfg);
+		return NULL;
+	}
+	int rc = ini_parse_stream(reader, &ps, config_ini_handler, &ps);
+	fclose(ps.fp);
+	if (rc != 0 || ps.err[0]) {
+		if (ps.err[0])
+			snprintf(err, errlen, "%s:%u: %s", path, ps.err_line, ps.err);
+		else if (rc > 0)
+			snprintf(err, errlen, "%s:%d: syntax error", path, rc);
+		else
+			snprintf(err, errlen, "%s: cannot parse (error %d)", path, rc);
+		config_free(ps.cfg);
+		return NULL;
+	}
+	struct config *c = ps.cfg;
+	if (!c->hostname || !*c->hostname) {
+		char host[256] = "localhost";
+		gethostname(host, sizeof(host) - 1);
+		free(c->hostname);
+		c->hostname = xstrdup(host);
+	}
+	if (addr_domain_check(c->hostname, strlen(c->hostname), false) != ADDR_OK) {
+		snprintf(err, errlen, "%s: hostname '%s' is not a valid domain name", path, c->hostname);
+		config_free(c);
+		return NULL;
+	}
+	if (!*c->data_dir) {
+		snprintf(err, errlen, "%s: data_dir must not be empty", path);
+		config_free(c);
+		return NULL;
+	}
+	struct cfg_addr *listens[] = {&c->listen_submission, &c->listen_api, &c->listen_inbound,
+				      &c->listen_imap, &c->listen_pop3};
+	for (size_t i = 0; i < RP_ARRAY_LEN(listens); i++) {
+		if (listens[i]->set && !listens[i]->sslen) {
+			snprintf(err, errlen, "%s: listen address %s must be an IP address", path,
+				 listens[i]->text);
+			config_free(c);
+			return NULL;
+		}
+	}
+	for (unsigned i = 0; i < c->ndomains; i++)
+		merge_domain(&c->domains[i], &c->defaults);
+	return c;
+}
+
+void config_free(struct config *c)
+{
+	if (!c)
+		return;
+	free(c->path);
+	free(c->hostname);
+	free(c->data_dir);
+	free(c->log_path);
+	free(c->networks);
+	for (unsigned i = 0; i < c->napi_keys; i++)
+		free(c->api_keys[i]);
+	free(c->api_keys);
+	free(c->dns_servers);
+	free(c->retry_ms);
+	free(c->bounce_domain);
+	free(c->defaults.name);
+	for (unsigned i = 0; i < c->ndomains; i++)
+		free(c->domains[i].name);
+	free(c->domains);
+	free(c);
+}
+
+void config_log_pending(const struct config *cfg)
+{
+	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
+		const struct key *k = &keys[i];
+		if (!k->pending)
+			continue;
+		const char *field = (const char *)cfg + k->off;
+		bool set = k->type == V_ADDR ? ((const struct cfg_addr *)field)->set
+					     : **(char *const *)field != '\0';
+		if (set)
+			log_warn("config: [%s] %s is accepted, but %s is not built yet", k->section,
+				 k->name, k->pending);
+	}
+}
+
+const struct cfg_domain *config_domain(const struct config *cfg, const char *domain)
+{
+	for (unsigned i = 0; i < cfg->ndomains; i++)
+		if (!strcmp(cfg->domains[i].name, domain))
+			return &cfg->domains[i];
+	return &cfg->defaults;
+}
+
+static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)
+{
+	unsigned bytes = prefix / 8, bits = prefix % 8;
+	if (memcmp(a, net, bytes))
+		return false;
+	if (!bits)
+		return true;
+	unsigned char mask = (unsigned char)(0xff << (8 - bits));
+	return (a[bytes] & mask) == (net[bytes] & mask);
+}
+
+bool config_net_allowed(const struct config *cfg, const struct sockaddr *sa)
+{
+	unsigned char a4[4], a6[16];
+	bool v4 = false, v6 = false;
+	if (sa->sa_family == AF_INET) {
+		memcpy(a4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		v4 = true;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		memcpy(a6, in6, 16);
+		v6 = true;
+		if (IN6_IS_ADDR_V4MAPPED(in6)) {
+			memcpy(a4, a6 + 12, 4);
+			v4 = true;
+		}
+	}
+	for (unsigned i = 0; i < cfg->nnetworks; i++) {
+		const struct cfg_net *n = &cfg->networks[i];
+		if (n->family == AF_INET && v4 && prefix_match(a4, n->addr, n->prefix))
+			return true;
+		if (n->family == AF_INET6 && v6 && prefix_match(a6, n->addr, n->prefix))
+			return true;
+	}
+	return false;
+}
+
+unsigned config_shards(const struct config *cfg)
+{
+	if (cfg->shards)
+		return cfg->shards;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)RP_MIN(n, 64) : 1;
+}

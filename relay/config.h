@@ -1,0 +1,113 @@
+/* config.h - the ringpost.conf INI file (INTERFACE.md), parsed with inih.
+ *
+ * config_load returns a complete, validated, immutable configuration or an
+ * error naming the file, the line and the reason. A loaded config is shared
+ * read-only between threads; a reload builds a new one and swaps pointers.
+ */
+#ifndef RP_CONFIG_H
+#define RP_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "queue/log.h"
+
+/* A socket address given as host:port ("127.0.0.1:25", "[::1]:25"). */
+struct cfg_addr {
+	bool set;                   /* the key was given */
+	char text[300];             /* as written */
+	char host[256];             /* host part without brackets */
+	uint16_t port;
+	struct sockaddr_storage ss; /* resolved when host is an IP literal */
+	socklen_t sslen;            /* 0 when host is a name */
+};
+
+/* A network in [submission] networks. */
+struct cfg_net {
+	int family;              /* AF_INET or AF_INET6 */
+	unsigned char addr[16];  /* network address */
+	unsigned prefix;         /* prefix length */
+};
+
+/* Delivery settings of one destination domain ([domain NAME] merged over
+ * [domain *]). */
+struct cfg_domain {
+	char *name;                        /* lower-case domain, or "*" */
+	unsigned line;                     /* where the section started */
+	uint32_t max_connections;          /* concurrent sessions */
+	uint32_t max_messages_per_connection;
+	uint32_t max_recipients_per_message;
+	double rate;                       /* messages per second, 0 = unlimited */
+	uint64_t connect_timeout_ms;
+	uint16_t port;                     /* SMTP port of exchangers found by DNS */
+	struct cfg_addr route;             /* static next hop */
+	unsigned set;                      /* keys given in this section (CFG_D_*) */
+};
+
+struct config {
+	char *path;
+
+	/* [server] */
+	char *hostname;           /* EHLO name, Received: by, Reporting-MTA */
+	char *data_dir;           /* spool directory */
+	unsigned shards;          /* 0 = one per core */
+	char *log_path;           /* "" = stderr */
+	enum log_level log_level;
+	uint32_t max_outbound;    /* outbound sessions per shard, all domains */
+
+	/* [listen] */
+	struct cfg_addr listen_submission, listen_api, listen_inbound, listen_imap, listen_pop3;
+
+	/* [submission] */
+	struct cfg_net *networks;
+	unsigned nnetworks;
+	uint64_t max_message_size;  /* bytes, announced in SIZE */
+	uint32_t max_recipients;    /* RCPTs per message */
+	uint32_t max_errors;        /* bad commands before 421 */
+	uint64_t idle_timeout_ms;   /* server-side command timeout */
+	uint32_t max_line_length;   /* text line limit, CRLF included */
+	uint32_t max_clients;       /* concurrent submission sessions per shard */
+
+	/* [api] */
+	char **api_keys;
+	unsigned napi_keys;
+
+	/* [dns] */
+	char *dns_servers;        /* "" = /etc/resolv.conf */
+
+	/* [queue] */
+	uint64_t *retry_ms;       /* delays between attempts; the last repeats */
+	unsigned nretry;
+	uint64_t max_age_ms;      /* then the recipient bounces */
+	char *bounce_domain;      /* VERP return-path domain, "" = off */
+	uint64_t max_size;        /* spool size limit (LMDB map size) */
+	uint64_t min_free;        /* refuse new mail below this much free disk */
+	uint64_t keep_done_ms;    /* how long finished messages' status is kept */
+
+	/* [domain *] and [domain NAME] */
+	struct cfg_domain defaults;
+	struct cfg_domain *domains;
+	unsigned ndomains;
+};
+
+/* config_load - parse and validate path. On error returns NULL and writes
+ * "path:line: reason" (or "path: reason") into err. Caller frees with
+ * config_free. */
+struct config *config_load(const char *path, char *err, size_t errlen);
+/* config_free - release a config (NULL is fine). */
+void config_free(struct config *cfg);
+/* config_domain - the settings for a domain (lower-case): its own section
+ * merged over [domain *], or the defaults. Lives as long as cfg. */
+const struct cfg_domain *config_domain(const struct config *cfg, const char *domain);
+/* config_net_allowed - whether a peer address is inside [submission] networks. */
+bool config_net_allowed(const struct config *cfg, const struct sockaddr *sa);
+/* config_parse_addr - "host:port" / "[v6]:port" into a; false on bad syntax. */
+bool config_parse_addr(const char *s, struct cfg_addr *a);
+/* config_log_pending - one warning per configured key whose feature is not
+ * built yet (INTERFACE.md: every listed key is accepted from the start). */
+void config_log_pending(const struct config *cfg);
+/* config_shards - the effective shard count (resolves 0 to the core count). */
+unsigned config_shards(const struct config *cfg);
+
+#endif

@@ -1,0 +1,387 @@
+/* conn.c - TCP byte stream over the event loop (see conn.h).
+ *
+ * Invariants:
+ * - At most one send is in flight; it owns c->sending until its completion.
+ * - The fd is closed, and ops->released called, only when io.inflight is 0
+ *   and the conn is closing: no completion can then refer to it.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "queue/log.h"
+
+static void conn_cqe(struct loop_io *io, const struct loop_cqe *cqe);
+static void conn_flush_now(struct loop_defer *d);
+static void conn_maybe_release(struct conn *c);
+static void conn_release_now(struct loop_defer *d);
+
+void conn_init(struct conn *c, struct loop *l, const struct conn_ops *ops, void *owner)
+{
+	memset(c, 0, sizeof(*c));
+	c->loop = l;
+	c->fd = -1;
+	c->ops = ops;
+	c->owner = owner;
+}
+
+static void recv_arm(struct conn *c)
+{
+	struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_RECV);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	loop_tag(c->loop, sqe, &c->io, LOOP_OP_RECV);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = loop_buf_group(c->loop);
+	c->flags |= CONN_F_RECV;
+}
+
+static void set_nodelay(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void conn_attach(struct conn *c, int fd)
+{
+	rp_assert(c->fd < 0);
+	c->fd = fd;
+	set_nodelay(fd);
+	loop_io_register(c->loop, &c->io, conn_cqe);
+	recv_arm(c);
+}
+
+int conn_connect(struct conn *c, const struct sockaddr *addr, socklen_t len, uint64_t timeout_ms)
+{
+	rp_assert(c->fd < 0);
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	set_nodelay(fd);
+	c->fd = fd;
+	loop_io_register(c->loop, &c->io, conn_cqe);
+
+	/* The connect and its deadline are linked: whichever ends first
+	 * cancels the other, and both complete. The address must live until
+	 * the connect is submitted; io_uring copies it at submission. */
+	struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_CONNECT);
+	io_uring_prep_connect(sqe, fd, addr, len);
+	loop_tag(c->loop, sqe, &c->io, LOOP_OP_CONNECT);
+	sqe->flags |= IOSQE_IO_LINK;
+	struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ms / 1000),
+				       .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+	sqe = loop_sqe(c->loop, &c->io, LOOP_OP_LINK_TIMEOUT);
+	io_uring_prep_link_timeout(sqe, &ts, 0);
+	loop_tag(c->loop, sqe, &c->io, LOOP_OP_LINK_TIMEOUT);
+	c->flags |= CONN_F_CONNECTING;
+	/* The kernel copies the timespec when it prepares the request, which
+	 * happens during submission: submit before ts goes out of scope. */
+	loop_submit(c->loop);
+	return 0;
+}
+
+void conn_write(struct conn *c, const void *p, size_t n)
+{
+	if (conn_closing(c) || c->fd < 0)
+		return;
+	buf_append(&c->out, p, n);
+	conn_flush_soon(c);
+}
+
+void conn_puts(struct conn *c, const char *s)
+{
+	conn_write(c, s, strlen(s));
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
+	if (conn_closing(c) || c->fd < 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&c->out, fmt, ap);
+	va_end(ap);
+	conn_flush_soon(c);
+}
+
+struct buf *conn_outbuf(struct conn *c)
+{
+	return &c->out;
+}
+
+void conn_flush_soon(struct conn *c)
+{
+	if (!(c->flags & CONN_F_SENDING) && buf_used(&c->out))
+		loop_defer(c->loop, &c->flush, conn_flush_now);
+}
+
+size_t conn_pending_out(const struct conn *c)
+{
+	return buf_used(&c->out) + buf_used(&c->sending);
+}
+
+static void send_submit(struct conn *c)
+{
+	struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_SEND);
+	io_uring_prep_send(sqe, c->fd, buf_head(&c->sending), buf_used(&c->sending), MSG_NOSIGNAL);
+	loop_tag(c->loop, sqe, &c->io, LOOP_OP_SEND);
+	c->flags |= CONN_F_SENDING;
+}
+
+static void conn_flush_now(struct loop_defer *d)
+{
+	struct conn *c = RP_CONTAINER_OF(d, struct conn, flush);
+	if ((c->flags & (CONN_F_SENDING | CONN_F_CLOSING)) || c->fd < 0 || !buf_used(&c->out))
+		return;
+	/* Swap: the filled buffer goes to the kernel, the drained one is refilled. */
+	struct buf tmp = c->sending;
+	c->sending = c->out;
+	c->out = tmp;
+	buf_reset(&c->out);
+	send_submit(c);
+}
+
+void conn_recv_pause(struct conn *c)
+{
+	if ((c->flags & CONN_F_PAUSED) || conn_closing(c))
+		return;
+	c->flags |= CONN_F_PAUSED;
+	if (c->flags & CONN_F_RECV) {
+		struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_CANCEL);
+		io_uring_prep_cancel64(sqe, loop_user_data(c->loop, &c->io, LOOP_OP_RECV), 0);
+		loop_tag(c->loop, sqe, &c->io, LOOP_OP_CANCEL);
+	}
+}
+
+void conn_recv_resume(struct conn *c)
+{
+	if (!(c->flags & CONN_F_PAUSED))
+		return;
+	c->flags &= ~CONN_F_PAUSED;
+	if (!(c->flags & CONN_F_RECV) && !conn_closing(c) && !(c->flags & CONN_F_EOF) && c->fd >= 0)
+		recv_arm(c);
+}
+
+/* begin_close - cancel everything in flight; release once it has drained. */
+static void begin_close(struct conn *c)
+{
+	if (c->flags & CONN_F_CLOSING)
+		return;
+	c->flags |= CONN_F_CLOSING;
+	c->flags &= ~CONN_F_CLOSE_DRAINED;
+	loop_defer_cancel(c->loop, &c->flush);
+	if (c->fd >= 0 && c->io.inflight) {
+		struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_CANCEL);
+		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		loop_tag(c->loop, sqe, &c->io, LOOP_OP_CANCEL);
+	}
+	conn_maybe_release(c);
+}
+
+void conn_close(struct conn *c)
+{
+	begin_close(c);
+}
+
+void conn_close_after_flush(struct conn *c)
+{
+	if (conn_closing(c))
+		return;
+	if (!conn_pending_out(c)) {
+		begin_close(c);
+		return;
+	}
+	c->flags |= CONN_F_CLOSE_DRAINED;
+	conn_flush_soon(c);
+}
+
+/* peer_gone - the socket is finished from the peer's side. */
+static void peer_gone(struct conn *c, int err)
+{
+	if (c->flags & CONN_F_CLOSING)
+		return;
+	if (!c->err)
+		c->err = err;
+	bool graceful = c->flags & CONN_F_CLOSE_DRAINED;
+	begin_close(c);
+	if (!graceful && c->ops->closed)
+		c->ops->closed(c, err);
+}
+
+/* conn_maybe_release - once closing and idle, release after this batch.
+ * Never synchronously: the caller may be inside an owner callback that
+ * still uses the object. */
+static void conn_maybe_release(struct conn *c)
+{
+	if (!(c->flags & CONN_F_CLOSING) || c->io.inflight || (c->flags & CONN_F_RELEASED))
+		return;
+	loop_defer(c->loop, &c->flush, conn_release_now);
+}
+
+static void conn_release_now(struct loop_defer *d)
+{
+	struct conn *c = RP_CONTAINER_OF(d, struct conn, flush);
+	if (c->io.inflight || (c->flags & CONN_F_RELEASED))
+		return; /* a late request was submitted; its completion re-checks */
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (c->io.slot)
+		loop_io_release(c->loop, &c->io);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	buf_free(&c->sending);
+	c->flags |= CONN_F_RELEASED;
+	c->ops->released(c);
+}
+
+void conn_trim(struct conn *c, size_t keep)
+{
+	if (!buf_used(&c->in))
+		buf_shrink(&c->in, keep);
+	if (!buf_used(&c->out))
+		buf_shrink(&c->out, keep);
+	if (!(c->flags & CONN_F_SENDING))
+		buf_shrink(&c->sending, keep);
+}
+
+static void on_recv(struct conn *c, const struct loop_cqe *cqe)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	if (!more)
+		c->flags &= ~CONN_F_RECV;
+	if (c->flags & CONN_F_CLOSING)
+		return;
+	if (cqe->res > 0) {
+		buf_append(&c->in, cqe->data, (size_t)cqe->res);
+		c->bytes_in += (size_t)cqe->res;
+		/* The buffer ring ran dry or the kernel ended the multishot:
+		 * any completion without F_MORE on a live conn means re-arm. */
+		if (!more && !(c->flags & CONN_F_PAUSED))
+			recv_arm(c);
+		c->ops->data(c);
+		return;
+	}
+	if (cqe->res == 0) {
+		c->flags |= CONN_F_EOF;
+		peer_gone(c, 0);
+		return;
+	}
+	switch (-cqe->res) {
+	case ENOBUFS:
+		if (!(c->flags & CONN_F_PAUSED))
+			recv_arm(c);
+		return;
+	case ECANCELED:
+		if (!(c->flags & CONN_F_PAUSED))
+			recv_arm(c);
+		return;
+	case EINTR:
+	case EAGAIN:
+		if (!more && !(c->flags & CONN_F_PAUSED))
+			recv_arm(c);
+		return;
+	default:
+		peer_gone(c, cqe->res);
+	}
+}
+
+static void on_send(struct conn *c, const struct loop_cqe *cqe)
+{
+	c->flags &= ~CONN_F_SENDING;
+	if (c->flags & CONN_F_CLOSING)
+		return;
+	if (cqe->res < 0) {
+		if (cqe->res == -EINTR || cqe->res == -EAGAIN) {
+			send_submit(c);
+			return;
+		}
+		peer_gone(c, cqe->res);
+		return;
+	}
+	buf_consume(&c->sending, (size_t)cqe->res);
+	c->bytes_out += (size_t)cqe->res;
+	if (buf_used(&c->sending)) {
+		send_submit(c); /* short send: the rest, same buffer */
+		return;
+	}
+	if (buf_used(&c->out)) {
+		conn_flush_now(&c->flush);
+		return;
+	}
+	if (c->flags & CONN_F_CLOSE_DRAINED) {
+		shutdown(c->fd, SHUT_WR);
+		begin_close(c);
+	}
+}
+
+static void on_connect(struct conn *c, const struct loop_cqe *cqe)
+{
+	if (!(c->flags & CONN_F_CONNECTING))
+		return;
+	c->flags &= ~CONN_F_CONNECTING;
+	if (c->flags & CONN_F_CLOSING)
+		return;
+	int err = cqe->res;
+	if (err == -ECANCELED)
+		err = -ETIMEDOUT; /* the linked timeout fired */
+	if (err == 0)
+		recv_arm(c);
+	else if (!c->err)
+		c->err = err;
+	c->ops->connected(c, err);
+}
+
+static void conn_cqe(struct loop_io *io, const struct loop_cqe *cqe)
+{
+	struct conn *c = RP_CONTAINER_OF(io, struct conn, io);
+	switch (cqe->op) {
+	case LOOP_OP_RECV:
+		on_recv(c, cqe);
+		break;
+	case LOOP_OP_SEND:
+		on_send(c, cqe);
+		break;
+	case LOOP_OP_CONNECT:
+		on_connect(c, cqe);
+		break;
+	case LOOP_OP_LINK_TIMEOUT:
+	case LOOP_OP_CANCEL:
+		break;
+	default:
+		rp_panic("unexpected op %u", cqe->op);
+	}
+	conn_maybe_release(c);
+}
+
+void conn_peer_name(int fd, char *out, size_t outlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+			port = ntohs(sin->sin_port);
+			snprintf(out, outlen, "%s:%u", host, port);
+			return;
+		}
+		if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+			port = ntohs(sin6->sin6_port);
+			snprintf(out, outlen, "[%s]:%u", host, port);
+			return;
+		}
+	}
+	snprintf(out, outlen, "unknown");
+}

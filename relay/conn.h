@@ -1,0 +1,105 @@
+/* conn.h - a TCP byte stream on the event loop (both directions).
+ *
+ * A conn owns one socket. Received bytes are appended to c->in and the
+ * owner's data callback consumes what it can. Writes are appended to an
+ * output buffer and sent once per batch of completions (one send carries
+ * every reply a pipelined batch produced); a short send is resubmitted.
+ *
+ * Life cycle: conn_init + conn_attach (accepted socket) or conn_connect.
+ * The conn closes when the owner calls conn_close / conn_close_after_flush,
+ * or when the peer goes away (then ops->closed runs first, once). Either way
+ * ops->released runs exactly once, after the last completion has arrived;
+ * only then may the owner free the memory holding the conn.
+ */
+#ifndef RP_CONN_H
+#define RP_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "loop.h"
+#include "queue/buf.h"
+
+struct conn;
+
+struct conn_ops {
+	/* connected - outbound connect finished: err 0, or -errno (-ETIMEDOUT). */
+	void (*connected)(struct conn *c, int err);
+	/* data - new bytes in c->in; consume with buf_consume. */
+	void (*data)(struct conn *c);
+	/* closed - the peer closed (err 0) or the socket failed (-errno); the
+	 * conn is now closing and further writes are dropped. */
+	void (*closed)(struct conn *c, int err);
+	/* released - nothing is in flight any more; the owner may free c. */
+	void (*released)(struct conn *c);
+};
+
+enum {
+	CONN_F_CONNECTING = 1u << 0,  /* connect submitted, not completed */
+	CONN_F_RECV = 1u << 1,        /* a multishot recv is armed */
+	CONN_F_SENDING = 1u << 2,     /* a send is in flight (c->sending is the kernel's) */
+	CONN_F_CLOSING = 1u << 3,     /* closing: cancel submitted or pending */
+	CONN_F_CLOSE_DRAINED = 1u << 4, /* close once the output is sent */
+	CONN_F_PAUSED = 1u << 5,      /* the owner paused receiving */
+	CONN_F_EOF = 1u << 6,         /* the peer half-closed */
+	CONN_F_RELEASED = 1u << 7,    /* released has run */
+};
+
+struct conn {
+	struct loop_io io;           /* tag slot and in-flight count */
+	struct loop *loop;           /* the loop this conn lives on */
+	int fd;                      /* socket, -1 once closed */
+	uint32_t flags;              /* CONN_F_* */
+	const struct conn_ops *ops;  /* owner callbacks */
+	void *owner;                 /* owner's object */
+	struct buf in;               /* received, not yet consumed */
+	struct buf out;              /* written by the owner, not yet sent */
+	struct buf sending;          /* handed to the kernel; untouchable while SENDING */
+	struct loop_defer flush;     /* sends once per batch */
+	int err;                     /* first socket error seen, -errno */
+	uint64_t bytes_in, bytes_out;
+};
+
+/* conn_init - prepare c for owner with ops; no socket yet. */
+void conn_init(struct conn *c, struct loop *l, const struct conn_ops *ops, void *owner);
+/* conn_attach - take over an accepted socket and start receiving. */
+void conn_attach(struct conn *c, int fd);
+/* conn_connect - connect to addr with a deadline; ops->connected reports.
+ * addr must stay valid until ops->connected has run.
+ * Returns 0, or -errno when no socket could be made (nothing is in flight
+ * then and the owner may free c at once). */
+int conn_connect(struct conn *c, const struct sockaddr *addr, socklen_t len, uint64_t timeout_ms);
+/* conn_write - queue n bytes for sending (dropped when closing). */
+void conn_write(struct conn *c, const void *p, size_t n);
+/* conn_puts - queue a C string. */
+void conn_puts(struct conn *c, const char *s);
+/* conn_printf - queue formatted text. */
+RP_PRINTF(2, 3) void conn_printf(struct conn *c, const char *fmt, ...);
+/* conn_outbuf - the output buffer for writers that format in place; call
+ * conn_flush_soon after appending. */
+struct buf *conn_outbuf(struct conn *c);
+/* conn_flush_soon - send queued output at the end of this batch. */
+void conn_flush_soon(struct conn *c);
+/* conn_pending_out - bytes queued or in flight. */
+size_t conn_pending_out(const struct conn *c);
+/* conn_recv_pause - stop receiving (bytes stay in the socket). */
+void conn_recv_pause(struct conn *c);
+/* conn_recv_resume - receive again after conn_recv_pause. */
+void conn_recv_resume(struct conn *c);
+/* conn_close - close now: cancel everything, drop unsent output. */
+void conn_close(struct conn *c);
+/* conn_close_after_flush - close once queued output has been sent. */
+void conn_close_after_flush(struct conn *c);
+/* conn_trim - release buffer memory beyond keep bytes (idle sessions). */
+void conn_trim(struct conn *c, size_t keep);
+/* conn_closing - true once closing has begun. */
+static inline bool conn_closing(const struct conn *c)
+{
+	return c->flags & (CONN_F_CLOSING | CONN_F_CLOSE_DRAINED);
+}
+
+/* conn_peer_name - "1.2.3.4:25" or "[::1]:25" of fd's peer into out. */
+void conn_peer_name(int fd, char *out, size_t outlen);
+
+#endif

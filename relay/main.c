@@ -1,0 +1,300 @@
+/* main.c - the ringpost command line: serve, and the client commands.
+ *
+ * Exit status: 0 on success, sysexits(3) codes on usage (64), config (78),
+ * I/O (74), OS (71) and unavailable-service (69) errors, always with one
+ * line on stderr naming the problem.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "queue/log.h"
+#include "queue/spool.h"
+#include "queue/util.h"
+#include "shard.h"
+
+#define SCAN_BATCH 4096
+
+static void usage(FILE *f)
+{
+	fputs("usage: ringpost serve -c FILE\n"
+	      "       ringpost send -c FILE --from A --to B [--to C] [--subject S] [--text T | --raw FILE]\n"
+	      "       ringpost stats -c FILE [--json] [--watch]\n"
+	      "       ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|resume DOMAIN|purge DOMAIN\n"
+	      "       ringpost check-config -c FILE\n"
+	      "       ringpost version\n",
+	      f);
+}
+
+/* config_path - the value of -c/--config in argv, or the default. */
+const char *cli_config_path(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+			return argv[i + 1];
+		if (!strncmp(argv[i], "--config=", 9))
+			return argv[i] + 9;
+	}
+	return "ringpost.conf";
+}
+
+struct config *cli_load_config(int argc, char **argv)
+{
+	char err[600];
+	struct config *cfg = config_load(cli_config_path(argc, argv), err, sizeof(err));
+	if (!cfg)
+		rp_die(RP_EX_CONFIG, "%s", err);
+	return cfg;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open file limit: %s", strerror(errno));
+	}
+}
+
+static int listen_on(const struct cfg_addr *a, char *err, size_t errlen)
+{
+	int one = 1;
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot create a socket for %s: %s", a->text, strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->sslen) < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, 4096) < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- start-up rebuild of the queues ------------------------------------ */
+
+struct scan_state {
+	struct relay *r;
+	struct sched_add adds[SCAN_BATCH];
+	char domains[SCAN_BATCH][256];
+	unsigned n;
+	uint64_t total;
+};
+
+static void scan_flush(struct scan_state *st)
+{
+	if (!st->n)
+		return;
+	shard_route(st->r, NULL, st->adds, st->n);
+	st->n = 0;
+}
+
+static void scan_one(const struct spool_msg *m, const struct spool_rcpt *rc, void *arg)
+{
+	struct scan_state *st = arg;
+	const char *at = NULL;
+	for (size_t i = rc->addr_len; i > 0; i--)
+		if (rc->addr[i - 1] == '@') {
+			at = rc->addr + i - 1;
+			break;
+		}
+	if (!at)
+		return;
+	size_t dlen = (size_t)(rc->addr + rc->addr_len - at - 1);
+	if (dlen >= sizeof(st->domains[0]))
+		return;
+	char *d = st->domains[st->n];
+	memcpy(d, at + 1, dlen);
+	d[dlen] = '\0';
+	rp_lower(d);
+	st->adds[st->n] = (struct sched_add){
+		.msgid = rc->msgid,
+		.idx = rc->idx,
+		.domain = d,
+		.submit_ms = m->submit_ms,
+		.next_ms = rc->state == SPOOL_DEFERRED ? rc->next_ms : 0,
+		.attempts = rc->attempts,
+		.own_body = rc->variant != 0,
+	};
+	st->total++;
+	if (++st->n == SCAN_BATCH)
+		scan_flush(st);
+}
+
+static uint64_t rebuild_queues(struct relay *r)
+{
+	struct spool_reader *rd = spool_reader_new(r->spool);
+	struct scan_state *st = xcalloc(1, sizeof(*st));
+	st->r = r;
+	if (spool_reader_begin(rd)) {
+		spool_scan_pending(rd, scan_one, st);
+		spool_reader_end(rd);
+	}
+	scan_flush(st);
+	uint64_t total = st->total;
+	free(st);
+	spool_reader_free(rd);
+	return total;
+}
+
+/* ---- serve ------------------------------------------------------------- */
+
+static void reload(struct relay *r)
+{
+	char err[600];
+	struct config *cfg = config_load(r->cref->cfg->path, err, sizeof(err));
+	if (!cfg) {
+		log_error("reload failed, keeping the running config: %s", err);
+		return;
+	}
+	const struct config *old = r->cref->cfg;
+	if (strcmp(old->data_dir, cfg->data_dir) || config_shards(old) != config_shards(cfg) ||
+	    strcmp(old->listen_submission.text, cfg->listen_submission.text))
+		log_warn("reload: data_dir, shards and listen addresses change only on restart");
+	log_set_level(cfg->log_level);
+	if (strcmp(old->log_path, cfg->log_path) && !log_open(cfg->log_path))
+		log_error("reload: cannot open log %s: %s", cfg->log_path, strerror(errno));
+	struct config_ref *cref = config_ref_new(cfg);
+	for (unsigned i = 0; i < r->nshards; i++)
+		shard_reconfigure(r->shards[i], cref);
+	config_ref_put(r->cref);
+	r->cref = cref;
+	log_info("configuration reloaded from %s", cfg->path);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	struct config *cfg = cli_load_config(argc, argv);
+	char err[600];
+	if (!log_open(cfg->log_path))
+		rp_die(RP_EX_CANTCREAT, "cannot open log %s: %s", cfg->log_path, strerror(errno));
+	log_set_level(cfg->log_level);
+	raise_nofile();
+
+	/* Signals are taken synchronously by this thread; the shards and the
+	 * spool writer inherit the blocked mask. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct spool_options so = {.dir = cfg->data_dir,
+				   .max_size = cfg->max_size,
+				   .min_free = cfg->min_free,
+				   .keep_done_ms = cfg->keep_done_ms};
+	struct spool *spool = spool_open(&so, err, sizeof(err));
+	if (!spool)
+		rp_die(RP_EX_IOERR, "%s", err);
+
+	struct relay *r = xcalloc(1, sizeof(*r));
+	r->cref = config_ref_new(cfg);
+	r->spool = spool;
+	r->nshards = config_shards(cfg);
+	if (r->nshards > 256)
+		r->nshards = 256;
+	r->shards = xcalloc(r->nshards, sizeof(*r->shards));
+	for (unsigned k = 0; k < LISTEN_KINDS; k++)
+		for (unsigned i = 0; i < 256; i++)
+			r->listen_fds[k][i] = -1;
+	if (cfg->listen_submission.set) {
+		for (unsigned i = 0; i < r->nshards; i++) {
+			r->listen_fds[LISTEN_SUBMISSION][i] = listen_on(&cfg->listen_submission, err,
+									sizeof(err));
+			if (r->listen_fds[LISTEN_SUBMISSION][i] < 0)
+				rp_die(RP_EX_OSERR, "%s", err);
+		}
+	}
+	for (unsigned i = 0; i < r->nshards; i++) {
+		r->shards[i] = shard_new(r, i, r->cref);
+		if (!shard_start(r->shards[i]))
+			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s", i, strerror(errno));
+	}
+	uint64_t pending = rebuild_queues(r);
+	config_log_pending(cfg);
+	for (unsigned i = 0; i < r->nshards; i++)
+		shard_open(r->shards[i]);
+	log_info("ringpost ready: submission %s, %u shards, spool %s, %llu recipients queued",
+		 cfg->listen_submission.set ? cfg->listen_submission.text : "off", r->nshards,
+		 cfg->data_dir, (unsigned long long)pending);
+
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&set, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			reload(r);
+			continue;
+		}
+		log_info("signal %d: draining and stopping", sig);
+		break;
+	}
+	atomic_store(&r->stopping, true);
+	for (unsigned i = 0; i < r->nshards; i++)
+		shard_stop(r->shards[i]);
+	for (unsigned i = 0; i < r->nshards; i++)
+		shard_join(r->shards[i]);
+	spool_close(spool);
+	log_info("stopped");
+	log_flush();
+	config_ref_put(r->cref);
+	free(r->shards);
+	free(r);
+	return RP_EX_OK;
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+	struct config *cfg = cli_load_config(argc, argv);
+	printf("%s: ok\n", cfg->path);
+	config_free(cfg);
+	return RP_EX_OK;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return RP_EX_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "serve"))
+		return cmd_serve(argc - 1, argv + 1);
+	if (!strcmp(cmd, "check-config"))
+		return cmd_check_config(argc - 1, argv + 1);
+	if (!strcmp(cmd, "send"))
+		return cli_send(argc - 1, argv + 1);
+	if (!strcmp(cmd, "stats"))
+		return cli_stats(argc - 1, argv + 1);
+	if (!strcmp(cmd, "queue"))
+		return cli_queue(argc - 1, argv + 1);
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+		printf("ringpost 0.1.0\n");
+		return RP_EX_OK;
+	}
+	if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+		usage(stdout);
+		return RP_EX_OK;
+	}
+	fprintf(stderr, "ringpost: unknown command '%s'\n", cmd);
+	usage(stderr);
+	return RP_EX_USAGE;
+}

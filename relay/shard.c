@@ -1,0 +1,455 @@
+/* shard.c - shard threads: loop, listeners, scheduler clock, routing.
+ *
+ * Cross-thread traffic arrives as mq items on the shard's loop inbox:
+ * recipients to queue (shard_route), "open", "stop" and "reconfigure".
+ */
+#include "shard.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "delivery.h"
+#include "queue/log.h"
+#include "queue/util.h"
+#include "smtp_client.h"
+#include "smtp_server.h"
+
+#define SCHED_TICK_MS 20
+#define STOP_GRACE_MS 10000
+#define ROUTE_BATCH 1024
+
+struct shard_listener {
+	struct loop_io io;
+	struct shard *shard;
+	enum listener_kind kind;
+	int fd;
+	bool armed;
+	bool closing;
+	struct loop_timer retry; /* re-arm after EMFILE */
+};
+
+/* ---- config references ------------------------------------------------- */
+
+struct config_ref *config_ref_new(struct config *cfg)
+{
+	struct config_ref *r = xcalloc(1, sizeof(*r));
+	r->cfg = cfg;
+	atomic_init(&r->refs, 1);
+	return r;
+}
+
+void config_ref_get(struct config_ref *r)
+{
+	atomic_fetch_add(&r->refs, 1);
+}
+
+void config_ref_put(struct config_ref *r)
+{
+	if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
+		config_free(r->cfg);
+		free(r);
+	}
+}
+
+/* ---- listeners --------------------------------------------------------- */
+
+static void listener_arm(struct shard_listener *li);
+
+static void listener_retry(struct loop_timer *t)
+{
+	struct shard_listener *li = RP_CONTAINER_OF(t, struct shard_listener, retry);
+	if (!li->closing)
+		listener_arm(li);
+}
+
+static void listener_cqe(struct loop_io *io, const struct loop_cqe *c)
+{
+	struct shard_listener *li = RP_CONTAINER_OF(io, struct shard_listener, io);
+	struct shard *sh = li->shard;
+	if (!(c->flags & IORING_CQE_F_MORE))
+		li->armed = false;
+	if (c->op == LOOP_OP_CANCEL)
+		goto out;
+	if (c->res >= 0) {
+		if (li->closing || sh->stopping) {
+			close(c->res);
+		} else {
+			switch (li->kind) {
+			case LISTEN_SUBMISSION:
+				srv_session_start(sh, c->res);
+				break;
+			case LISTEN_KINDS:
+				close(c->res);
+				break;
+			}
+		}
+	} else if (c->res != -ECANCELED) {
+		log_warn("accept: %s", strerror(-c->res));
+	}
+	/* Any completion without F_MORE on a live listener means re-arm; after
+	 * fd exhaustion, wait a little rather than spin. */
+	if (!li->armed && !li->closing) {
+		if (c->res == -EMFILE || c->res == -ENFILE || c->res == -ENOBUFS || c->res == -ENOMEM)
+			loop_timer_arm(sh->loop, &li->retry, 100, listener_retry);
+		else
+			listener_arm(li);
+	}
+out:
+	if (li->closing && !li->io.inflight) {
+		loop_io_release(sh->loop, &li->io);
+		close(li->fd);
+		li->fd = -1;
+	}
+}
+
+static void listener_arm(struct shard_listener *li)
+{
+	struct shard *sh = li->shard;
+	struct io_uring_sqe *sqe = loop_sqe(sh->loop, &li->io, LOOP_OP_ACCEPT);
+	io_uring_prep_multishot_accept(sqe, li->fd, NULL, NULL, SOCK_CLOEXEC);
+	loop_tag(sh->loop, sqe, &li->io, LOOP_OP_ACCEPT);
+	li->armed = true;
+}
+
+static void listeners_close(struct shard *sh)
+{
+	for (unsigned i = 0; i < sh->nlisteners; i++) {
+		struct shard_listener *li = &sh->listeners[i];
+		if (li->closing || li->fd < 0)
+			continue;
+		li->closing = true;
+		loop_timer_disarm(sh->loop, &li->retry);
+		if (li->io.inflight) {
+			struct io_uring_sqe *sqe = loop_sqe(sh->loop, &li->io, LOOP_OP_CANCEL);
+			io_uring_prep_cancel_fd(sqe, li->fd, IORING_ASYNC_CANCEL_ALL);
+			loop_tag(sh->loop, sqe, &li->io, LOOP_OP_CANCEL);
+		} else {
+			loop_io_release(sh->loop, &li->io);
+			close(li->fd);
+			li->fd = -1;
+		}
+	}
+}
+
+/* ---- scheduler glue ---------------------------------------------------- */
+
+static void sched_defer_run(struct loop_defer *d)
+{
+	struct shard *sh = RP_CONTAINER_OF(d, struct shard, sched_defer);
+	sched_run(sh->sched);
+}
+
+void shard_touch(struct shard *sh)
+{
+	loop_defer(sh->loop, &sh->sched_defer, sched_defer_run);
+}
+
+static void tick(struct loop_timer *t)
+{
+	struct shard *sh = RP_CONTAINER_OF(t, struct shard, tick);
+	sched_tick(sh->sched, rp_now_ms());
+	if (sched_pending_kicks(sh->sched))
+		shard_touch(sh);
+	if (!sh->stopping)
+		loop_timer_arm(sh->loop, &sh->tick, SCHED_TICK_MS, tick);
+}
+
+static void sched_config_of(const struct config *cfg, struct sched_config *sc)
+{
+	memset(sc, 0, sizeof(*sc));
+	sc->retry.delays_ms = cfg->retry_ms;
+	sc->retry.ndelays = cfg->nretry;
+	sc->retry.max_age_ms = cfg->max_age_ms;
+	sc->retry.jitter_pct = 10;
+	sc->max_outbound = cfg->max_outbound;
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+unsigned shard_owner(const struct relay *r, const char *domain)
+{
+	return (unsigned)(rp_hash64(domain, strlen(domain)) % r->nshards);
+}
+
+struct route_batch {
+	struct mq_item item;
+	struct shard *target;
+	unsigned n;
+	struct buf domains;            /* adds[i].domain holds an offset into this */
+	struct sched_add adds[ROUTE_BATCH];
+};
+
+static void route_batch_run(struct mq_item *item, void *ctx)
+{
+	struct route_batch *b = RP_CONTAINER_OF(item, struct route_batch, item);
+	struct shard *sh = b->target;
+	(void)ctx;
+	const char *base = buf_cstr(&b->domains);
+	uint64_t now = rp_now_ms();
+	for (unsigned i = 0; i < b->n; i++) {
+		struct sched_add a = b->adds[i];
+		a.domain = base + (uintptr_t)a.domain;
+		sched_add(sh->sched, &a, now);
+	}
+	shard_touch(sh);
+	buf_free(&b->domains);
+	free(b);
+}
+
+static void route_flush(struct route_batch **slot)
+{
+	struct route_batch *b = *slot;
+	if (!b)
+		return;
+	mq_push(loop_inbox(b->target->loop), &b->item, route_batch_run);
+	*slot = NULL;
+}
+
+void shard_route(struct relay *r, struct shard *sh, const struct sched_add *adds, unsigned n)
+{
+	struct route_batch *batches[r->nshards];
+	memset(batches, 0, sizeof(batches));
+	uint64_t now = rp_now_ms();
+	for (unsigned i = 0; i < n; i++) {
+		unsigned owner = shard_owner(r, adds[i].domain);
+		if (sh && owner == sh->index) {
+			sched_add(sh->sched, &adds[i], now);
+			continue;
+		}
+		struct route_batch *b = batches[owner];
+		if (b && b->n == ROUTE_BATCH) {
+			route_flush(&batches[owner]);
+			b = NULL;
+		}
+		if (!b) {
+			b = xcalloc(1, sizeof(*b));
+			b->target = r->shards[owner];
+			batches[owner] = b;
+		}
+		struct sched_add *a = &b->adds[b->n++];
+		*a = adds[i];
+		a->domain = (const char *)(uintptr_t)buf_used(&b->domains);
+		buf_append(&b->domains, adds[i].domain, strlen(adds[i].domain) + 1);
+	}
+	for (unsigned i = 0; i < r->nshards; i++)
+		route_flush(&batches[i]);
+	if (sh)
+		shard_touch(sh);
+}
+
+/* ---- control messages -------------------------------------------------- */
+
+struct shard_msg {
+	struct mq_item item;
+	struct shard *sh;
+	struct config_ref *cref;
+};
+
+static void open_run(struct mq_item *item, void *ctx)
+{
+	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
+	struct shard *sh = m->sh;
+	(void)ctx;
+	free(m);
+	if (sh->stopping)
+		return;
+	for (unsigned i = 0; i < sh->nlisteners; i++)
+		if (!sh->listeners[i].armed && sh->listeners[i].fd >= 0)
+			listener_arm(&sh->listeners[i]);
+}
+
+void shard_open(struct shard *sh)
+{
+	struct shard_msg *m = xcalloc(1, sizeof(*m));
+	m->sh = sh;
+	mq_push(loop_inbox(sh->loop), &m->item, open_run);
+}
+
+/* stop_check - end the loop once every session is gone. */
+static void stop_check(struct shard *sh)
+{
+	if (sh->stopping && sh->nservers == 0 && sh->nclients == 0) {
+		loop_timer_disarm(sh->loop, &sh->stop_timer);
+		loop_timer_disarm(sh->loop, &sh->tick);
+		loop_stop(sh->loop);
+	}
+}
+
+void shard_session_gone(struct shard *sh)
+{
+	stop_check(sh);
+}
+
+static void stop_deadline(struct loop_timer *t);
+
+static void stop_run(struct mq_item *item, void *ctx)
+{
+	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
+	struct shard *sh = m->sh;
+	(void)ctx;
+	free(m);
+	if (sh->stopping)
+		return;
+	sh->stopping = true;
+	log_info("shard %u: stopping (%u inbound, %u outbound sessions)", sh->index, sh->nservers,
+		 sh->nclients);
+	listeners_close(sh);
+	srv_shutdown_all(sh);
+	for (struct smtp_client *c = sh->clients; c; c = c->next)
+		smtp_client_quit(c);
+	sched_run(sh->sched); /* flush state updates */
+	loop_timer_arm(sh->loop, &sh->stop_timer, STOP_GRACE_MS, stop_deadline);
+	stop_check(sh);
+}
+
+static void stop_deadline(struct loop_timer *t)
+{
+	struct shard *sh = RP_CONTAINER_OF(t, struct shard, stop_timer);
+	log_warn("shard %u: abandoning %u outbound sessions at the stop deadline", sh->index,
+		 sh->nclients);
+	struct smtp_client *c = sh->clients;
+	while (c) {
+		struct smtp_client *next = c->next;
+		smtp_client_abort(c);
+		c = next;
+	}
+}
+
+void shard_stop(struct shard *sh)
+{
+	struct shard_msg *m = xcalloc(1, sizeof(*m));
+	m->sh = sh;
+	mq_push(loop_inbox(sh->loop), &m->item, stop_run);
+}
+
+static void reconfigure_run(struct mq_item *item, void *ctx)
+{
+	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
+	struct shard *sh = m->sh;
+	(void)ctx;
+	struct config_ref *old = sh->cref;
+	sh->cref = m->cref;
+	sh->cfg = m->cref->cfg;
+	free(m);
+	struct sched_config sc;
+	sched_config_of(sh->cfg, &sc);
+	sched_set_config(sh->sched, &sc);
+	sched_reconfigure(sh->sched);
+	shard_touch(sh);
+	config_ref_put(old);
+}
+
+void shard_reconfigure(struct shard *sh, struct config_ref *cref)
+{
+	struct shard_msg *m = xcalloc(1, sizeof(*m));
+	m->sh = sh;
+	m->cref = cref;
+	config_ref_get(cref);
+	mq_push(loop_inbox(sh->loop), &m->item, reconfigure_run);
+}
+
+/* ---- the thread -------------------------------------------------------- */
+
+static void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "shard%u", sh->index);
+	log_set_thread(name);
+	struct loop_config lc = {.sq_entries = 4096, .cq_entries = 65536, .buf_count = 1024,
+				 .buf_size = 16384};
+	sh->loop = loop_new(&lc);
+	pthread_mutex_lock(&sh->start_lock);
+	if (!sh->loop)
+		sh->start_error = errno ? errno : EINVAL;
+	sh->started = true;
+	pthread_cond_signal(&sh->start_cond);
+	pthread_mutex_unlock(&sh->start_lock);
+	if (!sh->loop)
+		return NULL;
+
+	sh->reader = spool_reader_new(sh->relay->spool);
+	struct sched_config sc;
+	sched_config_of(sh->cfg, &sc);
+	sh->sched = sched_new(&sc, &delivery_sched_ops, sh, sh->relay->spool, sh->reader);
+
+	sh->nlisteners = 0;
+	sh->listeners = xcalloc(LISTEN_KINDS, sizeof(*sh->listeners));
+	for (unsigned k = 0; k < LISTEN_KINDS; k++) {
+		int fd = sh->relay->listen_fds[k][sh->index];
+		if (fd < 0)
+			continue;
+		struct shard_listener *li = &sh->listeners[sh->nlisteners++];
+		li->shard = sh;
+		li->kind = (enum listener_kind)k;
+		li->fd = fd;
+		loop_io_register(sh->loop, &li->io, listener_cqe);
+	}
+	loop_timer_arm(sh->loop, &sh->tick, SCHED_TICK_MS, tick);
+	log_debug("shard %u: running (ring flags 0x%x)", sh->index, loop_setup_flags(sh->loop));
+
+	loop_run(sh->loop);
+
+	/* Everything has drained: no session, no request in flight. */
+	for (unsigned i = 0; i < sh->nlisteners; i++)
+		if (sh->listeners[i].fd >= 0) {
+			if (sh->listeners[i].io.slot && !sh->listeners[i].io.inflight)
+				loop_io_release(sh->loop, &sh->listeners[i].io);
+			close(sh->listeners[i].fd);
+			sh->listeners[i].fd = -1;
+		}
+	sched_run(sh->sched);
+	delivery_free_pools(sh);
+	sched_free(sh->sched);
+	sh->sched = NULL;
+	spool_reader_free(sh->reader);
+	sh->reader = NULL;
+	log_flush();
+	return NULL;
+}
+
+struct shard *shard_new(struct relay *r, unsigned index, struct config_ref *cref)
+{
+	struct shard *sh = xcalloc(1, sizeof(*sh));
+	sh->relay = r;
+	sh->index = index;
+	sh->cref = cref;
+	config_ref_get(cref);
+	sh->cfg = cref->cfg;
+	pthread_mutex_init(&sh->start_lock, NULL);
+	pthread_cond_init(&sh->start_cond, NULL);
+	return sh;
+}
+
+bool shard_start(struct shard *sh)
+{
+	int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
+	if (rc) {
+		errno = rc;
+		return false;
+	}
+	pthread_mutex_lock(&sh->start_lock);
+	while (!sh->started)
+		pthread_cond_wait(&sh->start_cond, &sh->start_lock);
+	pthread_mutex_unlock(&sh->start_lock);
+	if (sh->start_error) {
+		pthread_join(sh->thread, NULL);
+		errno = sh->start_error;
+		return false;
+	}
+	return true;
+}
+
+void shard_join(struct shard *sh)
+{
+	pthread_join(sh->thread, NULL);
+	loop_free(sh->loop);
+	free(sh->listeners);
+	config_ref_put(sh->cref);
+	pthread_mutex_destroy(&sh->start_lock);
+	pthread_cond_destroy(&sh->start_cond);
+	free(sh);
+}

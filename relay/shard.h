@@ -1,0 +1,114 @@
+/* shard.h - one event-loop thread and everything it owns.
+ *
+ * A shard owns: its io_uring loop, its listening sockets (SO_REUSEPORT, so
+ * the kernel spreads connections), the SMTP server sessions it accepted, the
+ * scheduler for the destination domains hashed to it, and the outbound
+ * sessions to those domains. Shards talk to each other and to the spool
+ * writer only through message queues (mq.h); nothing here is locked.
+ *
+ * struct relay is the process: the config, the spool and the shards.
+ */
+#ifndef RP_SHARD_H
+#define RP_SHARD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "loop.h"
+#include "queue/sched.h"
+#include "queue/spool.h"
+
+struct shard;
+struct srv_session;
+struct smtp_client;
+
+/* A config shared by the shards; freed when the last shard lets go. */
+struct config_ref {
+	struct config *cfg;
+	_Atomic unsigned refs;
+};
+
+enum listener_kind {
+	LISTEN_SUBMISSION,
+	LISTEN_KINDS,
+};
+
+struct relay {
+	struct config_ref *cref;   /* current config (main thread's view) */
+	struct spool *spool;
+	struct shard **shards;
+	unsigned nshards;
+	int listen_fds[LISTEN_KINDS][256]; /* per kind, per shard; -1 = none */
+	_Atomic bool stopping;
+};
+
+/* Per-shard counters (read by stats). */
+struct shard_stats {
+	uint64_t smtp_sessions;    /* accepted submission sessions */
+	uint64_t smtp_messages;    /* messages accepted over SMTP */
+	uint64_t smtp_rejected;    /* transactions refused */
+	uint64_t out_sessions;     /* outbound sessions opened */
+};
+
+struct shard {
+	struct relay *relay;
+	unsigned index;
+	pthread_t thread;
+	struct loop *loop;
+	struct config_ref *cref;    /* this shard's current config */
+	const struct config *cfg;   /* cref->cfg */
+	struct spool_reader *reader;
+	struct sched *sched;
+	struct loop_timer tick;     /* scheduler clock */
+	struct loop_defer sched_defer;
+	struct loop_timer stop_timer;
+	bool stopping;
+	bool started;               /* loop created, ready for messages */
+	int start_error;            /* errno when the loop could not be made */
+	pthread_mutex_t start_lock; /* start-up handshake with the main thread */
+	pthread_cond_t start_cond;
+
+	struct shard_listener *listeners;
+	unsigned nlisteners;
+
+	struct srv_session *servers; /* accepted sessions (for shutdown) */
+	unsigned nservers;
+	struct smtp_client *clients; /* outbound sessions (for shutdown) */
+	unsigned nclients;
+	struct shard_stats stats;
+};
+
+/* shard_new - allocate a shard; shard_start runs it. */
+struct shard *shard_new(struct relay *r, unsigned index, struct config_ref *cref);
+/* shard_start - start the thread and wait until its loop exists; false
+ * (errno set) when the loop cannot be made. */
+bool shard_start(struct shard *sh);
+/* shard_open - start accepting (after the start-up rebuild). Any thread. */
+void shard_open(struct shard *sh);
+/* shard_stop - stop accepting, drain sessions, end the loop. Any thread. */
+void shard_stop(struct shard *sh);
+/* shard_join - wait for the thread and free the shard. */
+void shard_join(struct shard *sh);
+/* shard_reconfigure - switch to a new config. Any thread. */
+void shard_reconfigure(struct shard *sh, struct config_ref *cref);
+
+/* shard_owner - the shard index that owns a destination domain. */
+unsigned shard_owner(const struct relay *r, const char *domain);
+/* shard_route - queue recipients on their owning shards (from sh's thread,
+ * or from the main thread with sh == NULL). Domains are copied. */
+void shard_route(struct relay *r, struct shard *sh, const struct sched_add *adds, unsigned n);
+/* shard_session_gone - a session was freed (ends a stopping shard's loop
+ * when it was the last). */
+void shard_session_gone(struct shard *sh);
+/* shard_touch - run the scheduler at the end of this batch (shard thread). */
+void shard_touch(struct shard *sh);
+
+/* config_ref helpers. */
+struct config_ref *config_ref_new(struct config *cfg);
+void config_ref_get(struct config_ref *r);
+void config_ref_put(struct config_ref *r);
+
+#endif

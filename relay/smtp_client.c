@@ -1,0 +1,687 @@
+/* smtp_client.c - outbound SMTP session state machine (see smtp_client.h).
+ *
+ * States and what moves them (one reply at a time, in order):
+ *   CONNECT  -connected->  GREETING  -2xx->  EHLO  -2xx->  READY
+ *                                            EHLO  -5xx->  HELO -2xx-> READY
+ *   READY    -job->  MAIL (MAIL, RCPT..., DATA|BDAT LAST pipelined, or one
+ *                    at a time without PIPELINING)
+ *   MAIL     -354->  CONTENT (DATA: content sent)  -reply->  READY
+ *   MAIL     -BDAT reply-> READY
+ *   READY    -no job->  IDLE  -job->  MAIL ;  IDLE -timeout-> QUIT
+ * Failures before a job is in hand are destination-level
+ * (sched_dest_failed); failures with a job are reported per recipient.
+ */
+#include "smtp_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "delivery.h"
+#include "queue/log.h"
+#include "queue/util.h"
+#include "shard.h"
+#include "smtp_data.h"
+
+/* RFC 5321 section 4.5.3.2 timeouts. */
+#define T_GREETING_MS (300 * 1000)
+#define T_EHLO_MS (300 * 1000)
+#define T_MAIL_MS (300 * 1000)
+#define T_DATA_MS (120 * 1000)
+#define T_CONTENT_MS (600 * 1000)
+#define T_RSET_MS (60 * 1000)
+#define IDLE_MS 5000       /* keep an idle session this long for more work */
+#define IDLE_KEEP_BYTES 4096
+
+static const char *const state_names[CS_NSTATES] = {
+	"connect", "greeting", "ehlo", "helo", "ready", "idle",
+	"mail",	   "content",  "rset", "quit", "closed",
+};
+
+const char *smtp_client_state_name(enum smtp_client_state s)
+{
+	return (unsigned)s < CS_NSTATES ? state_names[s] : "?";
+}
+
+static void client_ready(struct smtp_client *c);
+static void client_timeout(struct loop_timer *t);
+
+static struct shard *shard_of(struct smtp_client *c)
+{
+	return c->shard;
+}
+
+static void set_state(struct smtp_client *c, enum smtp_client_state st, uint64_t timeout_ms)
+{
+	if (c->state != st)
+		log_debug("smtp %s %s: %s -> %s", c->pool->dest->name, c->remote,
+			  state_names[c->state], state_names[st]);
+	c->state = st;
+	if (timeout_ms)
+		loop_timer_arm(c->shard->loop, &c->timer, timeout_ms, client_timeout);
+	else
+		loop_timer_disarm(c->shard->loop, &c->timer);
+}
+
+static void send_line(struct smtp_client *c, const char *fmt, ...) RP_PRINTF(2, 3);
+static void send_line(struct smtp_client *c, const char *fmt, ...)
+{
+	struct buf *out = conn_outbuf(&c->conn);
+	if (conn_closing(&c->conn))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(out, fmt, ap);
+	va_end(ap);
+	buf_puts(out, "\r\n");
+	conn_flush_soon(&c->conn);
+}
+
+/* close_now - stop talking; the conn's release frees the session. */
+static void close_now(struct smtp_client *c)
+{
+	if (c->state == CS_CLOSED)
+		return;
+	delivery_unidle(c->pool, c);
+	set_state(c, CS_CLOSED, 0);
+	conn_close(&c->conn);
+}
+
+static void quit(struct smtp_client *c)
+{
+	delivery_unidle(c->pool, c);
+	send_line(c, "QUIT");
+	set_state(c, CS_QUIT, 0);
+	conn_close_after_flush(&c->conn);
+}
+
+/* ---- reporting --------------------------------------------------------- */
+
+/* dest_failure - a failure before any job: the destination's problem. */
+static void dest_failure(struct smtp_client *c, enum attempt_kind kind, enum attempt_stage stage,
+			 int code, const char *text)
+{
+	struct shard *sh = shard_of(c);
+	struct delivery_pool *pool = c->pool;
+	struct attempt_report rep;
+	outcome_report_set(&rep, kind, stage, code, text);
+	/* One refused connection while other sessions work is not a dead
+	 * destination (a server limiting concurrency): just log it. */
+	if (pool->nworking > 0 && kind != ATTEMPT_REPLY) {
+		log_info("smtp %s %s: session failed while others work: %s", pool->dest->name,
+			 c->remote, text);
+		return;
+	}
+	sched_dest_failed(sh->sched, pool->dest, &rep, c->remote, rp_now_ms());
+	shard_touch(sh);
+}
+
+/* finish_job - hand the reports to the scheduler; the job is gone after. */
+static void finish_job(struct smtp_client *c)
+{
+	struct shard *sh = shard_of(c);
+	struct sched_job *job = c->job;
+	uint64_t now = rp_now_ms();
+	struct sched_attempt info = {.remote = c->remote,
+				     .duration_ms = now > c->job_start_ms ? now - c->job_start_ms : 0};
+	c->job = NULL;
+	c->messages++;
+	sched_job_done(sh->sched, job, c->reports, &info, now);
+	shard_touch(sh);
+}
+
+/* fail_job - every recipient of the job gets the same report. */
+static void fail_job(struct smtp_client *c, enum attempt_kind kind, enum attempt_stage stage,
+		     int code, const char *text)
+{
+	if (!c->job)
+		return;
+	for (unsigned i = 0; i < c->job->nrcpt; i++)
+		outcome_report_set(&c->reports[i], kind, stage, code, text);
+	finish_job(c);
+}
+
+static enum attempt_stage stage_now(const struct smtp_client *c)
+{
+	switch (c->state) {
+	case CS_CONNECT:
+		return STAGE_CONNECT;
+	case CS_GREETING:
+		return STAGE_GREETING;
+	case CS_EHLO:
+	case CS_HELO:
+		return STAGE_EHLO;
+	case CS_MAIL:
+		if (c->reply_index == 0)
+			return STAGE_MAIL;
+		if (c->job && c->reply_index <= c->job->nrcpt)
+			return STAGE_RCPT;
+		return STAGE_DATA;
+	case CS_CONTENT:
+		return STAGE_CONTENT;
+	default:
+		return STAGE_OTHER;
+	}
+}
+
+static const char *stage_text(enum attempt_stage st)
+{
+	switch (st) {
+	case STAGE_CONNECT:
+		return "while connecting";
+	case STAGE_GREETING:
+		return "while receiving the initial server greeting";
+	case STAGE_EHLO:
+		return "while performing the EHLO handshake";
+	case STAGE_MAIL:
+		return "while sending MAIL FROM";
+	case STAGE_RCPT:
+		return "while sending RCPT TO";
+	case STAGE_DATA:
+		return "while sending DATA command";
+	case STAGE_CONTENT:
+		return "while sending end of data -- message may be sent more than once";
+	case STAGE_OTHER:
+		break;
+	}
+	return "";
+}
+
+/* session_broken - timeout or lost connection: report and close. */
+static void session_broken(struct smtp_client *c, enum attempt_kind kind, const char *what)
+{
+	char text[300];
+	enum attempt_stage st = stage_now(c);
+	snprintf(text, sizeof(text), "%s with %s %s", what, c->remote, stage_text(st));
+	if (c->job)
+		fail_job(c, kind, st, 0, text);
+	else if (c->state == CS_GREETING || c->state == CS_EHLO || c->state == CS_HELO)
+		dest_failure(c, kind, st, 0, text);
+	else if (c->state != CS_IDLE && c->state != CS_QUIT && c->state != CS_READY)
+		log_info("smtp %s %s: %s", c->pool->dest->name, c->remote, text);
+	close_now(c);
+}
+
+/* ---- transactions ------------------------------------------------------ */
+
+static void send_mail(struct smtp_client *c)
+{
+	const struct sched_job *j = c->job;
+	struct buf *out = conn_outbuf(&c->conn);
+	buf_printf(out, "MAIL FROM:<%.*s>", (int)j->sender_len, j->sender);
+	if (c->caps.flags & SMTP_CAP_SIZE)
+		buf_printf(out, " SIZE=%zu", buf_used(&j->body));
+	if ((j->msg_flags & MSG_F_8BIT) && (c->caps.flags & SMTP_CAP_8BITMIME))
+		buf_puts(out, " BODY=8BITMIME");
+	if (j->msg_flags & MSG_F_SMTPUTF8)
+		buf_puts(out, " SMTPUTF8");
+	buf_puts(out, "\r\n");
+	conn_flush_soon(&c->conn);
+}
+
+static void send_rcpt(struct smtp_client *c, unsigned i)
+{
+	const struct sched_job_rcpt *r = &c->job->rcpt[i];
+	send_line(c, "RCPT TO:<%.*s>", (int)r->addr_len, r->addr);
+}
+
+/* send_data_cmd - DATA, or BDAT with the whole content as its LAST chunk. */
+static void send_data_cmd(struct smtp_client *c)
+{
+	if (c->use_bdat) {
+		struct buf *out = conn_outbuf(&c->conn);
+		size_t n = buf_used(&c->job->body);
+		buf_printf(out, "BDAT %zu LAST\r\n", n);
+		buf_append(out, buf_head(&c->job->body), n);
+		conn_flush_soon(&c->conn);
+	} else {
+		send_line(c, "DATA");
+	}
+}
+
+static void start_transaction(struct smtp_client *c, struct sched_job *job)
+{
+	char text[300];
+	c->job = job;
+	c->job_start_ms = rp_now_ms();
+	if (c->reports_cap < job->nrcpt) {
+		c->reports_cap = job->nrcpt;
+		c->reports = xrealloc(c->reports, c->reports_cap * sizeof(*c->reports));
+		c->rcpt_accepted = xrealloc(c->rcpt_accepted, c->reports_cap * sizeof(bool));
+	}
+	for (unsigned i = 0; i < job->nrcpt; i++) {
+		outcome_report_set(&c->reports[i], ATTEMPT_LOST, STAGE_OTHER, 0, "no reply");
+		c->rcpt_accepted[i] = false;
+	}
+	/* Refuse locally what the server announced it would refuse. */
+	size_t size = buf_used(&job->body);
+	if (c->caps.size_max && size > c->caps.size_max) {
+		snprintf(text, sizeof(text), "message size %zu exceeds the size limit %llu of %s",
+			 size, (unsigned long long)c->caps.size_max, c->remote);
+		fail_job(c, ATTEMPT_TOO_BIG, STAGE_MAIL, 0, text);
+		client_ready(c);
+		return;
+	}
+	if ((job->msg_flags & MSG_F_SMTPUTF8) && !(c->caps.flags & SMTP_CAP_SMTPUTF8)) {
+		snprintf(text, sizeof(text), "SMTPUTF8 is required, but was not offered by %s",
+			 c->remote);
+		fail_job(c, ATTEMPT_NEEDS_UTF8, STAGE_MAIL, 0, text);
+		client_ready(c);
+		return;
+	}
+	c->use_bdat = c->caps.flags & SMTP_CAP_CHUNKING;
+	c->reply_index = 0;
+	c->rcpt_ok = 0;
+	c->mail_failed = false;
+	c->rset_pending = false;
+	bool pipelining = c->caps.flags & SMTP_CAP_PIPELINING;
+	if (pipelining) {
+		/* A reused session starts clean, at no cost: RSET rides along. */
+		if (c->messages > 0 || c->need_rset) {
+			send_line(c, "RSET");
+			c->rset_pending = true;
+		}
+		send_mail(c);
+		for (unsigned i = 0; i < job->nrcpt; i++)
+			send_rcpt(c, i);
+		send_data_cmd(c);
+	} else if (c->need_rset) {
+		send_line(c, "RSET");
+		set_state(c, CS_RSET, T_RSET_MS);
+		return;
+	} else {
+		send_mail(c);
+	}
+	c->need_rset = false;
+	set_state(c, CS_MAIL, T_MAIL_MS);
+}
+
+/* after_transaction - the job is settled; reuse the session or leave. */
+static void after_transaction(struct smtp_client *c)
+{
+	if (c->messages >= c->pool->dest->lim.max_msgs_per_conn || shard_of(c)->stopping) {
+		quit(c);
+		return;
+	}
+	client_ready(c);
+}
+
+static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *r,
+				const char *summary)
+{
+	struct sched_job *j = c->job;
+	bool pipelining = c->caps.flags & SMTP_CAP_PIPELINING;
+	int cls = r->code / 100;
+	if (c->rset_pending) {
+		c->rset_pending = false;
+		if (r->code == 421) {
+			fail_job(c, ATTEMPT_REPLY, STAGE_MAIL, r->code, summary);
+			close_now(c);
+		}
+		return;
+	}
+	unsigned k = c->reply_index++;
+	if (k == 0) {
+		/* MAIL FROM */
+		if (cls != 2) {
+			c->mail_failed = true;
+			for (unsigned i = 0; i < j->nrcpt; i++)
+				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_MAIL, r->code,
+						   summary);
+			c->need_rset = true;
+			if (!pipelining || r->code == 421) {
+				finish_job(c);
+				if (r->code == 421)
+					close_now(c);
+				else
+					after_transaction(c);
+			}
+			return;
+		}
+		if (!pipelining)
+			send_rcpt(c, 0);
+		set_state(c, CS_MAIL, T_MAIL_MS);
+		return;
+	}
+	if (k <= j->nrcpt) {
+		/* RCPT TO number k-1 */
+		unsigned i = k - 1;
+		if (!c->mail_failed) {
+			if (cls == 2) {
+				c->rcpt_accepted[i] = true;
+				c->rcpt_ok++;
+			} else {
+				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_RCPT, r->code,
+						   summary);
+			}
+		}
+		if (r->code == 421 && !pipelining) {
+			fail_job(c, ATTEMPT_REPLY, STAGE_RCPT, r->code, summary);
+			close_now(c);
+			return;
+		}
+		if (!pipelining) {
+			if (i + 1 < j->nrcpt) {
+				send_rcpt(c, i + 1);
+			} else if (c->rcpt_ok == 0) {
+				c->need_rset = true;
+				finish_job(c);
+				after_transaction(c);
+				return;
+			} else {
+				send_data_cmd(c);
+				set_state(c, CS_MAIL, c->use_bdat ? T_CONTENT_MS : T_DATA_MS);
+				return;
+			}
+		}
+		set_state(c, CS_MAIL, T_MAIL_MS);
+		return;
+	}
+	/* DATA (354 expected) or BDAT LAST (the final reply). */
+	if (c->use_bdat) {
+		for (unsigned i = 0; i < j->nrcpt; i++)
+			if (c->rcpt_accepted[i])
+				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_CONTENT, r->code,
+						   summary);
+		if (c->mail_failed || !c->rcpt_ok || cls != 2)
+			c->need_rset = true;
+		finish_job(c);
+		if (r->code == 421)
+			close_now(c);
+		else
+			after_transaction(c);
+		return;
+	}
+	if (r->code == 354) {
+		if (!c->rcpt_ok) {
+			/* The server wants content nobody will get: end it empty. */
+			buf_puts(conn_outbuf(&c->conn), ".\r\n");
+			conn_flush_soon(&c->conn);
+			c->need_rset = true;
+		} else {
+			smtp_dot_stuff(buf_head(&j->body), buf_used(&j->body), conn_outbuf(&c->conn));
+			conn_flush_soon(&c->conn);
+		}
+		set_state(c, CS_CONTENT, T_CONTENT_MS);
+		return;
+	}
+	for (unsigned i = 0; i < j->nrcpt; i++)
+		if (c->rcpt_accepted[i])
+			outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_DATA, r->code, summary);
+	c->need_rset = true;
+	finish_job(c);
+	if (r->code == 421)
+		close_now(c);
+	else
+		after_transaction(c);
+}
+
+static void on_content_reply(struct smtp_client *c, const struct smtp_reply *r,
+			     const char *summary)
+{
+	struct sched_job *j = c->job;
+	for (unsigned i = 0; i < j->nrcpt; i++)
+		if (c->rcpt_accepted[i])
+			outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_CONTENT, r->code, summary);
+	finish_job(c);
+	if (r->code == 421)
+		close_now(c);
+	else
+		after_transaction(c);
+}
+
+/* ---- session ----------------------------------------------------------- */
+
+static void client_ready(struct smtp_client *c)
+{
+	struct shard *sh = shard_of(c);
+	if (!c->working) {
+		c->working = true;
+		c->pool->nconnecting--;
+		c->pool->nworking++;
+		sched_dest_ok(sh->sched, c->pool->dest);
+	}
+	set_state(c, CS_READY, 0);
+	struct sched_job *job = delivery_next(sh, c->pool);
+	if (job) {
+		start_transaction(c, job);
+		return;
+	}
+	if (sh->stopping) {
+		quit(c);
+		return;
+	}
+	set_state(c, CS_IDLE, IDLE_MS);
+	conn_trim(&c->conn, IDLE_KEEP_BYTES);
+	delivery_idle(sh, c->pool, c);
+}
+
+void smtp_client_give(struct smtp_client *c, struct sched_job *job)
+{
+	rp_assert(c->state == CS_IDLE && !c->job);
+	set_state(c, CS_READY, 0);
+	start_transaction(c, job);
+}
+
+static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
+{
+	char summary[320];
+	smtp_reply_summary(r, summary, sizeof(summary));
+	log_debug("smtp %s %s: <- %s", c->pool->dest->name, c->remote, summary);
+	int cls = r->code / 100;
+	switch (c->state) {
+	case CS_GREETING:
+		if (cls == 2) {
+			send_line(c, "EHLO %s", shard_of(c)->cfg->hostname);
+			set_state(c, CS_EHLO, T_EHLO_MS);
+		} else {
+			dest_failure(c, ATTEMPT_REPLY, STAGE_GREETING, r->code, summary);
+			quit(c);
+		}
+		return;
+	case CS_EHLO:
+		if (cls == 2) {
+			smtp_caps_parse(r, &c->caps);
+			client_ready(c);
+		} else if (cls == 5) {
+			send_line(c, "HELO %s", shard_of(c)->cfg->hostname);
+			set_state(c, CS_HELO, T_EHLO_MS);
+		} else {
+			dest_failure(c, ATTEMPT_REPLY, STAGE_EHLO, r->code, summary);
+			quit(c);
+		}
+		return;
+	case CS_HELO:
+		if (cls == 2) {
+			memset(&c->caps, 0, sizeof(c->caps));
+			client_ready(c);
+		} else {
+			dest_failure(c, ATTEMPT_REPLY, STAGE_EHLO, r->code, summary);
+			quit(c);
+		}
+		return;
+	case CS_MAIL:
+		on_mail_phase_reply(c, r, summary);
+		return;
+	case CS_CONTENT:
+		on_content_reply(c, r, summary);
+		return;
+	case CS_RSET:
+		if (r->code == 421) {
+			close_now(c);
+			return;
+		}
+		c->need_rset = false;
+		send_mail(c);
+		set_state(c, CS_MAIL, T_MAIL_MS);
+		return;
+	case CS_IDLE:
+	case CS_READY:
+		/* Unsolicited: typically 421 before the server drops an idle
+		 * session. Nothing is in flight; just leave. */
+		log_debug("smtp %s %s: unsolicited reply while idle: %s", c->pool->dest->name,
+			  c->remote, summary);
+		close_now(c);
+		return;
+	case CS_QUIT:
+	case CS_CLOSED:
+		return;
+	case CS_CONNECT:
+	case CS_NSTATES:
+		break;
+	}
+	rp_panic("reply in state %s", smtp_client_state_name(c->state));
+}
+
+static void on_data(struct conn *conn)
+{
+	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
+	struct buf *in = &conn->in;
+	while (buf_used(in) && c->state != CS_CLOSED) {
+		struct smtp_reply r;
+		long n = smtp_reply_parse(buf_head(in), buf_used(in), &r);
+		if (n == -2)
+			break;
+		if (n < 0) {
+			session_broken(c, ATTEMPT_LOST, "malformed reply");
+			return;
+		}
+		handle_reply(c, &r);
+		buf_consume(in, (size_t)n);
+	}
+}
+
+static void client_timeout(struct loop_timer *t)
+{
+	struct smtp_client *c = RP_CONTAINER_OF(t, struct smtp_client, timer);
+	if (c->state == CS_IDLE) {
+		quit(c);
+		return;
+	}
+	session_broken(c, ATTEMPT_TIMEOUT, "conversation timed out");
+}
+
+static void on_connected(struct conn *conn, int err)
+{
+	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
+	if (c->state == CS_CLOSED)
+		return;
+	if (err) {
+		char text[300];
+		snprintf(text, sizeof(text), "connect to %s: %s", c->remote, strerror(-err));
+		dest_failure(c, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, text);
+		close_now(c);
+		return;
+	}
+	set_state(c, CS_GREETING, T_GREETING_MS);
+}
+
+static void on_closed(struct conn *conn, int err)
+{
+	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
+	(void)err;
+	if (c->state == CS_QUIT || c->state == CS_CLOSED)
+		return;
+	session_broken(c, ATTEMPT_LOST, "lost connection");
+}
+
+static void on_released(struct conn *conn)
+{
+	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
+	struct shard *sh = shard_of(c);
+	if (c->job) /* cannot happen: every path reports first; be safe */
+		fail_job(c, ATTEMPT_LOST, STAGE_OTHER, 0, "session ended");
+	loop_timer_disarm(sh->loop, &c->timer);
+	delivery_unidle(c->pool, c);
+	bool was_connecting = !c->working;
+	if (!was_connecting)
+		c->pool->nworking--;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		sh->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	sh->nclients--;
+	delivery_session_gone(sh, c->pool, was_connecting);
+	free(c->reports);
+	free(c->rcpt_accepted);
+	free(c);
+	shard_session_gone(sh);
+}
+
+static const struct conn_ops client_conn_ops = {
+	.connected = on_connected,
+	.data = on_data,
+	.closed = on_closed,
+	.released = on_released,
+};
+
+static void format_remote(const struct sockaddr *sa, char *out, size_t n)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(out, n, "%s:%u", host, ntohs(sin->sin_port));
+	} else {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(out, n, "[%s]:%u", host, ntohs(sin6->sin6_port));
+	}
+}
+
+bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, const struct sockaddr *addr,
+		      socklen_t addrlen, uint64_t connect_timeout_ms)
+{
+	struct smtp_client *c = xcalloc(1, sizeof(*c));
+	c->shard = sh;
+	c->pool = pool;
+	c->state = CS_CONNECT;
+	memcpy(&c->addr, addr, addrlen);
+	c->addrlen = addrlen;
+	format_remote(addr, c->remote, sizeof(c->remote));
+	conn_init(&c->conn, sh->loop, &client_conn_ops, c);
+	int rc = conn_connect(&c->conn, (struct sockaddr *)&c->addr, c->addrlen, connect_timeout_ms);
+	if (rc < 0) {
+		free(c);
+		errno = -rc;
+		return false;
+	}
+	c->connect_start_ms = rp_now_ms();
+	c->next = sh->clients;
+	if (sh->clients)
+		sh->clients->prev = c;
+	sh->clients = c;
+	sh->nclients++;
+	log_debug("smtp %s: connecting to %s", pool->dest->name, c->remote);
+	return true;
+}
+
+void smtp_client_quit(struct smtp_client *c)
+{
+	switch (c->state) {
+	case CS_IDLE:
+	case CS_READY:
+		quit(c);
+		return;
+	case CS_CONNECT:
+	case CS_GREETING:
+	case CS_EHLO:
+	case CS_HELO:
+		close_now(c);
+		return;
+	default:
+		/* Busy: after_transaction sees the shard stopping and quits. */
+		return;
+	}
+}
+
+void smtp_client_abort(struct smtp_client *c)
+{
+	if (c->job)
+		fail_job(c, ATTEMPT_ABANDONED, stage_now(c), 0, "delivery abandoned at shutdown");
+	close_now(c);
+}

@@ -1,0 +1,176 @@
+/* smtp_data.c - DATA un-stuffing, dot-stuffing and BDAT checks (see smtp_data.h). */
+#include "smtp_data.h"
+
+#include <string.h>
+
+void smtp_data_rx_init(struct smtp_data_rx *rx, uint64_t max_size, unsigned max_line)
+{
+	memset(rx, 0, sizeof(*rx));
+	rx->max_size = max_size;
+	rx->max_line = max_line;
+	rx->line_start = true;
+	rx->prev_crlf = true;
+}
+
+static void emit(struct smtp_data_rx *rx, struct buf *msg, const char *p, size_t n)
+{
+	rx->size += n;
+	if (rx->size > rx->max_size) {
+		rx->flags |= SMTP_DATA_TOO_BIG;
+		return;
+	}
+	buf_append(msg, p, n);
+}
+
+/* end_line - the current line ended; crlf tells whether with a real CRLF. */
+static void end_line(struct smtp_data_rx *rx, struct buf *msg, bool crlf)
+{
+	if (rx->dot_first && rx->line_len == 1)
+		emit(rx, msg, ".", 1); /* a lone "." that is not the terminator */
+	emit(rx, msg, "\r\n", 2);
+	if (rx->line_len + 2 > rx->max_line)
+		rx->flags |= SMTP_DATA_LONG_LINE;
+	if (!crlf)
+		rx->flags |= SMTP_DATA_BARE_LF;
+	rx->prev_crlf = crlf;
+	rx->line_start = true;
+	rx->dot_first = false;
+	rx->line_len = 0;
+}
+
+size_t smtp_data_rx_feed(struct smtp_data_rx *rx, const char *p, size_t n, struct buf *msg,
+			 bool *done)
+{
+	size_t i = 0;
+	*done = false;
+	while (i < n) {
+		unsigned char c = (unsigned char)p[i];
+		if (rx->cr_pending) {
+			rx->cr_pending = false;
+			if (c == '\n') {
+				i++;
+				if (rx->dot_first && rx->line_len == 1 && rx->prev_crlf) {
+					*done = true;
+					return i;
+				}
+				end_line(rx, msg, true);
+				continue;
+			}
+			/* A lone CR is content; it never ends a line. */
+			emit(rx, msg, "\r", 1);
+			rx->line_len++;
+		}
+		if (rx->line_start) {
+			rx->line_start = false;
+			rx->line_len = 0;
+			if (c == '.') {
+				rx->dot_first = true;
+				rx->line_len = 1;
+				i++;
+				continue;
+			}
+		}
+		if (c == '\r') {
+			rx->cr_pending = true;
+			i++;
+			continue;
+		}
+		if (c == '\n') {
+			i++;
+			end_line(rx, msg, false);
+			continue;
+		}
+		size_t j = i;
+		while (j < n && p[j] != '\r' && p[j] != '\n') {
+			unsigned char b = (unsigned char)p[j];
+			if (b >= 0x80)
+				rx->flags |= SMTP_DATA_8BIT;
+			else if (b == 0)
+				rx->flags |= SMTP_DATA_NUL;
+			j++;
+		}
+		emit(rx, msg, p + i, j - i);
+		rx->line_len += (unsigned)RP_MIN(j - i, (size_t)UINT32_MAX / 2);
+		i = j;
+	}
+	return i;
+}
+
+void smtp_chunk_init(struct smtp_chunk_state *st)
+{
+	st->line_len = 0;
+	st->last_cr = false;
+	st->flags = 0;
+}
+
+void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsigned max_line)
+{
+	unsigned len = st->line_len;
+	bool cr = st->last_cr;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c == '\n') {
+			if (!cr)
+				st->flags |= SMTP_DATA_BARE_LF;
+			/* len counts the CR when there was one; the LF makes the CRLF. */
+			if (len + (cr ? 1u : 2u) > max_line)
+				st->flags |= SMTP_DATA_LONG_LINE;
+			len = 0;
+			cr = false;
+			continue;
+		}
+		cr = c == '\r';
+		if (c >= 0x80)
+			st->flags |= SMTP_DATA_8BIT;
+		else if (c == 0)
+			st->flags |= SMTP_DATA_NUL;
+		len++;
+	}
+	if (len > max_line)
+		st->flags |= SMTP_DATA_LONG_LINE;
+	st->line_len = len;
+	st->last_cr = cr;
+}
+
+void smtp_normalize_newlines(struct buf *msg, size_t from)
+{
+	char *p = buf_head(msg);
+	size_t n = buf_used(msg), extra = 0;
+	for (size_t i = from; i < n; i++)
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+			extra++;
+	if (!extra)
+		return;
+	buf_reserve(msg, extra);
+	p = buf_head(msg);
+	/* Expand from the back so each byte moves once. */
+	size_t w = n + extra;
+	for (size_t i = n; i-- > from;) {
+		p[--w] = p[i];
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+			p[--w] = '\r';
+	}
+	buf_commit(msg, extra);
+}
+
+void smtp_dot_stuff(const char *p, size_t n, struct buf *out)
+{
+	size_t i = 0;
+	/* Reserve once for the common case: few lines start with a dot. */
+	buf_reserve(out, n + n / 64 + 8);
+	while (i < n) {
+		if (p[i] == '.')
+			buf_append(out, ".", 1);
+		const char *nl = memchr(p + i, '\n', n - i);
+		size_t end = nl ? (size_t)(nl - p) + 1 : n;
+		buf_append(out, p + i, end - i);
+		i = end;
+	}
+	if (n && (n < 2 || p[n - 2] != '\r' || p[n - 1] != '\n')) {
+		if (p[n - 1] == '\r')
+			buf_append(out, "\n", 1);
+		else
+			buf_append(out, "\r\n", 2);
+	}
+	buf_append(out, ".\r\n", 3);
+}

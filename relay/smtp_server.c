@@ -1,0 +1,877 @@
+/* smtp_server.c - the SMTP server session (see smtp_server.h).
+ *
+ * Input is processed command by command from the conn's buffer; replies
+ * accumulate in the output buffer and go out in one send per batch, which
+ * is all PIPELINING needs. At the end of a message the session hands the
+ * spool a submit request and stops reading commands until the spool
+ * answers: only then does "250 ... queued as ID" go out, followed by the
+ * replies to anything the client pipelined behind it.
+ *
+ * A session is freed only when its conn has been released and no spool
+ * request is in flight; a client that vanishes during the commit does not
+ * lose the message (it is queued; the client may send it again: RFC 5321
+ * section 6.1 allows the duplicate).
+ */
+#include "smtp_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "queue/addr.h"
+#include "queue/log.h"
+#include "queue/msg_header.h"
+#include "queue/spool.h"
+#include "queue/util.h"
+#include "shard.h"
+#include "smtp_cmd.h"
+#include "smtp_data.h"
+
+#define CMD_LINE_MAX 512        /* RFC 5321 4.5.3.1.4, CRLF included */
+#define PAUSE_INPUT_BYTES (4u << 20)
+#define KEEP_MSG_BYTES (256u * 1024)
+
+enum srv_state {
+	SS_GREETING, /* banner sent, no EHLO/HELO yet */
+	SS_IDLE,     /* EHLO/HELO done, no transaction */
+	SS_MAIL,     /* MAIL accepted */
+	SS_RCPT,     /* at least one RCPT accepted */
+	SS_DATA,     /* reading DATA content */
+	SS_BDAT,     /* reading a BDAT chunk */
+	SS_COMMIT,   /* waiting for the spool */
+	SS_CLOSING,  /* closing after a final reply */
+	SS_NSTATES,
+};
+
+static const char *const state_names[SS_NSTATES] = {
+	"greeting", "idle", "mail", "rcpt", "data", "bdat", "commit", "closing",
+};
+
+struct srv_rcpt {
+	uint32_t addr_off, addr_len; /* in tx */
+	uint32_t at;                 /* offset of '@' within the address */
+	uint32_t orcpt_off, orcpt_len;
+	uint8_t notify;
+};
+
+struct srv_session {
+	struct conn conn;
+	struct shard *sh;
+	struct srv_session *next, *prev; /* shard's session list */
+	enum srv_state state;
+	struct loop_timer timer;         /* idle timeout */
+	char peer[64];                   /* "[ip]:port" */
+	char peer_ip[56];                /* for Received: "[ip]" or "[IPv6:..]" */
+	char helo[128];
+	bool esmtp;
+	bool relay_ok;                   /* inside [submission] networks */
+	bool skip_line;                  /* discarding an over-long command line */
+	bool commit_inflight;            /* req is with the spool writer */
+	bool released;                   /* the conn is gone */
+	bool shutdown;                   /* say 421 after the commit */
+	unsigned errors;
+	unsigned transactions;
+
+	/* The transaction. */
+	struct buf tx;                   /* sender, recipient strings */
+	uint32_t sender_len;
+	uint32_t msg_flags;              /* MSG_F_* */
+	bool utf8;                       /* MAIL ... SMTPUTF8 */
+	struct srv_rcpt *rcpts;
+	unsigned nrcpt, rcap;
+	unsigned rejected_rcpts;
+	struct buf msg;                  /* content (normalised) */
+	struct smtp_data_rx rx;
+	bool bdat_used;
+	bool bdat_last;
+	enum srv_state bdat_prev;        /* state before the chunk */
+	const char *bdat_error;          /* reply for the chunk being skipped */
+	uint64_t bdat_left;
+	struct smtp_chunk_state chunk;
+
+	/* The commit. */
+	struct spool_req req;
+	struct spool_rcpt *spool_rcpts;
+	struct iovec iov[2];
+	struct buf prefix;               /* Received:, Date:, Message-ID: */
+	uint64_t msgid;
+	uint64_t submit_ms;
+};
+
+static void srv_process(struct srv_session *s);
+static void srv_free(struct srv_session *s);
+
+static const struct config *cfg_of(const struct srv_session *s)
+{
+	return s->sh->cfg;
+}
+
+static void set_state(struct srv_session *s, enum srv_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("smtpd %s: %s -> %s", s->peer, state_names[s->state], state_names[st]);
+	s->state = st;
+}
+
+static void reply(struct srv_session *s, const char *text)
+{
+	conn_puts(&s->conn, text);
+	conn_puts(&s->conn, "\r\n");
+}
+
+RP_PRINTF(2, 3) static void replyf(struct srv_session *s, const char *fmt, ...)
+{
+	struct buf *out = conn_outbuf(&s->conn);
+	if (conn_closing(&s->conn))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(out, fmt, ap);
+	va_end(ap);
+	buf_puts(out, "\r\n");
+	conn_flush_soon(&s->conn);
+}
+
+/* close_with - a last reply, then close once it is sent. */
+static void close_with(struct srv_session *s, const char *text)
+{
+	reply(s, text);
+	set_state(s, SS_CLOSING);
+	conn_close_after_flush(&s->conn);
+}
+
+/* count_error - one more bad command; too many of them end the session. */
+static void count_error(struct srv_session *s)
+{
+	if (++s->errors >= cfg_of(s)->max_errors && s->state != SS_CLOSING) {
+		log_info("smtpd %s: too many errors", s->peer);
+		char buf[300];
+		snprintf(buf, sizeof(buf), "421 4.7.0 %s Error: too many errors", cfg_of(s)->hostname);
+		close_with(s, buf);
+	}
+}
+
+/* error - a 4xx/5xx reply to a bad command. */
+static void error(struct srv_session *s, const char *text)
+{
+	reply(s, text);
+	count_error(s);
+}
+
+static void tx_reset(struct srv_session *s)
+{
+	buf_reset(&s->tx);
+	s->sender_len = 0;
+	s->msg_flags = 0;
+	s->utf8 = false;
+	s->nrcpt = 0;
+	s->rejected_rcpts = 0;
+	s->bdat_used = false;
+	s->bdat_last = false;
+	s->bdat_error = NULL;
+	s->bdat_left = 0;
+	if (s->msg.cap > KEEP_MSG_BYTES)
+		buf_shrink(&s->msg, 0);
+	else
+		buf_reset(&s->msg);
+	if (s->state != SS_GREETING && s->state != SS_CLOSING)
+		set_state(s, SS_IDLE);
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static bool parse_number(const char *p, size_t n, uint64_t *v)
+{
+	uint64_t r = 0;
+	if (!n || n > 19)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		r = r * 10 + (uint64_t)(p[i] - '0');
+	}
+	*v = r;
+	return true;
+}
+
+static void cmd_helo(struct srv_session *s, const struct smtp_cmd *c, bool esmtp)
+{
+	if (!c->arg_len) {
+		error(s, esmtp ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
+		return;
+	}
+	/* Keep a printable copy for Received:. */
+	size_t n = 0;
+	for (size_t i = 0; i < c->arg_len && n + 1 < sizeof(s->helo); i++) {
+		unsigned char ch = (unsigned char)c->arg[i];
+		if (ch == ' ')
+			break;
+		s->helo[n++] = (ch > 32 && ch < 127 && ch != '(' && ch != ')') ? (char)ch : '?';
+	}
+	s->helo[n] = '\0';
+	s->esmtp = esmtp;
+	set_state(s, SS_IDLE);
+	tx_reset(s);
+	const struct config *cfg = cfg_of(s);
+	if (!esmtp) {
+		replyf(s, "250 %s", cfg->hostname);
+		return;
+	}
+	replyf(s,
+	       "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+	       "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING",
+	       cfg->hostname, (unsigned long long)cfg->max_message_size);
+}
+
+static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
+{
+	const struct config *cfg = cfg_of(s);
+	struct smtp_path p;
+	if (s->state == SS_GREETING) {
+		error(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->state != SS_IDLE) {
+		error(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if (!smtp_path_parse(c->arg, c->arg_len, "FROM:", &p)) {
+		error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	if (!s->relay_ok) {
+		error(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	uint32_t flags = 0;
+	bool utf8 = false;
+	for (unsigned i = 0; i < p.nparams; i++) {
+		const struct smtp_param *pp = &p.params[i];
+		uint64_t size;
+		if (smtp_param_is(pp, "SIZE")) {
+			if (!pp->val || !parse_number(pp->val, pp->val_len, &size)) {
+				error(s, "501 5.5.4 Bad SIZE parameter");
+				return;
+			}
+			if (size > cfg->max_message_size) {
+				error(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+				return;
+			}
+		} else if (smtp_param_is(pp, "BODY")) {
+			if (pp->val && pp->val_len == 8 && !strncasecmp(pp->val, "8BITMIME", 8)) {
+				flags |= MSG_F_8BIT;
+			} else if (!(pp->val && pp->val_len == 4 && !strncasecmp(pp->val, "7BIT", 4))) {
+				error(s, "501 5.5.4 Unsupported BODY parameter");
+				return;
+			}
+		} else if (smtp_param_is(pp, "SMTPUTF8") && !pp->val) {
+			utf8 = true;
+			flags |= MSG_F_SMTPUTF8;
+		} else if (smtp_param_is(pp, "AUTH")) {
+			/* RFC 4954 AUTH=<>: informational, ignored. */
+		} else {
+			replyf(s, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(pp->key_len, 64),
+			       pp->key);
+			count_error(s);
+			return;
+		}
+	}
+	if (p.addr_len) {
+		enum addr_error e = addr_check(p.addr, p.addr_len, utf8, NULL);
+		if (e == ADDR_NEEDS_UTF8) {
+			error(s, "553 5.6.7 Non-ASCII sender address needs SMTPUTF8");
+			return;
+		}
+		if (e != ADDR_OK) {
+			replyf(s, "501 5.1.7 Bad sender address syntax (%s)", addr_error_str(e));
+			count_error(s);
+			return;
+		}
+	}
+	if (!spool_accepting(s->sh->relay->spool)) {
+		reply(s, "452 4.3.1 Insufficient system storage");
+		return;
+	}
+	buf_reset(&s->tx);
+	buf_append(&s->tx, p.addr, p.addr_len);
+	s->sender_len = (uint32_t)p.addr_len;
+	s->msg_flags = flags | (p.addr_len ? 0 : MSG_F_BOUNCE);
+	s->utf8 = utf8;
+	s->nrcpt = 0;
+	set_state(s, SS_MAIL);
+	reply(s, "250 2.1.0 Ok");
+}
+
+static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
+{
+	const struct config *cfg = cfg_of(s);
+	struct smtp_path p;
+	if (s->state != SS_MAIL && s->state != SS_RCPT) {
+		error(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (!smtp_path_parse(c->arg, c->arg_len, "TO:", &p)) {
+		error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	if (s->nrcpt >= cfg->max_recipients) {
+		s->rejected_rcpts++;
+		reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	for (unsigned i = 0; i < p.nparams; i++) {
+		replyf(s, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(p.params[i].key_len, 64),
+		       p.params[i].key);
+		s->rejected_rcpts++;
+		return;
+	}
+	size_t at = 0;
+	enum addr_error e = p.addr_len ? addr_check(p.addr, p.addr_len, s->utf8, &at) : ADDR_EMPTY;
+	if (e == ADDR_NEEDS_UTF8) {
+		s->rejected_rcpts++;
+		error(s, "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8");
+		return;
+	}
+	if (e != ADDR_OK) {
+		s->rejected_rcpts++;
+		replyf(s, "501 5.1.3 Bad recipient address syntax (%s)", addr_error_str(e));
+		count_error(s);
+		return;
+	}
+	if (s->nrcpt == s->rcap) {
+		s->rcap = s->rcap ? s->rcap * 2 : 8;
+		s->rcpts = xrealloc(s->rcpts, s->rcap * sizeof(*s->rcpts));
+	}
+	struct srv_rcpt *r = &s->rcpts[s->nrcpt++];
+	memset(r, 0, sizeof(*r));
+	r->addr_off = (uint32_t)buf_used(&s->tx);
+	r->addr_len = (uint32_t)p.addr_len;
+	r->at = (uint32_t)at;
+	buf_append(&s->tx, p.addr, p.addr_len);
+	set_state(s, SS_RCPT);
+	reply(s, "250 2.1.5 Ok");
+}
+
+static void cmd_data(struct srv_session *s, const struct smtp_cmd *c)
+{
+	if (c->arg_len) {
+		error(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->state == SS_MAIL && s->rejected_rcpts) {
+		error(s, "554 5.5.1 Error: no valid recipients");
+		return;
+	}
+	if (s->state != SS_RCPT) {
+		error(s, s->state == SS_MAIL ? "503 5.5.1 Error: need RCPT command"
+					     : "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->bdat_used) {
+		error(s, "503 5.5.1 Error: DATA after BDAT");
+		return;
+	}
+	buf_reset(&s->msg);
+	smtp_data_rx_init(&s->rx, cfg_of(s)->max_message_size, cfg_of(s)->max_line_length);
+	set_state(s, SS_DATA);
+	reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_bdat(struct srv_session *s, const struct smtp_cmd *c)
+{
+	const char *a = c->arg, *end = c->arg + c->arg_len;
+	const char *sp = memchr(a, ' ', c->arg_len);
+	size_t nlen = sp ? (size_t)(sp - a) : c->arg_len;
+	uint64_t size;
+	bool last = false;
+	if (!parse_number(a, nlen, &size)) {
+		/* We cannot know how many bytes follow: the session is lost. */
+		close_with(s, "501 5.5.4 Syntax: BDAT size [LAST]");
+		return;
+	}
+	if (sp) {
+		const char *kw = sp + 1;
+		if ((size_t)(end - kw) == 4 && !strncasecmp(kw, "LAST", 4)) {
+			last = true;
+		} else {
+			close_with(s, "501 5.5.4 Syntax: BDAT size [LAST]");
+			return;
+		}
+	}
+	s->bdat_prev = s->state;
+	s->bdat_left = size;
+	s->bdat_last = last;
+	s->bdat_error = NULL;
+	if (s->state == SS_RCPT) {
+		if (!s->bdat_used) {
+			s->bdat_used = true;
+			buf_reset(&s->msg);
+			smtp_chunk_init(&s->chunk);
+		}
+		if (buf_used(&s->msg) + size > cfg_of(s)->max_message_size)
+			s->bdat_error = "552 5.3.4 Message size exceeds fixed maximum message size";
+	} else if (s->state == SS_MAIL && s->rejected_rcpts) {
+		s->bdat_error = "554 5.5.1 Error: no valid recipients";
+	} else {
+		s->bdat_error = s->state == SS_MAIL ? "503 5.5.1 Error: need RCPT command"
+						    : "503 5.5.1 Error: need MAIL command";
+	}
+	set_state(s, SS_BDAT);
+}
+
+static void handle_command(struct srv_session *s, const char *line, size_t len)
+{
+	struct smtp_cmd c;
+	smtp_cmd_parse(line, len, &c);
+	switch (c.verb) {
+	case SMTP_EHLO:
+		cmd_helo(s, &c, true);
+		return;
+	case SMTP_HELO:
+		cmd_helo(s, &c, false);
+		return;
+	case SMTP_MAIL:
+		cmd_mail(s, &c);
+		return;
+	case SMTP_RCPT:
+		cmd_rcpt(s, &c);
+		return;
+	case SMTP_DATA:
+		cmd_data(s, &c);
+		return;
+	case SMTP_BDAT:
+		cmd_bdat(s, &c);
+		return;
+	case SMTP_RSET:
+		if (c.arg_len) {
+			error(s, "501 5.5.4 Syntax: RSET");
+			return;
+		}
+		tx_reset(s);
+		reply(s, "250 2.0.0 Ok");
+		return;
+	case SMTP_NOOP:
+		reply(s, "250 2.0.0 Ok");
+		return;
+	case SMTP_QUIT:
+		close_with(s, "221 2.0.0 Bye");
+		return;
+	case SMTP_VRFY:
+		reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+		return;
+	case SMTP_EXPN:
+		error(s, "502 5.5.1 Error: EXPN not available");
+		return;
+	case SMTP_HELP:
+		reply(s, "214 2.0.0 ringpost: see RFC 5321 (EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP)");
+		return;
+	case SMTP_STARTTLS:
+		error(s, "502 5.5.1 Error: STARTTLS not available");
+		return;
+	case SMTP_AUTH:
+		error(s, "502 5.5.1 Error: AUTH not available");
+		return;
+	case SMTP_UNKNOWN:
+		error(s, "500 5.5.2 Error: command not recognized");
+		return;
+	}
+	rp_panic("unhandled verb %d", (int)c.verb);
+}
+
+/* ---- the message ------------------------------------------------------- */
+
+static void build_prefix(struct srv_session *s)
+{
+	const struct config *cfg = cfg_of(s);
+	char id[17], date[64];
+	struct msg_header_info hi;
+	rp_id_format(s->msgid, id);
+	rp_rfc5322_date(s->submit_ms, date, sizeof(date));
+	msg_header_scan(buf_head(&s->msg), buf_used(&s->msg), &hi);
+	struct buf *b = &s->prefix;
+	buf_reset(b);
+	buf_printf(b, "Received: from %s (%s)\r\n\tby %s (ringpost) with %s id %s", s->helo,
+		   s->peer_ip, cfg->hostname,
+		   s->utf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"), id);
+	if (s->nrcpt == 1 && s->rcpts[0].addr_len < 200)
+		buf_printf(b, "\r\n\tfor <%.*s>", (int)s->rcpts[0].addr_len,
+			   buf_head(&s->tx) + s->rcpts[0].addr_off);
+	buf_printf(b, "; %s\r\n", date);
+	if (!hi.has_date)
+		buf_printf(b, "Date: %s\r\n", date);
+	if (!hi.has_message_id)
+		buf_printf(b, "Message-ID: <%s@%s>\r\n", id, cfg->hostname);
+	/* Content with no header section gets the blank line it lacked. */
+	if (!hi.fields && buf_used(&s->msg) && !hi.blank_line)
+		buf_puts(b, "\r\n");
+}
+
+static void commit_done(struct mq_item *item, void *ctx);
+
+static void commit(struct srv_session *s, unsigned content_flags)
+{
+	if (content_flags & SMTP_DATA_TOO_BIG) {
+		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+		s->sh->stats.smtp_rejected++;
+		tx_reset(s);
+		return;
+	}
+	if (content_flags & SMTP_DATA_LONG_LINE) {
+		replyf(s, "500 5.5.2 Line too long (RFC 5321 limit is %u octets including CRLF)",
+		       cfg_of(s)->max_line_length);
+		s->sh->stats.smtp_rejected++;
+		tx_reset(s);
+		return;
+	}
+	if (content_flags & SMTP_DATA_NUL) {
+		reply(s, "554 5.6.0 Message contains NUL bytes");
+		s->sh->stats.smtp_rejected++;
+		tx_reset(s);
+		return;
+	}
+	if (!spool_accepting(s->sh->relay->spool)) {
+		reply(s, "452 4.3.1 Insufficient system storage");
+		s->sh->stats.smtp_rejected++;
+		tx_reset(s);
+		return;
+	}
+	struct spool *sp = s->sh->relay->spool;
+	s->msgid = spool_next_id(sp);
+	s->submit_ms = rp_now_ms();
+	if (content_flags & SMTP_DATA_8BIT)
+		s->msg_flags |= MSG_F_8BIT;
+	build_prefix(s);
+
+	s->spool_rcpts = xrealloc(s->spool_rcpts, RP_MAX(s->nrcpt, 1u) * sizeof(*s->spool_rcpts));
+	const char *tx = buf_head(&s->tx);
+	for (unsigned i = 0; i < s->nrcpt; i++) {
+		struct spool_rcpt *r = &s->spool_rcpts[i];
+		memset(r, 0, sizeof(*r));
+		r->addr = tx + s->rcpts[i].addr_off;
+		r->addr_len = s->rcpts[i].addr_len;
+		r->notify = s->rcpts[i].notify;
+	}
+	memset(&s->req, 0, sizeof(s->req));
+	s->req.type = SPOOL_REQ_SUBMIT;
+	s->req.reply_to = loop_inbox(s->sh->loop);
+	s->req.reply_fn = commit_done;
+	struct spool_submit *sub = &s->req.u.submit;
+	sub->msg.id = s->msgid;
+	sub->msg.submit_ms = s->submit_ms;
+	sub->msg.flags = s->msg_flags;
+	sub->msg.nrcpt = s->nrcpt;
+	sub->msg.sender = tx;
+	sub->msg.sender_len = s->sender_len;
+	sub->msg.source = s->peer;
+	sub->msg.source_len = strlen(s->peer);
+	s->iov[0].iov_base = buf_head(&s->prefix);
+	s->iov[0].iov_len = buf_used(&s->prefix);
+	s->iov[1].iov_base = buf_head(&s->msg);
+	s->iov[1].iov_len = buf_used(&s->msg);
+	sub->msg.body_len = s->iov[0].iov_len + s->iov[1].iov_len;
+	sub->body = s->iov;
+	sub->nbody = 2;
+	sub->rcpts = s->spool_rcpts;
+	s->commit_inflight = true;
+	set_state(s, SS_COMMIT);
+	spool_request(sp, &s->req);
+}
+
+/* route_recipients - the message is durable: queue its recipients. */
+static void route_recipients(struct srv_session *s)
+{
+	struct sched_add adds[s->nrcpt ? s->nrcpt : 1];
+	char *domains = xmalloc(buf_used(&s->tx) + s->nrcpt + 1);
+	char *w = domains;
+	const char *tx = buf_head(&s->tx);
+	for (unsigned i = 0; i < s->nrcpt; i++) {
+		const struct srv_rcpt *r = &s->rcpts[i];
+		size_t dlen = r->addr_len - r->at - 1;
+		memcpy(w, tx + r->addr_off + r->at + 1, dlen);
+		w[dlen] = '\0';
+		rp_lower(w);
+		adds[i] = (struct sched_add){.msgid = s->msgid, .idx = i, .domain = w,
+					     .submit_ms = s->submit_ms};
+		w += dlen + 1;
+	}
+	shard_route(s->sh->relay, s->sh, adds, s->nrcpt);
+	free(domains);
+}
+
+static void commit_done(struct mq_item *item, void *ctx)
+{
+	struct srv_session *s = RP_CONTAINER_OF(item, struct srv_session, req.item);
+	(void)ctx;
+	s->commit_inflight = false;
+	char id[17];
+	rp_id_format(s->msgid, id);
+	if (s->req.status == SPOOL_OK) {
+		route_recipients(s);
+		s->sh->stats.smtp_messages++;
+		s->transactions++;
+		log_info("smtpd accepted id=%s from=<%.*s> nrcpt=%u size=%zu client=%s", id,
+			 (int)s->sender_len, buf_head(&s->tx), s->nrcpt,
+			 s->iov[0].iov_len + s->iov[1].iov_len, s->peer);
+		if (!s->released)
+			replyf(s, "250 2.0.0 Ok: queued as %s", id);
+	} else {
+		s->sh->stats.smtp_rejected++;
+		log_warn("smtpd %s: spool refused message: %s", s->peer,
+			 s->req.status == SPOOL_EFULL ? "full" : "I/O error");
+		if (!s->released)
+			reply(s, s->req.status == SPOOL_EFULL ? "452 4.3.1 Insufficient system storage"
+							      : "451 4.3.0 Error: queue file write error");
+	}
+	if (s->released) {
+		srv_free(s);
+		return;
+	}
+	set_state(s, SS_IDLE);
+	tx_reset(s);
+	buf_shrink(&s->prefix, 4096);
+	if (s->shutdown) {
+		char buf[300];
+		snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", cfg_of(s)->hostname);
+		close_with(s, buf);
+		return;
+	}
+	conn_recv_resume(&s->conn);
+	srv_process(s);
+}
+
+/* ---- input ------------------------------------------------------------- */
+
+static void feed_data(struct srv_session *s)
+{
+	struct buf *in = &s->conn.in;
+	bool done;
+	size_t n = smtp_data_rx_feed(&s->rx, buf_head(in), buf_used(in), &s->msg, &done);
+	buf_consume(in, n);
+	if (done)
+		commit(s, s->rx.flags);
+}
+
+static void feed_bdat(struct srv_session *s)
+{
+	struct buf *in = &s->conn.in;
+	size_t n = (size_t)RP_MIN((uint64_t)buf_used(in), s->bdat_left);
+	if (!s->bdat_error) {
+		smtp_chunk_check(&s->chunk, buf_head(in), n, cfg_of(s)->max_line_length);
+		buf_append(&s->msg, buf_head(in), n);
+	}
+	buf_consume(in, n);
+	s->bdat_left -= n;
+	if (s->bdat_left)
+		return;
+	if (s->bdat_error) {
+		const char *e = s->bdat_error;
+		s->bdat_error = NULL;
+		/* A failed chunk ends the transaction (RFC 3030 section 4). */
+		if (s->bdat_prev == SS_GREETING)
+			set_state(s, SS_GREETING);
+		else
+			tx_reset(s);
+		error(s, e);
+		return;
+	}
+	if (!s->bdat_last) {
+		set_state(s, SS_RCPT);
+		replyf(s, "250 2.0.0 Ok: %zu octets received", buf_used(&s->msg));
+		return;
+	}
+	unsigned flags = s->chunk.flags;
+	if (flags & SMTP_DATA_BARE_LF)
+		smtp_normalize_newlines(&s->msg, 0);
+	commit(s, flags & ~SMTP_DATA_BARE_LF);
+}
+
+static void srv_process(struct srv_session *s)
+{
+	struct conn *c = &s->conn;
+	struct buf *in = &c->in;
+	while (!conn_closing(c) && buf_used(in)) {
+		if (s->state == SS_COMMIT || s->state == SS_CLOSING)
+			break;
+		if (s->state == SS_DATA) {
+			feed_data(s);
+			continue;
+		}
+		if (s->state == SS_BDAT) {
+			feed_bdat(s);
+			continue;
+		}
+		char *p = buf_head(in);
+		size_t avail = buf_used(in);
+		char *nl = memchr(p, '\n', avail);
+		if (s->skip_line) {
+			buf_consume(in, nl ? (size_t)(nl - p) + 1 : avail);
+			if (nl)
+				s->skip_line = false;
+			continue;
+		}
+		if (!nl) {
+			if (avail >= CMD_LINE_MAX) {
+				s->skip_line = true;
+				buf_consume(in, avail);
+				error(s, "500 5.5.2 Error: line too long");
+			}
+			break;
+		}
+		size_t total = (size_t)(nl - p) + 1;
+		size_t len = total - 1;
+		if (len && p[len - 1] == '\r')
+			len--;
+		if (total > CMD_LINE_MAX) {
+			buf_consume(in, total);
+			error(s, "500 5.5.2 Error: line too long");
+			continue;
+		}
+		handle_command(s, p, len);
+		buf_consume(in, total);
+	}
+	/* While blocked on the spool, do not let a client fill our memory. */
+	if (s->state == SS_COMMIT && buf_used(in) > PAUSE_INPUT_BYTES)
+		conn_recv_pause(c);
+}
+
+static void on_timeout(struct loop_timer *t)
+{
+	struct srv_session *s = RP_CONTAINER_OF(t, struct srv_session, timer);
+	if (s->state == SS_COMMIT || s->state == SS_CLOSING)
+		return;
+	log_info("smtpd %s: timeout in state %s", s->peer, state_names[s->state]);
+	char buf[300];
+	snprintf(buf, sizeof(buf), "421 4.4.2 %s Error: timeout exceeded", cfg_of(s)->hostname);
+	close_with(s, buf);
+}
+
+static void on_data(struct conn *c)
+{
+	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
+	loop_timer_arm(s->sh->loop, &s->timer, cfg_of(s)->idle_timeout_ms, on_timeout);
+	srv_process(s);
+}
+
+static void on_closed(struct conn *c, int err)
+{
+	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
+	if (s->state == SS_DATA || s->state == SS_BDAT)
+		log_info("smtpd %s: lost connection in %s (%s); message discarded", s->peer,
+			 state_names[s->state], err ? strerror(-err) : "eof");
+	else
+		log_debug("smtpd %s: disconnected in %s", s->peer, state_names[s->state]);
+}
+
+static void on_released(struct conn *c)
+{
+	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
+	s->released = true;
+	loop_timer_disarm(s->sh->loop, &s->timer);
+	if (!s->commit_inflight)
+		srv_free(s);
+}
+
+static void on_connected(struct conn *c, int err)
+{
+	(void)c;
+	(void)err;
+	rp_panic("server sessions never connect");
+}
+
+static const struct conn_ops srv_conn_ops = {
+	.connected = on_connected,
+	.data = on_data,
+	.closed = on_closed,
+	.released = on_released,
+};
+
+static void srv_free(struct srv_session *s)
+{
+	struct shard *sh = s->sh;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		sh->servers = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	sh->nservers--;
+	buf_free(&s->tx);
+	buf_free(&s->msg);
+	buf_free(&s->prefix);
+	free(s->rcpts);
+	free(s->spool_rcpts);
+	free(s);
+	shard_session_gone(sh);
+}
+
+static void peer_names(struct srv_session *s, int fd, struct sockaddr_storage *ss)
+{
+	socklen_t len = sizeof(*ss);
+	char host[INET6_ADDRSTRLEN] = "unknown";
+	unsigned port = 0;
+	memset(ss, 0, sizeof(*ss));
+	if (getpeername(fd, (struct sockaddr *)ss, &len) == 0) {
+		if (ss->ss_family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+			inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+			port = ntohs(sin->sin_port);
+			snprintf(s->peer_ip, sizeof(s->peer_ip), "[%s]", host);
+		} else if (ss->ss_family == AF_INET6) {
+			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+			inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+			port = ntohs(sin6->sin6_port);
+			snprintf(s->peer_ip, sizeof(s->peer_ip), "[IPv6:%s]", host);
+		}
+	}
+	if (!s->peer_ip[0])
+		snprintf(s->peer_ip, sizeof(s->peer_ip), "[unknown]");
+	snprintf(s->peer, sizeof(s->peer), "[%s]:%u", host, port);
+}
+
+void srv_session_start(struct shard *sh, int fd)
+{
+	const struct config *cfg = sh->cfg;
+	struct srv_session *s = xcalloc(1, sizeof(*s));
+	struct sockaddr_storage ss;
+	s->sh = sh;
+	conn_init(&s->conn, sh->loop, &srv_conn_ops, s);
+	peer_names(s, fd, &ss);
+	snprintf(s->helo, sizeof(s->helo), "unknown");
+	s->relay_ok = config_net_allowed(cfg, (struct sockaddr *)&ss);
+	s->state = SS_GREETING;
+	s->next = sh->servers;
+	if (sh->servers)
+		sh->servers->prev = s;
+	sh->servers = s;
+	sh->nservers++;
+	sh->stats.smtp_sessions++;
+	conn_attach(&s->conn, fd);
+	log_debug("smtpd %s: connect", s->peer);
+	if (sh->nservers > cfg->max_clients) {
+		log_warn("smtpd %s: refused, %u sessions open", s->peer, sh->nservers - 1);
+		close_with(s, "421 4.7.0 Error: too many connections, try again later");
+		return;
+	}
+	replyf(s, "220 %s ESMTP ringpost", cfg->hostname);
+	loop_timer_arm(sh->loop, &s->timer, cfg->idle_timeout_ms, on_timeout);
+}
+
+void srv_shutdown_all(struct shard *sh)
+{
+	char buf[300];
+	snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", sh->cfg->hostname);
+	for (struct srv_session *s = sh->servers; s; s = s->next) {
+		if (s->released || s->state == SS_CLOSING)
+			continue;
+		if (s->commit_inflight) {
+			s->shutdown = true;
+			continue;
+		}
+		close_with(s, buf);
+	}
+}
