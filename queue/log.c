@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,8 +27,26 @@ struct log_thread {
 };
 
 static _Thread_local struct log_thread *lt;
+static pthread_key_t lt_key; /* frees a thread's state when the thread exits */
+static pthread_once_t lt_once = PTHREAD_ONCE_INIT;
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+/* thread_gone - a thread that logged is exiting: write what it buffered and
+ * free its state (without this, every exited thread leaks it). */
+static void thread_gone(void *p)
+{
+	lt = p;
+	log_flush();
+	lt = NULL;
+	free(p);
+}
+
+static void key_create(void)
+{
+	if (pthread_key_create(&lt_key, thread_gone))
+		rp_panic("pthread_key_create failed");
+}
 
 static struct log_thread *thread_state(void)
 {
@@ -34,6 +54,8 @@ static struct log_thread *thread_state(void)
 		lt = xcalloc(1, sizeof(*lt));
 		strcpy(lt->name, "main");
 		lt->stamp_sec = -1;
+		pthread_once(&lt_once, key_create);
+		pthread_setspecific(lt_key, lt);
 	}
 	return lt;
 }

@@ -3,8 +3,10 @@
  * The table, in words:
  *   2xx                          delivered
  *   421 anywhere                 retry; the destination backs off
- *   452 4.5.3 / 552 to RCPT      retry now in a new transaction, not an attempt
- *                                (RFC 5321 4.5.3.1.10: too many recipients)
+ *   452 4.5.3 / 552 to a RCPT    retry now in a new transaction, not an attempt
+ *   after an accepted RCPT       (RFC 5321 4.5.3.1.10: too many recipients);
+ *                                to the first RCPT they are an ordinary 4xx
+ *                                (552 to RCPT is temporary, same section)
  *   other 4xx                    retry this recipient
  *   5xx to the greeting          retry, destination backs off (a 554 banner
  *                                often means "not now"; like Postfix's
@@ -73,13 +75,19 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
 			out->dest_backoff = true;
 			break;
 		}
-		if (rep->stage == STAGE_RCPT &&
-		    (rep->code == 552 || (rep->code == 452 && !strcmp(rep->enh, "4.5.3")))) {
+		bool too_many = rep->stage == STAGE_RCPT &&
+				(rep->code == 552 || (rep->code == 452 && !strcmp(rep->enh, "4.5.3")));
+		if (too_many && rep->after_accept) {
 			out->action = OUTCOME_RETRY;
 			out->counts = false;
 			out->next_ms = now_ms;
 			snprintf(out->status, sizeof(out->status), "4.5.3");
 			return;
+		}
+		if (too_many) {
+			out->action = OUTCOME_RETRY;
+			snprintf(out->status, sizeof(out->status), "4.5.3");
+			break;
 		}
 		if (cls == 5 && rep->stage == STAGE_GREETING) {
 			out->action = OUTCOME_RETRY;
@@ -166,19 +174,43 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
 	out->next_ms = now_ms + outcome_retry_delay(pol, attempts + 1, rnd);
 }
 
+/* enh_valid - "class.subject.detail" (RFC 3463): one digit, then 1-3 digits
+ * twice, in exactly n bytes. */
+static bool enh_valid(const char *e, size_t n)
+{
+	size_t i = 2;
+	if (n < 5 || e[0] < '2' || e[0] > '5' || e[1] != '.')
+		return false;
+	for (int part = 0; part < 2; part++) {
+		size_t start = i;
+		while (i < n && i - start < 4 && e[i] >= '0' && e[i] <= '9')
+			i++;
+		if (i == start || i - start > 3)
+			return false;
+		if (part == 0) {
+			if (i >= n || e[i] != '.')
+				return false;
+			i++;
+		}
+	}
+	return i == n;
+}
+
 void outcome_report_set(struct attempt_report *rep, enum attempt_kind kind,
 			enum attempt_stage stage, int code, const char *text)
 {
 	rep->kind = kind;
 	rep->stage = stage;
 	rep->code = code;
+	rep->after_accept = false;
 	rep->enh[0] = '\0';
 	snprintf(rep->text, sizeof(rep->text), "%s", text ? text : "");
 	if (kind == ATTEMPT_REPLY && text && strlen(text) > 4) {
 		/* "550 5.1.1 ..." -> "5.1.1" */
 		const char *e = text + 4;
 		size_t n = strspn(e, "0123456789.");
-		if (n >= 5 && n < sizeof(rep->enh) && e[0] == text[0] && (e[n] == ' ' || !e[n])) {
+		if (n < sizeof(rep->enh) && enh_valid(e, n) && e[0] == text[0] &&
+		    (e[n] == ' ' || !e[n])) {
 			memcpy(rep->enh, e, n);
 			rep->enh[n] = '\0';
 		}

@@ -47,6 +47,9 @@ struct attempt_report {
 	int code;          /* SMTP reply code for ATTEMPT_REPLY */
 	char enh[16];      /* enhanced status from the reply, or "" */
 	char text[320];    /* one-line reply or error description */
+	bool after_accept; /* a RCPT reply that came after an accepted RCPT in
+			    * the same transaction (tells "too many recipients"
+			    * from "not now") */
 };
 
 enum outcome_action {

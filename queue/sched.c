@@ -638,20 +638,19 @@ struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t
 	return NULL;
 }
 
-static void log_attempt(const struct sched_job *j, unsigned i, const struct attempt_report *rep,
-			const struct outcome *oc, unsigned attempts, const struct sched_attempt *info,
-			uint64_t now_ms)
+static void log_attempt(uint64_t msgid, const char *addr, size_t addr_len, const char *dest,
+			const struct attempt_report *rep, const struct outcome *oc, unsigned attempts,
+			const char *remote, uint64_t duration_ms, uint64_t submit_ms, uint64_t now_ms)
 {
 	char id[17], reply[400];
-	rp_id_format(j->msgid, id);
+	rp_id_format(msgid, id);
 	log_quote(reply, sizeof(reply), rep->text, strlen(rep->text));
 	log_info("delivery id=%s rcpt=<%.*s> dest=%s relay=%s status=%s dsn=%s attempts=%u "
 		 "delay=%.3f duration=%.3f reply=%s",
-		 id, (int)j->rcpt[i].addr_len, j->rcpt[i].addr, j->dest->name,
-		 info && info->remote ? info->remote : "none", outcome_action_name(oc->action),
-		 oc->status, attempts,
-		 (double)(now_ms > j->submit_ms ? now_ms - j->submit_ms : 0) / 1000.0,
-		 info ? (double)info->duration_ms / 1000.0 : 0.0, reply);
+		 id, (int)addr_len, addr, dest, remote ? remote : "none",
+		 outcome_action_name(oc->action), oc->status, attempts,
+		 (double)(now_ms > submit_ms ? now_ms - submit_ms : 0) / 1000.0,
+		 (double)duration_ms / 1000.0, reply);
 }
 
 /* settle - apply one recipient's outcome: memory, counters, spool. */
@@ -690,6 +689,38 @@ static void settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
 	}
 }
 
+/* settle_ready - every ready recipient of d shares one destination-level
+ * report (connect refused, NXDOMAIN, ...): decide, log and settle each.
+ * Their addresses come from the spool, for the delivery log line. */
+static void settle_ready(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
+			 const char *remote, uint64_t now, bool until_hold)
+{
+	bool reading = spool_reader_begin(s->reader);
+	while (d->ready_head) {
+		struct sched_rcpt *r = d->ready_head;
+		d->ready_head = r->next;
+		r->next = NULL;
+		d->n.queued--;
+		struct outcome oc;
+		uint64_t submit_ms = (uint64_t)r->submit_s * 1000;
+		outcome_decide(rep, r->attempts, now > submit_ms ? now - submit_ms : 0, now,
+			       rnd_next(s), &s->cfg.retry, &oc);
+		if (until_hold && oc.action == OUTCOME_RETRY && oc.next_ms < d->hold_until)
+			oc.next_ms = d->hold_until;
+		struct spool_rcpt rc = {0};
+		if (!reading || !spool_get_rcpt(s->reader, r->msgid, r->idx, &rc))
+			rc.addr = "?", rc.addr_len = 1;
+		log_attempt(r->msgid, rc.addr, rc.addr_len, d->name, rep, &oc,
+			    r->attempts + (oc.counts ? 1 : 0), remote, 0, submit_ms, now);
+		settle(s, d, r, rep, &oc, remote, now);
+	}
+	if (reading)
+		spool_reader_end(s->reader);
+	d->ready_tail = NULL;
+	d->tail_group = 0;
+	d->nready_jobs = 0;
+}
+
 /* dest_hold - back the destination off and defer its ready recipients. */
 static void dest_hold(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
 		      const char *remote, uint64_t now)
@@ -703,21 +734,7 @@ static void dest_hold(struct sched *s, struct sched_dest *d, const struct attemp
 		log_info("dest %s backs off for %.1fs after %u failures: %s", d->name,
 			 (double)(d->hold_until - now) / 1000.0, d->fails, rep->text);
 	}
-	while (d->ready_head) {
-		struct sched_rcpt *r = d->ready_head;
-		d->ready_head = r->next;
-		r->next = NULL;
-		d->n.queued--;
-		struct outcome oc;
-		outcome_decide(rep, r->attempts, now - (uint64_t)r->submit_s * 1000, now, rnd_next(s),
-			       &s->cfg.retry, &oc);
-		if (oc.action == OUTCOME_RETRY && oc.next_ms < d->hold_until)
-			oc.next_ms = d->hold_until;
-		settle(s, d, r, rep, &oc, remote, now);
-	}
-	d->ready_tail = NULL;
-	d->tail_group = 0;
-	d->nready_jobs = 0;
+	settle_ready(s, d, rep, remote, now, true);
 }
 
 void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_report *reps,
@@ -738,7 +755,9 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 		struct outcome oc;
 		uint64_t age = now_ms > j->submit_ms ? now_ms - j->submit_ms : 0;
 		outcome_decide(&reps[i], r->attempts, age, now_ms, rnd_next(s), &s->cfg.retry, &oc);
-		log_attempt(j, i, &reps[i], &oc, r->attempts + (oc.counts ? 1 : 0), info, now_ms);
+		log_attempt(j->msgid, j->rcpt[i].addr, j->rcpt[i].addr_len, d->name, &reps[i], &oc,
+			    r->attempts + (oc.counts ? 1 : 0), remote, info ? info->duration_ms : 0,
+			    j->submit_ms, now_ms);
 		if (oc.dest_backoff && !backoff)
 			backoff = &reps[i];
 		if (reps[i].kind == ATTEMPT_REPLY && reps[i].stage != STAGE_GREETING)
@@ -764,16 +783,7 @@ void sched_dest_failed(struct sched *s, struct sched_dest *d, const struct attem
 	if (oc.action == OUTCOME_FAIL) {
 		/* Permanent for the destination (NXDOMAIN, null MX): every
 		 * ready recipient fails with it. */
-		while (d->ready_head) {
-			struct sched_rcpt *r = d->ready_head;
-			d->ready_head = r->next;
-			r->next = NULL;
-			d->n.queued--;
-			settle(s, d, r, rep, &oc, remote, now_ms);
-		}
-		d->ready_tail = NULL;
-		d->tail_group = 0;
-		d->nready_jobs = 0;
+		settle_ready(s, d, rep, remote, now_ms, false);
 		return;
 	}
 	dest_hold(s, d, rep, remote, now_ms);

@@ -82,11 +82,14 @@ void spool_msg_encode(const struct spool_msg *m, void *out)
 	char *p = out;
 	memcpy(p, &h, sizeof(h));
 	p += sizeof(h);
-	memcpy(p, m->sender, m->sender_len);
+	if (m->sender_len)
+		memcpy(p, m->sender, m->sender_len);
 	p += m->sender_len;
-	memcpy(p, m->envid, h.envid_len);
+	if (h.envid_len)
+		memcpy(p, m->envid, h.envid_len);
 	p += h.envid_len;
-	memcpy(p, m->source, h.source_len);
+	if (h.source_len)
+		memcpy(p, m->source, h.source_len);
 }
 
 bool spool_msg_decode(const void *val, size_t n, struct spool_msg *m)

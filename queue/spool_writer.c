@@ -299,7 +299,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 		sync = false;
 		rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
 		for (i = 0; !rc && i < n; i++) {
-			MDB_txn *child;
+			MDB_txn *child = NULL;
 			int crc = mdb_txn_begin(sp->env, txn, 0, &child);
 			if (!crc)
 				crc = apply(w, child, reqs[i]);
@@ -310,7 +310,6 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 			reqs[i]->status = status_of(crc);
 			if (!crc)
 				sync |= needs_sync(reqs[i]);
-			child = NULL;
 		}
 		if (rc) {
 			for (i = 0; i < n; i++) {
@@ -412,12 +411,14 @@ static void *writer_main(void *arg)
 	struct writer w = {.sp = arg};
 	struct spool *sp = w.sp;
 	uint64_t last_maint = rp_mono_ms();
-	log_set_thread("spool");
+	log_set_thread("writer");
 	/* The largest stored id: everything above it may be appended. */
 	w.max_id = atomic_load(&sp->next_id) - 1;
 	for (;;) {
 		struct pollfd pfd = {.fd = sp->inbox.efd, .events = POLLIN};
-		int prc = poll(&pfd, 1, MAINT_INTERVAL_MS);
+		/* Once stopping, never sleep: the stop's doorbell may have been
+		 * read together with a request's, and only the queue is left. */
+		int prc = poll(&pfd, 1, atomic_load(&sp->stopping) ? 0 : MAINT_INTERVAL_MS);
 		if (prc > 0) {
 			uint64_t v;
 			ssize_t r = read(sp->inbox.efd, &v, sizeof(v));

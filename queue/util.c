@@ -182,6 +182,16 @@ void rp_rfc5322_date(uint64_t unix_ms, char *out, size_t outlen)
 		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
+/* add_digit - *r = *r * 10 + digit c; false when that passes UINT64_MAX. */
+static bool add_digit(uint64_t *r, char c)
+{
+	unsigned d = (unsigned)(c - '0');
+	if (*r > UINT64_MAX / 10 || (*r == UINT64_MAX / 10 && d > UINT64_MAX % 10))
+		return false;
+	*r = *r * 10 + d;
+	return true;
+}
+
 bool rp_parse_u64(const char *s, uint64_t *v)
 {
 	uint64_t r = 0;
@@ -190,9 +200,8 @@ bool rp_parse_u64(const char *s, uint64_t *v)
 	for (; *s; s++) {
 		if (*s < '0' || *s > '9')
 			return false;
-		if (r > (UINT64_MAX - 9) / 10)
+		if (!add_digit(&r, *s))
 			return false;
-		r = r * 10 + (uint64_t)(*s - '0');
 	}
 	*v = r;
 	return true;
@@ -208,11 +217,9 @@ static const char *split_number(const char *s, uint64_t *v, bool *ok)
 		p++;
 	if (*p < '0' || *p > '9')
 		return p;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		if (r > (UINT64_MAX - 9) / 10)
+	for (; *p >= '0' && *p <= '9'; p++)
+		if (!add_digit(&r, *p))
 			return p;
-		r = r * 10 + (uint64_t)(*p - '0');
-	}
 	*ok = true;
 	*v = r;
 	while (*p == ' ' || *p == '\t')

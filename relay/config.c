@@ -34,6 +34,7 @@ struct parse_state {
 	struct config *cfg;
 	FILE *fp;
 	unsigned line;       /* line being parsed */
+	unsigned hdr_line;   /* line of the last [section] header */
 	bool long_line;      /* the reader saw a line longer than inih's buffer */
 	char err[512];       /* first error */
 	unsigned err_line;
@@ -286,7 +287,7 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		char *end;
 		errno = 0;
 		double d = strtod(value, &end);
-		if (errno || end == value || *end || d < 0 || d > (double)k->max)
+		if (errno || end == value || *end || !(d >= 0 && d <= (double)k->max)) /* NaN too */
 			return fail(ps, "%s must be a number of messages per second", k->name);
 		*(double *)field = d;
 		return true;
@@ -302,6 +303,9 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		}
 		if (!config_parse_addr(value, (struct cfg_addr *)field))
 			return fail(ps, "%s must be host:port (IPv6 as [addr]:port)", k->name);
+		/* We bind listeners without resolving names: say so at its line. */
+		if (!strcmp(k->section, "listen") && !((struct cfg_addr *)field)->sslen)
+			return fail(ps, "listen address %s must be an IP address", value);
 		return true;
 	case V_NETS:
 		ps->cfg->nnetworks = 0;
@@ -344,7 +348,7 @@ static struct cfg_domain *domain_section(struct parse_state *ps, const char *nam
 	struct cfg_domain *d = &c->domains[c->ndomains++];
 	memset(d, 0, sizeof(*d));
 	d->name = lname;
-	d->line = ps->line;
+	d->line = ps->hdr_line;
 	return d;
 }
 
@@ -391,6 +395,34 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 	return fail(ps, "unknown section [%s]", section);
 }
 
+/* section_known - whether [name] (n bytes) is a section we read. */
+static bool section_known(const char *name, size_t n)
+{
+	if (n > 7 && !strncmp(name, "domain", 6) && (name[6] == ' ' || name[6] == '\t'))
+		return true;
+	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++)
+		if (strlen(keys[i].section) == n && !strncmp(keys[i].section, name, n))
+			return true;
+	return false;
+}
+
+/* check_section - note where a "[name]" header line is and refuse unknown
+ * names there, not at the section's first key (or never, when it has none). */
+static void check_section(struct parse_state *ps, const char *str)
+{
+	if (ps->line == 1 && !strncmp(str, "\xef\xbb\xbf", 3))
+		str += 3; /* inih skips a UTF-8 BOM */
+	if (str[0] != '[')
+		return;
+	ps->hdr_line = ps->line;
+	const char *end = strchr(str, ']');
+	if (!end || ps->err[0] || section_known(str + 1, (size_t)(end - str - 1)))
+		return; /* inih reports a missing ']' */
+	int n = (int)(end - str - 1);
+	snprintf(ps->err, sizeof(ps->err), "unknown section [%.*s]", n, str + 1);
+	ps->err_line = ps->line;
+}
+
 /* reader - fgets for inih that counts lines and notices over-long ones. */
 static char *reader(char *str, int num, void *stream)
 {
@@ -416,6 +448,7 @@ static char *reader(char *str, int num, void *stream)
 	} else {
 		ps->line++;
 	}
+	check_section(ps, str);
 	return r;
 }
 

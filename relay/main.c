@@ -206,6 +206,8 @@ static int cmd_serve(int argc, char **argv)
 		rp_die(RP_EX_IOERR, "%s", err);
 
 	struct relay *r = xcalloc(1, sizeof(*r));
+	pthread_mutex_init(&r->drain_lock, NULL);
+	pthread_cond_init(&r->drain_cond, NULL);
 	r->cref = config_ref_new(cfg);
 	r->spool = spool;
 	r->nshards = config_shards(cfg);
@@ -248,14 +250,22 @@ static int cmd_serve(int argc, char **argv)
 		break;
 	}
 	atomic_store(&r->stopping, true);
+	/* Two phases: every shard drains its sessions while all loops still
+	 * run (a late commit on one shard may route recipients to another),
+	 * then the loops end. */
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_stop(r->shards[i]);
+	shard_wait_drained(r);
+	for (unsigned i = 0; i < r->nshards; i++)
+		shard_exit(r->shards[i]);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_join(r->shards[i]);
 	spool_close(spool);
 	log_info("stopped");
 	log_flush();
 	config_ref_put(r->cref);
+	pthread_mutex_destroy(&r->drain_lock);
+	pthread_cond_destroy(&r->drain_cond);
 	free(r->shards);
 	free(r);
 	return RP_EX_OK;

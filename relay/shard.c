@@ -268,14 +268,45 @@ void shard_open(struct shard *sh)
 	mq_push(loop_inbox(sh->loop), &m->item, open_run);
 }
 
-/* stop_check - end the loop once every session is gone. */
+/* stop_check - tell main once a stopping shard has no session left. */
 static void stop_check(struct shard *sh)
 {
-	if (sh->stopping && sh->nservers == 0 && sh->nclients == 0) {
-		loop_timer_disarm(sh->loop, &sh->stop_timer);
-		loop_timer_disarm(sh->loop, &sh->tick);
-		loop_stop(sh->loop);
-	}
+	if (!sh->stopping || sh->drained || sh->nservers || sh->nclients)
+		return;
+	sh->drained = true;
+	loop_timer_disarm(sh->loop, &sh->stop_timer);
+	sched_run(sh->sched); /* hand the last state changes to the writer */
+	struct relay *r = sh->relay;
+	pthread_mutex_lock(&r->drain_lock);
+	r->drained++;
+	pthread_cond_broadcast(&r->drain_cond);
+	pthread_mutex_unlock(&r->drain_lock);
+}
+
+void shard_wait_drained(struct relay *r)
+{
+	pthread_mutex_lock(&r->drain_lock);
+	while (r->drained < r->nshards)
+		pthread_cond_wait(&r->drain_cond, &r->drain_lock);
+	pthread_mutex_unlock(&r->drain_lock);
+}
+
+static void exit_run(struct mq_item *item, void *ctx)
+{
+	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
+	struct shard *sh = m->sh;
+	(void)ctx;
+	free(m);
+	loop_timer_disarm(sh->loop, &sh->tick);
+	loop_timer_disarm(sh->loop, &sh->stop_timer);
+	loop_stop(sh->loop);
+}
+
+void shard_exit(struct shard *sh)
+{
+	struct shard_msg *m = xcalloc(1, sizeof(*m));
+	m->sh = sh;
+	mq_push(loop_inbox(sh->loop), &m->item, exit_run);
 }
 
 void shard_session_gone(struct shard *sh)
@@ -392,6 +423,9 @@ static void *shard_main(void *arg)
 	log_debug("shard %u: running (ring flags 0x%x)", sh->index, loop_setup_flags(sh->loop));
 
 	loop_run(sh->loop);
+	/* Anything pushed after the exit message still runs with the
+	 * scheduler alive (nothing should be; this is the safety net). */
+	mq_run(loop_inbox(sh->loop), sh->loop);
 
 	/* Everything has drained: no session, no request in flight. */
 	for (unsigned i = 0; i < sh->nlisteners; i++)

@@ -43,6 +43,9 @@ struct relay {
 	unsigned nshards;
 	int listen_fds[LISTEN_KINDS][256]; /* per kind, per shard; -1 = none */
 	_Atomic bool stopping;
+	pthread_mutex_t drain_lock;        /* shards report "drained" to main */
+	pthread_cond_t drain_cond;
+	unsigned drained;                  /* shards with no session left */
 };
 
 /* Per-shard counters (read by stats). */
@@ -66,6 +69,7 @@ struct shard {
 	struct loop_defer sched_defer;
 	struct loop_timer stop_timer;
 	bool stopping;
+	bool drained;               /* stopping and no session left */
 	bool started;               /* loop created, ready for messages */
 	int start_error;            /* errno when the loop could not be made */
 	pthread_mutex_t start_lock; /* start-up handshake with the main thread */
@@ -88,8 +92,14 @@ struct shard *shard_new(struct relay *r, unsigned index, struct config_ref *cref
 bool shard_start(struct shard *sh);
 /* shard_open - start accepting (after the start-up rebuild). Any thread. */
 void shard_open(struct shard *sh);
-/* shard_stop - stop accepting, drain sessions, end the loop. Any thread. */
+/* shard_stop - stop accepting and drain sessions. Any thread. The shard
+ * reports when it is drained (relay.drained); its loop keeps running, so
+ * other shards can still talk to it, until shard_exit. */
 void shard_stop(struct shard *sh);
+/* shard_wait_drained - block until every shard has drained (main thread). */
+void shard_wait_drained(struct relay *r);
+/* shard_exit - end a drained shard's loop. Any thread. */
+void shard_exit(struct shard *sh);
 /* shard_join - wait for the thread and free the shard. */
 void shard_join(struct shard *sh);
 /* shard_reconfigure - switch to a new config. Any thread. */

@@ -314,12 +314,20 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 	struct sched_job *j = c->job;
 	bool pipelining = c->caps.flags & SMTP_CAP_PIPELINING;
 	int cls = r->code / 100;
+	if (r->code == 421) {
+		/* The server is closing: whoever was not already refused gets
+		 * the 421, and the rest of the pipeline will never be answered. */
+		enum attempt_stage st = c->rset_pending ? STAGE_MAIL : stage_now(c);
+		for (unsigned i = 0; i < j->nrcpt; i++)
+			if (c->rcpt_accepted[i] || c->reports[i].kind != ATTEMPT_REPLY)
+				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, st, r->code,
+						   summary);
+		finish_job(c);
+		close_now(c);
+		return;
+	}
 	if (c->rset_pending) {
 		c->rset_pending = false;
-		if (r->code == 421) {
-			fail_job(c, ATTEMPT_REPLY, STAGE_MAIL, r->code, summary);
-			close_now(c);
-		}
 		return;
 	}
 	unsigned k = c->reply_index++;
@@ -331,12 +339,9 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_MAIL, r->code,
 						   summary);
 			c->need_rset = true;
-			if (!pipelining || r->code == 421) {
+			if (!pipelining) {
 				finish_job(c);
-				if (r->code == 421)
-					close_now(c);
-				else
-					after_transaction(c);
+				after_transaction(c);
 			}
 			return;
 		}
@@ -355,12 +360,8 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 			} else {
 				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_RCPT, r->code,
 						   summary);
+				c->reports[i].after_accept = c->rcpt_ok > 0;
 			}
-		}
-		if (r->code == 421 && !pipelining) {
-			fail_job(c, ATTEMPT_REPLY, STAGE_RCPT, r->code, summary);
-			close_now(c);
-			return;
 		}
 		if (!pipelining) {
 			if (i + 1 < j->nrcpt) {
@@ -388,10 +389,7 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 		if (c->mail_failed || !c->rcpt_ok || cls != 2)
 			c->need_rset = true;
 		finish_job(c);
-		if (r->code == 421)
-			close_now(c);
-		else
-			after_transaction(c);
+		after_transaction(c);
 		return;
 	}
 	if (r->code == 354) {
@@ -412,10 +410,7 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 			outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_DATA, r->code, summary);
 	c->need_rset = true;
 	finish_job(c);
-	if (r->code == 421)
-		close_now(c);
-	else
-		after_transaction(c);
+	after_transaction(c);
 }
 
 static void on_content_reply(struct smtp_client *c, const struct smtp_reply *r,

@@ -28,7 +28,9 @@ static void end_line(struct smtp_data_rx *rx, struct buf *msg, bool crlf)
 	if (rx->dot_first && rx->line_len == 1)
 		emit(rx, msg, ".", 1); /* a lone "." that is not the terminator */
 	emit(rx, msg, "\r\n", 2);
-	if (rx->line_len + 2 > rx->max_line)
+	/* The transparency dot does not count (RFC 5321 4.5.3.1.6). */
+	unsigned len = rx->dot_first && rx->line_len > 1 ? rx->line_len - 1 : rx->line_len;
+	if (len + 2 > rx->max_line)
 		rx->flags |= SMTP_DATA_LONG_LINE;
 	if (!crlf)
 		rx->flags |= SMTP_DATA_BARE_LF;
@@ -56,9 +58,12 @@ size_t smtp_data_rx_feed(struct smtp_data_rx *rx, const char *p, size_t n, struc
 				end_line(rx, msg, true);
 				continue;
 			}
-			/* A lone CR is content; it never ends a line. */
-			emit(rx, msg, "\r", 1);
-			rx->line_len++;
+			/* A lone CR ends a line but never the message: it is
+			 * stored as CRLF, so the next hop cannot read "\r.\r"
+			 * as an end of data (RFC 5321 2.3.8, SMTP smuggling).
+			 * The byte after it starts the next line. */
+			end_line(rx, msg, false);
+			continue;
 		}
 		if (rx->line_start) {
 			rx->line_start = false;
@@ -119,6 +124,8 @@ void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsi
 			cr = false;
 			continue;
 		}
+		if (cr)
+			st->flags |= SMTP_DATA_BARE_LF; /* a CR not followed by LF */
 		cr = c == '\r';
 		if (c >= 0x80)
 			st->flags |= SMTP_DATA_8BIT;
@@ -134,23 +141,29 @@ void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsi
 
 void smtp_normalize_newlines(struct buf *msg, size_t from)
 {
-	char *p = buf_head(msg);
+	const char *p = buf_head(msg);
 	size_t n = buf_used(msg), extra = 0;
-	for (size_t i = from; i < n; i++)
+	for (size_t i = from; i < n; i++) {
 		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
 			extra++;
+		else if (p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n'))
+			extra++;
+	}
 	if (!extra)
 		return;
-	buf_reserve(msg, extra);
-	p = buf_head(msg);
-	/* Expand from the back so each byte moves once. */
-	size_t w = n + extra;
-	for (size_t i = n; i-- > from;) {
-		p[--w] = p[i];
+	struct buf out = {0};
+	buf_reserve(&out, n + extra);
+	buf_append(&out, p, from);
+	for (size_t i = from; i < n; i++) {
 		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
-			p[--w] = '\r';
+			buf_append(&out, "\r\n", 2);
+		else if (p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n'))
+			buf_append(&out, "\r\n", 2);
+		else
+			buf_append(&out, p + i, 1);
 	}
-	buf_commit(msg, extra);
+	buf_free(msg);
+	*msg = out;
 }
 
 void smtp_dot_stuff(const char *p, size_t n, struct buf *out)

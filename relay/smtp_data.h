@@ -3,7 +3,7 @@
  *
  * Stored messages are normalised: every line ends in CRLF, no dot-stuffing.
  * Only CRLF "." CRLF ends DATA: a bare LF or lone CR never does (SMTP
- * smuggling). A bare LF is accepted as a line end and stored as CRLF, so the
+ * smuggling). Both are accepted as line ends and stored as CRLF, so the
  * message cannot carry a smuggled terminator to the next hop.
  */
 #ifndef RP_SMTP_DATA_H
@@ -18,7 +18,7 @@
 enum {
 	SMTP_DATA_TOO_BIG = 1u << 0,   /* more than max_size bytes: content was dropped */
 	SMTP_DATA_LONG_LINE = 1u << 1, /* a line longer than max_line (CRLF included) */
-	SMTP_DATA_BARE_LF = 1u << 2,   /* a bare LF was normalised to CRLF */
+	SMTP_DATA_BARE_LF = 1u << 2,   /* a bare LF or lone CR was normalised to CRLF */
 	SMTP_DATA_8BIT = 1u << 3,      /* bytes >= 0x80 present */
 	SMTP_DATA_NUL = 1u << 4,       /* a NUL byte */
 };
@@ -57,7 +57,7 @@ void smtp_chunk_init(struct smtp_chunk_state *st);
 /* smtp_chunk_check - scan BDAT content p[0..n) for bare LF, long lines,
  * 8-bit and NUL bytes, adding SMTP_DATA_* flags to st->flags. */
 void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsigned max_line);
-/* smtp_normalize_newlines - rewrite bare LF as CRLF in msg[from..]. */
+/* smtp_normalize_newlines - rewrite bare LF and lone CR as CRLF in msg[from..]. */
 void smtp_normalize_newlines(struct buf *msg, size_t from);
 
 /* smtp_dot_stuff - append body p[0..n) dot-stuffed, a final CRLF if the

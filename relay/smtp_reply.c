@@ -16,7 +16,8 @@ static void enh_parse(const char *p, size_t n, int code, char out[16])
 {
 	size_t i = 0, parts = 0, digits = 0;
 	out[0] = '\0';
-	if (n == 0 || p[0] != '0' + code / 100)
+	/* The class is one digit, the reply code's first. */
+	if (n < 2 || p[0] != '0' + code / 100 || p[1] != '.')
 		return;
 	for (; i < n && i < 15; i++) {
 		if (digit(p[i])) {
@@ -57,8 +58,8 @@ long smtp_reply_parse(const char *p, size_t n, struct smtp_reply *r)
 		if (body < 3 || !digit(l[0]) || !digit(l[1]) || !digit(l[2]))
 			return -1;
 		int c = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
-		if (l[0] < '1' || l[0] > '5')
-			return -1;
+		if (l[0] < '2' || l[0] > '5')
+			return -1; /* 2yz..5yz; SMTP has no 1yz replies */
 		if (line == 0) {
 			code = c;
 			enh_parse(l + 4, body > 4 ? body - 4 : 0, c, r->enh);
@@ -98,8 +99,8 @@ void smtp_reply_summary(const struct smtp_reply *r, char *out, size_t outlen)
 			for (size_t i = 0; i < k && o + 1 < outlen; i++)
 				out[o++] = p[i] == '-' ? ' ' : p[i];
 			first = false;
-		} else if (o + 2 < outlen) {
-			out[o++] = ' ';
+		} else if (o + 2 < outlen && (!o || out[o - 1] != ' ')) {
+			out[o++] = ' '; /* one blank between lines, even after an empty one */
 		}
 		for (const char *q = text; q < le && o + 1 < outlen; q++) {
 			unsigned char c = (unsigned char)*q;

@@ -70,6 +70,7 @@ struct srv_session {
 	bool esmtp;
 	bool relay_ok;                   /* inside [submission] networks */
 	bool skip_line;                  /* discarding an over-long command line */
+	size_t skipped;                  /* bytes of it discarded so far */
 	bool commit_inflight;            /* req is with the spool writer */
 	bool released;                   /* the conn is gone */
 	bool shutdown;                   /* say 421 after the commit */
@@ -104,6 +105,7 @@ struct srv_session {
 
 static void srv_process(struct srv_session *s);
 static void srv_free(struct srv_session *s);
+static void on_timeout(struct loop_timer *t);
 
 static const struct config *cfg_of(const struct srv_session *s)
 {
@@ -634,6 +636,7 @@ static void commit_done(struct mq_item *item, void *ctx)
 	set_state(s, SS_IDLE);
 	tx_reset(s);
 	buf_shrink(&s->prefix, 4096);
+	loop_timer_arm(s->sh->loop, &s->timer, cfg_of(s)->idle_timeout_ms, on_timeout);
 	if (s->shutdown) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", cfg_of(s)->hostname);
@@ -684,7 +687,7 @@ static void feed_bdat(struct srv_session *s)
 		replyf(s, "250 2.0.0 Ok: %zu octets received", buf_used(&s->msg));
 		return;
 	}
-	unsigned flags = s->chunk.flags;
+	unsigned flags = s->chunk.flags | (s->chunk.last_cr ? SMTP_DATA_BARE_LF : 0);
 	if (flags & SMTP_DATA_BARE_LF)
 		smtp_normalize_newlines(&s->msg, 0);
 	commit(s, flags & ~SMTP_DATA_BARE_LF);
@@ -694,7 +697,10 @@ static void srv_process(struct srv_session *s)
 {
 	struct conn *c = &s->conn;
 	struct buf *in = &c->in;
-	while (!conn_closing(c) && buf_used(in)) {
+	/* A zero-size chunk ("BDAT 0 LAST") is complete with no byte to wait
+	 * for: run it on an empty buffer too, or its reply would wait for the
+	 * client's next command while the client waits for the reply. */
+	while (!conn_closing(c) && (buf_used(in) || (s->state == SS_BDAT && !s->bdat_left))) {
 		if (s->state == SS_COMMIT || s->state == SS_CLOSING)
 			break;
 		if (s->state == SS_DATA) {
@@ -709,9 +715,19 @@ static void srv_process(struct srv_session *s)
 		size_t avail = buf_used(in);
 		char *nl = memchr(p, '\n', avail);
 		if (s->skip_line) {
-			buf_consume(in, nl ? (size_t)(nl - p) + 1 : avail);
-			if (nl)
+			/* Every further line's worth of an endless line counts as
+			 * one more error, so junk without a newline still ends in 421. */
+			size_t n = nl ? (size_t)(nl - p) + 1 : avail;
+			buf_consume(in, n);
+			s->skipped += n;
+			while (s->skipped >= CMD_LINE_MAX && s->state != SS_CLOSING) {
+				s->skipped -= CMD_LINE_MAX;
+				count_error(s);
+			}
+			if (nl) {
 				s->skip_line = false;
+				s->skipped = 0;
+			}
 			continue;
 		}
 		if (!nl) {
