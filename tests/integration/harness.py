@@ -1,0 +1,694 @@
+"""harness.py - shared helpers for the ringpost integration tests.
+
+Real parts only: the real daemon binary, real sockets on loopback, real
+clients (smtplib, curl, a raw-socket client) and receivers we did not write
+(Python's smtpd module in a separate process, Postfix's smtp-sink).
+
+Every wait is bounded; every process we start is stopped in cleanup (a
+TestEnv is a context manager; when a test fails it prints the tail of each
+daemon's log and keeps its directory). Environment:
+  RINGPOST_BIN      the ringpost binary (default ../../build/bin/ringpost)
+  RINGPOST_BUILD    the build directory (informational)
+  RINGPOST_SANITIZE ON when the binary is an ASan/UBSan build: waits scale up
+  RINGPOST_KEEP=1   keep the temporary directories for a post-mortem
+
+Run as a script, this file is the smtpd receiver:
+  python3 harness.py receiver --dir DIR [--host H] [--port P]
+It prints "PORT n" once it listens, then writes every message it receives
+to DIR as NNNNNNNN-PID.eml (the data as smtpd hands it: CRLF turned into LF,
+dots un-stuffed, the last line end dropped) plus NNNNNNNN-PID.json (the
+envelope); the .json appears last, so a reader that lists *.json only sees
+complete messages.
+"""
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOURCE_ROOT = HERE.parent.parent
+SANITIZE = os.environ.get("RINGPOST_SANITIZE", "").upper() in ("ON", "1", "TRUE", "YES")
+# ASan builds run a few times slower: stretch every deadline.
+SLOW = 4.0 if SANITIZE else 1.0
+
+EX_CONFIG = 78
+
+
+def ringpost_bin():
+    b = os.environ.get("RINGPOST_BIN")
+    if b:
+        return b
+    return str(SOURCE_ROOT / "build" / "bin" / "ringpost")
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, flush=True)
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    """Poll pred() until it returns a true value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TestFailure(f"timed out after {timeout * SLOW:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---- processes ----------------------------------------------------------
+
+_children = []  # every Popen we started, for the last-resort cleanup
+
+
+def _pdeathsig():
+    # Die with the test if it is killed (ctest timeout): no stray daemons.
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def spawn(argv, **kw):
+    kw.setdefault("preexec_fn", _pdeathsig)
+    p = subprocess.Popen(argv, **kw)
+    _children.append(p)
+    return p
+
+
+def _kill_all_children():
+    for p in _children:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=5)
+            except Exception:
+                pass
+
+
+atexit.register(_kill_all_children)
+
+
+def _on_term(signum, frame):
+    _kill_all_children()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_term)
+
+
+def stop_process(p, timeout=10):
+    if p is None or p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=10)
+
+
+# ---- ports --------------------------------------------------------------
+
+def free_port():
+    """A loopback port nobody listens on right now (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# ---- config -------------------------------------------------------------
+
+def config_text(*, hostname="mta.test.example", data_dir="spool", shards=2, submission_port,
+                routes, server=None, submission=None, queue=None, domain_defaults=None,
+                domains=None, extra=""):
+    """An ringpost.conf for a test. routes: {domain: "127.0.0.1:port"}.
+    The other dicts add or override keys in their section; domains maps a
+    domain name to extra keys for its section."""
+    sec = {
+        "server": {"hostname": hostname, "data_dir": data_dir, "shards": str(shards)},
+        "listen": {"submission": f"127.0.0.1:{submission_port}"},
+        "submission": {"networks": "127.0.0.0/8, ::1"},
+        "queue": {"retry": "1s, 2s", "max_age": "1h"},
+        "domain *": {"connect_timeout": "2s", "max_connections": "20"},
+    }
+    for name, d in (("server", server), ("submission", submission), ("queue", queue),
+                    ("domain *", domain_defaults)):
+        if d:
+            sec[name].update({k: str(v) for k, v in d.items()})
+    for dom, addr in routes.items():
+        sec[f"domain {dom}"] = {"route": addr}
+    for dom, d in (domains or {}).items():
+        sec.setdefault(f"domain {dom}", {}).update({k: str(v) for k, v in d.items()})
+    out = ["; written by tests/integration/harness.py"]
+    for name, keys in sec.items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {v}" for k, v in keys.items()]
+        out.append("")
+    return "\n".join(out) + extra
+
+
+# ---- the daemon ---------------------------------------------------------
+
+class Daemon:
+    """ringpost serve -c CONFIG, its stderr appended to LOG across restarts."""
+
+    def __init__(self, env, config_path, port, name="ringpost"):
+        self.env = env
+        self.config_path = str(config_path)
+        self.port = port
+        self.log_path = env.dir / f"{name}.log"
+        self.proc = None
+        self._log_start = 0
+
+    def start(self, timeout=15):
+        check(self.proc is None or self.proc.poll() is not None, "daemon already running")
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = spawn([ringpost_bin(), "serve", "-c", self.config_path],
+                              stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                              cwd=str(self.env.dir))
+        finally:
+            logf.close()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise TestFailure(f"ringpost exited with status {self.proc.returncode} at "
+                                  f"start-up:\n{self.log_tail()}")
+            return "ringpost ready" in self.log(since_start=True)
+        wait_for(ready, timeout, "the daemon's 'ringpost ready' line")
+        # The listeners are open: the banner proves a shard accepts.
+        with SMTPConn(self.port) as c:
+            code, _ = c.read_reply()
+            check(code == 220, f"banner: expected 220, got {code}")
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=15):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise TestFailure(f"ringpost did not exit within {timeout * SLOW:.0f}s of SIGTERM")
+        return self.proc.returncode
+
+    def kill(self):
+        """kill -9: no chance to sync or say goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log(self, since_start=False):
+        try:
+            data = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return ""
+        if since_start:
+            data = data[self._log_start:]
+        return data.decode("utf-8", "replace")
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def deliveries(self, status=None):
+        """Parsed 'delivery id=...' lines: dicts of their key=value fields."""
+        out = []
+        for line in self.log().splitlines():
+            i = line.find(" delivery id=")
+            if i < 0:
+                continue
+            f = parse_kv(line[i + 1:])
+            if status is None or f.get("status") == status:
+                out.append(f)
+        return out
+
+    def check_log_clean(self):
+        """No sanitizer report, no panic, no assertion in the log."""
+        text = self.log()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ringpost: panic"):
+            for line in text.splitlines():
+                if bad in line:
+                    raise TestFailure(f"daemon log has {bad!r}: {line}")
+
+
+_kv_re = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_kv(s):
+    f = {}
+    for k, v in _kv_re.findall(s):
+        if v.startswith('"'):
+            v = v[1:-1]
+        f[k] = v
+    return f
+
+
+# ---- receivers ----------------------------------------------------------
+
+class Received:
+    """One message as a receiver recorded it."""
+
+    def __init__(self, mailfrom, rcpts, data, path):
+        self.mailfrom = mailfrom
+        self.rcpts = rcpts
+        self.data = data  # bytes, LF line ends, dots un-stuffed
+        self.path = path
+
+    def split(self):
+        i = self.data.find(b"\n\n")
+        if i < 0:
+            return self.data, b""
+        return self.data[:i + 1], self.data[i + 2:]
+
+    def header(self, name):
+        """The first value of a header field (unfolded), or None."""
+        head, _ = self.split()
+        m = re.search(rb"(?im)^" + re.escape(name.encode()) + rb":[ \t]*(.*(?:\n[ \t].*)*)", head)
+        return m.group(1).decode("utf-8", "replace").strip() if m else None
+
+    def header_names(self):
+        head, _ = self.split()
+        return [m.group(1).decode().lower() for m in re.finditer(rb"(?m)^([!-9;-~]+):", head)]
+
+
+class SmtpdReceiver:
+    """Python's smtpd.SMTPServer in its own process (no GIL shared with us)."""
+
+    kind = "smtpd"
+
+    def __init__(self, env, name="smtpd", port=0):
+        self.env = env
+        self.dir = env.dir / name
+        self.dir.mkdir(exist_ok=True)
+        self.want_port = port
+        self.port = None
+        self.proc = None
+        self.name = name
+
+    def start(self, timeout=10):
+        errf = open(self.env.dir / f"{self.name}.stderr", "ab")
+        self.proc = spawn([sys.executable, "-W", "ignore::DeprecationWarning", str(HERE / "harness.py"),
+                           "receiver", "--dir", str(self.dir), "--port", str(self.want_port)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf)
+        errf.close()
+        box = {}
+
+        def reader():
+            box["line"] = self.proc.stdout.readline()
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(timeout * SLOW)
+        line = box.get("line", b"")
+        check(line.startswith(b"PORT "), f"smtpd receiver did not start (said {line!r})")
+        self.port = int(line.split()[1])
+        return self
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        stop_process(self.proc)
+
+    def messages(self):
+        out = []
+        for j in sorted(self.dir.glob("*.json")):
+            env = json.loads(j.read_text())
+            # smtpd drops the CRLF before the final dot; put it back so
+            # both receivers record LF-terminated lines.
+            data = j.with_suffix(".eml").read_bytes() + b"\n"
+            out.append(Received(env["mailfrom"], env["rcpttos"], data, j))
+        return out
+
+    def count(self):
+        return sum(1 for _ in self.dir.glob("*.json"))
+
+
+class SmtpSink:
+    """Postfix's smtp-sink, dumping every transaction to a file (-d).
+
+    It offers PIPELINING (so ringpost pipelines MAIL/RCPT/DATA to it) but not
+    CHUNKING; its dump un-stuffs dots and ends lines with LF."""
+
+    kind = "smtp-sink"
+    BIN = "/usr/sbin/smtp-sink"
+
+    def __init__(self, env, name="sink", port=None, extra_args=()):
+        self.env = env
+        self.dir = env.dir / name
+        self.dir.mkdir(exist_ok=True)
+        self.port = port
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.name = name
+
+    @staticmethod
+    def available():
+        return os.access(SmtpSink.BIN, os.X_OK)
+
+    def start(self, timeout=10):
+        check(self.available(), f"{self.BIN} is missing (apt-get install postfix)")
+        argv = [self.BIN]
+        if os.geteuid() == 0:
+            # smtp-sink refuses to run as root; nobody must be able to
+            # reach and write the dump directory.
+            argv += ["-u", "nobody"]
+            os.chmod(self.dir, 0o777)
+            p = self.dir
+            while p != p.parent and str(p).startswith(str(self.env.dir)):
+                p = p.parent
+                os.chmod(p, os.stat(p).st_mode | 0o711)
+        # %H%M%S. + smtp-sink's random hex: unique enough, and files from
+        # one second share a prefix.
+        argv += ["-d", str(self.dir) + "/%H%M%S.", "-m", "512", "-t", "60"] + self.extra_args
+        errf = open(self.env.dir / f"{self.name}.stderr", "ab")
+        for attempt in range(5):
+            port = self.port or free_port()
+            self.proc = spawn(argv + [f"127.0.0.1:{port}", "256"], stdin=subprocess.DEVNULL,
+                              stdout=errf, stderr=errf)
+
+            def up():
+                if self.proc.poll() is not None:
+                    return "dead"
+                return port_accepts(port)
+            r = wait_for(up, timeout, "smtp-sink to listen")
+            if r is True:
+                self.port = port
+                break
+            if self.port:  # a fixed port we could not get
+                break
+        errf.close()
+        check(self.proc.poll() is None, f"smtp-sink did not start: "
+              f"{(self.env.dir / (self.name + '.stderr')).read_text(errors='replace')}")
+        return self
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        stop_process(self.proc)
+
+    def files(self):
+        return [p for p in self.dir.iterdir() if p.is_file()]
+
+    def messages(self):
+        out = []
+        for p in self.files():
+            raw = p.read_bytes()
+            # Our envelope from smtp-sink's X- records; they precede the
+            # message and end with its three-line Received: header.
+            mailfrom, rcpts = None, []
+            lines = raw.split(b"\n")
+            i = 0
+            while i < len(lines):
+                ln = lines[i]
+                if ln.startswith(b"X-Mail-Args: "):
+                    mailfrom = _path_of(ln[13:])
+                elif ln.startswith(b"X-Rcpt-Args: "):
+                    rcpts.append(_path_of(ln[13:]))
+                elif ln.startswith(b"Received: ") and b"(smtp-sink)" in b"\n".join(lines[i:i + 3]):
+                    i += 3
+                    break
+                i += 1
+            data = b"\n".join(lines[i:])
+            if data.endswith(b"\n\n"):
+                data = data[:-1]  # the empty line smtp-sink appends
+            out.append(Received(mailfrom, rcpts, data, p))
+        return out
+
+
+def _path_of(args):
+    m = re.match(rb"\s*(?:FROM:|TO:)?\s*<([^>]*)>", args, re.I)
+    return (m.group(1) if m else args.split()[0]).decode("utf-8", "replace")
+
+
+# ---- clients ------------------------------------------------------------
+
+class SMTPConn:
+    """A raw-socket SMTP client: exact bytes out, exact replies in."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=30):
+        self.sock = socket.create_connection((host, port), timeout=timeout * SLOW)
+        self.buf = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def abort(self):
+        """Vanish with a RST (SO_LINGER 0)."""
+        import struct
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by the server")
+        self.buf += chunk
+
+    def read_line(self):
+        while b"\n" not in self.buf:
+            self._fill()
+        i = self.buf.index(b"\n") + 1
+        line, self.buf = self.buf[:i], self.buf[i:]
+        return line
+
+    def read_reply(self):
+        """(code, [text lines]) of one possibly multi-line reply."""
+        lines = []
+        while True:
+            line = self.read_line().rstrip(b"\r\n").decode("utf-8", "replace")
+            if len(line) < 3 or not line[:3].isdigit():
+                raise TestFailure(f"malformed reply line {line!r}")
+            lines.append(line)
+            if len(line) == 3 or line[3] == " ":
+                return int(line[:3]), lines
+
+    def expect(self, code, what=""):
+        got, lines = self.read_reply()
+        want = code if isinstance(code, (tuple, list, set)) else (code,)
+        if got not in want:
+            raise TestFailure(f"{what}: expected {code}, got {' | '.join(lines)}")
+        return lines
+
+    def cmd(self, line, code, what=None):
+        self.send(line + "\r\n")
+        return self.expect(code, what or line[:60])
+
+    def ehlo(self, name="client.test"):
+        lines = self.cmd(f"EHLO {name}", 250)
+        return [l[4:].upper() for l in lines[1:]]
+
+    def at_eof(self, timeout=5):
+        """True when the server has closed (after any buffered replies)."""
+        self.sock.settimeout(timeout * SLOW)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+
+def dot_stuff(data):
+    """RFC 5321 4.5.2 transparency for DATA, plus the terminator. data must
+    use CRLF line ends and end with CRLF."""
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+QUEUED_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-Za-z]+)$")
+
+
+def queued_id(lines):
+    m = QUEUED_RE.match(lines[-1])
+    if not m:
+        raise TestFailure(f"expected '250 2.0.0 Ok: queued as ID', got {lines!r}")
+    return m.group(1)
+
+
+# ---- the per-test environment -------------------------------------------
+
+class TestEnv:
+    """A temp directory and everything started in it; cleaned up on exit."""
+
+    def __init__(self, name):
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"rp-{name}-"))
+        os.chmod(self.dir, 0o755)
+        self.daemons = []
+        self.receivers = []
+        self.failed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        self.failed = et is not None
+        self.cleanup()
+        return False
+
+    def write_config(self, text, name="ringpost.conf"):
+        p = self.dir / name
+        p.write_text(text)
+        return p
+
+    def daemon(self, *, routes, port=None, name="ringpost", conf_name=None, **kw):
+        port = port or free_port()
+        kw.setdefault("data_dir", str(self.dir / f"{name}-spool"))
+        path = self.write_config(config_text(submission_port=port, routes=routes, **kw),
+                                 conf_name or f"{name}.conf")
+        d = Daemon(self, path, port, name)
+        self.daemons.append(d)
+        return d
+
+    def smtpd(self, name="smtpd", port=0):
+        r = SmtpdReceiver(self, name, port).start()
+        self.receivers.append(r)
+        return r
+
+    def sink(self, name="sink", port=None, extra_args=()):
+        r = SmtpSink(self, name, port, extra_args).start()
+        self.receivers.append(r)
+        return r
+
+    def cleanup(self):
+        for d in self.daemons:
+            if self.failed and d.log_path.exists():
+                print(f"---- {d.log_path.name} (last lines) ----\n{d.log_tail(60)}\n----",
+                      file=sys.stderr)
+            d.kill()
+        for r in self.receivers:
+            r.stop()
+        if os.environ.get("RINGPOST_KEEP") or self.failed:
+            print(f"(kept {self.dir})", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_test(main):
+    """Run main(); exit 0 on success, 1 with a clear message on failure."""
+    name = Path(sys.argv[0]).stem
+    t0 = time.monotonic()
+    binary = ringpost_bin()
+    if not os.access(binary, os.X_OK):
+        print(f"FAIL {name}: no ringpost binary at {binary} (set RINGPOST_BIN)", file=sys.stderr)
+        sys.exit(1)
+    try:
+        main()
+    except TestFailure as e:
+        print(f"FAIL {name}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        traceback.print_exc()
+        print(f"FAIL {name}: unexpected exception", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        _kill_all_children()
+    log(f"PASS {name} in {time.monotonic() - t0:.1f}s")
+    sys.exit(0)
+
+
+# ---- the smtpd receiver process -----------------------------------------
+
+def _receiver_main(argv):
+    import argparse
+    import warnings
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import asyncore
+    import smtpd
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    a = ap.parse_args(argv)
+    out = Path(a.dir)
+    seq = [len(list(out.glob("*.json")))]
+    pid = os.getpid()
+
+    class Server(smtpd.SMTPServer):
+        def process_message(self, peer, mailfrom, rcpttos, data, **kw):
+            seq[0] += 1
+            base = out / f"{seq[0]:08d}-{pid}"
+            tmp = base.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.rename(tmp, base.with_suffix(".eml"))
+            tmp.write_text(json.dumps({"peer": list(peer), "mailfrom": mailfrom, "rcpttos": rcpttos,
+                                       "mail_options": kw.get("mail_options", [])}))
+            os.rename(tmp, base.with_suffix(".json"))
+            return None
+
+    srv = Server((a.host, a.port), None, data_size_limit=64 << 20, decode_data=False)
+    srv.listen(1024)  # smtpd's own backlog is 5: concurrent connects would stall
+    print("PORT", srv.socket.getsockname()[1], flush=True)
+    signal.signal(signal.SIGTERM, lambda *x: sys.exit(0))
+    asyncore.loop(timeout=0.5)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "receiver":
+        _receiver_main(sys.argv[2:])
+    else:
+        print("usage: harness.py receiver --dir DIR [--port P]", file=sys.stderr)
+        sys.exit(64)

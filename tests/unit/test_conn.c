@@ -1,0 +1,289 @@
+/* test_conn.c - TCP byte streams on the loop (relay/conn.c) over real
+ * loopback sockets: a megabyte through attached sockets and a reply, outbound
+ * connect and refusal, graceful and abrupt closes, ops->released exactly once.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "queue/util.h"
+#include "relay/conn.h"
+#include "relay/loop.h"
+
+struct side {
+	struct conn c;
+	struct world *w;
+	struct buf got; /* everything received */
+	int released;   /* ops->released calls */
+	int closed;     /* ops->closed calls */
+	int closed_err;
+	int connected; /* ops->connected calls */
+	int connected_err;
+};
+
+struct world {
+	struct loop *l;
+	struct side a, b;
+	int listen_fd;
+	struct sockaddr_in addr;
+	const char *payload; /* what a sends to b */
+	size_t payload_len;
+	int scenario;
+	struct loop_timer watchdog, linger;
+};
+
+enum { SC_EXCHANGE, SC_CONNECT, SC_REFUSED, SC_ABRUPT };
+
+static void watchdog(struct loop_timer *t)
+{
+	(void)t;
+	cr_assert_fail("the conversation did not finish in time");
+}
+
+static void linger_done(struct loop_timer *t)
+{
+	struct world *w = RP_CONTAINER_OF(t, struct world, linger);
+	loop_timer_disarm(w->l, &w->watchdog);
+	loop_stop(w->l);
+}
+
+static void side_released(struct conn *c)
+{
+	struct side *s = c->owner;
+	struct world *w = s->w;
+	s->released++;
+	cr_assert_eq(c->fd, -1, "the socket is closed before released");
+	cr_assert_eq(c->io.inflight, 0, "nothing in flight at release");
+	bool a_done = w->a.released, b_done = w->b.released || w->scenario == SC_REFUSED;
+	/* Keep running a little: a second release or a late callback would show. */
+	if (a_done && b_done && !loop_timer_armed(&w->linger))
+		loop_timer_arm(w->l, &w->linger, 50, linger_done);
+}
+
+static void side_closed(struct conn *c, int err)
+{
+	struct side *s = c->owner;
+	s->closed++;
+	s->closed_err = err;
+	cr_assert(conn_closing(c), "closing once the peer is gone");
+}
+
+static void side_data(struct conn *c)
+{
+	struct side *s = c->owner;
+	struct world *w = s->w;
+	buf_append(&s->got, buf_head(&c->in), buf_used(&c->in));
+	buf_consume(&c->in, buf_used(&c->in));
+	if (s == &w->b && buf_used(&s->got) == w->payload_len) {
+		/* b has it all: answer and close once the answer is out. */
+		if (w->scenario == SC_ABRUPT) {
+			conn_close(c);
+			return;
+		}
+		conn_puts(c, "bye\r\n");
+		conn_close_after_flush(c);
+		conn_write(c, "dropped", 7); /* closing: not sent */
+	}
+	if (s == &w->a && w->scenario == SC_CONNECT && buf_used(&s->got) == 5)
+		conn_close(c); /* a closes first this time */
+}
+
+static void side_connected(struct conn *c, int err);
+
+static const struct conn_ops side_ops = {
+	.connected = side_connected,
+	.data = side_data,
+	.closed = side_closed,
+	.released = side_released,
+};
+
+static void side_connected(struct conn *c, int err)
+{
+	struct side *s = c->owner;
+	struct world *w = s->w;
+	s->connected++;
+	s->connected_err = err;
+	if (err) {
+		conn_close(c);
+		return;
+	}
+	int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	cr_assert_geq(fd, 0, "accept: %s", strerror(errno));
+	conn_attach(&w->b.c, fd);
+	conn_write(c, w->payload, w->payload_len);
+}
+
+static void world_init(struct world *w, int scenario)
+{
+	memset(w, 0, sizeof(*w));
+	w->scenario = scenario;
+	struct loop_config cfg = {
+		.sq_entries = 64, .cq_entries = 256, .buf_count = 8, .buf_size = 4096};
+	w->l = loop_new(&cfg);
+	cr_assert_not_null(w->l, "loop_new: %s", strerror(errno));
+	w->a.w = w->b.w = w;
+	conn_init(&w->a.c, w->l, &side_ops, &w->a);
+	conn_init(&w->b.c, w->l, &side_ops, &w->b);
+	w->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(w->listen_fd, 0);
+	w->addr.sin_family = AF_INET;
+	w->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	w->addr.sin_port = 0;
+	cr_assert_eq(bind(w->listen_fd, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
+	socklen_t len = sizeof(w->addr);
+	cr_assert_eq(getsockname(w->listen_fd, (struct sockaddr *)&w->addr, &len), 0);
+	cr_assert_eq(listen(w->listen_fd, 8), 0);
+	loop_timer_arm(w->l, &w->watchdog, 10000, watchdog);
+}
+
+static void world_free(struct world *w)
+{
+	cr_assert_eq(loop_registered(w->l), 0, "every conn released its slot");
+	loop_free(w->l);
+	close(w->listen_fd);
+	buf_free(&w->a.got);
+	buf_free(&w->b.got);
+}
+
+/* tcp_pair - two connected loopback sockets, made the ordinary way. */
+static void tcp_pair(struct world *w, int *a, int *b)
+{
+	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(*a, 0);
+	cr_assert_eq(connect(*a, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
+	*b = accept4(w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	cr_assert_geq(*b, 0);
+}
+
+static char *pattern(size_t n)
+{
+	char *p = xmalloc(n);
+	for (size_t i = 0; i < n; i++)
+		p[i] = (char)(i * 131 + (i >> 9));
+	return p;
+}
+
+Test(conn, exchange_and_graceful_close, .timeout = 30)
+{
+	struct world w;
+	world_init(&w, SC_EXCHANGE);
+	size_t n = 1u << 20;
+	char *payload = pattern(n);
+	w.payload = payload;
+	w.payload_len = n;
+	int fa, fb;
+	tcp_pair(&w, &fa, &fb);
+	conn_attach(&w.a.c, fa);
+	conn_attach(&w.b.c, fb);
+	cr_assert_eq(loop_registered(w.l), 2);
+	/* Written in pieces before the loop runs: one stream comes out. */
+	for (size_t off = 0; off < n; off += 100000)
+		conn_write(&w.a.c, payload + off, RP_MIN(100000, n - off));
+	cr_assert_eq(conn_pending_out(&w.a.c), n);
+	loop_run(w.l);
+
+	cr_assert_eq(buf_used(&w.b.got), n, "b got %zu of %zu bytes", buf_used(&w.b.got), n);
+	cr_assert(!memcmp(buf_head(&w.b.got), payload, n), "payload corrupted");
+	cr_assert_eq(buf_used(&w.a.got), 5);
+	cr_assert(!memcmp(buf_head(&w.a.got), "bye\r\n", 5), "nothing after the close is sent");
+	cr_assert_eq(w.a.c.bytes_out, n);
+	cr_assert_eq(w.b.c.bytes_in, n);
+	cr_assert_eq(w.b.c.bytes_out, 5);
+	cr_assert_eq(w.a.closed, 1, "a learns that b went away");
+	cr_assert_eq(w.a.closed_err, 0, "a clean end of stream");
+	cr_assert_eq(w.b.closed, 0, "b closed itself: no closed callback");
+	cr_assert_eq(w.a.released, 1);
+	cr_assert_eq(w.b.released, 1);
+	cr_assert_eq(w.a.connected + w.b.connected, 0);
+	world_free(&w);
+	free(payload);
+}
+
+Test(conn, abrupt_close_drops_output, .timeout = 30)
+{
+	struct world w;
+	world_init(&w, SC_ABRUPT);
+	w.payload = "hello\r\n";
+	w.payload_len = 7;
+	int fa, fb;
+	tcp_pair(&w, &fa, &fb);
+	conn_attach(&w.a.c, fa);
+	conn_attach(&w.b.c, fb);
+	conn_puts(&w.a.c, "hello\r\n");
+	loop_run(w.l);
+	cr_assert_eq(buf_used(&w.b.got), 7);
+	cr_assert_eq(buf_used(&w.a.got), 0);
+	cr_assert_eq(w.a.closed, 1);
+	cr_assert_eq(w.b.closed, 0);
+	cr_assert_eq(w.a.released, 1);
+	cr_assert_eq(w.b.released, 1);
+	world_free(&w);
+}
+
+Test(conn, connect_exchange, .timeout = 30)
+{
+	struct world w;
+	world_init(&w, SC_CONNECT);
+	w.payload = "ping\r\n";
+	w.payload_len = 6;
+	cr_assert_eq(conn_connect(&w.a.c, (struct sockaddr *)&w.addr, sizeof(w.addr), 2000), 0);
+	loop_run(w.l);
+	cr_assert_eq(w.a.connected, 1);
+	cr_assert_eq(w.a.connected_err, 0);
+	cr_assert_eq(buf_used(&w.b.got), 6);
+	cr_assert(!memcmp(buf_head(&w.b.got), "ping\r\n", 6));
+	cr_assert_eq(buf_used(&w.a.got), 5);
+	cr_assert(!memcmp(buf_head(&w.a.got), "bye\r\n", 5));
+	cr_assert_eq(w.a.closed, 0, "a closed first (or at once): no closed callback");
+	cr_assert_eq(w.a.released, 1);
+	cr_assert_eq(w.b.released, 1);
+	world_free(&w);
+}
+
+Test(conn, connect_refused, .timeout = 30)
+{
+	struct world w;
+	world_init(&w, SC_REFUSED);
+	/* A port nobody listens on: take one and give it back. */
+	struct sockaddr_in dead = w.addr;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	dead.sin_port = 0;
+	cr_assert_eq(bind(fd, (struct sockaddr *)&dead, sizeof(dead)), 0);
+	socklen_t len = sizeof(dead);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&dead, &len), 0);
+	close(fd);
+	cr_assert_eq(conn_connect(&w.a.c, (struct sockaddr *)&dead, sizeof(dead), 2000), 0);
+	loop_run(w.l);
+	cr_assert_eq(w.a.connected, 1);
+	cr_assert_eq(w.a.connected_err, -ECONNREFUSED, "err %d", w.a.connected_err);
+	cr_assert_eq(w.a.closed, 0);
+	cr_assert_eq(w.a.released, 1);
+	cr_assert_eq(w.b.released, 0);
+	world_free(&w);
+}
+
+Test(conn, peer_name)
+{
+	struct world w;
+	world_init(&w, SC_EXCHANGE);
+	int fa, fb;
+	tcp_pair(&w, &fa, &fb);
+	char name[64], want[64];
+	conn_peer_name(fb, name, sizeof(name));
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	cr_assert_eq(getsockname(fa, (struct sockaddr *)&sa, &len), 0);
+	snprintf(want, sizeof(want), "127.0.0.1:%u", ntohs(sa.sin_port));
+	cr_assert_str_eq(name, want);
+	conn_peer_name(w.listen_fd, name, sizeof(name));
+	cr_assert_str_eq(name, "unknown", "a listening socket has no peer");
+	close(fa);
+	close(fb);
+	world_free(&w);
+}
