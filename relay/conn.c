@@ -110,6 +110,18 @@ void conn_printf(struct conn *c, const char *fmt, ...)
 	conn_flush_soon(c);
 }
 
+void conn_line(struct conn *c, const char *fmt, ...)
+{
+	if (conn_closing(c) || c->fd < 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&c->out, fmt, ap);
+	va_end(ap);
+	buf_append(&c->out, "\r\n", 2);
+	conn_flush_soon(c);
+}
+
 struct buf *conn_outbuf(struct conn *c)
 {
 	return &c->out;

@@ -76,6 +76,8 @@ void conn_write(struct conn *c, const void *p, size_t n);
 void conn_puts(struct conn *c, const char *s);
 /* conn_printf - queue formatted text. */
 RP_PRINTF(2, 3) void conn_printf(struct conn *c, const char *fmt, ...);
+/* conn_line - queue formatted text and a CRLF (one protocol line). */
+RP_PRINTF(2, 3) void conn_line(struct conn *c, const char *fmt, ...);
 /* conn_outbuf - the output buffer for writers that format in place; call
  * conn_flush_soon after appending. */
 struct buf *conn_outbuf(struct conn *c);

@@ -248,12 +248,30 @@ struct shard_msg {
 	struct config_ref *cref;
 };
 
-static void open_run(struct mq_item *item, void *ctx)
+/* shard_send - run fn on sh's loop (any thread). */
+static void shard_send(struct shard *sh, mq_fn fn, struct config_ref *cref)
+{
+	struct shard_msg *m = xcalloc(1, sizeof(*m));
+	m->sh = sh;
+	m->cref = cref;
+	mq_push(loop_inbox(sh->loop), &m->item, fn);
+}
+
+/* shard_msg_take - the shard a message is for; frees the message. */
+static struct shard *shard_msg_take(struct mq_item *item, struct config_ref **cref)
 {
 	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
 	struct shard *sh = m->sh;
-	(void)ctx;
+	if (cref)
+		*cref = m->cref;
 	free(m);
+	return sh;
+}
+
+static void open_run(struct mq_item *item, void *ctx)
+{
+	struct shard *sh = shard_msg_take(item, NULL);
+	(void)ctx;
 	if (sh->stopping)
 		return;
 	for (unsigned i = 0; i < sh->nlisteners; i++)
@@ -263,9 +281,7 @@ static void open_run(struct mq_item *item, void *ctx)
 
 void shard_open(struct shard *sh)
 {
-	struct shard_msg *m = xcalloc(1, sizeof(*m));
-	m->sh = sh;
-	mq_push(loop_inbox(sh->loop), &m->item, open_run);
+	shard_send(sh, open_run, NULL);
 }
 
 /* stop_check - tell main once a stopping shard has no session left. */
@@ -293,10 +309,8 @@ void shard_wait_drained(struct relay *r)
 
 static void exit_run(struct mq_item *item, void *ctx)
 {
-	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
-	struct shard *sh = m->sh;
+	struct shard *sh = shard_msg_take(item, NULL);
 	(void)ctx;
-	free(m);
 	loop_timer_disarm(sh->loop, &sh->tick);
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
 	loop_stop(sh->loop);
@@ -304,9 +318,7 @@ static void exit_run(struct mq_item *item, void *ctx)
 
 void shard_exit(struct shard *sh)
 {
-	struct shard_msg *m = xcalloc(1, sizeof(*m));
-	m->sh = sh;
-	mq_push(loop_inbox(sh->loop), &m->item, exit_run);
+	shard_send(sh, exit_run, NULL);
 }
 
 void shard_session_gone(struct shard *sh)
@@ -318,14 +330,12 @@ static void stop_deadline(struct loop_timer *t);
 
 static void stop_run(struct mq_item *item, void *ctx)
 {
-	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
-	struct shard *sh = m->sh;
+	struct shard *sh = shard_msg_take(item, NULL);
 	(void)ctx;
-	free(m);
 	if (sh->stopping)
 		return;
 	sh->stopping = true;
-	log_info("shard %u: stopping (%u inbound, %u outbound sessions)", sh->index, sh->nservers,
+	log_info("stopping (%u inbound, %u outbound sessions)", sh->nservers,
 		 sh->nclients);
 	listeners_close(sh);
 	srv_shutdown_all(sh);
@@ -339,7 +349,7 @@ static void stop_run(struct mq_item *item, void *ctx)
 static void stop_deadline(struct loop_timer *t)
 {
 	struct shard *sh = RP_CONTAINER_OF(t, struct shard, stop_timer);
-	log_warn("shard %u: abandoning %u outbound sessions at the stop deadline", sh->index,
+	log_warn("abandoning %u outbound sessions at the stop deadline",
 		 sh->nclients);
 	struct smtp_client *c = sh->clients;
 	while (c) {
@@ -351,20 +361,17 @@ static void stop_deadline(struct loop_timer *t)
 
 void shard_stop(struct shard *sh)
 {
-	struct shard_msg *m = xcalloc(1, sizeof(*m));
-	m->sh = sh;
-	mq_push(loop_inbox(sh->loop), &m->item, stop_run);
+	shard_send(sh, stop_run, NULL);
 }
 
 static void reconfigure_run(struct mq_item *item, void *ctx)
 {
-	struct shard_msg *m = RP_CONTAINER_OF(item, struct shard_msg, item);
-	struct shard *sh = m->sh;
+	struct config_ref *cref;
+	struct shard *sh = shard_msg_take(item, &cref);
 	(void)ctx;
 	struct config_ref *old = sh->cref;
-	sh->cref = m->cref;
-	sh->cfg = m->cref->cfg;
-	free(m);
+	sh->cref = cref;
+	sh->cfg = cref->cfg;
 	struct sched_config sc;
 	sched_config_of(sh->cfg, &sc);
 	sched_set_config(sh->sched, &sc);
@@ -375,11 +382,8 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 
 void shard_reconfigure(struct shard *sh, struct config_ref *cref)
 {
-	struct shard_msg *m = xcalloc(1, sizeof(*m));
-	m->sh = sh;
-	m->cref = cref;
 	config_ref_get(cref);
-	mq_push(loop_inbox(sh->loop), &m->item, reconfigure_run);
+	shard_send(sh, reconfigure_run, cref);
 }
 
 /* ---- the thread -------------------------------------------------------- */

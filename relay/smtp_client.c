@@ -65,20 +65,6 @@ static void set_state(struct smtp_client *c, enum smtp_client_state st, uint64_t
 		loop_timer_disarm(c->shard->loop, &c->timer);
 }
 
-static void send_line(struct smtp_client *c, const char *fmt, ...) RP_PRINTF(2, 3);
-static void send_line(struct smtp_client *c, const char *fmt, ...)
-{
-	struct buf *out = conn_outbuf(&c->conn);
-	if (conn_closing(&c->conn))
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	buf_vprintf(out, fmt, ap);
-	va_end(ap);
-	buf_puts(out, "\r\n");
-	conn_flush_soon(&c->conn);
-}
-
 /* close_now - stop talking; the conn's release frees the session. */
 static void close_now(struct smtp_client *c)
 {
@@ -92,7 +78,7 @@ static void close_now(struct smtp_client *c)
 static void quit(struct smtp_client *c)
 {
 	delivery_unidle(c->pool, c);
-	send_line(c, "QUIT");
+	conn_line(&c->conn, "QUIT");
 	set_state(c, CS_QUIT, 0);
 	conn_close_after_flush(&c->conn);
 }
@@ -224,7 +210,7 @@ static void send_mail(struct smtp_client *c)
 static void send_rcpt(struct smtp_client *c, unsigned i)
 {
 	const struct sched_job_rcpt *r = &c->job->rcpt[i];
-	send_line(c, "RCPT TO:<%.*s>", (int)r->addr_len, r->addr);
+	conn_line(&c->conn, "RCPT TO:<%.*s>", (int)r->addr_len, r->addr);
 }
 
 /* send_data_cmd - DATA, or BDAT with the whole content as its LAST chunk. */
@@ -237,7 +223,7 @@ static void send_data_cmd(struct smtp_client *c)
 		buf_append(out, buf_head(&c->job->body), n);
 		conn_flush_soon(&c->conn);
 	} else {
-		send_line(c, "DATA");
+		conn_line(&c->conn, "DATA");
 	}
 }
 
@@ -280,7 +266,7 @@ static void start_transaction(struct smtp_client *c, struct sched_job *job)
 	if (pipelining) {
 		/* A reused session starts clean, at no cost: RSET rides along. */
 		if (c->messages > 0 || c->need_rset) {
-			send_line(c, "RSET");
+			conn_line(&c->conn, "RSET");
 			c->rset_pending = true;
 		}
 		send_mail(c);
@@ -288,7 +274,7 @@ static void start_transaction(struct smtp_client *c, struct sched_job *job)
 			send_rcpt(c, i);
 		send_data_cmd(c);
 	} else if (c->need_rset) {
-		send_line(c, "RSET");
+		conn_line(&c->conn, "RSET");
 		set_state(c, CS_RSET, T_RSET_MS);
 		return;
 	} else {
@@ -469,7 +455,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 	switch (c->state) {
 	case CS_GREETING:
 		if (cls == 2) {
-			send_line(c, "EHLO %s", shard_of(c)->cfg->hostname);
+			conn_line(&c->conn, "EHLO %s", shard_of(c)->cfg->hostname);
 			set_state(c, CS_EHLO, T_EHLO_MS);
 		} else {
 			dest_failure(c, ATTEMPT_REPLY, STAGE_GREETING, r->code, summary);
@@ -481,7 +467,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 			smtp_caps_parse(r, &c->caps);
 			client_ready(c);
 		} else if (cls == 5) {
-			send_line(c, "HELO %s", shard_of(c)->cfg->hostname);
+			conn_line(&c->conn, "HELO %s", shard_of(c)->cfg->hostname);
 			set_state(c, CS_HELO, T_EHLO_MS);
 		} else {
 			dest_failure(c, ATTEMPT_REPLY, STAGE_EHLO, r->code, summary);

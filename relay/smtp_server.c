@@ -122,21 +122,7 @@ static void set_state(struct srv_session *s, enum srv_state st)
 
 static void reply(struct srv_session *s, const char *text)
 {
-	conn_puts(&s->conn, text);
-	conn_puts(&s->conn, "\r\n");
-}
-
-RP_PRINTF(2, 3) static void replyf(struct srv_session *s, const char *fmt, ...)
-{
-	struct buf *out = conn_outbuf(&s->conn);
-	if (conn_closing(&s->conn))
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	buf_vprintf(out, fmt, ap);
-	va_end(ap);
-	buf_puts(out, "\r\n");
-	conn_flush_soon(&s->conn);
+	conn_line(&s->conn, "%s", text);
 }
 
 /* close_with - a last reply, then close once it is sent. */
@@ -221,10 +207,10 @@ static void cmd_helo(struct srv_session *s, const struct smtp_cmd *c, bool esmtp
 	tx_reset(s);
 	const struct config *cfg = cfg_of(s);
 	if (!esmtp) {
-		replyf(s, "250 %s", cfg->hostname);
+		conn_line(&s->conn, "250 %s", cfg->hostname);
 		return;
 	}
-	replyf(s,
+	conn_line(&s->conn,
 	       "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
 	       "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING",
 	       cfg->hostname, (unsigned long long)cfg->max_message_size);
@@ -277,7 +263,7 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 		} else if (smtp_param_is(pp, "AUTH")) {
 			/* RFC 4954 AUTH=<>: informational, ignored. */
 		} else {
-			replyf(s, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(pp->key_len, 64),
+			conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(pp->key_len, 64),
 			       pp->key);
 			count_error(s);
 			return;
@@ -290,7 +276,7 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 			return;
 		}
 		if (e != ADDR_OK) {
-			replyf(s, "501 5.1.7 Bad sender address syntax (%s)", addr_error_str(e));
+			conn_line(&s->conn, "501 5.1.7 Bad sender address syntax (%s)", addr_error_str(e));
 			count_error(s);
 			return;
 		}
@@ -327,7 +313,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 		return;
 	}
 	for (unsigned i = 0; i < p.nparams; i++) {
-		replyf(s, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(p.params[i].key_len, 64),
+		conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(p.params[i].key_len, 64),
 		       p.params[i].key);
 		s->rejected_rcpts++;
 		return;
@@ -341,7 +327,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 	}
 	if (e != ADDR_OK) {
 		s->rejected_rcpts++;
-		replyf(s, "501 5.1.3 Bad recipient address syntax (%s)", addr_error_str(e));
+		conn_line(&s->conn, "501 5.1.3 Bad recipient address syntax (%s)", addr_error_str(e));
 		count_error(s);
 		return;
 	}
@@ -524,7 +510,7 @@ static void commit(struct srv_session *s, unsigned content_flags)
 		return;
 	}
 	if (content_flags & SMTP_DATA_LONG_LINE) {
-		replyf(s, "500 5.5.2 Line too long (RFC 5321 limit is %u octets including CRLF)",
+		conn_line(&s->conn, "500 5.5.2 Line too long (RFC 5321 limit is %u octets including CRLF)",
 		       cfg_of(s)->max_line_length);
 		s->sh->stats.smtp_rejected++;
 		tx_reset(s);
@@ -620,7 +606,7 @@ static void commit_done(struct mq_item *item, void *ctx)
 			 (int)s->sender_len, buf_head(&s->tx), s->nrcpt,
 			 s->iov[0].iov_len + s->iov[1].iov_len, s->peer);
 		if (!s->released)
-			replyf(s, "250 2.0.0 Ok: queued as %s", id);
+			conn_line(&s->conn, "250 2.0.0 Ok: queued as %s", id);
 	} else {
 		s->sh->stats.smtp_rejected++;
 		log_warn("smtpd %s: spool refused message: %s", s->peer,
@@ -684,7 +670,7 @@ static void feed_bdat(struct srv_session *s)
 	}
 	if (!s->bdat_last) {
 		set_state(s, SS_RCPT);
-		replyf(s, "250 2.0.0 Ok: %zu octets received", buf_used(&s->msg));
+		conn_line(&s->conn, "250 2.0.0 Ok: %zu octets received", buf_used(&s->msg));
 		return;
 	}
 	unsigned flags = s->chunk.flags | (s->chunk.last_cr ? SMTP_DATA_BARE_LF : 0);
@@ -873,7 +859,7 @@ void srv_session_start(struct shard *sh, int fd)
 		close_with(s, "421 4.7.0 Error: too many connections, try again later");
 		return;
 	}
-	replyf(s, "220 %s ESMTP ringpost", cfg->hostname);
+	conn_line(&s->conn, "220 %s ESMTP ringpost", cfg->hostname);
 	loop_timer_arm(sh->loop, &s->timer, cfg->idle_timeout_ms, on_timeout);
 }
 
