@@ -4,6 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util.h"
+
 /* field_name_len - length of a field name followed by ':' at p, or 0. */
 static size_t field_name_len(const char *p, size_t n)
 {
@@ -89,4 +91,47 @@ bool msg_header_get(const char *p, size_t hdr_end, const char *name, const char 
 		off = next;
 	}
 	return false;
+}
+
+void msg_normalize_newlines(struct buf *msg, size_t from)
+{
+	const char *p = buf_head(msg);
+	size_t n = buf_used(msg), extra = 0;
+	for (size_t i = from; i < n; i++) {
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+			extra++;
+		else if (p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n'))
+			extra++;
+	}
+	if (!extra)
+		return;
+	struct buf out = {0};
+	buf_reserve(&out, n + extra);
+	buf_append(&out, p, from);
+	for (size_t i = from; i < n; i++) {
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+			buf_append(&out, "\r\n", 2);
+		else if (p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n'))
+			buf_append(&out, "\r\n", 2);
+		else
+			buf_append(&out, p + i, 1);
+	}
+	buf_free(msg);
+	*msg = out;
+}
+
+void msg_add_missing(struct buf *out, const struct msg_header_info *hi, bool has_content,
+		     uint64_t id, const char *hostname, uint64_t now_ms)
+{
+	char idstr[17], date[64];
+	if (!hi->has_date) {
+		rp_rfc5322_date(now_ms, date, sizeof(date));
+		buf_printf(out, "Date: %s\r\n", date);
+	}
+	if (!hi->has_message_id) {
+		rp_id_format(id, idstr);
+		buf_printf(out, "Message-ID: <%s@%s>\r\n", idstr, hostname);
+	}
+	if (!hi->fields && has_content && !hi->blank_line)
+		buf_puts(out, "\r\n");
 }

@@ -9,6 +9,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
 
 struct msg_header_info {
 	size_t end;          /* offset of the first body byte (after the blank line),
@@ -27,5 +30,13 @@ void msg_header_scan(const char *p, size_t n, struct msg_header_info *info);
  * continuation lines included, final line end excluded. */
 bool msg_header_get(const char *p, size_t hdr_end, const char *name, const char **val,
 		    size_t *len);
+
+/* msg_normalize_newlines - rewrite bare LF and lone CR as CRLF in msg[from..]. */
+void msg_normalize_newlines(struct buf *msg, size_t from);
+/* msg_add_missing - append the Date: and Message-ID: fields hi says the
+ * message lacks (Message-ID <ID@hostname>), and the blank line a message
+ * without a header section needs before its content. */
+void msg_add_missing(struct buf *out, const struct msg_header_info *hi, bool has_content,
+		     uint64_t id, const char *hostname, uint64_t now_ms);
 
 #endif

@@ -79,6 +79,8 @@ struct sched {
 	struct buf upd_strings;
 
 	uint64_t rnd; /* xorshift state for jitter */
+	struct stats_hist delivery; /* submit to delivered, seconds */
+	struct stats_hist txn;      /* transaction time, seconds */
 };
 
 static uint64_t rnd_next(struct sched *s)
@@ -669,6 +671,8 @@ static void settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
 	case OUTCOME_DELIVERED:
 		update_queue(s, r, SPOOL_DELIVERED, now, 0, resp, remote);
 		d->n.delivered++;
+		stats_hist_add(&s->delivery, stats_delivery_bounds, STATS_DELIVERY_BUCKETS,
+			       (double)(now - RP_MIN(now, (uint64_t)r->submit_s * 1000)) / 1000.0);
 		rcpt_free(s, r);
 		return;
 	case OUTCOME_FAIL:
@@ -744,6 +748,9 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 	const struct attempt_report *backoff = NULL;
 	bool reached = false;
 	const char *remote = info ? info->remote : NULL;
+	if (info)
+		stats_hist_add(&s->txn, stats_txn_bounds, STATS_TXN_BUCKETS,
+			       (double)info->duration_ms / 1000.0);
 	for (unsigned i = 0; i < j->nrcpt; i++) {
 		struct sched_rcpt *r = j->rcpt[i].r;
 		rp_assert(r->where == R_INFLIGHT);
@@ -793,6 +800,94 @@ void sched_dest_ok(struct sched *s, struct sched_dest *d)
 {
 	(void)s;
 	d->fails = 0;
+}
+
+/* ---- administration ---------------------------------------------------- */
+
+/* take_deferred - remove d's recipients from the retry heap into a list. */
+static struct sched_rcpt *take_deferred(struct sched *s, struct sched_dest *d)
+{
+	struct sched_rcpt *list = NULL;
+	uint32_t i = 0;
+	while (i < s->heap_len) {
+		struct sched_rcpt *r = s->heap[i];
+		if (r->dest != d) {
+			i++;
+			continue;
+		}
+		heap_remove(s, r); /* a later element moved into i: look again */
+		d->n.deferred--;
+		r->next = list;
+		list = r;
+	}
+	return list;
+}
+
+uint64_t sched_dest_retry(struct sched *s, struct sched_dest *d, uint64_t now_ms)
+{
+	uint64_t n = 0;
+	d->hold_until = 0;
+	d->fails = 0;
+	struct sched_rcpt *r = take_deferred(s, d);
+	while (r) {
+		struct sched_rcpt *next = r->next;
+		ready_append(s, d, r);
+		n++;
+		r = next;
+	}
+	(void)now_ms;
+	if (d->ready_head)
+		kick(s, d);
+	return n;
+}
+
+void sched_dest_suspend(struct sched *s, struct sched_dest *d, bool on)
+{
+	d->suspended = on;
+	if (!on && d->ready_head)
+		kick(s, d);
+}
+
+uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, uint64_t now_ms)
+{
+	struct attempt_report rep;
+	struct outcome oc = {.action = OUTCOME_FAIL, .counts = false};
+	uint64_t n = 0;
+	outcome_report_set(&rep, ATTEMPT_LOCAL, STAGE_OTHER, 0,
+			   bounce ? "purged by the administrator" : "purged by the administrator (dropped, no DSN)");
+	snprintf(oc.status, sizeof(oc.status), "5.0.0");
+	struct sched_rcpt *r = take_deferred(s, d);
+	while (r) {
+		struct sched_rcpt *next = r->next;
+		r->next = NULL;
+		settle(s, d, r, &rep, &oc, NULL, now_ms);
+		n++;
+		r = next;
+	}
+	while (d->ready_head) {
+		r = d->ready_head;
+		d->ready_head = r->next;
+		r->next = NULL;
+		d->n.queued--;
+		settle(s, d, r, &rep, &oc, NULL, now_ms);
+		n++;
+	}
+	d->ready_tail = NULL;
+	d->tail_group = 0;
+	d->nready_jobs = 0;
+	/* In flight: final now; the attempt's own outcome will be ignored. */
+	for (struct slab *sl = s->slabs; sl; sl = sl->next)
+		for (unsigned i = 0; i < SLAB_RCPTS; i++) {
+			struct sched_rcpt *f = &sl->r[i];
+			if (f->where != R_INFLIGHT || f->dest != d || (f->flags & RF_PURGED))
+				continue;
+			f->flags |= RF_PURGED;
+			update_queue(s, f, SPOOL_BOUNCED, now_ms, 0, rep.text, NULL);
+			d->n.bounced++;
+			n++;
+		}
+	(void)bounce; /* the DSN for bounce mode comes with the bounce store */
+	return n;
 }
 
 /* ---- time -------------------------------------------------------------- */
@@ -914,7 +1009,7 @@ void sched_free(struct sched *s)
 	free(s);
 }
 
-void sched_totals(const struct sched *s, struct sched_counts *c)
+void sched_totals(const struct sched *s, struct stats_counts *c)
 {
 	memset(c, 0, sizeof(*c));
 	for (uint32_t i = 0; i < s->hsize; i++)
@@ -934,6 +1029,27 @@ void sched_foreach_dest(struct sched *s, void (*fn)(struct sched_dest *d, void *
 	for (uint32_t i = 0; i < s->hsize; i++)
 		for (struct sched_dest *d = s->htab[i]; d; d = d->hnext)
 			fn(d, arg);
+}
+
+void sched_stats(const struct sched *s, struct stats_snapshot *out)
+{
+	unsigned n = 0;
+	struct stats_domain *dom = xrealloc(out->domains,
+					   (out->ndomains + s->ndests + 1) * sizeof(*dom));
+	out->domains = dom;
+	uint64_t now = rp_now_ms();
+	for (uint32_t i = 0; i < s->hsize; i++)
+		for (struct sched_dest *d = s->htab[i]; d; d = d->hnext) {
+			stats_counts_add(&out->total, &d->n);
+			struct stats_domain *e = &dom[out->ndomains + n++];
+			snprintf(e->name, sizeof(e->name), "%s", d->name);
+			e->n = d->n;
+			e->suspended = d->suspended;
+			e->hold_until_ms = d->hold_until > now ? d->hold_until : 0;
+		}
+	out->ndomains += n;
+	stats_hist_merge(&out->delivery, &s->delivery);
+	stats_hist_merge(&out->txn, &s->txn);
 }
 
 uint64_t sched_memory(const struct sched *s)

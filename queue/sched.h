@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "outcome.h"
 #include "spool.h"
+#include "stats.h"
 
 struct sched;
 struct sched_rcpt;
@@ -35,16 +36,6 @@ struct sched_limits {
 	uint64_t connect_timeout_ms;
 };
 
-struct sched_counts {
-	uint64_t queued;      /* ready, waiting for a session */
-	uint64_t deferred;    /* waiting for a retry time */
-	uint64_t in_flight;   /* handed to a session */
-	uint64_t delivered;   /* since start */
-	uint64_t bounced;     /* since start */
-	uint64_t deferrals;   /* deferral events since start */
-	uint64_t connections; /* open sessions */
-};
-
 struct sched_dest {
 	char *name;                       /* domain, lower-case */
 	struct sched_dest *hnext;         /* hash chain */
@@ -53,7 +44,7 @@ struct sched_dest {
 	struct sched_rcpt *ready_tail;
 	uint32_t tail_group;              /* recipients in the tail's message group */
 	uint64_t nready_jobs;             /* estimate of transactions ready */
-	struct sched_counts n;            /* counters */
+	struct stats_counts n;            /* counters */
 	uint32_t fails;                   /* consecutive destination-level failures */
 	uint64_t hold_until;              /* unix ms; back-off while in the future */
 	char hold_reason[320];            /* why, for deferred recipients */
@@ -167,6 +158,16 @@ void sched_dest_failed(struct sched *s, struct sched_dest *d, const struct attem
 /* sched_dest_ok - a session to d worked: reset its failure count. */
 void sched_dest_ok(struct sched *s, struct sched_dest *d);
 
+/* sched_dest_retry - deferred recipients of d become ready now and its
+ * back-off ends. Returns how many recipients moved. */
+uint64_t sched_dest_retry(struct sched *s, struct sched_dest *d, uint64_t now_ms);
+/* sched_dest_suspend - hold (on) or release d's mail; nothing is lost. */
+void sched_dest_suspend(struct sched *s, struct sched_dest *d, bool on);
+/* sched_dest_purge - every waiting recipient of d (and the in-flight ones,
+ * whatever their attempt says) becomes final: bounced with a DSN when
+ * bounce, dropped silently otherwise. Returns how many. */
+uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, uint64_t now_ms);
+
 /* sched_tick - move due retries to ready queues, end expired holds, refill
  * rate buckets; call often (every 10-100 ms). */
 void sched_tick(struct sched *s, uint64_t now_ms);
@@ -176,7 +177,10 @@ void sched_run(struct sched *s);
 bool sched_pending_kicks(const struct sched *s);
 
 /* sched_totals - counters summed over all destinations. */
-void sched_totals(const struct sched *s, struct sched_counts *c);
+void sched_totals(const struct sched *s, struct stats_counts *c);
+/* sched_stats - add this scheduler's counters, destinations and histograms
+ * to out (which the caller zeroed or filled with other parts). */
+void sched_stats(const struct sched *s, struct stats_snapshot *out);
 /* sched_foreach_dest - visit every destination. */
 void sched_foreach_dest(struct sched *s, void (*fn)(struct sched_dest *d, void *arg), void *arg);
 /* sched_memory - bytes held for waiting recipients (for the closing note). */

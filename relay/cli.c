@@ -1,31 +1,412 @@
-/* cli.c - client commands over the HTTP API (see cli.h). */
+/* cli.c - send, stats and queue: client commands over the HTTP API.
+ *
+ * Each command reads the same config as the daemon to find [listen] api and
+ * the first [api] key, makes one blocking HTTP/1.1 request (or one per
+ * second with --watch), and prints the answer. Exit status: 0; 64 usage;
+ * 65 the API refused the input (400/404/413/422); 69 no daemon at the
+ * address; 75 try later (503); 77 bad key (401); 78 config.
+ */
 #include "cli.h"
 
+#include <errno.h>
+#include <http_parser.h>
+#include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "config.h"
+#include "queue/buf.h"
 #include "queue/util.h"
 
-static int needs_api(const char *what)
+struct http_reply {
+	int status;
+	struct buf body;
+	bool done;
+};
+
+static int on_body(http_parser *p, const char *at, size_t n)
 {
-	fprintf(stderr, "ringpost: '%s' talks to the HTTP API, which is not built yet\n", what);
-	return RP_EX_UNAVAILABLE;
+	struct http_reply *r = p->data;
+	buf_append(&r->body, at, n);
+	return 0;
 }
+
+static int on_complete(http_parser *p)
+{
+	struct http_reply *r = p->data;
+	r->status = (int)p->status_code;
+	r->done = true;
+	return 0;
+}
+
+/* api_address - where to reach the API: a wildcard listener means loopback. */
+static struct sockaddr_storage api_address(const struct config *cfg, socklen_t *len)
+{
+	struct sockaddr_storage ss = cfg->listen_api.ss;
+	*len = cfg->listen_api.sslen;
+	if (ss.ss_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		if (sin->sin_addr.s_addr == htonl(INADDR_ANY))
+			sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	} else if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
+			sin6->sin6_addr = in6addr_loopback;
+	}
+	return ss;
+}
+
+/* request - one HTTP exchange; returns the status, or exits 69. */
+static int request(const struct config *cfg, const char *method, const char *path,
+		   const char *body, struct buf *out)
+{
+	if (!cfg->listen_api.set)
+		rp_die(RP_EX_CONFIG, "%s: [listen] api is not set; the command needs the HTTP API",
+		       cfg->path);
+	if (!cfg->napi_keys)
+		rp_die(RP_EX_CONFIG, "%s: [api] keys is empty", cfg->path);
+	socklen_t len;
+	struct sockaddr_storage ss = api_address(cfg, &len);
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len) < 0)
+		rp_die(RP_EX_UNAVAILABLE, "cannot reach the API at %s: %s (is ringpost running?)",
+		       cfg->listen_api.text, strerror(errno));
+	struct timeval tv = {.tv_sec = 30};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct buf req = {0};
+	size_t blen = body ? strlen(body) : 0;
+	buf_printf(&req,
+		   "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+		   "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+		   method, path, cfg->listen_api.text, cfg->api_keys[0], blen);
+	buf_append(&req, body, blen);
+	for (size_t off = 0; off < buf_used(&req);) {
+		ssize_t n = send(fd, buf_head(&req) + off, buf_used(&req) - off, MSG_NOSIGNAL);
+		if (n <= 0)
+			rp_die(RP_EX_UNAVAILABLE, "cannot send to the API at %s: %s",
+			       cfg->listen_api.text, strerror(errno));
+		off += (size_t)n;
+	}
+	buf_free(&req);
+
+	http_parser p;
+	http_parser_settings st = {.on_body = on_body, .on_message_complete = on_complete};
+	struct http_reply r = {0};
+	http_parser_init(&p, HTTP_RESPONSE);
+	p.data = &r;
+	char chunk[16384];
+	for (;;) {
+		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rp_die(RP_EX_UNAVAILABLE, "no answer from the API at %s: %s",
+			       cfg->listen_api.text, strerror(errno));
+		http_parser_execute(&p, &st, chunk, (size_t)n);
+		if (r.done || n == 0 || HTTP_PARSER_ERRNO(&p) != HPE_OK)
+			break;
+	}
+	close(fd);
+	if (!r.done)
+		rp_die(RP_EX_PROTOCOL, "malformed answer from the API at %s", cfg->listen_api.text);
+	*out = r.body;
+	return r.status;
+}
+
+/* fail_status - print the API's error message and map the status. */
+static int fail_status(int status, const struct buf *body)
+{
+	json_error_t je;
+	json_t *doc = json_loadb(buf_head(body), buf_used(body), 0, &je);
+	const char *msg = NULL;
+	if (doc)
+		msg = json_string_value(json_object_get(json_object_get(doc, "error"), "message"));
+	fprintf(stderr, "ringpost: the API answered %d: %s\n", status,
+		msg ? msg : "(no message)");
+	json_decref(doc);
+	if (status == 401)
+		return RP_EX_NOPERM;
+	if (status == 503)
+		return RP_EX_TEMPFAIL;
+	if (status >= 500)
+		return RP_EX_SOFTWARE;
+	return RP_EX_DATAERR;
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f)
+		rp_die(RP_EX_NOINPUT, "cannot open %s: %s", path, strerror(errno));
+	struct buf b = {0};
+	char chunk[65536];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		buf_append(&b, chunk, n);
+	if (f != stdin)
+		fclose(f);
+	return buf_cstr(&b);
+}
+
+/* ---- send -------------------------------------------------------------- */
 
 int cli_send(int argc, char **argv)
 {
-	config_free(cli_load_config(argc, argv));
-	return needs_api("send");
+	const char *from = NULL, *subject = NULL, *text = NULL, *raw = NULL;
+	json_t *to = json_array();
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+			i++;
+		} else if (!strcmp(a, "--from") && v) {
+			from = v, i++;
+		} else if (!strcmp(a, "--to") && v) {
+			json_array_append_new(to, json_string(v)), i++;
+		} else if (!strcmp(a, "--subject") && v) {
+			subject = v, i++;
+		} else if (!strcmp(a, "--text") && v) {
+			text = v, i++;
+		} else if (!strcmp(a, "--raw") && v) {
+			raw = v, i++;
+		} else {
+			fprintf(stderr, "ringpost send: unexpected argument '%s'\n", a);
+			json_decref(to);
+			return RP_EX_USAGE;
+		}
+	}
+	if (!from || !json_array_size(to) || (text && raw)) {
+		fprintf(stderr, "usage: ringpost send -c FILE --from A --to B [--to C] [--subject S] "
+				"[--text T | --raw FILE]\n");
+		json_decref(to);
+		return RP_EX_USAGE;
+	}
+	struct config *cfg = cli_load_config(argc, argv);
+	json_t *msg = json_object();
+	json_object_set_new(msg, "from", json_string(from));
+	json_object_set_new(msg, "to", to);
+	char *rawbuf = NULL;
+	if (raw) {
+		rawbuf = read_file(raw);
+		json_t *r = json_string(rawbuf);
+		if (!r)
+			rp_die(RP_EX_DATAERR, "%s is not UTF-8 text; the API takes raw messages as JSON strings",
+			       raw);
+		json_object_set_new(msg, "raw", r);
+	} else {
+		if (subject)
+			json_object_set_new(msg, "subject", json_string(subject));
+		json_object_set_new(msg, "text", json_string(text ? text : ""));
+	}
+	char *body = json_dumps(msg, JSON_COMPACT);
+	if (!body)
+		rp_die(RP_EX_DATAERR, "arguments must be UTF-8");
+	struct buf out;
+	int status = request(cfg, "POST", "/v1/messages", body, &out);
+	int rc = RP_EX_OK;
+	if (status == 202) {
+		json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
+		const char *id = json_string_value(json_object_get(doc, "id"));
+		printf("%s\n", id ? id : "?");
+		json_decref(doc);
+	} else {
+		rc = fail_status(status, &out);
+	}
+	buf_free(&out);
+	free(body);
+	free(rawbuf);
+	json_decref(msg);
+	config_free(cfg);
+	return rc;
+}
+
+/* ---- stats ------------------------------------------------------------- */
+
+static unsigned long long num(json_t *o, const char *k)
+{
+	return (unsigned long long)json_integer_value(json_object_get(o, k));
+}
+
+static void print_stats(json_t *doc, bool clear)
+{
+	if (clear)
+		fputs("\033[H\033[2J", stdout);
+	char when[32];
+	time_t t = time(NULL);
+	strftime(when, sizeof(when), "%H:%M:%S", localtime(&t));
+	json_t *acc = json_object_get(doc, "accepted");
+	printf("ringpost %s  accepted smtp %llu api %llu  rejected %llu\n", when, num(acc, "smtp"),
+	       num(acc, "api"), num(doc, "rejected"));
+#define ROWF "%-32.32s %9llu %9llu %9llu %11llu %9llu %6llu%s\n"
+	printf("%-32s %9s %9s %9s %11s %9s %6s\n", "DOMAIN", "QUEUED", "DEFERRED", "IN-FLIGHT",
+	       "DELIVERED", "BOUNCED", "CONNS");
+	printf(ROWF, "(total)", num(doc, "queued"), num(doc, "deferred"), num(doc, "in_flight"),
+	       num(doc, "delivered"), num(doc, "bounced"), num(doc, "connections"), "");
+	size_t i;
+	json_t *d;
+	json_array_foreach(json_object_get(doc, "domains"), i, d)
+	{
+		const char *note = json_is_true(json_object_get(d, "suspended")) ? "  suspended"
+				   : json_is_string(json_object_get(d, "backoff_until")) ? "  backing off"
+											   : "";
+		printf(ROWF, json_string_value(json_object_get(d, "domain")), num(d, "queued"),
+		       num(d, "deferred"), num(d, "in_flight"), num(d, "delivered"), num(d, "bounced"),
+		       num(d, "connections"), note);
+	}
+	fflush(stdout);
 }
 
 int cli_stats(int argc, char **argv)
 {
-	config_free(cli_load_config(argc, argv));
-	return needs_api("stats");
+	bool json = false, watch = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
+			i++;
+		else if (!strcmp(argv[i], "--json"))
+			json = true;
+		else if (!strcmp(argv[i], "--watch"))
+			watch = true;
+		else {
+			fprintf(stderr, "usage: ringpost stats -c FILE [--json] [--watch]\n");
+			return RP_EX_USAGE;
+		}
+	}
+	struct config *cfg = cli_load_config(argc, argv);
+	for (;;) {
+		struct buf out;
+		int status = request(cfg, "GET", "/v1/stats", NULL, &out);
+		if (status != 200) {
+			int rc = fail_status(status, &out);
+			buf_free(&out);
+			config_free(cfg);
+			return rc;
+		}
+		if (json) {
+			fwrite(buf_head(&out), 1, buf_used(&out), stdout);
+			fflush(stdout);
+		} else {
+			json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
+			if (doc)
+				print_stats(doc, watch);
+			json_decref(doc);
+		}
+		buf_free(&out);
+		if (!watch)
+			break;
+		sleep(1);
+	}
+	config_free(cfg);
+	return RP_EX_OK;
+}
+
+/* ---- queue ------------------------------------------------------------- */
+
+static int queue_show(const struct config *cfg, const char *id)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/messages/%.64s", id);
+	struct buf out;
+	int status = request(cfg, "GET", path, NULL, &out);
+	if (status != 200) {
+		int rc = fail_status(status, &out);
+		buf_free(&out);
+		return rc;
+	}
+	json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
+	printf("id %s  from <%s>  submitted %s  size %llu\n",
+	       json_string_value(json_object_get(doc, "id")),
+	       json_string_value(json_object_get(doc, "from")),
+	       json_string_value(json_object_get(doc, "submitted")), num(doc, "size"));
+	size_t i;
+	json_t *r;
+	json_array_foreach(json_object_get(doc, "recipients"), i, r)
+	{
+		const char *resp = json_string_value(json_object_get(r, "last_response"));
+		const char *next = json_string_value(json_object_get(r, "next_attempt"));
+		printf("  <%s> %s attempts=%llu%s%s%s%s\n",
+		       json_string_value(json_object_get(r, "email")),
+		       json_string_value(json_object_get(r, "state")), num(r, "attempts"),
+		       next ? " next=" : "", next ? next : "", resp ? " last=" : "", resp ? resp : "");
+	}
+	json_decref(doc);
+	buf_free(&out);
+	return RP_EX_OK;
+}
+
+static int queue_action(const struct config *cfg, const char *action, const char *domain,
+			bool bounce)
+{
+	char path[400];
+	snprintf(path, sizeof(path), "/v1/queue/%.255s/%s%s", domain, action,
+		 bounce ? "?mode=bounce" : "");
+	struct buf out;
+	int status = request(cfg, "POST", path, NULL, &out);
+	if (status != 200) {
+		int rc = fail_status(status, &out);
+		buf_free(&out);
+		return rc;
+	}
+	json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
+	if (!strcmp(action, "purge"))
+		printf("%s: purged %llu recipients (%s)\n", domain, num(doc, "recipients"),
+		       bounce ? "bounced with a DSN" : "dropped without a DSN");
+	else
+		printf("%s: %s (%llu recipients)\n", domain, action, num(doc, "recipients"));
+	json_decref(doc);
+	buf_free(&out);
+	return RP_EX_OK;
 }
 
 int cli_queue(int argc, char **argv)
 {
-	config_free(cli_load_config(argc, argv));
-	return needs_api("queue");
+	const char *args[3] = {0};
+	unsigned nargs = 0;
+	bool bounce = false;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
+			i++;
+		else if (!strcmp(argv[i], "--bounce"))
+			bounce = true;
+		else if (nargs < 3)
+			args[nargs++] = argv[i];
+	}
+	static const char *const actions[] = {"retry", "suspend", "resume", "purge"};
+	bool ok = nargs == 1 && !strcmp(args[0], "list");
+	ok |= nargs == 2 && !strcmp(args[0], "show");
+	for (size_t i = 0; i < RP_ARRAY_LEN(actions); i++)
+		ok |= nargs == 2 && !strcmp(args[0], actions[i]);
+	if (!ok) {
+		fprintf(stderr, "usage: ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|"
+				"resume DOMAIN|purge DOMAIN [--bounce]\n");
+		return RP_EX_USAGE;
+	}
+	struct config *cfg = cli_load_config(argc, argv);
+	int rc;
+	if (!strcmp(args[0], "list")) {
+		struct buf out;
+		int status = request(cfg, "GET", "/v1/queue", NULL, &out);
+		if (status == 200) {
+			json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
+			if (doc)
+				print_stats(doc, false);
+			json_decref(doc);
+			rc = RP_EX_OK;
+		} else {
+			rc = fail_status(status, &out);
+		}
+		buf_free(&out);
+	} else if (!strcmp(args[0], "show")) {
+		rc = queue_show(cfg, args[1]);
+	} else {
+		rc = queue_action(cfg, args[0], args[1], bounce);
+	}
+	config_free(cfg);
+	return rc;
 }

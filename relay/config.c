@@ -216,7 +216,7 @@ static const struct key keys[] = {
 	{"server", "log_level", V_LOGLEVEL, C(log_level), 0, 0, 0, NULL},
 	{"server", "max_outbound", V_U32, C(max_outbound), 1, 1000000, 0, NULL},
 	{"listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL},
-	{"listen", "api", V_ADDR, C(listen_api), 0, 0, 0, "the HTTP API"},
+	{"listen", "api", V_ADDR, C(listen_api), 0, 0, 0, NULL},
 	{"listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, "the bounce MX listener"},
 	{"listen", "imap", V_ADDR, C(listen_imap), 0, 0, 0, "IMAP for the bounce mailbox"},
 	{"listen", "pop3", V_ADDR, C(listen_pop3), 0, 0, 0, "POP3 for the bounce mailbox"},
@@ -228,6 +228,10 @@ static const struct key keys[] = {
 	{"submission", "max_line_length", V_U32, C(max_line_length), 1000, 1000000, 0, NULL},
 	{"submission", "max_clients", V_U32, C(max_clients), 1, 1000000, 0, NULL},
 	{"api", "keys", V_KEYS, 0, 0, 0, 0, NULL},
+	{"api", "max_request_size", V_SIZE, C(api_max_request), 1024, 1ull << 34, 0, NULL},
+	{"api", "max_batch", V_U32, C(api_max_batch), 1, 100000, 0, NULL},
+	{"api", "idle_timeout", V_DURATION, C(api_idle_timeout_ms), 1000, 3600000, 0, NULL},
+	{"api", "max_clients", V_U32, C(api_max_clients), 1, 1000000, 0, NULL},
 	{"dns", "servers", V_STR, C(dns_servers), 0, 0, 0, "DNS resolution"},
 	{"queue", "retry", V_RETRY, 0, 0, 0, 0, NULL},
 	{"queue", "max_age", V_DURATION, C(max_age_ms), 1000, 365ull * 86400000, 0, NULL},
@@ -467,6 +471,10 @@ static void set_defaults(struct config *c)
 	c->max_line_length = 1000;
 	c->max_clients = 10000;
 	c->dns_servers = xstrdup("");
+	c->api_max_request = 64ull << 20;
+	c->api_max_batch = 1000;
+	c->api_idle_timeout_ms = 60000;
+	c->api_max_clients = 10000;
 	c->max_age_ms = 3ull * 86400000;
 	c->bounce_domain = xstrdup("");
 	c->max_size = 8ull << 30;

@@ -72,6 +72,10 @@ struct config {
 	/* [api] */
 	char **api_keys;
 	unsigned napi_keys;
+	uint64_t api_max_request;   /* HTTP request body limit */
+	uint32_t api_max_batch;     /* messages per batch request */
+	uint64_t api_idle_timeout_ms; /* keep-alive idle time */
+	uint32_t api_max_clients;   /* concurrent HTTP sessions per shard */
 
 	/* [dns] */
 	char *dns_servers;        /* "" = /etc/resolv.conf */

@@ -54,10 +54,27 @@ struct config *cli_load_config(int argc, char **argv)
 	return cfg;
 }
 
+/* raise_nofile - as many descriptors as we may have: tens of thousands of
+ * sessions need them. Root may also lift the hard limit (up to nr_open). */
 static void raise_nofile(void)
 {
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	rlim_t want = 1048576;
+	FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+	if (f) {
+		unsigned long v;
+		if (fscanf(f, "%lu", &v) == 1 && v > 0)
+			want = v;
+		fclose(f);
+	}
+	if (rl.rlim_max < want) {
+		struct rlimit up = {.rlim_cur = want, .rlim_max = want};
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			log_warn("cannot raise the open file limit: %s", strerror(errno));
@@ -217,11 +234,16 @@ static int cmd_serve(int argc, char **argv)
 	for (unsigned k = 0; k < LISTEN_KINDS; k++)
 		for (unsigned i = 0; i < 256; i++)
 			r->listen_fds[k][i] = -1;
-	if (cfg->listen_submission.set) {
+	const struct cfg_addr *listens[LISTEN_KINDS] = {
+		[LISTEN_SUBMISSION] = &cfg->listen_submission,
+		[LISTEN_API] = &cfg->listen_api,
+	};
+	for (unsigned k = 0; k < LISTEN_KINDS; k++) {
+		if (!listens[k]->set)
+			continue;
 		for (unsigned i = 0; i < r->nshards; i++) {
-			r->listen_fds[LISTEN_SUBMISSION][i] = listen_on(&cfg->listen_submission, err,
-									sizeof(err));
-			if (r->listen_fds[LISTEN_SUBMISSION][i] < 0)
+			r->listen_fds[k][i] = listen_on(listens[k], err, sizeof(err));
+			if (r->listen_fds[k][i] < 0)
 				rp_die(RP_EX_OSERR, "%s", err);
 		}
 	}
@@ -234,9 +256,10 @@ static int cmd_serve(int argc, char **argv)
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_open(r->shards[i]);
-	log_info("ringpost ready: submission %s, %u shards, spool %s, %llu recipients queued",
-		 cfg->listen_submission.set ? cfg->listen_submission.text : "off", r->nshards,
-		 cfg->data_dir, (unsigned long long)pending);
+	log_info("ringpost ready: submission %s, api %s, %u shards, spool %s, %llu recipients queued",
+		 cfg->listen_submission.set ? cfg->listen_submission.text : "off",
+		 cfg->listen_api.set ? cfg->listen_api.text : "off", r->nshards, cfg->data_dir,
+		 (unsigned long long)pending);
 
 	for (;;) {
 		int sig = 0;

@@ -81,6 +81,9 @@ static void listener_cqe(struct loop_io *io, const struct loop_cqe *c)
 			case LISTEN_SUBMISSION:
 				srv_session_start(sh, c->res);
 				break;
+			case LISTEN_API:
+				api_session_start(sh->api, c->res);
+				break;
 			case LISTEN_KINDS:
 				close(c->res);
 				break;
@@ -287,7 +290,7 @@ void shard_open(struct shard *sh)
 /* stop_check - tell main once a stopping shard has no session left. */
 static void stop_check(struct shard *sh)
 {
-	if (!sh->stopping || sh->drained || sh->nservers || sh->nclients)
+	if (!sh->stopping || sh->drained || sh->nservers || sh->nclients || api_sessions(sh->api))
 		return;
 	sh->drained = true;
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
@@ -326,6 +329,11 @@ void shard_session_gone(struct shard *sh)
 	stop_check(sh);
 }
 
+static void api_session_gone(void *ctx)
+{
+	stop_check(ctx);
+}
+
 static void stop_deadline(struct loop_timer *t);
 
 static void stop_run(struct mq_item *item, void *ctx)
@@ -339,6 +347,7 @@ static void stop_run(struct mq_item *item, void *ctx)
 		 sh->nclients);
 	listeners_close(sh);
 	srv_shutdown_all(sh);
+	api_shutdown_all(sh->api);
 	for (struct smtp_client *c = sh->clients; c; c = c->next)
 		smtp_client_quit(c);
 	sched_run(sh->sched); /* flush state updates */
@@ -376,6 +385,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	sched_config_of(sh->cfg, &sc);
 	sched_set_config(sh->sched, &sc);
 	sched_reconfigure(sh->sched);
+	shard_api_config(sh->cfg, &sh->api_cfg);
 	shard_touch(sh);
 	config_ref_put(old);
 }
@@ -410,6 +420,10 @@ static void *shard_main(void *arg)
 	struct sched_config sc;
 	sched_config_of(sh->cfg, &sc);
 	sh->sched = sched_new(&sc, &delivery_sched_ops, sh, sh->relay->spool, sh->reader);
+	shard_api_config(sh->cfg, &sh->api_cfg);
+	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
+				 &shard_api_ops, sh);
+	api_set_session_gone(sh->api, api_session_gone);
 
 	sh->nlisteners = 0;
 	sh->listeners = xcalloc(LISTEN_KINDS, sizeof(*sh->listeners));
@@ -441,6 +455,8 @@ static void *shard_main(void *arg)
 		}
 	sched_run(sh->sched);
 	delivery_free_pools(sh);
+	api_server_free(sh->api);
+	sh->api = NULL;
 	sched_free(sh->sched);
 	sh->sched = NULL;
 	spool_reader_free(sh->reader);

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "api/api.h"
 #include "config.h"
 #include "loop.h"
 #include "queue/sched.h"
@@ -33,6 +34,7 @@ struct config_ref {
 
 enum listener_kind {
 	LISTEN_SUBMISSION,
+	LISTEN_API,
 	LISTEN_KINDS,
 };
 
@@ -82,6 +84,8 @@ struct shard {
 	unsigned nservers;
 	struct smtp_client *clients; /* outbound sessions (for shutdown) */
 	unsigned nclients;
+	struct api_server *api;      /* HTTP API sessions on this shard */
+	struct api_config api_cfg;   /* built from cfg (shard_api.c) */
 	struct shard_stats stats;
 };
 
@@ -115,6 +119,13 @@ void shard_route(struct relay *r, struct shard *sh, const struct sched_add *adds
 void shard_session_gone(struct shard *sh);
 /* shard_touch - run the scheduler at the end of this batch (shard thread). */
 void shard_touch(struct shard *sh);
+
+/* shard_api_ops - the daemon's side of the HTTP API (shard_api.c). */
+extern const struct api_ops shard_api_ops;
+/* shard_api_config - the API's settings from the daemon's config. */
+void shard_api_config(const struct config *cfg, struct api_config *out);
+/* shard_fill_stats - this shard's part of a stats snapshot (its thread). */
+void shard_fill_stats(struct shard *sh, struct stats_snapshot *part);
 
 /* config_ref helpers. */
 struct config_ref *config_ref_new(struct config *cfg);

@@ -139,33 +139,6 @@ void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsi
 	st->last_cr = cr;
 }
 
-void smtp_normalize_newlines(struct buf *msg, size_t from)
-{
-	const char *p = buf_head(msg);
-	size_t n = buf_used(msg), extra = 0;
-	for (size_t i = from; i < n; i++) {
-		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
-			extra++;
-		else if (p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n'))
-			extra++;
-	}
-	if (!extra)
-		return;
-	struct buf out = {0};
-	buf_reserve(&out, n + extra);
-	buf_append(&out, p, from);
-	for (size_t i = from; i < n; i++) {
-		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
-			buf_append(&out, "\r\n", 2);
-		else if (p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n'))
-			buf_append(&out, "\r\n", 2);
-		else
-			buf_append(&out, p + i, 1);
-	}
-	buf_free(msg);
-	*msg = out;
-}
-
 void smtp_dot_stuff(const char *p, size_t n, struct buf *out)
 {
 	size_t i = 0;

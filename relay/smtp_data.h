@@ -57,8 +57,6 @@ void smtp_chunk_init(struct smtp_chunk_state *st);
 /* smtp_chunk_check - scan BDAT content p[0..n) for bare LF, long lines,
  * 8-bit and NUL bytes, adding SMTP_DATA_* flags to st->flags. */
 void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsigned max_line);
-/* smtp_normalize_newlines - rewrite bare LF and lone CR as CRLF in msg[from..]. */
-void smtp_normalize_newlines(struct buf *msg, size_t from);
 
 /* smtp_dot_stuff - append body p[0..n) dot-stuffed, a final CRLF if the
  * body lacks one, and the terminating ".\r\n". */

@@ -490,13 +490,7 @@ static void build_prefix(struct srv_session *s)
 		buf_printf(b, "\r\n\tfor <%.*s>", (int)s->rcpts[0].addr_len,
 			   buf_head(&s->tx) + s->rcpts[0].addr_off);
 	buf_printf(b, "; %s\r\n", date);
-	if (!hi.has_date)
-		buf_printf(b, "Date: %s\r\n", date);
-	if (!hi.has_message_id)
-		buf_printf(b, "Message-ID: <%s@%s>\r\n", id, cfg->hostname);
-	/* Content with no header section gets the blank line it lacked. */
-	if (!hi.fields && buf_used(&s->msg) && !hi.blank_line)
-		buf_puts(b, "\r\n");
+	msg_add_missing(b, &hi, buf_used(&s->msg) > 0, s->msgid, cfg->hostname, s->submit_ms);
 }
 
 static void commit_done(struct mq_item *item, void *ctx);
@@ -675,7 +669,7 @@ static void feed_bdat(struct srv_session *s)
 	}
 	unsigned flags = s->chunk.flags | (s->chunk.last_cr ? SMTP_DATA_BARE_LF : 0);
 	if (flags & SMTP_DATA_BARE_LF)
-		smtp_normalize_newlines(&s->msg, 0);
+		msg_normalize_newlines(&s->msg, 0);
 	commit(s, flags & ~SMTP_DATA_BARE_LF);
 }
 

@@ -98,7 +98,7 @@ static void add_all(uint64_t id, unsigned n, const char *domain, uint64_t now)
 static void check_counts(const char *where, uint64_t queued, uint64_t deferred, uint64_t in_flight,
 			 uint64_t delivered, uint64_t bounced)
 {
-	struct sched_counts c;
+	struct stats_counts c;
 	sched_totals(s, &c);
 	cr_assert_eq(c.queued, queued, "%s: queued %llu, want %llu", where,
 		     (unsigned long long)c.queued, (unsigned long long)queued);
@@ -361,7 +361,7 @@ Test(sched, outcomes_reach_the_spool)
 	uint64_t now = T0 + 100;
 	sched_job_done(s, j, reps, NULL, now);
 	check_counts("after the job", 0, 1, 0, 1, 1);
-	struct sched_counts c;
+	struct stats_counts c;
 	sched_totals(s, &c);
 	cr_assert_eq(c.deferrals, 1);
 	flush();
@@ -447,7 +447,7 @@ Test(sched, too_many_recipients_retry_at_once)
 	reps[1].after_accept = reps[2].after_accept = true; /* recipient 0 was accepted */
 	sched_job_done(s, j, reps, NULL, T0);
 	check_counts("requeued", 2, 0, 0, 1, 0);
-	struct sched_counts c;
+	struct stats_counts c;
 	sched_totals(s, &c);
 	cr_assert_eq(c.deferrals, 0, "not a deferral");
 	j = sched_job_next(s, d, T0);
@@ -473,7 +473,7 @@ Test(sched, connection_limits)
 	cr_assert(sched_dest_may_connect(s, d, T0));
 	sched_session_opened(s, d);
 	cr_assert_not(sched_dest_may_connect(s, d, T0), "max_connections reached");
-	struct sched_counts c;
+	struct stats_counts c;
 	sched_totals(s, &c);
 	cr_assert_eq(c.connections, 2);
 	sched_run(s);
@@ -634,7 +634,7 @@ Test(sched, dest_failed_defers_and_holds)
 	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
 	sched_dest_failed(s, d, &rep, "mx.down.test[192.0.2.1]:25", T0);
 	check_counts("held", 0, 4, 0, 0, 0);
-	struct sched_counts c;
+	struct stats_counts c;
 	sched_totals(s, &c);
 	cr_assert_eq(c.deferrals, 4);
 	cr_assert_eq(d->fails, 1);
@@ -795,7 +795,7 @@ Test(sched, many_destinations_and_counters_add_up)
 			else if (codes[pick] == 550)
 				bounced += j->nrcpt;
 			done_all(j, STAGE_CONTENT, codes[pick], "reply", now);
-			struct sched_counts c;
+			struct stats_counts c;
 			sched_totals(s, &c);
 			cr_assert_eq(c.delivered, delivered);
 			cr_assert_eq(c.bounced, bounced);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "relay/smtp_data.h"
+#include "queue/msg_header.h"
 
 #define S(x) x, sizeof(x) - 1
 
@@ -488,7 +489,7 @@ Test(smtp_data, normalize_newlines)
 		size_t from = buf_used(&b) - 4;
 		buf_puts(&b, c->in);
 		buf_consume(&b, 4);
-		smtp_normalize_newlines(&b, from);
+		msg_normalize_newlines(&b, from);
 		cr_assert_eq(buf_used(&b), strlen(c->want), "case %zu: '%.*s'", i,
 			     (int)buf_used(&b), buf_head(&b));
 		cr_assert(!memcmp(buf_head(&b), c->want, strlen(c->want)), "case %zu: '%.*s'", i,
@@ -505,7 +506,7 @@ Test(smtp_data, normalize_large)
 		buf_printf(&b, "line %d\n", i);
 		buf_printf(&want, "line %d\r\n", i);
 	}
-	smtp_normalize_newlines(&b, 0);
+	msg_normalize_newlines(&b, 0);
 	cr_assert_eq(buf_used(&b), buf_used(&want));
 	cr_assert(!memcmp(buf_head(&b), buf_head(&want), buf_used(&b)));
 	buf_free(&b);

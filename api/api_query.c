@@ -1,0 +1,415 @@
+/* api_query.c - GET /v1/messages/{id}, /v1/stats, /metrics, /healthz and the
+ * queue administration endpoints.
+ *
+ * Message status is read from the spool (one short read transaction).
+ * Counters come from every shard through api_ops.stats, so /v1/stats and
+ * /metrics are built from the same snapshot and always agree.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http.h"
+#include "queue/log.h"
+#include "queue/util.h"
+
+#define METRIC_DOMAINS 20 /* per-domain series kept; the rest are "other" */
+
+static void iso_time(struct buf *b, uint64_t ms)
+{
+	if (!ms) {
+		buf_puts(b, "null");
+		return;
+	}
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char out[40];
+	gmtime_r(&t, &tm);
+	strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%S", &tm);
+	buf_printf(b, "\"%s.%03uZ\"", out, (unsigned)(ms % 1000));
+}
+
+/* ---- message status ---------------------------------------------------- */
+
+struct status_ctx {
+	struct buf *b;
+	const char *id;
+	long only;  /* a single recipient index, or -1 */
+	unsigned n;
+};
+
+static bool status_rcpt(const struct spool_rcpt *rc, void *arg)
+{
+	struct status_ctx *c = arg;
+	if (c->only >= 0 && rc->idx != (uint32_t)c->only)
+		return true;
+	struct buf *b = c->b;
+	buf_puts(b, c->n++ ? ",{\"email\":" : "{\"email\":");
+	http_json_str(b, rc->addr, rc->addr_len);
+	buf_printf(b, ",\"id\":\"%s.%u\",\"state\":\"%s\",\"attempts\":%u,\"last_response\":",
+		   c->id, rc->idx, spool_state_name(rc->state), rc->attempts);
+	if (rc->response_len)
+		http_json_str(b, rc->response, rc->response_len);
+	else
+		buf_puts(b, "null");
+	buf_puts(b, ",\"next_attempt\":");
+	iso_time(b, rc->state == SPOOL_DEFERRED ? rc->next_ms : 0);
+	buf_puts(b, ",\"last_attempt\":");
+	iso_time(b, rc->last_ms);
+	buf_puts(b, ",\"remote\":");
+	if (rc->remote_len)
+		http_json_str(b, rc->remote, rc->remote_len);
+	else
+		buf_puts(b, "null");
+	buf_puts(b, "}");
+	return true;
+}
+
+void api_message_status(struct api_session *s, const char *arg)
+{
+	uint64_t id;
+	long only = -1;
+	const char *dot = strchr(arg, '.');
+	size_t idlen = dot ? (size_t)(dot - arg) : strlen(arg);
+	if (dot) {
+		char *end;
+		only = strtol(dot + 1, &end, 10);
+		if (end == dot + 1 || *end || only < 0)
+			idlen = 0;
+	}
+	if (!rp_id_parse(arg, idlen, &id)) {
+		http_error(s, 404, "not_found", "no message '%.64s' (ids are 16 hex digits)", arg);
+		return;
+	}
+	struct api_server *srv = s->srv;
+	struct spool_msg m;
+	if (!spool_reader_begin(srv->reader)) {
+		http_error(s, 503, "unavailable", "the spool cannot be read right now");
+		return;
+	}
+	if (!spool_get_msg(srv->reader, id, &m)) {
+		spool_reader_end(srv->reader);
+		http_error(s, 404, "not_found", "no message %.16s", arg);
+		return;
+	}
+	char ids[17];
+	rp_id_format(id, ids);
+	struct buf b = {0};
+	buf_printf(&b, "{\"id\":\"%s\",\"from\":", ids);
+	http_json_str(&b, m.sender, m.sender_len);
+	buf_puts(&b, ",\"submitted\":");
+	iso_time(&b, m.submit_ms);
+	buf_printf(&b, ",\"size\":%llu,\"recipients\":[", (unsigned long long)m.body_len);
+	struct status_ctx c = {.b = &b, .id = ids, .only = only};
+	spool_foreach_rcpt(srv->reader, id, status_rcpt, &c);
+	spool_reader_end(srv->reader);
+	buf_puts(&b, "]}");
+	if (only >= 0 && !c.n) {
+		buf_free(&b);
+		http_error(s, 404, "not_found", "message %s has no recipient %ld", ids, only);
+		return;
+	}
+	http_respond_json(s, 200, &b);
+}
+
+/* ---- stats and metrics ------------------------------------------------- */
+
+struct stats_job {
+	struct api_stats_req req;
+	struct api_session *s;
+	void (*answer)(struct api_session *s, struct stats_snapshot *snap);
+};
+
+static void stats_done(struct api_stats_req *req)
+{
+	struct stats_job *j = RP_CONTAINER_OF(req, struct stats_job, req);
+	if (!j->s->released)
+		j->answer(j->s, &req->snap);
+	stats_free(&req->snap);
+	struct api_session *s = j->s;
+	free(j);
+	http_end_async(s);
+}
+
+static void gather(struct api_session *s,
+		   void (*answer)(struct api_session *s, struct stats_snapshot *snap))
+{
+	struct stats_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
+	j->answer = answer;
+	j->req.done = stats_done;
+	http_begin_async(s);
+	s->srv->ops->stats(s->srv->ctx, &j->req);
+}
+
+static int domain_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct stats_domain *)a)->name, ((const struct stats_domain *)b)->name);
+}
+
+static void counts_json(struct buf *b, const struct stats_counts *n)
+{
+	buf_printf(b,
+		   "\"queued\":%llu,\"deferred\":%llu,\"in_flight\":%llu,\"delivered\":%llu,"
+		   "\"bounced\":%llu,\"connections\":%llu",
+		   (unsigned long long)n->queued, (unsigned long long)n->deferred,
+		   (unsigned long long)n->in_flight, (unsigned long long)n->delivered,
+		   (unsigned long long)n->bounced, (unsigned long long)n->connections);
+}
+
+static void domains_json(struct buf *b, struct stats_snapshot *snap)
+{
+	qsort(snap->domains, snap->ndomains, sizeof(*snap->domains), domain_cmp);
+	buf_puts(b, "[");
+	for (unsigned i = 0; i < snap->ndomains; i++) {
+		const struct stats_domain *d = &snap->domains[i];
+		buf_puts(b, i ? ",{\"domain\":" : "{\"domain\":");
+		http_json_str(b, d->name, strlen(d->name));
+		buf_puts(b, ",");
+		counts_json(b, &d->n);
+		buf_printf(b, ",\"suspended\":%s,\"backoff_until\":", d->suspended ? "true" : "false");
+		iso_time(b, d->hold_until_ms);
+		buf_puts(b, "}");
+	}
+	buf_puts(b, "]");
+}
+
+static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
+{
+	struct spool_usage u;
+	spool_usage(s->srv->spool, &u);
+	struct buf b = {0};
+	buf_puts(&b, "{");
+	counts_json(&b, &snap->total);
+	buf_printf(&b,
+		   ",\"accepted\":{\"smtp\":%llu,\"api\":%llu},\"rejected\":%llu,"
+		   "\"inbound_connections\":%llu,\"spool\":{\"used_bytes\":%llu,\"file_bytes\":%llu,"
+		   "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s},\"domains\":",
+		   (unsigned long long)snap->accepted_smtp, (unsigned long long)snap->accepted_api,
+		   (unsigned long long)snap->rejected, (unsigned long long)snap->inbound_connections,
+		   (unsigned long long)u.used, (unsigned long long)u.file_size,
+		   (unsigned long long)u.map_size, (unsigned long long)u.disk_free,
+		   spool_accepting(s->srv->spool) ? "true" : "false");
+	domains_json(&b, snap);
+	buf_puts(&b, "}");
+	http_respond_json(s, 200, &b);
+}
+
+void api_stats(struct api_session *s, const char *arg)
+{
+	(void)arg;
+	gather(s, answer_stats);
+}
+
+void api_queue_list(struct api_session *s, const char *arg)
+{
+	(void)arg;
+	gather(s, answer_stats);
+}
+
+/* prom_label - a label value with \, " and newline escaped. */
+static void prom_label(struct buf *b, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			buf_printf(b, "\\%c", *v);
+		else if (*v == '\n')
+			buf_puts(b, "\\n");
+		else
+			buf_append(b, v, 1);
+	}
+}
+
+static void prom_head(struct buf *b, const char *name, const char *type, const char *help)
+{
+	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_hist(struct buf *b, const char *name, const char *help, const struct stats_hist *h,
+		      const double *bounds, unsigned nb)
+{
+	prom_head(b, name, "histogram", help);
+	uint64_t cum = 0;
+	for (unsigned i = 0; i < nb; i++) {
+		cum += h->bucket[i];
+		buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+	}
+	cum += h->bucket[nb];
+	buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+		   (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->count);
+}
+
+static int domain_volume_cmp(const void *a, const void *b)
+{
+	const struct stats_domain *x = a, *y = b;
+	uint64_t vx = x->n.delivered + x->n.bounced + x->n.deferrals + x->n.queued + x->n.deferred;
+	uint64_t vy = y->n.delivered + y->n.bounced + y->n.deferrals + y->n.queued + y->n.deferred;
+	if (vx != vy)
+		return vx > vy ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* per_domain - one counter for the busiest domains and "other" for the rest
+ * (bounded cardinality). */
+static void per_domain(struct buf *b, const char *name, const char *type, const char *help,
+		       const struct stats_snapshot *snap, size_t field)
+{
+	uint64_t other = 0;
+	prom_head(b, name, type, help);
+	for (unsigned i = 0; i < snap->ndomains; i++) {
+		uint64_t v = *(const uint64_t *)((const char *)&snap->domains[i].n + field);
+		if (i >= METRIC_DOMAINS) {
+			other += v;
+			continue;
+		}
+		buf_printf(b, "%s{domain=\"", name);
+		prom_label(b, snap->domains[i].name);
+		buf_printf(b, "\"} %llu\n", (unsigned long long)v);
+	}
+	if (snap->ndomains > METRIC_DOMAINS)
+		buf_printf(b, "%s{domain=\"other\"} %llu\n", name, (unsigned long long)other);
+}
+
+static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
+{
+	struct spool_usage u;
+	spool_usage(s->srv->spool, &u);
+	qsort(snap->domains, snap->ndomains, sizeof(*snap->domains), domain_volume_cmp);
+	struct buf b = {0};
+	const struct stats_counts *t = &snap->total;
+	prom_head(&b, "ringpost_messages_accepted_total", "counter",
+		  "Messages accepted for delivery (durable).");
+	buf_printf(&b, "ringpost_messages_accepted_total{source=\"smtp\"} %llu\n",
+		   (unsigned long long)snap->accepted_smtp);
+	buf_printf(&b, "ringpost_messages_accepted_total{source=\"api\"} %llu\n",
+		   (unsigned long long)snap->accepted_api);
+	prom_head(&b, "ringpost_messages_rejected_total", "counter",
+		  "Submissions refused at the end of the transaction.");
+	buf_printf(&b, "ringpost_messages_rejected_total %llu\n", (unsigned long long)snap->rejected);
+	per_domain(&b, "ringpost_recipients_delivered_total", "counter",
+		   "Recipients delivered, by destination domain.", snap,
+		   offsetof(struct stats_counts, delivered));
+	per_domain(&b, "ringpost_recipients_deferred_total", "counter",
+		   "Deferrals (temporary failures), by destination domain.", snap,
+		   offsetof(struct stats_counts, deferrals));
+	per_domain(&b, "ringpost_recipients_bounced_total", "counter",
+		   "Recipients bounced, by destination domain.", snap,
+		   offsetof(struct stats_counts, bounced));
+	prom_head(&b, "ringpost_queue_recipients", "gauge", "Recipients in the queue, by state.");
+	buf_printf(&b,
+		   "ringpost_queue_recipients{state=\"queued\"} %llu\n"
+		   "ringpost_queue_recipients{state=\"deferred\"} %llu\n"
+		   "ringpost_queue_recipients{state=\"in_flight\"} %llu\n",
+		   (unsigned long long)t->queued, (unsigned long long)t->deferred,
+		   (unsigned long long)t->in_flight);
+	prom_head(&b, "ringpost_connections", "gauge", "Open connections, by direction.");
+	buf_printf(&b,
+		   "ringpost_connections{direction=\"outbound\"} %llu\n"
+		   "ringpost_connections{direction=\"inbound\"} %llu\n",
+		   (unsigned long long)t->connections, (unsigned long long)snap->inbound_connections);
+	prom_head(&b, "ringpost_spool_bytes", "gauge", "Spool size in bytes.");
+	buf_printf(&b,
+		   "ringpost_spool_bytes{kind=\"used\"} %llu\n"
+		   "ringpost_spool_bytes{kind=\"file\"} %llu\n"
+		   "ringpost_spool_bytes{kind=\"limit\"} %llu\n",
+		   (unsigned long long)u.used, (unsigned long long)u.file_size,
+		   (unsigned long long)u.map_size);
+	prom_hist(&b, "ringpost_delivery_latency_seconds",
+		  "Seconds from submission to delivery, per recipient.", &snap->delivery,
+		  stats_delivery_bounds, STATS_DELIVERY_BUCKETS);
+	prom_hist(&b, "ringpost_smtp_transaction_seconds",
+		  "Seconds per outbound SMTP transaction.", &snap->txn, stats_txn_bounds,
+		  STATS_TXN_BUCKETS);
+	http_respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", buf_head(&b), buf_used(&b),
+		     NULL);
+	buf_free(&b);
+}
+
+void api_metrics(struct api_session *s, const char *arg)
+{
+	(void)arg;
+	gather(s, answer_metrics);
+}
+
+void api_healthz(struct api_session *s, const char *arg)
+{
+	(void)arg;
+	if (s->srv->shutting_down) {
+		http_error(s, 503, "unavailable", "shutting down");
+		return;
+	}
+	if (!spool_accepting(s->srv->spool)) {
+		http_error(s, 503, "unavailable", "the spool is full");
+		return;
+	}
+	static const char ok[] = "{\"status\":\"ok\"}\n";
+	http_respond(s, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+}
+
+/* ---- administration ---------------------------------------------------- */
+
+struct admin_job {
+	struct api_admin_req req;
+	struct api_session *s;
+};
+
+static void admin_done(struct api_admin_req *req)
+{
+	struct admin_job *j = RP_CONTAINER_OF(req, struct admin_job, req);
+	struct api_session *s = j->s;
+	if (!s->released) {
+		if (!req->found && req->op != API_ADMIN_SUSPEND) {
+			http_error(s, 404, "not_found", "no queue for domain %s", req->domain);
+		} else {
+			struct buf b = {0};
+			static const char *const names[] = {"retry", "suspend", "resume", "purge"};
+			buf_puts(&b, "{\"domain\":");
+			http_json_str(&b, req->domain, strlen(req->domain));
+			buf_printf(&b, ",\"action\":\"%s\",\"recipients\":%llu}", names[req->op],
+				   (unsigned long long)req->affected);
+			http_respond_json(s, 200, &b);
+		}
+	}
+	free(j);
+	http_end_async(s);
+}
+
+void api_queue_admin(struct api_session *s, const char *arg)
+{
+	/* arg: "DOMAIN/ACTION" */
+	static const struct {
+		const char *name;
+		enum api_admin_op op;
+	} actions[] = {{"retry", API_ADMIN_RETRY},
+		       {"suspend", API_ADMIN_SUSPEND},
+		       {"resume", API_ADMIN_RESUME},
+		       {"purge", API_ADMIN_PURGE}};
+	const char *slash = strrchr(arg, '/');
+	if (!slash || slash == arg || (size_t)(slash - arg) >= 256) {
+		http_error(s, 404, "not_found", "use POST /v1/queue/DOMAIN/retry|suspend|resume|purge");
+		return;
+	}
+	int op = -1;
+	for (size_t i = 0; i < RP_ARRAY_LEN(actions); i++)
+		if (!strcmp(slash + 1, actions[i].name))
+			op = (int)actions[i].op;
+	if (op < 0) {
+		http_error(s, 404, "not_found", "unknown action '%.32s'", slash + 1);
+		return;
+	}
+	if (!s->srv->ops->admin) {
+		http_error(s, 503, "unavailable", "queue administration is not available");
+		return;
+	}
+	struct admin_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
+	j->req.op = (enum api_admin_op)op;
+	memcpy(j->req.domain, arg, (size_t)(slash - arg));
+	rp_lower(j->req.domain);
+	char mode[16];
+	j->req.bounce = http_query_param(s, "mode", mode, sizeof(mode)) && !strcmp(mode, "bounce");
+	j->req.done = admin_done;
+	http_begin_async(s);
+	s->srv->ops->admin(s->srv->ctx, &j->req);
+}

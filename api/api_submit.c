@@ -1,0 +1,789 @@
+/* api_submit.c - POST /v1/messages and POST /v1/messages/batch.
+ *
+ * A request is parsed (jansson), every message validated and built (MIME,
+ * or the caller's raw message), handed to the spool writer, and answered
+ * with 202 only when every accepted message of the request is durable.
+ * Validation names the field: 400 for wrong shapes, 422 for bad addresses,
+ * 413 for sizes, 503 (Retry-After) when the spool refuses new mail.
+ * {{name}} in subject, text and html is rendered per recipient (recipient
+ * vars over message vars); only then does each recipient get its own body.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+#include "mime.h"
+#include "queue/addr.h"
+#include "queue/log.h"
+#include "queue/msg_header.h"
+#include "queue/util.h"
+#include "template.h"
+
+#define TO_LIST_MAX 10 /* more recipients than this: To: undisclosed-recipients:; */
+
+struct api_rcpt {
+	const char *email;   /* JSON string, lives with the JSON document */
+	size_t len;
+	size_t at;           /* offset of '@' */
+	json_t *vars;        /* recipient vars object or NULL */
+};
+
+struct api_msg {
+	struct spool_req req;
+	struct api_submit *sub;
+	uint64_t id;
+	int status;                /* 0 = accepted so far; else its HTTP status */
+	char code[24];
+	char message[320];
+	struct buf body;           /* the shared body */
+	struct buf *variants;      /* per-recipient bodies */
+	struct iovec *viov;
+	struct iovec iov;
+	struct spool_rcpt *rcpts;
+	struct api_rcpt *to;
+	unsigned nrcpt;
+	char *sender;              /* envelope sender */
+	char source[96];
+	uint64_t submit_ms;
+};
+
+struct api_submit {
+	struct api_session *s;
+	json_t *doc;
+	bool batch;
+	unsigned n, pending;
+	struct api_msg *msgs;
+};
+
+static void msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
+	RP_PRINTF(4, 5);
+static void msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
+{
+	if (m->status)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(m->message, sizeof(m->message), fmt, ap);
+	va_end(ap);
+	m->status = status;
+	snprintf(m->code, sizeof(m->code), "%s", code);
+}
+
+/* ---- fields ------------------------------------------------------------ */
+
+/* split_mailbox - "Name <a@b>" or "a@b": the address part. */
+static bool split_mailbox(const char *s, const char **addr, size_t *len)
+{
+	const char *lt = strrchr(s, '<');
+	if (!lt) {
+		*addr = s;
+		*len = strlen(s);
+		return true;
+	}
+	const char *gt = strchr(lt, '>');
+	if (!gt || gt[1])
+		return false;
+	*addr = lt + 1;
+	*len = (size_t)(gt - lt - 1);
+	return true;
+}
+
+static bool check_address(struct api_msg *m, const char *field, const char *a, size_t n,
+			  size_t *at)
+{
+	enum addr_error e = addr_check(a, n, true, at);
+	if (e == ADDR_OK)
+		return true;
+	msg_error(m, 422, "invalid_address", "%s: '%.*s' is not a valid address (%s)", field,
+		  (int)RP_MIN(n, (size_t)200), a, addr_error_str(e));
+	return false;
+}
+
+static const char *opt_string(struct api_msg *m, json_t *o, const char *key, size_t *len)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v))
+		return NULL;
+	if (!json_is_string(v)) {
+		msg_error(m, 400, "bad_field", "%s must be a string", key);
+		return NULL;
+	}
+	if (len)
+		*len = json_string_length(v);
+	return json_string_value(v);
+}
+
+static bool scalar_vars(struct api_msg *m, json_t *vars, const char *where)
+{
+	if (!vars)
+		return true;
+	if (!json_is_object(vars)) {
+		msg_error(m, 400, "bad_field", "%s must be an object", where);
+		return false;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(vars, k, v)
+	{
+		if (json_is_object(v) || json_is_array(v)) {
+			msg_error(m, 400, "bad_field", "%s.%s must be a string, number or boolean",
+				  where, k);
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool parse_recipients(struct api_msg *m, json_t *to, uint32_t max)
+{
+	json_t *one = NULL;
+	size_t n;
+	if (json_is_string(to) || json_is_object(to)) {
+		one = to;
+		n = 1;
+	} else if (json_is_array(to)) {
+		n = json_array_size(to);
+	} else {
+		msg_error(m, 400, "bad_field", "to must be an array of addresses");
+		return false;
+	}
+	if (!n) {
+		msg_error(m, 400, "bad_field", "to must name at least one recipient");
+		return false;
+	}
+	if (n > max) {
+		msg_error(m, 400, "bad_field", "to has %zu recipients; at most %u are allowed", n, max);
+		return false;
+	}
+	m->to = xcalloc(n, sizeof(*m->to));
+	m->nrcpt = (unsigned)n;
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = one ? one : json_array_get(to, i);
+		struct api_rcpt *r = &m->to[i];
+		char where[40];
+		snprintf(where, sizeof(where), "to[%zu]", i);
+		json_t *email = e;
+		if (json_is_object(e)) {
+			const char *k;
+			json_t *v;
+			json_object_foreach(e, k, v)
+			{
+				if (strcmp(k, "email") && strcmp(k, "vars")) {
+					msg_error(m, 400, "bad_field", "%s: unknown field '%s'", where, k);
+					return false;
+				}
+			}
+			email = json_object_get(e, "email");
+			r->vars = json_object_get(e, "vars");
+			char vw[48];
+			snprintf(vw, sizeof(vw), "%s.vars", where);
+			if (!scalar_vars(m, r->vars, vw))
+				return false;
+		}
+		if (!json_is_string(email)) {
+			msg_error(m, 400, "bad_field", "%s must be an address or {\"email\", \"vars\"}",
+				  where);
+			return false;
+		}
+		r->email = json_string_value(email);
+		r->len = json_string_length(email);
+		if (!check_address(m, where, r->email, r->len, &r->at))
+			return false;
+	}
+	return true;
+}
+
+/* ---- rendering --------------------------------------------------------- */
+
+struct lookup_ctx {
+	json_t *rcpt_vars, *msg_vars;
+	char scratch[64];
+};
+
+static const char *lookup(void *arg, const char *name, size_t len, size_t *vlen)
+{
+	struct lookup_ctx *c = arg;
+	json_t *v = NULL;
+	if (c->rcpt_vars)
+		v = json_object_getn(c->rcpt_vars, name, len);
+	if (!v && c->msg_vars)
+		v = json_object_getn(c->msg_vars, name, len);
+	if (!v)
+		return NULL;
+	if (json_is_string(v)) {
+		*vlen = json_string_length(v);
+		return json_string_value(v);
+	}
+	if (json_is_integer(v))
+		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "%lld",
+					 (long long)json_integer_value(v));
+	else if (json_is_real(v))
+		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "%g", json_real_value(v));
+	else if (json_is_true(v))
+		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "true");
+	else if (json_is_false(v))
+		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "false");
+	else
+		*vlen = 0, c->scratch[0] = '\0';
+	return c->scratch;
+}
+
+static char *render(const char *s, size_t n, struct lookup_ctx *lc, bool html, size_t *out_len)
+{
+	struct buf b = {0};
+	template_render(&b, s, n, lookup, lc, html);
+	*out_len = buf_used(&b);
+	return buf_cstr(&b); /* the buf's storage, freed by the caller */
+}
+
+static void received(struct api_msg *m, struct buf *out, const char *hostname)
+{
+	char id[17], date[64];
+	rp_id_format(m->id, id);
+	rp_rfc5322_date(m->submit_ms, date, sizeof(date));
+	buf_printf(out, "Received: from api (%s)\r\n\tby %s (ringpost) with HTTP id %s; %s\r\n",
+		   m->source, hostname, id, date);
+}
+
+/* build_mime - subject/text/html/headers/attachments into one body (or one
+ * per recipient when placeholders are used). */
+static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cfg)
+{
+	size_t subj_len = 0, text_len = 0, html_len = 0;
+	const char *from = opt_string(m, o, "from", NULL);
+	const char *subject = opt_string(m, o, "subject", &subj_len);
+	const char *text = opt_string(m, o, "text", &text_len);
+	const char *html = opt_string(m, o, "html", &html_len);
+	if (m->status)
+		return false;
+	if (!text && !html) {
+		msg_error(m, 400, "bad_field", "one of text, html or raw is required");
+		return false;
+	}
+	json_t *vars = json_object_get(o, "vars");
+	if (!scalar_vars(m, vars, "vars"))
+		return false;
+
+	/* Extra headers. */
+	json_t *hdrs = json_object_get(o, "headers");
+	struct mime_header *hv = NULL;
+	unsigned nh = 0;
+	const char *to_override = NULL;
+	bool ok = false;
+	struct buf att_data = {0};
+	struct mime_attachment *att = NULL;
+	unsigned natt = 0;
+	if (hdrs && !json_is_null(hdrs)) {
+		if (!json_is_object(hdrs)) {
+			msg_error(m, 400, "bad_field", "headers must be an object");
+			goto out;
+		}
+		hv = xcalloc(json_object_size(hdrs) + 1, sizeof(*hv));
+		const char *k;
+		json_t *v;
+		json_object_foreach(hdrs, k, v)
+		{
+			if (!mime_header_name_ok(k)) {
+				msg_error(m, 400, "bad_field", "headers: '%s' is not a valid header name", k);
+				goto out;
+			}
+			if (!json_is_string(v) ||
+			    !mime_header_value_ok(json_string_value(v), json_string_length(v))) {
+				msg_error(m, 400, "bad_field",
+					  "headers.%s must be a string without line breaks", k);
+				goto out;
+			}
+			if (!strcasecmp(k, "To")) {
+				to_override = json_string_value(v);
+				continue;
+			}
+			if (mime_header_reserved(k)) {
+				msg_error(m, 400, "bad_field",
+					  "headers.%s is set by ringpost; use the message fields", k);
+				goto out;
+			}
+			hv[nh].name = k;
+			hv[nh].value = json_string_value(v);
+			nh++;
+		}
+	}
+
+	/* Attachments: decoded into one buffer, then pointed at. */
+	json_t *atts = json_object_get(o, "attachments");
+	if (atts && !json_is_null(atts)) {
+		if (!json_is_array(atts)) {
+			msg_error(m, 400, "bad_field", "attachments must be an array");
+			goto out;
+		}
+		natt = (unsigned)json_array_size(atts);
+		att = xcalloc(natt + 1, sizeof(*att));
+		size_t *offs = xcalloc(natt + 1, sizeof(*offs));
+		for (unsigned i = 0; i < natt; i++) {
+			json_t *a = json_array_get(atts, i);
+			json_t *fn = json_object_get(a, "filename");
+			json_t *ct = json_object_get(a, "content_type");
+			json_t *content = json_object_get(a, "content");
+			if (!json_is_object(a) || !json_is_string(content) ||
+			    (fn && !json_is_string(fn)) || (ct && !json_is_string(ct))) {
+				msg_error(m, 400, "bad_field",
+					  "attachments[%u] needs filename, content_type (strings) and content (base64)",
+					  i);
+				free(offs);
+				goto out;
+			}
+			offs[i] = buf_used(&att_data);
+			if (!mime_base64_decode(json_string_value(content), json_string_length(content),
+						&att_data)) {
+				msg_error(m, 400, "bad_field", "attachments[%u].content is not valid base64",
+					  i);
+				free(offs);
+				goto out;
+			}
+			att[i].filename = fn ? json_string_value(fn) : NULL;
+			att[i].content_type = ct ? json_string_value(ct) : NULL;
+			if (att[i].filename &&
+			    !mime_header_value_ok(att[i].filename, strlen(att[i].filename))) {
+				msg_error(m, 400, "bad_field", "attachments[%u].filename has a line break", i);
+				free(offs);
+				goto out;
+			}
+		}
+		offs[natt] = buf_used(&att_data);
+		for (unsigned i = 0; i < natt; i++) {
+			att[i].data = (const unsigned char *)buf_head(&att_data) + offs[i];
+			att[i].len = offs[i + 1] - offs[i];
+		}
+		free(offs);
+	}
+
+	bool per_rcpt = (subject && template_has_vars(subject, subj_len)) ||
+			(text && template_has_vars(text, text_len)) ||
+			(html && template_has_vars(html, html_len));
+	char mid[64], id[17];
+	rp_id_format(m->id, id);
+	struct mime_message mm = {
+		.from = from,
+		.subject = subject,
+		.text = text,
+		.text_len = text_len,
+		.html = html,
+		.html_len = html_len,
+		.headers = hv,
+		.nheaders = nh,
+		.attachments = att,
+		.nattachments = natt,
+		.message_id = mid,
+		.date_ms = m->submit_ms,
+		.seed = m->id,
+	};
+	char err[200];
+	if (!per_rcpt) {
+		struct buf to = {0};
+		if (to_override) {
+			buf_puts(&to, to_override);
+		} else if (m->nrcpt <= TO_LIST_MAX) {
+			for (unsigned i = 0; i < m->nrcpt; i++) {
+				if (i)
+					buf_puts(&to, ", ");
+				buf_append(&to, m->to[i].email, m->to[i].len);
+			}
+		} else {
+			buf_puts(&to, "undisclosed-recipients:;");
+		}
+		mm.to = buf_cstr(&to);
+		snprintf(mid, sizeof(mid), "%s@%s", id, cfg->hostname);
+		received(m, &m->body, cfg->hostname);
+		bool built = mime_build(&mm, &m->body, err, sizeof(err));
+		buf_free(&to);
+		if (!built) {
+			msg_error(m, 400, "bad_field", "%s", err);
+			goto out;
+		}
+		if (buf_used(&m->body) > cfg->max_message_size) {
+			msg_error(m, 413, "too_large", "the message is %zu bytes; the limit is %llu",
+				  buf_used(&m->body), (unsigned long long)cfg->max_message_size);
+			goto out;
+		}
+		ok = true;
+		goto out;
+	}
+	m->variants = xcalloc(m->nrcpt, sizeof(*m->variants));
+	m->viov = xcalloc(m->nrcpt, sizeof(*m->viov));
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		struct lookup_ctx lc = {.rcpt_vars = m->to[i].vars, .msg_vars = vars};
+		size_t sl = 0, tl = 0, hl = 0;
+		char *rs = subject ? render(subject, subj_len, &lc, false, &sl) : NULL;
+		char *rt = text ? render(text, text_len, &lc, false, &tl) : NULL;
+		char *rh = html ? render(html, html_len, &lc, true, &hl) : NULL;
+		char to[ADDR_MAX + 1];
+		snprintf(to, sizeof(to), "%.*s", (int)m->to[i].len, m->to[i].email);
+		mm.to = to_override ? to_override : to;
+		mm.subject = rs;
+		mm.text = rt;
+		mm.text_len = tl;
+		mm.html = rh;
+		mm.html_len = hl;
+		mm.seed = m->id * 1000003 + i;
+		snprintf(mid, sizeof(mid), "%s.%u@%s", id, i, cfg->hostname);
+		received(m, &m->variants[i], cfg->hostname);
+		bool built = mime_build(&mm, &m->variants[i], err, sizeof(err));
+		free(rs);
+		free(rt);
+		free(rh);
+		if (!built) {
+			msg_error(m, 400, "bad_field", "%s", err);
+			goto out;
+		}
+		if (buf_used(&m->variants[i]) > cfg->max_message_size) {
+			msg_error(m, 413, "too_large", "the message for to[%u] is %zu bytes; the limit is %llu",
+				  i, buf_used(&m->variants[i]), (unsigned long long)cfg->max_message_size);
+			goto out;
+		}
+		m->viov[i].iov_base = buf_head(&m->variants[i]);
+		m->viov[i].iov_len = buf_used(&m->variants[i]);
+	}
+	ok = true;
+out:
+	free(hv);
+	free(att);
+	buf_free(&att_data);
+	return ok;
+}
+
+/* build_raw - the caller's own RFC 5322 message. */
+static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg)
+{
+	static const char *const excluded[] = {"subject", "text", "html", "headers", "attachments"};
+	for (size_t i = 0; i < RP_ARRAY_LEN(excluded); i++)
+		if (json_object_get(o, excluded[i])) {
+			msg_error(m, 400, "bad_field", "raw cannot be combined with %s", excluded[i]);
+			return false;
+		}
+	size_t len = 0;
+	const char *raw = opt_string(m, o, "raw", &len);
+	if (!raw)
+		return false;
+	if (memchr(raw, '\0', len)) {
+		msg_error(m, 400, "bad_field", "raw contains a NUL byte");
+		return false;
+	}
+	struct buf content = {0};
+	buf_append(&content, raw, len);
+	msg_normalize_newlines(&content, 0);
+	struct msg_header_info hi;
+	msg_header_scan(buf_head(&content), buf_used(&content), &hi);
+	if (!hi.fields) {
+		buf_free(&content);
+		msg_error(m, 400, "bad_field", "raw is not an RFC 5322 message (no header fields)");
+		return false;
+	}
+	received(m, &m->body, cfg->hostname);
+	msg_add_missing(&m->body, &hi, true, m->id, cfg->hostname, m->submit_ms);
+	buf_append(&m->body, buf_head(&content), buf_used(&content));
+	buf_free(&content);
+	if (!addr_is_ascii(raw, len))
+		m->req.u.submit.msg.flags |= MSG_F_8BIT;
+	if (buf_used(&m->body) > cfg->max_message_size) {
+		msg_error(m, 413, "too_large", "the message is %zu bytes; the limit is %llu",
+			  buf_used(&m->body), (unsigned long long)cfg->max_message_size);
+		return false;
+	}
+	return true;
+}
+
+/* ---- one message ------------------------------------------------------- */
+
+static void msg_committed(struct mq_item *item, void *ctx);
+
+static const char *const message_fields[] = {
+	"from", "to", "subject", "text", "html", "headers", "vars", "attachments", "raw",
+};
+
+/* prepare - validate and build one message; on success it is handed to the
+ * spool (m->req) and the request waits for it. */
+static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
+{
+	struct api_server *srv = sub->s->srv;
+	const struct api_config *cfg = srv->cfg;
+	m->sub = sub;
+	m->submit_ms = rp_now_ms();
+	if (!json_is_object(o)) {
+		msg_error(m, 400, "bad_field", "a message must be a JSON object");
+		return;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v)
+	{
+		bool known = false;
+		for (size_t i = 0; i < RP_ARRAY_LEN(message_fields); i++)
+			known |= !strcmp(k, message_fields[i]);
+		if (!known) {
+			msg_error(m, 400, "bad_field", "unknown field '%s'", k);
+			return;
+		}
+	}
+	const char *from = opt_string(m, o, "from", NULL);
+	if (m->status)
+		return;
+	if (!from) {
+		msg_error(m, 400, "bad_field", "from is required");
+		return;
+	}
+	const char *fa;
+	size_t fl;
+	if (!split_mailbox(from, &fa, &fl)) {
+		msg_error(m, 422, "invalid_address", "from: '%s' is not an address", from);
+		return;
+	}
+	if (!check_address(m, "from", fa, fl, NULL))
+		return;
+	json_t *to = json_object_get(o, "to");
+	if (!to) {
+		msg_error(m, 400, "bad_field", "to is required");
+		return;
+	}
+	if (!parse_recipients(m, to, cfg->max_recipients))
+		return;
+	if (!spool_accepting(srv->spool)) {
+		msg_error(m, 503, "unavailable", "the spool is full; retry later");
+		return;
+	}
+	m->id = spool_next_id(srv->spool);
+	snprintf(m->source, sizeof(m->source), "key #%d %s", sub->s->req.key_index,
+		 sub->s->peer);
+	m->sender = xstrndup(fa, fl);
+	bool built = json_object_get(o, "raw") ? build_raw(m, o, cfg) : build_mime(m, o, cfg);
+	if (!built)
+		return;
+
+	struct spool_submit *ss = &m->req.u.submit;
+	m->rcpts = xcalloc(m->nrcpt, sizeof(*m->rcpts));
+	bool utf8 = !addr_is_ascii(fa, fl);
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		m->rcpts[i].addr = m->to[i].email;
+		m->rcpts[i].addr_len = m->to[i].len;
+		m->rcpts[i].variant = m->variants ? i + 1 : 0;
+		utf8 |= !addr_is_ascii(m->to[i].email, m->to[i].len);
+	}
+	m->req.type = SPOOL_REQ_SUBMIT;
+	m->req.reply_to = loop_inbox(srv->loop);
+	m->req.reply_fn = msg_committed;
+	ss->msg.id = m->id;
+	ss->msg.submit_ms = m->submit_ms;
+	ss->msg.flags |= (utf8 ? MSG_F_SMTPUTF8 : 0) | (m->variants ? MSG_F_VARIANTS : 0);
+	ss->msg.nrcpt = m->nrcpt;
+	ss->msg.sender = m->sender;
+	ss->msg.sender_len = fl;
+	ss->msg.source = m->source;
+	ss->msg.source_len = strlen(m->source);
+	m->iov.iov_base = buf_head(&m->body);
+	m->iov.iov_len = buf_used(&m->body);
+	ss->body = &m->iov;
+	ss->nbody = 1;
+	ss->msg.body_len = m->iov.iov_len;
+	ss->variants = m->viov;
+	ss->nvariants = m->variants ? m->nrcpt : 0;
+	ss->rcpts = m->rcpts;
+	sub->pending++;
+	spool_request(srv->spool, &m->req);
+}
+
+static void msg_free(struct api_msg *m)
+{
+	buf_free(&m->body);
+	if (m->variants)
+		for (unsigned i = 0; i < m->nrcpt; i++)
+			buf_free(&m->variants[i]);
+	free(m->variants);
+	free(m->viov);
+	free(m->rcpts);
+	free(m->to);
+	free(m->sender);
+}
+
+/* ---- answers ----------------------------------------------------------- */
+
+static void result_json(struct buf *b, const struct api_msg *m)
+{
+	char id[17];
+	if (m->status) {
+		buf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":", m->code);
+		http_json_str(b, m->message, strlen(m->message));
+		buf_puts(b, "}}");
+		return;
+	}
+	rp_id_format(m->id, id);
+	buf_printf(b, "{\"id\":\"%s\",\"recipients\":[", id);
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		buf_puts(b, i ? ",{\"email\":" : "{\"email\":");
+		http_json_str(b, m->to[i].email, m->to[i].len);
+		buf_printf(b, ",\"id\":\"%s.%u\"}", id, i);
+	}
+	buf_puts(b, "]}");
+}
+
+static void submit_finish(struct api_submit *sub)
+{
+	struct api_session *s = sub->s;
+	struct buf b = {0};
+	if (!s->released) {
+		if (!sub->batch) {
+			struct api_msg *m = &sub->msgs[0];
+			if (m->status) {
+				http_error(s, m->status, m->code, "%s", m->message);
+			} else {
+				result_json(&b, m);
+				http_respond_json(s, 202, &b);
+			}
+		} else {
+			buf_puts(&b, "{\"results\":[");
+			for (unsigned i = 0; i < sub->n; i++) {
+				if (i)
+					buf_puts(&b, ",");
+				result_json(&b, &sub->msgs[i]);
+			}
+			buf_puts(&b, "]}");
+			http_respond_json(s, 202, &b);
+		}
+	}
+	buf_free(&b);
+	for (unsigned i = 0; i < sub->n; i++)
+		msg_free(&sub->msgs[i]);
+	free(sub->msgs);
+	json_decref(sub->doc);
+	free(sub);
+	http_end_async(s);
+}
+
+/* route - the message is durable: its recipients go to their schedulers. */
+static void route(struct api_server *srv, struct api_msg *m)
+{
+	struct sched_add adds[m->nrcpt];
+	char *domains = xmalloc(ADDR_MAX * (size_t)m->nrcpt + m->nrcpt + 1);
+	char *w = domains;
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		const struct api_rcpt *r = &m->to[i];
+		size_t dl = r->len - r->at - 1;
+		memcpy(w, r->email + r->at + 1, dl);
+		w[dl] = '\0';
+		rp_lower(w);
+		adds[i] = (struct sched_add){.msgid = m->id, .idx = i, .domain = w,
+					     .submit_ms = m->submit_ms, .own_body = m->variants != NULL};
+		w += dl + 1;
+	}
+	srv->ops->route(srv->ctx, adds, m->nrcpt);
+	free(domains);
+}
+
+static void msg_committed(struct mq_item *item, void *ctx)
+{
+	struct api_msg *m = RP_CONTAINER_OF(item, struct api_msg, req.item);
+	struct api_submit *sub = m->sub;
+	struct api_server *srv = sub->s->srv;
+	(void)ctx;
+	if (m->req.status == SPOOL_OK) {
+		route(srv, m);
+		srv->accepted++;
+		if (log_enabled(LOG_INFO)) {
+			char id[17];
+			rp_id_format(m->id, id);
+			size_t size = m->iov.iov_len;
+			for (unsigned i = 0; m->viov && i < m->nrcpt; i++)
+				size += m->viov[i].iov_len;
+			log_info("api accepted id=%s from=<%s> nrcpt=%u size=%zu client=%s", id,
+				 m->sender, m->nrcpt, size, sub->s->peer);
+		}
+	} else if (m->req.status == SPOOL_EFULL) {
+		msg_error(m, 503, "unavailable", "the spool is full; retry later");
+	} else {
+		msg_error(m, 503, "unavailable", "the spool could not store the message; retry later");
+	}
+	if (m->status)
+		srv->rejected++;
+	if (--sub->pending == 0)
+		submit_finish(sub);
+}
+
+/* begin - parse the request body; NULL after answering an error. */
+static struct api_submit *begin(struct api_session *s)
+{
+	/* The body is JSON whatever the Content-Type says: `curl -d` sends
+	 * application/x-www-form-urlencoded, and refusing it helps nobody. */
+	json_error_t je;
+	json_t *doc = json_loadb(buf_head(&s->req.body), buf_used(&s->req.body),
+				 JSON_REJECT_DUPLICATES, &je);
+	if (!doc) {
+		http_error(s, 400, "bad_json", "invalid JSON at line %d, column %d: %s", je.line,
+			   je.column, je.text);
+		return NULL;
+	}
+	struct api_submit *sub = xcalloc(1, sizeof(*sub));
+	sub->s = s;
+	sub->doc = doc;
+	return sub;
+}
+
+static void run(struct api_submit *sub, json_t *const *objs, unsigned n)
+{
+	sub->n = n;
+	sub->msgs = xcalloc(n, sizeof(*sub->msgs));
+	http_begin_async(sub->s);
+	/* Hold one count so that early commits cannot finish the request
+	 * before every message has been handed over. */
+	sub->pending = 1;
+	for (unsigned i = 0; i < n; i++) {
+		prepare(sub, &sub->msgs[i], objs[i]);
+		if (sub->msgs[i].status)
+			sub->s->srv->rejected++;
+	}
+	if (--sub->pending == 0)
+		submit_finish(sub);
+}
+
+void api_submit_one(struct api_session *s, const char *arg)
+{
+	(void)arg;
+	struct api_submit *sub = begin(s);
+	if (!sub)
+		return;
+	json_t *o = sub->doc;
+	run(sub, &o, 1);
+}
+
+void api_submit_batch(struct api_session *s, const char *arg)
+{
+	(void)arg;
+	struct api_submit *sub = begin(s);
+	if (!sub)
+		return;
+	json_t *msgs = json_object_get(sub->doc, "messages");
+	const char *err = NULL;
+	if (!json_is_object(sub->doc) || json_object_size(sub->doc) != 1 || !json_is_array(msgs))
+		err = "the body must be {\"messages\": [...]}";
+	else if (!json_array_size(msgs))
+		err = "messages is empty";
+	if (!err && json_array_size(msgs) > s->srv->cfg->max_batch) {
+		http_error(s, 413, "too_large", "messages has %zu entries; at most %u per batch",
+			   json_array_size(msgs), s->srv->cfg->max_batch);
+		json_decref(sub->doc);
+		free(sub);
+		return;
+	}
+	if (err) {
+		http_error(s, 400, "bad_field", "%s", err);
+		json_decref(sub->doc);
+		free(sub);
+		return;
+	}
+	size_t n = json_array_size(msgs);
+	sub->batch = true;
+	json_t **objs = xcalloc(n, sizeof(*objs));
+	for (size_t i = 0; i < n; i++)
+		objs[i] = json_array_get(msgs, i);
+	run(sub, objs, (unsigned)n);
+	free(objs);
+}

@@ -1,0 +1,629 @@
+/* http.c - HTTP/1.1 sessions for the API: parsing, limits, auth, routing,
+ * responses (see http.h).
+ *
+ * Limits: request line + headers 16 KiB (431), URL 8 KiB (414), body
+ * [api] max_request (413, answered before the body is read when the length
+ * is declared), keep-alive idle time. Any parse error gets 400 and the
+ * connection is closed; a limit error too, since the rest of the stream can
+ * no longer be trusted to be in step.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "queue/log.h"
+#include "queue/util.h"
+
+#define PAUSE_INPUT_BYTES (8u << 20)
+
+static void session_process(struct api_session *s);
+static void session_free(struct api_session *s);
+
+/* ---- responses --------------------------------------------------------- */
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 100:
+		return "Continue";
+	case 200:
+		return "OK";
+	case 202:
+		return "Accepted";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 413:
+		return "Payload Too Large";
+	case 414:
+		return "URI Too Long";
+	case 415:
+		return "Unsupported Media Type";
+	case 422:
+		return "Unprocessable Entity";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	}
+	return "Unknown";
+}
+
+void http_respond(struct api_session *s, int status, const char *ctype, const char *body,
+		  size_t len, const char *extra_headers)
+{
+	struct buf *out = conn_outbuf(&s->conn);
+	if (conn_closing(&s->conn))
+		return;
+	buf_printf(out, "HTTP/1.1 %d %s\r\nServer: ringpost\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+		   status, reason(status), ctype, len, extra_headers ? extra_headers : "",
+		   s->keep_alive ? "" : "Connection: close\r\n");
+	buf_append(out, body, len);
+	conn_flush_soon(&s->conn);
+	s->srv->requests++;
+}
+
+void http_respond_json(struct api_session *s, int status, struct buf *body)
+{
+	buf_append(body, "\n", 1);
+	http_respond(s, status, "application/json", buf_head(body), buf_used(body), NULL);
+	buf_free(body);
+}
+
+void http_json_str(struct buf *b, const char *str, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	buf_append(b, "\"", 1);
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)str[i];
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		buf_append(b, str + run, i - run);
+		run = i + 1;
+		switch (c) {
+		case '"':
+			buf_append(b, "\\\"", 2);
+			break;
+		case '\\':
+			buf_append(b, "\\\\", 2);
+			break;
+		case '\n':
+			buf_append(b, "\\n", 2);
+			break;
+		case '\r':
+			buf_append(b, "\\r", 2);
+			break;
+		case '\t':
+			buf_append(b, "\\t", 2);
+			break;
+		default: {
+			char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			buf_append(b, u, 6);
+		}
+		}
+	}
+	buf_append(b, str + run, n - run);
+	buf_append(b, "\"", 1);
+}
+
+void http_error(struct api_session *s, int status, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct buf b = {0};
+	buf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
+	http_json_str(&b, msg, strlen(msg));
+	buf_puts(&b, "}}\n");
+	const char *extra = NULL;
+	if (status == 503)
+		extra = "Retry-After: 30\r\n";
+	else if (status == 401)
+		extra = "WWW-Authenticate: Bearer realm=\"ringpost\"\r\n";
+	http_respond(s, status, "application/json", buf_head(&b), buf_used(&b), extra);
+	buf_free(&b);
+}
+
+/* ---- auth -------------------------------------------------------------- */
+
+/* key_match - constant-time: compares digests of equal length, for every
+ * key, without stopping at the first match. Returns key index + 1 or 0. */
+static int key_match(const struct api_config *cfg, const char *token, size_t n)
+{
+	unsigned char want[SHA256_DIGEST_LENGTH], have[SHA256_DIGEST_LENGTH];
+	int found = 0;
+	SHA256((const unsigned char *)token, n, have);
+	for (unsigned i = 0; i < cfg->nkeys; i++) {
+		SHA256((const unsigned char *)cfg->keys[i], strlen(cfg->keys[i]), want);
+		int eq = CRYPTO_memcmp(want, have, sizeof(have)) == 0;
+		found |= eq ? (int)i + 1 : 0;
+	}
+	return found;
+}
+
+/* ---- parsing ----------------------------------------------------------- */
+
+static struct api_session *of(http_parser *p)
+{
+	return p->data;
+}
+
+static int fail(struct api_session *s, int status, const char *code, const char *msg)
+{
+	if (!s->req.error) {
+		s->req.error = status;
+		s->req.error_code = code;
+		s->req.error_msg = msg;
+	}
+	return -1;
+}
+
+static bool header_is(const struct buf *b, const char *name)
+{
+	return buf_used(b) == strlen(name) && !strncasecmp(buf_head(b), name, buf_used(b));
+}
+
+static void header_done(struct api_session *s)
+{
+	struct http_request *r = &s->req;
+	if (!buf_used(&r->field))
+		return;
+	const char *v = buf_cstr(&r->value);
+	if (header_is(&r->field, "Authorization")) {
+		while (*v == ' ')
+			v++;
+		if (!strncasecmp(v, "Bearer ", 7)) {
+			const char *t = v + 7;
+			while (*t == ' ')
+				t++;
+			size_t n = strlen(t);
+			while (n && t[n - 1] == ' ')
+				n--;
+			r->key_index = key_match(s->srv->cfg, t, n);
+		}
+	} else if (header_is(&r->field, "Expect")) {
+		r->expect_continue = !strncasecmp(v, "100-continue", 12);
+	}
+	buf_reset(&r->field);
+	buf_reset(&r->value);
+	r->in_value = false;
+}
+
+static int on_message_begin(http_parser *p)
+{
+	struct http_request *r = &of(p)->req;
+	buf_reset(&r->url);
+	buf_reset(&r->body);
+	buf_reset(&r->field);
+	buf_reset(&r->value);
+	r->in_value = false;
+	r->header_bytes = 0;
+	r->key_index = 0;
+	r->expect_continue = false;
+	r->complete = false;
+	return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+	struct api_session *s = of(p);
+	if (buf_used(&s->req.url) + n > HTTP_MAX_URL)
+		return fail(s, 414, "uri_too_long", "the request URI is longer than 8 KiB");
+	buf_append(&s->req.url, at, n);
+	return 0;
+}
+
+static int header_bytes(struct api_session *s, size_t n)
+{
+	s->req.header_bytes += n;
+	if (s->req.header_bytes > HTTP_MAX_HEADER)
+		return fail(s, 431, "headers_too_large", "request headers exceed 16 KiB");
+	return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+	struct api_session *s = of(p);
+	if (s->req.in_value)
+		header_done(s);
+	buf_append(&s->req.field, at, n);
+	return header_bytes(s, n);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+	struct api_session *s = of(p);
+	s->req.in_value = true;
+	buf_append(&s->req.value, at, n);
+	return header_bytes(s, n);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct api_session *s = of(p);
+	header_done(s);
+	s->req.method = (enum http_method)p->method;
+	uint64_t max = s->srv->cfg->max_request;
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
+		return fail(s, 413, "too_large", "the request body exceeds the size limit");
+	if (s->req.expect_continue && !(p->flags & F_CHUNKED) && p->content_length > 0)
+		conn_puts(&s->conn, "HTTP/1.1 100 Continue\r\n\r\n");
+	return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+	struct api_session *s = of(p);
+	if (buf_used(&s->req.body) + n > s->srv->cfg->max_request)
+		return fail(s, 413, "too_large", "the request body exceeds the size limit");
+	buf_append(&s->req.body, at, n);
+	return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+	struct api_session *s = of(p);
+	s->req.complete = true;
+	s->keep_alive = http_should_keep_alive(p) && !s->srv->shutting_down;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+};
+
+/* ---- routing ----------------------------------------------------------- */
+
+typedef void (*handler_fn)(struct api_session *s, const char *arg);
+
+struct route {
+	const char *path;   /* exact path, or prefix when it ends in '/' */
+	enum http_method method;
+	handler_fn fn;
+	bool public;        /* no key needed */
+};
+
+static const struct route routes[] = {
+	{"/v1/messages", HTTP_POST, api_submit_one, false},
+	{"/v1/messages/batch", HTTP_POST, api_submit_batch, false},
+	{"/v1/messages/", HTTP_GET, api_message_status, false},
+	{"/v1/stats", HTTP_GET, api_stats, false},
+	{"/metrics", HTTP_GET, api_metrics, false},
+	{"/healthz", HTTP_GET, api_healthz, true},
+	{"/v1/queue", HTTP_GET, api_queue_list, false},
+	{"/v1/queue/", HTTP_POST, api_queue_admin, false},
+};
+
+/* route_match - whether path fits r; *arg is what follows a prefix. */
+static bool route_match(const struct route *r, const char *path, const char **arg)
+{
+	size_t n = strlen(r->path);
+	if (r->path[n - 1] == '/') {
+		if (strncmp(path, r->path, n) || !path[n])
+			return false;
+		/* "/v1/messages/batch" is its own route, not an id. */
+		*arg = path + n;
+		return true;
+	}
+	*arg = "";
+	return !strcmp(path, r->path);
+}
+
+static void dispatch(struct api_session *s)
+{
+	struct http_request *r = &s->req;
+	char *url = buf_cstr(&r->url);
+	char path[HTTP_MAX_URL + 1];
+	size_t plen = strcspn(url, "?#");
+	memcpy(path, url, plen);
+	path[plen] = '\0';
+	const struct route *hit = NULL;
+	const char *arg = "";
+	char allow[128] = "";
+	for (size_t i = 0; i < RP_ARRAY_LEN(routes); i++) {
+		const char *a;
+		if (!route_match(&routes[i], path, &a))
+			continue;
+		/* An exact route beats a prefix one ("/v1/messages/batch"). */
+		if (routes[i].method == r->method && (!hit || !*a)) {
+			hit = &routes[i];
+			arg = a;
+		}
+		if (!strstr(allow, http_method_str(routes[i].method))) {
+			if (allow[0])
+				strcat(allow, ", ");
+			strcat(allow, http_method_str(routes[i].method));
+		}
+	}
+	if (!hit) {
+		if (allow[0]) {
+			char extra[160];
+			snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+			char body[200];
+			int n = snprintf(body, sizeof(body),
+					 "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"%s is not allowed here; use %s\"}}\n",
+					 http_method_str(r->method), allow);
+			http_respond(s, 405, "application/json", body, (size_t)n, extra);
+			return;
+		}
+		http_error(s, 404, "not_found", "no such endpoint: %s", path);
+		return;
+	}
+	if (!hit->public && !r->key_index) {
+		http_error(s, 401, "unauthorized", "a valid 'Authorization: Bearer KEY' header is required");
+		return;
+	}
+	s->dispatching = true;
+	hit->fn(s, arg);
+	s->dispatching = false;
+}
+
+bool http_query_param(const struct api_session *s, const char *name, char *out, size_t outlen)
+{
+	const char *url = buf_head(&s->req.url);
+	size_t n = buf_used(&s->req.url), nl = strlen(name);
+	const char *q = memchr(url, '?', n);
+	if (!q)
+		return false;
+	const char *p = q + 1, *end = url + n;
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *e = amp ? amp : end;
+		if ((size_t)(e - p) >= nl && !strncmp(p, name, nl) && (p + nl == e || p[nl] == '=')) {
+			const char *v = p + nl + (p + nl < e);
+			size_t o = 0;
+			for (; v < e && o + 1 < outlen; v++) {
+				if (*v == '%' && e - v >= 3 && isxdigit((unsigned char)v[1]) &&
+				    isxdigit((unsigned char)v[2])) {
+					char hx[3] = {v[1], v[2], 0};
+					out[o++] = (char)strtol(hx, NULL, 16);
+					v += 2;
+				} else {
+					out[o++] = *v == '+' ? ' ' : *v;
+				}
+			}
+			out[o] = '\0';
+			return true;
+		}
+		p = amp ? amp + 1 : end;
+	}
+	return false;
+}
+
+/* ---- session ----------------------------------------------------------- */
+
+static void reset_for_next(struct api_session *s)
+{
+	buf_shrink(&s->req.body, 64 * 1024);
+	buf_shrink(&s->req.url, 4096);
+	s->req.complete = false;
+	http_parser_pause(&s->parser, 0);
+	if (!s->keep_alive)
+		conn_close_after_flush(&s->conn);
+}
+
+void http_begin_async(struct api_session *s)
+{
+	s->busy = true;
+}
+
+void http_end_async(struct api_session *s)
+{
+	s->busy = false;
+	if (s->released) {
+		session_free(s);
+		return;
+	}
+	if (s->dispatching)
+		return; /* answered before the handler returned: dispatch goes on */
+	reset_for_next(s);
+	conn_recv_resume(&s->conn);
+	session_process(s);
+}
+
+static void on_timeout(struct loop_timer *t)
+{
+	struct api_session *s = RP_CONTAINER_OF(t, struct api_session, timer);
+	if (s->busy)
+		return;
+	conn_close(&s->conn);
+}
+
+static void session_process(struct api_session *s)
+{
+	struct buf *in = &s->conn.in;
+	while (!s->busy && !conn_closing(&s->conn) && buf_used(in)) {
+		size_t n = http_parser_execute(&s->parser, &settings, buf_head(in), buf_used(in));
+		enum http_errno e = HTTP_PARSER_ERRNO(&s->parser);
+		if (s->req.complete) {
+			buf_consume(in, n);
+			dispatch(s);
+			if (!s->busy)
+				reset_for_next(s);
+			continue;
+		}
+		if (e == HPE_OK) {
+			buf_consume(in, n);
+			break;
+		}
+		/* A limit or a syntax error: answer and close. */
+		s->keep_alive = false;
+		if (s->req.error)
+			http_error(s, s->req.error, s->req.error_code, "%s", s->req.error_msg);
+		else if (e == HPE_HEADER_OVERFLOW)
+			http_error(s, 431, "headers_too_large", "request headers exceed 16 KiB");
+		else
+			http_error(s, 400, "bad_request", "malformed HTTP request (%s)",
+				   http_errno_name(e));
+		buf_consume(in, buf_used(in));
+		conn_close_after_flush(&s->conn);
+		return;
+	}
+	if (s->busy && buf_used(in) > PAUSE_INPUT_BYTES)
+		conn_recv_pause(&s->conn);
+}
+
+static void on_data(struct conn *c)
+{
+	struct api_session *s = RP_CONTAINER_OF(c, struct api_session, conn);
+	loop_timer_arm(s->srv->loop, &s->timer, s->srv->cfg->idle_timeout_ms, on_timeout);
+	session_process(s);
+}
+
+static void on_closed(struct conn *c, int err)
+{
+	(void)c;
+	(void)err;
+}
+
+static void on_released(struct conn *c)
+{
+	struct api_session *s = RP_CONTAINER_OF(c, struct api_session, conn);
+	s->released = true;
+	loop_timer_disarm(s->srv->loop, &s->timer);
+	if (!s->busy)
+		session_free(s);
+}
+
+static void on_connected(struct conn *c, int err)
+{
+	(void)c;
+	(void)err;
+	rp_panic("API sessions never connect");
+}
+
+static const struct conn_ops http_conn_ops = {
+	.connected = on_connected,
+	.data = on_data,
+	.closed = on_closed,
+	.released = on_released,
+};
+
+static void session_free(struct api_session *s)
+{
+	struct api_server *srv = s->srv;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	srv->nsessions--;
+	buf_free(&s->req.url);
+	buf_free(&s->req.body);
+	buf_free(&s->req.field);
+	buf_free(&s->req.value);
+	free(s);
+	if (srv->gone)
+		srv->gone(srv->ctx);
+}
+
+void api_session_start(struct api_server *srv, int fd)
+{
+	struct api_session *s = xcalloc(1, sizeof(*s));
+	s->srv = srv;
+	conn_init(&s->conn, srv->loop, &http_conn_ops, s);
+	conn_peer_name(fd, s->peer, sizeof(s->peer));
+	http_parser_init(&s->parser, HTTP_REQUEST);
+	s->parser.data = s;
+	s->keep_alive = true;
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+	conn_attach(&s->conn, fd);
+	if (srv->nsessions > srv->cfg->max_clients || srv->shutting_down) {
+		s->keep_alive = false;
+		http_error(s, 503, "unavailable", "too many connections, try again later");
+		conn_close_after_flush(&s->conn);
+		return;
+	}
+	loop_timer_arm(srv->loop, &s->timer, srv->cfg->idle_timeout_ms, on_timeout);
+}
+
+/* ---- server ------------------------------------------------------------ */
+
+struct api_server *api_server_new(struct loop *loop, struct spool *spool,
+				  struct spool_reader *reader, const struct api_config *cfg,
+				  const struct api_ops *ops, void *ctx)
+{
+	struct api_server *srv = xcalloc(1, sizeof(*srv));
+	srv->loop = loop;
+	srv->spool = spool;
+	srv->reader = reader;
+	srv->cfg = cfg;
+	srv->ops = ops;
+	srv->ctx = ctx;
+	http_parser_set_max_header_size(HTTP_MAX_HEADER);
+	return srv;
+}
+
+void api_server_free(struct api_server *srv)
+{
+	if (!srv)
+		return;
+	rp_assert(srv->nsessions == 0);
+	free(srv);
+}
+
+void api_server_set_config(struct api_server *srv, const struct api_config *cfg)
+{
+	srv->cfg = cfg;
+}
+
+void api_shutdown_all(struct api_server *srv)
+{
+	srv->shutting_down = true;
+	for (struct api_session *s = srv->sessions; s; s = s->next) {
+		if (s->busy || s->released) {
+			s->keep_alive = false; /* answers, then closes */
+			continue;
+		}
+		conn_close(&s->conn);
+	}
+}
+
+unsigned api_sessions(const struct api_server *srv)
+{
+	return srv->nsessions;
+}
+
+void api_set_session_gone(struct api_server *srv, void (*fn)(void *ctx))
+{
+	srv->gone = fn;
+}
+
+void api_fill_stats(const struct api_server *srv, struct stats_snapshot *part)
+{
+	part->accepted_api += srv->accepted;
+	part->rejected += srv->rejected;
+	part->inbound_connections += srv->nsessions;
+}

@@ -1,0 +1,96 @@
+/* http.h - the HTTP/1.1 session shared by the API's handlers (internal).
+ *
+ * http.c parses requests (http-parser), enforces limits and auth, routes, and
+ * writes responses; the handlers in api_submit.c and api_query.c answer.
+ * A handler either responds before returning, or calls http_begin_async and
+ * later http_respond + http_end_async. Pipelined requests are answered in
+ * order: the parser is paused while a request is being answered.
+ */
+#ifndef RP_HTTP_H
+#define RP_HTTP_H
+
+#include <http_parser.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api.h"
+#include "queue/buf.h"
+#include "relay/conn.h"
+
+#define HTTP_MAX_HEADER 16384 /* request line + headers */
+#define HTTP_MAX_URL 8192
+
+struct api_server {
+	struct loop *loop;
+	struct spool *spool;
+	struct spool_reader *reader;
+	const struct api_config *cfg;
+	const struct api_ops *ops;
+	void *ctx;
+	struct api_session *sessions; /* open sessions */
+	unsigned nsessions;
+	bool shutting_down;
+	void (*gone)(void *ctx);      /* a session was freed */
+	uint64_t accepted;            /* messages accepted */
+	uint64_t rejected;            /* messages refused */
+	uint64_t requests;            /* requests served */
+};
+
+struct http_request {
+	enum http_method method;
+	struct buf url;
+	struct buf body;
+	struct buf field, value;   /* the header being read */
+	bool in_value;             /* value bytes were the last seen */
+	size_t header_bytes;
+	int key_index;             /* matching [api] key + 1, 0 = none */
+	bool expect_continue;
+	bool complete;
+	int error;                 /* a limit was hit: answer this status */
+	const char *error_code;
+	const char *error_msg;
+};
+
+struct api_session {
+	struct conn conn;
+	struct api_server *srv;
+	struct api_session *next, *prev;
+	http_parser parser;
+	struct http_request req;
+	struct loop_timer timer;
+	char peer[64];
+	bool busy;       /* a handler is answering asynchronously */
+	bool dispatching; /* inside a handler call */
+	bool keep_alive; /* of the request being answered */
+	bool released;   /* the conn is gone; free when the handler ends */
+};
+
+/* http_respond - write a complete response (body as given). */
+void http_respond(struct api_session *s, int status, const char *ctype, const char *body,
+		  size_t len, const char *extra_headers);
+/* http_respond_json - a JSON body from a buf (consumed). */
+void http_respond_json(struct api_session *s, int status, struct buf *body);
+/* http_error - {"error": {"code", "message"}} with status. */
+RP_PRINTF(4, 5)
+void http_error(struct api_session *s, int status, const char *code, const char *fmt, ...);
+/* http_begin_async / http_end_async - bracket an asynchronous answer. */
+void http_begin_async(struct api_session *s);
+void http_end_async(struct api_session *s);
+/* http_json_str - append s[0..n) as a JSON string literal. */
+void http_json_str(struct buf *b, const char *str, size_t n);
+/* http_query_param - the value of name in the request's query string
+ * (copied into out, percent-decoded); false when absent. */
+bool http_query_param(const struct api_session *s, const char *name, char *out, size_t outlen);
+
+/* Handlers (api_submit.c, api_query.c). arg is the path after the route's
+ * prefix (for prefix routes), NUL-terminated. */
+void api_submit_one(struct api_session *s, const char *arg);
+void api_submit_batch(struct api_session *s, const char *arg);
+void api_message_status(struct api_session *s, const char *arg);
+void api_stats(struct api_session *s, const char *arg);
+void api_metrics(struct api_session *s, const char *arg);
+void api_healthz(struct api_session *s, const char *arg);
+void api_queue_list(struct api_session *s, const char *arg);
+void api_queue_admin(struct api_session *s, const char *arg);
+
+#endif

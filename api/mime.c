@@ -1,0 +1,450 @@
+/* mime.c - RFC 5322 / MIME message composition (see mime.h).
+ *
+ * Structure of what we build:
+ *   attachments       multipart/mixed ( body , attachment... )
+ *   text and html     multipart/alternative ( text/plain , text/html )
+ *   one of them       a single text part
+ * Boundaries start with "=_", which quoted-printable and base64 output can
+ * never contain; 7bit parts get a random suffix on top.
+ */
+#include "mime.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "queue/util.h"
+
+#define HEADER_SOFT 76 /* fold header lines around here */
+#define WORD_RAW 45    /* raw bytes per encoded word: 60 base64 chars */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+bool mime_header_name_ok(const char *name)
+{
+	if (!*name || strlen(name) > 76)
+		return false;
+	for (const char *p = name; *p; p++)
+		if ((unsigned char)*p < 33 || (unsigned char)*p > 126 || *p == ':')
+			return false;
+	return true;
+}
+
+bool mime_header_value_ok(const char *value, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+			return false;
+	return true;
+}
+
+bool mime_header_reserved(const char *name)
+{
+	static const char *const reserved[] = {
+		"From",	   "To",	"Subject",     "Date",	      "Message-ID",
+		"MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Received",
+	};
+	for (size_t i = 0; i < RP_ARRAY_LEN(reserved); i++)
+		if (!strcasecmp(name, reserved[i]))
+			return true;
+	return false;
+}
+
+static bool is_ascii(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] >= 0x80)
+			return false;
+	return true;
+}
+
+void mime_base64_encode(struct buf *out, const unsigned char *p, size_t n, bool lines)
+{
+	size_t col = 0;
+	char *w = buf_reserve(out, (n + 2) / 3 * 4 + (n / 57 + 1) * 2);
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < n)
+			v |= p[i + 2];
+		w[o++] = b64[(v >> 18) & 63];
+		w[o++] = b64[(v >> 12) & 63];
+		w[o++] = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+		w[o++] = i + 2 < n ? b64[v & 63] : '=';
+		col += 4;
+		if (lines && col == 76 && i + 3 < n) {
+			w[o++] = '\r';
+			w[o++] = '\n';
+			col = 0;
+		}
+	}
+	buf_commit(out, o);
+}
+
+bool mime_base64_decode(const char *p, size_t n, struct buf *out)
+{
+	uint32_t acc = 0;
+	int bits = 0;
+	bool pad = false;
+	char *w = buf_reserve(out, n / 4 * 3 + 3);
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		int v;
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue;
+		if (c == '=') {
+			pad = true;
+			continue;
+		}
+		if (pad)
+			return false; /* data after padding */
+		if (c >= 'A' && c <= 'Z')
+			v = c - 'A';
+		else if (c >= 'a' && c <= 'z')
+			v = c - 'a' + 26;
+		else if (c >= '0' && c <= '9')
+			v = c - '0' + 52;
+		else if (c == '+' || c == '-')
+			v = 62;
+		else if (c == '/' || c == '_')
+			v = 63;
+		else
+			return false;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			w[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	if (bits >= 6)
+		return false; /* a lone trailing character */
+	buf_commit(out, o);
+	return true;
+}
+
+void mime_qp_encode(struct buf *out, const char *p, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t col = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c == '\r' && i + 1 < n && p[i + 1] == '\n')
+			continue; /* the LF writes the line break */
+		if (c == '\n') {
+			buf_append(out, "\r\n", 2);
+			col = 0;
+			continue;
+		}
+		bool at_eol = i + 1 == n || p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n');
+		bool plain = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol);
+		size_t need = plain ? 1 : 3;
+		if (col + need > 75) {
+			buf_append(out, "=\r\n", 3);
+			col = 0;
+		}
+		if (plain) {
+			char ch = (char)c;
+			buf_append(out, &ch, 1);
+		} else {
+			char enc[3] = {'=', hex[c >> 4], hex[c & 15]};
+			buf_append(out, enc, 3);
+		}
+		col += need;
+	}
+}
+
+/* utf8_cut - the largest k <= n such that p[0..k) ends on a character boundary. */
+static size_t utf8_cut(const char *p, size_t n)
+{
+	size_t k = n;
+	while (k > 0 && ((unsigned char)p[k] & 0xc0) == 0x80)
+		k--;
+	return k ? k : n;
+}
+
+/* encoded_words - append p[0..n) as RFC 2047 B-encoded words, folding
+ * between words; col is the current column, updated. */
+static void encoded_words(struct buf *out, const char *p, size_t n, size_t *col)
+{
+	size_t i = 0;
+	while (i < n) {
+		size_t take = n - i;
+		if (take > WORD_RAW)
+			take = utf8_cut(p + i, WORD_RAW);
+		size_t wlen = 12 + (take + 2) / 3 * 4;
+		if (*col > 1 && *col + wlen + 1 > HEADER_SOFT) {
+			buf_append(out, "\r\n ", 3);
+			*col = 1;
+		} else if (i > 0) {
+			buf_append(out, " ", 1);
+			(*col)++;
+		}
+		buf_puts(out, "=?UTF-8?B?");
+		mime_base64_encode(out, (const unsigned char *)p + i, take, false);
+		buf_puts(out, "?=");
+		*col += wlen;
+		i += take;
+	}
+}
+
+/* plain_text - append ASCII text, folding at blanks past the soft limit. */
+static void plain_text(struct buf *out, const char *p, size_t n, size_t *col)
+{
+	size_t i = 0;
+	while (i < n) {
+		size_t j = i;
+		while (j < n && p[j] != ' ')
+			j++;
+		size_t wl = j - i;
+		if (i > 0 && *col + wl > HEADER_SOFT && *col > 1) {
+			/* Fold: the blank before this word becomes the fold. */
+			buf_append(out, "\r\n", 2);
+			*col = 0;
+		}
+		buf_append(out, p + i - (i > 0), wl + (i > 0));
+		*col += wl + (i > 0);
+		i = j + (j < n);
+	}
+}
+
+/* address_entry - one "Name <addr>" or "addr" of an address list. */
+static void address_entry(struct buf *out, const char *p, size_t n, size_t *col)
+{
+	while (n && (*p == ' ' || *p == '\t'))
+		p++, n--;
+	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	const char *lt = memchr(p, '<', n);
+	if (!lt || is_ascii(p, (size_t)(lt - p))) {
+		plain_text(out, p, n, col);
+		return;
+	}
+	size_t dn = (size_t)(lt - p);
+	while (dn && p[dn - 1] == ' ')
+		dn--;
+	const char *d = p;
+	if (dn >= 2 && d[0] == '"' && d[dn - 1] == '"') {
+		d++;
+		dn -= 2;
+	}
+	encoded_words(out, d, dn, col);
+	buf_append(out, " ", 1);
+	(*col)++;
+	plain_text(out, lt, n - (size_t)(lt - p), col);
+}
+
+void mime_encode_header(struct buf *out, const char *name, const char *value, bool addresses)
+{
+	size_t col = strlen(name) + 2;
+	size_t n = strlen(value);
+	buf_printf(out, "%s: ", name);
+	if (addresses) {
+		/* Split on commas outside quotes and angle brackets. */
+		size_t start = 0;
+		bool q = false, angle = false, first = true;
+		for (size_t i = 0; i <= n; i++) {
+			char c = i < n ? value[i] : ',';
+			if (c == '"' && (i == 0 || value[i - 1] != '\\'))
+				q = !q;
+			else if (!q && c == '<')
+				angle = true;
+			else if (!q && c == '>')
+				angle = false;
+			else if (!q && !angle && c == ',') {
+				if (i > start) {
+					if (!first) {
+						buf_append(out, ",", 1);
+						if (col > 40) {
+							buf_append(out, "\r\n ", 3);
+							col = 1;
+						} else {
+							buf_append(out, " ", 1);
+							col += 2;
+						}
+					}
+					address_entry(out, value + start, i - start, &col);
+					first = false;
+				}
+				start = i + 1;
+			}
+		}
+	} else if (is_ascii(value, n)) {
+		plain_text(out, value, n, &col);
+	} else {
+		encoded_words(out, value, n, &col);
+	}
+	buf_append(out, "\r\n", 2);
+}
+
+/* line_ok_7bit - ASCII, no NUL, no lone CR, lines <= 998. */
+static bool fits_7bit(const char *p, size_t n)
+{
+	size_t line = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c >= 0x80 || c == 0)
+			return false;
+		if (c == '\r') {
+			if (i + 1 >= n || p[i + 1] != '\n')
+				return false;
+			continue;
+		}
+		if (c == '\n') {
+			line = 0;
+			continue;
+		}
+		if (++line > 998)
+			return false;
+	}
+	return true;
+}
+
+/* crlf_text - append text with every line end as CRLF. */
+static void crlf_text(struct buf *out, const char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		const char *nl = memchr(p + i, '\n', n - i);
+		size_t end = nl ? (size_t)(nl - p) : n;
+		size_t e = end;
+		if (e > i && p[e - 1] == '\r')
+			e--;
+		buf_append(out, p + i, e - i);
+		if (nl)
+			buf_append(out, "\r\n", 2);
+		i = end + (nl ? 1 : 0);
+	}
+}
+
+static void ensure_crlf(struct buf *out)
+{
+	size_t n = buf_used(out);
+	const char *p = buf_head(out);
+	if (n < 2 || p[n - 2] != '\r' || p[n - 1] != '\n')
+		buf_append(out, "\r\n", 2);
+}
+
+/* text_part - Content-Type/-Transfer-Encoding lines, a blank line, the body. */
+static void text_part(struct buf *out, const char *type, const char *p, size_t n)
+{
+	bool seven = fits_7bit(p, n);
+	buf_printf(out, "Content-Type: %s; charset=utf-8\r\nContent-Transfer-Encoding: %s\r\n\r\n",
+		   type, seven ? "7bit" : "quoted-printable");
+	if (seven)
+		crlf_text(out, p, n);
+	else
+		mime_qp_encode(out, p, n);
+	ensure_crlf(out);
+}
+
+static void boundary(char out[40], uint64_t seed, unsigned k)
+{
+	snprintf(out, 40, "=_rp_%016llx_%u", (unsigned long long)(seed * 0x9e3779b97f4a7c15ull), k);
+}
+
+/* filename_param - filename="x" for ASCII, filename*=UTF-8''%xx otherwise. */
+static void filename_param(struct buf *out, const char *param, const char *name)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(name);
+	if (is_ascii(name, n) && !strpbrk(name, "\"\\")) {
+		buf_printf(out, "; %s=\"%s\"", param, name);
+		return;
+	}
+	buf_printf(out, "; %s*=UTF-8''", param);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    strchr("!#$&+-.^_`|~", c)) {
+			char ch = (char)c;
+			buf_append(out, &ch, 1);
+		} else {
+			char enc[3] = {'%', hex[c >> 4], hex[c & 15]};
+			buf_append(out, enc, 3);
+		}
+	}
+}
+
+static bool content_type_ok(const char *t)
+{
+	const char *slash = strchr(t, '/');
+	if (!slash || slash == t || !slash[1] || strlen(t) > 127)
+		return false;
+	for (const char *p = t; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c <= 32 || c >= 127 || strchr("()<>@,;:\\\"[]?=", c))
+			return false;
+	}
+	return true;
+}
+
+/* body - the text/html (alternative) part, or a single text part. */
+static void body(struct buf *out, const struct mime_message *m, unsigned *k)
+{
+	const char *text = m->text, *html = m->html;
+	if (text && html) {
+		char b[40];
+		boundary(b, m->seed, (*k)++);
+		buf_printf(out, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n", b);
+		buf_printf(out, "--%s\r\n", b);
+		text_part(out, "text/plain", text, m->text_len);
+		buf_printf(out, "--%s\r\n", b);
+		text_part(out, "text/html", html, m->html_len);
+		buf_printf(out, "--%s--\r\n", b);
+		return;
+	}
+	if (html)
+		text_part(out, "text/html", html, m->html_len);
+	else
+		text_part(out, "text/plain", text ? text : "", text ? m->text_len : 0);
+}
+
+bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t errlen)
+{
+	char date[64];
+	unsigned k = 0;
+	for (unsigned i = 0; i < m->nattachments; i++) {
+		const char *ct = m->attachments[i].content_type;
+		if (ct && !content_type_ok(ct)) {
+			snprintf(err, errlen, "attachments[%u].content_type is not a MIME type", i);
+			return false;
+		}
+	}
+	rp_rfc5322_date(m->date_ms, date, sizeof(date));
+	mime_encode_header(out, "From", m->from, true);
+	if (m->to && *m->to)
+		mime_encode_header(out, "To", m->to, true);
+	if (m->subject)
+		mime_encode_header(out, "Subject", m->subject, false);
+	buf_printf(out, "Date: %s\r\nMessage-ID: <%s>\r\n", date, m->message_id);
+	for (unsigned i = 0; i < m->nheaders; i++)
+		mime_encode_header(out, m->headers[i].name, m->headers[i].value, false);
+	buf_puts(out, "MIME-Version: 1.0\r\n");
+	if (!m->nattachments) {
+		body(out, m, &k);
+		return true;
+	}
+	char b[40];
+	boundary(b, m->seed, k++);
+	buf_printf(out, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n", b);
+	buf_printf(out, "--%s\r\n", b);
+	body(out, m, &k);
+	for (unsigned i = 0; i < m->nattachments; i++) {
+		const struct mime_attachment *a = &m->attachments[i];
+		const char *fname = a->filename && *a->filename ? a->filename : "attachment";
+		buf_printf(out, "--%s\r\nContent-Type: %s", b,
+			   a->content_type ? a->content_type : "application/octet-stream");
+		filename_param(out, "name", fname);
+		buf_puts(out, "\r\nContent-Disposition: attachment");
+		filename_param(out, "filename", fname);
+		buf_puts(out, "\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+		mime_base64_encode(out, a->data, a->len, true);
+		buf_append(out, "\r\n", 2);
+	}
+	buf_printf(out, "--%s--\r\n", b);
+	return true;
+}

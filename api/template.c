@@ -1,0 +1,96 @@
+/* template.c - {{name}} substitution (see template.h). */
+#include "template.h"
+
+#include <string.h>
+
+static bool name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '-' || c == '.';
+}
+
+/* placeholder - at p[i] == '{', a placeholder? Sets the name and the end. */
+static bool placeholder(const char *p, size_t n, size_t i, size_t *name, size_t *nlen,
+			size_t *end)
+{
+	if (i + 4 > n || p[i] != '{' || p[i + 1] != '{')
+		return false;
+	size_t j = i + 2;
+	while (j < n && p[j] == ' ')
+		j++;
+	size_t s = j;
+	while (j < n && name_char(p[j]))
+		j++;
+	if (j == s)
+		return false;
+	size_t e = j;
+	while (j < n && p[j] == ' ')
+		j++;
+	if (j + 1 >= n || p[j] != '}' || p[j + 1] != '}')
+		return false;
+	*name = s;
+	*nlen = e - s;
+	*end = j + 2;
+	return true;
+}
+
+bool template_has_vars(const char *s, size_t n)
+{
+	size_t name, nlen, end;
+	for (const char *q = memchr(s, '{', n); q; q = memchr(q + 1, '{', n - (size_t)(q + 1 - s)))
+		if (placeholder(s, n, (size_t)(q - s), &name, &nlen, &end))
+			return true;
+	return false;
+}
+
+static void escaped(struct buf *out, const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		switch (v[i]) {
+		case '&':
+			buf_puts(out, "&amp;");
+			break;
+		case '<':
+			buf_puts(out, "&lt;");
+			break;
+		case '>':
+			buf_puts(out, "&gt;");
+			break;
+		case '"':
+			buf_puts(out, "&quot;");
+			break;
+		case '\'':
+			buf_puts(out, "&#39;");
+			break;
+		default:
+			buf_append(out, v + i, 1);
+		}
+	}
+}
+
+void template_render(struct buf *out, const char *s, size_t n, template_lookup fn, void *ctx,
+		     bool html_escape)
+{
+	size_t i = 0;
+	while (i < n) {
+		const char *q = memchr(s + i, '{', n - i);
+		if (!q) {
+			buf_append(out, s + i, n - i);
+			return;
+		}
+		size_t at = (size_t)(q - s), name, nlen, end;
+		buf_append(out, s + i, at - i);
+		const char *v = NULL;
+		size_t vlen = 0;
+		if (placeholder(s, n, at, &name, &nlen, &end) && (v = fn(ctx, s + name, nlen, &vlen))) {
+			if (html_escape)
+				escaped(out, v, vlen);
+			else
+				buf_append(out, v, vlen);
+			i = end;
+		} else {
+			buf_append(out, "{", 1);
+			i = at + 1;
+		}
+	}
+}

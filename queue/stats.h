@@ -1,0 +1,68 @@
+/* stats.h - counters and histograms that every stage contributes to.
+ *
+ * Plain data: each shard fills its own struct stats_snapshot on its own
+ * thread (scheduler counts, histograms, session counters); the stats request
+ * merges the shards' parts on the asking thread. Formatting (JSON,
+ * Prometheus) lives in api/.
+ */
+#ifndef RP_STATS_H
+#define RP_STATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Upper bounds (seconds) of histogram buckets; one more bucket is +Inf. */
+#define STATS_DELIVERY_BUCKETS 16 /* submit to delivered */
+#define STATS_TXN_BUCKETS 12      /* one SMTP transaction */
+extern const double stats_delivery_bounds[STATS_DELIVERY_BUCKETS];
+extern const double stats_txn_bounds[STATS_TXN_BUCKETS];
+
+struct stats_hist {
+	uint64_t bucket[STATS_DELIVERY_BUCKETS + 1]; /* counts per bucket (not cumulative) */
+	uint64_t count;
+	double sum;
+};
+
+struct stats_counts {
+	uint64_t queued;      /* ready, waiting for a session */
+	uint64_t deferred;    /* waiting for a retry time */
+	uint64_t in_flight;   /* handed to a session */
+	uint64_t delivered;   /* since start */
+	uint64_t bounced;     /* since start */
+	uint64_t deferrals;   /* deferral events since start */
+	uint64_t connections; /* open outbound sessions */
+};
+
+struct stats_domain {
+	char name[256];
+	struct stats_counts n;
+	bool suspended;
+	uint64_t hold_until_ms; /* backing off until (unix ms), 0 = not */
+};
+
+struct stats_snapshot {
+	struct stats_counts total;
+	struct stats_domain *domains; /* malloc'ed, ndomains entries */
+	unsigned ndomains;
+	uint64_t accepted_smtp;       /* messages accepted over SMTP since start */
+	uint64_t accepted_api;        /* messages accepted over HTTP since start */
+	uint64_t rejected;            /* submissions refused (4xx/5xx at the end) */
+	uint64_t smtp_sessions;       /* inbound sessions since start */
+	uint64_t inbound_connections; /* open inbound sessions (SMTP + HTTP) */
+	struct stats_hist delivery;   /* seconds from submit to delivered */
+	struct stats_hist txn;        /* seconds per SMTP transaction */
+};
+
+/* stats_hist_add - count v (seconds) in h, whose bounds are given. */
+void stats_hist_add(struct stats_hist *h, const double *bounds, unsigned nbounds, double v);
+/* stats_hist_merge - add from into into. */
+void stats_hist_merge(struct stats_hist *into, const struct stats_hist *from);
+/* stats_counts_add - add b into a. */
+void stats_counts_add(struct stats_counts *a, const struct stats_counts *b);
+/* stats_merge - add part into total; per-domain entries are appended (each
+ * domain lives on one shard, so there is nothing to combine). */
+void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part);
+/* stats_free - release domains; the snapshot is empty after. */
+void stats_free(struct stats_snapshot *s);
+
+#endif

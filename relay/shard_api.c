@@ -1,0 +1,178 @@
+/* shard_api.c - the daemon's side of the HTTP API: routing committed
+ * recipients, gathering counters from every shard, and running queue
+ * administration on the shard that owns a domain.
+ *
+ * Cross-shard work is message passing only: each shard fills its own part
+ * of a request on its own thread and sends the part home; the asking shard
+ * merges when the last part is in.
+ */
+#include <stdlib.h>
+
+#include "queue/log.h"
+#include "queue/util.h"
+#include "shard.h"
+
+void shard_api_config(const struct config *cfg, struct api_config *out)
+{
+	out->keys = cfg->api_keys;
+	out->nkeys = cfg->napi_keys;
+	out->hostname = cfg->hostname;
+	out->max_message_size = cfg->max_message_size;
+	out->max_request = cfg->api_max_request;
+	out->max_recipients = cfg->max_recipients;
+	out->max_batch = cfg->api_max_batch;
+	out->idle_timeout_ms = cfg->api_idle_timeout_ms;
+	out->max_clients = cfg->api_max_clients;
+}
+
+void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
+{
+	sched_stats(sh->sched, part);
+	api_fill_stats(sh->api, part);
+	part->accepted_smtp += sh->stats.smtp_messages;
+	part->rejected += sh->stats.smtp_rejected;
+	part->smtp_sessions += sh->stats.smtp_sessions;
+	part->inbound_connections += sh->nservers;
+}
+
+static void api_route(void *ctx, const struct sched_add *adds, unsigned n)
+{
+	struct shard *sh = ctx;
+	shard_route(sh->relay, sh, adds, n);
+}
+
+/* ---- stats fan-out ----------------------------------------------------- */
+
+struct fanout;
+
+struct fanout_part {
+	struct mq_item item;
+	struct fanout *f;
+	unsigned index;
+};
+
+struct fanout {
+	struct api_stats_req *req;
+	struct shard *origin;
+	unsigned pending;
+	struct stats_snapshot *parts; /* one per shard, written by that shard only */
+	struct fanout_part *items;
+};
+
+static void part_home(struct mq_item *item, void *ctx)
+{
+	struct fanout_part *p = RP_CONTAINER_OF(item, struct fanout_part, item);
+	struct fanout *f = p->f;
+	(void)ctx;
+	if (--f->pending)
+		return;
+	unsigned n = f->origin->relay->nshards;
+	for (unsigned i = 0; i < n; i++) {
+		stats_merge(&f->req->snap, &f->parts[i]);
+		stats_free(&f->parts[i]);
+	}
+	struct api_stats_req *req = f->req;
+	free(f->parts);
+	free(f->items);
+	free(f);
+	req->done(req);
+}
+
+static void part_fill(struct mq_item *item, void *ctx)
+{
+	struct fanout_part *p = RP_CONTAINER_OF(item, struct fanout_part, item);
+	struct fanout *f = p->f;
+	struct shard *sh = f->origin->relay->shards[p->index];
+	(void)ctx;
+	shard_fill_stats(sh, &f->parts[p->index]);
+	mq_push(loop_inbox(f->origin->loop), &p->item, part_home);
+}
+
+static void api_stats_gather(void *ctx, struct api_stats_req *req)
+{
+	struct shard *sh = ctx;
+	unsigned n = sh->relay->nshards;
+	struct fanout *f = xcalloc(1, sizeof(*f));
+	f->req = req;
+	f->origin = sh;
+	f->pending = n;
+	f->parts = xcalloc(n, sizeof(*f->parts));
+	f->items = xcalloc(n, sizeof(*f->items));
+	for (unsigned i = 0; i < n; i++) {
+		f->items[i].f = f;
+		f->items[i].index = i;
+		mq_push(loop_inbox(sh->relay->shards[i]->loop), &f->items[i].item, part_fill);
+	}
+}
+
+/* ---- administration ---------------------------------------------------- */
+
+struct admin_msg {
+	struct mq_item item;
+	struct api_admin_req *req;
+	struct shard *origin;
+	struct shard *owner;
+};
+
+static void admin_home(struct mq_item *item, void *ctx)
+{
+	struct admin_msg *m = RP_CONTAINER_OF(item, struct admin_msg, item);
+	struct api_admin_req *req = m->req;
+	(void)ctx;
+	free(m);
+	req->done(req);
+}
+
+static void admin_run(struct mq_item *item, void *ctx)
+{
+	struct admin_msg *m = RP_CONTAINER_OF(item, struct admin_msg, item);
+	struct api_admin_req *req = m->req;
+	struct shard *sh = m->owner;
+	uint64_t now = rp_now_ms();
+	(void)ctx;
+	struct sched_dest *d = req->op == API_ADMIN_SUSPEND ? sched_dest_get(sh->sched, req->domain)
+							    : sched_dest_find(sh->sched, req->domain);
+	req->found = d != NULL;
+	if (d) {
+		switch (req->op) {
+		case API_ADMIN_RETRY:
+			req->affected = sched_dest_retry(sh->sched, d, now);
+			break;
+		case API_ADMIN_SUSPEND:
+			sched_dest_suspend(sh->sched, d, true);
+			req->affected = d->n.queued + d->n.deferred;
+			break;
+		case API_ADMIN_RESUME:
+			sched_dest_suspend(sh->sched, d, false);
+			req->affected = d->n.queued + d->n.deferred;
+			break;
+		case API_ADMIN_PURGE:
+			req->affected = sched_dest_purge(sh->sched, d, req->bounce, now);
+			break;
+		}
+		log_info("admin %s dest=%s recipients=%llu",
+			 req->op == API_ADMIN_RETRY	 ? "retry"
+			 : req->op == API_ADMIN_SUSPEND ? "suspend"
+			 : req->op == API_ADMIN_RESUME	 ? "resume"
+							 : "purge",
+			 req->domain, (unsigned long long)req->affected);
+		shard_touch(sh);
+	}
+	mq_push(loop_inbox(m->origin->loop), &m->item, admin_home);
+}
+
+static void api_admin(void *ctx, struct api_admin_req *req)
+{
+	struct shard *sh = ctx;
+	struct admin_msg *m = xcalloc(1, sizeof(*m));
+	m->req = req;
+	m->origin = sh;
+	m->owner = sh->relay->shards[shard_owner(sh->relay, req->domain)];
+	mq_push(loop_inbox(m->owner->loop), &m->item, admin_run);
+}
+
+const struct api_ops shard_api_ops = {
+	.route = api_route,
+	.stats = api_stats_gather,
+	.admin = api_admin,
+};
