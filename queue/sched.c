@@ -246,7 +246,7 @@ struct sched_dest *sched_dest_get(struct sched *s, const char *name)
 	d->lim.max_rcpts_per_msg = 100;
 	d->lim.connect_timeout_ms = 30000;
 	s->ops.configure(d, s->ctx);
-	d->tokens = d->lim.rate > 1 ? d->lim.rate : 1;
+	d->tokens = 1;
 	uint32_t h = dest_hash(name) & (s->hsize - 1);
 	d->hnext = s->htab[h];
 	s->htab[h] = d;
@@ -391,9 +391,13 @@ static bool held(const struct sched_dest *d, uint64_t now)
 	return d->hold_until > now;
 }
 
+/* refill - the token bucket holds at most a tenth of a second's worth (at
+ * least one message), so the rate holds over any window longer than that:
+ * a bucket of a whole second would let an idle destination take twice its
+ * rate in the first second. */
 static void refill(struct sched_dest *d, uint64_t now)
 {
-	double cap = d->lim.rate > 1 ? d->lim.rate : 1;
+	double cap = d->lim.rate / 10.0 > 1 ? d->lim.rate / 10.0 : 1;
 	if (d->tokens_ms && now > d->tokens_ms)
 		d->tokens += (double)(now - d->tokens_ms) * d->lim.rate / 1000.0;
 	if (d->tokens > cap)
