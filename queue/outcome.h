@@ -64,6 +64,7 @@ struct outcome {
 	bool counts;          /* counts as a delivery attempt */
 	uint64_t next_ms;     /* OUTCOME_RETRY: when (unix ms) */
 	char status[16];      /* RFC 3463 status for DSNs and the API: "5.1.1" */
+	bool no_dsn;          /* a failure that must not produce a DSN (purge, drop) */
 };
 
 struct retry_policy {

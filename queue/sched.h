@@ -100,6 +100,7 @@ struct sched_ops {
 struct sched_config {
 	struct retry_policy retry;
 	uint32_t max_outbound;  /* sessions of this shard, all destinations */
+	const char *hostname;   /* Reporting-MTA of DSNs (must outlive the config) */
 };
 
 /* Facts about an attempt, for the delivery log line. */

@@ -98,6 +98,14 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 		mdb_cursor_close(cur);
 	}
 	atomic_store(&sp->next_id, next);
+	/* The bounce mailbox's UIDVALIDITY is fixed when the spool is made. */
+	MDB_val vk = {.mv_size = 11, .mv_data = "uidvalidity"}, vv;
+	if (mdb_get(txn, sp->dbi_mbox_meta, &vk, &vv) == MDB_NOTFOUND) {
+		uint32_t uv = (uint32_t)(rp_now_ms() / 1000);
+		vv.mv_size = sizeof(uv);
+		vv.mv_data = &uv;
+		mdb_put(txn, sp->dbi_mbox_meta, &vk, &vv, 0);
+	}
 	rc = mdb_txn_commit(txn);
 	if (rc) {
 		snprintf(err, errlen, "%s: cannot commit: %s", sp->dir, mdb_strerror(rc));
@@ -390,4 +398,83 @@ uint64_t spool_scan_pending(struct spool_reader *r,
 	}
 	mdb_cursor_close(cur);
 	return n;
+}
+
+/* ---- the bounce mailbox ------------------------------------------------ */
+
+bool spool_mbox_decode(const void *p, size_t n, struct spool_mbox_entry *e)
+{
+	struct spool_mbox_hdr h;
+	if (n < sizeof(h))
+		return false;
+	memcpy(&h, p, sizeof(h));
+	if (h.version != SPOOL_MBOX_VERSION)
+		return false;
+	e->flags = h.flags;
+	e->date_ms = h.date_ms;
+	e->data = (const char *)p + sizeof(h);
+	e->len = n - sizeof(h);
+	return true;
+}
+
+bool spool_mbox_get(struct spool_reader *r, uint32_t uid, struct spool_mbox_entry *e)
+{
+	unsigned char kb[4];
+	rp_put_be32(kb, uid);
+	MDB_val k = {.mv_size = 4, .mv_data = kb}, v;
+	rp_assert(r->active);
+	if (mdb_get(r->txn, r->sp->dbi_mbox, &k, &v))
+		return false;
+	e->uid = uid;
+	return spool_mbox_decode(v.mv_data, v.mv_size, e);
+}
+
+unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
+			    bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg)
+{
+	unsigned char kb[4];
+	MDB_cursor *cur;
+	unsigned n = 0;
+	rp_assert(r->active);
+	rp_put_be32(kb, from);
+	if (mdb_cursor_open(r->txn, r->sp->dbi_mbox, &cur))
+		return 0;
+	MDB_val k = {.mv_size = 4, .mv_data = kb}, v;
+	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct spool_mbox_entry e;
+		if (k.mv_size != 4 || !spool_mbox_decode(v.mv_data, v.mv_size, &e))
+			continue;
+		e.uid = rp_get_be32(k.mv_data);
+		n++;
+		if (!fn(&e, arg))
+			break;
+	}
+	mdb_cursor_close(cur);
+	return n;
+}
+
+void spool_mbox_ids(struct spool_reader *r, uint32_t *uidvalidity, uint32_t *uidnext)
+{
+	MDB_val k = {.mv_size = 11, .mv_data = "uidvalidity"}, v;
+	rp_assert(r->active);
+	*uidvalidity = 1;
+	*uidnext = 1;
+	if (!mdb_get(r->txn, r->sp->dbi_mbox_meta, &k, &v) && v.mv_size == 4)
+		memcpy(uidvalidity, v.mv_data, 4);
+	MDB_cursor *cur;
+	if (mdb_cursor_open(r->txn, r->sp->dbi_mbox, &cur))
+		return;
+	MDB_val ck, cv;
+	if (mdb_cursor_get(cur, &ck, &cv, MDB_LAST) == 0 && ck.mv_size == 4)
+		*uidnext = rp_get_be32(ck.mv_data) + 1;
+	mdb_cursor_close(cur);
+	k.mv_size = 7;
+	k.mv_data = "uidnext";
+	if (!mdb_get(r->txn, r->sp->dbi_mbox_meta, &k, &v) && v.mv_size == 4) {
+		uint32_t stored;
+		memcpy(&stored, v.mv_data, 4);
+		if (stored > *uidnext)
+			*uidnext = stored;
+	}
 }

@@ -141,9 +141,10 @@ void spool_usage(const struct spool *sp, struct spool_usage *u);
 /* ---- writes (group commit on the writer thread) ------------------------ */
 
 enum spool_req_type {
-	SPOOL_REQ_SUBMIT,  /* store a new message with its recipients (durable) */
-	SPOOL_REQ_UPDATE,  /* change recipients' state after attempts */
-	SPOOL_REQ_SYNC,    /* answer once everything before it is durable */
+	SPOOL_REQ_SUBMIT,   /* store a new message with its recipients (durable) */
+	SPOOL_REQ_UPDATE,   /* change recipients' state after attempts */
+	SPOOL_REQ_SYNC,     /* answer once everything before it is durable */
+	SPOOL_REQ_MBOX_PUT, /* append a message to the bounce mailbox */
 };
 
 enum spool_status {
@@ -187,6 +188,12 @@ struct spool_req {
 			struct spool_update *v;
 			unsigned n;
 		} update;
+		struct {
+			const char *data;  /* the message, CRLF lines */
+			size_t len;
+			uint64_t date_ms;  /* internal date */
+			uint32_t uid;      /* set by the writer */
+		} mbox;
 	} u;
 };
 
@@ -219,5 +226,33 @@ uint64_t spool_scan_pending(struct spool_reader *r,
 			    void (*fn)(const struct spool_msg *m, const struct spool_rcpt *rc,
 				       void *arg),
 			    void *arg);
+
+/* ---- the bounce mailbox ------------------------------------------------ */
+
+/* Mailbox flags (IMAP system flags). */
+enum {
+	MBOX_SEEN = 1u << 0,
+	MBOX_ANSWERED = 1u << 1,
+	MBOX_FLAGGED = 1u << 2,
+	MBOX_DELETED = 1u << 3,
+	MBOX_DRAFT = 1u << 4,
+};
+
+struct spool_mbox_entry {
+	uint32_t uid;
+	uint32_t flags;     /* MBOX_* */
+	uint64_t date_ms;   /* internal date */
+	const char *data;   /* the message; lives until the read transaction ends */
+	size_t len;
+};
+
+/* spool_mbox_get - one message by UID; false when absent. */
+bool spool_mbox_get(struct spool_reader *r, uint32_t uid, struct spool_mbox_entry *e);
+/* spool_mbox_foreach - messages with uid >= from, in UID order; stops when
+ * fn returns false. Returns how many were visited. */
+unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
+			    bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg);
+/* spool_mbox_uidvalidity - the mailbox's UIDVALIDITY and next UID. */
+void spool_mbox_ids(struct spool_reader *r, uint32_t *uidvalidity, uint32_t *uidnext);
 
 #endif

@@ -51,6 +51,20 @@ static inline void spool_key_body(unsigned char k[16], uint64_t id, uint32_t var
 	rp_put_be32(k + 12, chunk);
 }
 
+#define SPOOL_MBOX_VERSION 1
+
+/* A bounce mailbox record: this header, then the message. */
+struct spool_mbox_hdr {
+	uint8_t version;
+	uint8_t flags;
+	uint16_t pad;
+	uint32_t pad2;
+	uint64_t date_ms;
+};
+
+/* spool_mbox_decode - a mailbox value into e (uid not set). */
+bool spool_mbox_decode(const void *p, size_t n, struct spool_mbox_entry *e);
+
 /* spool_writer_start - start the writer thread (spool.c calls it). */
 bool spool_writer_start(struct spool *sp, char *err, size_t errlen);
 /* spool_writer_stop - answer what is queued, then join the thread. */

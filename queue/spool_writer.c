@@ -235,6 +235,38 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	return message_done(w, txn, &m);
 }
 
+/* apply_mbox_put - the next UID (never reused: "uidnext" remembers it
+ * even after the newest message is expunged). */
+static int apply_mbox_put(struct writer *w, MDB_txn *txn, struct spool_req *req)
+{
+	struct spool *sp = w->sp;
+	uint32_t uid = 1;
+	MDB_val nk = {.mv_size = 7, .mv_data = "uidnext"}, nv;
+	int rc = mdb_get(txn, sp->dbi_mbox_meta, &nk, &nv);
+	if (rc == 0 && nv.mv_size == 4)
+		memcpy(&uid, nv.mv_data, 4);
+	else if (rc != MDB_NOTFOUND)
+		return rc;
+	unsigned char kb[4];
+	rp_put_be32(kb, uid);
+	struct spool_mbox_hdr h = {.version = SPOOL_MBOX_VERSION, .date_ms = req->u.mbox.date_ms};
+	MDB_val k = {.mv_size = 4, .mv_data = kb}, v = {.mv_size = sizeof(h) + req->u.mbox.len};
+	rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE | MDB_APPEND);
+	if (rc == MDB_KEYEXIST)
+		rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE);
+	if (rc)
+		return rc;
+	memcpy(v.mv_data, &h, sizeof(h));
+	memcpy((char *)v.mv_data + sizeof(h), req->u.mbox.data, req->u.mbox.len);
+	uint32_t next = uid + 1;
+	nv.mv_size = 4;
+	nv.mv_data = &next;
+	rc = mdb_put(txn, sp->dbi_mbox_meta, &nk, &nv, 0);
+	if (!rc)
+		req->u.mbox.uid = uid;
+	return rc;
+}
+
 static int apply(struct writer *w, MDB_txn *txn, struct spool_req *req)
 {
 	switch (req->type) {
@@ -249,6 +281,8 @@ static int apply(struct writer *w, MDB_txn *txn, struct spool_req *req)
 		return 0;
 	case SPOOL_REQ_SYNC:
 		return 0;
+	case SPOOL_REQ_MBOX_PUT:
+		return apply_mbox_put(w, txn, req);
 	}
 	rp_panic("unknown request type %d", (int)req->type);
 }

@@ -168,6 +168,7 @@ static void sched_config_of(const struct config *cfg, struct sched_config *sc)
 	sc->retry.max_age_ms = cfg->max_age_ms;
 	sc->retry.jitter_pct = 10;
 	sc->max_outbound = cfg->max_outbound;
+	sc->hostname = cfg->hostname;
 }
 
 /* ---- routing ----------------------------------------------------------- */

@@ -23,6 +23,7 @@
 #include "queue/log.h"
 #include "queue/util.h"
 #include "shard.h"
+#include "smtp_cmd.h"
 #include "smtp_data.h"
 
 /* RFC 5321 section 4.5.3.2 timeouts. */
@@ -203,6 +204,15 @@ static void send_mail(struct smtp_client *c)
 		buf_puts(out, " BODY=8BITMIME");
 	if (j->msg_flags & MSG_F_SMTPUTF8)
 		buf_puts(out, " SMTPUTF8");
+	if (c->caps.flags & SMTP_CAP_DSN) {
+		char x[320];
+		if (j->msg_flags & MSG_F_RET_FULL)
+			buf_puts(out, " RET=FULL");
+		else if (j->msg_flags & MSG_F_RET_HDRS)
+			buf_puts(out, " RET=HDRS");
+		if (j->envid_len && smtp_xtext_encode(j->envid, j->envid_len, x, sizeof(x)) > 0)
+			buf_printf(out, " ENVID=%s", x);
+	}
 	buf_puts(out, "\r\n");
 	conn_flush_soon(&c->conn);
 }
@@ -210,7 +220,27 @@ static void send_mail(struct smtp_client *c)
 static void send_rcpt(struct smtp_client *c, unsigned i)
 {
 	const struct sched_job_rcpt *r = &c->job->rcpt[i];
-	conn_line(&c->conn, "RCPT TO:<%.*s>", (int)r->addr_len, r->addr);
+	struct buf *out = conn_outbuf(&c->conn);
+	buf_printf(out, "RCPT TO:<%.*s>", (int)r->addr_len, r->addr);
+	if (c->caps.flags & SMTP_CAP_DSN) {
+		static const char *const names[] = {"NEVER", "SUCCESS", "FAILURE", "DELAY"};
+		if (r->notify) {
+			buf_puts(out, " NOTIFY=");
+			bool first = true;
+			for (unsigned b = 0; b < 4; b++)
+				if (r->notify & (1u << b)) {
+					buf_printf(out, "%s%s", first ? "" : ",", names[b]);
+					first = false;
+				}
+		}
+		const char *semi = r->orcpt_len ? memchr(r->orcpt, ';', r->orcpt_len) : NULL;
+		char x[700];
+		if (semi && smtp_xtext_encode(semi + 1, r->orcpt_len - (size_t)(semi + 1 - r->orcpt), x,
+					      sizeof(x)) > 0)
+			buf_printf(out, " ORCPT=%.*s;%s", (int)(semi - r->orcpt), r->orcpt, x);
+	}
+	buf_puts(out, "\r\n");
+	conn_flush_soon(&c->conn);
 }
 
 /* send_data_cmd - DATA, or BDAT with the whole content as its LAST chunk. */

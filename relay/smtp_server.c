@@ -81,6 +81,7 @@ struct srv_session {
 	struct buf tx;                   /* sender, recipient strings */
 	uint32_t sender_len;
 	uint32_t msg_flags;              /* MSG_F_* */
+	char envid[101];                 /* DSN ENVID, decoded */
 	bool utf8;                       /* MAIL ... SMTPUTF8 */
 	struct srv_rcpt *rcpts;
 	unsigned nrcpt, rcap;
@@ -212,7 +213,7 @@ static void cmd_helo(struct srv_session *s, const struct smtp_cmd *c, bool esmtp
 	}
 	conn_line(&s->conn,
 	       "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-	       "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING",
+	       "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
 	       cfg->hostname, (unsigned long long)cfg->max_message_size);
 }
 
@@ -238,6 +239,7 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 	}
 	uint32_t flags = 0;
 	bool utf8 = false;
+	char envid[101] = "";
 	for (unsigned i = 0; i < p.nparams; i++) {
 		const struct smtp_param *pp = &p.params[i];
 		uint64_t size;
@@ -262,6 +264,20 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 			flags |= MSG_F_SMTPUTF8;
 		} else if (smtp_param_is(pp, "AUTH")) {
 			/* RFC 4954 AUTH=<>: informational, ignored. */
+		} else if (smtp_param_is(pp, "RET") && pp->val) {
+			if (pp->val_len == 4 && !strncasecmp(pp->val, "FULL", 4)) {
+				flags |= MSG_F_RET_FULL;
+			} else if (pp->val_len == 4 && !strncasecmp(pp->val, "HDRS", 4)) {
+				flags |= MSG_F_RET_HDRS;
+			} else {
+				error(s, "501 5.5.4 Bad RET parameter (FULL or HDRS)");
+				return;
+			}
+		} else if (smtp_param_is(pp, "ENVID") && pp->val) {
+			if (smtp_xtext_decode(pp->val, pp->val_len, envid, sizeof(envid)) < 0) {
+				error(s, "501 5.5.4 Bad ENVID parameter (xtext, at most 100 characters)");
+				return;
+			}
 		} else {
 			conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(pp->key_len, 64),
 			       pp->key);
@@ -288,11 +304,43 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 	buf_reset(&s->tx);
 	buf_append(&s->tx, p.addr, p.addr_len);
 	s->sender_len = (uint32_t)p.addr_len;
+	snprintf(s->envid, sizeof(s->envid), "%s", envid);
 	s->msg_flags = flags | (p.addr_len ? 0 : MSG_F_BOUNCE);
 	s->utf8 = utf8;
 	s->nrcpt = 0;
 	set_state(s, SS_MAIL);
 	reply(s, "250 2.1.0 Ok");
+}
+
+/* parse_notify - RFC 3461 NOTIFY: NEVER alone, or a list of SUCCESS,
+ * FAILURE, DELAY. */
+static bool parse_notify(const char *v, size_t n, uint8_t *out)
+{
+	static const struct {
+		const char *kw;
+		uint8_t bit;
+	} kws[] = {{"NEVER", NOTIFY_NEVER}, {"SUCCESS", NOTIFY_SUCCESS},
+		   {"FAILURE", NOTIFY_FAILURE}, {"DELAY", NOTIFY_DELAY}};
+	uint8_t bits = 0;
+	size_t i = 0;
+	while (i < n) {
+		size_t j = i;
+		while (j < n && v[j] != ',')
+			j++;
+		bool ok = false;
+		for (size_t k = 0; k < RP_ARRAY_LEN(kws); k++)
+			if (strlen(kws[k].kw) == j - i && !strncasecmp(v + i, kws[k].kw, j - i)) {
+				bits |= kws[k].bit;
+				ok = true;
+			}
+		if (!ok)
+			return false;
+		i = j + 1;
+	}
+	if (!bits || ((bits & NOTIFY_NEVER) && bits != NOTIFY_NEVER))
+		return false;
+	*out = bits;
+	return true;
 }
 
 static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
@@ -312,12 +360,36 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
+	uint8_t notify = 0;
+	char orcpt[300] = "";
 	for (unsigned i = 0; i < p.nparams; i++) {
-		conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(p.params[i].key_len, 64),
-		       p.params[i].key);
-		s->rejected_rcpts++;
-		return;
+		const struct smtp_param *pp = &p.params[i];
+		if (smtp_param_is(pp, "NOTIFY") && pp->val) {
+			if (!parse_notify(pp->val, pp->val_len, &notify)) {
+				s->rejected_rcpts++;
+				error(s, "501 5.5.4 Bad NOTIFY parameter (NEVER, or SUCCESS,FAILURE,DELAY)");
+				return;
+			}
+		} else if (smtp_param_is(pp, "ORCPT") && pp->val) {
+			const char *semi = memchr(pp->val, ';', pp->val_len);
+			size_t tl = semi ? (size_t)(semi - pp->val) : 0;
+			if (!semi || !tl || tl > 32 ||
+			    smtp_xtext_decode(semi + 1, pp->val_len - tl - 1, orcpt + tl + 1,
+					      sizeof(orcpt) - tl - 1) < 0) {
+				s->rejected_rcpts++;
+				error(s, "501 5.5.4 Bad ORCPT parameter (addr-type;xtext)");
+				return;
+			}
+			memcpy(orcpt, pp->val, tl);
+			orcpt[tl] = ';';
+		} else {
+			conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s",
+				  (int)RP_MIN(pp->key_len, 64), pp->key);
+			s->rejected_rcpts++;
+			return;
+		}
 	}
+
 	size_t at = 0;
 	enum addr_error e = p.addr_len ? addr_check(p.addr, p.addr_len, s->utf8, &at) : ADDR_EMPTY;
 	if (e == ADDR_NEEDS_UTF8) {
@@ -341,6 +413,10 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 	r->addr_len = (uint32_t)p.addr_len;
 	r->at = (uint32_t)at;
 	buf_append(&s->tx, p.addr, p.addr_len);
+	r->notify = notify;
+	r->orcpt_off = (uint32_t)buf_used(&s->tx);
+	r->orcpt_len = (uint32_t)strlen(orcpt);
+	buf_append(&s->tx, orcpt, r->orcpt_len);
 	set_state(s, SS_RCPT);
 	reply(s, "250 2.1.5 Ok");
 }
@@ -537,6 +613,8 @@ static void commit(struct srv_session *s, unsigned content_flags)
 		r->addr = tx + s->rcpts[i].addr_off;
 		r->addr_len = s->rcpts[i].addr_len;
 		r->notify = s->rcpts[i].notify;
+		r->orcpt = tx + s->rcpts[i].orcpt_off;
+		r->orcpt_len = s->rcpts[i].orcpt_len;
 	}
 	memset(&s->req, 0, sizeof(s->req));
 	s->req.type = SPOOL_REQ_SUBMIT;
@@ -549,6 +627,8 @@ static void commit(struct srv_session *s, unsigned content_flags)
 	sub->msg.nrcpt = s->nrcpt;
 	sub->msg.sender = tx;
 	sub->msg.sender_len = s->sender_len;
+	sub->msg.envid = s->envid;
+	sub->msg.envid_len = strlen(s->envid);
 	sub->msg.source = s->peer;
 	sub->msg.source_len = strlen(s->peer);
 	s->iov[0].iov_base = buf_head(&s->prefix);

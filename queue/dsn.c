@@ -1,0 +1,122 @@
+/* dsn.c - RFC 3464 delivery status notifications (see dsn.h).
+ *
+ * Layout (RFC 6522):
+ *   multipart/report; report-type=delivery-status
+ *     text/plain                 what happened, for people
+ *     message/delivery-status    per-message and per-recipient fields
+ *     text/rfc822-headers        the original header section (RET=HDRS or
+ *     or message/rfc822          unspecified), or the whole message (RET=FULL)
+ */
+#include "dsn.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+/* printable - append s[0..n) with control bytes replaced (field values). */
+static void printable(struct buf *out, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char ch = (c < 32 || c == 127) ? ' ' : (char)c;
+		buf_append(out, &ch, 1);
+	}
+}
+
+static void date_field(struct buf *out, const char *name, uint64_t ms)
+{
+	char date[64];
+	rp_rfc5322_date(ms, date, sizeof(date));
+	buf_printf(out, "%s: %s\r\n", name, date);
+}
+
+void dsn_build(const struct dsn_info *d, struct buf *out)
+{
+	char id[17], boundary[64];
+	rp_id_format(d->queue_id, id);
+	snprintf(boundary, sizeof(boundary), "=_rp_dsn_%s_%llx", id,
+		 (unsigned long long)(d->now_ms * 2654435761u));
+	bool delayed = d->nrcpts && !strcmp(d->rcpts[0].action, "delayed");
+
+	date_field(out, "Date", d->now_ms);
+	buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", d->reporting_mta);
+	buf_puts(out, "To: <");
+	printable(out, d->sender, d->sender_len);
+	buf_puts(out, ">\r\n");
+	buf_printf(out, "Subject: %s\r\n",
+		   delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender");
+	buf_printf(out, "Message-ID: <%s.dsn.%llu@%s>\r\n", id, (unsigned long long)d->now_ms,
+		   d->reporting_mta);
+	buf_puts(out, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
+	buf_printf(out,
+		   "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+		   "\tboundary=\"%s\"\r\n\r\n",
+		   boundary);
+	buf_puts(out, "This is a MIME-encapsulated message.\r\n\r\n");
+
+	/* Human-readable part. */
+	buf_printf(out, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			"Content-Transfer-Encoding: 8bit\r\n\r\n", boundary);
+	buf_printf(out, "This is the mail system at host %s.\r\n\r\n", d->reporting_mta);
+	if (delayed)
+		buf_puts(out, "Your message could not be delivered yet. It will be tried again.\r\n\r\n");
+	else
+		buf_puts(out, "I'm sorry to have to inform you that your message could not\r\n"
+			      "be delivered to one or more recipients.\r\n\r\n");
+	for (unsigned i = 0; i < d->nrcpts; i++) {
+		const struct dsn_rcpt *r = &d->rcpts[i];
+		buf_puts(out, "<");
+		printable(out, r->addr, r->addr_len);
+		buf_puts(out, ">: ");
+		if (r->remote) {
+			buf_puts(out, "host ");
+			printable(out, r->remote, strlen(r->remote));
+			buf_puts(out, " said: ");
+		}
+		printable(out, r->diag, strlen(r->diag));
+		buf_puts(out, "\r\n\r\n");
+	}
+
+	/* Machine-readable part. */
+	buf_printf(out, "--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary);
+	buf_printf(out, "Reporting-MTA: dns; %s\r\nX-Ringpost-Queue-ID: %s\r\n", d->reporting_mta,
+		   id);
+	if (d->envid && d->envid_len) {
+		buf_puts(out, "Original-Envelope-Id: ");
+		printable(out, d->envid, d->envid_len);
+		buf_puts(out, "\r\n");
+	}
+	date_field(out, "Arrival-Date", d->arrival_ms);
+	for (unsigned i = 0; i < d->nrcpts; i++) {
+		const struct dsn_rcpt *r = &d->rcpts[i];
+		buf_puts(out, "\r\n");
+		if (r->orcpt && r->orcpt_len) {
+			buf_puts(out, "Original-Recipient: ");
+			printable(out, r->orcpt, r->orcpt_len);
+			buf_puts(out, "\r\n");
+		}
+		buf_puts(out, "Final-Recipient: rfc822; ");
+		printable(out, r->addr, r->addr_len);
+		buf_printf(out, "\r\nAction: %s\r\nStatus: %s\r\n", r->action, r->status);
+		if (r->remote) {
+			buf_puts(out, "Remote-MTA: dns; ");
+			printable(out, r->remote, strlen(r->remote));
+			buf_puts(out, "\r\n");
+		}
+		buf_printf(out, "Diagnostic-Code: %s; ", r->diag_smtp ? "smtp" : "X-ringpost");
+		printable(out, r->diag, strlen(r->diag));
+		buf_puts(out, "\r\n");
+		if (r->last_attempt_ms)
+			date_field(out, "Last-Attempt-Date", r->last_attempt_ms);
+	}
+	buf_puts(out, "\r\n");
+
+	/* The original. */
+	buf_printf(out, "--%s\r\nContent-Type: %s\r\n\r\n", boundary,
+		   d->full ? "message/rfc822" : "text/rfc822-headers");
+	buf_append(out, d->original, d->original_len);
+	if (d->original_len < 2 || memcmp(d->original + d->original_len - 2, "\r\n", 2))
+		buf_puts(out, "\r\n");
+	buf_printf(out, "\r\n--%s--\r\n", boundary);
+}
