@@ -34,7 +34,7 @@
 #define T_CONTENT_MS (600 * 1000)
 #define T_RSET_MS (60 * 1000)
 #define IDLE_MS 5000       /* keep an idle session this long for more work */
-#define IDLE_KEEP_BYTES 4096
+#define IDLE_KEEP_BYTES 0 /* an idle session keeps no buffer memory */
 
 static const char *const state_names[CS_NSTATES] = {
 	"connect", "greeting", "ehlo", "helo", "ready", "idle",
