@@ -798,9 +798,13 @@ static void log_attempt(uint64_t msgid, const char *addr, size_t addr_len, const
 			const char *remote, uint64_t duration_ms, uint64_t submit_ms, uint64_t now_ms)
 {
 	char id[17], reply[400];
+	if (!log_enabled(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO))
+		return;
 	rp_id_format(msgid, id);
 	log_quote(reply, sizeof(reply), rep->text, strlen(rep->text));
-	log_info("delivery id=%s rcpt=<%.*s> dest=%s relay=%s status=%s dsn=%s attempts=%u "
+	/* A bounce is worth a line even at log_level = warn. */
+	log_msg(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO,
+		"delivery id=%s rcpt=<%.*s> dest=%s relay=%s status=%s dsn=%s attempts=%u "
 		 "delay=%.3f duration=%.3f reply=%s",
 		 id, (int)addr_len, addr, dest, remote ? remote : "none",
 		 outcome_action_name(oc->action), oc->status, attempts,

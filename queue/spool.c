@@ -155,6 +155,12 @@ struct spool *spool_open(const struct spool_options *o, char *err, size_t errlen
 	mdb_env_info(sp->env, &info);
 	mdb_env_stat(sp->env, &st);
 	sp->page_size = st.ms_psize;
+	/* LMDB 0.9: a leaf node holds key + data while 8 + key + data fits
+	 * me_nodemax = ((psize - 16) / 2 & ~1) - 2; an overflow value of n
+	 * bytes takes (16 + n - 1) / psize + 1 pages. */
+	size_t nodemax = (((size_t)st.ms_psize - 16) / 2 & ~(size_t)1) - 2;
+	sp->inline_max = nodemax - 8 - SPOOL_BODY_KEY;
+	sp->page_max = (size_t)st.ms_psize - 16;
 	if (info.me_mapsize < o->max_size)
 		log_warn("spool: map size %zu below the configured %llu", info.me_mapsize,
 			 (unsigned long long)o->max_size);
@@ -190,6 +196,16 @@ void spool_close(struct spool *sp)
 	free(sp);
 }
 
+size_t spool_body_chunk(const struct spool *sp, size_t remaining)
+{
+	if (remaining <= sp->inline_max)
+		return remaining;
+	/* Two leaf-sized pieces pack better than one page when they fit. */
+	if (remaining <= 2 * sp->inline_max)
+		return sp->inline_max;
+	return RP_MIN(remaining, sp->page_max);
+}
+
 uint64_t spool_next_id(struct spool *sp)
 {
 	return atomic_fetch_add(&sp->next_id, 1);
@@ -204,10 +220,12 @@ void spool_usage(const struct spool *sp, struct spool_usage *u)
 {
 	u->map_size = sp->opt.max_size;
 	u->used = atomic_load(&sp->used);
+	u->extent = atomic_load(&sp->extent);
 	u->file_size = atomic_load(&sp->file_size);
 	u->disk_free = atomic_load(&sp->disk_free);
 	u->commits = atomic_load(&sp->commits);
 	u->syncs = atomic_load(&sp->syncs);
+	u->evicted = atomic_load(&sp->evicted);
 }
 
 void spool_refresh_usage(struct spool *sp)
@@ -217,7 +235,23 @@ void spool_refresh_usage(struct spool *sp)
 	struct stat st;
 	char path[4200];
 	mdb_env_info(sp->env, &info);
-	uint64_t used = (uint64_t)(info.me_last_pgno + 1) * sp->page_size;
+	/* Live pages: what every database holds now. The file's extent
+	 * (last_pgno) only grows; freed pages inside it are reused first. */
+	uint64_t live_pages = 4; /* the two meta pages and the free and main DB roots */
+	MDB_txn *txn;
+	if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) == 0) {
+		MDB_dbi dbis[] = {sp->dbi_meta,	  sp->dbi_msg,	sp->dbi_body,	  sp->dbi_rcpt,
+				  sp->dbi_expire, sp->dbi_mbox, sp->dbi_mbox_meta};
+		for (size_t i = 0; i < RP_ARRAY_LEN(dbis); i++) {
+			MDB_stat st2;
+			if (mdb_stat(txn, dbis[i], &st2) == 0)
+				live_pages += st2.ms_branch_pages + st2.ms_leaf_pages +
+					      st2.ms_overflow_pages;
+		}
+		mdb_txn_abort(txn);
+	}
+	uint64_t used = live_pages * sp->page_size;
+	atomic_store(&sp->extent, (uint64_t)(info.me_last_pgno + 1) * sp->page_size);
 	uint64_t free_disk = UINT64_MAX;
 	if (statvfs(sp->dir, &vfs) == 0)
 		free_disk = (uint64_t)vfs.f_bavail * vfs.f_frsize;

@@ -129,11 +129,13 @@ bool spool_accepting(const struct spool *sp);
 
 struct spool_usage {
 	uint64_t map_size;   /* the limit */
-	uint64_t used;       /* pages in use * page size */
+	uint64_t used;       /* live pages (all databases) * page size */
+	uint64_t extent;     /* highest page ever used * page size (file extent) */
 	uint64_t file_size;  /* data.mdb size on disk */
 	uint64_t disk_free;  /* free bytes for unprivileged users */
 	uint64_t commits;    /* write transactions so far */
 	uint64_t syncs;      /* syncs so far */
+	uint64_t evicted;    /* finished messages forgotten early to make room */
 };
 /* spool_usage - numbers for stats (any thread; refreshed by the writer). */
 void spool_usage(const struct spool *sp, struct spool_usage *u);

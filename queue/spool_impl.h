@@ -9,10 +9,15 @@
 #include "spool.h"
 
 #define SPOOL_FORMAT_VERSION 1
-/* Bodies are stored in chunks of at most this many bytes: large messages
- * then reuse freed pages in bounded runs instead of needing long contiguous
- * overflow runs (see the churn benchmark in bench/). */
-#define SPOOL_BODY_CHUNK (256u * 1024u)
+/* Bodies are stored in chunks that never need more than one page each:
+ * values that fit a leaf node (at most spool.inline_max bytes) share pages
+ * densely, and bigger pieces take exactly one overflow page
+ * (spool.page_max bytes). A freed page therefore always fits the next
+ * chunk, so churning mixed sizes does not fragment the file the way
+ * multi-page overflow runs do (measured in bench/run churn). */
+#define SPOOL_BODY_KEY 16
+/* spool_body_chunk - the size of the next chunk for remaining bytes. */
+size_t spool_body_chunk(const struct spool *sp, size_t remaining);
 
 struct spool {
 	MDB_env *env;
@@ -20,11 +25,15 @@ struct spool {
 	char *dir;
 	struct spool_options opt;
 	unsigned page_size;
+	size_t inline_max;       /* largest body chunk stored in a leaf node */
+	size_t page_max;         /* largest body chunk in one overflow page */
 
 	_Atomic uint64_t next_id;
 	_Atomic bool accepting;  /* disk and map have room */
 	bool usage_known;        /* refreshed at least once (writer thread after open) */
-	_Atomic uint64_t used, file_size, disk_free, commits, syncs;
+	_Atomic uint64_t used;       /* live pages * page size */
+	_Atomic uint64_t extent;     /* highest page ever used * page size */
+	_Atomic uint64_t file_size, disk_free, commits, syncs, evicted;
 
 	pthread_t writer;
 	bool writer_started;

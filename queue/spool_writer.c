@@ -23,6 +23,7 @@
 #define BATCH_MAX_BYTES (64u << 20)
 #define MAINT_INTERVAL_MS 1000
 #define EXPIRE_PER_TXN 2000
+#define EXPIRE_BUDGET_MS 200 /* per maintenance pass: the writer has mail to commit */
 
 struct writer {
 	struct spool *sp;
@@ -57,7 +58,7 @@ static int put_body(struct writer *w, MDB_txn *txn, uint64_t id, uint32_t varian
 	uint32_t chunk = 0;
 	/* An empty body still gets one (empty) chunk so that it exists. */
 	do {
-		size_t n = RP_MIN(total - done, (size_t)SPOOL_BODY_CHUNK);
+		size_t n = spool_body_chunk(sp, total - done);
 		unsigned char kb[16];
 		spool_key_body(kb, id, variant, chunk++);
 		MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v = {.mv_size = n};
@@ -397,23 +398,25 @@ static void process(struct writer *w, struct mq_item *list)
 		commit_batch(w, batch, n);
 }
 
-/* expire - forget finished messages whose keep_done time has passed. */
-static void expire(struct writer *w)
+/* expire_batch - forget up to EXPIRE_PER_TXN finished messages in one
+ * transaction: those whose keep_done time has passed, or, with evict, the
+ * oldest ones whatever their time. Returns how many. */
+static unsigned expire_batch(struct writer *w, uint64_t now, bool evict)
 {
 	struct spool *sp = w->sp;
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	unsigned n = 0;
-	uint64_t now = rp_now_ms();
 	if (mdb_txn_begin(sp->env, NULL, 0, &txn))
-		return;
+		return 0;
 	if (mdb_cursor_open(txn, sp->dbi_expire, &cur)) {
 		mdb_txn_abort(txn);
-		return;
+		return 0;
 	}
 	MDB_val k, v;
 	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	while (rc == 0 && n < EXPIRE_PER_TXN && k.mv_size == 16 && rp_get_be64(k.mv_data) <= now) {
+	while (rc == 0 && n < EXPIRE_PER_TXN && k.mv_size == 16 &&
+	       (evict || rp_get_be64(k.mv_data) <= now)) {
 		uint64_t id = rp_get_be64((const unsigned char *)k.mv_data + 8);
 		unsigned char mk[8];
 		spool_key_id(mk, id);
@@ -430,14 +433,39 @@ static void expire(struct writer *w)
 		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 	}
 	mdb_cursor_close(cur);
-	if (!n) {
-		mdb_txn_abort(txn);
-		return;
+	if (!n || mdb_txn_commit(txn)) {
+		if (!n)
+			mdb_txn_abort(txn);
+		return 0;
 	}
-	if (mdb_txn_commit(txn) == 0) {
-		atomic_fetch_add(&sp->commits, 1);
-		log_debug("spool: forgot %u finished messages", n);
+	atomic_fetch_add(&sp->commits, 1);
+	if (evict)
+		atomic_fetch_add(&sp->evicted, n);
+	return n;
+}
+
+/* expire - forget finished messages whose keep_done time has passed, for
+ * at most EXPIRE_BUDGET_MS. Kept status must never cost new mail its
+ * room: while the live data passes half the spool's size, the oldest
+ * finished messages go early. */
+static void expire(struct writer *w)
+{
+	struct spool *sp = w->sp;
+	uint64_t start = rp_mono_ms(), now = rp_now_ms(), total = 0;
+	bool evict = atomic_load(&sp->used) > sp->opt.max_size / 2;
+	for (;;) {
+		unsigned n = expire_batch(w, now, evict);
+		total += n;
+		if (n < EXPIRE_PER_TXN || rp_mono_ms() - start >= EXPIRE_BUDGET_MS)
+			break;
+		if (evict) {
+			spool_refresh_usage(sp);
+			evict = atomic_load(&sp->used) > sp->opt.max_size / 2;
+		}
 	}
+	if (total)
+		log_debug("spool: forgot %llu finished messages%s", (unsigned long long)total,
+			  evict ? " (early: the spool is over half full)" : "");
 }
 
 static void *writer_main(void *arg)

@@ -252,12 +252,15 @@ static void assert_body(uint64_t id, uint32_t variant, const char *want, size_t 
 	buf_free(&b);
 }
 
+/* A size that spans several body chunks whatever the page size. */
+#define BIG_PIECE (3u * 4096u + 555u)
+
 Test(spool, submit_and_read_back)
 {
-	size_t n = 2 * SPOOL_BODY_CHUNK + 12345;
+	size_t n = 2 * BIG_PIECE + 12345;
 	char *body = pattern(n, 1);
 	/* The body arrives in odd pieces, including an empty one. */
-	size_t cuts[] = {0, 1, 1000, SPOOL_BODY_CHUNK - 7, SPOOL_BODY_CHUNK + 100, n - 3, n};
+	size_t cuts[] = {0, 1, 1000, BIG_PIECE - 7, BIG_PIECE + 100, n - 3, n};
 	struct iovec iov[6];
 	for (int i = 0; i < 6; i++) {
 		iov[i].iov_base = body + cuts[i];
@@ -337,18 +340,16 @@ Test(spool, submit_and_read_back)
 
 Test(spool, body_sizes_around_the_chunk)
 {
-	static const size_t sizes[] = {
-		0,
-		1,
-		4096,
-		SPOOL_BODY_CHUNK - 1,
-		SPOOL_BODY_CHUNK,
-		SPOOL_BODY_CHUNK + 1,
-		3 * SPOOL_BODY_CHUNK + 17,
-	};
-	uint64_t ids[7];
-	char *bodies[7];
-	for (int i = 0; i < 7; i++) {
+	/* Around the leaf-node limit, twice it, one page, and many pages. */
+	size_t in = sp->inline_max, pg = sp->page_max;
+	const size_t sizes[] = {0,	    1,		in - 1,	     in,	  in + 1,     2 * in,
+				2 * in + 1, pg - 1,	pg,	     pg + 1,	  3 * pg + 17, 100000};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	cr_assert_gt(in, 1000, "leaf chunks are about half a page");
+	cr_assert_gt(pg, 2 * in, "an overflow chunk is about a page");
+	uint64_t ids[N];
+	char *bodies[N];
+	for (int i = 0; i < N; i++) {
 		bodies[i] = pattern(sizes[i], (unsigned)i + 10);
 		ids[i] = test_submit(sp, "s@example.org", "example.net", 1, bodies[i], sizes[i],
 				     rp_now_ms());
@@ -356,29 +357,36 @@ Test(spool, body_sizes_around_the_chunk)
 			cr_assert_gt(ids[i], ids[i - 1], "ids increase");
 	}
 	/* Read back after all writes: neighbours must not bleed into each other. */
-	for (int i = 0; i < 7; i++) {
+	for (int i = 0; i < N; i++) {
 		assert_body(ids[i], 0, bodies[i], sizes[i]);
 		free(bodies[i]);
 	}
-	/* Stored in chunks of at most SPOOL_BODY_CHUNK; an empty body has one. */
+	/* Every chunk fits a leaf node or exactly one overflow page; an empty
+	 * body has one empty chunk. */
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	cr_assert_eq(mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn), 0);
 	cr_assert_eq(mdb_cursor_open(txn, sp->dbi_body, &cur), 0);
-	for (int i = 0; i < 7; i++) {
+	for (int i = 0; i < N; i++) {
 		unsigned char kb[16];
 		spool_key_body(kb, ids[i], 0, 0);
 		MDB_val k = {.mv_size = 16, .mv_data = kb}, v;
-		size_t chunks = 0, total = 0;
+		size_t chunks = 0, total = 0, want = 0;
+		for (size_t left = sizes[i]; left || !want;) {
+			size_t c = spool_body_chunk(sp, left);
+			left -= c;
+			want++;
+		}
 		int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 		for (; rc == 0 && !memcmp(k.mv_data, kb, 12);
 		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 			cr_assert_eq(rp_get_be32((unsigned char *)k.mv_data + 12), chunks);
-			cr_assert_leq(v.mv_size, SPOOL_BODY_CHUNK);
+			cr_assert(v.mv_size <= in || v.mv_size <= pg, "chunk of %zu bytes", v.mv_size);
+			cr_assert(v.mv_size <= in || v.mv_size > 2 * in || chunks + 1 < want,
+				  "a chunk over the leaf limit that two leaf chunks would hold");
 			total += v.mv_size;
 			chunks++;
 		}
-		size_t want = sizes[i] ? (sizes[i] + SPOOL_BODY_CHUNK - 1) / SPOOL_BODY_CHUNK : 1;
 		cr_assert_eq(chunks, want, "size %zu: %zu chunks, want %zu", sizes[i], chunks,
 			     want);
 		cr_assert_eq(total, sizes[i]);
@@ -387,14 +395,29 @@ Test(spool, body_sizes_around_the_chunk)
 	mdb_txn_abort(txn);
 }
 
+Test(spool, chunk_policy)
+{
+	size_t in = sp->inline_max, pg = sp->page_max;
+	cr_assert_eq(spool_body_chunk(sp, 0), 0);
+	cr_assert_eq(spool_body_chunk(sp, in), in);
+	cr_assert_eq(spool_body_chunk(sp, in + 1), in, "two leaf chunks, not a page");
+	cr_assert_eq(spool_body_chunk(sp, 2 * in), in);
+	cr_assert_eq(spool_body_chunk(sp, 2 * in + 1), 2 * in + 1, "one page");
+	cr_assert_eq(spool_body_chunk(sp, pg), pg);
+	cr_assert_eq(spool_body_chunk(sp, pg + 1), pg, "never more than a page");
+	/* One overflow page really holds page_max bytes: LMDB's OVPAGES. */
+	cr_assert_eq((16 + pg - 1) / sp->page_size + 1, 1);
+	cr_assert_eq((16 + pg) / sp->page_size + 1, 2);
+}
+
 Test(spool, variants)
 {
 	static const char shared[] = "shared body\r\n";
-	char *v2 = pattern(SPOOL_BODY_CHUNK + 99, 7);
+	char *v2 = pattern(BIG_PIECE + 99, 7);
 	struct iovec body = {.iov_base = (void *)shared, .iov_len = sizeof(shared) - 1};
 	struct iovec vars[2] = {
 		{.iov_base = (void *)"variant one\r\n", .iov_len = 13},
-		{.iov_base = v2, .iov_len = SPOOL_BODY_CHUNK + 99},
+		{.iov_base = v2, .iov_len = BIG_PIECE + 99},
 	};
 	struct spool_rcpt rc[3] = {
 		{.addr = "a@x.example", .addr_len = 11, .variant = 1},
@@ -418,7 +441,7 @@ Test(spool, variants)
 	cr_assert_eq(test_spool_call(sp, &req), SPOOL_OK);
 	assert_body(s->msg.id, 0, shared, sizeof(shared) - 1);
 	assert_body(s->msg.id, 1, "variant one\r\n", 13);
-	assert_body(s->msg.id, 2, v2, SPOOL_BODY_CHUNK + 99);
+	assert_body(s->msg.id, 2, v2, BIG_PIECE + 99);
 	cr_assert(spool_reader_begin(rd));
 	struct spool_rcpt r;
 	cr_assert(spool_get_rcpt(rd, s->msg.id, 1, &r));
