@@ -11,7 +11,11 @@
 #include <time.h>
 
 #include "http.h"
+#include <ctype.h>
+
+#include "queue/addr.h"
 #include "queue/log.h"
+#include "queue/msg_header.h"
 #include "queue/util.h"
 
 #define METRIC_DOMAINS 20 /* per-domain series kept; the rest are "other" */
@@ -160,7 +164,8 @@ static void counts_json(struct buf *b, const struct stats_counts *n)
 
 static void domains_json(struct buf *b, struct stats_snapshot *snap)
 {
-	qsort(snap->domains, snap->ndomains, sizeof(*snap->domains), domain_cmp);
+	if (snap->ndomains) /* domains is NULL then, and qsort's base must not be */
+		qsort(snap->domains, snap->ndomains, sizeof(*snap->domains), domain_cmp);
 	buf_puts(b, "[");
 	for (unsigned i = 0; i < snap->ndomains; i++) {
 		const struct stats_domain *d = &snap->domains[i];
@@ -275,7 +280,8 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 {
 	struct spool_usage u;
 	spool_usage(s->srv->spool, &u);
-	qsort(snap->domains, snap->ndomains, sizeof(*snap->domains), domain_volume_cmp);
+	if (snap->ndomains) /* as in domains_json */
+		qsort(snap->domains, snap->ndomains, sizeof(*snap->domains), domain_volume_cmp);
 	struct buf b = {0};
 	const struct stats_counts *t = &snap->total;
 	prom_head(&b, "ringpost_messages_accepted_total", "counter",
@@ -402,14 +408,98 @@ void api_queue_admin(struct api_session *s, const char *arg)
 		http_error(s, 503, "unavailable", "queue administration is not available");
 		return;
 	}
+	char domain[256];
+	size_t dl = 0;
+	for (const char *p = arg; p < slash && dl + 1 < sizeof(domain); p++) {
+		if (*p == '%' && slash - p >= 3 && isxdigit((unsigned char)p[1]) &&
+		    isxdigit((unsigned char)p[2])) {
+			char hx[3] = {p[1], p[2], 0};
+			domain[dl++] = (char)strtol(hx, NULL, 16);
+			p += 2;
+		} else {
+			domain[dl++] = *p;
+		}
+	}
+	domain[dl] = '\0';
+	if (addr_domain_check(domain, dl, true) != ADDR_OK) {
+		http_error(s, 400, "bad_field", "'%.64s' is not a domain name", domain);
+		return;
+	}
 	struct admin_job *j = xcalloc(1, sizeof(*j));
 	j->s = s;
 	j->req.op = (enum api_admin_op)op;
-	memcpy(j->req.domain, arg, (size_t)(slash - arg));
+	memcpy(j->req.domain, domain, dl + 1);
 	rp_lower(j->req.domain);
 	char mode[16];
 	j->req.bounce = http_query_param(s, "mode", mode, sizeof(mode)) && !strcmp(mode, "bounce");
 	j->req.done = admin_done;
 	http_begin_async(s);
 	s->srv->ops->admin(s->srv->ctx, &j->req);
+}
+
+/* ---- the bounce mailbox ------------------------------------------------ */
+
+struct bounce_list {
+	struct buf *b;
+	unsigned n;
+};
+
+static bool bounce_item(const struct spool_mbox_entry *e, void *arg)
+{
+	struct bounce_list *l = arg;
+	struct msg_header_info hi;
+	const char *subj = NULL;
+	size_t sl = 0;
+	msg_header_scan(e->data, e->len, &hi);
+	msg_header_get(e->data, hi.end, "Subject", &subj, &sl);
+	buf_printf(l->b, "%s{\"uid\":%u,\"date\":", l->n++ ? "," : "", e->uid);
+	iso_time(l->b, e->date_ms);
+	buf_printf(l->b, ",\"size\":%zu,\"seen\":%s,\"subject\":", e->len,
+		   e->flags & MBOX_SEEN ? "true" : "false");
+	http_json_str(l->b, subj ? subj : "", sl);
+	buf_puts(l->b, "}");
+	return true;
+}
+
+void api_bounce_list(struct api_session *s, const char *arg)
+{
+	(void)arg;
+	struct api_server *srv = s->srv;
+	if (!spool_reader_begin(srv->reader)) {
+		http_error(s, 503, "unavailable", "the spool cannot be read right now");
+		return;
+	}
+	uint32_t uidvalidity, uidnext;
+	spool_mbox_ids(srv->reader, &uidvalidity, &uidnext);
+	struct buf b = {0};
+	buf_printf(&b, "{\"uidvalidity\":%u,\"uidnext\":%u,\"messages\":[", uidvalidity, uidnext);
+	struct bounce_list l = {.b = &b};
+	spool_mbox_foreach(srv->reader, 1, bounce_item, &l);
+	spool_reader_end(srv->reader);
+	buf_puts(&b, "]}");
+	http_respond_json(s, 200, &b);
+}
+
+void api_bounce_get(struct api_session *s, const char *arg)
+{
+	char *end;
+	unsigned long uid = strtoul(arg, &end, 10);
+	if (!*arg || *end || !uid || uid > UINT32_MAX) {
+		http_error(s, 404, "not_found", "no bounce '%.32s' (UIDs are numbers)", arg);
+		return;
+	}
+	struct api_server *srv = s->srv;
+	struct spool_mbox_entry e;
+	if (!spool_reader_begin(srv->reader)) {
+		http_error(s, 503, "unavailable", "the spool cannot be read right now");
+		return;
+	}
+	if (!spool_mbox_get(srv->reader, (uint32_t)uid, &e)) {
+		spool_reader_end(srv->reader);
+		http_error(s, 404, "not_found", "no bounce with UID %lu", uid);
+		return;
+	}
+	/* The message lives in LMDB memory only until the transaction ends. */
+	http_respond(s, 200, "message/rfc822", e.data, e.len, NULL);
+	spool_reader_end(srv->reader);
 }

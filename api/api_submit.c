@@ -220,8 +220,8 @@ static const char *lookup(void *arg, const char *name, size_t len, size_t *vlen)
 	if (json_is_integer(v))
 		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "%lld",
 					 (long long)json_integer_value(v));
-	else if (json_is_real(v))
-		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "%g", json_real_value(v));
+	else if (json_is_real(v)) /* %g's 6 digits would print 1234567.89 as 1.23457e+06 */
+		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "%.15g", json_real_value(v));
 	else if (json_is_true(v))
 		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "true");
 	else if (json_is_false(v))
@@ -299,6 +299,11 @@ static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cf
 			if (!strcasecmp(k, "To")) {
 				to_override = json_string_value(v);
 				continue;
+			}
+			if (!strcasecmp(k, "Bcc")) {
+				msg_error(m, 400, "bad_field",
+					  "headers.Bcc would be shown to every recipient; put blind copies in to");
+				goto out;
 			}
 			if (mime_header_reserved(k)) {
 				msg_error(m, 400, "bad_field",
@@ -585,6 +590,8 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 	ss->body = &m->iov;
 	ss->nbody = 1;
 	ss->msg.body_len = m->iov.iov_len;
+	for (unsigned i = 0; m->viov && i < m->nrcpt; i++)
+		ss->msg.body_len += m->viov[i].iov_len; /* bytes stored, all variants */
 	ss->variants = m->viov;
 	ss->nvariants = m->variants ? m->nrcpt : 0;
 	ss->rcpts = m->rcpts;

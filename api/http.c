@@ -3,9 +3,9 @@
  *
  * Limits: request line + headers 16 KiB (431), URL 8 KiB (414), body
  * [api] max_request (413, answered before the body is read when the length
- * is declared), keep-alive idle time. Any parse error gets 400 and the
- * connection is closed; a limit error too, since the rest of the stream can
- * no longer be trusted to be in step.
+ * is declared, by Content-Length or by a chunk's size), keep-alive idle
+ * time. Any parse error gets 400 and the connection is closed; a limit error
+ * too, since the rest of the stream can no longer be trusted to be in step.
  */
 #include "http.h"
 
@@ -87,6 +87,28 @@ void http_respond_json(struct api_session *s, int status, struct buf *body)
 	buf_free(body);
 }
 
+/* utf8_len - length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629:
+ * no overlongs, no surrogates, nothing above U+10FFFF); 0 when there is none. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0];
+	if (c < 0xc2 || c > 0xf4)
+		return 0;
+	size_t k = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+	if (n < k)
+		return 0;
+	uint32_t cp = c & (0x7fu >> k);
+	for (size_t i = 1; i < k; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3fu);
+	}
+	if ((k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return k;
+}
+
 void http_json_str(struct buf *b, const char *str, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -94,8 +116,17 @@ void http_json_str(struct buf *b, const char *str, size_t n)
 	size_t run = 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)str[i];
-		if (c >= 0x20 && c != '"' && c != '\\')
+		if (c >= 0x80) {
+			/* Bytes from a URL, or a message cut at a size limit, need
+			 * not be UTF-8; JSON must be: bad bytes become U+FFFD. */
+			size_t k = utf8_len((const unsigned char *)str + i, n - i);
+			if (k) {
+				i += k - 1;
+				continue;
+			}
+		} else if (c >= 0x20 && c != '"' && c != '\\') {
 			continue;
+		}
 		buf_append(b, str + run, i - run);
 		run = i + 1;
 		switch (c) {
@@ -114,10 +145,13 @@ void http_json_str(struct buf *b, const char *str, size_t n)
 		case '\t':
 			buf_append(b, "\\t", 2);
 			break;
-		default: {
-			char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-			buf_append(b, u, 6);
-		}
+		default:
+			if (c >= 0x80) {
+				buf_append(b, "\\ufffd", 6);
+			} else {
+				char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+				buf_append(b, u, 6);
+			}
 		}
 	}
 	buf_append(b, str + run, n - run);
@@ -271,6 +305,16 @@ static int on_headers_complete(http_parser *p)
 	return 0;
 }
 
+/* on_chunk_header - a chunk announces its size: refuse one that cannot fit
+ * now, as for a declared Content-Length, rather than wait for its bytes. */
+static int on_chunk_header(http_parser *p)
+{
+	struct api_session *s = of(p);
+	if (p->content_length > s->srv->cfg->max_request - buf_used(&s->req.body))
+		return fail(s, 413, "too_large", "the request body exceeds the size limit");
+	return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t n)
 {
 	struct api_session *s = of(p);
@@ -296,6 +340,7 @@ static const http_parser_settings settings = {
 	.on_header_value = on_header_value,
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
+	.on_chunk_header = on_chunk_header,
 	.on_message_complete = on_message_complete,
 };
 
@@ -319,6 +364,8 @@ static const struct route routes[] = {
 	{"/healthz", HTTP_GET, api_healthz, true},
 	{"/v1/queue", HTTP_GET, api_queue_list, false},
 	{"/v1/queue/", HTTP_POST, api_queue_admin, false},
+	{"/v1/bounces", HTTP_GET, api_bounce_list, false},
+	{"/v1/bounces/", HTTP_GET, api_bounce_get, false},
 };
 
 /* route_match - whether path fits r; *arg is what follows a prefix. */
@@ -451,8 +498,12 @@ void http_end_async(struct api_session *s)
 static void on_timeout(struct loop_timer *t)
 {
 	struct api_session *s = RP_CONTAINER_OF(t, struct api_session, timer);
-	if (s->busy)
+	if (s->busy) {
+		/* Not idle: look again later, or the session would never time
+		 * out once the answer is written (only new data re-arms). */
+		loop_timer_arm(s->srv->loop, &s->timer, s->srv->cfg->idle_timeout_ms, on_timeout);
 		return;
+	}
 	conn_close(&s->conn);
 }
 

@@ -92,5 +92,7 @@ void api_metrics(struct api_session *s, const char *arg);
 void api_healthz(struct api_session *s, const char *arg);
 void api_queue_list(struct api_session *s, const char *arg);
 void api_queue_admin(struct api_session *s, const char *arg);
+void api_bounce_list(struct api_session *s, const char *arg);
+void api_bounce_get(struct api_session *s, const char *arg);
 
 #endif

@@ -5,7 +5,9 @@
  *   text and html     multipart/alternative ( text/plain , text/html )
  *   one of them       a single text part
  * Boundaries start with "=_", which quoted-printable and base64 output can
- * never contain; 7bit parts get a random suffix on top.
+ * never contain; text holding "=_" is therefore never sent 7bit.
+ * Inside a multipart the CRLF before a delimiter belongs to the delimiter
+ * (RFC 2046 5.1.1), so a part's text comes back exactly, final newline too.
  */
 #include "mime.h"
 
@@ -43,6 +45,7 @@ bool mime_header_reserved(const char *name)
 	static const char *const reserved[] = {
 		"From",	   "To",	"Subject",     "Date",	      "Message-ID",
 		"MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Received",
+		"Bcc", /* every recipient would see it: blind copies are more "to" */
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(reserved); i++)
 		if (!strcasecmp(name, reserved[i]))
@@ -172,11 +175,16 @@ static void encoded_words(struct buf *out, const char *p, size_t n, size_t *col)
 {
 	size_t i = 0;
 	while (i < n) {
-		size_t take = n - i;
-		if (take > WORD_RAW)
-			take = utf8_cut(p + i, WORD_RAW);
+		size_t take = n - i, max = WORD_RAW;
+		/* The first word fits the rest of the current line rather than
+		 * folding right after "Name: ": that fold leaves a blank which
+		 * unstructured fields keep (the Subject would start with a space). */
+		if (i == 0 && *col + 12 + 8 <= HEADER_SOFT)
+			max = RP_MIN((size_t)WORD_RAW, (HEADER_SOFT - *col - 12) / 4 * 3);
+		if (take > max)
+			take = utf8_cut(p + i, max);
 		size_t wlen = 12 + (take + 2) / 3 * 4;
-		if (*col > 1 && *col + wlen + 1 > HEADER_SOFT) {
+		if (*col > 1 && *col + wlen + (i > 0) > HEADER_SOFT) {
 			buf_append(out, "\r\n ", 3);
 			*col = 1;
 		} else if (i > 0) {
@@ -232,9 +240,33 @@ static void address_entry(struct buf *out, const char *p, size_t n, size_t *col)
 		dn -= 2;
 	}
 	encoded_words(out, d, dn, col);
-	buf_append(out, " ", 1);
-	(*col)++;
-	plain_text(out, lt, n - (size_t)(lt - p), col);
+	/* Lines holding encoded words stay within 76 (RFC 2047 2): fold
+	 * before the address when it would not fit. */
+	size_t al = n - (size_t)(lt - p);
+	if (*col + 1 + al > HEADER_SOFT) {
+		buf_append(out, "\r\n ", 3);
+		*col = 1;
+	} else {
+		buf_append(out, " ", 1);
+		(*col)++;
+	}
+	plain_text(out, lt, al, col);
+}
+
+/* needs_words - ASCII that still has to travel as encoded words: text that
+ * a receiver would decode as an encoded word ("=?"), or a run without
+ * blanks too long to fold within 998 octets. */
+static bool needs_words(const char *p, size_t n, size_t col)
+{
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '=' && i + 1 < n && p[i + 1] == '?')
+			return true;
+		run = p[i] == ' ' ? 0 : run + 1;
+		if (col + run + 1 > 998)
+			return true;
+	}
+	return false;
 }
 
 void mime_encode_header(struct buf *out, const char *name, const char *value, bool addresses)
@@ -272,7 +304,7 @@ void mime_encode_header(struct buf *out, const char *name, const char *value, bo
 				start = i + 1;
 			}
 		}
-	} else if (is_ascii(value, n)) {
+	} else if (is_ascii(value, n) && !needs_words(value, n, col)) {
 		plain_text(out, value, n, &col);
 	} else {
 		encoded_words(out, value, n, &col);
@@ -288,6 +320,8 @@ static bool fits_7bit(const char *p, size_t n)
 		unsigned char c = (unsigned char)p[i];
 		if (c >= 0x80 || c == 0)
 			return false;
+		if (c == '=' && i + 1 < n && p[i + 1] == '_')
+			return false; /* could fake a boundary; QP writes "=3D_" */
 		if (c == '\r') {
 			if (i + 1 >= n || p[i + 1] != '\n')
 				return false;
@@ -328,8 +362,10 @@ static void ensure_crlf(struct buf *out)
 		buf_append(out, "\r\n", 2);
 }
 
-/* text_part - Content-Type/-Transfer-Encoding lines, a blank line, the body. */
-static void text_part(struct buf *out, const char *type, const char *p, size_t n)
+/* text_part - Content-Type/-Transfer-Encoding lines, a blank line, the
+ * body; in_multipart: end with the delimiter's own CRLF, not a fix-up. */
+static void text_part(struct buf *out, const char *type, const char *p, size_t n,
+		      bool in_multipart)
 {
 	bool seven = fits_7bit(p, n);
 	buf_printf(out, "Content-Type: %s; charset=utf-8\r\nContent-Transfer-Encoding: %s\r\n\r\n",
@@ -338,7 +374,10 @@ static void text_part(struct buf *out, const char *type, const char *p, size_t n
 		crlf_text(out, p, n);
 	else
 		mime_qp_encode(out, p, n);
-	ensure_crlf(out);
+	if (in_multipart)
+		buf_append(out, "\r\n", 2);
+	else
+		ensure_crlf(out);
 }
 
 static void boundary(char out[40], uint64_t seed, unsigned k)
@@ -382,8 +421,9 @@ static bool content_type_ok(const char *t)
 	return true;
 }
 
-/* body - the text/html (alternative) part, or a single text part. */
-static void body(struct buf *out, const struct mime_message *m, unsigned *k)
+/* body - the text/html (alternative) part, or a single text part; nested
+ * when it is the first part of a multipart/mixed. */
+static void body(struct buf *out, const struct mime_message *m, unsigned *k, bool nested)
 {
 	const char *text = m->text, *html = m->html;
 	if (text && html) {
@@ -391,16 +431,16 @@ static void body(struct buf *out, const struct mime_message *m, unsigned *k)
 		boundary(b, m->seed, (*k)++);
 		buf_printf(out, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n", b);
 		buf_printf(out, "--%s\r\n", b);
-		text_part(out, "text/plain", text, m->text_len);
+		text_part(out, "text/plain", text, m->text_len, true);
 		buf_printf(out, "--%s\r\n", b);
-		text_part(out, "text/html", html, m->html_len);
+		text_part(out, "text/html", html, m->html_len, true);
 		buf_printf(out, "--%s--\r\n", b);
 		return;
 	}
 	if (html)
-		text_part(out, "text/html", html, m->html_len);
+		text_part(out, "text/html", html, m->html_len, nested);
 	else
-		text_part(out, "text/plain", text ? text : "", text ? m->text_len : 0);
+		text_part(out, "text/plain", text ? text : "", text ? m->text_len : 0, nested);
 }
 
 bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t errlen)
@@ -425,14 +465,14 @@ bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t
 		mime_encode_header(out, m->headers[i].name, m->headers[i].value, false);
 	buf_puts(out, "MIME-Version: 1.0\r\n");
 	if (!m->nattachments) {
-		body(out, m, &k);
+		body(out, m, &k, false);
 		return true;
 	}
 	char b[40];
 	boundary(b, m->seed, k++);
 	buf_printf(out, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n", b);
 	buf_printf(out, "--%s\r\n", b);
-	body(out, m, &k);
+	body(out, m, &k, true);
 	for (unsigned i = 0; i < m->nattachments; i++) {
 		const struct mime_attachment *a = &m->attachments[i];
 		const char *fname = a->filename && *a->filename ? a->filename : "attachment";

@@ -267,7 +267,7 @@ void spool_refresh_usage(struct spool *sp)
 	bool was = atomic_exchange(&sp->accepting, ok);
 	bool first = !sp->usage_known;
 	sp->usage_known = true;
-	if (was != ok && !(first && ok))
+	if (first ? !ok : was != ok)
 		log_warn("spool: %s new mail (used %llu of %llu bytes, %llu bytes free on disk)",
 			 ok ? "accepting" : "refusing", (unsigned long long)used,
 			 (unsigned long long)sp->opt.max_size, (unsigned long long)free_disk);

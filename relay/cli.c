@@ -140,7 +140,9 @@ static int fail_status(int status, const struct buf *body)
 	return RP_EX_DATAERR;
 }
 
-static char *read_file(const char *path)
+/* read_file - the whole file (or stdin for "-") as a C string; its length,
+ * NULs included, in *len. */
+static char *read_file(const char *path, size_t *len)
 {
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
 	if (!f)
@@ -152,6 +154,7 @@ static char *read_file(const char *path)
 		buf_append(&b, chunk, n);
 	if (f != stdin)
 		fclose(f);
+	*len = buf_used(&b);
 	return buf_cstr(&b);
 }
 
@@ -166,6 +169,8 @@ int cli_send(int argc, char **argv)
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
 			i++;
+		} else if (!strncmp(a, "--config=", 9)) {
+			/* cli_config_path reads it */
 		} else if (!strcmp(a, "--from") && v) {
 			from = v, i++;
 		} else if (!strcmp(a, "--to") && v) {
@@ -194,7 +199,11 @@ int cli_send(int argc, char **argv)
 	json_object_set_new(msg, "to", to);
 	char *rawbuf = NULL;
 	if (raw) {
-		rawbuf = read_file(raw);
+		size_t rawlen;
+		rawbuf = read_file(raw, &rawlen);
+		/* json_string stops at a NUL: the message would go out cut short. */
+		if (memchr(rawbuf, '\0', rawlen))
+			rp_die(RP_EX_DATAERR, "%s contains a NUL byte; a message cannot", raw);
 		json_t *r = json_string(rawbuf);
 		if (!r)
 			rp_die(RP_EX_DATAERR, "%s is not UTF-8 text; the API takes raw messages as JSON strings",
@@ -269,6 +278,8 @@ int cli_stats(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
 			i++;
+		else if (!strncmp(argv[i], "--config=", 9))
+			continue; /* cli_config_path reads it */
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!strcmp(argv[i], "--watch"))
@@ -372,6 +383,8 @@ int cli_queue(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
 			i++;
+		else if (!strncmp(argv[i], "--config=", 9))
+			continue; /* cli_config_path reads it */
 		else if (!strcmp(argv[i], "--bounce"))
 			bounce = true;
 		else if (nargs < 3)

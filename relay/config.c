@@ -236,8 +236,8 @@ static const struct key keys[] = {
 	{"queue", "retry", V_RETRY, 0, 0, 0, 0, NULL},
 	{"queue", "max_age", V_DURATION, C(max_age_ms), 1000, 365ull * 86400000, 0, NULL},
 	{"queue", "bounce_domain", V_STR, C(bounce_domain), 0, 0, 0, "VERP bounce processing"},
-	{"queue", "max_size", V_SIZE, C(max_size), 16ull << 20, 1ull << 44, 0, NULL},
-	{"queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 44, 0, NULL},
+	{"queue", "max_size", V_SIZE, C(max_size), 16ull << 20, 1ull << 46, 0, NULL},
+	{"queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 50, 0, NULL},
 	{"queue", "keep_done", V_DURATION, C(keep_done_ms), 0, 365ull * 86400000, 0, NULL},
 	{"domain", "max_connections", V_U32, D(max_connections), 1, 100000, CFG_D_MAX_CONNECTIONS, NULL},
 	{"domain", "max_messages_per_connection", V_U32, D(max_messages_per_connection), 1, 10000000,
@@ -279,12 +279,14 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		return true;
 	case V_DURATION:
 		if (!rp_parse_duration_ms(value, &v) || v < k->min || v > k->max)
-			return fail(ps, "%s must be a duration like 30s, 5m, 2h, 3d", k->name);
+			return fail(ps, "%s must be a duration like 30s, 5m, 2h, 3d (from %llu ms to %llu ms)",
+				    k->name, (unsigned long long)k->min, (unsigned long long)k->max);
 		*(uint64_t *)field = v;
 		return true;
 	case V_SIZE:
 		if (!rp_parse_size(value, &v) || v < k->min || v > k->max)
-			return fail(ps, "%s must be a size like 512k, 10M, 8G", k->name);
+			return fail(ps, "%s must be a size like 512k, 10M, 8G (from %llu to %llu bytes)",
+				    k->name, (unsigned long long)k->min, (unsigned long long)k->max);
 		*(uint64_t *)field = v;
 		return true;
 	case V_RATE: {

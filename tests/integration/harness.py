@@ -44,6 +44,10 @@ SLOW = 4.0 if SANITIZE else 1.0
 
 EX_CONFIG = 78
 
+# Bearer tokens of the [api] section that config_text writes with api_port.
+API_KEYS = ("test-key-one", "test-key-two")
+API_KEY = API_KEYS[0]
+
 
 def ringpost_bin():
     b = os.environ.get("RINGPOST_BIN")
@@ -152,25 +156,32 @@ def port_accepts(port, host="127.0.0.1"):
 
 def config_text(*, hostname="mta.test.example", data_dir="spool", shards=2, submission_port,
                 routes, server=None, submission=None, queue=None, domain_defaults=None,
-                domains=None, extra=""):
+                domains=None, api_port=None, api=None, extra=""):
     """An ringpost.conf for a test. routes: {domain: "127.0.0.1:port"}.
     The other dicts add or override keys in their section; domains maps a
-    domain name to extra keys for its section."""
+    domain name to extra keys for its section. api_port adds an [listen] api
+    listener; api adds [api] keys (keys = API_KEYS when api_port is set)."""
     sec = {
         "server": {"hostname": hostname, "data_dir": data_dir, "shards": str(shards)},
         "listen": {"submission": f"127.0.0.1:{submission_port}"},
         "submission": {"networks": "127.0.0.0/8, ::1"},
+        "api": {},
         "queue": {"retry": "1s, 2s", "max_age": "1h"},
         "domain *": {"connect_timeout": "2s", "max_connections": "20"},
     }
+    if api_port:
+        sec["listen"]["api"] = f"127.0.0.1:{api_port}"
+        sec["api"]["keys"] = ", ".join(API_KEYS)
     for name, d in (("server", server), ("submission", submission), ("queue", queue),
-                    ("domain *", domain_defaults)):
+                    ("domain *", domain_defaults), ("api", api)):
         if d:
             sec[name].update({k: str(v) for k, v in d.items()})
     for dom, addr in routes.items():
         sec[f"domain {dom}"] = {"route": addr}
     for dom, d in (domains or {}).items():
         sec.setdefault(f"domain {dom}", {}).update({k: str(v) for k, v in d.items()})
+    if not sec["api"]:
+        del sec["api"]
     out = ["; written by tests/integration/harness.py"]
     for name, keys in sec.items():
         out.append(f"[{name}]")
@@ -184,13 +195,19 @@ def config_text(*, hostname="mta.test.example", data_dir="spool", shards=2, subm
 class Daemon:
     """ringpost serve -c CONFIG, its stderr appended to LOG across restarts."""
 
-    def __init__(self, env, config_path, port, name="ringpost"):
+    def __init__(self, env, config_path, port, name="ringpost", api_port=None):
         self.env = env
         self.config_path = str(config_path)
         self.port = port
+        self.api_port = api_port  # [listen] api, when the config has one
         self.log_path = env.dir / f"{name}.log"
         self.proc = None
         self._log_start = 0
+
+    def api(self, method, path, body=None, **kw):
+        """One request to this daemon's HTTP API (api_request)."""
+        check(self.api_port, "this daemon has no [listen] api")
+        return api_request(self.api_port, method, path, body, **kw)
 
     def start(self, timeout=15):
         check(self.proc is None or self.proc.poll() is not None, "daemon already running")
@@ -549,6 +566,102 @@ class SMTPConn:
             return False
 
 
+class ApiReply:
+    """An HTTP answer: status, headers (case-insensitive get), body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        return self.headers.get(name)
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise TestFailure(f"HTTP {self.status}: body is not JSON: {self.body[:300]!r}")
+
+    def error(self):
+        """(code, message) of an {"error": {...}} body."""
+        e = self.json().get("error") or {}
+        return e.get("code"), e.get("message", "")
+
+    def __repr__(self):
+        return f"<HTTP {self.status} {self.body[:200]!r}>"
+
+
+# No proxy from the environment may stand between the tests and loopback.
+_url_opener = None
+
+
+def api_request(port, method, path, body=None, *, key=API_KEY, headers=None, timeout=30):
+    """One request with Python's urllib; errors (4xx/5xx) are answers too.
+    body: bytes as they are, anything else as JSON. key None: no
+    Authorization header."""
+    import urllib.error
+    import urllib.request
+    global _url_opener
+    if _url_opener is None:
+        _url_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = body
+    hdrs = {}
+    if body is not None and not isinstance(body, (bytes, bytearray)):
+        data = json.dumps(body).encode()
+    if data is not None:
+        hdrs["Content-Type"] = "application/json"
+    if key is not None:
+        hdrs["Authorization"] = f"Bearer {key}"
+    hdrs.update(headers or {})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers=hdrs)
+    try:
+        with _url_opener.open(req, timeout=timeout * SLOW) as r:
+            return ApiReply(r.status, r.headers, r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return ApiReply(e.code, e.headers, e.read())
+
+
+def curl(args, timeout=30, input=None):
+    """curl -sS with args; returns the CompletedProcess (stdout bytes)."""
+    try:
+        return subprocess.run(["curl", "-sS", "--noproxy", "*", "--max-time",
+                               str(int(timeout * SLOW))] + list(args), input=input,
+                              capture_output=True, timeout=timeout * SLOW + 10)
+    except subprocess.TimeoutExpired:
+        raise TestFailure(f"curl {' '.join(args)[:200]} did not finish")
+
+
+class HTTPConn(SMTPConn):
+    """A raw-socket HTTP/1.1 client: exact bytes out, responses parsed in
+    order (for pipelining, Expect and broken requests)."""
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self):
+        """(status, {lowercase name: value}, body) of the next response."""
+        line = self.read_line()
+        m = re.match(rb"HTTP/1\.[01] (\d{3}) ", line)
+        if not m:
+            raise TestFailure(f"malformed status line {line!r}")
+        status = int(m.group(1))
+        hdrs = {}
+        while True:
+            h = self.read_line()
+            if h in (b"\r\n", b"\n"):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        n = int(hdrs.get("content-length", "0"))
+        return status, hdrs, self.read_exact(n) if n else b""
+
+
 def dot_stuff(data):
     """RFC 5321 4.5.2 transparency for DATA, plus the terminator. data must
     use CRLF line ends and end with CRLF."""
@@ -593,12 +706,17 @@ class TestEnv:
         p.write_text(text)
         return p
 
-    def daemon(self, *, routes, port=None, name="ringpost", conf_name=None, **kw):
+    def daemon(self, *, routes, port=None, name="ringpost", conf_name=None, with_api=False,
+               **kw):
+        """A daemon (not started). with_api: an HTTP API listener on a free
+        port with the API_KEYS (or pass api_port= yourself)."""
         port = port or free_port()
+        if with_api and not kw.get("api_port"):
+            kw["api_port"] = free_port()
         kw.setdefault("data_dir", str(self.dir / f"{name}-spool"))
         path = self.write_config(config_text(submission_port=port, routes=routes, **kw),
                                  conf_name or f"{name}.conf")
-        d = Daemon(self, path, port, name)
+        d = Daemon(self, path, port, name, api_port=kw.get("api_port"))
         self.daemons.append(d)
         return d
 
@@ -624,6 +742,42 @@ class TestEnv:
             print(f"(kept {self.dir})", file=sys.stderr)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_cases(cases, x, daemons):
+    """Run every fn(x) in cases even when some fail; after each, every daemon
+    must still be alive. Returns the list of failures (strings)."""
+    failures = []
+    for fn in cases:
+        try:
+            fn(x)
+            log(f"ok   {fn.__name__}")
+        except TestFailure as e:
+            failures.append(f"{fn.__name__}: {e}")
+            log(f"FAIL {fn.__name__}: {e}")
+        except Exception as e:  # a bug in the test or an odd answer: say where
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            failures.append(f"{fn.__name__}: {type(e).__name__}: {e} (line {tb.lineno})")
+            log(f"FAIL {fn.__name__}: {type(e).__name__}: {e} (line {tb.lineno})")
+        dead = [d for d in daemons if not d.alive()]
+        if dead:
+            failures.append(f"a daemon died during {fn.__name__} "
+                            f"(status {dead[0].proc.returncode})")
+            break
+    return failures
+
+
+def stop_clean(d, failures):
+    """SIGTERM d; a non-zero status or a sanitizer report is a failure."""
+    if not d.alive():
+        return
+    rc = d.stop()
+    if rc != 0:
+        failures.append(f"{d.log_path.name}: SIGTERM exit status {rc}")
+    try:
+        d.check_log_clean()
+    except TestFailure as e:
+        failures.append(str(e))
 
 
 def run_test(main):

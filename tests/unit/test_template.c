@@ -1,0 +1,197 @@
+/* test_template.c - {{name}} substitution (api/template.c): a table of
+ * templates against one set of variables, blanks inside the braces, names
+ * the lookup does not know left exactly as written, malformed braces, HTML
+ * escaping of values (never of the template), and template_has_vars.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/template.h"
+
+struct var {
+	const char *name, *value;
+};
+
+static const struct var vars[] = {
+	{ "name", "Ann" },
+	{ "first_name", "Bo" },
+	{ "order-id", "A-17" },
+	{ "user.city", "K\xc3\xb6ln" },
+	{ "x", "X" },
+	{ "empty", "" },
+	{ "html", "<b>\"Tom\" & 'Jerry'</b>" },
+	{ "braces", "{{name}}" },
+	{ "N0", "zero" },
+};
+
+static unsigned lookups;
+
+static const char *lookup(void *ctx, const char *name, size_t len, size_t *vlen)
+{
+	(void)ctx;
+	lookups++;
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		if (strlen(vars[i].name) == len && !memcmp(vars[i].name, name, len)) {
+			*vlen = strlen(vars[i].value);
+			return vars[i].value;
+		}
+	return NULL;
+}
+
+static char *render(const char *s, bool html)
+{
+	struct buf b = { 0 };
+	template_render(&b, s, strlen(s), lookup, NULL, html);
+	char *out = strdup(buf_cstr(&b));
+	buf_free(&b);
+	return out;
+}
+
+struct tcase {
+	const char *in, *out;
+	bool has_vars; /* template_has_vars: a well-formed placeholder, known or not */
+};
+
+static const struct tcase plain_cases[] = {
+	{ "", "", false },
+	{ "no placeholders", "no placeholders", false },
+	{ "{{name}}", "Ann", true },
+	{ "Hello {{name}}!", "Hello Ann!", true },
+	{ "{{name}}{{name}}", "AnnAnn", true },
+	{ "{{name}} and {{first_name}}", "Ann and Bo", true },
+	{ "id {{order-id}} in {{user.city}}", "id A-17 in K\xc3\xb6ln", true },
+	{ "{{N0}}", "zero", true },
+	/* Blanks inside the braces. */
+	{ "{{ name }}", "Ann", true },
+	{ "{{name }}", "Ann", true },
+	{ "{{   name}}", "Ann", true },
+	{ "a{{  x  }}b", "aXb", true },
+	/* A blank inside the name is not a name. */
+	{ "{{first name}}", "{{first name}}", false },
+	/* Tabs are not blanks here. */
+	{ "{{\tname}}", "{{\tname}}", false },
+	/* Unknown names stay exactly as written, blanks included. */
+	{ "{{nobody}}", "{{nobody}}", true },
+	{ "Hi {{ nobody }}, {{name}}", "Hi {{ nobody }}, Ann", true },
+	{ "{{Name}}", "{{Name}}", true }, /* names are case-sensitive */
+	/* Empty value. */
+	{ "[{{empty}}]", "[]", true },
+	/* Malformed braces stay as they are. */
+	{ "{{}}", "{{}}", false },
+	{ "{{ }}", "{{ }}", false },
+	{ "{name}", "{name}", false },
+	{ "{{name}", "{{name}", false },
+	{ "{{name", "{{name", false },
+	{ "name}}", "name}}", false },
+	{ "{{", "{{", false },
+	{ "{", "{", false },
+	{ "}}", "}}", false },
+	{ "{{na!me}}", "{{na!me}}", false },
+	{ "{{name}x}}", "{{name}x}}", false },
+	/* Extra braces around a placeholder. */
+	{ "{{{name}}}", "{Ann}", true },
+	{ "{{{{name}}}}", "{{Ann}}", true },
+	{ "{{ {{name}} }}", "{{ Ann }}", true },
+	/* A value is not rendered again. */
+	{ "{{braces}}", "{{name}}", true },
+	/* Braces at the very end after a placeholder. */
+	{ "{{x}}{", "X{", true },
+	{ "{{x}}{{", "X{{", true },
+	/* Non-ASCII around placeholders. */
+	{ "\xc3\xa9{{x}}\xc3\xa9", "\xc3\xa9X\xc3\xa9", true },
+};
+
+Test(template, table_plain)
+{
+	for (size_t i = 0; i < sizeof(plain_cases) / sizeof(plain_cases[0]); i++) {
+		const struct tcase *c = &plain_cases[i];
+		char *got = render(c->in, false);
+		cr_assert_str_eq(got, c->out, "case %zu '%s': got '%s', want '%s'", i, c->in, got,
+		                 c->out);
+		free(got);
+		cr_assert_eq(template_has_vars(c->in, strlen(c->in)), c->has_vars,
+		             "case %zu '%s': has_vars", i, c->in);
+	}
+}
+
+static const struct tcase html_cases[] = {
+	/* Values are escaped... */
+	{ "<p>{{html}}</p>", "<p>&lt;b&gt;&quot;Tom&quot; &amp; &#39;Jerry&#39;&lt;/b&gt;</p>",
+	  true },
+	{ "<a title=\"{{html}}\">",
+	  "<a title=\"&lt;b&gt;&quot;Tom&quot; &amp; &#39;Jerry&#39;&lt;/b&gt;\">", true },
+	/* ...the template itself is not, nor unknown placeholders. */
+	{ "<b>{{name}} & co</b>", "<b>Ann & co</b>", true },
+	{ "<i>{{nobody}}</i>", "<i>{{nobody}}</i>", true },
+	/* Non-ASCII values pass through. */
+	{ "{{user.city}}", "K\xc3\xb6ln", true },
+	{ "{{braces}}", "{{name}}", true },
+};
+
+Test(template, table_html_escaping)
+{
+	for (size_t i = 0; i < sizeof(html_cases) / sizeof(html_cases[0]); i++) {
+		const struct tcase *c = &html_cases[i];
+		char *got = render(c->in, true);
+		cr_assert_str_eq(got, c->out, "case %zu '%s': got '%s'", i, c->in, got);
+		free(got);
+	}
+	/* Without escaping the same value goes in raw. */
+	char *got = render("{{html}}", false);
+	cr_assert_str_eq(got, "<b>\"Tom\" & 'Jerry'</b>");
+	free(got);
+}
+
+Test(template, length_bounded)
+{
+	/* Only s[0..n) counts: a placeholder cut by n is text. */
+	const char *s = "{{name}}{{name}}";
+	for (size_t n = 0; n <= strlen(s); n++) {
+		struct buf b = { 0 };
+		template_render(&b, s, n, lookup, NULL, false);
+		const char *want = n < 8 ? NULL : n < 16 ? "Ann" : "AnnAnn";
+		char expect[32];
+		if (!want)
+			snprintf(expect, sizeof(expect), "%.*s", (int)n, s);
+		else if (n < 16)
+			snprintf(expect, sizeof(expect), "Ann%.*s", (int)(n - 8), s + 8);
+		else
+			snprintf(expect, sizeof(expect), "%s", want);
+		cr_assert_eq(buf_used(&b), strlen(expect), "n=%zu: '%.*s' want '%s'", n,
+		             (int)buf_used(&b), buf_used(&b) ? buf_head(&b) : "", expect);
+		cr_assert(!buf_used(&b) || !memcmp(buf_head(&b), expect, buf_used(&b)), "n=%zu", n);
+		cr_assert_eq(template_has_vars(s, n), n >= 8, "n=%zu: has_vars", n);
+		buf_free(&b);
+	}
+}
+
+Test(template, appends_and_handles_nul)
+{
+	struct buf b = { 0 };
+	buf_puts(&b, "pre:");
+	static const char s[] = "a\0{{x}}\0b";
+	template_render(&b, s, sizeof(s) - 1, lookup, NULL, false);
+	cr_assert_eq(buf_used(&b), 4 + 5);
+	cr_assert(!memcmp(buf_head(&b), "pre:a\0X\0b", 9));
+	buf_free(&b);
+}
+
+Test(template, long_input_and_many_placeholders)
+{
+	/* 10,000 placeholders, all replaced; lookups only for real ones. */
+	struct buf in = { 0 }, want = { 0 }, out = { 0 };
+	for (int i = 0; i < 10000; i++) {
+		buf_puts(&in, i % 2 ? "{{ x }}-" : "{{nobody}}-");
+		buf_puts(&want, i % 2 ? "X-" : "{{nobody}}-");
+	}
+	lookups = 0;
+	template_render(&out, buf_head(&in), buf_used(&in), lookup, NULL, true);
+	cr_assert_eq(lookups, 10000);
+	cr_assert_eq(buf_used(&out), buf_used(&want));
+	cr_assert(!memcmp(buf_head(&out), buf_head(&want), buf_used(&out)));
+	buf_free(&in);
+	buf_free(&want);
+	buf_free(&out);
+}
