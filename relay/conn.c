@@ -159,16 +159,21 @@ static void conn_flush_now(struct loop_defer *d)
 	send_submit(c);
 }
 
+/* cancel_op - ask the kernel to cancel this conn's pending request op. */
+static void cancel_op(struct conn *c, unsigned op)
+{
+	struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_CANCEL);
+	io_uring_prep_cancel64(sqe, loop_user_data(c->loop, &c->io, op), 0);
+	loop_tag(c->loop, sqe, &c->io, LOOP_OP_CANCEL);
+}
+
 void conn_recv_pause(struct conn *c)
 {
 	if ((c->flags & CONN_F_PAUSED) || conn_closing(c))
 		return;
 	c->flags |= CONN_F_PAUSED;
-	if (c->flags & CONN_F_RECV) {
-		struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_CANCEL);
-		io_uring_prep_cancel64(sqe, loop_user_data(c->loop, &c->io, LOOP_OP_RECV), 0);
-		loop_tag(c->loop, sqe, &c->io, LOOP_OP_CANCEL);
-	}
+	if (c->flags & CONN_F_RECV)
+		cancel_op(c, LOOP_OP_RECV);
 }
 
 void conn_recv_resume(struct conn *c)
@@ -188,10 +193,16 @@ static void begin_close(struct conn *c)
 	c->flags |= CONN_F_CLOSING;
 	c->flags &= ~CONN_F_CLOSE_DRAINED;
 	loop_defer_cancel(c->loop, &c->flush);
-	if (c->fd >= 0 && c->io.inflight) {
-		struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_CANCEL);
-		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-		loop_tag(c->loop, sqe, &c->io, LOOP_OP_CANCEL);
+	/* Cancel each pending request by its tag: the kernel finds a tag in
+	 * a hash, while a cancel by fd walks every pending request of the
+	 * ring (quadratic when thousands of sessions close at once). */
+	if (c->fd >= 0) {
+		if (c->flags & CONN_F_RECV)
+			cancel_op(c, LOOP_OP_RECV);
+		if (c->flags & CONN_F_SENDING)
+			cancel_op(c, LOOP_OP_SEND);
+		if (c->flags & CONN_F_CONNECTING)
+			cancel_op(c, LOOP_OP_CONNECT); /* its linked timeout goes with it */
 	}
 	conn_maybe_release(c);
 }

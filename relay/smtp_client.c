@@ -294,8 +294,9 @@ static void start_transaction(struct smtp_client *c, struct sched_job *job)
 	c->rset_pending = false;
 	bool pipelining = c->caps.flags & SMTP_CAP_PIPELINING;
 	if (pipelining) {
-		/* A reused session starts clean, at no cost: RSET rides along. */
-		if (c->messages > 0 || c->need_rset) {
+		/* A completed transaction leaves the server clean (RFC 5321
+		 * 4.1.1.4); RSET rides in front only after one was abandoned. */
+		if (c->need_rset) {
 			conn_line(&c->conn, "RSET");
 			c->rset_pending = true;
 		}
