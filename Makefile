@@ -1,5 +1,7 @@
 # ringpost - a thin wrapper around CMake.
 #   make run     install missing packages, build, run the daemon with ringpost.conf
+#   make demo    install missing packages, build, send 10,000 messages through
+#                ringpost to a local sink and print what happened (bench/run --demo)
 #   make test    install missing packages, build, run the whole suite twice:
 #                the normal build and an ASan+UBSan build
 BUILD  ?= build
@@ -24,6 +26,9 @@ build-asan: deps
 
 run: build
 	exec $(BUILD)/bin/ringpost serve -c $(CONFIG)
+
+demo: build
+	python3 bench/run --demo --bin-dir $(BUILD)/bin
 
 # Sanitizer runs fail on any report, leaks included.
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=1:halt_on_error=1:strict_string_checks=1

@@ -1,0 +1,780 @@
+"""benchlib.py - the parts bench/run and bench/compare-postfix share.
+
+Processes (the sink, ringpost, the blaster, a private Postfix) are started
+from the main thread only, with PR_SET_PDEATHSIG so that they die with us
+even if we are SIGKILLed; every one we start is recorded and stopped
+(SIGTERM, then SIGKILL) in a finally block or, as a last resort, at exit.
+Every wait has a deadline. Nothing here uses threads: the measuring loop
+polls /proc and the sink's stats file between short sleeps.
+
+Python 3.11 standard library only.
+"""
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOURCE_ROOT = HERE.parent
+DEFAULT_BIN_DIR = SOURCE_ROOT / "build" / "bin"
+RESULTS_DIR = HERE / "results"
+
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_OSERR = 71
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+QUIET = False  # --json-only: progress lines off (warnings still go to stderr)
+
+
+class BenchError(Exception):
+    """A run that could not be carried out (a tool missing, a process died,
+    a wait timed out). code is the exit status the script should use."""
+
+    def __init__(self, msg, code=1):
+        super().__init__(msg)
+        self.code = code
+
+
+def say(*args):
+    """A progress line on stderr (stdout is for results)."""
+    if not QUIET:
+        print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+def warn(*args):
+    print("warning:", *args, file=sys.stderr, flush=True)
+
+
+# ---- processes ------------------------------------------------------------
+
+_children = []  # every Popen we started, for the last-resort cleanup
+
+
+def _child_setup():
+    # Die with the script (ctest timeout, kill -9): no stray daemons.
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    os.setpgid(0, 0)  # our own process group: a Ctrl-C reaches us only
+
+
+def spawn(argv, *, stdout=None, stderr=None, cwd=None, env=None):
+    """Start argv (list of str) with the death signal; returns the Popen."""
+    p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=stdout,
+                         stderr=stderr, cwd=cwd, env=env, preexec_fn=_child_setup)
+    _children.append(p)
+    return p
+
+
+def stop_process(p, timeout=20, sig=signal.SIGTERM):
+    """SIGTERM (or sig), wait up to timeout seconds, then SIGKILL. Returns the
+    exit status (negative for a signal), None if it would not die."""
+    if p is None:
+        return None
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            warn(f"pid {p.pid} ({Path(p.args[0]).name}) ignored SIGTERM for {timeout}s: SIGKILL")
+            p.kill()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                return None
+    return p.returncode
+
+
+def kill_pid(pid, timeout=10):
+    """SIGTERM then SIGKILL one process we know by pid (not our child)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _is_zombie(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _kill_all_children():
+    for p in _children:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=5)
+            except Exception:
+                pass
+
+
+atexit.register(_kill_all_children)
+
+
+def install_signal_handlers():
+    """SIGTERM and SIGHUP become SystemExit so that finally blocks run
+    (SIGINT already raises KeyboardInterrupt)."""
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+
+def raise_nofile(want=None):
+    """Raise RLIMIT_NOFILE for us and the children we start. As root the hard
+    limit may go up to fs.nr_open; otherwise the soft limit goes to the hard
+    one. Returns the soft limit in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if want is None:
+        try:
+            want = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            want = 1048576
+    if hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            pass
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    except (ValueError, OSError):
+        return soft
+
+
+# ---- /proc ----------------------------------------------------------------
+
+def proc_status(pid):
+    """The kB fields of /proc/PID/status we use (VmRSS, VmHWM, RssAnon,
+    RssFile, Threads); {} when the process is gone."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "Threads"):
+                out[k] = int(v.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def proc_pss_kb(pid):
+    """Proportional set size (kB) from /proc/PID/smaps_rollup: shared pages
+    divided among the processes sharing them, so sums over processes are
+    real memory. 0 when the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def proc_cpu(pid, children=False):
+    """utime+stime of a process (all its threads) in seconds; with children,
+    plus the CPU of the children it has waited for. None when it is gone."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # fields after "comm)": state=0 ... utime=11 stime=12 cutime=13 cstime=14
+    ticks = int(f[11]) + int(f[12])
+    if children:
+        ticks += int(f[13]) + int(f[14])
+    return ticks / CLK_TCK
+
+
+def listening(port, host="127.0.0.1"):
+    """True when a TCP socket listens on host:port (from /proc/net/tcp: no
+    connection is made, so the daemon sees no probe sessions)."""
+    want_ip = "".join(f"{int(b):02X}" for b in reversed(host.split(".")))
+    want = f"{want_ip}:{port:04X}"
+    any_ip = f"00000000:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split(None, 4)
+                if parts[3] == "0A" and parts[1] in (want, any_ip):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def free_port(hosts=("127.0.0.1",)):
+    """A TCP port that is free right now on every address in hosts."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((hosts[0], 0))
+            port = s.getsockname()[1]
+        ok = True
+        for h in hosts[1:]:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((h, port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise BenchError("cannot find a free loopback port", EX_OSERR)
+
+
+def wait_until(pred, timeout, what, interval=0.05, alive=None):
+    """Poll pred() until true; BenchError after timeout seconds. alive, if
+    given, is a list of (Popen, name) that must not exit meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        for p, name in alive or ():
+            if p.poll() is not None:
+                raise BenchError(f"{name} exited with status {p.returncode} while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tail(path, lines=15):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---- tools ----------------------------------------------------------------
+
+def find_tools(bin_dir, names=("ringpost", "ringpost-sink", "ringpost-blast")):
+    """{name: path} for the binaries in bin_dir; BenchError naming what is
+    missing (exit 69) otherwise."""
+    bin_dir = Path(bin_dir)
+    out, missing = {}, []
+    for n in names:
+        p = bin_dir / n
+        if p.is_file() and os.access(p, os.X_OK):
+            out[n] = p
+        else:
+            missing.append(n)
+    if missing:
+        raise BenchError(f"{', '.join(missing)} not found in {bin_dir}: build first "
+                         f"(make build, or cmake -S . -B build && cmake --build build)",
+                         EX_UNAVAILABLE)
+    return out
+
+
+def snapshot_tools(tools):
+    """Copy the binaries into a private temp dir (removed at exit) so that
+    every run of one invocation uses the same build even if the build tree
+    is rebuilt meanwhile. Returns ({name: copy}, {name: sha256[:12]})."""
+    import hashlib
+    d = Path(tempfile.mkdtemp(prefix="ringpost-bench-bin-"))
+    os.chmod(d, 0o755)
+    atexit.register(shutil.rmtree, d, True)
+    out, sums = {}, {}
+    for name, path in tools.items():
+        dst = d / name
+        shutil.copy2(path, dst)
+        out[name] = dst
+        sums[name] = hashlib.sha256(dst.read_bytes()).hexdigest()[:12]
+    return out, sums
+
+
+def source_revision():
+    """git describe of the source tree (with -dirty), or None."""
+    try:
+        r = subprocess.run(["git", "-C", str(SOURCE_ROOT), "describe", "--always", "--dirty"],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def host_info():
+    info = {"nproc": os.cpu_count(), "kernel": os.uname().release}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        info["loadavg_at_start"] = [float(x) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+# ---- the sink ---------------------------------------------------------------
+
+class Sink:
+    """ringpost-sink listening on one port on each of addrs; its per-interval
+    JSON lines go to workdir/sink-stats.jsonl, which poll() reads
+    incrementally (a partial last line waits for the next call)."""
+
+    def __init__(self, binary, workdir, addrs=("127.0.0.1",), threads=1, interval_ms=100,
+                 extra=()):
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.addrs = list(addrs)
+        self.threads = threads
+        self.interval_ms = interval_ms
+        self.extra = list(extra)
+        self.port = None
+        self.proc = None
+        self.stats_path = self.workdir / "sink-stats.jsonl"
+        self.out_path = self.workdir / "sink.out"
+        self.err_path = self.workdir / "sink.err"
+        self.lines = []  # every stats line parsed so far, in order
+        self._off = 0
+        self._partial = b""
+        self.final = None  # the line printed at exit
+
+    def endpoint(self, i=0):
+        return f"{self.addrs[i % len(self.addrs)]}:{self.port}"
+
+    def start(self, timeout=15):
+        self.port = free_port(self.addrs)
+        argv = [self.binary, "--threads", self.threads, "--stats-file", self.stats_path,
+                "--stats-interval", self.interval_ms]
+        for a in self.addrs:
+            argv += ["--listen", f"{a}:{self.port}"]
+        argv += self.extra
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.proc = spawn(argv, stdout=self._out, stderr=self._err)
+        try:
+            wait_until(lambda: all(listening(self.port, a) for a in self.addrs), timeout,
+                       f"ringpost-sink to listen on port {self.port}",
+                       alive=[(self.proc, "ringpost-sink")])
+        except BenchError as e:
+            raise BenchError(f"{e}\nringpost-sink stderr:\n{tail(self.err_path)}") from None
+
+    def poll(self):
+        """Read new stats lines; returns the latest line (dict) or None."""
+        try:
+            with open(self.stats_path, "rb") as f:
+                f.seek(self._off)
+                data = f.read()
+        except OSError:
+            return self.lines[-1] if self.lines else None
+        self._off += len(data)
+        data = self._partial + data
+        *complete, self._partial = data.split(b"\n")
+        for raw in complete:
+            raw = raw.strip()
+            if raw:
+                try:
+                    self.lines.append(json.loads(raw))
+                except ValueError:
+                    warn(f"ringpost-sink: unparsable stats line: {raw[:120]!r}")
+        return self.lines[-1] if self.lines else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM; the final JSON line (stdout, else the stats file) is kept
+        in self.final. Returns it."""
+        if self.proc is None:
+            return None
+        rc = stop_process(self.proc)
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+            if f:
+                f.close()
+        self.poll()
+        try:
+            for line in reversed(self.out_path.read_text().splitlines()):
+                if line.strip().startswith("{"):
+                    self.final = json.loads(line)
+                    break
+        except (OSError, ValueError):
+            pass
+        if self.final is None and self.lines:
+            self.final = self.lines[-1]
+        self.exit_status = rc
+        if rc != 0:
+            warn(f"ringpost-sink exited with status {rc}: {tail(self.err_path, 5)}")
+        self.proc = None
+        return self.final
+
+
+def sink_count(line):
+    """What the sink has received: recipients (each a delivered copy)."""
+    if not line:
+        return 0
+    return int(line.get("recipients", line.get("messages", 0)))
+
+
+# ---- ringpost ---------------------------------------------------------------
+
+class Ringpost:
+    """ringpost serve with a config written for the benchmark: submission on
+    a free loopback port, the spool and the log in workdir, one static route
+    per bench domain."""
+
+    def __init__(self, binary, workdir, routes, *, max_connections=100, shards=0,
+                 log_level="warn", server=None, queue=None, domain_defaults=None,
+                 submission=None):
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.routes = routes  # {domain: "host:port"}
+        self.max_connections = max_connections
+        self.shards = shards
+        self.log_level = log_level
+        self.extra = {"server": server or {}, "queue": queue or {},
+                      "domain *": domain_defaults or {}, "submission": submission or {}}
+        self.port = None
+        self.proc = None
+        self.spool = self.workdir / "spool"
+        self.config_path = self.workdir / "ringpost.conf"
+        self.log_path = self.workdir / "ringpost.log"
+        self.err_path = self.workdir / "ringpost.err"
+
+    def config_text(self):
+        sec = {
+            "server": {"hostname": "ringpost.bench.test", "data_dir": str(self.spool),
+                       "shards": str(self.shards), "log": str(self.log_path),
+                       "log_level": self.log_level},
+            "listen": {"submission": f"127.0.0.1:{self.port}"},
+            "submission": {"networks": "127.0.0.0/8, ::1"},
+            # Short retries: a benchmark must not sit out a 1-minute retry
+            # if a session breaks; there should be none with a healthy sink.
+            "queue": {"retry": "2s, 10s, 30s", "max_age": "1h"},
+            "domain *": {"max_connections": str(self.max_connections),
+                         "connect_timeout": "30s"},
+        }
+        for name, d in self.extra.items():
+            sec[name].update({k: str(v) for k, v in d.items()})
+        for dom, addr in self.routes.items():
+            sec[f"domain {dom}"] = {"route": addr}
+        out = ["; written by bench/ for one benchmark run"]
+        for name, keys in sec.items():
+            out.append(f"[{name}]")
+            out += [f"{k} = {v}" for k, v in keys.items()]
+            out.append("")
+        return "\n".join(out)
+
+    def start(self, timeout=20):
+        self.port = free_port()
+        self.config_path.write_text(self.config_text())
+        self._err = open(self.err_path, "wb")
+        self.proc = spawn([self.binary, "serve", "-c", self.config_path],
+                          stdout=self._err, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: listening(self.port), timeout,
+                       f"ringpost to listen on 127.0.0.1:{self.port}",
+                       alive=[(self.proc, "ringpost")])
+        except BenchError as e:
+            raise BenchError(f"{e}\nringpost stderr:\n{tail(self.err_path)}\n"
+                             f"ringpost log:\n{tail(self.log_path)}") from None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self):
+        return proc_status(self.proc.pid)
+
+    def cpu(self):
+        return proc_cpu(self.proc.pid)
+
+    def spool_bytes(self):
+        """Size of the LMDB file (apparent size: what the file has grown to)."""
+        try:
+            return (self.spool / "data.mdb").stat().st_size
+        except OSError:
+            return 0
+
+    def stop(self, timeout=30):
+        if self.proc is None:
+            return None
+        rc = stop_process(self.proc, timeout=timeout)
+        self.exit_status = rc
+        if getattr(self, "_err", None):
+            self._err.close()
+        if rc != 0:
+            warn(f"ringpost exited with status {rc}; stderr: {tail(self.err_path, 5)}")
+        self.proc = None
+        return rc
+
+    def diagnostics(self):
+        return (f"ringpost stderr:\n{tail(self.err_path)}\nringpost log ({self.log_path}):\n"
+                f"{tail(self.log_path)}")
+
+
+def bench_routes(domains, sink, fmt="d{}.bench.test"):
+    """One static route per bench domain, spread over the sink's addresses."""
+    return {fmt.format(i): sink.endpoint(i) for i in range(domains)}
+
+
+# ---- the blaster ------------------------------------------------------------
+
+def blast_argv(binary, server, *, messages, connections=50, size=2048, size_mix=None,
+               domains=1, rcpts=1, rate=0, extra=()):
+    argv = [binary, "--mode", "smtp", "--server", server, "--connections", connections,
+            "--messages", messages, "--domains", domains, "--rcpts", rcpts, "--json"]
+    if size_mix:
+        argv += ["--size-mix", size_mix]
+    else:
+        argv += ["--size", size]
+    if rate:
+        argv += ["--rate", int(rate)]
+    return argv + list(extra)
+
+
+class Blast:
+    """ringpost-blast running in the background; result() parses its JSON."""
+
+    def __init__(self, argv, workdir, tag="blast"):
+        self.argv = argv
+        self.out_path = Path(workdir) / f"{tag}.out"
+        self.err_path = Path(workdir) / f"{tag}.err"
+        self.proc = None
+        self.t_start = None
+
+    def start(self):
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.t_start = time.time()
+        self.proc = spawn(self.argv, stdout=self._out, stderr=self._err)
+
+    def done(self):
+        return self.proc.poll() is not None
+
+    def result(self):
+        """The final report (dict); BenchError when blast failed."""
+        self._out.close()
+        self._err.close()
+        rc = self.proc.returncode
+        report = None
+        for line in reversed(self.out_path.read_text(errors="replace").splitlines()):
+            if line.strip().startswith("{"):
+                try:
+                    report = json.loads(line)
+                    break
+                except ValueError:
+                    pass
+        if report is None:
+            raise BenchError(f"ringpost-blast exited with status {rc} and no JSON report:\n"
+                             f"{tail(self.err_path)}")
+        if rc != 0:
+            warn(f"ringpost-blast exited with status {rc}: {tail(self.err_path, 3)}")
+        report["exit_status"] = rc
+        return report
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(self.proc, timeout=5)
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+            if f and not f.closed:
+                f.close()
+
+
+# ---- measuring --------------------------------------------------------------
+
+class Sampler:
+    """Periodic samples of a process (RSS, CPU) and a spool file, plus the
+    sink's progress, taken from the polling loop."""
+
+    def __init__(self, sink, pid=None, spool_fn=None, every=0.25):
+        self.sink = sink
+        self.pid = pid
+        self.spool_fn = spool_fn
+        self.every = every
+        self.samples = []  # (t, rss_kb, rss_anon_kb, spool_bytes, sink_count, sink_sessions)
+        self._next = 0.0
+
+    def maybe(self, force=False):
+        now = time.monotonic()
+        line = self.sink.poll()
+        if not force and now < self._next:
+            return line
+        self._next = now + self.every
+        st = proc_status(self.pid) if self.pid else {}
+        self.samples.append((time.time(), st.get("VmRSS", 0), st.get("RssAnon", 0),
+                             self.spool_fn() if self.spool_fn else 0, sink_count(line),
+                             int(line.get("sessions", 0)) if line else 0))
+        return line
+
+
+def delivery_end(lines, expected):
+    """(t_first_line_with_all, t_previous_line) from the sink's stats lines:
+    the last message arrived in between. None when never reached."""
+    prev = None
+    for ln in lines:
+        if sink_count(ln) >= expected:
+            return ln["t"], (prev["t"] if prev else None)
+        prev = ln
+    return None
+
+
+def throughput_series(lines, t0):
+    """[(seconds since t0, delivered per second in the interval, total,
+    open sessions)] from consecutive sink stats lines."""
+    out = []
+    prev = None
+    for ln in lines:
+        if prev is not None and ln["t"] >= t0:
+            dt = ln["t"] - prev["t"]
+            if dt > 0:
+                out.append((round(ln["t"] - t0, 3),
+                            round((sink_count(ln) - sink_count(prev)) / dt, 1),
+                            sink_count(ln), int(ln.get("sessions", 0))))
+        prev = ln
+    return out
+
+
+def flatten(d, prefix=""):
+    """Numeric leaves of nested dicts as {"a.b": v} (lists are skipped)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            out[key] = v
+        elif isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+    return out
+
+
+def medians(runs, skip=("series", "samples")):
+    """Median of every numeric field over the runs, nested like the runs."""
+    flat = [flatten({k: v for k, v in r.items() if k not in skip}) for r in runs]
+    keys = []
+    for f in flat:
+        keys += [k for k in f if k not in keys]
+    out = {}
+    for k in keys:
+        vals = [f[k] for f in flat if k in f]
+        m = statistics.median(vals)
+        if all(isinstance(v, int) for v in vals) and m == int(m):
+            m = int(m)
+        elif isinstance(m, float):
+            m = round(m, 3)
+        node = out
+        parts = k.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = m
+    return out
+
+
+def timestamp():
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def write_results(doc, name, results_dir=RESULTS_DIR):
+    """results_dir/NAME-TIMESTAMP.json; returns the path (stem shared with
+    the plot)."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}-{doc.get('timestamp') or timestamp()}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def plot_throughput(series_by_label, png_path, title, y2=None, y2_label=None):
+    """A PNG of delivered messages per second over time, one line per run
+    (series: [(t, rate, ...)]); y2 (dict label -> [(t, value)]) adds lines
+    on a second axis. Returns the path, or None (with a warning) when
+    gnuplot is missing or fails."""
+    gp = shutil.which("gnuplot")
+    if not gp:
+        warn("gnuplot not found (Debian package gnuplot-nox, installed by .ci/deps): no plot")
+        return None
+    if not any(series_by_label.values()):
+        return None
+    with tempfile.TemporaryDirectory(prefix="ringpost-plot-") as td:
+        data = Path(td) / "data"
+        blocks, plots, idx = [], [], 0
+        for label, series in series_by_label.items():
+            if not series:
+                continue
+            blocks.append("\n".join(f"{p[0]} {p[1]}" for p in series))
+            plots.append(f"'{data}' index {idx} using 1:2 with lines lw 2 title '{label}'")
+            idx += 1
+        for label, series in (y2 or {}).items():
+            if not series:
+                continue
+            blocks.append("\n".join(f"{p[0]} {p[1]}" for p in series))
+            plots.append(f"'{data}' index {idx} using 1:2 axes x1y2 with lines dt 2 "
+                         f"title '{label}'")
+            idx += 1
+        data.write_text("\n\n\n".join(blocks) + "\n")
+        term = "pngcairo size 1000,560 font 'sans,10'"
+        script = [f"set terminal {term}", f"set output '{png_path}'",
+                  f"set title \"{title}\" noenhanced", "set xlabel 'seconds since blast start'",
+                  "set ylabel 'delivered messages / s'", "set grid", "set key top right",
+                  "set yrange [0:*]"]
+        if y2:
+            script += ["set y2tics", f"set y2label '{y2_label or ''}'", "set y2range [0:*]",
+                       "set ytics nomirror"]
+        script.append("plot " + ", ".join(plots))
+        r = subprocess.run([gp], input="\n".join(script) + "\n", text=True,
+                           capture_output=True, timeout=60)
+        if r.returncode != 0 and "pngcairo" in r.stderr:
+            script[0] = "set terminal png size 1000,560"
+            r = subprocess.run([gp], input="\n".join(script) + "\n", text=True,
+                               capture_output=True, timeout=60)
+        if r.returncode != 0 or not Path(png_path).exists():
+            warn(f"gnuplot failed: {r.stderr.strip()[:300]}")
+            return None
+    return Path(png_path)
+
+
+# ---- formatting -------------------------------------------------------------
+
+def fmt_int(n):
+    return f"{int(round(n)):,}" if n is not None else "-"
+
+
+def fmt_bytes(n):
+    if n is None:
+        return "-"
+    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if abs(n) >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    return f"{v:.0f} ms" if v >= 100 else f"{v:.1f} ms" if v >= 1 else f"{v:.2f} ms"

@@ -1,0 +1,333 @@
+/* blast.c - ringpost-blast: an SMTP load generator (bench/README.md is the
+ * contract). Parses the options, runs the load (blast_run.c) and prints the
+ * report: text, or one JSON line with --json.
+ *
+ * Exit status: 0 when the run happened (failed transactions are counted,
+ * not fatal), 69 when the server could never be reached, 64 on bad usage.
+ */
+#include "blast.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define DEFAULT_MESSAGES 10000
+
+/* The protocol modes; HTTP modes join this table when the HTTP API exists. */
+static const struct blast_mode *const modes[] = {
+	&blast_mode_smtp,
+};
+
+/* usage - the option summary. */
+static void usage(FILE *f)
+{
+	fputs("usage: ringpost-blast [options] --server HOST:PORT\n"
+	      "  --mode smtp            protocol (HTTP modes arrive with the HTTP API)\n"
+	      "  --connections N        default 50\n"
+	      "  --messages N           total messages (default 10000 unless --duration)\n"
+	      "  --duration S           run this long (30, 30s, 2m)\n"
+	      "  --size BYTES           default 2048; or --size-mix MIN-MAX (log-uniform)\n"
+	      "  --domains D            default 1; --domain-format default d%u.bench.test\n"
+	      "  --rcpts R              recipients per message, default 1\n"
+	      "  --from ADDR            default blast@bench.test\n"
+	      "  --rate N               messages per second overall; 0 = as fast as possible\n"
+	      "  --no-pipelining, --no-chunking\n"
+	      "  --timeout S            longest wait for one reply (default 60)\n"
+	      "  --seed N               --size-mix PRNG seed\n"
+	      "  --json                 final report as one JSON line on stdout\n"
+	      "  --progress             live rate on stderr (default when stderr is a tty)\n",
+	      f);
+}
+
+/* num_opt - a number option or exit 64 naming it. */
+static uint64_t num_opt(const char *name, const char *v, uint64_t min, uint64_t max)
+{
+	uint64_t n;
+	if (!rp_parse_u64(v, &n) || n < min || n > max)
+		rp_die(RP_EX_USAGE, "--%s: expected a number in %llu..%llu, got '%s'", name,
+		       (unsigned long long)min, (unsigned long long)max, v);
+	return n;
+}
+
+/* size_opt - "2048", "2k", "1M". */
+static uint32_t size_opt(const char *name, const char *v)
+{
+	uint64_t n;
+	if (!rp_parse_size(v, &n) || n < 1 || n > (1ull << 30))
+		rp_die(RP_EX_USAGE, "--%s: expected a size up to 1G, got '%s'", name, v);
+	return (uint32_t)n;
+}
+
+/* format_ok - the domain format has exactly one %u and no other conversion. */
+static bool format_ok(const char *f)
+{
+	unsigned u = 0;
+	for (const char *p = f; *p; p++) {
+		if (*p != '%')
+			continue;
+		if (p[1] == '%') {
+			p++;
+			continue;
+		}
+		if (p[1] != 'u')
+			return false;
+		u++;
+		p++;
+	}
+	return u == 1;
+}
+
+/* parse_args - options into the run's settings; bad usage exits 64. */
+static void parse_args(struct blast_opts *o, int argc, char **argv)
+{
+	enum {
+		O_SERVER = 256,
+		O_MODE,
+		O_CONNS,
+		O_MESSAGES,
+		O_DURATION,
+		O_SIZE,
+		O_SIZE_MIX,
+		O_DOMAINS,
+		O_DOMAIN_FORMAT,
+		O_RCPTS,
+		O_FROM,
+		O_RATE,
+		O_NO_PIPE,
+		O_NO_CHUNK,
+		O_TIMEOUT,
+		O_SEED,
+		O_JSON,
+		O_PROGRESS,
+		O_NO_PROGRESS,
+		O_HELP
+	};
+	static const struct option longopts[] = {
+		{ "server", required_argument, NULL, O_SERVER },
+		{ "mode", required_argument, NULL, O_MODE },
+		{ "connections", required_argument, NULL, O_CONNS },
+		{ "messages", required_argument, NULL, O_MESSAGES },
+		{ "duration", required_argument, NULL, O_DURATION },
+		{ "size", required_argument, NULL, O_SIZE },
+		{ "size-mix", required_argument, NULL, O_SIZE_MIX },
+		{ "domains", required_argument, NULL, O_DOMAINS },
+		{ "domain-format", required_argument, NULL, O_DOMAIN_FORMAT },
+		{ "rcpts", required_argument, NULL, O_RCPTS },
+		{ "from", required_argument, NULL, O_FROM },
+		{ "rate", required_argument, NULL, O_RATE },
+		{ "no-pipelining", no_argument, NULL, O_NO_PIPE },
+		{ "no-chunking", no_argument, NULL, O_NO_CHUNK },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "seed", required_argument, NULL, O_SEED },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "progress", no_argument, NULL, O_PROGRESS },
+		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool server = false, messages_set = false;
+	int c;
+	memset(o, 0, sizeof(*o));
+	o->mode = modes[0];
+	o->connections = 50;
+	o->size_min = o->size_max = 2048;
+	o->domains = 1;
+	o->domain_format = "d%u.bench.test";
+	o->rcpts = 1;
+	o->from = "blast@bench.test";
+	o->pipelining = o->chunking = true;
+	o->timeout_ms = 60000;
+	o->progress = isatty(STDERR_FILENO);
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_SERVER:
+			snprintf(o->server_text, sizeof(o->server_text), "%s", optarg);
+			if (!bench_parse_hostport(optarg, &o->server, &o->server_len))
+				rp_die(RP_EX_USAGE,
+				       "--server: expected IP:PORT or [IPv6]:PORT, got '%s'",
+				       optarg);
+			server = true;
+			break;
+		case O_MODE: {
+			const struct blast_mode *m = NULL;
+			for (size_t i = 0; i < RP_ARRAY_LEN(modes); i++)
+				if (!strcmp(modes[i]->name, optarg))
+					m = modes[i];
+			if (!m)
+				rp_die(RP_EX_USAGE,
+				       "--mode: unknown mode '%s' (only smtp exists yet)", optarg);
+			o->mode = m;
+			break;
+		}
+		case O_CONNS:
+			o->connections = (unsigned)num_opt("connections", optarg, 1, 1000000);
+			break;
+		case O_MESSAGES:
+			o->messages = num_opt("messages", optarg, 1, UINT64_MAX);
+			messages_set = true;
+			break;
+		case O_DURATION:
+			if (!rp_parse_duration_ms(optarg, &o->duration_ms) || !o->duration_ms)
+				rp_die(RP_EX_USAGE,
+				       "--duration: expected seconds (30, 30s, 2m), got '%s'",
+				       optarg);
+			break;
+		case O_SIZE:
+			o->size_min = o->size_max = size_opt("size", optarg);
+			break;
+		case O_SIZE_MIX: {
+			char lo[32];
+			const char *dash = strchr(optarg, '-');
+			if (!dash || (size_t)(dash - optarg) >= sizeof(lo))
+				rp_die(RP_EX_USAGE, "--size-mix: expected MIN-MAX, got '%s'",
+				       optarg);
+			memcpy(lo, optarg, (size_t)(dash - optarg));
+			lo[dash - optarg] = '\0';
+			o->size_min = size_opt("size-mix", lo);
+			o->size_max = size_opt("size-mix", dash + 1);
+			if (o->size_min > o->size_max)
+				rp_die(RP_EX_USAGE, "--size-mix: MIN is larger than MAX");
+			break;
+		}
+		case O_DOMAINS:
+			o->domains = (unsigned)num_opt("domains", optarg, 1, 10000000);
+			break;
+		case O_DOMAIN_FORMAT:
+			if (!format_ok(optarg) || strlen(optarg) > 200)
+				rp_die(RP_EX_USAGE,
+				       "--domain-format: needs exactly one %%u, got '%s'", optarg);
+			o->domain_format = optarg;
+			break;
+		case O_RCPTS:
+			o->rcpts = (unsigned)num_opt("rcpts", optarg, 1, BLAST_MAX_RCPTS);
+			break;
+		case O_FROM:
+			if (strlen(optarg) > 250 || strpbrk(optarg, "<> \r\n"))
+				rp_die(RP_EX_USAGE, "--from: not a mailbox: '%s'", optarg);
+			o->from = optarg;
+			break;
+		case O_RATE: {
+			char *end;
+			errno = 0;
+			o->rate = strtod(optarg, &end);
+			if (errno || *end || o->rate < 0)
+				rp_die(RP_EX_USAGE,
+				       "--rate: expected messages per second, got '%s'", optarg);
+			break;
+		}
+		case O_NO_PIPE:
+			o->pipelining = false;
+			break;
+		case O_NO_CHUNK:
+			o->chunking = false;
+			break;
+		case O_TIMEOUT:
+			if (!rp_parse_duration_ms(optarg, &o->timeout_ms) || !o->timeout_ms)
+				rp_die(RP_EX_USAGE, "--timeout: expected seconds, got '%s'",
+				       optarg);
+			break;
+		case O_SEED:
+			o->seed = num_opt("seed", optarg, 0, UINT64_MAX);
+			break;
+		case O_JSON:
+			o->json = true;
+			break;
+		case O_PROGRESS:
+			o->progress = true;
+			break;
+		case O_NO_PROGRESS:
+			o->progress = false;
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(RP_EX_OK);
+		default:
+			usage(stderr);
+			exit(RP_EX_USAGE);
+		}
+	}
+	if (optind < argc)
+		rp_die(RP_EX_USAGE, "unexpected argument '%s'", argv[optind]);
+	if (!server) {
+		usage(stderr);
+		exit(RP_EX_USAGE);
+	}
+	if (!messages_set && !o->duration_ms)
+		o->messages = DEFAULT_MESSAGES;
+}
+
+/* report_json - the contract's JSON line. */
+static void report_json(const struct blast_opts *o, const struct blast_report *r)
+{
+	struct buf b = { 0 };
+	buf_puts(&b, "{\"mode\": ");
+	bench_json_str(&b, o->mode->name, strlen(o->mode->name));
+	buf_printf(&b, ", \"messages\": %llu, \"accepted\": %llu, \"errors\": {",
+	           (unsigned long long)r->messages, (unsigned long long)r->accepted);
+	for (unsigned i = 0; i < r->nerr; i++) {
+		if (i)
+			buf_puts(&b, ", ");
+		bench_json_str(&b, r->errors[i].key, strlen(r->errors[i].key));
+		buf_printf(&b, ": %llu", (unsigned long long)r->errors[i].n);
+	}
+	buf_puts(&b, "}, \"seconds\": ");
+	bench_json_num(&b, r->seconds);
+	buf_puts(&b, ", \"rate\": ");
+	bench_json_num(&b,
+	               r->seconds > 0 ? (double)(uint64_t)((double)r->accepted / r->seconds) : 0);
+	buf_printf(&b,
+	           ", \"connections\": %u, \"latency_ms\": {\"n\": %llu, \"p50\": ", o->connections,
+	           (unsigned long long)r->latency.n);
+	bench_json_num(&b, r->latency.p50);
+	buf_puts(&b, ", \"p99\": ");
+	bench_json_num(&b, r->latency.p99);
+	buf_puts(&b, ", \"p999\": ");
+	bench_json_num(&b, r->latency.p999);
+	buf_puts(&b, ", \"max\": ");
+	bench_json_num(&b, r->latency.max);
+	buf_puts(&b, "}}\n");
+	fwrite(buf_head(&b), 1, buf_used(&b), stdout);
+	buf_free(&b);
+}
+
+/* report_text - the same for people. */
+static void report_text(const struct blast_opts *o, const struct blast_report *r)
+{
+	printf("mode %s  server %s  connections %u\n", o->mode->name, o->server_text,
+	       o->connections);
+	printf("messages %llu  accepted %llu  errors", (unsigned long long)r->messages,
+	       (unsigned long long)r->accepted);
+	if (!r->nerr)
+		printf(" none");
+	for (unsigned i = 0; i < r->nerr; i++)
+		printf(" %s=%llu", r->errors[i].key, (unsigned long long)r->errors[i].n);
+	printf("\nseconds %.3f  rate %.0f messages/s\n", r->seconds,
+	       r->seconds > 0 ? (double)r->accepted / r->seconds : 0.0);
+	printf("latency ms (command written -> final reply)  p50 %.3f  p99 %.3f  p999 %.3f  "
+	       "max %.3f\n",
+	       r->latency.p50, r->latency.p99, r->latency.p999, r->latency.max);
+}
+
+/* main - parse, run, report. */
+int main(int argc, char **argv)
+{
+	struct blast_opts o;
+	parse_args(&o, argc, argv);
+	uint64_t nofile = bench_raise_nofile();
+	if (o.connections + 16 > nofile)
+		rp_die(RP_EX_USAGE, "--connections %u needs more descriptors than the limit %llu",
+		       o.connections, (unsigned long long)nofile);
+	signal(SIGPIPE, SIG_IGN);
+	struct blast_report *rep = xcalloc(1, sizeof(*rep));
+	bool reached = blast_run(&o, rep);
+	if (o.json)
+		report_json(&o, rep);
+	else
+		report_text(&o, rep);
+	fflush(stdout);
+	free(rep);
+	return reached ? RP_EX_OK : RP_EX_UNAVAILABLE;
+}

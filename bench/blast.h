@@ -1,0 +1,153 @@
+/* blast.h - ringpost-blast internals: the run, its sessions, the message
+ * generator, and the protocol modes.
+ *
+ * The run (blast_run.c) owns connections, pacing, counters and the end of
+ * the run; a mode (blast_smtp.c; HTTP modes later) carries one transaction
+ * at a time over a session and reports how it ended. The run never looks at
+ * protocol bytes and a mode never decides what to send next: they meet in
+ * struct blast_mode and the blast_sess_* calls below.
+ */
+#ifndef RP_BENCH_BLAST_H
+#define RP_BENCH_BLAST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "bench/bench_histo.h"
+#include "bench/bench_util.h"
+#include "queue/buf.h"
+#include "relay/conn.h"
+#include "relay/loop.h"
+
+#define BLAST_MAX_RCPTS 1000
+#define BLAST_ERR_KEYS  16 /* distinct non-code error keys ("connect", "lost", ...) */
+
+struct blast;
+struct blast_sess;
+
+/* A protocol mode: how one session talks. Callbacks run on the loop thread.
+ * A mode calls blast_sess_ready when the session can take a message,
+ * blast_sess_done when a transaction has its final answer, and
+ * blast_sess_fail when the session is unusable. */
+struct blast_mode {
+	const char *name;  /* --mode value and "mode" in the report */
+	size_t state_size; /* bytes of per-session state (blast_sess_state) */
+	/* start - the connection is up: greet, handshake, then ready. */
+	void (*start)(struct blast_sess *s);
+	/* send - s->job is set: write the whole transaction (or its start). */
+	void (*send)(struct blast_sess *s);
+	/* data - bytes arrived in s->conn.in. */
+	void (*data)(struct blast_sess *s);
+	/* quit - the run is over and the session idle: leave politely. */
+	void (*quit)(struct blast_sess *s);
+};
+
+extern const struct blast_mode blast_mode_smtp;
+
+struct blast_opts {
+	const struct blast_mode *mode;
+	char server_text[80];
+	struct sockaddr_storage server;
+	socklen_t server_len;
+	unsigned connections;
+	uint64_t messages;    /* total; 0 = until --duration */
+	uint64_t duration_ms; /* 0 = until --messages */
+	uint32_t size_min;    /* --size, or --size-mix MIN */
+	uint32_t size_max;    /* == size_min for --size */
+	unsigned domains;
+	const char *domain_format; /* printf format with one %u */
+	unsigned rcpts;
+	const char *from;
+	double rate;     /* messages per second overall; 0 = unpaced */
+	bool pipelining; /* false: --no-pipelining */
+	bool chunking;   /* false: --no-chunking */
+	bool json;
+	bool progress;
+	uint64_t timeout_ms; /* longest wait for one reply */
+	uint64_t seed;       /* size-mix PRNG */
+};
+
+/* One message: chosen by the run, written by the mode with blast_msg_write. */
+struct blast_job {
+	uint64_t seq;          /* message number, from 0 */
+	uint32_t size;         /* exact content bytes */
+	uint64_t start_ns;     /* monotonic: when the transaction was written */
+	uint64_t sent_real_ns; /* CLOCK_REALTIME then: the X-Bench-Sent value */
+};
+
+enum blast_sess_state {
+	BS_CONNECTING, /* connect in flight */
+	BS_HANDSHAKE,  /* connected, the mode is greeting */
+	BS_READY,      /* waiting for a message (pacing) */
+	BS_BUSY,       /* a transaction is in flight */
+	BS_QUIT,       /* leaving */
+	BS_NSTATES,
+};
+
+struct blast_sess {
+	struct conn conn;
+	struct blast *b;
+	struct blast_sess *next, *prev;           /* every session */
+	struct blast_sess *wait_next, *wait_prev; /* pacing queue */
+	struct loop_timer timer;                  /* reply timeout */
+	uint8_t state;                            /* enum blast_sess_state */
+	bool queued;                              /* on the pacing queue */
+	bool connect_done;                        /* the connect completed (either way) */
+	bool ever_connected;
+	struct blast_job job;                    /* valid in BS_BUSY */
+	_Alignas(16) unsigned char mode_state[]; /* the mode's state_size bytes */
+};
+
+/* blast_sess_state - the mode's private state of s. */
+static inline void *blast_sess_state(struct blast_sess *s)
+{
+	return s->mode_state;
+}
+
+/* ---- blast_run.c ------------------------------------------------------- */
+
+/* blast_sess_ready - s can take a message (now, after pacing, or never: quit). */
+void blast_sess_ready(struct blast_sess *s);
+/* blast_sess_done - the transaction ended with this reply code (2xx = accepted). */
+void blast_sess_done(struct blast_sess *s, int code);
+/* blast_sess_fail - the session is unusable (what: "lost", "timeout", or a
+ * reply code like "421"); counts what, fails the transaction in flight,
+ * closes. */
+void blast_sess_fail(struct blast_sess *s, const char *what);
+/* blast_sess_wait - (re)arm the reply timeout: a reply is due. */
+void blast_sess_wait(struct blast_sess *s);
+/* blast_opts_of - the options of the run s belongs to. */
+const struct blast_opts *blast_opts_of(const struct blast_sess *s);
+/* blast_scratch - a buffer the mode may use between two callbacks. */
+struct buf *blast_scratch(struct blast_sess *s);
+
+/* blast_run - the whole run on this thread; fills the report. Returns false
+ * when the server could never be reached. */
+struct blast_report {
+	uint64_t messages; /* transactions ended */
+	uint64_t accepted;
+	double seconds; /* first transaction written -> last one ended */
+	struct histo_summary latency;
+	unsigned nerr;
+	struct {
+		char key[16];
+		uint64_t n;
+	} errors[BLAST_ERR_KEYS + 600];
+};
+bool blast_run(const struct blast_opts *o, struct blast_report *rep);
+
+/* ---- blast_msg.c ------------------------------------------------------- */
+
+/* blast_msg_init - build the templates for o; returns the smallest message
+ * size possible with these headers (smaller sizes are raised to it). */
+uint32_t blast_msg_init(const struct blast_opts *o);
+/* blast_msg_rcpt - recipient j of message seq into out (>= 300 bytes);
+ * returns its length. */
+size_t blast_msg_rcpt(uint64_t seq, unsigned j, char *out);
+/* blast_msg_write - append exactly job->size bytes of message to out. */
+void blast_msg_write(const struct blast_job *job, struct buf *out);
+/* blast_msg_free - release the templates. */
+void blast_msg_free(void);
+
+#endif

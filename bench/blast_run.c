@@ -1,0 +1,630 @@
+/* blast_run.c - one ringpost-blast run on one event loop: --connections
+ * sessions kept open (at most MAX_CONNECTING connects at once), one
+ * transaction at a time per session, messages evenly paced with --rate,
+ * results and submission latency counted, and the end of the run.
+ *
+ * The run ends when --messages transactions have ended, --duration has
+ * passed, or SIGINT/SIGTERM arrived (a second one ends it at once); the
+ * transactions in flight finish, then every session quits and the loop
+ * stops when the last one is released.
+ */
+#include "blast.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "queue/log.h"
+
+#define MAX_CONNECTING     512
+#define CONNECT_TIMEOUT_MS 10000
+#define RECONNECT_MS       200
+#define GIVE_UP_MS         10000    /* connects failing this long with no success: stop */
+#define PACE_SLACK_NS      10000000 /* behind by more: no catch-up burst */
+#define DRAIN_MS           3000     /* after the end, sessions still open are closed */
+#define PROGRESS_MS        1000
+
+static const char *const state_names[BS_NSTATES] = {
+	"connecting", "handshake", "ready", "busy", "quit",
+};
+
+struct blast {
+	const struct blast_opts *o;
+	struct loop *loop;
+	struct blast_sess *sessions;
+	unsigned nsess;       /* allocated sessions */
+	unsigned nconnecting; /* connects in flight */
+	bool ever_connected;
+	bool unreachable;
+	uint64_t last_connect_ok_ms; /* start, or the last successful connect */
+	uint64_t issued, ended, accepted;
+	uint64_t first_ns, last_ns; /* first transaction written, last one ended */
+	bool stopping;              /* no new transactions */
+	bool finished;              /* stopping and nothing in flight */
+	struct histo lat;           /* submission latency, us */
+	uint64_t err_code[600];     /* failed transactions by reply code */
+	struct {
+		const char *key;
+		uint64_t n;
+	} err_keys[BLAST_ERR_KEYS]; /* "connect", "lost", "timeout", ... */
+	unsigned nerr_keys;
+	struct bench_rand rand; /* --size-mix */
+	uint32_t size_floor;    /* smallest message the headers allow */
+	double log_min, log_max;
+
+	/* Pacing: an absolute io_uring timeout wakes the queue of ready sessions. */
+	struct loop_io pace_io;
+	struct __kernel_timespec pace_ts;
+	bool pace_armed;
+	uint64_t pace_next_ns, pace_gap_ns;
+	struct blast_sess *wait_head, *wait_tail;
+
+	struct loop_timer reconnect, deadline, drain, progress;
+	unsigned drained;      /* drain passes done */
+	struct loop_io sig_io; /* signalfd read */
+	int sigfd;
+	struct signalfd_siginfo siginfo;
+	unsigned signals;
+	struct buf scratch;
+	uint64_t start_ms, progress_ended;
+};
+
+static void open_more(struct blast *b);
+static void begin_stop(struct blast *b);
+
+/* set_state - every transition, with a debug line. */
+static void set_state(struct blast_sess *s, enum blast_sess_state st)
+{
+	if (s->state != st)
+		log_debug("blast session %u: %s -> %s", s->conn.io.slot, state_names[s->state],
+		          state_names[st]);
+	s->state = (uint8_t)st;
+}
+
+/* blast_opts_of - the run's options, for the mode. */
+const struct blast_opts *blast_opts_of(const struct blast_sess *s)
+{
+	return s->b->o;
+}
+
+/* blast_scratch - the run's scratch buffer (one thread, one user at a time). */
+struct buf *blast_scratch(struct blast_sess *s)
+{
+	return &s->b->scratch;
+}
+
+/* ---- counting ---------------------------------------------------------- */
+
+/* count_error - one more failure under key ("421", "lost", ...). */
+static void count_error(struct blast *b, const char *key)
+{
+	if (key[0] >= '2' && key[0] <= '5' && key[1] >= '0' && key[1] <= '9' && key[2] >= '0' &&
+	    key[2] <= '9' && !key[3]) {
+		b->err_code[(key[0] - '0') * 100 + (key[1] - '0') * 10 + (key[2] - '0')]++;
+		return;
+	}
+	for (unsigned i = 0; i < b->nerr_keys; i++) {
+		if (!strcmp(b->err_keys[i].key, key)) {
+			b->err_keys[i].n++;
+			return;
+		}
+	}
+	rp_assert(b->nerr_keys < BLAST_ERR_KEYS);
+	b->err_keys[b->nerr_keys].key = key;
+	b->err_keys[b->nerr_keys++].n = 1;
+}
+
+static void finish(struct blast *b);
+
+/* tx_end - a transaction ended; the run may be over. */
+static void tx_end(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	b->ended++;
+	b->last_ns = rp_mono_ns();
+	loop_timer_disarm(b->loop, &s->timer);
+	if (b->stopping && b->ended == b->issued)
+		finish(b);
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+/* wait_unlink - take s off the pacing queue. */
+static void wait_unlink(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	if (s->wait_prev)
+		s->wait_prev->wait_next = s->wait_next;
+	else
+		b->wait_head = s->wait_next;
+	if (s->wait_next)
+		s->wait_next->wait_prev = s->wait_prev;
+	else
+		b->wait_tail = s->wait_prev;
+	s->wait_next = s->wait_prev = NULL;
+	s->queued = false;
+}
+
+/* sess_abort - end the connection now. conn_close cancels the ring's
+ * requests by fd, which walks every request in the ring: with 20,000
+ * sessions closing at once that is seconds of CPU (quadratic). A connected
+ * socket is shut down instead: its recv ends with EOF and conn.c releases it
+ * with nothing left to cancel. */
+static void sess_abort(struct blast_sess *s)
+{
+	if (s->ever_connected && s->conn.fd >= 0 && !conn_closing(&s->conn) &&
+	    shutdown(s->conn.fd, SHUT_RDWR) == 0)
+		return;
+	conn_close(&s->conn);
+}
+
+/* sess_quit - leave: politely once the handshake is done, else just close. */
+static void sess_quit(struct blast_sess *s)
+{
+	enum blast_sess_state was = s->state;
+	if (was == BS_QUIT)
+		return;
+	if (s->queued)
+		wait_unlink(s);
+	set_state(s, BS_QUIT);
+	loop_timer_disarm(s->b->loop, &s->timer);
+	if (was == BS_READY && s->b->o->mode->quit)
+		s->b->o->mode->quit(s);
+	else
+		sess_abort(s);
+}
+
+/* sess_timeout - a reply is overdue: the session is given up. */
+static void sess_timeout(struct loop_timer *t)
+{
+	blast_sess_fail(RP_CONTAINER_OF(t, struct blast_sess, timer), "timeout");
+}
+
+/* blast_sess_wait - the reply timeout restarts now. */
+void blast_sess_wait(struct blast_sess *s)
+{
+	loop_timer_arm(s->b->loop, &s->timer, s->b->o->timeout_ms, sess_timeout);
+}
+
+/* pick_size - --size, or log-uniform in --size-mix; never below the headers. */
+static uint32_t pick_size(struct blast *b)
+{
+	const struct blast_opts *o = b->o;
+	uint32_t size = o->size_min;
+	if (o->size_max > o->size_min) {
+		double u = bench_rand_unit(&b->rand);
+		size = (uint32_t)llround(exp(b->log_min + u * (b->log_max - b->log_min)));
+		size = RP_MIN(RP_MAX(size, o->size_min), o->size_max);
+	}
+	return RP_MAX(size, b->size_floor);
+}
+
+/* issue - start the next message on s. */
+static void issue(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	const struct blast_opts *o = b->o;
+	if (b->stopping || (o->messages && b->issued >= o->messages)) {
+		sess_quit(s);
+		return;
+	}
+	s->job.seq = b->issued++;
+	s->job.size = pick_size(b);
+	s->job.start_ns = rp_mono_ns();
+	s->job.sent_real_ns = bench_realtime_ns();
+	if (!b->first_ns)
+		b->first_ns = s->job.start_ns;
+	set_state(s, BS_BUSY);
+	blast_sess_wait(s);
+	o->mode->send(s);
+	if (o->messages && b->issued == o->messages)
+		begin_stop(b);
+}
+
+/* pace_arm - wake the pacing queue at pace_next_ns. */
+static void pace_arm(struct blast *b)
+{
+	struct io_uring_sqe *sqe = loop_sqe(b->loop, &b->pace_io, LOOP_OP_USER);
+	b->pace_ts.tv_sec = (long long)(b->pace_next_ns / 1000000000ull);
+	b->pace_ts.tv_nsec = (long long)(b->pace_next_ns % 1000000000ull);
+	io_uring_prep_timeout(sqe, &b->pace_ts, 0, IORING_TIMEOUT_ABS);
+	loop_tag(b->loop, sqe, &b->pace_io, LOOP_OP_USER);
+	b->pace_armed = true;
+}
+
+/* pace_run - give due slots to waiting sessions, oldest first. */
+static void pace_run(struct blast *b)
+{
+	uint64_t now = rp_mono_ns();
+	if (b->pace_next_ns + PACE_SLACK_NS < now)
+		b->pace_next_ns = now; /* behind (no session was free): no burst */
+	while (b->wait_head && b->pace_next_ns <= now) {
+		struct blast_sess *s = b->wait_head;
+		wait_unlink(s);
+		b->pace_next_ns += b->pace_gap_ns;
+		issue(s);
+	}
+	if (b->wait_head && !b->pace_armed)
+		pace_arm(b);
+}
+
+/* pace_cqe - the pacing timeout fired: hand out due slots. */
+static void pace_cqe(struct loop_io *io, const struct loop_cqe *c)
+{
+	struct blast *b = RP_CONTAINER_OF(io, struct blast, pace_io);
+	(void)c; /* -ETIME: the deadline passed */
+	b->pace_armed = false;
+	pace_run(b);
+}
+
+/* blast_sess_ready - issue now, queue for a pacing slot, or quit. */
+void blast_sess_ready(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	loop_timer_disarm(b->loop, &s->timer);
+	set_state(s, BS_READY);
+	if (b->stopping) {
+		sess_quit(s);
+		return;
+	}
+	if (b->o->rate <= 0) {
+		issue(s);
+		return;
+	}
+	s->queued = true;
+	s->wait_next = NULL;
+	s->wait_prev = b->wait_tail;
+	if (b->wait_tail)
+		b->wait_tail->wait_next = s;
+	else
+		b->wait_head = s;
+	b->wait_tail = s;
+	pace_run(b);
+}
+
+/* blast_sess_done - count the outcome and its latency; the session takes the next message. */
+void blast_sess_done(struct blast_sess *s, int code)
+{
+	struct blast *b = s->b;
+	rp_assert(s->state == BS_BUSY);
+	if (code / 100 == 2) {
+		b->accepted++;
+		histo_add(&b->lat, (rp_mono_ns() - s->job.start_ns) / 1000);
+	} else if (code >= 200 && code < 600) {
+		b->err_code[code]++;
+	}
+	tx_end(s);
+	blast_sess_ready(s);
+}
+
+/* blast_sess_fail - count, end any transaction in flight, close. */
+void blast_sess_fail(struct blast_sess *s, const char *what)
+{
+	if (s->state == BS_QUIT)
+		return;
+	count_error(s->b, what);
+	bool busy = s->state == BS_BUSY;
+	set_state(s, BS_QUIT);
+	sess_abort(s);
+	if (busy)
+		tx_end(s);
+}
+
+/* on_connected - the connect ended: start the mode, or count "connect" and retry later. */
+static void on_connected(struct conn *c, int err)
+{
+	struct blast_sess *s = c->owner;
+	struct blast *b = s->b;
+	b->nconnecting--;
+	s->connect_done = true;
+	if (s->state != BS_CONNECTING)
+		return; /* the run ended meanwhile */
+	if (err) {
+		count_error(b, "connect");
+		set_state(s, BS_QUIT);
+		conn_close(c);
+		if (loop_now_ms(b->loop) - b->last_connect_ok_ms > GIVE_UP_MS) {
+			fprintf(stderr, "ringpost-blast: cannot connect to %s: %s\n",
+			        b->o->server_text, strerror(-err));
+			b->unreachable = !b->ever_connected;
+			begin_stop(b);
+			finish(b);
+		}
+		return;
+	}
+	s->ever_connected = true;
+	b->ever_connected = true;
+	b->last_connect_ok_ms = loop_now_ms(b->loop);
+	set_state(s, BS_HANDSHAKE);
+	blast_sess_wait(s);
+	b->o->mode->start(s);
+	open_more(b);
+}
+
+/* on_data - reply bytes go to the mode (dropped once quitting). */
+static void on_data(struct conn *c)
+{
+	struct blast_sess *s = c->owner;
+	if (s->state == BS_QUIT) {
+		buf_consume(&c->in, buf_used(&c->in));
+		return;
+	}
+	s->b->o->mode->data(s);
+}
+
+/* on_closed - the server went away: "lost" unless idle or leaving. */
+static void on_closed(struct conn *c, int err)
+{
+	struct blast_sess *s = c->owner;
+	log_debug("blast session %u: closed by the server in %s (%s)", c->io.slot,
+	          state_names[s->state], err ? strerror(-err) : "eof");
+	if (s->state == BS_BUSY || s->state == BS_HANDSHAKE)
+		blast_sess_fail(s, "lost");
+	else
+		sess_quit(s);
+}
+
+/* reconnect_tick - retry connects after a failure. */
+static void reconnect_tick(struct loop_timer *t)
+{
+	open_more(RP_CONTAINER_OF(t, struct blast, reconnect));
+}
+
+/* on_released - free the session; replace it while the run goes on. */
+static void on_released(struct conn *c)
+{
+	struct blast_sess *s = c->owner;
+	struct blast *b = s->b;
+	loop_timer_disarm(b->loop, &s->timer);
+	rp_assert(!s->queued);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		b->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	b->nsess--;
+	if (!s->connect_done)
+		b->nconnecting--; /* closed while connecting: connected never ran */
+	bool worked = s->ever_connected;
+	free(s);
+	if (b->finished) {
+		if (!b->nsess)
+			loop_stop(b->loop);
+		return;
+	}
+	if (b->stopping)
+		return;
+	/* A lost session is replaced at once; a failed connect waits a little. */
+	if (worked)
+		open_more(b);
+	else if (!loop_timer_armed(&b->reconnect))
+		loop_timer_arm(b->loop, &b->reconnect, RECONNECT_MS, reconnect_tick);
+}
+
+static const struct conn_ops blast_conn_ops = {
+	.connected = on_connected,
+	.data = on_data,
+	.closed = on_closed,
+	.released = on_released,
+};
+
+/* sess_open - one more session; false when no socket could be made. */
+static bool sess_open(struct blast *b)
+{
+	struct blast_sess *s = xcalloc(1, sizeof(*s) + b->o->mode->state_size);
+	s->b = b;
+	conn_init(&s->conn, b->loop, &blast_conn_ops, s);
+	int rc = conn_connect(&s->conn, (const struct sockaddr *)&b->o->server, b->o->server_len,
+	                      CONNECT_TIMEOUT_MS);
+	if (rc < 0) {
+		log_warn("blast: cannot create a socket: %s", strerror(-rc));
+		count_error(b, "connect");
+		free(s);
+		return false;
+	}
+	set_state(s, BS_CONNECTING);
+	s->next = b->sessions;
+	if (b->sessions)
+		b->sessions->prev = s;
+	b->sessions = s;
+	b->nsess++;
+	b->nconnecting++;
+	return true;
+}
+
+/* open_more - connect until --connections sessions exist (MAX_CONNECTING at a time). */
+static void open_more(struct blast *b)
+{
+	while (!b->stopping && b->nsess < b->o->connections && b->nconnecting < MAX_CONNECTING) {
+		if (!sess_open(b)) {
+			if (!loop_timer_armed(&b->reconnect))
+				loop_timer_arm(b->loop, &b->reconnect, RECONNECT_MS,
+				               reconnect_tick);
+			return;
+		}
+	}
+}
+
+/* ---- the end of the run ------------------------------------------------ */
+
+/* drain_timeout - sessions still open after the end are shut down; those
+ * still there one period later are closed. */
+static void drain_timeout(struct loop_timer *t)
+{
+	struct blast *b = RP_CONTAINER_OF(t, struct blast, drain);
+	bool last = b->drained++ > 0;
+	for (struct blast_sess *s = b->sessions; s; s = s->next) {
+		set_state(s, BS_QUIT);
+		if (last)
+			conn_close(&s->conn);
+		else
+			sess_abort(s);
+	}
+	if (!last && b->sessions)
+		loop_timer_arm(b->loop, &b->drain, DRAIN_MS, drain_timeout);
+}
+
+/* finish - nothing in flight and nothing more to send: everyone leaves. */
+static void finish(struct blast *b)
+{
+	if (b->finished)
+		return;
+	b->finished = true;
+	b->stopping = true;
+	if (!b->last_ns)
+		b->last_ns = rp_mono_ns();
+	for (struct blast_sess *s = b->sessions; s; s = s->next)
+		if (s->state != BS_BUSY)
+			sess_quit(s);
+	loop_timer_disarm(b->loop, &b->reconnect);
+	loop_timer_disarm(b->loop, &b->deadline);
+	loop_timer_arm(b->loop, &b->drain, DRAIN_MS, drain_timeout);
+	if (!b->nsess)
+		loop_stop(b->loop);
+}
+
+/* begin_stop - no new transactions; idle sessions leave now, busy ones after. */
+static void begin_stop(struct blast *b)
+{
+	if (b->stopping)
+		return;
+	b->stopping = true;
+	for (struct blast_sess *s = b->sessions; s; s = s->next)
+		if (s->state != BS_BUSY)
+			sess_quit(s);
+	if (b->ended == b->issued)
+		finish(b);
+}
+
+/* deadline_hit - --duration has passed. */
+static void deadline_hit(struct loop_timer *t)
+{
+	begin_stop(RP_CONTAINER_OF(t, struct blast, deadline));
+}
+
+/* sig_arm - read the next SIGINT/SIGTERM from the signalfd. */
+static void sig_arm(struct blast *b)
+{
+	struct io_uring_sqe *sqe = loop_sqe(b->loop, &b->sig_io, LOOP_OP_READ);
+	io_uring_prep_read(sqe, b->sigfd, &b->siginfo, sizeof(b->siginfo), 0);
+	loop_tag(b->loop, sqe, &b->sig_io, LOOP_OP_READ);
+}
+
+/* sig_cqe - first signal: stop starting messages; second: stop now. */
+static void sig_cqe(struct loop_io *io, const struct loop_cqe *c)
+{
+	struct blast *b = RP_CONTAINER_OF(io, struct blast, sig_io);
+	if (c->res != (int)sizeof(b->siginfo))
+		return; /* cancelled at exit */
+	if (++b->signals >= 2) {
+		finish(b);
+		drain_timeout(&b->drain);
+	} else {
+		begin_stop(b);
+	}
+	sig_arm(b);
+}
+
+/* progress_tick - one live line on stderr per second. */
+static void progress_tick(struct loop_timer *t)
+{
+	struct blast *b = RP_CONTAINER_OF(t, struct blast, progress);
+	uint64_t errs = b->ended - b->accepted;
+	fprintf(stderr, "\r[%6.1fs] sent %llu  accepted %llu  %llu/s  failed %llu  sessions %u   ",
+	        (double)(loop_now_ms(b->loop) - b->start_ms) / 1000.0,
+	        (unsigned long long)b->issued, (unsigned long long)b->accepted,
+	        (unsigned long long)((b->ended - b->progress_ended) * 1000 / PROGRESS_MS),
+	        (unsigned long long)errs, b->nsess);
+	b->progress_ended = b->ended;
+	loop_timer_arm(b->loop, &b->progress, PROGRESS_MS, progress_tick);
+}
+
+/* ---- the run ----------------------------------------------------------- */
+
+/* report_fill - the counters as a report. */
+static void report_fill(struct blast *b, struct blast_report *rep)
+{
+	memset(rep, 0, sizeof(*rep));
+	rep->messages = b->ended;
+	rep->accepted = b->accepted;
+	rep->seconds =
+	    b->first_ns && b->last_ns > b->first_ns ? (double)(b->last_ns - b->first_ns) / 1e9 : 0;
+	struct histo *h = &b->lat;
+	histo_summarize(&h, 1, &rep->latency);
+	for (unsigned code = 0; code < 600; code++) {
+		if (!b->err_code[code])
+			continue;
+		snprintf(rep->errors[rep->nerr].key, sizeof(rep->errors[0].key), "%u", code);
+		rep->errors[rep->nerr++].n = b->err_code[code];
+	}
+	for (unsigned i = 0; i < b->nerr_keys; i++) {
+		snprintf(rep->errors[rep->nerr].key, sizeof(rep->errors[0].key), "%s",
+		         b->err_keys[i].key);
+		rep->errors[rep->nerr++].n = b->err_keys[i].n;
+	}
+}
+
+/* blast_run - set up the loop, pacer and signals, run, fill the report. */
+bool blast_run(const struct blast_opts *o, struct blast_report *rep)
+{
+	struct blast *b = xcalloc(1, sizeof(*b));
+	b->o = o;
+	b->rand.s = o->seed ? o->seed : rp_mono_ns();
+	b->size_floor = blast_msg_init(o);
+	if (o->size_min < b->size_floor)
+		fprintf(stderr,
+		        "ringpost-blast: messages smaller than %u bytes are raised to %u "
+		        "(the headers alone take that much)\n",
+		        b->size_floor, b->size_floor);
+	b->log_min = log((double)RP_MAX(o->size_min, 1u));
+	b->log_max = log((double)RP_MAX(o->size_max, 1u));
+
+	struct loop_config lc = {
+		.sq_entries = 4096, .cq_entries = 65536, .buf_count = 1024, .buf_size = 4096
+	};
+	b->loop = loop_new(&lc);
+	if (!b->loop)
+		rp_die(RP_EX_OSERR, "cannot create an io_uring: %s", strerror(errno));
+	loop_io_register(b->loop, &b->pace_io, pace_cqe);
+	b->pace_gap_ns = o->rate > 0 ? (uint64_t)(1e9 / o->rate) : 0;
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	b->sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (b->sigfd < 0)
+		rp_die(RP_EX_OSERR, "signalfd: %s", strerror(errno));
+	loop_io_register(b->loop, &b->sig_io, sig_cqe);
+	sig_arm(b);
+
+	b->start_ms = loop_now_ms(b->loop);
+	b->last_connect_ok_ms = b->start_ms;
+	if (o->duration_ms)
+		loop_timer_arm(b->loop, &b->deadline, o->duration_ms, deadline_hit);
+	if (o->progress)
+		loop_timer_arm(b->loop, &b->progress, PROGRESS_MS, progress_tick);
+	open_more(b);
+	loop_run(b->loop);
+	if (o->progress) {
+		progress_tick(&b->progress);
+		fputc('\n', stderr);
+	}
+	report_fill(b, rep);
+	bool reached = !b->unreachable;
+	/* Every session is released; exiting the ring cancels the pacer and
+	 * the signal read, whose buffers are in b. */
+	loop_free(b->loop);
+	close(b->sigfd);
+	buf_free(&b->scratch);
+	blast_msg_free();
+	free(b);
+	return reached;
+}
