@@ -155,12 +155,14 @@ struct spool *spool_open(const struct spool_options *o, char *err, size_t errlen
 	mdb_env_info(sp->env, &info);
 	mdb_env_stat(sp->env, &st);
 	sp->page_size = st.ms_psize;
-	/* LMDB 0.9: a leaf node holds key + data while 8 + key + data fits
-	 * me_nodemax = ((psize - 16) / 2 & ~1) - 2; an overflow value of n
-	 * bytes takes (16 + n - 1) / psize + 1 pages. */
-	size_t nodemax = (((size_t)st.ms_psize - 16) / 2 & ~(size_t)1) - 2;
-	sp->inline_max = nodemax - 8 - SPOOL_BODY_KEY;
-	sp->page_max = (size_t)st.ms_psize - 16;
+	/* LMDB 0.9: a page has 16 bytes of header; a leaf entry costs a
+	 * 2-byte index, an 8-byte node header, the key and the data; an
+	 * overflow value of n bytes takes (16 + n - 1) / psize + 1 pages.
+	 * Leaf chunks are sized so that four fill a page: appended in id
+	 * order, consecutive messages' chunks then pack pages full. */
+	size_t usable = (size_t)st.ms_psize - 16;
+	sp->inline_max = (usable / 4 - 2 - 8 - SPOOL_BODY_KEY) & ~(size_t)1;
+	sp->page_max = usable;
 	if (info.me_mapsize < o->max_size)
 		log_warn("spool: map size %zu below the configured %llu", info.me_mapsize,
 			 (unsigned long long)o->max_size);
@@ -198,12 +200,11 @@ void spool_close(struct spool *sp)
 
 size_t spool_body_chunk(const struct spool *sp, size_t remaining)
 {
-	if (remaining <= sp->inline_max)
-		return remaining;
-	/* Two leaf-sized pieces pack better than one page when they fit. */
-	if (remaining <= 2 * sp->inline_max)
-		return sp->inline_max;
-	return RP_MIN(remaining, sp->page_max);
+	/* Whole overflow pages for the bulk, quarter-page leaf chunks for
+	 * the rest: every page ends up (nearly) full either way. */
+	if (remaining >= sp->page_max)
+		return sp->page_max;
+	return RP_MIN(remaining, sp->inline_max);
 }
 
 uint64_t spool_next_id(struct spool *sp)

@@ -10,11 +10,12 @@
 
 #define SPOOL_FORMAT_VERSION 1
 /* Bodies are stored in chunks that never need more than one page each:
- * values that fit a leaf node (at most spool.inline_max bytes) share pages
- * densely, and bigger pieces take exactly one overflow page
- * (spool.page_max bytes). A freed page therefore always fits the next
- * chunk, so churning mixed sizes does not fragment the file the way
- * multi-page overflow runs do (measured in bench/run churn). */
+ * whole overflow pages (spool.page_max bytes) for the bulk of a message,
+ * and quarter-page leaf chunks (spool.inline_max bytes) for the rest, which
+ * pack four to a page across message boundaries. A freed page therefore
+ * always fits the next chunk, so churning mixed sizes does not fragment
+ * the file the way multi-page overflow runs do, and small messages do not
+ * leave pages half empty (measured in bench/run churn). */
 #define SPOOL_BODY_KEY 16
 /* spool_body_chunk - the size of the next chunk for remaining bytes. */
 size_t spool_body_chunk(const struct spool *sp, size_t remaining);
@@ -25,7 +26,7 @@ struct spool {
 	char *dir;
 	struct spool_options opt;
 	unsigned page_size;
-	size_t inline_max;       /* largest body chunk stored in a leaf node */
+	size_t inline_max;       /* largest leaf body chunk (a quarter page) */
 	size_t page_max;         /* largest body chunk in one overflow page */
 
 	_Atomic uint64_t next_id;

@@ -110,29 +110,43 @@ void smtp_chunk_init(struct smtp_chunk_state *st)
 
 void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsigned max_line)
 {
+	/* Line by line with memchr (SIMD in glibc) instead of byte by byte:
+	 * this runs over every BDAT byte ringpost receives. */
 	unsigned len = st->line_len;
 	bool cr = st->last_cr;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c == '\n') {
-			if (!cr)
+	unsigned char any = 0;
+	size_t i = 0;
+	while (i < n) {
+		const char *nl = memchr(p + i, '\n', n - i);
+		size_t end = nl ? (size_t)(nl - p) : n;
+		size_t seg = end - i;
+		if (seg) {
+			/* A CR carried from before that a non-LF follows, or a CR
+			 * anywhere but last in the segment, is a lone CR. */
+			if (cr || memchr(p + i, '\r', seg - 1))
 				st->flags |= SMTP_DATA_BARE_LF;
-			/* len counts the CR when there was one; the LF makes the CRLF. */
-			if (len + (cr ? 1u : 2u) > max_line)
-				st->flags |= SMTP_DATA_LONG_LINE;
-			len = 0;
-			cr = false;
-			continue;
+			if (memchr(p + i, '\0', seg))
+				st->flags |= SMTP_DATA_NUL;
+			for (size_t k = i; k < end; k++)
+				any |= (unsigned char)p[k];
+			cr = p[end - 1] == '\r';
+			len += (unsigned)RP_MIN(seg, (size_t)UINT32_MAX / 2);
 		}
-		if (cr)
-			st->flags |= SMTP_DATA_BARE_LF; /* a CR not followed by LF */
-		cr = c == '\r';
-		if (c >= 0x80)
-			st->flags |= SMTP_DATA_8BIT;
-		else if (c == 0)
-			st->flags |= SMTP_DATA_NUL;
-		len++;
+		if (!nl) {
+			i = end;
+			break;
+		}
+		if (!cr)
+			st->flags |= SMTP_DATA_BARE_LF;
+		/* len counts the CR when there was one; the LF makes the CRLF. */
+		if (len + (cr ? 1u : 2u) > max_line)
+			st->flags |= SMTP_DATA_LONG_LINE;
+		len = 0;
+		cr = false;
+		i = end + 1;
 	}
+	if (any & 0x80)
+		st->flags |= SMTP_DATA_8BIT;
 	if (len > max_line)
 		st->flags |= SMTP_DATA_LONG_LINE;
 	st->line_len = len;

@@ -340,13 +340,13 @@ Test(spool, submit_and_read_back)
 
 Test(spool, body_sizes_around_the_chunk)
 {
-	/* Around the leaf-node limit, twice it, one page, and many pages. */
+	/* Around the leaf chunk, twice it, one page, and many pages. */
 	size_t in = sp->inline_max, pg = sp->page_max;
 	const size_t sizes[] = {0,	    1,		in - 1,	     in,	  in + 1,     2 * in,
 				2 * in + 1, pg - 1,	pg,	     pg + 1,	  3 * pg + 17, 100000};
 	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
-	cr_assert_gt(in, 1000, "leaf chunks are about half a page");
-	cr_assert_gt(pg, 2 * in, "an overflow chunk is about a page");
+	cr_assert_gt(in, 900, "leaf chunks are about a quarter page");
+	cr_assert_gt(pg, 4 * in, "an overflow chunk is a page");
 	uint64_t ids[N];
 	char *bodies[N];
 	for (int i = 0; i < N; i++) {
@@ -381,9 +381,7 @@ Test(spool, body_sizes_around_the_chunk)
 		for (; rc == 0 && !memcmp(k.mv_data, kb, 12);
 		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 			cr_assert_eq(rp_get_be32((unsigned char *)k.mv_data + 12), chunks);
-			cr_assert(v.mv_size <= in || v.mv_size <= pg, "chunk of %zu bytes", v.mv_size);
-			cr_assert(v.mv_size <= in || v.mv_size > 2 * in || chunks + 1 < want,
-				  "a chunk over the leaf limit that two leaf chunks would hold");
+			cr_assert(v.mv_size <= in || v.mv_size == pg, "chunk of %zu bytes", v.mv_size);
 			total += v.mv_size;
 			chunks++;
 		}
@@ -400,11 +398,14 @@ Test(spool, chunk_policy)
 	size_t in = sp->inline_max, pg = sp->page_max;
 	cr_assert_eq(spool_body_chunk(sp, 0), 0);
 	cr_assert_eq(spool_body_chunk(sp, in), in);
-	cr_assert_eq(spool_body_chunk(sp, in + 1), in, "two leaf chunks, not a page");
-	cr_assert_eq(spool_body_chunk(sp, 2 * in), in);
-	cr_assert_eq(spool_body_chunk(sp, 2 * in + 1), 2 * in + 1, "one page");
-	cr_assert_eq(spool_body_chunk(sp, pg), pg);
-	cr_assert_eq(spool_body_chunk(sp, pg + 1), pg, "never more than a page");
+	cr_assert_eq(spool_body_chunk(sp, in + 1), in, "leaf chunks below a page");
+	cr_assert_eq(spool_body_chunk(sp, pg - 1), in);
+	cr_assert_eq(spool_body_chunk(sp, pg), pg, "a whole page");
+	cr_assert_eq(spool_body_chunk(sp, 10 * pg + 5), pg, "never more than a page");
+	/* Four leaf chunks fit one page: 16-byte header, and per entry a
+	 * 2-byte index, an 8-byte node header and the 16-byte key. */
+	cr_assert_leq(16 + 4 * (2 + 8 + 16 + in), sp->page_size);
+	cr_assert_gt(16 + 4 * (2 + 8 + 16 + in + 2), sp->page_size - 8);
 	/* One overflow page really holds page_max bytes: LMDB's OVPAGES. */
 	cr_assert_eq((16 + pg - 1) / sp->page_size + 1, 1);
 	cr_assert_eq((16 + pg) / sp->page_size + 1, 2);
