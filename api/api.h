@@ -49,12 +49,14 @@ enum api_admin_op {
 	API_ADMIN_SUSPEND, /* hold a domain's mail */
 	API_ADMIN_RESUME,  /* release it */
 	API_ADMIN_PURGE,   /* remove a domain's queued mail */
+	API_ADMIN_PURGE_MSG, /* remove one message's recipients for a domain */
 };
 
 struct api_admin_req {
 	enum api_admin_op op;
 	char domain[256];
 	bool bounce;                /* purge: bounce (DSN) instead of dropping */
+	uint64_t msgid;             /* API_ADMIN_PURGE_MSG: the message */
 	uint64_t affected;          /* recipients affected (filled by the daemon) */
 	bool found;                 /* the domain was known */
 	void (*done)(struct api_admin_req *req);

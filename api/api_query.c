@@ -117,6 +117,117 @@ void api_message_status(struct api_session *s, const char *arg)
 	http_respond_json(s, 200, &b);
 }
 
+/* ---- purging one message ---------------------------------------------- */
+
+struct purge_job {
+	struct api_session *s;
+	uint64_t id;
+	bool bounce;
+	unsigned pending;
+	uint64_t affected;
+	struct api_admin_req *reqs;
+};
+
+struct domain_set {
+	char (*names)[256];
+	unsigned n, cap;
+};
+
+static bool collect_domain(const struct spool_rcpt *rc, void *arg)
+{
+	struct domain_set *ds = arg;
+	if (SPOOL_STATE_FINAL(rc->state))
+		return true;
+	const char *at = memrchr(rc->addr, '@', rc->addr_len);
+	if (!at)
+		return true;
+	char d[256];
+	size_t n = RP_MIN((size_t)(rc->addr + rc->addr_len - at - 1), sizeof(d) - 1);
+	memcpy(d, at + 1, n);
+	d[n] = '\0';
+	rp_lower(d);
+	for (unsigned i = 0; i < ds->n; i++)
+		if (!strcmp(ds->names[i], d))
+			return true;
+	if (ds->n == ds->cap) {
+		ds->cap = ds->cap ? ds->cap * 2 : 4;
+		ds->names = xrealloc(ds->names, ds->cap * sizeof(*ds->names));
+	}
+	memcpy(ds->names[ds->n++], d, n + 1);
+	return true;
+}
+
+static void purge_answer(struct api_session *s, uint64_t id, bool bounce, uint64_t affected)
+{
+	char ids[17];
+	rp_id_format(id, ids);
+	struct buf b = {0};
+	buf_printf(&b, "{\"id\":\"%s\",\"action\":\"purge\",\"mode\":\"%s\",\"recipients\":%llu}",
+		   ids, bounce ? "bounce" : "drop", (unsigned long long)affected);
+	http_respond_json(s, 200, &b);
+}
+
+static void purge_part_done(struct api_admin_req *req)
+{
+	struct purge_job *j = req->arg;
+	j->affected += req->affected;
+	if (--j->pending)
+		return;
+	struct api_session *s = j->s;
+	if (!s->released)
+		purge_answer(s, j->id, j->bounce, j->affected);
+	free(j->reqs);
+	free(j);
+	http_end_async(s);
+}
+
+void api_message_purge(struct api_session *s, const char *arg)
+{
+	uint64_t id;
+	if (!rp_id_parse(arg, strlen(arg), &id)) {
+		http_error(s, 404, "not_found", "no message '%.64s' (ids are 16 hex digits)", arg);
+		return;
+	}
+	struct api_server *srv = s->srv;
+	struct spool_msg m;
+	if (!spool_reader_begin(srv->reader)) {
+		http_error(s, 503, "unavailable", "the spool cannot be read right now");
+		return;
+	}
+	if (!spool_get_msg(srv->reader, id, &m)) {
+		spool_reader_end(srv->reader);
+		http_error(s, 404, "not_found", "no message %.16s", arg);
+		return;
+	}
+	struct domain_set ds = {0};
+	spool_foreach_rcpt(srv->reader, id, collect_domain, &ds);
+	spool_reader_end(srv->reader);
+	char mode[16];
+	bool bounce = http_query_param(s, "mode", mode, sizeof(mode)) && !strcmp(mode, "bounce");
+	if (!ds.n) {
+		purge_answer(s, id, bounce, 0);
+		return;
+	}
+	struct purge_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
+	j->id = id;
+	j->bounce = bounce;
+	j->pending = ds.n;
+	j->reqs = xcalloc(ds.n, sizeof(*j->reqs));
+	http_begin_async(s);
+	for (unsigned i = 0; i < ds.n; i++) {
+		struct api_admin_req *r = &j->reqs[i];
+		r->op = API_ADMIN_PURGE_MSG;
+		memcpy(r->domain, ds.names[i], sizeof(r->domain));
+		r->msgid = id;
+		r->bounce = bounce;
+		r->done = purge_part_done;
+		r->arg = j;
+		srv->ops->admin(srv->ctx, r);
+	}
+	free(ds.names);
+}
+
 /* ---- stats and metrics ------------------------------------------------- */
 
 struct stats_job {
@@ -175,6 +286,10 @@ static void domains_json(struct buf *b, struct stats_snapshot *snap)
 		counts_json(b, &d->n);
 		buf_printf(b, ",\"suspended\":%s,\"backoff_until\":", d->suspended ? "true" : "false");
 		iso_time(b, d->hold_until_ms);
+		buf_printf(b,
+			   ",\"limits\":{\"max_connections\":%u,\"max_messages_per_connection\":%u,"
+			   "\"max_recipients_per_message\":%u,\"rate\":%g}",
+			   d->max_connections, d->max_msgs_per_conn, d->max_rcpts_per_msg, d->rate);
 		buf_puts(b, "}");
 	}
 	buf_puts(b, "]");
@@ -369,7 +484,8 @@ static void admin_done(struct api_admin_req *req)
 			http_error(s, 404, "not_found", "no queue for domain %s", req->domain);
 		} else {
 			struct buf b = {0};
-			static const char *const names[] = {"retry", "suspend", "resume", "purge"};
+			static const char *const names[] = {"retry", "suspend", "resume", "purge",
+							    "purge"};
 			buf_puts(&b, "{\"domain\":");
 			http_json_str(&b, req->domain, strlen(req->domain));
 			buf_printf(&b, ",\"action\":\"%s\",\"recipients\":%llu}", names[req->op],

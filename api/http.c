@@ -359,6 +359,7 @@ static const struct route routes[] = {
 	{"/v1/messages", HTTP_POST, api_submit_one, false},
 	{"/v1/messages/batch", HTTP_POST, api_submit_batch, false},
 	{"/v1/messages/", HTTP_GET, api_message_status, false},
+	{"/v1/messages/", HTTP_DELETE, api_message_purge, false},
 	{"/v1/stats", HTTP_GET, api_stats, false},
 	{"/metrics", HTTP_GET, api_metrics, false},
 	{"/healthz", HTTP_GET, api_healthz, true},

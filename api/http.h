@@ -87,6 +87,7 @@ bool http_query_param(const struct api_session *s, const char *name, char *out, 
 void api_submit_one(struct api_session *s, const char *arg);
 void api_submit_batch(struct api_session *s, const char *arg);
 void api_message_status(struct api_session *s, const char *arg);
+void api_message_purge(struct api_session *s, const char *arg);
 void api_stats(struct api_session *s, const char *arg);
 void api_metrics(struct api_session *s, const char *arg);
 void api_healthz(struct api_session *s, const char *arg);

@@ -988,14 +988,15 @@ void sched_dest_ok(struct sched *s, struct sched_dest *d)
 
 /* ---- administration ---------------------------------------------------- */
 
-/* take_deferred - remove d's recipients from the retry heap into a list. */
-static struct sched_rcpt *take_deferred(struct sched *s, struct sched_dest *d)
+/* take_deferred - remove d's recipients (of message msgid, or all when 0)
+ * from the retry heap into a list. */
+static struct sched_rcpt *take_deferred(struct sched *s, struct sched_dest *d, uint64_t msgid)
 {
 	struct sched_rcpt *list = NULL;
 	uint32_t i = 0;
 	while (i < s->heap_len) {
 		struct sched_rcpt *r = s->heap[i];
-		if (r->dest != d) {
+		if (r->dest != d || (msgid && r->msgid != msgid)) {
 			i++;
 			continue;
 		}
@@ -1012,7 +1013,7 @@ uint64_t sched_dest_retry(struct sched *s, struct sched_dest *d, uint64_t now_ms
 	uint64_t n = 0;
 	d->hold_until = 0;
 	d->fails = 0;
-	struct sched_rcpt *r = take_deferred(s, d);
+	struct sched_rcpt *r = take_deferred(s, d, 0);
 	while (r) {
 		struct sched_rcpt *next = r->next;
 		ready_append(s, d, r);
@@ -1032,7 +1033,10 @@ void sched_dest_suspend(struct sched *s, struct sched_dest *d, bool on)
 		kick(s, d);
 }
 
-uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, uint64_t now_ms)
+/* purge - the recipients of d (of message msgid, or all when 0) become
+ * final: bounced with a DSN, or dropped without one. */
+static uint64_t purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
+		      uint64_t now_ms)
 {
 	struct attempt_report rep;
 	struct outcome oc = {.action = OUTCOME_FAIL, .counts = false};
@@ -1041,7 +1045,7 @@ uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, ui
 			   bounce ? "purged by the administrator" : "purged by the administrator (dropped, no DSN)");
 	snprintf(oc.status, sizeof(oc.status), "5.0.0");
 	oc.no_dsn = !bounce;
-	struct sched_rcpt *r = take_deferred(s, d);
+	struct sched_rcpt *r = take_deferred(s, d, msgid);
 	while (r) {
 		struct sched_rcpt *next = r->next;
 		r->next = NULL;
@@ -1049,22 +1053,38 @@ uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, ui
 		n++;
 		r = next;
 	}
+	/* The ready FIFO: unlink the matching ones, keep the order of the rest. */
+	struct sched_rcpt *keep_head = NULL, *keep_tail = NULL;
 	while (d->ready_head) {
 		r = d->ready_head;
 		d->ready_head = r->next;
 		r->next = NULL;
+		if (msgid && r->msgid != msgid) {
+			if (keep_tail)
+				keep_tail->next = r;
+			else
+				keep_head = r;
+			keep_tail = r;
+			continue;
+		}
 		d->n.queued--;
 		settle(s, d, r, &rep, &oc, NULL, now_ms);
 		n++;
 	}
-	d->ready_tail = NULL;
-	d->tail_group = 0;
-	d->nready_jobs = 0;
+	d->ready_head = keep_head;
+	d->ready_tail = keep_tail;
+	if (!keep_head) {
+		d->tail_group = 0;
+		d->nready_jobs = 0;
+	} else if (!d->nready_jobs) {
+		d->nready_jobs = 1;
+	}
 	/* In flight: final now; the attempt's own outcome will be ignored. */
 	for (struct slab *sl = s->slabs; sl; sl = sl->next)
 		for (unsigned i = 0; i < SLAB_RCPTS; i++) {
 			struct sched_rcpt *f = &sl->r[i];
-			if (f->where != R_INFLIGHT || f->dest != d || (f->flags & RF_PURGED))
+			if (f->where != R_INFLIGHT || f->dest != d || (f->flags & RF_PURGED) ||
+			    (msgid && f->msgid != msgid))
 				continue;
 			f->flags |= RF_PURGED;
 			update_queue(s, f, SPOOL_BOUNCED, now_ms, 0, rep.text, NULL);
@@ -1074,6 +1094,17 @@ uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, ui
 			n++;
 		}
 	return n;
+}
+
+uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, uint64_t now_ms)
+{
+	return purge(s, d, 0, bounce, now_ms);
+}
+
+uint64_t sched_msg_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
+			 uint64_t now_ms)
+{
+	return purge(s, d, msgid, bounce, now_ms);
 }
 
 /* ---- time -------------------------------------------------------------- */
@@ -1235,6 +1266,10 @@ void sched_stats(const struct sched *s, struct stats_snapshot *out)
 			e->n = d->n;
 			e->suspended = d->suspended;
 			e->hold_until_ms = d->hold_until > now ? d->hold_until : 0;
+			e->max_connections = d->lim.max_connections;
+			e->max_msgs_per_conn = d->lim.max_msgs_per_conn;
+			e->max_rcpts_per_msg = d->lim.max_rcpts_per_msg;
+			e->rate = d->lim.rate;
 		}
 	out->ndomains += n;
 	stats_hist_merge(&out->delivery, &s->delivery);

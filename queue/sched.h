@@ -169,6 +169,11 @@ void sched_dest_suspend(struct sched *s, struct sched_dest *d, bool on);
  * bounce, dropped silently otherwise. Returns how many. */
 uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, uint64_t now_ms);
 
+/* sched_msg_purge - like sched_dest_purge for the recipients of one
+ * message that wait for (or are in flight to) d. Returns how many. */
+uint64_t sched_msg_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
+			 uint64_t now_ms);
+
 /* sched_tick - move due retries to ready queues, end expired holds, refill
  * rate buckets; call often (every 10-100 ms). */
 void sched_tick(struct sched *s, uint64_t now_ms);

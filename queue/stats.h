@@ -38,6 +38,8 @@ struct stats_domain {
 	struct stats_counts n;
 	bool suspended;
 	uint64_t hold_until_ms; /* backing off until (unix ms), 0 = not */
+	uint32_t max_connections, max_msgs_per_conn, max_rcpts_per_msg; /* limits in force */
+	double rate;            /* messages per second, 0 = unlimited */
 };
 
 struct stats_snapshot {

@@ -375,6 +375,26 @@ static int queue_action(const struct config *cfg, const char *action, const char
 	return RP_EX_OK;
 }
 
+/* purge_message - DELETE /v1/messages/ID: one message's waiting recipients. */
+static int purge_message(const struct config *cfg, const char *id, bool bounce)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/messages/%s%s", id, bounce ? "?mode=bounce" : "");
+	struct buf out;
+	int status = request(cfg, "DELETE", path, NULL, &out);
+	if (status != 200) {
+		int rc = fail_status(status, &out);
+		buf_free(&out);
+		return rc;
+	}
+	json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
+	printf("%s: purged %llu recipients (%s)\n", id, num(doc, "recipients"),
+	       bounce ? "bounced with a DSN" : "dropped without a DSN");
+	json_decref(doc);
+	buf_free(&out);
+	return RP_EX_OK;
+}
+
 int cli_queue(int argc, char **argv)
 {
 	const char *args[3] = {0};
@@ -397,7 +417,7 @@ int cli_queue(int argc, char **argv)
 		ok |= nargs == 2 && !strcmp(args[0], actions[i]);
 	if (!ok) {
 		fprintf(stderr, "usage: ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|"
-				"resume DOMAIN|purge DOMAIN [--bounce]\n");
+				"resume DOMAIN|purge DOMAIN|ID [--bounce]\n");
 		return RP_EX_USAGE;
 	}
 	struct config *cfg = cli_load_config(argc, argv);
@@ -417,6 +437,9 @@ int cli_queue(int argc, char **argv)
 		buf_free(&out);
 	} else if (!strcmp(args[0], "show")) {
 		rc = queue_show(cfg, args[1]);
+	} else if (!strcmp(args[0], "purge") && strlen(args[1]) == 16 &&
+		   strspn(args[1], "0123456789abcdefABCDEF") == 16) {
+		rc = purge_message(cfg, args[1], bounce);
 	} else {
 		rc = queue_action(cfg, args[0], args[1], bounce);
 	}

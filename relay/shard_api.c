@@ -149,13 +149,16 @@ static void admin_run(struct mq_item *item, void *ctx)
 		case API_ADMIN_PURGE:
 			req->affected = sched_dest_purge(sh->sched, d, req->bounce, now);
 			break;
+		case API_ADMIN_PURGE_MSG:
+			req->affected = sched_msg_purge(sh->sched, d, req->msgid, req->bounce, now);
+			break;
 		}
-		log_info("admin %s dest=%s recipients=%llu",
-			 req->op == API_ADMIN_RETRY	 ? "retry"
-			 : req->op == API_ADMIN_SUSPEND ? "suspend"
-			 : req->op == API_ADMIN_RESUME	 ? "resume"
-							 : "purge",
-			 req->domain, (unsigned long long)req->affected);
+		static const char *const names[] = {"retry", "suspend", "resume", "purge", "purge"};
+		char id[17] = "";
+		if (req->op == API_ADMIN_PURGE_MSG)
+			rp_id_format(req->msgid, id);
+		log_info("admin %s dest=%s%s%s recipients=%llu", names[req->op], req->domain,
+			 *id ? " id=" : "", id, (unsigned long long)req->affected);
 		shard_touch(sh);
 	}
 	mq_push(loop_inbox(m->origin->loop), &m->item, admin_home);
