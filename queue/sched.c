@@ -1139,6 +1139,11 @@ void sched_tick(struct sched *s, uint64_t now_ms)
 	}
 }
 
+void sched_kick(struct sched *s, struct sched_dest *d)
+{
+	kick(s, d);
+}
+
 bool sched_pending_kicks(const struct sched *s)
 {
 	return s->kick_head != NULL || s->nupd != 0 || s->ndsn != 0;

@@ -177,6 +177,8 @@ uint64_t sched_msg_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, 
 /* sched_tick - move due retries to ready queues, end expired holds, refill
  * rate buckets; call often (every 10-100 ms). */
 void sched_tick(struct sched *s, uint64_t now_ms);
+/* sched_kick - ask for ops->kick on d at the next sched_run. */
+void sched_kick(struct sched *s, struct sched_dest *d);
 /* sched_run - call ops->kick for destinations that got work. */
 void sched_run(struct sched *s);
 /* sched_pending_kicks - whether sched_run has anything to do. */

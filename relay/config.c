@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "queue/addr.h"
+#include "queue/buf.h"
 #include "queue/util.h"
 
 enum {
@@ -192,7 +193,7 @@ static bool add_retry(struct parse_state *ps, const char *item, void *arg)
 
 /* ---- key tables -------------------------------------------------------- */
 
-enum vtype { V_STR, V_U32, V_BOOL_UNUSED, V_DURATION, V_SIZE, V_ADDR, V_NETS, V_KEYS, V_RETRY,
+enum vtype { V_STR, V_U32, V_SERVERS, V_DURATION, V_SIZE, V_ADDR, V_NETS, V_KEYS, V_RETRY,
 	     V_SHARDS, V_LOGLEVEL, V_RATE, V_PORT };
 
 struct key {
@@ -232,7 +233,12 @@ static const struct key keys[] = {
 	{"api", "max_batch", V_U32, C(api_max_batch), 1, 100000, 0, NULL},
 	{"api", "idle_timeout", V_DURATION, C(api_idle_timeout_ms), 1000, 3600000, 0, NULL},
 	{"api", "max_clients", V_U32, C(api_max_clients), 1, 1000000, 0, NULL},
-	{"dns", "servers", V_STR, C(dns_servers), 0, 0, 0, "DNS resolution"},
+	{"dns", "servers", V_SERVERS, C(dns_servers), 0, 0, 0, NULL},
+	{"dns", "max_ttl", V_DURATION, C(dns_max_ttl_ms), 0, 7ull * 86400000, 0, NULL},
+	{"dns", "negative_ttl", V_DURATION, C(dns_negative_ttl_ms), 0, 86400000, 0, NULL},
+	{"dns", "cache_size", V_U32, C(dns_cache_size), 16, 10000000, 0, NULL},
+	{"dns", "timeout", V_DURATION, C(dns_timeout_ms), 100, 60000, 0, NULL},
+	{"dns", "tries", V_U32, C(dns_tries), 1, 10, 0, NULL},
 	{"queue", "retry", V_RETRY, 0, 0, 0, 0, NULL},
 	{"queue", "max_age", V_DURATION, C(max_age_ms), 1000, 365ull * 86400000, 0, NULL},
 	{"queue", "bounce_domain", V_STR, C(bounce_domain), 0, 0, 0, "VERP bounce processing"},
@@ -328,8 +334,25 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		if (!ps->cfg->nretry)
 			return fail(ps, "retry needs at least one duration");
 		return true;
-	case V_BOOL_UNUSED:
-		break;
+	case V_SERVERS: {
+		/* host:port list of IP addresses, as c-ares takes it. */
+		char *copy = xstrdup(value), *save = NULL;
+		struct buf norm = {0};
+		for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+			struct cfg_addr a;
+			if (!config_parse_addr(tok, &a) || !a.sslen) {
+				free(copy);
+				buf_free(&norm);
+				return fail(ps, "servers: '%s' is not ip:port ([v6]:port)", tok);
+			}
+			buf_printf(&norm, "%s%s", buf_used(&norm) ? "," : "", tok);
+		}
+		free(copy);
+		free(*(char **)field);
+		*(char **)field = xstrdup(buf_used(&norm) ? buf_cstr(&norm) : "");
+		buf_free(&norm);
+		return true;
+	}
 	}
 	rp_panic("unknown value type %d", (int)k->type);
 }
@@ -473,6 +496,11 @@ static void set_defaults(struct config *c)
 	c->max_line_length = 1000;
 	c->max_clients = 10000;
 	c->dns_servers = xstrdup("");
+	c->dns_max_ttl_ms = 3600000;
+	c->dns_negative_ttl_ms = 60000;
+	c->dns_cache_size = 100000;
+	c->dns_timeout_ms = 2000;
+	c->dns_tries = 2;
 	c->api_max_request = 64ull << 20;
 	c->api_max_batch = 1000;
 	c->api_idle_timeout_ms = 60000;

@@ -79,6 +79,11 @@ struct config {
 
 	/* [dns] */
 	char *dns_servers;        /* "" = /etc/resolv.conf */
+	uint64_t dns_max_ttl_ms;  /* answers are cached at most this long */
+	uint64_t dns_negative_ttl_ms; /* failures are cached this long */
+	uint32_t dns_cache_size;  /* cache entries per shard */
+	uint64_t dns_timeout_ms;  /* per try */
+	uint32_t dns_tries;
 
 	/* [queue] */
 	uint64_t *retry_ms;       /* delays between attempts; the last repeats */

@@ -1,4 +1,14 @@
-/* delivery.c - per-destination connection pools (see delivery.h). */
+/* delivery.c - routes per domain and connection pools per destination
+ * (see delivery.h).
+ *
+ * Invariants:
+ * - A route belongs to one domain (sched_dest->owner); a pool is shared by
+ *   the domains whose routes lead to the same next hops (its key).
+ * - pool->nsessions never passes pool->max_connections, the smallest
+ *   max_connections of its domains: every domain's limit holds.
+ * - A session is accounted to the domain that opened it (sched
+ *   session_opened/closed), whichever domain's jobs it carries later.
+ */
 #include "delivery.h"
 
 #include <arpa/inet.h>
@@ -12,71 +22,358 @@
 #include "shard.h"
 #include "smtp_client.h"
 
-static struct delivery_pool *pool_of(struct sched_dest *d)
+/* ---- pools ------------------------------------------------------------- */
+
+static uint32_t pool_hash(const char *key)
 {
+	return (uint32_t)rp_hash64(key, strlen(key));
+}
+
+static void pool_limits(struct delivery_pool *p)
+{
+	uint32_t max = UINT32_MAX;
+	for (unsigned i = 0; i < p->nmembers; i++)
+		if (p->members[i]->lim.max_connections < max)
+			max = p->members[i]->lim.max_connections;
+	p->max_connections = max == UINT32_MAX ? 1 : max;
+}
+
+static struct delivery_pool *pool_get(struct shard *sh, const char *key, struct dns_result *hops,
+				      uint16_t port)
+{
+	if (!sh->pool_tab_size) {
+		sh->pool_tab_size = 256;
+		sh->pool_tab = xcalloc(sh->pool_tab_size, sizeof(*sh->pool_tab));
+	}
+	uint32_t h = pool_hash(key) & (sh->pool_tab_size - 1);
+	struct delivery_pool *p;
+	for (p = sh->pool_tab[h]; p; p = p->hnext)
+		if (!strcmp(p->key, key))
+			break;
+	if (!p) {
+		p = xcalloc(1, sizeof(*p));
+		p->key = xstrdup(key);
+		p->hnext = sh->pool_tab[h];
+		sh->pool_tab[h] = p;
+		sh->npools++;
+	}
+	if (p->hops != hops) {
+		dns_result_ref(hops);
+		dns_result_unref(p->hops);
+		p->hops = hops; /* a fresher answer for the same hosts */
+	}
+	p->port = port;
+	p->used_ms = rp_mono_ms();
+	return p;
+}
+
+static void pool_join(struct delivery_pool *p, struct sched_dest *d)
+{
+	if (p->nmembers == p->members_cap) {
+		p->members_cap = p->members_cap ? p->members_cap * 2 : 4;
+		p->members = xrealloc(p->members, p->members_cap * sizeof(*p->members));
+	}
+	p->members[p->nmembers++] = d;
+	pool_limits(p);
+}
+
+static void pool_leave(struct delivery_pool *p, struct sched_dest *d)
+{
+	for (unsigned i = 0; i < p->nmembers; i++)
+		if (p->members[i] == d) {
+			p->members[i] = p->members[--p->nmembers];
+			break;
+		}
+	pool_limits(p);
+}
+
+/* ours - whether addr:port is one of our own listeners (mail would loop). */
+static bool ours(const struct shard *sh, const struct sockaddr *sa, uint16_t port)
+{
+	const struct relay *r = sh->relay;
+	for (unsigned i = 0; i < r->nours; i++) {
+		const struct sockaddr_storage *o = &r->ours[i];
+		if (o->ss_family != sa->sa_family)
+			continue;
+		if (sa->sa_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)o, *b = (const void *)sa;
+			if (ntohs(a->sin_port) == port && a->sin_addr.s_addr == b->sin_addr.s_addr)
+				return true;
+		} else if (sa->sa_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)o, *b = (const void *)sa;
+			if (ntohs(a->sin6_port) == port &&
+			    !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)))
+				return true;
+		}
+	}
+	return false;
+}
+
+bool delivery_hop(struct shard *sh, struct delivery_pool *pool, unsigned start, unsigned k,
+		  struct sockaddr_storage *ss, socklen_t *len)
+{
+	const struct dns_result *res = pool->hops;
+	if (!res || !res->nhops)
+		return false;
+	unsigned n = res->nhops, g = 1, usable = 0;
+	while (g < n && res->hops[g].pref == res->hops[0].pref)
+		g++;
+	/* The best-preference group starts at a rotating position, so that
+	 * sessions spread over equal exchangers; the rest keep their order. */
+	for (unsigned j = 0; j < n; j++) {
+		unsigned idx = j < g ? (start + j) % g : j;
+		const struct dns_hop *h = &res->hops[idx];
+		if (ours(sh, &h->addr.sa, pool->port))
+			continue;
+		if (usable++ != k)
+			continue;
+		memset(ss, 0, sizeof(*ss));
+		memcpy(ss, &h->addr, h->len);
+		*len = h->len;
+		if (ss->ss_family == AF_INET)
+			((struct sockaddr_in *)ss)->sin_port = htons(pool->port);
+		else
+			((struct sockaddr_in6 *)ss)->sin6_port = htons(pool->port);
+		return true;
+	}
+	return false;
+}
+
+static unsigned usable_hops(struct shard *sh, struct delivery_pool *pool)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	unsigned n = 0;
+	while (delivery_hop(sh, pool, 0, n, &ss, &len))
+		n++;
+	return n;
+}
+
+/* ---- routes ------------------------------------------------------------ */
+
+static struct delivery_route *route_of(struct shard *sh, struct sched_dest *d)
+{
+	(void)sh;
 	if (!d->owner) {
-		struct delivery_pool *p = xcalloc(1, sizeof(*p));
-		p->dest = d;
-		d->owner = p;
+		struct delivery_route *rt = xcalloc(1, sizeof(*rt));
+		rt->dest = d;
+		d->owner = rt;
 	}
 	return d->owner;
 }
 
-/* next_hop - where mail for d goes: a static route or a domain literal.
- * Returns false with a reason when there is nowhere to go. */
-static bool next_hop(struct shard *sh, struct sched_dest *d, struct sockaddr_storage *ss,
-		     socklen_t *len, char *why, size_t whylen)
+static int name_cmp(const void *a, const void *b)
 {
-	const struct cfg_domain *cd = config_domain(sh->cfg, d->name);
-	if (cd->route.set) {
-		if (!cd->route.sslen) {
-			snprintf(why, whylen, "route %s needs DNS resolution, which is not built yet",
-				 cd->route.text);
-			return false;
-		}
-		memcpy(ss, &cd->route.ss, cd->route.sslen);
-		*len = cd->route.sslen;
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* pool_key - the same next hops give the same key, in any order. */
+static void pool_key(const char *kind, const struct dns_result *res, uint16_t port, char *out,
+		     size_t outlen)
+{
+	const char *names[res->nhops ? res->nhops : 1];
+	unsigned n = 0;
+	for (unsigned i = 0; i < res->nhops; i++)
+		names[n++] = res->hops[i].host;
+	qsort(names, n, sizeof(names[0]), name_cmp);
+	size_t o = (size_t)snprintf(out, outlen, "%s:", kind);
+	for (unsigned i = 0; i < n && o < outlen; i++) {
+		if (i && !strcmp(names[i], names[i - 1]))
+			continue;
+		o += (size_t)snprintf(out + o, outlen - o, "%s%s", o > strlen(kind) + 1 ? "," : "",
+				      names[i]);
+	}
+	if (o < outlen)
+		snprintf(out + o, outlen - o, ":%u", port);
+}
+
+static void route_set(struct shard *sh, struct delivery_route *rt, const char *kind,
+		      struct dns_result *res, uint16_t port)
+{
+	char key[1024];
+	pool_key(kind, res, port, key, sizeof(key));
+	struct delivery_pool *p = pool_get(sh, key, res, port);
+	if (rt->pool != p) {
+		if (rt->pool)
+			pool_leave(rt->pool, rt->dest);
+		pool_join(p, rt->dest);
+		if (rt->pool)
+			log_info("dest %s: next hops are now %s", rt->dest->name, key);
+		rt->pool = p;
+	}
+	if (rt->res != res) {
+		dns_result_ref(res);
+		dns_result_unref(rt->res);
+		rt->res = res;
+	}
+	rt->expires_ms = res->expires_ms;
+}
+
+/* route_fail - no way out: tell the scheduler, as the DNS answer says. */
+static void route_fail(struct shard *sh, struct delivery_route *rt, enum attempt_kind kind,
+		       const char *text)
+{
+	struct attempt_report rep;
+	snprintf(rt->why, sizeof(rt->why), "%s", text);
+	outcome_report_set(&rep, kind, STAGE_CONNECT, 0, text);
+	sched_dest_failed(sh->sched, rt->dest, &rep, NULL, rp_now_ms());
+	shard_touch(sh);
+}
+
+struct resolve_ctx {
+	struct shard *sh;
+	struct delivery_route *rt;
+	uint16_t port;
+	const char *kind;
+};
+
+/* check_loop - a route whose every hop is one of our listeners. */
+static bool check_loop(struct shard *sh, struct delivery_route *rt)
+{
+	if (usable_hops(sh, rt->pool))
+		return false;
+	char text[300];
+	snprintf(text, sizeof(text), "mail for %s loops back to myself", rt->dest->name);
+	route_fail(sh, rt, ATTEMPT_LOOP, text);
+	return true;
+}
+
+static void resolved(void *arg, struct dns_result *res)
+{
+	struct resolve_ctx *c = arg;
+	struct shard *sh = c->sh;
+	struct delivery_route *rt = c->rt;
+	rt->resolving = false;
+	if (res->status == DNS_OK) {
+		route_set(sh, rt, c->kind, res, c->port);
+		free(c);
+		if (!check_loop(sh, rt))
+			sched_kick(sh->sched, rt->dest);
+		shard_touch(sh);
+		return;
+	}
+	free(c);
+	rt->expires_ms = res->expires_ms;
+	if (res->status == DNS_TEMPFAIL && rt->pool) {
+		/* Keep using the last good answer while the DNS is unwell. */
+		log_info("dest %s: %s; keeping the previous next hops", rt->dest->name, res->error);
+		return;
+	}
+	if (rt->pool) {
+		pool_leave(rt->pool, rt->dest);
+		rt->pool = NULL;
+	}
+	enum attempt_kind kind = ATTEMPT_DNS_TEMP;
+	if (res->status == DNS_NXDOMAIN)
+		kind = ATTEMPT_DNS_PERM;
+	else if (res->status == DNS_NULL_MX)
+		kind = ATTEMPT_NULL_MX;
+	else if (res->status == DNS_NO_ADDRESS)
+		kind = ATTEMPT_NO_ROUTE;
+	route_fail(sh, rt, kind, res->error);
+}
+
+/* fixed_route - a single known address (an IP route or a domain literal). */
+static bool fixed_route(struct shard *sh, struct delivery_route *rt, const char *kind,
+			const struct sockaddr *sa, socklen_t len, const char *name, uint16_t port)
+{
+	struct dns_result *res = dns_result_new(DNS_OK, 1, strlen(name) + 1);
+	strcpy(res->names, name);
+	res->hops[0].host = res->names;
+	memcpy(&res->hops[0].addr, sa, len);
+	res->hops[0].len = len;
+	res->nhops = 1;
+	res->expires_ms = UINT64_MAX;
+	route_set(sh, rt, kind, res, port);
+	dns_result_unref(res);
+	return !check_loop(sh, rt);
+}
+
+static bool literal(const char *name, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char tmp[64];
+	size_t n = strlen(name);
+	if (n < 3 || name[0] != '[' || name[n - 1] != ']' || n - 2 >= sizeof(tmp))
+		return false;
+	memcpy(tmp, name + 1, n - 2);
+	tmp[n - 2] = '\0';
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	if (!strncasecmp(tmp, "ipv6:", 5) && inet_pton(AF_INET6, tmp + 5, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		*len = sizeof(*sin6);
 		return true;
 	}
-	if (d->name[0] == '[') {
-		/* A domain literal: the address itself. */
-		char tmp[64];
-		size_t n = strlen(d->name);
-		if (n > 2 && n - 2 < sizeof(tmp)) {
-			memcpy(tmp, d->name + 1, n - 2);
-			tmp[n - 2] = '\0';
-			const char *ip = tmp;
-			struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-			memset(ss, 0, sizeof(*ss));
-			if (!strncasecmp(ip, "ipv6:", 5) &&
-			    inet_pton(AF_INET6, ip + 5, &sin6->sin6_addr) == 1) {
-				sin6->sin6_family = AF_INET6;
-				sin6->sin6_port = htons(cd->port);
-				*len = sizeof(*sin6);
-				return true;
-			}
-			if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
-				sin->sin_family = AF_INET;
-				sin->sin_port = htons(cd->port);
-				*len = sizeof(*sin);
-				return true;
-			}
-		}
-		snprintf(why, whylen, "bad domain literal %s", d->name);
-		return false;
+	if (inet_pton(AF_INET, tmp, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		*len = sizeof(*sin);
+		return true;
 	}
-	snprintf(why, whylen, "no route for %s (MX lookup is not built yet; set a route)", d->name);
 	return false;
 }
+
+/* route_refresh - find (or find again) where d's mail goes. Returns true
+ * when a usable route is in place now; false while it is being looked up
+ * or when there is none (the scheduler has been told). */
+static bool route_refresh(struct shard *sh, struct delivery_route *rt)
+{
+	struct sched_dest *d = rt->dest;
+	const struct cfg_domain *cd = config_domain(sh->cfg, d->name);
+	if (cd->route.set && cd->route.sslen)
+		return fixed_route(sh, rt, "route", (const struct sockaddr *)&cd->route.ss,
+				   cd->route.sslen, cd->route.host, cd->route.port);
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (d->name[0] == '[') {
+		if (literal(d->name, &ss, &len))
+			return fixed_route(sh, rt, "literal", (struct sockaddr *)&ss, len, d->name,
+					   cd->port);
+		char text[300];
+		snprintf(text, sizeof(text), "bad domain literal %s", d->name);
+		route_fail(sh, rt, ATTEMPT_DNS_PERM, text);
+		return false;
+	}
+	if (!sh->dns) {
+		route_fail(sh, rt, ATTEMPT_NO_ROUTE, "no resolver");
+		return false;
+	}
+	if (rt->resolving)
+		return rt->pool != NULL;
+	rt->resolving = true;
+	struct resolve_ctx *c = xcalloc(1, sizeof(*c));
+	c->sh = sh;
+	c->rt = rt;
+	if (cd->route.set) {
+		c->kind = "route";
+		c->port = cd->route.port;
+		dns_resolve_host(sh->dns, cd->route.host, resolved, c);
+	} else {
+		c->kind = "mx";
+		c->port = cd->port;
+		dns_resolve_mx(sh->dns, d->name, resolved, c);
+	}
+	/* The answer may have come from the cache already. */
+	return rt->pool != NULL && !rt->resolving;
+}
+
+/* ---- the scheduler's side ---------------------------------------------- */
 
 static void pool_kick(struct sched_dest *d, void *ctx)
 {
 	struct shard *sh = ctx;
-	struct delivery_pool *pool = pool_of(d);
+	struct delivery_route *rt = route_of(sh, d);
 	uint64_t now = rp_now_ms();
 	if (sh->stopping)
 		return;
+	if (!rt->pool || rp_mono_ms() >= rt->expires_ms) {
+		bool had = rt->pool != NULL;
+		route_refresh(sh, rt);
+		if (!rt->pool || (!had && rt->resolving))
+			return; /* the answer kicks again */
+	}
+	struct delivery_pool *pool = rt->pool;
+	pool->used_ms = rp_mono_ms();
 	/* Work goes to idle sessions first: connection reuse. */
 	while (pool->idle) {
 		struct sched_job *job = sched_job_next(sh->sched, d, now);
@@ -87,27 +384,17 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		smtp_client_give(c, job);
 	}
 	/* Then new sessions, as many as there are jobs for, within limits. */
-	while (pool->nconnecting < d->nready_jobs && sched_dest_may_connect(sh->sched, d, now)) {
-		struct sockaddr_storage ss;
-		socklen_t len = 0;
-		char why[400];
-		struct attempt_report rep;
-		if (!next_hop(sh, d, &ss, &len, why, sizeof(why))) {
-			outcome_report_set(&rep, ATTEMPT_NO_ROUTE, STAGE_CONNECT, 0, why);
-			sched_dest_failed(sh->sched, d, &rep, NULL, now);
-			break;
-		}
-		if (!smtp_client_open(sh, pool, (struct sockaddr *)&ss, len,
-				      d->lim.connect_timeout_ms)) {
-			snprintf(why, sizeof(why), "cannot create a socket: %s", strerror(errno));
+	while (pool->nconnecting < d->nready_jobs && pool->nsessions < pool->max_connections &&
+	       sched_dest_may_connect(sh->sched, d, now)) {
+		unsigned start = pool->rr_hop++;
+		if (!smtp_client_open(sh, pool, d, start, 0)) {
+			char why[300];
+			struct attempt_report rep;
+			snprintf(why, sizeof(why), "cannot open a session: %s", strerror(errno));
 			outcome_report_set(&rep, ATTEMPT_LOCAL, STAGE_CONNECT, 0, why);
 			sched_dest_failed(sh->sched, d, &rep, NULL, now);
 			break;
 		}
-		pool->nconnecting++;
-		pool->nsessions++;
-		sh->stats.out_sessions++;
-		sched_session_opened(sh->sched, d);
 	}
 	shard_touch(sh);
 }
@@ -121,6 +408,12 @@ static void pool_configure(struct sched_dest *d, void *ctx)
 	d->lim.max_rcpts_per_msg = cd->max_recipients_per_message;
 	d->lim.rate = cd->rate;
 	d->lim.connect_timeout_ms = cd->connect_timeout_ms;
+	struct delivery_route *rt = d->owner;
+	if (rt) {
+		rt->expires_ms = 0; /* a reload may change the route: look again */
+		if (rt->pool)
+			pool_limits(rt->pool);
+	}
 }
 
 const struct sched_ops delivery_sched_ops = {
@@ -128,11 +421,22 @@ const struct sched_ops delivery_sched_ops = {
 	.configure = pool_configure,
 };
 
+/* ---- sessions ---------------------------------------------------------- */
+
 struct sched_job *delivery_next(struct shard *sh, struct delivery_pool *pool)
 {
-	if (sh->stopping)
+	if (sh->stopping || !pool->nmembers)
 		return NULL;
-	return sched_job_next(sh->sched, pool->dest, rp_now_ms());
+	uint64_t now = rp_now_ms();
+	for (unsigned i = 0; i < pool->nmembers; i++) {
+		unsigned k = (pool->rr_member + i) % pool->nmembers;
+		struct sched_job *job = sched_job_next(sh->sched, pool->members[k], now);
+		if (job) {
+			pool->rr_member = k + 1;
+			return job;
+		}
+	}
+	return NULL;
 }
 
 void delivery_idle(struct shard *sh, struct delivery_pool *pool, struct smtp_client *c)
@@ -160,23 +464,88 @@ void delivery_unidle(struct delivery_pool *pool, struct smtp_client *c)
 	pool->nidle--;
 }
 
-void delivery_session_gone(struct shard *sh, struct delivery_pool *pool, bool was_connecting)
+bool delivery_failed(struct shard *sh, struct smtp_client *c, const struct attempt_report *rep)
 {
+	struct delivery_pool *pool = c->pool;
+	uint64_t now = rp_now_ms();
+	/* RFC 5321 5.1: on a connection failure or a refusal at the greeting,
+	 * try the next exchanger before deferring. */
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (!sh->stopping && delivery_hop(sh, pool, c->hop_start, c->hop_k + 1, &ss, &len)) {
+		log_info("smtp %s %s: %s; trying the next exchanger", c->acct->name, c->remote,
+			 rep->text);
+		if (smtp_client_open(sh, pool, c->acct, c->hop_start, c->hop_k + 1))
+			return true;
+	}
+	/* One refused connection while other sessions work is not a dead
+	 * destination (a server limiting concurrency): just log it. */
+	if (pool->nworking > 0 && rep->kind != ATTEMPT_REPLY) {
+		log_info("smtp %s %s: session failed while others work: %s", c->acct->name, c->remote,
+			 rep->text);
+		return false;
+	}
+	/* The next hops failed: every domain behind them backs off. */
+	for (unsigned i = 0; i < pool->nmembers; i++)
+		sched_dest_failed(sh->sched, pool->members[i], rep, c->remote, now);
+	shard_touch(sh);
+	return false;
+}
+
+void delivery_session_gone(struct shard *sh, struct smtp_client *c, bool was_connecting)
+{
+	struct delivery_pool *pool = c->pool;
 	if (was_connecting)
 		pool->nconnecting--;
 	pool->nsessions--;
-	sched_session_closed(sh->sched, pool->dest);
+	pool->used_ms = rp_mono_ms();
+	sched_session_closed(sh->sched, c->acct);
+	/* A freed slot in the pool may let another member open a session. */
+	for (unsigned i = 0; i < pool->nmembers; i++)
+		if (pool->members[i]->nready_jobs)
+			sched_kick(sh->sched, pool->members[i]);
 	shard_touch(sh);
 }
 
-static void free_pool(struct sched_dest *d, void *arg)
+static void free_route(struct sched_dest *d, void *arg)
 {
 	(void)arg;
-	free(d->owner);
+	struct delivery_route *rt = d->owner;
+	if (!rt)
+		return;
+	dns_result_unref(rt->res);
+	free(rt);
 	d->owner = NULL;
 }
 
-void delivery_free_pools(struct shard *sh)
+void delivery_free(struct shard *sh)
 {
-	sched_foreach_dest(sh->sched, free_pool, NULL);
+	sched_foreach_dest(sh->sched, free_route, NULL);
+	for (uint32_t i = 0; i < sh->pool_tab_size; i++) {
+		struct delivery_pool *p = sh->pool_tab[i];
+		while (p) {
+			struct delivery_pool *next = p->hnext;
+			dns_result_unref(p->hops);
+			free(p->members);
+			free(p->key);
+			free(p);
+			p = next;
+		}
+	}
+	free(sh->pool_tab);
+	sh->pool_tab = NULL;
+	sh->pool_tab_size = 0;
+	sh->npools = 0;
+}
+
+unsigned delivery_pools(struct shard *sh, void (*fn)(const struct delivery_pool *p, void *arg),
+			void *arg)
+{
+	unsigned n = 0;
+	for (uint32_t i = 0; i < sh->pool_tab_size; i++)
+		for (struct delivery_pool *p = sh->pool_tab[i]; p; p = p->hnext) {
+			fn(p, arg);
+			n++;
+		}
+	return n;
 }

@@ -5,6 +5,7 @@
  * line on stderr naming the problem.
  */
 #include <errno.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -102,6 +103,52 @@ static int listen_on(const struct cfg_addr *a, char *err, size_t errlen)
 		return -1;
 	}
 	return fd;
+}
+
+/* ---- our own addresses (loop detection) -------------------------------- */
+
+static void add_ours(struct relay *r, const struct sockaddr *sa, socklen_t len, uint16_t port)
+{
+	r->ours = xrealloc(r->ours, (r->nours + 1) * sizeof(*r->ours));
+	struct sockaddr_storage *o = &r->ours[r->nours++];
+	memset(o, 0, sizeof(*o));
+	memcpy(o, sa, len);
+	if (o->ss_family == AF_INET)
+		((struct sockaddr_in *)o)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)o)->sin6_port = htons(port);
+}
+
+/* find_ours - the addresses our listeners answer on; a wildcard listener
+ * answers on every interface address. Mail routed there would loop. */
+static void find_ours(struct relay *r, const struct config *cfg)
+{
+	const struct cfg_addr *ls[] = {&cfg->listen_submission, &cfg->listen_api,
+				       &cfg->listen_inbound, &cfg->listen_imap, &cfg->listen_pop3};
+	struct ifaddrs *ifs = NULL;
+	getifaddrs(&ifs);
+	for (size_t i = 0; i < RP_ARRAY_LEN(ls); i++) {
+		const struct cfg_addr *a = ls[i];
+		if (!a->set || !a->sslen)
+			continue;
+		bool any = a->ss.ss_family == AF_INET
+				   ? ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY)
+				   : IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+		if (!any) {
+			add_ours(r, (const struct sockaddr *)&a->ss, a->sslen, a->port);
+			continue;
+		}
+		for (struct ifaddrs *f = ifs; f; f = f->ifa_next) {
+			if (!f->ifa_addr)
+				continue;
+			if (f->ifa_addr->sa_family == AF_INET)
+				add_ours(r, f->ifa_addr, sizeof(struct sockaddr_in), a->port);
+			else if (f->ifa_addr->sa_family == AF_INET6 && a->ss.ss_family == AF_INET6)
+				add_ours(r, f->ifa_addr, sizeof(struct sockaddr_in6), a->port);
+		}
+	}
+	if (ifs)
+		freeifaddrs(ifs);
 }
 
 /* ---- start-up rebuild of the queues ------------------------------------ */
@@ -247,6 +294,7 @@ static int cmd_serve(int argc, char **argv)
 				rp_die(RP_EX_OSERR, "%s", err);
 		}
 	}
+	find_ours(r, cfg);
 	for (unsigned i = 0; i < r->nshards; i++) {
 		r->shards[i] = shard_new(r, i, r->cref);
 		if (!shard_start(r->shards[i]))
@@ -290,6 +338,7 @@ static int cmd_serve(int argc, char **argv)
 	pthread_mutex_destroy(&r->drain_lock);
 	pthread_cond_destroy(&r->drain_cond);
 	free(r->shards);
+	free(r->ours);
 	free(r);
 	return RP_EX_OK;
 }

@@ -421,6 +421,18 @@ static void *shard_main(void *arg)
 	struct sched_config sc;
 	sched_config_of(sh->cfg, &sc);
 	sh->sched = sched_new(&sc, &delivery_sched_ops, sh, sh->relay->spool, sh->reader);
+	struct dns_config dc = {
+		.servers = sh->cfg->dns_servers,
+		.max_ttl_ms = sh->cfg->dns_max_ttl_ms,
+		.negative_ttl_ms = sh->cfg->dns_negative_ttl_ms,
+		.cache_size = sh->cfg->dns_cache_size,
+		.timeout_ms = (unsigned)sh->cfg->dns_timeout_ms,
+		.tries = sh->cfg->dns_tries,
+	};
+	char err[300];
+	sh->dns = dns_new(sh->loop, &dc, err, sizeof(err));
+	if (!sh->dns)
+		log_error("DNS resolver unavailable (mail without a static route waits): %s", err);
 	shard_api_config(sh->cfg, &sh->api_cfg);
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 				 &shard_api_ops, sh);
@@ -455,7 +467,9 @@ static void *shard_main(void *arg)
 			sh->listeners[i].fd = -1;
 		}
 	sched_run(sh->sched);
-	delivery_free_pools(sh);
+	dns_free(sh->dns); /* pending lookups are dropped, not answered */
+	sh->dns = NULL;
+	delivery_free(sh);
 	api_server_free(sh->api);
 	sh->api = NULL;
 	sched_free(sh->sched);

@@ -45,6 +45,8 @@ struct relay {
 	unsigned nshards;
 	int listen_fds[LISTEN_KINDS][256]; /* per kind, per shard; -1 = none */
 	_Atomic bool stopping;
+	struct sockaddr_storage *ours;     /* our listening addresses (loop detection) */
+	unsigned nours;
 	pthread_mutex_t drain_lock;        /* shards report "drained" to main */
 	pthread_cond_t drain_cond;
 	unsigned drained;                  /* shards with no session left */
@@ -85,6 +87,9 @@ struct shard {
 	struct smtp_client *clients; /* outbound sessions (for shutdown) */
 	unsigned nclients;
 	struct api_server *api;      /* HTTP API sessions on this shard */
+	struct dns_resolver *dns;    /* MX and address lookups */
+	struct delivery_pool **pool_tab; /* destinations by next-hop key (delivery.c) */
+	uint32_t pool_tab_size, npools;
 	struct api_config api_cfg;   /* built from cfg (shard_api.c) */
 	struct shard_stats stats;
 };

@@ -57,7 +57,7 @@ static struct shard *shard_of(struct smtp_client *c)
 static void set_state(struct smtp_client *c, enum smtp_client_state st, uint64_t timeout_ms)
 {
 	if (c->state != st)
-		log_debug("smtp %s %s: %s -> %s", c->pool->dest->name, c->remote,
+		log_debug("smtp %s %s: %s -> %s", c->acct->name, c->remote,
 			  state_names[c->state], state_names[st]);
 	c->state = st;
 	if (timeout_ms)
@@ -86,23 +86,14 @@ static void quit(struct smtp_client *c)
 
 /* ---- reporting --------------------------------------------------------- */
 
-/* dest_failure - a failure before any job: the destination's problem. */
+/* dest_failure - a failure before any job: the destination's problem
+ * (delivery tries the next exchanger first). */
 static void dest_failure(struct smtp_client *c, enum attempt_kind kind, enum attempt_stage stage,
 			 int code, const char *text)
 {
-	struct shard *sh = shard_of(c);
-	struct delivery_pool *pool = c->pool;
 	struct attempt_report rep;
 	outcome_report_set(&rep, kind, stage, code, text);
-	/* One refused connection while other sessions work is not a dead
-	 * destination (a server limiting concurrency): just log it. */
-	if (pool->nworking > 0 && kind != ATTEMPT_REPLY) {
-		log_info("smtp %s %s: session failed while others work: %s", pool->dest->name,
-			 c->remote, text);
-		return;
-	}
-	sched_dest_failed(sh->sched, pool->dest, &rep, c->remote, rp_now_ms());
-	shard_touch(sh);
+	delivery_failed(shard_of(c), c, &rep);
 }
 
 /* finish_job - hand the reports to the scheduler; the job is gone after. */
@@ -187,7 +178,7 @@ static void session_broken(struct smtp_client *c, enum attempt_kind kind, const 
 	else if (c->state == CS_GREETING || c->state == CS_EHLO || c->state == CS_HELO)
 		dest_failure(c, kind, st, 0, text);
 	else if (c->state != CS_IDLE && c->state != CS_QUIT && c->state != CS_READY)
-		log_info("smtp %s %s: %s", c->pool->dest->name, c->remote, text);
+		log_info("smtp %s %s: %s", c->acct->name, c->remote, text);
 	close_now(c);
 }
 
@@ -318,7 +309,7 @@ static void start_transaction(struct smtp_client *c, struct sched_job *job)
 /* after_transaction - the job is settled; reuse the session or leave. */
 static void after_transaction(struct smtp_client *c)
 {
-	if (c->messages >= c->pool->dest->lim.max_msgs_per_conn || shard_of(c)->stopping) {
+	if (c->messages >= c->acct->lim.max_msgs_per_conn || shard_of(c)->stopping) {
 		quit(c);
 		return;
 	}
@@ -453,7 +444,7 @@ static void client_ready(struct smtp_client *c)
 		c->working = true;
 		c->pool->nconnecting--;
 		c->pool->nworking++;
-		sched_dest_ok(sh->sched, c->pool->dest);
+		sched_dest_ok(sh->sched, c->acct);
 	}
 	set_state(c, CS_READY, 0);
 	struct sched_job *job = delivery_next(sh, c->pool);
@@ -481,7 +472,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 {
 	char summary[320];
 	smtp_reply_summary(r, summary, sizeof(summary));
-	log_debug("smtp %s %s: <- %s", c->pool->dest->name, c->remote, summary);
+	log_debug("smtp %s %s: <- %s", c->acct->name, c->remote, summary);
 	int cls = r->code / 100;
 	switch (c->state) {
 	case CS_GREETING:
@@ -533,7 +524,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 	case CS_READY:
 		/* Unsolicited: typically 421 before the server drops an idle
 		 * session. Nothing is in flight; just leave. */
-		log_debug("smtp %s %s: unsolicited reply while idle: %s", c->pool->dest->name,
+		log_debug("smtp %s %s: unsolicited reply while idle: %s", c->acct->name,
 			  c->remote, summary);
 		close_now(c);
 		return;
@@ -617,7 +608,7 @@ static void on_released(struct conn *conn)
 	if (c->next)
 		c->next->prev = c->prev;
 	sh->nclients--;
-	delivery_session_gone(sh, c->pool, was_connecting);
+	delivery_session_gone(sh, c, was_connecting);
 	free(c->reports);
 	free(c->rcpt_accepted);
 	free(c);
@@ -645,18 +636,25 @@ static void format_remote(const struct sockaddr *sa, char *out, size_t n)
 	}
 }
 
-bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, const struct sockaddr *addr,
-		      socklen_t addrlen, uint64_t connect_timeout_ms)
+bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, struct sched_dest *acct,
+		      unsigned start, unsigned k)
 {
 	struct smtp_client *c = xcalloc(1, sizeof(*c));
+	if (!delivery_hop(sh, pool, start, k, &c->addr, &c->addrlen)) {
+		free(c);
+		errno = EHOSTUNREACH;
+		return false;
+	}
 	c->shard = sh;
 	c->pool = pool;
+	c->acct = acct;
+	c->hop_start = start;
+	c->hop_k = k;
 	c->state = CS_CONNECT;
-	memcpy(&c->addr, addr, addrlen);
-	c->addrlen = addrlen;
-	format_remote(addr, c->remote, sizeof(c->remote));
+	format_remote((struct sockaddr *)&c->addr, c->remote, sizeof(c->remote));
 	conn_init(&c->conn, sh->loop, &client_conn_ops, c);
-	int rc = conn_connect(&c->conn, (struct sockaddr *)&c->addr, c->addrlen, connect_timeout_ms);
+	int rc = conn_connect(&c->conn, (struct sockaddr *)&c->addr, c->addrlen,
+			      acct->lim.connect_timeout_ms);
 	if (rc < 0) {
 		free(c);
 		errno = -rc;
@@ -668,7 +666,11 @@ bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, const struct
 		sh->clients->prev = c;
 	sh->clients = c;
 	sh->nclients++;
-	log_debug("smtp %s: connecting to %s", pool->dest->name, c->remote);
+	pool->nconnecting++;
+	pool->nsessions++;
+	sh->stats.out_sessions++;
+	sched_session_opened(sh->sched, acct);
+	log_debug("smtp %s: connecting to %s", acct->name, c->remote);
 	return true;
 }
 

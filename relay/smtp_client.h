@@ -38,7 +38,9 @@ enum smtp_client_state {
 struct smtp_client {
 	struct conn conn;
 	struct shard *shard;
-	struct delivery_pool *pool;
+	struct delivery_pool *pool;            /* the destination it connects to */
+	struct sched_dest *acct;               /* the domain that opened it (limits, stats) */
+	unsigned hop_start, hop_k;             /* which next hop: rotation and index */
 	enum smtp_client_state state;
 	struct smtp_client *next, *prev;       /* shard's list of clients */
 	struct smtp_client *idle_next;         /* pool's idle list */
@@ -67,10 +69,11 @@ struct smtp_client {
 	bool *rcpt_accepted;
 };
 
-/* smtp_client_open - start a session to addr for pool; false when no
+/* smtp_client_open - start a session to pool's k-th next hop (rotation
+ * start), opened for domain acct; false when there is no such hop or no
  * socket could be made (then nothing was started). */
-bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, const struct sockaddr *addr,
-		      socklen_t addrlen, uint64_t connect_timeout_ms);
+bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, struct sched_dest *acct,
+		      unsigned start, unsigned k);
 /* smtp_client_give - hand an idle session a job. */
 void smtp_client_give(struct smtp_client *c, struct sched_job *job);
 /* smtp_client_quit - close politely (QUIT) if idle, or as soon as the

@@ -298,7 +298,7 @@ def errors_405(x):
              ("DELETE", "/v1/stats", "GET"), ("POST", "/v1/stats", "GET"),
              ("POST", "/metrics", "GET"), ("PUT", "/healthz", "GET"),
              ("POST", "/v1/queue", "GET"), ("GET", "/v1/queue/a.test/retry", "POST"),
-             ("DELETE", "/v1/messages/0123456789abcdef", "GET"),
+             ("PUT", "/v1/messages/0123456789abcdef", "DELETE"),
              ("PATCH", "/v1/messages/batch", "POST")]
     for method, path, allow in table:
         r = x.d.api(method, path, b"{}" if method in ("PUT", "PATCH", "POST") else None)
