@@ -312,7 +312,23 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 		   (unsigned long long)u.map_size, (unsigned long long)u.disk_free,
 		   spool_accepting(s->srv->spool) ? "true" : "false");
 	domains_json(&b, snap);
-	buf_puts(&b, "}");
+	buf_puts(&b, ",\"destinations\":[");
+	for (unsigned i = 0; i < snap->ndests; i++) {
+		const struct stats_dest *d = &snap->dests[i];
+		buf_puts(&b, i ? ",{\"destination\":" : "{\"destination\":");
+		http_json_str(&b, d->key, strlen(d->key));
+		buf_puts(&b, ",\"domains\":[");
+		const char *p = d->domains;
+		for (unsigned k = 0; *p; k++) {
+			size_t n = strcspn(p, ",");
+			buf_puts(&b, k ? "," : "");
+			http_json_str(&b, p, n);
+			p += n + (p[n] == ',');
+		}
+		buf_printf(&b, "],\"domain_count\":%u,\"connections\":%llu,\"max_connections\":%u}",
+			   d->ndomains, (unsigned long long)d->connections, d->max_connections);
+	}
+	buf_puts(&b, "]}");
 	http_respond_json(s, 200, &b);
 }
 

@@ -53,6 +53,11 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 		       part->ndomains * sizeof(*part->domains));
 		total->ndomains += part->ndomains;
 	}
+	if (part->ndests) {
+		total->dests = xrealloc(total->dests, (total->ndests + part->ndests) * sizeof(*total->dests));
+		memcpy(total->dests + total->ndests, part->dests, part->ndests * sizeof(*part->dests));
+		total->ndests += part->ndests;
+	}
 	total->accepted_smtp += part->accepted_smtp;
 	total->accepted_api += part->accepted_api;
 	total->rejected += part->rejected;
@@ -65,5 +70,6 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 void stats_free(struct stats_snapshot *s)
 {
 	free(s->domains);
+	free(s->dests);
 	memset(s, 0, sizeof(*s));
 }

@@ -42,10 +42,21 @@ struct stats_domain {
 	double rate;            /* messages per second, 0 = unlimited */
 };
 
+/* A destination: a set of next hops shared by one or more domains. */
+struct stats_dest {
+	char key[256];           /* "mx:a.example,b.example:25", "route:host:port" */
+	char domains[256];       /* the first domains routed there, comma-separated */
+	unsigned ndomains;
+	uint64_t connections;    /* open sessions */
+	uint32_t max_connections;
+};
+
 struct stats_snapshot {
 	struct stats_counts total;
 	struct stats_domain *domains; /* malloc'ed, ndomains entries */
 	unsigned ndomains;
+	struct stats_dest *dests;     /* malloc'ed, ndests entries */
+	unsigned ndests;
 	uint64_t accepted_smtp;       /* messages accepted over SMTP since start */
 	uint64_t accepted_api;        /* messages accepted over HTTP since start */
 	uint64_t rejected;            /* submissions refused (4xx/5xx at the end) */

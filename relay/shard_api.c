@@ -6,10 +6,12 @@
  * of a request on its own thread and sends the part home; the asking shard
  * merges when the last part is in.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "queue/log.h"
 #include "queue/util.h"
+#include "delivery.h"
 #include "shard.h"
 
 void shard_api_config(const struct config *cfg, struct api_config *out)
@@ -25,8 +27,27 @@ void shard_api_config(const struct config *cfg, struct api_config *out)
 	out->max_clients = cfg->api_max_clients;
 }
 
+static void add_dest(const struct delivery_pool *p, void *arg)
+{
+	struct stats_snapshot *part = arg;
+	if (!p->nmembers && !p->nsessions)
+		return;
+	part->dests = xrealloc(part->dests, (part->ndests + 1) * sizeof(*part->dests));
+	struct stats_dest *d = &part->dests[part->ndests++];
+	memset(d, 0, sizeof(*d));
+	snprintf(d->key, sizeof(d->key), "%s", p->key);
+	size_t o = 0;
+	for (unsigned i = 0; i < p->nmembers && o < sizeof(d->domains) - 1; i++)
+		o += (size_t)snprintf(d->domains + o, sizeof(d->domains) - o, "%s%s", i ? "," : "",
+				      p->members[i]->name);
+	d->ndomains = p->nmembers;
+	d->connections = p->nsessions;
+	d->max_connections = p->max_connections;
+}
+
 void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 {
+	delivery_pools(sh, add_dest, part);
 	sched_stats(sh->sched, part);
 	api_fill_stats(sh->api, part);
 	part->accepted_smtp += sh->stats.smtp_messages;
