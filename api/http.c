@@ -180,15 +180,25 @@ void http_error(struct api_session *s, int status, const char *code, const char 
 
 /* ---- auth -------------------------------------------------------------- */
 
+/* key_digests - hash the configured keys once per config, not per request. */
+static void key_digests(struct api_server *srv)
+{
+	free(srv->key_digests);
+	srv->key_digests = xcalloc(srv->cfg->nkeys + 1, SHA256_DIGEST_LENGTH);
+	for (unsigned i = 0; i < srv->cfg->nkeys; i++)
+		SHA256((const unsigned char *)srv->cfg->keys[i], strlen(srv->cfg->keys[i]),
+		       srv->key_digests + (size_t)i * SHA256_DIGEST_LENGTH);
+}
+
 /* key_match - constant-time: compares digests of equal length, for every
  * key, without stopping at the first match. Returns key index + 1 or 0. */
-static int key_match(const struct api_config *cfg, const char *token, size_t n)
+static int key_match(const struct api_server *srv, const char *token, size_t n)
 {
-	unsigned char want[SHA256_DIGEST_LENGTH], have[SHA256_DIGEST_LENGTH];
+	unsigned char have[SHA256_DIGEST_LENGTH];
 	int found = 0;
 	SHA256((const unsigned char *)token, n, have);
-	for (unsigned i = 0; i < cfg->nkeys; i++) {
-		SHA256((const unsigned char *)cfg->keys[i], strlen(cfg->keys[i]), want);
+	for (unsigned i = 0; i < srv->cfg->nkeys; i++) {
+		const unsigned char *want = srv->key_digests + (size_t)i * SHA256_DIGEST_LENGTH;
 		int eq = CRYPTO_memcmp(want, have, sizeof(have)) == 0;
 		found |= eq ? (int)i + 1 : 0;
 	}
@@ -233,7 +243,7 @@ static void header_done(struct api_session *s)
 			size_t n = strlen(t);
 			while (n && t[n - 1] == ' ')
 				n--;
-			r->key_index = key_match(s->srv->cfg, t, n);
+			r->key_index = key_match(s->srv, t, n);
 		}
 	} else if (header_is(&r->field, "Expect")) {
 		r->expect_continue = !strncasecmp(v, "100-continue", 12);
@@ -634,6 +644,7 @@ struct api_server *api_server_new(struct loop *loop, struct spool *spool,
 	srv->cfg = cfg;
 	srv->ops = ops;
 	srv->ctx = ctx;
+	key_digests(srv);
 	http_parser_set_max_header_size(HTTP_MAX_HEADER);
 	return srv;
 }
@@ -643,12 +654,14 @@ void api_server_free(struct api_server *srv)
 	if (!srv)
 		return;
 	rp_assert(srv->nsessions == 0);
+	free(srv->key_digests);
 	free(srv);
 }
 
 void api_server_set_config(struct api_server *srv, const struct api_config *cfg)
 {
 	srv->cfg = cfg;
+	key_digests(srv);
 }
 
 void api_shutdown_all(struct api_server *srv)

@@ -25,6 +25,7 @@ struct api_server {
 	struct spool *spool;
 	struct spool_reader *reader;
 	const struct api_config *cfg;
+	unsigned char *key_digests;   /* SHA-256 of each cfg->keys[i] */
 	const struct api_ops *ops;
 	void *ctx;
 	struct api_session *sessions; /* open sessions */

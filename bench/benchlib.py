@@ -440,10 +440,13 @@ def sink_count(line):
 
 # ---- ringpost ---------------------------------------------------------------
 
+API_KEY = "change-me"  # the bench configs' [api] keys
+
+
 class Ringpost:
-    """ringpost serve with a config written for the benchmark: submission on
-    a free loopback port, the spool and the log in workdir, one static route
-    per bench domain."""
+    """ringpost serve with a config written for the benchmark: submission and
+    the HTTP API (key API_KEY) on free loopback ports, the spool and the log
+    in workdir, one static route per bench domain."""
 
     def __init__(self, binary, workdir, routes, *, max_connections=100, shards=0,
                  log_level="warn", server=None, queue=None, domain_defaults=None,
@@ -456,7 +459,8 @@ class Ringpost:
         self.log_level = log_level
         self.extra = {"server": server or {}, "queue": queue or {},
                       "domain *": domain_defaults or {}, "submission": submission or {}}
-        self.port = None
+        self.port = None      # SMTP submission
+        self.api_port = None  # HTTP API
         self.proc = None
         self.spool = self.workdir / "spool"
         self.config_path = self.workdir / "ringpost.conf"
@@ -468,8 +472,10 @@ class Ringpost:
             "server": {"hostname": "ringpost.bench.test", "data_dir": str(self.spool),
                        "shards": str(self.shards), "log": str(self.log_path),
                        "log_level": self.log_level},
-            "listen": {"submission": f"127.0.0.1:{self.port}"},
+            "listen": {"submission": f"127.0.0.1:{self.port}",
+                       "api": f"127.0.0.1:{self.api_port}"},
             "submission": {"networks": "127.0.0.0/8, ::1"},
+            "api": {"keys": API_KEY},
             # Short retries: a benchmark must not sit out a 1-minute retry
             # if a session breaks; there should be none with a healthy sink.
             "queue": {"retry": "2s, 10s, 30s", "max_age": "1h"},
@@ -489,13 +495,16 @@ class Ringpost:
 
     def start(self, timeout=20):
         self.port = free_port()
+        self.api_port = free_port()
+        while self.api_port == self.port:
+            self.api_port = free_port()
         self.config_path.write_text(self.config_text())
         self._err = open(self.err_path, "wb")
         self.proc = spawn([self.binary, "serve", "-c", self.config_path],
                           stdout=self._err, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: listening(self.port), timeout,
-                       f"ringpost to listen on 127.0.0.1:{self.port}",
+            wait_until(lambda: listening(self.port) and listening(self.api_port), timeout,
+                       f"ringpost to listen on 127.0.0.1:{self.port} and :{self.api_port}",
                        alive=[(self.proc, "ringpost")])
         except BenchError as e:
             raise BenchError(f"{e}\nringpost stderr:\n{tail(self.err_path)}\n"
@@ -533,6 +542,35 @@ class Ringpost:
         self.proc = None
         return rc
 
+    def api(self, method, path, timeout=30):
+        """One request to the HTTP API with the bench key; the JSON answer
+        (dict). BenchError on a non-2xx status or no answer."""
+        import urllib.error
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}", method=method,
+                                     headers={"Authorization": f"Bearer {API_KEY}"},
+                                     data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise BenchError(f"ringpost API {method} {path}: {e.code} {e.read()[:200]!r}") from None
+        except (OSError, ValueError) as e:
+            raise BenchError(f"ringpost API {method} {path}: {e}") from None
+
+    def set_suspended(self, domains, on):
+        """POST /v1/queue/DOMAIN/suspend (or resume) for each domain."""
+        action = "suspend" if on else "resume"
+        for d in domains:
+            r = self.api("POST", f"/v1/queue/{d}/{action}")
+            if r.get("action") != action:
+                raise BenchError(f"ringpost API: {action} {d} answered {r}")
+
+    def accepted(self):
+        """Messages ringpost has accepted so far, SMTP and API (GET /v1/stats)."""
+        acc = self.api("GET", "/v1/stats").get("accepted", {})
+        return int(acc.get("smtp", 0)) + int(acc.get("api", 0))
+
     def diagnostics(self):
         return (f"ringpost stderr:\n{tail(self.err_path)}\nringpost log ({self.log_path}):\n"
                 f"{tail(self.log_path)}")
@@ -546,9 +584,17 @@ def bench_routes(domains, sink, fmt="d{}.bench.test"):
 # ---- the blaster ------------------------------------------------------------
 
 def blast_argv(binary, server, *, messages, connections=50, size=2048, size_mix=None,
-               domains=1, rcpts=1, rate=0, extra=()):
-    argv = [binary, "--mode", "smtp", "--server", server, "--connections", connections,
+               domains=1, rcpts=1, rate=0, mode="smtp", batch=None, pipeline=1, extra=()):
+    """ringpost-blast's command line; server is the submission port for
+    mode smtp, the API's for http and http-batch."""
+    argv = [binary, "--mode", mode, "--server", server, "--connections", connections,
             "--messages", messages, "--domains", domains, "--rcpts", rcpts, "--json"]
+    if mode != "smtp":
+        argv += ["--key", API_KEY]
+    if batch:
+        argv += ["--batch", batch]
+    if pipeline and pipeline > 1:
+        argv += ["--pipeline", pipeline]
     if size_mix:
         argv += ["--size-mix", size_mix]
     else:
@@ -597,6 +643,62 @@ class Blast:
             warn(f"ringpost-blast exited with status {rc}: {tail(self.err_path, 3)}")
         report["exit_status"] = rc
         return report
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(self.proc, timeout=5)
+        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
+            if f and not f.closed:
+                f.close()
+
+
+class Wrk:
+    """wrk (Debian package wrk) POSTing to the API with bench/wrk-post.lua,
+    in the background; result() parses the JSON line the script's done()
+    prints."""
+
+    SCRIPT = HERE / "wrk-post.lua"
+
+    def __init__(self, url, workdir, *, threads=2, connections=100, duration_s=15, size=2048,
+                 domains=4, tag="wrk"):
+        exe = shutil.which("wrk")
+        if not exe:
+            raise BenchError("wrk not found (Debian package wrk)", EX_UNAVAILABLE)
+        self.argv = [exe, f"-t{threads}", f"-c{connections}", f"-d{int(duration_s)}s",
+                     "--timeout", "30s", "-s", str(self.SCRIPT), url, "--", API_KEY, str(size),
+                     str(domains)]
+        self.out_path = Path(workdir) / f"{tag}.out"
+        self.err_path = Path(workdir) / f"{tag}.err"
+        self.proc = None
+        self.t_start = None
+
+    def start(self):
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.t_start = time.time()
+        self.proc = spawn(self.argv, stdout=self._out, stderr=self._err)
+
+    def done(self):
+        return self.proc.poll() is not None
+
+    def result(self):
+        """{"requests", "duration_us", "errors": {...}, "latency_us": {...}, ...}."""
+        self._out.close()
+        self._err.close()
+        text = self.out_path.read_text(errors="replace")
+        for line in reversed(text.splitlines()):
+            if line.startswith('{"wrk"'):
+                try:
+                    rep = json.loads(line)["wrk"]
+                    break
+                except ValueError:
+                    pass
+        else:
+            raise BenchError(f"wrk exited with status {self.proc.returncode} and no JSON line:\n"
+                             f"{text[-800:]}\n{tail(self.err_path)}")
+        rep["exit_status"] = self.proc.returncode
+        rep["text"] = text
+        return rep
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -1,5 +1,5 @@
-/* blast.c - ringpost-blast: an SMTP load generator (bench/README.md is the
- * contract). Parses the options, runs the load (blast_run.c) and prints the
+/* blast.c - ringpost-blast: an SMTP and HTTP API load generator
+ * (bench/README.md is the contract). Parses the options, runs the load (blast_run.c) and prints the
  * report: text, or one JSON line with --json.
  *
  * Exit status: 0 when the run happened (failed transactions are counted,
@@ -15,17 +15,25 @@
 #include <unistd.h>
 
 #define DEFAULT_MESSAGES 10000
+#define DEFAULT_BATCH    100  /* messages per request in a batching mode */
+#define MAX_PIPELINE     1024 /* requests in flight per connection */
 
-/* The protocol modes; HTTP modes join this table when the HTTP API exists. */
+/* The protocol modes; the first is the default. */
 static const struct blast_mode *const modes[] = {
 	&blast_mode_smtp,
+	&blast_mode_http,
+	&blast_mode_http_batch,
 };
 
 /* usage - the option summary. */
 static void usage(FILE *f)
 {
 	fputs("usage: ringpost-blast [options] --server HOST:PORT\n"
-	      "  --mode smtp            protocol (HTTP modes arrive with the HTTP API)\n"
+	      "  --mode MODE            smtp (default), http (POST /v1/messages, one message\n"
+	      "                         per request) or http-batch (POST /v1/messages/batch)\n"
+	      "  --key KEY              http modes: the API's bearer token (default change-me)\n"
+	      "  --batch N              http-batch: messages per request (default 100)\n"
+	      "  --pipeline N           http modes: requests in flight per connection (default 1)\n"
 	      "  --connections N        default 50\n"
 	      "  --messages N           total messages (default 10000 unless --duration)\n"
 	      "  --duration S           run this long (30, 30s, 2m)\n"
@@ -101,6 +109,9 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 		O_TIMEOUT,
 		O_SEED,
 		O_JSON,
+		O_KEY,
+		O_BATCH,
+		O_PIPELINE,
 		O_PROGRESS,
 		O_NO_PROGRESS,
 		O_HELP
@@ -123,12 +134,16 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "json", no_argument, NULL, O_JSON },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "batch", required_argument, NULL, O_BATCH },
+		{ "pipeline", required_argument, NULL, O_PIPELINE },
 		{ "progress", no_argument, NULL, O_PROGRESS },
 		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool server = false, messages_set = false;
+	unsigned batch = 0; /* 0 = the mode's default */
 	int c;
 	memset(o, 0, sizeof(*o));
 	o->mode = modes[0];
@@ -140,6 +155,8 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 	o->from = "blast@bench.test";
 	o->pipelining = o->chunking = true;
 	o->timeout_ms = 60000;
+	o->pipeline = 1;
+	o->key = "change-me";
 	o->progress = isatty(STDERR_FILENO);
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -158,7 +175,7 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 					m = modes[i];
 			if (!m)
 				rp_die(RP_EX_USAGE,
-				       "--mode: unknown mode '%s' (only smtp exists yet)", optarg);
+				       "--mode: unknown mode '%s' (smtp, http, http-batch)", optarg);
 			o->mode = m;
 			break;
 		}
@@ -235,6 +252,18 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 		case O_JSON:
 			o->json = true;
 			break;
+		case O_KEY:
+			/* It goes into a header line as given. */
+			if (!*optarg || strlen(optarg) > 1000 || strpbrk(optarg, " \t\r\n"))
+				rp_die(RP_EX_USAGE, "--key: expected a token without spaces");
+			o->key = optarg;
+			break;
+		case O_BATCH:
+			batch = (unsigned)num_opt("batch", optarg, 1, 100000);
+			break;
+		case O_PIPELINE:
+			o->pipeline = (unsigned)num_opt("pipeline", optarg, 1, MAX_PIPELINE);
+			break;
 		case O_PROGRESS:
 			o->progress = true;
 			break;
@@ -257,6 +286,13 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 	}
 	if (!messages_set && !o->duration_ms)
 		o->messages = DEFAULT_MESSAGES;
+	if (batch && !o->mode->batches)
+		rp_die(RP_EX_USAGE, "--batch: mode %s sends one message per transaction",
+		       o->mode->name);
+	if (o->pipeline > 1 && !o->mode->pipelines)
+		rp_die(RP_EX_USAGE, "--pipeline: mode %s has one transaction in flight",
+		       o->mode->name);
+	o->batch = batch ? batch : o->mode->batches ? DEFAULT_BATCH : 1;
 }
 
 /* report_json - the contract's JSON line. */
@@ -265,8 +301,9 @@ static void report_json(const struct blast_opts *o, const struct blast_report *r
 	struct buf b = { 0 };
 	buf_puts(&b, "{\"mode\": ");
 	bench_json_str(&b, o->mode->name, strlen(o->mode->name));
-	buf_printf(&b, ", \"messages\": %llu, \"accepted\": %llu, \"errors\": {",
-	           (unsigned long long)r->messages, (unsigned long long)r->accepted);
+	buf_printf(&b, ", \"messages\": %llu, \"requests\": %llu, \"accepted\": %llu, \"errors\": {",
+	           (unsigned long long)r->messages, (unsigned long long)r->requests,
+	           (unsigned long long)r->accepted);
 	for (unsigned i = 0; i < r->nerr; i++) {
 		if (i)
 			buf_puts(&b, ", ");
@@ -278,9 +315,13 @@ static void report_json(const struct blast_opts *o, const struct blast_report *r
 	buf_puts(&b, ", \"rate\": ");
 	bench_json_num(&b,
 	               r->seconds > 0 ? (double)(uint64_t)((double)r->accepted / r->seconds) : 0);
+	buf_printf(&b, ", \"request_rate\": ");
+	bench_json_num(&b,
+	               r->seconds > 0 ? (double)(uint64_t)((double)r->requests / r->seconds) : 0);
 	buf_printf(&b,
-	           ", \"connections\": %u, \"latency_ms\": {\"n\": %llu, \"p50\": ", o->connections,
-	           (unsigned long long)r->latency.n);
+	           ", \"connections\": %u, \"batch\": %u, \"pipeline\": %u, "
+	           "\"latency_ms\": {\"n\": %llu, \"p50\": ",
+	           o->connections, o->batch, o->pipeline, (unsigned long long)r->latency.n);
 	bench_json_num(&b, r->latency.p50);
 	buf_puts(&b, ", \"p99\": ");
 	bench_json_num(&b, r->latency.p99);
@@ -296,17 +337,23 @@ static void report_json(const struct blast_opts *o, const struct blast_report *r
 /* report_text - the same for people. */
 static void report_text(const struct blast_opts *o, const struct blast_report *r)
 {
-	printf("mode %s  server %s  connections %u\n", o->mode->name, o->server_text,
+	printf("mode %s  server %s  connections %u", o->mode->name, o->server_text,
 	       o->connections);
-	printf("messages %llu  accepted %llu  errors", (unsigned long long)r->messages,
+	if (o->batch > 1)
+		printf("  batch %u", o->batch);
+	if (o->pipeline > 1)
+		printf("  pipeline %u", o->pipeline);
+	printf("\nmessages %llu  requests %llu  accepted %llu  errors",
+	       (unsigned long long)r->messages, (unsigned long long)r->requests,
 	       (unsigned long long)r->accepted);
 	if (!r->nerr)
 		printf(" none");
 	for (unsigned i = 0; i < r->nerr; i++)
 		printf(" %s=%llu", r->errors[i].key, (unsigned long long)r->errors[i].n);
-	printf("\nseconds %.3f  rate %.0f messages/s\n", r->seconds,
-	       r->seconds > 0 ? (double)r->accepted / r->seconds : 0.0);
-	printf("latency ms (command written -> final reply)  p50 %.3f  p99 %.3f  p999 %.3f  "
+	printf("\nseconds %.3f  rate %.0f messages/s  %.0f requests/s\n", r->seconds,
+	       r->seconds > 0 ? (double)r->accepted / r->seconds : 0.0,
+	       r->seconds > 0 ? (double)r->requests / r->seconds : 0.0);
+	printf("latency ms (request written -> final reply)  p50 %.3f  p99 %.3f  p999 %.3f  "
 	       "max %.3f\n",
 	       r->latency.p50, r->latency.p99, r->latency.p999, r->latency.max);
 }

@@ -1,11 +1,16 @@
 /* blast_msg.c - the messages ringpost-blast sends: realistic headers and
- * 76-character body lines, exactly the requested size.
+ * 76-character body lines, exactly the requested size; as RFC 5322 content
+ * (SMTP) or as the HTTP API's JSON message object.
  *
  * Everything is built once at start-up: the header lines after To: are a
  * template with fixed-width fields (sequence number, Date, Message-ID,
  * X-Bench-Sent) patched in place, and the body is a prefix of one long
- * template. Writing a message is three memcpys and four patches. One
- * generator per process (the blaster is one thread).
+ * template. Writing a message is three memcpys and four patches. The JSON
+ * object is the same: {"from", "to": [...], then a template with the
+ * subject's number and "headers": {"X-Bench-Sent"} to patch, and "text"
+ * a prefix of the body template with each CRLF written as the escape \n
+ * (two bytes either way). One generator per process (the blaster is one
+ * thread).
  */
 #include "blast.h"
 
@@ -30,6 +35,12 @@ struct gen {
 	size_t off_subject, off_date, off_msgid, off_sent; /* patch points in tail */
 	char *body; /* body template, body_len bytes of CRLF lines */
 	size_t body_len;
+	char *json_head; /* {"from":"...","to":[ */
+	size_t json_head_len;
+	char json_tail[256]; /* ],"subject":...,"text":" with placeholders */
+	size_t json_tail_len;
+	size_t json_off_subject, json_off_sent; /* patch points in json_tail */
+	char *json_body; /* the body template with "\\n" for each CRLF */
 	uint64_t date_sec; /* second the cached Date was made for */
 	char date[32];
 };
@@ -87,6 +98,38 @@ static void make_body(size_t len)
 	}
 }
 
+/* make_json - the JSON object's fixed parts around "to" and the text. */
+static void make_json(const char *from)
+{
+	struct buf b = { 0 };
+	buf_puts(&b, "{\"from\":");
+	bench_json_str(&b, from, strlen(from));
+	buf_puts(&b, ",\"to\":[");
+	g.json_head_len = buf_used(&b);
+	g.json_head = xmemdup(buf_head(&b), g.json_head_len);
+	buf_reset(&b);
+	buf_puts(&b, "],\"subject\":\"ringpost bench message ");
+	g.json_off_subject = buf_used(&b);
+	buf_printf(&b, "%0*d\",\"headers\":{\"X-Bench-Sent\":\"", SEQ_DIGITS, 0);
+	g.json_off_sent = buf_used(&b);
+	buf_puts(&b, "0000000000000000000\"},\"text\":\"");
+	rp_assert(buf_used(&b) <= sizeof(g.json_tail));
+	g.json_tail_len = buf_used(&b);
+	memcpy(g.json_tail, buf_head(&b), g.json_tail_len);
+	buf_free(&b);
+}
+
+/* make_json_body - the text template: the body template with each CRLF
+ * as the JSON escape \n (after make_body). */
+static void make_json_body(void)
+{
+	g.json_body = xmemdup(g.body, g.body_len);
+	for (size_t i = BODY_LINE; i + 1 < g.body_len; i += BODY_LINE + 2) {
+		g.json_body[i] = '\\';
+		g.json_body[i + 1] = 'n';
+	}
+}
+
 /* blast_msg_init - domains, the From/To prefix, the header tail and the body template. */
 uint32_t blast_msg_init(const struct blast_opts *o)
 {
@@ -117,7 +160,13 @@ uint32_t blast_msg_init(const struct blast_opts *o)
 	size_t addr = 4 + LOCAL_DIGITS + 1 + longest;         /* user + digits + @ + domain */
 	size_t to = g.rcpts * (addr + 2) + (g.rcpts - 1) * 2; /* <a>, <b> */
 	size_t min = g.from_len + to + g.tail_len + 2;        /* and one body line end */
-	make_body(RP_MAX((size_t)o->size_max, min) + BODY_LINE + 2);
+	make_json(o->from);
+	size_t json_to = g.rcpts * (addr + 2) + (g.rcpts - 1); /* "a","b" */
+	size_t json_min = g.json_head_len + json_to + g.json_tail_len + 1 + 2; /* a text byte, "} */
+	if (o->mode->format == BLAST_MSG_JSON)
+		min = json_min;
+	make_body(RP_MAX((size_t)o->size_max, RP_MAX(min, json_min)) + BODY_LINE + 2);
+	make_json_body();
 	return (uint32_t)min;
 }
 
@@ -196,6 +245,37 @@ void blast_msg_write(const struct blast_job *job, struct buf *out)
 	buf_commit(out, job->size);
 }
 
+/* blast_msg_json - {"from", "to", patched subject and X-Bench-Sent, "text"
+ * cut to fit}: exactly size bytes. */
+void blast_msg_json(uint64_t seq, uint32_t size, uint64_t sent_real_ns, struct buf *out)
+{
+	char *start = buf_reserve(out, size);
+	char *p = start;
+	memcpy(p, g.json_head, g.json_head_len);
+	p += g.json_head_len;
+	for (unsigned j = 0; j < g.rcpts; j++) {
+		if (j)
+			*p++ = ',';
+		*p++ = '"';
+		p += blast_msg_rcpt(seq, j, p);
+		*p++ = '"';
+	}
+	memcpy(p, g.json_tail, g.json_tail_len);
+	bench_put_dec(p + g.json_off_subject, SEQ_DIGITS, seq);
+	bench_put_dec(p + g.json_off_sent, 19, sent_real_ns);
+	p += g.json_tail_len;
+	size_t head = (size_t)(p - start);
+	rp_assert(head + 3 <= size);
+	size_t text = size - head - 2;
+	memcpy(p, g.json_body, text);
+	/* Cut through an escape: no lone backslash before the closing quote. */
+	if (p[text - 1] == '\\')
+		p[text - 1] = '.';
+	p[text] = '"';
+	p[text + 1] = '}';
+	buf_commit(out, size);
+}
+
 /* blast_msg_free - the templates of blast_msg_init. */
 void blast_msg_free(void)
 {
@@ -205,5 +285,7 @@ void blast_msg_free(void)
 	free(g.domain_len);
 	free(g.from_line);
 	free(g.body);
+	free(g.json_head);
+	free(g.json_body);
 	memset(&g, 0, sizeof(g));
 }

@@ -1,7 +1,9 @@
 /* blast_run.c - one ringpost-blast run on one event loop: --connections
  * sessions kept open (at most MAX_CONNECTING connects at once), one
- * transaction at a time per session, messages evenly paced with --rate,
- * results and submission latency counted, and the end of the run.
+ * transaction at a time per session (up to --pipeline when the mode
+ * pipelines; each of --batch messages when it batches), messages evenly
+ * paced with --rate, results and submission latency counted per message,
+ * and the end of the run.
  *
  * The run ends when --messages transactions have ended, --duration has
  * passed, or SIGINT/SIGTERM arrived (a second one ends it at once); the
@@ -42,16 +44,17 @@ struct blast {
 	bool ever_connected;
 	bool unreachable;
 	uint64_t last_connect_ok_ms; /* start, or the last successful connect */
-	uint64_t issued, ended, accepted;
+	uint64_t issued, ended, accepted; /* messages */
+	uint64_t requests;                /* transactions ended */
 	uint64_t first_ns, last_ns; /* first transaction written, last one ended */
 	bool stopping;              /* no new transactions */
 	bool finished;              /* stopping and nothing in flight */
 	struct histo lat;           /* submission latency, us */
 	uint64_t err_code[600];     /* failed transactions by reply code */
 	struct {
-		const char *key;
+		char key[16];
 		uint64_t n;
-	} err_keys[BLAST_ERR_KEYS]; /* "connect", "lost", "timeout", ... */
+	} err_keys[BLAST_ERR_KEYS]; /* "connect", "lost", "timeout", a batch entry's code, ... */
 	unsigned nerr_keys;
 	struct bench_rand rand; /* --size-mix */
 	uint32_t size_floor;    /* smallest message the headers allow */
@@ -100,36 +103,61 @@ struct buf *blast_scratch(struct blast_sess *s)
 
 /* ---- counting ---------------------------------------------------------- */
 
-/* count_error - one more failure under key ("421", "lost", ...). */
-static void count_error(struct blast *b, const char *key)
+/* count_errors - n more failures under key ("421", "lost", a batch entry's
+ * code, ...). Keys come from servers too: past BLAST_ERR_KEYS - 1 distinct
+ * words the rest count under "other". */
+static void count_errors(struct blast *b, const char *key, uint64_t n)
 {
 	if (key[0] >= '2' && key[0] <= '5' && key[1] >= '0' && key[1] <= '9' && key[2] >= '0' &&
 	    key[2] <= '9' && !key[3]) {
-		b->err_code[(key[0] - '0') * 100 + (key[1] - '0') * 10 + (key[2] - '0')]++;
+		b->err_code[(key[0] - '0') * 100 + (key[1] - '0') * 10 + (key[2] - '0')] += n;
 		return;
 	}
+	char k[sizeof(b->err_keys[0].key)];
+	snprintf(k, sizeof(k), "%s", b->nerr_keys < BLAST_ERR_KEYS - 1 ? key : "other");
 	for (unsigned i = 0; i < b->nerr_keys; i++) {
-		if (!strcmp(b->err_keys[i].key, key)) {
-			b->err_keys[i].n++;
+		if (!strcmp(b->err_keys[i].key, k)) {
+			b->err_keys[i].n += n;
 			return;
 		}
 	}
+	if (b->nerr_keys == BLAST_ERR_KEYS - 1)
+		snprintf(k, sizeof(k), "other");
 	rp_assert(b->nerr_keys < BLAST_ERR_KEYS);
-	b->err_keys[b->nerr_keys].key = key;
-	b->err_keys[b->nerr_keys++].n = 1;
+	memcpy(b->err_keys[b->nerr_keys].key, k, sizeof(k));
+	b->err_keys[b->nerr_keys++].n = n;
+}
+
+/* count_error - one more failure under key. */
+static void count_error(struct blast *b, const char *key)
+{
+	count_errors(b, key, 1);
 }
 
 static void finish(struct blast *b);
 
-/* tx_end - a transaction ended; the run may be over. */
-static void tx_end(struct blast_sess *s)
+/* tx_oldest - the oldest transaction in flight on s. */
+static struct blast_tx *tx_oldest(struct blast_sess *s)
+{
+	rp_assert(s->tx_n > 0);
+	return &s->tx[s->tx_head];
+}
+
+/* tx_pop - the oldest transaction ended: count it; the reply clock
+ * restarts for the next one, or stops. The run may be over (finish). */
+static void tx_pop(struct blast_sess *s)
 {
 	struct blast *b = s->b;
-	b->ended++;
+	struct blast_tx *t = tx_oldest(s);
+	b->ended += t->count;
+	b->requests++;
 	b->last_ns = rp_mono_ns();
-	loop_timer_disarm(b->loop, &s->timer);
-	if (b->stopping && b->ended == b->issued)
-		finish(b);
+	s->tx_head = (s->tx_head + 1) % b->o->pipeline;
+	s->tx_n--;
+	if (s->tx_n)
+		blast_sess_wait(s);
+	else
+		loop_timer_disarm(b->loop, &s->timer);
 }
 
 /* ---- sessions ---------------------------------------------------------- */
@@ -173,7 +201,7 @@ static void sess_quit(struct blast_sess *s)
 		wait_unlink(s);
 	set_state(s, BS_QUIT);
 	loop_timer_disarm(s->b->loop, &s->timer);
-	if (was == BS_READY && s->b->o->mode->quit)
+	if (was == BS_READY && !s->retiring && s->b->o->mode->quit)
 		s->b->o->mode->quit(s);
 	else
 		sess_abort(s);
@@ -204,26 +232,89 @@ static uint32_t pick_size(struct blast *b)
 	return RP_MAX(size, b->size_floor);
 }
 
-/* issue - start the next message on s. */
+/* sess_room - s may take another transaction now. */
+static bool sess_room(const struct blast_sess *s)
+{
+	const struct blast *b = s->b;
+	return !b->stopping && !s->retiring && s->tx_n < b->o->pipeline &&
+	       (s->state == BS_READY || s->state == BS_BUSY);
+}
+
+/* sess_idle_end - s has nothing in flight and will get nothing more
+ * (the run is ending, or the server closes it): it leaves. */
+static void sess_idle_end(struct blast_sess *s)
+{
+	if (!s->tx_n && (s->b->stopping || s->retiring))
+		sess_quit(s);
+}
+
+/* issue - start the next transaction on s (a batch takes up to --batch
+ * messages, fewer at the end of --messages). */
 static void issue(struct blast_sess *s)
 {
 	struct blast *b = s->b;
 	const struct blast_opts *o = b->o;
 	if (b->stopping || (o->messages && b->issued >= o->messages)) {
-		sess_quit(s);
+		sess_idle_end(s);
 		return;
 	}
-	s->job.seq = b->issued++;
+	rp_assert(s->tx_n < o->pipeline);
+	uint64_t count = o->batch;
+	if (o->messages && count > o->messages - b->issued)
+		count = o->messages - b->issued;
+	s->job.seq = b->issued;
+	s->job.count = (uint32_t)count;
+	b->issued += count;
 	s->job.size = pick_size(b);
 	s->job.start_ns = rp_mono_ns();
 	s->job.sent_real_ns = bench_realtime_ns();
 	if (!b->first_ns)
 		b->first_ns = s->job.start_ns;
+	s->tx[(s->tx_head + s->tx_n) % o->pipeline] =
+	    (struct blast_tx){ .start_ns = s->job.start_ns, .count = s->job.count };
+	if (!s->tx_n++)
+		blast_sess_wait(s); /* with more in flight the clock runs from the last answer */
 	set_state(s, BS_BUSY);
-	blast_sess_wait(s);
 	o->mode->send(s);
 	if (o->messages && b->issued == o->messages)
 		begin_stop(b);
+}
+
+static void pace_run(struct blast *b);
+
+/* wait_append - put s at the tail of the pacing queue. */
+static void wait_append(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	s->queued = true;
+	s->wait_next = NULL;
+	s->wait_prev = b->wait_tail;
+	if (b->wait_tail)
+		b->wait_tail->wait_next = s;
+	else
+		b->wait_head = s;
+	b->wait_tail = s;
+}
+
+/* sess_fill - s has room: fill it now (unpaced), or queue it for a
+ * pacing slot; with nothing to do it may leave. */
+static void sess_fill(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	if (s->state == BS_QUIT)
+		return;
+	if (!sess_room(s)) {
+		sess_idle_end(s);
+		return;
+	}
+	if (b->o->rate <= 0) {
+		while (sess_room(s))
+			issue(s);
+		return;
+	}
+	if (!s->queued)
+		wait_append(s);
+	pace_run(b);
 }
 
 /* pace_arm - wake the pacing queue at pace_next_ns. */
@@ -246,8 +337,10 @@ static void pace_run(struct blast *b)
 	while (b->wait_head && b->pace_next_ns <= now) {
 		struct blast_sess *s = b->wait_head;
 		wait_unlink(s);
-		b->pace_next_ns += b->pace_gap_ns;
 		issue(s);
+		b->pace_next_ns += b->pace_gap_ns * s->job.count;
+		if (sess_room(s))
+			wait_append(s); /* pipelining: room for more, after the others */
 	}
 	if (b->wait_head && !b->pace_armed)
 		pace_arm(b);
@@ -262,57 +355,84 @@ static void pace_cqe(struct loop_io *io, const struct loop_cqe *c)
 	pace_run(b);
 }
 
-/* blast_sess_ready - issue now, queue for a pacing slot, or quit. */
+/* blast_sess_ready - the handshake is done: issue now, queue for a pacing slot, or quit. */
 void blast_sess_ready(struct blast_sess *s)
 {
-	struct blast *b = s->b;
-	loop_timer_disarm(b->loop, &s->timer);
+	rp_assert(!s->tx_n);
+	loop_timer_disarm(s->b->loop, &s->timer);
 	set_state(s, BS_READY);
-	if (b->stopping) {
+	if (s->b->stopping) {
 		sess_quit(s);
 		return;
 	}
-	if (b->o->rate <= 0) {
-		issue(s);
-		return;
-	}
-	s->queued = true;
-	s->wait_next = NULL;
-	s->wait_prev = b->wait_tail;
-	if (b->wait_tail)
-		b->wait_tail->wait_next = s;
-	else
-		b->wait_head = s;
-	b->wait_tail = s;
-	pace_run(b);
+	sess_fill(s);
 }
 
-/* blast_sess_done - count the outcome and its latency; the session takes the next message. */
+/* blast_sess_fail_msgs - count n messages of the oldest transaction as failed. */
+void blast_sess_fail_msgs(struct blast_sess *s, uint32_t n, const char *key)
+{
+	struct blast_tx *t = tx_oldest(s);
+	n = RP_MIN(n, t->count - t->failed);
+	t->failed += n;
+	if (n)
+		count_errors(s->b, key, n);
+}
+
+/* blast_sess_done - count the outcome and its latency; the session takes
+ * the next message (or leaves when the run is over). */
 void blast_sess_done(struct blast_sess *s, int code)
 {
 	struct blast *b = s->b;
 	rp_assert(s->state == BS_BUSY);
+	struct blast_tx *t = tx_oldest(s);
+	uint32_t rest = t->count - t->failed;
 	if (code / 100 == 2) {
-		b->accepted++;
-		histo_add(&b->lat, (rp_mono_ns() - s->job.start_ns) / 1000);
+		b->accepted += rest;
+		uint64_t us = (rp_mono_ns() - t->start_ns) / 1000;
+		for (uint32_t i = 0; i < rest; i++)
+			histo_add(&b->lat, us);
 	} else if (code >= 200 && code < 600) {
-		b->err_code[code]++;
+		b->err_code[code] += rest;
+	} else {
+		count_errors(b, "protocol", rest);
 	}
-	tx_end(s);
-	blast_sess_ready(s);
+	tx_pop(s);
+	if (!s->tx_n)
+		set_state(s, BS_READY);
+	if (b->stopping && b->ended == b->issued)
+		finish(b); /* quits every idle session, s too */
+	sess_fill(s);
 }
 
-/* blast_sess_fail - count, end any transaction in flight, close. */
+/* blast_sess_retire - no new transactions on s; it leaves once idle. */
+void blast_sess_retire(struct blast_sess *s)
+{
+	s->retiring = true;
+	if (s->queued)
+		wait_unlink(s);
+}
+
+/* blast_sess_fail - count, end every transaction in flight, close. */
 void blast_sess_fail(struct blast_sess *s, const char *what)
 {
+	struct blast *b = s->b;
 	if (s->state == BS_QUIT)
 		return;
-	count_error(s->b, what);
-	bool busy = s->state == BS_BUSY;
+	if (!s->tx_n)
+		count_error(b, what);
+	bool ended = s->tx_n > 0;
+	while (s->tx_n) {
+		struct blast_tx *t = tx_oldest(s);
+		count_errors(b, what, t->count - t->failed);
+		tx_pop(s);
+	}
+	if (s->queued)
+		wait_unlink(s);
 	set_state(s, BS_QUIT);
+	loop_timer_disarm(b->loop, &s->timer);
 	sess_abort(s);
-	if (busy)
-		tx_end(s);
+	if (ended && b->stopping && b->ended == b->issued)
+		finish(b);
 }
 
 /* on_connected - the connect ended: start the mode, or count "connect" and retry later. */
@@ -382,6 +502,11 @@ static void on_released(struct conn *c)
 	struct blast *b = s->b;
 	loop_timer_disarm(b->loop, &s->timer);
 	rp_assert(!s->queued);
+	/* tx_n > 0 only after a second signal closed busy sessions: those
+	 * transactions are abandoned, neither accepted nor failed. */
+	if (b->o->mode->release)
+		b->o->mode->release(s);
+	free(s->tx);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -419,12 +544,14 @@ static bool sess_open(struct blast *b)
 {
 	struct blast_sess *s = xcalloc(1, sizeof(*s) + b->o->mode->state_size);
 	s->b = b;
+	s->tx = xcalloc(b->o->pipeline, sizeof(*s->tx));
 	conn_init(&s->conn, b->loop, &blast_conn_ops, s);
 	int rc = conn_connect(&s->conn, (const struct sockaddr *)&b->o->server, b->o->server_len,
 	                      CONNECT_TIMEOUT_MS);
 	if (rc < 0) {
 		log_warn("blast: cannot create a socket: %s", strerror(-rc));
 		count_error(b, "connect");
+		free(s->tx);
 		free(s);
 		return false;
 	}
@@ -552,6 +679,7 @@ static void report_fill(struct blast *b, struct blast_report *rep)
 {
 	memset(rep, 0, sizeof(*rep));
 	rep->messages = b->ended;
+	rep->requests = b->requests;
 	rep->accepted = b->accepted;
 	rep->seconds =
 	    b->first_ns && b->last_ns > b->first_ns ? (double)(b->last_ns - b->first_ns) / 1e9 : 0;
@@ -564,8 +692,7 @@ static void report_fill(struct blast *b, struct blast_report *rep)
 		rep->errors[rep->nerr++].n = b->err_code[code];
 	}
 	for (unsigned i = 0; i < b->nerr_keys; i++) {
-		snprintf(rep->errors[rep->nerr].key, sizeof(rep->errors[0].key), "%s",
-		         b->err_keys[i].key);
+		memcpy(rep->errors[rep->nerr].key, b->err_keys[i].key, sizeof(rep->errors[0].key));
 		rep->errors[rep->nerr++].n = b->err_keys[i].n;
 	}
 }

@@ -315,6 +315,9 @@ static void smtp_data(struct blast_sess *s)
 const struct blast_mode blast_mode_smtp = {
 	.name = "smtp",
 	.state_size = sizeof(struct smtp_st),
+	.format = BLAST_MSG_MIME,
+	.batches = false,
+	.pipelines = false, /* PIPELINING is within a transaction; one at a time */
 	.start = smtp_start,
 	.send = smtp_send,
 	.data = smtp_data,

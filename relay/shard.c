@@ -387,6 +387,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	sched_set_config(sh->sched, &sc);
 	sched_reconfigure(sh->sched);
 	shard_api_config(sh->cfg, &sh->api_cfg);
+	api_server_set_config(sh->api, &sh->api_cfg);
 	shard_touch(sh);
 	config_ref_put(old);
 }
