@@ -295,6 +295,11 @@ static void domains_json(struct buf *b, struct stats_snapshot *snap)
 	buf_puts(b, "]");
 }
 
+static int dest_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct stats_dest *)a)->key, ((const struct stats_dest *)b)->key);
+}
+
 static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 {
 	struct spool_usage u;
@@ -305,13 +310,41 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 	buf_printf(&b,
 		   ",\"accepted\":{\"smtp\":%llu,\"api\":%llu},\"rejected\":%llu,"
 		   "\"inbound_connections\":%llu,\"spool\":{\"used_bytes\":%llu,\"file_bytes\":%llu,"
-		   "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s},\"domains\":",
+		   "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s}",
 		   (unsigned long long)snap->accepted_smtp, (unsigned long long)snap->accepted_api,
 		   (unsigned long long)snap->rejected, (unsigned long long)snap->inbound_connections,
 		   (unsigned long long)u.used, (unsigned long long)u.file_size,
 		   (unsigned long long)u.map_size, (unsigned long long)u.disk_free,
 		   spool_accepting(s->srv->spool) ? "true" : "false");
+	buf_printf(&b,
+		   ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
+		   "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
+		   "\"cache_bytes\":%llu},\"domains\":",
+		   (double)snap->loop_max_busy_us / 1000.0, (unsigned long long)snap->dns_lookups,
+		   (unsigned long long)snap->dns_queries, (unsigned long long)snap->dns_hits,
+		   (unsigned long long)snap->dns_shared, (unsigned long long)snap->dns_entries,
+		   (unsigned long long)snap->dns_memory);
 	domains_json(&b, snap);
+	/* Each shard has its own pool for a destination: show one per key. */
+	qsort(snap->dests, snap->ndests, sizeof(*snap->dests), dest_cmp);
+	unsigned nd = 0;
+	for (unsigned i = 0; i < snap->ndests; i++) {
+		struct stats_dest *d = &snap->dests[i];
+		if (nd && !strcmp(snap->dests[nd - 1].key, d->key)) {
+			struct stats_dest *m = &snap->dests[nd - 1];
+			m->connections += d->connections;
+			m->ndomains += d->ndomains;
+			size_t o = strlen(m->domains), n = strlen(d->domains);
+			if (n && o + 1 + n < sizeof(m->domains)) {
+				if (o)
+					m->domains[o++] = ',';
+				memcpy(m->domains + o, d->domains, n + 1);
+			}
+			continue;
+		}
+		snap->dests[nd++] = *d;
+	}
+	snap->ndests = nd;
 	buf_puts(&b, ",\"destinations\":[");
 	for (unsigned i = 0; i < snap->ndests; i++) {
 		const struct stats_dest *d = &snap->dests[i];
@@ -452,6 +485,19 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 		   "ringpost_spool_bytes{kind=\"limit\"} %llu\n",
 		   (unsigned long long)u.used, (unsigned long long)u.file_size,
 		   (unsigned long long)u.map_size);
+	prom_head(&b, "ringpost_dns_queries_total", "counter", "DNS queries sent.");
+	buf_printf(&b, "ringpost_dns_queries_total %llu\n", (unsigned long long)snap->dns_queries);
+	prom_head(&b, "ringpost_dns_lookups_total", "counter",
+		  "Route lookups, by how they were answered.");
+	buf_printf(&b,
+		   "ringpost_dns_lookups_total{result=\"cache\"} %llu\n"
+		   "ringpost_dns_lookups_total{result=\"shared\"} %llu\n"
+		   "ringpost_dns_lookups_total{result=\"query\"} %llu\n",
+		   (unsigned long long)snap->dns_hits, (unsigned long long)snap->dns_shared,
+		   (unsigned long long)(snap->dns_lookups - RP_MIN(snap->dns_lookups,
+								  snap->dns_hits + snap->dns_shared)));
+	prom_head(&b, "ringpost_dns_cache_entries", "gauge", "Entries in the DNS caches.");
+	buf_printf(&b, "ringpost_dns_cache_entries %llu\n", (unsigned long long)snap->dns_entries);
 	prom_hist(&b, "ringpost_delivery_latency_seconds",
 		  "Seconds from submission to delivery, per recipient.", &snap->delivery,
 		  stats_delivery_bounds, STATS_DELIVERY_BUCKETS);

@@ -63,6 +63,14 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 	total->rejected += part->rejected;
 	total->smtp_sessions += part->smtp_sessions;
 	total->inbound_connections += part->inbound_connections;
+	if (part->loop_max_busy_us > total->loop_max_busy_us)
+		total->loop_max_busy_us = part->loop_max_busy_us;
+	total->dns_lookups += part->dns_lookups;
+	total->dns_queries += part->dns_queries;
+	total->dns_hits += part->dns_hits;
+	total->dns_shared += part->dns_shared;
+	total->dns_entries += part->dns_entries;
+	total->dns_memory += part->dns_memory;
 	stats_hist_merge(&total->delivery, &part->delivery);
 	stats_hist_merge(&total->txn, &part->txn);
 }

@@ -62,6 +62,8 @@ struct stats_snapshot {
 	uint64_t rejected;            /* submissions refused (4xx/5xx at the end) */
 	uint64_t smtp_sessions;       /* inbound sessions since start */
 	uint64_t inbound_connections; /* open inbound sessions (SMTP + HTTP) */
+	uint64_t loop_max_busy_us;    /* worst loop iteration since the last stats call */
+	uint64_t dns_lookups, dns_queries, dns_hits, dns_shared, dns_entries, dns_memory;
 	struct stats_hist delivery;   /* seconds from submit to delivered */
 	struct stats_hist txn;        /* seconds per SMTP transaction */
 };

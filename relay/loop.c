@@ -39,6 +39,7 @@ struct loop {
 	unsigned setup_flags;
 	bool stop;
 	uint64_t now_ms;
+	uint64_t max_busy_ns; /* longest work between two waits since last read */
 
 	struct slot *slots; /* slot table; slots[0] unused */
 	uint32_t nslots;
@@ -224,6 +225,13 @@ uint64_t loop_now_ms(const struct loop *l)
 unsigned loop_registered(const struct loop *l)
 {
 	return l->registered - 1; /* minus the inbox */
+}
+
+uint64_t loop_max_busy_us(struct loop *l)
+{
+	uint64_t v = l->max_busy_ns / 1000;
+	l->max_busy_ns = 0;
+	return v;
 }
 
 unsigned loop_setup_flags(const struct loop *l)
@@ -496,9 +504,14 @@ void loop_run(struct loop *l)
 		}
 		if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
 			rp_panic("io_uring wait: %s", strerror(-rc));
-		l->now_ms = rp_mono_ms();
+		uint64_t busy_start = rp_mono_ns();
+		l->now_ms = busy_start / 1000000;
 		reap(l);
 		timers_run(l);
+		defer_run(l);
+		uint64_t busy = rp_mono_ns() - busy_start;
+		if (busy > l->max_busy_ns)
+			l->max_busy_ns = busy;
 	}
 	defer_run(l);
 	io_uring_submit(&l->ring);

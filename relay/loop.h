@@ -103,6 +103,9 @@ struct mq *loop_inbox(struct loop *l);
 uint64_t loop_now_ms(const struct loop *l);
 /* loop_registered - objects currently registered (for shutdown checks). */
 unsigned loop_registered(const struct loop *l);
+/* loop_max_busy_us - the longest stretch of work between two waits since
+ * the last call (then reset): how long the loop was ever unresponsive. */
+uint64_t loop_max_busy_us(struct loop *l);
 /* loop_setup_flags - the ring setup flags the kernel accepted (for logs). */
 unsigned loop_setup_flags(const struct loop *l);
 

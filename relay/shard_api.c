@@ -54,6 +54,17 @@ void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 	part->rejected += sh->stats.smtp_rejected;
 	part->smtp_sessions += sh->stats.smtp_sessions;
 	part->inbound_connections += sh->nservers;
+	part->loop_max_busy_us = loop_max_busy_us(sh->loop);
+	if (sh->dns) {
+		struct dns_stats ds;
+		dns_get_stats(sh->dns, &ds);
+		part->dns_lookups += ds.lookups;
+		part->dns_queries += ds.queries;
+		part->dns_hits += ds.hits;
+		part->dns_shared += ds.shared;
+		part->dns_entries += ds.entries;
+		part->dns_memory += ds.memory;
+	}
 }
 
 static void api_route(void *ctx, const struct sched_add *adds, unsigned n)
