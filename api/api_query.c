@@ -36,6 +36,29 @@ static void iso_time(struct buf *b, uint64_t ms)
 
 /* ---- message status ---------------------------------------------------- */
 
+/* open_message - parse the id in arg[0..idlen), begin a read transaction
+ * and find the message. On false the answer (404, 503) has been given and
+ * no transaction is open; on true the caller ends it. */
+static bool open_message(struct api_session *s, const char *arg, size_t idlen, uint64_t *id,
+			 struct spool_msg *m)
+{
+	struct api_server *srv = s->srv;
+	if (!rp_id_parse(arg, idlen, id)) {
+		http_error(s, 404, "not_found", "no message '%.64s' (ids are 16 hex digits)", arg);
+		return false;
+	}
+	if (!spool_reader_begin(srv->reader)) {
+		http_error(s, 503, "unavailable", "the spool cannot be read right now");
+		return false;
+	}
+	if (!spool_get_msg(srv->reader, *id, m)) {
+		spool_reader_end(srv->reader);
+		http_error(s, 404, "not_found", "no message %.16s", arg);
+		return false;
+	}
+	return true;
+}
+
 struct status_ctx {
 	struct buf *b;
 	const char *id;
@@ -82,21 +105,10 @@ void api_message_status(struct api_session *s, const char *arg)
 		if (end == dot + 1 || *end || only < 0)
 			idlen = 0;
 	}
-	if (!rp_id_parse(arg, idlen, &id)) {
-		http_error(s, 404, "not_found", "no message '%.64s' (ids are 16 hex digits)", arg);
-		return;
-	}
 	struct api_server *srv = s->srv;
 	struct spool_msg m;
-	if (!spool_reader_begin(srv->reader)) {
-		http_error(s, 503, "unavailable", "the spool cannot be read right now");
+	if (!open_message(s, arg, idlen, &id, &m))
 		return;
-	}
-	if (!spool_get_msg(srv->reader, id, &m)) {
-		spool_reader_end(srv->reader);
-		http_error(s, 404, "not_found", "no message %.16s", arg);
-		return;
-	}
 	char ids[17];
 	rp_id_format(id, ids);
 	struct buf b = {0};
@@ -184,21 +196,10 @@ static void purge_part_done(struct api_admin_req *req)
 void api_message_purge(struct api_session *s, const char *arg)
 {
 	uint64_t id;
-	if (!rp_id_parse(arg, strlen(arg), &id)) {
-		http_error(s, 404, "not_found", "no message '%.64s' (ids are 16 hex digits)", arg);
-		return;
-	}
 	struct api_server *srv = s->srv;
 	struct spool_msg m;
-	if (!spool_reader_begin(srv->reader)) {
-		http_error(s, 503, "unavailable", "the spool cannot be read right now");
+	if (!open_message(s, arg, strlen(arg), &id, &m))
 		return;
-	}
-	if (!spool_get_msg(srv->reader, id, &m)) {
-		spool_reader_end(srv->reader);
-		http_error(s, 404, "not_found", "no message %.16s", arg);
-		return;
-	}
 	struct domain_set ds = {0};
 	spool_foreach_rcpt(srv->reader, id, collect_domain, &ds);
 	spool_reader_end(srv->reader);

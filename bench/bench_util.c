@@ -12,32 +12,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-/* bench_raise_nofile - as in relay/main.c: the hard limit first, then the soft. */
-uint64_t bench_raise_nofile(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return 0;
-	rlim_t want = 1048576;
-	FILE *f = fopen("/proc/sys/fs/nr_open", "r");
-	if (f) {
-		unsigned long v;
-		if (fscanf(f, "%lu", &v) == 1 && v > 0)
-			want = v;
-		fclose(f);
-	}
-	if (rl.rlim_max < want) {
-		struct rlimit up = { .rlim_cur = want, .rlim_max = want };
-		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
-			return want;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	getrlimit(RLIMIT_NOFILE, &rl);
-	return rl.rlim_cur;
-}
 
 /* bench_parse_hostport - split host and port, then parse the IP literal. */
 bool bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len)

@@ -32,9 +32,6 @@ static inline uint64_t bench_ctr_get(const bench_ctr *c)
 	return atomic_load_explicit((bench_ctr *)c, memory_order_relaxed);
 }
 
-/* bench_raise_nofile - lift RLIMIT_NOFILE as far as allowed (root may raise
- * the hard limit up to /proc/sys/fs/nr_open). Returns the soft limit now. */
-uint64_t bench_raise_nofile(void);
 
 /* bench_parse_hostport - "1.2.3.4:25" or "[::1]:25" (IP literals only).
  * Returns false on bad syntax. */

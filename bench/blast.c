@@ -363,7 +363,7 @@ int main(int argc, char **argv)
 {
 	struct blast_opts o;
 	parse_args(&o, argc, argv);
-	uint64_t nofile = bench_raise_nofile();
+	uint64_t nofile = rp_raise_nofile();
 	if (o.connections + 16 > nofile)
 		rp_die(RP_EX_USAGE, "--connections %u needs more descriptors than the limit %llu",
 		       o.connections, (unsigned long long)nofile);

@@ -440,7 +440,7 @@ int main(int argc, char **argv)
 {
 	struct sink *sk = sink_root = xcalloc(1, sizeof(*sk));
 	parse_args(sk, argc, argv);
-	uint64_t nofile = bench_raise_nofile();
+	uint64_t nofile = rp_raise_nofile();
 	pthread_mutex_init(&sk->start_lock, NULL);
 	pthread_cond_init(&sk->start_cond, NULL);
 	sk->loops = xcalloc(sk->opt.threads, sizeof(*sk->loops));

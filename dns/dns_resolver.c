@@ -233,17 +233,26 @@ static void start_host(struct dns_resolver *r, struct dns_entry *e, const char *
 	arm_timer(r);
 }
 
+/* lookup - the cache entry for prefix:name, answering cb now or later;
+ * true when the caller must start the query (key then holds the name). */
+static struct dns_entry *lookup(struct dns_resolver *r, const char *prefix, const char *name,
+				dns_cb cb, void *arg, char key[300], bool *start)
+{
+	snprintf(key, 300, "%s%s", prefix, name);
+	rp_lower(key);
+	r->st.lookups++;
+	struct dns_entry *e = dns_cache_get(r, key, start);
+	if (!*start && e->pending)
+		r->st.shared++;
+	dns_cache_wait(r, e, cb, arg);
+	return e;
+}
+
 void dns_resolve_host(struct dns_resolver *r, const char *host, dns_cb cb, void *arg)
 {
 	char key[300];
 	bool start;
-	snprintf(key, sizeof(key), "a:%s", host);
-	rp_lower(key);
-	r->st.lookups++;
-	struct dns_entry *e = dns_cache_get(r, key, &start);
-	if (!start && e->pending)
-		r->st.shared++;
-	dns_cache_wait(r, e, cb, arg);
+	struct dns_entry *e = lookup(r, "a:", host, cb, arg, key, &start);
 	if (start)
 		start_host(r, e, key + 2);
 }
@@ -417,13 +426,7 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_cb cb, void 
 {
 	char key[300];
 	bool start;
-	snprintf(key, sizeof(key), "m:%s", domain);
-	rp_lower(key);
-	r->st.lookups++;
-	struct dns_entry *e = dns_cache_get(r, key, &start);
-	if (!start && e->pending)
-		r->st.shared++;
-	dns_cache_wait(r, e, cb, arg);
+	struct dns_entry *e = lookup(r, "m:", domain, cb, arg, key, &start);
 	if (!start)
 		return;
 	struct mx_query *q = xcalloc(1, sizeof(*q));

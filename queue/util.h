@@ -119,6 +119,10 @@ void rp_rfc5322_date(uint64_t unix_ms, char *out, size_t outlen);
 bool rp_parse_duration_ms(const char *s, uint64_t *ms);
 /* rp_parse_size - "10M", "512k", "1G" (binary multiples) or bytes. */
 bool rp_parse_size(const char *s, uint64_t *bytes);
+/* rp_raise_nofile - lift RLIMIT_NOFILE as far as allowed: root may raise
+ * the hard limit up to fs.nr_open, anyone the soft one to the hard one.
+ * Returns the soft limit now in force. */
+uint64_t rp_raise_nofile(void);
 /* rp_parse_u64 - a decimal number, no sign, no trailing garbage. */
 bool rp_parse_u64(const char *s, uint64_t *v);
 

@@ -99,27 +99,31 @@ void conn_puts(struct conn *c, const char *s)
 	conn_write(c, s, strlen(s));
 }
 
-void conn_printf(struct conn *c, const char *fmt, ...)
+/* vwrite - queue formatted text, and a CRLF when line is true. */
+static void vwrite(struct conn *c, bool line, const char *fmt, va_list ap)
 {
 	if (conn_closing(c) || c->fd < 0)
 		return;
+	buf_vprintf(&c->out, fmt, ap);
+	if (line)
+		buf_append(&c->out, "\r\n", 2);
+	conn_flush_soon(c);
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	buf_vprintf(&c->out, fmt, ap);
+	vwrite(c, false, fmt, ap);
 	va_end(ap);
-	conn_flush_soon(c);
 }
 
 void conn_line(struct conn *c, const char *fmt, ...)
 {
-	if (conn_closing(c) || c->fd < 0)
-		return;
 	va_list ap;
 	va_start(ap, fmt);
-	buf_vprintf(&c->out, fmt, ap);
+	vwrite(c, true, fmt, ap);
 	va_end(ap);
-	buf_append(&c->out, "\r\n", 2);
-	conn_flush_soon(c);
 }
 
 struct buf *conn_outbuf(struct conn *c)

@@ -55,33 +55,6 @@ struct config *cli_load_config(int argc, char **argv)
 	return cfg;
 }
 
-/* raise_nofile - as many descriptors as we may have: tens of thousands of
- * sessions need them. Root may also lift the hard limit (up to nr_open). */
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return;
-	rlim_t want = 1048576;
-	FILE *f = fopen("/proc/sys/fs/nr_open", "r");
-	if (f) {
-		unsigned long v;
-		if (fscanf(f, "%lu", &v) == 1 && v > 0)
-			want = v;
-		fclose(f);
-	}
-	if (rl.rlim_max < want) {
-		struct rlimit up = {.rlim_cur = want, .rlim_max = want};
-		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
-			return;
-	}
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			log_warn("cannot raise the open file limit: %s", strerror(errno));
-	}
-}
-
 static int listen_on(const struct cfg_addr *a, char *err, size_t errlen)
 {
 	int one = 1;
@@ -249,7 +222,10 @@ static int cmd_serve(int argc, char **argv)
 	if (!log_open(cfg->log_path))
 		rp_die(RP_EX_CANTCREAT, "cannot open log %s: %s", cfg->log_path, strerror(errno));
 	log_set_level(cfg->log_level);
-	raise_nofile();
+	uint64_t nofile = rp_raise_nofile();
+	if (nofile < 65536)
+		log_warn("open file limit is %llu: at most that many sessions",
+			 (unsigned long long)nofile);
 
 	/* Signals are taken synchronously by this thread; the shards and the
 	 * spool writer inherit the blocked mask. */
