@@ -327,7 +327,8 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 		   (unsigned long long)snap->dns_memory);
 	domains_json(&b, snap);
 	/* Each shard has its own pool for a destination: show one per key. */
-	qsort(snap->dests, snap->ndests, sizeof(*snap->dests), dest_cmp);
+	if (snap->ndests) /* qsort's base must not be NULL, even for none */
+		qsort(snap->dests, snap->ndests, sizeof(*snap->dests), dest_cmp);
 	unsigned nd = 0;
 	for (unsigned i = 0; i < snap->ndests; i++) {
 		struct stats_dest *d = &snap->dests[i];

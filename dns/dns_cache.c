@@ -46,8 +46,9 @@ struct dns_result *dns_result_failed(enum dns_status st, uint64_t ttl_ms, const 
 static size_t result_bytes(const struct dns_result *res)
 {
 	size_t names = 0;
-	for (unsigned i = 0; i < res->nhops; i++)
-		names += strlen(res->hops[i].host) + 1;
+	for (unsigned i = 0; i < res->nhops; i++) /* one name per exchanger, not per address */
+		if (!i || res->hops[i].host != res->hops[i - 1].host)
+			names += strlen(res->hops[i].host) + 1;
 	return sizeof(*res) + res->nhops * sizeof(struct dns_hop) + names;
 }
 

@@ -32,6 +32,7 @@ struct dns_sock {
 	bool want_r, want_w;  /* what c-ares asked for */
 	bool polling;         /* a poll request is in flight */
 	bool dead;            /* c-ares closed it: free when nothing is in flight */
+	bool busy;            /* sock_cqe is running on it: it frees, not sock_state */
 	struct dns_sock *next;   /* socks or dead list */
 	struct dns_sock **pprev;
 };

@@ -26,6 +26,8 @@ static uint64_t next(uint64_t *s)
 
 void dns_mx_order(struct dns_mx *mx, unsigned n, uint64_t rnd)
 {
+	if (n < 2)
+		return; /* nothing to order, and mx may be NULL */
 	qsort(mx, n, sizeof(*mx), pref_cmp);
 	unsigned i = 0;
 	while (i < n) {

@@ -99,7 +99,11 @@ static void sock_cqe(struct loop_io *io, const struct loop_cqe *c)
 		int ev = c->res < 0 ? POLLERR : c->res;
 		ares_socket_t rfd = (ev & (POLLIN | POLLERR | POLLHUP)) ? s->fd : ARES_SOCKET_BAD;
 		ares_socket_t wfd = (ev & (POLLOUT | POLLERR)) ? s->fd : ARES_SOCKET_BAD;
-		ares_process_fd(r->ch, rfd, wfd); /* may close s (sock-state callback) */
+		/* c-ares may close s from in here (sock-state callback): busy
+		 * keeps it allocated until we are done with it below. */
+		s->busy = true;
+		ares_process_fd(r->ch, rfd, wfd);
+		s->busy = false;
 		arm_timer(r);
 	}
 	if (!s->dead && !s->polling && !s->io.inflight && (s->want_r || s->want_w))
@@ -123,7 +127,7 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 		s->want_r = s->want_w = false;
 		if (s->polling)
 			poll_cancel(s);
-		if (!s->io.inflight)
+		if (!s->io.inflight && !s->busy)
 			sock_free(s);
 		return;
 	}
@@ -465,9 +469,14 @@ struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, ch
 	o.timeout = (int)(cfg->timeout_ms ? cfg->timeout_ms : 2000);
 	o.tries = (int)(cfg->tries ? cfg->tries : 2);
 	o.lookups = (char *)"b"; /* DNS only: mail routing never reads /etc/hosts */
+	/* No search domains (resolv.conf search/domain, LOCALDOMAIN): MX targets
+	 * are fully qualified, and a missing mx.example.com must not turn into
+	 * mx.example.com.corp.example, somebody else's host. */
+	o.domains = NULL;
+	o.ndomains = 0;
 	int rc = ares_init_options(&r->ch, &o,
 				   ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
-					   ARES_OPT_LOOKUPS);
+					   ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS);
 	if (rc) {
 		snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));
 		free(r->servers);

@@ -85,6 +85,7 @@ struct sched {
 	struct sched_dest *wait_head;               /* held or rate-limited */
 	struct sched_dest *slot_head, *slot_tail;   /* waiting for a shard-wide slot */
 	uint32_t sessions;
+	uint32_t slot_grants;                       /* free slots kept for a waiter */
 
 	struct sched_job *free_jobs;
 	unsigned nfree_jobs;
@@ -554,11 +555,57 @@ static void refill(struct sched_dest *d, uint64_t now)
 	d->tokens_ms = now;
 }
 
+/* slots_grant - free shard-wide slots go to the destinations waiting
+ * longest: each is kicked, and its slot is kept for it until that kick has
+ * run (sched_run), so that a destination kicked earlier in the same round
+ * cannot take it first. */
+static void slots_grant(struct sched *s)
+{
+	while (s->slot_head && s->sessions + s->slot_grants < s->cfg.max_outbound) {
+		struct sched_dest *w = s->slot_head;
+		s->slot_head = w->slot_next;
+		if (!s->slot_head)
+			s->slot_tail = NULL;
+		w->slot_waiting = false;
+		w->slot_next = NULL;
+		if (!w->slot_granted) {
+			w->slot_granted = true;
+			s->slot_grants++;
+		}
+		kick(s, w);
+	}
+}
+
+/* slot_pass - d's kick has run without using the slot kept for it (no work
+ * left, suspended, held): the next waiter gets it, or it would stay unused
+ * while others wait. */
+static void slot_pass(struct sched *s, struct sched_dest *d)
+{
+	d->slot_granted = false;
+	s->slot_grants--;
+	slots_grant(s);
+}
+
+/* dest_works - a session to d reached the server: d is no longer failing.
+ * If it was, only one session was allowed to try (sched_dest_may_connect):
+ * kick it so that the rest of its ready work gets sessions now. */
+static void dest_works(struct sched *s, struct sched_dest *d)
+{
+	bool was_failing = d->fails != 0;
+	d->fails = 0;
+	if (was_failing && d->nready_jobs)
+		kick(s, d);
+}
+
 bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_ms)
 {
 	if (!d->nready_jobs || d->suspended || held(d, now_ms))
 		return false;
 	if (d->n.connections >= d->lim.max_connections)
+		return false;
+	/* After a destination-level failure one session probes; more follow
+	 * once it works (dest_works), not one refused connect per job. */
+	if (d->fails && d->n.connections)
 		return false;
 	if (d->lim.rate > 0) {
 		refill(d, now_ms);
@@ -567,7 +614,11 @@ bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_
 			return false;
 		}
 	}
-	if (s->sessions >= s->cfg.max_outbound) {
+	if (d->slot_granted)
+		return true;
+	/* Behind the destinations already waiting, even when a slot is free:
+	 * that slot is theirs (slots_grant hands it out). */
+	if (s->sessions + s->slot_grants >= s->cfg.max_outbound || s->slot_head) {
 		if (!d->slot_waiting) {
 			d->slot_waiting = true;
 			d->slot_next = NULL;
@@ -577,6 +628,7 @@ bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_
 				s->slot_head = d;
 			s->slot_tail = d;
 		}
+		slots_grant(s);
 		return false;
 	}
 	return true;
@@ -586,6 +638,10 @@ void sched_session_opened(struct sched *s, struct sched_dest *d)
 {
 	s->sessions++;
 	d->n.connections++;
+	if (d->slot_granted) {
+		d->slot_granted = false;
+		s->slot_grants--;
+	}
 }
 
 void sched_session_closed(struct sched *s, struct sched_dest *d)
@@ -594,15 +650,7 @@ void sched_session_closed(struct sched *s, struct sched_dest *d)
 	s->sessions--;
 	d->n.connections--;
 	/* A freed shard-wide slot goes to the destination waiting longest. */
-	if (s->slot_head && s->sessions < s->cfg.max_outbound) {
-		struct sched_dest *w = s->slot_head;
-		s->slot_head = w->slot_next;
-		if (!s->slot_head)
-			s->slot_tail = NULL;
-		w->slot_waiting = false;
-		w->slot_next = NULL;
-		kick(s, w);
-	}
+	slots_grant(s);
 	/* The destination itself may want a replacement session. */
 	if (d->nready_jobs)
 		kick(s, d);
@@ -884,6 +932,9 @@ static void settle_ready(struct sched *s, struct sched_dest *d, const struct att
 			 const char *remote, uint64_t now, bool until_hold)
 {
 	bool reading = spool_reader_begin(s->reader);
+	/* One jitter for all: recipients that were tried as often retry
+	 * together, a message's in one transaction. */
+	uint64_t rnd = rnd_next(s);
 	while (d->ready_head) {
 		struct sched_rcpt *r = d->ready_head;
 		d->ready_head = r->next;
@@ -891,8 +942,8 @@ static void settle_ready(struct sched *s, struct sched_dest *d, const struct att
 		d->n.queued--;
 		struct outcome oc;
 		uint64_t submit_ms = (uint64_t)r->submit_s * 1000;
-		outcome_decide(rep, r->attempts, now > submit_ms ? now - submit_ms : 0, now,
-			       rnd_next(s), &s->cfg.retry, &oc);
+		outcome_decide(rep, r->attempts, now > submit_ms ? now - submit_ms : 0, now, rnd,
+			       &s->cfg.retry, &oc);
 		if (until_hold && oc.action == OUTCOME_RETRY && oc.next_ms < d->hold_until)
 			oc.next_ms = d->hold_until;
 		struct spool_rcpt rc = {0};
@@ -935,6 +986,9 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 	if (info)
 		stats_hist_add(&s->txn, stats_txn_bounds, STATS_TXN_BUCKETS,
 			       (double)info->duration_ms / 1000.0);
+	/* One jitter per transaction: its recipients (one message) come due
+	 * together and are retried in one transaction again, not one each. */
+	uint64_t rnd = rnd_next(s);
 	for (unsigned i = 0; i < j->nrcpt; i++) {
 		struct sched_rcpt *r = j->rcpt[i].r;
 		rp_assert(r->where == R_INFLIGHT);
@@ -945,7 +999,7 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 		}
 		struct outcome oc;
 		uint64_t age = now_ms > j->submit_ms ? now_ms - j->submit_ms : 0;
-		outcome_decide(&reps[i], r->attempts, age, now_ms, rnd_next(s), &s->cfg.retry, &oc);
+		outcome_decide(&reps[i], r->attempts, age, now_ms, rnd, &s->cfg.retry, &oc);
 		log_attempt(j->msgid, j->rcpt[i].addr, j->rcpt[i].addr_len, d->name, &reps[i], &oc,
 			    r->attempts + (oc.counts ? 1 : 0), remote, info ? info->duration_ms : 0,
 			    j->submit_ms, now_ms);
@@ -958,7 +1012,7 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 	if (backoff)
 		dest_hold(s, d, backoff, remote, now_ms);
 	else if (reached)
-		d->fails = 0;
+		dest_works(s, d);
 	job_recycle(s, j);
 }
 
@@ -982,29 +1036,48 @@ void sched_dest_failed(struct sched *s, struct sched_dest *d, const struct attem
 
 void sched_dest_ok(struct sched *s, struct sched_dest *d)
 {
-	(void)s;
-	d->fails = 0;
+	dest_works(s, d);
 }
 
 /* ---- administration ---------------------------------------------------- */
 
+static int heap_order(const void *a, const void *b)
+{
+	const struct sched_rcpt *x = *(struct sched_rcpt *const *)a;
+	const struct sched_rcpt *y = *(struct sched_rcpt *const *)b;
+	return heap_less(x, y) ? -1 : heap_less(y, x);
+}
+
 /* take_deferred - remove d's recipients (of message msgid, or all when 0)
- * from the retry heap into a list. */
+ * from the retry heap into a list, in the order they were due (a message's
+ * recipients stay together). They are found first and removed after: a
+ * removal sifts the heap's last element into the hole, possibly up to an
+ * index a scan has already passed. */
 static struct sched_rcpt *take_deferred(struct sched *s, struct sched_dest *d, uint64_t msgid)
 {
-	struct sched_rcpt *list = NULL;
-	uint32_t i = 0;
-	while (i < s->heap_len) {
-		struct sched_rcpt *r = s->heap[i];
-		if (r->dest != d || (msgid && r->msgid != msgid)) {
-			i++;
-			continue;
-		}
-		heap_remove(s, r); /* a later element moved into i: look again */
-		d->n.deferred--;
-		r->next = list;
-		list = r;
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < s->heap_len; i++) {
+		const struct sched_rcpt *r = s->heap[i];
+		n += r->dest == d && (!msgid || r->msgid == msgid);
 	}
+	if (!n)
+		return NULL;
+	struct sched_rcpt **found = xmalloc(n * sizeof(*found));
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < s->heap_len; i++) {
+		struct sched_rcpt *r = s->heap[i];
+		if (r->dest == d && (!msgid || r->msgid == msgid))
+			found[k++] = r;
+	}
+	qsort(found, n, sizeof(*found), heap_order);
+	struct sched_rcpt *list = NULL;
+	for (uint32_t i = n; i-- > 0;) {
+		heap_remove(s, found[i]);
+		d->n.deferred--;
+		found[i]->next = list;
+		list = found[i];
+	}
+	free(found);
 	return list;
 }
 
@@ -1160,8 +1233,14 @@ void sched_run(struct sched *s)
 		d->kick_queued = false;
 		d->kick_next = NULL;
 		s->ops.kick(d, s->ctx);
+		if (d->slot_granted)
+			slot_pass(s, d);
 		d = next;
 	}
+	/* The kicks may have failed recipients (a loop, a message too big for
+	 * an idle session): their DSNs need the bodies that their final state
+	 * deletes, so they go first here too. */
+	dsn_flush(s);
 	update_flush(s);
 }
 
@@ -1186,6 +1265,7 @@ struct sched *sched_new(const struct sched_config *cfg, const struct sched_ops *
 void sched_set_config(struct sched *s, const struct sched_config *cfg)
 {
 	s->cfg = *cfg;
+	slots_grant(s); /* a larger max_outbound frees slots for the waiters */
 }
 
 void sched_reconfigure(struct sched *s)

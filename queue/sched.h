@@ -56,6 +56,7 @@ struct sched_dest {
 	bool waiting;                     /* on the wait list (time or slot) */
 	struct sched_dest *wait_next;
 	bool slot_waiting;                /* on the global-slot wait list */
+	bool slot_granted;                /* a freed shard-wide slot is kept for it */
 	struct sched_dest *slot_next;
 	void *owner;                      /* the relay's connection pool */
 };

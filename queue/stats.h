@@ -44,7 +44,7 @@ struct stats_domain {
 
 /* A destination: a set of next hops shared by one or more domains. */
 struct stats_dest {
-	char key[256];           /* "mx:a.example,b.example:25", "route:host:port" */
+	char key[256];           /* "mx:a.example>b.example:25", "route:host:port" */
 	char domains[256];       /* the first domains routed there, comma-separated */
 	unsigned ndomains;
 	uint64_t connections;    /* open sessions */

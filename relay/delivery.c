@@ -167,21 +167,29 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* pool_key - the same next hops give the same key, in any order. */
+/* pool_key - the same next hops give the same key: names sorted within each
+ * preference (equal preferences come shuffled), the preferences in order
+ * and separated by '>'. The order is part of the key: domains that rank the
+ * same exchangers differently must not share a pool, or one domain's mail
+ * rides the other's sessions to its own backup exchanger. */
 static void pool_key(const char *kind, const struct dns_result *res, uint16_t port, char *out,
 		     size_t outlen)
 {
 	const char *names[res->nhops ? res->nhops : 1];
-	unsigned n = 0;
-	for (unsigned i = 0; i < res->nhops; i++)
-		names[n++] = res->hops[i].host;
-	qsort(names, n, sizeof(names[0]), name_cmp);
 	size_t o = (size_t)snprintf(out, outlen, "%s:", kind);
-	for (unsigned i = 0; i < n && o < outlen; i++) {
-		if (i && !strcmp(names[i], names[i - 1]))
-			continue;
-		o += (size_t)snprintf(out + o, outlen - o, "%s%s", o > strlen(kind) + 1 ? "," : "",
-				      names[i]);
+	unsigned i = 0;
+	while (i < res->nhops && o < outlen) {
+		unsigned j = i, n = 0;
+		while (j < res->nhops && res->hops[j].pref == res->hops[i].pref)
+			names[n++] = res->hops[j++].host; /* hops come in preference order */
+		qsort(names, n, sizeof(names[0]), name_cmp);
+		for (unsigned k = 0; k < n && o < outlen; k++) {
+			if (k && !strcmp(names[k], names[k - 1]))
+				continue;
+			o += (size_t)snprintf(out + o, outlen - o, "%s%s", k ? "," : i ? ">" : "",
+					      names[k]);
+		}
+		i = j;
 	}
 	if (o < outlen)
 		snprintf(out + o, outlen - o, ":%u", port);
@@ -238,6 +246,32 @@ static bool check_loop(struct shard *sh, struct delivery_route *rt)
 	return true;
 }
 
+enum attempt_kind delivery_dns_kind(enum dns_status st)
+{
+	switch (st) {
+	case DNS_NXDOMAIN:
+		return ATTEMPT_DNS_PERM;
+	case DNS_NULL_MX:
+		return ATTEMPT_NULL_MX;
+	case DNS_NO_ADDRESS:
+		return ATTEMPT_NO_ROUTE;
+	default:
+		return ATTEMPT_DNS_TEMP;
+	}
+}
+
+/* route_expires - when to look d's route up again: the answer's expiry, but
+ * never sooner than ROUTE_MIN_MS from now. An answer that expired on arrival
+ * (TTL 0, dnsmasq's default for its own records; max_ttl or negative_ttl 0)
+ * would otherwise be looked up again by the very kick it triggers, and
+ * again, without end. */
+#define ROUTE_MIN_MS 1000
+static uint64_t route_expires(const struct dns_result *res)
+{
+	uint64_t min = rp_mono_ms() + ROUTE_MIN_MS;
+	return res->expires_ms > min ? res->expires_ms : min;
+}
+
 static void resolved(void *arg, struct dns_result *res)
 {
 	struct resolve_ctx *c = arg;
@@ -246,6 +280,7 @@ static void resolved(void *arg, struct dns_result *res)
 	rt->resolving = false;
 	if (res->status == DNS_OK) {
 		route_set(sh, rt, c->kind, res, c->port);
+		rt->expires_ms = route_expires(res);
 		free(c);
 		if (!check_loop(sh, rt))
 			sched_kick(sh->sched, rt->dest);
@@ -253,24 +288,20 @@ static void resolved(void *arg, struct dns_result *res)
 		return;
 	}
 	free(c);
-	rt->expires_ms = res->expires_ms;
+	rt->expires_ms = route_expires(res);
 	if (res->status == DNS_TEMPFAIL && rt->pool) {
-		/* Keep using the last good answer while the DNS is unwell. */
+		/* Keep using the last good answer while the DNS is unwell; the
+		 * kick waited for this answer. */
 		log_info("dest %s: %s; keeping the previous next hops", rt->dest->name, res->error);
+		sched_kick(sh->sched, rt->dest);
+		shard_touch(sh);
 		return;
 	}
 	if (rt->pool) {
 		pool_leave(rt->pool, rt->dest);
 		rt->pool = NULL;
 	}
-	enum attempt_kind kind = ATTEMPT_DNS_TEMP;
-	if (res->status == DNS_NXDOMAIN)
-		kind = ATTEMPT_DNS_PERM;
-	else if (res->status == DNS_NULL_MX)
-		kind = ATTEMPT_NULL_MX;
-	else if (res->status == DNS_NO_ADDRESS)
-		kind = ATTEMPT_NO_ROUTE;
-	route_fail(sh, rt, kind, res->error);
+	route_fail(sh, rt, delivery_dns_kind(res->status), res->error);
 }
 
 /* fixed_route - a single known address (an IP route or a domain literal). */
@@ -367,9 +398,10 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	if (sh->stopping)
 		return;
 	if (!rt->pool || rp_mono_ms() >= rt->expires_ms) {
-		bool had = rt->pool != NULL;
 		route_refresh(sh, rt);
-		if (!rt->pool || (!had && rt->resolving))
+		/* Not even an expired route while the new answer is on its way:
+		 * mail after the TTL goes where the DNS says now. */
+		if (!rt->pool || rt->resolving)
 			return; /* the answer kicks again */
 	}
 	struct delivery_pool *pool = rt->pool;
@@ -427,9 +459,16 @@ struct sched_job *delivery_next(struct shard *sh, struct delivery_pool *pool)
 {
 	if (sh->stopping || !pool->nmembers)
 		return NULL;
-	uint64_t now = rp_now_ms();
+	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
 	for (unsigned i = 0; i < pool->nmembers; i++) {
 		unsigned k = (pool->rr_member + i) % pool->nmembers;
+		const struct delivery_route *rt = pool->members[k]->owner;
+		if (rt && mono >= rt->expires_ms) {
+			/* Its answer has expired: its kick looks it up again
+			 * before it sends more mail anywhere. */
+			sched_kick(sh->sched, pool->members[k]);
+			continue;
+		}
 		struct sched_job *job = sched_job_next(sh->sched, pool->members[k], now);
 		if (job) {
 			pool->rr_member = k + 1;

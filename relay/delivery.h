@@ -27,7 +27,7 @@ struct smtp_client;
 
 /* A destination: a set of next hops and the sessions to it. */
 struct delivery_pool {
-	char *key;                   /* "mx:a.example,b.example", "route:host:port", ... */
+	char *key;                   /* "mx:a.example,b.example>c.example:25", ... */
 	struct delivery_pool *hnext; /* shard's pool table */
 	struct dns_result *hops;     /* where to connect (ref); refreshed with the DNS */
 	uint16_t port;
@@ -53,6 +53,10 @@ struct delivery_route {
 	bool resolving;
 	char why[200];               /* why there is no route, for logs */
 };
+
+/* delivery_dns_kind - what a failed DNS answer (st is not DNS_OK) reports to
+ * the scheduler: NXDOMAIN and null MX fail, the rest are temporary. */
+enum attempt_kind delivery_dns_kind(enum dns_status st);
 
 /* delivery_sched_ops - the scheduler callbacks for a shard. */
 extern const struct sched_ops delivery_sched_ops;

@@ -730,6 +730,18 @@ class TestEnv:
         self.receivers.append(r)
         return r
 
+    def dnsmasq(self, args, name="dnsmasq", port=None):
+        """A started private DNS server (Dnsmasq) with these records."""
+        r = Dnsmasq(self, name, port, args).start()
+        self.receivers.append(r)
+        return r
+
+    def fast_sink(self, name, listen, extra_args=()):
+        """A started ringpost-sink (FastSink) on the listen addresses."""
+        r = FastSink(self, name, listen, extra_args).start()
+        self.receivers.append(r)
+        return r
+
     def cleanup(self):
         for d in self.daemons:
             if self.failed and d.log_path.exists():
@@ -802,6 +814,168 @@ def run_test(main):
     log(f"PASS {name} in {time.monotonic() - t0:.1f}s")
     sys.exit(0)
 
+
+# ---- DNS (dnsmasq) and the fast sink --------------------------------------
+
+def build_bin(name):
+    """A tool built next to the daemon (build/bin/NAME of RINGPOST_BUILD)."""
+    b = os.environ.get("RINGPOST_BUILD")
+    base = Path(b) / "bin" if b else Path(ringpost_bin()).parent
+    return str(base / name)
+
+
+def dns_query(port, name, qtype="A", timeout=1.0):
+    """One UDP query to 127.0.0.1:port; (rcode, answer count) or None when
+    nothing answers."""
+    import random
+    import struct
+    types = {"A": 1, "MX": 15, "AAAA": 28}
+    q = struct.pack(">HHHHHH", random.randint(0, 65535), 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    q += struct.pack(">HH", types[qtype], 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(q, ("127.0.0.1", port))
+            r = s.recv(4096)
+        except OSError:
+            return None
+    return r[3] & 15, struct.unpack(">H", r[6:8])[0]
+
+
+class Dnsmasq:
+    """A private dnsmasq on 127.0.0.1:PORT (UDP and TCP), no upstream, no
+    /etc/hosts, records from args (--mx-host, --host-record, --address,
+    --local, ...). Every query is logged to its log file (queries())."""
+
+    BIN = "/usr/sbin/dnsmasq"
+
+    def __init__(self, env, name="dnsmasq", port=None, args=()):
+        self.env = env
+        self.name = name
+        self.port = port
+        self.args = list(args)
+        self.proc = None
+        self.log_path = env.dir / f"{name}.log"
+
+    @staticmethod
+    def require():
+        # Never skip: a missing dnsmasq is a failed test with the fix in it.
+        check(os.access(Dnsmasq.BIN, os.X_OK),
+              f"{Dnsmasq.BIN} is missing: the DNS tests need a real DNS server "
+              f"(apt-get install dnsmasq-base; .ci/deps installs it)")
+
+    def start(self, args=None, timeout=10):
+        self.require()
+        if args is not None:
+            self.args = list(args)
+        errf = open(self.env.dir / f"{self.name}.stderr", "ab")
+        try:
+            for attempt in range(5):
+                port = self.port or free_port()
+                argv = [self.BIN, "--keep-in-foreground", f"--port={port}",
+                        "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+                        "--no-hosts", "--conf-file=/dev/null", "--pid-file=", "--log-queries",
+                        f"--log-facility={self.log_path}"] + self.args
+                self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+
+                def up():
+                    if self.proc.poll() is not None:
+                        return "dead"
+                    return dns_query(port, "probe.invalid", timeout=0.2) is not None
+                r = wait_for(up, timeout, "dnsmasq to answer")
+                if r is True:
+                    self.port = port
+                    return self
+                if self.port:  # a fixed port (a restart): no other will do
+                    break
+        finally:
+            errf.close()
+        raise TestFailure(f"dnsmasq did not start: "
+                          f"{(self.env.dir / (self.name + '.stderr')).read_text(errors='replace')}")
+
+    def stop(self):
+        stop_process(self.proc)
+
+    def restart(self, args=None):
+        """Stop, then start on the same port (new records: pass args)."""
+        self.stop()
+        return self.start(args)
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    _query_re = re.compile(r"query\[(\w+)\] (\S+) from ")
+
+    def queries(self):
+        """Every query logged so far: a list of (type, name)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [(m.group(1), m.group(2).lower()) for m in self._query_re.finditer(text)]
+
+
+class FastSink:
+    """bench's ringpost-sink (build/bin/ringpost-sink) on one or more
+    addresses ("127.0.0.3:PORT", "[::1]:PORT"), with a stats file of JSON
+    lines (per-domain message counters) written every 100 ms."""
+
+    def __init__(self, env, name, listen, extra_args=()):
+        self.env = env
+        self.name = name
+        self.listen = list(listen)
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.stats_path = env.dir / f"{name}.stats"
+
+    def start(self, timeout=10):
+        binary = build_bin("ringpost-sink")
+        check(os.access(binary, os.X_OK), f"no ringpost-sink at {binary} (build bench/)")
+        argv = [binary, "--stats-file", str(self.stats_path), "--stats-interval", "100",
+                "--hostname", f"{self.name}.sink.test"] + self.extra_args
+        for a in self.listen:
+            argv += ["--listen", a]
+        errf = open(self.env.dir / f"{self.name}.stderr", "ab")
+        self.proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=errf)
+        errf.close()
+
+        def up():
+            check(self.proc.poll() is None, f"ringpost-sink {self.name} exited with status "
+                  f"{self.proc.returncode}: "
+                  f"{(self.env.dir / (self.name + '.stderr')).read_text(errors='replace')}")
+            for a in self.listen:
+                host, _, port = a.rpartition(":")
+                if not port_accepts(int(port), host.strip("[]")):
+                    return False
+            return True
+        wait_for(up, timeout, f"ringpost-sink {self.name} to listen")
+        return self
+
+    def stop(self):
+        stop_process(self.proc)
+
+    def stats(self):
+        """The latest stats line (a dict; {} before the first)."""
+        try:
+            lines = self.stats_path.read_text().splitlines()
+        except FileNotFoundError:
+            return {}
+        for line in reversed(lines):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue  # a line being written
+        return {}
+
+    def messages(self, domain=None):
+        """Messages accepted, in all or for one domain."""
+        st = self.stats()
+        if domain is None:
+            return st.get("messages", 0)
+        return st.get("domains", {}).get(domain, {}).get("messages", 0)
 
 # ---- the smtpd receiver process -----------------------------------------
 

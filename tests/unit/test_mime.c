@@ -697,7 +697,12 @@ static struct part split_entity(const char *p, size_t n)
 	unfold(p, (size_t)(sep - p) + 2, &u);
 	pt.head = strdup(str_of(&u));
 	buf_free(&u);
-	pt.body = strndup(sep + 4, n - (size_t)(sep + 4 - p));
+	/* The built message is not NUL-terminated: copy exactly its bytes. */
+	size_t bl = n - (size_t)(sep + 4 - p);
+	pt.body = malloc(bl + 1);
+	cr_assert_not_null(pt.body);
+	memcpy(pt.body, sep + 4, bl);
+	pt.body[bl] = '\0';
 	return pt;
 }
 

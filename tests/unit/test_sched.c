@@ -16,6 +16,7 @@ struct ops_ctx {
 	unsigned nkicks;
 	struct sched_limits lim; /* what configure hands out */
 	unsigned configured;
+	void (*on_kick)(struct sched_dest *d); /* a test's relay stand-in, or NULL */
 };
 
 static void ops_kick(struct sched_dest *d, void *ctx)
@@ -24,6 +25,8 @@ static void ops_kick(struct sched_dest *d, void *ctx)
 	if (c->nkicks < 64)
 		snprintf(c->kicked[c->nkicks], sizeof(c->kicked[0]), "%s", d->name);
 	c->nkicks++;
+	if (c->on_kick)
+		c->on_kick(d);
 }
 
 static void ops_configure(struct sched_dest *d, void *ctx)
@@ -808,4 +811,779 @@ Test(sched, many_destinations_and_counters_add_up)
 	cr_assert_gt(delivered, 0);
 	cr_assert_gt(bounced, 0);
 	cr_assert_gt(sched_memory(s), 0);
+}
+
+/* ---- retries, expiry and DSNs ------------------------------------------ */
+
+/* submit_with - a message from sender (may be "" for <>) with envelope flags;
+ * recipient i is rcpt<i>@domains[i] (or @domain when domains is NULL) with
+ * NOTIFY notify[i] (FAILURE when notify is NULL). */
+static uint64_t submit_with(unsigned n, const char *domain, const char *const *domains,
+			    const char *sender, uint32_t flags, const uint8_t *notify,
+			    uint64_t submit_ms)
+{
+	static char body[128];
+	int len = snprintf(body, sizeof(body),
+			   "Subject: %u to %s\r\nX-Test: dsn\r\n\r\nthe body text\r\n", n, domain);
+	struct test_msg *m = xcalloc(1, sizeof(*m));
+	cr_assert_leq(n, 64);
+	struct spool_submit *sub = &m->req.u.submit;
+	m->req.type = SPOOL_REQ_SUBMIT;
+	sub->msg.id = spool_next_id(sp);
+	sub->msg.submit_ms = submit_ms;
+	sub->msg.nrcpt = n;
+	sub->msg.body_len = (uint64_t)len;
+	sub->msg.flags = flags | (sender[0] ? 0 : MSG_F_BOUNCE);
+	sub->msg.sender = sender;
+	sub->msg.sender_len = strlen(sender);
+	sub->msg.envid = "";
+	sub->msg.source = "test";
+	sub->msg.source_len = 4;
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(m->addrs[i], sizeof(m->addrs[i]), "rcpt%u@%.40s", i,
+			 domains ? domains[i] : domain);
+		m->rcpts[i].addr = m->addrs[i];
+		m->rcpts[i].addr_len = strlen(m->addrs[i]);
+		m->rcpts[i].notify = notify ? notify[i] : NOTIFY_FAILURE;
+	}
+	sub->rcpts = m->rcpts;
+	m->body.iov_base = body;
+	m->body.iov_len = (size_t)len;
+	sub->body = &m->body;
+	sub->nbody = 1;
+	cr_assert_eq(test_spool_call(sp, &m->req), SPOOL_OK, "submit failed");
+	uint64_t id = sub->msg.id;
+	free(m);
+	return id;
+}
+
+/* The bounce mailbox, read back whole. */
+struct mbox_all {
+	char *msg[64];
+	unsigned n;
+};
+
+static bool mbox_collect(const struct spool_mbox_entry *e, void *arg)
+{
+	struct mbox_all *a = arg;
+	cr_assert_lt(a->n, 64);
+	a->msg[a->n++] = strndup(e->data, e->len);
+	return true;
+}
+
+static unsigned mbox_read(struct mbox_all *a)
+{
+	memset(a, 0, sizeof(*a));
+	cr_assert(spool_reader_begin(rd));
+	spool_mbox_foreach(rd, 1, mbox_collect, a);
+	spool_reader_end(rd);
+	return a->n;
+}
+
+static void mbox_free(struct mbox_all *a)
+{
+	for (unsigned i = 0; i < a->n; i++)
+		free(a->msg[i]);
+	a->n = 0;
+}
+
+/* dsn_for - the DSN about message id (its X-Ringpost-Queue-ID), or NULL. */
+static const char *dsn_for(const struct mbox_all *a, uint64_t id)
+{
+	char want[64], hex[17];
+	rp_id_format(id, hex);
+	snprintf(want, sizeof(want), "X-Ringpost-Queue-ID: %s\r\n", hex);
+	const char *found = NULL;
+	for (unsigned i = 0; i < a->n; i++)
+		if (strstr(a->msg[i], want)) {
+			cr_assert_null(found, "two DSNs for message %s", hex);
+			found = a->msg[i];
+		}
+	return found;
+}
+
+static unsigned count_str(const char *hay, const char *needle)
+{
+	unsigned n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void set_retry(const uint64_t *d, unsigned nd, unsigned jitter, uint32_t max_outbound)
+{
+	struct sched_config cfg = {
+		.retry = {.delays_ms = d, .ndelays = nd, .max_age_ms = 3 * DAY, .jitter_pct = jitter},
+		.max_outbound = max_outbound,
+		.hostname = "mta.sched.test",
+	};
+	sched_set_config(s, &cfg);
+}
+
+Test(sched, retry_schedule_and_jitter_bounds)
+{
+	/* 60 messages of 2 recipients fail again and again: every next
+	 * attempt lies within +-10% of the schedule's delay (the last one
+	 * repeating), spread to both sides, never before it is due. */
+	static const uint64_t dl[] = {1000, 2000, 4000};
+	set_retry(dl, 3, 10, 100);
+	enum { NM = 60, NR = 2 };
+	uint64_t ids[NM];
+	for (unsigned m = 0; m < NM; m++) {
+		ids[m] = submit(NR, "jitter.test", T0);
+		add_all(ids[m], NR, "jitter.test", T0);
+	}
+	struct sched_dest *d = sched_dest_find(s, "jitter.test");
+	uint64_t now = T0;
+	for (unsigned round = 0; round < 5; round++) {
+		uint64_t nominal = dl[round < 3 ? round : 2], span = nominal / 10;
+		struct sched_job *j;
+		unsigned n = 0;
+		while ((j = sched_job_next(s, d, now))) {
+			for (unsigned i = 0; i < j->nrcpt; i++)
+				cr_assert_eq(j->rcpt[i].attempts, round);
+			n += j->nrcpt;
+			done_all(j, STAGE_RCPT, 451, "451 4.7.1 greylisted", now);
+		}
+		cr_assert_eq(n, NM * NR, "round %u: %u recipients tried", round, n);
+		check_counts("all deferred", 0, NM * NR, 0, 0, 0);
+		flush();
+		uint64_t lo = UINT64_MAX, hi = 0;
+		for (unsigned m = 0; m < NM; m++)
+			for (uint32_t i = 0; i < NR; i++) {
+				struct rstate st = rcpt_state(ids[m], i);
+				cr_assert_eq(st.state, SPOOL_DEFERRED);
+				cr_assert_eq(st.attempts, round + 1);
+				cr_assert_str_eq(st.response, "451 4.7.1 greylisted");
+				cr_assert(st.next_ms >= now + nominal - span &&
+					  st.next_ms <= now + nominal + span,
+					  "round %u: next attempt %+lld ms, want %llu +- %llu", round,
+					  (long long)(st.next_ms - now), (unsigned long long)nominal,
+					  (unsigned long long)span);
+				lo = RP_MIN(lo, st.next_ms);
+				hi = st.next_ms > hi ? st.next_ms : hi;
+			}
+		cr_assert_lt(lo, now + nominal - span / 2, "round %u: jitter never goes low", round);
+		cr_assert_gt(hi, now + nominal + span / 2, "round %u: jitter never goes high", round);
+		sched_tick(s, lo - 1);
+		check_counts("none early", 0, NM * NR, 0, 0, 0);
+		sched_tick(s, hi);
+		check_counts("all due", NM * NR, 0, 0, 0, 0);
+		now = hi;
+	}
+	struct sched_job *j;
+	while ((j = sched_job_next(s, d, now)))
+		done_all(j, STAGE_CONTENT, 250, "250 ok", now);
+	check_counts("delivered", 0, 0, 0, NM * NR, 0);
+	flush();
+	cr_assert_eq(rcpt_state(ids[0], 1).attempts, 6);
+}
+
+/* drain_ticking - a 20 ms scheduler tick, and a session that takes every
+ * job as soon as there is one, from `from` to `to`; returns the jobs. */
+static unsigned drain_ticking(struct sched_dest *d, uint64_t from, uint64_t to, unsigned *rcpts)
+{
+	unsigned jobs = 0;
+	for (uint64_t t = from; t <= to; t += 20) {
+		sched_tick(s, t);
+		struct sched_job *j;
+		while ((j = sched_job_next(s, d, t))) {
+			jobs++;
+			*rcpts += j->nrcpt;
+			done_all(j, STAGE_CONTENT, 250, "250 ok", t);
+		}
+	}
+	return jobs;
+}
+
+Test(sched, a_retried_message_keeps_its_recipients_together)
+{
+	/* README: recipients of one message to one domain share a
+	 * transaction; a retry must not split them into one per recipient. */
+	static const uint64_t dl[] = {1000, 2000};
+	set_retry(dl, 2, 10, 100);
+	uint64_t id = submit(10, "grey.test", T0);
+	add_all(id, 10, "grey.test", T0);
+	struct sched_dest *d = sched_dest_find(s, "grey.test");
+	struct sched_job *j = sched_job_next(s, d, T0);
+	cr_assert_eq(j->nrcpt, 10);
+	done_all(j, STAGE_RCPT, 451, "451 4.7.1 greylisted", T0);
+	unsigned rcpts = 0;
+	unsigned jobs = drain_ticking(d, T0, T0 + 2000, &rcpts);
+	cr_assert_eq(rcpts, 10);
+	cr_assert_eq(jobs, 1, "the retry took %u transactions for one message", jobs);
+
+	/* The same after a destination-level failure: 3 messages of 5. */
+	uint64_t m[3];
+	for (int k = 0; k < 3; k++) {
+		m[k] = submit(5, "down.test", T0);
+		add_all(m[k], 5, "down.test", T0);
+	}
+	struct sched_dest *dd = sched_dest_find(s, "down.test");
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
+	sched_dest_failed(s, dd, &rep, "127.0.0.1:9", T0);
+	check_counts("held", 0, 15, 0, 10, 0);
+	rcpts = 0;
+	jobs = drain_ticking(dd, T0, T0 + 3000, &rcpts);
+	cr_assert_eq(rcpts, 15);
+	cr_assert_eq(jobs, 3, "3 messages took %u transactions after the back-off", jobs);
+}
+
+Test(sched, max_age_bounces_with_a_dsn)
+{
+	static const uint64_t dl[] = {1000};
+	set_retry(dl, 1, 10, 100);
+	uint64_t old = T0 - 3 * DAY - 1, young = T0 - 3 * DAY + 60000;
+	uint64_t a = submit(2, "slow.test", old);
+	uint64_t b = submit(1, "slow.test", young);
+	add(a, 0, "slow.test", old, T0);
+	add(a, 1, "slow.test", old, T0);
+	add(b, 0, "slow.test", young, T0);
+	struct sched_dest *d = sched_dest_find(s, "slow.test");
+	struct sched_job *j;
+	while ((j = sched_job_next(s, d, T0)))
+		done_all(j, STAGE_RCPT, 451, "451 4.3.0 try later", T0);
+	check_counts("two expired, one deferred", 0, 1, 0, 0, 2);
+	flush();
+	struct rstate st = rcpt_state(a, 1);
+	cr_assert_eq(st.state, SPOOL_BOUNCED);
+	cr_assert_eq(st.attempts, 1);
+	cr_assert_eq(rcpt_state(b, 0).state, SPOOL_DEFERRED);
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 1, "one DSN for the expired message, got %u", mb.n);
+	const char *dsn = dsn_for(&mb, a);
+	cr_assert_not_null(dsn);
+	cr_assert_eq(count_str(dsn, "\r\nFinal-Recipient: rfc822; "), 2, "%s", dsn);
+	cr_assert_not_null(strstr(dsn, "Final-Recipient: rfc822; rcpt0@slow.test\r\n"));
+	cr_assert_not_null(strstr(dsn, "Final-Recipient: rfc822; rcpt1@slow.test\r\n"));
+	cr_assert_eq(count_str(dsn, "\r\nAction: failed\r\nStatus: 4.4.7\r\n"), 2, "%s", dsn);
+	cr_assert_not_null(strstr(dsn, "\r\nDiagnostic-Code: X-ringpost; delivery time expired; "
+				       "last error: 451 4.3.0 try later\r\n"),
+			   "%s", dsn);
+	cr_assert_not_null(strstr(dsn, "\r\nReporting-MTA: dns; mta.sched.test\r\n"));
+	cr_assert_not_null(strstr(dsn, "\r\nRemote-MTA: dns; mx.test[127.0.0.1]:25\r\n"));
+	cr_assert_not_null(strstr(dsn, "\r\nTo: <sender@example.org>\r\n"));
+	mbox_free(&mb);
+}
+
+Test(sched, dsn_per_message_notify_ret_and_null_sender)
+{
+	static const uint8_t notify[4] = {NOTIFY_FAILURE, NOTIFY_NEVER, NOTIFY_SUCCESS,
+					  NOTIFY_FAILURE | NOTIFY_DELAY};
+	uint64_t hdrs = submit_with(4, "dsn.test", NULL, "s@origin.test", 0, notify, T0);
+	uint64_t full = submit_with(1, "dsn.test", NULL, "s@origin.test", MSG_F_RET_FULL, NULL, T0);
+	uint64_t null = submit_with(2, "dsn.test", NULL, "", 0, NULL, T0);
+	uint64_t never = submit_with(1, "dsn.test", NULL, "s@origin.test", 0,
+				     (const uint8_t[]){NOTIFY_NEVER}, T0);
+	add_all(hdrs, 4, "dsn.test", T0);
+	add_all(full, 1, "dsn.test", T0);
+	add_all(null, 2, "dsn.test", T0);
+	add_all(never, 1, "dsn.test", T0);
+	struct sched_dest *d = sched_dest_find(s, "dsn.test");
+	struct sched_job *j;
+	unsigned jobs = 0;
+	while ((j = sched_job_next(s, d, T0))) {
+		jobs++;
+		done_all(j, STAGE_RCPT, 550, "550 5.1.1 no such user", T0);
+	}
+	cr_assert_eq(jobs, 4);
+	check_counts("all bounced", 0, 0, 0, 0, 8);
+	flush();
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 2, "DSNs for two messages, got %u", mb.n);
+	cr_assert_null(dsn_for(&mb, null), "never a DSN for the null sender");
+	cr_assert_null(dsn_for(&mb, never), "never a DSN for NOTIFY=NEVER");
+	const char *h = dsn_for(&mb, hdrs);
+	cr_assert_not_null(h);
+	/* One DSN per message; only the recipients that asked for failures. */
+	cr_assert_eq(count_str(h, "\r\nFinal-Recipient: "), 2, "%s", h);
+	cr_assert_not_null(strstr(h, "Final-Recipient: rfc822; rcpt0@dsn.test\r\n"));
+	cr_assert_not_null(strstr(h, "Final-Recipient: rfc822; rcpt3@dsn.test\r\n"));
+	cr_assert_eq(count_str(h, "\r\nStatus: 5.1.1\r\n"), 2);
+	cr_assert_eq(count_str(h, "\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"), 2);
+	cr_assert_not_null(strstr(h, "Content-Type: text/rfc822-headers\r\n\r\n"
+				     "Subject: 4 to dsn.test\r\nX-Test: dsn\r\n\r\n--"),
+			   "the header section, no body: %s", h);
+	cr_assert_null(strstr(h, "the body text"));
+	const char *f = dsn_for(&mb, full);
+	cr_assert_not_null(f);
+	cr_assert_not_null(strstr(f, "Content-Type: message/rfc822\r\n\r\n"
+				     "Subject: 1 to dsn.test\r\nX-Test: dsn\r\n\r\nthe body text\r\n"),
+			   "RET=FULL returns the whole message: %s", f);
+	mbox_free(&mb);
+}
+
+static void fail_loop_kick(struct sched_dest *d)
+{
+	if (strcmp(d->name, "loop.test"))
+		return;
+	/* What delivery.c does when the route leads back to ourselves. */
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_LOOP, STAGE_CONNECT, 0,
+			   "mail for loop.test loops back to myself");
+	sched_dest_failed(s, d, &rep, NULL, rp_now_ms());
+}
+
+Test(sched, dsn_for_a_failure_during_a_kick_keeps_the_original)
+{
+	/* A failure decided inside sched_run (the relay's kick) must get a
+	 * DSN with the original's headers, though its final state reaches
+	 * the writer (which deletes the body) in the same sched_run. */
+	uint64_t id = submit(1, "loop.test", T0);
+	add_all(id, 1, "loop.test", T0);
+	ctx.on_kick = fail_loop_kick;
+	sched_run(s);
+	ctx.on_kick = NULL;
+	test_spool_sync(sp);
+	flush();
+	check_counts("bounced", 0, 0, 0, 0, 1);
+	struct rstate st = rcpt_state(id, 0);
+	cr_assert_eq(st.state, SPOOL_BOUNCED);
+	cr_assert_str_eq(st.response, "5.4.6 mail for loop.test loops back to myself");
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 1);
+	cr_assert_not_null(strstr(mb.msg[0], "\r\nStatus: 5.4.6\r\n"));
+	cr_assert_not_null(strstr(mb.msg[0], "Content-Type: text/rfc822-headers\r\n\r\n"
+					     "Subject: 1 to loop.test\r\n"),
+			   "the original's headers are missing: %s", mb.msg[0]);
+	mbox_free(&mb);
+}
+
+/* ---- administration ---------------------------------------------------- */
+
+Test(sched, purge_with_bounce_takes_only_its_destination)
+{
+	static const char *const ab[3] = {"a.test", "a.test", "b.test"};
+	uint64_t m1 = submit_with(3, "a.test", ab, "s@origin.test", 0, NULL, T0);
+	uint64_t m2 = submit(2, "a.test", T0);
+	uint64_t m3 = submit(1, "a.test", T0);
+	uint64_t m4 = submit(2, "b.test", T0);
+	/* m2 deferred, m3 in flight, m1 ready; b.test has m1.2 and m4. */
+	add_all(m2, 2, "a.test", T0);
+	struct sched_dest *a = sched_dest_find(s, "a.test");
+	done_all(sched_job_next(s, a, T0), STAGE_RCPT, 451, "451 later", T0);
+	add_all(m3, 1, "a.test", T0);
+	struct sched_job *inflight = sched_job_next(s, a, T0);
+	cr_assert_not_null(inflight);
+	add(m1, 0, "a.test", T0, T0);
+	add(m1, 1, "a.test", T0, T0);
+	add(m1, 2, "b.test", T0, T0);
+	add_all(m4, 2, "b.test", T0);
+	struct sched_dest *b = sched_dest_find(s, "b.test");
+	check_counts("before", 5, 2, 1, 0, 0);
+
+	cr_assert_eq(sched_dest_purge(s, a, true, T0 + 10), 5);
+	cr_assert_eq(a->n.queued + a->n.deferred, 0);
+	cr_assert_eq(a->n.bounced, 5);
+	cr_assert_eq(b->n.queued, 3, "b.test untouched");
+	cr_assert_null(sched_job_next(s, a, T0 + 10));
+	/* The attempt in flight ends: its outcome no longer counts. */
+	done_all(inflight, STAGE_CONTENT, 250, "250 ok", T0 + 20);
+	check_counts("purged", 3, 0, 0, 0, 5);
+	flush();
+	for (uint32_t i = 0; i < 2; i++) {
+		struct rstate st = rcpt_state(m1, i);
+		cr_assert_eq(st.state, SPOOL_BOUNCED);
+		cr_assert_str_eq(st.response, "5.0.0 purged by the administrator");
+		cr_assert_eq(rcpt_state(m2, i).state, SPOOL_BOUNCED);
+	}
+	cr_assert_eq(rcpt_state(m3, 0).state, SPOOL_BOUNCED, "in flight, purged all the same");
+	cr_assert_eq(rcpt_state(m1, 2).state, SPOOL_QUEUED);
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 3, "one DSN per purged message, got %u", mb.n);
+	const char *d1 = dsn_for(&mb, m1);
+	cr_assert_not_null(d1);
+	cr_assert_eq(count_str(d1, "\r\nFinal-Recipient: "), 2, "only a.test's: %s", d1);
+	cr_assert_null(strstr(d1, "rcpt2@b.test\r\n"));
+	cr_assert_eq(count_str(d1, "\r\nDiagnostic-Code: X-ringpost; purged by the "
+				   "administrator\r\n"),
+		     2);
+	cr_assert_not_null(dsn_for(&mb, m2));
+	cr_assert_not_null(dsn_for(&mb, m3));
+	mbox_free(&mb);
+	/* The rest of m1 and all of m4 still go out. */
+	struct sched_job *j;
+	unsigned n = 0;
+	while ((j = sched_job_next(s, b, T0 + 30))) {
+		n += j->nrcpt;
+		done_all(j, STAGE_CONTENT, 250, "250 ok", T0 + 30);
+	}
+	cr_assert_eq(n, 3);
+	check_counts("end", 0, 0, 0, 3, 5);
+}
+
+Test(sched, purge_without_bounce_drops_silently)
+{
+	uint64_t m1 = submit(3, "a.test", T0);
+	uint64_t m2 = submit(1, "c.test", T0);
+	add_all(m1, 3, "a.test", T0);
+	add_all(m2, 1, "c.test", T0);
+	struct sched_dest *a = sched_dest_find(s, "a.test");
+	done_all(sched_job_next(s, a, T0), STAGE_RCPT, 451, "451 later", T0);
+	cr_assert_eq(sched_dest_purge(s, a, false, T0), 3);
+	/* Purging an empty destination is harmless. */
+	cr_assert_eq(sched_dest_purge(s, a, false, T0), 0);
+	check_counts("dropped", 1, 0, 0, 0, 3);
+	flush();
+	struct rstate st = rcpt_state(m1, 2);
+	cr_assert_eq(st.state, SPOOL_BOUNCED);
+	cr_assert_str_eq(st.response, "5.0.0 purged by the administrator (dropped, no DSN)");
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 0, "no DSN for a drop");
+	sched_tick(s, T0 + DAY);
+	cr_assert_null(sched_job_next(s, a, T0 + DAY), "nothing comes back");
+	done_all(sched_job_next(s, sched_dest_find(s, "c.test"), T0), STAGE_CONTENT, 250, "250",
+		 T0);
+	check_counts("end", 0, 0, 0, 1, 3);
+}
+
+Test(sched, msg_purge_takes_only_that_message)
+{
+	uint64_t m1 = submit(3, "a.test", T0);
+	uint64_t m2 = submit(2, "a.test", T0);
+	uint64_t m3 = submit(2, "a.test", T0);
+	uint64_t m4 = submit(1, "a.test", T0);
+	add_all(m2, 2, "a.test", T0);
+	struct sched_add da = {.msgid = m1, .idx = 0, .domain = "a.test", .submit_ms = T0,
+			       .next_ms = T0 + 5000, .attempts = 1};
+	sched_add(s, &da, T0);
+	add(m1, 1, "a.test", T0, T0);
+	add(m1, 2, "a.test", T0, T0);
+	add_all(m3, 2, "a.test", T0);
+	add_all(m4, 1, "a.test", T0);
+	struct sched_dest *a = sched_dest_find(s, "a.test");
+	struct sched_job *inflight = sched_job_next(s, a, T0); /* m2 */
+	cr_assert_eq(inflight->msgid, m2);
+	cr_assert_eq(sched_msg_purge(s, a, m1, false, T0), 3);
+	cr_assert_eq(sched_msg_purge(s, a, m2, true, T0), 2, "in flight");
+	check_counts("m1 and m2 purged", 3, 0, 2, 0, 5);
+	/* The others keep their order and their grouping. */
+	struct sched_job *j = sched_job_next(s, a, T0);
+	cr_assert_eq(j->msgid, m3);
+	cr_assert_eq(j->nrcpt, 2);
+	done_all(j, STAGE_CONTENT, 250, "250", T0);
+	j = sched_job_next(s, a, T0);
+	cr_assert_eq(j->msgid, m4);
+	done_all(j, STAGE_CONTENT, 250, "250", T0);
+	cr_assert_null(sched_job_next(s, a, T0));
+	done_all(inflight, STAGE_CONTENT, 250, "250", T0);
+	check_counts("end", 0, 0, 0, 3, 5);
+	flush();
+	cr_assert_eq(rcpt_state(m1, 0).state, SPOOL_BOUNCED);
+	cr_assert_eq(rcpt_state(m2, 1).state, SPOOL_BOUNCED);
+	cr_assert_eq(rcpt_state(m3, 1).state, SPOOL_DELIVERED);
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 1, "a DSN for the bounced purge only");
+	cr_assert_not_null(dsn_for(&mb, m2));
+	mbox_free(&mb);
+}
+
+/* defer_many - n recipients of dest at pseudo-random due times, as the
+ * start-up scan queues them. */
+static uint64_t defer_many(const char *dest, unsigned n, uint64_t *x)
+{
+	uint64_t last = 0;
+	for (unsigned k = 0; k < n; k += 50) {
+		unsigned m = n - k < 50 ? n - k : 50;
+		uint64_t id = submit(m, dest, T0);
+		for (unsigned i = 0; i < m; i++) {
+			*x ^= *x << 13;
+			*x ^= *x >> 7;
+			*x ^= *x << 17;
+			struct sched_add a = {.msgid = id,
+					      .idx = i,
+					      .domain = dest,
+					      .submit_ms = T0,
+					      .next_ms = T0 + 1000 + *x % 100000,
+					      .attempts = 2};
+			sched_add(s, &a, T0);
+			if (a.next_ms > last)
+				last = a.next_ms;
+		}
+	}
+	return last;
+}
+
+Test(sched, purge_and_retry_reach_every_deferred_recipient)
+{
+	/* Recipients of three destinations share the retry heap; taking one
+	 * destination's out must find every one of them. */
+	uint64_t x = 0x2545f4914f6cdd1dull, last = 0;
+	static const char *const names[3] = {"x.test", "y.test", "z.test"};
+	for (int round = 0; round < 3; round++)
+		for (int k = 0; k < 3; k++) {
+			uint64_t l = defer_many(names[k], 100, &x);
+			last = l > last ? l : last;
+		}
+	check_counts("deferred", 0, 900, 0, 0, 0);
+	struct sched_dest *dx = sched_dest_find(s, "x.test"), *dy = sched_dest_find(s, "y.test"),
+			  *dz = sched_dest_find(s, "z.test");
+	cr_assert_eq(sched_dest_purge(s, dy, false, T0), 300);
+	cr_assert_eq(dy->n.deferred, 0);
+	cr_assert_eq(sched_dest_retry(s, dx, T0), 300);
+	cr_assert_eq(dx->n.deferred, 0);
+	cr_assert_eq(dx->n.queued, 300);
+	check_counts("after", 300, 300, 0, 0, 300);
+	/* Later, only z.test's come due: nothing purged or retried is left behind. */
+	sched_tick(s, last);
+	cr_assert_eq(dy->n.queued + dy->n.deferred, 0);
+	cr_assert_eq(dz->n.queued, 300);
+	cr_assert_eq(dx->n.queued, 300);
+	check_counts("end", 600, 0, 0, 0, 300);
+}
+
+Test(sched, retry_ends_the_back_off_now)
+{
+	uint64_t id = submit(3, "down.test", T0);
+	add_all(id, 3, "down.test", T0);
+	uint64_t other = submit(1, "other.test", T0);
+	struct sched_add a = {.msgid = other, .idx = 0, .domain = "other.test", .submit_ms = T0,
+			      .next_ms = T0 + 60000, .attempts = 1};
+	sched_add(s, &a, T0);
+	struct sched_dest *d = sched_dest_find(s, "down.test");
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
+	sched_dest_failed(s, d, &rep, NULL, T0);
+	cr_assert_not(sched_dest_may_connect(s, d, T0 + 10));
+	sched_run(s);
+	unsigned kicks = kicks_of("down.test");
+	cr_assert_eq(sched_dest_retry(s, d, T0 + 10), 3);
+	cr_assert_eq(d->hold_until, 0);
+	cr_assert_eq(d->fails, 0);
+	check_counts("ready", 3, 1, 0, 0, 0);
+	sched_run(s);
+	cr_assert_eq(kicks_of("down.test"), kicks + 1, "retry kicks the destination");
+	cr_assert(sched_dest_may_connect(s, d, T0 + 10));
+	struct sched_job *j = sched_job_next(s, d, T0 + 10);
+	cr_assert_not_null(j);
+	cr_assert_eq(j->nrcpt, 3);
+	cr_assert_eq(j->rcpt[0].attempts, 1, "the failed attempt still counts");
+	done_all(j, STAGE_CONTENT, 250, "250", T0 + 10);
+	check_counts("other still deferred", 0, 1, 0, 3, 0);
+}
+
+Test(sched, suspend_holds_and_resume_releases_everything)
+{
+	uint64_t m1 = submit(3, "sus.test", T0);
+	add_all(m1, 3, "sus.test", T0);
+	uint64_t m2 = submit(1, "sus.test", T0);
+	struct sched_add a = {.msgid = m2, .idx = 0, .domain = "sus.test", .submit_ms = T0,
+			      .next_ms = T0 + 1000, .attempts = 1};
+	sched_add(s, &a, T0);
+	struct sched_dest *d = sched_dest_find(s, "sus.test");
+	sched_run(s);
+	sched_dest_suspend(s, d, true);
+	cr_assert_not(sched_dest_may_connect(s, d, T0));
+	cr_assert_null(sched_job_next(s, d, T0));
+	/* Retries come due and new mail arrives: all of it waits. */
+	sched_tick(s, T0 + 1000);
+	uint64_t m3 = submit(2, "sus.test", T0);
+	add_all(m3, 2, "sus.test", T0 + 1000);
+	cr_assert_null(sched_job_next(s, d, T0 + 1000));
+	check_counts("suspended", 6, 0, 0, 0, 0);
+	struct stats_snapshot snap = {0};
+	sched_stats(s, &snap);
+	cr_assert_eq(snap.ndomains, 1);
+	cr_assert(snap.domains[0].suspended);
+	stats_free(&snap);
+	sched_run(s);
+	unsigned kicks = kicks_of("sus.test");
+	sched_dest_suspend(s, d, false);
+	sched_run(s);
+	cr_assert_eq(kicks_of("sus.test"), kicks + 1, "resume kicks the destination");
+	cr_assert(sched_dest_may_connect(s, d, T0 + 1000));
+	struct sched_job *j;
+	unsigned n = 0;
+	while ((j = sched_job_next(s, d, T0 + 1000))) {
+		n += j->nrcpt;
+		done_all(j, STAGE_CONTENT, 250, "250", T0 + 1000);
+	}
+	cr_assert_eq(n, 6);
+	check_counts("all delivered", 0, 0, 0, 6, 0);
+	flush();
+	cr_assert_eq(rcpt_state(m2, 0).attempts, 2);
+	cr_assert_eq(rcpt_state(m3, 1).state, SPOOL_DELIVERED);
+}
+
+/* ---- sessions: the shard-wide limit and failing destinations ----------- */
+
+/* A stand-in for delivery.c's pools: a kick opens sessions while the
+ * scheduler lets the destination have them (as pool_kick does: no more
+ * than it has jobs for); a session later carries one job and closes. */
+static struct {
+	struct sched_dest *live[256]; /* open sessions, oldest first (a ring) */
+	unsigned head, tail;
+	char order[256][16];          /* destinations in the order sessions opened */
+	unsigned norder;
+	uint64_t now;
+} sim;
+
+static unsigned sim_live(const struct sched_dest *d)
+{
+	unsigned n = 0;
+	for (unsigned i = sim.head; i != sim.tail; i++)
+		n += sim.live[i % 256] == d;
+	return n;
+}
+
+static void sim_kick(struct sched_dest *d)
+{
+	while (sim_live(d) < d->nready_jobs && sched_dest_may_connect(s, d, sim.now)) {
+		cr_assert_lt(sim.tail - sim.head, 256);
+		cr_assert_lt(sim.norder, 256);
+		sched_session_opened(s, d);
+		sim.live[sim.tail++ % 256] = d;
+		snprintf(sim.order[sim.norder++], sizeof(sim.order[0]), "%s", d->name);
+	}
+}
+
+/* sim_step - the oldest session delivers one job, closes, and the
+ * scheduler runs. False when no session is open. */
+static bool sim_step(void)
+{
+	if (sim.head == sim.tail)
+		return false;
+	struct sched_dest *d = sim.live[sim.head++ % 256];
+	struct sched_job *j = sched_job_next(s, d, sim.now);
+	if (j)
+		done_all(j, STAGE_CONTENT, 250, "250", sim.now);
+	sched_session_closed(s, d);
+	sched_run(s);
+	return true;
+}
+
+static void sim_start(uint32_t max_outbound)
+{
+	memset(&sim, 0, sizeof(sim));
+	sim.now = T0;
+	set_retry(delays, 3, 0, max_outbound);
+	ctx.lim.max_rcpts_per_msg = 1;
+	ctx.on_kick = sim_kick;
+}
+
+static void sim_order(char *out, size_t n)
+{
+	size_t o = 0;
+	out[0] = '\0';
+	for (unsigned i = 0; i < sim.norder && o < n; i++)
+		o += (size_t)snprintf(out + o, n - o, "%s%c", i ? " " : "", sim.order[i][0]);
+}
+
+Test(sched, shard_limit_turns_round_robin)
+{
+	/* Two shard-wide slots, four destinations with 6 jobs each, kicked in
+	 * order: a.test takes both slots and asks for a third before the
+	 * others ask for their first; from then on sessions go round in the
+	 * order the destinations asked, each one's next request at the back. */
+	sim_start(2);
+	static const char *const names[] = {"a.test", "b.test", "c.test", "d.test"};
+	for (int k = 0; k < 4; k++) {
+		uint64_t id = submit(6, names[k], T0);
+		add_all(id, 6, names[k], T0);
+	}
+	sched_run(s);
+	while (sim_step())
+		;
+	check_counts("all delivered", 0, 0, 0, 24, 0);
+	char order[600];
+	sim_order(order, sizeof(order));
+	cr_assert_str_eq(order, "a a a b c d a b c d a b c d a b c d b c d b c d",
+			 "sessions opened in the order %s", order);
+}
+
+Test(sched, shard_limit_slot_is_not_taken_by_a_busier_destination)
+{
+	/* One slot; b.test waits for it. a.test, holding it, gets more mail
+	 * (a kick) just before its session ends: the slot is still b's. */
+	sim_start(1);
+	uint64_t a1 = submit(1, "a.test", T0), b1 = submit(1, "b.test", T0);
+	add_all(a1, 1, "a.test", T0);
+	add_all(b1, 1, "b.test", T0);
+	sched_run(s);
+	cr_assert_eq(sim.norder, 1);
+	uint64_t a2 = submit(3, "a.test", T0);
+	add_all(a2, 3, "a.test", T0);
+	while (sim_step())
+		;
+	check_counts("all delivered", 0, 0, 0, 5, 0);
+	char order[600];
+	sim_order(order, sizeof(order));
+	cr_assert_str_eq(order, "a b a a a", "sessions opened in the order %s", order);
+}
+
+Test(sched, shard_limit_slot_unused_by_its_waiter_goes_to_the_next)
+{
+	/* One slot; b.test and c.test wait. By the time the slot is free,
+	 * b.test is suspended: c.test must get it rather than wait forever. */
+	sim_start(1);
+	static const char *const names[] = {"a.test", "b.test", "c.test"};
+	for (int k = 0; k < 3; k++) {
+		uint64_t id = submit(1, names[k], T0);
+		add_all(id, 1, names[k], T0);
+	}
+	sched_run(s);
+	cr_assert_eq(sim.norder, 1);
+	sched_dest_suspend(s, sched_dest_find(s, "b.test"), true);
+	sim_step(); /* a.test's session ends */
+	for (int i = 0; i < 3 && sim.head == sim.tail; i++)
+		sched_run(s); /* as the shard's tick would */
+	char order[600];
+	sim_order(order, sizeof(order));
+	cr_assert_str_eq(order, "a c", "sessions opened in the order %s", order);
+	sim_step();
+	check_counts("b.test still held", 1, 0, 0, 2, 0);
+	sched_dest_suspend(s, sched_dest_find(s, "b.test"), false);
+	sched_run(s);
+	while (sim_step())
+		;
+	check_counts("all delivered", 0, 0, 0, 3, 0);
+}
+
+Test(sched, a_failing_destination_is_probed_by_one_session)
+{
+	ctx.lim.max_rcpts_per_msg = 1;
+	uint64_t id = submit(20, "down.test", T0);
+	add_all(id, 20, "down.test", T0);
+	struct sched_dest *d = sched_dest_find(s, "down.test");
+	/* A new destination may open several sessions at once... */
+	cr_assert(sched_dest_may_connect(s, d, T0));
+	sched_session_opened(s, d);
+	cr_assert(sched_dest_may_connect(s, d, T0));
+	sched_session_opened(s, d);
+	/* ...both are refused: the destination backs off as a whole. */
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
+	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0);
+	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0);
+	sched_session_closed(s, d);
+	sched_session_closed(s, d);
+	cr_assert_eq(d->fails, 1, "one back-off for both refusals");
+	cr_assert_not(sched_dest_may_connect(s, d, T0 + 999));
+	/* When the back-off ends, one session tries; no more until it works. */
+	sched_tick(s, T0 + 1000);
+	cr_assert(sched_dest_may_connect(s, d, T0 + 1000));
+	sched_session_opened(s, d);
+	cr_assert_not(sched_dest_may_connect(s, d, T0 + 1000),
+		      "a second session to a destination that is failing");
+	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0 + 1000);
+	sched_session_closed(s, d);
+	cr_assert_eq(d->fails, 2);
+	sched_tick(s, T0 + 6000);
+	cr_assert(sched_dest_may_connect(s, d, T0 + 6000));
+	sched_session_opened(s, d);
+	cr_assert_not(sched_dest_may_connect(s, d, T0 + 6000));
+	sched_run(s);
+	unsigned kicks = kicks_of("down.test");
+	/* The probe reaches the server: more sessions may follow at once. */
+	sched_dest_ok(s, d);
+	cr_assert_eq(d->fails, 0);
+	sched_run(s);
+	cr_assert_eq(kicks_of("down.test"), kicks + 1, "a working destination is kicked");
+	cr_assert(sched_dest_may_connect(s, d, T0 + 6000));
+	sched_session_closed(s, d);
+	struct sched_job *j;
+	while ((j = sched_job_next(s, d, T0 + 6000)))
+		done_all(j, STAGE_CONTENT, 250, "250", T0 + 6000);
+	check_counts("end", 0, 0, 0, 20, 0);
 }
