@@ -22,7 +22,6 @@ enum { RF_OWN_BODY = 1u << 0, RF_PURGED = 1u << 1 };
 
 #define HEAP_NONE UINT32_MAX
 #define SLAB_RCPTS 1024
-#define TICK_MAX_DUE 50000  /* due recipients moved per tick, bounds one tick's work */
 #define FREE_JOBS_MAX 64
 #define JOB_KEEP_BYTES (64u * 1024)
 
@@ -84,6 +83,7 @@ struct sched {
 	struct sched_dest *kick_head, *kick_tail;
 	struct sched_dest *wait_head;               /* held or rate-limited */
 	struct sched_dest *slot_head, *slot_tail;   /* waiting for a shard-wide slot */
+	struct sched_dest *settle_head;             /* with ready recipients to settle */
 	uint32_t sessions;
 	uint32_t slot_grants;                       /* free slots kept for a waiter */
 
@@ -599,7 +599,7 @@ static void dest_works(struct sched *s, struct sched_dest *d)
 
 bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_ms)
 {
-	if (!d->nready_jobs || d->suspended || held(d, now_ms))
+	if (!d->nready_jobs || d->suspended || held(d, now_ms) || d->settle)
 		return false;
 	if (d->n.connections >= d->lim.max_connections)
 		return false;
@@ -761,7 +761,7 @@ out:
 struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t now_ms)
 {
 	while (d->ready_head) {
-		if (d->suspended || held(d, now_ms))
+		if (d->suspended || held(d, now_ms) || d->settle)
 			return NULL;
 		if (d->lim.rate > 0) {
 			refill(d, now_ms);
@@ -925,39 +925,104 @@ static void settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
 	}
 }
 
-/* settle_ready - every ready recipient of d shares one destination-level
- * report (connect refused, NXDOMAIN, ...): decide, log and settle each.
- * Their addresses come from the spool, for the delivery log line. */
-static void settle_ready(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
-			 const char *remote, uint64_t now, bool until_hold)
+/* A destination-level report that d's ready recipients still have to be
+ * settled with: more of them than one loop iteration should handle. */
+struct sched_settle {
+	struct attempt_report rep;
+	char remote[256];
+	bool has_remote;
+	bool until_hold;
+};
+
+static void settle_unlist(struct sched *s, struct sched_dest *d)
 {
-	bool reading = spool_reader_begin(s->reader);
+	struct sched_dest **pp = &s->settle_head;
+	while (*pp != d)
+		pp = &(*pp)->settle_next;
+	*pp = d->settle_next;
+	d->settle_next = NULL;
+	free(d->settle);
+	d->settle = NULL;
+}
+
+/* settle_ready - d's ready recipients share one destination-level report
+ * (connect refused, NXDOMAIN, ...): decide, log and settle each, at most
+ * max of them. The rest wait for sched_tick (settle_slices), which goes on
+ * with the same report; d takes no new session until then. Returns how
+ * many were settled. The addresses come from the spool, for the log. */
+static unsigned settle_ready(struct sched *s, struct sched_dest *d,
+			     const struct attempt_report *rep, const char *remote, uint64_t now,
+			     bool until_hold, unsigned max)
+{
+	bool reading = false;
 	/* One jitter for all: recipients that were tried as often retry
 	 * together, a message's in one transaction. */
 	uint64_t rnd = rnd_next(s);
-	while (d->ready_head) {
+	unsigned n = 0, groups = 0;
+	uint64_t last_msg = 0;
+	while (d->ready_head && n < max) {
 		struct sched_rcpt *r = d->ready_head;
 		d->ready_head = r->next;
 		r->next = NULL;
 		d->n.queued--;
+		n++;
+		if (!groups || r->msgid != last_msg || (r->flags & RF_OWN_BODY))
+			groups++;
+		last_msg = r->msgid;
 		struct outcome oc;
 		uint64_t submit_ms = (uint64_t)r->submit_s * 1000;
 		outcome_decide(rep, r->attempts, now > submit_ms ? now - submit_ms : 0, now, rnd,
 			       &s->cfg.retry, &oc);
 		if (until_hold && oc.action == OUTCOME_RETRY && oc.next_ms < d->hold_until)
 			oc.next_ms = d->hold_until;
-		struct spool_rcpt rc = {0};
-		if (!reading || !spool_get_rcpt(s->reader, r->msgid, r->idx, &rc))
-			rc.addr = "?", rc.addr_len = 1;
+		struct spool_rcpt rc = {.addr = "?", .addr_len = 1};
+		if (log_enabled(oc.action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO)) {
+			if (!reading)
+				reading = spool_reader_begin(s->reader);
+			if (!reading || !spool_get_rcpt(s->reader, r->msgid, r->idx, &rc))
+				rc.addr = "?", rc.addr_len = 1;
+		}
 		log_attempt(r->msgid, rc.addr, rc.addr_len, d->name, rep, &oc,
 			    r->attempts + (oc.counts ? 1 : 0), remote, 0, submit_ms, now);
 		settle(s, d, r, rep, &oc, remote, now);
 	}
 	if (reading)
 		spool_reader_end(s->reader);
-	d->ready_tail = NULL;
-	d->tail_group = 0;
-	d->nready_jobs = 0;
+	if (!d->ready_head) {
+		d->ready_tail = NULL;
+		d->tail_group = 0;
+		d->nready_jobs = 0;
+		if (d->settle)
+			settle_unlist(s, d);
+		return n;
+	}
+	d->nready_jobs = d->nready_jobs > groups ? d->nready_jobs - groups : 1;
+	if (!d->settle) {
+		d->settle = xcalloc(1, sizeof(*d->settle));
+		d->settle_next = s->settle_head;
+		s->settle_head = d;
+	}
+	if (rep != &d->settle->rep) /* a newer report applies to the rest */
+		d->settle->rep = *rep;
+	d->settle->has_remote = remote != NULL;
+	if (remote && remote != d->settle->remote)
+		snprintf(d->settle->remote, sizeof(d->settle->remote), "%s", remote);
+	d->settle->until_hold = until_hold;
+	return n;
+}
+
+/* settle_slices - go on settling, SCHED_SETTLE_MAX recipients per tick. */
+static void settle_slices(struct sched *s, uint64_t now)
+{
+	unsigned budget = SCHED_SETTLE_MAX;
+	struct sched_dest *d = s->settle_head;
+	while (d && budget) {
+		struct sched_dest *next = d->settle_next;
+		struct sched_settle *st = d->settle;
+		budget -= settle_ready(s, d, &st->rep, st->has_remote ? st->remote : NULL, now,
+				       st->until_hold, budget);
+		d = next;
+	}
 }
 
 /* dest_hold - back the destination off and defer its ready recipients. */
@@ -973,7 +1038,7 @@ static void dest_hold(struct sched *s, struct sched_dest *d, const struct attemp
 		log_info("dest %s backs off for %.1fs after %u failures: %s", d->name,
 			 (double)(d->hold_until - now) / 1000.0, d->fails, rep->text);
 	}
-	settle_ready(s, d, rep, remote, now, true);
+	settle_ready(s, d, rep, remote, now, true, SCHED_SETTLE_MAX);
 }
 
 void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_report *reps,
@@ -1028,7 +1093,7 @@ void sched_dest_failed(struct sched *s, struct sched_dest *d, const struct attem
 	if (oc.action == OUTCOME_FAIL) {
 		/* Permanent for the destination (NXDOMAIN, null MX): every
 		 * ready recipient fails with it. */
-		settle_ready(s, d, rep, remote, now_ms, false);
+		settle_ready(s, d, rep, remote, now_ms, false, SCHED_SETTLE_MAX);
 		return;
 	}
 	dest_hold(s, d, rep, remote, now_ms);
@@ -1046,6 +1111,20 @@ static int heap_order(const void *a, const void *b)
 	const struct sched_rcpt *x = *(struct sched_rcpt *const *)a;
 	const struct sched_rcpt *y = *(struct sched_rcpt *const *)b;
 	return heap_less(x, y) ? -1 : heap_less(y, x);
+}
+
+/* move_due - at most max recipients whose time has come leave the heap,
+ * earliest first. */
+static void move_due(struct sched *s, uint64_t now_ms, unsigned max)
+{
+	unsigned moved = 0;
+	while (s->heap_len && s->heap[0]->due_ms <= now_ms && moved < max) {
+		struct sched_rcpt *r = s->heap[0];
+		heap_remove(s, r);
+		r->dest->n.deferred--;
+		make_ready(s, r->dest, r, now_ms);
+		moved++;
+	}
 }
 
 /* take_deferred - remove d's recipients (of message msgid, or all when 0)
@@ -1081,19 +1160,28 @@ static struct sched_rcpt *take_deferred(struct sched *s, struct sched_dest *d, u
 	return list;
 }
 
+/* sched_dest_retry - d's deferred recipients are due now: they go to the
+ * front of the heap, in message order, and leave it like any
+ * due recipient, at most SCHED_TICK_MAX_DUE per loop iteration (a million of
+ * them must not stall the loop). */
 uint64_t sched_dest_retry(struct sched *s, struct sched_dest *d, uint64_t now_ms)
 {
 	uint64_t n = 0;
 	d->hold_until = 0;
 	d->fails = 0;
-	struct sched_rcpt *r = take_deferred(s, d, 0);
-	while (r) {
-		struct sched_rcpt *next = r->next;
-		ready_append(s, d, r);
+	for (uint32_t i = 0; i < s->heap_len; i++) {
+		struct sched_rcpt *r = s->heap[i];
+		if (r->dest != d)
+			continue;
+		if (r->due_ms > now_ms)
+			r->due_ms = now_ms; /* then in message order (heap_less) */
 		n++;
-		r = next;
 	}
-	(void)now_ms;
+	if (n) {
+		for (uint32_t i = s->heap_len / 2; i-- > 0;)
+			heap_down(s, i);
+		move_due(s, now_ms, SCHED_TICK_MAX_DUE);
+	}
 	if (d->ready_head)
 		kick(s, d);
 	return n;
@@ -1184,14 +1272,8 @@ uint64_t sched_msg_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, 
 
 void sched_tick(struct sched *s, uint64_t now_ms)
 {
-	unsigned moved = 0;
-	while (s->heap_len && s->heap[0]->due_ms <= now_ms && moved < TICK_MAX_DUE) {
-		struct sched_rcpt *r = s->heap[0];
-		heap_remove(s, r);
-		r->dest->n.deferred--;
-		make_ready(s, r->dest, r, now_ms);
-		moved++;
-	}
+	settle_slices(s, now_ms);
+	move_due(s, now_ms, SCHED_TICK_MAX_DUE);
 	struct sched_dest **pp = &s->wait_head;
 	while (*pp) {
 		struct sched_dest *d = *pp;
@@ -1288,6 +1370,7 @@ void sched_free(struct sched *s)
 		struct sched_dest *d = s->htab[i];
 		while (d) {
 			struct sched_dest *next = d->hnext;
+			free(d->settle);
 			free(d->name);
 			free(d);
 			d = next;

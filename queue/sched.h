@@ -28,6 +28,13 @@
 struct sched;
 struct sched_rcpt;
 
+/* Work per loop iteration is bounded: at most this many due recipients
+ * leave the retry heap per tick, and at most this many ready recipients are
+ * settled with one destination-level failure per call or tick. */
+#define SCHED_TICK_MAX_DUE 50000
+#define SCHED_SETTLE_MAX 16384
+struct sched_settle;
+
 struct sched_limits {
 	uint32_t max_connections;    /* concurrent sessions to the destination */
 	uint32_t max_msgs_per_conn;  /* transactions per session */
@@ -58,6 +65,9 @@ struct sched_dest {
 	bool slot_waiting;                /* on the global-slot wait list */
 	bool slot_granted;                /* a freed shard-wide slot is kept for it */
 	struct sched_dest *slot_next;
+	struct sched_settle *settle;      /* ready recipients still to settle with
+					   * one shared report (sched_tick) */
+	struct sched_dest *settle_next;
 	void *owner;                      /* the relay's connection pool */
 };
 

@@ -1587,3 +1587,58 @@ Test(sched, a_failing_destination_is_probed_by_one_session)
 		done_all(j, STAGE_CONTENT, 250, "250", T0 + 6000);
 	check_counts("end", 0, 0, 0, 20, 0);
 }
+
+Test(sched, a_huge_failing_destination_settles_in_slices)
+{
+	/* 60,000 ready recipients refused at once: one call settles at most
+	 * SCHED_SETTLE_MAX of them (one loop iteration's worth) and the ticks
+	 * the rest, with the same report; meanwhile no session starts. */
+	enum { NM = 1000, NR = 60, N = NM * NR };
+	static uint64_t ids[NM];
+	for (unsigned m = 0; m < NM; m++) {
+		ids[m] = submit(NR, "big.test", T0);
+		add_all(ids[m], NR, "big.test", T0);
+	}
+	struct sched_dest *d = sched_dest_find(s, "big.test");
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
+	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0);
+	check_counts("first slice", N - SCHED_SETTLE_MAX, SCHED_SETTLE_MAX, 0, 0, 0);
+	cr_assert_not(sched_dest_may_connect(s, d, T0 + 1));
+	cr_assert_null(sched_job_next(s, d, T0 + 1), "a job while its failure is being settled");
+	unsigned ticks = 0;
+	while (d->n.queued) {
+		uint64_t before = d->n.queued;
+		sched_tick(s, T0 + 1 + ticks++);
+		cr_assert_leq(before - d->n.queued, SCHED_SETTLE_MAX, "a tick settled %llu",
+			      (unsigned long long)(before - d->n.queued));
+		cr_assert_lt(ticks, 10);
+	}
+	cr_assert_eq(ticks, (N - SCHED_SETTLE_MAX + SCHED_SETTLE_MAX - 1) / SCHED_SETTLE_MAX);
+	check_counts("all deferred", 0, N, 0, 0, 0);
+	cr_assert_eq(d->fails, 1, "one back-off, not one per slice");
+	flush();
+	struct rstate st = rcpt_state(ids[NM - 1], NR - 1);
+	cr_assert_eq(st.state, SPOOL_DEFERRED);
+	cr_assert_eq(st.attempts, 1);
+	cr_assert_not_null(strstr(st.response, "connection refused"), "'%s'", st.response);
+	cr_assert_str_eq(st.remote, "127.0.0.1:9");
+	cr_assert_geq(st.next_ms, d->hold_until);
+
+	/* Retry them all: one tick's worth leaves the heap at once, the rest
+	 * on the next tick; nothing is lost, the order is the messages'. */
+	cr_assert_eq(sched_dest_retry(s, d, T0 + 20), N);
+	check_counts("retried", SCHED_TICK_MAX_DUE, N - SCHED_TICK_MAX_DUE, 0, 0, 0);
+	sched_tick(s, T0 + 21);
+	check_counts("all ready", N, 0, 0, 0, 0);
+	cr_assert(sched_dest_may_connect(s, d, T0 + 21));
+	unsigned jobs = 0;
+	struct sched_job *j;
+	while ((j = sched_job_next(s, d, T0 + 21))) {
+		cr_assert_eq(j->nrcpt, NR);
+		cr_assert_eq(j->msgid, ids[jobs], "job %u is not message %u's", jobs, jobs);
+		done_all(j, STAGE_CONTENT, 250, "250", T0 + 21);
+		jobs++;
+	}
+	check_counts("delivered", 0, 0, 0, N, 0);
+}
