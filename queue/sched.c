@@ -84,6 +84,7 @@ struct sched {
 	struct sched_dest *wait_head;               /* held or rate-limited */
 	struct sched_dest *slot_head, *slot_tail;   /* waiting for a shard-wide slot */
 	struct sched_dest *settle_head;             /* with ready recipients to settle */
+	struct sched_dest *purge_head;              /* with a domain purge going on */
 	uint32_t sessions;
 	uint32_t slot_grants;                       /* free slots kept for a waiter */
 
@@ -430,7 +431,11 @@ static void dsn_one(struct sched *s, struct pending_dsn *p, unsigned n)
 		r[i].addr = buf_head(&strings) + addr_off[i];
 		r[i].orcpt = r[i].orcpt_len ? buf_head(&strings) + orcpt_off[i] : NULL;
 	}
+	/* The bounce mailbox is the DSN's final delivery: it records the
+	 * DSN's null envelope sender (RFC 3464 section 2) the way a final
+	 * delivery does, as Return-Path (RFC 5321 4.4). */
 	struct buf out = {0};
+	buf_puts(&out, "Return-Path: <>\r\n");
 	dsn_build(&info, &out);
 	spool_reader_end(s->reader);
 	/* One allocation: the request, then the message. */
@@ -1194,23 +1199,135 @@ void sched_dest_suspend(struct sched *s, struct sched_dest *d, bool on)
 		kick(s, d);
 }
 
-/* purge - the recipients of d (of message msgid, or all when 0) become
- * final: bounced with a DSN, or dropped without one. */
-static uint64_t purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
-		      uint64_t now_ms)
-{
+/* A domain purge in progress: the recipients still to settle, and how. */
+struct sched_purge {
 	struct attempt_report rep;
-	struct outcome oc = {.action = OUTCOME_FAIL, .counts = false};
+	struct outcome oc;
+	struct sched_rcpt *head, *tail;
+};
+
+/* heap_extract - every recipient of d leaves the heap onto the list
+ * head/tail, in one pass over the heap and one re-heapify: O(heap), where
+ * removing each would cost a sift per recipient. */
+static uint64_t heap_extract(struct sched *s, struct sched_dest *d, struct sched_rcpt **head,
+			     struct sched_rcpt **tail)
+{
+	uint32_t k = 0;
 	uint64_t n = 0;
-	outcome_report_set(&rep, ATTEMPT_LOCAL, STAGE_OTHER, 0,
-			   bounce ? "purged by the administrator" : "purged by the administrator (dropped, no DSN)");
-	snprintf(oc.status, sizeof(oc.status), "5.0.0");
-	oc.no_dsn = !bounce;
+	for (uint32_t i = 0; i < s->heap_len; i++) {
+		struct sched_rcpt *r = s->heap[i];
+		if (r->dest != d) {
+			heap_set(s, k++, r);
+			continue;
+		}
+		r->heap_pos = HEAP_NONE;
+		r->next = NULL;
+		if (*tail)
+			(*tail)->next = r;
+		else
+			*head = r;
+		*tail = r;
+		n++;
+	}
+	if (n) {
+		s->heap_len = k;
+		for (uint32_t i = k / 2; i-- > 0;)
+			heap_down(s, i);
+	}
+	return n;
+}
+
+/* purge_some - settle at most max of d's purged recipients; the purge ends
+ * when none is left. */
+static void purge_some(struct sched *s, struct sched_dest *d, unsigned max, uint64_t now)
+{
+	struct sched_purge *p = d->purge;
+	unsigned n = 0;
+	while (p->head && n < max) {
+		struct sched_rcpt *r = p->head;
+		p->head = r->next;
+		r->next = NULL;
+		d->n.queued--;
+		n++;
+		settle(s, d, r, &p->rep, &p->oc, NULL, now);
+	}
+	if (p->head)
+		return;
+	struct sched_dest **pp = &s->purge_head;
+	while (*pp != d)
+		pp = &(*pp)->purge_next;
+	*pp = d->purge_next;
+	d->purge_next = NULL;
+	free(p);
+	d->purge = NULL;
+}
+
+/* purge_slices - go on with the domain purges, one slice each per tick. */
+static void purge_slices(struct sched *s, uint64_t now)
+{
+	struct sched_dest *d = s->purge_head;
+	while (d) {
+		struct sched_dest *next = d->purge_next;
+		purge_some(s, d, d->purge->oc.no_dsn ? SCHED_SETTLE_MAX : SCHED_PURGE_DSN_MAX, now);
+		d = next;
+	}
+}
+
+/* purge_domain - all of d's queued and deferred recipients go onto its
+ * purge list at once (O(heap)) and are settled from there in slices: a
+ * million of them, each with a DSN to build, must not stall the loop. */
+static uint64_t purge_domain(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
+			     const struct outcome *oc, uint64_t now)
+{
+	struct sched_purge *p = d->purge;
+	if (!p) {
+		p = d->purge = xcalloc(1, sizeof(*p));
+		d->purge_next = s->purge_head;
+		s->purge_head = d;
+	}
+	/* The latest purge decides (bounce or drop) for every one waiting. */
+	p->rep = *rep;
+	p->oc = *oc;
+	struct sched_rcpt *head = NULL, *tail = NULL;
+	uint64_t n = heap_extract(s, d, &head, &tail);
+	d->n.deferred -= n;
+	d->n.queued += n;
+	for (struct sched_rcpt *r = head; r; r = r->next)
+		r->where = R_READY;
+	for (struct sched_rcpt *r = d->ready_head; r; r = r->next)
+		n++;
+	if (d->ready_head) { /* the ready FIFO moves over whole */
+		if (tail)
+			tail->next = d->ready_head;
+		else
+			head = d->ready_head;
+		tail = d->ready_tail;
+		d->ready_head = d->ready_tail = NULL;
+		d->tail_group = 0;
+		d->nready_jobs = 0;
+	}
+	if (head) {
+		if (p->tail)
+			p->tail->next = head;
+		else
+			p->head = head;
+		p->tail = tail;
+	}
+	purge_some(s, d, oc->no_dsn ? SCHED_SETTLE_MAX : SCHED_PURGE_DSN_MAX, now);
+	return n;
+}
+
+/* purge_message - msgid's recipients of d, deferred or ready, become final
+ * at once (one message: a bounded number). */
+static uint64_t purge_message(struct sched *s, struct sched_dest *d, uint64_t msgid,
+			      const struct attempt_report *rep, const struct outcome *oc, uint64_t now)
+{
+	uint64_t n = 0;
 	struct sched_rcpt *r = take_deferred(s, d, msgid);
 	while (r) {
 		struct sched_rcpt *next = r->next;
 		r->next = NULL;
-		settle(s, d, r, &rep, &oc, NULL, now_ms);
+		settle(s, d, r, rep, oc, NULL, now);
 		n++;
 		r = next;
 	}
@@ -1220,7 +1337,7 @@ static uint64_t purge(struct sched *s, struct sched_dest *d, uint64_t msgid, boo
 		r = d->ready_head;
 		d->ready_head = r->next;
 		r->next = NULL;
-		if (msgid && r->msgid != msgid) {
+		if (r->msgid != msgid) {
 			if (keep_tail)
 				keep_tail->next = r;
 			else
@@ -1229,7 +1346,7 @@ static uint64_t purge(struct sched *s, struct sched_dest *d, uint64_t msgid, boo
 			continue;
 		}
 		d->n.queued--;
-		settle(s, d, r, &rep, &oc, NULL, now_ms);
+		settle(s, d, r, rep, oc, NULL, now);
 		n++;
 	}
 	d->ready_head = keep_head;
@@ -1240,7 +1357,23 @@ static uint64_t purge(struct sched *s, struct sched_dest *d, uint64_t msgid, boo
 	} else if (!d->nready_jobs) {
 		d->nready_jobs = 1;
 	}
-	/* In flight: final now; the attempt's own outcome will be ignored. */
+	return n;
+}
+
+/* purge - the recipients of d (of message msgid, or all when 0) become
+ * final: bounced with a DSN, or dropped without one. Those in flight are
+ * final now; their attempt's own outcome will be ignored. */
+static uint64_t purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
+		      uint64_t now_ms)
+{
+	struct attempt_report rep;
+	struct outcome oc = {.action = OUTCOME_FAIL, .counts = false};
+	outcome_report_set(&rep, ATTEMPT_LOCAL, STAGE_OTHER, 0,
+			   bounce ? "purged by the administrator" : "purged by the administrator (dropped, no DSN)");
+	snprintf(oc.status, sizeof(oc.status), "5.0.0");
+	oc.no_dsn = !bounce;
+	uint64_t n = msgid ? purge_message(s, d, msgid, &rep, &oc, now_ms)
+			   : purge_domain(s, d, &rep, &oc, now_ms);
 	for (struct slab *sl = s->slabs; sl; sl = sl->next)
 		for (unsigned i = 0; i < SLAB_RCPTS; i++) {
 			struct sched_rcpt *f = &sl->r[i];
@@ -1273,6 +1406,7 @@ uint64_t sched_msg_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, 
 void sched_tick(struct sched *s, uint64_t now_ms)
 {
 	settle_slices(s, now_ms);
+	purge_slices(s, now_ms);
 	move_due(s, now_ms, SCHED_TICK_MAX_DUE);
 	struct sched_dest **pp = &s->wait_head;
 	while (*pp) {
@@ -1371,6 +1505,7 @@ void sched_free(struct sched *s)
 		while (d) {
 			struct sched_dest *next = d->hnext;
 			free(d->settle);
+			free(d->purge);
 			free(d->name);
 			free(d);
 			d = next;

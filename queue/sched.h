@@ -33,7 +33,11 @@ struct sched_rcpt;
  * settled with one destination-level failure per call or tick. */
 #define SCHED_TICK_MAX_DUE 50000
 #define SCHED_SETTLE_MAX 16384
+/* A domain purge goes at SCHED_SETTLE_MAX recipients per tick when dropping
+ * and this many when each needs a DSN built. */
+#define SCHED_PURGE_DSN_MAX 1024
 struct sched_settle;
+struct sched_purge;
 
 struct sched_limits {
 	uint32_t max_connections;    /* concurrent sessions to the destination */
@@ -68,6 +72,9 @@ struct sched_dest {
 	struct sched_settle *settle;      /* ready recipients still to settle with
 					   * one shared report (sched_tick) */
 	struct sched_dest *settle_next;
+	struct sched_purge *purge;        /* recipients being purged in slices
+					   * (sched_tick), counted as queued */
+	struct sched_dest *purge_next;
 	void *owner;                      /* the relay's connection pool */
 };
 

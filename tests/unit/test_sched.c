@@ -1642,3 +1642,69 @@ Test(sched, a_huge_failing_destination_settles_in_slices)
 	}
 	check_counts("delivered", 0, 0, 0, N, 0);
 }
+
+Test(sched, a_huge_domain_purge_goes_in_slices)
+{
+	/* 60,000 recipients, half deferred and half ready, dropped: one call
+	 * settles SCHED_SETTLE_MAX, the ticks the rest; mail that arrives
+	 * during the purge is not part of it. */
+	enum { NM = 1000, NR = 60, N = NM * NR };
+	static uint64_t ids[NM];
+	for (unsigned m = 0; m < NM; m++) {
+		ids[m] = submit(NR, "big.test", T0);
+		for (unsigned i = 0; i < NR; i++) {
+			struct sched_add a = {.msgid = ids[m], .idx = i, .domain = "big.test",
+					      .submit_ms = T0, .attempts = 1,
+					      .next_ms = m % 2 ? T0 + 60000 : 0};
+			sched_add(s, &a, T0);
+		}
+	}
+	check_counts("before", N / 2, N / 2, 0, 0, 0);
+	struct sched_dest *d = sched_dest_find(s, "big.test");
+	cr_assert_eq(sched_dest_purge(s, d, false, T0 + 1), N);
+	check_counts("first slice", N - SCHED_SETTLE_MAX, 0, 0, 0, SCHED_SETTLE_MAX);
+	cr_assert_null(sched_job_next(s, d, T0 + 1), "a purged recipient was handed out");
+	uint64_t late = submit(1, "big.test", T0 + 2);
+	add(late, 0, "big.test", T0 + 2, T0 + 2);
+	unsigned ticks = 0;
+	while (d->n.bounced < N) {
+		sched_tick(s, T0 + 3 + ticks++);
+		cr_assert_lt(ticks, 10);
+	}
+	cr_assert_eq(ticks, (N - 1) / SCHED_SETTLE_MAX);
+	check_counts("purged", 1, 0, 0, 0, N);
+	flush();
+	cr_assert_eq(rcpt_state(ids[NM - 1], NR - 1).state, SPOOL_BOUNCED);
+	cr_assert_eq(rcpt_state(ids[0], 0).state, SPOOL_BOUNCED);
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 0, "a drop wrote %u DSNs", mb.n);
+	mbox_free(&mb);
+	struct sched_job *j = sched_job_next(s, d, T0 + 20);
+	cr_assert_not_null(j, "mail submitted during the purge was purged");
+	cr_assert_eq(j->msgid, late);
+	done_all(j, STAGE_CONTENT, 250, "250 ok", T0 + 20);
+	check_counts("end", 0, 0, 0, 1, N);
+}
+
+Test(sched, a_domain_purge_with_bounces_goes_in_smaller_slices)
+{
+	enum { NM = 50, NR = 60, N = NM * NR };
+	for (unsigned m = 0; m < NM; m++) {
+		uint64_t id = submit(NR, "big.test", T0);
+		add_all(id, NR, "big.test", T0);
+	}
+	struct sched_dest *d = sched_dest_find(s, "big.test");
+	cr_assert_eq(sched_dest_purge(s, d, true, T0 + 1), N);
+	check_counts("first slice", N - SCHED_PURGE_DSN_MAX, 0, 0, 0, SCHED_PURGE_DSN_MAX);
+	for (unsigned t = 0; d->n.bounced < N; t++) {
+		sched_tick(s, T0 + 2 + t);
+		cr_assert_lt(t, 10);
+	}
+	flush();
+	struct mbox_all mb;
+	unsigned ndsn = mbox_read(&mb);
+	/* One DSN per message, or two for a message cut by a slice. */
+	cr_assert_geq(ndsn, NM);
+	cr_assert_leq(ndsn, NM + (N + SCHED_PURGE_DSN_MAX - 1) / SCHED_PURGE_DSN_MAX);
+	mbox_free(&mb);
+}
