@@ -7,7 +7,9 @@
  * the domain itself (implicit MX); a null MX (RFC 7505) means no mail at
  * all. Answers are cached for their TTL (capped), failures for a short
  * negative TTL, in a bounded LRU; lookups in flight are shared, so a
- * thousand messages to one new domain cause one query.
+ * thousand messages to one new domain cause one query. At most
+ * DNS_MAX_INFLIGHT (64) lookups are sent at once per resolver; more wait
+ * their turn, so a burst of new domains never floods the server.
  *
  * dns/ reaches relay/ only through loop.h.
  */
@@ -63,7 +65,7 @@ struct dns_config {
 };
 
 struct dns_stats {
-	uint64_t queries;     /* DNS queries sent (MX and address) */
+	uint64_t queries;     /* lookups sent: MX queries, address lookups (A and AAAA) */
 	uint64_t lookups;     /* dns_resolve_* calls */
 	uint64_t hits;        /* answered from the cache */
 	uint64_t shared;      /* joined a lookup already in flight */

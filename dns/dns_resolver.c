@@ -10,6 +10,10 @@
  * An MX lookup is one MX query and then one cached address lookup per
  * exchanger ("a:" entries are shared with every domain using the same
  * exchanger); the answer is assembled when the last address lookup is in.
+ *
+ * At most DNS_MAX_INFLIGHT lookups are out at a time; the rest wait in two
+ * FIFO queues (address lookups before MX lookups, since they complete MX
+ * lookups already under way) and go out as answers come back.
  */
 #include <arpa/nameser.h>
 #include <errno.h>
@@ -166,10 +170,13 @@ static void arm_timer(struct dns_resolver *r)
 
 /* ---- address lookups ("a:" entries) ------------------------------------ */
 
+static void pump(struct dns_resolver *r);
+
 struct host_query {
 	struct dns_resolver *r;
 	struct dns_entry *e;
 	char *host;
+	struct host_query *next; /* the resolver's queue, until sent */
 };
 
 static void host_done(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
@@ -184,6 +191,7 @@ static void host_done(void *arg, int status, int timeouts, struct ares_addrinfo 
 		free(q);
 		return;
 	}
+	r->inflight--;
 	if (status == ARES_SUCCESS && ai && ai->nodes) {
 		unsigned n = 0, ttl = UINT32_MAX;
 		for (struct ares_addrinfo_node *nd = ai->nodes; nd && n < MAX_HOPS; nd = nd->ai_next)
@@ -220,6 +228,18 @@ static void host_done(void *arg, int status, int timeouts, struct ares_addrinfo 
 	free(q->host);
 	free(q);
 	dns_cache_complete(r, e, res);
+	pump(r);
+}
+
+static void send_host(struct dns_resolver *r, struct host_query *q)
+{
+	struct ares_addrinfo_hints hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_flags = ARES_AI_NOSORT;
+	r->inflight++;
+	r->st.queries++;
+	ares_getaddrinfo(r->ch, q->host, NULL, &hints, host_done, q); /* may answer at once */
 }
 
 static void start_host(struct dns_resolver *r, struct dns_entry *e, const char *host)
@@ -228,13 +248,12 @@ static void start_host(struct dns_resolver *r, struct dns_entry *e, const char *
 	q->r = r;
 	q->e = e;
 	q->host = xstrdup(host);
-	struct ares_addrinfo_hints hints;
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_flags = ARES_AI_NOSORT;
-	r->st.queries++;
-	ares_getaddrinfo(r->ch, host, NULL, &hints, host_done, q);
-	arm_timer(r);
+	if (r->hq_tail)
+		r->hq_tail->next = q;
+	else
+		r->hq_head = q;
+	r->hq_tail = q;
+	pump(r);
 }
 
 /* lookup - the cache entry for prefix:name, answering cb now or later;
@@ -280,6 +299,7 @@ struct mx_query {
 	unsigned ttl;                /* the MX answer's TTL, seconds */
 	struct dns_result **hostres; /* per exchanger */
 	struct mx_host *hosts;
+	struct mx_query *next;       /* the resolver's queue, until sent */
 };
 
 static void mx_free(struct mx_query *q)
@@ -365,6 +385,7 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 		mx_free(q);
 		return;
 	}
+	r->inflight--;
 	struct dns_result *res = NULL;
 	if (status == ARES_SUCCESS) {
 		struct ares_mx_reply *mx = NULL;
@@ -409,6 +430,7 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 		struct dns_entry *e = q->e;
 		mx_free(q);
 		dns_cache_complete(r, e, res);
+		pump(r);
 		return;
 	}
 	/* Order, then look every exchanger up (answers may come at once,
@@ -420,10 +442,22 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 	for (unsigned i = 0; i < q->nmx; i++) {
 		q->hosts[i].q = q;
 		q->hosts[i].index = i;
+		if (!q->mx[i].host[0] || !strcmp(q->mx[i].host, ".")) {
+			/* "." beside other MX records (or not at preference
+			 * 0) is no exchanger: looking it up would query the
+			 * root. The other exchangers still count. */
+			struct dns_result *none = dns_result_failed(
+				DNS_NO_ADDRESS, r->cfg.negative_ttl_ms,
+				"\".\" is not an exchanger (null MX among other MX records)");
+			mx_host_done(&q->hosts[i], none);
+			dns_result_unref(none);
+			continue;
+		}
 		dns_resolve_host(r, q->mx[i].host, mx_host_done, &q->hosts[i]);
 	}
 	if (--q->pending == 0)
 		mx_assemble(q);
+	pump(r);
 }
 
 void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_cb cb, void *arg)
@@ -437,9 +471,46 @@ void dns_resolve_mx(struct dns_resolver *r, const char *domain, dns_cb cb, void 
 	q->r = r;
 	q->e = e;
 	q->domain = xstrdup(key + 2);
-	r->st.queries++;
-	ares_query(r->ch, q->domain, ns_c_in, ns_t_mx, mx_done, q);
-	arm_timer(r);
+	if (r->mq_tail)
+		r->mq_tail->next = q;
+	else
+		r->mq_head = q;
+	r->mq_tail = q;
+	pump(r);
+}
+
+/* pump - send queued lookups while fewer than DNS_MAX_INFLIGHT are out,
+ * address lookups first. Callbacks may run inside ares_query (and call
+ * pump again): the outer call does the work. */
+static void pump(struct dns_resolver *r)
+{
+	if (r->pumping || r->destroying)
+		return;
+	r->pumping = true;
+	bool sent = false;
+	while (r->inflight < DNS_MAX_INFLIGHT) {
+		if (r->hq_head) {
+			struct host_query *q = r->hq_head;
+			r->hq_head = q->next;
+			if (!r->hq_head)
+				r->hq_tail = NULL;
+			send_host(r, q);
+		} else if (r->mq_head) {
+			struct mx_query *q = r->mq_head;
+			r->mq_head = q->next;
+			if (!r->mq_head)
+				r->mq_tail = NULL;
+			r->inflight++;
+			r->st.queries++;
+			ares_query(r->ch, q->domain, ns_c_in, ns_t_mx, mx_done, q);
+		} else {
+			break;
+		}
+		sent = true;
+	}
+	r->pumping = false;
+	if (sent)
+		arm_timer(r);
 }
 
 /* ---- life cycle -------------------------------------------------------- */
@@ -469,6 +540,7 @@ struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, ch
 	o.timeout = (int)(cfg->timeout_ms ? cfg->timeout_ms : 2000);
 	o.tries = (int)(cfg->tries ? cfg->tries : 2);
 	o.lookups = (char *)"b"; /* DNS only: mail routing never reads /etc/hosts */
+	o.socket_receive_buffer_size = DNS_RCVBUF;
 	/* No search domains (resolv.conf search/domain, LOCALDOMAIN): MX targets
 	 * are fully qualified, and a missing mx.example.com must not turn into
 	 * mx.example.com.corp.example, somebody else's host. */
@@ -476,7 +548,7 @@ struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, ch
 	o.ndomains = 0;
 	int rc = ares_init_options(&r->ch, &o,
 				   ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
-					   ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS);
+					   ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS | ARES_OPT_SOCK_RCVBUF);
 	if (rc) {
 		snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));
 		free(r->servers);
@@ -504,6 +576,17 @@ void dns_free(struct dns_resolver *r)
 	r->destroying = true;
 	ares_destroy(r->ch); /* pending queries end with ARES_EDESTRUCTION */
 	loop_timer_disarm(r->loop, &r->timer);
+	while (r->hq_head) { /* never sent */
+		struct host_query *q = r->hq_head;
+		r->hq_head = q->next;
+		free(q->host);
+		free(q);
+	}
+	while (r->mq_head) {
+		struct mx_query *q = r->mq_head;
+		r->mq_head = q->next;
+		mx_free(q);
+	}
 	/* The loop no longer runs: sockets still in flight are simply freed
 	 * with it (no completion can reach them any more). */
 	struct dns_sock **lists[] = {&r->socks, &r->dead};
