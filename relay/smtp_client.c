@@ -8,6 +8,7 @@
  *   MAIL     -354->  CONTENT (DATA: content sent)  -reply->  READY
  *   MAIL     -BDAT reply-> READY
  *   READY    -no job->  IDLE  -job->  MAIL ;  IDLE -timeout-> QUIT
+ *   QUIT     -reply, close or T_QUIT_MS->  CLOSED
  * Failures before a job is in hand are destination-level
  * (sched_dest_failed); failures with a job are reported per recipient.
  */
@@ -33,6 +34,7 @@
 #define T_DATA_MS (120 * 1000)
 #define T_CONTENT_MS (600 * 1000)
 #define T_RSET_MS (60 * 1000)
+#define T_QUIT_MS (10 * 1000) /* wait this long for the reply to QUIT */
 #define IDLE_MS 5000       /* keep an idle session this long for more work */
 #define IDLE_KEEP_BYTES 0 /* an idle session keeps no buffer memory */
 
@@ -76,12 +78,15 @@ static void close_now(struct smtp_client *c)
 	conn_close(&c->conn);
 }
 
+/* quit - say QUIT and close once the server has answered it (RFC 5321
+ * 4.1.1.10), or at T_QUIT_MS. Until then the session keeps its slot: a
+ * replacement session must not reach the server while it still holds this
+ * one, or the server would see more than max_connections of ours. */
 static void quit(struct smtp_client *c)
 {
 	delivery_unidle(c->pool, c);
 	conn_line(&c->conn, "QUIT");
-	set_state(c, CS_QUIT, 0);
-	conn_close_after_flush(&c->conn);
+	set_state(c, CS_QUIT, T_QUIT_MS);
 }
 
 /* ---- reporting --------------------------------------------------------- */
@@ -529,6 +534,8 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 		close_now(c);
 		return;
 	case CS_QUIT:
+		close_now(c); /* the reply to QUIT: the server lets us go */
+		return;
 	case CS_CLOSED:
 		return;
 	case CS_CONNECT:
