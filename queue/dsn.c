@@ -24,6 +24,29 @@ static void printable(struct buf *out, const char *s, size_t n)
 	}
 }
 
+/* remote_mta - the Remote-MTA field from the relay as the client names it
+ * ("mx.example[192.0.2.1]:25", "192.0.2.1:25", "[2001:db8::1]:25"): the
+ * exchanger's host name, or the address as a literal when there is none.
+ * RFC 3464 2.3.5 wants an MTA name of type dns, never a port. */
+static void remote_mta(struct buf *out, const char *remote)
+{
+	size_t n = strlen(remote);
+	const char *lb = strchr(remote, '[');
+	buf_puts(out, "Remote-MTA: dns; ");
+	if (lb && lb > remote) { /* name[address]:port */
+		printable(out, remote, (size_t)(lb - remote));
+	} else if (lb) { /* [address]:port */
+		const char *rb = strchr(lb, ']');
+		printable(out, lb, rb ? (size_t)(rb - lb) + 1 : n);
+	} else { /* address:port */
+		const char *colon = strrchr(remote, ':');
+		buf_puts(out, "[");
+		printable(out, remote, colon ? (size_t)(colon - remote) : n);
+		buf_puts(out, "]");
+	}
+	buf_puts(out, "\r\n");
+}
+
 static void date_field(struct buf *out, const char *name, uint64_t ms)
 {
 	char date[64];
@@ -99,11 +122,8 @@ void dsn_build(const struct dsn_info *d, struct buf *out)
 		buf_puts(out, "Final-Recipient: rfc822; ");
 		printable(out, r->addr, r->addr_len);
 		buf_printf(out, "\r\nAction: %s\r\nStatus: %s\r\n", r->action, r->status);
-		if (r->remote) {
-			buf_puts(out, "Remote-MTA: dns; ");
-			printable(out, r->remote, strlen(r->remote));
-			buf_puts(out, "\r\n");
-		}
+		if (r->remote)
+			remote_mta(out, r->remote);
 		buf_printf(out, "Diagnostic-Code: %s; ", r->diag_smtp ? "smtp" : "X-ringpost");
 		printable(out, r->diag, strlen(r->diag));
 		buf_puts(out, "\r\n");

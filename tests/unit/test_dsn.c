@@ -307,7 +307,7 @@ Test(dsn, one_recipient_every_field)
 	cr_assert(match("^[245]\\.[0-9]{1,3}\\.[0-9]{1,3}$", v, strlen(v)), "Status %s", v);
 	cr_assert_str_eq(v, "5.1.1");
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Remote-MTA", v, sizeof(v)),
-			 "dns; 127.0.0.1:2526");
+			 "dns; [127.0.0.1]");
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Diagnostic-Code", v, sizeof(v)),
 			 "smtp; 550 5.1.1 <a@dest.test>: no such user");
 	check_date(g[1].head, g[1].head_len, "Last-Attempt-Date", "Fri, 15 Jan 2027 07:59:55 +0000");
@@ -452,4 +452,30 @@ Test(dsn, distinct_messages_get_distinct_boundaries_and_ids)
 				      strlen(da.boundary)));
 	doc_free(&da);
 	doc_free(&db);
+}
+
+Test(dsn, remote_mta_is_a_name_or_an_address_literal_without_port)
+{
+	static const struct {
+		const char *remote, *want;
+	} cases[] = {
+		{"mx1.dest.test[192.0.2.7]:25", "dns; mx1.dest.test"},
+		{"192.0.2.7:2525", "dns; [192.0.2.7]"},
+		{"[2001:db8::1]:25", "dns; [2001:db8::1]"},
+		{"[::1]:2526", "dns; [::1]"},
+		{"mx.dest.test[2001:db8::1]:25", "dns; mx.dest.test"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dsn_rcpt r =
+			rcpt("a@dest.test", "5.1.1", "550 no", true, cases[i].remote, NOW);
+		struct dsn_info info = info_for(&r, 1, false);
+		struct dsn_doc d;
+		doc_parse(&d, &info);
+		struct part g[4];
+		cr_assert_eq(status_groups(&d.parts[1], g, 4), 2);
+		char v[256];
+		cr_assert_str_eq(field(g[1].head, g[1].head_len, "Remote-MTA", v, sizeof(v)),
+				 cases[i].want, "from %s", cases[i].remote);
+		doc_free(&d);
+	}
 }

@@ -1062,7 +1062,7 @@ Test(sched, max_age_bounces_with_a_dsn)
 				       "last error: 451 4.3.0 try later\r\n"),
 			   "%s", dsn);
 	cr_assert_not_null(strstr(dsn, "\r\nReporting-MTA: dns; mta.sched.test\r\n"));
-	cr_assert_not_null(strstr(dsn, "\r\nRemote-MTA: dns; mx.test[127.0.0.1]:25\r\n"));
+	cr_assert_not_null(strstr(dsn, "\r\nRemote-MTA: dns; mx.test\r\n"));
 	cr_assert_not_null(strstr(dsn, "\r\nTo: <sender@example.org>\r\n"));
 	mbox_free(&mb);
 }
