@@ -1020,3 +1020,327 @@ if __name__ == "__main__":
     else:
         print("usage: harness.py receiver --dir DIR [--port P]", file=sys.stderr)
         sys.exit(64)
+
+# ---- scheduler tests ------------------------------------------------------
+# Helpers for test_sched_*.py: batch submission, message status, times in
+# the daemon's log and the API, ringpost-sink --save files, the bounce
+# mailbox, the queue CLI.
+
+ASAN_BUILD = "asan" in os.environ.get("RINGPOST_BUILD", "").lower() or SANITIZE
+
+
+def iso_epoch(s):
+    """'2026-11-27T06:54:20.123Z' -> unix seconds (float); None stays None."""
+    if s is None:
+        return None
+    import calendar
+    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z$", s)
+    check(m, f"not an ISO 8601 UTC time: {s!r}")
+    whole = calendar.timegm(tuple(int(m.group(i)) for i in range(1, 7)) + (0, 0, 0))
+    frac = m.group(7) or "0"
+    return whole + int(frac) / 10 ** len(frac)
+
+
+def api_submit_batch(d, messages, chunk=1000):
+    """POST /v1/messages/batch in chunks; every entry must get an id.
+    Returns the ids in order."""
+    ids = []
+    for i in range(0, len(messages), chunk):
+        part = messages[i:i + chunk]
+        r = d.api("POST", "/v1/messages/batch", {"messages": part}, timeout=60)
+        check(r.status == 202, f"batch: HTTP {r.status}: {r.body[:300]!r}")
+        res = r.json()["results"]
+        check(len(res) == len(part), f"batch: {len(res)} results for {len(part)} messages")
+        for e in res:
+            check(e.get("id"), f"batch entry refused: {e}")
+            ids.append(e["id"])
+    return ids
+
+
+def api_status(d, mid):
+    """GET /v1/messages/{id} as a dict."""
+    r = d.api("GET", f"/v1/messages/{mid}")
+    check(r.status == 200, f"GET /v1/messages/{mid}: HTTP {r.status}: {r.body[:200]!r}")
+    return r.json()
+
+
+def api_domain(d, domain):
+    """The domain's entry in GET /v1/stats (None when it has none)."""
+    for e in d.api("GET", "/v1/stats").json().get("domains", []):
+        if e.get("domain") == domain:
+            return e
+    return None
+
+
+_stamp_re = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ")
+
+
+def log_events(d, pattern):
+    """(unix seconds, line) of each daemon log line matching the regex."""
+    rx = re.compile(pattern)
+    out = []
+    for line in d.log().splitlines():
+        if rx.search(line):
+            m = _stamp_re.match(line)
+            check(m, f"log line without a time stamp: {line!r}")
+            out.append((iso_epoch(m.group(1)), line))
+    return out
+
+
+class SavedMail:
+    """One file of ringpost-sink --save: envelope line, then the content."""
+
+    def __init__(self, path):
+        raw = path.read_bytes()
+        first, _, self.data = raw.partition(b"\r\n")
+        env = first.decode("utf-8", "replace")
+        m = re.match(r"^X-Sink-Envelope: from=<([^>]*)>(?: to=(.*))?$", env)
+        check(m, f"{path}: bad envelope line {env!r}")
+        self.mailfrom = m.group(1)
+        self.rcpts = [a.strip("<>") for a in (m.group(2) or "").split(",") if a]
+        self.path = path
+        self.mtime = path.stat().st_mtime_ns / 1e9
+
+    def header(self, name):
+        head = self.data.split(b"\r\n\r\n", 1)[0]
+        m = re.search(rb"(?im)^" + re.escape(name.encode()) + rb":[ \t]*(.*(?:\r\n[ \t].*)*)",
+                      head)
+        return m.group(1).decode("utf-8", "replace").strip() if m else None
+
+
+def saved_mail(directory):
+    """Every --save file in directory, in the order the sink numbered them.
+    A file is written with one writev before the sink's 250, so once
+    ringpost says delivered its file is complete; one caught in the middle
+    of that write (no envelope line yet) is left for the next call."""
+    out = []
+    for p in sorted(Path(directory).glob("*.eml"), key=lambda p: int(p.stem)):
+        try:
+            out.append(SavedMail(p))
+        except (FileNotFoundError, TestFailure):
+            continue
+    return out
+
+
+def bounce_list(d):
+    """GET /v1/bounces: the mailbox's entries."""
+    r = d.api("GET", "/v1/bounces")
+    check(r.status == 200, f"GET /v1/bounces: HTTP {r.status}")
+    return r.json()["messages"]
+
+
+def bounce_get(d, uid):
+    r = d.api("GET", f"/v1/bounces/{uid}")
+    check(r.status == 200, f"GET /v1/bounces/{uid}: HTTP {r.status}")
+    check((r.header("Content-Type") or "").startswith("message/rfc822"),
+          f"GET /v1/bounces/{uid}: Content-Type {r.header('Content-Type')!r}")
+    return r.body
+
+
+def bounces_for(d, rcpt):
+    """Every DSN (bytes) in the mailbox whose Final-Recipient is rcpt."""
+    want = f"Final-Recipient: rfc822; {rcpt}\r\n".encode().lower()
+    out = []
+    for e in bounce_list(d):
+        b = bounce_get(d, e["uid"])
+        if want in b.lower():
+            out.append(b)
+    return out
+
+
+def ringpost_cli(d, argv, timeout=20):
+    """ringpost ARGV[0] -c CONFIG ARGV[1:] against daemon d: the CompletedProcess."""
+    argv = [ringpost_bin()] + argv[:1] + ["-c", d.config_path] + argv[1:]
+    try:
+        return subprocess.run(argv, capture_output=True, timeout=timeout * SLOW,
+                              cwd=str(d.env.dir))
+    except subprocess.TimeoutExpired:
+        raise TestFailure(f"{' '.join(argv[1:])} did not exit")
+
+
+def smtp_submit(port, mailfrom, rcpts, data, mail_params="", rcpt_params=""):
+    """One message over SMTP submission (raw client); data uses CRLF. Returns
+    the queued id."""
+    with SMTPConn(port) as c:
+        c.expect(220, "banner")
+        c.ehlo()
+        c.cmd(f"MAIL FROM:<{mailfrom}>{mail_params}", 250)
+        for r in rcpts:
+            c.cmd(f"RCPT TO:<{r}>{rcpt_params}", 250)
+        c.cmd("DATA", 354)
+        c.send(dot_stuff(data))
+        mid = queued_id(c.expect(250, "end of data"))
+        c.cmd("QUIT", 221)
+        return mid
+
+
+class ClosedPort:
+    """A loopback port that refuses connections: bound, never listening (so
+    no other process can take it while the test runs)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def close(self):
+        self.sock.close()
+
+
+class SlammingPort:
+    """A listener that accepts and closes at once (no greeting), counting
+    the connections it saw: an outside count of connection attempts."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.port = self.sock.getsockname()[1]
+        self.times = []  # time.time() of each accept
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.times.append(time.time())
+            c.close()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def count(self):
+        return len(self.times)
+
+    def close(self):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+
+
+class StrictSmtpServer:
+    """A threaded SMTP server (no PIPELINING, no CHUNKING) that counts its
+    concurrent connections strictly: a connection counts from accept until
+    the server itself lets it go, which for QUIT is when it answers 221,
+    quit_delay seconds after the QUIT arrived. A client that closes before
+    that answer and reconnects at once is seen twice, as a server that
+    limits connections per client would see it."""
+
+    def __init__(self, quit_delay=0.2):
+        self.quit_delay = quit_delay
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+        self.connections = 0
+        self.messages = 0
+        self._stop = False
+        self._t = threading.Thread(target=self._accept, daemon=True)
+        self._t.start()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.current += 1
+                self.connections += 1
+                self.peak = max(self.peak, self.current)
+            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+
+    def _release(self, state):
+        if not state["counted"]:
+            return
+        state["counted"] = False
+        with self.lock:
+            self.current -= 1
+
+    def _session(self, c):
+        state = {"counted": True}
+        f = c.makefile("rb")
+        try:
+            c.sendall(b"220 strict.test ESMTP\r\n")
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    c.sendall(b"250 strict.test\r\n")
+                elif verb == b"MAIL":
+                    c.sendall(b"250 2.1.0 Ok\r\n")
+                elif verb == b"RCPT":
+                    c.sendall(b"250 2.1.5 Ok\r\n")
+                elif verb == b"DATA":
+                    c.sendall(b"354 go ahead\r\n")
+                    while True:
+                        ln = f.readline()
+                        if not ln or ln == b".\r\n":
+                            break
+                    if not ln:
+                        break
+                    with self.lock:
+                        self.messages += 1
+                    c.sendall(b"250 2.0.0 Ok\r\n")
+                elif verb in (b"RSET", b"NOOP"):
+                    c.sendall(b"250 2.0.0 Ok\r\n")
+                elif verb == b"QUIT":
+                    time.sleep(self.quit_delay)
+                    self._release(state)
+                    c.sendall(b"221 2.0.0 Bye\r\n")
+                    break
+                else:
+                    c.sendall(b"502 5.5.2 Not implemented\r\n")
+        except OSError:
+            pass
+        finally:
+            self._release(state)
+            f.close()
+            c.close()
+
+    def close(self):
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+
+
+def sink_history(sink):
+    """Every stats line a FastSink has written so far, oldest first (dicts
+    with "t", its wall-clock time, written after the counts it holds)."""
+    out = []
+    try:
+        lines = sink.stats_path.read_text().splitlines()
+    except FileNotFoundError:
+        return out
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # the line being written
+    return out

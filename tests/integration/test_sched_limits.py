@@ -1,0 +1,183 @@
+"""test_sched_limits.py - per-domain limits as a real receiver sees them:
+ringpost-sink counts sessions per recipient domain and saves every message
+(file times give the rate).
+
+Cases:
+  - max_connections = 3: 60 messages to conn.test, whose sink delays every
+    reply by 100 ms (so sessions overlap): the sink's peak of concurrent
+    sessions for conn.test is at most 3 and more than 1 (else the limit was
+    never tested), in all and per domain, and /v1/stats never shows more
+    than 3 connections while the mail flows; every message arrives once;
+  - the same with sessions that end every 4 messages
+    (max_messages_per_connection = 4, churn.test): a closing session is
+    replaced, never doubled;
+  - and as a strict server counts (strict.test, a threaded Python server
+    that holds a connection until it has answered QUIT, 200 ms after the
+    QUIT): sessions ending every 4 messages never make it see more than 3
+    connections, i.e. ringpost waits for the reply to QUIT (RFC 5321
+    4.1.1.10) before a replacement session connects;
+  - rate = 50 (messages per second, token bucket): 300 messages to
+    rate.test arrive at 50/s within 10% (from the first to the last
+    message at the sink, by the times the sink wrote them), and no 1-second
+    window holds more than the rate plus the bucket's tenth of a second
+    (+10%); a domain without a rate (free.test, same daemon) is not slowed.
+The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
+"""
+
+import time
+
+from harness import (SLOW, StrictSmtpServer, TestEnv, TestFailure, api_domain, api_submit_batch,
+                     check, free_port, log, run_cases, run_test, saved_mail, stop_clean,
+                     wait_for)
+
+SENDER = "limits@origin.test"
+MAX_CONN = 3
+N_CONN = 60
+RATE = 50
+N_RATE = 300
+
+cases = []
+
+
+def case(fn):
+    cases.append(fn)
+    return fn
+
+
+class Ctx:
+    pass
+
+
+def msgs(domain, n, tag):
+    return [{"from": SENDER, "to": [f"u{i}@{domain}"], "subject": f"{tag} {i}",
+             "text": f"{tag} {i}\n", "headers": {"X-Test-Id": f"{tag}-{i}"}} for i in range(n)]
+
+
+def watch_connections(x, domain, until):
+    """Poll /v1/stats until until() is true; the largest connections seen."""
+    peak = 0
+    while not until():
+        e = api_domain(x.d, domain) or {}
+        peak = max(peak, e.get("connections", 0))
+        time.sleep(0.02)
+    return peak
+
+
+def check_sessions(x, sink, domain, n, tag, check_total):
+    api_submit_batch(x.d, msgs(domain, n, tag))
+    deadline = time.monotonic() + 30 * SLOW
+
+    def done():
+        check(time.monotonic() < deadline, f"{domain}: {sink.messages(domain)} of {n} "
+              f"messages at the sink after {30 * SLOW:.0f}s")
+        return sink.messages(domain) >= n
+    api_peak = watch_connections(x, domain, done)
+    time.sleep(0.3)  # one more stats line from the sink, and any extra message
+    st = sink.stats()
+    dom = st["domains"][domain]
+    log(f"{domain}: sink peak {dom['peak_sessions']} for the domain, {st['peak_sessions']} in "
+        f"all; /v1/stats peak {api_peak}")
+    check(dom["messages"] == n, f"{domain}: {dom['messages']} messages at the sink, expected {n}")
+    check(dom["peak_sessions"] <= MAX_CONN, f"{domain}: {dom['peak_sessions']} concurrent "
+          f"sessions at the sink, max_connections is {MAX_CONN}")
+    check(dom["peak_sessions"] > 1, f"{domain}: only {dom['peak_sessions']} session at a time: "
+          f"the limit was never tested")
+    if check_total:
+        check(st["peak_sessions"] <= MAX_CONN, f"{domain}: {st['peak_sessions']} concurrent "
+              f"connections at the sink in all")
+    check(api_peak <= MAX_CONN, f"{domain}: /v1/stats showed {api_peak} connections")
+    return st
+
+
+@case
+def max_connections_held(x):
+    check_sessions(x, x.conn, "conn.test", N_CONN, "conn", check_total=True)
+
+
+@case
+def max_connections_with_session_churn(x):
+    st = check_sessions(x, x.churn, "churn.test", N_CONN, "churn", check_total=False)
+    # 4 messages per session: at least 15 sessions were opened one after another.
+    check(st["sessions"] <= MAX_CONN, f"churn.test: {st['sessions']} sessions still open")
+
+
+@case
+def max_connections_as_a_strict_server_counts(x):
+    n = 40
+    api_submit_batch(x.d, msgs("strict.test", n, "strict"))
+    wait_for(lambda: x.strict.messages >= n, 30, f"{n} messages at the strict server "
+             f"(has {x.strict.messages})")
+    time.sleep(0.5)
+    s = x.strict
+    log(f"strict.test: {s.messages} messages over {s.connections} connections, peak {s.peak}")
+    check(s.messages == n, f"strict.test: {s.messages} messages, expected {n}")
+    check(s.connections >= n // 4, f"strict.test: {s.connections} connections for {n} messages "
+          f"at 4 per connection")
+    check(s.peak <= MAX_CONN, f"strict.test: the server saw {s.peak} concurrent connections "
+          f"(max_connections {MAX_CONN}): a session was replaced before its QUIT was answered")
+    check(s.peak > 1, f"strict.test: only {s.peak} connection at a time: the limit was never "
+          f"tested")
+
+
+@case
+def rate_held(x):
+    t0 = time.time()
+    api_submit_batch(x.d, msgs("rate.test", N_RATE, "rate") + msgs("free.test", 200, "free"))
+    wait_for(lambda: x.free.messages("free.test") >= 200, 10,
+             "free.test (no rate) delivered")
+    t_free = time.time() - t0
+    check(t_free < N_RATE / RATE / 2, f"free.test took {t_free:.1f}s: slowed by rate.test's limit")
+    wait_for(lambda: x.rate.messages("rate.test") >= N_RATE, N_RATE / RATE * 1.5 + 5,
+             f"{N_RATE} messages at rate.test's sink")
+    time.sleep(0.3)
+    saved = saved_mail(x.rate_dir)
+    check(len(saved) == N_RATE, f"rate.test: {len(saved)} messages saved, expected {N_RATE}")
+    times = sorted(m.mtime for m in saved)
+    span = times[-1] - times[0]
+    # N messages at rate R take (N - 1 - burst) / R seconds after the
+    # first; the bucket holds a tenth of a second's worth (burst).
+    burst = max(1, RATE // 10)
+    rate = (N_RATE - burst) / span
+    window = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+    log(f"rate.test: {N_RATE} messages in {span:.2f}s: {rate:.1f}/s (limit {RATE}); "
+        f"busiest second {window}; free.test 200 in {t_free:.2f}s")
+    check(RATE * 0.9 <= rate <= RATE * 1.1, f"rate.test: {rate:.1f} messages/s, expected "
+          f"{RATE} +-10%")
+    check(window <= (RATE + burst) * 1.1, f"rate.test: {window} messages in one second "
+          f"(rate {RATE}, burst {burst})")
+
+
+def main():
+    with TestEnv("sched_limits") as env:
+        x = Ctx()
+        x.env = env
+        cp, hp, rp, fp = free_port(), free_port(), free_port(), free_port()
+        slow = ["--reply-delay", "100"]
+        x.conn = env.fast_sink("conn", [f"127.0.0.1:{cp}"], slow)
+        x.churn = env.fast_sink("churn", [f"127.0.0.1:{hp}"], slow)
+        x.rate_dir = env.dir / "rate-saved"
+        x.rate = env.fast_sink("rate", [f"127.0.0.1:{rp}"], ["--save", str(x.rate_dir)])
+        x.free = env.fast_sink("free", [f"127.0.0.1:{fp}"])
+        x.strict = StrictSmtpServer(quit_delay=0.2)
+        x.d = env.daemon(routes={"conn.test": f"127.0.0.1:{cp}", "churn.test": f"127.0.0.1:{hp}",
+                                 "rate.test": f"127.0.0.1:{rp}", "free.test": f"127.0.0.1:{fp}",
+                                 "strict.test": x.strict.addr},
+                         with_api=True,
+                         domains={"conn.test": {"max_connections": MAX_CONN},
+                                  "churn.test": {"max_connections": MAX_CONN,
+                                                 "max_messages_per_connection": 4},
+                                  "strict.test": {"max_connections": MAX_CONN,
+                                                  "max_messages_per_connection": 4},
+                                  "rate.test": {"rate": RATE}})
+        try:
+            x.d.start()
+            failures = run_cases(cases, x, [x.d])
+            stop_clean(x.d, failures)
+        finally:
+            x.strict.close()
+        if failures:
+            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+
+
+if __name__ == "__main__":
+    run_test(main)
