@@ -48,7 +48,7 @@ struct dns_hop {
 struct dns_result {
 	unsigned refs;
 	enum dns_status status;
-	char error[160];      /* what went wrong, for non-OK results */
+	const char *error;    /* what went wrong ("" when OK), stored after the names */
 	uint64_t expires_ms;  /* monotonic time when it stops being valid */
 	unsigned nhops;
 	struct dns_hop *hops; /* preference order; equal preferences shuffled */

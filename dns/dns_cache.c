@@ -29,16 +29,23 @@ struct dns_result *dns_result_new(enum dns_status st, unsigned n, size_t names)
 	res->status = st;
 	res->hops = (struct dns_hop *)(res + 1);
 	res->names = (char *)(res->hops + n);
+	res->error = "";
 	return res;
 }
 
 struct dns_result *dns_result_failed(enum dns_status st, uint64_t ttl_ms, const char *fmt, ...)
 {
-	struct dns_result *res = dns_result_new(st, 0, 0);
+	/* The reason is kept only as long as it is: a cache full of good
+	 * answers carries no room for one. */
+	char why[160];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(res->error, sizeof(res->error), fmt, ap);
+	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	size_t len = strlen(why) + 1;
+	struct dns_result *res = dns_result_new(st, 0, len);
+	memcpy(res->names, why, len);
+	res->error = res->names;
 	res->expires_ms = rp_mono_ms() + ttl_ms;
 	return res;
 }
@@ -49,6 +56,8 @@ static size_t result_bytes(const struct dns_result *res)
 	for (unsigned i = 0; i < res->nhops; i++) /* one name per exchanger, not per address */
 		if (!i || res->hops[i].host != res->hops[i - 1].host)
 			names += strlen(res->hops[i].host) + 1;
+	if (res->error[0])
+		names += strlen(res->error) + 1;
 	return sizeof(*res) + res->nhops * sizeof(struct dns_hop) + names;
 }
 

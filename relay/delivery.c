@@ -255,9 +255,11 @@ enum attempt_kind delivery_dns_kind(enum dns_status st)
 		return ATTEMPT_NULL_MX;
 	case DNS_NO_ADDRESS:
 		return ATTEMPT_NO_ROUTE;
-	default:
-		return ATTEMPT_DNS_TEMP;
-	}
+	case DNS_OK: /* not a failure; never asked */
+	case DNS_TEMPFAIL:
+		break;
+	} /* no default: a new status must be placed here (-Wswitch) */
+	return ATTEMPT_DNS_TEMP;
 }
 
 /* route_expires - when to look d's route up again: the answer's expiry, but
