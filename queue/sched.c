@@ -513,11 +513,15 @@ static void defer_to(struct sched *s, struct sched_dest *d, struct sched_rcpt *r
 }
 
 /* make_ready - r may be tried now: queue it, unless its destination is
- * backing off (then it waits for the hold to end). */
+ * backing off: then it waits for the hold to end, and its record says so
+ * (deferred until then; attempts and last reply unchanged), as the stats
+ * do. */
 static void make_ready(struct sched *s, struct sched_dest *d, struct sched_rcpt *r, uint64_t now)
 {
 	if (d->hold_until > now && !d->suspended) {
 		defer_to(s, d, r, d->hold_until);
+		update_queue(s, r, SPOOL_DEFERRED, now, d->hold_until, "", "");
+		s->upd[s->nupd - 1].u.wait_only = true;
 		return;
 	}
 	ready_append(s, d, r);

@@ -175,6 +175,8 @@ struct spool_update {
 	size_t response_len;
 	const char *remote;
 	size_t remote_len;
+	bool wait_only;         /* no attempt was made: only state and next_ms
+				 * change (waiting behind a back-off) */
 };
 
 struct spool_req {

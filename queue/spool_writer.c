@@ -194,13 +194,15 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	if (was_final)
 		return 0; /* a final state is never undone */
 	r.state = u->state;
-	r.attempts = u->attempts;
 	r.next_ms = u->next_ms;
-	r.last_ms = u->last_ms;
-	r.response = u->response;
-	r.response_len = RP_MIN(u->response_len, (size_t)1000);
-	r.remote = u->remote;
-	r.remote_len = RP_MIN(u->remote_len, (size_t)300);
+	if (!u->wait_only) {
+		r.attempts = u->attempts;
+		r.last_ms = u->last_ms;
+		r.response = u->response;
+		r.response_len = RP_MIN(u->response_len, (size_t)1000);
+		r.remote = u->remote;
+		r.remote_len = RP_MIN(u->remote_len, (size_t)300);
+	}
 	/* Encode off-page: r.addr points into the page the put replaces. */
 	buf_reset(&w->scratch);
 	char *dst = buf_reserve(&w->scratch, spool_rcpt_size(&r));

@@ -367,11 +367,21 @@ def refused_destination_backs_off(x):
           f"dead.test backoff_until {ds['backoff_until']}")
     # 200 more each while held, and more ok.test mail: it flows at once.
     t_more = time.time()
-    api_submit_batch(x.d, [msg([f"d{i}@dead.test"], f"dead-{i}") for i in range(40, 240)] +
-                     [msg([f"s{i}@slam.test"], f"slam-{i}") for i in range(40, 240)] +
-                     [msg([f"o{i}@ok.test"], f"ok-b{i}") for i in range(20)])
+    more = api_submit_batch(x.d, [msg([f"d{i}@dead.test"], f"dead-{i}") for i in range(40, 240)] +
+                            [msg([f"s{i}@slam.test"], f"slam-{i}") for i in range(40, 240)] +
+                            [msg([f"o{i}@ok.test"], f"ok-b{i}") for i in range(20)])
     wait_for(lambda: x.ok.messages("ok.test") >= 40, 5, "ok.test's next 20 messages while "
              "dead.test and slam.test back off")
+    # Mail that arrived during the back-off was not tried, but its record
+    # says what the stats say: deferred until the back-off ends.
+    def waiting():
+        rc = api_status(x.d, more[0])["recipients"][0]
+        return rc if rc["state"] == "deferred" else None
+    rc = wait_for(waiting, 5, "d40@dead.test recorded as deferred")
+    check(rc["attempts"] == 0 and rc["last_attempt"] is None and rc["last_response"] is None,
+          f"d40@dead.test was not tried: {rc}")
+    check(abs(iso_epoch(rc["next_attempt"]) - hold_end) < 0.002,
+          f"d40@dead.test next_attempt {rc['next_attempt']}, back-off until {ds['backoff_until']}")
     log(f"ok.test flowed: 20 more in {time.time() - t_more:.2f}s")
     # Two back-off periods (2 s, then 4 s) and a margin.
     time.sleep(RETRY[0] + RETRY[1] * (1 + JITTER) + 0.8 * SLOW)

@@ -1708,3 +1708,30 @@ Test(sched, a_domain_purge_with_bounces_goes_in_smaller_slices)
 	cr_assert_leq(ndsn, NM + (N + SCHED_PURGE_DSN_MAX - 1) / SCHED_PURGE_DSN_MAX);
 	mbox_free(&mb);
 }
+
+Test(sched, mail_waiting_behind_a_back_off_is_recorded_deferred)
+{
+	uint64_t m1 = submit(1, "down.test", T0);
+	add_all(m1, 1, "down.test", T0);
+	struct sched_dest *d = sched_dest_find(s, "down.test");
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
+	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0);
+	cr_assert_gt(d->hold_until, T0);
+	/* New mail while the destination backs off: not tried, but deferred
+	 * until the hold ends, in the spool as in the counters. */
+	uint64_t m2 = submit(1, "down.test", T0 + 10);
+	add(m2, 0, "down.test", T0 + 10, T0 + 10);
+	check_counts("held", 0, 2, 0, 0, 0);
+	flush();
+	struct rstate st = rcpt_state(m2, 0);
+	cr_assert_eq(st.state, SPOOL_DEFERRED);
+	cr_assert_eq(st.next_ms, d->hold_until);
+	cr_assert_eq(st.attempts, 0, "no attempt was made");
+	cr_assert_str_eq(st.response, "");
+	/* The one that was tried keeps its attempt and reply. */
+	st = rcpt_state(m1, 0);
+	cr_assert_eq(st.attempts, 1);
+	cr_assert_not_null(strstr(st.response, "connection refused"));
+	cr_assert_str_eq(st.remote, "127.0.0.1:9");
+}
