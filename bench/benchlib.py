@@ -604,15 +604,17 @@ def blast_argv(binary, server, *, messages, connections=50, size=2048, size_mix=
     return argv + list(extra)
 
 
-class Blast:
-    """ringpost-blast running in the background; result() parses its JSON."""
+class LoadClient:
+    """A load generator running in the background, its stdout and stderr in
+    workdir/TAG.out and .err; subclasses parse its report in result()."""
 
-    def __init__(self, argv, workdir, tag="blast"):
+    def __init__(self, argv, workdir, tag):
         self.argv = argv
         self.out_path = Path(workdir) / f"{tag}.out"
         self.err_path = Path(workdir) / f"{tag}.err"
         self.proc = None
         self.t_start = None
+        self._out = self._err = None
 
     def start(self):
         self._out = open(self.out_path, "wb")
@@ -623,10 +625,26 @@ class Blast:
     def done(self):
         return self.proc.poll() is not None
 
+    def _close(self):
+        for f in (self._out, self._err):
+            if f and not f.closed:
+                f.close()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(self.proc, timeout=5)
+        self._close()
+
+
+class Blast(LoadClient):
+    """ringpost-blast running in the background; result() parses its JSON."""
+
+    def __init__(self, argv, workdir, tag="blast"):
+        super().__init__(argv, workdir, tag)
+
     def result(self):
         """The final report (dict); BenchError when blast failed."""
-        self._out.close()
-        self._err.close()
+        self._close()
         rc = self.proc.returncode
         report = None
         for line in reversed(self.out_path.read_text(errors="replace").splitlines()):
@@ -644,15 +662,8 @@ class Blast:
         report["exit_status"] = rc
         return report
 
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            stop_process(self.proc, timeout=5)
-        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
-            if f and not f.closed:
-                f.close()
 
-
-class Wrk:
+class Wrk(LoadClient):
     """wrk (Debian package wrk) POSTing to the API with bench/wrk-post.lua,
     in the background; result() parses the JSON line the script's done()
     prints."""
@@ -664,27 +675,13 @@ class Wrk:
         exe = shutil.which("wrk")
         if not exe:
             raise BenchError("wrk not found (Debian package wrk)", EX_UNAVAILABLE)
-        self.argv = [exe, f"-t{threads}", f"-c{connections}", f"-d{int(duration_s)}s",
-                     "--timeout", "30s", "-s", str(self.SCRIPT), url, "--", API_KEY, str(size),
-                     str(domains)]
-        self.out_path = Path(workdir) / f"{tag}.out"
-        self.err_path = Path(workdir) / f"{tag}.err"
-        self.proc = None
-        self.t_start = None
-
-    def start(self):
-        self._out = open(self.out_path, "wb")
-        self._err = open(self.err_path, "wb")
-        self.t_start = time.time()
-        self.proc = spawn(self.argv, stdout=self._out, stderr=self._err)
-
-    def done(self):
-        return self.proc.poll() is not None
+        super().__init__([exe, f"-t{threads}", f"-c{connections}", f"-d{int(duration_s)}s",
+                          "--timeout", "30s", "-s", str(self.SCRIPT), url, "--", API_KEY,
+                          str(size), str(domains)], workdir, tag)
 
     def result(self):
         """{"requests", "duration_us", "errors": {...}, "latency_us": {...}, ...}."""
-        self._out.close()
-        self._err.close()
+        self._close()
         text = self.out_path.read_text(errors="replace")
         for line in reversed(text.splitlines()):
             if line.startswith('{"wrk"'):
@@ -699,13 +696,6 @@ class Wrk:
         rep["exit_status"] = self.proc.returncode
         rep["text"] = text
         return rep
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            stop_process(self.proc, timeout=5)
-        for f in (getattr(self, "_out", None), getattr(self, "_err", None)):
-            if f and not f.closed:
-                f.close()
 
 
 # ---- measuring --------------------------------------------------------------

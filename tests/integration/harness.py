@@ -756,6 +756,15 @@ class TestEnv:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Cases(list):
+    """A test file's cases, in order: `cases = Cases()`, then `@cases.add`
+    on each test function, then run_cases(cases, ...)."""
+
+    def add(self, fn):
+        self.append(fn)
+        return fn
+
+
 def run_cases(cases, x, daemons):
     """Run every fn(x) in cases even when some fail; after each, every daemon
     must still be alive. Returns the list of failures (strings)."""
@@ -1062,6 +1071,14 @@ def api_status(d, mid):
     r = d.api("GET", f"/v1/messages/{mid}")
     check(r.status == 200, f"GET /v1/messages/{mid}: HTTP {r.status}: {r.body[:200]!r}")
     return r.json()
+
+
+def wait_rcpts(d, mid, want, timeout=20):
+    """Wait until every recipient of mid is in state want; the status."""
+    def done():
+        st = api_status(d, mid)
+        return st if all(r["state"] == want for r in st["recipients"]) else None
+    return wait_for(done, timeout, f"every recipient of {mid} {want}", interval=0.1)
 
 
 def api_domain(d, domain):

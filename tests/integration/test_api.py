@@ -40,8 +40,8 @@ import os
 import signal
 import time
 
-from harness import (API_KEYS, HTTPConn, SMTPConn, TestEnv, TestFailure, check, curl,
-                     log, run_cases, run_test, stop_clean, wait_for)
+from harness import (API_KEYS, Cases, HTTPConn, SMTPConn, TestEnv, TestFailure, api_status, check,
+                     curl, log, run_cases, run_test, stop_clean, wait_for, wait_rcpts)
 
 MAX_MESSAGE = 32 * 1024
 MAX_REQUEST = 128 * 1024
@@ -49,12 +49,7 @@ MAX_BATCH = 5
 MAX_RCPTS = 10
 SENDER = "api@origin.test"
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -98,23 +93,9 @@ def submit(x, m, status=202):
     return r.json()
 
 
-def status_of(x, mid):
-    r = x.d.api("GET", f"/v1/messages/{mid}")
-    check(r.status == 200, f"GET /v1/messages/{mid}: HTTP {r.status}: {r.body[:200]!r}")
-    return r.json()
-
-
-def wait_states(x, mid, want, timeout=20):
-    """Wait until every recipient of mid is in state want."""
-    def done():
-        s = status_of(x, mid)
-        return s if all(r["state"] == want for r in s["recipients"]) else None
-    return wait_for(done, timeout, f"every recipient of {mid} {want}", interval=0.1)
-
-
 # ---- routes --------------------------------------------------------------------------
 
-@case
+@cases.add
 def healthz_without_key(x):
     for key in (None, "wrong-key", API_KEYS[0]):
         r = x.d.api("GET", "/healthz", key=key)
@@ -125,7 +106,7 @@ def healthz_without_key(x):
           f"{p.stderr!r}")
 
 
-@case
+@cases.add
 def submit_one_and_status(x):
     # to as one string, as a list, as objects; recipients at both receivers.
     shapes = [("one-string", "solo@a.test", ["solo@a.test"]),
@@ -140,7 +121,7 @@ def submit_one_and_status(x):
         check(got == [(a, f"{mid}.{i}") for i, a in enumerate(rcpts)],
               f"{tid}: recipients {got}")
         x.delivered[f"route-{tid}"] = set(rcpts)
-        s = wait_states(x, mid, "delivered")
+        s = wait_rcpts(x.d, mid, "delivered")
         check(s["id"] == mid and s["from"] == SENDER, f"status head {s}")
         check(s["submitted"].endswith("Z") and s["size"] > 0, f"status {s}")
         for i, rc in enumerate(s["recipients"]):
@@ -151,7 +132,7 @@ def submit_one_and_status(x):
             check(rc["next_attempt"] is None, f"next_attempt {rc['next_attempt']!r}")
         # {id}.{n}: that recipient only.
         for i, a in enumerate(rcpts):
-            one = status_of(x, f"{mid}.{i}")
+            one = api_status(x.d, f"{mid}.{i}")
             check([e["email"] for e in one["recipients"]] == [a], f"{mid}.{i}: {one}")
     # The id from curl's answer works too.
     body = json.dumps(msg("route-curl", ["c@a.test"]))
@@ -159,25 +140,25 @@ def submit_one_and_status(x):
               "--data-binary", body, f"http://127.0.0.1:{x.d.api_port}/v1/messages"])
     check(p.returncode == 0, f"curl: {p.stderr!r}")
     mid = json.loads(p.stdout)["id"]
-    wait_states(x, mid, "delivered")
+    wait_rcpts(x.d, mid, "delivered")
     x.delivered["route-curl"] = {"c@a.test"}
 
 
-@case
+@cases.add
 def submit_raw(x):
     raw = ("From: Raw Sender <api@origin.test>\r\nTo: raw@b.test\r\nSubject: raw route\r\n"
            "X-Test-Id: route-raw\r\n\r\nraw body line 1\r\n.leading dot\r\n")
     r = submit(x, {"from": SENDER, "to": ["raw@b.test"], "raw": raw})
-    wait_states(x, r["id"], "delivered")
+    wait_rcpts(x.d, r["id"], "delivered")
     x.delivered["route-raw"] = {"raw@b.test"}
     # LF-only raw input is stored with CRLF and arrives the same.
     raw_lf = raw.replace("\r\n", "\n").replace("route-raw", "route-raw-lf")
     r = submit(x, {"from": SENDER, "to": "raw2@a.test", "raw": raw_lf})
-    wait_states(x, r["id"], "delivered")
+    wait_rcpts(x.d, r["id"], "delivered")
     x.delivered["route-raw-lf"] = {"raw2@a.test"}
 
 
-@case
+@cases.add
 def batch_mixed(x):
     good1 = msg("batch-good-1", ["bg1@a.test", "bg1@b.test"])
     bad_field = msg("batch-bad-field", ["bf@a.test"], subject=42)
@@ -200,14 +181,14 @@ def batch_mixed(x):
         check(e["code"] == code and name in e["message"], f"result {i}: {e}")
     check(res[0]["id"] != res[4]["id"], "two accepted messages share an id")
     for i in (0, 4):
-        wait_states(x, res[i]["id"], "delivered")
+        wait_rcpts(x.d, res[i]["id"], "delivered")
     x.delivered["batch-good-1"] = {"bg1@a.test", "bg1@b.test"}
     x.delivered["batch-good-2"] = {"bg2@a.test"}
     x.absent = getattr(x, "absent", set()) | {"batch-bad-field", "batch-bad-addr",
                                                "batch-too-big"}
 
 
-@case
+@cases.add
 def stats_queue_metrics(x):
     for path in ("/v1/stats", "/v1/queue"):
         r = x.d.api("GET", path)
@@ -227,7 +208,7 @@ def stats_queue_metrics(x):
     check(b'ringpost_messages_accepted_total{source="api"}' in r.body, "/metrics content")
 
 
-@case
+@cases.add
 def queue_admin_routes(x):
     for action in ("retry", "suspend", "resume", "purge"):
         r = x.d.api("POST", f"/v1/queue/a.test/{action}")
@@ -247,7 +228,7 @@ def queue_admin_routes(x):
 
 # ---- errors ------------------------------------------------------------------------
 
-@case
+@cases.add
 def errors_401(x):
     routes = [("POST", "/v1/messages", msg("x", "a@a.test")),
               ("POST", "/v1/messages/batch", {"messages": [msg("x", "a@a.test")]}),
@@ -273,7 +254,7 @@ def errors_401(x):
           f"curl without a key: {p.stdout[:300]!r}")
 
 
-@case
+@cases.add
 def errors_404(x):
     for path in ("/", "/v2/messages", "/v1", "/v1/messagesX", "/v1/stats/extra", "/metrics/x",
                  "/healthz/", "/v1/messages/0123456789abcdef", "/v1/messages/nothex",
@@ -292,7 +273,7 @@ def errors_404(x):
         expect_error(x.d.api("POST", path), 404, "not_found", what=f"POST {path}")
 
 
-@case
+@cases.add
 def errors_405(x):
     table = [("GET", "/v1/messages", "POST"), ("PUT", "/v1/messages", "POST"),
              ("DELETE", "/v1/stats", "GET"), ("POST", "/v1/stats", "GET"),
@@ -396,7 +377,7 @@ INVALID_ADDRESSES = [
 ]
 
 
-@case
+@cases.add
 def errors_400(x):
     for body in BAD_JSON:
         r = x.d.api("POST", "/v1/messages", body)
@@ -421,14 +402,14 @@ def errors_400(x):
                      what=f"batch envelope {body!r:.40}")
 
 
-@case
+@cases.add
 def errors_422(x):
     for what, m, name in INVALID_ADDRESSES:
         r = x.d.api("POST", "/v1/messages", m)
         expect_error(r, 422, "invalid_address", (name,), what=what)
 
 
-@case
+@cases.add
 def errors_413(x):
     port = x.d.api_port
     # Declared body over max_request_size: answered from the headers alone.

@@ -36,7 +36,7 @@ import socket
 import struct
 import time
 
-from harness import (API_KEYS, SLOW, HTTPConn, TestEnv, TestFailure, check, curl, log,
+from harness import (API_KEYS, Cases, HTTPConn, SLOW, TestEnv, TestFailure, check, curl, log,
                      run_test, stop_clean)
 
 IDLE = 2  # [api] idle_timeout, seconds
@@ -44,12 +44,7 @@ KEY = API_KEYS[0]
 AUTH = f"Authorization: Bearer {KEY}\r\n"
 SENDER = "http@origin.test"
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -110,7 +105,7 @@ def healthy(x, what):
 
 # ---- pipelining and keep-alive ------------------------------------------------------
 
-@case
+@cases.add
 def pipelined_mixed(x):
     with conn(x) as c:
         c.send(req("POST", "/v1/messages", message("pipe-0")))
@@ -143,7 +138,7 @@ def pipelined_mixed(x):
         check(c.at_eof(5), "the connection stayed open after 'Connection: close'")
 
 
-@case
+@cases.add
 def pipelined_many(x):
     n = 500
     with conn(x) as c:
@@ -155,7 +150,7 @@ def pipelined_many(x):
         check(st == 404, f"the last of {n + 1}: {st}")
 
 
-@case
+@cases.add
 def pipelined_posts_in_order(x):
     # Several POSTs in one send: each is answered with its own id, in order.
     tids = [f"pipe-post-{i}" for i in range(8)]
@@ -175,7 +170,7 @@ def pipelined_posts_in_order(x):
                   f"{t}: status {st} {body[:200]!r}")
 
 
-@case
+@cases.add
 def keep_alive_separate_sends(x):
     with conn(x) as c:
         for i in range(20):
@@ -204,7 +199,7 @@ def keep_alive_separate_sends(x):
         check(c.at_eof(5), "an HTTP/1.0 connection stayed open")
 
 
-@case
+@cases.add
 def expect_continue(x):
     body = message("expect-raw").encode()
     with conn(x) as c:
@@ -239,7 +234,7 @@ def expect_continue(x):
     check(took < 5 * SLOW, f"curl took {took:.1f}s")
 
 
-@case
+@cases.add
 def slow_client_and_idle_timeout(x):
     with conn(x) as c:
         for b in req("GET", "/v1/stats"):
@@ -262,7 +257,7 @@ def slow_client_and_idle_timeout(x):
 
 # ---- fuzz-style input ---------------------------------------------------------------
 
-@case
+@cases.add
 def truncated_requests(x):
     pieces = [b"GET", b"GET /healthz", b"GET /healthz HTTP/1.1", b"GET /healthz HTTP/1.1\r\n",
               b"GET /healthz HTTP/1.1\r\nHost: t\r\n", b"POST /v1/messages HTTP/1.1\r\n" + AUTH.encode()
@@ -277,7 +272,7 @@ def truncated_requests(x):
             check(c.at_eof(5), f"truncated {p[:40]!r}: not closed")
 
 
-@case
+@cases.add
 def huge_headers_and_url(x):
     with conn(x) as c:
         c.send(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
@@ -321,7 +316,7 @@ BAD_JSON = [
 ]
 
 
-@case
+@cases.add
 def invalid_json_and_utf8(x):
     with conn(x) as c:  # all on one keep-alive connection: a JSON error keeps it open
         for b in BAD_JSON:
@@ -338,7 +333,7 @@ WRONG = [0, -1, 1.5, True, False, "", "x", [], [1], ["a@a.test", 2], {}, {"a": 1
          {"email": 1}, "\u00e9\u00e8", "a" * 5000]
 
 
-@case
+@cases.add
 def wrong_types_everywhere(x):
     base = {"from": SENDER, "to": ["wt@a.test"], "subject": "s", "text": "t", "html": "<p>h</p>",
             "headers": {"X-Test-Id": "wrong-types"}, "vars": {"k": "v"},
@@ -373,7 +368,7 @@ def wrong_types_everywhere(x):
     check(statuses.get(400, 0) > 100, f"too few 400s: {statuses}")
 
 
-@case
+@cases.add
 def error_bodies_are_utf8(x):
     # Whatever bytes a client sends, the JSON answers stay valid UTF-8.
     for path in (b"/\xff\xfe", b"/v1/messages/\xc3", b"/v1/messages/" + b"\xe2\x82\xac" * 30,
@@ -390,7 +385,7 @@ def error_bodies_are_utf8(x):
                 raise TestFailure(f"{path!r}: the 404 body is not UTF-8 JSON ({e}): {body!r}")
 
 
-@case
+@cases.add
 def nul_bytes(x):
     with conn(x) as c:
         c.send(req("POST", "/v1/messages", b'{"from":"a\x00@a.test"}'))
@@ -419,7 +414,7 @@ def chunked(body, sizes, ext=b"", trailer=b""):
     return out + b"0\r\n" + trailer + b"\r\n"
 
 
-@case
+@cases.add
 def chunked_bodies(x):
     head = f"POST /v1/messages HTTP/1.1\r\nHost: t\r\n{AUTH}Transfer-Encoding: chunked\r\n\r\n"
     body = message("chunked-ok", text="chunk " * 200 + "\n").encode()
@@ -479,7 +474,7 @@ def chunked_bodies(x):
             check(st is None or st == 400, f"smuggling {h!r}: HTTP {st} {rb!r}")
 
 
-@case
+@cases.add
 def garbage(x):
     rnd = random.Random(99)
     blobs = [bytes(rnd.getrandbits(8) for _ in range(n)) for n in (1, 10, 100, 1000, 100000)]
@@ -514,7 +509,7 @@ def garbage(x):
             check(st is None or st < 500, f"odd request {b!r}: HTTP {st} {body!r}")
 
 
-@case
+@cases.add
 def vanishing_clients(x):
     def rst(c):
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

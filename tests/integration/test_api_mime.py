@@ -26,16 +26,11 @@ import email.policy
 import os
 import random
 
-from harness import TestEnv, TestFailure, check, run_cases, run_test, stop_clean, wait_for
+from harness import Cases, TestEnv, TestFailure, check, run_cases, run_test, stop_clean, wait_for
 
 SENDER = "api@origin.test"
 FROM = "Sënder Nämé <api@origin.test>"
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -130,7 +125,7 @@ def check_full(m, parsed, to_hdr, atts, what):
             check(len(line) <= 76, f"{what}: an encoded-word header line of {len(line)}: {line!r}")
 
 
-@case
+@cases.add
 def full_message(x):
     atts = attachments()
     m = {"from": FROM, "to": ["full1@a.test", "full2@b.test"], "subject": SUBJECT,
@@ -151,7 +146,7 @@ def full_message(x):
         check(r["id"] in (parsed["received"] or ""), f"{rx.kind}: Received {parsed['received']}")
 
 
-@case
+@cases.add
 def single_parts(x):
     shapes = [
         ("mime-text", {"text": "Plain text ünïcode\nsecond line"}, "plain",
@@ -217,7 +212,7 @@ def expected_vars():
     return out
 
 
-@case
+@cases.add
 def per_recipient_vars(x):
     want = expected_vars()
     # The expectations, spelled out for two recipients.
@@ -247,7 +242,7 @@ def per_recipient_vars(x):
             check(g == ww, f"{e}: {what} {g!r}, expected {ww!r}")
 
 
-@case
+@cases.add
 def vars_without_placeholders(x):
     # vars given but no placeholder: one copy for the two a.test recipients.
     m = {"from": SENDER, "to": [{"email": "nv1@a.test", "vars": {"name": "N"}}, "nv2@a.test"],

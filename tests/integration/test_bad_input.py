@@ -37,7 +37,7 @@ exits 0 on SIGTERM.
 import socket
 import time
 
-from harness import (SLOW, SMTPConn, TestEnv, TestFailure, check, dot_stuff, log, queued_id,
+from harness import (Cases, SLOW, SMTPConn, TestEnv, TestFailure, check, dot_stuff, log, queued_id,
                      run_test, wait_for)
 
 MAX_SIZE = 20000
@@ -45,12 +45,7 @@ MAX_RCPTS = 100
 MAX_ERRORS = 5
 SENDER = "bad@origin.test"
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 def session(port, ehlo=True):
@@ -105,7 +100,7 @@ class Ctx:
 
 # ---- command lines -------------------------------------------------------
 
-@case
+@cases.add
 def long_command_line(x):
     with session(x.port) as c:
         c.cmd("NOOP " + "x" * (512 - 7), 250, "a 512-octet NOOP line")
@@ -140,7 +135,7 @@ def long_command_line(x):
 
 # ---- DATA line length and size ---------------------------------------------
 
-@case
+@cases.add
 def long_text_line(x):
     with session(x.port) as c:
         start_tx(c)
@@ -154,7 +149,7 @@ def long_text_line(x):
         c.cmd("NOOP", 250, "NOOP after the rejected message")
 
 
-@case
+@cases.add
 def text_line_998_accepted(x):
     with session(x.port) as c:
         qid = send_message(c, "line998", b"z" * 998 + b"\r\n")
@@ -163,7 +158,7 @@ def text_line_998_accepted(x):
         log(f"  998-octet line: queued as {qid}")
 
 
-@case
+@cases.add
 def dot_line_998_accepted(x):
     # ".zzz..." of 998 octets goes out as "..zzz..." (999): the added dot
     # does not count (RFC 5321 4.5.3.1.6).
@@ -179,7 +174,7 @@ def dot_line_998_accepted(x):
     x.expect_content["dotline998"] = line + b"\n"
 
 
-@case
+@cases.add
 def size_announced_too_big(x):
     with session(x.port, ehlo=False) as c:
         caps = c.ehlo()
@@ -190,7 +185,7 @@ def size_announced_too_big(x):
         c.cmd(f"MAIL FROM:<{SENDER}> SIZE={MAX_SIZE}", 250, "MAIL with SIZE at the limit")
 
 
-@case
+@cases.add
 def data_too_big(x):
     with session(x.port) as c:
         start_tx(c)
@@ -205,7 +200,7 @@ def data_too_big(x):
         x.expect_delivered["after-toobig"] = {"user@a.test"}
 
 
-@case
+@cases.add
 def bdat_too_big(x):
     with session(x.port) as c:
         start_tx(c)
@@ -216,7 +211,7 @@ def bdat_too_big(x):
         c.cmd("NOOP", 250, "NOOP after the refused chunk (was it consumed?)")
 
 
-@case
+@cases.add
 def nul_in_data(x):
     with session(x.port) as c:
         start_tx(c)
@@ -229,7 +224,7 @@ def nul_in_data(x):
 
 # ---- recipients ------------------------------------------------------------
 
-@case
+@cases.add
 def thousand_recipients(x):
     rcpts = [f"r{k:04d}@a.test" for k in range(1000)]
     with session(x.port) as c:
@@ -251,7 +246,7 @@ def thousand_recipients(x):
 
 # ---- junk --------------------------------------------------------------------
 
-@case
+@cases.add
 def binary_junk(x):
     junk = [b"\x00\x01\x02\x03\xff\xfe\xfd\r\n", b"\x80\x81\x82 \xc3\x28 binary\r\n",
             b"GET / HTTP/1.1\r\n", b"Host: example\r\n", b"\r\n", b"\x1b[2J\x7f\r\n",
@@ -284,7 +279,7 @@ def binary_junk(x):
 
 # ---- order ---------------------------------------------------------------------
 
-@case
+@cases.add
 def out_of_order(x):
     with session(x.port) as c:
         c.cmd("RCPT TO:<user@a.test>", 503, "RCPT before MAIL")
@@ -304,7 +299,7 @@ def out_of_order(x):
 
 # ---- BDAT ------------------------------------------------------------------------
 
-@case
+@cases.add
 def bdat_without_mail(x):
     with session(x.port) as c:
         # The chunk's bytes look like commands; they must be consumed as data.
@@ -319,7 +314,7 @@ def bdat_without_mail(x):
         c.cmd("NOOP", 250)
 
 
-@case
+@cases.add
 def bdat_chunks(x):
     # Chunk content is verbatim: dots are not stuffed, and the chunk
     # boundary falls inside a CRLF.
@@ -345,7 +340,7 @@ def bdat_chunks(x):
 
 # ---- vanishing clients -------------------------------------------------------------
 
-@case
+@cases.add
 def vanish_mid_data(x):
     for how in ("fin", "rst", "dot-no-crlf"):
         tid = f"vanish-{how}"
@@ -376,7 +371,7 @@ def vanish_mid_data(x):
 
 # ---- networks -----------------------------------------------------------------------
 
-@case
+@cases.add
 def outside_networks(x):
     d2 = x.env.daemon(routes={"a.test": x.smtpd.addr}, name="closed",
                       submission={"networks": "10.0.0.0/8", "idle_timeout": "1s"}).start()
@@ -409,7 +404,7 @@ SMUGGLE = [("lf-dot-lf", b"\n.\n"), ("cr-dot-cr", b"\r.\r"), ("crlf-dot-lf", b"\
            ("lf-dot-crlf", b"\n.\r\n")]
 
 
-@case
+@cases.add
 def smuggling(x):
     for name, seq in SMUGGLE:
         tid = f"smuggle-{name}"

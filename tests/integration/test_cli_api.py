@@ -31,17 +31,12 @@ import socket
 import subprocess
 import time
 
-from harness import (API_KEYS, SLOW, TestEnv, TestFailure, check, config_text, free_port,
-                     ringpost_bin, run_cases, run_test, stop_clean, wait_for)
+from harness import (API_KEYS, Cases, SLOW, TestEnv, TestFailure, api_domain, check, config_text,
+                     free_port, ringpost_bin, run_cases, run_test, stop_clean, wait_for)
 
 SENDER = "cli@origin.test"
 MAX_MESSAGE = 16 * 1024
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -104,14 +99,9 @@ def at_smtpd(x, subject):
     return [m for m in x.smtpd.messages() if m.header("Subject") == subject]
 
 
-def domain_stats(x, dom):
-    s = x.d.api("GET", "/v1/stats").json()
-    return next((d for d in s["domains"] if d["domain"] == dom), None)
-
-
 # ---- send, stats, queue -----------------------------------------------------------
 
-@case
+@cases.add
 def send_text(x):
     mid = send(x, "text", ["t1@a.test", "t2@a.test"])
     s = status(x, mid)
@@ -129,7 +119,7 @@ def send_text(x):
           f"send --config=FILE: exit {p.returncode} {p.stdout!r} {p.stderr!r}")
 
 
-@case
+@cases.add
 def send_raw(x):
     raw = ("From: CLI <cli@origin.test>\r\nTo: raw@a.test\r\nSubject: cli raw\r\n\r\n"
            "raw body\r\n.dot line\r\n")
@@ -149,7 +139,7 @@ def send_raw(x):
     check(len(at_smtpd(x, "cli raw stdin")) == 1, "raw from stdin did not arrive")
 
 
-@case
+@cases.add
 def stats_json_and_table(x):
     s = json.loads(ok(rp(x, ["stats", "--json"]), "stats --json"))
     for k in ("queued", "deferred", "in_flight", "delivered", "bounced", "connections",
@@ -162,7 +152,7 @@ def stats_json_and_table(x):
     check("DOMAIN" in out and "a.test" in out, f"queue list {out!r}")
 
 
-@case
+@cases.add
 def queue_show(x):
     mid = send(x, "show", ["s1@a.test", "s2@a.test"])
     wait_states(x, mid, {"s1@a.test": "delivered", "s2@a.test": "delivered"})
@@ -171,7 +161,7 @@ def queue_show(x):
           f"queue show: {out!r}")
 
 
-@case
+@cases.add
 def suspend_and_resume(x):
     out = ok(rp(x, ["queue", "suspend", "hold.test"]), "suspend hold.test")
     check("hold.test" in out and "suspend" in out, f"suspend printed {out!r}")
@@ -182,7 +172,7 @@ def suspend_and_resume(x):
         check(list(st.values()) == ["queued"], f"{mid} while suspended: {st}")
     check(not [m for m in x.smtpd.messages() if (m.header("Subject") or "").startswith("cli hold-")],
           "mail of a suspended domain was delivered")
-    ds = domain_stats(x, "hold.test")
+    ds = api_domain(x.d, "hold.test")
     check(ds and ds["suspended"] is True and ds["queued"] == 3, f"stats hold.test {ds}")
     check("suspended" in ok(rp(x, ["queue", "list"]), "queue list"), "queue list does not "
           "say suspended")
@@ -192,11 +182,11 @@ def suspend_and_resume(x):
         wait_states(x, mid, {next(iter(states(x, mid))): "delivered"})
     check(len([m for m in x.smtpd.messages() if (m.header("Subject") or "").startswith("cli hold-")]) == 3,
           "not all held messages arrived after resume")
-    ds = domain_stats(x, "hold.test")
+    ds = api_domain(x.d, "hold.test")
     check(ds["suspended"] is False and ds["queued"] == 0, f"stats after resume {ds}")
 
 
-@case
+@cases.add
 def retry_now(x):
     # later.test's receiver is down: deferred, next attempt in an hour.
     mid = send(x, "retry", "r1@later.test")
@@ -212,7 +202,7 @@ def retry_now(x):
     check(rx.count() == 1, f"{rx.count()} messages at the later.test receiver")
 
 
-@case
+@cases.add
 def purge(x):
     # Drop (no DSN): a two-domain message keeps its a.test recipient.
     ok(rp(x, ["queue", "suspend", "gone.test"]), "suspend gone.test")
@@ -227,7 +217,7 @@ def purge(x):
     wait_states(x, m2, {"p3@gone.test": "bounced"})
     for e in status(x, m1)["recipients"][:2]:
         check("purged" in (e["last_response"] or ""), f"purged recipient {e}")
-    ds = domain_stats(x, "gone.test")
+    ds = api_domain(x.d, "gone.test")
     check(ds["queued"] == 0 and ds["deferred"] == 0, f"stats after purge {ds}")
     # With --bounce.
     m3 = send(x, "purge-3", "p4@gone.test")
@@ -250,7 +240,7 @@ def purge(x):
 
 # ---- bad input and its exit codes ---------------------------------------------------
 
-@case
+@cases.add
 def usage_errors(x):
     for argv in (["send"], ["send", "--to", "a@a.test"], ["send", "--from", SENDER],
                  ["send", "--from", SENDER, "--to", "a@a.test", "--bogus"],
@@ -262,7 +252,7 @@ def usage_errors(x):
         fails(rp(x, argv), 64, " ".join(argv))
 
 
-@case
+@cases.add
 def refused_input(x):
     base = ["send", "--from", SENDER, "--text", "t"]
     fails(rp(x, base + ["--to", "not an address"]), 65, "send to a bad address",
@@ -292,7 +282,7 @@ def refused_input(x):
               ["never-seen.test"])
 
 
-@case
+@cases.add
 def environment_errors(x):
     env = x.env
     port = free_port()
@@ -322,7 +312,7 @@ def environment_errors(x):
     fails(rp(x, ["stats"], conf=str(c)), 78, "an unknown key", ["bogus"])
 
 
-@case
+@cases.add
 def spool_full_is_tempfail(x):
     d2 = x.env.daemon(routes={"a.test": x.smtpd.addr}, name="full", with_api=True,
                       queue={"min_free": "16T"}).start()

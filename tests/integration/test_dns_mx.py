@@ -36,18 +36,13 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 import os
 import time
 
-from harness import (Dnsmasq, TestEnv, TestFailure, check, free_port, log, run_cases, run_test, stop_clean,
-                     wait_for)
+from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_status, api_submit_batch, check,
+                     free_port, log, run_cases, run_test, stop_clean, wait_for, wait_rcpts)
 
 SENDER = "dns@origin.test"
 N_EQUAL = 200
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -85,24 +80,15 @@ def send(x, rcpts, tag, n=1):
     returns their ids."""
     msgs = [{"from": SENDER, "to": rcpts, "subject": f"{tag} {i}", "text": f"{tag} {i}\n"}
             for i in range(n)]
-    r = x.d.api("POST", "/v1/messages/batch", {"messages": msgs})
-    check(r.status == 202, f"batch: HTTP {r.status}: {r.body[:300]!r}")
-    ids = [e.get("id") for e in r.json()["results"]]
-    check(all(ids), f"batch results: {r.body[:300]!r}")
-    return ids
+    return api_submit_batch(x.d, msgs)
 
 
 def rcpt_state(x, mid):
-    r = x.d.api("GET", f"/v1/messages/{mid}")
-    check(r.status == 200, f"GET /v1/messages/{mid}: HTTP {r.status}")
-    return r.json()["recipients"][0]
+    return api_status(x.d, mid)["recipients"][0]
 
 
 def wait_state(x, mid, want, timeout=20):
-    def done():
-        rc = rcpt_state(x, mid)
-        return rc if rc["state"] == want else None
-    return wait_for(done, timeout, f"{mid} {want} (now {rcpt_state(x, mid)})", interval=0.1)
+    return wait_rcpts(x.d, mid, want, timeout)["recipients"][0]
 
 
 def sink_counts(x, domain):
@@ -149,7 +135,7 @@ def expect_bounce(x, domain, status, words):
 # ---- cases -----------------------------------------------------------------
 
 
-@case
+@cases.add
 def lowest_preference_first(x):
     send(x, ["u1@prio-ab.test"], "prio-ab", 5)
     send(x, ["u1@prio-ba.test"], "prio-ba", 5)
@@ -175,7 +161,7 @@ def destinations(x):
     return out
 
 
-@case
+@cases.add
 def fallback_to_next_mx(x):
     ids = send(x, ["u1@fallback.test"], "fallback", 3)
     got = wait_sinks(x, "fallback.test", 3)
@@ -187,7 +173,7 @@ def fallback_to_next_mx(x):
           "no 'trying the next exchanger' after 127.0.0.2 refused")
 
 
-@case
+@cases.add
 def equal_preferences_share(x):
     send(x, ["u1@equal.test"], "equal", N_EQUAL)
     got = wait_sinks(x, "equal.test", N_EQUAL, timeout=40)
@@ -199,7 +185,7 @@ def equal_preferences_share(x):
     check(key == f"mx:mx-a.test,mx-b.test:{x.sink_port}", f"equal.test destination {key}")
 
 
-@case
+@cases.add
 def implicit_mx(x):
     send(x, ["u1@implicit.test"], "implicit", 2)
     got = wait_sinks(x, "implicit.test", 2)
@@ -209,7 +195,7 @@ def implicit_mx(x):
     check(got["v6"] == 2, f"implicit6.test (AAAA ::1, no MX) went to {got}")
 
 
-@case
+@cases.add
 def aaaa_only_exchanger(x):
     ids = send(x, ["u1@v6.test"], "v6", 3)
     got = wait_sinks(x, "v6.test", 3)
@@ -218,17 +204,17 @@ def aaaa_only_exchanger(x):
     check(rc["attempts"] == 1, f"v6.test: {rc}")
 
 
-@case
+@cases.add
 def null_mx_bounces(x):
     expect_bounce(x, "null.test", "5.1.10", ["null MX"])
 
 
-@case
+@cases.add
 def nxdomain_bounces(x):
     expect_bounce(x, "nx.test", "5.1.2", ["NXDOMAIN"])
 
 
-@case
+@cases.add
 def exchanger_without_address_defers(x):
     mid = send(x, ["u1@noaddr.test"], "noaddr")[0]
     rc = wait_state(x, mid, "deferred")
@@ -241,12 +227,12 @@ def exchanger_without_address_defers(x):
     check(not evil, f"search domains applied to exchanger names: {evil}")
 
 
-@case
+@cases.add
 def loop_to_ourselves_bounces(x):
     expect_bounce(x, "loop.test", "5.4.6", ["loops back"])
 
 
-@case
+@cases.add
 def loop_skips_own_address(x):
     ids = send(x, ["u1@loopalt.test"], "loopalt", 3)
     wait_for(lambda: x.alt.messages("loopalt.test") == 3, 20,
@@ -257,7 +243,7 @@ def loop_skips_own_address(x):
           "ringpost connected to itself")
 
 
-@case
+@cases.add
 def one_query_for_many_messages(x):
     before = x.dns.queries()
     send(x, [f"u{i}@shared.test" for i in range(3)], "shared", 30)

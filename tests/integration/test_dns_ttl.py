@@ -25,18 +25,13 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 
 import time
 
-from harness import (Dnsmasq, TestEnv, TestFailure, check, free_port, log, run_cases, run_test,
-                     stop_clean, wait_for)
+from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_status, api_submit_batch, check,
+                     free_port, log, run_cases, run_test, stop_clean, wait_for, wait_rcpts)
 
 SENDER = "dns@origin.test"
 TTL = 3  # seconds, dnsmasq --local-ttl
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -55,22 +50,15 @@ def records(ttl_target, ttl=TTL):
 def send(x, rcpt, tag, n=1):
     msgs = [{"from": SENDER, "to": [rcpt], "subject": f"{tag} {i}", "text": f"{tag} {i}\n"}
             for i in range(n)]
-    r = x.d.api("POST", "/v1/messages/batch", {"messages": msgs})
-    check(r.status == 202, f"batch: HTTP {r.status}: {r.body[:300]!r}")
-    return [e["id"] for e in r.json()["results"]]
+    return api_submit_batch(x.d, msgs)
 
 
 def rcpt_state(x, mid):
-    r = x.d.api("GET", f"/v1/messages/{mid}")
-    check(r.status == 200, f"GET /v1/messages/{mid}: HTTP {r.status}")
-    return r.json()["recipients"][0]
+    return api_status(x.d, mid)["recipients"][0]
 
 
 def wait_state(x, mid, want, timeout=20):
-    def done():
-        rc = rcpt_state(x, mid)
-        return rc if rc["state"] == want else None
-    return wait_for(done, timeout, f"{mid} {want} (now {rcpt_state(x, mid)})", interval=0.1)
+    return wait_rcpts(x.d, mid, want, timeout)["recipients"][0]
 
 
 def counts(x, domain):
@@ -82,7 +70,7 @@ def wait_counts(x, domain, want, timeout=20):
              f"{domain} at the sinks: {want} (have {counts(x, domain)})")
 
 
-@case
+@cases.add
 def dns_down_then_up(x):
     mid = send(x, "u1@later.test", "later")[0]
     rc = wait_state(x, mid, "deferred")
@@ -101,7 +89,7 @@ def dns_down_then_up(x):
     check(("MX", "later.test") in x.dns.queries(), "no MX query for later.test")
 
 
-@case
+@cases.add
 def ttl_expiry_moves_mail(x):
     send(x, "u1@ttl.test", "ttl-1", 3)
     wait_counts(x, "ttl.test", {"a": 3, "b": 0})
@@ -123,7 +111,7 @@ def ttl_expiry_moves_mail(x):
     check(len(mx) == 1, f"ttl.test: {len(mx)} MX queries after the TTL, expected 1")
 
 
-@case
+@cases.add
 def ttl_zero_is_not_a_query_storm(x):
     # TTL 0 (dnsmasq's default): the answer is used, and looked up again
     # for later mail, but an answer must not trigger its own lookup.
@@ -141,7 +129,7 @@ def ttl_zero_is_not_a_query_storm(x):
     check(len(mx) == 2, f"zero.test: {len(mx)} MX queries; expected a new one for new mail")
 
 
-@case
+@cases.add
 def dns_down_keeps_previous_hops(x):
     # zero.test's answer (TTL 0) has expired; with the DNS server gone the
     # lookup fails, and the previous next hops carry the mail.

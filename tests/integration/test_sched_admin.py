@@ -36,18 +36,13 @@ import email.policy
 import time
 from collections import Counter
 
-from harness import (SLOW, ClosedPort, TestEnv, TestFailure, api_domain, api_status,
+from harness import (Cases, ClosedPort, SLOW, TestEnv, TestFailure, api_domain, api_status,
                      api_submit_batch, bounce_list, bounces_for, check, free_port, iso_epoch, log,
                      ringpost_cli, run_cases, run_test, saved_mail, stop_clean, wait_for)
 
 SENDER = "admin@origin.test"
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -113,7 +108,7 @@ def exactly_once(directory, prefix, n, what):
 
 # ---- suspend / resume ----------------------------------------------------------
 
-@case
+@cases.add
 def suspend_before_mail_then_resume(x):
     j = admin(x, "susp.test", "suspend")
     ids = api_submit_batch(x.d, msgs(lambda i: [f"u{i}@susp.test"], 30, "susp"))
@@ -134,7 +129,7 @@ def suspend_before_mail_then_resume(x):
           f"stats after resume: {ds}")
 
 
-@case
+@cases.add
 def suspend_mid_flow_then_resume_cli(x):
     n = 60
     ids = api_submit_batch(x.d, msgs(lambda i: [f"u{i}@flow.test"], n, "flow"))
@@ -171,7 +166,7 @@ def wait_deferred(x, ids, timeout=15):
             check(due - time.time() > 20, f"next_attempt {rc['next_attempt']} is not ~30 s away")
 
 
-@case
+@cases.add
 def retry_now(x):
     # API: first attempt 451 (soft sink: 451 then 250 per address).
     ids = api_submit_batch(x.d, msgs(lambda i: [f"a{i}@soft.test"], 5, "retry-api"))
@@ -215,7 +210,7 @@ def check_purged(x, mid, addrs, dropped):
         check(rc["next_attempt"] is None, f"purged recipient has a next attempt: {rc}")
 
 
-@case
+@cases.add
 def purge_domain_drop(x):
     n_bounces = len(bounce_list(x.d))
     admin(x, "gone.test", "suspend")
@@ -253,7 +248,7 @@ def dsn_recipients(raw):
     return groups[0], groups[1:]
 
 
-@case
+@cases.add
 def purge_domain_bounce_cli(x):
     # Queued (suspended) mail, and deferred mail of a refusing destination.
     cli_ok(x, ["queue", "suspend", "pb.test"])
@@ -298,7 +293,7 @@ def purge_domain_bounce_cli(x):
     check(x.sink.messages("pb.test") == 0, "purged pb.test mail was delivered after resume")
 
 
-@case
+@cases.add
 def purge_one_message(x):
     admin(x, "one.test", "suspend")
     ids = api_submit_batch(x.d, msgs(lambda i: [f"o{i}@one.test", f"o{i}x@one.test"], 5, "one"))

@@ -26,9 +26,9 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 
 import time
 
-from harness import (SLOW, StrictSmtpServer, TestEnv, TestFailure, api_domain, api_submit_batch,
-                     check, free_port, log, run_cases, run_test, saved_mail, stop_clean,
-                     wait_for)
+from harness import (Cases, SLOW, StrictSmtpServer, TestEnv, TestFailure, api_domain,
+                     api_submit_batch, check, free_port, log, run_cases, run_test, saved_mail,
+                     stop_clean, wait_for)
 
 SENDER = "limits@origin.test"
 MAX_CONN = 3
@@ -36,12 +36,7 @@ N_CONN = 60
 RATE = 50
 N_RATE = 300
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -89,19 +84,19 @@ def check_sessions(x, sink, domain, n, tag, check_total):
     return st
 
 
-@case
+@cases.add
 def max_connections_held(x):
     check_sessions(x, x.conn, "conn.test", N_CONN, "conn", check_total=True)
 
 
-@case
+@cases.add
 def max_connections_with_session_churn(x):
     st = check_sessions(x, x.churn, "churn.test", N_CONN, "churn", check_total=False)
     # 4 messages per session: at least 15 sessions were opened one after another.
     check(st["sessions"] <= MAX_CONN, f"churn.test: {st['sessions']} sessions still open")
 
 
-@case
+@cases.add
 def max_connections_as_a_strict_server_counts(x):
     n = 40
     api_submit_batch(x.d, msgs("strict.test", n, "strict"))
@@ -119,7 +114,7 @@ def max_connections_as_a_strict_server_counts(x):
           f"tested")
 
 
-@case
+@cases.add
 def rate_held(x):
     t0 = time.time()
     api_submit_batch(x.d, msgs("rate.test", N_RATE, "rate") + msgs("free.test", 200, "free"))

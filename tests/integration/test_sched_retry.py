@@ -39,7 +39,7 @@ import email.policy
 import email.utils
 import time
 
-from harness import (SLOW, ClosedPort, SlammingPort, TestEnv, TestFailure, api_domain,
+from harness import (Cases, ClosedPort, SLOW, SlammingPort, TestEnv, TestFailure, api_domain,
                      api_status, api_submit_batch, bounce_list, bounces_for, check, free_port,
                      iso_epoch, log, log_events, parse_kv, run_cases, run_test, saved_mail,
                      sink_history, smtp_submit, stop_clean, wait_for)
@@ -52,12 +52,7 @@ SENDER = "sched@origin.test"
 # connection and a round trip, on a busy 2-core machine; ASan is slower.
 LATE = 1.0 * SLOW
 
-cases = []
-
-
-def case(fn):
-    cases.append(fn)
-    return fn
+cases = Cases()
 
 
 class Ctx:
@@ -81,7 +76,7 @@ def attempt_lines(x, addr):
 
 # ---- 451, 451, 250 ---------------------------------------------------------
 
-@case
+@cases.add
 def soft_fail_twice_then_delivered(x):
     # Three messages: one recipient each, and one with two recipients (one
     # transaction, one jitter for both).
@@ -279,7 +274,7 @@ def check_dsn(raw, *, rcpt, sender, submitted, subject, test_id, full=False, env
     return m
 
 
-@case
+@cases.add
 def hard_fail_bounces_with_dsn(x):
     before = {e["uid"] for e in bounce_list(x.d)}
     t0 = time.time()
@@ -310,7 +305,7 @@ def hard_fail_bounces_with_dsn(x):
               orcpt="rfc822;orig-h2@hard.test", remote=x.hard_addr)
 
 
-@case
+@cases.add
 def bounce_is_never_bounced(x):
     n_before = len(bounce_list(x.d))
     data = (b"From: <MAILER-DAEMON@elsewhere.test>\r\nTo: <h3@hard.test>\r\n"
@@ -342,7 +337,7 @@ def dead_connects(x):
     return [t for t, _ in log_events(x.d, r" session dest=dead\.test relay=.* status=connect-failed")]
 
 
-@case
+@cases.add
 def refused_destination_backs_off(x):
     t_start = time.time()
     first = api_submit_batch(x.d, [msg([f"d{i}@dead.test"], f"dead-{i}") for i in range(40)] +
