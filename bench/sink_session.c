@@ -421,7 +421,10 @@ static void cmd_mail(struct sink_sess *s, const struct smtp_cmd *c)
 	R(s, "250 2.1.0 Ok");
 }
 
-/* rcpt_accept - keep the recipient's domain; the first one is the session's. */
+/* rcpt_accept - keep the recipient's domain. The session counts for the
+ * domain of its current transaction's first recipient (a sender that
+ * reuses sessions across domains moves them: per-domain concurrency is of
+ * sessions carrying that domain's mail). */
 static void rcpt_accept(struct sink_sess *s, const struct smtp_path *p)
 {
 	const char *at = memrchr(p->addr, '@', p->addr_len);
@@ -433,7 +436,9 @@ static void rcpt_accept(struct sink_sess *s, const struct smtp_path *p)
 		s->rdom = xrealloc(s->rdom, s->rdom_cap * sizeof(*s->rdom));
 	}
 	s->rdom[s->nrcpt++] = id;
-	if (s->dom == SINK_NO_DOMAIN) {
+	if (s->nrcpt == 1 && s->dom != id) {
+		if (s->dom != SINK_NO_DOMAIN)
+			sink_domain_leave(s->sl->sk, s->dom);
 		s->dom = id;
 		sink_domain_join(s->sl->sk, id);
 	}

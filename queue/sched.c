@@ -596,13 +596,15 @@ static void slot_pass(struct sched *s, struct sched_dest *d)
 }
 
 /* dest_works - a session to d reached the server: d is no longer failing.
- * If it was, only one session was allowed to try (sched_dest_may_connect):
- * kick it so that the rest of its ready work gets sessions now. */
+ * If it was, only one session was allowed to try, and before the first
+ * success only SCHED_INITIAL_CONNECTIONS (sched_dest_may_connect): kick it
+ * so that the rest of its ready work gets sessions now. */
 static void dest_works(struct sched *s, struct sched_dest *d)
 {
-	bool was_failing = d->fails != 0;
+	bool was_limited = d->fails != 0 || !d->reached;
 	d->fails = 0;
-	if (was_failing && d->nready_jobs)
+	d->reached = true;
+	if (was_limited && d->nready_jobs)
 		kick(s, d);
 }
 
@@ -615,6 +617,8 @@ bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_
 	/* After a destination-level failure one session probes; more follow
 	 * once it works (dest_works), not one refused connect per job. */
 	if (d->fails && d->n.connections)
+		return false;
+	if (!d->reached && d->n.connections >= SCHED_INITIAL_CONNECTIONS)
 		return false;
 	if (d->lim.rate > 0) {
 		refill(d, now_ms);
@@ -663,6 +667,21 @@ void sched_session_closed(struct sched *s, struct sched_dest *d)
 	/* The destination itself may want a replacement session. */
 	if (d->nready_jobs)
 		kick(s, d);
+}
+
+void sched_session_moved(struct sched *s, struct sched_dest *from, struct sched_dest *to)
+{
+	rp_assert(from->n.connections > 0);
+	from->n.connections--;
+	to->n.connections++;
+	/* from lost a session: it may want a replacement for its own work. */
+	if (from->nready_jobs)
+		kick(s, from);
+}
+
+bool sched_dest_may_carry(const struct sched_dest *d)
+{
+	return d->n.connections < d->lim.max_connections;
 }
 
 static struct sched_job *job_alloc(struct sched *s)

@@ -36,6 +36,11 @@ struct sched_rcpt;
 /* A domain purge goes at SCHED_SETTLE_MAX recipients per tick when dropping
  * and this many when each needs a DSN built. */
 #define SCHED_PURGE_DSN_MAX 1024
+/* A destination no session has reached yet gets at most this many
+ * concurrent sessions (connecting ones included) until one reaches its
+ * server: 100 parallel connects to a host that turns out to be down or to
+ * throttle strangers help nobody. Then max_connections applies. */
+#define SCHED_INITIAL_CONNECTIONS 5
 struct sched_settle;
 struct sched_purge;
 
@@ -57,6 +62,7 @@ struct sched_dest {
 	uint64_t nready_jobs;             /* estimate of transactions ready */
 	struct stats_counts n;            /* counters */
 	uint32_t fails;                   /* consecutive destination-level failures */
+	bool reached;                     /* a session has reached its server */
 	uint64_t hold_until;              /* unix ms; back-off while in the future */
 	char hold_reason[320];            /* why, for deferred recipients */
 	bool suspended;                   /* administratively held */
@@ -162,6 +168,13 @@ bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_
 /* sched_session_opened / _closed - session accounting (limits, stats). */
 void sched_session_opened(struct sched *s, struct sched_dest *d);
 void sched_session_closed(struct sched *s, struct sched_dest *d);
+/* sched_session_moved - a session counted against from (its opener, or the
+ * domain of its last job) takes a job of to, a domain with the same next
+ * hops: from now on it counts against to's max_connections. The caller
+ * checks sched_dest_may_carry(to) first. */
+void sched_session_moved(struct sched *s, struct sched_dest *from, struct sched_dest *to);
+/* sched_dest_may_carry - whether one more session may carry d's mail. */
+bool sched_dest_may_carry(const struct sched_dest *d);
 /* sched_job_next - the next transaction for d, or NULL (empty, held,
  * suspended, rate-limited). */
 struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t now_ms);

@@ -37,10 +37,9 @@ struct delivery_pool {
 	unsigned rr_hop;             /* spreads sessions over equal-preference hops */
 	struct smtp_client *idle;    /* idle sessions, most recent first */
 	unsigned nidle;
-	unsigned nconnecting;        /* sessions that have not pulled a job yet */
 	unsigned nworking;           /* sessions past EHLO: the destination works */
 	unsigned nsessions;
-	uint32_t max_connections;    /* the smallest of the members' limits */
+	uint32_t max_connections;    /* its members' limits added up (stats) */
 	uint64_t used_ms;            /* last time it had members or sessions */
 };
 
@@ -50,6 +49,7 @@ struct delivery_route {
 	struct delivery_pool *pool;  /* NULL until resolved */
 	struct dns_result *res;      /* its current answer (ref) */
 	uint64_t expires_ms;         /* monotonic: resolve again after */
+	unsigned nconnecting;        /* sessions it opened that have no job yet */
 	bool resolving;
 	char why[200];               /* why there is no route, for logs */
 };
@@ -61,9 +61,15 @@ enum attempt_kind delivery_dns_kind(enum dns_status st);
 /* delivery_sched_ops - the scheduler callbacks for a shard. */
 extern const struct sched_ops delivery_sched_ops;
 
-/* delivery_next - a session of pool is ready for work: a job from any of
- * the pool's domains (round-robin), or NULL. */
-struct sched_job *delivery_next(struct shard *sh, struct delivery_pool *pool);
+/* delivery_next - session c is ready for work: a job of the domain it
+ * counts against, else of another domain of its pool (round-robin) that
+ * may carry one more session, or NULL. c counts against the job's domain
+ * from then on (sched_session_moved). */
+struct sched_job *delivery_next(struct shard *sh, struct smtp_client *c);
+/* delivery_session_opened / _ready - c was opened for its domain; c got
+ * past EHLO (it no longer counts as connecting). */
+void delivery_session_opened(struct shard *sh, struct smtp_client *c);
+void delivery_session_ready(struct shard *sh, struct smtp_client *c);
 /* delivery_idle - a session has no job: park it in the pool's idle list. */
 void delivery_idle(struct shard *sh, struct delivery_pool *pool, struct smtp_client *c);
 /* delivery_unidle - take c out of the idle list (closing or given work). */

@@ -447,12 +447,10 @@ static void client_ready(struct smtp_client *c)
 	struct shard *sh = shard_of(c);
 	if (!c->working) {
 		c->working = true;
-		c->pool->nconnecting--;
-		c->pool->nworking++;
-		sched_dest_ok(sh->sched, c->acct);
+		delivery_session_ready(sh, c);
 	}
 	set_state(c, CS_READY, 0);
-	struct sched_job *job = delivery_next(sh, c->pool);
+	struct sched_job *job = delivery_next(sh, c);
 	if (job) {
 		start_transaction(c, job);
 		return;
@@ -673,10 +671,8 @@ bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, struct sched
 		sh->clients->prev = c;
 	sh->clients = c;
 	sh->nclients++;
-	pool->nconnecting++;
-	pool->nsessions++;
 	sh->stats.out_sessions++;
-	sched_session_opened(sh->sched, acct);
+	delivery_session_opened(sh, c);
 	log_debug("smtp %s: connecting to %s", acct->name, c->remote);
 	return true;
 }

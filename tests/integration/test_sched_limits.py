@@ -16,6 +16,13 @@ Cases:
     QUIT): sessions ending every 4 messages never make it see more than 3
     connections, i.e. ringpost waits for the reply to QUIT (RFC 5321
     4.1.1.10) before a replacement session connects;
+  - domains sharing a next hop keep their own limits: narrow.test
+    (max_connections 2) and wide.test (8) are routed to the same sink (one
+    shared pool; both names hash to the same shard, and /v1/stats must
+    show them in one destination): at the sink, sessions carrying
+    narrow.test's mail never pass 2 and wide.test's never pass 8 but do
+    pass 2 (the pool is not capped at its smallest member's limit), and
+    /v1/stats never shows either above its limit;
   - rate = 50 (messages per second, token bucket): 300 messages to
     rate.test arrive at 50/s within 10% (from the first to the last
     message at the sink, by the times the sink wrote them), and no 1-second
@@ -35,6 +42,7 @@ MAX_CONN = 3
 N_CONN = 60
 RATE = 50
 N_RATE = 300
+NARROW, WIDE = 2, 8
 
 cases = Cases()
 
@@ -115,6 +123,44 @@ def max_connections_as_a_strict_server_counts(x):
 
 
 @cases.add
+def shared_next_hop_keeps_each_domain_limit(x):
+    limits = {"narrow.test": NARROW, "wide.test": WIDE}
+    n = {"narrow.test": 40, "wide.test": 120}
+    per = {dom: msgs(dom, n[dom], dom.split(".")[0]) for dom in limits}
+    api_submit_batch(x.d, [per[dom][i] for i in range(max(n.values())) for dom in limits
+                           if i < n[dom]])  # interleaved
+    deadline = time.monotonic() + 30 * SLOW
+    api_peak = dict.fromkeys(limits, 0)
+    shared = False
+    while not all(x.shared.messages(dom) >= n[dom] for dom in limits):
+        check(time.monotonic() < deadline, f"shared sink: {[x.shared.messages(d) for d in n]} "
+              f"of {list(n.values())} messages after {30 * SLOW:.0f}s")
+        st = x.d.api("GET", "/v1/stats").json()
+        for e in st["domains"]:
+            if e["domain"] in limits:
+                api_peak[e["domain"]] = max(api_peak[e["domain"]], e["connections"])
+        shared = shared or any(e["domain_count"] == 2 for e in st["destinations"])
+        time.sleep(0.02)
+    time.sleep(0.3)
+    st = x.shared.stats()
+    log(f"shared next hop: sink peaks {({d: st['domains'][d]['peak_sessions'] for d in limits})}"
+        f", {st['peak_sessions']} in all; /v1/stats peaks {api_peak}")
+    check(shared, "narrow.test and wide.test never showed as one destination in /v1/stats: "
+          "the case did not test a shared pool")
+    for dom, lim in limits.items():
+        got = st["domains"][dom]
+        check(got["messages"] == n[dom], f"{dom}: {got['messages']} messages, expected {n[dom]}")
+        check(got["peak_sessions"] <= lim, f"{dom}: {got['peak_sessions']} sessions carried its "
+              f"mail at once, max_connections is {lim}")
+        check(api_peak[dom] <= lim, f"{dom}: /v1/stats showed {api_peak[dom]} connections")
+    check(st["domains"]["wide.test"]["peak_sessions"] > NARROW,
+          f"wide.test: at most {st['domains']['wide.test']['peak_sessions']} sessions at once: "
+          f"capped by narrow.test's limit")
+    check(st["peak_sessions"] <= NARROW + WIDE, f"{st['peak_sessions']} sessions at the shared "
+          f"sink, more than the two limits together")
+
+
+@cases.add
 def rate_held(x):
     t0 = time.time()
     api_submit_batch(x.d, msgs("rate.test", N_RATE, "rate") + msgs("free.test", 200, "free"))
@@ -153,17 +199,23 @@ def main():
         x.rate_dir = env.dir / "rate-saved"
         x.rate = env.fast_sink("rate", [f"127.0.0.1:{rp}"], ["--save", str(x.rate_dir)])
         x.free = env.fast_sink("free", [f"127.0.0.1:{fp}"])
+        sp = free_port()
+        x.shared = env.fast_sink("shared", [f"127.0.0.1:{sp}"], slow)
         x.strict = StrictSmtpServer(quit_delay=0.2)
         x.d = env.daemon(routes={"conn.test": f"127.0.0.1:{cp}", "churn.test": f"127.0.0.1:{hp}",
                                  "rate.test": f"127.0.0.1:{rp}", "free.test": f"127.0.0.1:{fp}",
-                                 "strict.test": x.strict.addr},
+                                 "strict.test": x.strict.addr,
+                                 "narrow.test": f"127.0.0.1:{sp}",
+                                 "wide.test": f"127.0.0.1:{sp}"},
                          with_api=True,
                          domains={"conn.test": {"max_connections": MAX_CONN},
                                   "churn.test": {"max_connections": MAX_CONN,
                                                  "max_messages_per_connection": 4},
                                   "strict.test": {"max_connections": MAX_CONN,
                                                   "max_messages_per_connection": 4},
-                                  "rate.test": {"rate": RATE}})
+                                  "rate.test": {"rate": RATE},
+                                  "narrow.test": {"max_connections": NARROW},
+                                  "wide.test": {"max_connections": WIDE}})
         try:
             x.d.start()
             failures = run_cases(cases, x, [x.d])
