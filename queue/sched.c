@@ -669,21 +669,6 @@ void sched_session_closed(struct sched *s, struct sched_dest *d)
 		kick(s, d);
 }
 
-void sched_session_moved(struct sched *s, struct sched_dest *from, struct sched_dest *to)
-{
-	rp_assert(from->n.connections > 0);
-	from->n.connections--;
-	to->n.connections++;
-	/* from lost a session: it may want a replacement for its own work. */
-	if (from->nready_jobs)
-		kick(s, from);
-}
-
-bool sched_dest_may_carry(const struct sched_dest *d)
-{
-	return d->n.connections < d->lim.max_connections;
-}
-
 static struct sched_job *job_alloc(struct sched *s)
 {
 	struct sched_job *j = s->free_jobs;

@@ -168,13 +168,6 @@ bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_
 /* sched_session_opened / _closed - session accounting (limits, stats). */
 void sched_session_opened(struct sched *s, struct sched_dest *d);
 void sched_session_closed(struct sched *s, struct sched_dest *d);
-/* sched_session_moved - a session counted against from (its opener, or the
- * domain of its last job) takes a job of to, a domain with the same next
- * hops: from now on it counts against to's max_connections. The caller
- * checks sched_dest_may_carry(to) first. */
-void sched_session_moved(struct sched *s, struct sched_dest *from, struct sched_dest *to);
-/* sched_dest_may_carry - whether one more session may carry d's mail. */
-bool sched_dest_may_carry(const struct sched_dest *d);
 /* sched_job_next - the next transaction for d, or NULL (empty, held,
  * suspended, rate-limited). */
 struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t now_ms);

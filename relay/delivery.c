@@ -4,12 +4,17 @@
  * Invariants:
  * - A route belongs to one domain (sched_dest->owner); a pool is shared by
  *   the domains whose routes lead to the same next hops (its key).
- * - A session counts against one domain's max_connections (sched
- *   session_opened/moved/closed): the domain that opened it until it takes
- *   a job, then the domain of its last job. It takes another domain's job
- *   only while that domain is below its limit, so no domain ever has more
- *   sessions carrying its mail than max_connections, and domains that
- *   share next hops each keep their own limit (as with separate hops).
+ * - pool->nsessions never passes pool->max_connections, the smallest
+ *   max_connections of its domains: the domains behind the same next hops
+ *   share one limit (a provider hosting many domains sees one sender), and
+ *   every domain's own limit holds.
+ * - A session is accounted to the domain that opened it (sched
+ *   session_opened/closed), whichever domain's jobs it carries later: a
+ *   ready session takes the next job of the pool's domains round-robin
+ *   (a big domain does not starve the small ones behind the same hops).
+ *   Each domain opens sessions for its own ready jobs (route->nconnecting),
+ *   so one member's connecting sessions do not keep the others from
+ *   opening theirs.
  */
 #include "delivery.h"
 
@@ -33,10 +38,11 @@ static uint32_t pool_hash(const char *key)
 
 static void pool_limits(struct delivery_pool *p)
 {
-	uint64_t sum = 0;
+	uint32_t max = UINT32_MAX;
 	for (unsigned i = 0; i < p->nmembers; i++)
-		sum += p->members[i]->lim.max_connections;
-	p->max_connections = sum > UINT32_MAX ? UINT32_MAX : (uint32_t)sum;
+		if (p->members[i]->lim.max_connections < max)
+			max = p->members[i]->lim.max_connections;
+	p->max_connections = max == UINT32_MAX ? 1 : max;
 }
 
 static struct delivery_pool *pool_get(struct shard *sh, const char *key, struct dns_result *hops,
@@ -393,27 +399,6 @@ static bool route_refresh(struct shard *sh, struct delivery_route *rt)
 
 /* ---- the scheduler's side ---------------------------------------------- */
 
-/* carry - c takes a job of d: it counts against d's limit from now on. */
-static void carry(struct shard *sh, struct smtp_client *c, struct sched_dest *d)
-{
-	if (c->acct == d)
-		return;
-	sched_session_moved(sh->sched, c->acct, d);
-	c->acct = d;
-}
-
-/* idle_for - an idle session of pool that may take a job of d: any while
- * d is below its limit, else one that already counts against d. */
-static struct smtp_client *idle_for(struct delivery_pool *pool, struct sched_dest *d)
-{
-	if (!pool->idle || sched_dest_may_carry(d))
-		return pool->idle;
-	for (struct smtp_client *c = pool->idle; c; c = c->idle_next)
-		if (c->acct == d)
-			return c;
-	return NULL;
-}
-
 static void pool_kick(struct sched_dest *d, void *ctx)
 {
 	struct shard *sh = ctx;
@@ -431,17 +416,17 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	struct delivery_pool *pool = rt->pool;
 	pool->used_ms = rp_mono_ms();
 	/* Work goes to idle sessions first: connection reuse. */
-	struct smtp_client *c;
-	while ((c = idle_for(pool, d))) {
+	while (pool->idle) {
 		struct sched_job *job = sched_job_next(sh->sched, d, now);
 		if (!job)
 			break;
+		struct smtp_client *c = pool->idle;
 		delivery_unidle(pool, c);
-		carry(sh, c, d);
 		smtp_client_give(c, job);
 	}
-	/* Then new sessions, as many as there are jobs for, within limits. */
-	while (rt->nconnecting < d->nready_jobs && sched_dest_may_connect(sh->sched, d, now)) {
+	/* Then new sessions, as many as d has jobs for, within limits. */
+	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool->max_connections &&
+	       sched_dest_may_connect(sh->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		if (!smtp_client_open(sh, pool, d, start, 0)) {
 			char why[300];
@@ -479,42 +464,23 @@ const struct sched_ops delivery_sched_ops = {
 
 /* ---- sessions ---------------------------------------------------------- */
 
-/* member_job - a job of d for a session of pool, unless d's answer has
- * expired: then its kick looks it up again before it sends more mail. */
-static struct sched_job *member_job(struct shard *sh, struct sched_dest *d, uint64_t now,
-				    uint64_t mono)
+struct sched_job *delivery_next(struct shard *sh, struct delivery_pool *pool)
 {
-	const struct delivery_route *rt = d->owner;
-	if (rt && mono >= rt->expires_ms) {
-		sched_kick(sh->sched, d);
-		return NULL;
-	}
-	return sched_job_next(sh->sched, d, now);
-}
-
-struct sched_job *delivery_next(struct shard *sh, struct smtp_client *c)
-{
-	struct delivery_pool *pool = c->pool;
 	if (sh->stopping || !pool->nmembers)
 		return NULL;
 	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
-	/* Its own domain first (the one that opened it or gave it its last
-	 * job), if that domain still leads here. */
-	const struct delivery_route *own = c->acct->owner;
-	if (own && own->pool == pool) {
-		struct sched_job *job = member_job(sh, c->acct, now, mono);
-		if (job)
-			return job;
-	}
 	for (unsigned i = 0; i < pool->nmembers; i++) {
 		unsigned k = (pool->rr_member + i) % pool->nmembers;
-		struct sched_dest *d = pool->members[k];
-		if (d == c->acct || !sched_dest_may_carry(d))
+		const struct delivery_route *rt = pool->members[k]->owner;
+		if (rt && mono >= rt->expires_ms) {
+			/* Its answer has expired: its kick looks it up again
+			 * before it sends more mail anywhere. */
+			sched_kick(sh->sched, pool->members[k]);
 			continue;
-		struct sched_job *job = member_job(sh, d, now, mono);
+		}
+		struct sched_job *job = sched_job_next(sh->sched, pool->members[k], now);
 		if (job) {
 			pool->rr_member = k + 1;
-			carry(sh, c, d);
 			return job;
 		}
 	}

@@ -39,7 +39,7 @@ struct delivery_pool {
 	unsigned nidle;
 	unsigned nworking;           /* sessions past EHLO: the destination works */
 	unsigned nsessions;
-	uint32_t max_connections;    /* its members' limits added up (stats) */
+	uint32_t max_connections;    /* the smallest of the members' limits */
 	uint64_t used_ms;            /* last time it had members or sessions */
 };
 
@@ -61,11 +61,9 @@ enum attempt_kind delivery_dns_kind(enum dns_status st);
 /* delivery_sched_ops - the scheduler callbacks for a shard. */
 extern const struct sched_ops delivery_sched_ops;
 
-/* delivery_next - session c is ready for work: a job of the domain it
- * counts against, else of another domain of its pool (round-robin) that
- * may carry one more session, or NULL. c counts against the job's domain
- * from then on (sched_session_moved). */
-struct sched_job *delivery_next(struct shard *sh, struct smtp_client *c);
+/* delivery_next - a session of pool is ready for work: a job from any of
+ * the pool's domains (round-robin), or NULL. */
+struct sched_job *delivery_next(struct shard *sh, struct delivery_pool *pool);
 /* delivery_session_opened / _ready - c was opened for its domain; c got
  * past EHLO (it no longer counts as connecting). */
 void delivery_session_opened(struct shard *sh, struct smtp_client *c);

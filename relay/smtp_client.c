@@ -450,7 +450,7 @@ static void client_ready(struct smtp_client *c)
 		delivery_session_ready(sh, c);
 	}
 	set_state(c, CS_READY, 0);
-	struct sched_job *job = delivery_next(sh, c);
+	struct sched_job *job = delivery_next(sh, c->pool);
 	if (job) {
 		start_transaction(c, job);
 		return;

@@ -39,8 +39,7 @@ struct smtp_client {
 	struct conn conn;
 	struct shard *shard;
 	struct delivery_pool *pool;            /* the destination it connects to */
-	struct sched_dest *acct;               /* the domain it counts against: its
-						* opener, then its last job's (limits, stats) */
+	struct sched_dest *acct;               /* the domain that opened it (limits, stats) */
 	unsigned hop_start, hop_k;             /* which next hop: rotation and index */
 	enum smtp_client_state state;
 	struct smtp_client *next, *prev;       /* shard's list of clients */

@@ -6,10 +6,9 @@ ASan), submitted through POST /v1/messages/batch while every domain is
 suspended, big.test's first; then big.test is resumed first and the small
 ones after it (suspending is what makes the race deterministic: otherwise
 big.test would drain while the small ones are still being submitted). Half of the small domains (share00..share24) are routed to
-the same next hop as big.test, so they share its connection pool (its
-idle sessions; each domain keeps its own limit of 20); the other half
-(own00..own24) have next hops of their own (distinct loopback addresses of
-the same ringpost-sink).
+the same next hop as big.test, so they share its connection pool (20
+sessions per shard); the other half (own00..own24) have next hops of their
+own (distinct loopback addresses of the same ringpost-sink).
 
 From the sink's per-domain counters (a JSON line every 100 ms):
   - every small domain has all its mail while big.test is still draining:

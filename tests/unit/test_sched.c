@@ -526,47 +526,6 @@ Test(sched, a_new_destination_starts_with_a_few_sessions)
 	check_counts("all", 0, 0, 0, 40, 0);
 }
 
-Test(sched, a_session_counts_against_the_domain_whose_mail_it_carries)
-{
-	ctx.lim.max_connections = 2;
-	ctx.lim.max_rcpts_per_msg = 1;
-	uint64_t a = submit(3, "a.test", T0);
-	uint64_t b = submit(1, "b.test", T0);
-	add_all(a, 3, "a.test", T0);
-	add_all(b, 1, "b.test", T0);
-	struct sched_dest *da = sched_dest_find(s, "a.test"), *db = sched_dest_find(s, "b.test");
-	sched_session_opened(s, da);
-	sched_session_opened(s, da);
-	cr_assert_not(sched_dest_may_carry(da), "a.test is at its limit");
-	cr_assert(sched_dest_may_carry(db));
-	sched_run(s);
-	unsigned kicks = kicks_of("a.test");
-	/* One of a.test's sessions takes b.test's job: it counts for b.test
-	 * now, and a.test, with work left, may open a replacement. */
-	sched_session_moved(s, da, db);
-	cr_assert_eq(da->n.connections, 1);
-	cr_assert_eq(db->n.connections, 1);
-	sched_run(s);
-	cr_assert_eq(kicks_of("a.test"), kicks + 1, "the domain that lost a session is kicked");
-	cr_assert(sched_dest_may_connect(s, da, T0));
-	sched_session_opened(s, da);
-	sched_session_opened(s, db);
-	cr_assert_not(sched_dest_may_carry(db), "b.test is at its limit too");
-	struct stats_counts c;
-	sched_totals(s, &c);
-	cr_assert_eq(c.connections, 4, "moving a session does not change the total");
-	sched_session_closed(s, db);
-	sched_session_closed(s, db);
-	sched_session_closed(s, da);
-	sched_session_closed(s, da);
-	struct sched_job *j;
-	while ((j = sched_job_next(s, da, T0)))
-		done_all(j, STAGE_CONTENT, 250, "250", T0);
-	while ((j = sched_job_next(s, db, T0)))
-		done_all(j, STAGE_CONTENT, 250, "250", T0);
-	check_counts("all", 0, 0, 0, 4, 0);
-}
-
 Test(sched, shard_wide_session_limit)
 {
 	struct sched_config cfg = {
