@@ -23,6 +23,12 @@ Cases:
     never sees more than 2 of our sessions at once (and more than 1), and
     both domains get all their mail, over sessions that carry either
     (wide.test is not starved while narrow.test's sessions work);
+  - behind one next hop, every domain opens sessions for its own mail:
+    6 messages to each of 4 new domains (one shard) whose shared sink holds
+    every greeting for 30 s, so that no session ever works: ringpost opens
+    5 per domain (a new domain's first sessions) up to the destination's
+    20, i.e. exactly 20 (one domain's connecting sessions must not stop
+    the others: that held a 480-domain benchmark at 1,600 of 19,700);
   - rate = 50 (messages per second, token bucket): 300 messages to
     rate.test arrive at 50/s within 10% (from the first to the last
     message at the sink, by the times the sink wrote them), and no 1-second
@@ -161,6 +167,25 @@ def shared_next_hop_shares_the_smallest_limit(x):
 
 
 @cases.add
+def shared_next_hop_opens_sessions_for_every_domain(x):
+    doms = ["co1.test", "co3.test", "co5.test", "co7.test"]  # all on shard 0
+    api_submit_batch(x.d, [m for dom in doms for m in msgs(dom, 6, dom.split(".")[0])])
+    want = min(len(doms) * 5, 20)  # 5 per new domain; [domain *] max_connections 20
+
+    def opened():
+        return x.stalled.stats().get("sessions", 0)
+    try:
+        wait_for(lambda: opened() >= want, 10 * SLOW, f"{want} sessions at the stalled sink")
+    except TestFailure as e:
+        raise TestFailure(f"{e}: it has {opened()}") from None
+    time.sleep(0.5)  # anything more would show by now
+    st = x.stalled.stats()
+    log(f"stalled shared sink: {st.get('sessions')} sessions open for {len(doms)} domains")
+    check(st.get("sessions") == want, f"{st.get('sessions')} sessions at the stalled sink, "
+          f"expected {want}")
+
+
+@cases.add
 def rate_held(x):
     t0 = time.time()
     api_submit_batch(x.d, msgs("rate.test", N_RATE, "rate") + msgs("free.test", 200, "free"))
@@ -201,12 +226,15 @@ def main():
         x.free = env.fast_sink("free", [f"127.0.0.1:{fp}"])
         sp = free_port()
         x.shared = env.fast_sink("shared", [f"127.0.0.1:{sp}"], slow)
+        tp = free_port()
+        x.stalled = env.fast_sink("stalled", [f"127.0.0.1:{tp}"], ["--reply-delay", "30000"])
         x.strict = StrictSmtpServer(quit_delay=0.2)
         x.d = env.daemon(routes={"conn.test": f"127.0.0.1:{cp}", "churn.test": f"127.0.0.1:{hp}",
                                  "rate.test": f"127.0.0.1:{rp}", "free.test": f"127.0.0.1:{fp}",
                                  "strict.test": x.strict.addr,
                                  "narrow.test": f"127.0.0.1:{sp}",
-                                 "wide.test": f"127.0.0.1:{sp}"},
+                                 "wide.test": f"127.0.0.1:{sp}",
+                                 **{f"co{i}.test": f"127.0.0.1:{tp}" for i in (1, 3, 5, 7)}},
                          with_api=True,
                          domains={"conn.test": {"max_connections": MAX_CONN},
                                   "churn.test": {"max_connections": MAX_CONN,
