@@ -84,8 +84,48 @@ static void pool_join(struct delivery_pool *p, struct sched_dest *d)
 	pool_limits(p);
 }
 
+/* The active ring: the pool's domains that may have work. A domain joins
+ * when the scheduler kicks it with ready jobs and leaves when it gives no
+ * job (empty, held, suspended, rate-limited, expired answer); the
+ * scheduler kicks it again when that changes. Sessions pull from the ring
+ * round-robin, so a pool of 10,000 mostly idle domains costs no scan. */
+static void active_add(struct delivery_pool *p, struct delivery_route *rt)
+{
+	if (rt->active)
+		return;
+	rt->active = true;
+	struct delivery_route *h = p->active;
+	if (!h) {
+		rt->active_next = rt->active_prev = rt;
+		p->active = rt;
+		return;
+	}
+	rt->active_next = h; /* at the tail: its turn comes last */
+	rt->active_prev = h->active_prev;
+	h->active_prev->active_next = rt;
+	h->active_prev = rt;
+}
+
+static void active_del(struct delivery_pool *p, struct delivery_route *rt)
+{
+	if (!rt->active)
+		return;
+	rt->active = false;
+	if (rt->active_next == rt) {
+		p->active = NULL;
+	} else {
+		rt->active_prev->active_next = rt->active_next;
+		rt->active_next->active_prev = rt->active_prev;
+		if (p->active == rt)
+			p->active = rt->active_next;
+	}
+	rt->active_next = rt->active_prev = NULL;
+}
+
 static void pool_leave(struct delivery_pool *p, struct sched_dest *d)
 {
+	if (d->owner)
+		active_del(p, d->owner);
 	for (unsigned i = 0; i < p->nmembers; i++)
 		if (p->members[i] == d) {
 			p->members[i] = p->members[--p->nmembers];
@@ -415,6 +455,8 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	}
 	struct delivery_pool *pool = rt->pool;
 	pool->used_ms = rp_mono_ms();
+	if (d->nready_jobs)
+		active_add(pool, rt);
 	/* Work goes to idle sessions first: connection reuse. */
 	while (pool->idle) {
 		struct sched_job *job = sched_job_next(sh->sched, d, now);
@@ -466,23 +508,25 @@ const struct sched_ops delivery_sched_ops = {
 
 struct sched_job *delivery_next(struct shard *sh, struct delivery_pool *pool)
 {
-	if (sh->stopping || !pool->nmembers)
+	if (sh->stopping)
 		return NULL;
 	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
-	for (unsigned i = 0; i < pool->nmembers; i++) {
-		unsigned k = (pool->rr_member + i) % pool->nmembers;
-		const struct delivery_route *rt = pool->members[k]->owner;
-		if (rt && mono >= rt->expires_ms) {
+	struct delivery_route *rt;
+	while ((rt = pool->active)) {
+		if (mono >= rt->expires_ms) {
 			/* Its answer has expired: its kick looks it up again
 			 * before it sends more mail anywhere. */
-			sched_kick(sh->sched, pool->members[k]);
+			active_del(pool, rt);
+			sched_kick(sh->sched, rt->dest);
 			continue;
 		}
-		struct sched_job *job = sched_job_next(sh->sched, pool->members[k], now);
-		if (job) {
-			pool->rr_member = k + 1;
-			return job;
+		struct sched_job *job = sched_job_next(sh->sched, rt->dest, now);
+		if (!job) {
+			active_del(pool, rt);
+			continue;
 		}
+		pool->active = rt->active_next; /* round-robin */
+		return job;
 	}
 	return NULL;
 }
@@ -567,10 +611,15 @@ void delivery_session_gone(struct shard *sh, struct smtp_client *c, bool was_con
 	pool->nsessions--;
 	pool->used_ms = rp_mono_ms();
 	sched_session_closed(sh->sched, c->acct);
-	/* A freed slot in the pool may let another member open a session. */
-	for (unsigned i = 0; i < pool->nmembers; i++)
-		if (pool->members[i]->nready_jobs)
-			sched_kick(sh->sched, pool->members[i]);
+	/* A freed slot in the pool may let another member with work open a
+	 * session. */
+	struct delivery_route *rt = pool->active;
+	if (rt) {
+		do {
+			sched_kick(sh->sched, rt->dest);
+			rt = rt->active_next;
+		} while (rt != pool->active);
+	}
 	shard_touch(sh);
 }
 

@@ -33,7 +33,8 @@ struct delivery_pool {
 	uint16_t port;
 	struct sched_dest **members; /* domains routed here */
 	unsigned nmembers, members_cap;
-	unsigned rr_member;          /* round-robin over members for jobs */
+	struct delivery_route *active; /* members with ready work, a ring: the
+				      * next job comes from the head */
 	unsigned rr_hop;             /* spreads sessions over equal-preference hops */
 	struct smtp_client *idle;    /* idle sessions, most recent first */
 	unsigned nidle;
@@ -50,6 +51,8 @@ struct delivery_route {
 	struct dns_result *res;      /* its current answer (ref) */
 	uint64_t expires_ms;         /* monotonic: resolve again after */
 	unsigned nconnecting;        /* sessions it opened that have no job yet */
+	struct delivery_route *active_next, *active_prev; /* pool->active ring */
+	bool active;
 	bool resolving;
 	char why[200];               /* why there is no route, for logs */
 };

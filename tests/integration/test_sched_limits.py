@@ -29,6 +29,12 @@ Cases:
     5 per domain (a new domain's first sessions) up to the destination's
     20, i.e. exactly 20 (one domain's connecting sessions must not stop
     the others: that held a 480-domain benchmark at 1,600 of 19,700);
+  - behind one next hop, domains that pause are served again: paced.test
+    (rate 20/s), quick.test and hold.test (suspended) share a sink (one
+    shard); each leaves the pool's ring of domains with work while it can
+    send nothing (out of tokens, suspended): quick.test is done and
+    hold.test has nothing while it is suspended, and after the resume all
+    three get all their mail;
   - rate = 50 (messages per second, token bucket): 300 messages to
     rate.test arrive at 50/s within 10% (from the first to the last
     message at the sink, by the times the sink wrote them), and no 1-second
@@ -186,6 +192,29 @@ def shared_next_hop_opens_sessions_for_every_domain(x):
 
 
 @cases.add
+def shared_next_hop_serves_members_that_pause(x):
+    n = {"paced.test": 30, "quick.test": 100, "hold.test": 10}
+    r = x.d.api("POST", "/v1/queue/hold.test/suspend")
+    check(r.status == 200, f"suspend hold.test: {r!r}")
+    api_submit_batch(x.d, [m for dom, k in n.items() for m in msgs(dom, k, dom.split(".")[0])])
+    wait_for(lambda: x.mixed.messages("quick.test") >= n["quick.test"], 10 * SLOW,
+             "quick.test's mail at the shared sink")
+    check(x.mixed.messages("hold.test") == 0, f"hold.test: {x.mixed.messages('hold.test')} "
+          f"messages delivered while suspended")
+    r = x.d.api("POST", "/v1/queue/hold.test/resume")
+    check(r.status == 200, f"resume hold.test: {r!r}")
+    try:
+        wait_for(lambda: all(x.mixed.messages(d) >= k for d, k in n.items()), 15 * SLOW,
+                 "every domain's mail at the shared sink")
+    except TestFailure as e:
+        raise TestFailure(f"{e}: {({d: x.mixed.messages(d) for d in n})}") from None
+    time.sleep(0.3)
+    got = {d: x.mixed.messages(d) for d in n}
+    log(f"shared next hop with pauses: {got}")
+    check(got == n, f"messages at the shared sink {got}, expected {n}")
+
+
+@cases.add
 def rate_held(x):
     t0 = time.time()
     api_submit_batch(x.d, msgs("rate.test", N_RATE, "rate") + msgs("free.test", 200, "free"))
@@ -228,13 +257,17 @@ def main():
         x.shared = env.fast_sink("shared", [f"127.0.0.1:{sp}"], slow)
         tp = free_port()
         x.stalled = env.fast_sink("stalled", [f"127.0.0.1:{tp}"], ["--reply-delay", "30000"])
+        mp = free_port()
+        x.mixed = env.fast_sink("mixed", [f"127.0.0.1:{mp}"])
         x.strict = StrictSmtpServer(quit_delay=0.2)
         x.d = env.daemon(routes={"conn.test": f"127.0.0.1:{cp}", "churn.test": f"127.0.0.1:{hp}",
                                  "rate.test": f"127.0.0.1:{rp}", "free.test": f"127.0.0.1:{fp}",
                                  "strict.test": x.strict.addr,
                                  "narrow.test": f"127.0.0.1:{sp}",
                                  "wide.test": f"127.0.0.1:{sp}",
-                                 **{f"co{i}.test": f"127.0.0.1:{tp}" for i in (1, 3, 5, 7)}},
+                                 **{f"co{i}.test": f"127.0.0.1:{tp}" for i in (1, 3, 5, 7)},
+                                 **{d: f"127.0.0.1:{mp}" for d in ("paced.test", "quick.test",
+                                                                   "hold.test")}},
                          with_api=True,
                          domains={"conn.test": {"max_connections": MAX_CONN},
                                   "churn.test": {"max_connections": MAX_CONN,
@@ -243,7 +276,8 @@ def main():
                                                   "max_messages_per_connection": 4},
                                   "rate.test": {"rate": RATE},
                                   "narrow.test": {"max_connections": NARROW},
-                                  "wide.test": {"max_connections": WIDE}})
+                                  "wide.test": {"max_connections": WIDE},
+                                  "paced.test": {"rate": 20}})
         try:
             x.d.start()
             failures = run_cases(cases, x, [x.d])
