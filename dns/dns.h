@@ -114,6 +114,11 @@ struct dns_mx {
 void dns_mx_order(struct dns_mx *mx, unsigned n, uint64_t rnd);
 /* dns_mx_is_null - RFC 7505: a single MX of preference 0 and host ".". */
 bool dns_mx_is_null(const struct dns_mx *mx, unsigned n);
+/* dns_to_ascii - name with every label that has non-ASCII characters
+ * (UTF-8) in its A-label form, "xn--" + Punycode (RFC 5890, RFC 3492),
+ * lower-cased; ASCII labels are only lower-cased. False when name is not
+ * valid UTF-8, a label is too long, or out (outlen bytes) is too small. */
+bool dns_to_ascii(const char *name, char *out, size_t outlen);
 /* dns_answer_min_ttl - the smallest TTL of the answer records in a raw DNS
  * reply; false when there is none or the reply does not parse. */
 bool dns_answer_min_ttl(const unsigned char *abuf, int alen, unsigned *ttl);

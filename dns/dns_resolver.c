@@ -261,6 +261,11 @@ static void start_host(struct dns_resolver *r, struct dns_entry *e, const char *
 static struct dns_entry *lookup(struct dns_resolver *r, const char *prefix, const char *name,
 				dns_cb cb, void *arg, char key[300], bool *start)
 {
+	/* The DNS knows internationalised names by their A-labels; a name
+	 * that does not convert is looked up as it is (and fails there). */
+	char ascii[256];
+	if (dns_to_ascii(name, ascii, sizeof(ascii)))
+		name = ascii;
 	snprintf(key, 300, "%s%s", prefix, name);
 	rp_lower(key);
 	r->st.lookups++;

@@ -28,12 +28,17 @@ Cases:
     LOCALDOMAIN=evil.test, where that name would exist);
   - loop prevention: an MX pointing at ringpost's own submission listener
     -> bounced 5.4.6; with another MX as well, that one gets the mail;
+  - an internationalised domain (SMTPUTF8, user@münchen.test, through
+    smtplib) is looked up by its A-label (xn--mnchen-3ya.test, the only
+    name dnsmasq knows) and delivered to its exchanger, as is a message to
+    the same domain through the API;
   - 30 messages to one new domain at once -> one MX query at dnsmasq (the
     lookup in flight is shared), and /v1/stats dns counters add up.
 The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 """
 
 import os
+import smtplib
 import time
 
 from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_status, api_submit_batch, check,
@@ -72,6 +77,7 @@ def records(sub_port):
         "--mx-host=loop.test,mx-self.test,10",
         "--mx-host=loopalt.test,mx-self.test,10", "--mx-host=loopalt.test,mx-a.test,20",
         "--mx-host=shared.test,mx-b.test,10",
+        "--mx-host=xn--mnchen-3ya.test,mx-a.test,10",  # münchen.test
     ]
 
 
@@ -133,6 +139,25 @@ def expect_bounce(x, domain, status, words):
 
 
 # ---- cases -----------------------------------------------------------------
+
+
+@cases.add
+def internationalised_domain_by_its_a_label(x):
+    domain = "m\u00fcnchen.test"
+    before = len(x.dns.queries())
+    with smtplib.SMTP("127.0.0.1", x.d.port, timeout=20) as s:
+        s.ehlo("idn.client.test")
+        check(s.has_extn("smtputf8"), "no SMTPUTF8 in the EHLO reply")
+        s.sendmail(SENDER, [f"anna@{domain}"],
+                   f"Subject: idn\r\nFrom: {SENDER}\r\n\r\nGr\u00fc\u00dfe\r\n".encode(),
+                   mail_options=["SMTPUTF8"])
+    send(x, [f"bert@{domain}"], "idn-api")
+    got = wait_sinks(x, domain, 2)
+    check(got["a"] == 2, f"{domain}: {got}")
+    asked = [q for q in x.dns.queries()[before:] if q[0] == "MX"]
+    log(f"  MX queries: {asked}")
+    check(("MX", "xn--mnchen-3ya.test") in asked, f"no MX query for the A-label: {asked}")
+    check(all(q[1].isascii() for q in asked), f"a query in Unicode: {asked}")
 
 
 @cases.add

@@ -156,6 +156,8 @@ static const struct zrec zone[] = {
 	{"share1.t", T_MX, 300, 10, "mx-a.t"},
 	{"share2.t", T_MX, 300, 10, "mx-a.t"},
 	{"many.t", T_MX, 300, 10, "mx-c.t"},
+	/* an internationalised domain, as the DNS knows it: münchen.t */
+	{"xn--mnchen-3ya.t", T_MX, 300, 10, "mx-c.t"},
 	/* the LRU */
 	{"h1.t", T_A, 300, 0, "192.0.2.21"},
 	{"h2.t", T_A, 300, 0, "192.0.2.22"},
@@ -755,6 +757,75 @@ static void reply(struct pkt *p, const uint32_t *ttls, unsigned n, uint32_t extr
 	}
 }
 
+Test(idna, a_labels)
+{
+	static const struct {
+		const char *in, *out;
+	} t[] = {
+		{"example.com", "example.com"},
+		{"Example.COM", "example.com"},
+		{"m\xc3\xbcnchen.test", "xn--mnchen-3ya.test"},
+		{"M\xc3\x9cNCHEN.test", "xn--mnchen-3ya.test"}, /* upper case maps first */
+		{"b\xc3\xbc" "cher.example", "xn--bcher-kva.example"},
+		{"\xc3\xbc", "xn--tda"},
+		{"fa\xc3\x9f.de", "xn--fa-hia.de"}, /* IDNA2008 keeps the sharp s */
+		{"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e.jp", "xn--wgv71a119e.jp"}, /* 日本語 */
+		/* RFC 3492 section 7.1 (B), Chinese (simplified) */
+		{"\xe4\xbb\x96\xe4\xbb\xac\xe4\xb8\xba\xe4\xbb\x80\xe4\xb9\x88\xe4\xb8"
+		 "\x8d\xe8\xaf\xb4\xe4\xb8\xad\xe6\x96\x87",
+		 "xn--ihqwcrb4cv8a8dqg056pqjye"},
+		/* RFC 3492 section 7.1 (L), 3年B組金八先生, lower-cased */
+		{"3\xe5\xb9\xb4" "B\xe7\xb5\x84\xe9\x87\x91\xe5\x85\xab\xe5\x85\x88\xe7"
+		 "\x94\x9f",
+		 "xn--3b-ww4c5e180e575a65lsy2b"},
+		/* Cyrillic upper case: ПРИМЕР.испытание */
+		{"\xd0\x9f\xd0\xa0\xd0\x98\xd0\x9c\xd0\x95\xd0\xa0.\xd0\xb8\xd1\x81\xd0"
+		 "\xbf\xd1\x8b\xd1\x82\xd0\xb0\xd0\xbd\xd0\xb8\xd0\xb5",
+		 "xn--e1afmkfd.xn--80akhbyknj4f"},
+	};
+	char out[256];
+	for (size_t i = 0; i < RP_ARRAY_LEN(t); i++) {
+		cr_assert(dns_to_ascii(t[i].in, out, sizeof(out)), "case %zu failed", i);
+		cr_assert_str_eq(out, t[i].out, "case %zu", i);
+	}
+}
+
+Test(idna, bad_input_fails_and_nothing_overflows)
+{
+	char out[256];
+	static const char *const bad[] = {
+		"\xff.test",         /* not UTF-8 */
+		"a\xc3",             /* truncated sequence */
+		"\xc0\xaf.test",     /* overlong '/' */
+		"\xed\xa0\x80.test", /* a surrogate */
+		"\xf4\x90\x80\x80", /* past U+10FFFF */
+	};
+	for (size_t i = 0; i < RP_ARRAY_LEN(bad); i++)
+		cr_assert_not(dns_to_ascii(bad[i], out, sizeof(out)), "bad case %zu accepted", i);
+	/* A label of 64 octets is too long, 63 is fine; a U-label whose
+	 * A-label passes 63 octets fails too. */
+	char name[80];
+	memset(name, 'a', 64);
+	name[64] = '\0';
+	cr_assert_not(dns_to_ascii(name, out, sizeof(out)));
+	name[63] = '\0';
+	cr_assert(dns_to_ascii(name, out, sizeof(out)));
+	char u[200] = "";
+	for (int i = 0; i < 40; i++)
+		strcat(u, "\xc3\xbc"); /* 40 x ü: "xn--tda" + 39 x "a", 46 octets */
+	cr_assert(dns_to_ascii(u, out, sizeof(out)));
+	cr_assert_eq(strlen(out), 46, "%s", out);
+	for (int i = 0; i < 23; i++)
+		strcat(u, "\xc3\xbc"); /* 63 code points: an A-label of 69 octets */
+	cr_assert_not(dns_to_ascii(u, out, sizeof(out)));
+	/* Every short output buffer fails cleanly (ASan checks the bounds). */
+	for (size_t n = 0; n < 24; n++) {
+		char small[24];
+		bool ok = dns_to_ascii("m\xc3\xbcnchen.test", small, n);
+		cr_assert_eq(ok, n > strlen("xn--mnchen-3ya.test"), "buffer of %zu", n);
+	}
+}
+
 Test(answer_ttl, smallest_answer_record)
 {
 	struct pkt p;
@@ -998,6 +1069,19 @@ Test(resolver, implicit_mx)
 	cr_assert_eq(queries("implicit.t", T_MX), 1);
 	cr_assert_eq(queries("implicit.t", T_A), 1);
 	drop(res);
+}
+
+Test(resolver, an_internationalised_domain_is_looked_up_by_its_a_label)
+{
+	struct dns_result *res = resolve(MX, "M\xc3\x9cnchen.t", NULL); /* MÜnchen.t */
+	cr_assert_eq(res->status, DNS_OK, "%s: %s", dns_status_name(res->status), res->error);
+	cr_assert_str_eq(res->hops[0].host, "mx-c.t");
+	drop(res);
+	res = resolve(MX, "xn--mnchen-3ya.t", NULL);
+	cr_assert_eq(res->status, DNS_OK);
+	drop(res);
+	cr_assert_eq(queries("xn--mnchen-3ya.t", T_MX), 1,
+		     "the U-label and the A-label are one cache entry");
 }
 
 Test(resolver, lookups_in_flight_are_shared)
