@@ -35,7 +35,13 @@ struct api_server {
 	uint64_t accepted;            /* messages accepted */
 	uint64_t rejected;            /* messages refused */
 	uint64_t requests;            /* requests served */
+	/* Submissions whose messages are still to prepare, oldest first
+	 * (api_submit.c: at most API_PREPARE_MAX per loop iteration). */
+	struct api_submit *work_head, *work_tail;
+	struct loop_defer work;
 };
+
+struct api_submit;
 
 struct http_request {
 	enum http_method method;

@@ -58,8 +58,9 @@ struct loop {
 	uint64_t wheel_tick; /* last tick processed */
 	unsigned timers;     /* armed timers */
 
-	/* Deferred calls. */
+	/* Deferred calls: this pass, and the next iteration's. */
 	struct loop_defer *defer_head, **defer_tail;
+	struct loop_defer *next_head, **next_tail;
 
 	/* Inbox: other threads push, the eventfd read wakes us. */
 	struct mq inbox;
@@ -183,6 +184,7 @@ struct loop *loop_new(const struct loop_config *cfg)
 		l->free_head = i;
 	}
 	l->defer_tail = &l->defer_head;
+	l->next_tail = &l->next_head;
 	l->now_ms = rp_mono_ms();
 	l->wheel_tick = l->now_ms / WHEEL_TICK_MS;
 	if (!mq_init(&l->inbox, false)) {
@@ -399,20 +401,50 @@ void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_fn fn)
 	l->defer_tail = &d->next;
 }
 
+void loop_defer_next(struct loop *l, struct loop_defer *d, loop_defer_fn fn)
+{
+	d->fn = fn;
+	if (d->queued)
+		return;
+	d->queued = true;
+	d->next = NULL;
+	*l->next_tail = d;
+	l->next_tail = &d->next;
+}
+
+static bool unlink_defer(struct loop_defer **head, struct loop_defer ***tail,
+			 struct loop_defer *d)
+{
+	for (struct loop_defer **pp = head; *pp; pp = &(*pp)->next) {
+		if (*pp == d) {
+			*pp = d->next;
+			if (*tail == &d->next)
+				*tail = pp;
+			return true;
+		}
+	}
+	return false;
+}
+
 void loop_defer_cancel(struct loop *l, struct loop_defer *d)
 {
 	if (!d->queued)
 		return;
-	for (struct loop_defer **pp = &l->defer_head; *pp; pp = &(*pp)->next) {
-		if (*pp == d) {
-			*pp = d->next;
-			if (l->defer_tail == &d->next)
-				l->defer_tail = pp;
-			break;
-		}
-	}
+	if (!unlink_defer(&l->defer_head, &l->defer_tail, d))
+		unlink_defer(&l->next_head, &l->next_tail, d);
 	d->queued = false;
 	d->next = NULL;
+}
+
+/* next_splice - the next iteration has come: its calls join this pass. */
+static void next_splice(struct loop *l)
+{
+	if (!l->next_head)
+		return;
+	*l->defer_tail = l->next_head;
+	l->defer_tail = l->next_tail;
+	l->next_head = NULL;
+	l->next_tail = &l->next_head;
 }
 
 static void defer_run(struct loop *l)
@@ -491,7 +523,12 @@ void loop_run(struct loop *l)
 
 		struct io_uring_cqe *cqe;
 		int rc;
-		if (l->timers) {
+		if (l->next_head) {
+			/* Work waits for the next iteration: look for
+			 * completions without sleeping. */
+			struct __kernel_timespec ts = {0};
+			rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
+		} else if (l->timers) {
 			/* Sleep until the next wheel tick at most. */
 			uint64_t next_ms = (l->wheel_tick + 1) * WHEEL_TICK_MS;
 			uint64_t now = rp_mono_ms();
@@ -508,11 +545,13 @@ void loop_run(struct loop *l)
 		l->now_ms = busy_start / 1000000;
 		reap(l);
 		timers_run(l);
+		next_splice(l);
 		defer_run(l);
 		uint64_t busy = rp_mono_ns() - busy_start;
 		if (busy > l->max_busy_ns)
 			l->max_busy_ns = busy;
 	}
+	next_splice(l);
 	defer_run(l);
 	io_uring_submit(&l->ring);
 	log_flush();

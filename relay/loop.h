@@ -138,7 +138,11 @@ static inline bool loop_timer_armed(const struct loop_timer *t)
 
 /* loop_defer - run d->fn once after the current batch of completions. */
 void loop_defer(struct loop *l, struct loop_defer *d, loop_defer_fn fn);
-/* loop_defer_cancel - take d off the list if queued. */
+/* loop_defer_next - run d->fn once in the next iteration, after its
+ * completions: work cut into slices lets I/O in between. The loop does not
+ * sleep while such a call waits. */
+void loop_defer_next(struct loop *l, struct loop_defer *d, loop_defer_fn fn);
+/* loop_defer_cancel - take d off its list if queued. */
 void loop_defer_cancel(struct loop *l, struct loop_defer *d);
 
 #endif
