@@ -156,31 +156,6 @@ class StaticFlow(threading.Thread):
             raise TestFailure(f"static flow: {self.error}")
 
 
-def sink_stats(sink):
-    """The sink's latest stats line, read from the end of its file: with
-    10,000 domains a line is most of a megabyte (FastSink.stats reads the
-    whole file)."""
-    import json
-    try:
-        with open(sink.stats_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - (8 << 20)))
-            lines = f.read().split(b"\n")
-    except FileNotFoundError:
-        return {}
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue  # empty, cut at the start, or being written
-    return {}
-
-
-def sink_messages(sink):
-    return sink_stats(sink).get("messages", 0)
-
-
 def submit(d, lo, hi):
     msgs = [{"from": SENDER, "to": [f"u@{domain(i)}"], "subject": f"load {i}",
              "text": f"load {i}\n"} for i in range(lo, hi)]
@@ -309,8 +284,8 @@ def main():
             for lo in range(0, N, BATCH):
                 submit(d, lo, min(N, lo + BATCH))
             t_submitted = time.monotonic() - t0
-            wait_for(lambda: sink_messages(mx_sink) >= N, 60, f"{N} messages at the DNS-routed sink "
-                     f"(have {sink_messages(mx_sink)})", interval=0.25)
+            wait_for(lambda: mx_sink.messages() >= N, 60, f"{N} messages at the DNS-routed sink "
+                     f"(have {mx_sink.messages()})", interval=0.25)
             t_done = time.monotonic() - t0
             time.sleep(0.6)  # the stats after the last delivery
         finally:
@@ -331,7 +306,7 @@ def main():
 
         # Delivery: one message per domain, nothing deferred or bounced.
         st = d.api("GET", "/v1/stats").json()
-        mx_final = sink_stats(mx_sink)
+        mx_final = mx_sink.stats()
         per_dom = mx_final.get("domains", {})
         bad = [domain(i) for i in range(N) if per_dom.get(domain(i), {}).get("messages") != 1]
         check(not bad, f"{len(bad)} domains without exactly one message at the sink: {bad[:5]}")

@@ -41,8 +41,8 @@ import os
 import smtplib
 import time
 
-from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_status, api_submit_batch, check,
-                     free_port, log, run_cases, run_test, stop_clean, wait_for, wait_rcpts)
+from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_rcpt, api_send, check, free_port,
+                     log, run_cases, run_test, sink_counts, stop_clean, wait_for, wait_rcpt)
 
 SENDER = "dns@origin.test"
 N_EQUAL = 200
@@ -82,30 +82,14 @@ def records(sub_port):
 
 
 def send(x, rcpts, tag, n=1):
-    """n messages (one batch request), each to every address in rcpts;
-    returns their ids."""
-    msgs = [{"from": SENDER, "to": rcpts, "subject": f"{tag} {i}", "text": f"{tag} {i}\n"}
-            for i in range(n)]
-    return api_submit_batch(x.d, msgs)
-
-
-def rcpt_state(x, mid):
-    return api_status(x.d, mid)["recipients"][0]
-
-
-def wait_state(x, mid, want, timeout=20):
-    return wait_rcpts(x.d, mid, want, timeout)["recipients"][0]
-
-
-def sink_counts(x, domain):
-    return {name: s.messages(domain) for name, s in x.sinks.items()}
+    return api_send(x.d, SENDER, rcpts, tag, n)
 
 
 def wait_sinks(x, domain, total, timeout=20):
-    wait_for(lambda: sum(sink_counts(x, domain).values()) >= total, timeout,
-             f"{total} messages for {domain} at the sinks (have {sink_counts(x, domain)})")
+    wait_for(lambda: sum(sink_counts(x.sinks, domain).values()) >= total, timeout,
+             f"{total} messages for {domain} at the sinks (have {sink_counts(x.sinks, domain)})")
     time.sleep(0.3)  # anything extra would show now
-    got = sink_counts(x, domain)
+    got = sink_counts(x.sinks, domain)
     check(sum(got.values()) == total, f"{domain}: {got}, expected {total} in all")
     return got
 
@@ -127,7 +111,7 @@ def dsn_for(x, rcpt):
 def expect_bounce(x, domain, status, words):
     rcpt = f"user@{domain}"
     mid = send(x, [rcpt], domain)[0]
-    rc = wait_state(x, mid, "bounced")
+    rc = wait_rcpt(x.d, mid, "bounced")
     check(rc["attempts"] <= 1, f"{domain}: {rc}")
     for w in words:
         check(w.lower() in (rc["last_response"] or "").lower(),
@@ -135,7 +119,7 @@ def expect_bounce(x, domain, status, words):
     dsn = dsn_for(x, rcpt)
     check(f"Status: {status}" in dsn, f"{domain}: DSN without Status: {status}:\n{dsn[-800:]}")
     check("Action: failed" in dsn, f"{domain}: DSN action:\n{dsn[-800:]}")
-    check(sum(sink_counts(x, domain).values()) == 0, f"{domain}: delivered anyway")
+    check(sum(sink_counts(x.sinks, domain).values()) == 0, f"{domain}: delivered anyway")
 
 
 # ---- cases -----------------------------------------------------------------
@@ -192,7 +176,7 @@ def fallback_to_next_mx(x):
     got = wait_sinks(x, "fallback.test", 3)
     check(got["b"] == 3, f"fallback.test went to {got}")
     for mid in ids:
-        rc = wait_state(x, mid, "delivered")
+        rc = wait_rcpt(x.d, mid, "delivered")
         check(rc["attempts"] == 1, f"fallback: the next MX was not tried at once: {rc}")
     check("127.0.0.2" in x.d.log() and "trying the next exchanger" in x.d.log(),
           "no 'trying the next exchanger' after 127.0.0.2 refused")
@@ -225,7 +209,7 @@ def aaaa_only_exchanger(x):
     ids = send(x, ["u1@v6.test"], "v6", 3)
     got = wait_sinks(x, "v6.test", 3)
     check(got["v6"] == 3, f"v6.test (MX -> AAAA ::1) went to {got}")
-    rc = wait_state(x, ids[0], "delivered")
+    rc = wait_rcpt(x.d, ids[0], "delivered")
     check(rc["attempts"] == 1, f"v6.test: {rc}")
 
 
@@ -242,12 +226,12 @@ def nxdomain_bounces(x):
 @cases.add
 def exchanger_without_address_defers(x):
     mid = send(x, ["u1@noaddr.test"], "noaddr")[0]
-    rc = wait_state(x, mid, "deferred")
+    rc = wait_rcpt(x.d, mid, "deferred")
     check("mx-nowhere.test" in (rc["last_response"] or ""), f"noaddr.test: {rc}")
     time.sleep(2.5)  # [queue] retry 1s, 2s: it is retried, and still not bounced
-    rc = rcpt_state(x, mid)
+    rc = api_rcpt(x.d, mid)
     check(rc["state"] == "deferred", f"noaddr.test after retries: {rc}")
-    check(sum(sink_counts(x, "noaddr.test").values()) == 0, "noaddr.test was delivered")
+    check(sum(sink_counts(x.sinks, "noaddr.test").values()) == 0, "noaddr.test was delivered")
     evil = [q for q in x.dns.queries() if q[1].endswith(".evil.test")]
     check(not evil, f"search domains applied to exchanger names: {evil}")
 
@@ -263,7 +247,7 @@ def loop_skips_own_address(x):
     wait_for(lambda: x.alt.messages("loopalt.test") == 3, 20,
              f"3 messages for loopalt.test at 127.0.0.3:{x.d.port}")
     for mid in ids:
-        wait_state(x, mid, "delivered")
+        wait_rcpt(x.d, mid, "delivered")
     check(not any(f"relay=127.0.0.1:{x.d.port}" in ln for ln in x.d.log().splitlines()),
           "ringpost connected to itself")
 

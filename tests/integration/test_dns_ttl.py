@@ -25,8 +25,8 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 
 import time
 
-from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_status, api_submit_batch, check,
-                     free_port, log, run_cases, run_test, stop_clean, wait_for, wait_rcpts)
+from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_rcpt, api_send, check, free_port,
+                     log, run_cases, run_test, sink_counts, stop_clean, wait_for, wait_rcpt)
 
 SENDER = "dns@origin.test"
 TTL = 3  # seconds, dnsmasq --local-ttl
@@ -48,21 +48,11 @@ def records(ttl_target, ttl=TTL):
 
 
 def send(x, rcpt, tag, n=1):
-    msgs = [{"from": SENDER, "to": [rcpt], "subject": f"{tag} {i}", "text": f"{tag} {i}\n"}
-            for i in range(n)]
-    return api_submit_batch(x.d, msgs)
-
-
-def rcpt_state(x, mid):
-    return api_status(x.d, mid)["recipients"][0]
-
-
-def wait_state(x, mid, want, timeout=20):
-    return wait_rcpts(x.d, mid, want, timeout)["recipients"][0]
+    return api_send(x.d, SENDER, [rcpt], tag, n)
 
 
 def counts(x, domain):
-    return {name: s.messages(domain) for name, s in x.sinks.items()}
+    return sink_counts(x.sinks, domain)
 
 
 def wait_counts(x, domain, want, timeout=20):
@@ -73,17 +63,17 @@ def wait_counts(x, domain, want, timeout=20):
 @cases.add
 def dns_down_then_up(x):
     mid = send(x, "u1@later.test", "later")[0]
-    rc = wait_state(x, mid, "deferred")
+    rc = wait_rcpt(x.d, mid, "deferred")
     log(f"while DNS is down: {rc}")
     resp = rc["last_response"] or ""
     check(resp.startswith("4.4.3") and "later.test" in resp and "failed" in resp,
           f"deferred without the temporary DNS error: {rc}")
     time.sleep(2.5)  # a few more attempts: still only deferred
-    rc = rcpt_state(x, mid)
+    rc = api_rcpt(x.d, mid)
     check(rc["state"] == "deferred" and rc["attempts"] >= 2, f"while DNS is down: {rc}")
     check(counts(x, "later.test") == {"a": 0, "b": 0}, "delivered without DNS?")
     x.dns.start()
-    rc = wait_state(x, mid, "delivered", timeout=15)
+    rc = wait_rcpt(x.d, mid, "delivered", timeout=15)
     log(f"after DNS came back: {rc}")
     wait_counts(x, "later.test", {"a": 1, "b": 0})
     check(("MX", "later.test") in x.dns.queries(), "no MX query for later.test")
@@ -136,7 +126,7 @@ def dns_down_keeps_previous_hops(x):
     x.dns.stop()
     time.sleep(1.2)
     mid = send(x, "u3@zero.test", "zero-3")[0]
-    rc = wait_state(x, mid, "delivered", timeout=10)
+    rc = wait_rcpt(x.d, mid, "delivered", timeout=10)
     check(rc["attempts"] == 1, f"zero.test without DNS: {rc}")
     wait_counts(x, "zero.test", {"a": 5, "b": 0})
     check("keeping the previous next hops" in x.d.log(), "no 'keeping the previous next hops'")

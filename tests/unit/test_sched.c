@@ -92,10 +92,29 @@ static void add(uint64_t id, uint32_t idx, const char *domain, uint64_t submit_m
 	sched_add(s, &a, now);
 }
 
+/* add_tried - as the start-up scan adds a recipient tried attempts times
+ * before, next due at next_ms (0: now). */
+static void add_tried(uint64_t id, uint32_t idx, const char *domain, uint64_t next_ms,
+		      uint16_t attempts, uint64_t now)
+{
+	struct sched_add a = {.msgid = id, .idx = idx, .domain = domain, .submit_ms = T0,
+			      .next_ms = next_ms, .attempts = attempts};
+	sched_add(s, &a, now);
+}
+
 static void add_all(uint64_t id, unsigned n, const char *domain, uint64_t now)
 {
 	for (unsigned i = 0; i < n; i++)
 		add(id, i, domain, T0, now);
+}
+
+/* queue_new - a message to n recipients at domain, spooled and queued at
+ * T0; its id. */
+static uint64_t queue_new(unsigned n, const char *domain)
+{
+	uint64_t id = submit(n, domain, T0);
+	add_all(id, n, domain, T0);
+	return id;
 }
 
 static void check_counts(const char *where, uint64_t queued, uint64_t deferred, uint64_t in_flight,
@@ -202,13 +221,7 @@ Test(sched, add_deferred_waits_for_its_time)
 {
 	/* As the start-up scan does: a recipient tried before, due later. */
 	uint64_t id = submit(1, "later.test", T0);
-	struct sched_add a = {.msgid = id,
-			      .idx = 0,
-			      .domain = "later.test",
-			      .submit_ms = T0,
-			      .next_ms = T0 + 5000,
-			      .attempts = 3};
-	sched_add(s, &a, T0);
+	add_tried(id, 0, "later.test", T0 + 5000, 3, T0);
 	check_counts("deferred", 0, 1, 0, 0, 0);
 	sched_run(s);
 	cr_assert_eq(ctx.nkicks, 0, "nothing to do yet");
@@ -230,12 +243,7 @@ Test(sched, add_deferred_waits_for_its_time)
 	cr_assert_eq(st.next_ms, T0 + 5000 + 20000, "the delay after the fourth attempt");
 	/* Due exactly now counts as ready. */
 	uint64_t id2 = submit(1, "later.test", T0);
-	a = (struct sched_add){.msgid = id2,
-			       .idx = 0,
-			       .domain = "later.test",
-			       .submit_ms = T0,
-			       .next_ms = T0 + 5000};
-	sched_add(s, &a, T0 + 5000);
+	add_tried(id2, 0, "later.test", T0 + 5000, 0, T0 + 5000);
 	check_counts("ready", 1, 1, 0, 0, 0);
 	j = sched_job_next(s, d, T0 + 5000);
 	done_all(j, STAGE_CONTENT, 250, "250", T0 + 5000);
@@ -352,8 +360,7 @@ Test(sched, own_body_is_a_job_of_its_own)
 
 Test(sched, outcomes_reach_the_spool)
 {
-	uint64_t id = submit(3, "example.test", T0);
-	add_all(id, 3, "example.test", T0);
+	uint64_t id = queue_new(3, "example.test");
 	struct sched_dest *d = sched_dest_find(s, "example.test");
 	struct sched_job *j = sched_job_next(s, d, T0);
 	cr_assert_eq(j->nrcpt, 3);
@@ -439,8 +446,7 @@ Test(sched, expired_recipient_bounces)
 
 Test(sched, too_many_recipients_retry_at_once)
 {
-	uint64_t id = submit(3, "example.test", T0);
-	add_all(id, 3, "example.test", T0);
+	uint64_t id = queue_new(3, "example.test");
 	struct sched_dest *d = sched_dest_find(s, "example.test");
 	struct sched_job *j = sched_job_next(s, d, T0);
 	struct attempt_report reps[3];
@@ -469,8 +475,7 @@ Test(sched, connection_limits)
 	ctx.lim.max_rcpts_per_msg = 1;
 	struct sched_dest *d = sched_dest_get(s, "example.test");
 	cr_assert_not(sched_dest_may_connect(s, d, T0), "no work yet");
-	uint64_t id = submit(4, "example.test", T0);
-	add_all(id, 4, "example.test", T0);
+	queue_new(4, "example.test");
 	cr_assert(sched_dest_may_connect(s, d, T0));
 	sched_session_opened(s, d);
 	cr_assert(sched_dest_may_connect(s, d, T0));
@@ -497,8 +502,7 @@ Test(sched, a_new_destination_starts_with_a_few_sessions)
 {
 	ctx.lim.max_connections = 50;
 	ctx.lim.max_rcpts_per_msg = 1;
-	uint64_t id = submit(40, "new.test", T0);
-	add_all(id, 40, "new.test", T0);
+	queue_new(40, "new.test");
 	struct sched_dest *d = sched_dest_find(s, "new.test");
 	unsigned n = 0;
 	while (n < d->nready_jobs && sched_dest_may_connect(s, d, T0)) { /* as the relay */
@@ -559,8 +563,7 @@ static unsigned run_rate(double rate, uint64_t span_ms, uint64_t *times, unsigne
 {
 	ctx.lim.rate = rate;
 	ctx.lim.max_rcpts_per_msg = 1;
-	uint64_t id = submit(64, "rate.test", T0);
-	add_all(id, 64, "rate.test", T0);
+	queue_new(64, "rate.test");
 	struct sched_dest *d = sched_dest_find(s, "rate.test");
 	unsigned n = 0;
 	for (uint64_t t = T0; t < T0 + span_ms; t += 10) {
@@ -615,8 +618,7 @@ Test(sched, rate_limited_destination_waits_and_is_kicked)
 {
 	ctx.lim.rate = 2;
 	ctx.lim.max_rcpts_per_msg = 1;
-	uint64_t id = submit(6, "rate.test", T0);
-	add_all(id, 6, "rate.test", T0);
+	queue_new(6, "rate.test");
 	struct sched_dest *d = sched_dest_find(s, "rate.test");
 	sched_run(s);
 	/* The bucket holds a tenth of a second's worth, at least one token,
@@ -664,8 +666,7 @@ Test(sched, rate_limited_destination_waits_and_is_kicked)
 
 Test(sched, dest_failed_defers_and_holds)
 {
-	uint64_t id = submit(4, "down.test", T0);
-	add_all(id, 4, "down.test", T0);
+	uint64_t id = queue_new(4, "down.test");
 	struct sched_dest *d = sched_dest_find(s, "down.test");
 	struct attempt_report rep;
 	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
@@ -726,8 +727,7 @@ Test(sched, dest_failed_defers_and_holds)
 
 Test(sched, dest_failed_permanently_bounces)
 {
-	uint64_t id = submit(3, "nx.test", T0);
-	add_all(id, 3, "nx.test", T0);
+	uint64_t id = queue_new(3, "nx.test");
 	struct sched_dest *d = sched_dest_find(s, "nx.test");
 	struct attempt_report rep;
 	outcome_report_set(&rep, ATTEMPT_DNS_PERM, STAGE_CONNECT, 0, "nx.test: no such domain");
@@ -745,8 +745,7 @@ Test(sched, dest_failed_permanently_bounces)
 Test(sched, reply_421_backs_off_the_destination)
 {
 	ctx.lim.max_rcpts_per_msg = 1;
-	uint64_t id = submit(3, "busy.test", T0);
-	add_all(id, 3, "busy.test", T0);
+	uint64_t id = queue_new(3, "busy.test");
 	struct sched_dest *d = sched_dest_find(s, "busy.test");
 	struct sched_job *j = sched_job_next(s, d, T0);
 	done_all(j, STAGE_MAIL, 421, "421 4.7.0 too busy", T0);
@@ -766,8 +765,7 @@ Test(sched, reply_421_backs_off_the_destination)
 
 Test(sched, finished_recipients_are_dropped_from_jobs)
 {
-	uint64_t id = submit(3, "example.test", T0);
-	add_all(id, 3, "example.test", T0);
+	uint64_t id = queue_new(3, "example.test");
 	/* Someone else (a purge, an earlier run) made two of them final. */
 	test_update(sp, id, 0, SPOOL_BOUNCED, 1, 0, "purged");
 	test_update(sp, id, 2, SPOOL_DELIVERED, 1, 0, "250");
@@ -780,8 +778,7 @@ Test(sched, finished_recipients_are_dropped_from_jobs)
 	done_all(j, STAGE_CONTENT, 250, "250", T0);
 	check_counts("done", 0, 0, 0, 1, 0);
 	/* A message that is all done yields no job at all. */
-	uint64_t id2 = submit(2, "example.test", T0);
-	add_all(id2, 2, "example.test", T0);
+	uint64_t id2 = queue_new(2, "example.test");
 	test_update(sp, id2, 0, SPOOL_BOUNCED, 1, 0, "x");
 	test_update(sp, id2, 1, SPOOL_BOUNCED, 1, 0, "x");
 	cr_assert_null(sched_job_next(s, d, T0));
@@ -799,12 +796,10 @@ Test(sched, many_destinations_and_counters_add_up)
 	/* 40 destinations (the hash table grows), random outcomes, and after
 	 * every step the recipients are all accounted for. */
 	enum { NDEST = 40, NR = 3 };
-	uint64_t ids[NDEST];
 	char names[NDEST][32];
 	for (int i = 0; i < NDEST; i++) {
 		snprintf(names[i], sizeof(names[i]), "d%02d.test", i);
-		ids[i] = submit(NR, names[i], T0);
-		add_all(ids[i], NR, names[i], T0);
+		queue_new(NR, names[i]);
 	}
 	unsigned ndest = 0;
 	sched_foreach_dest(s, count_dest, &ndest);
@@ -963,10 +958,8 @@ Test(sched, retry_schedule_and_jitter_bounds)
 	set_retry(dl, 3, 10, 100);
 	enum { NM = 60, NR = 2 };
 	uint64_t ids[NM];
-	for (unsigned m = 0; m < NM; m++) {
-		ids[m] = submit(NR, "jitter.test", T0);
-		add_all(ids[m], NR, "jitter.test", T0);
-	}
+	for (unsigned m = 0; m < NM; m++)
+		ids[m] = queue_new(NR, "jitter.test");
 	struct sched_dest *d = sched_dest_find(s, "jitter.test");
 	uint64_t now = T0;
 	for (unsigned round = 0; round < 5; round++) {
@@ -1036,8 +1029,7 @@ Test(sched, a_retried_message_keeps_its_recipients_together)
 	 * transaction; a retry must not split them into one per recipient. */
 	static const uint64_t dl[] = {1000, 2000};
 	set_retry(dl, 2, 10, 100);
-	uint64_t id = submit(10, "grey.test", T0);
-	add_all(id, 10, "grey.test", T0);
+	queue_new(10, "grey.test");
 	struct sched_dest *d = sched_dest_find(s, "grey.test");
 	struct sched_job *j = sched_job_next(s, d, T0);
 	cr_assert_eq(j->nrcpt, 10);
@@ -1048,11 +1040,8 @@ Test(sched, a_retried_message_keeps_its_recipients_together)
 	cr_assert_eq(jobs, 1, "the retry took %u transactions for one message", jobs);
 
 	/* The same after a destination-level failure: 3 messages of 5. */
-	uint64_t m[3];
-	for (int k = 0; k < 3; k++) {
-		m[k] = submit(5, "down.test", T0);
-		add_all(m[k], 5, "down.test", T0);
-	}
+	for (int k = 0; k < 3; k++)
+		queue_new(5, "down.test");
 	struct sched_dest *dd = sched_dest_find(s, "down.test");
 	struct attempt_report rep;
 	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
@@ -1164,8 +1153,7 @@ Test(sched, dsn_for_a_failure_during_a_kick_keeps_the_original)
 	/* A failure decided inside sched_run (the relay's kick) must get a
 	 * DSN with the original's headers, though its final state reaches
 	 * the writer (which deletes the body) in the same sched_run. */
-	uint64_t id = submit(1, "loop.test", T0);
-	add_all(id, 1, "loop.test", T0);
+	uint64_t id = queue_new(1, "loop.test");
 	ctx.on_kick = fail_loop_kick;
 	sched_run(s);
 	ctx.on_kick = NULL;
@@ -1325,15 +1313,10 @@ static uint64_t defer_many(const char *dest, unsigned n, uint64_t *x)
 			*x ^= *x << 13;
 			*x ^= *x >> 7;
 			*x ^= *x << 17;
-			struct sched_add a = {.msgid = id,
-					      .idx = i,
-					      .domain = dest,
-					      .submit_ms = T0,
-					      .next_ms = T0 + 1000 + *x % 100000,
-					      .attempts = 2};
-			sched_add(s, &a, T0);
-			if (a.next_ms > last)
-				last = a.next_ms;
+			uint64_t next = T0 + 1000 + *x % 100000;
+			add_tried(id, i, dest, next, 2, T0);
+			if (next > last)
+				last = next;
 		}
 	}
 	return last;
@@ -1369,12 +1352,9 @@ Test(sched, purge_and_retry_reach_every_deferred_recipient)
 
 Test(sched, retry_ends_the_back_off_now)
 {
-	uint64_t id = submit(3, "down.test", T0);
-	add_all(id, 3, "down.test", T0);
+	queue_new(3, "down.test");
 	uint64_t other = submit(1, "other.test", T0);
-	struct sched_add a = {.msgid = other, .idx = 0, .domain = "other.test", .submit_ms = T0,
-			      .next_ms = T0 + 60000, .attempts = 1};
-	sched_add(s, &a, T0);
+	add_tried(other, 0, "other.test", T0 + 60000, 1, T0);
 	struct sched_dest *d = sched_dest_find(s, "down.test");
 	struct attempt_report rep;
 	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
@@ -1399,12 +1379,9 @@ Test(sched, retry_ends_the_back_off_now)
 
 Test(sched, suspend_holds_and_resume_releases_everything)
 {
-	uint64_t m1 = submit(3, "sus.test", T0);
-	add_all(m1, 3, "sus.test", T0);
+	queue_new(3, "sus.test");
 	uint64_t m2 = submit(1, "sus.test", T0);
-	struct sched_add a = {.msgid = m2, .idx = 0, .domain = "sus.test", .submit_ms = T0,
-			      .next_ms = T0 + 1000, .attempts = 1};
-	sched_add(s, &a, T0);
+	add_tried(m2, 0, "sus.test", T0 + 1000, 1, T0);
 	struct sched_dest *d = sched_dest_find(s, "sus.test");
 	sched_run(s);
 	sched_dest_suspend(s, d, true);
@@ -1536,8 +1513,7 @@ Test(sched, shard_limit_slot_is_not_taken_by_a_busier_destination)
 	add_all(b1, 1, "b.test", T0);
 	sched_run(s);
 	cr_assert_eq(sim.norder, 1);
-	uint64_t a2 = submit(3, "a.test", T0);
-	add_all(a2, 3, "a.test", T0);
+	queue_new(3, "a.test");
 	while (sim_step())
 		;
 	check_counts("all delivered", 0, 0, 0, 5, 0);
@@ -1577,8 +1553,7 @@ Test(sched, shard_limit_slot_unused_by_its_waiter_goes_to_the_next)
 Test(sched, a_failing_destination_is_probed_by_one_session)
 {
 	ctx.lim.max_rcpts_per_msg = 1;
-	uint64_t id = submit(20, "down.test", T0);
-	add_all(id, 20, "down.test", T0);
+	queue_new(20, "down.test");
 	struct sched_dest *d = sched_dest_find(s, "down.test");
 	/* A new destination may open several sessions at once... */
 	cr_assert(sched_dest_may_connect(s, d, T0));
@@ -1629,10 +1604,8 @@ Test(sched, a_huge_failing_destination_settles_in_slices)
 	 * the rest, with the same report; meanwhile no session starts. */
 	enum { NM = 1000, NR = 60, N = NM * NR };
 	static uint64_t ids[NM];
-	for (unsigned m = 0; m < NM; m++) {
-		ids[m] = submit(NR, "big.test", T0);
-		add_all(ids[m], NR, "big.test", T0);
-	}
+	for (unsigned m = 0; m < NM; m++)
+		ids[m] = queue_new(NR, "big.test");
 	struct sched_dest *d = sched_dest_find(s, "big.test");
 	struct attempt_report rep;
 	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
@@ -1686,12 +1659,8 @@ Test(sched, a_huge_domain_purge_goes_in_slices)
 	static uint64_t ids[NM];
 	for (unsigned m = 0; m < NM; m++) {
 		ids[m] = submit(NR, "big.test", T0);
-		for (unsigned i = 0; i < NR; i++) {
-			struct sched_add a = {.msgid = ids[m], .idx = i, .domain = "big.test",
-					      .submit_ms = T0, .attempts = 1,
-					      .next_ms = m % 2 ? T0 + 60000 : 0};
-			sched_add(s, &a, T0);
-		}
+		for (unsigned i = 0; i < NR; i++)
+			add_tried(ids[m], i, "big.test", m % 2 ? T0 + 60000 : 0, 1, T0);
 	}
 	check_counts("before", N / 2, N / 2, 0, 0, 0);
 	struct sched_dest *d = sched_dest_find(s, "big.test");
@@ -1723,10 +1692,8 @@ Test(sched, a_huge_domain_purge_goes_in_slices)
 Test(sched, a_domain_purge_with_bounces_goes_in_smaller_slices)
 {
 	enum { NM = 50, NR = 60, N = NM * NR };
-	for (unsigned m = 0; m < NM; m++) {
-		uint64_t id = submit(NR, "big.test", T0);
-		add_all(id, NR, "big.test", T0);
-	}
+	for (unsigned m = 0; m < NM; m++)
+		queue_new(NR, "big.test");
 	struct sched_dest *d = sched_dest_find(s, "big.test");
 	cr_assert_eq(sched_dest_purge(s, d, true, T0 + 1), N);
 	check_counts("first slice", N - SCHED_PURGE_DSN_MAX, 0, 0, 0, SCHED_PURGE_DSN_MAX);
@@ -1745,8 +1712,7 @@ Test(sched, a_domain_purge_with_bounces_goes_in_smaller_slices)
 
 Test(sched, mail_waiting_behind_a_back_off_is_recorded_deferred)
 {
-	uint64_t m1 = submit(1, "down.test", T0);
-	add_all(m1, 1, "down.test", T0);
+	uint64_t m1 = queue_new(1, "down.test");
 	struct sched_dest *d = sched_dest_find(s, "down.test");
 	struct attempt_report rep;
 	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
