@@ -788,6 +788,12 @@ def run_cases(cases, x, daemons):
     return failures
 
 
+def raise_failures(failures):
+    """The test fails with every failure collected (run_cases, stop_clean)."""
+    if failures:
+        raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+
+
 def stop_clean(d, failures):
     """SIGTERM d; a non-zero status or a sanitizer report is a failure."""
     if not d.alive():

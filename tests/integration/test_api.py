@@ -41,7 +41,8 @@ import signal
 import time
 
 from harness import (API_KEYS, Cases, HTTPConn, SMTPConn, TestEnv, TestFailure, api_status, check,
-                     curl, log, run_cases, run_test, stop_clean, wait_for, wait_rcpts)
+                     curl, log, raise_failures, run_cases, run_test, stop_clean, wait_for,
+                     wait_rcpts)
 
 MAX_MESSAGE = 32 * 1024
 MAX_REQUEST = 128 * 1024
@@ -622,8 +623,7 @@ def main():
             except (TestFailure, OSError) as e:
                 failures.append(f"at the receivers: {e}")
         stop_clean(d, failures)
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

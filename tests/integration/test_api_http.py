@@ -37,7 +37,7 @@ import struct
 import time
 
 from harness import (API_KEYS, Cases, HTTPConn, SLOW, TestEnv, TestFailure, check, curl, log,
-                     run_test, stop_clean)
+                     raise_failures, run_test, stop_clean)
 
 IDLE = 2  # [api] idle_timeout, seconds
 KEY = API_KEYS[0]
@@ -587,8 +587,7 @@ def main():
                     failures.append(f"client {i} still connected after the daemon stopped")
                 c.close()
         stop_clean(d, failures)
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

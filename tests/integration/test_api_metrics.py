@@ -22,7 +22,8 @@ import smtplib
 import socket
 import subprocess
 
-from harness import SLOW, TestEnv, TestFailure, check, log, run_test, stop_clean, wait_for
+from harness import (SLOW, TestEnv, TestFailure, check, log, raise_failures, run_test, stop_clean,
+                     wait_for)
 
 PROMTOOL = "/usr/bin/promtool"
 SENDER = "metrics@a.test"
@@ -225,8 +226,7 @@ def main():
             failures.append(f"{type(e).__name__}: {e}")
         stop_clean(d, failures)
         hold.close()
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

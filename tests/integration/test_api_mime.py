@@ -26,7 +26,8 @@ import email.policy
 import os
 import random
 
-from harness import Cases, TestEnv, TestFailure, check, run_cases, run_test, stop_clean, wait_for
+from harness import (Cases, TestEnv, check, raise_failures, run_cases, run_test, stop_clean,
+                     wait_for)
 
 SENDER = "api@origin.test"
 FROM = "Sënder Nämé <api@origin.test>"
@@ -264,8 +265,7 @@ def main():
         x = Ctx(env, d, smtpd, sink)
         failures = run_cases(cases, x, [d])
         stop_clean(d, failures)
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import socket
 import time
 
 from harness import (Cases, SLOW, SMTPConn, TestEnv, TestFailure, check, dot_stuff, log, queued_id,
-                     run_test, wait_for)
+                     raise_failures, run_test, wait_for)
 
 MAX_SIZE = 20000
 MAX_RCPTS = 100
@@ -523,8 +523,7 @@ def main():
                 d.check_log_clean()
             except TestFailure as e:
                 failures.append(str(e))
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

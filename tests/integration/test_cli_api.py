@@ -32,7 +32,8 @@ import subprocess
 import time
 
 from harness import (API_KEYS, Cases, SLOW, TestEnv, TestFailure, api_domain, check, config_text,
-                     free_port, ringpost_bin, run_cases, run_test, stop_clean, wait_for)
+                     free_port, raise_failures, ringpost_bin, run_cases, run_test, stop_clean,
+                     wait_for)
 
 SENDER = "cli@origin.test"
 MAX_MESSAGE = 16 * 1024
@@ -342,8 +343,7 @@ def main():
         x = Ctx(env, d, smtpd, r_hold)
         failures = run_cases(cases, x, [d])
         stop_clean(d, failures)
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 
 import time
 
-from harness import (Cases, Dnsmasq, TestEnv, TestFailure, api_rcpt, api_send, check, free_port,
-                     log, run_cases, run_test, sink_counts, stop_clean, wait_for, wait_rcpt)
+from harness import (Cases, Dnsmasq, TestEnv, api_rcpt, api_send, check, free_port, log,
+                     raise_failures, run_cases, run_test, sink_counts, stop_clean, wait_for,
+                     wait_rcpt)
 
 SENDER = "dns@origin.test"
 TTL = 3  # seconds, dnsmasq --local-ttl
@@ -149,8 +150,7 @@ def main():
         x.d.start()
         failures = run_cases(cases, x, [x.d])
         stop_clean(x.d, failures)
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

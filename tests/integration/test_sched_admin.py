@@ -36,8 +36,8 @@ import email.policy
 import time
 from collections import Counter
 
-from harness import (Cases, ClosedPort, SLOW, TestEnv, TestFailure, api_domain, api_status,
-                     api_submit_batch, bounce_list, bounces_for, check, free_port, iso_epoch, log,
+from harness import (Cases, ClosedPort, SLOW, TestEnv, api_domain, api_status, api_submit_batch,
+                     bounce_list, bounces_for, check, free_port, iso_epoch, log, raise_failures,
                      ringpost_cli, run_cases, run_test, saved_mail, stop_clean, wait_for)
 
 SENDER = "admin@origin.test"
@@ -358,8 +358,7 @@ def main():
             stop_clean(x.d, failures)
         finally:
             x.dead.close()
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 import os
 import time
 
-from harness import (TestEnv, TestFailure, api_domain, api_submit_batch, check,
-                     free_port, log, run_test, sink_history, stop_clean,
-                     wait_for)
+from harness import (TestEnv, TestFailure, api_domain, api_submit_batch, check, free_port, log,
+                     raise_failures, run_test, sink_history, stop_clean, wait_for)
 
 # Full size takes ~5 s in the normal build and ~9 s under ASan on a 2-core
 # machine; RINGPOST_FAIRNESS_SCALE scales it (e.g. 0.2 on a slower host).
@@ -135,8 +134,7 @@ def main():
         except TestFailure as e:
             failures.append(str(e))
         stop_clean(d, failures)
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 import time
 
 from harness import (Cases, SLOW, StrictSmtpServer, TestEnv, TestFailure, api_domain,
-                     api_submit_batch, check, free_port, log, run_cases, run_test, saved_mail,
-                     stop_clean, wait_for)
+                     api_submit_batch, check, free_port, log, raise_failures, run_cases, run_test,
+                     saved_mail, stop_clean, wait_for)
 
 SENDER = "limits@origin.test"
 MAX_CONN = 3
@@ -284,8 +284,7 @@ def main():
             stop_clean(x.d, failures)
         finally:
             x.strict.close()
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 
 from harness import (SANITIZE, SLOW, TestEnv, TestFailure, api_status, api_submit_batch, check,
-                     free_port, iso_epoch, log, log_events, parse_kv, run_test,
+                     free_port, iso_epoch, log, log_events, parse_kv, raise_failures, run_test,
                      saved_mail, wait_for)
 
 SENDER = "restart@origin.test"
@@ -237,8 +237,7 @@ def main():
         except TestFailure as e:
             failures.append(f"{fn.__name__}: {e}")
             log(f"FAIL {fn.__name__}: {e}")
-    if failures:
-        raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+    raise_failures(failures)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ import email.policy
 import email.utils
 import time
 
-from harness import (Cases, ClosedPort, SLOW, SlammingPort, TestEnv, TestFailure, api_domain,
-                     api_status, api_submit_batch, bounce_list, bounces_for, check, free_port,
-                     iso_epoch, log, log_events, parse_kv, run_cases, run_test, saved_mail,
+from harness import (Cases, ClosedPort, SLOW, SlammingPort, TestEnv, api_domain, api_status,
+                     api_submit_batch, bounce_list, bounces_for, check, free_port, iso_epoch, log,
+                     log_events, parse_kv, raise_failures, run_cases, run_test, saved_mail,
                      sink_history, smtp_submit, stop_clean, wait_for)
 
 RETRY = (2.0, 4.0)  # [queue] retry, seconds
@@ -433,8 +433,7 @@ def main():
         finally:
             x.dead.close()
             x.slam.close()
-        if failures:
-            raise TestFailure(f"{len(failures)} failure(s):\n  " + "\n  ".join(failures))
+        raise_failures(failures)
 
 
 if __name__ == "__main__":

@@ -95,11 +95,14 @@ struct test_msg {
 	struct iovec body;
 };
 
-/* test_submit - store a message from sender to n recipients "rcpt<i>@domain"
- * with body; returns its id. */
-static inline uint64_t test_submit(struct spool *sp, const char *sender, const char *domain,
-				   unsigned n, const char *body, size_t body_len,
-				   uint64_t submit_ms)
+/* test_submit_with - store a message from sender ("" for <>, which marks
+ * it a bounce) with envelope flags and body; recipient i is
+ * rcpt<i>@domains[i] (or @domain when domains is NULL) with NOTIFY
+ * notify[i] (FAILURE when notify is NULL); returns its id. */
+static inline uint64_t test_submit_with(struct spool *sp, const char *sender, const char *domain,
+					const char *const *domains, unsigned n, uint32_t flags,
+					const uint8_t *notify, const char *body, size_t body_len,
+					uint64_t submit_ms)
 {
 	struct test_msg *m = xcalloc(1, sizeof(*m));
 	cr_assert_leq(n, 64);
@@ -109,16 +112,18 @@ static inline uint64_t test_submit(struct spool *sp, const char *sender, const c
 	s->msg.submit_ms = submit_ms;
 	s->msg.nrcpt = n;
 	s->msg.body_len = body_len;
+	s->msg.flags = flags | (sender[0] ? 0 : MSG_F_BOUNCE);
 	s->msg.sender = sender;
 	s->msg.sender_len = strlen(sender);
 	s->msg.envid = "";
 	s->msg.source = "test";
 	s->msg.source_len = 4;
 	for (unsigned i = 0; i < n; i++) {
-		snprintf(m->addrs[i], sizeof(m->addrs[i]), "rcpt%u@%.40s", i, domain);
+		snprintf(m->addrs[i], sizeof(m->addrs[i]), "rcpt%u@%.40s", i,
+			 domains ? domains[i] : domain);
 		m->rcpts[i].addr = m->addrs[i];
 		m->rcpts[i].addr_len = strlen(m->addrs[i]);
-		m->rcpts[i].notify = NOTIFY_FAILURE;
+		m->rcpts[i].notify = notify ? notify[i] : NOTIFY_FAILURE;
 	}
 	s->rcpts = m->rcpts;
 	m->body.iov_base = (void *)body;
@@ -129,6 +134,15 @@ static inline uint64_t test_submit(struct spool *sp, const char *sender, const c
 	uint64_t id = s->msg.id;
 	free(m);
 	return id;
+}
+
+/* test_submit - store a message from sender to n recipients "rcpt<i>@domain"
+ * with body; returns its id. */
+static inline uint64_t test_submit(struct spool *sp, const char *sender, const char *domain,
+				   unsigned n, const char *body, size_t body_len,
+				   uint64_t submit_ms)
+{
+	return test_submit_with(sp, sender, domain, NULL, n, 0, NULL, body, body_len, submit_ms);
 }
 
 /* test_update - set one recipient's state (and wait until it is applied). */

@@ -851,39 +851,11 @@ static uint64_t submit_with(unsigned n, const char *domain, const char *const *d
 			    const char *sender, uint32_t flags, const uint8_t *notify,
 			    uint64_t submit_ms)
 {
-	static char body[128];
+	static char body[128]; /* lives until the spool has it: the call waits */
 	int len = snprintf(body, sizeof(body),
 			   "Subject: %u to %s\r\nX-Test: dsn\r\n\r\nthe body text\r\n", n, domain);
-	struct test_msg *m = xcalloc(1, sizeof(*m));
-	cr_assert_leq(n, 64);
-	struct spool_submit *sub = &m->req.u.submit;
-	m->req.type = SPOOL_REQ_SUBMIT;
-	sub->msg.id = spool_next_id(sp);
-	sub->msg.submit_ms = submit_ms;
-	sub->msg.nrcpt = n;
-	sub->msg.body_len = (uint64_t)len;
-	sub->msg.flags = flags | (sender[0] ? 0 : MSG_F_BOUNCE);
-	sub->msg.sender = sender;
-	sub->msg.sender_len = strlen(sender);
-	sub->msg.envid = "";
-	sub->msg.source = "test";
-	sub->msg.source_len = 4;
-	for (unsigned i = 0; i < n; i++) {
-		snprintf(m->addrs[i], sizeof(m->addrs[i]), "rcpt%u@%.40s", i,
-			 domains ? domains[i] : domain);
-		m->rcpts[i].addr = m->addrs[i];
-		m->rcpts[i].addr_len = strlen(m->addrs[i]);
-		m->rcpts[i].notify = notify ? notify[i] : NOTIFY_FAILURE;
-	}
-	sub->rcpts = m->rcpts;
-	m->body.iov_base = body;
-	m->body.iov_len = (size_t)len;
-	sub->body = &m->body;
-	sub->nbody = 1;
-	cr_assert_eq(test_spool_call(sp, &m->req), SPOOL_OK, "submit failed");
-	uint64_t id = sub->msg.id;
-	free(m);
-	return id;
+	return test_submit_with(sp, sender, domain, domains, n, flags, notify, body, (size_t)len,
+				submit_ms);
 }
 
 /* The bounce mailbox, read back whole. */
