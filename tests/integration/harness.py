@@ -1241,20 +1241,26 @@ class ClosedPort:
         self.sock.close()
 
 
-class SlammingPort:
-    """A listener that accepts and closes at once (no greeting), counting
-    the connections it saw: an outside count of connection attempts."""
+class ThreadedListener:
+    """A loopback listener whose thread hands each accepted connection to
+    on_accept(c); start() after the subclass has set itself up."""
 
-    def __init__(self):
+    def __init__(self, backlog):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
+        self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
-        self.times = []  # time.time() of each accept
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
         self._t.start()
+        return self
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
 
     def _run(self):
         self.sock.settimeout(0.2)
@@ -1265,15 +1271,10 @@ class SlammingPort:
                 continue
             except OSError:
                 return
-            self.times.append(time.time())
-            c.close()
+            self.on_accept(c)
 
-    @property
-    def addr(self):
-        return f"127.0.0.1:{self.port}"
-
-    def count(self):
-        return len(self.times)
+    def on_accept(self, c):
+        raise NotImplementedError
 
     def close(self):
         self._stop = True
@@ -1281,7 +1282,24 @@ class SlammingPort:
         self.sock.close()
 
 
-class StrictSmtpServer:
+class SlammingPort(ThreadedListener):
+    """A listener that accepts and closes at once (no greeting), counting
+    the connections it saw: an outside count of connection attempts."""
+
+    def __init__(self):
+        super().__init__(1024)
+        self.times = []  # time.time() of each accept
+        self.start()
+
+    def on_accept(self, c):
+        self.times.append(time.time())
+        c.close()
+
+    def count(self):
+        return len(self.times)
+
+
+class StrictSmtpServer(ThreadedListener):
     """A threaded SMTP server (no PIPELINING, no CHUNKING) that counts its
     concurrent connections strictly: a connection counts from accept until
     the server itself lets it go, which for QUIT is when it answers 221,
@@ -1290,39 +1308,21 @@ class StrictSmtpServer:
     limits connections per client would see it."""
 
     def __init__(self, quit_delay=0.2):
+        super().__init__(256)
         self.quit_delay = quit_delay
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.current = 0
         self.peak = 0
         self.connections = 0
         self.messages = 0
-        self._stop = False
-        self._t = threading.Thread(target=self._accept, daemon=True)
-        self._t.start()
+        self.start()
 
-    @property
-    def addr(self):
-        return f"127.0.0.1:{self.port}"
-
-    def _accept(self):
-        self.sock.settimeout(0.2)
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.current += 1
-                self.connections += 1
-                self.peak = max(self.peak, self.current)
-            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+    def on_accept(self, c):
+        with self.lock:
+            self.current += 1
+            self.connections += 1
+            self.peak = max(self.peak, self.current)
+        threading.Thread(target=self._session, args=(c,), daemon=True).start()
 
     def _release(self, state):
         if not state["counted"]:
@@ -1373,11 +1373,6 @@ class StrictSmtpServer:
             self._release(state)
             f.close()
             c.close()
-
-    def close(self):
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
 
 
 def sink_history(sink):

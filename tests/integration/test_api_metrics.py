@@ -19,11 +19,10 @@ histogram is cumulative and counts every delivery.
 import json
 import re
 import smtplib
-import socket
 import subprocess
 
-from harness import (SLOW, TestEnv, TestFailure, check, log, raise_failures, run_test, stop_clean,
-                     wait_for)
+from harness import (SLOW, ClosedPort, TestEnv, TestFailure, check, log, raise_failures,
+                     run_test, stop_clean, wait_for)
 
 PROMTOOL = "/usr/bin/promtool"
 SENDER = "metrics@a.test"
@@ -82,9 +81,8 @@ def main():
         smtpd = env.smtpd()
         sink = env.sink(extra_args=["-f", "RCPT"])
         # A port that refuses connections: bound, never listening, held to the end.
-        hold = socket.socket()
-        hold.bind(("127.0.0.1", 0))
-        closed = f"127.0.0.1:{hold.getsockname()[1]}"
+        hold = ClosedPort()
+        closed = hold.addr
         routes = {"a.test": smtpd.addr, "b.test": sink.addr, "c.test": closed,
                   "d.test": smtpd.addr}
         routes.update({m: closed for m in MANY})
