@@ -838,10 +838,9 @@ static void submit(struct api_session *s, bool batch)
 	else
 		srv->work_head = sub;
 	srv->work_tail = sub;
-	/* At the end of this batch of completions, or the next iteration
-	 * when this one's share is used up. */
-	if (!srv->work.queued)
-		loop_defer(srv->loop, &srv->work, work);
+	/* At the end of this batch of completions (a no-op when the work is
+	 * already queued, for now or for the next iteration). */
+	loop_defer(srv->loop, &srv->work, work);
 }
 
 void api_submit_one(struct api_session *s, const char *arg)
