@@ -87,28 +87,6 @@ void http_respond_json(struct api_session *s, int status, struct buf *body)
 	buf_free(body);
 }
 
-/* utf8_len - length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629:
- * no overlongs, no surrogates, nothing above U+10FFFF); 0 when there is none. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned c = p[0];
-	if (c < 0xc2 || c > 0xf4)
-		return 0;
-	size_t k = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
-	if (n < k)
-		return 0;
-	uint32_t cp = c & (0x7fu >> k);
-	for (size_t i = 1; i < k; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3fu);
-	}
-	if ((k == 3 && cp < 0x800) || (k == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return k;
-}
-
 void http_json_str(struct buf *b, const char *str, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -119,7 +97,8 @@ void http_json_str(struct buf *b, const char *str, size_t n)
 		if (c >= 0x80) {
 			/* Bytes from a URL, or a message cut at a size limit, need
 			 * not be UTF-8; JSON must be: bad bytes become U+FFFD. */
-			size_t k = utf8_len((const unsigned char *)str + i, n - i);
+			uint32_t cp;
+			size_t k = rp_utf8_len((const unsigned char *)str + i, n - i, &cp);
 			if (k) {
 				i += k - 1;
 				continue;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dns.h"
+#include "queue/util.h"
 
 enum {
 	PC_BASE = 36,
@@ -24,39 +25,6 @@ enum {
 	PC_INITIAL_N = 128,
 	LABEL_MAX = 63,
 };
-
-/* utf8_next - the code point at *p (advancing it), or -1 for a malformed,
- * overlong or surrogate sequence. */
-static int32_t utf8_next(const unsigned char **p, const unsigned char *end)
-{
-	const unsigned char *s = *p;
-	uint32_t c = s[0];
-	unsigned n;
-	uint32_t min;
-	if (c < 0x80) {
-		*p = s + 1;
-		return (int32_t)c;
-	} else if ((c & 0xe0) == 0xc0) {
-		n = 1, min = 0x80, c &= 0x1f;
-	} else if ((c & 0xf0) == 0xe0) {
-		n = 2, min = 0x800, c &= 0x0f;
-	} else if ((c & 0xf8) == 0xf0) {
-		n = 3, min = 0x10000, c &= 0x07;
-	} else {
-		return -1;
-	}
-	if ((size_t)(end - s) <= n)
-		return -1;
-	for (unsigned i = 1; i <= n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return -1;
-		c = (c << 6) | (s[i] & 0x3f);
-	}
-	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-		return -1;
-	*p = s + n + 1;
-	return (int32_t)c;
-}
 
 /* lower - case mappings that are a fixed offset; the rest stay. */
 static uint32_t lower(uint32_t c)
@@ -170,10 +138,12 @@ bool dns_to_ascii(const char *name, char *out, size_t outlen)
 		unsigned n = 0;
 		bool ascii = true;
 		while (p < end && *p != '.') {
-			int32_t c = utf8_next(&p, end);
-			if (c < 0 || n == LABEL_MAX)
+			uint32_t c;
+			size_t k = rp_utf8_len(p, (size_t)(end - p), &c);
+			if (!k || n == LABEL_MAX)
 				return false;
-			cp[n++] = lower((uint32_t)c);
+			p += k;
+			cp[n++] = lower(c);
 			ascii = ascii && c < 0x80;
 		}
 		if (ascii) {

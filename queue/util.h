@@ -99,6 +99,10 @@ static inline uint32_t rp_get_be32(const unsigned char *p)
 	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
+/* rp_utf8_len - the length of the well-formed UTF-8 sequence at p[0..n)
+ * (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF; ASCII is
+ * a sequence of one) with its code point in *cp; 0 when there is none. */
+size_t rp_utf8_len(const unsigned char *p, size_t n, uint32_t *cp);
 /* rp_lower - ASCII lower-case in place; returns s. */
 char *rp_lower(char *s);
 /* rp_strcaseprefix - true when s starts with prefix, ASCII case-insensitive. */

@@ -275,6 +275,47 @@ Test(util, strings)
 	free(z);
 }
 
+Test(util, utf8_sequences)
+{
+	static const struct {
+		const char *s;
+		size_t len;
+		uint32_t cp;
+	} good[] = {
+		{"A", 1, 'A'},
+		{"\xc3\xbc", 2, 0xfc},
+		{"\xe2\x82\xac", 3, 0x20ac},
+		{"\xf0\x9f\x93\xa7", 4, 0x1f4e7},
+		{"\xf4\x8f\xbf\xbf", 4, 0x10ffff},
+	};
+	for (size_t i = 0; i < RP_ARRAY_LEN(good); i++) {
+		uint32_t cp = 0;
+		size_t n = strlen(good[i].s);
+		cr_assert_eq(rp_utf8_len((const unsigned char *)good[i].s, n, &cp), good[i].len,
+			     "good %zu", i);
+		cr_assert_eq(cp, good[i].cp, "good %zu", i);
+		/* Cut short, it is not a sequence. */
+		if (n > 1)
+			cr_assert_eq(rp_utf8_len((const unsigned char *)good[i].s, n - 1, &cp), 0);
+	}
+	static const char *const bad[] = {
+		"\x80",             /* a continuation byte first */
+		"\xc0\xaf",         /* overlong '/' */
+		"\xe0\x80\xaf",     /* overlong, three bytes */
+		"\xed\xa0\x80",     /* a surrogate */
+		"\xf4\x90\x80\x80", /* past U+10FFFF */
+		"\xc3\x28",         /* no continuation */
+		"\xff",
+	};
+	for (size_t i = 0; i < RP_ARRAY_LEN(bad); i++) {
+		uint32_t cp = 0;
+		cr_assert_eq(rp_utf8_len((const unsigned char *)bad[i], strlen(bad[i]), &cp), 0,
+			     "bad %zu", i);
+	}
+	uint32_t cp;
+	cr_assert_eq(rp_utf8_len((const unsigned char *)"", 0, &cp), 0);
+}
+
 Test(util, clocks)
 {
 	uint64_t a = rp_mono_ns(), b = rp_mono_ns();
