@@ -16,8 +16,8 @@
 
 #include "queue/sched.h"
 #include "queue/spool.h"
-#include "queue/stats.h"
-#include "relay/loop.h"
+#include "base/stats.h"
+#include "base/loop.h"
 
 struct api_server;
 struct api_session;

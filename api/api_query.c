@@ -13,10 +13,10 @@
 #include "http.h"
 #include <ctype.h>
 
-#include "queue/addr.h"
-#include "queue/log.h"
-#include "queue/msg_header.h"
-#include "queue/util.h"
+#include "base/addr.h"
+#include "base/log.h"
+#include "base/msg_header.h"
+#include "base/util.h"
 
 #define METRIC_DOMAINS 20 /* per-domain series kept; the rest are "other" */
 

@@ -16,10 +16,10 @@
 
 #include "http.h"
 #include "mime.h"
-#include "queue/addr.h"
-#include "queue/log.h"
-#include "queue/msg_header.h"
-#include "queue/util.h"
+#include "base/addr.h"
+#include "base/log.h"
+#include "base/msg_header.h"
+#include "base/util.h"
 #include "template.h"
 
 #define TO_LIST_MAX 10 /* more recipients than this: To: undisclosed-recipients:; */

@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <strings.h>
 
-#include "queue/log.h"
-#include "queue/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #define PAUSE_INPUT_BYTES (8u << 20)
 

@@ -14,8 +14,8 @@
 #include <stdint.h>
 
 #include "api.h"
-#include "queue/buf.h"
-#include "relay/conn.h"
+#include "base/buf.h"
+#include "base/conn.h"
 
 #define HTTP_MAX_HEADER 16384 /* request line + headers */
 #define HTTP_MAX_URL 8192

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "queue/util.h"
+#include "base/util.h"
 
 #define HEADER_SOFT 76 /* fold header lines around here */
 #define WORD_RAW 45    /* raw bytes per encoded word: 60 base64 chars */

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "queue/buf.h"
+#include "base/buf.h"
 
 struct mime_header {
 	const char *name;  /* a valid field name (mime_header_name_ok) */

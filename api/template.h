@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "queue/buf.h"
+#include "base/buf.h"
 
 /* template_lookup - the value of name[0..len), or NULL when unknown. */
 typedef const char *(*template_lookup)(void *ctx, const char *name, size_t len, size_t *vlen);

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "queue/buf.h"
+#include "base/buf.h"
 
 /* A counter with one writer thread and any number of readers: relaxed
  * loads and stores compile to plain moves, so the hot path pays nothing. */

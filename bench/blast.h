@@ -18,9 +18,9 @@
 
 #include "bench/bench_histo.h"
 #include "bench/bench_util.h"
-#include "queue/buf.h"
-#include "relay/conn.h"
-#include "relay/loop.h"
+#include "base/buf.h"
+#include "base/conn.h"
+#include "base/loop.h"
 
 #define BLAST_MAX_RCPTS 1000
 #define BLAST_ERR_KEYS  16 /* distinct non-code error keys ("connect", "lost", ...) */

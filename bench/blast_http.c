@@ -18,7 +18,7 @@
 #include <http_parser.h>
 #include <stdio.h>
 
-#include "queue/log.h"
+#include "base/log.h"
 
 #define BATCH_OPEN  "{\"messages\":["
 #define BATCH_CLOSE "]}"

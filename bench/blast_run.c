@@ -21,7 +21,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "queue/log.h"
+#include "base/log.h"
 
 #define MAX_CONNECTING     512
 #define CONNECT_TIMEOUT_MS 10000

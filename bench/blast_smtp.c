@@ -12,7 +12,7 @@
 
 #include <stdio.h>
 
-#include "queue/log.h"
+#include "base/log.h"
 #include "relay/smtp_data.h"
 #include "relay/smtp_reply.h"
 

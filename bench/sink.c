@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "queue/log.h"
+#include "base/log.h"
 
 #define ADDRESS_WAIT_MS 2000
 

@@ -16,9 +16,9 @@
 
 #include "bench/bench_histo.h"
 #include "bench/bench_util.h"
-#include "queue/buf.h"
-#include "queue/mq.h"
-#include "relay/loop.h"
+#include "base/buf.h"
+#include "base/mq.h"
+#include "base/loop.h"
 
 #define SINK_MAX_DOMAINS 65536         /* more distinct domains fold into "(other)" */
 #define SINK_MAX_SIZE    (64ull << 20) /* announced in SIZE */

@@ -22,9 +22,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "queue/log.h"
-#include "queue/msg_header.h"
-#include "relay/conn.h"
+#include "base/log.h"
+#include "base/msg_header.h"
+#include "base/conn.h"
 #include "relay/smtp_cmd.h"
 #include "relay/smtp_data.h"
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "dns_impl.h"
-#include "queue/util.h"
+#include "base/util.h"
 
 void dns_result_ref(struct dns_result *res)
 {

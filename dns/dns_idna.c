@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "dns.h"
-#include "queue/util.h"
+#include "base/util.h"
 
 enum {
 	PC_BASE = 36,

@@ -5,7 +5,7 @@
 #include <ares.h>
 
 #include "dns.h"
-#include "relay/loop.h"
+#include "base/loop.h"
 
 struct dns_waiter {
 	dns_cb cb;

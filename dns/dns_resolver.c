@@ -25,8 +25,8 @@
 #include <string.h>
 
 #include "dns_impl.h"
-#include "queue/log.h"
-#include "queue/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #define MAX_HOPS 32 /* addresses kept per answer */
 

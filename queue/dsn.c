@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* printable - append s[0..n) with control bytes replaced (field values). */
 static void printable(struct buf *out, const char *s, size_t n)

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "buf.h"
+#include "base/buf.h"
 
 struct dsn_rcpt {
 	const char *addr;    /* Final-Recipient */

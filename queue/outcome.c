@@ -29,7 +29,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "util.h"
+#include "base/util.h"
 
 uint64_t outcome_retry_delay(const struct retry_policy *pol, unsigned n, uint64_t rnd)
 {

@@ -13,9 +13,9 @@
 #include <stdlib.h>
 
 #include "dsn.h"
-#include "log.h"
-#include "msg_header.h"
-#include "util.h"
+#include "base/log.h"
+#include "base/msg_header.h"
+#include "base/util.h"
 
 enum { R_FREE = 0, R_READY, R_DEFERRED, R_INFLIGHT };
 enum { RF_OWN_BODY = 1u << 0, RF_PURGED = 1u << 1 };

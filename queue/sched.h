@@ -20,10 +20,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "outcome.h"
 #include "spool.h"
-#include "stats.h"
+#include "base/stats.h"
 
 struct sched;
 struct sched_rcpt;

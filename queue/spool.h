@@ -25,8 +25,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "buf.h"
-#include "mq.h"
+#include "base/buf.h"
+#include "base/mq.h"
 
 struct spool;
 struct spool_reader;

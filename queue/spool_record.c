@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "spool.h"
-#include "util.h"
+#include "base/util.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "spool records are little-endian");
 

@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "base/log.h"
 #include "spool_impl.h"
-#include "util.h"
+#include "base/util.h"
 
 #define BATCH_MAX_REQS 4096
 #define BATCH_MAX_BYTES (64u << 20)

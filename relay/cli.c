@@ -22,8 +22,8 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "queue/buf.h"
-#include "queue/util.h"
+#include "base/buf.h"
+#include "base/util.h"
 
 struct http_reply {
 	int status;

@@ -17,9 +17,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "queue/addr.h"
-#include "queue/buf.h"
-#include "queue/util.h"
+#include "base/addr.h"
+#include "base/buf.h"
+#include "base/util.h"
 
 enum {
 	CFG_D_MAX_CONNECTIONS = 1u << 0,

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "queue/log.h"
+#include "base/log.h"
 
 /* A socket address given as host:port ("127.0.0.1:25", "[::1]:25"). */
 struct cfg_addr {

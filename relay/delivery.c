@@ -24,8 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "queue/log.h"
-#include "queue/util.h"
+#include "base/log.h"
+#include "base/util.h"
 #include "shard.h"
 #include "smtp_client.h"
 

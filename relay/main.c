@@ -16,9 +16,9 @@
 
 #include "cli.h"
 #include "config.h"
-#include "queue/log.h"
+#include "base/log.h"
 #include "queue/spool.h"
-#include "queue/util.h"
+#include "base/util.h"
 #include "shard.h"
 
 #define SCAN_BATCH 4096

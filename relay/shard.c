@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "delivery.h"
-#include "queue/log.h"
-#include "queue/util.h"
+#include "base/log.h"
+#include "base/util.h"
 #include "smtp_client.h"
 #include "smtp_server.h"
 

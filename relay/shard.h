@@ -18,7 +18,7 @@
 
 #include "api/api.h"
 #include "config.h"
-#include "loop.h"
+#include "base/loop.h"
 #include "queue/sched.h"
 #include "queue/spool.h"
 

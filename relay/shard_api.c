@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "queue/log.h"
-#include "queue/util.h"
+#include "base/log.h"
+#include "base/util.h"
 #include "delivery.h"
 #include "shard.h"
 

@@ -21,8 +21,8 @@
 #include <stdlib.h>
 
 #include "delivery.h"
-#include "queue/log.h"
-#include "queue/util.h"
+#include "base/log.h"
+#include "base/util.h"
 #include "shard.h"
 #include "smtp_cmd.h"
 #include "smtp_data.h"

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "conn.h"
+#include "base/conn.h"
 #include "queue/sched.h"
 #include "smtp_reply.h"
 

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "queue/buf.h"
+#include "base/buf.h"
 
 enum {
 	SMTP_DATA_TOO_BIG = 1u << 0,   /* more than max_size bytes: content was dropped */

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "queue/util.h"
+#include "base/util.h"
 
 static bool digit(char c)
 {

@@ -21,12 +21,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "queue/addr.h"
-#include "queue/log.h"
-#include "queue/msg_header.h"
+#include "base/conn.h"
+#include "base/addr.h"
+#include "base/log.h"
+#include "base/msg_header.h"
 #include "queue/spool.h"
-#include "queue/util.h"
+#include "base/util.h"
 #include "shard.h"
 #include "smtp_cmd.h"
 #include "smtp_data.h"

@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "queue/mq.h"
+#include "base/mq.h"
 #include "queue/spool.h"
-#include "queue/util.h"
+#include "base/util.h"
 
 /* test_tmpdir - a fresh directory for this test (mkdtemp). */
 static inline void test_tmpdir(char *dir, size_t len, const char *name)

@@ -1,4 +1,4 @@
-/* test_addr.c - mail address syntax (queue/addr.c): dot-strings and quoted
+/* test_addr.c - mail address syntax (base/addr.c): dot-strings and quoted
  * local parts, domains and address literals, length limits, SMTPUTF8 and
  * UTF-8 validation, and where the domain's '@' is.
  */
@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "queue/addr.h"
+#include "base/addr.h"
 
 struct addr_case {
 	const char *s;

@@ -1,4 +1,4 @@
-/* test_buf.c - the growable byte buffer (queue/buf.c): appends, the read
+/* test_buf.c - the growable byte buffer (base/buf.c): appends, the read
  * cursor, growth and sliding, reserve/commit, printf in place and past the
  * end, C strings, reset, shrink and free.
  */
@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <string.h>
 
-#include "queue/buf.h"
+#include "base/buf.h"
 
 static void assert_content(const struct buf *b, const char *want, size_t n)
 {

@@ -1,4 +1,4 @@
-/* test_conn.c - TCP byte streams on the loop (relay/conn.c) over real
+/* test_conn.c - TCP byte streams on the loop (base/conn.c) over real
  * loopback sockets: a megabyte through attached sockets and a reply, outbound
  * connect and refusal, graceful and abrupt closes, ops->released exactly once.
  */
@@ -12,9 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "queue/util.h"
-#include "relay/conn.h"
-#include "relay/loop.h"
+#include "base/util.h"
+#include "base/conn.h"
+#include "base/loop.h"
 
 struct side {
 	struct conn c;

@@ -4,7 +4,7 @@
  * cache through the public API: TTLs capped by max_ttl, negative entries,
  * LRU eviction, lookups in flight shared, and the memory it accounts.
  *
- * The resolver runs for real: a loop (relay/loop.c) in its own thread with
+ * The resolver runs for real: a loop (base/loop.c) in its own thread with
  * dns_new on it, talking UDP to a small DNS server in this file that
  * answers from a zone table with reply packets built byte by byte (and
  * logs every question, so a test can count the queries the cache saved).
@@ -33,9 +33,9 @@
 #include "dns/dns.h"
 #include "dns/dns_impl.h" /* sizeof(struct dns_entry), for the memory check */
 #include "queue/outcome.h"
-#include "queue/util.h"
+#include "base/util.h"
 #include "relay/delivery.h"
-#include "relay/loop.h"
+#include "base/loop.h"
 
 /* ---- DNS wire format ------------------------------------------------------ */
 

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "queue/buf.h"
+#include "base/buf.h"
 #include "queue/dsn.h"
 
 #define NOW 1800000000123ull     /* Fri, 15 Jan 2027 08:00:00 +0000 */

@@ -1,4 +1,4 @@
-/* test_loop.c - the io_uring event loop (relay/loop.c), run in the test's
+/* test_loop.c - the io_uring event loop (base/loop.c), run in the test's
  * thread: timers (order, disarm, re-arm, 10 ms resolution), deferred calls,
  * and functions pushed through loop_inbox from other threads.
  */
@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "queue/util.h"
-#include "relay/loop.h"
+#include "base/util.h"
+#include "base/loop.h"
 
 static struct loop *new_loop(void)
 {

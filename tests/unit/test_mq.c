@@ -1,4 +1,4 @@
-/* test_mq.c - the MPSC queue between threads (queue/mq.c): push order, the
+/* test_mq.c - the MPSC queue between threads (base/mq.c): push order, the
  * eventfd doorbell (rung once per empty-to-non-empty), mq_run, mq_wait, and
  * several producer threads at once: FIFO per producer, nothing lost.
  */
@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "queue/mq.h"
-#include "queue/util.h"
+#include "base/mq.h"
+#include "base/util.h"
 
 struct item {
 	struct mq_item link;

@@ -1,11 +1,11 @@
-/* test_msg_header.c - RFC 5322 header scanning (queue/msg_header.c): where
+/* test_msg_header.c - RFC 5322 header scanning (base/msg_header.c): where
  * the header section ends, which fields it has, folded values, bare LF, and
  * field lookup that never looks past the header.
  */
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "queue/msg_header.h"
+#include "base/msg_header.h"
 
 struct scan_case {
 	const char *msg;

@@ -5,7 +5,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "queue/log.h"
+#include "base/log.h"
 #include "queue/sched.h"
 #include "tests/unit/support.h"
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "relay/smtp_data.h"
-#include "queue/msg_header.h"
+#include "base/msg_header.h"
 
 #define S(x) x, sizeof(x) - 1
 

@@ -1,4 +1,4 @@
-/* test_util.c - shared helpers (queue/util.c): duration, size and number
+/* test_util.c - shared helpers (base/util.c): duration, size and number
  * parsing with their overflow edges, message id formatting and parsing,
  * RFC 5322 dates, hashing, byte order and string helpers.
  */
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "queue/util.h"
+#include "base/util.h"
 
 struct num_case {
 	const char *in;

@@ -15,8 +15,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "queue/log.h"
-#include "queue/util.h"
+#include "log.h"
+#include "util.h"
 
 #define TAG_SLOT_MASK 0xffffffffull
 #define TAG_GEN_SHIFT 32

@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "queue/log.h"
+#include "log.h"
 
 static void conn_cqe(struct loop_io *io, const struct loop_cqe *cqe);
 static void conn_flush_now(struct loop_defer *d);

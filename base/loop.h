@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "queue/mq.h"
+#include "mq.h"
 
 struct loop;
 struct io_uring_sqe;

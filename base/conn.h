@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 
 #include "loop.h"
-#include "queue/buf.h"
+#include "buf.h"
 
 struct conn;
 
