@@ -1,5 +1,5 @@
-/* delivery.c - routes per domain and connection pools per destination
- * (see delivery.h).
+/* delivery.c - connection pools per destination and the SMTP client
+ * sessions in them (see delivery.h); routes are in delivery_route.c.
  *
  * Invariants:
  * - A route belongs to one domain (sched_dest->owner); a pool is shared by
@@ -15,19 +15,24 @@
  *   Each domain opens sessions for its own ready jobs (route->nconnecting),
  *   so one member's connecting sessions do not keep the others from
  *   opening theirs.
+ * - Every session is on dl->sessions from smtp_client_open until its
+ *   engine's done callback; only then is its delivery_session freed.
  */
-#include "delivery.h"
-
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "base/log.h"
 #include "base/util.h"
-#include "shard.h"
-#include "smtp_client.h"
+#include "delivery_impl.h"
+
+static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
+			 unsigned start, unsigned k);
+
+void delivery_touch(struct delivery *dl)
+{
+	dl->touch(dl->arg);
+}
 
 /* ---- pools ------------------------------------------------------------- */
 
@@ -36,7 +41,7 @@ static uint32_t pool_hash(const char *key)
 	return (uint32_t)rp_hash64(key, strlen(key));
 }
 
-static void pool_limits(struct delivery_pool *p)
+void delivery_pool_limits(struct delivery_pool *p)
 {
 	uint32_t max = UINT32_MAX;
 	for (unsigned i = 0; i < p->nmembers; i++)
@@ -45,24 +50,24 @@ static void pool_limits(struct delivery_pool *p)
 	p->max_connections = max == UINT32_MAX ? 1 : max;
 }
 
-static struct delivery_pool *pool_get(struct shard *sh, const char *key, struct dns_result *hops,
-				      uint16_t port)
+struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
+					struct dns_result *hops, uint16_t port)
 {
-	if (!sh->pool_tab_size) {
-		sh->pool_tab_size = 256;
-		sh->pool_tab = xcalloc(sh->pool_tab_size, sizeof(*sh->pool_tab));
+	if (!dl->pool_tab_size) {
+		dl->pool_tab_size = 256;
+		dl->pool_tab = xcalloc(dl->pool_tab_size, sizeof(*dl->pool_tab));
 	}
-	uint32_t h = pool_hash(key) & (sh->pool_tab_size - 1);
+	uint32_t h = pool_hash(key) & (dl->pool_tab_size - 1);
 	struct delivery_pool *p;
-	for (p = sh->pool_tab[h]; p; p = p->hnext)
+	for (p = dl->pool_tab[h]; p; p = p->hnext)
 		if (!strcmp(p->key, key))
 			break;
 	if (!p) {
 		p = xcalloc(1, sizeof(*p));
 		p->key = xstrdup(key);
-		p->hnext = sh->pool_tab[h];
-		sh->pool_tab[h] = p;
-		sh->npools++;
+		p->hnext = dl->pool_tab[h];
+		dl->pool_tab[h] = p;
+		dl->npools++;
 	}
 	if (p->hops != hops) {
 		dns_result_ref(hops);
@@ -74,14 +79,14 @@ static struct delivery_pool *pool_get(struct shard *sh, const char *key, struct 
 	return p;
 }
 
-static void pool_join(struct delivery_pool *p, struct sched_dest *d)
+void delivery_pool_join(struct delivery_pool *p, struct sched_dest *d)
 {
 	if (p->nmembers == p->members_cap) {
 		p->members_cap = p->members_cap ? p->members_cap * 2 : 4;
 		p->members = xrealloc(p->members, p->members_cap * sizeof(*p->members));
 	}
 	p->members[p->nmembers++] = d;
-	pool_limits(p);
+	delivery_pool_limits(p);
 }
 
 /* The active ring: the pool's domains that may have work. A domain joins
@@ -122,7 +127,7 @@ static void active_del(struct delivery_pool *p, struct delivery_route *rt)
 	rt->active_next = rt->active_prev = NULL;
 }
 
-static void pool_leave(struct delivery_pool *p, struct sched_dest *d)
+void delivery_pool_leave(struct delivery_pool *p, struct sched_dest *d)
 {
 	if (d->owner)
 		active_del(p, d->owner);
@@ -131,323 +136,75 @@ static void pool_leave(struct delivery_pool *p, struct sched_dest *d)
 			p->members[i] = p->members[--p->nmembers];
 			break;
 		}
-	pool_limits(p);
+	delivery_pool_limits(p);
 }
 
-/* ours - whether addr:port is one of our own listeners (mail would loop). */
-static bool ours(const struct shard *sh, const struct sockaddr *sa, uint16_t port)
+/* pool_next - a session of pool is ready for work: a job from any of the
+ * pool's domains (round-robin), or NULL. */
+static struct sched_job *pool_next(struct delivery *dl, struct delivery_pool *pool)
 {
-	const struct relay *r = sh->relay;
-	for (unsigned i = 0; i < r->nours; i++) {
-		const struct sockaddr_storage *o = &r->ours[i];
-		if (o->ss_family != sa->sa_family)
-			continue;
-		if (sa->sa_family == AF_INET) {
-			const struct sockaddr_in *a = (const void *)o, *b = (const void *)sa;
-			if (ntohs(a->sin_port) == port && a->sin_addr.s_addr == b->sin_addr.s_addr)
-				return true;
-		} else if (sa->sa_family == AF_INET6) {
-			const struct sockaddr_in6 *a = (const void *)o, *b = (const void *)sa;
-			if (ntohs(a->sin6_port) == port &&
-			    !memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)))
-				return true;
-		}
-	}
-	return false;
-}
-
-bool delivery_hop(struct shard *sh, struct delivery_pool *pool, unsigned start, unsigned k,
-		  struct sockaddr_storage *ss, socklen_t *len)
-{
-	const struct dns_result *res = pool->hops;
-	if (!res || !res->nhops)
-		return false;
-	unsigned n = res->nhops, g = 1, usable = 0;
-	while (g < n && res->hops[g].pref == res->hops[0].pref)
-		g++;
-	/* The best-preference group starts at a rotating position, so that
-	 * sessions spread over equal exchangers; the rest keep their order. */
-	for (unsigned j = 0; j < n; j++) {
-		unsigned idx = j < g ? (start + j) % g : j;
-		const struct dns_hop *h = &res->hops[idx];
-		if (ours(sh, &h->addr.sa, pool->port))
-			continue;
-		if (usable++ != k)
-			continue;
-		memset(ss, 0, sizeof(*ss));
-		memcpy(ss, &h->addr, h->len);
-		*len = h->len;
-		if (ss->ss_family == AF_INET)
-			((struct sockaddr_in *)ss)->sin_port = htons(pool->port);
-		else
-			((struct sockaddr_in6 *)ss)->sin6_port = htons(pool->port);
-		return true;
-	}
-	return false;
-}
-
-static unsigned usable_hops(struct shard *sh, struct delivery_pool *pool)
-{
-	struct sockaddr_storage ss;
-	socklen_t len;
-	unsigned n = 0;
-	while (delivery_hop(sh, pool, 0, n, &ss, &len))
-		n++;
-	return n;
-}
-
-/* ---- routes ------------------------------------------------------------ */
-
-static struct delivery_route *route_of(struct shard *sh, struct sched_dest *d)
-{
-	(void)sh;
-	if (!d->owner) {
-		struct delivery_route *rt = xcalloc(1, sizeof(*rt));
-		rt->dest = d;
-		d->owner = rt;
-	}
-	return d->owner;
-}
-
-static int name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* pool_key - the same next hops give the same key: names sorted within each
- * preference (equal preferences come shuffled), the preferences in order
- * and separated by '>'. The order is part of the key: domains that rank the
- * same exchangers differently must not share a pool, or one domain's mail
- * rides the other's sessions to its own backup exchanger. */
-static void pool_key(const char *kind, const struct dns_result *res, uint16_t port, char *out,
-		     size_t outlen)
-{
-	const char *names[res->nhops ? res->nhops : 1];
-	size_t o = (size_t)snprintf(out, outlen, "%s:", kind);
-	unsigned i = 0;
-	while (i < res->nhops && o < outlen) {
-		unsigned j = i, n = 0;
-		while (j < res->nhops && res->hops[j].pref == res->hops[i].pref)
-			names[n++] = res->hops[j++].host; /* hops come in preference order */
-		qsort(names, n, sizeof(names[0]), name_cmp);
-		for (unsigned k = 0; k < n && o < outlen; k++) {
-			if (k && !strcmp(names[k], names[k - 1]))
-				continue;
-			o += (size_t)snprintf(out + o, outlen - o, "%s%s", k ? "," : i ? ">" : "",
-					      names[k]);
-		}
-		i = j;
-	}
-	if (o < outlen)
-		snprintf(out + o, outlen - o, ":%u", port);
-}
-
-static void route_set(struct shard *sh, struct delivery_route *rt, const char *kind,
-		      struct dns_result *res, uint16_t port)
-{
-	char key[1024];
-	pool_key(kind, res, port, key, sizeof(key));
-	struct delivery_pool *p = pool_get(sh, key, res, port);
-	if (rt->pool != p) {
-		if (rt->pool)
-			pool_leave(rt->pool, rt->dest);
-		pool_join(p, rt->dest);
-		if (rt->pool)
-			log_info("dest %s: next hops are now %s", rt->dest->name, key);
-		rt->pool = p;
-	}
-	if (rt->res != res) {
-		dns_result_ref(res);
-		dns_result_unref(rt->res);
-		rt->res = res;
-	}
-	rt->expires_ms = res->expires_ms;
-}
-
-/* route_fail - no way out: tell the scheduler, as the DNS answer says. */
-static void route_fail(struct shard *sh, struct delivery_route *rt, enum attempt_kind kind,
-		       const char *text)
-{
-	struct attempt_report rep;
-	snprintf(rt->why, sizeof(rt->why), "%s", text);
-	outcome_report_set(&rep, kind, STAGE_CONNECT, 0, text);
-	sched_dest_failed(sh->sched, rt->dest, &rep, NULL, rp_now_ms());
-	shard_touch(sh);
-}
-
-struct resolve_ctx {
-	struct shard *sh;
+	if (dl->stopping)
+		return NULL;
+	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
 	struct delivery_route *rt;
-	uint16_t port;
-	const char *kind;
-};
-
-/* check_loop - a route whose every hop is one of our listeners. */
-static bool check_loop(struct shard *sh, struct delivery_route *rt)
-{
-	if (usable_hops(sh, rt->pool))
-		return false;
-	char text[300];
-	snprintf(text, sizeof(text), "mail for %s loops back to myself", rt->dest->name);
-	route_fail(sh, rt, ATTEMPT_LOOP, text);
-	return true;
+	while ((rt = pool->active)) {
+		if (mono >= rt->expires_ms) {
+			/* Its answer has expired: its kick looks it up again
+			 * before it sends more mail anywhere. */
+			active_del(pool, rt);
+			sched_kick(dl->sched, rt->dest);
+			continue;
+		}
+		struct sched_job *job = sched_job_next(dl->sched, rt->dest, now);
+		if (!job) {
+			active_del(pool, rt);
+			continue;
+		}
+		pool->active = rt->active_next; /* round-robin */
+		return job;
+	}
+	return NULL;
 }
 
-enum attempt_kind delivery_dns_kind(enum dns_status st)
+/* ---- idle sessions ----------------------------------------------------- */
+
+static void idle_add(struct delivery_pool *pool, struct delivery_session *ds)
 {
-	switch (st) {
-	case DNS_NXDOMAIN:
-		return ATTEMPT_DNS_PERM;
-	case DNS_NULL_MX:
-		return ATTEMPT_NULL_MX;
-	case DNS_NO_ADDRESS:
-		return ATTEMPT_NO_ROUTE;
-	case DNS_OK: /* not a failure; never asked */
-	case DNS_TEMPFAIL:
-		break;
-	} /* no default: a new status must be placed here (-Wswitch) */
-	return ATTEMPT_DNS_TEMP;
+	rp_assert(!ds->in_idle_list);
+	ds->idle_next = pool->idle;
+	pool->idle = ds;
+	pool->nidle++;
+	ds->in_idle_list = true;
 }
 
-/* route_expires - when to look d's route up again: the answer's expiry, but
- * never sooner than ROUTE_MIN_MS from now. An answer that expired on arrival
- * (TTL 0, dnsmasq's default for its own records; max_ttl or negative_ttl 0)
- * would otherwise be looked up again by the very kick it triggers, and
- * again, without end. */
-#define ROUTE_MIN_MS 1000
-static uint64_t route_expires(const struct dns_result *res)
+static void idle_del(struct delivery_pool *pool, struct delivery_session *ds)
 {
-	uint64_t min = rp_mono_ms() + ROUTE_MIN_MS;
-	return res->expires_ms > min ? res->expires_ms : min;
-}
-
-static void resolved(void *arg, struct dns_result *res)
-{
-	struct resolve_ctx *c = arg;
-	struct shard *sh = c->sh;
-	struct delivery_route *rt = c->rt;
-	rt->resolving = false;
-	if (res->status == DNS_OK) {
-		route_set(sh, rt, c->kind, res, c->port);
-		rt->expires_ms = route_expires(res);
-		free(c);
-		if (!check_loop(sh, rt))
-			sched_kick(sh->sched, rt->dest);
-		shard_touch(sh);
+	if (!ds->in_idle_list)
 		return;
+	for (struct delivery_session **pp = &pool->idle; *pp; pp = &(*pp)->idle_next) {
+		if (*pp == ds) {
+			*pp = ds->idle_next;
+			break;
+		}
 	}
-	free(c);
-	rt->expires_ms = route_expires(res);
-	if (res->status == DNS_TEMPFAIL && rt->pool) {
-		/* Keep using the last good answer while the DNS is unwell; the
-		 * kick waited for this answer. */
-		log_info("dest %s: %s; keeping the previous next hops", rt->dest->name, res->error);
-		sched_kick(sh->sched, rt->dest);
-		shard_touch(sh);
-		return;
-	}
-	if (rt->pool) {
-		pool_leave(rt->pool, rt->dest);
-		rt->pool = NULL;
-	}
-	route_fail(sh, rt, delivery_dns_kind(res->status), res->error);
-}
-
-/* fixed_route - a single known address (an IP route or a domain literal). */
-static bool fixed_route(struct shard *sh, struct delivery_route *rt, const char *kind,
-			const struct sockaddr *sa, socklen_t len, const char *name, uint16_t port)
-{
-	struct dns_result *res = dns_result_new(DNS_OK, 1, strlen(name) + 1);
-	strcpy(res->names, name);
-	res->hops[0].host = res->names;
-	memcpy(&res->hops[0].addr, sa, len);
-	res->hops[0].len = len;
-	res->nhops = 1;
-	res->expires_ms = UINT64_MAX;
-	route_set(sh, rt, kind, res, port);
-	dns_result_unref(res);
-	return !check_loop(sh, rt);
-}
-
-static bool literal(const char *name, struct sockaddr_storage *ss, socklen_t *len)
-{
-	char tmp[64];
-	size_t n = strlen(name);
-	if (n < 3 || name[0] != '[' || name[n - 1] != ']' || n - 2 >= sizeof(tmp))
-		return false;
-	memcpy(tmp, name + 1, n - 2);
-	tmp[n - 2] = '\0';
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-	if (!strncasecmp(tmp, "ipv6:", 5) && inet_pton(AF_INET6, tmp + 5, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		*len = sizeof(*sin6);
-		return true;
-	}
-	if (inet_pton(AF_INET, tmp, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		*len = sizeof(*sin);
-		return true;
-	}
-	return false;
-}
-
-/* route_refresh - find (or find again) where d's mail goes. Returns true
- * when a usable route is in place now; false while it is being looked up
- * or when there is none (the scheduler has been told). */
-static bool route_refresh(struct shard *sh, struct delivery_route *rt)
-{
-	struct sched_dest *d = rt->dest;
-	const struct cfg_domain *cd = config_domain(sh->cfg, d->name);
-	if (cd->route.set && cd->route.sslen)
-		return fixed_route(sh, rt, "route", (const struct sockaddr *)&cd->route.ss,
-				   cd->route.sslen, cd->route.host, cd->route.port);
-	struct sockaddr_storage ss;
-	socklen_t len;
-	if (d->name[0] == '[') {
-		if (literal(d->name, &ss, &len))
-			return fixed_route(sh, rt, "literal", (struct sockaddr *)&ss, len, d->name,
-					   cd->port);
-		char text[300];
-		snprintf(text, sizeof(text), "bad domain literal %s", d->name);
-		route_fail(sh, rt, ATTEMPT_DNS_PERM, text);
-		return false;
-	}
-	if (!sh->dns) {
-		route_fail(sh, rt, ATTEMPT_NO_ROUTE, "no resolver");
-		return false;
-	}
-	if (rt->resolving)
-		return rt->pool != NULL;
-	rt->resolving = true;
-	struct resolve_ctx *c = xcalloc(1, sizeof(*c));
-	c->sh = sh;
-	c->rt = rt;
-	if (cd->route.set) {
-		c->kind = "route";
-		c->port = cd->route.port;
-		dns_resolve_host(sh->dns, cd->route.host, resolved, c);
-	} else {
-		c->kind = "mx";
-		c->port = cd->port;
-		dns_resolve_mx(sh->dns, d->name, resolved, c);
-	}
-	/* The answer may have come from the cache already. */
-	return rt->pool != NULL && !rt->resolving;
+	ds->idle_next = NULL;
+	ds->in_idle_list = false;
+	pool->nidle--;
 }
 
 /* ---- the scheduler's side ---------------------------------------------- */
 
+/* pool_kick - d has work it can start: idle sessions first, then new ones
+ * within the limits. */
 static void pool_kick(struct sched_dest *d, void *ctx)
 {
-	struct shard *sh = ctx;
-	struct delivery_route *rt = route_of(sh, d);
+	struct delivery *dl = ctx;
+	struct delivery_route *rt = delivery_route_of(d);
 	uint64_t now = rp_now_ms();
-	if (sh->stopping)
+	if (dl->stopping)
 		return;
 	if (!rt->pool || rp_mono_ms() >= rt->expires_ms) {
-		route_refresh(sh, rt);
+		delivery_route_refresh(dl, rt);
 		/* Not even an expired route while the new answer is on its way:
 		 * mail after the TTL goes where the DNS says now. */
 		if (!rt->pool || rt->resolving)
@@ -459,33 +216,34 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		active_add(pool, rt);
 	/* Work goes to idle sessions first: connection reuse. */
 	while (pool->idle) {
-		struct sched_job *job = sched_job_next(sh->sched, d, now);
+		struct sched_job *job = sched_job_next(dl->sched, d, now);
 		if (!job)
 			break;
-		struct smtp_client *c = pool->idle;
-		delivery_unidle(pool, c);
-		smtp_client_give(c, job);
+		struct delivery_session *ds = pool->idle;
+		idle_del(pool, ds);
+		smtp_client_give(ds->c, job);
 	}
 	/* Then new sessions, as many as d has jobs for, within limits. */
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool->max_connections &&
-	       sched_dest_may_connect(sh->sched, d, now)) {
+	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
-		if (!smtp_client_open(sh, pool, d, start, 0)) {
+		if (!session_open(dl, pool, d, start, 0)) {
 			char why[300];
 			struct attempt_report rep;
 			snprintf(why, sizeof(why), "cannot open a session: %s", strerror(errno));
 			outcome_report_set(&rep, ATTEMPT_LOCAL, STAGE_CONNECT, 0, why);
-			sched_dest_failed(sh->sched, d, &rep, NULL, now);
+			sched_dest_failed(dl->sched, d, &rep, NULL, now);
 			break;
 		}
 	}
-	shard_touch(sh);
+	delivery_touch(dl);
 }
 
+/* pool_configure - d's limits from the config (new domain or reload). */
 static void pool_configure(struct sched_dest *d, void *ctx)
 {
-	struct shard *sh = ctx;
-	const struct cfg_domain *cd = config_domain(sh->cfg, d->name);
+	struct delivery *dl = ctx;
+	const struct cfg_domain *cd = config_domain(dl->cfg, d->name);
 	d->lim.max_connections = cd->max_connections;
 	d->lim.max_msgs_per_conn = cd->max_messages_per_connection;
 	d->lim.max_rcpts_per_msg = cd->max_recipients_per_message;
@@ -495,7 +253,7 @@ static void pool_configure(struct sched_dest *d, void *ctx)
 	if (rt) {
 		rt->expires_ms = 0; /* a reload may change the route: look again */
 		if (rt->pool)
-			pool_limits(rt->pool);
+			delivery_pool_limits(rt->pool);
 	}
 }
 
@@ -504,141 +262,233 @@ const struct sched_ops delivery_sched_ops = {
 	.configure = pool_configure,
 };
 
-/* ---- sessions ---------------------------------------------------------- */
+/* ---- the engine's callbacks -------------------------------------------- */
 
-struct sched_job *delivery_next(struct shard *sh, struct delivery_pool *pool)
+/* on_ready - through EHLO (the first time: the destination works) and
+ * asking for work; NULL parks the session. */
+static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 {
-	if (sh->stopping)
-		return NULL;
-	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
-	struct delivery_route *rt;
-	while ((rt = pool->active)) {
-		if (mono >= rt->expires_ms) {
-			/* Its answer has expired: its kick looks it up again
-			 * before it sends more mail anywhere. */
-			active_del(pool, rt);
-			sched_kick(sh->sched, rt->dest);
-			continue;
-		}
-		struct sched_job *job = sched_job_next(sh->sched, rt->dest, now);
-		if (!job) {
-			active_del(pool, rt);
-			continue;
-		}
-		pool->active = rt->active_next; /* round-robin */
-		return job;
+	struct delivery_session *ds = arg;
+	struct delivery *dl = ds->dl;
+	(void)c;
+	if (first) {
+		struct delivery_route *rt = delivery_route_of(ds->acct);
+		rp_assert(rt->nconnecting > 0);
+		rt->nconnecting--;
+		ds->working = true;
+		ds->pool->nworking++;
+		sched_dest_ok(dl->sched, ds->acct);
 	}
-	return NULL;
+	struct sched_job *job = pool_next(dl, ds->pool);
+	if (!job && !dl->stopping)
+		idle_add(ds->pool, ds);
+	return job;
 }
 
-void delivery_session_opened(struct shard *sh, struct smtp_client *c)
+/* on_outcome - a transaction ended: the scheduler decides. */
+static void on_outcome(struct smtp_client *c, void *arg, struct sched_job *job,
+		       const struct attempt_report *reps, uint64_t duration_ms)
 {
-	c->pool->nsessions++;
-	route_of(sh, c->acct)->nconnecting++;
-	sched_session_opened(sh->sched, c->acct);
+	struct delivery_session *ds = arg;
+	struct sched_attempt info = {.remote = smtp_client_remote(c), .duration_ms = duration_ms};
+	sched_job_done(ds->dl->sched, job, reps, &info, rp_now_ms());
+	delivery_touch(ds->dl);
 }
 
-void delivery_session_ready(struct shard *sh, struct smtp_client *c)
+/* on_failed - a session failed before it had a job (connect, greeting,
+ * EHLO): try the next hop, or back every domain of the pool off. */
+static void on_failed(struct smtp_client *c, void *arg, const struct attempt_report *rep)
 {
-	struct delivery_route *rt = route_of(sh, c->acct);
-	rp_assert(rt->nconnecting > 0);
-	rt->nconnecting--;
-	c->pool->nworking++;
-	sched_dest_ok(sh->sched, c->acct);
-}
-
-void delivery_idle(struct shard *sh, struct delivery_pool *pool, struct smtp_client *c)
-{
-	(void)sh;
-	rp_assert(!c->in_idle_list);
-	c->idle_next = pool->idle;
-	pool->idle = c;
-	pool->nidle++;
-	c->in_idle_list = true;
-}
-
-void delivery_unidle(struct delivery_pool *pool, struct smtp_client *c)
-{
-	if (!c->in_idle_list)
-		return;
-	for (struct smtp_client **pp = &pool->idle; *pp; pp = &(*pp)->idle_next) {
-		if (*pp == c) {
-			*pp = c->idle_next;
-			break;
-		}
-	}
-	c->idle_next = NULL;
-	c->in_idle_list = false;
-	pool->nidle--;
-}
-
-bool delivery_failed(struct shard *sh, struct smtp_client *c, const struct attempt_report *rep)
-{
-	struct delivery_pool *pool = c->pool;
+	struct delivery_session *ds = arg;
+	struct delivery *dl = ds->dl;
+	struct delivery_pool *pool = ds->pool;
 	uint64_t now = rp_now_ms();
+	const char *remote = smtp_client_remote(c);
 	/* RFC 5321 5.1: on a connection failure or a refusal at the greeting,
 	 * try the next exchanger before deferring. */
 	struct sockaddr_storage ss;
 	socklen_t len;
-	if (!sh->stopping && delivery_hop(sh, pool, c->hop_start, c->hop_k + 1, &ss, &len)) {
-		log_info("smtp %s %s: %s; trying the next exchanger", c->acct->name, c->remote,
+	if (!dl->stopping && delivery_hop(dl, pool, ds->hop_start, ds->hop_k + 1, &ss, &len)) {
+		log_info("smtp %s %s: %s; trying the next exchanger", ds->acct->name, remote,
 			 rep->text);
-		if (smtp_client_open(sh, pool, c->acct, c->hop_start, c->hop_k + 1))
-			return true;
+		if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k + 1))
+			return;
 	}
 	/* One refused connection while other sessions work is not a dead
 	 * destination (a server limiting concurrency): just log it. */
 	if (pool->nworking > 0 && rep->kind != ATTEMPT_REPLY) {
-		log_info("smtp %s %s: session failed while others work: %s", c->acct->name, c->remote,
+		log_info("smtp %s %s: session failed while others work: %s", ds->acct->name, remote,
 			 rep->text);
-		return false;
+		return;
 	}
 	/* The next hops failed: every domain behind them backs off. */
 	for (unsigned i = 0; i < pool->nmembers; i++)
-		sched_dest_failed(sh->sched, pool->members[i], rep, c->remote, now);
-	shard_touch(sh);
-	return false;
+		sched_dest_failed(dl->sched, pool->members[i], rep, remote, now);
+	delivery_touch(dl);
 }
 
-void delivery_session_gone(struct shard *sh, struct smtp_client *c, bool was_connecting)
+/* on_closing - the session takes no more work. */
+static void on_closing(struct smtp_client *c, void *arg)
 {
-	struct delivery_pool *pool = c->pool;
-	if (was_connecting) {
-		struct delivery_route *rt = route_of(sh, c->acct);
+	struct delivery_session *ds = arg;
+	(void)c;
+	ds->closing = true;
+	idle_del(ds->pool, ds);
+}
+
+/* on_done - the session is gone: free its slot, let waiting domains in. */
+static void on_done(struct smtp_client *c, void *arg)
+{
+	struct delivery_session *ds = arg;
+	struct delivery *dl = ds->dl;
+	struct delivery_pool *pool = ds->pool;
+	(void)c;
+	idle_del(pool, ds);
+	if (ds->working) {
+		pool->nworking--;
+	} else {
+		struct delivery_route *rt = delivery_route_of(ds->acct);
 		rp_assert(rt->nconnecting > 0);
 		rt->nconnecting--;
 	}
 	pool->nsessions--;
 	pool->used_ms = rp_mono_ms();
-	sched_session_closed(sh->sched, c->acct);
+	sched_session_closed(dl->sched, ds->acct);
+	if (ds->prev)
+		ds->prev->next = ds->next;
+	else
+		dl->sessions = ds->next;
+	if (ds->next)
+		ds->next->prev = ds->prev;
+	dl->nsessions--;
+	free(ds);
 	/* A freed slot in the pool may let another member with work open a
 	 * session. */
 	struct delivery_route *rt = pool->active;
 	if (rt) {
 		do {
-			sched_kick(sh->sched, rt->dest);
+			sched_kick(dl->sched, rt->dest);
 			rt = rt->active_next;
 		} while (rt != pool->active);
 	}
-	shard_touch(sh);
+	delivery_touch(dl);
+	dl->session_gone(dl->arg);
 }
 
-static void free_route(struct sched_dest *d, void *arg)
+static const struct smtp_client_ops session_ops = {
+	.ready = on_ready,
+	.outcome = on_outcome,
+	.failed = on_failed,
+	.closing = on_closing,
+	.done = on_done,
+};
+
+/* session_open - a session to pool's k-th usable hop (rotation start),
+ * opened for domain acct; false (errno set) when there is no such hop or
+ * no socket could be made. */
+static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
+			 unsigned start, unsigned k)
 {
-	(void)arg;
-	struct delivery_route *rt = d->owner;
-	if (!rt)
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (!delivery_hop(dl, pool, start, k, &ss, &len)) {
+		errno = EHOSTUNREACH;
+		return false;
+	}
+	struct delivery_session *ds = xcalloc(1, sizeof(*ds));
+	ds->dl = dl;
+	ds->pool = pool;
+	ds->acct = acct;
+	ds->hop_start = start;
+	ds->hop_k = k;
+	struct smtp_client_params p = {
+		.loop = dl->loop,
+		.addr = (const struct sockaddr *)&ss,
+		.addrlen = len,
+		.helo = dl->cfg->hostname,
+		.name = acct->name,
+		.connect_timeout_ms = acct->lim.connect_timeout_ms,
+		.max_transactions = acct->lim.max_msgs_per_conn,
+		.ops = &session_ops,
+		.arg = ds,
+	};
+	ds->c = smtp_client_open(&p);
+	if (!ds->c) {
+		free(ds);
+		return false;
+	}
+	ds->next = dl->sessions;
+	if (dl->sessions)
+		dl->sessions->prev = ds;
+	dl->sessions = ds;
+	dl->nsessions++;
+	pool->nsessions++;
+	delivery_route_of(acct)->nconnecting++;
+	sched_session_opened(dl->sched, acct);
+	return true;
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+struct delivery *delivery_new(const struct delivery_params *p)
+{
+	struct delivery *dl = xcalloc(1, sizeof(*dl));
+	dl->loop = p->loop;
+	dl->dns = p->dns;
+	dl->cfg = p->cfg;
+	dl->ours = p->ours;
+	dl->nours = p->nours;
+	dl->touch = p->touch;
+	dl->session_gone = p->session_gone;
+	dl->arg = p->arg;
+	return dl;
+}
+
+void delivery_attach(struct delivery *dl, struct sched *sched)
+{
+	dl->sched = sched;
+}
+
+void delivery_set_config(struct delivery *dl, const struct config *cfg)
+{
+	dl->cfg = cfg;
+}
+
+void delivery_stop(struct delivery *dl)
+{
+	dl->stopping = true;
+	struct delivery_session *ds = dl->sessions;
+	while (ds) {
+		struct delivery_session *next = ds->next; /* a quit may free nothing yet */
+		smtp_client_quit(ds->c);
+		ds = next;
+	}
+}
+
+void delivery_abort(struct delivery *dl)
+{
+	struct delivery_session *ds = dl->sessions;
+	while (ds) {
+		struct delivery_session *next = ds->next;
+		smtp_client_abort(ds->c);
+		ds = next;
+	}
+}
+
+unsigned delivery_sessions(const struct delivery *dl)
+{
+	return dl->nsessions;
+}
+
+void delivery_free(struct delivery *dl)
+{
+	if (!dl)
 		return;
-	dns_result_unref(rt->res);
-	free(rt);
-	d->owner = NULL;
-}
-
-void delivery_free(struct shard *sh)
-{
-	sched_foreach_dest(sh->sched, free_route, NULL);
-	for (uint32_t i = 0; i < sh->pool_tab_size; i++) {
-		struct delivery_pool *p = sh->pool_tab[i];
+	rp_assert(!dl->nsessions);
+	if (dl->sched)
+		sched_foreach_dest(dl->sched, delivery_route_free, NULL);
+	for (uint32_t i = 0; i < dl->pool_tab_size; i++) {
+		struct delivery_pool *p = dl->pool_tab[i];
 		while (p) {
 			struct delivery_pool *next = p->hnext;
 			dns_result_unref(p->hops);
@@ -648,20 +498,28 @@ void delivery_free(struct shard *sh)
 			p = next;
 		}
 	}
-	free(sh->pool_tab);
-	sh->pool_tab = NULL;
-	sh->pool_tab_size = 0;
-	sh->npools = 0;
+	free(dl->pool_tab);
+	free(dl);
 }
 
-unsigned delivery_pools(struct shard *sh, void (*fn)(const struct delivery_pool *p, void *arg),
-			void *arg)
+/* ---- stats ------------------------------------------------------------- */
+
+void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 {
-	unsigned n = 0;
-	for (uint32_t i = 0; i < sh->pool_tab_size; i++)
-		for (struct delivery_pool *p = sh->pool_tab[i]; p; p = p->hnext) {
-			fn(p, arg);
-			n++;
+	for (uint32_t i = 0; i < dl->pool_tab_size; i++)
+		for (const struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext) {
+			if (!p->nmembers && !p->nsessions)
+				continue;
+			part->dests = xrealloc(part->dests, (part->ndests + 1) * sizeof(*part->dests));
+			struct stats_dest *d = &part->dests[part->ndests++];
+			memset(d, 0, sizeof(*d));
+			snprintf(d->key, sizeof(d->key), "%s", p->key);
+			size_t o = 0;
+			for (unsigned k = 0; k < p->nmembers && o < sizeof(d->domains) - 1; k++)
+				o += (size_t)snprintf(d->domains + o, sizeof(d->domains) - o, "%s%s",
+						      k ? "," : "", p->members[k]->name);
+			d->ndomains = p->nmembers;
+			d->connections = p->nsessions;
+			d->max_connections = p->max_connections;
 		}
-	return n;
 }

@@ -14,7 +14,6 @@
 #include "delivery.h"
 #include "base/log.h"
 #include "base/util.h"
-#include "smtp_client.h"
 #include "smtp_server.h"
 
 #define SCHED_TICK_MS 20
@@ -291,7 +290,8 @@ void shard_open(struct shard *sh)
 /* stop_check - tell main once a stopping shard has no session left. */
 static void stop_check(struct shard *sh)
 {
-	if (!sh->stopping || sh->drained || sh->nservers || sh->nclients || api_sessions(sh->api))
+	if (!sh->stopping || sh->drained || sh->nservers || delivery_sessions(sh->delivery) ||
+	    api_sessions(sh->api))
 		return;
 	sh->drained = true;
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
@@ -330,6 +330,17 @@ void shard_session_gone(struct shard *sh)
 	stop_check(sh);
 }
 
+/* The delivery's callbacks (void * for struct shard). */
+static void shard_touch_cb(void *arg)
+{
+	shard_touch(arg);
+}
+
+static void shard_session_gone_cb(void *arg)
+{
+	stop_check(arg);
+}
+
 static void api_session_gone(void *ctx)
 {
 	stop_check(ctx);
@@ -345,12 +356,11 @@ static void stop_run(struct mq_item *item, void *ctx)
 		return;
 	sh->stopping = true;
 	log_info("stopping (%u inbound, %u outbound sessions)", sh->nservers,
-		 sh->nclients);
+		 delivery_sessions(sh->delivery));
 	listeners_close(sh);
 	srv_shutdown_all(sh);
 	api_shutdown_all(sh->api);
-	for (struct smtp_client *c = sh->clients; c; c = c->next)
-		smtp_client_quit(c);
+	delivery_stop(sh->delivery);
 	sched_run(sh->sched); /* flush state updates */
 	loop_timer_arm(sh->loop, &sh->stop_timer, STOP_GRACE_MS, stop_deadline);
 	stop_check(sh);
@@ -360,13 +370,8 @@ static void stop_deadline(struct loop_timer *t)
 {
 	struct shard *sh = RP_CONTAINER_OF(t, struct shard, stop_timer);
 	log_warn("abandoning %u outbound sessions at the stop deadline",
-		 sh->nclients);
-	struct smtp_client *c = sh->clients;
-	while (c) {
-		struct smtp_client *next = c->next;
-		smtp_client_abort(c);
-		c = next;
-	}
+		 delivery_sessions(sh->delivery));
+	delivery_abort(sh->delivery);
 }
 
 void shard_stop(struct shard *sh)
@@ -385,6 +390,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	struct sched_config sc;
 	sched_config_of(sh->cfg, &sc);
 	sched_set_config(sh->sched, &sc);
+	delivery_set_config(sh->delivery, sh->cfg);
 	sched_reconfigure(sh->sched);
 	shard_api_config(sh->cfg, &sh->api_cfg);
 	api_server_set_config(sh->api, &sh->api_cfg);
@@ -419,9 +425,6 @@ static void *shard_main(void *arg)
 		return NULL;
 
 	sh->reader = spool_reader_new(sh->relay->spool);
-	struct sched_config sc;
-	sched_config_of(sh->cfg, &sc);
-	sh->sched = sched_new(&sc, &delivery_sched_ops, sh, sh->relay->spool, sh->reader);
 	struct dns_config dc = {
 		.servers = sh->cfg->dns_servers,
 		.max_ttl_ms = sh->cfg->dns_max_ttl_ms,
@@ -434,6 +437,21 @@ static void *shard_main(void *arg)
 	sh->dns = dns_new(sh->loop, &dc, err, sizeof(err));
 	if (!sh->dns)
 		log_error("DNS resolver unavailable (mail without a static route waits): %s", err);
+	struct delivery_params dp = {
+		.loop = sh->loop,
+		.dns = sh->dns,
+		.cfg = sh->cfg,
+		.ours = sh->relay->ours,
+		.nours = sh->relay->nours,
+		.touch = shard_touch_cb,
+		.session_gone = shard_session_gone_cb,
+		.arg = sh,
+	};
+	sh->delivery = delivery_new(&dp);
+	struct sched_config sc;
+	sched_config_of(sh->cfg, &sc);
+	sh->sched = sched_new(&sc, &delivery_sched_ops, sh->delivery, sh->relay->spool, sh->reader);
+	delivery_attach(sh->delivery, sh->sched);
 	shard_api_config(sh->cfg, &sh->api_cfg);
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 				 &shard_api_ops, sh);
@@ -470,7 +488,8 @@ static void *shard_main(void *arg)
 	sched_run(sh->sched);
 	dns_free(sh->dns); /* pending lookups are dropped, not answered */
 	sh->dns = NULL;
-	delivery_free(sh);
+	delivery_free(sh->delivery);
+	sh->delivery = NULL;
 	api_server_free(sh->api);
 	sh->api = NULL;
 	sched_free(sh->sched);

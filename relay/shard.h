@@ -24,7 +24,7 @@
 
 struct shard;
 struct srv_session;
-struct smtp_client;
+struct delivery;
 
 /* A config shared by the shards; freed when the last shard lets go. */
 struct config_ref {
@@ -57,7 +57,6 @@ struct shard_stats {
 	uint64_t smtp_sessions;    /* accepted submission sessions */
 	uint64_t smtp_messages;    /* messages accepted over SMTP */
 	uint64_t smtp_rejected;    /* transactions refused */
-	uint64_t out_sessions;     /* outbound sessions opened */
 };
 
 struct shard {
@@ -84,12 +83,9 @@ struct shard {
 
 	struct srv_session *servers; /* accepted sessions (for shutdown) */
 	unsigned nservers;
-	struct smtp_client *clients; /* outbound sessions (for shutdown) */
-	unsigned nclients;
+	struct delivery *delivery;   /* outbound sessions, pools and routes */
 	struct api_server *api;      /* HTTP API sessions on this shard */
 	struct dns_resolver *dns;    /* MX and address lookups */
-	struct delivery_pool **pool_tab; /* destinations by next-hop key (delivery.c) */
-	uint32_t pool_tab_size, npools;
 	struct api_config api_cfg;   /* built from cfg (shard_api.c) */
 	struct shard_stats stats;
 };

@@ -27,27 +27,9 @@ void shard_api_config(const struct config *cfg, struct api_config *out)
 	out->max_clients = cfg->api_max_clients;
 }
 
-static void add_dest(const struct delivery_pool *p, void *arg)
-{
-	struct stats_snapshot *part = arg;
-	if (!p->nmembers && !p->nsessions)
-		return;
-	part->dests = xrealloc(part->dests, (part->ndests + 1) * sizeof(*part->dests));
-	struct stats_dest *d = &part->dests[part->ndests++];
-	memset(d, 0, sizeof(*d));
-	snprintf(d->key, sizeof(d->key), "%s", p->key);
-	size_t o = 0;
-	for (unsigned i = 0; i < p->nmembers && o < sizeof(d->domains) - 1; i++)
-		o += (size_t)snprintf(d->domains + o, sizeof(d->domains) - o, "%s%s", i ? "," : "",
-				      p->members[i]->name);
-	d->ndomains = p->nmembers;
-	d->connections = p->nsessions;
-	d->max_connections = p->max_connections;
-}
-
 void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 {
-	delivery_pools(sh, add_dest, part);
+	delivery_fill_stats(sh->delivery, part);
 	sched_stats(sh->sched, part);
 	api_fill_stats(sh->api, part);
 	part->accepted_smtp += sh->stats.smtp_messages;

@@ -1,4 +1,4 @@
-/* smtp_client.c - outbound SMTP session state machine (see smtp_client.h).
+/* smtp_client.c - the outbound SMTP engine's state machine (see smtp_client.h).
  *
  * States and what moves them (one reply at a time, in order):
  *   CONNECT  -connected->  GREETING  -2xx->  EHLO  -2xx->  READY
@@ -9,8 +9,8 @@
  *   MAIL     -BDAT reply-> READY
  *   READY    -no job->  IDLE  -job->  MAIL ;  IDLE -timeout-> QUIT
  *   QUIT     -reply, close or T_QUIT_MS->  CLOSED
- * Failures before a job is in hand are destination-level
- * (sched_dest_failed); failures with a job are reported per recipient.
+ * A failure before a job is in hand goes to ops->failed (the destination's
+ * problem); a failure with a job is reported for each of its recipients.
  */
 #include "smtp_client.h"
 
@@ -20,12 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "delivery.h"
+#include "base/conn.h"
 #include "base/log.h"
 #include "base/util.h"
-#include "shard.h"
 #include "smtp_cmd.h"
 #include "smtp_data.h"
+#include "smtp_reply.h"
 
 /* RFC 5321 section 4.5.3.2 timeouts. */
 #define T_GREETING_MS (300 * 1000)
@@ -35,45 +35,94 @@
 #define T_CONTENT_MS (600 * 1000)
 #define T_RSET_MS (60 * 1000)
 #define T_QUIT_MS (10 * 1000) /* wait this long for the reply to QUIT */
-#define IDLE_MS 5000       /* keep an idle session this long for more work */
-#define IDLE_KEEP_BYTES 0 /* an idle session keeps no buffer memory */
+#define IDLE_MS 5000          /* keep an idle session this long for more work */
+#define IDLE_KEEP_BYTES 0     /* an idle session keeps no buffer memory */
+
+enum smtp_client_state {
+	CS_CONNECT,  /* connecting */
+	CS_GREETING, /* waiting for the 220 */
+	CS_EHLO,     /* EHLO sent */
+	CS_HELO,     /* HELO sent (EHLO refused) */
+	CS_READY,    /* between transactions, asking for work */
+	CS_IDLE,     /* parked, waiting for smtp_client_give */
+	CS_MAIL,     /* waiting for the replies to MAIL/RCPT/(DATA|BDAT) */
+	CS_CONTENT,  /* content sent, waiting for the final reply */
+	CS_RSET,     /* RSET sent alone (no pipelining) */
+	CS_QUIT,     /* QUIT sent */
+	CS_CLOSED,   /* closing, waiting for the conn to be released */
+	CS_NSTATES,
+};
 
 static const char *const state_names[CS_NSTATES] = {
 	"connect", "greeting", "ehlo", "helo", "ready", "idle",
 	"mail",	   "content",  "rset", "quit", "closed",
 };
 
-const char *smtp_client_state_name(enum smtp_client_state s)
-{
-	return (unsigned)s < CS_NSTATES ? state_names[s] : "?";
-}
+struct smtp_client {
+	struct conn conn;
+	struct loop *loop;
+	const struct smtp_client_ops *ops;
+	void *arg;                    /* the owner's, for the callbacks */
+	const char *name;             /* for logs (the owner's string) */
+	char *helo;                   /* EHLO/HELO name */
+	enum smtp_client_state state;
+	struct loop_timer timer;      /* reply timeout / idle timeout */
+	struct sockaddr_storage addr; /* next hop (lives until connected) */
+	socklen_t addrlen;
+	char remote[80];              /* "ip:port" for logs */
+	struct smtp_caps caps;
+	uint64_t idle_ms;             /* idle time before QUIT */
+	unsigned max_transactions;    /* then QUIT; 0 = no limit */
+	unsigned messages;            /* transactions done on this session */
+	bool need_rset;               /* a transaction was left open */
+	bool working;                 /* got past EHLO once */
+	bool quit_asked;              /* smtp_client_quit: no more work */
+	bool closing_told;            /* ops->closing has run */
+	/* The transaction in progress. */
+	struct sched_job *job;
+	uint64_t job_start_ms;        /* when the current attempt started */
+	unsigned reply_index;         /* which reply comes next: 0 = MAIL,
+				       * 1..n = RCPT, n+1 = DATA/BDAT */
+	unsigned rcpt_ok;             /* RCPTs accepted */
+	bool use_bdat;
+	bool rset_pending;            /* an RSET reply precedes MAIL's */
+	bool mail_failed;
+	struct attempt_report *reports; /* one per job recipient */
+	unsigned reports_cap;
+	bool *rcpt_accepted;
+};
 
 static void client_ready(struct smtp_client *c);
 static void client_timeout(struct loop_timer *t);
 
-static struct shard *shard_of(struct smtp_client *c)
-{
-	return c->shard;
-}
-
+/* set_state - move to st (logged) and (re)arm or disarm the timeout. */
 static void set_state(struct smtp_client *c, enum smtp_client_state st, uint64_t timeout_ms)
 {
 	if (c->state != st)
-		log_debug("smtp %s %s: %s -> %s", c->acct->name, c->remote,
-			  state_names[c->state], state_names[st]);
+		log_debug("smtp %s %s: %s -> %s", c->name, c->remote, state_names[c->state],
+			  state_names[st]);
 	c->state = st;
 	if (timeout_ms)
-		loop_timer_arm(c->shard->loop, &c->timer, timeout_ms, client_timeout);
+		loop_timer_arm(c->loop, &c->timer, timeout_ms, client_timeout);
 	else
-		loop_timer_disarm(c->shard->loop, &c->timer);
+		loop_timer_disarm(c->loop, &c->timer);
 }
 
-/* close_now - stop talking; the conn's release frees the session. */
+/* tell_closing - ops->closing, once. */
+static void tell_closing(struct smtp_client *c)
+{
+	if (c->closing_told)
+		return;
+	c->closing_told = true;
+	c->ops->closing(c, c->arg);
+}
+
+/* close_now - stop talking; the conn's release ends the session. */
 static void close_now(struct smtp_client *c)
 {
 	if (c->state == CS_CLOSED)
 		return;
-	delivery_unidle(c->pool, c);
+	tell_closing(c);
 	set_state(c, CS_CLOSED, 0);
 	conn_close(&c->conn);
 }
@@ -84,35 +133,30 @@ static void close_now(struct smtp_client *c)
  * one, or the server would see more than max_connections of ours. */
 static void quit(struct smtp_client *c)
 {
-	delivery_unidle(c->pool, c);
+	tell_closing(c);
 	conn_line(&c->conn, "QUIT");
 	set_state(c, CS_QUIT, T_QUIT_MS);
 }
 
 /* ---- reporting --------------------------------------------------------- */
 
-/* dest_failure - a failure before any job: the destination's problem
- * (delivery tries the next exchanger first). */
+/* dest_failure - a failure before any job: the destination's problem. */
 static void dest_failure(struct smtp_client *c, enum attempt_kind kind, enum attempt_stage stage,
 			 int code, const char *text)
 {
 	struct attempt_report rep;
 	outcome_report_set(&rep, kind, stage, code, text);
-	delivery_failed(shard_of(c), c, &rep);
+	c->ops->failed(c, c->arg, &rep);
 }
 
-/* finish_job - hand the reports to the scheduler; the job is gone after. */
+/* finish_job - hand the job and its reports back to the owner. */
 static void finish_job(struct smtp_client *c)
 {
-	struct shard *sh = shard_of(c);
 	struct sched_job *job = c->job;
 	uint64_t now = rp_now_ms();
-	struct sched_attempt info = {.remote = c->remote,
-				     .duration_ms = now > c->job_start_ms ? now - c->job_start_ms : 0};
 	c->job = NULL;
 	c->messages++;
-	sched_job_done(sh->sched, job, c->reports, &info, now);
-	shard_touch(sh);
+	c->ops->outcome(c, c->arg, job, c->reports, now > c->job_start_ms ? now - c->job_start_ms : 0);
 }
 
 /* fail_job - every recipient of the job gets the same report. */
@@ -126,6 +170,7 @@ static void fail_job(struct smtp_client *c, enum attempt_kind kind, enum attempt
 	finish_job(c);
 }
 
+/* stage_now - which command the next reply answers. */
 static enum attempt_stage stage_now(const struct smtp_client *c)
 {
 	switch (c->state) {
@@ -149,6 +194,7 @@ static enum attempt_stage stage_now(const struct smtp_client *c)
 	}
 }
 
+/* stage_text - Postfix-style words for where a session broke. */
 static const char *stage_text(enum attempt_stage st)
 {
 	switch (st) {
@@ -183,7 +229,7 @@ static void session_broken(struct smtp_client *c, enum attempt_kind kind, const 
 	else if (c->state == CS_GREETING || c->state == CS_EHLO || c->state == CS_HELO)
 		dest_failure(c, kind, st, 0, text);
 	else if (c->state != CS_IDLE && c->state != CS_QUIT && c->state != CS_READY)
-		log_info("smtp %s %s: %s", c->acct->name, c->remote, text);
+		log_info("smtp %s %s: %s", c->name, c->remote, text);
 	close_now(c);
 }
 
@@ -253,7 +299,9 @@ static void send_data_cmd(struct smtp_client *c)
 	}
 }
 
-static void start_transaction(struct smtp_client *c, struct sched_job *job)
+/* start_transaction - send job's commands; false when it was refused
+ * locally (too big, needs SMTPUTF8) and is already reported. */
+static bool start_transaction(struct smtp_client *c, struct sched_job *job)
 {
 	char text[300];
 	c->job = job;
@@ -273,15 +321,13 @@ static void start_transaction(struct smtp_client *c, struct sched_job *job)
 		snprintf(text, sizeof(text), "message size %zu exceeds the size limit %llu of %s",
 			 size, (unsigned long long)c->caps.size_max, c->remote);
 		fail_job(c, ATTEMPT_TOO_BIG, STAGE_MAIL, 0, text);
-		client_ready(c);
-		return;
+		return false;
 	}
 	if ((job->msg_flags & MSG_F_SMTPUTF8) && !(c->caps.flags & SMTP_CAP_SMTPUTF8)) {
 		snprintf(text, sizeof(text), "SMTPUTF8 is required, but was not offered by %s",
 			 c->remote);
 		fail_job(c, ATTEMPT_NEEDS_UTF8, STAGE_MAIL, 0, text);
-		client_ready(c);
-		return;
+		return false;
 	}
 	c->use_bdat = c->caps.flags & SMTP_CAP_CHUNKING;
 	c->reply_index = 0;
@@ -303,18 +349,19 @@ static void start_transaction(struct smtp_client *c, struct sched_job *job)
 	} else if (c->need_rset) {
 		conn_line(&c->conn, "RSET");
 		set_state(c, CS_RSET, T_RSET_MS);
-		return;
+		return true;
 	} else {
 		send_mail(c);
 	}
 	c->need_rset = false;
 	set_state(c, CS_MAIL, T_MAIL_MS);
+	return true;
 }
 
 /* after_transaction - the job is settled; reuse the session or leave. */
 static void after_transaction(struct smtp_client *c)
 {
-	if (c->messages >= c->acct->lim.max_msgs_per_conn || shard_of(c)->stopping) {
+	if ((c->max_transactions && c->messages >= c->max_transactions) || c->quit_asked) {
 		quit(c);
 		return;
 	}
@@ -442,45 +489,47 @@ static void on_content_reply(struct smtp_client *c, const struct smtp_reply *r,
 
 /* ---- session ----------------------------------------------------------- */
 
+/* client_ready - between transactions: run the owner's next job, or park
+ * (or leave, when asked to). Jobs refused locally are reported and the
+ * next one is asked for at once. */
 static void client_ready(struct smtp_client *c)
 {
-	struct shard *sh = shard_of(c);
-	if (!c->working) {
-		c->working = true;
-		delivery_session_ready(sh, c);
-	}
+	bool first = !c->working;
+	c->working = true;
 	set_state(c, CS_READY, 0);
-	struct sched_job *job = delivery_next(sh, c->pool);
-	if (job) {
-		start_transaction(c, job);
-		return;
+	struct sched_job *job;
+	while (!c->quit_asked && (job = c->ops->ready(c, c->arg, first))) {
+		first = false;
+		if (start_transaction(c, job))
+			return;
 	}
-	if (sh->stopping) {
+	if (c->quit_asked) {
 		quit(c);
 		return;
 	}
-	set_state(c, CS_IDLE, IDLE_MS);
+	set_state(c, CS_IDLE, c->idle_ms);
 	conn_trim(&c->conn, IDLE_KEEP_BYTES);
-	delivery_idle(sh, c->pool, c);
 }
 
 void smtp_client_give(struct smtp_client *c, struct sched_job *job)
 {
 	rp_assert(c->state == CS_IDLE && !c->job);
 	set_state(c, CS_READY, 0);
-	start_transaction(c, job);
+	if (!start_transaction(c, job))
+		client_ready(c);
 }
 
+/* handle_reply - one complete reply, in the state that expects it. */
 static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 {
 	char summary[320];
 	smtp_reply_summary(r, summary, sizeof(summary));
-	log_debug("smtp %s %s: <- %s", c->acct->name, c->remote, summary);
+	log_debug("smtp %s %s: <- %s", c->name, c->remote, summary);
 	int cls = r->code / 100;
 	switch (c->state) {
 	case CS_GREETING:
 		if (cls == 2) {
-			conn_line(&c->conn, "EHLO %s", shard_of(c)->cfg->hostname);
+			conn_line(&c->conn, "EHLO %s", c->helo);
 			set_state(c, CS_EHLO, T_EHLO_MS);
 		} else {
 			dest_failure(c, ATTEMPT_REPLY, STAGE_GREETING, r->code, summary);
@@ -492,7 +541,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 			smtp_caps_parse(r, &c->caps);
 			client_ready(c);
 		} else if (cls == 5) {
-			conn_line(&c->conn, "HELO %s", shard_of(c)->cfg->hostname);
+			conn_line(&c->conn, "HELO %s", c->helo);
 			set_state(c, CS_HELO, T_EHLO_MS);
 		} else {
 			dest_failure(c, ATTEMPT_REPLY, STAGE_EHLO, r->code, summary);
@@ -527,8 +576,8 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 	case CS_READY:
 		/* Unsolicited: typically 421 before the server drops an idle
 		 * session. Nothing is in flight; just leave. */
-		log_debug("smtp %s %s: unsolicited reply while idle: %s", c->acct->name,
-			  c->remote, summary);
+		log_debug("smtp %s %s: unsolicited reply while idle: %s", c->name, c->remote,
+			  summary);
 		close_now(c);
 		return;
 	case CS_QUIT:
@@ -540,9 +589,10 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 	case CS_NSTATES:
 		break;
 	}
-	rp_panic("reply in state %s", smtp_client_state_name(c->state));
+	rp_panic("reply in state %s", state_names[c->state]);
 }
 
+/* on_data - parse every complete reply in the input. */
 static void on_data(struct conn *conn)
 {
 	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
@@ -561,6 +611,7 @@ static void on_data(struct conn *conn)
 	}
 }
 
+/* client_timeout - an idle session leaves; a waiting one is broken. */
 static void client_timeout(struct loop_timer *t)
 {
 	struct smtp_client *c = RP_CONTAINER_OF(t, struct smtp_client, timer);
@@ -595,29 +646,19 @@ static void on_closed(struct conn *conn, int err)
 	session_broken(c, ATTEMPT_LOST, "lost connection");
 }
 
+/* on_released - the last completion is in: tell the owner, then free. */
 static void on_released(struct conn *conn)
 {
 	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
-	struct shard *sh = shard_of(c);
 	if (c->job) /* cannot happen: every path reports first; be safe */
 		fail_job(c, ATTEMPT_LOST, STAGE_OTHER, 0, "session ended");
-	loop_timer_disarm(sh->loop, &c->timer);
-	delivery_unidle(c->pool, c);
-	bool was_connecting = !c->working;
-	if (!was_connecting)
-		c->pool->nworking--;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		sh->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	sh->nclients--;
-	delivery_session_gone(sh, c, was_connecting);
+	loop_timer_disarm(c->loop, &c->timer);
+	tell_closing(c);
+	c->ops->done(c, c->arg);
 	free(c->reports);
 	free(c->rcpt_accepted);
+	free(c->helo);
 	free(c);
-	shard_session_gone(sh);
 }
 
 static const struct conn_ops client_conn_ops = {
@@ -627,6 +668,7 @@ static const struct conn_ops client_conn_ops = {
 	.released = on_released,
 };
 
+/* format_remote - "1.2.3.4:25" or "[::1]:25". */
 static void format_remote(const struct sockaddr *sa, char *out, size_t n)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
@@ -641,44 +683,36 @@ static void format_remote(const struct sockaddr *sa, char *out, size_t n)
 	}
 }
 
-bool smtp_client_open(struct shard *sh, struct delivery_pool *pool, struct sched_dest *acct,
-		      unsigned start, unsigned k)
+struct smtp_client *smtp_client_open(const struct smtp_client_params *p)
 {
+	rp_assert(p->addrlen <= sizeof(struct sockaddr_storage));
 	struct smtp_client *c = xcalloc(1, sizeof(*c));
-	if (!delivery_hop(sh, pool, start, k, &c->addr, &c->addrlen)) {
-		free(c);
-		errno = EHOSTUNREACH;
-		return false;
-	}
-	c->shard = sh;
-	c->pool = pool;
-	c->acct = acct;
-	c->hop_start = start;
-	c->hop_k = k;
+	c->loop = p->loop;
+	c->ops = p->ops;
+	c->arg = p->arg;
+	c->name = p->name;
+	c->idle_ms = p->idle_ms ? p->idle_ms : IDLE_MS;
+	c->max_transactions = p->max_transactions;
+	memcpy(&c->addr, p->addr, p->addrlen);
+	c->addrlen = p->addrlen;
 	c->state = CS_CONNECT;
 	format_remote((struct sockaddr *)&c->addr, c->remote, sizeof(c->remote));
-	conn_init(&c->conn, sh->loop, &client_conn_ops, c);
+	conn_init(&c->conn, c->loop, &client_conn_ops, c);
 	int rc = conn_connect(&c->conn, (struct sockaddr *)&c->addr, c->addrlen,
-			      acct->lim.connect_timeout_ms);
+			      p->connect_timeout_ms);
 	if (rc < 0) {
 		free(c);
 		errno = -rc;
-		return false;
+		return NULL;
 	}
-	c->connect_start_ms = rp_now_ms();
-	c->next = sh->clients;
-	if (sh->clients)
-		sh->clients->prev = c;
-	sh->clients = c;
-	sh->nclients++;
-	sh->stats.out_sessions++;
-	delivery_session_opened(sh, c);
-	log_debug("smtp %s: connecting to %s", acct->name, c->remote);
-	return true;
+	c->helo = xstrdup(p->helo);
+	log_debug("smtp %s: connecting to %s", c->name, c->remote);
+	return c;
 }
 
 void smtp_client_quit(struct smtp_client *c)
 {
+	c->quit_asked = true;
 	switch (c->state) {
 	case CS_IDLE:
 	case CS_READY:
@@ -690,10 +724,17 @@ void smtp_client_quit(struct smtp_client *c)
 	case CS_HELO:
 		close_now(c);
 		return;
-	default:
-		/* Busy: after_transaction sees the shard stopping and quits. */
+	case CS_MAIL:
+	case CS_CONTENT:
+	case CS_RSET:
+		return; /* busy: after_transaction sees quit_asked */
+	case CS_QUIT:
+	case CS_CLOSED:
 		return;
+	case CS_NSTATES:
+		break;
 	}
+	rp_panic("quit in state %d", (int)c->state);
 }
 
 void smtp_client_abort(struct smtp_client *c)
@@ -701,4 +742,14 @@ void smtp_client_abort(struct smtp_client *c)
 	if (c->job)
 		fail_job(c, ATTEMPT_ABANDONED, stage_now(c), 0, "delivery abandoned at shutdown");
 	close_now(c);
+}
+
+const char *smtp_client_remote(const struct smtp_client *c)
+{
+	return c->remote;
+}
+
+bool smtp_client_idle(const struct smtp_client *c)
+{
+	return c->state == CS_IDLE;
 }

@@ -1,0 +1,103 @@
+/* delivery_impl.h - what delivery.c (pools and sessions) and
+ * delivery_route.c (where a domain's mail goes) share. Private to them.
+ */
+#ifndef RP_DELIVERY_IMPL_H
+#define RP_DELIVERY_IMPL_H
+
+#include "delivery.h"
+#include "smtp_client.h"
+
+struct delivery_session;
+
+struct delivery {
+	struct loop *loop;
+	struct sched *sched;
+	struct dns_resolver *dns;
+	const struct config *cfg;
+	const struct sockaddr_storage *ours; /* our listeners (loop detection) */
+	unsigned nours;
+	void (*touch)(void *arg);
+	void (*session_gone)(void *arg);
+	void *arg;
+	bool stopping;                    /* delivery_stop: no new sessions */
+	struct delivery_pool **pool_tab;  /* destinations by next-hop key */
+	uint32_t pool_tab_size, npools;
+	struct delivery_session *sessions; /* every session, for stop and abort */
+	unsigned nsessions;
+};
+
+/* A destination: a set of next hops and the sessions to it. */
+struct delivery_pool {
+	char *key;                   /* "mx:a.example,b.example>c.example:25", ... */
+	struct delivery_pool *hnext; /* pool table chain */
+	struct dns_result *hops;     /* where to connect (ref); refreshed with the DNS */
+	uint16_t port;
+	struct sched_dest **members; /* domains routed here */
+	unsigned nmembers, members_cap;
+	struct delivery_route *active; /* members with ready work, a ring: the
+					* next job comes from the head */
+	unsigned rr_hop;             /* spreads sessions over equal-preference hops */
+	struct delivery_session *idle; /* idle sessions, most recent first */
+	unsigned nidle;
+	unsigned nworking;           /* sessions past EHLO: the destination works */
+	unsigned nsessions;
+	uint32_t max_connections;    /* the smallest of the members' limits */
+	uint64_t used_ms;            /* last time it had members or sessions */
+};
+
+/* A domain's way out (sched_dest->owner). */
+struct delivery_route {
+	struct sched_dest *dest;
+	struct delivery_pool *pool;  /* NULL until resolved */
+	struct dns_result *res;      /* its current answer (ref) */
+	uint64_t expires_ms;         /* monotonic: resolve again after */
+	unsigned nconnecting;        /* sessions it opened that have no job yet */
+	struct delivery_route *active_next, *active_prev; /* pool->active ring */
+	bool active;
+	bool resolving;
+	char why[200];               /* why there is no route, for logs */
+};
+
+/* One SMTP client engine and what delivery knows about it. */
+struct delivery_session {
+	struct smtp_client *c;
+	struct delivery *dl;
+	struct delivery_pool *pool;  /* the destination it connects to */
+	struct sched_dest *acct;     /* the domain that opened it (limits, stats) */
+	unsigned hop_start, hop_k;   /* which next hop: rotation and index */
+	bool working;                /* got past EHLO: counted as working */
+	bool in_idle_list;
+	bool closing;                /* takes no more work */
+	struct delivery_session *next, *prev; /* dl->sessions */
+	struct delivery_session *idle_next;   /* pool->idle */
+};
+
+/* ---- delivery_route.c -------------------------------------------------- */
+
+/* delivery_route_of - d's route, made on first use. */
+struct delivery_route *delivery_route_of(struct sched_dest *d);
+/* delivery_route_refresh - find (or find again) where d's mail goes; true
+ * when a usable route is in place now, false while it is being looked up or
+ * when there is none (the scheduler has been told). */
+bool delivery_route_refresh(struct delivery *dl, struct delivery_route *rt);
+/* delivery_route_free - a route and its answer (sched_foreach_dest). */
+void delivery_route_free(struct sched_dest *d, void *arg);
+/* delivery_hop - the address of the k-th usable hop to try for a session
+ * that started at rotation start; false when there are no more. */
+bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
+		  unsigned k, struct sockaddr_storage *ss, socklen_t *len);
+
+/* ---- delivery.c -------------------------------------------------------- */
+
+/* delivery_pool_get - the pool for key (made when new), with hops. */
+struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
+					struct dns_result *hops, uint16_t port);
+/* delivery_pool_join / _leave - d is routed to p / no longer. */
+void delivery_pool_join(struct delivery_pool *p, struct sched_dest *d);
+void delivery_pool_leave(struct delivery_pool *p, struct sched_dest *d);
+/* delivery_pool_limits - recompute p's limit from its members. */
+void delivery_pool_limits(struct delivery_pool *p);
+/* delivery_touch - run the scheduler at the end of this batch. */
+void delivery_touch(struct delivery *dl);
+
+#endif
