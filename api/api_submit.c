@@ -1,7 +1,8 @@
 /* api_submit.c - POST /v1/messages and POST /v1/messages/batch.
  *
  * A request is parsed (jansson), every message validated and built (MIME,
- * or the caller's raw message), handed to the spool writer, and answered
+ * or the caller's raw message), committed through the one submission path
+ * (queue/submit.h), and answered
  * with 202 only when every accepted message of the request is durable.
  * Validation names the field: 400 for wrong shapes, 422 for bad addresses,
  * 413 for sizes, 503 (Retry-After) when the spool refuses new mail.
@@ -14,12 +15,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http.h"
-#include "mime.h"
 #include "base/addr.h"
 #include "base/log.h"
 #include "base/msg_header.h"
 #include "base/util.h"
+#include "http.h"
+#include "mime.h"
+#include "queue/submit.h"
 #include "template.h"
 
 #define TO_LIST_MAX 10 /* more recipients than this: To: undisclosed-recipients:; */
@@ -32,22 +34,16 @@ struct api_rcpt {
 };
 
 struct api_msg {
-	struct spool_req req;
-	struct api_submit *sub;
-	uint64_t id;
+	struct submission sub;     /* envelope, recipients, prefix, the commit */
+	struct api_submit *req;    /* the request it belongs to */
 	int status;                /* 0 = accepted so far; else its HTTP status */
 	char code[24];
 	char message[320];
-	struct buf body;           /* the shared body */
-	struct buf *variants;      /* per-recipient bodies */
+	struct buf body;           /* the shared content (after the prefix) */
+	struct buf *variants;      /* per-recipient bodies, prefix included */
 	struct iovec *viov;
-	struct iovec iov;
-	struct spool_rcpt *rcpts;
 	struct api_rcpt *to;
 	unsigned nrcpt;
-	char *sender;              /* envelope sender */
-	char source[96];
-	uint64_t submit_ms;
 };
 
 struct api_submit {
@@ -248,222 +244,261 @@ static char *render(const char *s, size_t n, struct lookup_ctx *lc, bool html, s
 	return buf_cstr(&b); /* the buf's storage, freed by the caller */
 }
 
-static void received(struct api_msg *m, struct buf *out, const char *hostname)
+/* check_size - the message as built against max_message_size; which names
+ * the recipient for a per-recipient body ("" for the shared one). */
+static bool check_size(struct api_msg *m, const struct submission *sub,
+		       const struct api_config *cfg, const char *which)
 {
-	char id[17], date[64];
-	rp_id_format(m->id, id);
-	rp_rfc5322_date(m->submit_ms, date, sizeof(date));
-	buf_printf(out, "Received: from api (%s)\r\n\tby %s (ringpost) with HTTP id %s; %s\r\n",
-		   m->source, hostname, id, date);
+	uint64_t n = submission_size(sub);
+	if (n <= cfg->max_message_size)
+		return true;
+	msg_error(m, 413, "too_large", "the message%s is %llu bytes; the limit is %llu", which,
+		  (unsigned long long)n, (unsigned long long)cfg->max_message_size);
+	return false;
 }
 
-/* build_mime - subject/text/html/headers/attachments into one body (or one
- * per recipient when placeholders are used). */
-static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cfg)
+/* The parts of a message that the JSON fields give, shared by every
+ * recipient's copy. Strings point into the JSON document. */
+struct mime_parts {
+	const char *from, *subject, *text, *html;
+	size_t subj_len, text_len, html_len;
+	json_t *vars;                /* message vars, or NULL */
+	struct mime_header *hv;      /* extra header fields */
+	unsigned nh;
+	const char *to_override;     /* headers.To */
+	struct mime_attachment *att;
+	unsigned natt;
+	struct buf att_data;         /* the decoded attachments */
+};
+
+/* parse_headers - the "headers" object: extra fields, with To apart. */
+static bool parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp)
 {
-	size_t subj_len = 0, text_len = 0, html_len = 0;
-	const char *from = opt_string(m, o, "from", NULL);
-	const char *subject = opt_string(m, o, "subject", &subj_len);
-	const char *text = opt_string(m, o, "text", &text_len);
-	const char *html = opt_string(m, o, "html", &html_len);
-	if (m->status)
-		return false;
-	if (!text && !html) {
-		msg_error(m, 400, "bad_field", "one of text, html or raw is required");
+	if (!hdrs || json_is_null(hdrs))
+		return true;
+	if (!json_is_object(hdrs)) {
+		msg_error(m, 400, "bad_field", "headers must be an object");
 		return false;
 	}
-	json_t *vars = json_object_get(o, "vars");
-	if (!scalar_vars(m, vars, "vars"))
-		return false;
+	mp->hv = xcalloc(json_object_size(hdrs) + 1, sizeof(*mp->hv));
+	const char *k;
+	json_t *v;
+	json_object_foreach(hdrs, k, v)
+	{
+		if (!mime_header_name_ok(k)) {
+			msg_error(m, 400, "bad_field", "headers: '%s' is not a valid header name", k);
+			return false;
+		}
+		if (!json_is_string(v) ||
+		    !mime_header_value_ok(json_string_value(v), json_string_length(v))) {
+			msg_error(m, 400, "bad_field", "headers.%s must be a string without line breaks",
+				  k);
+			return false;
+		}
+		if (!strcasecmp(k, "To")) {
+			mp->to_override = json_string_value(v);
+			continue;
+		}
+		if (!strcasecmp(k, "Bcc")) {
+			msg_error(m, 400, "bad_field",
+				  "headers.Bcc would be shown to every recipient; put blind copies in to");
+			return false;
+		}
+		if (mime_header_reserved(k)) {
+			msg_error(m, 400, "bad_field",
+				  "headers.%s is set by ringpost; use the message fields", k);
+			return false;
+		}
+		mp->hv[mp->nh].name = k;
+		mp->hv[mp->nh].value = json_string_value(v);
+		mp->nh++;
+	}
+	return true;
+}
 
-	/* Extra headers. */
-	json_t *hdrs = json_object_get(o, "headers");
-	struct mime_header *hv = NULL;
-	unsigned nh = 0;
-	const char *to_override = NULL;
+/* parse_attachments - decoded into one buffer, then pointed at. */
+static bool parse_attachments(struct api_msg *m, json_t *atts, struct mime_parts *mp)
+{
+	if (!atts || json_is_null(atts))
+		return true;
+	if (!json_is_array(atts)) {
+		msg_error(m, 400, "bad_field", "attachments must be an array");
+		return false;
+	}
+	mp->natt = (unsigned)json_array_size(atts);
+	mp->att = xcalloc(mp->natt + 1, sizeof(*mp->att));
+	size_t *offs = xcalloc(mp->natt + 1, sizeof(*offs));
 	bool ok = false;
-	struct buf att_data = {0};
-	struct mime_attachment *att = NULL;
-	unsigned natt = 0;
-	if (hdrs && !json_is_null(hdrs)) {
-		if (!json_is_object(hdrs)) {
-			msg_error(m, 400, "bad_field", "headers must be an object");
+	for (unsigned i = 0; i < mp->natt; i++) {
+		json_t *a = json_array_get(atts, i);
+		json_t *fn = json_object_get(a, "filename");
+		json_t *ct = json_object_get(a, "content_type");
+		json_t *content = json_object_get(a, "content");
+		if (!json_is_object(a) || !json_is_string(content) || (fn && !json_is_string(fn)) ||
+		    (ct && !json_is_string(ct))) {
+			msg_error(m, 400, "bad_field",
+				  "attachments[%u] needs filename, content_type (strings) and content (base64)",
+				  i);
 			goto out;
 		}
-		hv = xcalloc(json_object_size(hdrs) + 1, sizeof(*hv));
-		const char *k;
-		json_t *v;
-		json_object_foreach(hdrs, k, v)
-		{
-			if (!mime_header_name_ok(k)) {
-				msg_error(m, 400, "bad_field", "headers: '%s' is not a valid header name", k);
-				goto out;
-			}
-			if (!json_is_string(v) ||
-			    !mime_header_value_ok(json_string_value(v), json_string_length(v))) {
-				msg_error(m, 400, "bad_field",
-					  "headers.%s must be a string without line breaks", k);
-				goto out;
-			}
-			if (!strcasecmp(k, "To")) {
-				to_override = json_string_value(v);
-				continue;
-			}
-			if (!strcasecmp(k, "Bcc")) {
-				msg_error(m, 400, "bad_field",
-					  "headers.Bcc would be shown to every recipient; put blind copies in to");
-				goto out;
-			}
-			if (mime_header_reserved(k)) {
-				msg_error(m, 400, "bad_field",
-					  "headers.%s is set by ringpost; use the message fields", k);
-				goto out;
-			}
-			hv[nh].name = k;
-			hv[nh].value = json_string_value(v);
-			nh++;
+		offs[i] = buf_used(&mp->att_data);
+		if (!mime_base64_decode(json_string_value(content), json_string_length(content),
+					&mp->att_data)) {
+			msg_error(m, 400, "bad_field", "attachments[%u].content is not valid base64", i);
+			goto out;
+		}
+		mp->att[i].filename = fn ? json_string_value(fn) : NULL;
+		mp->att[i].content_type = ct ? json_string_value(ct) : NULL;
+		if (mp->att[i].filename &&
+		    !mime_header_value_ok(mp->att[i].filename, strlen(mp->att[i].filename))) {
+			msg_error(m, 400, "bad_field", "attachments[%u].filename has a line break", i);
+			goto out;
 		}
 	}
+	offs[mp->natt] = buf_used(&mp->att_data);
+	for (unsigned i = 0; i < mp->natt; i++) {
+		mp->att[i].data = (const unsigned char *)buf_head(&mp->att_data) + offs[i];
+		mp->att[i].len = offs[i + 1] - offs[i];
+	}
+	ok = true;
+out:
+	free(offs);
+	return ok;
+}
 
-	/* Attachments: decoded into one buffer, then pointed at. */
-	json_t *atts = json_object_get(o, "attachments");
-	if (atts && !json_is_null(atts)) {
-		if (!json_is_array(atts)) {
-			msg_error(m, 400, "bad_field", "attachments must be an array");
-			goto out;
-		}
-		natt = (unsigned)json_array_size(atts);
-		att = xcalloc(natt + 1, sizeof(*att));
-		size_t *offs = xcalloc(natt + 1, sizeof(*offs));
-		for (unsigned i = 0; i < natt; i++) {
-			json_t *a = json_array_get(atts, i);
-			json_t *fn = json_object_get(a, "filename");
-			json_t *ct = json_object_get(a, "content_type");
-			json_t *content = json_object_get(a, "content");
-			if (!json_is_object(a) || !json_is_string(content) ||
-			    (fn && !json_is_string(fn)) || (ct && !json_is_string(ct))) {
-				msg_error(m, 400, "bad_field",
-					  "attachments[%u] needs filename, content_type (strings) and content (base64)",
-					  i);
-				free(offs);
-				goto out;
-			}
-			offs[i] = buf_used(&att_data);
-			if (!mime_base64_decode(json_string_value(content), json_string_length(content),
-						&att_data)) {
-				msg_error(m, 400, "bad_field", "attachments[%u].content is not valid base64",
-					  i);
-				free(offs);
-				goto out;
-			}
-			att[i].filename = fn ? json_string_value(fn) : NULL;
-			att[i].content_type = ct ? json_string_value(ct) : NULL;
-			if (att[i].filename &&
-			    !mime_header_value_ok(att[i].filename, strlen(att[i].filename))) {
-				msg_error(m, 400, "bad_field", "attachments[%u].filename has a line break", i);
-				free(offs);
-				goto out;
-			}
-		}
-		offs[natt] = buf_used(&att_data);
-		for (unsigned i = 0; i < natt; i++) {
-			att[i].data = (const unsigned char *)buf_head(&att_data) + offs[i];
-			att[i].len = offs[i + 1] - offs[i];
-		}
-		free(offs);
-	}
+/* mime_of - the MIME description of the parts (to, bodies and ids set by
+ * the caller). */
+static void mime_of(const struct mime_parts *mp, struct mime_message *mm)
+{
+	memset(mm, 0, sizeof(*mm));
+	mm->from = mp->from;
+	mm->subject = mp->subject;
+	mm->text = mp->text;
+	mm->text_len = mp->text_len;
+	mm->html = mp->html;
+	mm->html_len = mp->html_len;
+	mm->headers = mp->hv;
+	mm->nheaders = mp->nh;
+	mm->attachments = mp->att;
+	mm->nattachments = mp->natt;
+}
 
-	bool per_rcpt = (subject && template_has_vars(subject, subj_len)) ||
-			(text && template_has_vars(text, text_len)) ||
-			(html && template_has_vars(html, html_len));
-	char mid[64], id[17];
-	rp_id_format(m->id, id);
-	struct mime_message mm = {
-		.from = from,
-		.subject = subject,
-		.text = text,
-		.text_len = text_len,
-		.html = html,
-		.html_len = html_len,
-		.headers = hv,
-		.nheaders = nh,
-		.attachments = att,
-		.nattachments = natt,
-		.message_id = mid,
-		.date_ms = m->submit_ms,
-		.seed = m->id,
-	};
-	char err[200];
-	if (!per_rcpt) {
-		struct buf to = {0};
-		if (to_override) {
-			buf_puts(&to, to_override);
-		} else if (m->nrcpt <= TO_LIST_MAX) {
-			for (unsigned i = 0; i < m->nrcpt; i++) {
-				if (i)
-					buf_puts(&to, ", ");
-				buf_append(&to, m->to[i].email, m->to[i].len);
-			}
-		} else {
-			buf_puts(&to, "undisclosed-recipients:;");
+/* build_shared - one body for every recipient (no placeholders). */
+static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
+			 const struct api_config *cfg)
+{
+	struct mime_message mm;
+	char mid[64], id[17], err[200];
+	struct buf to = {0};
+	mime_of(mp, &mm);
+	rp_id_format(m->sub.id, id);
+	if (mp->to_override) {
+		buf_puts(&to, mp->to_override);
+	} else if (m->nrcpt <= TO_LIST_MAX) {
+		for (unsigned i = 0; i < m->nrcpt; i++) {
+			if (i)
+				buf_puts(&to, ", ");
+			buf_append(&to, m->to[i].email, m->to[i].len);
 		}
-		mm.to = buf_cstr(&to);
-		snprintf(mid, sizeof(mid), "%s@%s", id, cfg->hostname);
-		received(m, &m->body, cfg->hostname);
-		bool built = mime_build(&mm, &m->body, err, sizeof(err));
-		buf_free(&to);
-		if (!built) {
-			msg_error(m, 400, "bad_field", "%s", err);
-			goto out;
-		}
-		if (buf_used(&m->body) > cfg->max_message_size) {
-			msg_error(m, 413, "too_large", "the message is %zu bytes; the limit is %llu",
-				  buf_used(&m->body), (unsigned long long)cfg->max_message_size);
-			goto out;
-		}
-		ok = true;
-		goto out;
+	} else {
+		buf_puts(&to, "undisclosed-recipients:;");
 	}
+	mm.to = buf_cstr(&to);
+	snprintf(mid, sizeof(mid), "%s@%s", id, cfg->hostname);
+	mm.message_id = mid;
+	mm.date_ms = m->sub.submit_ms;
+	mm.seed = m->sub.id;
+	bool built = mime_build(&mm, &m->body, err, sizeof(err));
+	buf_free(&to);
+	if (!built) {
+		msg_error(m, 400, "bad_field", "%s", err);
+		return false;
+	}
+	submission_content(&m->sub, buf_head(&m->body), buf_used(&m->body));
+	return check_size(m, &m->sub, cfg, "");
+}
+
+/* build_variants - each recipient its own body, with its vars rendered
+ * into subject, text and html; the prefix is written into each. */
+static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
+			   const struct api_config *cfg)
+{
+	struct mime_message mm;
+	char mid[64], id[17], err[200];
+	mime_of(mp, &mm);
+	rp_id_format(m->sub.id, id);
+	mm.date_ms = m->sub.submit_ms;
+	mm.message_id = mid;
+	const struct buf *prefix = submission_prefix(&m->sub);
 	m->variants = xcalloc(m->nrcpt, sizeof(*m->variants));
 	m->viov = xcalloc(m->nrcpt, sizeof(*m->viov));
 	for (unsigned i = 0; i < m->nrcpt; i++) {
-		struct lookup_ctx lc = {.rcpt_vars = m->to[i].vars, .msg_vars = vars};
+		struct lookup_ctx lc = {.rcpt_vars = m->to[i].vars, .msg_vars = mp->vars};
 		size_t sl = 0, tl = 0, hl = 0;
-		char *rs = subject ? render(subject, subj_len, &lc, false, &sl) : NULL;
-		char *rt = text ? render(text, text_len, &lc, false, &tl) : NULL;
-		char *rh = html ? render(html, html_len, &lc, true, &hl) : NULL;
+		char *rs = mp->subject ? render(mp->subject, mp->subj_len, &lc, false, &sl) : NULL;
+		char *rt = mp->text ? render(mp->text, mp->text_len, &lc, false, &tl) : NULL;
+		char *rh = mp->html ? render(mp->html, mp->html_len, &lc, true, &hl) : NULL;
 		char to[ADDR_MAX + 1];
 		snprintf(to, sizeof(to), "%.*s", (int)m->to[i].len, m->to[i].email);
-		mm.to = to_override ? to_override : to;
+		mm.to = mp->to_override ? mp->to_override : to;
 		mm.subject = rs;
 		mm.text = rt;
 		mm.text_len = tl;
 		mm.html = rh;
 		mm.html_len = hl;
-		mm.seed = m->id * 1000003 + i;
+		mm.seed = m->sub.id * 1000003 + i;
 		snprintf(mid, sizeof(mid), "%s.%u@%s", id, i, cfg->hostname);
-		received(m, &m->variants[i], cfg->hostname);
+		buf_append(&m->variants[i], buf_head(prefix), buf_used(prefix));
 		bool built = mime_build(&mm, &m->variants[i], err, sizeof(err));
 		free(rs);
 		free(rt);
 		free(rh);
 		if (!built) {
 			msg_error(m, 400, "bad_field", "%s", err);
-			goto out;
+			return false;
 		}
 		if (buf_used(&m->variants[i]) > cfg->max_message_size) {
-			msg_error(m, 413, "too_large", "the message for to[%u] is %zu bytes; the limit is %llu",
-				  i, buf_used(&m->variants[i]), (unsigned long long)cfg->max_message_size);
-			goto out;
+			msg_error(m, 413, "too_large",
+				  "the message for to[%u] is %zu bytes; the limit is %llu", i,
+				  buf_used(&m->variants[i]), (unsigned long long)cfg->max_message_size);
+			return false;
 		}
 		m->viov[i].iov_base = buf_head(&m->variants[i]);
 		m->viov[i].iov_len = buf_used(&m->variants[i]);
 	}
-	ok = true;
+	submission_variants(&m->sub, m->viov);
+	return true;
+}
+
+/* build_mime - subject/text/html/headers/attachments into one body, or one
+ * per recipient when placeholders are used. */
+static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cfg)
+{
+	struct mime_parts mp = {0};
+	mp.from = opt_string(m, o, "from", NULL);
+	mp.subject = opt_string(m, o, "subject", &mp.subj_len);
+	mp.text = opt_string(m, o, "text", &mp.text_len);
+	mp.html = opt_string(m, o, "html", &mp.html_len);
+	if (m->status)
+		return false;
+	if (!mp.text && !mp.html) {
+		msg_error(m, 400, "bad_field", "one of text, html or raw is required");
+		return false;
+	}
+	mp.vars = json_object_get(o, "vars");
+	bool ok = false;
+	if (!scalar_vars(m, mp.vars, "vars") ||
+	    !parse_headers(m, json_object_get(o, "headers"), &mp) ||
+	    !parse_attachments(m, json_object_get(o, "attachments"), &mp))
+		goto out;
+	bool per_rcpt = (mp.subject && template_has_vars(mp.subject, mp.subj_len)) ||
+			(mp.text && template_has_vars(mp.text, mp.text_len)) ||
+			(mp.html && template_has_vars(mp.html, mp.html_len));
+	ok = per_rcpt ? build_variants(m, &mp, cfg) : build_shared(m, &mp, cfg);
 out:
-	free(hv);
-	free(att);
-	buf_free(&att_data);
+	free(mp.hv);
+	free(mp.att);
+	buf_free(&mp.att_data);
 	return ok;
 }
 
@@ -484,33 +519,24 @@ static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg
 		msg_error(m, 400, "bad_field", "raw contains a NUL byte");
 		return false;
 	}
-	struct buf content = {0};
-	buf_append(&content, raw, len);
-	msg_normalize_newlines(&content, 0);
+	buf_append(&m->body, raw, len);
+	msg_normalize_newlines(&m->body, 0);
 	struct msg_header_info hi;
-	msg_header_scan(buf_head(&content), buf_used(&content), &hi);
+	msg_header_scan(buf_head(&m->body), buf_used(&m->body), &hi);
 	if (!hi.fields) {
-		buf_free(&content);
 		msg_error(m, 400, "bad_field", "raw is not an RFC 5322 message (no header fields)");
 		return false;
 	}
-	received(m, &m->body, cfg->hostname);
-	msg_add_missing(&m->body, &hi, true, m->id, cfg->hostname, m->submit_ms);
-	buf_append(&m->body, buf_head(&content), buf_used(&content));
-	buf_free(&content);
+	submission_complete(&m->sub, buf_head(&m->body), buf_used(&m->body), cfg->hostname);
+	submission_content(&m->sub, buf_head(&m->body), buf_used(&m->body));
 	if (!addr_is_ascii(raw, len))
-		m->req.u.submit.msg.flags |= MSG_F_8BIT;
-	if (buf_used(&m->body) > cfg->max_message_size) {
-		msg_error(m, 413, "too_large", "the message is %zu bytes; the limit is %llu",
-			  buf_used(&m->body), (unsigned long long)cfg->max_message_size);
-		return false;
-	}
-	return true;
+		m->sub.flags |= MSG_F_8BIT;
+	return check_size(m, &m->sub, cfg, "");
 }
 
 /* ---- one message ------------------------------------------------------- */
 
-static void msg_committed(struct mq_item *item, void *ctx);
+static void msg_committed(struct submission *sub, void *arg);
 
 static const char *const message_fields[] = {
 	"from", "to", "subject", "text", "html", "headers", "vars", "attachments", "raw",
@@ -522,8 +548,7 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 {
 	struct api_server *srv = sub->s->srv;
 	const struct api_config *cfg = srv->cfg;
-	m->sub = sub;
-	m->submit_ms = rp_now_ms();
+	m->req = sub;
 	if (!json_is_object(o)) {
 		msg_error(m, 400, "bad_field", "a message must be a JSON object");
 		return;
@@ -566,59 +591,37 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 		msg_error(m, 503, "unavailable", "the spool is full; retry later");
 		return;
 	}
-	m->id = spool_next_id(srv->spool);
-	snprintf(m->source, sizeof(m->source), "key #%d %s", sub->s->req.key_index,
-		 sub->s->peer);
-	m->sender = xstrndup(fa, fl);
+	bool utf8 = !addr_is_ascii(fa, fl);
+	submission_sender(&m->sub, fa, fl, 0, NULL, 0);
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		submission_add_rcpt(&m->sub, m->to[i].email, m->to[i].len, 0, NULL, 0);
+		utf8 |= !addr_is_ascii(m->to[i].email, m->to[i].len);
+	}
+	if (utf8)
+		m->sub.flags |= MSG_F_SMTPUTF8;
+	char source[96];
+	snprintf(source, sizeof(source), "key #%d %s", sub->s->req.key_index, sub->s->peer);
+	submission_start(&m->sub, srv->spool, source);
+	struct submit_trace t = {.from = "api", .from_ip = source, .by = cfg->hostname,
+				 .with = "HTTP"};
+	submission_trace(&m->sub, &t);
 	bool built = json_object_get(o, "raw") ? build_raw(m, o, cfg) : build_mime(m, o, cfg);
 	if (!built)
 		return;
-
-	struct spool_submit *ss = &m->req.u.submit;
-	m->rcpts = xcalloc(m->nrcpt, sizeof(*m->rcpts));
-	bool utf8 = !addr_is_ascii(fa, fl);
-	for (unsigned i = 0; i < m->nrcpt; i++) {
-		m->rcpts[i].addr = m->to[i].email;
-		m->rcpts[i].addr_len = m->to[i].len;
-		m->rcpts[i].variant = m->variants ? i + 1 : 0;
-		utf8 |= !addr_is_ascii(m->to[i].email, m->to[i].len);
-	}
-	m->req.type = SPOOL_REQ_SUBMIT;
-	m->req.reply_to = loop_inbox(srv->loop);
-	m->req.reply_fn = msg_committed;
-	ss->msg.id = m->id;
-	ss->msg.submit_ms = m->submit_ms;
-	ss->msg.flags |= (utf8 ? MSG_F_SMTPUTF8 : 0) | (m->variants ? MSG_F_VARIANTS : 0);
-	ss->msg.nrcpt = m->nrcpt;
-	ss->msg.sender = m->sender;
-	ss->msg.sender_len = fl;
-	ss->msg.source = m->source;
-	ss->msg.source_len = strlen(m->source);
-	m->iov.iov_base = buf_head(&m->body);
-	m->iov.iov_len = buf_used(&m->body);
-	ss->body = &m->iov;
-	ss->nbody = 1;
-	ss->msg.body_len = m->iov.iov_len;
-	for (unsigned i = 0; m->viov && i < m->nrcpt; i++)
-		ss->msg.body_len += m->viov[i].iov_len; /* bytes stored, all variants */
-	ss->variants = m->viov;
-	ss->nvariants = m->variants ? m->nrcpt : 0;
-	ss->rcpts = m->rcpts;
 	sub->pending++;
-	spool_request(srv->spool, &m->req);
+	submission_commit(&m->sub, srv->spool, loop_inbox(srv->loop), msg_committed, m);
 }
 
 static void msg_free(struct api_msg *m)
 {
+	submission_free(&m->sub);
 	buf_free(&m->body);
 	if (m->variants)
 		for (unsigned i = 0; i < m->nrcpt; i++)
 			buf_free(&m->variants[i]);
 	free(m->variants);
 	free(m->viov);
-	free(m->rcpts);
 	free(m->to);
-	free(m->sender);
 }
 
 /* ---- answers ----------------------------------------------------------- */
@@ -632,7 +635,7 @@ static void result_json(struct buf *b, const struct api_msg *m)
 		buf_puts(b, "}}");
 		return;
 	}
-	rp_id_format(m->id, id);
+	rp_id_format(m->sub.id, id);
 	buf_printf(b, "{\"id\":\"%s\",\"recipients\":[", id);
 	for (unsigned i = 0; i < m->nrcpt; i++) {
 		buf_puts(b, i ? ",{\"email\":" : "{\"email\":");
@@ -676,45 +679,27 @@ static void submit_finish(struct api_submit *sub)
 	http_end_async(s);
 }
 
-/* route - the message is durable: its recipients go to their schedulers. */
-static void route(struct api_server *srv, struct api_msg *m)
+/* msg_committed - the spool answered for one message: route its
+ * recipients, and answer the request when it was the last. */
+static void msg_committed(struct submission *ms, void *arg)
 {
-	struct sched_add adds[m->nrcpt];
-	char *domains = xmalloc(ADDR_MAX * (size_t)m->nrcpt + m->nrcpt + 1);
-	char *w = domains;
-	for (unsigned i = 0; i < m->nrcpt; i++) {
-		const struct api_rcpt *r = &m->to[i];
-		size_t dl = r->len - r->at - 1;
-		memcpy(w, r->email + r->at + 1, dl);
-		w[dl] = '\0';
-		rp_lower(w);
-		adds[i] = (struct sched_add){.msgid = m->id, .idx = i, .domain = w,
-					     .submit_ms = m->submit_ms, .own_body = m->variants != NULL};
-		w += dl + 1;
-	}
-	srv->ops->route(srv->ctx, adds, m->nrcpt);
-	free(domains);
-}
-
-static void msg_committed(struct mq_item *item, void *ctx)
-{
-	struct api_msg *m = RP_CONTAINER_OF(item, struct api_msg, req.item);
-	struct api_submit *sub = m->sub;
+	struct api_msg *m = arg;
+	struct api_submit *sub = m->req;
 	struct api_server *srv = sub->s->srv;
-	(void)ctx;
-	if (m->req.status == SPOOL_OK) {
-		route(srv, m);
+	enum spool_status st = submission_status(ms);
+	if (st == SPOOL_OK) {
+		submission_route(ms, srv->ops->route, srv->ctx);
 		srv->accepted++;
 		if (log_enabled(LOG_INFO)) {
 			char id[17];
-			rp_id_format(m->id, id);
-			size_t size = m->iov.iov_len;
-			for (unsigned i = 0; m->viov && i < m->nrcpt; i++)
-				size += m->viov[i].iov_len;
-			log_info("api accepted id=%s from=<%s> nrcpt=%u size=%zu client=%s", id,
-				 m->sender, m->nrcpt, size, sub->s->peer);
+			size_t slen;
+			const char *sender = submission_sender_addr(ms, &slen);
+			rp_id_format(ms->id, id);
+			log_info("api accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s", id,
+				 (int)slen, sender, m->nrcpt,
+				 (unsigned long long)submission_size(ms), sub->s->peer);
 		}
-	} else if (m->req.status == SPOOL_EFULL) {
+	} else if (st == SPOOL_EFULL) {
 		msg_error(m, 503, "unavailable", "the spool is full; retry later");
 	} else {
 		msg_error(m, 503, "unavailable", "the spool could not store the message; retry later");

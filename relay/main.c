@@ -21,8 +21,6 @@
 #include "base/util.h"
 #include "shard.h"
 
-#define SCAN_BATCH 4096
-
 static void usage(FILE *f)
 {
 	fputs("usage: ringpost serve -c FILE\n"
@@ -124,72 +122,6 @@ static void find_ours(struct relay *r, const struct config *cfg)
 		freeifaddrs(ifs);
 }
 
-/* ---- start-up rebuild of the queues ------------------------------------ */
-
-struct scan_state {
-	struct relay *r;
-	struct sched_add adds[SCAN_BATCH];
-	char domains[SCAN_BATCH][256];
-	unsigned n;
-	uint64_t total;
-};
-
-static void scan_flush(struct scan_state *st)
-{
-	if (!st->n)
-		return;
-	shard_route(st->r, NULL, st->adds, st->n);
-	st->n = 0;
-}
-
-static void scan_one(const struct spool_msg *m, const struct spool_rcpt *rc, void *arg)
-{
-	struct scan_state *st = arg;
-	const char *at = NULL;
-	for (size_t i = rc->addr_len; i > 0; i--)
-		if (rc->addr[i - 1] == '@') {
-			at = rc->addr + i - 1;
-			break;
-		}
-	if (!at)
-		return;
-	size_t dlen = (size_t)(rc->addr + rc->addr_len - at - 1);
-	if (dlen >= sizeof(st->domains[0]))
-		return;
-	char *d = st->domains[st->n];
-	memcpy(d, at + 1, dlen);
-	d[dlen] = '\0';
-	rp_lower(d);
-	st->adds[st->n] = (struct sched_add){
-		.msgid = rc->msgid,
-		.idx = rc->idx,
-		.domain = d,
-		.submit_ms = m->submit_ms,
-		.next_ms = rc->state == SPOOL_DEFERRED ? rc->next_ms : 0,
-		.attempts = rc->attempts,
-		.own_body = rc->variant != 0,
-	};
-	st->total++;
-	if (++st->n == SCAN_BATCH)
-		scan_flush(st);
-}
-
-static uint64_t rebuild_queues(struct relay *r)
-{
-	struct spool_reader *rd = spool_reader_new(r->spool);
-	struct scan_state *st = xcalloc(1, sizeof(*st));
-	st->r = r;
-	if (spool_reader_begin(rd)) {
-		spool_scan_pending(rd, scan_one, st);
-		spool_reader_end(rd);
-	}
-	scan_flush(st);
-	uint64_t total = st->total;
-	free(st);
-	spool_reader_free(rd);
-	return total;
-}
-
 /* ---- serve ------------------------------------------------------------- */
 
 static void reload(struct relay *r)
@@ -276,7 +208,7 @@ static int cmd_serve(int argc, char **argv)
 		if (!shard_start(r->shards[i]))
 			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s", i, strerror(errno));
 	}
-	uint64_t pending = rebuild_queues(r);
+	uint64_t pending = shard_recover(r);
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_open(r->shards[i]);

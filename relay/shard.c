@@ -11,9 +11,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "delivery.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "delivery.h"
+#include "queue/submit.h"
 #include "smtp_server.h"
 
 #define SCHED_TICK_MS 20
@@ -78,7 +79,7 @@ static void listener_cqe(struct loop_io *io, const struct loop_cqe *c)
 		} else {
 			switch (li->kind) {
 			case LISTEN_SUBMISSION:
-				srv_session_start(sh, c->res);
+				smtpd_session_start(sh->smtpd, c->res);
 				break;
 			case LISTEN_API:
 				api_session_start(sh->api, c->res);
@@ -243,6 +244,24 @@ void shard_route(struct relay *r, struct shard *sh, const struct sched_add *adds
 		shard_touch(sh);
 }
 
+void shard_route_from(void *arg, const struct sched_add *adds, unsigned n)
+{
+	struct shard *sh = arg;
+	shard_route(sh->relay, sh, adds, n);
+}
+
+/* recover_route - start-up batches, from the main thread. */
+static void recover_route(void *arg, const struct sched_add *adds, unsigned n)
+{
+	struct relay *r = arg;
+	shard_route(r, NULL, adds, n);
+}
+
+uint64_t shard_recover(struct relay *r)
+{
+	return submit_recover(r->spool, recover_route, r);
+}
+
 /* ---- control messages -------------------------------------------------- */
 
 struct shard_msg {
@@ -290,7 +309,7 @@ void shard_open(struct shard *sh)
 /* stop_check - tell main once a stopping shard has no session left. */
 static void stop_check(struct shard *sh)
 {
-	if (!sh->stopping || sh->drained || sh->nservers || delivery_sessions(sh->delivery) ||
+	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) || delivery_sessions(sh->delivery) ||
 	    api_sessions(sh->api))
 		return;
 	sh->drained = true;
@@ -325,11 +344,6 @@ void shard_exit(struct shard *sh)
 	shard_send(sh, exit_run, NULL);
 }
 
-void shard_session_gone(struct shard *sh)
-{
-	stop_check(sh);
-}
-
 /* The delivery's callbacks (void * for struct shard). */
 static void shard_touch_cb(void *arg)
 {
@@ -355,10 +369,10 @@ static void stop_run(struct mq_item *item, void *ctx)
 	if (sh->stopping)
 		return;
 	sh->stopping = true;
-	log_info("stopping (%u inbound, %u outbound sessions)", sh->nservers,
+	log_info("stopping (%u inbound, %u outbound sessions)", smtpd_sessions(sh->smtpd),
 		 delivery_sessions(sh->delivery));
 	listeners_close(sh);
-	srv_shutdown_all(sh);
+	smtpd_shutdown_all(sh->smtpd);
 	api_shutdown_all(sh->api);
 	delivery_stop(sh->delivery);
 	sched_run(sh->sched); /* flush state updates */
@@ -391,6 +405,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	sched_config_of(sh->cfg, &sc);
 	sched_set_config(sh->sched, &sc);
 	delivery_set_config(sh->delivery, sh->cfg);
+	smtpd_set_config(sh->smtpd, sh->cfg);
 	sched_reconfigure(sh->sched);
 	shard_api_config(sh->cfg, &sh->api_cfg);
 	api_server_set_config(sh->api, &sh->api_cfg);
@@ -452,6 +467,16 @@ static void *shard_main(void *arg)
 	sched_config_of(sh->cfg, &sc);
 	sh->sched = sched_new(&sc, &delivery_sched_ops, sh->delivery, sh->relay->spool, sh->reader);
 	delivery_attach(sh->delivery, sh->sched);
+	struct smtpd_params sp = {
+		.loop = sh->loop,
+		.spool = sh->relay->spool,
+		.cfg = sh->cfg,
+		.route = shard_route_from,
+		.route_ctx = sh,
+		.session_gone = shard_session_gone_cb,
+		.arg = sh,
+	};
+	sh->smtpd = smtpd_new(&sp);
 	shard_api_config(sh->cfg, &sh->api_cfg);
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 				 &shard_api_ops, sh);
@@ -490,6 +515,8 @@ static void *shard_main(void *arg)
 	sh->dns = NULL;
 	delivery_free(sh->delivery);
 	sh->delivery = NULL;
+	smtpd_free(sh->smtpd);
+	sh->smtpd = NULL;
 	api_server_free(sh->api);
 	sh->api = NULL;
 	sched_free(sh->sched);

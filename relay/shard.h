@@ -23,7 +23,7 @@
 #include "queue/spool.h"
 
 struct shard;
-struct srv_session;
+struct smtpd;
 struct delivery;
 
 /* A config shared by the shards; freed when the last shard lets go. */
@@ -52,13 +52,6 @@ struct relay {
 	unsigned drained;                  /* shards with no session left */
 };
 
-/* Per-shard counters (read by stats). */
-struct shard_stats {
-	uint64_t smtp_sessions;    /* accepted submission sessions */
-	uint64_t smtp_messages;    /* messages accepted over SMTP */
-	uint64_t smtp_rejected;    /* transactions refused */
-};
-
 struct shard {
 	struct relay *relay;
 	unsigned index;
@@ -81,13 +74,11 @@ struct shard {
 	struct shard_listener *listeners;
 	unsigned nlisteners;
 
-	struct srv_session *servers; /* accepted sessions (for shutdown) */
-	unsigned nservers;
+	struct smtpd *smtpd;         /* SMTP submission sessions */
 	struct delivery *delivery;   /* outbound sessions, pools and routes */
 	struct api_server *api;      /* HTTP API sessions on this shard */
 	struct dns_resolver *dns;    /* MX and address lookups */
 	struct api_config api_cfg;   /* built from cfg (shard_api.c) */
-	struct shard_stats stats;
 };
 
 /* shard_new - allocate a shard; shard_start runs it. */
@@ -115,9 +106,11 @@ unsigned shard_owner(const struct relay *r, const char *domain);
 /* shard_route - queue recipients on their owning shards (from sh's thread,
  * or from the main thread with sh == NULL). Domains are copied. */
 void shard_route(struct relay *r, struct shard *sh, const struct sched_add *adds, unsigned n);
-/* shard_session_gone - a session was freed (ends a stopping shard's loop
- * when it was the last). */
-void shard_session_gone(struct shard *sh);
+/* shard_route_from - shard_route from sh's thread (submit_route_fn). */
+void shard_route_from(void *sh, const struct sched_add *adds, unsigned n);
+/* shard_recover - start-up: queue every recipient the spool holds
+ * (main thread, before the listeners open). Returns how many. */
+uint64_t shard_recover(struct relay *r);
 /* shard_touch - run the scheduler at the end of this batch (shard thread). */
 void shard_touch(struct shard *sh);
 

@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "delivery.h"
 #include "shard.h"
+#include "smtp_server.h"
 
 void shard_api_config(const struct config *cfg, struct api_config *out)
 {
@@ -32,10 +33,7 @@ void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 	delivery_fill_stats(sh->delivery, part);
 	sched_stats(sh->sched, part);
 	api_fill_stats(sh->api, part);
-	part->accepted_smtp += sh->stats.smtp_messages;
-	part->rejected += sh->stats.smtp_rejected;
-	part->smtp_sessions += sh->stats.smtp_sessions;
-	part->inbound_connections += sh->nservers;
+	smtpd_fill_stats(sh->smtpd, part);
 	part->loop_max_busy_us = loop_max_busy_us(sh->loop);
 	if (sh->dns) {
 		struct dns_stats ds;
@@ -47,12 +45,6 @@ void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 		part->dns_entries += ds.entries;
 		part->dns_memory += ds.memory;
 	}
-}
-
-static void api_route(void *ctx, const struct sched_add *adds, unsigned n)
-{
-	struct shard *sh = ctx;
-	shard_route(sh->relay, sh, adds, n);
 }
 
 /* ---- stats fan-out ----------------------------------------------------- */
@@ -189,7 +181,7 @@ static void api_admin(void *ctx, struct api_admin_req *req)
 }
 
 const struct api_ops shard_api_ops = {
-	.route = api_route,
+	.route = shard_route_from,
 	.stats = api_stats_gather,
 	.admin = api_admin,
 };

@@ -1,9 +1,9 @@
-/* smtp_server.c - the SMTP server session (see smtp_server.h).
+/* smtp_server.c - the SMTP server and its sessions (see smtp_server.h).
  *
  * Input is processed command by command from the conn's buffer; replies
  * accumulate in the output buffer and go out in one send per batch, which
- * is all PIPELINING needs. At the end of a message the session hands the
- * spool a submit request and stops reading commands until the spool
+ * is all PIPELINING needs. At the end of a message the session commits its
+ * submission (queue/submit.h) and stops reading commands until the spool
  * answers: only then does "250 ... queued as ID" go out, followed by the
  * replies to anything the client pipelined behind it.
  *
@@ -21,13 +21,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "base/conn.h"
 #include "base/addr.h"
+#include "base/conn.h"
 #include "base/log.h"
 #include "base/msg_header.h"
-#include "queue/spool.h"
 #include "base/util.h"
-#include "shard.h"
 #include "smtp_cmd.h"
 #include "smtp_data.h"
 
@@ -51,17 +49,25 @@ static const char *const state_names[SS_NSTATES] = {
 	"greeting", "idle", "mail", "rcpt", "data", "bdat", "commit", "closing",
 };
 
-struct srv_rcpt {
-	uint32_t addr_off, addr_len; /* in tx */
-	uint32_t at;                 /* offset of '@' within the address */
-	uint32_t orcpt_off, orcpt_len;
-	uint8_t notify;
+struct smtpd {
+	struct loop *loop;
+	struct spool *spool;
+	const struct config *cfg;
+	submit_route_fn route;
+	void *route_ctx;
+	void (*session_gone)(void *arg);
+	void *arg;
+	struct srv_session *sessions;    /* every session, for shutdown */
+	unsigned nsessions;
+	uint64_t accepted_sessions;      /* since start */
+	uint64_t messages;               /* messages accepted */
+	uint64_t rejected;               /* transactions refused at the end */
 };
 
 struct srv_session {
 	struct conn conn;
-	struct shard *sh;
-	struct srv_session *next, *prev; /* shard's session list */
+	struct smtpd *srv;
+	struct srv_session *next, *prev; /* srv->sessions */
 	enum srv_state state;
 	struct loop_timer timer;         /* idle timeout */
 	char peer[64];                   /* "[ip]:port" */
@@ -78,13 +84,8 @@ struct srv_session {
 	unsigned transactions;
 
 	/* The transaction. */
-	struct buf tx;                   /* sender, recipient strings */
-	uint32_t sender_len;
-	uint32_t msg_flags;              /* MSG_F_* */
-	char envid[101];                 /* DSN ENVID, decoded */
+	struct submission sub;           /* envelope, recipients, the commit */
 	bool utf8;                       /* MAIL ... SMTPUTF8 */
-	struct srv_rcpt *rcpts;
-	unsigned nrcpt, rcap;
 	unsigned rejected_rcpts;
 	struct buf msg;                  /* content (normalised) */
 	struct smtp_data_rx rx;
@@ -94,14 +95,6 @@ struct srv_session {
 	const char *bdat_error;          /* reply for the chunk being skipped */
 	uint64_t bdat_left;
 	struct smtp_chunk_state chunk;
-
-	/* The commit. */
-	struct spool_req req;
-	struct spool_rcpt *spool_rcpts;
-	struct iovec iov[2];
-	struct buf prefix;               /* Received:, Date:, Message-ID: */
-	uint64_t msgid;
-	uint64_t submit_ms;
 };
 
 static void srv_process(struct srv_session *s);
@@ -110,7 +103,7 @@ static void on_timeout(struct loop_timer *t);
 
 static const struct config *cfg_of(const struct srv_session *s)
 {
-	return s->sh->cfg;
+	return s->srv->cfg;
 }
 
 static void set_state(struct srv_session *s, enum srv_state st)
@@ -154,11 +147,8 @@ static void error(struct srv_session *s, const char *text)
 
 static void tx_reset(struct srv_session *s)
 {
-	buf_reset(&s->tx);
-	s->sender_len = 0;
-	s->msg_flags = 0;
+	submission_reset(&s->sub);
 	s->utf8 = false;
-	s->nrcpt = 0;
 	s->rejected_rcpts = 0;
 	s->bdat_used = false;
 	s->bdat_last = false;
@@ -297,17 +287,13 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 			return;
 		}
 	}
-	if (!spool_accepting(s->sh->relay->spool)) {
+	if (!spool_accepting(s->srv->spool)) {
 		reply(s, "452 4.3.1 Insufficient system storage");
 		return;
 	}
-	buf_reset(&s->tx);
-	buf_append(&s->tx, p.addr, p.addr_len);
-	s->sender_len = (uint32_t)p.addr_len;
-	snprintf(s->envid, sizeof(s->envid), "%s", envid);
-	s->msg_flags = flags | (p.addr_len ? 0 : MSG_F_BOUNCE);
+	submission_reset(&s->sub);
+	submission_sender(&s->sub, p.addr, p.addr_len, flags, envid, strlen(envid));
 	s->utf8 = utf8;
-	s->nrcpt = 0;
 	set_state(s, SS_MAIL);
 	reply(s, "250 2.1.0 Ok");
 }
@@ -355,7 +341,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 		error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return;
 	}
-	if (s->nrcpt >= cfg->max_recipients) {
+	if (s->sub.nrcpt >= cfg->max_recipients) {
 		s->rejected_rcpts++;
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
@@ -390,8 +376,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 		}
 	}
 
-	size_t at = 0;
-	enum addr_error e = p.addr_len ? addr_check(p.addr, p.addr_len, s->utf8, &at) : ADDR_EMPTY;
+	enum addr_error e = p.addr_len ? addr_check(p.addr, p.addr_len, s->utf8, NULL) : ADDR_EMPTY;
 	if (e == ADDR_NEEDS_UTF8) {
 		s->rejected_rcpts++;
 		error(s, "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8");
@@ -403,20 +388,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 		count_error(s);
 		return;
 	}
-	if (s->nrcpt == s->rcap) {
-		s->rcap = s->rcap ? s->rcap * 2 : 8;
-		s->rcpts = xrealloc(s->rcpts, s->rcap * sizeof(*s->rcpts));
-	}
-	struct srv_rcpt *r = &s->rcpts[s->nrcpt++];
-	memset(r, 0, sizeof(*r));
-	r->addr_off = (uint32_t)buf_used(&s->tx);
-	r->addr_len = (uint32_t)p.addr_len;
-	r->at = (uint32_t)at;
-	buf_append(&s->tx, p.addr, p.addr_len);
-	r->notify = notify;
-	r->orcpt_off = (uint32_t)buf_used(&s->tx);
-	r->orcpt_len = (uint32_t)strlen(orcpt);
-	buf_append(&s->tx, orcpt, r->orcpt_len);
+	submission_add_rcpt(&s->sub, p.addr, p.addr_len, notify, orcpt, strlen(orcpt));
 	set_state(s, SS_RCPT);
 	reply(s, "250 2.1.5 Ok");
 }
@@ -549,145 +521,88 @@ static void handle_command(struct srv_session *s, const char *line, size_t len)
 
 /* ---- the message ------------------------------------------------------- */
 
-static void build_prefix(struct srv_session *s)
+static void commit_done(struct submission *sub, void *arg);
+
+/* refuse - a message refused at its end: the reply, counted. */
+static void refuse(struct srv_session *s, const char *text)
 {
-	const struct config *cfg = cfg_of(s);
-	char id[17], date[64];
-	struct msg_header_info hi;
-	rp_id_format(s->msgid, id);
-	rp_rfc5322_date(s->submit_ms, date, sizeof(date));
-	msg_header_scan(buf_head(&s->msg), buf_used(&s->msg), &hi);
-	struct buf *b = &s->prefix;
-	buf_reset(b);
-	buf_printf(b, "Received: from %s (%s)\r\n\tby %s (ringpost) with %s id %s", s->helo,
-		   s->peer_ip, cfg->hostname,
-		   s->utf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"), id);
-	if (s->nrcpt == 1 && s->rcpts[0].addr_len < 200)
-		buf_printf(b, "\r\n\tfor <%.*s>", (int)s->rcpts[0].addr_len,
-			   buf_head(&s->tx) + s->rcpts[0].addr_off);
-	buf_printf(b, "; %s\r\n", date);
-	msg_add_missing(b, &hi, buf_used(&s->msg) > 0, s->msgid, cfg->hostname, s->submit_ms);
+	reply(s, text);
+	s->srv->rejected++;
+	tx_reset(s);
 }
 
-static void commit_done(struct mq_item *item, void *ctx);
-
+/* commit - the content is complete: check it, add the trace fields and
+ * hand the submission to the spool. */
 static void commit(struct srv_session *s, unsigned content_flags)
 {
+	const struct config *cfg = cfg_of(s);
 	if (content_flags & SMTP_DATA_TOO_BIG) {
-		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
-		s->sh->stats.smtp_rejected++;
-		tx_reset(s);
+		refuse(s, "552 5.3.4 Message size exceeds fixed maximum message size");
 		return;
 	}
 	if (content_flags & SMTP_DATA_LONG_LINE) {
-		conn_line(&s->conn, "500 5.5.2 Line too long (RFC 5321 limit is %u octets including CRLF)",
-		       cfg_of(s)->max_line_length);
-		s->sh->stats.smtp_rejected++;
-		tx_reset(s);
+		char text[120];
+		snprintf(text, sizeof(text),
+			 "500 5.5.2 Line too long (RFC 5321 limit is %u octets including CRLF)",
+			 cfg->max_line_length);
+		refuse(s, text);
 		return;
 	}
 	if (content_flags & SMTP_DATA_NUL) {
-		reply(s, "554 5.6.0 Message contains NUL bytes");
-		s->sh->stats.smtp_rejected++;
-		tx_reset(s);
+		refuse(s, "554 5.6.0 Message contains NUL bytes");
 		return;
 	}
-	if (!spool_accepting(s->sh->relay->spool)) {
-		reply(s, "452 4.3.1 Insufficient system storage");
-		s->sh->stats.smtp_rejected++;
-		tx_reset(s);
+	if (!spool_accepting(s->srv->spool)) {
+		refuse(s, "452 4.3.1 Insufficient system storage");
 		return;
 	}
-	struct spool *sp = s->sh->relay->spool;
-	s->msgid = spool_next_id(sp);
-	s->submit_ms = rp_now_ms();
+	struct submission *sub = &s->sub;
 	if (content_flags & SMTP_DATA_8BIT)
-		s->msg_flags |= MSG_F_8BIT;
-	build_prefix(s);
-
-	s->spool_rcpts = xrealloc(s->spool_rcpts, RP_MAX(s->nrcpt, 1u) * sizeof(*s->spool_rcpts));
-	const char *tx = buf_head(&s->tx);
-	for (unsigned i = 0; i < s->nrcpt; i++) {
-		struct spool_rcpt *r = &s->spool_rcpts[i];
-		memset(r, 0, sizeof(*r));
-		r->addr = tx + s->rcpts[i].addr_off;
-		r->addr_len = s->rcpts[i].addr_len;
-		r->notify = s->rcpts[i].notify;
-		r->orcpt = tx + s->rcpts[i].orcpt_off;
-		r->orcpt_len = s->rcpts[i].orcpt_len;
-	}
-	memset(&s->req, 0, sizeof(s->req));
-	s->req.type = SPOOL_REQ_SUBMIT;
-	s->req.reply_to = loop_inbox(s->sh->loop);
-	s->req.reply_fn = commit_done;
-	struct spool_submit *sub = &s->req.u.submit;
-	sub->msg.id = s->msgid;
-	sub->msg.submit_ms = s->submit_ms;
-	sub->msg.flags = s->msg_flags;
-	sub->msg.nrcpt = s->nrcpt;
-	sub->msg.sender = tx;
-	sub->msg.sender_len = s->sender_len;
-	sub->msg.envid = s->envid;
-	sub->msg.envid_len = strlen(s->envid);
-	sub->msg.source = s->peer;
-	sub->msg.source_len = strlen(s->peer);
-	s->iov[0].iov_base = buf_head(&s->prefix);
-	s->iov[0].iov_len = buf_used(&s->prefix);
-	s->iov[1].iov_base = buf_head(&s->msg);
-	s->iov[1].iov_len = buf_used(&s->msg);
-	sub->msg.body_len = s->iov[0].iov_len + s->iov[1].iov_len;
-	sub->body = s->iov;
-	sub->nbody = 2;
-	sub->rcpts = s->spool_rcpts;
+		sub->flags |= MSG_F_8BIT;
+	submission_start(sub, s->srv->spool, s->peer);
+	struct submit_trace t = {
+		.from = s->helo,
+		.from_ip = s->peer_ip,
+		.by = cfg->hostname,
+		.with = s->utf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"),
+		.for_rcpt = true,
+	};
+	submission_trace(sub, &t);
+	submission_complete(sub, buf_head(&s->msg), buf_used(&s->msg), cfg->hostname);
+	submission_content(sub, buf_head(&s->msg), buf_used(&s->msg));
 	s->commit_inflight = true;
 	set_state(s, SS_COMMIT);
-	spool_request(sp, &s->req);
+	submission_commit(sub, s->srv->spool, loop_inbox(s->srv->loop), commit_done, s);
 }
 
-/* route_recipients - the message is durable: queue its recipients. */
-static void route_recipients(struct srv_session *s)
+/* commit_done - the spool answered: the promised reply, then the rest of
+ * what the client pipelined. */
+static void commit_done(struct submission *sub, void *arg)
 {
-	struct sched_add adds[s->nrcpt ? s->nrcpt : 1];
-	char *domains = xmalloc(buf_used(&s->tx) + s->nrcpt + 1);
-	char *w = domains;
-	const char *tx = buf_head(&s->tx);
-	for (unsigned i = 0; i < s->nrcpt; i++) {
-		const struct srv_rcpt *r = &s->rcpts[i];
-		size_t dlen = r->addr_len - r->at - 1;
-		memcpy(w, tx + r->addr_off + r->at + 1, dlen);
-		w[dlen] = '\0';
-		rp_lower(w);
-		adds[i] = (struct sched_add){.msgid = s->msgid, .idx = i, .domain = w,
-					     .submit_ms = s->submit_ms};
-		w += dlen + 1;
-	}
-	shard_route(s->sh->relay, s->sh, adds, s->nrcpt);
-	free(domains);
-}
-
-static void commit_done(struct mq_item *item, void *ctx)
-{
-	struct srv_session *s = RP_CONTAINER_OF(item, struct srv_session, req.item);
-	(void)ctx;
+	struct srv_session *s = arg;
+	struct smtpd *srv = s->srv;
 	s->commit_inflight = false;
 	char id[17];
-	rp_id_format(s->msgid, id);
-	if (s->req.status == SPOOL_OK) {
-		route_recipients(s);
-		s->sh->stats.smtp_messages++;
+	rp_id_format(sub->id, id);
+	enum spool_status st = submission_status(sub);
+	if (st == SPOOL_OK) {
+		submission_route(sub, srv->route, srv->route_ctx);
+		srv->messages++;
 		s->transactions++;
-		log_info("smtpd accepted id=%s from=<%.*s> nrcpt=%u size=%zu client=%s", id,
-			 (int)s->sender_len, buf_head(&s->tx), s->nrcpt,
-			 s->iov[0].iov_len + s->iov[1].iov_len, s->peer);
+		size_t slen;
+		const char *sender = submission_sender_addr(sub, &slen);
+		log_info("smtpd accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s", id,
+			 (int)slen, sender, sub->nrcpt, (unsigned long long)submission_size(sub),
+			 s->peer);
 		if (!s->released)
 			conn_line(&s->conn, "250 2.0.0 Ok: queued as %s", id);
 	} else {
-		s->sh->stats.smtp_rejected++;
+		srv->rejected++;
 		log_warn("smtpd %s: spool refused message: %s", s->peer,
-			 s->req.status == SPOOL_EFULL ? "full" : "I/O error");
+			 st == SPOOL_EFULL ? "full" : "I/O error");
 		if (!s->released)
-			reply(s, s->req.status == SPOOL_EFULL ? "452 4.3.1 Insufficient system storage"
-							      : "451 4.3.0 Error: queue file write error");
+			reply(s, st == SPOOL_EFULL ? "452 4.3.1 Insufficient system storage"
+						   : "451 4.3.0 Error: queue file write error");
 	}
 	if (s->released) {
 		srv_free(s);
@@ -695,8 +610,7 @@ static void commit_done(struct mq_item *item, void *ctx)
 	}
 	set_state(s, SS_IDLE);
 	tx_reset(s);
-	buf_shrink(&s->prefix, 4096);
-	loop_timer_arm(s->sh->loop, &s->timer, cfg_of(s)->idle_timeout_ms, on_timeout);
+	loop_timer_arm(srv->loop, &s->timer, cfg_of(s)->idle_timeout_ms, on_timeout);
 	if (s->shutdown) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", cfg_of(s)->hostname);
@@ -829,7 +743,7 @@ static void on_timeout(struct loop_timer *t)
 static void on_data(struct conn *c)
 {
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
-	loop_timer_arm(s->sh->loop, &s->timer, cfg_of(s)->idle_timeout_ms, on_timeout);
+	loop_timer_arm(s->srv->loop, &s->timer, cfg_of(s)->idle_timeout_ms, on_timeout);
 	srv_process(s);
 }
 
@@ -847,7 +761,7 @@ static void on_released(struct conn *c)
 {
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
 	s->released = true;
-	loop_timer_disarm(s->sh->loop, &s->timer);
+	loop_timer_disarm(s->srv->loop, &s->timer);
 	if (!s->commit_inflight)
 		srv_free(s);
 }
@@ -868,23 +782,21 @@ static const struct conn_ops srv_conn_ops = {
 
 static void srv_free(struct srv_session *s)
 {
-	struct shard *sh = s->sh;
+	struct smtpd *srv = s->srv;
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		sh->servers = s->next;
+		srv->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	sh->nservers--;
-	buf_free(&s->tx);
+	srv->nsessions--;
+	submission_free(&s->sub);
 	buf_free(&s->msg);
-	buf_free(&s->prefix);
-	free(s->rcpts);
-	free(s->spool_rcpts);
 	free(s);
-	shard_session_gone(sh);
+	srv->session_gone(srv->arg);
 }
 
+/* peer_names - "[ip]:port" for logs, "[ip]" or "[IPv6:ip]" for Received:. */
 static void peer_names(struct srv_session *s, int fd, struct sockaddr_storage *ss)
 {
 	socklen_t len = sizeof(*ss);
@@ -909,39 +821,39 @@ static void peer_names(struct srv_session *s, int fd, struct sockaddr_storage *s
 	snprintf(s->peer, sizeof(s->peer), "[%s]:%u", host, port);
 }
 
-void srv_session_start(struct shard *sh, int fd)
+void smtpd_session_start(struct smtpd *srv, int fd)
 {
-	const struct config *cfg = sh->cfg;
+	const struct config *cfg = srv->cfg;
 	struct srv_session *s = xcalloc(1, sizeof(*s));
 	struct sockaddr_storage ss;
-	s->sh = sh;
-	conn_init(&s->conn, sh->loop, &srv_conn_ops, s);
+	s->srv = srv;
+	conn_init(&s->conn, srv->loop, &srv_conn_ops, s);
 	peer_names(s, fd, &ss);
 	snprintf(s->helo, sizeof(s->helo), "unknown");
 	s->relay_ok = config_net_allowed(cfg, (struct sockaddr *)&ss);
 	s->state = SS_GREETING;
-	s->next = sh->servers;
-	if (sh->servers)
-		sh->servers->prev = s;
-	sh->servers = s;
-	sh->nservers++;
-	sh->stats.smtp_sessions++;
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+	srv->accepted_sessions++;
 	conn_attach(&s->conn, fd);
 	log_debug("smtpd %s: connect", s->peer);
-	if (sh->nservers > cfg->max_clients) {
-		log_warn("smtpd %s: refused, %u sessions open", s->peer, sh->nservers - 1);
+	if (srv->nsessions > cfg->max_clients) {
+		log_warn("smtpd %s: refused, %u sessions open", s->peer, srv->nsessions - 1);
 		close_with(s, "421 4.7.0 Error: too many connections, try again later");
 		return;
 	}
 	conn_line(&s->conn, "220 %s ESMTP ringpost", cfg->hostname);
-	loop_timer_arm(sh->loop, &s->timer, cfg->idle_timeout_ms, on_timeout);
+	loop_timer_arm(srv->loop, &s->timer, cfg->idle_timeout_ms, on_timeout);
 }
 
-void srv_shutdown_all(struct shard *sh)
+void smtpd_shutdown_all(struct smtpd *srv)
 {
 	char buf[300];
-	snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", sh->cfg->hostname);
-	for (struct srv_session *s = sh->servers; s; s = s->next) {
+	snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", srv->cfg->hostname);
+	for (struct srv_session *s = srv->sessions; s; s = s->next) {
 		if (s->released || s->state == SS_CLOSING)
 			continue;
 		if (s->commit_inflight) {
@@ -950,4 +862,43 @@ void srv_shutdown_all(struct shard *sh)
 		}
 		close_with(s, buf);
 	}
+}
+
+struct smtpd *smtpd_new(const struct smtpd_params *p)
+{
+	struct smtpd *srv = xcalloc(1, sizeof(*srv));
+	srv->loop = p->loop;
+	srv->spool = p->spool;
+	srv->cfg = p->cfg;
+	srv->route = p->route;
+	srv->route_ctx = p->route_ctx;
+	srv->session_gone = p->session_gone;
+	srv->arg = p->arg;
+	return srv;
+}
+
+void smtpd_free(struct smtpd *srv)
+{
+	if (!srv)
+		return;
+	rp_assert(!srv->nsessions);
+	free(srv);
+}
+
+void smtpd_set_config(struct smtpd *srv, const struct config *cfg)
+{
+	srv->cfg = cfg;
+}
+
+unsigned smtpd_sessions(const struct smtpd *srv)
+{
+	return srv->nsessions;
+}
+
+void smtpd_fill_stats(const struct smtpd *srv, struct stats_snapshot *part)
+{
+	part->accepted_smtp += srv->messages;
+	part->rejected += srv->rejected;
+	part->smtp_sessions += srv->accepted_sessions;
+	part->inbound_connections += srv->nsessions;
 }

@@ -1,19 +1,48 @@
-/* smtp_server.h - the SMTP server session (submission listener).
+/* smtp_server.h - the SMTP server on one loop (the submission listener).
  *
- * One session per accepted connection, on the accepting shard. It speaks
- * ESMTP with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8 and
- * CHUNKING, enforces the [submission] limits, and answers the end of a
- * message only once the spool says it is durable.
+ * One struct smtpd per shard; one session per accepted connection. It
+ * speaks ESMTP with PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES,
+ * SMTPUTF8, DSN and CHUNKING, enforces the [submission] limits, hands each
+ * message to the one submission path (queue/submit.h) and answers the end
+ * of a message only once the spool says it is durable; then the message's
+ * recipients go to their schedulers through the route callback.
  */
 #ifndef RP_SMTP_SERVER_H
 #define RP_SMTP_SERVER_H
 
-struct shard;
+#include "base/loop.h"
+#include "base/stats.h"
+#include "config.h"
+#include "queue/spool.h"
+#include "queue/submit.h"
 
-/* srv_session_start - take over an accepted socket. */
-void srv_session_start(struct shard *sh, int fd);
-/* srv_shutdown_all - tell every session of sh that the service is going
- * away (421) and close them; sessions waiting for the spool finish first. */
-void srv_shutdown_all(struct shard *sh);
+struct smtpd;
+
+struct smtpd_params {
+	struct loop *loop;                /* the loop sessions run on */
+	struct spool *spool;              /* where messages are committed */
+	const struct config *cfg;         /* [server] hostname, [submission] limits and
+					   * networks (replace with smtpd_set_config) */
+	submit_route_fn route;            /* queue a committed message's recipients */
+	void *route_ctx;
+	void (*session_gone)(void *arg);  /* a session was freed (shutdown waits) */
+	void *arg;
+};
+
+/* smtpd_new - a server with no session yet. */
+struct smtpd *smtpd_new(const struct smtpd_params *p);
+/* smtpd_free - every session must be gone (smtpd_sessions() == 0). */
+void smtpd_free(struct smtpd *srv);
+/* smtpd_set_config - a reloaded config (the old one may be freed after). */
+void smtpd_set_config(struct smtpd *srv, const struct config *cfg);
+/* smtpd_session_start - take over an accepted socket. */
+void smtpd_session_start(struct smtpd *srv, int fd);
+/* smtpd_shutdown_all - tell every session that the service is going away
+ * (421) and close them; sessions waiting for the spool finish first. */
+void smtpd_shutdown_all(struct smtpd *srv);
+/* smtpd_sessions - sessions not yet freed. */
+unsigned smtpd_sessions(const struct smtpd *srv);
+/* smtpd_fill_stats - this server's counters into a stats part. */
+void smtpd_fill_stats(const struct smtpd *srv, struct stats_snapshot *part);
 
 #endif
