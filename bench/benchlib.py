@@ -1,11 +1,12 @@
 """benchlib.py - the parts bench/run and bench/compare-postfix share.
 
 Processes (the sink, ringpost, the blaster, a private Postfix) are started
-from the main thread only, with PR_SET_PDEATHSIG so that they die with us
-even if we are SIGKILLed; every one we start is recorded and stopped
-(SIGTERM, then SIGKILL) in a finally block or, as a last resort, at exit.
-Every wait has a deadline. Nothing here uses threads: the measuring loop
-polls /proc and the sink's stats file between short sleeps.
+from the main thread only, with proclib (PR_SET_PDEATHSIG: they die with us
+even if we are SIGKILLed; each in its own process group); every one we start
+is stopped (SIGTERM, then SIGKILL, with a warning) in a finally block or, as
+a last resort, at exit. Every wait has a deadline; failures are BenchError.
+Nothing here uses threads: the measuring loop polls /proc and the sink's
+stats file between short sleeps.
 
 Python 3.11 standard library only.
 """
@@ -15,13 +16,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import proclib
 
 HERE = Path(__file__).resolve().parent
 SOURCE_ROOT = HERE.parent
@@ -58,93 +60,29 @@ def warn(*args):
     print("warning:", *args, file=sys.stderr, flush=True)
 
 
-# ---- processes ------------------------------------------------------------
-
-_children = []  # every Popen we started, for the last-resort cleanup
-
-
-def _child_setup():
-    # Die with the script (ctest timeout, kill -9): no stray daemons.
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    os.setpgid(0, 0)  # our own process group: a Ctrl-C reaches us only
-
+# ---- processes: proclib, bench flavour ---------------------------------------
 
 def spawn(argv, *, stdout=None, stderr=None, cwd=None, env=None):
-    """Start argv (list of str) with the death signal; returns the Popen."""
-    p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=stdout,
-                         stderr=stderr, cwd=cwd, env=env, preexec_fn=_child_setup)
-    _children.append(p)
-    return p
+    """Start argv (its items made str) with the death signal, in its own
+    process group (a Ctrl-C reaches us only); returns the Popen."""
+    return proclib.spawn(argv, own_group=True, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
+
+
+def _warn_killed(p, timeout):
+    warn(f"pid {p.pid} ({Path(p.args[0]).name}) ignored SIGTERM for {timeout}s: SIGKILL")
 
 
 def stop_process(p, timeout=20, sig=signal.SIGTERM):
-    """SIGTERM (or sig), wait up to timeout seconds, then SIGKILL. Returns the
-    exit status (negative for a signal), None if it would not die."""
-    if p is None:
-        return None
-    if p.poll() is None:
-        try:
-            p.send_signal(sig)
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            warn(f"pid {p.pid} ({Path(p.args[0]).name}) ignored SIGTERM for {timeout}s: SIGKILL")
-            p.kill()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                return None
-    return p.returncode
-
-
-def kill_pid(pid, timeout=10):
-    """SIGTERM then SIGKILL one process we know by pid (not our child)."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _is_zombie(pid):
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _kill_all_children():
-    for p in _children:
-        if p.poll() is None:
-            try:
-                p.kill()
-                p.wait(timeout=5)
-            except Exception:
-                pass
-
-
-atexit.register(_kill_all_children)
+    """SIGTERM (or sig), wait up to timeout seconds, then SIGKILL with a
+    warning. Returns the exit status (negative for a signal), None if it
+    would not die."""
+    return proclib.stop_process(p, timeout, sig, on_kill=_warn_killed)
 
 
 def install_signal_handlers():
     """SIGTERM and SIGHUP become SystemExit so that finally blocks run
     (SIGINT already raises KeyboardInterrupt)."""
-    def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    proclib.exit_on_signals((signal.SIGTERM, signal.SIGHUP))
 
 
 def raise_nofile(want=None):
@@ -214,57 +152,15 @@ def proc_cpu(pid, children=False):
     return ticks / CLK_TCK
 
 
-def listening(port, host="127.0.0.1"):
-    """True when a TCP socket listens on host:port (from /proc/net/tcp: no
-    connection is made, so the daemon sees no probe sessions)."""
-    want_ip = "".join(f"{int(b):02X}" for b in reversed(host.split(".")))
-    want = f"{want_ip}:{port:04X}"
-    any_ip = f"00000000:{port:04X}"
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                parts = line.split(None, 4)
-                if parts[3] == "0A" and parts[1] in (want, any_ip):
-                    return True
-    except OSError:
-        pass
-    return False
-
-
 def free_port(hosts=("127.0.0.1",)):
     """A TCP port that is free right now on every address in hosts."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        ok = True
-        for h in hosts[1:]:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind((h, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise BenchError("cannot find a free loopback port", EX_OSERR)
+    return proclib.free_port(hosts, error=lambda msg: BenchError(msg, EX_OSERR))
 
 
 def wait_until(pred, timeout, what, interval=0.05, alive=None):
     """Poll pred() until true; BenchError after timeout seconds. alive, if
     given, is a list of (Popen, name) that must not exit meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        for p, name in alive or ():
-            if p.poll() is not None:
-                raise BenchError(f"{name} exited with status {p.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    return proclib.wait_until(pred, timeout, what, interval, alive, error=BenchError)
 
 
 def tail(path, lines=15):
@@ -376,7 +272,7 @@ class Sink:
         self._err = open(self.err_path, "wb")
         self.proc = spawn(argv, stdout=self._out, stderr=self._err)
         try:
-            wait_until(lambda: all(listening(self.port, a) for a in self.addrs), timeout,
+            wait_until(lambda: all(proclib.listening(self.port, a) for a in self.addrs), timeout,
                        f"ringpost-sink to listen on port {self.port}",
                        alive=[(self.proc, "ringpost-sink")])
         except BenchError as e:
@@ -503,8 +399,8 @@ class Ringpost:
         self.proc = spawn([self.binary, "serve", "-c", self.config_path],
                           stdout=self._err, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: listening(self.port) and listening(self.api_port), timeout,
-                       f"ringpost to listen on 127.0.0.1:{self.port} and :{self.api_port}",
+            wait_until(lambda: proclib.listening(self.port) and proclib.listening(self.api_port),
+                       timeout, f"ringpost to listen on 127.0.0.1:{self.port} and :{self.api_port}",
                        alive=[(self.proc, "ringpost")])
         except BenchError as e:
             raise BenchError(f"{e}\nringpost stderr:\n{tail(self.err_path)}\n"
