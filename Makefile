@@ -3,13 +3,16 @@
 #   make demo    install missing packages, build, send 10,000 messages through
 #                ringpost to a local sink and print what happened (bench/run --demo)
 #   make test    install missing packages, build, run the whole suite twice:
-#                the normal build and an ASan+UBSan build
+#                the normal build and an ASan+UBSan build; also compile the
+#                Release build that packagers make (warnings are errors)
+#   make format  apply .clang-format to every tracked .c/.h file
 BUILD  ?= build
 ASAN   ?= build-asan
+RELEASE ?= build-release
 CONFIG ?= ringpost.conf
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-asan run test test-unit test-asan demo clean format
+.PHONY: all deps build build-asan build-release run test test-unit test-asan demo clean format
 
 all: build
 
@@ -24,6 +27,12 @@ build-asan: deps
 	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DRINGPOST_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN) -j$(JOBS)
 
+# What `cmake -DCMAKE_BUILD_TYPE=Release` gives a packager (-O3 warns about
+# more, e.g. -Wformat-truncation) must compile too.
+build-release: deps
+	@cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(RELEASE) -j$(JOBS)
+
 run: build
 	exec $(BUILD)/bin/ringpost serve -c $(CONFIG)
 
@@ -34,7 +43,7 @@ demo: build
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=1:halt_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
-test: build build-asan
+test: build build-asan build-release
 	ctest --test-dir $(BUILD) --output-on-failure -j2
 	ctest --test-dir $(ASAN) --output-on-failure -j2
 
@@ -45,7 +54,7 @@ test-asan: build-asan
 	ctest --test-dir $(ASAN) --output-on-failure -j2
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(RELEASE)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -88,63 +88,105 @@ static bool format_ok(const char *f)
 	return u == 1;
 }
 
-/* parse_args - options into the run's settings; bad usage exits 64. */
-static void parse_args(struct blast_opts *o, int argc, char **argv)
+/* Long options (getopt_long values above any character). */
+enum blast_opt {
+	O_SERVER = 256,
+	O_MODE,
+	O_CONNS,
+	O_MESSAGES,
+	O_DURATION,
+	O_SIZE,
+	O_SIZE_MIX,
+	O_DOMAINS,
+	O_DOMAIN_FORMAT,
+	O_RCPTS,
+	O_FROM,
+	O_RATE,
+	O_NO_PIPE,
+	O_NO_CHUNK,
+	O_TIMEOUT,
+	O_SEED,
+	O_JSON,
+	O_KEY,
+	O_BATCH,
+	O_PIPELINE,
+	O_PROGRESS,
+	O_NO_PROGRESS,
+	O_HELP
+};
+
+static const struct option blast_longopts[] = {
+	{ "server", required_argument, NULL, O_SERVER },
+	{ "mode", required_argument, NULL, O_MODE },
+	{ "connections", required_argument, NULL, O_CONNS },
+	{ "messages", required_argument, NULL, O_MESSAGES },
+	{ "duration", required_argument, NULL, O_DURATION },
+	{ "size", required_argument, NULL, O_SIZE },
+	{ "size-mix", required_argument, NULL, O_SIZE_MIX },
+	{ "domains", required_argument, NULL, O_DOMAINS },
+	{ "domain-format", required_argument, NULL, O_DOMAIN_FORMAT },
+	{ "rcpts", required_argument, NULL, O_RCPTS },
+	{ "from", required_argument, NULL, O_FROM },
+	{ "rate", required_argument, NULL, O_RATE },
+	{ "no-pipelining", no_argument, NULL, O_NO_PIPE },
+	{ "no-chunking", no_argument, NULL, O_NO_CHUNK },
+	{ "timeout", required_argument, NULL, O_TIMEOUT },
+	{ "seed", required_argument, NULL, O_SEED },
+	{ "json", no_argument, NULL, O_JSON },
+	{ "key", required_argument, NULL, O_KEY },
+	{ "batch", required_argument, NULL, O_BATCH },
+	{ "pipeline", required_argument, NULL, O_PIPELINE },
+	{ "progress", no_argument, NULL, O_PROGRESS },
+	{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
+	{ "help", no_argument, NULL, O_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* What parse_args learns besides the settings themselves. */
+struct arg_state {
+	bool server;       /* --server given */
+	bool messages_set; /* --messages given */
+	unsigned batch;    /* --batch, 0 = the mode's default */
+};
+
+/* mode_opt - --mode by name. */
+static const struct blast_mode *mode_opt(const char *v)
 {
-	enum {
-		O_SERVER = 256,
-		O_MODE,
-		O_CONNS,
-		O_MESSAGES,
-		O_DURATION,
-		O_SIZE,
-		O_SIZE_MIX,
-		O_DOMAINS,
-		O_DOMAIN_FORMAT,
-		O_RCPTS,
-		O_FROM,
-		O_RATE,
-		O_NO_PIPE,
-		O_NO_CHUNK,
-		O_TIMEOUT,
-		O_SEED,
-		O_JSON,
-		O_KEY,
-		O_BATCH,
-		O_PIPELINE,
-		O_PROGRESS,
-		O_NO_PROGRESS,
-		O_HELP
-	};
-	static const struct option longopts[] = {
-		{ "server", required_argument, NULL, O_SERVER },
-		{ "mode", required_argument, NULL, O_MODE },
-		{ "connections", required_argument, NULL, O_CONNS },
-		{ "messages", required_argument, NULL, O_MESSAGES },
-		{ "duration", required_argument, NULL, O_DURATION },
-		{ "size", required_argument, NULL, O_SIZE },
-		{ "size-mix", required_argument, NULL, O_SIZE_MIX },
-		{ "domains", required_argument, NULL, O_DOMAINS },
-		{ "domain-format", required_argument, NULL, O_DOMAIN_FORMAT },
-		{ "rcpts", required_argument, NULL, O_RCPTS },
-		{ "from", required_argument, NULL, O_FROM },
-		{ "rate", required_argument, NULL, O_RATE },
-		{ "no-pipelining", no_argument, NULL, O_NO_PIPE },
-		{ "no-chunking", no_argument, NULL, O_NO_CHUNK },
-		{ "timeout", required_argument, NULL, O_TIMEOUT },
-		{ "seed", required_argument, NULL, O_SEED },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "key", required_argument, NULL, O_KEY },
-		{ "batch", required_argument, NULL, O_BATCH },
-		{ "pipeline", required_argument, NULL, O_PIPELINE },
-		{ "progress", no_argument, NULL, O_PROGRESS },
-		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
-	bool server = false, messages_set = false;
-	unsigned batch = 0; /* 0 = the mode's default */
-	int c;
+	for (size_t i = 0; i < RP_ARRAY_LEN(modes); i++)
+		if (!strcmp(modes[i]->name, v))
+			return modes[i];
+	rp_die(RP_EX_USAGE, "--mode: unknown mode '%s' (smtp, http, http-batch)", v);
+}
+
+/* size_mix_opt - --size-mix MIN-MAX. */
+static void size_mix_opt(struct blast_opts *o, const char *v)
+{
+	char lo[32];
+	const char *dash = strchr(v, '-');
+	if (!dash || (size_t)(dash - v) >= sizeof(lo))
+		rp_die(RP_EX_USAGE, "--size-mix: expected MIN-MAX, got '%s'", v);
+	memcpy(lo, v, (size_t)(dash - v));
+	lo[dash - v] = '\0';
+	o->size_min = size_opt("size-mix", lo);
+	o->size_max = size_opt("size-mix", dash + 1);
+	if (o->size_min > o->size_max)
+		rp_die(RP_EX_USAGE, "--size-mix: MIN is larger than MAX");
+}
+
+/* rate_opt - --rate, messages per second. */
+static double rate_opt(const char *v)
+{
+	char *end;
+	errno = 0;
+	double r = strtod(v, &end);
+	if (errno || *end || r < 0)
+		rp_die(RP_EX_USAGE, "--rate: expected messages per second, got '%s'", v);
+	return r;
+}
+
+/* set_defaults - the settings without any option. */
+static void set_defaults(struct blast_opts *o)
+{
 	memset(o, 0, sizeof(*o));
 	o->mode = modes[0];
 	o->connections = 50;
@@ -158,141 +200,123 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 	o->pipeline = 1;
 	o->key = "change-me";
 	o->progress = isatty(STDERR_FILENO);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_SERVER:
-			snprintf(o->server_text, sizeof(o->server_text), "%s", optarg);
-			if (!bench_parse_hostport(optarg, &o->server, &o->server_len))
-				rp_die(RP_EX_USAGE,
-				       "--server: expected IP:PORT or [IPv6]:PORT, got '%s'",
-				       optarg);
-			server = true;
-			break;
-		case O_MODE: {
-			const struct blast_mode *m = NULL;
-			for (size_t i = 0; i < RP_ARRAY_LEN(modes); i++)
-				if (!strcmp(modes[i]->name, optarg))
-					m = modes[i];
-			if (!m)
-				rp_die(RP_EX_USAGE,
-				       "--mode: unknown mode '%s' (smtp, http, http-batch)", optarg);
-			o->mode = m;
-			break;
-		}
-		case O_CONNS:
-			o->connections = (unsigned)num_opt("connections", optarg, 1, 1000000);
-			break;
-		case O_MESSAGES:
-			o->messages = num_opt("messages", optarg, 1, UINT64_MAX);
-			messages_set = true;
-			break;
-		case O_DURATION:
-			if (!rp_parse_duration_ms(optarg, &o->duration_ms) || !o->duration_ms)
-				rp_die(RP_EX_USAGE,
-				       "--duration: expected seconds (30, 30s, 2m), got '%s'",
-				       optarg);
-			break;
-		case O_SIZE:
-			o->size_min = o->size_max = size_opt("size", optarg);
-			break;
-		case O_SIZE_MIX: {
-			char lo[32];
-			const char *dash = strchr(optarg, '-');
-			if (!dash || (size_t)(dash - optarg) >= sizeof(lo))
-				rp_die(RP_EX_USAGE, "--size-mix: expected MIN-MAX, got '%s'",
-				       optarg);
-			memcpy(lo, optarg, (size_t)(dash - optarg));
-			lo[dash - optarg] = '\0';
-			o->size_min = size_opt("size-mix", lo);
-			o->size_max = size_opt("size-mix", dash + 1);
-			if (o->size_min > o->size_max)
-				rp_die(RP_EX_USAGE, "--size-mix: MIN is larger than MAX");
-			break;
-		}
-		case O_DOMAINS:
-			o->domains = (unsigned)num_opt("domains", optarg, 1, 10000000);
-			break;
-		case O_DOMAIN_FORMAT:
-			if (!format_ok(optarg) || strlen(optarg) > 200)
-				rp_die(RP_EX_USAGE,
-				       "--domain-format: needs exactly one %%u, got '%s'", optarg);
-			o->domain_format = optarg;
-			break;
-		case O_RCPTS:
-			o->rcpts = (unsigned)num_opt("rcpts", optarg, 1, BLAST_MAX_RCPTS);
-			break;
-		case O_FROM:
-			if (strlen(optarg) > 250 || strpbrk(optarg, "<> \r\n"))
-				rp_die(RP_EX_USAGE, "--from: not a mailbox: '%s'", optarg);
-			o->from = optarg;
-			break;
-		case O_RATE: {
-			char *end;
-			errno = 0;
-			o->rate = strtod(optarg, &end);
-			if (errno || *end || o->rate < 0)
-				rp_die(RP_EX_USAGE,
-				       "--rate: expected messages per second, got '%s'", optarg);
-			break;
-		}
-		case O_NO_PIPE:
-			o->pipelining = false;
-			break;
-		case O_NO_CHUNK:
-			o->chunking = false;
-			break;
-		case O_TIMEOUT:
-			if (!rp_parse_duration_ms(optarg, &o->timeout_ms) || !o->timeout_ms)
-				rp_die(RP_EX_USAGE, "--timeout: expected seconds, got '%s'",
-				       optarg);
-			break;
-		case O_SEED:
-			o->seed = num_opt("seed", optarg, 0, UINT64_MAX);
-			break;
-		case O_JSON:
-			o->json = true;
-			break;
-		case O_KEY:
-			/* It goes into a header line as given. */
-			if (!*optarg || strlen(optarg) > 1000 || strpbrk(optarg, " \t\r\n"))
-				rp_die(RP_EX_USAGE, "--key: expected a token without spaces");
-			o->key = optarg;
-			break;
-		case O_BATCH:
-			batch = (unsigned)num_opt("batch", optarg, 1, 100000);
-			break;
-		case O_PIPELINE:
-			o->pipeline = (unsigned)num_opt("pipeline", optarg, 1, MAX_PIPELINE);
-			break;
-		case O_PROGRESS:
-			o->progress = true;
-			break;
-		case O_NO_PROGRESS:
-			o->progress = false;
-			break;
-		case O_HELP:
-			usage(stdout);
-			exit(RP_EX_OK);
-		default:
-			usage(stderr);
-			exit(RP_EX_USAGE);
-		}
-	}
-	if (optind < argc)
-		rp_die(RP_EX_USAGE, "unexpected argument '%s'", argv[optind]);
-	if (!server) {
+}
+
+/* apply_opt - one option c with its argument v; bad usage exits 64. */
+static void apply_opt(struct blast_opts *o, struct arg_state *st, int c, const char *v)
+{
+	switch (c) {
+	case O_SERVER:
+		snprintf(o->server_text, sizeof(o->server_text), "%s", v);
+		if (!bench_parse_hostport(v, &o->server, &o->server_len))
+			rp_die(RP_EX_USAGE, "--server: expected IP:PORT or [IPv6]:PORT, got '%s'", v);
+		st->server = true;
+		break;
+	case O_MODE:
+		o->mode = mode_opt(v);
+		break;
+	case O_CONNS:
+		o->connections = (unsigned)num_opt("connections", v, 1, 1000000);
+		break;
+	case O_MESSAGES:
+		o->messages = num_opt("messages", v, 1, UINT64_MAX);
+		st->messages_set = true;
+		break;
+	case O_DURATION:
+		if (!rp_parse_duration_ms(v, &o->duration_ms) || !o->duration_ms)
+			rp_die(RP_EX_USAGE, "--duration: expected seconds (30, 30s, 2m), got '%s'", v);
+		break;
+	case O_SIZE:
+		o->size_min = o->size_max = size_opt("size", v);
+		break;
+	case O_SIZE_MIX:
+		size_mix_opt(o, v);
+		break;
+	case O_DOMAINS:
+		o->domains = (unsigned)num_opt("domains", v, 1, 10000000);
+		break;
+	case O_DOMAIN_FORMAT:
+		if (!format_ok(v) || strlen(v) > 200)
+			rp_die(RP_EX_USAGE, "--domain-format: needs exactly one %%u, got '%s'", v);
+		o->domain_format = v;
+		break;
+	case O_RCPTS:
+		o->rcpts = (unsigned)num_opt("rcpts", v, 1, BLAST_MAX_RCPTS);
+		break;
+	case O_FROM:
+		if (strlen(v) > 250 || strpbrk(v, "<> \r\n"))
+			rp_die(RP_EX_USAGE, "--from: not a mailbox: '%s'", v);
+		o->from = v;
+		break;
+	case O_RATE:
+		o->rate = rate_opt(v);
+		break;
+	case O_NO_PIPE:
+		o->pipelining = false;
+		break;
+	case O_NO_CHUNK:
+		o->chunking = false;
+		break;
+	case O_TIMEOUT:
+		if (!rp_parse_duration_ms(v, &o->timeout_ms) || !o->timeout_ms)
+			rp_die(RP_EX_USAGE, "--timeout: expected seconds, got '%s'", v);
+		break;
+	case O_SEED:
+		o->seed = num_opt("seed", v, 0, UINT64_MAX);
+		break;
+	case O_JSON:
+		o->json = true;
+		break;
+	case O_KEY:
+		/* It goes into a header line as given. */
+		if (!*v || strlen(v) > 1000 || strpbrk(v, " \t\r\n"))
+			rp_die(RP_EX_USAGE, "--key: expected a token without spaces");
+		o->key = v;
+		break;
+	case O_BATCH:
+		st->batch = (unsigned)num_opt("batch", v, 1, 100000);
+		break;
+	case O_PIPELINE:
+		o->pipeline = (unsigned)num_opt("pipeline", v, 1, MAX_PIPELINE);
+		break;
+	case O_PROGRESS:
+		o->progress = true;
+		break;
+	case O_NO_PROGRESS:
+		o->progress = false;
+		break;
+	case O_HELP:
+		usage(stdout);
+		exit(RP_EX_OK);
+	default:
 		usage(stderr);
 		exit(RP_EX_USAGE);
 	}
-	if (!messages_set && !o->duration_ms)
+}
+
+/* parse_args - options into the run's settings; bad usage exits 64. */
+static void parse_args(struct blast_opts *o, int argc, char **argv)
+{
+	struct arg_state st = {0};
+	int c;
+	set_defaults(o);
+	while ((c = getopt_long(argc, argv, "", blast_longopts, NULL)) != -1)
+		apply_opt(o, &st, c, optarg);
+	if (optind < argc)
+		rp_die(RP_EX_USAGE, "unexpected argument '%s'", argv[optind]);
+	if (!st.server) {
+		usage(stderr);
+		exit(RP_EX_USAGE);
+	}
+	if (!st.messages_set && !o->duration_ms)
 		o->messages = DEFAULT_MESSAGES;
-	if (batch && !o->mode->batches)
+	if (st.batch && !o->mode->batches)
 		rp_die(RP_EX_USAGE, "--batch: mode %s sends one message per transaction",
 		       o->mode->name);
 	if (o->pipeline > 1 && !o->mode->pipelines)
 		rp_die(RP_EX_USAGE, "--pipeline: mode %s has one transaction in flight",
 		       o->mode->name);
-	o->batch = batch ? batch : o->mode->batches ? DEFAULT_BATCH : 1;
+	o->batch = st.batch ? st.batch : o->mode->batches ? DEFAULT_BATCH : 1;
 }
 
 /* report_json - the contract's JSON line. */

@@ -55,7 +55,6 @@ struct delivery_route {
 	struct delivery_route *active_next, *active_prev; /* pool->active ring */
 	bool active;
 	bool resolving;
-	char why[200];               /* why there is no route, for logs */
 };
 
 /* One SMTP client engine and what delivery knows about it. */

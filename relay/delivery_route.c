@@ -152,7 +152,6 @@ static void route_fail(struct delivery *dl, struct delivery_route *rt, enum atte
 		       const char *text)
 {
 	struct attempt_report rep;
-	snprintf(rt->why, sizeof(rt->why), "%s", text);
 	outcome_report_set(&rep, kind, STAGE_CONNECT, 0, text);
 	sched_dest_failed(dl->sched, rt->dest, &rep, NULL, rp_now_ms());
 	delivery_touch(dl);
