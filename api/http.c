@@ -570,12 +570,7 @@ static const struct conn_ops http_conn_ops = {
 static void session_free(struct api_session *s)
 {
 	struct api_server *srv = s->srv;
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		srv->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	rp_list_del(&s->link);
 	srv->nsessions--;
 	buf_free(&s->req.url);
 	buf_free(&s->req.body);
@@ -595,10 +590,7 @@ void api_session_start(struct api_server *srv, int fd)
 	http_parser_init(&s->parser, HTTP_REQUEST);
 	s->parser.data = s;
 	s->keep_alive = true;
-	s->next = srv->sessions;
-	if (srv->sessions)
-		srv->sessions->prev = s;
-	srv->sessions = s;
+	rp_list_add(&srv->sessions, &s->link);
 	srv->nsessions++;
 	conn_attach(&s->conn, fd);
 	if (srv->nsessions > srv->cfg->max_clients || srv->shutting_down) {
@@ -623,6 +615,7 @@ struct api_server *api_server_new(struct loop *loop, struct spool *spool,
 	srv->cfg = cfg;
 	srv->ops = ops;
 	srv->ctx = ctx;
+	rp_list_init(&srv->sessions);
 	key_digests(srv);
 	http_parser_set_max_header_size(HTTP_MAX_HEADER);
 	return srv;
@@ -646,7 +639,10 @@ void api_server_set_config(struct api_server *srv, const struct api_config *cfg)
 void api_shutdown_all(struct api_server *srv)
 {
 	srv->shutting_down = true;
-	for (struct api_session *s = srv->sessions; s; s = s->next) {
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &srv->sessions)
+	{
+		struct api_session *s = rp_list_entry(pos, struct api_session, link);
 		if (s->busy || s->released) {
 			s->keep_alive = false; /* answers, then closes */
 			continue;

@@ -16,6 +16,7 @@
 #include "api.h"
 #include "base/buf.h"
 #include "base/conn.h"
+#include "base/list.h"
 
 #define HTTP_MAX_HEADER 16384 /* request line + headers */
 #define HTTP_MAX_URL 8192
@@ -28,7 +29,7 @@ struct api_server {
 	unsigned char *key_digests;   /* SHA-256 of each cfg->keys[i] */
 	const struct api_ops *ops;
 	void *ctx;
-	struct api_session *sessions; /* open sessions */
+	struct rp_list sessions;      /* open sessions */
 	unsigned nsessions;
 	bool shutting_down;
 	void (*gone)(void *ctx);      /* a session was freed */
@@ -61,7 +62,7 @@ struct http_request {
 struct api_session {
 	struct conn conn;
 	struct api_server *srv;
-	struct api_session *next, *prev;
+	struct rp_list link;           /* on srv->sessions */
 	http_parser parser;
 	struct http_request req;
 	struct loop_timer timer;

@@ -54,7 +54,7 @@ struct loop {
 	unsigned buf_returns; /* buffers added since the last advance */
 
 	/* Timer wheel. */
-	struct loop_timer *wheel[WHEEL_SLOTS];
+	struct rp_list wheel[WHEEL_SLOTS]; /* timers by deadline tick, hashed */
 	uint64_t wheel_tick; /* last tick processed */
 	unsigned timers;     /* armed timers */
 
@@ -187,6 +187,8 @@ struct loop *loop_new(const struct loop_config *cfg)
 	l->next_tail = &l->next_head;
 	l->now_ms = rp_mono_ms();
 	l->wheel_tick = l->now_ms / WHEEL_TICK_MS;
+	for (unsigned i = 0; i < WHEEL_SLOTS; i++)
+		rp_list_init(&l->wheel[i]);
 	if (!mq_init(&l->inbox, false)) {
 		int e = errno;
 		loop_free(l);
@@ -333,24 +335,15 @@ void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms, loo
 	uint64_t tick = (t->expire_ms + WHEEL_TICK_MS - 1) / WHEEL_TICK_MS;
 	if (tick <= l->wheel_tick)
 		tick = l->wheel_tick + 1;
-	struct loop_timer **head = &l->wheel[tick & (WHEEL_SLOTS - 1)];
-	t->next = *head;
-	if (t->next)
-		t->next->pprev = &t->next;
-	t->pprev = head;
-	*head = t;
+	rp_list_add(&l->wheel[tick & (WHEEL_SLOTS - 1)], &t->link);
 	l->timers++;
 }
 
 void loop_timer_disarm(struct loop *l, struct loop_timer *t)
 {
-	if (!t->pprev)
+	if (!rp_list_linked(&t->link))
 		return;
-	*t->pprev = t->next;
-	if (t->next)
-		t->next->pprev = t->pprev;
-	t->next = NULL;
-	t->pprev = NULL;
+	rp_list_del(&t->link);
 	rp_assert(l->timers > 0);
 	l->timers--;
 }
@@ -361,24 +354,21 @@ static void timers_run(struct loop *l)
 	unsigned steps = 0;
 	while (l->wheel_tick < now_tick) {
 		l->wheel_tick++;
-		struct loop_timer **head = &l->wheel[l->wheel_tick & (WHEEL_SLOTS - 1)];
-		struct loop_timer *t = *head;
-		/* Detach due timers first: callbacks may re-arm into this slot. */
-		struct loop_timer *due = NULL;
-		while (t) {
-			struct loop_timer *next = t->next;
-			if (t->expire_ms <= l->now_ms) {
-				loop_timer_disarm(l, t);
-				t->next = due;
-				due = t;
-			}
-			t = next;
+		struct rp_list *slot = &l->wheel[l->wheel_tick & (WHEEL_SLOTS - 1)];
+		/* Move the due timers to a list of their own first: callbacks
+		 * may re-arm into this slot. A timer disarmed (or re-armed) by
+		 * an earlier callback leaves the due list and does not fire. */
+		struct rp_list due, *pos, *tmp;
+		rp_list_init(&due);
+		rp_list_foreach_safe(pos, tmp, slot)
+		{
+			if (rp_list_entry(pos, struct loop_timer, link)->expire_ms <= l->now_ms)
+				rp_list_move_tail(&due, pos);
 		}
-		while (due) {
-			struct loop_timer *next = due->next;
-			due->next = NULL;
-			due->fn(due);
-			due = next;
+		while ((pos = rp_list_first(&due))) {
+			struct loop_timer *t = rp_list_entry(pos, struct loop_timer, link);
+			loop_timer_disarm(l, t);
+			t->fn(t);
 		}
 		/* After a long stall, one pass over the wheel fires everything due. */
 		if (++steps >= WHEEL_SLOTS) {

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "list.h"
 #include "mq.h"
 
 struct loop;
@@ -65,10 +66,10 @@ struct loop_io {
 struct loop_timer;
 typedef void (*loop_timer_fn)(struct loop_timer *t);
 struct loop_timer {
-	struct loop_timer *next;   /* wheel slot chain */
-	struct loop_timer **pprev; /* NULL when not armed */
-	uint64_t expire_ms;        /* monotonic deadline */
-	loop_timer_fn fn;          /* runs once when the deadline passes */
+	struct rp_list link; /* on a wheel slot (or about to fire); not linked
+			      * when not armed */
+	uint64_t expire_ms;  /* monotonic deadline */
+	loop_timer_fn fn;    /* runs once when the deadline passes */
 };
 
 /* A call deferred to the end of the current batch of completions. */
@@ -133,7 +134,7 @@ void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms, loo
 void loop_timer_disarm(struct loop *l, struct loop_timer *t);
 static inline bool loop_timer_armed(const struct loop_timer *t)
 {
-	return t->pprev != NULL;
+	return rp_list_linked(&t->link);
 }
 
 /* loop_defer - run d->fn once after the current batch of completions. */

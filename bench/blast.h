@@ -118,8 +118,8 @@ struct blast_tx {
 struct blast_sess {
 	struct conn conn;
 	struct blast *b;
-	struct blast_sess *next, *prev;           /* every session */
-	struct blast_sess *wait_next, *wait_prev; /* pacing queue */
+	struct rp_list link;                      /* on b->sessions */
+	struct rp_list wait_link;                 /* on the pacing queue */
 	struct loop_timer timer;                  /* reply timeout */
 	uint8_t state;                            /* enum blast_sess_state */
 	bool queued;                              /* on the pacing queue */

@@ -38,7 +38,7 @@ static const char *const state_names[BS_NSTATES] = {
 struct blast {
 	const struct blast_opts *o;
 	struct loop *loop;
-	struct blast_sess *sessions;
+	struct rp_list sessions;   /* every session */
 	unsigned nsess;       /* allocated sessions */
 	unsigned nconnecting; /* connects in flight */
 	bool ever_connected;
@@ -65,7 +65,7 @@ struct blast {
 	struct __kernel_timespec pace_ts;
 	bool pace_armed;
 	uint64_t pace_next_ns, pace_gap_ns;
-	struct blast_sess *wait_head, *wait_tail;
+	struct rp_list waiting;    /* sessions waiting for a pacing slot, oldest first */
 
 	struct loop_timer reconnect, deadline, drain, progress;
 	unsigned drained;      /* drain passes done */
@@ -165,16 +165,7 @@ static void tx_pop(struct blast_sess *s)
 /* wait_unlink - take s off the pacing queue. */
 static void wait_unlink(struct blast_sess *s)
 {
-	struct blast *b = s->b;
-	if (s->wait_prev)
-		s->wait_prev->wait_next = s->wait_next;
-	else
-		b->wait_head = s->wait_next;
-	if (s->wait_next)
-		s->wait_next->wait_prev = s->wait_prev;
-	else
-		b->wait_tail = s->wait_prev;
-	s->wait_next = s->wait_prev = NULL;
+	rp_list_del(&s->wait_link);
 	s->queued = false;
 }
 
@@ -287,13 +278,7 @@ static void wait_append(struct blast_sess *s)
 {
 	struct blast *b = s->b;
 	s->queued = true;
-	s->wait_next = NULL;
-	s->wait_prev = b->wait_tail;
-	if (b->wait_tail)
-		b->wait_tail->wait_next = s;
-	else
-		b->wait_head = s;
-	b->wait_tail = s;
+	rp_list_add_tail(&b->waiting, &s->wait_link);
 }
 
 /* sess_fill - s has room: fill it now (unpaced), or queue it for a
@@ -334,15 +319,16 @@ static void pace_run(struct blast *b)
 	uint64_t now = rp_mono_ns();
 	if (b->pace_next_ns + PACE_SLACK_NS < now)
 		b->pace_next_ns = now; /* behind (no session was free): no burst */
-	while (b->wait_head && b->pace_next_ns <= now) {
-		struct blast_sess *s = b->wait_head;
+	struct rp_list *first;
+	while ((first = rp_list_first(&b->waiting)) && b->pace_next_ns <= now) {
+		struct blast_sess *s = rp_list_entry(first, struct blast_sess, wait_link);
 		wait_unlink(s);
 		issue(s);
 		b->pace_next_ns += b->pace_gap_ns * s->job.count;
 		if (sess_room(s))
 			wait_append(s); /* pipelining: room for more, after the others */
 	}
-	if (b->wait_head && !b->pace_armed)
+	if (!rp_list_empty(&b->waiting) && !b->pace_armed)
 		pace_arm(b);
 }
 
@@ -507,12 +493,7 @@ static void on_released(struct conn *c)
 	if (b->o->mode->release)
 		b->o->mode->release(s);
 	free(s->tx);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		b->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	rp_list_del(&s->link);
 	b->nsess--;
 	if (!s->connect_done)
 		b->nconnecting--; /* closed while connecting: connected never ran */
@@ -556,10 +537,7 @@ static bool sess_open(struct blast *b)
 		return false;
 	}
 	set_state(s, BS_CONNECTING);
-	s->next = b->sessions;
-	if (b->sessions)
-		b->sessions->prev = s;
-	b->sessions = s;
+	rp_list_add(&b->sessions, &s->link);
 	b->nsess++;
 	b->nconnecting++;
 	return true;
@@ -586,15 +564,30 @@ static void drain_timeout(struct loop_timer *t)
 {
 	struct blast *b = RP_CONTAINER_OF(t, struct blast, drain);
 	bool last = b->drained++ > 0;
-	for (struct blast_sess *s = b->sessions; s; s = s->next) {
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &b->sessions)
+	{
+		struct blast_sess *s = rp_list_entry(pos, struct blast_sess, link);
 		set_state(s, BS_QUIT);
 		if (last)
 			conn_close(&s->conn);
 		else
 			sess_abort(s);
 	}
-	if (!last && b->sessions)
+	if (!last && !rp_list_empty(&b->sessions))
 		loop_timer_arm(b->loop, &b->drain, DRAIN_MS, drain_timeout);
+}
+
+/* quit_idle - every session that is not busy says QUIT. */
+static void quit_idle(struct blast *b)
+{
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &b->sessions)
+	{
+		struct blast_sess *s = rp_list_entry(pos, struct blast_sess, link);
+		if (s->state != BS_BUSY)
+			sess_quit(s);
+	}
 }
 
 /* finish - nothing in flight and nothing more to send: everyone leaves. */
@@ -606,9 +599,7 @@ static void finish(struct blast *b)
 	b->stopping = true;
 	if (!b->last_ns)
 		b->last_ns = rp_mono_ns();
-	for (struct blast_sess *s = b->sessions; s; s = s->next)
-		if (s->state != BS_BUSY)
-			sess_quit(s);
+	quit_idle(b);
 	loop_timer_disarm(b->loop, &b->reconnect);
 	loop_timer_disarm(b->loop, &b->deadline);
 	loop_timer_arm(b->loop, &b->drain, DRAIN_MS, drain_timeout);
@@ -622,9 +613,7 @@ static void begin_stop(struct blast *b)
 	if (b->stopping)
 		return;
 	b->stopping = true;
-	for (struct blast_sess *s = b->sessions; s; s = s->next)
-		if (s->state != BS_BUSY)
-			sess_quit(s);
+	quit_idle(b);
 	if (b->ended == b->issued)
 		finish(b);
 }
@@ -701,6 +690,8 @@ static void report_fill(struct blast *b, struct blast_report *rep)
 bool blast_run(const struct blast_opts *o, struct blast_report *rep)
 {
 	struct blast *b = xcalloc(1, sizeof(*b));
+	rp_list_init(&b->sessions);
+	rp_list_init(&b->waiting);
 	b->o = o;
 	b->rand.s = o->seed ? o->seed : rp_mono_ns();
 	b->size_floor = blast_msg_init(o);

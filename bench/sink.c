@@ -199,6 +199,7 @@ static void loops_start(struct sink *sk)
 		struct sink_loop *sl = &sk->loops[i];
 		sl->sk = sk;
 		sl->index = i;
+		rp_list_init(&sl->sessions);
 		sl->rand.s = sk->opt.seed + i * 0x9e3779b97f4a7c15ull;
 		sl->listeners = xcalloc(sk->opt.nlisten, sizeof(*sl->listeners));
 		for (unsigned k = 0; k < sk->opt.nlisten; k++) {

@@ -90,7 +90,7 @@ struct sink_loop {
 	pthread_t thread;
 	struct loop *loop;
 	struct sink_listener *listeners; /* one per --listen address */
-	struct sink_sess *sessions;      /* every live session (sweep, peaks) */
+	struct rp_list sessions;         /* every live session (sweep, peaks) */
 	unsigned nsessions;
 	struct loop_timer sweep; /* trims idle sessions' buffers */
 	struct bench_rand rand;  /* fault decisions */

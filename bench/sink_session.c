@@ -61,7 +61,7 @@ static const char *const state_names[SK_NSTATES] = {
 struct sink_sess {
 	struct conn conn;
 	struct sink_loop *sl;
-	struct sink_sess *next, *prev;  /* the loop's session list */
+	struct rp_list link;            /* on the loop's session list */
 	struct loop_timer timer;        /* releases held replies */
 	struct buf held;                /* replies not sent yet (delays, --max-rate) */
 	struct hold_seg seg[HOLD_SEGS]; /* when each part of held may leave */
@@ -758,12 +758,7 @@ static void on_released(struct conn *c)
 	struct sink_sess *s = c->owner;
 	struct sink_loop *sl = s->sl;
 	loop_timer_disarm(sl->loop, &s->timer);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		sl->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	rp_list_del(&s->link);
 	sl->nsessions--;
 	if (s->dom != SINK_NO_DOMAIN)
 		sink_domain_leave(sl->sk, s->dom);
@@ -811,10 +806,7 @@ void sink_session_start(struct sink_loop *sl, int fd)
 	s->dom = SINK_NO_DOMAIN;
 	s->state = SK_GREETING;
 	s->last_active_ms = loop_now_ms(sl->loop);
-	s->next = sl->sessions;
-	if (sl->sessions)
-		sl->sessions->prev = s;
-	sl->sessions = s;
+	rp_list_add(&sl->sessions, &s->link);
 	sl->nsessions++;
 	sink_sessions_add(sk, 1);
 	conn_init(&s->conn, sl->loop, &sink_conn_ops, s);
@@ -840,7 +832,10 @@ static void sweep(struct loop_timer *t)
 {
 	struct sink_loop *sl = RP_CONTAINER_OF(t, struct sink_loop, sweep);
 	uint64_t now = loop_now_ms(sl->loop);
-	for (struct sink_sess *s = sl->sessions; s; s = s->next) {
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &sl->sessions)
+	{
+		struct sink_sess *s = rp_list_entry(pos, struct sink_sess, link);
 		if (s->nseg || now - s->last_active_ms < SWEEP_MS || conn_closing(&s->conn))
 			continue;
 		if (s->state != SK_GREETING && s->state != SK_IDLE && s->state != SK_SILENT)

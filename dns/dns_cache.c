@@ -61,28 +61,11 @@ static size_t result_bytes(const struct dns_result *res)
 	return sizeof(*res) + res->nhops * sizeof(struct dns_hop) + names;
 }
 
-static void lru_unlink(struct dns_resolver *r, struct dns_entry *e)
-{
-	if (e->lru_prev)
-		e->lru_prev->lru_next = e->lru_next;
-	else
-		r->lru_head = e->lru_next;
-	if (e->lru_next)
-		e->lru_next->lru_prev = e->lru_prev;
-	else
-		r->lru_tail = e->lru_prev;
-	e->lru_prev = e->lru_next = NULL;
-}
-
+/* lru_front - e is the most recently used entry. */
 static void lru_front(struct dns_resolver *r, struct dns_entry *e)
 {
-	e->lru_next = r->lru_head;
-	e->lru_prev = NULL;
-	if (r->lru_head)
-		r->lru_head->lru_prev = e;
-	r->lru_head = e;
-	if (!r->lru_tail)
-		r->lru_tail = e;
+	rp_list_del(&e->lru);
+	rp_list_add(&r->lru, &e->lru);
 }
 
 static void entry_free(struct dns_resolver *r, struct dns_entry *e)
@@ -91,7 +74,7 @@ static void entry_free(struct dns_resolver *r, struct dns_entry *e)
 	while (*pp != e)
 		pp = &(*pp)->hnext;
 	*pp = e->hnext;
-	lru_unlink(r, e);
+	rp_list_del(&e->lru);
 	if (e->res) {
 		r->st.memory -= result_bytes(e->res);
 		dns_result_unref(e->res);
@@ -105,14 +88,15 @@ static void entry_free(struct dns_resolver *r, struct dns_entry *e)
 /* evict - drop least recently used answers (never a lookup in flight). */
 static void evict(struct dns_resolver *r)
 {
-	struct dns_entry *e = r->lru_tail;
-	while (e && r->nentries > r->cfg.cache_size) {
-		struct dns_entry *prev = e->lru_prev;
+	struct rp_list *pos = r->lru.prev;
+	while (pos != &r->lru && r->nentries > r->cfg.cache_size) {
+		struct rp_list *prev = pos->prev;
+		struct dns_entry *e = rp_list_entry(pos, struct dns_entry, lru);
 		if (!e->pending) {
 			entry_free(r, e);
 			r->st.evictions++;
 		}
-		e = prev;
+		pos = prev;
 	}
 }
 
@@ -138,12 +122,14 @@ void dns_cache_init(struct dns_resolver *r)
 {
 	r->hsize = 1024;
 	r->htab = xcalloc(r->hsize, sizeof(*r->htab));
+	rp_list_init(&r->lru);
 }
 
 void dns_cache_free(struct dns_resolver *r)
 {
-	while (r->lru_head) {
-		struct dns_entry *e = r->lru_head;
+	struct rp_list *first;
+	while ((first = rp_list_first(&r->lru))) {
+		struct dns_entry *e = rp_list_entry(first, struct dns_entry, lru);
 		while (e->waiters) {
 			struct dns_waiter *w = e->waiters;
 			e->waiters = w->next;
@@ -162,7 +148,6 @@ struct dns_entry *dns_cache_get(struct dns_resolver *r, const char *key, bool *s
 	for (struct dns_entry *e = r->htab[h & (r->hsize - 1)]; e; e = e->hnext) {
 		if (e->hash != h || strcmp(e->key, key))
 			continue;
-		lru_unlink(r, e);
 		lru_front(r, e);
 		if (e->pending || rp_mono_ms() < e->res->expires_ms)
 			return e;
@@ -231,7 +216,10 @@ void dns_cache_complete(struct dns_resolver *r, struct dns_entry *e, struct dns_
 
 void dns_forget_waiter(struct dns_resolver *r, dns_cb cb, void *arg)
 {
-	for (struct dns_entry *e = r->lru_head; e; e = e->lru_next) {
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &r->lru)
+	{
+		struct dns_entry *e = rp_list_entry(pos, struct dns_entry, lru);
 		struct dns_waiter **pp = &e->waiters;
 		while (*pp) {
 			if ((*pp)->cb == cb && (*pp)->arg == arg) {

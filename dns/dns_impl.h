@@ -4,8 +4,9 @@
 
 #include <ares.h>
 
-#include "dns.h"
+#include "base/list.h"
 #include "base/loop.h"
+#include "dns.h"
 
 struct dns_waiter {
 	dns_cb cb;
@@ -18,7 +19,7 @@ struct dns_entry {
 	char *key;                   /* "m:" domain (MX) or "a:" host (addresses) */
 	uint32_t hash;
 	struct dns_entry *hnext;     /* hash chain */
-	struct dns_entry *lru_prev, *lru_next; /* most recent at the head */
+	struct rp_list lru;          /* on r->lru, most recent first */
 	struct dns_result *res;      /* NULL while the lookup runs */
 	struct dns_waiter *waiters;  /* callbacks waiting for res */
 	bool pending;
@@ -33,8 +34,7 @@ struct dns_sock {
 	bool polling;         /* a poll request is in flight */
 	bool dead;            /* c-ares closed it: free when nothing is in flight */
 	bool busy;            /* sock_cqe is running on it: it frees, not sock_state */
-	struct dns_sock *next;   /* socks or dead list */
-	struct dns_sock **pprev;
+	struct rp_list link;  /* on r->socks or r->dead */
 };
 
 struct host_query;
@@ -59,8 +59,8 @@ struct dns_resolver {
 	struct dns_config cfg;
 	char *servers;
 	ares_channel ch;
-	struct dns_sock *socks;      /* sockets c-ares has open */
-	struct dns_sock *dead;       /* closed by c-ares, completions outstanding */
+	struct rp_list socks;        /* sockets c-ares has open */
+	struct rp_list dead;         /* closed by c-ares, completions outstanding */
 	struct loop_timer timer;
 	uint64_t rnd;
 	bool destroying;
@@ -73,7 +73,7 @@ struct dns_resolver {
 	/* cache */
 	struct dns_entry **htab;
 	uint32_t hsize, nentries;
-	struct dns_entry *lru_head, *lru_tail;
+	struct rp_list lru;          /* every entry, most recently used first */
 	struct dns_stats st;
 };
 

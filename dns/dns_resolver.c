@@ -62,29 +62,11 @@ static void poll_cancel(struct dns_sock *s)
 	loop_tag(s->r->loop, sqe, &s->io, LOOP_OP_CANCEL);
 }
 
-static void sock_unlink(struct dns_sock *s)
-{
-	*s->pprev = s->next;
-	if (s->next)
-		s->next->pprev = s->pprev;
-	s->next = NULL;
-	s->pprev = NULL;
-}
-
-static void sock_push(struct dns_sock **head, struct dns_sock *s)
-{
-	s->next = *head;
-	if (s->next)
-		s->next->pprev = &s->next;
-	s->pprev = head;
-	*head = s;
-}
-
 static void sock_free(struct dns_sock *s)
 {
 	if (s->io.slot)
 		loop_io_release(s->r->loop, &s->io);
-	sock_unlink(s);
+	rp_list_del(&s->link);
 	free(s);
 }
 
@@ -119,14 +101,21 @@ static void sock_cqe(struct loop_io *io, const struct loop_cqe *c)
 static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 {
 	struct dns_resolver *r = data;
-	struct dns_sock *s = r->socks;
-	while (s && s->fd != fd)
-		s = s->next;
+	struct dns_sock *s = NULL;
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &r->socks)
+	{
+		struct dns_sock *x = rp_list_entry(pos, struct dns_sock, link);
+		if (x->fd == fd) {
+			s = x;
+			break;
+		}
+	}
 	if (!readable && !writable) {
 		if (!s)
 			return;
-		sock_unlink(s); /* c-ares closes fd right after this */
-		sock_push(&r->dead, s);
+		rp_list_del(&s->link); /* c-ares closes fd right after this */
+		rp_list_add(&r->dead, &s->link);
 		s->dead = true;
 		s->want_r = s->want_w = false;
 		if (s->polling)
@@ -139,7 +128,7 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 		s = xcalloc(1, sizeof(*s));
 		s->r = r;
 		s->fd = fd;
-		sock_push(&r->socks, s);
+		rp_list_add(&r->socks, &s->link);
 		loop_io_register(r->loop, &s->io, sock_cqe);
 	}
 	s->want_r = readable;
@@ -533,6 +522,8 @@ struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, ch
 		lib_ready = true;
 	}
 	struct dns_resolver *r = xcalloc(1, sizeof(*r));
+	rp_list_init(&r->socks);
+	rp_list_init(&r->dead);
 	r->loop = loop;
 	r->cfg = *cfg;
 	r->servers = xstrdup(cfg->servers ? cfg->servers : "");
@@ -594,13 +585,16 @@ void dns_free(struct dns_resolver *r)
 	}
 	/* The loop no longer runs: sockets still in flight are simply freed
 	 * with it (no completion can reach them any more). */
-	struct dns_sock **lists[] = {&r->socks, &r->dead};
-	for (size_t i = 0; i < RP_ARRAY_LEN(lists); i++)
-		while (*lists[i]) {
-			struct dns_sock *s = *lists[i];
-			sock_unlink(s);
+	struct rp_list *lists[] = {&r->socks, &r->dead};
+	for (size_t i = 0; i < RP_ARRAY_LEN(lists); i++) {
+		struct rp_list *pos, *tmp;
+		rp_list_foreach_safe(pos, tmp, lists[i])
+		{
+			struct dns_sock *s = rp_list_entry(pos, struct dns_sock, link);
+			rp_list_del(&s->link);
 			free(s);
 		}
+	}
 	dns_cache_free(r);
 	free(r->servers);
 	free(r);

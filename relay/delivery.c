@@ -65,6 +65,8 @@ struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
 	if (!p) {
 		p = xcalloc(1, sizeof(*p));
 		p->key = xstrdup(key);
+		rp_list_init(&p->active);
+		rp_list_init(&p->idle);
 		p->hnext = dl->pool_tab[h];
 		dl->pool_tab[h] = p;
 		dl->npools++;
@@ -96,41 +98,15 @@ void delivery_pool_join(struct delivery_pool *p, struct sched_dest *d)
  * round-robin, so a pool of 10,000 mostly idle domains costs no scan. */
 static void active_add(struct delivery_pool *p, struct delivery_route *rt)
 {
-	if (rt->active)
-		return;
-	rt->active = true;
-	struct delivery_route *h = p->active;
-	if (!h) {
-		rt->active_next = rt->active_prev = rt;
-		p->active = rt;
-		return;
-	}
-	rt->active_next = h; /* at the tail: its turn comes last */
-	rt->active_prev = h->active_prev;
-	h->active_prev->active_next = rt;
-	h->active_prev = rt;
-}
-
-static void active_del(struct delivery_pool *p, struct delivery_route *rt)
-{
-	if (!rt->active)
-		return;
-	rt->active = false;
-	if (rt->active_next == rt) {
-		p->active = NULL;
-	} else {
-		rt->active_prev->active_next = rt->active_next;
-		rt->active_next->active_prev = rt->active_prev;
-		if (p->active == rt)
-			p->active = rt->active_next;
-	}
-	rt->active_next = rt->active_prev = NULL;
+	if (!rp_list_linked(&rt->active_link))
+		rp_list_add_tail(&p->active, &rt->active_link); /* its turn comes last */
 }
 
 void delivery_pool_leave(struct delivery_pool *p, struct sched_dest *d)
 {
-	if (d->owner)
-		active_del(p, d->owner);
+	struct delivery_route *rt = d->owner;
+	if (rt)
+		rp_list_del(&rt->active_link);
 	for (unsigned i = 0; i < p->nmembers; i++)
 		if (p->members[i] == d) {
 			p->members[i] = p->members[--p->nmembers];
@@ -146,21 +122,22 @@ static struct sched_job *pool_next(struct delivery *dl, struct delivery_pool *po
 	if (dl->stopping)
 		return NULL;
 	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
-	struct delivery_route *rt;
-	while ((rt = pool->active)) {
+	struct rp_list *first;
+	while ((first = rp_list_first(&pool->active))) {
+		struct delivery_route *rt = rp_list_entry(first, struct delivery_route, active_link);
 		if (mono >= rt->expires_ms) {
 			/* Its answer has expired: its kick looks it up again
 			 * before it sends more mail anywhere. */
-			active_del(pool, rt);
+			rp_list_del(&rt->active_link);
 			sched_kick(dl->sched, rt->dest);
 			continue;
 		}
 		struct sched_job *job = sched_job_next(dl->sched, rt->dest, now);
 		if (!job) {
-			active_del(pool, rt);
+			rp_list_del(&rt->active_link);
 			continue;
 		}
-		pool->active = rt->active_next; /* round-robin */
+		rp_list_move_tail(&pool->active, &rt->active_link); /* round-robin */
 		return job;
 	}
 	return NULL;
@@ -170,25 +147,15 @@ static struct sched_job *pool_next(struct delivery *dl, struct delivery_pool *po
 
 static void idle_add(struct delivery_pool *pool, struct delivery_session *ds)
 {
-	rp_assert(!ds->in_idle_list);
-	ds->idle_next = pool->idle;
-	pool->idle = ds;
+	rp_list_add(&pool->idle, &ds->idle_link);
 	pool->nidle++;
-	ds->in_idle_list = true;
 }
 
 static void idle_del(struct delivery_pool *pool, struct delivery_session *ds)
 {
-	if (!ds->in_idle_list)
+	if (!rp_list_linked(&ds->idle_link))
 		return;
-	for (struct delivery_session **pp = &pool->idle; *pp; pp = &(*pp)->idle_next) {
-		if (*pp == ds) {
-			*pp = ds->idle_next;
-			break;
-		}
-	}
-	ds->idle_next = NULL;
-	ds->in_idle_list = false;
+	rp_list_del(&ds->idle_link);
 	pool->nidle--;
 }
 
@@ -215,11 +182,12 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	if (d->nready_jobs)
 		active_add(pool, rt);
 	/* Work goes to idle sessions first: connection reuse. */
-	while (pool->idle) {
+	struct rp_list *first;
+	while ((first = rp_list_first(&pool->idle))) {
 		struct sched_job *job = sched_job_next(dl->sched, d, now);
 		if (!job)
 			break;
-		struct delivery_session *ds = pool->idle;
+		struct delivery_session *ds = rp_list_entry(first, struct delivery_session, idle_link);
 		idle_del(pool, ds);
 		smtp_client_give(ds->c, job);
 	}
@@ -354,22 +322,16 @@ static void on_done(struct smtp_client *c, void *arg)
 	pool->nsessions--;
 	pool->used_ms = rp_mono_ms();
 	sched_session_closed(dl->sched, ds->acct);
-	if (ds->prev)
-		ds->prev->next = ds->next;
-	else
-		dl->sessions = ds->next;
-	if (ds->next)
-		ds->next->prev = ds->prev;
+	rp_list_del(&ds->link);
 	dl->nsessions--;
 	free(ds);
 	/* A freed slot in the pool may let another member with work open a
 	 * session. */
-	struct delivery_route *rt = pool->active;
-	if (rt) {
-		do {
-			sched_kick(dl->sched, rt->dest);
-			rt = rt->active_next;
-		} while (rt != pool->active);
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &pool->active)
+	{
+		struct delivery_route *rt = rp_list_entry(pos, struct delivery_route, active_link);
+		sched_kick(dl->sched, rt->dest);
 	}
 	delivery_touch(dl);
 	dl->session_gone(dl->arg);
@@ -417,10 +379,7 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
 		free(ds);
 		return false;
 	}
-	ds->next = dl->sessions;
-	if (dl->sessions)
-		dl->sessions->prev = ds;
-	dl->sessions = ds;
+	rp_list_add(&dl->sessions, &ds->link);
 	dl->nsessions++;
 	pool->nsessions++;
 	delivery_route_of(acct)->nconnecting++;
@@ -441,6 +400,7 @@ struct delivery *delivery_new(const struct delivery_params *p)
 	dl->touch = p->touch;
 	dl->session_gone = p->session_gone;
 	dl->arg = p->arg;
+	rp_list_init(&dl->sessions);
 	return dl;
 }
 
@@ -457,21 +417,19 @@ void delivery_set_config(struct delivery *dl, const struct config *cfg)
 void delivery_stop(struct delivery *dl)
 {
 	dl->stopping = true;
-	struct delivery_session *ds = dl->sessions;
-	while (ds) {
-		struct delivery_session *next = ds->next; /* a quit may free nothing yet */
-		smtp_client_quit(ds->c);
-		ds = next;
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &dl->sessions)
+	{
+		smtp_client_quit(rp_list_entry(pos, struct delivery_session, link)->c);
 	}
 }
 
 void delivery_abort(struct delivery *dl)
 {
-	struct delivery_session *ds = dl->sessions;
-	while (ds) {
-		struct delivery_session *next = ds->next;
-		smtp_client_abort(ds->c);
-		ds = next;
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &dl->sessions)
+	{
+		smtp_client_abort(rp_list_entry(pos, struct delivery_session, link)->c);
 	}
 }
 

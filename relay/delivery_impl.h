@@ -4,6 +4,7 @@
 #ifndef RP_DELIVERY_IMPL_H
 #define RP_DELIVERY_IMPL_H
 
+#include "base/list.h"
 #include "delivery.h"
 #include "smtp_client.h"
 
@@ -22,7 +23,7 @@ struct delivery {
 	bool stopping;                    /* delivery_stop: no new sessions */
 	struct delivery_pool **pool_tab;  /* destinations by next-hop key */
 	uint32_t pool_tab_size, npools;
-	struct delivery_session *sessions; /* every session, for stop and abort */
+	struct rp_list sessions;          /* every session, for stop and abort */
 	unsigned nsessions;
 };
 
@@ -34,10 +35,10 @@ struct delivery_pool {
 	uint16_t port;
 	struct sched_dest **members; /* domains routed here */
 	unsigned nmembers, members_cap;
-	struct delivery_route *active; /* members with ready work, a ring: the
-					* next job comes from the head */
+	struct rp_list active;       /* routes of members with ready work, in
+				      * turn: the next job comes from the first */
 	unsigned rr_hop;             /* spreads sessions over equal-preference hops */
-	struct delivery_session *idle; /* idle sessions, most recent first */
+	struct rp_list idle;         /* idle sessions, most recent first */
 	unsigned nidle;
 	unsigned nworking;           /* sessions past EHLO: the destination works */
 	unsigned nsessions;
@@ -52,8 +53,7 @@ struct delivery_route {
 	struct dns_result *res;      /* its current answer (ref) */
 	uint64_t expires_ms;         /* monotonic: resolve again after */
 	unsigned nconnecting;        /* sessions it opened that have no job yet */
-	struct delivery_route *active_next, *active_prev; /* pool->active ring */
-	bool active;
+	struct rp_list active_link;  /* on pool->active while it may have work */
 	bool resolving;
 };
 
@@ -65,10 +65,9 @@ struct delivery_session {
 	struct sched_dest *acct;     /* the domain that opened it (limits, stats) */
 	unsigned hop_start, hop_k;   /* which next hop: rotation and index */
 	bool working;                /* got past EHLO: counted as working */
-	bool in_idle_list;
 	bool closing;                /* takes no more work */
-	struct delivery_session *next, *prev; /* dl->sessions */
-	struct delivery_session *idle_next;   /* pool->idle */
+	struct rp_list link;         /* on dl->sessions */
+	struct rp_list idle_link;    /* on pool->idle while parked */
 };
 
 /* ---- delivery_route.c -------------------------------------------------- */

@@ -23,6 +23,7 @@
 
 #include "base/addr.h"
 #include "base/conn.h"
+#include "base/list.h"
 #include "base/log.h"
 #include "base/msg_header.h"
 #include "base/util.h"
@@ -57,7 +58,7 @@ struct smtpd {
 	void *route_ctx;
 	void (*session_gone)(void *arg);
 	void *arg;
-	struct srv_session *sessions;    /* every session, for shutdown */
+	struct rp_list sessions;         /* every session, for shutdown */
 	unsigned nsessions;
 	uint64_t accepted_sessions;      /* since start */
 	uint64_t messages;               /* messages accepted */
@@ -67,7 +68,7 @@ struct smtpd {
 struct srv_session {
 	struct conn conn;
 	struct smtpd *srv;
-	struct srv_session *next, *prev; /* srv->sessions */
+	struct rp_list link;             /* on srv->sessions */
 	enum srv_state state;
 	struct loop_timer timer;         /* idle timeout */
 	char peer[64];                   /* "[ip]:port" */
@@ -783,12 +784,7 @@ static const struct conn_ops srv_conn_ops = {
 static void srv_free(struct srv_session *s)
 {
 	struct smtpd *srv = s->srv;
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		srv->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	rp_list_del(&s->link);
 	srv->nsessions--;
 	submission_free(&s->sub);
 	buf_free(&s->msg);
@@ -832,10 +828,7 @@ void smtpd_session_start(struct smtpd *srv, int fd)
 	snprintf(s->helo, sizeof(s->helo), "unknown");
 	s->relay_ok = config_net_allowed(cfg, (struct sockaddr *)&ss);
 	s->state = SS_GREETING;
-	s->next = srv->sessions;
-	if (srv->sessions)
-		srv->sessions->prev = s;
-	srv->sessions = s;
+	rp_list_add(&srv->sessions, &s->link);
 	srv->nsessions++;
 	srv->accepted_sessions++;
 	conn_attach(&s->conn, fd);
@@ -853,7 +846,10 @@ void smtpd_shutdown_all(struct smtpd *srv)
 {
 	char buf[300];
 	snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", srv->cfg->hostname);
-	for (struct srv_session *s = srv->sessions; s; s = s->next) {
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &srv->sessions)
+	{
+		struct srv_session *s = rp_list_entry(pos, struct srv_session, link);
 		if (s->released || s->state == SS_CLOSING)
 			continue;
 		if (s->commit_inflight) {
@@ -874,6 +870,7 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	srv->route_ctx = p->route_ctx;
 	srv->session_gone = p->session_gone;
 	srv->arg = p->arg;
+	rp_list_init(&srv->sessions);
 	return srv;
 }
 

@@ -1,6 +1,7 @@
 /* test_loop.c - the io_uring event loop (base/loop.c), run in the test's
- * thread: timers (order, disarm, re-arm, 10 ms resolution), deferred calls,
- * and functions pushed through loop_inbox from other threads.
+ * thread: timers (order, disarm, re-arm, 10 ms resolution, a due timer
+ * disarmed by another's callback), deferred calls, and functions pushed
+ * through loop_inbox from other threads.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -88,6 +89,44 @@ Test(loop, timers)
 	cr_assert_lt(c.fired_at[2] - c.start, 2000);
 	cr_assert_eq(c.fired_at[3], 0, "a disarmed timer never fires");
 	cr_assert_geq(loop_now_ms(c.l), c.fired_at[1] - 1);
+	loop_free(c.l);
+}
+
+/* Two timers due in the same tick: whichever fires first disarms the
+ * other (as a session closing another would), which must then not fire. */
+struct sctx {
+	struct loop *l;
+	struct loop_timer a, b, stop, watchdog;
+	int fired;
+};
+
+static struct sctx *sc;
+
+static void disarm_other(struct loop_timer *t)
+{
+	sc->fired++;
+	loop_timer_disarm(sc->l, t == &sc->a ? &sc->b : &sc->a);
+}
+
+static void stop_now(struct loop_timer *t)
+{
+	(void)t;
+	loop_timer_disarm(sc->l, &sc->watchdog);
+	loop_stop(sc->l);
+}
+
+Test(loop, a_due_timer_disarmed_by_another_does_not_fire)
+{
+	struct sctx c = {0};
+	sc = &c;
+	c.l = new_loop();
+	loop_timer_arm(c.l, &c.watchdog, 5000, watchdog);
+	loop_timer_arm(c.l, &c.a, 20, disarm_other);
+	loop_timer_arm(c.l, &c.b, 20, disarm_other);
+	loop_timer_arm(c.l, &c.stop, 100, stop_now);
+	loop_run(c.l);
+	cr_assert_eq(c.fired, 1, "%d of the two timers fired", c.fired);
+	cr_assert_not(loop_timer_armed(&c.a) || loop_timer_armed(&c.b));
 	loop_free(c.l);
 }
 
