@@ -130,9 +130,12 @@ static void close_now(struct smtp_client *c)
 /* quit - say QUIT and close once the server has answered it (RFC 5321
  * 4.1.1.10), or at T_QUIT_MS. Until then the session keeps its slot: a
  * replacement session must not reach the server while it still holds this
- * one, or the server would see more than max_connections of ours. */
+ * one, or the server would see more than max_connections of ours. Once
+ * only: an owner's callback may already have ended the session. */
 static void quit(struct smtp_client *c)
 {
+	if (c->state == CS_QUIT || c->state == CS_CLOSED)
+		return;
 	tell_closing(c);
 	conn_line(&c->conn, "QUIT");
 	set_state(c, CS_QUIT, T_QUIT_MS);
@@ -715,8 +718,12 @@ void smtp_client_quit(struct smtp_client *c)
 	c->quit_asked = true;
 	switch (c->state) {
 	case CS_IDLE:
-	case CS_READY:
 		quit(c);
+		return;
+	case CS_READY:
+		/* Called from ops->ready or ops->outcome inside client_ready:
+		 * it sees quit_asked when the callback returns, and a job
+		 * handed over in the same call still runs first. */
 		return;
 	case CS_CONNECT:
 	case CS_GREETING:
