@@ -189,7 +189,9 @@ static enum attempt_stage stage_now(const struct smtp_client *c)
 			return STAGE_MAIL;
 		if (c->job && c->reply_index <= c->job->nrcpt)
 			return STAGE_RCPT;
-		return STAGE_DATA;
+		/* BDAT LAST went out with the content: its reply is the
+		 * final one, as on_mail_phase_reply reports it. */
+		return c->use_bdat ? STAGE_CONTENT : STAGE_DATA;
 	case CS_CONTENT:
 		return STAGE_CONTENT;
 	default:
