@@ -130,9 +130,12 @@ static void close_now(struct smtp_client *c)
 /* quit - say QUIT and close once the server has answered it (RFC 5321
  * 4.1.1.10), or at T_QUIT_MS. Until then the session keeps its slot: a
  * replacement session must not reach the server while it still holds this
- * one, or the server would see more than max_connections of ours. */
+ * one, or the server would see more than max_connections of ours. Once
+ * only: an owner's callback may already have ended the session. */
 static void quit(struct smtp_client *c)
 {
+	if (c->state == CS_QUIT || c->state == CS_CLOSED)
+		return;
 	tell_closing(c);
 	conn_line(&c->conn, "QUIT");
 	set_state(c, CS_QUIT, T_QUIT_MS);
@@ -186,7 +189,9 @@ static enum attempt_stage stage_now(const struct smtp_client *c)
 			return STAGE_MAIL;
 		if (c->job && c->reply_index <= c->job->nrcpt)
 			return STAGE_RCPT;
-		return STAGE_DATA;
+		/* BDAT LAST went out with the content: its reply is the
+		 * final one, as on_mail_phase_reply reports it. */
+		return c->use_bdat ? STAGE_CONTENT : STAGE_DATA;
 	case CS_CONTENT:
 		return STAGE_CONTENT;
 	default:
@@ -715,8 +720,12 @@ void smtp_client_quit(struct smtp_client *c)
 	c->quit_asked = true;
 	switch (c->state) {
 	case CS_IDLE:
-	case CS_READY:
 		quit(c);
+		return;
+	case CS_READY:
+		/* Called from ops->ready or ops->outcome inside client_ready:
+		 * it sees quit_asked when the callback returns, and a job
+		 * handed over in the same call still runs first. */
 		return;
 	case CS_CONNECT:
 	case CS_GREETING:

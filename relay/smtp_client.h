@@ -69,7 +69,8 @@ struct smtp_client *smtp_client_open(const struct smtp_client_params *p);
 void smtp_client_give(struct smtp_client *c, struct sched_job *job);
 /* smtp_client_quit - take no more work: an idle session says QUIT now, a
  * busy one after its transaction, one that has not reached its server
- * closes at once. */
+ * closes at once. May be called from ops->ready and ops->outcome: a job
+ * that ready returns in the same call still runs, then QUIT. */
 void smtp_client_quit(struct smtp_client *c);
 /* smtp_client_abort - close now; a job in hand is reported abandoned. */
 void smtp_client_abort(struct smtp_client *c);
