@@ -84,6 +84,7 @@ struct smtp_client {
 	unsigned reply_index;         /* which reply comes next: 0 = MAIL,
 				       * 1..n = RCPT, n+1 = DATA/BDAT */
 	unsigned rcpt_ok;             /* RCPTs accepted */
+	bool job_sent;                /* its commands went out (counts in messages) */
 	bool use_bdat;
 	bool rset_pending;            /* an RSET reply precedes MAIL's */
 	bool mail_failed;
@@ -158,7 +159,8 @@ static void finish_job(struct smtp_client *c)
 	struct sched_job *job = c->job;
 	uint64_t now = rp_now_ms();
 	c->job = NULL;
-	c->messages++;
+	if (c->job_sent) /* a job refused locally used no transaction */
+		c->messages++;
 	c->ops->outcome(c, c->arg, job, c->reports, now > c->job_start_ms ? now - c->job_start_ms : 0);
 }
 
@@ -311,6 +313,7 @@ static bool start_transaction(struct smtp_client *c, struct sched_job *job)
 	char text[300];
 	c->job = job;
 	c->job_start_ms = rp_now_ms();
+	c->job_sent = false;
 	if (c->reports_cap < job->nrcpt) {
 		c->reports_cap = job->nrcpt;
 		c->reports = xrealloc(c->reports, c->reports_cap * sizeof(*c->reports));
@@ -334,6 +337,7 @@ static bool start_transaction(struct smtp_client *c, struct sched_job *job)
 		fail_job(c, ATTEMPT_NEEDS_UTF8, STAGE_MAIL, 0, text);
 		return false;
 	}
+	c->job_sent = true;
 	c->use_bdat = c->caps.flags & SMTP_CAP_CHUNKING;
 	c->reply_index = 0;
 	c->rcpt_ok = 0;

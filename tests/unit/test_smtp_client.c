@@ -894,6 +894,37 @@ Test(smtp_client, max_transactions, .timeout = 20)
 	}
 }
 
+/* A job refused here (too big for the server's SIZE) used no transaction:
+ * with max_transactions 2 the session still carries two real ones. */
+Test(smtp_client, a_job_refused_locally_does_not_count, .timeout = 20)
+{
+	static const char *const script[] = {
+		GREETING, "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 CHUNKING\r\n",
+		OK_MAIL,  OK_RCPT,
+		QUEUED,   OK_MAIL,
+		OK_RCPT,  QUEUED,
+		BYE,	  NULL
+	};
+	static const char *const one[] = { "one@b.test" };
+	char big[2000];
+	memset(big, 'x', sizeof(big));
+	memcpy(big + sizeof(big) - 2, "\r\n", 2);
+	struct tc t;
+	tc_init(&t, script, false, false);
+	tc_job(&t, one, 1, big, sizeof(big));
+	tc_job(&t, one, 1, BODY, sizeof(BODY) - 1);
+	tc_job(&t, one, 1, BODY, sizeof(BODY) - 1);
+	tc_open(&t, NULL, 2, 0);
+	tc_run(&t);
+	cr_assert_eq(t.next, 3, "jobs taken: %u (the refused one must not count)", t.next);
+	cr_assert_eq(t.nout, 3);
+	cr_assert_eq(t.reps[0][0].kind, ATTEMPT_TOO_BIG);
+	struct want_rep ok = { ATTEMPT_REPLY, STAGE_CONTENT, 250, false };
+	check_rep(&t.reps[1][0], &ok, 1, 0);
+	check_rep(&t.reps[2][0], &ok, 2, 0);
+	tc_free(&t);
+}
+
 /* An idle session nobody uses says QUIT by itself after idle_ms. */
 Test(smtp_client, idle_time_ends_session, .timeout = 20)
 {
