@@ -12,9 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "dsn.h"
+#include "dsn_emit.h"
 #include "base/log.h"
-#include "base/msg_header.h"
 #include "base/util.h"
 
 enum { R_FREE = 0, R_READY, R_DEFERRED, R_INFLIGHT };
@@ -50,19 +49,6 @@ struct pending_update {
 	size_t resp_off, remote_off;
 };
 
-/* A failed recipient whose DSN is built at the end of the iteration. */
-struct pending_dsn {
-	uint64_t msgid;
-	uint32_t idx;
-	bool smtp;          /* diag is an SMTP reply */
-	char status[16];
-	char diag[400];
-	char remote[80];
-	uint64_t last_ms;
-};
-
-#define DSN_FULL_MAX (10u << 20) /* RET=FULL beyond this returns headers only */
-
 struct sched {
 	struct sched_config cfg;
 	struct sched_ops ops;
@@ -96,9 +82,7 @@ struct sched {
 	struct buf upd_strings;
 
 	uint64_t rnd; /* xorshift state for jitter */
-	struct pending_dsn *dsn;    /* DSNs to build at the end of the iteration */
-	unsigned ndsn, dsn_cap;
-	uint64_t dsns;              /* DSNs stored */
+	struct dsn_emit *dsn;       /* DSNs to build at the end of the iteration */
 	struct stats_hist delivery; /* submit to delivered, seconds */
 	struct stats_hist txn;      /* transaction time, seconds */
 };
@@ -343,141 +327,6 @@ static void update_flush(struct sched *s)
 	spool_request(s->sp, req);
 	s->nupd = 0;
 	buf_reset(&s->upd_strings);
-}
-
-/* ---- DSNs -------------------------------------------------------------- */
-
-struct dsn_rcpt_ctx {
-	struct pending_dsn *p;
-	unsigned n;
-	struct dsn_rcpt *out;
-	unsigned nout;
-	struct buf *strings;  /* addresses copied out of the read transaction */
-	size_t *offs;
-	uint32_t variant;
-};
-
-/* dsn_one - build and store the DSN for p[0..n) (one message). Runs before
- * the iteration's state updates reach the writer, so the body (deleted
- * when the last recipient becomes final) is still there. */
-static void dsn_one(struct sched *s, struct pending_dsn *p, unsigned n)
-{
-	struct spool_msg m;
-	struct spool_rcpt rc;
-	if (!spool_reader_begin(s->reader))
-		return;
-	if (!spool_get_msg(s->reader, p[0].msgid, &m) || (m.flags & MSG_F_BOUNCE) || !m.sender_len) {
-		spool_reader_end(s->reader); /* never bounce a bounce */
-		return;
-	}
-	struct dsn_rcpt r[n];
-	struct buf strings = {0};
-	size_t addr_off[n], orcpt_off[n];
-	unsigned k = 0;
-	uint32_t variant = 0;
-	for (unsigned i = 0; i < n; i++) {
-		if (!spool_get_rcpt(s->reader, p[i].msgid, p[i].idx, &rc))
-			continue;
-		if (rc.notify & NOTIFY_NEVER || (rc.notify && !(rc.notify & NOTIFY_FAILURE)))
-			continue;
-		variant = rc.variant;
-		memset(&r[k], 0, sizeof(r[k]));
-		addr_off[k] = buf_used(&strings);
-		buf_append(&strings, rc.addr, rc.addr_len);
-		r[k].addr_len = rc.addr_len;
-		orcpt_off[k] = buf_used(&strings);
-		buf_append(&strings, rc.orcpt, rc.orcpt_len);
-		r[k].orcpt_len = rc.orcpt_len;
-		r[k].action = "failed";
-		r[k].status = p[i].status;
-		r[k].diag = p[i].diag;
-		r[k].diag_smtp = p[i].smtp;
-		r[k].remote = p[i].remote[0] ? p[i].remote : NULL;
-		r[k].last_attempt_ms = p[i].last_ms;
-		k++;
-	}
-	if (!k) {
-		spool_reader_end(s->reader);
-		buf_free(&strings);
-		return;
-	}
-	struct buf body = {0};
-	bool full = (m.flags & MSG_F_RET_FULL) && m.body_len <= DSN_FULL_MAX;
-	spool_get_body(s->reader, m.id, variant, &body);
-	struct dsn_info info = {
-		.reporting_mta = s->cfg.hostname ? s->cfg.hostname : "localhost",
-		.queue_id = m.id,
-		.envid = m.envid,
-		.envid_len = m.envid_len,
-		.arrival_ms = m.submit_ms,
-		.now_ms = rp_now_ms(),
-		.sender = m.sender,
-		.sender_len = m.sender_len,
-		.rcpts = r,
-		.nrcpts = k,
-		.original = buf_head(&body),
-		.original_len = buf_used(&body),
-		.full = full,
-	};
-	if (!full) {
-		struct msg_header_info hi;
-		msg_header_scan(buf_head(&body), buf_used(&body), &hi);
-		size_t end = hi.end;
-		if (hi.blank_line) /* the header section without its blank line */
-			end -= end >= 2 && buf_head(&body)[end - 2] == '\r' ? 2 : 1;
-		info.original_len = end;
-	}
-	for (unsigned i = 0; i < k; i++) {
-		r[i].addr = buf_head(&strings) + addr_off[i];
-		r[i].orcpt = r[i].orcpt_len ? buf_head(&strings) + orcpt_off[i] : NULL;
-	}
-	/* The bounce mailbox is the DSN's final delivery: it records the
-	 * DSN's null envelope sender (RFC 3464 section 2) the way a final
-	 * delivery does, as Return-Path (RFC 5321 4.4). */
-	struct buf out = {0};
-	buf_puts(&out, "Return-Path: <>\r\n");
-	dsn_build(&info, &out);
-	spool_reader_end(s->reader);
-	/* One allocation: the request, then the message. */
-	struct spool_req *req = xcalloc(1, sizeof(*req) + buf_used(&out));
-	memcpy(req + 1, buf_head(&out), buf_used(&out));
-	req->type = SPOOL_REQ_MBOX_PUT;
-	req->u.mbox.data = (const char *)(req + 1);
-	req->u.mbox.len = buf_used(&out);
-	req->u.mbox.date_ms = info.now_ms;
-	spool_request(s->sp, req);
-	s->dsns++;
-	char id[17];
-	rp_id_format(m.id, id);
-	log_info("dsn id=%s to=<%.*s> recipients=%u status=%s", id, (int)m.sender_len, m.sender, k,
-		 r[0].status);
-	buf_free(&out);
-	buf_free(&body);
-	buf_free(&strings);
-}
-
-static int dsn_cmp(const void *a, const void *b)
-{
-	const struct pending_dsn *x = a, *y = b;
-	if (x->msgid != y->msgid)
-		return x->msgid < y->msgid ? -1 : 1;
-	return x->idx < y->idx ? -1 : x->idx > y->idx;
-}
-
-static void dsn_flush(struct sched *s)
-{
-	if (!s->ndsn)
-		return;
-	qsort(s->dsn, s->ndsn, sizeof(*s->dsn), dsn_cmp);
-	unsigned i = 0;
-	while (i < s->ndsn) {
-		unsigned j = i + 1;
-		while (j < s->ndsn && s->dsn[j].msgid == s->dsn[i].msgid)
-			j++;
-		dsn_one(s, s->dsn + i, j - i);
-		i = j;
-	}
-	s->ndsn = 0;
 }
 
 /* ---- queues ------------------------------------------------------------ */
@@ -873,31 +722,6 @@ static void log_attempt(uint64_t msgid, const char *addr, size_t addr_len, const
 		 (double)duration_ms / 1000.0, reply);
 }
 
-/* dsn_queue - note a failed recipient; its DSN is built in dsn_flush. */
-static void dsn_queue(struct sched *s, const struct sched_rcpt *r, const struct attempt_report *rep,
-		      const struct outcome *oc, const char *remote, uint64_t now)
-{
-	if (s->ndsn == s->dsn_cap) {
-		s->dsn_cap = s->dsn_cap ? s->dsn_cap * 2 : 64;
-		s->dsn = xrealloc(s->dsn, s->dsn_cap * sizeof(*s->dsn));
-	}
-	struct pending_dsn *p = &s->dsn[s->ndsn++];
-	memset(p, 0, sizeof(*p));
-	p->msgid = r->msgid;
-	p->idx = r->idx;
-	p->smtp = rep->kind == ATTEMPT_REPLY;
-	p->last_ms = now;
-	snprintf(p->status, sizeof(p->status), "%s", oc->status);
-	if (!strcmp(oc->status, "4.4.7"))
-		snprintf(p->diag, sizeof(p->diag), "delivery time expired; last error: %s", rep->text);
-	else
-		snprintf(p->diag, sizeof(p->diag), "%s", rep->text);
-	if (!strcmp(oc->status, "4.4.7"))
-		p->smtp = false;
-	if (remote)
-		snprintf(p->remote, sizeof(p->remote), "%s", remote);
-}
-
 /* settle - apply one recipient's outcome: memory, counters, spool. */
 static void settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
 		   const struct attempt_report *rep, const struct outcome *oc, const char *remote,
@@ -922,7 +746,7 @@ static void settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
 		update_queue(s, r, SPOOL_BOUNCED, now, 0, resp, remote);
 		d->n.bounced++;
 		if (!oc->no_dsn)
-			dsn_queue(s, r, rep, oc, remote, now);
+			dsn_emit_queue(s->dsn, r->msgid, r->idx, rep, oc, remote, now);
 		rcpt_free(s, r);
 		return;
 	case OUTCOME_RETRY:
@@ -1392,7 +1216,7 @@ static uint64_t purge(struct sched *s, struct sched_dest *d, uint64_t msgid, boo
 			update_queue(s, f, SPOOL_BOUNCED, now_ms, 0, rep.text, NULL);
 			d->n.bounced++;
 			if (bounce)
-				dsn_queue(s, f, &rep, &oc, NULL, now_ms);
+				dsn_emit_queue(s->dsn, f->msgid, f->idx, &rep, &oc, NULL, now_ms);
 			n++;
 		}
 	return n;
@@ -1443,12 +1267,12 @@ void sched_kick(struct sched *s, struct sched_dest *d)
 
 bool sched_pending_kicks(const struct sched *s)
 {
-	return s->kick_head != NULL || s->nupd != 0 || s->ndsn != 0;
+	return s->kick_head != NULL || s->nupd != 0 || dsn_emit_pending(s->dsn);
 }
 
 void sched_run(struct sched *s)
 {
-	dsn_flush(s); /* before the updates: the bodies must still be there */
+	dsn_emit_flush(s->dsn, s->cfg.hostname); /* before the updates: the bodies must still be there */
 	update_flush(s);
 	struct sched_dest *d = s->kick_head, *last = s->kick_tail;
 	s->kick_head = s->kick_tail = NULL;
@@ -1464,7 +1288,7 @@ void sched_run(struct sched *s)
 	/* The kicks may have failed recipients (a loop, a message too big for
 	 * an idle session): their DSNs need the bodies that their final state
 	 * deletes, so they go first here too. */
-	dsn_flush(s);
+	dsn_emit_flush(s->dsn, s->cfg.hostname);
 	update_flush(s);
 }
 
@@ -1479,6 +1303,7 @@ struct sched *sched_new(const struct sched_config *cfg, const struct sched_ops *
 	s->ctx = ctx;
 	s->sp = sp;
 	s->reader = reader;
+	s->dsn = dsn_emit_new(sp, reader);
 	s->rnd = rp_mono_ns() ^ (uintptr_t)s ^ 0x9e3779b97f4a7c15ull;
 	if (!s->rnd)
 		s->rnd = 1;
@@ -1506,7 +1331,7 @@ void sched_free(struct sched *s)
 {
 	if (!s)
 		return;
-	dsn_flush(s);
+	dsn_emit_flush(s->dsn, s->cfg.hostname);
 	update_flush(s);
 	for (uint32_t i = 0; i < s->hsize; i++) {
 		struct sched_dest *d = s->htab[i];
@@ -1535,7 +1360,7 @@ void sched_free(struct sched *s)
 		free(j);
 	}
 	free(s->upd);
-	free(s->dsn);
+	dsn_emit_free(s->dsn);
 	buf_free(&s->upd_strings);
 	free(s);
 }
