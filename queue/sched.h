@@ -28,21 +28,22 @@
 struct sched;
 struct sched_rcpt;
 
-/* Work per loop iteration is bounded: at most this many due recipients
- * leave the retry heap per tick, and at most this many ready recipients are
- * settled with one destination-level failure per call or tick. */
-#define SCHED_TICK_MAX_DUE 50000
-#define SCHED_SETTLE_MAX   16384
-/* A domain purge goes at SCHED_SETTLE_MAX recipients per tick when dropping
- * and this many when each needs a DSN built. */
-#define SCHED_PURGE_DSN_MAX 1024
+/* Work per loop iteration is bounded: at most SCHED_TICK_MAX_DUE due
+ * recipients leave the retry heap per tick. Destination-level failures and
+ * domain purges settle in slices of at most SCHED_SETTLE_MAX units per
+ * call, and per tick for all destinations together: a recipient costs one
+ * unit, or SCHED_SETTLE_DSN_COST when a purge bounces it with a DSN, so
+ * that such a purge goes at SCHED_PURGE_DSN_MAX recipients per tick. */
+#define SCHED_TICK_MAX_DUE    50000
+#define SCHED_SETTLE_MAX      16384
+#define SCHED_PURGE_DSN_MAX   1024
+#define SCHED_SETTLE_DSN_COST (SCHED_SETTLE_MAX / SCHED_PURGE_DSN_MAX)
 /* A destination no session has reached yet gets at most this many
  * concurrent sessions (connecting ones included) until one reaches its
  * server: 100 parallel connects to a host that turns out to be down or to
  * throttle strangers help nobody. Then max_connections applies. */
 #define SCHED_INITIAL_CONNECTIONS 5
-struct sched_settle;
-struct sched_purge;
+struct sched_slice;
 
 struct sched_limits {
 	uint32_t max_connections;   /* concurrent sessions to the destination */
@@ -75,12 +76,8 @@ struct sched_dest {
 	bool slot_waiting; /* on the global-slot wait list */
 	bool slot_granted; /* a freed shard-wide slot is kept for it */
 	struct sched_dest *slot_next;
-	struct sched_settle *settle; /* ready recipients still to settle with
-	                              * one shared report (sched_tick) */
-	struct sched_dest *settle_next;
-	struct sched_purge *purge; /* recipients being purged in slices
-	                            * (sched_tick), counted as queued */
-	struct sched_dest *purge_next;
+	struct sched_slice *slice; /* failure or purge settling in slices */
+	struct sched_dest *slice_next;
 	void *owner; /* the relay's connection pool */
 };
 
@@ -190,7 +187,8 @@ uint64_t sched_dest_retry(struct sched *s, struct sched_dest *d, uint64_t now_ms
 void sched_dest_suspend(struct sched *s, struct sched_dest *d, bool on);
 /* sched_dest_purge - every waiting recipient of d (and the in-flight ones,
  * whatever their attempt says) becomes final: bounced with a DSN when
- * bounce, dropped silently otherwise. Returns how many. */
+ * bounce, dropped silently otherwise. Returns how many: final at once,
+ * though a big domain's records follow in slices (sched_tick). */
 uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, uint64_t now_ms);
 
 /* sched_msg_purge - like sched_dest_purge for the recipients of one
@@ -198,8 +196,9 @@ uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, ui
 uint64_t sched_msg_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
                          uint64_t now_ms);
 
-/* sched_tick - move due retries to ready queues, end expired holds, refill
- * rate buckets; call often (every 10-100 ms). */
+/* sched_tick - settle the next slices of failures and purges, move due
+ * retries to ready queues, end expired holds, refill rate buckets; call
+ * often (every 10-100 ms). */
 void sched_tick(struct sched *s, uint64_t now_ms);
 /* sched_kick - ask for ops->kick on d at the next sched_run. */
 void sched_kick(struct sched *s, struct sched_dest *d);

@@ -5,8 +5,9 @@
  *
  * Invariants (every part keeps them):
  * - A waiting recipient is in exactly one place: its destination's ready
- *   FIFO (R_READY), the retry heap (R_DEFERRED) or a job (R_INFLIGHT); the
- *   destination's counters match.
+ *   FIFO (R_READY), the retry heap (R_DEFERRED), a job (R_INFLIGHT) or the
+ *   purge list of its destination's slice (R_PURGING, counted as queued);
+ *   the destination's counters match.
  * - Spool updates are collected during an iteration and sent as one request
  *   in sched_run, after the iteration's DSNs are built.
  */
@@ -18,7 +19,7 @@
 struct dsn_emit;
 
 /* Where a recipient is (struct sched_rcpt.where). */
-enum { R_FREE = 0, R_READY, R_DEFERRED, R_INFLIGHT };
+enum { R_FREE = 0, R_READY, R_DEFERRED, R_INFLIGHT, R_PURGING };
 /* Recipient flags: RF_OWN_BODY: a job of its own (its own body variant);
  * RF_PURGED: final already (purged, or gone from the spool): the outcome
  * of the attempt in flight is ignored and the record freed. */
@@ -71,10 +72,10 @@ struct sched {
 	uint64_t nslabs, live_rcpts;
 
 	struct sched_dest *kick_head, *kick_tail;
-	struct sched_dest *wait_head;             /* held or rate-limited */
-	struct sched_dest *slot_head, *slot_tail; /* waiting for a shard-wide slot */
-	struct sched_dest *settle_head;           /* with ready recipients to settle */
-	struct sched_dest *purge_head;            /* with a domain purge going on */
+	struct sched_dest *wait_head;               /* held or rate-limited */
+	struct sched_dest *slot_head, *slot_tail;   /* waiting for a shard-wide slot */
+	struct sched_dest *slice_head, *slice_tail; /* with recipients to settle in slices */
+	uint32_t nslices;
 	uint32_t sessions;
 	uint32_t slot_grants; /* free slots kept for a waiter */
 
@@ -170,18 +171,21 @@ void sched_settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
                   const struct attempt_report *rep, const struct outcome *oc, const char *remote,
                   uint64_t now);
 /* sched_settle_failed - settle d's ready recipients with one
- * destination-level report, the rest in the next ticks; until_hold: no
- * retry before d's back-off ends. */
+ * destination-level report: SCHED_SETTLE_MAX now, the rest in the next
+ * ticks (d takes no session meanwhile); until_hold: no retry before d's
+ * back-off ends. */
 void sched_settle_failed(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
                          const char *remote, uint64_t now, bool until_hold);
-/* sched_settle_tick - go on with the slices of failures and purges. */
+/* sched_settle_tick - the next slices of failures and purges, within one
+ * budget of SCHED_SETTLE_MAX units for all destinations. */
 void sched_settle_tick(struct sched *s, uint64_t now);
 /* sched_settle_blocks - whether d settles a failure (no session, no job). */
 bool sched_settle_blocks(const struct sched_dest *d);
 /* sched_settle_free - free d's settling state (sched_free). */
 void sched_settle_free(struct sched_dest *d);
 /* sched_purge - d's recipients (of msgid, or all when 0) become final:
- * bounced with a DSN, or dropped. Returns how many. */
+ * bounced with a DSN, or dropped. Returns how many; a domain purge settles
+ * a first slice now and the rest in the next ticks. */
 uint64_t sched_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
                      uint64_t now);
 

@@ -1,8 +1,9 @@
 /* sched_settle.c - settling recipients: outcomes, destination failures, purges.
  *
  * Applies a decided outcome to a recipient (memory, counters, spool, DSN).
- * A destination-level failure and a domain purge may concern a million
- * recipients: they are settled in slices, the rest in the next ticks.
+ * A destination-level failure or a domain purge may concern a million
+ * recipients: both go through the destination's slice, SCHED_SETTLE_MAX
+ * units per call and per tick for all destinations together (sched.h).
  */
 #include "sched_impl.h"
 
@@ -13,20 +14,24 @@
 #include "base/log.h"
 #include "base/util.h"
 
-/* A destination-level report that d's ready recipients still have to be
- * settled with: more of them than one loop iteration should handle. */
-struct sched_settle {
-	struct attempt_report rep;
+/* A destination's recipients still to settle, a slice per call or tick.
+ * Two kinds of work, kept apart:
+ * - a domain purge: the recipients it took (its list, R_PURGING, counted
+ *   as queued), final as the latest purge says: bounced or dropped;
+ * - a destination-level failure: d's ready FIFO itself, each recipient
+ *   decided with the failure's report (retry or bounce); meanwhile d
+ *   takes no session and gives no job.
+ * A failure never reaches the purge's list, so it never turns a purged
+ * recipient into a retry; mail queued after a purge is not part of it. */
+struct sched_slice {
+	struct sched_rcpt *purge_head, *purge_tail; /* the purge's, in order */
+	struct attempt_report purge_rep;            /* the latest purge's */
+	struct outcome purge_oc;
+	bool failing;                   /* d's ready FIFO settles with fail_rep */
+	bool until_hold;                /* no retry before d's back-off ends */
+	bool has_remote;                /* the failure named a relay */
+	struct attempt_report fail_rep; /* the latest failure's */
 	char remote[256];
-	bool has_remote;
-	bool until_hold;
-};
-
-/* A domain purge in progress: the recipients still to settle, and how. */
-struct sched_purge {
-	struct attempt_report rep;
-	struct outcome oc;
-	struct sched_rcpt *head, *tail;
 };
 
 /* sched_settle - apply one recipient's outcome: memory, counters, spool. */
@@ -69,26 +74,57 @@ void sched_settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
 	}
 }
 
-/* settle_unlist - d's failure is settled: off the list. */
-static void settle_unlist(struct sched *s, struct sched_dest *d)
+/* ---- slices ------------------------------------------------------------ */
+
+/* slice_get - d's slice; a new one joins the tail of the list. */
+static struct sched_slice *slice_get(struct sched *s, struct sched_dest *d)
 {
-	struct sched_dest **pp = &s->settle_head;
-	while (*pp != d)
-		pp = &(*pp)->settle_next;
-	*pp = d->settle_next;
-	d->settle_next = NULL;
-	free(d->settle);
-	d->settle = NULL;
+	if (d->slice)
+		return d->slice;
+	d->slice = xcalloc(1, sizeof(*d->slice));
+	d->slice_next = NULL;
+	if (s->slice_tail)
+		s->slice_tail->slice_next = d;
+	else
+		s->slice_head = d;
+	s->slice_tail = d;
+	s->nslices++;
+	return d->slice;
 }
 
-/* settle_ready - d's ready recipients share one destination-level report
- * (connect refused, NXDOMAIN, ...): decide, log and settle each, at most
- * max of them. The rest wait for sched_tick (settle_slices), which goes on
- * with the same report; d takes no new session until then. Returns how
- * many were settled. The addresses come from the spool, for the log. */
-static unsigned settle_ready(struct sched *s, struct sched_dest *d,
-                             const struct attempt_report *rep, const char *remote, uint64_t now,
-                             bool until_hold, unsigned max)
+/* slice_unlink - d leaves the list (a walk: few destinations are on it). */
+static void slice_unlink(struct sched *s, struct sched_dest *d)
+{
+	struct sched_dest **pp = &s->slice_head, *prev = NULL;
+	while (*pp != d) {
+		prev = *pp;
+		pp = &(*pp)->slice_next;
+	}
+	*pp = d->slice_next;
+	if (s->slice_tail == d)
+		s->slice_tail = prev;
+	d->slice_next = NULL;
+	s->nslices--;
+}
+
+/* slice_end - free d's slice when neither kind of work is left. */
+static void slice_end(struct sched *s, struct sched_dest *d)
+{
+	struct sched_slice *sl = d->slice;
+	if (!sl || sl->failing || sl->purge_head)
+		return;
+	slice_unlink(s, d);
+	free(sl);
+	d->slice = NULL;
+}
+
+/* settle_failed_some - d's ready recipients share one destination-level
+ * report (connect refused, NXDOMAIN, ...): decide, log and settle each, at
+ * most max of them (a unit each). Returns how many. The addresses come
+ * from the spool, for the log. */
+static unsigned settle_failed_some(struct sched *s, struct sched_dest *d,
+                                   const struct attempt_report *rep, const char *remote,
+                                   bool until_hold, unsigned max, uint64_t now)
 {
 	bool reading = false;
 	/* One jitter for all: recipients that were tried as often retry
@@ -128,132 +164,123 @@ static unsigned settle_ready(struct sched *s, struct sched_dest *d,
 		d->ready_tail = NULL;
 		d->tail_group = 0;
 		d->nready_jobs = 0;
-		if (d->settle)
-			settle_unlist(s, d);
-		return n;
+	} else {
+		d->nready_jobs = d->nready_jobs > groups ? d->nready_jobs - groups : 1;
 	}
-	d->nready_jobs = d->nready_jobs > groups ? d->nready_jobs - groups : 1;
-	if (!d->settle) {
-		d->settle = xcalloc(1, sizeof(*d->settle));
-		d->settle_next = s->settle_head;
-		s->settle_head = d;
-	}
-	if (rep != &d->settle->rep) /* a newer report applies to the rest */
-		d->settle->rep = *rep;
-	d->settle->has_remote = remote != NULL;
-	if (remote && remote != d->settle->remote)
-		snprintf(d->settle->remote, sizeof(d->settle->remote), "%s", remote);
-	d->settle->until_hold = until_hold;
 	return n;
 }
 
-/* sched_settle_failed - settle d's ready recipients with rep, at most
- * SCHED_SETTLE_MAX now. */
+/* settle_purged_some - settle the purge's recipients as the latest purge
+ * says, within budget units. Returns the units used. */
+static unsigned settle_purged_some(struct sched *s, struct sched_dest *d, unsigned budget,
+                                   uint64_t now)
+{
+	struct sched_slice *sl = d->slice;
+	unsigned cost = sl->purge_oc.no_dsn ? 1 : SCHED_SETTLE_DSN_COST;
+	unsigned used = 0;
+	while (sl->purge_head && used + cost <= budget) {
+		struct sched_rcpt *r = sl->purge_head;
+		sl->purge_head = r->next;
+		r->next = NULL;
+		d->n.queued--;
+		used += cost;
+		sched_settle(s, d, r, &sl->purge_rep, &sl->purge_oc, NULL, now);
+	}
+	if (!sl->purge_head)
+		sl->purge_tail = NULL;
+	return used;
+}
+
+/* sched_settle_failed - d's ready recipients settle with rep: a first
+ * slice now, the rest in the next ticks with the same report (or a newer
+ * one: the latest failure applies to the rest). */
 void sched_settle_failed(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
                          const char *remote, uint64_t now, bool until_hold)
 {
-	settle_ready(s, d, rep, remote, now, until_hold, SCHED_SETTLE_MAX);
+	settle_failed_some(s, d, rep, remote, until_hold, SCHED_SETTLE_MAX, now);
+	if (!d->ready_head) {
+		if (d->slice) {
+			d->slice->failing = false;
+			slice_end(s, d);
+		}
+		return;
+	}
+	struct sched_slice *sl = slice_get(s, d);
+	sl->failing = true;
+	sl->fail_rep = *rep;
+	sl->has_remote = remote != NULL;
+	snprintf(sl->remote, sizeof(sl->remote), "%s", remote ? remote : "");
+	sl->until_hold = until_hold;
 }
 
-/* settle_slices - go on settling, SCHED_SETTLE_MAX recipients per tick. */
-static void settle_slices(struct sched *s, uint64_t now)
+/* slice_run - the next slice of d's work within budget units: the failure
+ * first (d takes no session until it is settled), then the purge. Returns
+ * the units used; the slice ends when nothing is left. */
+static unsigned slice_run(struct sched *s, struct sched_dest *d, unsigned budget, uint64_t now)
+{
+	struct sched_slice *sl = d->slice;
+	unsigned used = 0;
+	if (sl->failing) {
+		used = settle_failed_some(s, d, &sl->fail_rep, sl->has_remote ? sl->remote : NULL,
+		                          sl->until_hold, budget, now);
+		if (!d->ready_head)
+			sl->failing = false;
+	}
+	used += settle_purged_some(s, d, budget - used, now);
+	slice_end(s, d);
+	return used;
+}
+
+/* sched_settle_tick - SCHED_SETTLE_MAX units per tick over all slices,
+ * round robin: a destination that still has work after its turn goes
+ * behind the others, so one huge purge does not hold up a small failure. */
+void sched_settle_tick(struct sched *s, uint64_t now)
 {
 	unsigned budget = SCHED_SETTLE_MAX;
-	struct sched_dest *d = s->settle_head;
-	while (d && budget) {
-		struct sched_dest *next = d->settle_next;
-		struct sched_settle *st = d->settle;
-		budget -= settle_ready(s, d, &st->rep, st->has_remote ? st->remote : NULL, now,
-		                       st->until_hold, budget);
-		d = next;
+	for (uint32_t turns = s->nslices; turns && budget && s->slice_head; turns--) {
+		struct sched_dest *d = s->slice_head;
+		budget -= slice_run(s, d, budget, now);
+		if (d->slice && s->slice_tail != d) { /* to the back */
+			slice_unlink(s, d);
+			d->slice_next = NULL;
+			s->slice_tail->slice_next = d;
+			s->slice_tail = d;
+			s->nslices++;
+		}
 	}
 }
 
 /* sched_settle_blocks - d settles a failure: no session, no job. */
 bool sched_settle_blocks(const struct sched_dest *d)
 {
-	return d->settle != NULL;
+	return d->slice && d->slice->failing;
 }
 
-/* sched_settle_free - free what d's slices hold (its recipients are the
- * slabs'). */
+/* sched_settle_free - free d's slice (its recipients are the slabs'). */
 void sched_settle_free(struct sched_dest *d)
 {
-	free(d->settle);
-	free(d->purge);
-	d->settle = NULL;
-	d->purge = NULL;
+	free(d->slice);
+	d->slice = NULL;
 }
 
 /* ---- purges ------------------------------------------------------------ */
 
-/* purge_some - settle at most max of d's purged recipients; the purge ends
- * when none is left. */
-static void purge_some(struct sched *s, struct sched_dest *d, unsigned max, uint64_t now)
-{
-	struct sched_purge *p = d->purge;
-	unsigned n = 0;
-	while (p->head && n < max) {
-		struct sched_rcpt *r = p->head;
-		p->head = r->next;
-		r->next = NULL;
-		d->n.queued--;
-		n++;
-		sched_settle(s, d, r, &p->rep, &p->oc, NULL, now);
-	}
-	if (p->head)
-		return;
-	struct sched_dest **pp = &s->purge_head;
-	while (*pp != d)
-		pp = &(*pp)->purge_next;
-	*pp = d->purge_next;
-	d->purge_next = NULL;
-	free(p);
-	d->purge = NULL;
-}
-
-/* purge_slices - go on with the domain purges, one slice each per tick. */
-static void purge_slices(struct sched *s, uint64_t now)
-{
-	struct sched_dest *d = s->purge_head;
-	while (d) {
-		struct sched_dest *next = d->purge_next;
-		purge_some(s, d, d->purge->oc.no_dsn ? SCHED_SETTLE_MAX : SCHED_PURGE_DSN_MAX, now);
-		d = next;
-	}
-}
-
-/* sched_settle_tick - the next slices of failures and purges. */
-void sched_settle_tick(struct sched *s, uint64_t now)
-{
-	settle_slices(s, now);
-	purge_slices(s, now);
-}
-
 /* purge_domain - all of d's queued and deferred recipients go onto its
- * purge list at once (O(heap)) and are settled from there in slices: a
- * million of them, each with a DSN to build, must not stall the loop. */
+ * slice's purge list at once (O(heap)) and are settled from there, a
+ * first slice now and the rest in the next ticks: a million of them, each
+ * with a DSN to build, must not stall the loop. */
 static uint64_t purge_domain(struct sched *s, struct sched_dest *d,
                              const struct attempt_report *rep, const struct outcome *oc,
                              uint64_t now)
 {
-	struct sched_purge *p = d->purge;
-	if (!p) {
-		p = d->purge = xcalloc(1, sizeof(*p));
-		d->purge_next = s->purge_head;
-		s->purge_head = d;
-	}
+	struct sched_slice *sl = slice_get(s, d);
 	/* The latest purge decides (bounce or drop) for every one waiting. */
-	p->rep = *rep;
-	p->oc = *oc;
+	sl->purge_rep = *rep;
+	sl->purge_oc = *oc;
 	struct sched_rcpt *head = NULL, *tail = NULL;
 	uint64_t n = sched_heap_extract(s, d, &head, &tail);
 	d->n.deferred -= n;
 	d->n.queued += n;
-	for (struct sched_rcpt *r = head; r; r = r->next)
-		r->where = R_READY;
-	for (struct sched_rcpt *r = d->ready_head; r; r = r->next)
-		n++;
 	if (d->ready_head) { /* the ready FIFO moves over whole */
 		if (tail)
 			tail->next = d->ready_head;
@@ -264,14 +291,20 @@ static uint64_t purge_domain(struct sched *s, struct sched_dest *d,
 		d->tail_group = 0;
 		d->nready_jobs = 0;
 	}
-	if (head) {
-		if (p->tail)
-			p->tail->next = head;
-		else
-			p->head = head;
-		p->tail = tail;
+	n = 0;
+	for (struct sched_rcpt *r = head; r; r = r->next) {
+		r->where = R_PURGING;
+		n++;
 	}
-	purge_some(s, d, oc->no_dsn ? SCHED_SETTLE_MAX : SCHED_PURGE_DSN_MAX, now);
+	if (head) {
+		if (sl->purge_tail)
+			sl->purge_tail->next = head;
+		else
+			sl->purge_head = head;
+		sl->purge_tail = tail;
+	}
+	settle_purged_some(s, d, SCHED_SETTLE_MAX, now);
+	slice_end(s, d);
 	return n;
 }
 
