@@ -28,60 +28,57 @@
 struct sched;
 struct sched_rcpt;
 
-/* Work per loop iteration is bounded: at most this many due recipients
- * leave the retry heap per tick, and at most this many ready recipients are
- * settled with one destination-level failure per call or tick. */
-#define SCHED_TICK_MAX_DUE 50000
-#define SCHED_SETTLE_MAX 16384
-/* A domain purge goes at SCHED_SETTLE_MAX recipients per tick when dropping
- * and this many when each needs a DSN built. */
-#define SCHED_PURGE_DSN_MAX 1024
+/* Work per loop iteration is bounded: at most SCHED_TICK_MAX_DUE due
+ * recipients leave the retry heap per tick. Destination-level failures and
+ * domain purges settle in slices of at most SCHED_SETTLE_MAX units per
+ * call, and per tick for all destinations together: a recipient costs one
+ * unit, or SCHED_SETTLE_DSN_COST when a purge bounces it with a DSN, so
+ * that such a purge goes at SCHED_PURGE_DSN_MAX recipients per tick. */
+#define SCHED_TICK_MAX_DUE    50000
+#define SCHED_SETTLE_MAX      16384
+#define SCHED_PURGE_DSN_MAX   1024
+#define SCHED_SETTLE_DSN_COST (SCHED_SETTLE_MAX / SCHED_PURGE_DSN_MAX)
 /* A destination no session has reached yet gets at most this many
  * concurrent sessions (connecting ones included) until one reaches its
  * server: 100 parallel connects to a host that turns out to be down or to
  * throttle strangers help nobody. Then max_connections applies. */
 #define SCHED_INITIAL_CONNECTIONS 5
-struct sched_settle;
-struct sched_purge;
+struct sched_slice;
 
 struct sched_limits {
-	uint32_t max_connections;    /* concurrent sessions to the destination */
-	uint32_t max_msgs_per_conn;  /* transactions per session */
-	uint32_t max_rcpts_per_msg;  /* RCPTs per transaction */
-	double rate;                 /* messages per second, 0 = unlimited */
+	uint32_t max_connections;   /* concurrent sessions to the destination */
+	uint32_t max_msgs_per_conn; /* transactions per session */
+	uint32_t max_rcpts_per_msg; /* RCPTs per transaction */
+	double rate;                /* messages per second, 0 = unlimited */
 	uint64_t connect_timeout_ms;
 };
 
 struct sched_dest {
-	char *name;                       /* domain, lower-case */
-	struct sched_dest *hnext;         /* hash chain */
-	struct sched_limits lim;          /* from the config (ops->configure) */
-	struct sched_rcpt *ready_head;    /* FIFO of ready recipients */
+	char *name;                    /* domain, lower-case */
+	struct sched_dest *hnext;      /* hash chain */
+	struct sched_limits lim;       /* from the config (ops->configure) */
+	struct sched_rcpt *ready_head; /* FIFO of ready recipients */
 	struct sched_rcpt *ready_tail;
-	uint32_t tail_group;              /* recipients in the tail's message group */
-	uint64_t nready_jobs;             /* estimate of transactions ready */
-	struct stats_counts n;            /* counters */
-	uint32_t fails;                   /* consecutive destination-level failures */
-	bool reached;                     /* a session has reached its server */
-	uint64_t hold_until;              /* unix ms; back-off while in the future */
-	char hold_reason[320];            /* why, for deferred recipients */
-	bool suspended;                   /* administratively held */
-	double tokens;                    /* rate limit token bucket */
-	uint64_t tokens_ms;               /* last refill (unix ms) */
-	bool kick_queued;                 /* on the kick list */
+	uint32_t tail_group;   /* recipients in the tail's message group */
+	uint64_t nready_jobs;  /* estimate of transactions ready */
+	struct stats_counts n; /* counters */
+	uint32_t fails;        /* consecutive destination-level failures */
+	bool reached;          /* a session has reached its server */
+	uint64_t hold_until;   /* unix ms; back-off while in the future */
+	char hold_reason[320]; /* why, for deferred recipients */
+	bool suspended;        /* administratively held */
+	double tokens;         /* rate limit token bucket */
+	uint64_t tokens_ms;    /* last refill (unix ms) */
+	bool kick_queued;      /* on the kick list */
 	struct sched_dest *kick_next;
-	bool waiting;                     /* on the wait list (time or slot) */
+	bool waiting; /* on the wait list (time or slot) */
 	struct sched_dest *wait_next;
-	bool slot_waiting;                /* on the global-slot wait list */
-	bool slot_granted;                /* a freed shard-wide slot is kept for it */
+	bool slot_waiting; /* on the global-slot wait list */
+	bool slot_granted; /* a freed shard-wide slot is kept for it */
 	struct sched_dest *slot_next;
-	struct sched_settle *settle;      /* ready recipients still to settle with
-					   * one shared report (sched_tick) */
-	struct sched_dest *settle_next;
-	struct sched_purge *purge;        /* recipients being purged in slices
-					   * (sched_tick), counted as queued */
-	struct sched_dest *purge_next;
-	void *owner;                      /* the relay's connection pool */
+	struct sched_slice *slice; /* failure or purge settling in slices */
+	struct sched_dest *slice_next;
+	void *owner; /* the relay's connection pool */
 };
 
 /* One recipient of a job, loaded from the spool. */
@@ -100,18 +97,18 @@ struct sched_job_rcpt {
 struct sched_job {
 	struct sched_dest *dest;
 	uint64_t msgid;
-	uint32_t msg_flags;        /* MSG_F_* */
+	uint32_t msg_flags; /* MSG_F_* */
 	uint64_t submit_ms;
-	const char *sender;        /* reverse path ("" = <>) */
+	const char *sender; /* reverse path ("" = <>) */
 	size_t sender_len;
 	const char *envid;
 	size_t envid_len;
-	struct buf body;           /* the message, CRLF lines, not dot-stuffed */
+	struct buf body; /* the message, CRLF lines, not dot-stuffed */
 	unsigned nrcpt;
 	struct sched_job_rcpt *rcpt;
 	unsigned cap;
-	struct buf strings;        /* storage behind sender, envid, addresses */
-	struct sched_job *next;    /* free list */
+	struct buf strings;     /* storage behind sender, envid, addresses */
+	struct sched_job *next; /* free list */
 };
 
 struct sched_ops {
@@ -123,31 +120,31 @@ struct sched_ops {
 
 struct sched_config {
 	struct retry_policy retry;
-	uint32_t max_outbound;  /* sessions of this shard, all destinations */
-	const char *hostname;   /* Reporting-MTA of DSNs (must outlive the config) */
+	uint32_t max_outbound; /* sessions of this shard, all destinations */
+	const char *hostname;  /* Reporting-MTA of DSNs (must outlive the config) */
 };
 
 /* Facts about an attempt, for the delivery log line. */
 struct sched_attempt {
-	const char *remote;    /* "host[ip]:port" */
-	uint64_t duration_ms;  /* connect (if new) to final reply */
+	const char *remote;   /* "host[ip]:port" */
+	uint64_t duration_ms; /* connect (if new) to final reply */
 };
 
 /* A recipient to (re)queue: from a submit or the start-up scan. */
 struct sched_add {
 	uint64_t msgid;
 	uint32_t idx;
-	const char *domain;  /* lower-case */
+	const char *domain; /* lower-case */
 	uint64_t submit_ms;
-	uint64_t next_ms;    /* when deferred; 0 = ready now */
+	uint64_t next_ms; /* when deferred; 0 = ready now */
 	uint16_t attempts;
-	bool own_body;       /* has its own body variant: a job of its own */
+	bool own_body; /* has its own body variant: a job of its own */
 };
 
 /* sched_new - a scheduler reading jobs through reader (owned by caller) and
  * writing state changes to sp. cfg is copied (delays are referenced). */
 struct sched *sched_new(const struct sched_config *cfg, const struct sched_ops *ops, void *ctx,
-			struct spool *sp, struct spool_reader *reader);
+                        struct spool *sp, struct spool_reader *reader);
 /* sched_free - frees destinations and waiting recipients; no job may be out. */
 void sched_free(struct sched *s);
 /* sched_set_config - a reloaded config (retry policy, global limit). */
@@ -174,12 +171,12 @@ struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t
 /* sched_job_done - per-recipient reports (job->nrcpt of them), in order;
  * decides, updates memory and spool, logs, and recycles the job. */
 void sched_job_done(struct sched *s, struct sched_job *job, const struct attempt_report *reps,
-		    const struct sched_attempt *info, uint64_t now_ms);
+                    const struct sched_attempt *info, uint64_t now_ms);
 /* sched_dest_failed - a destination-level failure with no job in hand
  * (connect refused, greeting refused, DNS): back off and defer d's ready
  * recipients with this report. */
 void sched_dest_failed(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
-		       const char *remote, uint64_t now_ms);
+                       const char *remote, uint64_t now_ms);
 /* sched_dest_ok - a session to d worked: reset its failure count. */
 void sched_dest_ok(struct sched *s, struct sched_dest *d);
 
@@ -190,16 +187,18 @@ uint64_t sched_dest_retry(struct sched *s, struct sched_dest *d, uint64_t now_ms
 void sched_dest_suspend(struct sched *s, struct sched_dest *d, bool on);
 /* sched_dest_purge - every waiting recipient of d (and the in-flight ones,
  * whatever their attempt says) becomes final: bounced with a DSN when
- * bounce, dropped silently otherwise. Returns how many. */
+ * bounce, dropped silently otherwise. Returns how many: final at once,
+ * though a big domain's records follow in slices (sched_tick). */
 uint64_t sched_dest_purge(struct sched *s, struct sched_dest *d, bool bounce, uint64_t now_ms);
 
 /* sched_msg_purge - like sched_dest_purge for the recipients of one
  * message that wait for (or are in flight to) d. Returns how many. */
 uint64_t sched_msg_purge(struct sched *s, struct sched_dest *d, uint64_t msgid, bool bounce,
-			 uint64_t now_ms);
+                         uint64_t now_ms);
 
-/* sched_tick - move due retries to ready queues, end expired holds, refill
- * rate buckets; call often (every 10-100 ms). */
+/* sched_tick - settle the next slices of failures and purges, move due
+ * retries to ready queues, end expired holds, refill rate buckets; call
+ * often (every 10-100 ms). */
 void sched_tick(struct sched *s, uint64_t now_ms);
 /* sched_kick - ask for ops->kick on d at the next sched_run. */
 void sched_kick(struct sched *s, struct sched_dest *d);

@@ -1707,3 +1707,89 @@ Test(sched, mail_waiting_behind_a_back_off_is_recorded_deferred)
 	cr_assert_not_null(strstr(st.response, "connection refused"));
 	cr_assert_str_eq(st.remote, "127.0.0.1:9");
 }
+
+Test(sched, a_failure_during_a_purge_leaves_the_purged_final)
+{
+	/* A purge is still settling when the destination fails: the failure
+	 * settles only what is ready (mail queued after the purge); the
+	 * purged recipients stay final, never retries. */
+	enum { NM = 500, NR = 60, N = NM * NR };
+	static uint64_t ids[NM];
+	for (unsigned m = 0; m < NM; m++)
+		ids[m] = queue_new(NR, "big.test");
+	struct sched_dest *d = sched_dest_find(s, "big.test");
+	cr_assert_eq(sched_dest_purge(s, d, false, T0 + 1), N);
+	check_counts("first slice", N - SCHED_SETTLE_MAX, 0, 0, 0, SCHED_SETTLE_MAX);
+	uint64_t late = submit(1, "big.test", T0 + 2);
+	add(late, 0, "big.test", T0 + 2, T0 + 2);
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
+	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0 + 3);
+	check_counts("failed", N - SCHED_SETTLE_MAX, 1, 0, 0, SCHED_SETTLE_MAX);
+	for (unsigned t = 0; d->n.bounced < N; t++) {
+		sched_tick(s, T0 + 4 + t);
+		cr_assert_lt(t, 10);
+	}
+	check_counts("purged", 0, 1, 0, 0, N);
+	flush();
+	struct rstate st = rcpt_state(ids[NM - 1], NR - 1);
+	cr_assert_eq(st.state, SPOOL_BOUNCED);
+	cr_assert_eq(st.attempts, 0, "a purged recipient was counted as tried");
+	st = rcpt_state(late, 0);
+	cr_assert_eq(st.state, SPOOL_DEFERRED);
+	cr_assert_eq(st.attempts, 1);
+}
+
+Test(sched, a_purge_during_a_failure_takes_the_rest)
+{
+	/* A failure is still settling when the domain is purged: the purge
+	 * takes the deferred recipients and the ones the failure has not
+	 * reached yet; all end bounced, none deferred. */
+	enum { NM = 500, NR = 60, N = NM * NR };
+	for (unsigned m = 0; m < NM; m++)
+		queue_new(NR, "big.test");
+	struct sched_dest *d = sched_dest_find(s, "big.test");
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "connection refused");
+	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0);
+	check_counts("first slice", N - SCHED_SETTLE_MAX, SCHED_SETTLE_MAX, 0, 0, 0);
+	cr_assert_eq(sched_dest_purge(s, d, false, T0 + 1), N);
+	for (unsigned t = 0; d->n.bounced < N; t++) {
+		sched_tick(s, T0 + 2 + t);
+		cr_assert_lt(t, 10);
+	}
+	check_counts("purged", 0, 0, 0, 0, N);
+	/* Nothing is left to settle: the destination takes mail again once
+	 * its back-off ends. */
+	uint64_t late = submit(1, "big.test", T0 + 20);
+	add(late, 0, "big.test", d->hold_until, d->hold_until);
+	struct sched_job *j = sched_job_next(s, d, d->hold_until);
+	cr_assert_not_null(j);
+	done_all(j, STAGE_CONTENT, 250, "250", d->hold_until);
+	check_counts("end", 0, 0, 0, 1, N);
+}
+
+Test(sched, slices_share_one_budget_round_robin)
+{
+	/* Two domain purges settle SCHED_SETTLE_MAX recipients per tick
+	 * together, not each; a destination that still has work after its
+	 * turn goes behind the other. */
+	enum { NR = 64, MA = 3 * SCHED_SETTLE_MAX / NR, MB = 2 * SCHED_SETTLE_MAX / NR };
+	for (unsigned m = 0; m < MA; m++)
+		queue_new(NR, "a.test");
+	for (unsigned m = 0; m < MB; m++)
+		queue_new(NR, "b.test");
+	struct sched_dest *a = sched_dest_find(s, "a.test"), *b = sched_dest_find(s, "b.test");
+	cr_assert_eq(sched_dest_purge(s, a, false, T0), MA * NR);
+	cr_assert_eq(sched_dest_purge(s, b, false, T0), MB * NR);
+	cr_assert_eq(a->n.bounced, SCHED_SETTLE_MAX, "a's first slice");
+	cr_assert_eq(b->n.bounced, SCHED_SETTLE_MAX, "b's first slice");
+	sched_tick(s, T0 + 1);
+	cr_assert_eq(a->n.bounced + b->n.bounced, 3 * SCHED_SETTLE_MAX, "one budget per tick");
+	cr_assert_eq(a->n.bounced, 2 * SCHED_SETTLE_MAX, "a's turn");
+	sched_tick(s, T0 + 2);
+	cr_assert_eq(b->n.bounced, MB * NR, "b's turn came before a's next one");
+	cr_assert_eq(a->n.queued, SCHED_SETTLE_MAX);
+	sched_tick(s, T0 + 3);
+	check_counts("purged", 0, 0, 0, 0, (MA + MB) * NR);
+}
