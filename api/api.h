@@ -24,7 +24,7 @@ struct api_session;
 
 /* What the API needs from the config (the daemon builds it; immutable). */
 struct api_config {
-	char **keys;               /* bearer tokens */
+	char **keys; /* bearer tokens */
 	unsigned nkeys;
 	const char *hostname;      /* Message-ID right-hand side */
 	uint64_t max_message_size; /* one message, as built */
@@ -45,20 +45,20 @@ struct api_stats_req {
 
 /* Queue administration, answered like stats (issue: scheduler admin). */
 enum api_admin_op {
-	API_ADMIN_RETRY,   /* retry a domain now */
-	API_ADMIN_SUSPEND, /* hold a domain's mail */
-	API_ADMIN_RESUME,  /* release it */
-	API_ADMIN_PURGE,   /* remove a domain's queued mail */
+	API_ADMIN_RETRY,     /* retry a domain now */
+	API_ADMIN_SUSPEND,   /* hold a domain's mail */
+	API_ADMIN_RESUME,    /* release it */
+	API_ADMIN_PURGE,     /* remove a domain's queued mail */
 	API_ADMIN_PURGE_MSG, /* remove one message's recipients for a domain */
 };
 
 struct api_admin_req {
 	enum api_admin_op op;
 	char domain[256];
-	bool bounce;                /* purge: bounce (DSN) instead of dropping */
-	uint64_t msgid;             /* API_ADMIN_PURGE_MSG: the message */
-	uint64_t affected;          /* recipients affected (filled by the daemon) */
-	bool found;                 /* the domain was known */
+	bool bounce;       /* purge: bounce (DSN) instead of dropping */
+	uint64_t msgid;    /* API_ADMIN_PURGE_MSG: the message */
+	uint64_t affected; /* recipients affected (filled by the daemon) */
+	bool found;        /* the domain was known */
 	void (*done)(struct api_admin_req *req);
 	void *arg;
 };
@@ -75,8 +75,8 @@ struct api_ops {
 /* api_server_new - an API server on loop. spool and reader are the
  * shard's; cfg must outlive it (replace with api_server_set_config). */
 struct api_server *api_server_new(struct loop *loop, struct spool *spool,
-				  struct spool_reader *reader, const struct api_config *cfg,
-				  const struct api_ops *ops, void *ctx);
+                                  struct spool_reader *reader, const struct api_config *cfg,
+                                  const struct api_ops *ops, void *ctx);
 /* api_server_free - every session must be gone. */
 void api_server_free(struct api_server *srv);
 /* api_server_set_config - a reloaded config (old one may be freed after). */

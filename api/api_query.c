@@ -40,7 +40,7 @@ static void iso_time(struct buf *b, uint64_t ms)
  * and find the message. On false the answer (404, 503) has been given and
  * no transaction is open; on true the caller ends it. */
 static bool open_message(struct api_session *s, const char *arg, size_t idlen, uint64_t *id,
-			 struct spool_msg *m)
+                         struct spool_msg *m)
 {
 	struct api_server *srv = s->srv;
 	if (!rp_id_parse(arg, idlen, id)) {
@@ -62,7 +62,7 @@ static bool open_message(struct api_session *s, const char *arg, size_t idlen, u
 struct status_ctx {
 	struct buf *b;
 	const char *id;
-	long only;  /* a single recipient index, or -1 */
+	long only; /* a single recipient index, or -1 */
 	unsigned n;
 };
 
@@ -74,8 +74,9 @@ static bool status_rcpt(const struct spool_rcpt *rc, void *arg)
 	struct buf *b = c->b;
 	buf_puts(b, c->n++ ? ",{\"email\":" : "{\"email\":");
 	http_json_str(b, rc->addr, rc->addr_len);
-	buf_printf(b, ",\"id\":\"%s.%u\",\"state\":\"%s\",\"attempts\":%u,\"last_response\":",
-		   c->id, rc->idx, spool_state_name(rc->state), rc->attempts);
+	buf_printf(b,
+	           ",\"id\":\"%s.%u\",\"state\":\"%s\",\"attempts\":%u,\"last_response\":", c->id,
+	           rc->idx, spool_state_name(rc->state), rc->attempts);
 	if (rc->response_len)
 		http_json_str(b, rc->response, rc->response_len);
 	else
@@ -111,13 +112,13 @@ void api_message_status(struct api_session *s, const char *arg)
 		return;
 	char ids[17];
 	rp_id_format(id, ids);
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_printf(&b, "{\"id\":\"%s\",\"from\":", ids);
 	http_json_str(&b, m.sender, m.sender_len);
 	buf_puts(&b, ",\"submitted\":");
 	iso_time(&b, m.submit_ms);
 	buf_printf(&b, ",\"size\":%llu,\"recipients\":[", (unsigned long long)m.body_len);
-	struct status_ctx c = {.b = &b, .id = ids, .only = only};
+	struct status_ctx c = { .b = &b, .id = ids, .only = only };
 	spool_foreach_rcpt(srv->reader, id, status_rcpt, &c);
 	spool_reader_end(srv->reader);
 	buf_puts(&b, "]}");
@@ -173,9 +174,9 @@ static void purge_answer(struct api_session *s, uint64_t id, bool bounce, uint64
 {
 	char ids[17];
 	rp_id_format(id, ids);
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_printf(&b, "{\"id\":\"%s\",\"action\":\"purge\",\"mode\":\"%s\",\"recipients\":%llu}",
-		   ids, bounce ? "bounce" : "drop", (unsigned long long)affected);
+	           ids, bounce ? "bounce" : "drop", (unsigned long long)affected);
 	http_respond_json(s, 200, &b);
 }
 
@@ -200,7 +201,7 @@ void api_message_purge(struct api_session *s, const char *arg)
 	struct spool_msg m;
 	if (!open_message(s, arg, strlen(arg), &id, &m))
 		return;
-	struct domain_set ds = {0};
+	struct domain_set ds = { 0 };
 	spool_foreach_rcpt(srv->reader, id, collect_domain, &ds);
 	spool_reader_end(srv->reader);
 	char mode[16];
@@ -249,7 +250,7 @@ static void stats_done(struct api_stats_req *req)
 }
 
 static void gather(struct api_session *s,
-		   void (*answer)(struct api_session *s, struct stats_snapshot *snap))
+                   void (*answer)(struct api_session *s, struct stats_snapshot *snap))
 {
 	struct stats_job *j = xcalloc(1, sizeof(*j));
 	j->s = s;
@@ -261,17 +262,18 @@ static void gather(struct api_session *s,
 
 static int domain_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct stats_domain *)a)->name, ((const struct stats_domain *)b)->name);
+	return strcmp(((const struct stats_domain *)a)->name,
+	              ((const struct stats_domain *)b)->name);
 }
 
 static void counts_json(struct buf *b, const struct stats_counts *n)
 {
 	buf_printf(b,
-		   "\"queued\":%llu,\"deferred\":%llu,\"in_flight\":%llu,\"delivered\":%llu,"
-		   "\"bounced\":%llu,\"connections\":%llu",
-		   (unsigned long long)n->queued, (unsigned long long)n->deferred,
-		   (unsigned long long)n->in_flight, (unsigned long long)n->delivered,
-		   (unsigned long long)n->bounced, (unsigned long long)n->connections);
+	           "\"queued\":%llu,\"deferred\":%llu,\"in_flight\":%llu,\"delivered\":%llu,"
+	           "\"bounced\":%llu,\"connections\":%llu",
+	           (unsigned long long)n->queued, (unsigned long long)n->deferred,
+	           (unsigned long long)n->in_flight, (unsigned long long)n->delivered,
+	           (unsigned long long)n->bounced, (unsigned long long)n->connections);
 }
 
 static void domains_json(struct buf *b, struct stats_snapshot *snap)
@@ -285,12 +287,13 @@ static void domains_json(struct buf *b, struct stats_snapshot *snap)
 		http_json_str(b, d->name, strlen(d->name));
 		buf_puts(b, ",");
 		counts_json(b, &d->n);
-		buf_printf(b, ",\"suspended\":%s,\"backoff_until\":", d->suspended ? "true" : "false");
+		buf_printf(b,
+		           ",\"suspended\":%s,\"backoff_until\":", d->suspended ? "true" : "false");
 		iso_time(b, d->hold_until_ms);
 		buf_printf(b,
-			   ",\"limits\":{\"max_connections\":%u,\"max_messages_per_connection\":%u,"
-			   "\"max_recipients_per_message\":%u,\"rate\":%g}",
-			   d->max_connections, d->max_msgs_per_conn, d->max_rcpts_per_msg, d->rate);
+		           ",\"limits\":{\"max_connections\":%u,\"max_messages_per_connection\":%u,"
+		           "\"max_recipients_per_message\":%u,\"rate\":%g}",
+		           d->max_connections, d->max_msgs_per_conn, d->max_rcpts_per_msg, d->rate);
 		buf_puts(b, "}");
 	}
 	buf_puts(b, "]");
@@ -305,26 +308,27 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 {
 	struct spool_usage u;
 	spool_usage(s->srv->spool, &u);
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_puts(&b, "{");
 	counts_json(&b, &snap->total);
+	buf_printf(
+	    &b,
+	    ",\"accepted\":{\"smtp\":%llu,\"api\":%llu},\"rejected\":%llu,"
+	    "\"inbound_connections\":%llu,\"spool\":{\"used_bytes\":%llu,\"file_bytes\":%llu,"
+	    "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s}",
+	    (unsigned long long)snap->accepted_smtp, (unsigned long long)snap->accepted_api,
+	    (unsigned long long)snap->rejected, (unsigned long long)snap->inbound_connections,
+	    (unsigned long long)u.used, (unsigned long long)u.file_size,
+	    (unsigned long long)u.map_size, (unsigned long long)u.disk_free,
+	    spool_accepting(s->srv->spool) ? "true" : "false");
 	buf_printf(&b,
-		   ",\"accepted\":{\"smtp\":%llu,\"api\":%llu},\"rejected\":%llu,"
-		   "\"inbound_connections\":%llu,\"spool\":{\"used_bytes\":%llu,\"file_bytes\":%llu,"
-		   "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s}",
-		   (unsigned long long)snap->accepted_smtp, (unsigned long long)snap->accepted_api,
-		   (unsigned long long)snap->rejected, (unsigned long long)snap->inbound_connections,
-		   (unsigned long long)u.used, (unsigned long long)u.file_size,
-		   (unsigned long long)u.map_size, (unsigned long long)u.disk_free,
-		   spool_accepting(s->srv->spool) ? "true" : "false");
-	buf_printf(&b,
-		   ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
-		   "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
-		   "\"cache_bytes\":%llu},\"domains\":",
-		   (double)snap->loop_max_busy_us / 1000.0, (unsigned long long)snap->dns_lookups,
-		   (unsigned long long)snap->dns_queries, (unsigned long long)snap->dns_hits,
-		   (unsigned long long)snap->dns_shared, (unsigned long long)snap->dns_entries,
-		   (unsigned long long)snap->dns_memory);
+	           ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
+	           "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
+	           "\"cache_bytes\":%llu},\"domains\":",
+	           (double)snap->loop_max_busy_us / 1000.0, (unsigned long long)snap->dns_lookups,
+	           (unsigned long long)snap->dns_queries, (unsigned long long)snap->dns_hits,
+	           (unsigned long long)snap->dns_shared, (unsigned long long)snap->dns_entries,
+	           (unsigned long long)snap->dns_memory);
 	domains_json(&b, snap);
 	/* Each shard has its own pool for a destination: show one per key. */
 	if (snap->ndests) /* qsort's base must not be NULL, even for none */
@@ -361,7 +365,7 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 			p += n + (p[n] == ',');
 		}
 		buf_printf(&b, "],\"domain_count\":%u,\"connections\":%llu,\"max_connections\":%u}",
-			   d->ndomains, (unsigned long long)d->connections, d->max_connections);
+		           d->ndomains, (unsigned long long)d->connections, d->max_connections);
 	}
 	buf_puts(&b, "]}");
 	http_respond_json(s, 200, &b);
@@ -398,17 +402,18 @@ static void prom_head(struct buf *b, const char *name, const char *type, const c
 }
 
 static void prom_hist(struct buf *b, const char *name, const char *help, const struct stats_hist *h,
-		      const double *bounds, unsigned nb)
+                      const double *bounds, unsigned nb)
 {
 	prom_head(b, name, "histogram", help);
 	uint64_t cum = 0;
 	for (unsigned i = 0; i < nb; i++) {
 		cum += h->bucket[i];
-		buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+		buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i],
+		           (unsigned long long)cum);
 	}
 	cum += h->bucket[nb];
 	buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-		   (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->count);
+	           (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->count);
 }
 
 static int domain_volume_cmp(const void *a, const void *b)
@@ -424,7 +429,7 @@ static int domain_volume_cmp(const void *a, const void *b)
 /* per_domain - one counter for the busiest domains and "other" for the rest
  * (bounded cardinality). */
 static void per_domain(struct buf *b, const char *name, const char *type, const char *help,
-		       const struct stats_snapshot *snap, size_t field)
+                       const struct stats_snapshot *snap, size_t field)
 {
 	uint64_t other = 0;
 	prom_head(b, name, type, help);
@@ -448,66 +453,68 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 	spool_usage(s->srv->spool, &u);
 	if (snap->ndomains) /* as in domains_json */
 		qsort(snap->domains, snap->ndomains, sizeof(*snap->domains), domain_volume_cmp);
-	struct buf b = {0};
+	struct buf b = { 0 };
 	const struct stats_counts *t = &snap->total;
 	prom_head(&b, "ringpost_messages_accepted_total", "counter",
-		  "Messages accepted for delivery (durable).");
+	          "Messages accepted for delivery (durable).");
 	buf_printf(&b, "ringpost_messages_accepted_total{source=\"smtp\"} %llu\n",
-		   (unsigned long long)snap->accepted_smtp);
+	           (unsigned long long)snap->accepted_smtp);
 	buf_printf(&b, "ringpost_messages_accepted_total{source=\"api\"} %llu\n",
-		   (unsigned long long)snap->accepted_api);
+	           (unsigned long long)snap->accepted_api);
 	prom_head(&b, "ringpost_messages_rejected_total", "counter",
-		  "Submissions refused at the end of the transaction.");
-	buf_printf(&b, "ringpost_messages_rejected_total %llu\n", (unsigned long long)snap->rejected);
+	          "Submissions refused at the end of the transaction.");
+	buf_printf(&b, "ringpost_messages_rejected_total %llu\n",
+	           (unsigned long long)snap->rejected);
 	per_domain(&b, "ringpost_recipients_delivered_total", "counter",
-		   "Recipients delivered, by destination domain.", snap,
-		   offsetof(struct stats_counts, delivered));
+	           "Recipients delivered, by destination domain.", snap,
+	           offsetof(struct stats_counts, delivered));
 	per_domain(&b, "ringpost_recipients_deferred_total", "counter",
-		   "Deferrals (temporary failures), by destination domain.", snap,
-		   offsetof(struct stats_counts, deferrals));
+	           "Deferrals (temporary failures), by destination domain.", snap,
+	           offsetof(struct stats_counts, deferrals));
 	per_domain(&b, "ringpost_recipients_bounced_total", "counter",
-		   "Recipients bounced, by destination domain.", snap,
-		   offsetof(struct stats_counts, bounced));
+	           "Recipients bounced, by destination domain.", snap,
+	           offsetof(struct stats_counts, bounced));
 	prom_head(&b, "ringpost_queue_recipients", "gauge", "Recipients in the queue, by state.");
 	buf_printf(&b,
-		   "ringpost_queue_recipients{state=\"queued\"} %llu\n"
-		   "ringpost_queue_recipients{state=\"deferred\"} %llu\n"
-		   "ringpost_queue_recipients{state=\"in_flight\"} %llu\n",
-		   (unsigned long long)t->queued, (unsigned long long)t->deferred,
-		   (unsigned long long)t->in_flight);
+	           "ringpost_queue_recipients{state=\"queued\"} %llu\n"
+	           "ringpost_queue_recipients{state=\"deferred\"} %llu\n"
+	           "ringpost_queue_recipients{state=\"in_flight\"} %llu\n",
+	           (unsigned long long)t->queued, (unsigned long long)t->deferred,
+	           (unsigned long long)t->in_flight);
 	prom_head(&b, "ringpost_connections", "gauge", "Open connections, by direction.");
 	buf_printf(&b,
-		   "ringpost_connections{direction=\"outbound\"} %llu\n"
-		   "ringpost_connections{direction=\"inbound\"} %llu\n",
-		   (unsigned long long)t->connections, (unsigned long long)snap->inbound_connections);
+	           "ringpost_connections{direction=\"outbound\"} %llu\n"
+	           "ringpost_connections{direction=\"inbound\"} %llu\n",
+	           (unsigned long long)t->connections,
+	           (unsigned long long)snap->inbound_connections);
 	prom_head(&b, "ringpost_spool_bytes", "gauge", "Spool size in bytes.");
 	buf_printf(&b,
-		   "ringpost_spool_bytes{kind=\"used\"} %llu\n"
-		   "ringpost_spool_bytes{kind=\"file\"} %llu\n"
-		   "ringpost_spool_bytes{kind=\"limit\"} %llu\n",
-		   (unsigned long long)u.used, (unsigned long long)u.file_size,
-		   (unsigned long long)u.map_size);
+	           "ringpost_spool_bytes{kind=\"used\"} %llu\n"
+	           "ringpost_spool_bytes{kind=\"file\"} %llu\n"
+	           "ringpost_spool_bytes{kind=\"limit\"} %llu\n",
+	           (unsigned long long)u.used, (unsigned long long)u.file_size,
+	           (unsigned long long)u.map_size);
 	prom_head(&b, "ringpost_dns_queries_total", "counter", "DNS queries sent.");
 	buf_printf(&b, "ringpost_dns_queries_total %llu\n", (unsigned long long)snap->dns_queries);
 	prom_head(&b, "ringpost_dns_lookups_total", "counter",
-		  "Route lookups, by how they were answered.");
-	buf_printf(&b,
-		   "ringpost_dns_lookups_total{result=\"cache\"} %llu\n"
-		   "ringpost_dns_lookups_total{result=\"shared\"} %llu\n"
-		   "ringpost_dns_lookups_total{result=\"query\"} %llu\n",
-		   (unsigned long long)snap->dns_hits, (unsigned long long)snap->dns_shared,
-		   (unsigned long long)(snap->dns_lookups - RP_MIN(snap->dns_lookups,
-								  snap->dns_hits + snap->dns_shared)));
+	          "Route lookups, by how they were answered.");
+	buf_printf(
+	    &b,
+	    "ringpost_dns_lookups_total{result=\"cache\"} %llu\n"
+	    "ringpost_dns_lookups_total{result=\"shared\"} %llu\n"
+	    "ringpost_dns_lookups_total{result=\"query\"} %llu\n",
+	    (unsigned long long)snap->dns_hits, (unsigned long long)snap->dns_shared,
+	    (unsigned long long)(snap->dns_lookups -
+	                         RP_MIN(snap->dns_lookups, snap->dns_hits + snap->dns_shared)));
 	prom_head(&b, "ringpost_dns_cache_entries", "gauge", "Entries in the DNS caches.");
 	buf_printf(&b, "ringpost_dns_cache_entries %llu\n", (unsigned long long)snap->dns_entries);
 	prom_hist(&b, "ringpost_delivery_latency_seconds",
-		  "Seconds from submission to delivery, per recipient.", &snap->delivery,
-		  stats_delivery_bounds, STATS_DELIVERY_BUCKETS);
-	prom_hist(&b, "ringpost_smtp_transaction_seconds",
-		  "Seconds per outbound SMTP transaction.", &snap->txn, stats_txn_bounds,
-		  STATS_TXN_BUCKETS);
+	          "Seconds from submission to delivery, per recipient.", &snap->delivery,
+	          stats_delivery_bounds, STATS_DELIVERY_BUCKETS);
+	prom_hist(&b, "ringpost_smtp_transaction_seconds", "Seconds per outbound SMTP transaction.",
+	          &snap->txn, stats_txn_bounds, STATS_TXN_BUCKETS);
 	http_respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", buf_head(&b), buf_used(&b),
-		     NULL);
+	             NULL);
 	buf_free(&b);
 }
 
@@ -547,13 +554,13 @@ static void admin_done(struct api_admin_req *req)
 		if (!req->found && req->op != API_ADMIN_SUSPEND) {
 			http_error(s, 404, "not_found", "no queue for domain %s", req->domain);
 		} else {
-			struct buf b = {0};
-			static const char *const names[] = {"retry", "suspend", "resume", "purge",
-							    "purge"};
+			struct buf b = { 0 };
+			static const char *const names[] = { "retry", "suspend", "resume", "purge",
+				                             "purge" };
 			buf_puts(&b, "{\"domain\":");
 			http_json_str(&b, req->domain, strlen(req->domain));
 			buf_printf(&b, ",\"action\":\"%s\",\"recipients\":%llu}", names[req->op],
-				   (unsigned long long)req->affected);
+			           (unsigned long long)req->affected);
 			http_respond_json(s, 200, &b);
 		}
 	}
@@ -567,13 +574,14 @@ void api_queue_admin(struct api_session *s, const char *arg)
 	static const struct {
 		const char *name;
 		enum api_admin_op op;
-	} actions[] = {{"retry", API_ADMIN_RETRY},
-		       {"suspend", API_ADMIN_SUSPEND},
-		       {"resume", API_ADMIN_RESUME},
-		       {"purge", API_ADMIN_PURGE}};
+	} actions[] = { { "retry", API_ADMIN_RETRY },
+		        { "suspend", API_ADMIN_SUSPEND },
+		        { "resume", API_ADMIN_RESUME },
+		        { "purge", API_ADMIN_PURGE } };
 	const char *slash = strrchr(arg, '/');
 	if (!slash || slash == arg || (size_t)(slash - arg) >= 256) {
-		http_error(s, 404, "not_found", "use POST /v1/queue/DOMAIN/retry|suspend|resume|purge");
+		http_error(s, 404, "not_found",
+		           "use POST /v1/queue/DOMAIN/retry|suspend|resume|purge");
 		return;
 	}
 	int op = -1;
@@ -593,7 +601,7 @@ void api_queue_admin(struct api_session *s, const char *arg)
 	for (const char *p = arg; p < slash && dl + 1 < sizeof(domain); p++) {
 		if (*p == '%' && slash - p >= 3 && isxdigit((unsigned char)p[1]) &&
 		    isxdigit((unsigned char)p[2])) {
-			char hx[3] = {p[1], p[2], 0};
+			char hx[3] = { p[1], p[2], 0 };
 			domain[dl++] = (char)strtol(hx, NULL, 16);
 			p += 2;
 		} else {
@@ -635,7 +643,7 @@ static bool bounce_item(const struct spool_mbox_entry *e, void *arg)
 	buf_printf(l->b, "%s{\"uid\":%u,\"date\":", l->n++ ? "," : "", e->uid);
 	iso_time(l->b, e->date_ms);
 	buf_printf(l->b, ",\"size\":%zu,\"seen\":%s,\"subject\":", e->len,
-		   e->flags & MBOX_SEEN ? "true" : "false");
+	           e->flags & MBOX_SEEN ? "true" : "false");
 	http_json_str(l->b, subj ? subj : "", sl);
 	buf_puts(l->b, "}");
 	return true;
@@ -651,9 +659,9 @@ void api_bounce_list(struct api_session *s, const char *arg)
 	}
 	uint32_t uidvalidity, uidnext;
 	spool_mbox_ids(srv->reader, &uidvalidity, &uidnext);
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_printf(&b, "{\"uidvalidity\":%u,\"uidnext\":%u,\"messages\":[", uidvalidity, uidnext);
-	struct bounce_list l = {.b = &b};
+	struct bounce_list l = { .b = &b };
 	spool_mbox_foreach(srv->reader, 1, bounce_item, &l);
 	spool_reader_end(srv->reader);
 	buf_puts(&b, "]}");

@@ -27,20 +27,20 @@
 #define TO_LIST_MAX 10 /* more recipients than this: To: undisclosed-recipients:; */
 
 struct api_rcpt {
-	const char *email;   /* JSON string, lives with the JSON document */
+	const char *email; /* JSON string, lives with the JSON document */
 	size_t len;
-	size_t at;           /* offset of '@' */
-	json_t *vars;        /* recipient vars object or NULL */
+	size_t at;    /* offset of '@' */
+	json_t *vars; /* recipient vars object or NULL */
 };
 
 struct api_msg {
-	struct submission sub;     /* envelope, recipients, prefix, the commit */
-	struct api_submit *req;    /* the request it belongs to */
-	int status;                /* 0 = accepted so far; else its HTTP status */
+	struct submission sub;  /* envelope, recipients, prefix, the commit */
+	struct api_submit *req; /* the request it belongs to */
+	int status;             /* 0 = accepted so far; else its HTTP status */
 	char code[24];
 	char message[320];
-	struct buf body;           /* the shared content (after the prefix) */
-	struct buf *variants;      /* per-recipient bodies, prefix included */
+	struct buf body;      /* the shared content (after the prefix) */
+	struct buf *variants; /* per-recipient bodies, prefix included */
 	struct iovec *viov;
 	struct api_rcpt *to;
 	unsigned nrcpt;
@@ -53,7 +53,7 @@ struct api_submit {
 	unsigned n, pending;
 	struct api_msg *msgs;
 	json_t **objs;                /* the messages' JSON (in doc); NULL
-				       * until the body is parsed */
+	                               * until the body is parsed */
 	unsigned next;                /* the next one to prepare */
 	struct api_submit *work_next; /* srv->work_head list */
 };
@@ -64,7 +64,7 @@ struct api_submit {
 #define API_WORK_SLICE_NS 4000000ull
 
 static void msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
-	RP_PRINTF(4, 5);
+    RP_PRINTF(4, 5);
 static void msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
 {
 	if (m->status)
@@ -96,14 +96,13 @@ static bool split_mailbox(const char *s, const char **addr, size_t *len)
 	return true;
 }
 
-static bool check_address(struct api_msg *m, const char *field, const char *a, size_t n,
-			  size_t *at)
+static bool check_address(struct api_msg *m, const char *field, const char *a, size_t n, size_t *at)
 {
 	enum addr_error e = addr_check(a, n, true, at);
 	if (e == ADDR_OK)
 		return true;
 	msg_error(m, 422, "invalid_address", "%s: '%.*s' is not a valid address (%s)", field,
-		  (int)RP_MIN(n, (size_t)200), a, addr_error_str(e));
+	          (int)RP_MIN(n, (size_t)200), a, addr_error_str(e));
 	return false;
 }
 
@@ -135,7 +134,7 @@ static bool scalar_vars(struct api_msg *m, json_t *vars, const char *where)
 	{
 		if (json_is_object(v) || json_is_array(v)) {
 			msg_error(m, 400, "bad_field", "%s.%s must be a string, number or boolean",
-				  where, k);
+			          where, k);
 			return false;
 		}
 	}
@@ -160,7 +159,8 @@ static bool parse_recipients(struct api_msg *m, json_t *to, uint32_t max)
 		return false;
 	}
 	if (n > max) {
-		msg_error(m, 400, "bad_field", "to has %zu recipients; at most %u are allowed", n, max);
+		msg_error(m, 400, "bad_field", "to has %zu recipients; at most %u are allowed", n,
+		          max);
 		return false;
 	}
 	m->to = xcalloc(n, sizeof(*m->to));
@@ -177,7 +177,8 @@ static bool parse_recipients(struct api_msg *m, json_t *to, uint32_t max)
 			json_object_foreach(e, k, v)
 			{
 				if (strcmp(k, "email") && strcmp(k, "vars")) {
-					msg_error(m, 400, "bad_field", "%s: unknown field '%s'", where, k);
+					msg_error(m, 400, "bad_field", "%s: unknown field '%s'",
+					          where, k);
 					return false;
 				}
 			}
@@ -189,8 +190,8 @@ static bool parse_recipients(struct api_msg *m, json_t *to, uint32_t max)
 				return false;
 		}
 		if (!json_is_string(email)) {
-			msg_error(m, 400, "bad_field", "%s must be an address or {\"email\", \"vars\"}",
-				  where);
+			msg_error(m, 400, "bad_field",
+			          "%s must be an address or {\"email\", \"vars\"}", where);
 			return false;
 		}
 		r->email = json_string_value(email);
@@ -224,9 +225,10 @@ static const char *lookup(void *arg, const char *name, size_t len, size_t *vlen)
 	}
 	if (json_is_integer(v))
 		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "%lld",
-					 (long long)json_integer_value(v));
+		                         (long long)json_integer_value(v));
 	else if (json_is_real(v)) /* %g's 6 digits would print 1234567.89 as 1.23457e+06 */
-		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "%.15g", json_real_value(v));
+		*vlen =
+		    (size_t)snprintf(c->scratch, sizeof(c->scratch), "%.15g", json_real_value(v));
 	else if (json_is_true(v))
 		*vlen = (size_t)snprintf(c->scratch, sizeof(c->scratch), "true");
 	else if (json_is_false(v))
@@ -238,7 +240,7 @@ static const char *lookup(void *arg, const char *name, size_t len, size_t *vlen)
 
 static char *render(const char *s, size_t n, struct lookup_ctx *lc, bool html, size_t *out_len)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	template_render(&b, s, n, lookup, lc, html);
 	*out_len = buf_used(&b);
 	return buf_cstr(&b); /* the buf's storage, freed by the caller */
@@ -247,13 +249,13 @@ static char *render(const char *s, size_t n, struct lookup_ctx *lc, bool html, s
 /* check_size - the message as built against max_message_size; which names
  * the recipient for a per-recipient body ("" for the shared one). */
 static bool check_size(struct api_msg *m, const struct submission *sub,
-		       const struct api_config *cfg, const char *which)
+                       const struct api_config *cfg, const char *which)
 {
 	uint64_t n = submission_size(sub);
 	if (n <= cfg->max_message_size)
 		return true;
 	msg_error(m, 413, "too_large", "the message%s is %llu bytes; the limit is %llu", which,
-		  (unsigned long long)n, (unsigned long long)cfg->max_message_size);
+	          (unsigned long long)n, (unsigned long long)cfg->max_message_size);
 	return false;
 }
 
@@ -262,13 +264,13 @@ static bool check_size(struct api_msg *m, const struct submission *sub,
 struct mime_parts {
 	const char *from, *subject, *text, *html;
 	size_t subj_len, text_len, html_len;
-	json_t *vars;                /* message vars, or NULL */
-	struct mime_header *hv;      /* extra header fields */
+	json_t *vars;           /* message vars, or NULL */
+	struct mime_header *hv; /* extra header fields */
 	unsigned nh;
-	const char *to_override;     /* headers.To */
+	const char *to_override; /* headers.To */
 	struct mime_attachment *att;
 	unsigned natt;
-	struct buf att_data;         /* the decoded attachments */
+	struct buf att_data; /* the decoded attachments */
 };
 
 /* parse_headers - the "headers" object: extra fields, with To apart. */
@@ -286,13 +288,14 @@ static bool parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp
 	json_object_foreach(hdrs, k, v)
 	{
 		if (!mime_header_name_ok(k)) {
-			msg_error(m, 400, "bad_field", "headers: '%s' is not a valid header name", k);
+			msg_error(m, 400, "bad_field", "headers: '%s' is not a valid header name",
+			          k);
 			return false;
 		}
 		if (!json_is_string(v) ||
 		    !mime_header_value_ok(json_string_value(v), json_string_length(v))) {
-			msg_error(m, 400, "bad_field", "headers.%s must be a string without line breaks",
-				  k);
+			msg_error(m, 400, "bad_field",
+			          "headers.%s must be a string without line breaks", k);
 			return false;
 		}
 		if (!strcasecmp(k, "To")) {
@@ -301,12 +304,13 @@ static bool parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp
 		}
 		if (!strcasecmp(k, "Bcc")) {
 			msg_error(m, 400, "bad_field",
-				  "headers.Bcc would be shown to every recipient; put blind copies in to");
+			          "headers.Bcc would be shown to every recipient; put blind copies "
+			          "in to");
 			return false;
 		}
 		if (mime_header_reserved(k)) {
 			msg_error(m, 400, "bad_field",
-				  "headers.%s is set by ringpost; use the message fields", k);
+			          "headers.%s is set by ringpost; use the message fields", k);
 			return false;
 		}
 		mp->hv[mp->nh].name = k;
@@ -337,21 +341,24 @@ static bool parse_attachments(struct api_msg *m, json_t *atts, struct mime_parts
 		if (!json_is_object(a) || !json_is_string(content) || (fn && !json_is_string(fn)) ||
 		    (ct && !json_is_string(ct))) {
 			msg_error(m, 400, "bad_field",
-				  "attachments[%u] needs filename, content_type (strings) and content (base64)",
-				  i);
+			          "attachments[%u] needs filename, content_type (strings) and "
+			          "content (base64)",
+			          i);
 			goto out;
 		}
 		offs[i] = buf_used(&mp->att_data);
 		if (!mime_base64_decode(json_string_value(content), json_string_length(content),
-					&mp->att_data)) {
-			msg_error(m, 400, "bad_field", "attachments[%u].content is not valid base64", i);
+		                        &mp->att_data)) {
+			msg_error(m, 400, "bad_field",
+			          "attachments[%u].content is not valid base64", i);
 			goto out;
 		}
 		mp->att[i].filename = fn ? json_string_value(fn) : NULL;
 		mp->att[i].content_type = ct ? json_string_value(ct) : NULL;
 		if (mp->att[i].filename &&
 		    !mime_header_value_ok(mp->att[i].filename, strlen(mp->att[i].filename))) {
-			msg_error(m, 400, "bad_field", "attachments[%u].filename has a line break", i);
+			msg_error(m, 400, "bad_field", "attachments[%u].filename has a line break",
+			          i);
 			goto out;
 		}
 	}
@@ -385,11 +392,11 @@ static void mime_of(const struct mime_parts *mp, struct mime_message *mm)
 
 /* build_shared - one body for every recipient (no placeholders). */
 static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
-			 const struct api_config *cfg)
+                         const struct api_config *cfg)
 {
 	struct mime_message mm;
 	char mid[64], id[17], err[200];
-	struct buf to = {0};
+	struct buf to = { 0 };
 	mime_of(mp, &mm);
 	rp_id_format(m->sub.id, id);
 	if (mp->to_override) {
@@ -421,7 +428,7 @@ static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
 /* build_variants - each recipient its own body, with its vars rendered
  * into subject, text and html; the prefix is written into each. */
 static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
-			   const struct api_config *cfg)
+                           const struct api_config *cfg)
 {
 	struct mime_message mm;
 	char mid[64], id[17], err[200];
@@ -433,7 +440,7 @@ static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
 	m->variants = xcalloc(m->nrcpt, sizeof(*m->variants));
 	m->viov = xcalloc(m->nrcpt, sizeof(*m->viov));
 	for (unsigned i = 0; i < m->nrcpt; i++) {
-		struct lookup_ctx lc = {.rcpt_vars = m->to[i].vars, .msg_vars = mp->vars};
+		struct lookup_ctx lc = { .rcpt_vars = m->to[i].vars, .msg_vars = mp->vars };
 		size_t sl = 0, tl = 0, hl = 0;
 		char *rs = mp->subject ? render(mp->subject, mp->subj_len, &lc, false, &sl) : NULL;
 		char *rt = mp->text ? render(mp->text, mp->text_len, &lc, false, &tl) : NULL;
@@ -459,8 +466,9 @@ static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
 		}
 		if (buf_used(&m->variants[i]) > cfg->max_message_size) {
 			msg_error(m, 413, "too_large",
-				  "the message for to[%u] is %zu bytes; the limit is %llu", i,
-				  buf_used(&m->variants[i]), (unsigned long long)cfg->max_message_size);
+			          "the message for to[%u] is %zu bytes; the limit is %llu", i,
+			          buf_used(&m->variants[i]),
+			          (unsigned long long)cfg->max_message_size);
 			return false;
 		}
 		m->viov[i].iov_base = buf_head(&m->variants[i]);
@@ -474,7 +482,7 @@ static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
  * per recipient when placeholders are used. */
 static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cfg)
 {
-	struct mime_parts mp = {0};
+	struct mime_parts mp = { 0 };
 	mp.from = opt_string(m, o, "from", NULL);
 	mp.subject = opt_string(m, o, "subject", &mp.subj_len);
 	mp.text = opt_string(m, o, "text", &mp.text_len);
@@ -492,8 +500,8 @@ static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cf
 	    !parse_attachments(m, json_object_get(o, "attachments"), &mp))
 		goto out;
 	bool per_rcpt = (mp.subject && template_has_vars(mp.subject, mp.subj_len)) ||
-			(mp.text && template_has_vars(mp.text, mp.text_len)) ||
-			(mp.html && template_has_vars(mp.html, mp.html_len));
+	                (mp.text && template_has_vars(mp.text, mp.text_len)) ||
+	                (mp.html && template_has_vars(mp.html, mp.html_len));
 	ok = per_rcpt ? build_variants(m, &mp, cfg) : build_shared(m, &mp, cfg);
 out:
 	free(mp.hv);
@@ -505,10 +513,12 @@ out:
 /* build_raw - the caller's own RFC 5322 message. */
 static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg)
 {
-	static const char *const excluded[] = {"subject", "text", "html", "headers", "attachments"};
+	static const char *const excluded[] = { "subject", "text", "html", "headers",
+		                                "attachments" };
 	for (size_t i = 0; i < RP_ARRAY_LEN(excluded); i++)
 		if (json_object_get(o, excluded[i])) {
-			msg_error(m, 400, "bad_field", "raw cannot be combined with %s", excluded[i]);
+			msg_error(m, 400, "bad_field", "raw cannot be combined with %s",
+			          excluded[i]);
 			return false;
 		}
 	size_t len = 0;
@@ -602,8 +612,9 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 	char source[96];
 	snprintf(source, sizeof(source), "key #%d %s", sub->s->req.key_index, sub->s->peer);
 	submission_start(&m->sub, srv->spool, source);
-	struct submit_trace t = {.from = "api", .from_ip = source, .by = cfg->hostname,
-				 .with = "HTTP"};
+	struct submit_trace t = {
+		.from = "api", .from_ip = source, .by = cfg->hostname, .with = "HTTP"
+	};
 	submission_trace(&m->sub, &t);
 	bool built = json_object_get(o, "raw") ? build_raw(m, o, cfg) : build_mime(m, o, cfg);
 	if (!built)
@@ -648,7 +659,7 @@ static void result_json(struct buf *b, const struct api_msg *m)
 static void submit_finish(struct api_submit *sub)
 {
 	struct api_session *s = sub->s;
-	struct buf b = {0};
+	struct buf b = { 0 };
 	if (!s->released) {
 		if (!sub->batch) {
 			struct api_msg *m = &sub->msgs[0];
@@ -696,13 +707,14 @@ static void msg_committed(struct submission *ms, void *arg)
 			const char *sender = submission_sender_addr(ms, &slen);
 			rp_id_format(ms->id, id);
 			log_info("api accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s", id,
-				 (int)slen, sender, m->nrcpt,
-				 (unsigned long long)submission_size(ms), sub->s->peer);
+			         (int)slen, sender, m->nrcpt,
+			         (unsigned long long)submission_size(ms), sub->s->peer);
 		}
 	} else if (st == SPOOL_EFULL) {
 		msg_error(m, 503, "unavailable", "the spool is full; retry later");
 	} else {
-		msg_error(m, 503, "unavailable", "the spool could not store the message; retry later");
+		msg_error(m, 503, "unavailable",
+		          "the spool could not store the message; retry later");
 	}
 	if (m->status)
 		srv->rejected++;
@@ -718,11 +730,11 @@ static bool parse(struct api_submit *sub)
 	/* The body is JSON whatever the Content-Type says: `curl -d` sends
 	 * application/x-www-form-urlencoded, and refusing it helps nobody. */
 	json_error_t je;
-	sub->doc = json_loadb(buf_head(&s->req.body), buf_used(&s->req.body),
-			      JSON_REJECT_DUPLICATES, &je);
+	sub->doc =
+	    json_loadb(buf_head(&s->req.body), buf_used(&s->req.body), JSON_REJECT_DUPLICATES, &je);
 	if (!sub->doc) {
 		http_error(s, 400, "bad_json", "invalid JSON at line %d, column %d: %s", je.line,
-			   je.column, je.text);
+		           je.column, je.text);
 		return false;
 	}
 	if (!sub->batch) {
@@ -743,8 +755,8 @@ static bool parse(struct api_submit *sub)
 		}
 		if (n > s->srv->cfg->max_batch) {
 			http_error(s, 413, "too_large",
-				   "messages has %zu entries; at most %u per batch", n,
-				   s->srv->cfg->max_batch);
+			           "messages has %zu entries; at most %u per batch", n,
+			           s->srv->cfg->max_batch);
 			return false;
 		}
 		sub->n = (unsigned)n;

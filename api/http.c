@@ -67,14 +67,16 @@ static const char *reason(int status)
 }
 
 void http_respond(struct api_session *s, int status, const char *ctype, const char *body,
-		  size_t len, const char *extra_headers)
+                  size_t len, const char *extra_headers)
 {
 	struct buf *out = conn_outbuf(&s->conn);
 	if (conn_closing(&s->conn))
 		return;
-	buf_printf(out, "HTTP/1.1 %d %s\r\nServer: ringpost\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-		   status, reason(status), ctype, len, extra_headers ? extra_headers : "",
-		   s->keep_alive ? "" : "Connection: close\r\n");
+	buf_printf(out,
+	           "HTTP/1.1 %d %s\r\nServer: ringpost\r\nContent-Type: %s\r\nContent-Length: "
+	           "%zu\r\n%s%s\r\n",
+	           status, reason(status), ctype, len, extra_headers ? extra_headers : "",
+	           s->keep_alive ? "" : "Connection: close\r\n");
 	buf_append(out, body, len);
 	conn_flush_soon(&s->conn);
 	s->srv->requests++;
@@ -128,7 +130,7 @@ void http_json_str(struct buf *b, const char *str, size_t n)
 			if (c >= 0x80) {
 				buf_append(b, "\\ufffd", 6);
 			} else {
-				char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+				char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
 				buf_append(b, u, 6);
 			}
 		}
@@ -144,7 +146,7 @@ void http_error(struct api_session *s, int status, const char *code, const char 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":", code);
 	http_json_str(&b, msg, strlen(msg));
 	buf_puts(&b, "}}\n");
@@ -338,24 +340,24 @@ static const http_parser_settings settings = {
 typedef void (*handler_fn)(struct api_session *s, const char *arg);
 
 struct route {
-	const char *path;   /* exact path, or prefix when it ends in '/' */
+	const char *path; /* exact path, or prefix when it ends in '/' */
 	enum http_method method;
 	handler_fn fn;
-	bool public;        /* no key needed */
+	bool public; /* no key needed */
 };
 
 static const struct route routes[] = {
-	{"/v1/messages", HTTP_POST, api_submit_one, false},
-	{"/v1/messages/batch", HTTP_POST, api_submit_batch, false},
-	{"/v1/messages/", HTTP_GET, api_message_status, false},
-	{"/v1/messages/", HTTP_DELETE, api_message_purge, false},
-	{"/v1/stats", HTTP_GET, api_stats, false},
-	{"/metrics", HTTP_GET, api_metrics, false},
-	{"/healthz", HTTP_GET, api_healthz, true},
-	{"/v1/queue", HTTP_GET, api_queue_list, false},
-	{"/v1/queue/", HTTP_POST, api_queue_admin, false},
-	{"/v1/bounces", HTTP_GET, api_bounce_list, false},
-	{"/v1/bounces/", HTTP_GET, api_bounce_get, false},
+	{ "/v1/messages", HTTP_POST, api_submit_one, false },
+	{ "/v1/messages/batch", HTTP_POST, api_submit_batch, false },
+	{ "/v1/messages/", HTTP_GET, api_message_status, false },
+	{ "/v1/messages/", HTTP_DELETE, api_message_purge, false },
+	{ "/v1/stats", HTTP_GET, api_stats, false },
+	{ "/metrics", HTTP_GET, api_metrics, false },
+	{ "/healthz", HTTP_GET, api_healthz, true },
+	{ "/v1/queue", HTTP_GET, api_queue_list, false },
+	{ "/v1/queue/", HTTP_POST, api_queue_admin, false },
+	{ "/v1/bounces", HTTP_GET, api_bounce_list, false },
+	{ "/v1/bounces/", HTTP_GET, api_bounce_get, false },
 };
 
 /* route_match - whether path fits r; *arg is what follows a prefix. */
@@ -405,8 +407,9 @@ static void dispatch(struct api_session *s)
 			snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
 			char body[200];
 			int n = snprintf(body, sizeof(body),
-					 "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"%s is not allowed here; use %s\"}}\n",
-					 http_method_str(r->method), allow);
+			                 "{\"error\":{\"code\":\"method_not_allowed\",\"message\":"
+			                 "\"%s is not allowed here; use %s\"}}\n",
+			                 http_method_str(r->method), allow);
 			http_respond(s, 405, "application/json", body, (size_t)n, extra);
 			return;
 		}
@@ -414,7 +417,8 @@ static void dispatch(struct api_session *s)
 		return;
 	}
 	if (!hit->public && !r->key_index) {
-		http_error(s, 401, "unauthorized", "a valid 'Authorization: Bearer KEY' header is required");
+		http_error(s, 401, "unauthorized",
+		           "a valid 'Authorization: Bearer KEY' header is required");
 		return;
 	}
 	s->dispatching = true;
@@ -433,13 +437,14 @@ bool http_query_param(const struct api_session *s, const char *name, char *out, 
 	while (p < end) {
 		const char *amp = memchr(p, '&', (size_t)(end - p));
 		const char *e = amp ? amp : end;
-		if ((size_t)(e - p) >= nl && !strncmp(p, name, nl) && (p + nl == e || p[nl] == '=')) {
+		if ((size_t)(e - p) >= nl && !strncmp(p, name, nl) &&
+		    (p + nl == e || p[nl] == '=')) {
 			const char *v = p + nl + (p + nl < e);
 			size_t o = 0;
 			for (; v < e && o + 1 < outlen; v++) {
 				if (*v == '%' && e - v >= 3 && isxdigit((unsigned char)v[1]) &&
 				    isxdigit((unsigned char)v[2])) {
-					char hx[3] = {v[1], v[2], 0};
+					char hx[3] = { v[1], v[2], 0 };
 					out[o++] = (char)strtol(hx, NULL, 16);
 					v += 2;
 				} else {
@@ -522,7 +527,7 @@ static void session_process(struct api_session *s)
 			http_error(s, 431, "headers_too_large", "request headers exceed 16 KiB");
 		else
 			http_error(s, 400, "bad_request", "malformed HTTP request (%s)",
-				   http_errno_name(e));
+			           http_errno_name(e));
 		buf_consume(in, buf_used(in));
 		conn_close_after_flush(&s->conn);
 		return;
@@ -605,8 +610,8 @@ void api_session_start(struct api_server *srv, int fd)
 /* ---- server ------------------------------------------------------------ */
 
 struct api_server *api_server_new(struct loop *loop, struct spool *spool,
-				  struct spool_reader *reader, const struct api_config *cfg,
-				  const struct api_ops *ops, void *ctx)
+                                  struct spool_reader *reader, const struct api_config *cfg,
+                                  const struct api_ops *ops, void *ctx)
 {
 	struct api_server *srv = xcalloc(1, sizeof(*srv));
 	srv->loop = loop;

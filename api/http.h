@@ -19,23 +19,23 @@
 #include "base/list.h"
 
 #define HTTP_MAX_HEADER 16384 /* request line + headers */
-#define HTTP_MAX_URL 8192
+#define HTTP_MAX_URL    8192
 
 struct api_server {
 	struct loop *loop;
 	struct spool *spool;
 	struct spool_reader *reader;
 	const struct api_config *cfg;
-	unsigned char *key_digests;   /* SHA-256 of each cfg->keys[i] */
+	unsigned char *key_digests; /* SHA-256 of each cfg->keys[i] */
 	const struct api_ops *ops;
 	void *ctx;
-	struct rp_list sessions;      /* open sessions */
+	struct rp_list sessions; /* open sessions */
 	unsigned nsessions;
 	bool shutting_down;
-	void (*gone)(void *ctx);      /* a session was freed */
-	uint64_t accepted;            /* messages accepted */
-	uint64_t rejected;            /* messages refused */
-	uint64_t requests;            /* requests served */
+	void (*gone)(void *ctx); /* a session was freed */
+	uint64_t accepted;       /* messages accepted */
+	uint64_t rejected;       /* messages refused */
+	uint64_t requests;       /* requests served */
 	/* Submissions whose messages are still to prepare, oldest first
 	 * (api_submit.c: at most API_PREPARE_MAX per loop iteration). */
 	struct api_submit *work_head, *work_tail;
@@ -48,13 +48,13 @@ struct http_request {
 	enum http_method method;
 	struct buf url;
 	struct buf body;
-	struct buf field, value;   /* the header being read */
-	bool in_value;             /* value bytes were the last seen */
+	struct buf field, value; /* the header being read */
+	bool in_value;           /* value bytes were the last seen */
 	size_t header_bytes;
-	int key_index;             /* matching [api] key + 1, 0 = none */
+	int key_index; /* matching [api] key + 1, 0 = none */
 	bool expect_continue;
 	bool complete;
-	int error;                 /* a limit was hit: answer this status */
+	int error; /* a limit was hit: answer this status */
 	const char *error_code;
 	const char *error_msg;
 };
@@ -62,20 +62,20 @@ struct http_request {
 struct api_session {
 	struct conn conn;
 	struct api_server *srv;
-	struct rp_list link;           /* on srv->sessions */
+	struct rp_list link; /* on srv->sessions */
 	http_parser parser;
 	struct http_request req;
 	struct loop_timer timer;
 	char peer[64];
-	bool busy;       /* a handler is answering asynchronously */
+	bool busy;        /* a handler is answering asynchronously */
 	bool dispatching; /* inside a handler call */
-	bool keep_alive; /* of the request being answered */
-	bool released;   /* the conn is gone; free when the handler ends */
+	bool keep_alive;  /* of the request being answered */
+	bool released;    /* the conn is gone; free when the handler ends */
 };
 
 /* http_respond - write a complete response (body as given). */
 void http_respond(struct api_session *s, int status, const char *ctype, const char *body,
-		  size_t len, const char *extra_headers);
+                  size_t len, const char *extra_headers);
 /* http_respond_json - a JSON body from a buf (consumed). */
 void http_respond_json(struct api_session *s, int status, struct buf *body);
 /* http_error - {"error": {"code", "message"}} with status. */

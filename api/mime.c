@@ -18,7 +18,7 @@
 #include "base/util.h"
 
 #define HEADER_SOFT 76 /* fold header lines around here */
-#define WORD_RAW 45    /* raw bytes per encoded word: 60 base64 chars */
+#define WORD_RAW    45 /* raw bytes per encoded word: 60 base64 chars */
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -43,9 +43,9 @@ bool mime_header_value_ok(const char *value, size_t len)
 bool mime_header_reserved(const char *name)
 {
 	static const char *const reserved[] = {
-		"From",	   "To",	"Subject",     "Date",	      "Message-ID",
-		"MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Received",
-		"Bcc", /* every recipient would see it: blind copies are more "to" */
+		"From",       "To",           "Subject",      "Date",
+		"Message-ID", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+		"Received",   "Bcc", /* every recipient would see it: blind copies are more "to" */
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(reserved); i++)
 		if (!strcasecmp(name, reserved[i]))
@@ -142,8 +142,10 @@ void mime_qp_encode(struct buf *out, const char *p, size_t n)
 			col = 0;
 			continue;
 		}
-		bool at_eol = i + 1 == n || p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n');
-		bool plain = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol);
+		bool at_eol = i + 1 == n || p[i + 1] == '\n' ||
+		              (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n');
+		bool plain =
+		    (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol);
 		size_t need = plain ? 1 : 3;
 		if (col + need > 75) {
 			buf_append(out, "=\r\n", 3);
@@ -153,7 +155,7 @@ void mime_qp_encode(struct buf *out, const char *p, size_t n)
 			char ch = (char)c;
 			buf_append(out, &ch, 1);
 		} else {
-			char enc[3] = {'=', hex[c >> 4], hex[c & 15]};
+			char enc[3] = { '=', hex[c >> 4], hex[c & 15] };
 			buf_append(out, enc, 3);
 		}
 		col += need;
@@ -364,12 +366,11 @@ static void ensure_crlf(struct buf *out)
 
 /* text_part - Content-Type/-Transfer-Encoding lines, a blank line, the
  * body; in_multipart: end with the delimiter's own CRLF, not a fix-up. */
-static void text_part(struct buf *out, const char *type, const char *p, size_t n,
-		      bool in_multipart)
+static void text_part(struct buf *out, const char *type, const char *p, size_t n, bool in_multipart)
 {
 	bool seven = fits_7bit(p, n);
 	buf_printf(out, "Content-Type: %s; charset=utf-8\r\nContent-Transfer-Encoding: %s\r\n\r\n",
-		   type, seven ? "7bit" : "quoted-printable");
+	           type, seven ? "7bit" : "quoted-printable");
 	if (seven)
 		crlf_text(out, p, n);
 	else
@@ -402,7 +403,7 @@ static void filename_param(struct buf *out, const char *param, const char *name)
 			char ch = (char)c;
 			buf_append(out, &ch, 1);
 		} else {
-			char enc[3] = {'%', hex[c >> 4], hex[c & 15]};
+			char enc[3] = { '%', hex[c >> 4], hex[c & 15] };
 			buf_append(out, enc, 3);
 		}
 	}
@@ -477,7 +478,7 @@ bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t
 		const struct mime_attachment *a = &m->attachments[i];
 		const char *fname = a->filename && *a->filename ? a->filename : "attachment";
 		buf_printf(out, "--%s\r\nContent-Type: %s", b,
-			   a->content_type ? a->content_type : "application/octet-stream");
+		           a->content_type ? a->content_type : "application/octet-stream");
 		filename_param(out, "name", fname);
 		buf_puts(out, "\r\nContent-Disposition: attachment");
 		filename_param(out, "filename", fname);

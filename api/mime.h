@@ -27,20 +27,20 @@ struct mime_attachment {
 };
 
 struct mime_message {
-	const char *from;            /* header value: "a@b" or "Name <a@b>" */
-	const char *to;              /* header value, may list several */
-	const char *subject;         /* UTF-8, may be NULL */
-	const char *text;            /* text/plain part, may be NULL */
+	const char *from;    /* header value: "a@b" or "Name <a@b>" */
+	const char *to;      /* header value, may list several */
+	const char *subject; /* UTF-8, may be NULL */
+	const char *text;    /* text/plain part, may be NULL */
 	size_t text_len;
-	const char *html;            /* text/html part, may be NULL */
+	const char *html; /* text/html part, may be NULL */
 	size_t html_len;
 	const struct mime_header *headers; /* extra fields */
 	unsigned nheaders;
 	const struct mime_attachment *attachments;
 	unsigned nattachments;
-	const char *message_id;      /* without angle brackets */
-	uint64_t date_ms;            /* unix ms for Date: */
-	uint64_t seed;               /* makes the boundaries unique */
+	const char *message_id; /* without angle brackets */
+	uint64_t date_ms;       /* unix ms for Date: */
+	uint64_t seed;          /* makes the boundaries unique */
 };
 
 /* mime_build - append the whole message. Returns false (with a reason) only

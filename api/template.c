@@ -10,8 +10,7 @@ static bool name_char(char c)
 }
 
 /* placeholder - at p[i] == '{', a placeholder? Sets the name and the end. */
-static bool placeholder(const char *p, size_t n, size_t i, size_t *name, size_t *nlen,
-			size_t *end)
+static bool placeholder(const char *p, size_t n, size_t i, size_t *name, size_t *nlen, size_t *end)
 {
 	if (i + 4 > n || p[i] != '{' || p[i + 1] != '{')
 		return false;
@@ -69,7 +68,7 @@ static void escaped(struct buf *out, const char *v, size_t n)
 }
 
 void template_render(struct buf *out, const char *s, size_t n, template_lookup fn, void *ctx,
-		     bool html_escape)
+                     bool html_escape)
 {
 	size_t i = 0;
 	while (i < n) {
@@ -82,7 +81,8 @@ void template_render(struct buf *out, const char *s, size_t n, template_lookup f
 		buf_append(out, s + i, at - i);
 		const char *v = NULL;
 		size_t vlen = 0;
-		if (placeholder(s, n, at, &name, &nlen, &end) && (v = fn(ctx, s + name, nlen, &vlen))) {
+		if (placeholder(s, n, at, &name, &nlen, &end) &&
+		    (v = fn(ctx, s + name, nlen, &vlen))) {
 			if (html_escape)
 				escaped(out, v, vlen);
 			else

@@ -20,6 +20,6 @@ typedef const char *(*template_lookup)(void *ctx, const char *name, size_t len, 
 bool template_has_vars(const char *s, size_t n);
 /* template_render - append s[0..n) with placeholders replaced. */
 void template_render(struct buf *out, const char *s, size_t n, template_lookup fn, void *ctx,
-		     bool html_escape);
+                     bool html_escape);
 
 #endif

@@ -10,19 +10,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define ADDR_LOCAL_MAX 64
+#define ADDR_LOCAL_MAX  64
 #define ADDR_DOMAIN_MAX 255
-#define ADDR_MAX 254 /* RFC 5321 path limit (256) minus the angle brackets */
+#define ADDR_MAX        254 /* RFC 5321 path limit (256) minus the angle brackets */
 
 enum addr_error {
 	ADDR_OK = 0,
-	ADDR_EMPTY,        /* nothing there */
-	ADDR_NO_AT,        /* no "@domain" */
-	ADDR_BAD_LOCAL,    /* local part syntax */
-	ADDR_BAD_DOMAIN,   /* domain syntax */
-	ADDR_TOO_LONG,     /* local part, domain or whole address too long */
-	ADDR_NEEDS_UTF8,   /* non-ASCII without SMTPUTF8 */
-	ADDR_BAD_UTF8,     /* malformed UTF-8 */
+	ADDR_EMPTY,      /* nothing there */
+	ADDR_NO_AT,      /* no "@domain" */
+	ADDR_BAD_LOCAL,  /* local part syntax */
+	ADDR_BAD_DOMAIN, /* domain syntax */
+	ADDR_TOO_LONG,   /* local part, domain or whole address too long */
+	ADDR_NEEDS_UTF8, /* non-ASCII without SMTPUTF8 */
+	ADDR_BAD_UTF8,   /* malformed UTF-8 */
 };
 
 /* addr_check - validate a mailbox "local@domain" (no angle brackets).

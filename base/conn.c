@@ -74,8 +74,8 @@ int conn_connect(struct conn *c, const struct sockaddr *addr, socklen_t len, uin
 	io_uring_prep_connect(sqe, fd, addr, len);
 	loop_tag(c->loop, sqe, &c->io, LOOP_OP_CONNECT);
 	sqe->flags |= IOSQE_IO_LINK;
-	struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ms / 1000),
-				       .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+	struct __kernel_timespec ts = { .tv_sec = (long long)(timeout_ms / 1000),
+		                        .tv_nsec = (long long)(timeout_ms % 1000) * 1000000 };
 	sqe = loop_sqe(c->loop, &c->io, LOOP_OP_LINK_TIMEOUT);
 	io_uring_prep_link_timeout(sqe, &ts, 0);
 	loop_tag(c->loop, sqe, &c->io, LOOP_OP_LINK_TIMEOUT);

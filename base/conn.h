@@ -37,28 +37,28 @@ struct conn_ops {
 };
 
 enum {
-	CONN_F_CONNECTING = 1u << 0,  /* connect submitted, not completed */
-	CONN_F_RECV = 1u << 1,        /* a multishot recv is armed */
-	CONN_F_SENDING = 1u << 2,     /* a send is in flight (c->sending is the kernel's) */
-	CONN_F_CLOSING = 1u << 3,     /* closing: cancel submitted or pending */
+	CONN_F_CONNECTING = 1u << 0,    /* connect submitted, not completed */
+	CONN_F_RECV = 1u << 1,          /* a multishot recv is armed */
+	CONN_F_SENDING = 1u << 2,       /* a send is in flight (c->sending is the kernel's) */
+	CONN_F_CLOSING = 1u << 3,       /* closing: cancel submitted or pending */
 	CONN_F_CLOSE_DRAINED = 1u << 4, /* close once the output is sent */
-	CONN_F_PAUSED = 1u << 5,      /* the owner paused receiving */
-	CONN_F_EOF = 1u << 6,         /* the peer half-closed */
-	CONN_F_RELEASED = 1u << 7,    /* released has run */
+	CONN_F_PAUSED = 1u << 5,        /* the owner paused receiving */
+	CONN_F_EOF = 1u << 6,           /* the peer half-closed */
+	CONN_F_RELEASED = 1u << 7,      /* released has run */
 };
 
 struct conn {
-	struct loop_io io;           /* tag slot and in-flight count */
-	struct loop *loop;           /* the loop this conn lives on */
-	int fd;                      /* socket, -1 once closed */
-	uint32_t flags;              /* CONN_F_* */
-	const struct conn_ops *ops;  /* owner callbacks */
-	void *owner;                 /* owner's object */
-	struct buf in;               /* received, not yet consumed */
-	struct buf out;              /* written by the owner, not yet sent */
-	struct buf sending;          /* handed to the kernel; untouchable while SENDING */
-	struct loop_defer flush;     /* sends once per batch */
-	int err;                     /* first socket error seen, -errno */
+	struct loop_io io;          /* tag slot and in-flight count */
+	struct loop *loop;          /* the loop this conn lives on */
+	int fd;                     /* socket, -1 once closed */
+	uint32_t flags;             /* CONN_F_* */
+	const struct conn_ops *ops; /* owner callbacks */
+	void *owner;                /* owner's object */
+	struct buf in;              /* received, not yet consumed */
+	struct buf out;             /* written by the owner, not yet sent */
+	struct buf sending;         /* handed to the kernel; untouchable while SENDING */
+	struct loop_defer flush;    /* sends once per batch */
+	int err;                    /* first socket error seen, -errno */
 	uint64_t bytes_in, bytes_out;
 };
 

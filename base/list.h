@@ -88,8 +88,8 @@ static inline struct rp_list *rp_list_first(const struct rp_list *head)
 
 /* rp_list_foreach_safe - visit every element; the current one (pos) may be
  * unlinked or freed by the body, no other. */
-#define rp_list_foreach_safe(pos, tmp, head)                                      \
-	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);       \
+#define rp_list_foreach_safe(pos, tmp, head)                                                       \
+	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                           \
 	     (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

@@ -30,7 +30,7 @@ static _Thread_local struct log_thread *lt;
 static pthread_key_t lt_key; /* frees a thread's state when the thread exits */
 static pthread_once_t lt_once = PTHREAD_ONCE_INIT;
 
-static const char *level_names[] = {"error", "warn", "info", "debug"};
+static const char *level_names[] = { "error", "warn", "info", "debug" };
 
 /* thread_gone - a thread that logged is exiting: write what it buffered and
  * free its state (without this, every exited thread leaks it). */
@@ -146,7 +146,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	char *w = t->data + t->len;
 	size_t room = LOG_LINE_MAX - 1;
 	int n = snprintf(w, room, "%s%03ldZ %s %s: ", t->stamp, ts.tv_nsec / 1000000,
-			 level_names[level], t->name);
+	                 level_names[level], t->name);
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(w + n, room - (size_t)n, fmt, ap);

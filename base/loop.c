@@ -20,13 +20,13 @@
 
 #define TAG_SLOT_MASK 0xffffffffull
 #define TAG_GEN_SHIFT 32
-#define TAG_GEN_MASK 0xffffffull
-#define TAG_OP_SHIFT 56
+#define TAG_GEN_MASK  0xffffffull
+#define TAG_OP_SHIFT  56
 
-#define WHEEL_SLOTS 1024 /* power of two */
+#define WHEEL_SLOTS   1024 /* power of two */
 #define WHEEL_TICK_MS 10
-#define BUF_GROUP 0
-#define CQE_BATCH 256
+#define BUF_GROUP     0
+#define CQE_BATCH     256
 
 struct slot {
 	struct loop_io *io; /* NULL when free */
@@ -55,8 +55,8 @@ struct loop {
 
 	/* Timer wheel. */
 	struct rp_list wheel[WHEEL_SLOTS]; /* timers by deadline tick, hashed */
-	uint64_t wheel_tick; /* last tick processed */
-	unsigned timers;     /* armed timers */
+	uint64_t wheel_tick;               /* last tick processed */
+	unsigned timers;                   /* armed timers */
 
 	/* Deferred calls: this pass, and the next iteration's. */
 	struct loop_defer *defer_head, **defer_tail;
@@ -105,9 +105,11 @@ static int buf_ring_setup(struct loop *l, const struct loop_config *cfg)
 {
 	l->buf_count = cfg->buf_count;
 	l->buf_size = cfg->buf_size;
-	rp_assert(l->buf_count && (l->buf_count & (l->buf_count - 1)) == 0 && l->buf_count <= 32768);
+	rp_assert(l->buf_count && (l->buf_count & (l->buf_count - 1)) == 0 &&
+	          l->buf_count <= 32768);
 	l->br_size = (size_t)l->buf_count * sizeof(struct io_uring_buf);
-	void *mem = mmap(NULL, l->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	void *mem =
+	    mmap(NULL, l->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (mem == MAP_FAILED)
 		return -errno;
 	l->br = mem;
@@ -124,7 +126,7 @@ static int buf_ring_setup(struct loop *l, const struct loop_config *cfg)
 	unsigned mask = io_uring_buf_ring_mask(l->buf_count);
 	for (unsigned i = 0; i < l->buf_count; i++)
 		io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * l->buf_size, l->buf_size,
-				      (unsigned short)i, mask, (int)i);
+		                      (unsigned short)i, mask, (int)i);
 	io_uring_buf_ring_advance(l->br, (int)l->buf_count);
 	return 0;
 }
@@ -133,8 +135,8 @@ static void buf_return(struct loop *l, unsigned bid)
 {
 	rp_assert(bid < l->buf_count);
 	io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * l->buf_size, l->buf_size,
-			      (unsigned short)bid, io_uring_buf_ring_mask(l->buf_count),
-			      (int)l->buf_returns);
+	                      (unsigned short)bid, io_uring_buf_ring_mask(l->buf_count),
+	                      (int)l->buf_returns);
 	l->buf_returns++;
 }
 
@@ -402,8 +404,7 @@ void loop_defer_next(struct loop *l, struct loop_defer *d, loop_defer_fn fn)
 	l->next_tail = &d->next;
 }
 
-static bool unlink_defer(struct loop_defer **head, struct loop_defer ***tail,
-			 struct loop_defer *d)
+static bool unlink_defer(struct loop_defer **head, struct loop_defer ***tail, struct loop_defer *d)
 {
 	for (struct loop_defer **pp = head; *pp; pp = &(*pp)->next) {
 		if (*pp == d) {
@@ -458,7 +459,7 @@ static void dispatch(struct loop *l, uint64_t tag, int res, unsigned flags)
 	uint32_t slot = (uint32_t)(tag & TAG_SLOT_MASK);
 	uint32_t gen = (uint32_t)((tag >> TAG_GEN_SHIFT) & TAG_GEN_MASK);
 	unsigned op = (unsigned)(tag >> TAG_OP_SHIFT);
-	struct loop_cqe c = {.op = op, .res = res, .flags = flags, .data = NULL};
+	struct loop_cqe c = { .op = op, .res = res, .flags = flags, .data = NULL };
 	bool has_buf = flags & IORING_CQE_F_BUFFER;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 
@@ -516,15 +517,16 @@ void loop_run(struct loop *l)
 		if (l->next_head) {
 			/* Work waits for the next iteration: look for
 			 * completions without sleeping. */
-			struct __kernel_timespec ts = {0};
+			struct __kernel_timespec ts = { 0 };
 			rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
 		} else if (l->timers) {
 			/* Sleep until the next wheel tick at most. */
 			uint64_t next_ms = (l->wheel_tick + 1) * WHEEL_TICK_MS;
 			uint64_t now = rp_mono_ms();
 			uint64_t wait = next_ms > now ? next_ms - now : 0;
-			struct __kernel_timespec ts = {.tv_sec = (long long)(wait / 1000),
-						       .tv_nsec = (long long)(wait % 1000) * 1000000};
+			struct __kernel_timespec ts = { .tv_sec = (long long)(wait / 1000),
+				                        .tv_nsec =
+				                            (long long)(wait % 1000) * 1000000 };
 			rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
 		} else {
 			rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, NULL, NULL);
@@ -546,4 +548,3 @@ void loop_run(struct loop *l)
 	io_uring_submit(&l->ring);
 	log_flush();
 }
-

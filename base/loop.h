@@ -67,7 +67,7 @@ struct loop_timer;
 typedef void (*loop_timer_fn)(struct loop_timer *t);
 struct loop_timer {
 	struct rp_list link; /* on a wheel slot (or about to fire); not linked
-			      * when not armed */
+	                      * when not armed */
 	uint64_t expire_ms;  /* monotonic deadline */
 	loop_timer_fn fn;    /* runs once when the deadline passes */
 };
@@ -82,10 +82,10 @@ struct loop_defer {
 };
 
 struct loop_config {
-	unsigned sq_entries;  /* submission queue size (power of two) */
-	unsigned cq_entries;  /* completion queue size (power of two) */
-	unsigned buf_count;   /* receive buffers in the ring (power of two, <= 32768) */
-	unsigned buf_size;    /* bytes per receive buffer */
+	unsigned sq_entries; /* submission queue size (power of two) */
+	unsigned cq_entries; /* completion queue size (power of two) */
+	unsigned buf_count;  /* receive buffers in the ring (power of two, <= 32768) */
+	unsigned buf_size;   /* bytes per receive buffer */
 };
 
 /* loop_new - create a loop for the calling thread (its ring must be created

@@ -37,7 +37,7 @@ void mq_push(struct mq *q, struct mq_item *item, mq_fn fn)
 	do {
 		item->next = old;
 	} while (!atomic_compare_exchange_weak_explicit(&q->head, &old, item, memory_order_release,
-							 memory_order_relaxed));
+	                                                memory_order_relaxed));
 	if (!old) {
 		uint64_t one = 1;
 		ssize_t n;

@@ -63,8 +63,7 @@ void msg_header_scan(const char *p, size_t n, struct msg_header_info *info)
 	info->end = n;
 }
 
-bool msg_header_get(const char *p, size_t hdr_end, const char *name, const char **val,
-		    size_t *len)
+bool msg_header_get(const char *p, size_t hdr_end, const char *name, const char **val, size_t *len)
 {
 	size_t off = 0;
 	while (off < hdr_end) {
@@ -105,7 +104,7 @@ void msg_normalize_newlines(struct buf *msg, size_t from)
 	}
 	if (!extra)
 		return;
-	struct buf out = {0};
+	struct buf out = { 0 };
 	buf_reserve(&out, n + extra);
 	buf_append(&out, p, from);
 	for (size_t i = from; i < n; i++) {
@@ -121,7 +120,7 @@ void msg_normalize_newlines(struct buf *msg, size_t from)
 }
 
 void msg_add_missing(struct buf *out, const struct msg_header_info *hi, bool has_content,
-		     uint64_t id, const char *hostname, uint64_t now_ms)
+                     uint64_t id, const char *hostname, uint64_t now_ms)
 {
 	char idstr[17], date[64];
 	if (!hi->has_date) {

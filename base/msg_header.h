@@ -15,7 +15,7 @@
 
 struct msg_header_info {
 	size_t end;          /* offset of the first body byte (after the blank line),
-			      * or of the first line that is not a header field */
+	                      * or of the first line that is not a header field */
 	bool blank_line;     /* a blank line separates header and body */
 	bool has_date;       /* a Date: field */
 	bool has_message_id; /* a Message-ID: field */
@@ -28,8 +28,7 @@ void msg_header_scan(const char *p, size_t n, struct msg_header_info *info);
 /* msg_header_get - the raw value of the first field called name (case-
  * insensitive) in p[0..hdr_end): points past the colon and leading blanks,
  * continuation lines included, final line end excluded. */
-bool msg_header_get(const char *p, size_t hdr_end, const char *name, const char **val,
-		    size_t *len);
+bool msg_header_get(const char *p, size_t hdr_end, const char *name, const char **val, size_t *len);
 
 /* msg_normalize_newlines - rewrite bare LF and lone CR as CRLF in msg[from..]. */
 void msg_normalize_newlines(struct buf *msg, size_t from);
@@ -37,6 +36,6 @@ void msg_normalize_newlines(struct buf *msg, size_t from);
  * message lacks (Message-ID <ID@hostname>), and the blank line a message
  * without a header section needs before its content. */
 void msg_add_missing(struct buf *out, const struct msg_header_info *hi, bool has_content,
-		     uint64_t id, const char *hostname, uint64_t now_ms);
+                     uint64_t id, const char *hostname, uint64_t now_ms);
 
 #endif

@@ -47,15 +47,17 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 {
 	stats_counts_add(&total->total, &part->total);
 	if (part->ndomains) {
-		total->domains = xrealloc(total->domains,
-					  (total->ndomains + part->ndomains) * sizeof(*total->domains));
+		total->domains = xrealloc(total->domains, (total->ndomains + part->ndomains) *
+		                                              sizeof(*total->domains));
 		memcpy(total->domains + total->ndomains, part->domains,
 		       part->ndomains * sizeof(*part->domains));
 		total->ndomains += part->ndomains;
 	}
 	if (part->ndests) {
-		total->dests = xrealloc(total->dests, (total->ndests + part->ndests) * sizeof(*total->dests));
-		memcpy(total->dests + total->ndests, part->dests, part->ndests * sizeof(*part->dests));
+		total->dests =
+		    xrealloc(total->dests, (total->ndests + part->ndests) * sizeof(*total->dests));
+		memcpy(total->dests + total->ndests, part->dests,
+		       part->ndests * sizeof(*part->dests));
 		total->ndests += part->ndests;
 	}
 	total->accepted_smtp += part->accepted_smtp;

@@ -13,7 +13,7 @@
 
 /* Upper bounds (seconds) of histogram buckets; one more bucket is +Inf. */
 #define STATS_DELIVERY_BUCKETS 16 /* submit to delivered */
-#define STATS_TXN_BUCKETS 12      /* one SMTP transaction */
+#define STATS_TXN_BUCKETS      12 /* one SMTP transaction */
 extern const double stats_delivery_bounds[STATS_DELIVERY_BUCKETS];
 extern const double stats_txn_bounds[STATS_TXN_BUCKETS];
 
@@ -39,15 +39,15 @@ struct stats_domain {
 	bool suspended;
 	uint64_t hold_until_ms; /* backing off until (unix ms), 0 = not */
 	uint32_t max_connections, max_msgs_per_conn, max_rcpts_per_msg; /* limits in force */
-	double rate;            /* messages per second, 0 = unlimited */
+	double rate; /* messages per second, 0 = unlimited */
 };
 
 /* A destination: a set of next hops shared by one or more domains. */
 struct stats_dest {
-	char key[256];           /* "mx:a.example>b.example:25", "route:host:port" */
-	char domains[256];       /* the first domains routed there, comma-separated */
+	char key[256];     /* "mx:a.example>b.example:25", "route:host:port" */
+	char domains[256]; /* the first domains routed there, comma-separated */
 	unsigned ndomains;
-	uint64_t connections;    /* open sessions */
+	uint64_t connections; /* open sessions */
 	uint32_t max_connections;
 };
 
@@ -55,7 +55,7 @@ struct stats_snapshot {
 	struct stats_counts total;
 	struct stats_domain *domains; /* malloc'ed, ndomains entries */
 	unsigned ndomains;
-	struct stats_dest *dests;     /* malloc'ed, ndests entries */
+	struct stats_dest *dests; /* malloc'ed, ndests entries */
 	unsigned ndests;
 	uint64_t accepted_smtp;       /* messages accepted over SMTP since start */
 	uint64_t accepted_api;        /* messages accepted over HTTP since start */
@@ -64,8 +64,8 @@ struct stats_snapshot {
 	uint64_t inbound_connections; /* open inbound sessions (SMTP + HTTP) */
 	uint64_t loop_max_busy_us;    /* worst loop iteration since the last stats call */
 	uint64_t dns_lookups, dns_queries, dns_hits, dns_shared, dns_entries, dns_memory;
-	struct stats_hist delivery;   /* seconds from submit to delivered */
-	struct stats_hist txn;        /* seconds per SMTP transaction */
+	struct stats_hist delivery; /* seconds from submit to delivered */
+	struct stats_hist txn;      /* seconds per SMTP transaction */
 };
 
 /* stats_hist_add - count v (seconds) in h, whose bounds are given. */

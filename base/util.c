@@ -200,14 +200,14 @@ bool rp_id_parse(const char *s, size_t n, uint64_t *id)
 
 void rp_rfc5322_date(uint64_t unix_ms, char *out, size_t outlen)
 {
-	static const char *days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-				       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static const char *days[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+	static const char *months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+		                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 	time_t t = (time_t)(unix_ms / 1000);
 	struct tm tm;
 	gmtime_r(&t, &tm);
 	snprintf(out, outlen, "%s, %d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	         months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* add_digit - *r = *r * 10 + digit c; false when that passes UINT64_MAX. */
@@ -321,7 +321,7 @@ uint64_t rp_raise_nofile(void)
 		fclose(f);
 	}
 	if (rl.rlim_max < want) {
-		struct rlimit up = {.rlim_cur = want, .rlim_max = want};
+		struct rlimit up = { .rlim_cur = want, .rlim_max = want };
 		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
 			return want;
 	}

@@ -12,15 +12,15 @@
 #include <stdbool.h>
 #include <string.h>
 
-#define RP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define RP_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define RP_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define RP_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
-#define RP_UNUSED __attribute__((unused))
-#define RP_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#define RP_NORETURN __attribute__((noreturn))
-#define RP_LIKELY(x) __builtin_expect(!!(x), 1)
-#define RP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define RP_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
+#define RP_MIN(a, b)                       ((a) < (b) ? (a) : (b))
+#define RP_MAX(a, b)                       ((a) > (b) ? (a) : (b))
+#define RP_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define RP_UNUSED                          __attribute__((unused))
+#define RP_PRINTF(f, a)                    __attribute__((format(printf, f, a)))
+#define RP_NORETURN                        __attribute__((noreturn))
+#define RP_LIKELY(x)                       __builtin_expect(!!(x), 1)
+#define RP_UNLIKELY(x)                     __builtin_expect(!!(x), 0)
 
 /* sysexits(3) codes used for the CLI's exit status. */
 enum {
@@ -55,10 +55,10 @@ void *xmemdup(const void *p, size_t n);
 /* rp_panic - a broken invariant: log the message naming the function and abort. */
 RP_NORETURN RP_PRINTF(2, 3) void rp_panic_at(const char *func, const char *fmt, ...);
 #define rp_panic(...) rp_panic_at(__func__, __VA_ARGS__)
-#define rp_assert(cond)                                                       \
-	do {                                                                  \
-		if (RP_UNLIKELY(!(cond)))                                     \
-			rp_panic_at(__func__, "assertion failed: %s", #cond); \
+#define rp_assert(cond)                                                                            \
+	do {                                                                                       \
+		if (RP_UNLIKELY(!(cond)))                                                          \
+			rp_panic_at(__func__, "assertion failed: %s", #cond);                      \
 	} while (0)
 
 /* rp_die - the environment is unusable: one line on stderr, exit(code). */

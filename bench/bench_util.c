@@ -12,7 +12,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-
 /* bench_parse_hostport - split host and port, then parse the IP literal. */
 bool bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 {

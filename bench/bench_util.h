@@ -32,7 +32,6 @@ static inline uint64_t bench_ctr_get(const bench_ctr *c)
 	return atomic_load_explicit((bench_ctr *)c, memory_order_relaxed);
 }
 
-
 /* bench_parse_hostport - "1.2.3.4:25" or "[::1]:25" (IP literals only).
  * Returns false on bad syntax. */
 bool bench_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len);

@@ -209,7 +209,8 @@ static void apply_opt(struct blast_opts *o, struct arg_state *st, int c, const c
 	case O_SERVER:
 		snprintf(o->server_text, sizeof(o->server_text), "%s", v);
 		if (!bench_parse_hostport(v, &o->server, &o->server_len))
-			rp_die(RP_EX_USAGE, "--server: expected IP:PORT or [IPv6]:PORT, got '%s'", v);
+			rp_die(RP_EX_USAGE, "--server: expected IP:PORT or [IPv6]:PORT, got '%s'",
+			       v);
 		st->server = true;
 		break;
 	case O_MODE:
@@ -224,7 +225,8 @@ static void apply_opt(struct blast_opts *o, struct arg_state *st, int c, const c
 		break;
 	case O_DURATION:
 		if (!rp_parse_duration_ms(v, &o->duration_ms) || !o->duration_ms)
-			rp_die(RP_EX_USAGE, "--duration: expected seconds (30, 30s, 2m), got '%s'", v);
+			rp_die(RP_EX_USAGE, "--duration: expected seconds (30, 30s, 2m), got '%s'",
+			       v);
 		break;
 	case O_SIZE:
 		o->size_min = o->size_max = size_opt("size", v);
@@ -297,7 +299,7 @@ static void apply_opt(struct blast_opts *o, struct arg_state *st, int c, const c
 /* parse_args - options into the run's settings; bad usage exits 64. */
 static void parse_args(struct blast_opts *o, int argc, char **argv)
 {
-	struct arg_state st = {0};
+	struct arg_state st = { 0 };
 	int c;
 	set_defaults(o);
 	while ((c = getopt_long(argc, argv, "", blast_longopts, NULL)) != -1)
@@ -325,7 +327,8 @@ static void report_json(const struct blast_opts *o, const struct blast_report *r
 	struct buf b = { 0 };
 	buf_puts(&b, "{\"mode\": ");
 	bench_json_str(&b, o->mode->name, strlen(o->mode->name));
-	buf_printf(&b, ", \"messages\": %llu, \"requests\": %llu, \"accepted\": %llu, \"errors\": {",
+	buf_printf(&b,
+	           ", \"messages\": %llu, \"requests\": %llu, \"accepted\": %llu, \"errors\": {",
 	           (unsigned long long)r->messages, (unsigned long long)r->requests,
 	           (unsigned long long)r->accepted);
 	for (unsigned i = 0; i < r->nerr; i++) {
@@ -361,8 +364,7 @@ static void report_json(const struct blast_opts *o, const struct blast_report *r
 /* report_text - the same for people. */
 static void report_text(const struct blast_opts *o, const struct blast_report *r)
 {
-	printf("mode %s  server %s  connections %u", o->mode->name, o->server_text,
-	       o->connections);
+	printf("mode %s  server %s  connections %u", o->mode->name, o->server_text, o->connections);
 	if (o->batch > 1)
 		printf("  batch %u", o->batch);
 	if (o->pipeline > 1)

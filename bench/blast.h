@@ -77,9 +77,9 @@ struct blast_opts {
 	const char *domain_format; /* printf format with one %u */
 	unsigned rcpts;
 	const char *from;
-	double rate;     /* messages per second overall; 0 = unpaced */
-	bool pipelining; /* false: --no-pipelining */
-	bool chunking;   /* false: --no-chunking */
+	double rate;       /* messages per second overall; 0 = unpaced */
+	bool pipelining;   /* false: --no-pipelining */
+	bool chunking;     /* false: --no-chunking */
 	unsigned batch;    /* messages per transaction (--batch; 1 unless the mode batches) */
 	unsigned pipeline; /* transactions in flight per session (--pipeline; default 1) */
 	const char *key;   /* --key: the API's bearer token */
@@ -118,17 +118,17 @@ struct blast_tx {
 struct blast_sess {
 	struct conn conn;
 	struct blast *b;
-	struct rp_list link;                      /* on b->sessions */
-	struct rp_list wait_link;                 /* on the pacing queue */
-	struct loop_timer timer;                  /* reply timeout */
-	uint8_t state;                            /* enum blast_sess_state */
-	bool queued;                              /* on the pacing queue */
-	bool connect_done;                        /* the connect completed (either way) */
+	struct rp_list link;      /* on b->sessions */
+	struct rp_list wait_link; /* on the pacing queue */
+	struct loop_timer timer;  /* reply timeout */
+	uint8_t state;            /* enum blast_sess_state */
+	bool queued;              /* on the pacing queue */
+	bool connect_done;        /* the connect completed (either way) */
 	bool ever_connected;
-	bool retiring;               /* the server closes after the answers in flight */
-	struct blast_tx *tx;         /* ring of --pipeline transactions in flight */
-	unsigned tx_head, tx_n;      /* oldest, and how many */
-	struct blast_job job;        /* the newest transaction (the one send writes) */
+	bool retiring;                           /* the server closes after the answers in flight */
+	struct blast_tx *tx;                     /* ring of --pipeline transactions in flight */
+	unsigned tx_head, tx_n;                  /* oldest, and how many */
+	struct blast_job job;                    /* the newest transaction (the one send writes) */
 	_Alignas(16) unsigned char mode_state[]; /* the mode's state_size bytes */
 };
 

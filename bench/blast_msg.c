@@ -40,8 +40,8 @@ struct gen {
 	char json_tail[256]; /* ],"subject":...,"text":" with placeholders */
 	size_t json_tail_len;
 	size_t json_off_subject, json_off_sent; /* patch points in json_tail */
-	char *json_body; /* the body template with "\\n" for each CRLF */
-	uint64_t date_sec; /* second the cached Date was made for */
+	char *json_body;                        /* the body template with "\\n" for each CRLF */
+	uint64_t date_sec;                      /* second the cached Date was made for */
 	char date[32];
 };
 
@@ -161,7 +161,7 @@ uint32_t blast_msg_init(const struct blast_opts *o)
 	size_t to = g.rcpts * (addr + 2) + (g.rcpts - 1) * 2; /* <a>, <b> */
 	size_t min = g.from_len + to + g.tail_len + 2;        /* and one body line end */
 	make_json(o->from);
-	size_t json_to = g.rcpts * (addr + 2) + (g.rcpts - 1); /* "a","b" */
+	size_t json_to = g.rcpts * (addr + 2) + (g.rcpts - 1);                 /* "a","b" */
 	size_t json_min = g.json_head_len + json_to + g.json_tail_len + 1 + 2; /* a text byte, "} */
 	if (o->mode->format == BLAST_MSG_JSON)
 		min = json_min;

@@ -38,19 +38,19 @@ static const char *const state_names[BS_NSTATES] = {
 struct blast {
 	const struct blast_opts *o;
 	struct loop *loop;
-	struct rp_list sessions;   /* every session */
-	unsigned nsess;       /* allocated sessions */
-	unsigned nconnecting; /* connects in flight */
+	struct rp_list sessions; /* every session */
+	unsigned nsess;          /* allocated sessions */
+	unsigned nconnecting;    /* connects in flight */
 	bool ever_connected;
 	bool unreachable;
-	uint64_t last_connect_ok_ms; /* start, or the last successful connect */
+	uint64_t last_connect_ok_ms;      /* start, or the last successful connect */
 	uint64_t issued, ended, accepted; /* messages */
 	uint64_t requests;                /* transactions ended */
-	uint64_t first_ns, last_ns; /* first transaction written, last one ended */
-	bool stopping;              /* no new transactions */
-	bool finished;              /* stopping and nothing in flight */
-	struct histo lat;           /* submission latency, us */
-	uint64_t err_code[600];     /* failed transactions by reply code */
+	uint64_t first_ns, last_ns;       /* first transaction written, last one ended */
+	bool stopping;                    /* no new transactions */
+	bool finished;                    /* stopping and nothing in flight */
+	struct histo lat;                 /* submission latency, us */
+	uint64_t err_code[600];           /* failed transactions by reply code */
 	struct {
 		char key[16];
 		uint64_t n;
@@ -65,7 +65,7 @@ struct blast {
 	struct __kernel_timespec pace_ts;
 	bool pace_armed;
 	uint64_t pace_next_ns, pace_gap_ns;
-	struct rp_list waiting;    /* sessions waiting for a pacing slot, oldest first */
+	struct rp_list waiting; /* sessions waiting for a pacing slot, oldest first */
 
 	struct loop_timer reconnect, deadline, drain, progress;
 	unsigned drained;      /* drain passes done */

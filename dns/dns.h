@@ -40,7 +40,7 @@ struct dns_hop {
 		struct sockaddr sa;
 		struct sockaddr_in sin;
 		struct sockaddr_in6 sin6;
-	} addr;           /* port 0: the caller sets the port */
+	} addr; /* port 0: the caller sets the port */
 	socklen_t len;
 };
 
@@ -48,30 +48,30 @@ struct dns_hop {
 struct dns_result {
 	unsigned refs;
 	enum dns_status status;
-	const char *error;    /* what went wrong ("" when OK), stored after the names */
-	uint64_t expires_ms;  /* monotonic time when it stops being valid */
+	const char *error;   /* what went wrong ("" when OK), stored after the names */
+	uint64_t expires_ms; /* monotonic time when it stops being valid */
 	unsigned nhops;
 	struct dns_hop *hops; /* preference order; equal preferences shuffled */
 	char *names;          /* storage behind hops[].host */
 };
 
 struct dns_config {
-	const char *servers;     /* "host:port,host:port" or "" for /etc/resolv.conf */
-	uint64_t max_ttl_ms;     /* positive answers are kept at most this long */
-	uint64_t negative_ttl_ms;/* failures are kept this long */
-	unsigned cache_size;     /* entries kept at most (LRU beyond) */
-	unsigned timeout_ms;     /* per try */
+	const char *servers;      /* "host:port,host:port" or "" for /etc/resolv.conf */
+	uint64_t max_ttl_ms;      /* positive answers are kept at most this long */
+	uint64_t negative_ttl_ms; /* failures are kept this long */
+	unsigned cache_size;      /* entries kept at most (LRU beyond) */
+	unsigned timeout_ms;      /* per try */
 	unsigned tries;
 };
 
 struct dns_stats {
-	uint64_t queries;     /* lookups sent: MX queries, address lookups (A and AAAA) */
-	uint64_t lookups;     /* dns_resolve_* calls */
-	uint64_t hits;        /* answered from the cache */
-	uint64_t shared;      /* joined a lookup already in flight */
-	uint64_t entries;     /* cache entries now */
-	uint64_t evictions;   /* entries dropped by the LRU */
-	uint64_t memory;      /* bytes held by the cache (entries, keys, answers) */
+	uint64_t queries;   /* lookups sent: MX queries, address lookups (A and AAAA) */
+	uint64_t lookups;   /* dns_resolve_* calls */
+	uint64_t hits;      /* answered from the cache */
+	uint64_t shared;    /* joined a lookup already in flight */
+	uint64_t entries;   /* cache entries now */
+	uint64_t evictions; /* entries dropped by the LRU */
+	uint64_t memory;    /* bytes held by the cache (entries, keys, answers) */
 };
 
 /* dns_cb - the answer for a lookup. res is borrowed for the call; take a
@@ -81,7 +81,7 @@ typedef void (*dns_cb)(void *arg, struct dns_result *res);
 
 /* dns_new - a resolver on loop (the loop's thread). NULL with a reason. */
 struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, char *err,
-			     size_t errlen);
+                             size_t errlen);
 /* dns_free - tear down: pending callbacks are dropped (not called). Only
  * after the loop has stopped running. */
 void dns_free(struct dns_resolver *r);
@@ -105,7 +105,7 @@ const char *dns_status_name(enum dns_status s);
 /* ---- pure helpers (dns_mx.c), exposed for tests ------------------------ */
 
 struct dns_mx {
-	char *host;     /* exchanger name, "" for a null MX */
+	char *host; /* exchanger name, "" for a null MX */
 	uint16_t pref;
 };
 

@@ -103,7 +103,9 @@ static bool punycode(const uint32_t *cp, unsigned n, char *out, size_t outlen, s
 				continue;
 			uint32_t q = delta;
 			for (uint32_t k = PC_BASE;; k += PC_BASE) {
-				uint32_t t = k <= bias ? PC_TMIN : k >= bias + PC_TMAX ? PC_TMAX : k - bias;
+				uint32_t t = k <= bias             ? PC_TMIN
+				             : k >= bias + PC_TMAX ? PC_TMAX
+				                                   : k - bias;
 				if (q < t)
 					break;
 				if (o + 1 >= outlen)
@@ -153,7 +155,8 @@ bool dns_to_ascii(const char *name, char *out, size_t outlen)
 				out[o++] = (char)cp[j];
 		} else {
 			size_t len;
-			if (o + 4 >= outlen || !punycode(cp, n, out + o + 4, outlen - o - 4, &len) ||
+			if (o + 4 >= outlen ||
+			    !punycode(cp, n, out + o + 4, outlen - o - 4, &len) ||
 			    len + 4 > LABEL_MAX)
 				return false;
 			memcpy(out + o, "xn--", 4);

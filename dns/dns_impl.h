@@ -16,12 +16,12 @@ struct dns_waiter {
 
 /* A cache entry: an answer, or a lookup in flight with its waiters. */
 struct dns_entry {
-	char *key;                   /* "m:" domain (MX) or "a:" host (addresses) */
+	char *key; /* "m:" domain (MX) or "a:" host (addresses) */
 	uint32_t hash;
-	struct dns_entry *hnext;     /* hash chain */
-	struct rp_list lru;          /* on r->lru, most recent first */
-	struct dns_result *res;      /* NULL while the lookup runs */
-	struct dns_waiter *waiters;  /* callbacks waiting for res */
+	struct dns_entry *hnext;    /* hash chain */
+	struct rp_list lru;         /* on r->lru, most recent first */
+	struct dns_result *res;     /* NULL while the lookup runs */
+	struct dns_waiter *waiters; /* callbacks waiting for res */
 	bool pending;
 };
 
@@ -30,11 +30,11 @@ struct dns_sock {
 	struct loop_io io;
 	struct dns_resolver *r;
 	int fd;
-	bool want_r, want_w;  /* what c-ares asked for */
-	bool polling;         /* a poll request is in flight */
-	bool dead;            /* c-ares closed it: free when nothing is in flight */
-	bool busy;            /* sock_cqe is running on it: it frees, not sock_state */
-	struct rp_list link;  /* on r->socks or r->dead */
+	bool want_r, want_w; /* what c-ares asked for */
+	bool polling;        /* a poll request is in flight */
+	bool dead;           /* c-ares closed it: free when nothing is in flight */
+	bool busy;           /* sock_cqe is running on it: it frees, not sock_state */
+	struct rp_list link; /* on r->socks or r->dead */
 };
 
 struct host_query;
@@ -59,21 +59,21 @@ struct dns_resolver {
 	struct dns_config cfg;
 	char *servers;
 	ares_channel ch;
-	struct rp_list socks;        /* sockets c-ares has open */
-	struct rp_list dead;         /* closed by c-ares, completions outstanding */
+	struct rp_list socks; /* sockets c-ares has open */
+	struct rp_list dead;  /* closed by c-ares, completions outstanding */
 	struct loop_timer timer;
 	uint64_t rnd;
 	bool destroying;
 	/* lookups waiting for a slot (FIFO); address lookups go first: they
 	 * finish MX lookups already under way */
-	unsigned inflight;           /* sent, callback not yet called */
-	bool pumping;                /* pump() is running (no recursion) */
+	unsigned inflight; /* sent, callback not yet called */
+	bool pumping;      /* pump() is running (no recursion) */
 	struct host_query *hq_head, *hq_tail;
 	struct mx_query *mq_head, *mq_tail;
 	/* cache */
 	struct dns_entry **htab;
 	uint32_t hsize, nentries;
-	struct rp_list lru;          /* every entry, most recently used first */
+	struct rp_list lru; /* every entry, most recently used first */
 	struct dns_stats st;
 };
 
@@ -90,6 +90,6 @@ void dns_cache_wait(struct dns_resolver *r, struct dns_entry *e, dns_cb cb, void
 void dns_cache_complete(struct dns_resolver *r, struct dns_entry *e, struct dns_result *res);
 /* dns_result_failed - a failure result with a formatted reason. */
 struct dns_result *dns_result_failed(enum dns_status st, uint64_t ttl_ms, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -32,7 +32,8 @@
 
 const char *dns_status_name(enum dns_status s)
 {
-	static const char *const names[] = {"ok", "nxdomain", "null-mx", "no-address", "tempfail"};
+	static const char *const names[] = { "ok", "nxdomain", "null-mx", "no-address",
+		                             "tempfail" };
 	return (unsigned)s < RP_ARRAY_LEN(names) ? names[s] : "?";
 }
 
@@ -183,12 +184,14 @@ static void host_done(void *arg, int status, int timeouts, struct ares_addrinfo 
 	r->inflight--;
 	if (status == ARES_SUCCESS && ai && ai->nodes) {
 		unsigned n = 0, ttl = UINT32_MAX;
-		for (struct ares_addrinfo_node *nd = ai->nodes; nd && n < MAX_HOPS; nd = nd->ai_next)
+		for (struct ares_addrinfo_node *nd = ai->nodes; nd && n < MAX_HOPS;
+		     nd = nd->ai_next)
 			if (nd->ai_family == AF_INET || nd->ai_family == AF_INET6)
 				n++;
 		res = dns_result_new(DNS_OK, n, strlen(q->host) + 1);
 		strcpy(res->names, q->host);
-		for (struct ares_addrinfo_node *nd = ai->nodes; nd && res->nhops < n; nd = nd->ai_next) {
+		for (struct ares_addrinfo_node *nd = ai->nodes; nd && res->nhops < n;
+		     nd = nd->ai_next) {
 			if (nd->ai_family != AF_INET && nd->ai_family != AF_INET6)
 				continue;
 			struct dns_hop *h = &res->hops[res->nhops++];
@@ -202,15 +205,16 @@ static void host_done(void *arg, int status, int timeouts, struct ares_addrinfo 
 		if (!res->nhops) {
 			dns_result_unref(res);
 			res = dns_result_failed(DNS_NO_ADDRESS, r->cfg.negative_ttl_ms,
-						"%s has no IPv4 or IPv6 address", q->host);
+			                        "%s has no IPv4 or IPv6 address", q->host);
 		}
 	} else if (status == ARES_ENOTFOUND || status == ARES_ENODATA || status == ARES_SUCCESS) {
-		res = dns_result_failed(DNS_NO_ADDRESS, r->cfg.negative_ttl_ms,
-					"%s has no address (%s)", q->host,
-					status == ARES_ENOTFOUND ? "no such host" : "no A or AAAA record");
+		res = dns_result_failed(
+		    DNS_NO_ADDRESS, r->cfg.negative_ttl_ms, "%s has no address (%s)", q->host,
+		    status == ARES_ENOTFOUND ? "no such host" : "no A or AAAA record");
 	} else {
 		res = dns_result_failed(DNS_TEMPFAIL, r->cfg.negative_ttl_ms,
-					"address lookup for %s failed: %s", q->host, ares_strerror(status));
+		                        "address lookup for %s failed: %s", q->host,
+		                        ares_strerror(status));
 	}
 	ares_freeaddrinfo(ai);
 	struct dns_entry *e = q->e;
@@ -248,7 +252,7 @@ static void start_host(struct dns_resolver *r, struct dns_entry *e, const char *
 /* lookup - the cache entry for prefix:name, answering cb now or later;
  * true when the caller must start the query (key then holds the name). */
 static struct dns_entry *lookup(struct dns_resolver *r, const char *prefix, const char *name,
-				dns_cb cb, void *arg, char key[300], bool *start)
+                                dns_cb cb, void *arg, char key[300], bool *start)
 {
 	/* The DNS knows internationalised names by their A-labels; a name
 	 * that does not convert is looked up as it is (and fails there). */
@@ -293,7 +297,7 @@ struct mx_query {
 	unsigned ttl;                /* the MX answer's TTL, seconds */
 	struct dns_result **hostres; /* per exchanger */
 	struct mx_host *hosts;
-	struct mx_query *next;       /* the resolver's queue, until sent */
+	struct mx_query *next; /* the resolver's queue, until sent */
 };
 
 static void mx_free(struct mx_query *q)
@@ -335,8 +339,9 @@ static void mx_assemble(struct mx_query *q)
 		n = MAX_HOPS;
 	struct dns_result *res;
 	if (!n) {
-		res = dns_result_failed(temp ? DNS_TEMPFAIL : DNS_NO_ADDRESS, r->cfg.negative_ttl_ms,
-					"no usable exchanger for %s: %s", q->domain, why ? why : "?");
+		res =
+		    dns_result_failed(temp ? DNS_TEMPFAIL : DNS_NO_ADDRESS, r->cfg.negative_ttl_ms,
+		                      "no usable exchanger for %s: %s", q->domain, why ? why : "?");
 	} else {
 		res = dns_result_new(DNS_OK, n, names);
 		char *w = res->names;
@@ -401,13 +406,13 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 			status = ARES_ENODATA; /* an answer without MX records */
 		} else {
 			res = dns_result_failed(DNS_TEMPFAIL, r->cfg.negative_ttl_ms,
-						"malformed MX answer for %s: %s", q->domain,
-						ares_strerror(prc));
+			                        "malformed MX answer for %s: %s", q->domain,
+			                        ares_strerror(prc));
 		}
 	}
 	if (!res && status == ARES_SUCCESS && dns_mx_is_null(q->mx, q->nmx))
 		res = dns_result_failed(DNS_NULL_MX, r->cfg.negative_ttl_ms,
-					"%s does not accept mail (null MX, RFC 7505)", q->domain);
+		                        "%s does not accept mail (null MX, RFC 7505)", q->domain);
 	else if (!res && status == ARES_ENODATA) {
 		/* No MX: the domain itself is the exchanger (RFC 5321 5.1). */
 		q->mx = xcalloc(1, sizeof(*q->mx));
@@ -416,10 +421,11 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 		q->ttl = UINT32_MAX;
 	} else if (!res && status == ARES_ENOTFOUND)
 		res = dns_result_failed(DNS_NXDOMAIN, r->cfg.negative_ttl_ms,
-					"%s does not exist (NXDOMAIN)", q->domain);
+		                        "%s does not exist (NXDOMAIN)", q->domain);
 	else if (!res && status != ARES_SUCCESS)
 		res = dns_result_failed(DNS_TEMPFAIL, r->cfg.negative_ttl_ms,
-					"MX lookup for %s failed: %s", q->domain, ares_strerror(status));
+		                        "MX lookup for %s failed: %s", q->domain,
+		                        ares_strerror(status));
 	if (res) {
 		struct dns_entry *e = q->e;
 		mx_free(q);
@@ -441,8 +447,8 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 			 * 0) is no exchanger: looking it up would query the
 			 * root. The other exchangers still count. */
 			struct dns_result *none = dns_result_failed(
-				DNS_NO_ADDRESS, r->cfg.negative_ttl_ms,
-				"\".\" is not an exchanger (null MX among other MX records)");
+			    DNS_NO_ADDRESS, r->cfg.negative_ttl_ms,
+			    "\".\" is not an exchanger (null MX among other MX records)");
 			mx_host_done(&q->hosts[i], none);
 			dns_result_unref(none);
 			continue;
@@ -510,7 +516,7 @@ static void pump(struct dns_resolver *r)
 /* ---- life cycle -------------------------------------------------------- */
 
 struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, char *err,
-			     size_t errlen)
+                             size_t errlen)
 {
 	static bool lib_ready;
 	if (!lib_ready) {
@@ -543,8 +549,8 @@ struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, ch
 	o.domains = NULL;
 	o.ndomains = 0;
 	int rc = ares_init_options(&r->ch, &o,
-				   ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
-					   ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS | ARES_OPT_SOCK_RCVBUF);
+	                           ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
+	                               ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS | ARES_OPT_SOCK_RCVBUF);
 	if (rc) {
 		snprintf(err, errlen, "c-ares: %s", ares_strerror(rc));
 		free(r->servers);
@@ -554,7 +560,8 @@ struct dns_resolver *dns_new(struct loop *loop, const struct dns_config *cfg, ch
 	if (*r->servers) {
 		rc = ares_set_servers_ports_csv(r->ch, r->servers);
 		if (rc) {
-			snprintf(err, errlen, "[dns] servers '%s': %s", r->servers, ares_strerror(rc));
+			snprintf(err, errlen, "[dns] servers '%s': %s", r->servers,
+			         ares_strerror(rc));
 			ares_destroy(r->ch);
 			free(r->servers);
 			free(r);
@@ -585,7 +592,7 @@ void dns_free(struct dns_resolver *r)
 	}
 	/* The loop no longer runs: sockets still in flight are simply freed
 	 * with it (no completion can reach them any more). */
-	struct rp_list *lists[] = {&r->socks, &r->dead};
+	struct rp_list *lists[] = { &r->socks, &r->dead };
 	for (size_t i = 0; i < RP_ARRAY_LEN(lists); i++) {
 		struct rp_list *pos, *tmp;
 		rp_list_foreach_safe(pos, tmp, lists[i])

@@ -59,7 +59,7 @@ void dsn_build(const struct dsn_info *d, struct buf *out)
 	char id[17], boundary[64];
 	rp_id_format(d->queue_id, id);
 	snprintf(boundary, sizeof(boundary), "=_rp_dsn_%s_%llx", id,
-		 (unsigned long long)(d->now_ms * 2654435761u));
+	         (unsigned long long)(d->now_ms * 2654435761u));
 	bool delayed = d->nrcpts && !strcmp(d->rcpts[0].action, "delayed");
 
 	date_field(out, "Date", d->now_ms);
@@ -68,25 +68,30 @@ void dsn_build(const struct dsn_info *d, struct buf *out)
 	printable(out, d->sender, d->sender_len);
 	buf_puts(out, ">\r\n");
 	buf_printf(out, "Subject: %s\r\n",
-		   delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender");
+	           delayed ? "Delayed Mail (still being retried)"
+	                   : "Undelivered Mail Returned to Sender");
 	buf_printf(out, "Message-ID: <%s.dsn.%llu@%s>\r\n", id, (unsigned long long)d->now_ms,
-		   d->reporting_mta);
+	           d->reporting_mta);
 	buf_puts(out, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
 	buf_printf(out,
-		   "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-		   "\tboundary=\"%s\"\r\n\r\n",
-		   boundary);
+	           "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+	           "\tboundary=\"%s\"\r\n\r\n",
+	           boundary);
 	buf_puts(out, "This is a MIME-encapsulated message.\r\n\r\n");
 
 	/* Human-readable part. */
-	buf_printf(out, "--%s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-			"Content-Transfer-Encoding: 8bit\r\n\r\n", boundary);
+	buf_printf(out,
+	           "--%s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+	           "Content-Transfer-Encoding: 8bit\r\n\r\n",
+	           boundary);
 	buf_printf(out, "This is the mail system at host %s.\r\n\r\n", d->reporting_mta);
 	if (delayed)
-		buf_puts(out, "Your message could not be delivered yet. It will be tried again.\r\n\r\n");
+		buf_puts(
+		    out,
+		    "Your message could not be delivered yet. It will be tried again.\r\n\r\n");
 	else
 		buf_puts(out, "I'm sorry to have to inform you that your message could not\r\n"
-			      "be delivered to one or more recipients.\r\n\r\n");
+		              "be delivered to one or more recipients.\r\n\r\n");
 	for (unsigned i = 0; i < d->nrcpts; i++) {
 		const struct dsn_rcpt *r = &d->rcpts[i];
 		buf_puts(out, "<");
@@ -104,7 +109,7 @@ void dsn_build(const struct dsn_info *d, struct buf *out)
 	/* Machine-readable part. */
 	buf_printf(out, "--%s\r\nContent-Type: message/delivery-status\r\n\r\n", boundary);
 	buf_printf(out, "Reporting-MTA: dns; %s\r\nX-Ringpost-Queue-ID: %s\r\n", d->reporting_mta,
-		   id);
+	           id);
 	if (d->envid && d->envid_len) {
 		buf_puts(out, "Original-Envelope-Id: ");
 		printable(out, d->envid, d->envid_len);
@@ -134,7 +139,7 @@ void dsn_build(const struct dsn_info *d, struct buf *out)
 
 	/* The original. */
 	buf_printf(out, "--%s\r\nContent-Type: %s\r\n\r\n", boundary,
-		   d->full ? "message/rfc822" : "text/rfc822-headers");
+	           d->full ? "message/rfc822" : "text/rfc822-headers");
 	buf_append(out, d->original, d->original_len);
 	if (d->original_len < 2 || memcmp(d->original + d->original_len - 2, "\r\n", 2))
 		buf_puts(out, "\r\n");

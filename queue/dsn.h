@@ -14,32 +14,32 @@
 #include "base/buf.h"
 
 struct dsn_rcpt {
-	const char *addr;    /* Final-Recipient */
+	const char *addr; /* Final-Recipient */
 	size_t addr_len;
-	const char *orcpt;   /* Original-Recipient as given ("rfc822;a@b"), or NULL */
+	const char *orcpt; /* Original-Recipient as given ("rfc822;a@b"), or NULL */
 	size_t orcpt_len;
-	const char *action;  /* "failed", "delayed", "delivered" */
-	const char *status;  /* "5.1.1" */
-	const char *diag;    /* the remote reply or our description */
-	bool diag_smtp;      /* diag is an SMTP reply (Diagnostic-Code: smtp;) */
-	const char *remote;  /* Remote-MTA host or address, or NULL */
+	const char *action; /* "failed", "delayed", "delivered" */
+	const char *status; /* "5.1.1" */
+	const char *diag;   /* the remote reply or our description */
+	bool diag_smtp;     /* diag is an SMTP reply (Diagnostic-Code: smtp;) */
+	const char *remote; /* Remote-MTA host or address, or NULL */
 	uint64_t last_attempt_ms;
 };
 
 struct dsn_info {
 	const char *reporting_mta; /* our hostname */
 	uint64_t queue_id;
-	const char *envid;         /* Original-Envelope-Id, may be NULL */
+	const char *envid; /* Original-Envelope-Id, may be NULL */
 	size_t envid_len;
 	uint64_t arrival_ms;
 	uint64_t now_ms;
-	const char *sender;        /* the original envelope sender (To: of the DSN) */
+	const char *sender; /* the original envelope sender (To: of the DSN) */
 	size_t sender_len;
 	const struct dsn_rcpt *rcpts;
 	unsigned nrcpts;
-	const char *original;      /* the original message, or its header section */
+	const char *original; /* the original message, or its header section */
 	size_t original_len;
-	bool full;                 /* original is the full message (RET=FULL) */
+	bool full; /* original is the full message (RET=FULL) */
 };
 
 /* dsn_build - append the DSN message (CRLF lines) to out. */

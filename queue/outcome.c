@@ -57,8 +57,8 @@ static void status_from_code(int code, const char *enh, char out[16])
 }
 
 void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_t age_ms,
-		    uint64_t now_ms, uint64_t rnd, const struct retry_policy *pol,
-		    struct outcome *out)
+                    uint64_t now_ms, uint64_t rnd, const struct retry_policy *pol,
+                    struct outcome *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->counts = true;
@@ -75,8 +75,9 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
 			out->dest_backoff = true;
 			break;
 		}
-		bool too_many = rep->stage == STAGE_RCPT &&
-				(rep->code == 552 || (rep->code == 452 && !strcmp(rep->enh, "4.5.3")));
+		bool too_many =
+		    rep->stage == STAGE_RCPT &&
+		    (rep->code == 552 || (rep->code == 452 && !strcmp(rep->enh, "4.5.3")));
 		if (too_many && rep->after_accept) {
 			out->action = OUTCOME_RETRY;
 			out->counts = false;
@@ -197,7 +198,7 @@ static bool enh_valid(const char *e, size_t n)
 }
 
 void outcome_report_set(struct attempt_report *rep, enum attempt_kind kind,
-			enum attempt_stage stage, int code, const char *text)
+                        enum attempt_stage stage, int code, const char *text)
 {
 	rep->kind = kind;
 	rep->stage = stage;
@@ -220,9 +221,9 @@ void outcome_report_set(struct attempt_report *rep, enum attempt_kind kind,
 const char *outcome_kind_name(enum attempt_kind k)
 {
 	static const char *names[] = {
-		"reply",   "connect-failed", "timeout", "lost",	 "tls-failed",
-		"dns-temp", "dns-nxdomain",  "null-mx", "no-route", "loop",
-		"local",   "abandoned",	     "too-big", "needs-smtputf8",
+		"reply",    "connect-failed", "timeout", "lost",           "tls-failed",
+		"dns-temp", "dns-nxdomain",   "null-mx", "no-route",       "loop",
+		"local",    "abandoned",      "too-big", "needs-smtputf8",
 	};
 	return (unsigned)k < RP_ARRAY_LEN(names) ? names[k] : "unknown";
 }

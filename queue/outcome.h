@@ -48,8 +48,8 @@ struct attempt_report {
 	char enh[16];      /* enhanced status from the reply, or "" */
 	char text[320];    /* one-line reply or error description */
 	bool after_accept; /* a RCPT reply that came after an accepted RCPT in
-			    * the same transaction (tells "too many recipients"
-			    * from "not now") */
+	                    * the same transaction (tells "too many recipients"
+	                    * from "not now") */
 };
 
 enum outcome_action {
@@ -60,33 +60,33 @@ enum outcome_action {
 
 struct outcome {
 	enum outcome_action action;
-	bool dest_backoff;    /* the destination as a whole should pause */
-	bool counts;          /* counts as a delivery attempt */
-	uint64_t next_ms;     /* OUTCOME_RETRY: when (unix ms) */
-	char status[16];      /* RFC 3463 status for DSNs and the API: "5.1.1" */
-	bool no_dsn;          /* a failure that must not produce a DSN (purge, drop) */
+	bool dest_backoff; /* the destination as a whole should pause */
+	bool counts;       /* counts as a delivery attempt */
+	uint64_t next_ms;  /* OUTCOME_RETRY: when (unix ms) */
+	char status[16];   /* RFC 3463 status for DSNs and the API: "5.1.1" */
+	bool no_dsn;       /* a failure that must not produce a DSN (purge, drop) */
 };
 
 struct retry_policy {
 	const uint64_t *delays_ms; /* delays between attempts; the last repeats */
 	unsigned ndelays;
-	uint64_t max_age_ms;       /* a recipient still failing after this bounces */
-	unsigned jitter_pct;       /* +- this percentage, spread by a random input */
+	uint64_t max_age_ms; /* a recipient still failing after this bounces */
+	unsigned jitter_pct; /* +- this percentage, spread by a random input */
 };
 
 /* outcome_decide - decide for one recipient. attempts counts attempts
  * before this one; age_ms is the time since submission; rnd is any random
  * 64-bit value (jitter). */
 void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_t age_ms,
-		    uint64_t now_ms, uint64_t rnd, const struct retry_policy *pol,
-		    struct outcome *out);
+                    uint64_t now_ms, uint64_t rnd, const struct retry_policy *pol,
+                    struct outcome *out);
 /* outcome_retry_delay - the delay after the n-th failed attempt (n >= 1),
  * with jitter from rnd. */
 uint64_t outcome_retry_delay(const struct retry_policy *pol, unsigned n, uint64_t rnd);
 /* outcome_report_set - fill a report (text formatted; enh derived from the
  * text for replies). */
 void outcome_report_set(struct attempt_report *rep, enum attempt_kind kind,
-			enum attempt_stage stage, int code, const char *text);
+                        enum attempt_stage stage, int code, const char *text);
 /* outcome_kind_name - "reply", "connect-failed", ... for logs. */
 const char *outcome_kind_name(enum attempt_kind k);
 /* outcome_action_name - "delivered", "deferred", "bounced". */

@@ -12,7 +12,7 @@
 
 struct spool_reader {
 	struct spool *sp;
-	MDB_txn *txn;  /* reset between uses, renewed by begin */
+	MDB_txn *txn; /* reset between uses, renewed by begin */
 	bool active;
 };
 
@@ -40,28 +40,30 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
 	if (rc) {
-		snprintf(err, errlen, "%s: cannot start a transaction: %s", sp->dir, mdb_strerror(rc));
+		snprintf(err, errlen, "%s: cannot start a transaction: %s", sp->dir,
+		         mdb_strerror(rc));
 		return false;
 	}
 	struct {
 		const char *name;
 		MDB_dbi *dbi;
 	} dbs[] = {
-		{"meta", &sp->dbi_meta}, {"msg", &sp->dbi_msg},       {"body", &sp->dbi_body},
-		{"rcpt", &sp->dbi_rcpt}, {"expire", &sp->dbi_expire}, {"mbox", &sp->dbi_mbox},
-		{"mbox_meta", &sp->dbi_mbox_meta},
+		{ "meta", &sp->dbi_meta },           { "msg", &sp->dbi_msg },
+		{ "body", &sp->dbi_body },           { "rcpt", &sp->dbi_rcpt },
+		{ "expire", &sp->dbi_expire },       { "mbox", &sp->dbi_mbox },
+		{ "mbox_meta", &sp->dbi_mbox_meta },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(dbs); i++) {
 		rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
 		if (rc) {
-			snprintf(err, errlen, "%s: cannot open database %s: %s", sp->dir, dbs[i].name,
-				 mdb_strerror(rc));
+			snprintf(err, errlen, "%s: cannot open database %s: %s", sp->dir,
+			         dbs[i].name, mdb_strerror(rc));
 			mdb_txn_abort(txn);
 			return false;
 		}
 	}
 	/* Format version: written once, checked on every open. */
-	MDB_val k = {.mv_size = 7, .mv_data = "version"}, v;
+	MDB_val k = { .mv_size = 7, .mv_data = "version" }, v;
 	uint32_t version = SPOOL_FORMAT_VERSION;
 	rc = mdb_get(txn, sp->dbi_meta, &k, &v);
 	if (rc == MDB_NOTFOUND) {
@@ -73,15 +75,15 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 		if (v.mv_size == sizeof(have))
 			memcpy(&have, v.mv_data, sizeof(have));
 		if (have != SPOOL_FORMAT_VERSION) {
-			snprintf(err, errlen, "%s: spool format %u, this ringpost reads %u", sp->dir,
-				 have, SPOOL_FORMAT_VERSION);
+			snprintf(err, errlen, "%s: spool format %u, this ringpost reads %u",
+			         sp->dir, have, SPOOL_FORMAT_VERSION);
 			mdb_txn_abort(txn);
 			return false;
 		}
 	}
 	if (rc) {
 		snprintf(err, errlen, "%s: cannot write the format version: %s", sp->dir,
-			 mdb_strerror(rc));
+		         mdb_strerror(rc));
 		mdb_txn_abort(txn);
 		return false;
 	}
@@ -99,7 +101,7 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 	}
 	atomic_store(&sp->next_id, next);
 	/* The bounce mailbox's UIDVALIDITY is fixed when the spool is made. */
-	MDB_val vk = {.mv_size = 11, .mv_data = "uidvalidity"}, vv;
+	MDB_val vk = { .mv_size = 11, .mv_data = "uidvalidity" }, vv;
 	if (mdb_get(txn, sp->dbi_mbox_meta, &vk, &vv) == MDB_NOTFOUND) {
 		uint32_t uv = (uint32_t)(rp_now_ms() / 1000);
 		vv.mv_size = sizeof(uv);
@@ -165,7 +167,7 @@ struct spool *spool_open(const struct spool_options *o, char *err, size_t errlen
 	sp->page_max = usable;
 	if (info.me_mapsize < o->max_size)
 		log_warn("spool: map size %zu below the configured %llu", info.me_mapsize,
-			 (unsigned long long)o->max_size);
+		         (unsigned long long)o->max_size);
 	if (!open_dbs(sp, err, errlen))
 		goto fail;
 	spool_refresh_usage(sp);
@@ -241,13 +243,13 @@ void spool_refresh_usage(struct spool *sp)
 	uint64_t live_pages = 4; /* the two meta pages and the free and main DB roots */
 	MDB_txn *txn;
 	if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) == 0) {
-		MDB_dbi dbis[] = {sp->dbi_meta,	  sp->dbi_msg,	sp->dbi_body,	  sp->dbi_rcpt,
-				  sp->dbi_expire, sp->dbi_mbox, sp->dbi_mbox_meta};
+		MDB_dbi dbis[] = { sp->dbi_meta,   sp->dbi_msg,  sp->dbi_body,     sp->dbi_rcpt,
+			           sp->dbi_expire, sp->dbi_mbox, sp->dbi_mbox_meta };
 		for (size_t i = 0; i < RP_ARRAY_LEN(dbis); i++) {
 			MDB_stat st2;
 			if (mdb_stat(txn, dbis[i], &st2) == 0)
-				live_pages += st2.ms_branch_pages + st2.ms_leaf_pages +
-					      st2.ms_overflow_pages;
+				live_pages +=
+				    st2.ms_branch_pages + st2.ms_leaf_pages + st2.ms_overflow_pages;
 		}
 		mdb_txn_abort(txn);
 	}
@@ -270,8 +272,8 @@ void spool_refresh_usage(struct spool *sp)
 	sp->usage_known = true;
 	if (first ? !ok : was != ok)
 		log_warn("spool: %s new mail (used %llu of %llu bytes, %llu bytes free on disk)",
-			 ok ? "accepting" : "refusing", (unsigned long long)used,
-			 (unsigned long long)sp->opt.max_size, (unsigned long long)free_disk);
+		         ok ? "accepting" : "refusing", (unsigned long long)used,
+		         (unsigned long long)sp->opt.max_size, (unsigned long long)free_disk);
 }
 
 /* ---- readers ----------------------------------------------------------- */
@@ -324,7 +326,7 @@ bool spool_get_msg(struct spool_reader *r, uint64_t id, struct spool_msg *m)
 {
 	unsigned char kb[8];
 	spool_key_id(kb, id);
-	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	MDB_val k = { .mv_size = sizeof(kb), .mv_data = kb }, v;
 	rp_assert(r->active);
 	if (mdb_get(r->txn, r->sp->dbi_msg, &k, &v))
 		return false;
@@ -336,7 +338,7 @@ bool spool_get_rcpt(struct spool_reader *r, uint64_t id, uint32_t idx, struct sp
 {
 	unsigned char kb[12];
 	spool_key_rcpt(kb, id, idx);
-	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	MDB_val k = { .mv_size = sizeof(kb), .mv_data = kb }, v;
 	rp_assert(r->active);
 	if (mdb_get(r->txn, r->sp->dbi_rcpt, &k, &v))
 		return false;
@@ -354,7 +356,7 @@ bool spool_get_body(struct spool_reader *r, uint64_t id, uint32_t variant, struc
 	spool_key_body(kb, id, variant, 0);
 	if (mdb_cursor_open(r->txn, r->sp->dbi_body, &cur))
 		return false;
-	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	MDB_val k = { .mv_size = sizeof(kb), .mv_data = kb }, v;
 	int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 	while (rc == 0 && k.mv_size == 16 && !memcmp(k.mv_data, kb, 12)) {
 		buf_append(out, v.mv_data, v.mv_size);
@@ -366,7 +368,7 @@ bool spool_get_body(struct spool_reader *r, uint64_t id, uint32_t variant, struc
 }
 
 unsigned spool_foreach_rcpt(struct spool_reader *r, uint64_t id,
-			    bool (*fn)(const struct spool_rcpt *rc, void *arg), void *arg)
+                            bool (*fn)(const struct spool_rcpt *rc, void *arg), void *arg)
 {
 	unsigned char kb[12];
 	MDB_cursor *cur;
@@ -375,7 +377,7 @@ unsigned spool_foreach_rcpt(struct spool_reader *r, uint64_t id,
 	spool_key_rcpt(kb, id, 0);
 	if (mdb_cursor_open(r->txn, r->sp->dbi_rcpt, &cur))
 		return 0;
-	MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v;
+	MDB_val k = { .mv_size = sizeof(kb), .mv_data = kb }, v;
 	int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 	while (rc == 0 && k.mv_size == 12 && !memcmp(k.mv_data, kb, 8)) {
 		struct spool_rcpt rec;
@@ -393,9 +395,9 @@ unsigned spool_foreach_rcpt(struct spool_reader *r, uint64_t id,
 }
 
 uint64_t spool_scan_pending(struct spool_reader *r,
-			    void (*fn)(const struct spool_msg *m, const struct spool_rcpt *rc,
-				       void *arg),
-			    void *arg)
+                            void (*fn)(const struct spool_msg *m, const struct spool_rcpt *rc,
+                                       void *arg),
+                            void *arg)
 {
 	MDB_cursor *cur;
 	uint64_t n = 0, cur_id = 0;
@@ -414,7 +416,7 @@ uint64_t spool_scan_pending(struct spool_reader *r,
 		rec.idx = rp_get_be32((const unsigned char *)k.mv_data + 8);
 		if (!spool_rcpt_decode(v.mv_data, v.mv_size, &rec)) {
 			log_warn("spool: undecodable recipient record %016llx.%u",
-				 (unsigned long long)rec.msgid, rec.idx);
+			         (unsigned long long)rec.msgid, rec.idx);
 			continue;
 		}
 		if (SPOOL_STATE_FINAL(rec.state))
@@ -424,7 +426,7 @@ uint64_t spool_scan_pending(struct spool_reader *r,
 			have_msg = spool_get_msg(r, cur_id, &msg);
 			if (!have_msg)
 				log_warn("spool: recipient %016llx.%u has no message",
-					 (unsigned long long)rec.msgid, rec.idx);
+				         (unsigned long long)rec.msgid, rec.idx);
 		}
 		if (!have_msg)
 			continue;
@@ -456,7 +458,7 @@ bool spool_mbox_get(struct spool_reader *r, uint32_t uid, struct spool_mbox_entr
 {
 	unsigned char kb[4];
 	rp_put_be32(kb, uid);
-	MDB_val k = {.mv_size = 4, .mv_data = kb}, v;
+	MDB_val k = { .mv_size = 4, .mv_data = kb }, v;
 	rp_assert(r->active);
 	if (mdb_get(r->txn, r->sp->dbi_mbox, &k, &v))
 		return false;
@@ -465,7 +467,7 @@ bool spool_mbox_get(struct spool_reader *r, uint32_t uid, struct spool_mbox_entr
 }
 
 unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
-			    bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg)
+                            bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg)
 {
 	unsigned char kb[4];
 	MDB_cursor *cur;
@@ -474,7 +476,7 @@ unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
 	rp_put_be32(kb, from);
 	if (mdb_cursor_open(r->txn, r->sp->dbi_mbox, &cur))
 		return 0;
-	MDB_val k = {.mv_size = 4, .mv_data = kb}, v;
+	MDB_val k = { .mv_size = 4, .mv_data = kb }, v;
 	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct spool_mbox_entry e;
@@ -491,7 +493,7 @@ unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
 
 void spool_mbox_ids(struct spool_reader *r, uint32_t *uidvalidity, uint32_t *uidnext)
 {
-	MDB_val k = {.mv_size = 11, .mv_data = "uidvalidity"}, v;
+	MDB_val k = { .mv_size = 11, .mv_data = "uidvalidity" }, v;
 	rp_assert(r->active);
 	*uidvalidity = 1;
 	*uidnext = 1;

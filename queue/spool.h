@@ -43,13 +43,13 @@ const char *spool_state_name(unsigned state);
 
 /* Envelope flags. */
 enum {
-	MSG_F_SMTPUTF8 = 1u << 0,    /* needs SMTPUTF8 downstream */
-	MSG_F_8BIT = 1u << 1,        /* BODY=8BITMIME */
-	MSG_F_RET_HDRS = 1u << 2,    /* DSN RET=HDRS */
-	MSG_F_RET_FULL = 1u << 3,    /* DSN RET=FULL */
-	MSG_F_BOUNCE = 1u << 4,      /* null sender: never bounce this */
-	MSG_F_VARIANTS = 1u << 5,    /* recipients have their own bodies */
-	MSG_F_DONE = 1u << 6,        /* every recipient is final; body deleted */
+	MSG_F_SMTPUTF8 = 1u << 0, /* needs SMTPUTF8 downstream */
+	MSG_F_8BIT = 1u << 1,     /* BODY=8BITMIME */
+	MSG_F_RET_HDRS = 1u << 2, /* DSN RET=HDRS */
+	MSG_F_RET_FULL = 1u << 3, /* DSN RET=FULL */
+	MSG_F_BOUNCE = 1u << 4,   /* null sender: never bounce this */
+	MSG_F_VARIANTS = 1u << 5, /* recipients have their own bodies */
+	MSG_F_DONE = 1u << 6,     /* every recipient is final; body deleted */
 };
 
 /* DSN NOTIFY bits (RFC 3461); 0 means "not given" (FAILURE by default). */
@@ -65,37 +65,37 @@ enum {
  * memory. */
 struct spool_msg {
 	uint64_t id;
-	uint64_t submit_ms;   /* unix ms when accepted */
-	uint64_t done_ms;     /* when the last recipient became final, or 0 */
-	uint64_t body_len;    /* bytes of the (shared) body */
-	uint32_t flags;       /* MSG_F_* */
-	uint32_t nrcpt;       /* recipients */
-	uint32_t pending;     /* recipients not final yet */
-	const char *sender;   /* reverse path, "" for <> */
+	uint64_t submit_ms; /* unix ms when accepted */
+	uint64_t done_ms;   /* when the last recipient became final, or 0 */
+	uint64_t body_len;  /* bytes of the (shared) body */
+	uint32_t flags;     /* MSG_F_* */
+	uint32_t nrcpt;     /* recipients */
+	uint32_t pending;   /* recipients not final yet */
+	const char *sender; /* reverse path, "" for <> */
 	size_t sender_len;
-	const char *envid;    /* DSN ENVID, decoded */
+	const char *envid; /* DSN ENVID, decoded */
 	size_t envid_len;
-	const char *source;   /* how it arrived, e.g. "smtp [127.0.0.1] helo=x" */
+	const char *source; /* how it arrived, e.g. "smtp [127.0.0.1] helo=x" */
 	size_t source_len;
 };
 
 /* A recipient record. */
 struct spool_rcpt {
 	uint64_t msgid;
-	uint32_t idx;         /* index within the message */
-	uint32_t variant;     /* body variant, 0 = shared body */
-	uint8_t state;        /* enum spool_state */
-	uint8_t notify;       /* NOTIFY_* */
-	uint16_t attempts;    /* delivery attempts so far */
-	uint64_t next_ms;     /* unix ms of the next attempt (deferred) */
-	uint64_t last_ms;     /* unix ms of the last attempt, 0 = never */
-	const char *addr;     /* mailbox */
+	uint32_t idx;      /* index within the message */
+	uint32_t variant;  /* body variant, 0 = shared body */
+	uint8_t state;     /* enum spool_state */
+	uint8_t notify;    /* NOTIFY_* */
+	uint16_t attempts; /* delivery attempts so far */
+	uint64_t next_ms;  /* unix ms of the next attempt (deferred) */
+	uint64_t last_ms;  /* unix ms of the last attempt, 0 = never */
+	const char *addr;  /* mailbox */
 	size_t addr_len;
-	const char *orcpt;    /* DSN ORCPT "rfc822;addr", decoded */
+	const char *orcpt; /* DSN ORCPT "rfc822;addr", decoded */
 	size_t orcpt_len;
 	const char *response; /* last reply or failure text */
 	size_t response_len;
-	const char *remote;   /* remote MTA of the last attempt */
+	const char *remote; /* remote MTA of the last attempt */
 	size_t remote_len;
 };
 
@@ -128,14 +128,14 @@ uint64_t spool_next_id(struct spool *sp);
 bool spool_accepting(const struct spool *sp);
 
 struct spool_usage {
-	uint64_t map_size;   /* the limit */
-	uint64_t used;       /* live pages (all databases) * page size */
-	uint64_t extent;     /* highest page ever used * page size (file extent) */
-	uint64_t file_size;  /* data.mdb size on disk */
-	uint64_t disk_free;  /* free bytes for unprivileged users */
-	uint64_t commits;    /* write transactions so far */
-	uint64_t syncs;      /* syncs so far */
-	uint64_t evicted;    /* finished messages forgotten early to make room */
+	uint64_t map_size;  /* the limit */
+	uint64_t used;      /* live pages (all databases) * page size */
+	uint64_t extent;    /* highest page ever used * page size (file extent) */
+	uint64_t file_size; /* data.mdb size on disk */
+	uint64_t disk_free; /* free bytes for unprivileged users */
+	uint64_t commits;   /* write transactions so far */
+	uint64_t syncs;     /* syncs so far */
+	uint64_t evicted;   /* finished messages forgotten early to make room */
 };
 /* spool_usage - numbers for stats (any thread; refreshed by the writer). */
 void spool_usage(const struct spool *sp, struct spool_usage *u);
@@ -151,40 +151,40 @@ enum spool_req_type {
 
 enum spool_status {
 	SPOOL_OK = 0,
-	SPOOL_EFULL,   /* disk or spool full: 452 4.3.1 / HTTP 503 */
-	SPOOL_EIO,     /* anything else: 451 4.3.0 */
+	SPOOL_EFULL, /* disk or spool full: 452 4.3.1 / HTTP 503 */
+	SPOOL_EIO,   /* anything else: 451 4.3.0 */
 };
 
 struct spool_submit {
-	struct spool_msg msg;          /* id from spool_next_id; nrcpt, body_len set */
-	struct spool_rcpt *rcpts;      /* msg.nrcpt records: addr, orcpt, notify, variant */
-	const struct iovec *body;      /* the shared body, in pieces */
+	struct spool_msg msg;     /* id from spool_next_id; nrcpt, body_len set */
+	struct spool_rcpt *rcpts; /* msg.nrcpt records: addr, orcpt, notify, variant */
+	const struct iovec *body; /* the shared body, in pieces */
 	unsigned nbody;
-	const struct iovec *variants;  /* bodies 1..nvariants (variant i at [i-1]) */
+	const struct iovec *variants; /* bodies 1..nvariants (variant i at [i-1]) */
 	unsigned nvariants;
 };
 
 struct spool_update {
 	uint64_t msgid;
 	uint32_t idx;
-	uint8_t state;          /* new state */
+	uint8_t state; /* new state */
 	uint16_t attempts;
 	uint64_t next_ms;
 	uint64_t last_ms;
-	const char *response;   /* copied by the writer */
+	const char *response; /* copied by the writer */
 	size_t response_len;
 	const char *remote;
 	size_t remote_len;
-	bool wait_only;         /* no attempt was made: only state and next_ms
-				 * change (waiting behind a back-off) */
+	bool wait_only; /* no attempt was made: only state and next_ms
+	                 * change (waiting behind a back-off) */
 };
 
 struct spool_req {
-	struct mq_item item;       /* queue link; owned by the spool while queued */
+	struct mq_item item; /* queue link; owned by the spool while queued */
 	enum spool_req_type type;
-	enum spool_status status;  /* result, set before the reply */
-	struct mq *reply_to;       /* the answer is pushed here with reply_fn; NULL =
-				    * no answer: the writer free()s the request */
+	enum spool_status status; /* result, set before the reply */
+	struct mq *reply_to;      /* the answer is pushed here with reply_fn; NULL =
+	                           * no answer: the writer free()s the request */
 	mq_fn reply_fn;
 	union {
 		struct spool_submit submit;
@@ -193,10 +193,10 @@ struct spool_req {
 			unsigned n;
 		} update;
 		struct {
-			const char *data;  /* the message, CRLF lines */
+			const char *data; /* the message, CRLF lines */
 			size_t len;
-			uint64_t date_ms;  /* internal date */
-			uint32_t uid;      /* set by the writer */
+			uint64_t date_ms; /* internal date */
+			uint32_t uid;     /* set by the writer */
 		} mbox;
 	} u;
 };
@@ -223,13 +223,13 @@ bool spool_get_body(struct spool_reader *r, uint64_t id, uint32_t variant, struc
 /* spool_foreach_rcpt - call fn for each recipient of id, in index order;
  * stops early when fn returns false. Returns the number visited. */
 unsigned spool_foreach_rcpt(struct spool_reader *r, uint64_t id,
-			    bool (*fn)(const struct spool_rcpt *rc, void *arg), void *arg);
+                            bool (*fn)(const struct spool_rcpt *rc, void *arg), void *arg);
 /* spool_scan_pending - call fn for every recipient that is not final, with
  * its message's envelope (start-up rebuild). Returns the number visited. */
 uint64_t spool_scan_pending(struct spool_reader *r,
-			    void (*fn)(const struct spool_msg *m, const struct spool_rcpt *rc,
-				       void *arg),
-			    void *arg);
+                            void (*fn)(const struct spool_msg *m, const struct spool_rcpt *rc,
+                                       void *arg),
+                            void *arg);
 
 /* ---- the bounce mailbox ------------------------------------------------ */
 
@@ -244,9 +244,9 @@ enum {
 
 struct spool_mbox_entry {
 	uint32_t uid;
-	uint32_t flags;     /* MBOX_* */
-	uint64_t date_ms;   /* internal date */
-	const char *data;   /* the message; lives until the read transaction ends */
+	uint32_t flags;   /* MBOX_* */
+	uint64_t date_ms; /* internal date */
+	const char *data; /* the message; lives until the read transaction ends */
 	size_t len;
 };
 
@@ -255,7 +255,7 @@ bool spool_mbox_get(struct spool_reader *r, uint32_t uid, struct spool_mbox_entr
 /* spool_mbox_foreach - messages with uid >= from, in UID order; stops when
  * fn returns false. Returns how many were visited. */
 unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
-			    bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg);
+                            bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg);
 /* spool_mbox_uidvalidity - the mailbox's UIDVALIDITY and next UID. */
 void spool_mbox_ids(struct spool_reader *r, uint32_t *uidvalidity, uint32_t *uidnext);
 

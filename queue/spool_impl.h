@@ -26,19 +26,19 @@ struct spool {
 	char *dir;
 	struct spool_options opt;
 	unsigned page_size;
-	size_t inline_max;       /* largest leaf body chunk (a quarter page) */
-	size_t page_max;         /* largest body chunk in one overflow page */
+	size_t inline_max; /* largest leaf body chunk (a quarter page) */
+	size_t page_max;   /* largest body chunk in one overflow page */
 
 	_Atomic uint64_t next_id;
 	_Atomic bool accepting;  /* disk and map have room */
 	bool usage_known;        /* refreshed at least once (writer thread after open) */
-	_Atomic uint64_t used;       /* live pages * page size */
-	_Atomic uint64_t extent;     /* highest page ever used * page size */
+	_Atomic uint64_t used;   /* live pages * page size */
+	_Atomic uint64_t extent; /* highest page ever used * page size */
 	_Atomic uint64_t file_size, disk_free, commits, syncs, evicted;
 
 	pthread_t writer;
 	bool writer_started;
-	struct mq inbox;         /* requests for the writer (blocking eventfd) */
+	struct mq inbox; /* requests for the writer (blocking eventfd) */
 	_Atomic bool stopping;
 };
 
@@ -54,7 +54,8 @@ static inline void spool_key_rcpt(unsigned char k[12], uint64_t id, uint32_t idx
 	rp_put_be32(k + 8, idx);
 }
 
-static inline void spool_key_body(unsigned char k[16], uint64_t id, uint32_t variant, uint32_t chunk)
+static inline void spool_key_body(unsigned char k[16], uint64_t id, uint32_t variant,
+                                  uint32_t chunk)
 {
 	rp_put_be64(k, id);
 	rp_put_be32(k + 8, variant);

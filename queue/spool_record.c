@@ -13,7 +13,7 @@
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "spool records are little-endian");
 
-#define MSG_VERSION 1
+#define MSG_VERSION  1
 #define RCPT_VERSION 1
 
 struct msg_hdr {
@@ -49,7 +49,7 @@ struct rcpt_hdr {
 
 const char *spool_state_name(unsigned state)
 {
-	static const char *names[] = {"queued", "deferred", "delivered", "bounced"};
+	static const char *names[] = { "queued", "deferred", "delivered", "bounced" };
 	return state < RP_ARRAY_LEN(names) ? names[state] : "unknown";
 }
 

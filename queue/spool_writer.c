@@ -19,15 +19,15 @@
 #include "spool_impl.h"
 #include "base/util.h"
 
-#define BATCH_MAX_REQS 4096
-#define BATCH_MAX_BYTES (64u << 20)
+#define BATCH_MAX_REQS    4096
+#define BATCH_MAX_BYTES   (64u << 20)
 #define MAINT_INTERVAL_MS 1000
-#define EXPIRE_PER_TXN 2000
-#define EXPIRE_BUDGET_MS 200 /* per maintenance pass: the writer has mail to commit */
+#define EXPIRE_PER_TXN    2000
+#define EXPIRE_BUDGET_MS  200 /* per maintenance pass: the writer has mail to commit */
 
 struct writer {
 	struct spool *sp;
-	uint64_t max_id;   /* largest message id stored: larger ones may MDB_APPEND */
+	uint64_t max_id;    /* largest message id stored: larger ones may MDB_APPEND */
 	struct buf scratch; /* re-encoding records */
 };
 
@@ -47,7 +47,7 @@ static enum spool_status status_of(int rc)
 }
 
 static int put_body(struct writer *w, MDB_txn *txn, uint64_t id, uint32_t variant,
-		    const struct iovec *iov, unsigned niov, unsigned flags)
+                    const struct iovec *iov, unsigned niov, unsigned flags)
 {
 	struct spool *sp = w->sp;
 	size_t total = 0;
@@ -61,7 +61,7 @@ static int put_body(struct writer *w, MDB_txn *txn, uint64_t id, uint32_t varian
 		size_t n = spool_body_chunk(sp, total - done);
 		unsigned char kb[16];
 		spool_key_body(kb, id, variant, chunk++);
-		MDB_val k = {.mv_size = sizeof(kb), .mv_data = kb}, v = {.mv_size = n};
+		MDB_val k = { .mv_size = sizeof(kb), .mv_data = kb }, v = { .mv_size = n };
 		int rc = mdb_put(txn, sp->dbi_body, &k, &v, MDB_RESERVE | flags);
 		if (rc)
 			return rc;
@@ -97,7 +97,7 @@ static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 	s->msg.pending = s->msg.nrcpt;
 	s->msg.done_ms = 0;
 	spool_key_id(kb, id);
-	MDB_val k = {.mv_size = 8, .mv_data = kb}, v = {.mv_size = spool_msg_size(&s->msg)};
+	MDB_val k = { .mv_size = 8, .mv_data = kb }, v = { .mv_size = spool_msg_size(&s->msg) };
 	int rc = mdb_put(txn, sp->dbi_msg, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE | flags);
 	if (rc)
 		return rc;
@@ -116,7 +116,8 @@ static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 		r->state = SPOOL_QUEUED;
 		r->attempts = 0;
 		spool_key_rcpt(kb, id, i);
-		MDB_val rk = {.mv_size = 12, .mv_data = kb}, rv = {.mv_size = spool_rcpt_size(r)};
+		MDB_val rk = { .mv_size = 12, .mv_data = kb },
+		        rv = { .mv_size = spool_rcpt_size(r) };
 		rc = mdb_put(txn, sp->dbi_rcpt, &rk, &rv, MDB_RESERVE | flags);
 		if (rc)
 			return rc;
@@ -130,13 +131,13 @@ static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 /* delete_prefix - delete every key of dbi starting with the 8-byte id. */
 static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, uint64_t id, size_t keylen)
 {
-	unsigned char kb[16] = {0};
+	unsigned char kb[16] = { 0 };
 	MDB_cursor *cur;
 	int rc = mdb_cursor_open(txn, dbi, &cur);
 	if (rc)
 		return rc;
 	rp_put_be64(kb, id);
-	MDB_val k = {.mv_size = keylen, .mv_data = kb}, v;
+	MDB_val k = { .mv_size = keylen, .mv_data = kb }, v;
 	/* Re-seek after each delete: simpler to trust than a cursor's
 	 * position after mdb_cursor_del at the end of a page. */
 	for (;;) {
@@ -166,13 +167,13 @@ static int message_done(struct writer *w, MDB_txn *txn, struct spool_msg *m)
 		if (rc)
 			return rc;
 		spool_key_id(kb, m->id);
-		MDB_val k = {.mv_size = 8, .mv_data = kb};
+		MDB_val k = { .mv_size = 8, .mv_data = kb };
 		rc = mdb_del(txn, sp->dbi_msg, &k, NULL);
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	}
 	rp_put_be64(kb, m->done_ms + sp->opt.keep_done_ms);
 	rp_put_be64(kb + 8, m->id);
-	MDB_val k = {.mv_size = 16, .mv_data = kb}, v = {.mv_size = 0, .mv_data = ""};
+	MDB_val k = { .mv_size = 16, .mv_data = kb }, v = { .mv_size = 0, .mv_data = "" };
 	return mdb_put(txn, sp->dbi_expire, &k, &v, 0);
 }
 
@@ -181,13 +182,13 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	struct spool *sp = w->sp;
 	unsigned char kb[12];
 	spool_key_rcpt(kb, u->msgid, u->idx);
-	MDB_val k = {.mv_size = 12, .mv_data = kb}, v;
+	MDB_val k = { .mv_size = 12, .mv_data = kb }, v;
 	int rc = mdb_get(txn, sp->dbi_rcpt, &k, &v);
 	if (rc == MDB_NOTFOUND)
 		return 0; /* purged or expired meanwhile */
 	if (rc)
 		return rc;
-	struct spool_rcpt r = {.msgid = u->msgid, .idx = u->idx};
+	struct spool_rcpt r = { .msgid = u->msgid, .idx = u->idx };
 	if (!spool_rcpt_decode(v.mv_data, v.mv_size, &r))
 		return 0;
 	bool was_final = SPOOL_STATE_FINAL(r.state);
@@ -207,7 +208,7 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	buf_reset(&w->scratch);
 	char *dst = buf_reserve(&w->scratch, spool_rcpt_size(&r));
 	spool_rcpt_encode(&r, dst);
-	MDB_val nv = {.mv_size = spool_rcpt_size(&r), .mv_data = dst};
+	MDB_val nv = { .mv_size = spool_rcpt_size(&r), .mv_data = dst };
 	rc = mdb_put(txn, sp->dbi_rcpt, &k, &nv, 0);
 	if (rc || !SPOOL_STATE_FINAL(u->state))
 		return rc;
@@ -215,11 +216,11 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	/* One fewer recipient pending on the message. */
 	unsigned char mk[8];
 	spool_key_id(mk, u->msgid);
-	MDB_val mkey = {.mv_size = 8, .mv_data = mk}, mv;
+	MDB_val mkey = { .mv_size = 8, .mv_data = mk }, mv;
 	rc = mdb_get(txn, sp->dbi_msg, &mkey, &mv);
 	if (rc)
 		return rc == MDB_NOTFOUND ? 0 : rc;
-	struct spool_msg m = {.id = u->msgid};
+	struct spool_msg m = { .id = u->msgid };
 	if (!spool_msg_decode(mv.mv_data, mv.mv_size, &m))
 		return 0;
 	if (m.pending)
@@ -231,7 +232,7 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	buf_reset(&w->scratch);
 	dst = buf_reserve(&w->scratch, spool_msg_size(&m));
 	spool_msg_encode(&m, dst);
-	MDB_val nmv = {.mv_size = spool_msg_size(&m), .mv_data = dst};
+	MDB_val nmv = { .mv_size = spool_msg_size(&m), .mv_data = dst };
 	rc = mdb_put(txn, sp->dbi_msg, &mkey, &nmv, 0);
 	if (rc || m.pending)
 		return rc;
@@ -244,7 +245,7 @@ static int apply_mbox_put(struct writer *w, MDB_txn *txn, struct spool_req *req)
 {
 	struct spool *sp = w->sp;
 	uint32_t uid = 1;
-	MDB_val nk = {.mv_size = 7, .mv_data = "uidnext"}, nv;
+	MDB_val nk = { .mv_size = 7, .mv_data = "uidnext" }, nv;
 	int rc = mdb_get(txn, sp->dbi_mbox_meta, &nk, &nv);
 	if (rc == 0 && nv.mv_size == 4)
 		memcpy(&uid, nv.mv_data, 4);
@@ -252,8 +253,8 @@ static int apply_mbox_put(struct writer *w, MDB_txn *txn, struct spool_req *req)
 		return rc;
 	unsigned char kb[4];
 	rp_put_be32(kb, uid);
-	struct spool_mbox_hdr h = {.version = SPOOL_MBOX_VERSION, .date_ms = req->u.mbox.date_ms};
-	MDB_val k = {.mv_size = 4, .mv_data = kb}, v = {.mv_size = sizeof(h) + req->u.mbox.len};
+	struct spool_mbox_hdr h = { .version = SPOOL_MBOX_VERSION, .date_ms = req->u.mbox.date_ms };
+	MDB_val k = { .mv_size = 4, .mv_data = kb }, v = { .mv_size = sizeof(h) + req->u.mbox.len };
 	rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE | MDB_APPEND);
 	if (rc == MDB_KEYEXIST)
 		rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE);
@@ -332,7 +333,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 		mdb_txn_abort(txn);
 		if (rc != MDB_MAP_FULL)
 			log_warn("spool: batch failed (%s), retrying requests one by one",
-				 mdb_strerror(rc));
+			         mdb_strerror(rc));
 		sync = false;
 		rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
 		for (i = 0; !rc && i < n; i++) {
@@ -422,7 +423,7 @@ static unsigned expire_batch(struct writer *w, uint64_t now, bool evict)
 		uint64_t id = rp_get_be64((const unsigned char *)k.mv_data + 8);
 		unsigned char mk[8];
 		spool_key_id(mk, id);
-		MDB_val mkey = {.mv_size = 8, .mv_data = mk};
+		MDB_val mkey = { .mv_size = 8, .mv_data = mk };
 		if (delete_prefix(txn, sp->dbi_rcpt, id, 12) ||
 		    delete_prefix(txn, sp->dbi_body, id, 16))
 			break;
@@ -467,19 +468,19 @@ static void expire(struct writer *w)
 	}
 	if (total)
 		log_debug("spool: forgot %llu finished messages%s", (unsigned long long)total,
-			  evict ? " (early: the spool is over half full)" : "");
+		          evict ? " (early: the spool is over half full)" : "");
 }
 
 static void *writer_main(void *arg)
 {
-	struct writer w = {.sp = arg};
+	struct writer w = { .sp = arg };
 	struct spool *sp = w.sp;
 	uint64_t last_maint = rp_mono_ms();
 	log_set_thread("writer");
 	/* The largest stored id: everything above it may be appended. */
 	w.max_id = atomic_load(&sp->next_id) - 1;
 	for (;;) {
-		struct pollfd pfd = {.fd = sp->inbox.efd, .events = POLLIN};
+		struct pollfd pfd = { .fd = sp->inbox.efd, .events = POLLIN };
 		/* Once stopping, never sleep: the stop's doorbell may have been
 		 * read together with a request's, and only the queue is left. */
 		int prc = poll(&pfd, 1, atomic_load(&sp->stopping) ? 0 : MAINT_INTERVAL_MS);

@@ -13,8 +13,8 @@
 #include "base/msg_header.h"
 #include "base/util.h"
 
-#define KEEP_BYTES (64u * 1024) /* a reused submission keeps this much */
-#define RECOVER_BATCH 4096      /* recipients routed per call at start-up */
+#define KEEP_BYTES    (64u * 1024) /* a reused submission keeps this much */
+#define RECOVER_BATCH 4096         /* recipients routed per call at start-up */
 
 void submission_init(struct submission *s)
 {
@@ -59,7 +59,7 @@ static uint32_t keep(struct submission *s, const char *p, size_t n)
 }
 
 void submission_sender(struct submission *s, const char *addr, size_t len, uint32_t flags,
-		       const char *envid, size_t envid_len)
+                       const char *envid, size_t envid_len)
 {
 	s->sender_off = keep(s, addr, len);
 	s->sender_len = (uint32_t)len;
@@ -69,7 +69,7 @@ void submission_sender(struct submission *s, const char *addr, size_t len, uint3
 }
 
 unsigned submission_add_rcpt(struct submission *s, const char *addr, size_t len, uint8_t notify,
-			     const char *orcpt, size_t orcpt_len)
+                             const char *orcpt, size_t orcpt_len)
 {
 	if (s->nrcpt == s->rcap) {
 		s->rcap = s->rcap ? s->rcap * 2 : 8;
@@ -120,15 +120,15 @@ void submission_trace(struct submission *s, const struct submit_trace *t)
 	rp_rfc5322_date(s->submit_ms, date, sizeof(date));
 	struct buf *b = &s->prefix;
 	buf_printf(b, "Received: from %s (%s)\r\n\tby %s (ringpost) with %s id %s", t->from,
-		   t->from_ip, t->by, t->with, id);
+	           t->from_ip, t->by, t->with, id);
 	if (t->for_rcpt && s->nrcpt == 1 && s->rcpts[0].addr_len < 200)
 		buf_printf(b, "\r\n\tfor <%.*s>", (int)s->rcpts[0].addr_len,
-			   buf_head(&s->strings) + s->rcpts[0].addr_off);
+		           buf_head(&s->strings) + s->rcpts[0].addr_off);
 	buf_printf(b, "; %s\r\n", date);
 }
 
 void submission_complete(struct submission *s, const char *content, size_t len,
-			 const char *hostname)
+                         const char *hostname)
 {
 	struct msg_header_info hi;
 	msg_header_scan(content, len, &hi);
@@ -171,7 +171,7 @@ static void committed(struct mq_item *item, void *ctx)
 }
 
 void submission_commit(struct submission *s, struct spool *sp, struct mq *reply_to,
-		       submit_done_fn done, void *arg)
+                       submit_done_fn done, void *arg)
 {
 	rp_assert(s->id && s->nrcpt);
 	if (s->spool_cap < s->nrcpt) {

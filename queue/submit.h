@@ -45,29 +45,29 @@ struct submit_rcpt {
 
 /* What the Received: field says (RFC 5321 4.4). */
 struct submit_trace {
-	const char *from;     /* the client's name: EHLO argument, "api" */
-	const char *from_ip;  /* "[192.0.2.1]", "[IPv6:...]", or a source description */
-	const char *by;       /* our host name */
-	const char *with;     /* "ESMTP", "UTF8SMTP", "HTTP" */
-	bool for_rcpt;        /* name the recipient when there is exactly one */
+	const char *from;    /* the client's name: EHLO argument, "api" */
+	const char *from_ip; /* "[192.0.2.1]", "[IPv6:...]", or a source description */
+	const char *by;      /* our host name */
+	const char *with;    /* "ESMTP", "UTF8SMTP", "HTTP" */
+	bool for_rcpt;       /* name the recipient when there is exactly one */
 };
 
 struct submission {
-	struct spool_req req;          /* the commit: the spool's while in flight */
-	uint64_t id;                   /* message id (submission_start) */
-	uint64_t submit_ms;            /* unix ms of acceptance */
-	uint32_t flags;                /* MSG_F_* */
-	struct buf strings;            /* sender, envid, source, recipients */
+	struct spool_req req; /* the commit: the spool's while in flight */
+	uint64_t id;          /* message id (submission_start) */
+	uint64_t submit_ms;   /* unix ms of acceptance */
+	uint32_t flags;       /* MSG_F_* */
+	struct buf strings;   /* sender, envid, source, recipients */
 	uint32_t sender_off, sender_len;
 	uint32_t envid_off, envid_len;
 	uint32_t source_off, source_len;
 	struct submit_rcpt *rcpts;
 	unsigned nrcpt, rcap;
-	struct buf prefix;             /* header fields ringpost adds */
-	struct iovec body[2];          /* prefix, then the caller's content */
-	const struct iovec *variants;  /* per-recipient bodies (caller's), or NULL */
+	struct buf prefix;              /* header fields ringpost adds */
+	struct iovec body[2];           /* prefix, then the caller's content */
+	const struct iovec *variants;   /* per-recipient bodies (caller's), or NULL */
 	struct spool_rcpt *spool_rcpts; /* built at commit */
-	struct sched_add *adds;        /* built at routing */
+	struct sched_add *adds;         /* built at routing */
 	unsigned spool_cap, adds_cap;
 	submit_done_fn done;
 	void *arg;
@@ -84,11 +84,11 @@ void submission_free(struct submission *s);
 /* submission_sender - the reverse path ("" = <>, which also marks the
  * message MSG_F_BOUNCE), flags (MSG_F_*) and the DSN ENVID (decoded). */
 void submission_sender(struct submission *s, const char *addr, size_t len, uint32_t flags,
-		       const char *envid, size_t envid_len);
+                       const char *envid, size_t envid_len);
 /* submission_add_rcpt - one more recipient (copied); addr must be a valid
  * address (addr_check). Returns its index. */
 unsigned submission_add_rcpt(struct submission *s, const char *addr, size_t len, uint8_t notify,
-			     const char *orcpt, size_t orcpt_len);
+                             const char *orcpt, size_t orcpt_len);
 /* submission_rcpt_addr - recipient i's address (valid until the next add). */
 const char *submission_rcpt_addr(const struct submission *s, unsigned i, size_t *len);
 /* submission_sender_addr - the reverse path (valid until the next add). */
@@ -103,7 +103,7 @@ void submission_trace(struct submission *s, const struct submit_trace *t);
  * CRLF lines) lacks: Date:, Message-ID: <ID@hostname>, and the blank line
  * that a message without a header section needs. */
 void submission_complete(struct submission *s, const char *content, size_t len,
-			 const char *hostname);
+                         const char *hostname);
 /* submission_prefix - the header fields added so far (to write in front of
  * each per-recipient body). */
 const struct buf *submission_prefix(const struct submission *s);
@@ -118,7 +118,7 @@ uint64_t submission_size(const struct submission *s);
 /* submission_commit - hand it to the spool writer; done(s, arg) runs on
  * reply_to's thread once it is durable (or refused). */
 void submission_commit(struct submission *s, struct spool *sp, struct mq *reply_to,
-		       submit_done_fn done, void *arg);
+                       submit_done_fn done, void *arg);
 /* submission_status - the commit's result (SPOOL_OK: durable). */
 enum spool_status submission_status(const struct submission *s);
 /* submission_route - the message is durable: queue its recipients. */

@@ -64,8 +64,8 @@ static struct sockaddr_storage api_address(const struct config *cfg, socklen_t *
 }
 
 /* request - one HTTP exchange; returns the status, or exits 69. */
-static int request(const struct config *cfg, const char *method, const char *path,
-		   const char *body, struct buf *out)
+static int request(const struct config *cfg, const char *method, const char *path, const char *body,
+                   struct buf *out)
 {
 	if (!cfg->listen_api.set)
 		rp_die(RP_EX_CONFIG, "%s: [listen] api is not set; the command needs the HTTP API",
@@ -78,14 +78,15 @@ static int request(const struct config *cfg, const char *method, const char *pat
 	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len) < 0)
 		rp_die(RP_EX_UNAVAILABLE, "cannot reach the API at %s: %s (is ringpost running?)",
 		       cfg->listen_api.text, strerror(errno));
-	struct timeval tv = {.tv_sec = 30};
+	struct timeval tv = { .tv_sec = 30 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	struct buf req = {0};
+	struct buf req = { 0 };
 	size_t blen = body ? strlen(body) : 0;
-	buf_printf(&req,
-		   "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
-		   "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-		   method, path, cfg->listen_api.text, cfg->api_keys[0], blen);
+	buf_printf(
+	    &req,
+	    "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+	    "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+	    method, path, cfg->listen_api.text, cfg->api_keys[0], blen);
 	buf_append(&req, body, blen);
 	for (size_t off = 0; off < buf_used(&req);) {
 		ssize_t n = send(fd, buf_head(&req) + off, buf_used(&req) - off, MSG_NOSIGNAL);
@@ -97,8 +98,8 @@ static int request(const struct config *cfg, const char *method, const char *pat
 	buf_free(&req);
 
 	http_parser p;
-	http_parser_settings st = {.on_body = on_body, .on_message_complete = on_complete};
-	struct http_reply r = {0};
+	http_parser_settings st = { .on_body = on_body, .on_message_complete = on_complete };
+	struct http_reply r = { 0 };
 	http_parser_init(&p, HTTP_RESPONSE);
 	p.data = &r;
 	char chunk[16384];
@@ -128,8 +129,7 @@ static int fail_status(int status, const struct buf *body)
 	const char *msg = NULL;
 	if (doc)
 		msg = json_string_value(json_object_get(json_object_get(doc, "error"), "message"));
-	fprintf(stderr, "ringpost: the API answered %d: %s\n", status,
-		msg ? msg : "(no message)");
+	fprintf(stderr, "ringpost: the API answered %d: %s\n", status, msg ? msg : "(no message)");
 	json_decref(doc);
 	if (status == 401)
 		return RP_EX_NOPERM;
@@ -147,7 +147,7 @@ static char *read_file(const char *path, size_t *len)
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
 	if (!f)
 		rp_die(RP_EX_NOINPUT, "cannot open %s: %s", path, strerror(errno));
-	struct buf b = {0};
+	struct buf b = { 0 };
 	char chunk[65536];
 	size_t n;
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
@@ -188,8 +188,9 @@ int cli_send(int argc, char **argv)
 		}
 	}
 	if (!from || !json_array_size(to) || (text && raw)) {
-		fprintf(stderr, "usage: ringpost send -c FILE --from A --to B [--to C] [--subject S] "
-				"[--text T | --raw FILE]\n");
+		fprintf(stderr,
+		        "usage: ringpost send -c FILE --from A --to B [--to C] [--subject S] "
+		        "[--text T | --raw FILE]\n");
 		json_decref(to);
 		return RP_EX_USAGE;
 	}
@@ -206,7 +207,8 @@ int cli_send(int argc, char **argv)
 			rp_die(RP_EX_DATAERR, "%s contains a NUL byte; a message cannot", raw);
 		json_t *r = json_string(rawbuf);
 		if (!r)
-			rp_die(RP_EX_DATAERR, "%s is not UTF-8 text; the API takes raw messages as JSON strings",
+			rp_die(RP_EX_DATAERR,
+			       "%s is not UTF-8 text; the API takes raw messages as JSON strings",
 			       raw);
 		json_object_set_new(msg, "raw", r);
 	} else {
@@ -263,11 +265,12 @@ static void print_stats(json_t *doc, bool clear)
 	json_array_foreach(json_object_get(doc, "domains"), i, d)
 	{
 		const char *note = json_is_true(json_object_get(d, "suspended")) ? "  suspended"
-				   : json_is_string(json_object_get(d, "backoff_until")) ? "  backing off"
-											   : "";
+		                   : json_is_string(json_object_get(d, "backoff_until"))
+		                       ? "  backing off"
+		                       : "";
 		printf(ROWF, json_string_value(json_object_get(d, "domain")), num(d, "queued"),
-		       num(d, "deferred"), num(d, "in_flight"), num(d, "delivered"), num(d, "bounced"),
-		       num(d, "connections"), note);
+		       num(d, "deferred"), num(d, "in_flight"), num(d, "delivered"),
+		       num(d, "bounced"), num(d, "connections"), note);
 	}
 	fflush(stdout);
 }
@@ -344,7 +347,8 @@ static int queue_show(const struct config *cfg, const char *id)
 		printf("  <%s> %s attempts=%llu%s%s%s%s\n",
 		       json_string_value(json_object_get(r, "email")),
 		       json_string_value(json_object_get(r, "state")), num(r, "attempts"),
-		       next ? " next=" : "", next ? next : "", resp ? " last=" : "", resp ? resp : "");
+		       next ? " next=" : "", next ? next : "", resp ? " last=" : "",
+		       resp ? resp : "");
 	}
 	json_decref(doc);
 	buf_free(&out);
@@ -352,11 +356,11 @@ static int queue_show(const struct config *cfg, const char *id)
 }
 
 static int queue_action(const struct config *cfg, const char *action, const char *domain,
-			bool bounce)
+                        bool bounce)
 {
 	char path[400];
 	snprintf(path, sizeof(path), "/v1/queue/%.255s/%s%s", domain, action,
-		 bounce ? "?mode=bounce" : "");
+	         bounce ? "?mode=bounce" : "");
 	struct buf out;
 	int status = request(cfg, "POST", path, NULL, &out);
 	if (status != 200) {
@@ -397,7 +401,7 @@ static int purge_message(const struct config *cfg, const char *id, bool bounce)
 
 int cli_queue(int argc, char **argv)
 {
-	const char *args[3] = {0};
+	const char *args[3] = { 0 };
 	unsigned nargs = 0;
 	bool bounce = false;
 	for (int i = 1; i < argc; i++) {
@@ -410,14 +414,15 @@ int cli_queue(int argc, char **argv)
 		else if (nargs < 3)
 			args[nargs++] = argv[i];
 	}
-	static const char *const actions[] = {"retry", "suspend", "resume", "purge"};
+	static const char *const actions[] = { "retry", "suspend", "resume", "purge" };
 	bool ok = nargs == 1 && !strcmp(args[0], "list");
 	ok |= nargs == 2 && !strcmp(args[0], "show");
 	for (size_t i = 0; i < RP_ARRAY_LEN(actions); i++)
 		ok |= nargs == 2 && !strcmp(args[0], actions[i]);
 	if (!ok) {
-		fprintf(stderr, "usage: ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|"
-				"resume DOMAIN|purge DOMAIN|ID [--bounce]\n");
+		fprintf(stderr,
+		        "usage: ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|"
+		        "resume DOMAIN|purge DOMAIN|ID [--bounce]\n");
 		return RP_EX_USAGE;
 	}
 	struct config *cfg = cli_load_config(argc, argv);
@@ -438,7 +443,7 @@ int cli_queue(int argc, char **argv)
 	} else if (!strcmp(args[0], "show")) {
 		rc = queue_show(cfg, args[1]);
 	} else if (!strcmp(args[0], "purge") && strlen(args[1]) == 16 &&
-		   strspn(args[1], "0123456789abcdefABCDEF") == 16) {
+	           strspn(args[1], "0123456789abcdefABCDEF") == 16) {
 		rc = purge_message(cfg, args[1], bounce);
 	} else {
 		rc = queue_action(cfg, args[0], args[1], bounce);

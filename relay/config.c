@@ -34,10 +34,10 @@ enum {
 struct parse_state {
 	struct config *cfg;
 	FILE *fp;
-	unsigned line;       /* line being parsed */
-	unsigned hdr_line;   /* line of the last [section] header */
-	bool long_line;      /* the reader saw a line longer than inih's buffer */
-	char err[512];       /* first error */
+	unsigned line;     /* line being parsed */
+	unsigned hdr_line; /* line of the last [section] header */
+	bool long_line;    /* the reader saw a line longer than inih's buffer */
+	char err[512];     /* first error */
 	unsigned err_line;
 	struct cfg_domain *cur_domain; /* current [domain X] section */
 };
@@ -138,7 +138,7 @@ static bool parse_net(const char *s, struct cfg_net *n)
 
 /* split_list - call fn for each comma-separated, trimmed, non-empty item. */
 static bool split_list(struct parse_state *ps, const char *value, const char *key,
-		       bool (*fn)(struct parse_state *, const char *, void *), void *arg)
+                       bool (*fn)(struct parse_state *, const char *, void *), void *arg)
 {
 	char *copy = xstrdup(value), *save = NULL;
 	bool ok = true;
@@ -193,8 +193,21 @@ static bool add_retry(struct parse_state *ps, const char *item, void *arg)
 
 /* ---- key tables -------------------------------------------------------- */
 
-enum vtype { V_STR, V_U32, V_SERVERS, V_DURATION, V_SIZE, V_ADDR, V_NETS, V_KEYS, V_RETRY,
-	     V_SHARDS, V_LOGLEVEL, V_RATE, V_PORT };
+enum vtype {
+	V_STR,
+	V_U32,
+	V_SERVERS,
+	V_DURATION,
+	V_SIZE,
+	V_ADDR,
+	V_NETS,
+	V_KEYS,
+	V_RETRY,
+	V_SHARDS,
+	V_LOGLEVEL,
+	V_RATE,
+	V_PORT
+};
 
 struct key {
 	const char *section;
@@ -210,51 +223,53 @@ struct key {
 #define D(f) offsetof(struct cfg_domain, f)
 
 static const struct key keys[] = {
-	{"server", "hostname", V_STR, C(hostname), 0, 0, 0, NULL},
-	{"server", "data_dir", V_STR, C(data_dir), 0, 0, 0, NULL},
-	{"server", "shards", V_SHARDS, C(shards), 0, 256, 0, NULL},
-	{"server", "log", V_STR, C(log_path), 0, 0, 0, NULL},
-	{"server", "log_level", V_LOGLEVEL, C(log_level), 0, 0, 0, NULL},
-	{"server", "max_outbound", V_U32, C(max_outbound), 1, 1000000, 0, NULL},
-	{"listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL},
-	{"listen", "api", V_ADDR, C(listen_api), 0, 0, 0, NULL},
-	{"listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, "the bounce MX listener"},
-	{"listen", "imap", V_ADDR, C(listen_imap), 0, 0, 0, "IMAP for the bounce mailbox"},
-	{"listen", "pop3", V_ADDR, C(listen_pop3), 0, 0, 0, "POP3 for the bounce mailbox"},
-	{"submission", "networks", V_NETS, 0, 0, 0, 0, NULL},
-	{"submission", "max_message_size", V_SIZE, C(max_message_size), 1024, 1ull << 34, 0, NULL},
-	{"submission", "max_recipients", V_U32, C(max_recipients), 1, 100000, 0, NULL},
-	{"submission", "max_errors", V_U32, C(max_errors), 1, 1000, 0, NULL},
-	{"submission", "idle_timeout", V_DURATION, C(idle_timeout_ms), 1000, 3600000, 0, NULL},
-	{"submission", "max_line_length", V_U32, C(max_line_length), 1000, 1000000, 0, NULL},
-	{"submission", "max_clients", V_U32, C(max_clients), 1, 1000000, 0, NULL},
-	{"api", "keys", V_KEYS, 0, 0, 0, 0, NULL},
-	{"api", "max_request_size", V_SIZE, C(api_max_request), 1024, 1ull << 34, 0, NULL},
-	{"api", "max_batch", V_U32, C(api_max_batch), 1, 100000, 0, NULL},
-	{"api", "idle_timeout", V_DURATION, C(api_idle_timeout_ms), 1000, 3600000, 0, NULL},
-	{"api", "max_clients", V_U32, C(api_max_clients), 1, 1000000, 0, NULL},
-	{"dns", "servers", V_SERVERS, C(dns_servers), 0, 0, 0, NULL},
-	{"dns", "max_ttl", V_DURATION, C(dns_max_ttl_ms), 0, 7ull * 86400000, 0, NULL},
-	{"dns", "negative_ttl", V_DURATION, C(dns_negative_ttl_ms), 0, 86400000, 0, NULL},
-	{"dns", "cache_size", V_U32, C(dns_cache_size), 16, 10000000, 0, NULL},
-	{"dns", "timeout", V_DURATION, C(dns_timeout_ms), 100, 60000, 0, NULL},
-	{"dns", "tries", V_U32, C(dns_tries), 1, 10, 0, NULL},
-	{"queue", "retry", V_RETRY, 0, 0, 0, 0, NULL},
-	{"queue", "max_age", V_DURATION, C(max_age_ms), 1000, 365ull * 86400000, 0, NULL},
-	{"queue", "bounce_domain", V_STR, C(bounce_domain), 0, 0, 0, "VERP bounce processing"},
-	{"queue", "max_size", V_SIZE, C(max_size), 16ull << 20, 1ull << 46, 0, NULL},
-	{"queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 50, 0, NULL},
-	{"queue", "keep_done", V_DURATION, C(keep_done_ms), 0, 365ull * 86400000, 0, NULL},
-	{"domain", "max_connections", V_U32, D(max_connections), 1, 100000, CFG_D_MAX_CONNECTIONS, NULL},
-	{"domain", "max_messages_per_connection", V_U32, D(max_messages_per_connection), 1, 10000000,
-	 CFG_D_MAX_MSGS, NULL},
-	{"domain", "max_recipients_per_message", V_U32, D(max_recipients_per_message), 1, 100000,
-	 CFG_D_MAX_RCPTS, NULL},
-	{"domain", "rate", V_RATE, D(rate), 0, 1000000, CFG_D_RATE, NULL},
-	{"domain", "connect_timeout", V_DURATION, D(connect_timeout_ms), 100, 3600000,
-	 CFG_D_CONNECT_TIMEOUT, NULL},
-	{"domain", "port", V_PORT, D(port), 1, 65535, CFG_D_PORT, NULL},
-	{"domain", "route", V_ADDR, D(route), 0, 0, CFG_D_ROUTE, NULL},
+	{ "server", "hostname", V_STR, C(hostname), 0, 0, 0, NULL },
+	{ "server", "data_dir", V_STR, C(data_dir), 0, 0, 0, NULL },
+	{ "server", "shards", V_SHARDS, C(shards), 0, 256, 0, NULL },
+	{ "server", "log", V_STR, C(log_path), 0, 0, 0, NULL },
+	{ "server", "log_level", V_LOGLEVEL, C(log_level), 0, 0, 0, NULL },
+	{ "server", "max_outbound", V_U32, C(max_outbound), 1, 1000000, 0, NULL },
+	{ "listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL },
+	{ "listen", "api", V_ADDR, C(listen_api), 0, 0, 0, NULL },
+	{ "listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, "the bounce MX listener" },
+	{ "listen", "imap", V_ADDR, C(listen_imap), 0, 0, 0, "IMAP for the bounce mailbox" },
+	{ "listen", "pop3", V_ADDR, C(listen_pop3), 0, 0, 0, "POP3 for the bounce mailbox" },
+	{ "submission", "networks", V_NETS, 0, 0, 0, 0, NULL },
+	{ "submission", "max_message_size", V_SIZE, C(max_message_size), 1024, 1ull << 34, 0,
+	  NULL },
+	{ "submission", "max_recipients", V_U32, C(max_recipients), 1, 100000, 0, NULL },
+	{ "submission", "max_errors", V_U32, C(max_errors), 1, 1000, 0, NULL },
+	{ "submission", "idle_timeout", V_DURATION, C(idle_timeout_ms), 1000, 3600000, 0, NULL },
+	{ "submission", "max_line_length", V_U32, C(max_line_length), 1000, 1000000, 0, NULL },
+	{ "submission", "max_clients", V_U32, C(max_clients), 1, 1000000, 0, NULL },
+	{ "api", "keys", V_KEYS, 0, 0, 0, 0, NULL },
+	{ "api", "max_request_size", V_SIZE, C(api_max_request), 1024, 1ull << 34, 0, NULL },
+	{ "api", "max_batch", V_U32, C(api_max_batch), 1, 100000, 0, NULL },
+	{ "api", "idle_timeout", V_DURATION, C(api_idle_timeout_ms), 1000, 3600000, 0, NULL },
+	{ "api", "max_clients", V_U32, C(api_max_clients), 1, 1000000, 0, NULL },
+	{ "dns", "servers", V_SERVERS, C(dns_servers), 0, 0, 0, NULL },
+	{ "dns", "max_ttl", V_DURATION, C(dns_max_ttl_ms), 0, 7ull * 86400000, 0, NULL },
+	{ "dns", "negative_ttl", V_DURATION, C(dns_negative_ttl_ms), 0, 86400000, 0, NULL },
+	{ "dns", "cache_size", V_U32, C(dns_cache_size), 16, 10000000, 0, NULL },
+	{ "dns", "timeout", V_DURATION, C(dns_timeout_ms), 100, 60000, 0, NULL },
+	{ "dns", "tries", V_U32, C(dns_tries), 1, 10, 0, NULL },
+	{ "queue", "retry", V_RETRY, 0, 0, 0, 0, NULL },
+	{ "queue", "max_age", V_DURATION, C(max_age_ms), 1000, 365ull * 86400000, 0, NULL },
+	{ "queue", "bounce_domain", V_STR, C(bounce_domain), 0, 0, 0, "VERP bounce processing" },
+	{ "queue", "max_size", V_SIZE, C(max_size), 16ull << 20, 1ull << 46, 0, NULL },
+	{ "queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 50, 0, NULL },
+	{ "queue", "keep_done", V_DURATION, C(keep_done_ms), 0, 365ull * 86400000, 0, NULL },
+	{ "domain", "max_connections", V_U32, D(max_connections), 1, 100000, CFG_D_MAX_CONNECTIONS,
+	  NULL },
+	{ "domain", "max_messages_per_connection", V_U32, D(max_messages_per_connection), 1,
+	  10000000, CFG_D_MAX_MSGS, NULL },
+	{ "domain", "max_recipients_per_message", V_U32, D(max_recipients_per_message), 1, 100000,
+	  CFG_D_MAX_RCPTS, NULL },
+	{ "domain", "rate", V_RATE, D(rate), 0, 1000000, CFG_D_RATE, NULL },
+	{ "domain", "connect_timeout", V_DURATION, D(connect_timeout_ms), 100, 3600000,
+	  CFG_D_CONNECT_TIMEOUT, NULL },
+	{ "domain", "port", V_PORT, D(port), 1, 65535, CFG_D_PORT, NULL },
+	{ "domain", "route", V_ADDR, D(route), 0, 0, CFG_D_ROUTE, NULL },
 };
 
 static bool set_value(struct parse_state *ps, const struct key *k, void *base, const char *value)
@@ -269,7 +284,7 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 	case V_U32:
 		if (!rp_parse_u64(value, &v) || v < k->min || v > k->max)
 			return fail(ps, "%s must be a number from %llu to %llu", k->name,
-				    (unsigned long long)k->min, (unsigned long long)k->max);
+			            (unsigned long long)k->min, (unsigned long long)k->max);
 		*(uint32_t *)field = (uint32_t)v;
 		return true;
 	case V_PORT:
@@ -280,19 +295,22 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 	case V_SHARDS:
 		if (!rp_parse_u64(value, &v) || v > k->max)
 			return fail(ps, "shards must be 0 (one per core) to %llu",
-				    (unsigned long long)k->max);
+			            (unsigned long long)k->max);
 		*(unsigned *)field = (unsigned)v;
 		return true;
 	case V_DURATION:
 		if (!rp_parse_duration_ms(value, &v) || v < k->min || v > k->max)
-			return fail(ps, "%s must be a duration like 30s, 5m, 2h, 3d (from %llu ms to %llu ms)",
-				    k->name, (unsigned long long)k->min, (unsigned long long)k->max);
+			return fail(
+			    ps,
+			    "%s must be a duration like 30s, 5m, 2h, 3d (from %llu ms to %llu ms)",
+			    k->name, (unsigned long long)k->min, (unsigned long long)k->max);
 		*(uint64_t *)field = v;
 		return true;
 	case V_SIZE:
 		if (!rp_parse_size(value, &v) || v < k->min || v > k->max)
-			return fail(ps, "%s must be a size like 512k, 10M, 8G (from %llu to %llu bytes)",
-				    k->name, (unsigned long long)k->min, (unsigned long long)k->max);
+			return fail(
+			    ps, "%s must be a size like 512k, 10M, 8G (from %llu to %llu bytes)",
+			    k->name, (unsigned long long)k->min, (unsigned long long)k->max);
 		*(uint64_t *)field = v;
 		return true;
 	case V_RATE: {
@@ -337,8 +355,9 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 	case V_SERVERS: {
 		/* host:port list of IP addresses, as c-ares takes it. */
 		char *copy = xstrdup(value), *save = NULL;
-		struct buf norm = {0};
-		for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		struct buf norm = { 0 };
+		for (char *tok = strtok_r(copy, ", \t", &save); tok;
+		     tok = strtok_r(NULL, ", \t", &save)) {
 			struct cfg_addr a;
 			if (!config_parse_addr(tok, &a) || !a.sslen) {
 				free(copy);
@@ -471,7 +490,7 @@ static char *reader(char *str, int num, void *stream)
 			;
 		if (!ps->err[0]) {
 			snprintf(ps->err, sizeof(ps->err), "line too long (at most %d characters)",
-				 num - 2);
+			         num - 2);
 			ps->err_line = ps->line;
 		}
 	} else {
@@ -510,14 +529,16 @@ static void set_defaults(struct config *c)
 	c->max_size = 8ull << 30;
 	c->min_free = 256ull << 20;
 	c->keep_done_ms = 86400000;
-	static const uint64_t retry[] = {60000, 300000, 900000, 1800000, 3600000, 7200000, 14400000};
+	static const uint64_t retry[] = {
+		60000, 300000, 900000, 1800000, 3600000, 7200000, 14400000
+	};
 	c->nretry = RP_ARRAY_LEN(retry);
 	c->retry_ms = xmemdup(retry, sizeof(retry));
-	static const unsigned char lo4[16] = {127}, lo6[16] = {[15] = 1};
+	static const unsigned char lo4[16] = { 127 }, lo6[16] = { [15] = 1 };
 	c->networks = xcalloc(2, sizeof(*c->networks));
-	c->networks[0] = (struct cfg_net){.family = AF_INET, .prefix = 8};
+	c->networks[0] = (struct cfg_net){ .family = AF_INET, .prefix = 8 };
 	memcpy(c->networks[0].addr, lo4, 16);
-	c->networks[1] = (struct cfg_net){.family = AF_INET6, .prefix = 128};
+	c->networks[1] = (struct cfg_net){ .family = AF_INET6, .prefix = 128 };
 	memcpy(c->networks[1].addr, lo6, 16);
 	c->nnetworks = 2;
 	c->defaults.name = xstrdup("*");
@@ -581,7 +602,8 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		c->hostname = xstrdup(host);
 	}
 	if (addr_domain_check(c->hostname, strlen(c->hostname), false) != ADDR_OK) {
-		snprintf(err, errlen, "%s: hostname '%s' is not a valid domain name", path, c->hostname);
+		snprintf(err, errlen, "%s: hostname '%s' is not a valid domain name", path,
+		         c->hostname);
 		config_free(c);
 		return NULL;
 	}
@@ -590,12 +612,12 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		config_free(c);
 		return NULL;
 	}
-	struct cfg_addr *listens[] = {&c->listen_submission, &c->listen_api, &c->listen_inbound,
-				      &c->listen_imap, &c->listen_pop3};
+	struct cfg_addr *listens[] = { &c->listen_submission, &c->listen_api, &c->listen_inbound,
+		                       &c->listen_imap, &c->listen_pop3 };
 	for (size_t i = 0; i < RP_ARRAY_LEN(listens); i++) {
 		if (listens[i]->set && !listens[i]->sslen) {
 			snprintf(err, errlen, "%s: listen address %s must be an IP address", path,
-				 listens[i]->text);
+			         listens[i]->text);
 			config_free(c);
 			return NULL;
 		}
@@ -635,10 +657,10 @@ void config_log_pending(const struct config *cfg)
 			continue;
 		const char *field = (const char *)cfg + k->off;
 		bool set = k->type == V_ADDR ? ((const struct cfg_addr *)field)->set
-					     : **(char *const *)field != '\0';
+		                             : **(char *const *)field != '\0';
 		if (set)
 			log_warn("config: [%s] %s is accepted, but %s is not built yet", k->section,
-				 k->name, k->pending);
+			         k->name, k->pending);
 	}
 }
 

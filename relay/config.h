@@ -15,9 +15,9 @@
 
 /* A socket address given as host:port ("127.0.0.1:25", "[::1]:25"). */
 struct cfg_addr {
-	bool set;                   /* the key was given */
-	char text[300];             /* as written */
-	char host[256];             /* host part without brackets */
+	bool set;       /* the key was given */
+	char text[300]; /* as written */
+	char host[256]; /* host part without brackets */
 	uint16_t port;
 	struct sockaddr_storage ss; /* resolved when host is an IP literal */
 	socklen_t sslen;            /* 0 when host is a name */
@@ -25,36 +25,36 @@ struct cfg_addr {
 
 /* A network in [submission] networks. */
 struct cfg_net {
-	int family;              /* AF_INET or AF_INET6 */
-	unsigned char addr[16];  /* network address */
-	unsigned prefix;         /* prefix length */
+	int family;             /* AF_INET or AF_INET6 */
+	unsigned char addr[16]; /* network address */
+	unsigned prefix;        /* prefix length */
 };
 
 /* Delivery settings of one destination domain ([domain NAME] merged over
  * [domain *]). */
 struct cfg_domain {
-	char *name;                        /* lower-case domain, or "*" */
-	unsigned line;                     /* where the section started */
-	uint32_t max_connections;          /* concurrent sessions */
+	char *name;               /* lower-case domain, or "*" */
+	unsigned line;            /* where the section started */
+	uint32_t max_connections; /* concurrent sessions */
 	uint32_t max_messages_per_connection;
 	uint32_t max_recipients_per_message;
-	double rate;                       /* messages per second, 0 = unlimited */
+	double rate; /* messages per second, 0 = unlimited */
 	uint64_t connect_timeout_ms;
-	uint16_t port;                     /* SMTP port of exchangers found by DNS */
-	struct cfg_addr route;             /* static next hop */
-	unsigned set;                      /* keys given in this section (CFG_D_*) */
+	uint16_t port;         /* SMTP port of exchangers found by DNS */
+	struct cfg_addr route; /* static next hop */
+	unsigned set;          /* keys given in this section (CFG_D_*) */
 };
 
 struct config {
 	char *path;
 
 	/* [server] */
-	char *hostname;           /* EHLO name, Received: by, Reporting-MTA */
-	char *data_dir;           /* spool directory */
-	unsigned shards;          /* 0 = one per core */
-	char *log_path;           /* "" = stderr */
+	char *hostname;  /* EHLO name, Received: by, Reporting-MTA */
+	char *data_dir;  /* spool directory */
+	unsigned shards; /* 0 = one per core */
+	char *log_path;  /* "" = stderr */
 	enum log_level log_level;
-	uint32_t max_outbound;    /* outbound sessions per shard, all domains */
+	uint32_t max_outbound; /* outbound sessions per shard, all domains */
 
 	/* [listen] */
 	struct cfg_addr listen_submission, listen_api, listen_inbound, listen_imap, listen_pop3;
@@ -62,37 +62,37 @@ struct config {
 	/* [submission] */
 	struct cfg_net *networks;
 	unsigned nnetworks;
-	uint64_t max_message_size;  /* bytes, announced in SIZE */
-	uint32_t max_recipients;    /* RCPTs per message */
-	uint32_t max_errors;        /* bad commands before 421 */
-	uint64_t idle_timeout_ms;   /* server-side command timeout */
-	uint32_t max_line_length;   /* text line limit, CRLF included */
-	uint32_t max_clients;       /* concurrent submission sessions per shard */
+	uint64_t max_message_size; /* bytes, announced in SIZE */
+	uint32_t max_recipients;   /* RCPTs per message */
+	uint32_t max_errors;       /* bad commands before 421 */
+	uint64_t idle_timeout_ms;  /* server-side command timeout */
+	uint32_t max_line_length;  /* text line limit, CRLF included */
+	uint32_t max_clients;      /* concurrent submission sessions per shard */
 
 	/* [api] */
 	char **api_keys;
 	unsigned napi_keys;
-	uint64_t api_max_request;   /* HTTP request body limit */
-	uint32_t api_max_batch;     /* messages per batch request */
+	uint64_t api_max_request;     /* HTTP request body limit */
+	uint32_t api_max_batch;       /* messages per batch request */
 	uint64_t api_idle_timeout_ms; /* keep-alive idle time */
-	uint32_t api_max_clients;   /* concurrent HTTP sessions per shard */
+	uint32_t api_max_clients;     /* concurrent HTTP sessions per shard */
 
 	/* [dns] */
-	char *dns_servers;        /* "" = /etc/resolv.conf */
-	uint64_t dns_max_ttl_ms;  /* answers are cached at most this long */
+	char *dns_servers;            /* "" = /etc/resolv.conf */
+	uint64_t dns_max_ttl_ms;      /* answers are cached at most this long */
 	uint64_t dns_negative_ttl_ms; /* failures are cached this long */
-	uint32_t dns_cache_size;  /* cache entries per shard */
-	uint64_t dns_timeout_ms;  /* per try */
+	uint32_t dns_cache_size;      /* cache entries per shard */
+	uint64_t dns_timeout_ms;      /* per try */
 	uint32_t dns_tries;
 
 	/* [queue] */
-	uint64_t *retry_ms;       /* delays between attempts; the last repeats */
+	uint64_t *retry_ms; /* delays between attempts; the last repeats */
 	unsigned nretry;
-	uint64_t max_age_ms;      /* then the recipient bounces */
-	char *bounce_domain;      /* VERP return-path domain, "" = off */
-	uint64_t max_size;        /* spool size limit (LMDB map size) */
-	uint64_t min_free;        /* refuse new mail below this much free disk */
-	uint64_t keep_done_ms;    /* how long finished messages' status is kept */
+	uint64_t max_age_ms;   /* then the recipient bounces */
+	char *bounce_domain;   /* VERP return-path domain, "" = off */
+	uint64_t max_size;     /* spool size limit (LMDB map size) */
+	uint64_t min_free;     /* refuse new mail below this much free disk */
+	uint64_t keep_done_ms; /* how long finished messages' status is kept */
 
 	/* [domain *] and [domain NAME] */
 	struct cfg_domain defaults;

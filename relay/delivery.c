@@ -27,7 +27,7 @@
 #include "delivery_impl.h"
 
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
-			 unsigned start, unsigned k);
+                         unsigned start, unsigned k);
 
 void delivery_touch(struct delivery *dl)
 {
@@ -51,7 +51,7 @@ void delivery_pool_limits(struct delivery_pool *p)
 }
 
 struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
-					struct dns_result *hops, uint16_t port)
+                                        struct dns_result *hops, uint16_t port)
 {
 	if (!dl->pool_tab_size) {
 		dl->pool_tab_size = 256;
@@ -124,7 +124,8 @@ static struct sched_job *pool_next(struct delivery *dl, struct delivery_pool *po
 	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
 	struct rp_list *first;
 	while ((first = rp_list_first(&pool->active))) {
-		struct delivery_route *rt = rp_list_entry(first, struct delivery_route, active_link);
+		struct delivery_route *rt =
+		    rp_list_entry(first, struct delivery_route, active_link);
 		if (mono >= rt->expires_ms) {
 			/* Its answer has expired: its kick looks it up again
 			 * before it sends more mail anywhere. */
@@ -187,7 +188,8 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		struct sched_job *job = sched_job_next(dl->sched, d, now);
 		if (!job)
 			break;
-		struct delivery_session *ds = rp_list_entry(first, struct delivery_session, idle_link);
+		struct delivery_session *ds =
+		    rp_list_entry(first, struct delivery_session, idle_link);
 		idle_del(pool, ds);
 		smtp_client_give(ds->c, job);
 	}
@@ -255,10 +257,10 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 
 /* on_outcome - a transaction ended: the scheduler decides. */
 static void on_outcome(struct smtp_client *c, void *arg, struct sched_job *job,
-		       const struct attempt_report *reps, uint64_t duration_ms)
+                       const struct attempt_report *reps, uint64_t duration_ms)
 {
 	struct delivery_session *ds = arg;
-	struct sched_attempt info = {.remote = smtp_client_remote(c), .duration_ms = duration_ms};
+	struct sched_attempt info = { .remote = smtp_client_remote(c), .duration_ms = duration_ms };
 	sched_job_done(ds->dl->sched, job, reps, &info, rp_now_ms());
 	delivery_touch(ds->dl);
 }
@@ -278,7 +280,7 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	socklen_t len;
 	if (!dl->stopping && delivery_hop(dl, pool, ds->hop_start, ds->hop_k + 1, &ss, &len)) {
 		log_info("smtp %s %s: %s; trying the next exchanger", ds->acct->name, remote,
-			 rep->text);
+		         rep->text);
 		if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k + 1))
 			return;
 	}
@@ -286,7 +288,7 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	 * destination (a server limiting concurrency): just log it. */
 	if (pool->nworking > 0 && rep->kind != ATTEMPT_REPLY) {
 		log_info("smtp %s %s: session failed while others work: %s", ds->acct->name, remote,
-			 rep->text);
+		         rep->text);
 		return;
 	}
 	/* The next hops failed: every domain behind them backs off. */
@@ -349,7 +351,7 @@ static const struct smtp_client_ops session_ops = {
  * opened for domain acct; false (errno set) when there is no such hop or
  * no socket could be made. */
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
-			 unsigned start, unsigned k)
+                         unsigned start, unsigned k)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -468,14 +470,15 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 		for (const struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext) {
 			if (!p->nmembers && !p->nsessions)
 				continue;
-			part->dests = xrealloc(part->dests, (part->ndests + 1) * sizeof(*part->dests));
+			part->dests =
+			    xrealloc(part->dests, (part->ndests + 1) * sizeof(*part->dests));
 			struct stats_dest *d = &part->dests[part->ndests++];
 			memset(d, 0, sizeof(*d));
 			snprintf(d->key, sizeof(d->key), "%s", p->key);
 			size_t o = 0;
 			for (unsigned k = 0; k < p->nmembers && o < sizeof(d->domains) - 1; k++)
-				o += (size_t)snprintf(d->domains + o, sizeof(d->domains) - o, "%s%s",
-						      k ? "," : "", p->members[k]->name);
+				o += (size_t)snprintf(d->domains + o, sizeof(d->domains) - o,
+				                      "%s%s", k ? "," : "", p->members[k]->name);
 			d->ndomains = p->nmembers;
 			d->connections = p->nsessions;
 			d->max_connections = p->max_connections;

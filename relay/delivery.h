@@ -29,16 +29,16 @@
 struct delivery;
 
 struct delivery_params {
-	struct loop *loop;                    /* the shard's loop */
-	struct dns_resolver *dns;             /* NULL: only static routes and literals */
-	const struct config *cfg;             /* domain settings and the EHLO name
-					       * (replace with delivery_set_config) */
-	const struct sockaddr_storage *ours;  /* our listeners' addresses: mail routed
-					       * there would loop (must outlive delivery) */
+	struct loop *loop;                   /* the shard's loop */
+	struct dns_resolver *dns;            /* NULL: only static routes and literals */
+	const struct config *cfg;            /* domain settings and the EHLO name
+	                                      * (replace with delivery_set_config) */
+	const struct sockaddr_storage *ours; /* our listeners' addresses: mail routed
+	                                      * there would loop (must outlive delivery) */
 	unsigned nours;
-	void (*touch)(void *arg);             /* run the scheduler at the end of this batch */
-	void (*session_gone)(void *arg);      /* a session was freed (shutdown waits) */
-	void *arg;                            /* for touch and session_gone */
+	void (*touch)(void *arg);        /* run the scheduler at the end of this batch */
+	void (*session_gone)(void *arg); /* a session was freed (shutdown waits) */
+	void *arg;                       /* for touch and session_gone */
 };
 
 /* delivery_new - the delivery side of a shard; attach its scheduler (made

@@ -20,10 +20,10 @@ struct delivery {
 	void (*touch)(void *arg);
 	void (*session_gone)(void *arg);
 	void *arg;
-	bool stopping;                    /* delivery_stop: no new sessions */
-	struct delivery_pool **pool_tab;  /* destinations by next-hop key */
+	bool stopping;                   /* delivery_stop: no new sessions */
+	struct delivery_pool **pool_tab; /* destinations by next-hop key */
 	uint32_t pool_tab_size, npools;
-	struct rp_list sessions;          /* every session, for stop and abort */
+	struct rp_list sessions; /* every session, for stop and abort */
 	unsigned nsessions;
 };
 
@@ -35,25 +35,25 @@ struct delivery_pool {
 	uint16_t port;
 	struct sched_dest **members; /* domains routed here */
 	unsigned nmembers, members_cap;
-	struct rp_list active;       /* routes of members with ready work, in
-				      * turn: the next job comes from the first */
-	unsigned rr_hop;             /* spreads sessions over equal-preference hops */
-	struct rp_list idle;         /* idle sessions, most recent first */
+	struct rp_list active; /* routes of members with ready work, in
+	                        * turn: the next job comes from the first */
+	unsigned rr_hop;       /* spreads sessions over equal-preference hops */
+	struct rp_list idle;   /* idle sessions, most recent first */
 	unsigned nidle;
-	unsigned nworking;           /* sessions past EHLO: the destination works */
+	unsigned nworking; /* sessions past EHLO: the destination works */
 	unsigned nsessions;
-	uint32_t max_connections;    /* the smallest of the members' limits */
-	uint64_t used_ms;            /* last time it had members or sessions */
+	uint32_t max_connections; /* the smallest of the members' limits */
+	uint64_t used_ms;         /* last time it had members or sessions */
 };
 
 /* A domain's way out (sched_dest->owner). */
 struct delivery_route {
 	struct sched_dest *dest;
-	struct delivery_pool *pool;  /* NULL until resolved */
-	struct dns_result *res;      /* its current answer (ref) */
-	uint64_t expires_ms;         /* monotonic: resolve again after */
-	unsigned nconnecting;        /* sessions it opened that have no job yet */
-	struct rp_list active_link;  /* on pool->active while it may have work */
+	struct delivery_pool *pool; /* NULL until resolved */
+	struct dns_result *res;     /* its current answer (ref) */
+	uint64_t expires_ms;        /* monotonic: resolve again after */
+	unsigned nconnecting;       /* sessions it opened that have no job yet */
+	struct rp_list active_link; /* on pool->active while it may have work */
 	bool resolving;
 };
 
@@ -61,13 +61,13 @@ struct delivery_route {
 struct delivery_session {
 	struct smtp_client *c;
 	struct delivery *dl;
-	struct delivery_pool *pool;  /* the destination it connects to */
-	struct sched_dest *acct;     /* the domain that opened it (limits, stats) */
-	unsigned hop_start, hop_k;   /* which next hop: rotation and index */
-	bool working;                /* got past EHLO: counted as working */
-	bool closing;                /* takes no more work */
-	struct rp_list link;         /* on dl->sessions */
-	struct rp_list idle_link;    /* on pool->idle while parked */
+	struct delivery_pool *pool; /* the destination it connects to */
+	struct sched_dest *acct;    /* the domain that opened it (limits, stats) */
+	unsigned hop_start, hop_k;  /* which next hop: rotation and index */
+	bool working;               /* got past EHLO: counted as working */
+	bool closing;               /* takes no more work */
+	struct rp_list link;        /* on dl->sessions */
+	struct rp_list idle_link;   /* on pool->idle while parked */
 };
 
 /* ---- delivery_route.c -------------------------------------------------- */
@@ -83,13 +83,13 @@ void delivery_route_free(struct sched_dest *d, void *arg);
 /* delivery_hop - the address of the k-th usable hop to try for a session
  * that started at rotation start; false when there are no more. */
 bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
-		  unsigned k, struct sockaddr_storage *ss, socklen_t *len);
+                  unsigned k, struct sockaddr_storage *ss, socklen_t *len);
 
 /* ---- delivery.c -------------------------------------------------------- */
 
 /* delivery_pool_get - the pool for key (made when new), with hops. */
 struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
-					struct dns_result *hops, uint16_t port);
+                                        struct dns_result *hops, uint16_t port);
 /* delivery_pool_join / _leave - d is routed to p / no longer. */
 void delivery_pool_join(struct delivery_pool *p, struct sched_dest *d);
 void delivery_pool_leave(struct delivery_pool *p, struct sched_dest *d);

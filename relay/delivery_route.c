@@ -40,7 +40,7 @@ static bool ours(const struct delivery *dl, const struct sockaddr *sa, uint16_t 
 }
 
 bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
-		  unsigned k, struct sockaddr_storage *ss, socklen_t *len)
+                  unsigned k, struct sockaddr_storage *ss, socklen_t *len)
 {
 	const struct dns_result *res = pool->hops;
 	if (!res || !res->nhops)
@@ -101,7 +101,7 @@ static int name_cmp(const void *a, const void *b)
  * same exchangers differently must not share a pool, or one domain's mail
  * rides the other's sessions to its own backup exchanger. */
 static void pool_key(const char *kind, const struct dns_result *res, uint16_t port, char *out,
-		     size_t outlen)
+                     size_t outlen)
 {
 	const char **names = xcalloc(res->nhops ? res->nhops : 1, sizeof(*names));
 	size_t o = (size_t)snprintf(out, outlen, "%s:", kind);
@@ -114,8 +114,11 @@ static void pool_key(const char *kind, const struct dns_result *res, uint16_t po
 		for (unsigned k = 0; k < n && o < outlen; k++) {
 			if (k && !strcmp(names[k], names[k - 1]))
 				continue;
-			o += (size_t)snprintf(out + o, outlen - o, "%s%s", k ? "," : i ? ">" : "",
-					      names[k]);
+			o += (size_t)snprintf(out + o, outlen - o, "%s%s",
+			                      k   ? ","
+			                      : i ? ">"
+			                          : "",
+			                      names[k]);
 		}
 		i = j;
 	}
@@ -126,7 +129,7 @@ static void pool_key(const char *kind, const struct dns_result *res, uint16_t po
 
 /* route_set - rt now leads to res's hops (kind "mx", "route", "literal"). */
 static void route_set(struct delivery *dl, struct delivery_route *rt, const char *kind,
-		      struct dns_result *res, uint16_t port)
+                      struct dns_result *res, uint16_t port)
 {
 	char key[1024];
 	pool_key(kind, res, port, key, sizeof(key));
@@ -149,7 +152,7 @@ static void route_set(struct delivery *dl, struct delivery_route *rt, const char
 
 /* route_fail - no way out: tell the scheduler, as the DNS answer says. */
 static void route_fail(struct delivery *dl, struct delivery_route *rt, enum attempt_kind kind,
-		       const char *text)
+                       const char *text)
 {
 	struct attempt_report rep;
 	outcome_report_set(&rep, kind, STAGE_CONNECT, 0, text);
@@ -239,7 +242,7 @@ static void resolved(void *arg, struct dns_result *res)
 
 /* fixed_route - a single known address (an IP route or a domain literal). */
 static bool fixed_route(struct delivery *dl, struct delivery_route *rt, const char *kind,
-			const struct sockaddr *sa, socklen_t len, const char *name, uint16_t port)
+                        const struct sockaddr *sa, socklen_t len, const char *name, uint16_t port)
 {
 	struct dns_result *res = dns_result_new(DNS_OK, 1, strlen(name) + 1);
 	strcpy(res->names, name);
@@ -284,13 +287,13 @@ bool delivery_route_refresh(struct delivery *dl, struct delivery_route *rt)
 	const struct cfg_domain *cd = config_domain(dl->cfg, d->name);
 	if (cd->route.set && cd->route.sslen)
 		return fixed_route(dl, rt, "route", (const struct sockaddr *)&cd->route.ss,
-				   cd->route.sslen, cd->route.host, cd->route.port);
+		                   cd->route.sslen, cd->route.host, cd->route.port);
 	struct sockaddr_storage ss;
 	socklen_t len;
 	if (d->name[0] == '[') {
 		if (literal(d->name, &ss, &len))
 			return fixed_route(dl, rt, "literal", (struct sockaddr *)&ss, len, d->name,
-					   cd->port);
+			                   cd->port);
 		char text[300];
 		snprintf(text, sizeof(text), "bad domain literal %s", d->name);
 		route_fail(dl, rt, ATTEMPT_DNS_PERM, text);

@@ -24,9 +24,11 @@
 static void usage(FILE *f)
 {
 	fputs("usage: ringpost serve -c FILE\n"
-	      "       ringpost send -c FILE --from A --to B [--to C] [--subject S] [--text T | --raw FILE]\n"
+	      "       ringpost send -c FILE --from A --to B [--to C] [--subject S] [--text T | "
+	      "--raw FILE]\n"
 	      "       ringpost stats -c FILE [--json] [--watch]\n"
-	      "       ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|resume DOMAIN|purge DOMAIN\n"
+	      "       ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|resume "
+	      "DOMAIN|purge DOMAIN\n"
 	      "       ringpost check-config -c FILE\n"
 	      "       ringpost version\n",
 	      f);
@@ -58,7 +60,8 @@ static int listen_on(const struct cfg_addr *a, char *err, size_t errlen)
 	int one = 1;
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot create a socket for %s: %s", a->text, strerror(errno));
+		snprintf(err, errlen, "cannot create a socket for %s: %s", a->text,
+		         strerror(errno));
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -94,17 +97,20 @@ static void add_ours(struct relay *r, const struct sockaddr *sa, socklen_t len, 
  * answers on every interface address. Mail routed there would loop. */
 static void find_ours(struct relay *r, const struct config *cfg)
 {
-	const struct cfg_addr *ls[] = {&cfg->listen_submission, &cfg->listen_api,
-				       &cfg->listen_inbound, &cfg->listen_imap, &cfg->listen_pop3};
+	const struct cfg_addr *ls[] = { &cfg->listen_submission, &cfg->listen_api,
+		                        &cfg->listen_inbound, &cfg->listen_imap,
+		                        &cfg->listen_pop3 };
 	struct ifaddrs *ifs = NULL;
 	getifaddrs(&ifs);
 	for (size_t i = 0; i < RP_ARRAY_LEN(ls); i++) {
 		const struct cfg_addr *a = ls[i];
 		if (!a->set || !a->sslen)
 			continue;
-		bool any = a->ss.ss_family == AF_INET
-				   ? ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY)
-				   : IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+		bool any =
+		    a->ss.ss_family == AF_INET
+		        ? ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY)
+		        : IN6_IS_ADDR_UNSPECIFIED(
+		              &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
 		if (!any) {
 			add_ours(r, (const struct sockaddr *)&a->ss, a->sslen, a->port);
 			continue;
@@ -157,7 +163,7 @@ static int cmd_serve(int argc, char **argv)
 	uint64_t nofile = rp_raise_nofile();
 	if (nofile < 65536)
 		log_warn("open file limit is %llu: at most that many sessions",
-			 (unsigned long long)nofile);
+		         (unsigned long long)nofile);
 
 	/* Signals are taken synchronously by this thread; the shards and the
 	 * spool writer inherit the blocked mask. */
@@ -169,10 +175,10 @@ static int cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	struct spool_options so = {.dir = cfg->data_dir,
-				   .max_size = cfg->max_size,
-				   .min_free = cfg->min_free,
-				   .keep_done_ms = cfg->keep_done_ms};
+	struct spool_options so = { .dir = cfg->data_dir,
+		                    .max_size = cfg->max_size,
+		                    .min_free = cfg->min_free,
+		                    .keep_done_ms = cfg->keep_done_ms };
 	struct spool *spool = spool_open(&so, err, sizeof(err));
 	if (!spool)
 		rp_die(RP_EX_IOERR, "%s", err);
@@ -206,16 +212,18 @@ static int cmd_serve(int argc, char **argv)
 	for (unsigned i = 0; i < r->nshards; i++) {
 		r->shards[i] = shard_new(r, i, r->cref);
 		if (!shard_start(r->shards[i]))
-			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s", i, strerror(errno));
+			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s", i,
+			       strerror(errno));
 	}
 	uint64_t pending = shard_recover(r);
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_open(r->shards[i]);
-	log_info("ringpost ready: submission %s, api %s, %u shards, spool %s, %llu recipients queued",
-		 cfg->listen_submission.set ? cfg->listen_submission.text : "off",
-		 cfg->listen_api.set ? cfg->listen_api.text : "off", r->nshards, cfg->data_dir,
-		 (unsigned long long)pending);
+	log_info(
+	    "ringpost ready: submission %s, api %s, %u shards, spool %s, %llu recipients queued",
+	    cfg->listen_submission.set ? cfg->listen_submission.text : "off",
+	    cfg->listen_api.set ? cfg->listen_api.text : "off", r->nshards, cfg->data_dir,
+	    (unsigned long long)pending);
 
 	for (;;) {
 		int sig = 0;

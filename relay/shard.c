@@ -19,7 +19,7 @@
 
 #define SCHED_TICK_MS 20
 #define STOP_GRACE_MS 10000
-#define ROUTE_BATCH 1024
+#define ROUTE_BATCH   1024
 
 struct shard_listener {
 	struct loop_io io;
@@ -95,7 +95,8 @@ static void listener_cqe(struct loop_io *io, const struct loop_cqe *c)
 	/* Any completion without F_MORE on a live listener means re-arm; after
 	 * fd exhaustion, wait a little rather than spin. */
 	if (!li->armed && !li->closing) {
-		if (c->res == -EMFILE || c->res == -ENFILE || c->res == -ENOBUFS || c->res == -ENOMEM)
+		if (c->res == -EMFILE || c->res == -ENFILE || c->res == -ENOBUFS ||
+		    c->res == -ENOMEM)
 			loop_timer_arm(sh->loop, &li->retry, 100, listener_retry);
 		else
 			listener_arm(li);
@@ -182,7 +183,7 @@ struct route_batch {
 	struct mq_item item;
 	struct shard *target;
 	unsigned n;
-	struct buf domains;            /* adds[i].domain holds an offset into this */
+	struct buf domains; /* adds[i].domain holds an offset into this */
 	struct sched_add adds[ROUTE_BATCH];
 };
 
@@ -309,8 +310,8 @@ void shard_open(struct shard *sh)
 /* stop_check - tell main once a stopping shard has no session left. */
 static void stop_check(struct shard *sh)
 {
-	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) || delivery_sessions(sh->delivery) ||
-	    api_sessions(sh->api))
+	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) ||
+	    delivery_sessions(sh->delivery) || api_sessions(sh->api))
 		return;
 	sh->drained = true;
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
@@ -370,7 +371,7 @@ static void stop_run(struct mq_item *item, void *ctx)
 		return;
 	sh->stopping = true;
 	log_info("stopping (%u inbound, %u outbound sessions)", smtpd_sessions(sh->smtpd),
-		 delivery_sessions(sh->delivery));
+	         delivery_sessions(sh->delivery));
 	listeners_close(sh);
 	smtpd_shutdown_all(sh->smtpd);
 	api_shutdown_all(sh->api);
@@ -384,7 +385,7 @@ static void stop_deadline(struct loop_timer *t)
 {
 	struct shard *sh = RP_CONTAINER_OF(t, struct shard, stop_timer);
 	log_warn("abandoning %u outbound sessions at the stop deadline",
-		 delivery_sessions(sh->delivery));
+	         delivery_sessions(sh->delivery));
 	delivery_abort(sh->delivery);
 }
 
@@ -427,8 +428,9 @@ static void *shard_main(void *arg)
 	char name[16];
 	snprintf(name, sizeof(name), "shard%u", sh->index);
 	log_set_thread(name);
-	struct loop_config lc = {.sq_entries = 4096, .cq_entries = 65536, .buf_count = 1024,
-				 .buf_size = 16384};
+	struct loop_config lc = {
+		.sq_entries = 4096, .cq_entries = 65536, .buf_count = 1024, .buf_size = 16384
+	};
 	sh->loop = loop_new(&lc);
 	pthread_mutex_lock(&sh->start_lock);
 	if (!sh->loop)
@@ -479,7 +481,7 @@ static void *shard_main(void *arg)
 	sh->smtpd = smtpd_new(&sp);
 	shard_api_config(sh->cfg, &sh->api_cfg);
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
-				 &shard_api_ops, sh);
+	                         &shard_api_ops, sh);
 	api_set_session_gone(sh->api, api_session_gone);
 
 	sh->nlisteners = 0;

@@ -39,17 +39,17 @@ enum listener_kind {
 };
 
 struct relay {
-	struct config_ref *cref;   /* current config (main thread's view) */
+	struct config_ref *cref; /* current config (main thread's view) */
 	struct spool *spool;
 	struct shard **shards;
 	unsigned nshards;
 	int listen_fds[LISTEN_KINDS][256]; /* per kind, per shard; -1 = none */
 	_Atomic bool stopping;
-	struct sockaddr_storage *ours;     /* our listening addresses (loop detection) */
+	struct sockaddr_storage *ours; /* our listening addresses (loop detection) */
 	unsigned nours;
-	pthread_mutex_t drain_lock;        /* shards report "drained" to main */
+	pthread_mutex_t drain_lock; /* shards report "drained" to main */
 	pthread_cond_t drain_cond;
-	unsigned drained;                  /* shards with no session left */
+	unsigned drained; /* shards with no session left */
 };
 
 struct shard {
@@ -57,11 +57,11 @@ struct shard {
 	unsigned index;
 	pthread_t thread;
 	struct loop *loop;
-	struct config_ref *cref;    /* this shard's current config */
-	const struct config *cfg;   /* cref->cfg */
+	struct config_ref *cref;  /* this shard's current config */
+	const struct config *cfg; /* cref->cfg */
 	struct spool_reader *reader;
 	struct sched *sched;
-	struct loop_timer tick;     /* scheduler clock */
+	struct loop_timer tick; /* scheduler clock */
 	struct loop_defer sched_defer;
 	struct loop_timer stop_timer;
 	bool stopping;
@@ -74,11 +74,11 @@ struct shard {
 	struct shard_listener *listeners;
 	unsigned nlisteners;
 
-	struct smtpd *smtpd;         /* SMTP submission sessions */
-	struct delivery *delivery;   /* outbound sessions, pools and routes */
-	struct api_server *api;      /* HTTP API sessions on this shard */
-	struct dns_resolver *dns;    /* MX and address lookups */
-	struct api_config api_cfg;   /* built from cfg (shard_api.c) */
+	struct smtpd *smtpd;       /* SMTP submission sessions */
+	struct delivery *delivery; /* outbound sessions, pools and routes */
+	struct api_server *api;    /* HTTP API sessions on this shard */
+	struct dns_resolver *dns;  /* MX and address lookups */
+	struct api_config api_cfg; /* built from cfg (shard_api.c) */
 };
 
 /* shard_new - allocate a shard; shard_start runs it. */

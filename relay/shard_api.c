@@ -136,8 +136,9 @@ static void admin_run(struct mq_item *item, void *ctx)
 	struct shard *sh = m->owner;
 	uint64_t now = rp_now_ms();
 	(void)ctx;
-	struct sched_dest *d = req->op == API_ADMIN_SUSPEND ? sched_dest_get(sh->sched, req->domain)
-							    : sched_dest_find(sh->sched, req->domain);
+	struct sched_dest *d = req->op == API_ADMIN_SUSPEND
+	                           ? sched_dest_get(sh->sched, req->domain)
+	                           : sched_dest_find(sh->sched, req->domain);
 	req->found = d != NULL;
 	if (d) {
 		switch (req->op) {
@@ -159,12 +160,13 @@ static void admin_run(struct mq_item *item, void *ctx)
 			req->affected = sched_msg_purge(sh->sched, d, req->msgid, req->bounce, now);
 			break;
 		}
-		static const char *const names[] = {"retry", "suspend", "resume", "purge", "purge"};
+		static const char *const names[] = { "retry", "suspend", "resume", "purge",
+			                             "purge" };
 		char id[17] = "";
 		if (req->op == API_ADMIN_PURGE_MSG)
 			rp_id_format(req->msgid, id);
 		log_info("admin %s dest=%s%s%s recipients=%llu", names[req->op], req->domain,
-			 *id ? " id=" : "", id, (unsigned long long)req->affected);
+		         *id ? " id=" : "", id, (unsigned long long)req->affected);
 		shard_touch(sh);
 	}
 	mq_push(loop_inbox(m->origin->loop), &m->item, admin_home);

@@ -28,15 +28,15 @@
 #include "smtp_reply.h"
 
 /* RFC 5321 section 4.5.3.2 timeouts. */
-#define T_GREETING_MS (300 * 1000)
-#define T_EHLO_MS (300 * 1000)
-#define T_MAIL_MS (300 * 1000)
-#define T_DATA_MS (120 * 1000)
-#define T_CONTENT_MS (600 * 1000)
-#define T_RSET_MS (60 * 1000)
-#define T_QUIT_MS (10 * 1000) /* wait this long for the reply to QUIT */
-#define IDLE_MS 5000          /* keep an idle session this long for more work */
-#define IDLE_KEEP_BYTES 0     /* an idle session keeps no buffer memory */
+#define T_GREETING_MS   (300 * 1000)
+#define T_EHLO_MS       (300 * 1000)
+#define T_MAIL_MS       (300 * 1000)
+#define T_DATA_MS       (120 * 1000)
+#define T_CONTENT_MS    (600 * 1000)
+#define T_RSET_MS       (60 * 1000)
+#define T_QUIT_MS       (10 * 1000) /* wait this long for the reply to QUIT */
+#define IDLE_MS         5000        /* keep an idle session this long for more work */
+#define IDLE_KEEP_BYTES 0           /* an idle session keeps no buffer memory */
 
 enum smtp_client_state {
 	CS_CONNECT,  /* connecting */
@@ -54,39 +54,39 @@ enum smtp_client_state {
 };
 
 static const char *const state_names[CS_NSTATES] = {
-	"connect", "greeting", "ehlo", "helo", "ready", "idle",
-	"mail",	   "content",  "rset", "quit", "closed",
+	"connect", "greeting", "ehlo", "helo", "ready",  "idle",
+	"mail",    "content",  "rset", "quit", "closed",
 };
 
 struct smtp_client {
 	struct conn conn;
 	struct loop *loop;
 	const struct smtp_client_ops *ops;
-	void *arg;                    /* the owner's, for the callbacks */
-	const char *name;             /* for logs (the owner's string) */
-	char *helo;                   /* EHLO/HELO name */
+	void *arg;        /* the owner's, for the callbacks */
+	const char *name; /* for logs (the owner's string) */
+	char *helo;       /* EHLO/HELO name */
 	enum smtp_client_state state;
 	struct loop_timer timer;      /* reply timeout / idle timeout */
 	struct sockaddr_storage addr; /* next hop (lives until connected) */
 	socklen_t addrlen;
-	char remote[80];              /* "ip:port" for logs */
+	char remote[80]; /* "ip:port" for logs */
 	struct smtp_caps caps;
-	uint64_t idle_ms;             /* idle time before QUIT */
-	unsigned max_transactions;    /* then QUIT; 0 = no limit */
-	unsigned messages;            /* transactions done on this session */
-	bool need_rset;               /* a transaction was left open */
-	bool working;                 /* got past EHLO once */
-	bool quit_asked;              /* smtp_client_quit: no more work */
-	bool closing_told;            /* ops->closing has run */
+	uint64_t idle_ms;          /* idle time before QUIT */
+	unsigned max_transactions; /* then QUIT; 0 = no limit */
+	unsigned messages;         /* transactions done on this session */
+	bool need_rset;            /* a transaction was left open */
+	bool working;              /* got past EHLO once */
+	bool quit_asked;           /* smtp_client_quit: no more work */
+	bool closing_told;         /* ops->closing has run */
 	/* The transaction in progress. */
 	struct sched_job *job;
-	uint64_t job_start_ms;        /* when the current attempt started */
-	unsigned reply_index;         /* which reply comes next: 0 = MAIL,
-				       * 1..n = RCPT, n+1 = DATA/BDAT */
-	unsigned rcpt_ok;             /* RCPTs accepted */
-	bool job_sent;                /* its commands went out (counts in messages) */
+	uint64_t job_start_ms; /* when the current attempt started */
+	unsigned reply_index;  /* which reply comes next: 0 = MAIL,
+	                        * 1..n = RCPT, n+1 = DATA/BDAT */
+	unsigned rcpt_ok;      /* RCPTs accepted */
+	bool job_sent;         /* its commands went out (counts in messages) */
 	bool use_bdat;
-	bool rset_pending;            /* an RSET reply precedes MAIL's */
+	bool rset_pending; /* an RSET reply precedes MAIL's */
 	bool mail_failed;
 	struct attempt_report *reports; /* one per job recipient */
 	unsigned reports_cap;
@@ -101,7 +101,7 @@ static void set_state(struct smtp_client *c, enum smtp_client_state st, uint64_t
 {
 	if (c->state != st)
 		log_debug("smtp %s %s: %s -> %s", c->name, c->remote, state_names[c->state],
-			  state_names[st]);
+		          state_names[st]);
 	c->state = st;
 	if (timeout_ms)
 		loop_timer_arm(c->loop, &c->timer, timeout_ms, client_timeout);
@@ -146,7 +146,7 @@ static void quit(struct smtp_client *c)
 
 /* dest_failure - a failure before any job: the destination's problem. */
 static void dest_failure(struct smtp_client *c, enum attempt_kind kind, enum attempt_stage stage,
-			 int code, const char *text)
+                         int code, const char *text)
 {
 	struct attempt_report rep;
 	outcome_report_set(&rep, kind, stage, code, text);
@@ -161,12 +161,13 @@ static void finish_job(struct smtp_client *c)
 	c->job = NULL;
 	if (c->job_sent) /* a job refused locally used no transaction */
 		c->messages++;
-	c->ops->outcome(c, c->arg, job, c->reports, now > c->job_start_ms ? now - c->job_start_ms : 0);
+	c->ops->outcome(c, c->arg, job, c->reports,
+	                now > c->job_start_ms ? now - c->job_start_ms : 0);
 }
 
 /* fail_job - every recipient of the job gets the same report. */
 static void fail_job(struct smtp_client *c, enum attempt_kind kind, enum attempt_stage stage,
-		     int code, const char *text)
+                     int code, const char *text)
 {
 	if (!c->job)
 		return;
@@ -272,7 +273,7 @@ static void send_rcpt(struct smtp_client *c, unsigned i)
 	struct buf *out = conn_outbuf(&c->conn);
 	buf_printf(out, "RCPT TO:<%.*s>", (int)r->addr_len, r->addr);
 	if (c->caps.flags & SMTP_CAP_DSN) {
-		static const char *const names[] = {"NEVER", "SUCCESS", "FAILURE", "DELAY"};
+		static const char *const names[] = { "NEVER", "SUCCESS", "FAILURE", "DELAY" };
 		if (r->notify) {
 			buf_puts(out, " NOTIFY=");
 			bool first = true;
@@ -284,8 +285,9 @@ static void send_rcpt(struct smtp_client *c, unsigned i)
 		}
 		const char *semi = r->orcpt_len ? memchr(r->orcpt, ';', r->orcpt_len) : NULL;
 		char x[700];
-		if (semi && smtp_xtext_encode(semi + 1, r->orcpt_len - (size_t)(semi + 1 - r->orcpt), x,
-					      sizeof(x)) > 0)
+		if (semi &&
+		    smtp_xtext_encode(semi + 1, r->orcpt_len - (size_t)(semi + 1 - r->orcpt), x,
+		                      sizeof(x)) > 0)
 			buf_printf(out, " ORCPT=%.*s;%s", (int)(semi - r->orcpt), r->orcpt, x);
 	}
 	buf_puts(out, "\r\n");
@@ -327,13 +329,13 @@ static bool start_transaction(struct smtp_client *c, struct sched_job *job)
 	size_t size = buf_used(&job->body);
 	if (c->caps.size_max && size > c->caps.size_max) {
 		snprintf(text, sizeof(text), "message size %zu exceeds the size limit %llu of %s",
-			 size, (unsigned long long)c->caps.size_max, c->remote);
+		         size, (unsigned long long)c->caps.size_max, c->remote);
 		fail_job(c, ATTEMPT_TOO_BIG, STAGE_MAIL, 0, text);
 		return false;
 	}
 	if ((job->msg_flags & MSG_F_SMTPUTF8) && !(c->caps.flags & SMTP_CAP_SMTPUTF8)) {
 		snprintf(text, sizeof(text), "SMTPUTF8 is required, but was not offered by %s",
-			 c->remote);
+		         c->remote);
 		fail_job(c, ATTEMPT_NEEDS_UTF8, STAGE_MAIL, 0, text);
 		return false;
 	}
@@ -378,7 +380,7 @@ static void after_transaction(struct smtp_client *c)
 }
 
 static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *r,
-				const char *summary)
+                                const char *summary)
 {
 	struct sched_job *j = c->job;
 	bool pipelining = c->caps.flags & SMTP_CAP_PIPELINING;
@@ -390,7 +392,7 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 		for (unsigned i = 0; i < j->nrcpt; i++)
 			if (c->rcpt_accepted[i] || c->reports[i].kind != ATTEMPT_REPLY)
 				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, st, r->code,
-						   summary);
+				                   summary);
 		finish_job(c);
 		close_now(c);
 		return;
@@ -405,8 +407,8 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 		if (cls != 2) {
 			c->mail_failed = true;
 			for (unsigned i = 0; i < j->nrcpt; i++)
-				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_MAIL, r->code,
-						   summary);
+				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_MAIL,
+				                   r->code, summary);
 			c->need_rset = true;
 			if (!pipelining) {
 				finish_job(c);
@@ -427,8 +429,8 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 				c->rcpt_accepted[i] = true;
 				c->rcpt_ok++;
 			} else {
-				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_RCPT, r->code,
-						   summary);
+				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_RCPT,
+				                   r->code, summary);
 				c->reports[i].after_accept = c->rcpt_ok > 0;
 			}
 		}
@@ -453,8 +455,8 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 	if (c->use_bdat) {
 		for (unsigned i = 0; i < j->nrcpt; i++)
 			if (c->rcpt_accepted[i])
-				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_CONTENT, r->code,
-						   summary);
+				outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_CONTENT,
+				                   r->code, summary);
 		if (c->mail_failed || !c->rcpt_ok || cls != 2)
 			c->need_rset = true;
 		finish_job(c);
@@ -468,7 +470,8 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 			conn_flush_soon(&c->conn);
 			c->need_rset = true;
 		} else {
-			smtp_dot_stuff(buf_head(&j->body), buf_used(&j->body), conn_outbuf(&c->conn));
+			smtp_dot_stuff(buf_head(&j->body), buf_used(&j->body),
+			               conn_outbuf(&c->conn));
 			conn_flush_soon(&c->conn);
 		}
 		set_state(c, CS_CONTENT, T_CONTENT_MS);
@@ -476,19 +479,20 @@ static void on_mail_phase_reply(struct smtp_client *c, const struct smtp_reply *
 	}
 	for (unsigned i = 0; i < j->nrcpt; i++)
 		if (c->rcpt_accepted[i])
-			outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_DATA, r->code, summary);
+			outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_DATA, r->code,
+			                   summary);
 	c->need_rset = true;
 	finish_job(c);
 	after_transaction(c);
 }
 
-static void on_content_reply(struct smtp_client *c, const struct smtp_reply *r,
-			     const char *summary)
+static void on_content_reply(struct smtp_client *c, const struct smtp_reply *r, const char *summary)
 {
 	struct sched_job *j = c->job;
 	for (unsigned i = 0; i < j->nrcpt; i++)
 		if (c->rcpt_accepted[i])
-			outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_CONTENT, r->code, summary);
+			outcome_report_set(&c->reports[i], ATTEMPT_REPLY, STAGE_CONTENT, r->code,
+			                   summary);
 	finish_job(c);
 	if (r->code == 421)
 		close_now(c);
@@ -586,7 +590,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 		/* Unsolicited: typically 421 before the server drops an idle
 		 * session. Nothing is in flight; just leave. */
 		log_debug("smtp %s %s: unsolicited reply while idle: %s", c->name, c->remote,
-			  summary);
+		          summary);
 		close_now(c);
 		return;
 	case CS_QUIT:
@@ -707,8 +711,8 @@ struct smtp_client *smtp_client_open(const struct smtp_client_params *p)
 	c->state = CS_CONNECT;
 	format_remote((struct sockaddr *)&c->addr, c->remote, sizeof(c->remote));
 	conn_init(&c->conn, c->loop, &client_conn_ops, c);
-	int rc = conn_connect(&c->conn, (struct sockaddr *)&c->addr, c->addrlen,
-			      p->connect_timeout_ms);
+	int rc =
+	    conn_connect(&c->conn, (struct sockaddr *)&c->addr, c->addrlen, p->connect_timeout_ms);
 	if (rc < 0) {
 		free(c);
 		errno = -rc;

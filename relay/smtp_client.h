@@ -35,7 +35,7 @@ struct smtp_client_ops {
 	 * job->rcpt[i]; the job goes back to the owner with it. duration_ms
 	 * runs from the first command of the transaction to its last reply. */
 	void (*outcome)(struct smtp_client *c, void *arg, struct sched_job *job,
-			const struct attempt_report *reps, uint64_t duration_ms);
+	                const struct attempt_report *reps, uint64_t duration_ms);
 	/* failed - the session failed before it had a job (connect, greeting,
 	 * EHLO/HELO). Closing and done follow. */
 	void (*failed)(struct smtp_client *c, void *arg, const struct attempt_report *rep);
@@ -48,12 +48,12 @@ struct smtp_client_ops {
 };
 
 struct smtp_client_params {
-	struct loop *loop;                 /* the loop the session runs on */
-	const struct sockaddr *addr;       /* the next hop (copied) */
+	struct loop *loop;           /* the loop the session runs on */
+	const struct sockaddr *addr; /* the next hop (copied) */
 	socklen_t addrlen;
 	const char *helo;                  /* EHLO/HELO name (copied) */
 	const char *name;                  /* for log lines, e.g. the domain; must
-					    * outlive the session */
+	                                    * outlive the session */
 	uint64_t connect_timeout_ms;       /* TCP connect deadline */
 	uint64_t idle_ms;                  /* an idle session quits after this; 0 = 5 s */
 	unsigned max_transactions;         /* then QUIT; 0 = no limit */

@@ -10,10 +10,11 @@ static const struct {
 	const char *name;
 	enum smtp_verb verb;
 } verbs[] = {
-	{"EHLO", SMTP_EHLO}, {"HELO", SMTP_HELO}, {"MAIL", SMTP_MAIL},	 {"RCPT", SMTP_RCPT},
-	{"DATA", SMTP_DATA}, {"BDAT", SMTP_BDAT}, {"RSET", SMTP_RSET},	 {"NOOP", SMTP_NOOP},
-	{"QUIT", SMTP_QUIT}, {"VRFY", SMTP_VRFY}, {"EXPN", SMTP_EXPN},	 {"HELP", SMTP_HELP},
-	{"AUTH", SMTP_AUTH}, {"STARTTLS", SMTP_STARTTLS},
+	{ "EHLO", SMTP_EHLO }, { "HELO", SMTP_HELO },         { "MAIL", SMTP_MAIL },
+	{ "RCPT", SMTP_RCPT }, { "DATA", SMTP_DATA },         { "BDAT", SMTP_BDAT },
+	{ "RSET", SMTP_RSET }, { "NOOP", SMTP_NOOP },         { "QUIT", SMTP_QUIT },
+	{ "VRFY", SMTP_VRFY }, { "EXPN", SMTP_EXPN },         { "HELP", SMTP_HELP },
+	{ "AUTH", SMTP_AUTH }, { "STARTTLS", SMTP_STARTTLS },
 };
 
 void smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *cmd)
@@ -79,8 +80,8 @@ static bool parse_params(const char *s, size_t n, struct smtp_path *out)
 			return false;
 		for (size_t k = 0; k < p->key_len; k++) {
 			char c = p->key[k];
-			if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			      (c == '-' && k > 0)))
+			if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			      (c >= '0' && c <= '9') || (c == '-' && k > 0)))
 				return false;
 		}
 	}

@@ -41,7 +41,7 @@ static void end_line(struct smtp_data_rx *rx, struct buf *msg, bool crlf)
 }
 
 size_t smtp_data_rx_feed(struct smtp_data_rx *rx, const char *p, size_t n, struct buf *msg,
-			 bool *done)
+                         bool *done)
 {
 	size_t i = 0;
 	*done = false;

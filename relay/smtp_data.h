@@ -25,15 +25,15 @@ enum {
 
 /* Streaming receiver for the DATA phase. */
 struct smtp_data_rx {
-	uint64_t max_size;  /* content bytes kept at most */
-	uint64_t size;      /* content bytes seen */
-	unsigned max_line;  /* longest line allowed, CRLF included */
-	unsigned line_len;  /* bytes of the current line so far, its leading dot included */
-	unsigned flags;     /* SMTP_DATA_* */
-	bool line_start;    /* the next byte starts a line */
-	bool dot_first;     /* the current line began with a dot (not yet stored) */
-	bool cr_pending;    /* a CR ended the last chunk; its meaning awaits the next byte */
-	bool prev_crlf;     /* the previous line ended in a real CRLF */
+	uint64_t max_size; /* content bytes kept at most */
+	uint64_t size;     /* content bytes seen */
+	unsigned max_line; /* longest line allowed, CRLF included */
+	unsigned line_len; /* bytes of the current line so far, its leading dot included */
+	unsigned flags;    /* SMTP_DATA_* */
+	bool line_start;   /* the next byte starts a line */
+	bool dot_first;    /* the current line began with a dot (not yet stored) */
+	bool cr_pending;   /* a CR ended the last chunk; its meaning awaits the next byte */
+	bool prev_crlf;    /* the previous line ended in a real CRLF */
 };
 
 /* smtp_data_rx_init - start a DATA phase (the DATA command line ended the
@@ -43,7 +43,7 @@ void smtp_data_rx_init(struct smtp_data_rx *rx, uint64_t max_size, unsigned max_
  * Returns bytes consumed; *done is set when CRLF.CRLF was seen (then the
  * bytes after it were not consumed: they are the next command). */
 size_t smtp_data_rx_feed(struct smtp_data_rx *rx, const char *p, size_t n, struct buf *msg,
-			 bool *done);
+                         bool *done);
 
 /* Line state of BDAT content across chunks. */
 struct smtp_chunk_state {

@@ -120,11 +120,15 @@ void smtp_caps_parse(const struct smtp_reply *r, struct smtp_caps *caps)
 		const char *kw;
 		unsigned flag;
 	} kws[] = {
-		{"PIPELINING", SMTP_CAP_PIPELINING}, {"SIZE", SMTP_CAP_SIZE},
-		{"8BITMIME", SMTP_CAP_8BITMIME},     {"CHUNKING", SMTP_CAP_CHUNKING},
-		{"SMTPUTF8", SMTP_CAP_SMTPUTF8},     {"STARTTLS", SMTP_CAP_STARTTLS},
-		{"ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCEDSTATUSCODES},
-		{"DSN", SMTP_CAP_DSN},		     {"AUTH", SMTP_CAP_AUTH},
+		{ "PIPELINING", SMTP_CAP_PIPELINING },
+		{ "SIZE", SMTP_CAP_SIZE },
+		{ "8BITMIME", SMTP_CAP_8BITMIME },
+		{ "CHUNKING", SMTP_CAP_CHUNKING },
+		{ "SMTPUTF8", SMTP_CAP_SMTPUTF8 },
+		{ "STARTTLS", SMTP_CAP_STARTTLS },
+		{ "ENHANCEDSTATUSCODES", SMTP_CAP_ENHANCEDSTATUSCODES },
+		{ "DSN", SMTP_CAP_DSN },
+		{ "AUTH", SMTP_CAP_AUTH },
 	};
 	const char *p = r->raw, *end = r->raw + r->raw_len;
 	memset(caps, 0, sizeof(*caps));
@@ -146,7 +150,9 @@ void smtp_caps_parse(const struct smtp_reply *r, struct smtp_caps *caps)
 					caps->flags |= kws[i].flag;
 					if (kws[i].flag == SMTP_CAP_SIZE) {
 						uint64_t v = 0;
-						for (const char *q = kw + kl + 1; q < le && digit(*q) && v < UINT64_MAX / 10; q++)
+						for (const char *q = kw + kl + 1;
+						     q < le && digit(*q) && v < UINT64_MAX / 10;
+						     q++)
 							v = v * 10 + (uint64_t)(*q - '0');
 						caps->size_max = v;
 					}

@@ -11,15 +11,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SMTP_REPLY_LINE_MAX 2048   /* we accept longer than the RFC's 512 */
+#define SMTP_REPLY_LINE_MAX  2048 /* we accept longer than the RFC's 512 */
 #define SMTP_REPLY_MAX_LINES 128
 
 struct smtp_reply {
-	int code;            /* 200..599 */
-	unsigned lines;      /* number of lines */
-	const char *raw;     /* the whole reply, line ends included */
+	int code;        /* 200..599 */
+	unsigned lines;  /* number of lines */
+	const char *raw; /* the whole reply, line ends included */
 	size_t raw_len;
-	char enh[16];        /* enhanced status "5.1.1" of the first line, or "" */
+	char enh[16]; /* enhanced status "5.1.1" of the first line, or "" */
 };
 
 /* smtp_reply_parse - one reply from p[0..n). Returns bytes consumed (> 0),

@@ -30,9 +30,9 @@
 #include "smtp_cmd.h"
 #include "smtp_data.h"
 
-#define CMD_LINE_MAX 512        /* RFC 5321 4.5.3.1.4, CRLF included */
+#define CMD_LINE_MAX      512 /* RFC 5321 4.5.3.1.4, CRLF included */
 #define PAUSE_INPUT_BYTES (4u << 20)
-#define KEEP_MSG_BYTES (256u * 1024)
+#define KEEP_MSG_BYTES    (256u * 1024)
 
 enum srv_state {
 	SS_GREETING, /* banner sent, no EHLO/HELO yet */
@@ -58,42 +58,42 @@ struct smtpd {
 	void *route_ctx;
 	void (*session_gone)(void *arg);
 	void *arg;
-	struct rp_list sessions;         /* every session, for shutdown */
+	struct rp_list sessions; /* every session, for shutdown */
 	unsigned nsessions;
-	uint64_t accepted_sessions;      /* since start */
-	uint64_t messages;               /* messages accepted */
-	uint64_t rejected;               /* transactions refused at the end */
+	uint64_t accepted_sessions; /* since start */
+	uint64_t messages;          /* messages accepted */
+	uint64_t rejected;          /* transactions refused at the end */
 };
 
 struct srv_session {
 	struct conn conn;
 	struct smtpd *srv;
-	struct rp_list link;             /* on srv->sessions */
+	struct rp_list link; /* on srv->sessions */
 	enum srv_state state;
-	struct loop_timer timer;         /* idle timeout */
-	char peer[64];                   /* "[ip]:port" */
-	char peer_ip[56];                /* for Received: "[ip]" or "[IPv6:..]" */
+	struct loop_timer timer; /* idle timeout */
+	char peer[64];           /* "[ip]:port" */
+	char peer_ip[56];        /* for Received: "[ip]" or "[IPv6:..]" */
 	char helo[128];
 	bool esmtp;
-	bool relay_ok;                   /* inside [submission] networks */
-	bool skip_line;                  /* discarding an over-long command line */
-	size_t skipped;                  /* bytes of it discarded so far */
-	bool commit_inflight;            /* req is with the spool writer */
-	bool released;                   /* the conn is gone */
-	bool shutdown;                   /* say 421 after the commit */
+	bool relay_ok;        /* inside [submission] networks */
+	bool skip_line;       /* discarding an over-long command line */
+	size_t skipped;       /* bytes of it discarded so far */
+	bool commit_inflight; /* req is with the spool writer */
+	bool released;        /* the conn is gone */
+	bool shutdown;        /* say 421 after the commit */
 	unsigned errors;
 	unsigned transactions;
 
 	/* The transaction. */
-	struct submission sub;           /* envelope, recipients, the commit */
-	bool utf8;                       /* MAIL ... SMTPUTF8 */
+	struct submission sub; /* envelope, recipients, the commit */
+	bool utf8;             /* MAIL ... SMTPUTF8 */
 	unsigned rejected_rcpts;
-	struct buf msg;                  /* content (normalised) */
+	struct buf msg; /* content (normalised) */
 	struct smtp_data_rx rx;
 	bool bdat_used;
 	bool bdat_last;
-	enum srv_state bdat_prev;        /* state before the chunk */
-	const char *bdat_error;          /* reply for the chunk being skipped */
+	enum srv_state bdat_prev; /* state before the chunk */
+	const char *bdat_error;   /* reply for the chunk being skipped */
 	uint64_t bdat_left;
 	struct smtp_chunk_state chunk;
 };
@@ -134,7 +134,8 @@ static void count_error(struct srv_session *s)
 	if (++s->errors >= cfg_of(s)->max_errors && s->state != SS_CLOSING) {
 		log_info("smtpd %s: too many errors", s->peer);
 		char buf[300];
-		snprintf(buf, sizeof(buf), "421 4.7.0 %s Error: too many errors", cfg_of(s)->hostname);
+		snprintf(buf, sizeof(buf), "421 4.7.0 %s Error: too many errors",
+		         cfg_of(s)->hostname);
 		close_with(s, buf);
 	}
 }
@@ -182,7 +183,8 @@ static bool parse_number(const char *p, size_t n, uint64_t *v)
 static void cmd_helo(struct srv_session *s, const struct smtp_cmd *c, bool esmtp)
 {
 	if (!c->arg_len) {
-		error(s, esmtp ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
+		error(s, esmtp ? "501 5.5.4 Syntax: EHLO hostname"
+		               : "501 5.5.4 Syntax: HELO hostname");
 		return;
 	}
 	/* Keep a printable copy for Received:. */
@@ -203,9 +205,9 @@ static void cmd_helo(struct srv_session *s, const struct smtp_cmd *c, bool esmtp
 		return;
 	}
 	conn_line(&s->conn,
-	       "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-	       "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
-	       cfg->hostname, (unsigned long long)cfg->max_message_size);
+	          "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+	          "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
+	          cfg->hostname, (unsigned long long)cfg->max_message_size);
 }
 
 static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
@@ -240,13 +242,15 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 				return;
 			}
 			if (size > cfg->max_message_size) {
-				error(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+				error(s,
+				      "552 5.3.4 Message size exceeds fixed maximum message size");
 				return;
 			}
 		} else if (smtp_param_is(pp, "BODY")) {
 			if (pp->val && pp->val_len == 8 && !strncasecmp(pp->val, "8BITMIME", 8)) {
 				flags |= MSG_F_8BIT;
-			} else if (!(pp->val && pp->val_len == 4 && !strncasecmp(pp->val, "7BIT", 4))) {
+			} else if (!(pp->val && pp->val_len == 4 &&
+			             !strncasecmp(pp->val, "7BIT", 4))) {
 				error(s, "501 5.5.4 Unsupported BODY parameter");
 				return;
 			}
@@ -266,12 +270,13 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 			}
 		} else if (smtp_param_is(pp, "ENVID") && pp->val) {
 			if (smtp_xtext_decode(pp->val, pp->val_len, envid, sizeof(envid)) < 0) {
-				error(s, "501 5.5.4 Bad ENVID parameter (xtext, at most 100 characters)");
+				error(s, "501 5.5.4 Bad ENVID parameter (xtext, at most 100 "
+				         "characters)");
 				return;
 			}
 		} else {
-			conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s", (int)RP_MIN(pp->key_len, 64),
-			       pp->key);
+			conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s",
+			          (int)RP_MIN(pp->key_len, 64), pp->key);
 			count_error(s);
 			return;
 		}
@@ -283,7 +288,8 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 			return;
 		}
 		if (e != ADDR_OK) {
-			conn_line(&s->conn, "501 5.1.7 Bad sender address syntax (%s)", addr_error_str(e));
+			conn_line(&s->conn, "501 5.1.7 Bad sender address syntax (%s)",
+			          addr_error_str(e));
 			count_error(s);
 			return;
 		}
@@ -306,8 +312,10 @@ static bool parse_notify(const char *v, size_t n, uint8_t *out)
 	static const struct {
 		const char *kw;
 		uint8_t bit;
-	} kws[] = {{"NEVER", NOTIFY_NEVER}, {"SUCCESS", NOTIFY_SUCCESS},
-		   {"FAILURE", NOTIFY_FAILURE}, {"DELAY", NOTIFY_DELAY}};
+	} kws[] = { { "NEVER", NOTIFY_NEVER },
+		    { "SUCCESS", NOTIFY_SUCCESS },
+		    { "FAILURE", NOTIFY_FAILURE },
+		    { "DELAY", NOTIFY_DELAY } };
 	uint8_t bits = 0;
 	size_t i = 0;
 	while (i < n) {
@@ -354,7 +362,8 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 		if (smtp_param_is(pp, "NOTIFY") && pp->val) {
 			if (!parse_notify(pp->val, pp->val_len, &notify)) {
 				s->rejected_rcpts++;
-				error(s, "501 5.5.4 Bad NOTIFY parameter (NEVER, or SUCCESS,FAILURE,DELAY)");
+				error(s, "501 5.5.4 Bad NOTIFY parameter (NEVER, or "
+				         "SUCCESS,FAILURE,DELAY)");
 				return;
 			}
 		} else if (smtp_param_is(pp, "ORCPT") && pp->val) {
@@ -362,7 +371,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 			size_t tl = semi ? (size_t)(semi - pp->val) : 0;
 			if (!semi || !tl || tl > 32 ||
 			    smtp_xtext_decode(semi + 1, pp->val_len - tl - 1, orcpt + tl + 1,
-					      sizeof(orcpt) - tl - 1) < 0) {
+			                      sizeof(orcpt) - tl - 1) < 0) {
 				s->rejected_rcpts++;
 				error(s, "501 5.5.4 Bad ORCPT parameter (addr-type;xtext)");
 				return;
@@ -371,7 +380,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 			orcpt[tl] = ';';
 		} else {
 			conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s",
-				  (int)RP_MIN(pp->key_len, 64), pp->key);
+			          (int)RP_MIN(pp->key_len, 64), pp->key);
 			s->rejected_rcpts++;
 			return;
 		}
@@ -385,7 +394,8 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 	}
 	if (e != ADDR_OK) {
 		s->rejected_rcpts++;
-		conn_line(&s->conn, "501 5.1.3 Bad recipient address syntax (%s)", addr_error_str(e));
+		conn_line(&s->conn, "501 5.1.3 Bad recipient address syntax (%s)",
+		          addr_error_str(e));
 		count_error(s);
 		return;
 	}
@@ -406,7 +416,7 @@ static void cmd_data(struct srv_session *s, const struct smtp_cmd *c)
 	}
 	if (s->state != SS_RCPT) {
 		error(s, s->state == SS_MAIL ? "503 5.5.1 Error: need RCPT command"
-					     : "503 5.5.1 Error: need MAIL command");
+		                             : "503 5.5.1 Error: need MAIL command");
 		return;
 	}
 	if (s->bdat_used) {
@@ -456,7 +466,7 @@ static void cmd_bdat(struct srv_session *s, const struct smtp_cmd *c)
 		s->bdat_error = "554 5.5.1 Error: no valid recipients";
 	} else {
 		s->bdat_error = s->state == SS_MAIL ? "503 5.5.1 Error: need RCPT command"
-						    : "503 5.5.1 Error: need MAIL command";
+		                                    : "503 5.5.1 Error: need MAIL command";
 	}
 	set_state(s, SS_BDAT);
 }
@@ -499,13 +509,15 @@ static void handle_command(struct srv_session *s, const char *line, size_t len)
 		close_with(s, "221 2.0.0 Bye");
 		return;
 	case SMTP_VRFY:
-		reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+		reply(s,
+		      "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
 		return;
 	case SMTP_EXPN:
 		error(s, "502 5.5.1 Error: EXPN not available");
 		return;
 	case SMTP_HELP:
-		reply(s, "214 2.0.0 ringpost: see RFC 5321 (EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP)");
+		reply(s, "214 2.0.0 ringpost: see RFC 5321 (EHLO HELO MAIL RCPT DATA BDAT RSET "
+		         "NOOP QUIT VRFY HELP)");
 		return;
 	case SMTP_STARTTLS:
 		error(s, "502 5.5.1 Error: STARTTLS not available");
@@ -544,8 +556,8 @@ static void commit(struct srv_session *s, unsigned content_flags)
 	if (content_flags & SMTP_DATA_LONG_LINE) {
 		char text[120];
 		snprintf(text, sizeof(text),
-			 "500 5.5.2 Line too long (RFC 5321 limit is %u octets including CRLF)",
-			 cfg->max_line_length);
+		         "500 5.5.2 Line too long (RFC 5321 limit is %u octets including CRLF)",
+		         cfg->max_line_length);
 		refuse(s, text);
 		return;
 	}
@@ -593,17 +605,17 @@ static void commit_done(struct submission *sub, void *arg)
 		size_t slen;
 		const char *sender = submission_sender_addr(sub, &slen);
 		log_info("smtpd accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s", id,
-			 (int)slen, sender, sub->nrcpt, (unsigned long long)submission_size(sub),
-			 s->peer);
+		         (int)slen, sender, sub->nrcpt, (unsigned long long)submission_size(sub),
+		         s->peer);
 		if (!s->released)
 			conn_line(&s->conn, "250 2.0.0 Ok: queued as %s", id);
 	} else {
 		srv->rejected++;
 		log_warn("smtpd %s: spool refused message: %s", s->peer,
-			 st == SPOOL_EFULL ? "full" : "I/O error");
+		         st == SPOOL_EFULL ? "full" : "I/O error");
 		if (!s->released)
 			reply(s, st == SPOOL_EFULL ? "452 4.3.1 Insufficient system storage"
-						   : "451 4.3.0 Error: queue file write error");
+			                           : "451 4.3.0 Error: queue file write error");
 	}
 	if (s->released) {
 		srv_free(s);
@@ -614,7 +626,8 @@ static void commit_done(struct submission *sub, void *arg)
 	loop_timer_arm(srv->loop, &s->timer, cfg_of(s)->idle_timeout_ms, on_timeout);
 	if (s->shutdown) {
 		char buf[300];
-		snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down", cfg_of(s)->hostname);
+		snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down",
+		         cfg_of(s)->hostname);
 		close_with(s, buf);
 		return;
 	}
@@ -753,7 +766,7 @@ static void on_closed(struct conn *c, int err)
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
 	if (s->state == SS_DATA || s->state == SS_BDAT)
 		log_info("smtpd %s: lost connection in %s (%s); message discarded", s->peer,
-			 state_names[s->state], err ? strerror(-err) : "eof");
+		         state_names[s->state], err ? strerror(-err) : "eof");
 	else
 		log_debug("smtpd %s: disconnected in %s", s->peer, state_names[s->state]);
 }

@@ -19,13 +19,13 @@
 struct smtpd;
 
 struct smtpd_params {
-	struct loop *loop;                /* the loop sessions run on */
-	struct spool *spool;              /* where messages are committed */
-	const struct config *cfg;         /* [server] hostname, [submission] limits and
-					   * networks (replace with smtpd_set_config) */
-	submit_route_fn route;            /* queue a committed message's recipients */
+	struct loop *loop;        /* the loop sessions run on */
+	struct spool *spool;      /* where messages are committed */
+	const struct config *cfg; /* [server] hostname, [submission] limits and
+	                           * networks (replace with smtpd_set_config) */
+	submit_route_fn route;    /* queue a committed message's recipients */
 	void *route_ctx;
-	void (*session_gone)(void *arg);  /* a session was freed (shutdown waits) */
+	void (*session_gone)(void *arg); /* a session was freed (shutdown waits) */
 	void *arg;
 };
 

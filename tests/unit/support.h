@@ -67,7 +67,7 @@ static inline enum spool_status test_spool_call(struct spool *sp, struct spool_r
 	while (!got) {
 		uint64_t now = rp_mono_ms();
 		cr_assert_lt(now, deadline, "the spool writer did not answer");
-		struct pollfd pfd = {.fd = q.efd, .events = POLLIN};
+		struct pollfd pfd = { .fd = q.efd, .events = POLLIN };
 		if (poll(&pfd, 1, (int)(deadline - now)) > 0) {
 			uint64_t v;
 			cr_assert_eq(read(q.efd, &v, sizeof(v)), (ssize_t)sizeof(v));
@@ -83,7 +83,7 @@ static inline enum spool_status test_spool_call(struct spool *sp, struct spool_r
 /* test_spool_sync - returns once everything requested before is applied. */
 static inline void test_spool_sync(struct spool *sp)
 {
-	struct spool_req req = {.type = SPOOL_REQ_SYNC};
+	struct spool_req req = { .type = SPOOL_REQ_SYNC };
 	cr_assert_eq(test_spool_call(sp, &req), SPOOL_OK);
 }
 
@@ -100,9 +100,9 @@ struct test_msg {
  * rcpt<i>@domains[i] (or @domain when domains is NULL) with NOTIFY
  * notify[i] (FAILURE when notify is NULL); returns its id. */
 static inline uint64_t test_submit_with(struct spool *sp, const char *sender, const char *domain,
-					const char *const *domains, unsigned n, uint32_t flags,
-					const uint8_t *notify, const char *body, size_t body_len,
-					uint64_t submit_ms)
+                                        const char *const *domains, unsigned n, uint32_t flags,
+                                        const uint8_t *notify, const char *body, size_t body_len,
+                                        uint64_t submit_ms)
 {
 	struct test_msg *m = xcalloc(1, sizeof(*m));
 	cr_assert_leq(n, 64);
@@ -120,7 +120,7 @@ static inline uint64_t test_submit_with(struct spool *sp, const char *sender, co
 	s->msg.source_len = 4;
 	for (unsigned i = 0; i < n; i++) {
 		snprintf(m->addrs[i], sizeof(m->addrs[i]), "rcpt%u@%.40s", i,
-			 domains ? domains[i] : domain);
+		         domains ? domains[i] : domain);
 		m->rcpts[i].addr = m->addrs[i];
 		m->rcpts[i].addr_len = strlen(m->addrs[i]);
 		m->rcpts[i].notify = notify ? notify[i] : NOTIFY_FAILURE;
@@ -139,15 +139,15 @@ static inline uint64_t test_submit_with(struct spool *sp, const char *sender, co
 /* test_submit - store a message from sender to n recipients "rcpt<i>@domain"
  * with body; returns its id. */
 static inline uint64_t test_submit(struct spool *sp, const char *sender, const char *domain,
-				   unsigned n, const char *body, size_t body_len,
-				   uint64_t submit_ms)
+                                   unsigned n, const char *body, size_t body_len,
+                                   uint64_t submit_ms)
 {
 	return test_submit_with(sp, sender, domain, NULL, n, 0, NULL, body, body_len, submit_ms);
 }
 
 /* test_update - set one recipient's state (and wait until it is applied). */
 static inline void test_update(struct spool *sp, uint64_t id, uint32_t idx, uint8_t state,
-			       uint16_t attempts, uint64_t next_ms, const char *response)
+                               uint16_t attempts, uint64_t next_ms, const char *response)
 {
 	struct spool_update u = {
 		.msgid = id,
@@ -161,7 +161,7 @@ static inline void test_update(struct spool *sp, uint64_t id, uint32_t idx, uint
 		.remote = "mx.test[127.0.0.1]:25",
 		.remote_len = 21,
 	};
-	struct spool_req req = {.type = SPOOL_REQ_UPDATE, .u.update = {.v = &u, .n = 1}};
+	struct spool_req req = { .type = SPOOL_REQ_UPDATE, .u.update = { .v = &u, .n = 1 } };
 	cr_assert_eq(test_spool_call(sp, &req), SPOOL_OK);
 }
 

@@ -16,70 +16,70 @@ struct addr_case {
 };
 
 static const struct addr_case cases[] = {
-	{"a@b.c", false, ADDR_OK, 1},
-	{"first.last@example.com", false, ADDR_OK, 10},
-	{"a+tag@x.io", false, ADDR_OK, 5},
-	{"!#$%&'*+-/=?^_`{|}~@x.example", false, ADDR_OK, 19},
-	{"x@localhost", false, ADDR_OK, 1},
-	{"a@xn--bcher-kva.example", false, ADDR_OK, 1},
-	{"a@a-b.c-d.example", false, ADDR_OK, 1},
-	{"1@2.3", false, ADDR_OK, 1},
-	{"\"john doe\"@x.example", false, ADDR_OK, 10},
-	{"\"a@b\"@c.example", false, ADDR_OK, 5},
-	{"\"\"@x.example", false, ADDR_OK, 2},
-	{"\"a\\\"b\"@x.example", false, ADDR_OK, 6},
-	{"\"a\\\\\"@x.example", false, ADDR_OK, 5},
-	{"user@[192.0.2.1]", false, ADDR_OK, 4},
-	{"user@[IPv6:2001:db8::1]", false, ADDR_OK, 4},
-	{"user@[ipv6:::1]", false, ADDR_OK, 4},
-	{"", false, ADDR_EMPTY, 0},
-	{"abc", false, ADDR_NO_AT, 0},
-	{"abc.example.com", false, ADDR_NO_AT, 0},
-	{"@x.example", false, ADDR_BAD_LOCAL, 0},
-	{".a@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"a.@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"a..b@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"a b@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"a@b@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"a(b)@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"\"a\"b\"@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"\"abc@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"\"a\\\"@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"\"a\tb\"@x.example", false, ADDR_BAD_LOCAL, 0},
-	{"a@", false, ADDR_BAD_DOMAIN, 0},
-	{"a@-x.example", false, ADDR_BAD_DOMAIN, 0},
-	{"a@x-.example", false, ADDR_BAD_DOMAIN, 0},
-	{"a@x.-example", false, ADDR_BAD_DOMAIN, 0},
-	{"a@x..example", false, ADDR_BAD_DOMAIN, 0},
-	{"a@.x.example", false, ADDR_BAD_DOMAIN, 0},
-	{"a@x.example.", false, ADDR_BAD_DOMAIN, 0},
-	{"a@x_y.example", false, ADDR_BAD_DOMAIN, 0},
-	{"a@x y.example", false, ADDR_BAD_DOMAIN, 0},
-	{"a@[1.2.3]", false, ADDR_BAD_DOMAIN, 0},
-	{"a@[1.2.3.256]", false, ADDR_BAD_DOMAIN, 0},
-	{"a@[IPv6:zz::1]", false, ADDR_BAD_DOMAIN, 0},
-	{"a@[2001:db8::1]", false, ADDR_BAD_DOMAIN, 0},
-	{"a@[1.2.3.4", false, ADDR_BAD_DOMAIN, 0},
-	{"a@[]", false, ADDR_BAD_DOMAIN, 0},
+	{ "a@b.c", false, ADDR_OK, 1 },
+	{ "first.last@example.com", false, ADDR_OK, 10 },
+	{ "a+tag@x.io", false, ADDR_OK, 5 },
+	{ "!#$%&'*+-/=?^_`{|}~@x.example", false, ADDR_OK, 19 },
+	{ "x@localhost", false, ADDR_OK, 1 },
+	{ "a@xn--bcher-kva.example", false, ADDR_OK, 1 },
+	{ "a@a-b.c-d.example", false, ADDR_OK, 1 },
+	{ "1@2.3", false, ADDR_OK, 1 },
+	{ "\"john doe\"@x.example", false, ADDR_OK, 10 },
+	{ "\"a@b\"@c.example", false, ADDR_OK, 5 },
+	{ "\"\"@x.example", false, ADDR_OK, 2 },
+	{ "\"a\\\"b\"@x.example", false, ADDR_OK, 6 },
+	{ "\"a\\\\\"@x.example", false, ADDR_OK, 5 },
+	{ "user@[192.0.2.1]", false, ADDR_OK, 4 },
+	{ "user@[IPv6:2001:db8::1]", false, ADDR_OK, 4 },
+	{ "user@[ipv6:::1]", false, ADDR_OK, 4 },
+	{ "", false, ADDR_EMPTY, 0 },
+	{ "abc", false, ADDR_NO_AT, 0 },
+	{ "abc.example.com", false, ADDR_NO_AT, 0 },
+	{ "@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ ".a@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "a.@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "a..b@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "a b@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "a@b@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "a(b)@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "\"a\"b\"@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "\"abc@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "\"a\\\"@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "\"a\tb\"@x.example", false, ADDR_BAD_LOCAL, 0 },
+	{ "a@", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@-x.example", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@x-.example", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@x.-example", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@x..example", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@.x.example", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@x.example.", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@x_y.example", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@x y.example", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@[1.2.3]", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@[1.2.3.256]", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@[IPv6:zz::1]", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@[2001:db8::1]", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@[1.2.3.4", false, ADDR_BAD_DOMAIN, 0 },
+	{ "a@[]", false, ADDR_BAD_DOMAIN, 0 },
 	/* Non-ASCII needs SMTPUTF8 and valid UTF-8. */
-	{"j\xc3\xb6rg@x.example", false, ADDR_NEEDS_UTF8, 0},
-	{"j\xc3\xb6rg@x.example", true, ADDR_OK, 5},
-	{"a@b\xc3\xbc"
-	 "cher.example",
-	 false, ADDR_NEEDS_UTF8, 0},
-	{"a@b\xc3\xbc"
-	 "cher.example",
-	 true, ADDR_OK, 1},
-	{"\xf0\x9f\x98\x80@x.example", true, ADDR_OK, 4},
-	{"\"\xc3\xa9 x\"@x.example", true, ADDR_OK, 6},
-	{"\xc3@x.example", true, ADDR_BAD_UTF8, 0},
-	{"\xc0\xaf@x.example", true, ADDR_BAD_UTF8, 0},
-	{"\xe0\x80\xaf@x.example", true, ADDR_BAD_UTF8, 0},
-	{"\xed\xa0\x80@x.example", true, ADDR_BAD_UTF8, 0},
-	{"\xf4\x90\x80\x80@x.example", true, ADDR_BAD_UTF8, 0},
-	{"\xf5\x80\x80\x80@x.example", true, ADDR_BAD_UTF8, 0},
-	{"\x80@x.example", true, ADDR_BAD_UTF8, 0},
-	{"a@x.example\xc3", true, ADDR_BAD_UTF8, 0},
+	{ "j\xc3\xb6rg@x.example", false, ADDR_NEEDS_UTF8, 0 },
+	{ "j\xc3\xb6rg@x.example", true, ADDR_OK, 5 },
+	{ "a@b\xc3\xbc"
+	  "cher.example",
+	  false, ADDR_NEEDS_UTF8, 0 },
+	{ "a@b\xc3\xbc"
+	  "cher.example",
+	  true, ADDR_OK, 1 },
+	{ "\xf0\x9f\x98\x80@x.example", true, ADDR_OK, 4 },
+	{ "\"\xc3\xa9 x\"@x.example", true, ADDR_OK, 6 },
+	{ "\xc3@x.example", true, ADDR_BAD_UTF8, 0 },
+	{ "\xc0\xaf@x.example", true, ADDR_BAD_UTF8, 0 },
+	{ "\xe0\x80\xaf@x.example", true, ADDR_BAD_UTF8, 0 },
+	{ "\xed\xa0\x80@x.example", true, ADDR_BAD_UTF8, 0 },
+	{ "\xf4\x90\x80\x80@x.example", true, ADDR_BAD_UTF8, 0 },
+	{ "\xf5\x80\x80\x80@x.example", true, ADDR_BAD_UTF8, 0 },
+	{ "\x80@x.example", true, ADDR_BAD_UTF8, 0 },
+	{ "a@x.example\xc3", true, ADDR_BAD_UTF8, 0 },
 };
 
 Test(addr, check_table)
@@ -89,10 +89,10 @@ Test(addr, check_table)
 		size_t at = 9999;
 		enum addr_error e = addr_check(c->s, strlen(c->s), c->utf8, &at);
 		cr_assert_eq(e, c->want, "case %zu '%s': %d (%s), want %d (%s)", i, c->s, (int)e,
-			     addr_error_str(e), (int)c->want, addr_error_str(c->want));
+		             addr_error_str(e), (int)c->want, addr_error_str(c->want));
 		if (e == ADDR_OK) {
 			cr_assert_eq(at, c->at, "case %zu '%s': at %zu, want %zu", i, c->s, at,
-				     c->at);
+			             c->at);
 			cr_assert_eq(c->s[at], '@');
 		} else {
 			cr_assert_eq(at, 9999, "case %zu: at is only set on success", i);
@@ -149,28 +149,28 @@ Test(addr, domain_check)
 		bool utf8;
 		enum addr_error want;
 	} d[] = {
-		{"example.com", false, ADDR_OK},
-		{"EXAMPLE.COM", false, ADDR_OK},
-		{"a", false, ADDR_OK},
-		{"[127.0.0.1]", false, ADDR_OK},
-		{"[IPv6:::1]", false, ADDR_OK},
-		{"", false, ADDR_BAD_DOMAIN},
-		{"a..b", false, ADDR_BAD_DOMAIN},
-		{"-a.b", false, ADDR_BAD_DOMAIN},
-		{"a.b-", false, ADDR_BAD_DOMAIN},
-		{"b\xc3\xbc"
-		 "cher.de",
-		 false, ADDR_NEEDS_UTF8},
-		{"b\xc3\xbc"
-		 "cher.de",
-		 true, ADDR_OK},
-		{"b\xfc"
-		 "cher.de",
-		 true, ADDR_BAD_UTF8},
+		{ "example.com", false, ADDR_OK },
+		{ "EXAMPLE.COM", false, ADDR_OK },
+		{ "a", false, ADDR_OK },
+		{ "[127.0.0.1]", false, ADDR_OK },
+		{ "[IPv6:::1]", false, ADDR_OK },
+		{ "", false, ADDR_BAD_DOMAIN },
+		{ "a..b", false, ADDR_BAD_DOMAIN },
+		{ "-a.b", false, ADDR_BAD_DOMAIN },
+		{ "a.b-", false, ADDR_BAD_DOMAIN },
+		{ "b\xc3\xbc"
+		  "cher.de",
+		  false, ADDR_NEEDS_UTF8 },
+		{ "b\xc3\xbc"
+		  "cher.de",
+		  true, ADDR_OK },
+		{ "b\xfc"
+		  "cher.de",
+		  true, ADDR_BAD_UTF8 },
 	};
 	for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++)
 		cr_assert_eq(addr_domain_check(d[i].d, strlen(d[i].d), d[i].utf8), d[i].want,
-			     "case %zu '%s'", i, d[i].d);
+		             "case %zu '%s'", i, d[i].d);
 }
 
 Test(addr, utf8_and_ascii)
@@ -179,24 +179,24 @@ Test(addr, utf8_and_ascii)
 		const char *s;
 		bool valid;
 	} u[] = {
-		{"", true},
-		{"plain", true},
-		{"\xc3\xa9", true},
-		{"\xe2\x82\xac", true},
-		{"\xf0\x9f\x98\x80", true},
-		{"\xf4\x8f\xbf\xbf", true},
-		{"\xef\xbf\xbf", true},
-		{"\xc3", false},
-		{"\xe2\x82", false},
-		{"\xf0\x9f\x98", false},
-		{"\xc3\x28", false},
-		{"\xc1\xbf", false},
-		{"\xe0\x9f\xbf", false},
-		{"\xf0\x8f\xbf\xbf", false},
-		{"\xed\xbf\xbf", false},
-		{"\xf4\x90\x80\x80", false},
-		{"\xff", false},
-		{"\xbf", false},
+		{ "", true },
+		{ "plain", true },
+		{ "\xc3\xa9", true },
+		{ "\xe2\x82\xac", true },
+		{ "\xf0\x9f\x98\x80", true },
+		{ "\xf4\x8f\xbf\xbf", true },
+		{ "\xef\xbf\xbf", true },
+		{ "\xc3", false },
+		{ "\xe2\x82", false },
+		{ "\xf0\x9f\x98", false },
+		{ "\xc3\x28", false },
+		{ "\xc1\xbf", false },
+		{ "\xe0\x9f\xbf", false },
+		{ "\xf0\x8f\xbf\xbf", false },
+		{ "\xed\xbf\xbf", false },
+		{ "\xf4\x90\x80\x80", false },
+		{ "\xff", false },
+		{ "\xbf", false },
 	};
 	for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++)
 		cr_assert_eq(addr_utf8_valid(u[i].s, strlen(u[i].s)), u[i].valid, "case %zu", i);

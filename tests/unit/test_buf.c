@@ -18,7 +18,7 @@ static void assert_content(const struct buf *b, const char *want, size_t n)
 
 Test(buf, zeroed_is_empty)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	cr_assert_eq(buf_used(&b), 0);
 	buf_append(&b, "", 0);
 	cr_assert_null(b.data, "an empty append allocates nothing");
@@ -30,7 +30,7 @@ Test(buf, zeroed_is_empty)
 
 Test(buf, append_and_consume)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_append(&b, "hello", 5);
 	buf_puts(&b, ", world");
 	assert_content(&b, "hello, world", 12);
@@ -51,14 +51,14 @@ Test(buf, append_and_consume)
 
 Test(buf, consume_too_much_aborts, .signal = SIGABRT)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_append(&b, "abc", 3);
 	buf_consume(&b, 4);
 }
 
 Test(buf, growth_keeps_content)
 {
-	struct buf b = {0}, ref = {0};
+	struct buf b = { 0 }, ref = { 0 };
 	char chunk[97];
 	for (int i = 0; i < 2000; i++) {
 		for (size_t k = 0; k < sizeof(chunk); k++)
@@ -80,7 +80,7 @@ Test(buf, growth_keeps_content)
 
 Test(buf, reserve_slides_before_growing)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	char big[200];
 	memset(big, 'a', sizeof(big));
 	buf_append(&b, big, sizeof(big));
@@ -106,7 +106,7 @@ Test(buf, reserve_slides_before_growing)
 
 Test(buf, reserve_commit)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	char *w = buf_reserve(&b, 10);
 	cr_assert_not_null(w);
 	cr_assert_geq(b.cap, 10);
@@ -123,7 +123,7 @@ Test(buf, reserve_commit)
 
 Test(buf, printf)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_printf(&b, "%s=%d", "x", 42);
 	assert_content(&b, "x=42", 4);
 	/* Fits in the room left. */
@@ -151,7 +151,7 @@ Test(buf, printf)
 
 Test(buf, printf_after_consume)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_puts(&b, "drop me;");
 	buf_consume(&b, 8 - 1);
 	buf_printf(&b, "%d-%d", 1, 2);
@@ -161,7 +161,7 @@ Test(buf, printf_after_consume)
 
 Test(buf, cstr)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	cr_assert_str_eq(buf_cstr(&b), "");
 	buf_append(&b, "abc", 3);
 	buf_consume(&b, 1);
@@ -183,7 +183,7 @@ Test(buf, cstr)
 
 Test(buf, reset_and_shrink)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	char big[5000];
 	memset(big, 'x', sizeof(big));
 	buf_append(&b, big, sizeof(big));

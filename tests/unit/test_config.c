@@ -76,8 +76,9 @@ Test(config, shipped_file_loads)
 	cr_assert_eq(c->napi_keys, 1);
 	cr_assert_str_eq(c->api_keys[0], "change-me");
 	cr_assert_str_eq(c->dns_servers, "");
-	static const uint64_t retry[] = {60000,   300000,  900000,  1800000,
-					 3600000, 7200000, 14400000};
+	static const uint64_t retry[] = {
+		60000, 300000, 900000, 1800000, 3600000, 7200000, 14400000
+	};
 	cr_assert_eq(c->nretry, 7);
 	cr_assert_arr_eq(c->retry_ms, retry, sizeof(retry));
 	cr_assert_eq(c->max_age_ms, 3ull * 86400000);
@@ -134,7 +135,7 @@ Test(config, defaults)
 	cr_assert_eq(c->ndomains, 0);
 	cr_assert_eq(c->defaults.port, 25);
 	/* Default networks: loopback only. */
-	struct sockaddr_in v4 = {.sin_family = AF_INET};
+	struct sockaddr_in v4 = { .sin_family = AF_INET };
 	inet_pton(AF_INET, "127.1.2.3", &v4.sin_addr);
 	cr_assert(config_net_allowed(c, (struct sockaddr *)&v4));
 	inet_pton(AF_INET, "10.0.0.1", &v4.sin_addr);
@@ -148,7 +149,7 @@ Test(config, empty_hostname_uses_the_host_name)
 	gethostname(host, sizeof(host) - 1);
 	char err[512] = "";
 	struct config *c =
-		config_load(write_conf("e.conf", "[server]\nhostname =\n"), err, sizeof(err));
+	    config_load(write_conf("e.conf", "[server]\nhostname =\n"), err, sizeof(err));
 	if (!c) {
 		/* Only acceptable when the machine's name is not a domain name. */
 		cr_assert(strstr(err, "is not a valid domain name"), "%s", err);
@@ -161,46 +162,46 @@ Test(config, empty_hostname_uses_the_host_name)
 Test(config, every_key_type)
 {
 	struct config *c = load_ok("; comment\n"
-				   "# another comment\n"
-				   "[server]\n"
-				   "hostname = relay.example.org\n"
-				   "data_dir = /srv/spool\n"
-				   "shards = 4\n"
-				   "log = /var/log/rp.log\n"
-				   "log_level = debug\n"
-				   "max_outbound = 77\n"
-				   "[listen]\n"
-				   "submission = [::1]:2587\n"
-				   "api = 0.0.0.0:8080\n"
-				   "inbound = *:25\n"
-				   "imap = \n"
-				   "[submission]\n"
-				   "networks = 10.0.0.0/8 , 2001:db8::/32,192.0.2.7\n"
-				   "max_message_size = 10M\n"
-				   "max_recipients = 5\n"
-				   "max_errors = 3\n"
-				   "idle_timeout = 2m\n"
-				   "max_line_length = 2000\n"
-				   "max_clients = 9\n"
-				   "[api]\n"
-				   "keys = k1, k2 ,k3\n"
-				   "[dns]\n"
-				   "servers = 127.0.0.1:53\n"
-				   "[queue]\n"
-				   "retry = 30s, 2m,1h\n"
-				   "max_age = 12h\n"
-				   "bounce_domain = bounce.example.org\n"
-				   "max_size = 1G\n"
-				   "min_free = 512k\n"
-				   "keep_done = 0\n"
-				   "[domain *]\n"
-				   "max_connections = 3\n"
-				   "max_messages_per_connection = 50\n"
-				   "max_recipients_per_message = 20\n"
-				   "rate = 2.5\n"
-				   "connect_timeout = 1500ms\n"
-				   "port = 2526\n"
-				   "route = mx.example.net:2525\n");
+	                           "# another comment\n"
+	                           "[server]\n"
+	                           "hostname = relay.example.org\n"
+	                           "data_dir = /srv/spool\n"
+	                           "shards = 4\n"
+	                           "log = /var/log/rp.log\n"
+	                           "log_level = debug\n"
+	                           "max_outbound = 77\n"
+	                           "[listen]\n"
+	                           "submission = [::1]:2587\n"
+	                           "api = 0.0.0.0:8080\n"
+	                           "inbound = *:25\n"
+	                           "imap = \n"
+	                           "[submission]\n"
+	                           "networks = 10.0.0.0/8 , 2001:db8::/32,192.0.2.7\n"
+	                           "max_message_size = 10M\n"
+	                           "max_recipients = 5\n"
+	                           "max_errors = 3\n"
+	                           "idle_timeout = 2m\n"
+	                           "max_line_length = 2000\n"
+	                           "max_clients = 9\n"
+	                           "[api]\n"
+	                           "keys = k1, k2 ,k3\n"
+	                           "[dns]\n"
+	                           "servers = 127.0.0.1:53\n"
+	                           "[queue]\n"
+	                           "retry = 30s, 2m,1h\n"
+	                           "max_age = 12h\n"
+	                           "bounce_domain = bounce.example.org\n"
+	                           "max_size = 1G\n"
+	                           "min_free = 512k\n"
+	                           "keep_done = 0\n"
+	                           "[domain *]\n"
+	                           "max_connections = 3\n"
+	                           "max_messages_per_connection = 50\n"
+	                           "max_recipients_per_message = 20\n"
+	                           "rate = 2.5\n"
+	                           "connect_timeout = 1500ms\n"
+	                           "port = 2526\n"
+	                           "route = mx.example.net:2525\n");
 	cr_assert_str_eq(c->hostname, "relay.example.org");
 	cr_assert_str_eq(c->data_dir, "/srv/spool");
 	cr_assert_eq(c->shards, 4);
@@ -258,9 +259,9 @@ Test(config, every_key_type)
 Test(config, later_values_replace_earlier_ones)
 {
 	struct config *c = load_ok("[api]\nkeys = a, b\nkeys = c\n"
-				   "[queue]\nretry = 1m\nretry = 2m, 3m\n"
-				   "[submission]\nnetworks = 10.0.0.0/8\nnetworks = ::1\n"
-				   "[server]\nhostname = a.example\nhostname = b.example\n");
+	                           "[queue]\nretry = 1m\nretry = 2m, 3m\n"
+	                           "[submission]\nnetworks = 10.0.0.0/8\nnetworks = ::1\n"
+	                           "[server]\nhostname = a.example\nhostname = b.example\n");
 	cr_assert_eq(c->napi_keys, 1);
 	cr_assert_str_eq(c->api_keys[0], "c");
 	cr_assert_eq(c->nretry, 2);
@@ -275,12 +276,12 @@ Test(config, later_values_replace_earlier_ones)
 Test(config, bom_comments_and_blank_lines)
 {
 	struct config *c = load_ok("\xef\xbb\xbf[server]   ; a comment after the header\n"
-				   "\n"
-				   "; hostname = commented.example\n"
-				   "hostname = real.example ; inline comment\n"
-				   "\t\n"
-				   "[domain *]\n"
-				   "port = 2525\n");
+	                           "\n"
+	                           "; hostname = commented.example\n"
+	                           "hostname = real.example ; inline comment\n"
+	                           "\t\n"
+	                           "[domain *]\n"
+	                           "port = 2525\n");
 	cr_assert_str_eq(c->hostname, "real.example");
 	cr_assert_eq(c->defaults.port, 2525);
 	config_free(c);
@@ -290,19 +291,19 @@ Test(config, domain_defaults_merge)
 {
 	/* The specific section comes first: merging happens after the whole file. */
 	struct config *c = load_ok("[server]\nhostname = h.example\n"
-				   "[domain A.Example]\n"
-				   "max_connections = 2\n"
-				   "[domain *]\n"
-				   "max_connections = 7\n"
-				   "rate = 3\n"
-				   "port = 2525\n"
-				   "route = 10.0.0.1:25\n"
-				   "connect_timeout = 5s\n"
-				   "[domain b.example]\n"
-				   "route = 127.0.0.1:2600\n"
-				   "rate = 0\n"
-				   "[domain a.example]\n"
-				   "max_recipients_per_message = 9\n");
+	                           "[domain A.Example]\n"
+	                           "max_connections = 2\n"
+	                           "[domain *]\n"
+	                           "max_connections = 7\n"
+	                           "rate = 3\n"
+	                           "port = 2525\n"
+	                           "route = 10.0.0.1:25\n"
+	                           "connect_timeout = 5s\n"
+	                           "[domain b.example]\n"
+	                           "route = 127.0.0.1:2600\n"
+	                           "rate = 0\n"
+	                           "[domain a.example]\n"
+	                           "max_recipients_per_message = 9\n");
 	cr_assert_eq(c->ndomains, 2, "a.example twice is one section");
 	const struct cfg_domain *a = config_domain(c, "a.example");
 	cr_assert_str_eq(a->name, "a.example");
@@ -334,52 +335,53 @@ struct err_case {
 };
 
 static const struct err_case errors[] = {
-	{"[server]\nhostname = x.example\nbogus = 1\n", 3, "unknown key 'bogus' in [server]"},
-	{"[server]\nhostname = x.example\n\n[bogus]\nfoo = 1\n", 4, "unknown section [bogus]"},
-	{"[server]\n[bogus] ; empty\n[queue]\nmax_age = 1d\n", 2, "unknown section [bogus]"},
-	{"\xef\xbb\xbf[Server]\nhostname = x.example\n", 1, "unknown section [Server]"},
-	{"[domain]\nport = 25\n", 2, "unknown key 'port' in [domain]"},
-	{"[domain ]\nport = 25\n", 1, "unknown section [domain ]"},
-	{"hostname = x.example\n", 1, "key 'hostname' outside any section"},
-	{"[domain x.example]\nport = 25\nmax_conections = 3\n", 3,
-	 "unknown key 'max_conections' in [domain x.example]"},
-	{"[submission]\n\n; c\nidle_timeout = 5 parsecs\n", 4, "idle_timeout must be a duration"},
-	{"[submission]\nidle_timeout = 10ms\n", 2, "idle_timeout must be a duration"},
-	{"[queue]\nmax_age = -1d\n", 2, "max_age must be a duration"},
-	{"[domain *]\nconnect_timeout = 1.5s\n", 2, "connect_timeout must be a duration"},
-	{"[queue]\nmax_size = 12Q\n", 2, "max_size must be a size"},
-	{"[queue]\nmax_size = 1M\n", 2, "max_size must be a size"},
-	{"[submission]\nmax_message_size = lots\n", 2, "max_message_size must be a size"},
-	{"[listen]\nsubmission = 127.0.0.1\n", 2, "submission must be host:port"},
-	{"[listen]\napi = ::1:8025\n", 2, "api must be host:port"},
-	{"[listen]\napi = 127.0.0.1:0\n", 2, "api must be host:port"},
-	{"[listen]\napi = 127.0.0.1:65536\n", 2, "api must be host:port"},
-	{"[listen]\napi = [::1]8025\n", 2, "api must be host:port"},
-	{"[domain *]\nroute = bad_host:25\n", 2, "route must be host:port"},
-	{"[server]\nhostname = h.example\n[listen]\nsubmission = localhost:2587\n", 4,
-	 "listen address localhost:2587 must be an IP"},
-	{"[listen]\nimap = mail.example:143\n", 2, "listen address mail.example:143 must be an IP"},
-	{"[server]\nmax_outbound = 0\n", 2, "max_outbound must be a number from 1 to 1000000"},
-	{"[server]\nmax_outbound = 12abc\n", 2, "max_outbound must be a number"},
-	{"[server]\nshards = 257\n", 2, "shards must be 0"},
-	{"[server]\nlog_level = loud\n", 2, "log_level must be"},
-	{"[server]\nhostname = not a host\n", 0, "hostname 'not a host' is not a valid domain"},
-	{"[server]\nhostname = h.example\ndata_dir =\n", 0, "data_dir must not be empty"},
-	{"[submission]\nnetworks = 127.0.0.1/33\n", 2, "bad value '127.0.0.1/33' in networks"},
-	{"[submission]\nnetworks = 10.0.0.0/8, banana\n", 2, "bad value 'banana' in networks"},
-	{"[queue]\nretry = 1m, soon\n", 2, "bad value 'soon' in retry"},
-	{"[queue]\nretry = 0s\n", 2, "bad value '0s' in retry"},
-	{"[queue]\nretry = ,\n", 2, "retry needs at least one duration"},
-	{"[domain *]\nrate = fast\n", 2, "rate must be a number of messages per second"},
-	{"[domain *]\nrate = -1\n", 2, "rate must be a number"},
-	{"[domain *]\nrate = nan\n", 2, "rate must be a number"},
-	{"[domain *]\nrate = inf\n", 2, "rate must be a number"},
-	{"[domain *]\nrate = 1000001\n", 2, "rate must be a number"},
-	{"[domain *]\nport = 0\n", 2, "port must be a port number"},
-	{"[domain bad_name.example]\nport = 25\n", 2,
-	 "bad domain name in [domain bad_name.example]"},
-	{"[server]\nthis line has no equals sign\n", 2, "syntax error"},
-	{"[server]\nhostname = a.example\n[queue\n", 3, "syntax error"},
+	{ "[server]\nhostname = x.example\nbogus = 1\n", 3, "unknown key 'bogus' in [server]" },
+	{ "[server]\nhostname = x.example\n\n[bogus]\nfoo = 1\n", 4, "unknown section [bogus]" },
+	{ "[server]\n[bogus] ; empty\n[queue]\nmax_age = 1d\n", 2, "unknown section [bogus]" },
+	{ "\xef\xbb\xbf[Server]\nhostname = x.example\n", 1, "unknown section [Server]" },
+	{ "[domain]\nport = 25\n", 2, "unknown key 'port' in [domain]" },
+	{ "[domain ]\nport = 25\n", 1, "unknown section [domain ]" },
+	{ "hostname = x.example\n", 1, "key 'hostname' outside any section" },
+	{ "[domain x.example]\nport = 25\nmax_conections = 3\n", 3,
+	  "unknown key 'max_conections' in [domain x.example]" },
+	{ "[submission]\n\n; c\nidle_timeout = 5 parsecs\n", 4, "idle_timeout must be a duration" },
+	{ "[submission]\nidle_timeout = 10ms\n", 2, "idle_timeout must be a duration" },
+	{ "[queue]\nmax_age = -1d\n", 2, "max_age must be a duration" },
+	{ "[domain *]\nconnect_timeout = 1.5s\n", 2, "connect_timeout must be a duration" },
+	{ "[queue]\nmax_size = 12Q\n", 2, "max_size must be a size" },
+	{ "[queue]\nmax_size = 1M\n", 2, "max_size must be a size" },
+	{ "[submission]\nmax_message_size = lots\n", 2, "max_message_size must be a size" },
+	{ "[listen]\nsubmission = 127.0.0.1\n", 2, "submission must be host:port" },
+	{ "[listen]\napi = ::1:8025\n", 2, "api must be host:port" },
+	{ "[listen]\napi = 127.0.0.1:0\n", 2, "api must be host:port" },
+	{ "[listen]\napi = 127.0.0.1:65536\n", 2, "api must be host:port" },
+	{ "[listen]\napi = [::1]8025\n", 2, "api must be host:port" },
+	{ "[domain *]\nroute = bad_host:25\n", 2, "route must be host:port" },
+	{ "[server]\nhostname = h.example\n[listen]\nsubmission = localhost:2587\n", 4,
+	  "listen address localhost:2587 must be an IP" },
+	{ "[listen]\nimap = mail.example:143\n", 2,
+	  "listen address mail.example:143 must be an IP" },
+	{ "[server]\nmax_outbound = 0\n", 2, "max_outbound must be a number from 1 to 1000000" },
+	{ "[server]\nmax_outbound = 12abc\n", 2, "max_outbound must be a number" },
+	{ "[server]\nshards = 257\n", 2, "shards must be 0" },
+	{ "[server]\nlog_level = loud\n", 2, "log_level must be" },
+	{ "[server]\nhostname = not a host\n", 0, "hostname 'not a host' is not a valid domain" },
+	{ "[server]\nhostname = h.example\ndata_dir =\n", 0, "data_dir must not be empty" },
+	{ "[submission]\nnetworks = 127.0.0.1/33\n", 2, "bad value '127.0.0.1/33' in networks" },
+	{ "[submission]\nnetworks = 10.0.0.0/8, banana\n", 2, "bad value 'banana' in networks" },
+	{ "[queue]\nretry = 1m, soon\n", 2, "bad value 'soon' in retry" },
+	{ "[queue]\nretry = 0s\n", 2, "bad value '0s' in retry" },
+	{ "[queue]\nretry = ,\n", 2, "retry needs at least one duration" },
+	{ "[domain *]\nrate = fast\n", 2, "rate must be a number of messages per second" },
+	{ "[domain *]\nrate = -1\n", 2, "rate must be a number" },
+	{ "[domain *]\nrate = nan\n", 2, "rate must be a number" },
+	{ "[domain *]\nrate = inf\n", 2, "rate must be a number" },
+	{ "[domain *]\nrate = 1000001\n", 2, "rate must be a number" },
+	{ "[domain *]\nport = 0\n", 2, "port must be a port number" },
+	{ "[domain bad_name.example]\nport = 25\n", 2,
+	  "bad domain name in [domain bad_name.example]" },
+	{ "[server]\nthis line has no equals sign\n", 2, "syntax error" },
+	{ "[server]\nhostname = a.example\n[queue\n", 3, "syntax error" },
 };
 
 Test(config, errors_name_file_and_line)
@@ -396,9 +398,9 @@ Test(config, errors_name_file_and_line)
 		else
 			snprintf(want, sizeof(want), "%s: ", path);
 		cr_assert(!strncmp(err, want, strlen(want)), "case %zu: '%s' must start with '%s'",
-			  i, err, want);
+		          i, err, want);
 		cr_assert(strstr(err + strlen(want), e->reason), "case %zu: '%s' must say '%s'", i,
-			  err, e->reason);
+		          err, e->reason);
 	}
 }
 
@@ -444,46 +446,46 @@ static bool allowed(const struct config *c, const char *ip)
 Test(config, networks)
 {
 	struct config *c = load_ok("[submission]\nnetworks = 10.0.0.0/8, 192.168.1.0/24, "
-				   "172.16.0.0/12, 2001:db8::/32, ::1, 198.51.100.7, "
-				   "fe80::/10, 203.0.113.0/25\n");
+	                           "172.16.0.0/12, 2001:db8::/32, ::1, 198.51.100.7, "
+	                           "fe80::/10, 203.0.113.0/25\n");
 	static const struct {
 		const char *ip;
 		bool ok;
 	} cases[] = {
-		{"10.0.0.0", true},
-		{"10.255.255.255", true},
-		{"11.0.0.1", false},
-		{"9.255.255.255", false},
-		{"192.168.1.1", true},
-		{"192.168.1.255", true},
-		{"192.168.2.1", false},
-		{"172.16.0.1", true},
-		{"172.31.255.255", true},
-		{"172.32.0.0", false},
-		{"172.15.255.255", false},
-		{"198.51.100.7", true},
-		{"198.51.100.8", false},
-		{"203.0.113.127", true},
-		{"203.0.113.128", false},
-		{"127.0.0.1", false},
-		{"2001:db8::1", true},
-		{"2001:db8:ffff:ffff::1", true},
-		{"2001:db9::1", false},
-		{"::1", true},
-		{"::2", false},
-		{"fe80::1", true},
-		{"febf:ffff::1", true},
-		{"fec0::1", false},
+		{ "10.0.0.0", true },
+		{ "10.255.255.255", true },
+		{ "11.0.0.1", false },
+		{ "9.255.255.255", false },
+		{ "192.168.1.1", true },
+		{ "192.168.1.255", true },
+		{ "192.168.2.1", false },
+		{ "172.16.0.1", true },
+		{ "172.31.255.255", true },
+		{ "172.32.0.0", false },
+		{ "172.15.255.255", false },
+		{ "198.51.100.7", true },
+		{ "198.51.100.8", false },
+		{ "203.0.113.127", true },
+		{ "203.0.113.128", false },
+		{ "127.0.0.1", false },
+		{ "2001:db8::1", true },
+		{ "2001:db8:ffff:ffff::1", true },
+		{ "2001:db9::1", false },
+		{ "::1", true },
+		{ "::2", false },
+		{ "fe80::1", true },
+		{ "febf:ffff::1", true },
+		{ "fec0::1", false },
 		/* v4-mapped addresses match the IPv4 networks. */
-		{"::ffff:10.9.9.9", true},
-		{"::ffff:172.20.0.1", true},
-		{"::ffff:11.0.0.1", false},
-		{"::ffff:127.0.0.1", false},
+		{ "::ffff:10.9.9.9", true },
+		{ "::ffff:172.20.0.1", true },
+		{ "::ffff:11.0.0.1", false },
+		{ "::ffff:127.0.0.1", false },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		cr_assert_eq(allowed(c, cases[i].ip), cases[i].ok, "%s: want %d", cases[i].ip,
-			     cases[i].ok);
-	struct sockaddr sa = {.sa_family = AF_UNIX};
+		             cases[i].ok);
+	struct sockaddr sa = { .sa_family = AF_UNIX };
 	cr_assert_not(config_net_allowed(c, &sa));
 	config_free(c);
 }
@@ -525,29 +527,29 @@ struct addr_case {
 };
 
 static const struct addr_case addrs[] = {
-	{"127.0.0.1:25", true, "127.0.0.1", 25, AF_INET},
-	{"1.2.3.4:65535", true, "1.2.3.4", 65535, AF_INET},
-	{"[::1]:2525", true, "::1", 2525, AF_INET6},
-	{"[2001:db8::1]:587", true, "2001:db8::1", 587, AF_INET6},
-	{":25", true, "::", 25, AF_INET6},
-	{"*:25", true, "::", 25, AF_INET6},
-	{"mx.example.com:25", true, "mx.example.com", 25, 0},
-	{"localhost:1", true, "localhost", 1, 0},
-	{"::1:25", false, NULL, 0, 0},
-	{"2001:db8::1:25", false, NULL, 0, 0},
-	{"127.0.0.1", false, NULL, 0, 0},
-	{"127.0.0.1:", false, NULL, 0, 0},
-	{"127.0.0.1:0", false, NULL, 0, 0},
-	{"127.0.0.1:65536", false, NULL, 0, 0},
-	{"127.0.0.1:-1", false, NULL, 0, 0},
-	{"127.0.0.1:25x", false, NULL, 0, 0},
-	{"127.0.0.1: 25", false, NULL, 0, 0},
-	{"[::1]25", false, NULL, 0, 0},
-	{"[::1", false, NULL, 0, 0},
-	{"[::1]:", false, NULL, 0, 0},
-	{"bad_host:25", false, NULL, 0, 0},
-	{"-bad.example:25", false, NULL, 0, 0},
-	{"", false, NULL, 0, 0},
+	{ "127.0.0.1:25", true, "127.0.0.1", 25, AF_INET },
+	{ "1.2.3.4:65535", true, "1.2.3.4", 65535, AF_INET },
+	{ "[::1]:2525", true, "::1", 2525, AF_INET6 },
+	{ "[2001:db8::1]:587", true, "2001:db8::1", 587, AF_INET6 },
+	{ ":25", true, "::", 25, AF_INET6 },
+	{ "*:25", true, "::", 25, AF_INET6 },
+	{ "mx.example.com:25", true, "mx.example.com", 25, 0 },
+	{ "localhost:1", true, "localhost", 1, 0 },
+	{ "::1:25", false, NULL, 0, 0 },
+	{ "2001:db8::1:25", false, NULL, 0, 0 },
+	{ "127.0.0.1", false, NULL, 0, 0 },
+	{ "127.0.0.1:", false, NULL, 0, 0 },
+	{ "127.0.0.1:0", false, NULL, 0, 0 },
+	{ "127.0.0.1:65536", false, NULL, 0, 0 },
+	{ "127.0.0.1:-1", false, NULL, 0, 0 },
+	{ "127.0.0.1:25x", false, NULL, 0, 0 },
+	{ "127.0.0.1: 25", false, NULL, 0, 0 },
+	{ "[::1]25", false, NULL, 0, 0 },
+	{ "[::1", false, NULL, 0, 0 },
+	{ "[::1]:", false, NULL, 0, 0 },
+	{ "bad_host:25", false, NULL, 0, 0 },
+	{ "-bad.example:25", false, NULL, 0, 0 },
+	{ "", false, NULL, 0, 0 },
 };
 
 Test(config, parse_addr)

@@ -124,7 +124,8 @@ static void world_init(struct world *w, int scenario)
 	memset(w, 0, sizeof(*w));
 	w->scenario = scenario;
 	struct loop_config cfg = {
-		.sq_entries = 64, .cq_entries = 256, .buf_count = 8, .buf_size = 4096};
+		.sq_entries = 64, .cq_entries = 256, .buf_count = 8, .buf_size = 4096
+	};
 	w->l = loop_new(&cfg);
 	cr_assert_not_null(w->l, "loop_new: %s", strerror(errno));
 	w->a.w = w->b.w = w;

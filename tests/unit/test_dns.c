@@ -80,7 +80,7 @@ static void put_name(struct pkt *p, const char *name)
 }
 
 static void put_header(struct pkt *p, unsigned id, unsigned flags, unsigned qd, unsigned an,
-		       unsigned ns, unsigned ar)
+                       unsigned ns, unsigned ar)
 {
 	put16(p, id);
 	put16(p, flags);
@@ -91,8 +91,8 @@ static void put_header(struct pkt *p, unsigned id, unsigned flags, unsigned qd, 
 }
 
 /* put_rr - one record; owner NULL: a pointer to the question's name. */
-static void put_rr(struct pkt *p, const char *owner, unsigned type, uint32_t ttl,
-		   const void *rdata, size_t rdlen)
+static void put_rr(struct pkt *p, const char *owner, unsigned type, uint32_t ttl, const void *rdata,
+                   size_t rdlen)
 {
 	if (owner)
 		put_name(p, owner);
@@ -108,7 +108,7 @@ static void put_rr(struct pkt *p, const char *owner, unsigned type, uint32_t ttl
 
 static void put_mx(struct pkt *p, const char *owner, uint32_t ttl, unsigned pref, const char *host)
 {
-	struct pkt rd = {.n = 0};
+	struct pkt rd = { .n = 0 };
 	put16(&rd, pref);
 	put_name(&rd, host);
 	put_rr(p, owner, T_MX, ttl, rd.b, rd.n);
@@ -126,45 +126,45 @@ struct zrec {
 
 static const struct zrec zone[] = {
 	/* exchangers */
-	{"mx-a.t", T_A, 300, 0, "192.0.2.1"},
-	{"mx-a.t", T_A, 300, 0, "192.0.2.2"},
-	{"mx-a.t", T_AAAA, 300, 0, "2001:db8::a"},
-	{"mx-b.t", T_A, 100, 0, "192.0.2.3"},
-	{"mx-c.t", T_A, 300, 0, "192.0.2.4"},
-	{"mx-d.t", T_A, 300, 0, "192.0.2.5"},
-	{"mx-e.t", T_A, 300, 0, "192.0.2.6"},
-	{"mx-6.t", T_AAAA, 300, 0, "2001:db8::6"},
+	{ "mx-a.t", T_A, 300, 0, "192.0.2.1" },
+	{ "mx-a.t", T_A, 300, 0, "192.0.2.2" },
+	{ "mx-a.t", T_AAAA, 300, 0, "2001:db8::a" },
+	{ "mx-b.t", T_A, 100, 0, "192.0.2.3" },
+	{ "mx-c.t", T_A, 300, 0, "192.0.2.4" },
+	{ "mx-d.t", T_A, 300, 0, "192.0.2.5" },
+	{ "mx-e.t", T_A, 300, 0, "192.0.2.6" },
+	{ "mx-6.t", T_AAAA, 300, 0, "2001:db8::6" },
 	/* MX in wire order 30, 10, 20, 10, 10: the answer comes sorted */
-	{"sorted.t", T_MX, 600, 30, "mx-6.t"},
-	{"sorted.t", T_MX, 600, 10, "mx-c.t"},
-	{"sorted.t", T_MX, 600, 20, "mx-b.t"},
-	{"sorted.t", T_MX, 600, 10, "mx-d.t"},
-	{"sorted.t", T_MX, 600, 10, "mx-e.t"},
+	{ "sorted.t", T_MX, 600, 30, "mx-6.t" },
+	{ "sorted.t", T_MX, 600, 10, "mx-c.t" },
+	{ "sorted.t", T_MX, 600, 20, "mx-b.t" },
+	{ "sorted.t", T_MX, 600, 10, "mx-d.t" },
+	{ "sorted.t", T_MX, 600, 10, "mx-e.t" },
 	/* RFC 7505 */
-	{"null.t", T_MX, 300, 0, "."},
-	{"mixednull.t", T_MX, 300, 0, "."},
-	{"mixednull.t", T_MX, 300, 10, "mx-b.t"},
-	{"nullpref.t", T_MX, 300, 10, "."}, /* "." at 10: not a null MX, no exchanger */
+	{ "null.t", T_MX, 300, 0, "." },
+	{ "mixednull.t", T_MX, 300, 0, "." },
+	{ "mixednull.t", T_MX, 300, 10, "mx-b.t" },
+	{ "nullpref.t", T_MX, 300, 10, "." }, /* "." at 10: not a null MX, no exchanger */
 	/* no MX: the domain's own addresses */
-	{"implicit.t", T_A, 300, 0, "192.0.2.9"},
+	{ "implicit.t", T_A, 300, 0, "192.0.2.9" },
 	/* an exchanger that has no address */
-	{"noaddr.t", T_MX, 300, 10, "nowhere.t"},
+	{ "noaddr.t", T_MX, 300, 10, "nowhere.t" },
 	/* TTLs */
-	{"ttl1.t", T_A, 1, 0, "192.0.2.11"},
-	{"long.t", T_A, 86400, 0, "192.0.2.12"},
-	{"mxlow.t", T_MX, 2, 10, "mx-c.t"}, /* the MX TTL is the smallest */
-	{"share1.t", T_MX, 300, 10, "mx-a.t"},
-	{"share2.t", T_MX, 300, 10, "mx-a.t"},
-	{"many.t", T_MX, 300, 10, "mx-c.t"},
+	{ "ttl1.t", T_A, 1, 0, "192.0.2.11" },
+	{ "long.t", T_A, 86400, 0, "192.0.2.12" },
+	{ "mxlow.t", T_MX, 2, 10, "mx-c.t" }, /* the MX TTL is the smallest */
+	{ "share1.t", T_MX, 300, 10, "mx-a.t" },
+	{ "share2.t", T_MX, 300, 10, "mx-a.t" },
+	{ "many.t", T_MX, 300, 10, "mx-c.t" },
 	/* an internationalised domain, as the DNS knows it: münchen.t */
-	{"xn--mnchen-3ya.t", T_MX, 300, 10, "mx-c.t"},
+	{ "xn--mnchen-3ya.t", T_MX, 300, 10, "mx-c.t" },
 	/* the LRU */
-	{"h1.t", T_A, 300, 0, "192.0.2.21"},
-	{"h2.t", T_A, 300, 0, "192.0.2.22"},
-	{"h3.t", T_A, 300, 0, "192.0.2.23"},
-	{"h4.t", T_A, 300, 0, "192.0.2.24"},
-	{"h5.t", T_A, 300, 0, "192.0.2.25"},
-	{"h5.t", T_A, 300, 0, "192.0.2.26"},
+	{ "h1.t", T_A, 300, 0, "192.0.2.21" },
+	{ "h2.t", T_A, 300, 0, "192.0.2.22" },
+	{ "h3.t", T_A, 300, 0, "192.0.2.23" },
+	{ "h4.t", T_A, 300, 0, "192.0.2.24" },
+	{ "h5.t", T_A, 300, 0, "192.0.2.25" },
+	{ "h5.t", T_A, 300, 0, "192.0.2.26" },
 };
 
 /* Names with a behaviour rather than records. */
@@ -200,7 +200,7 @@ struct fake_dns {
 /* parse_question - the question of a query: name (lower case), type, and
  * where the question ends. false when it is not a query we understand. */
 static bool parse_question(const unsigned char *q, size_t n, char *name, size_t namelen,
-			   unsigned *type, size_t *end)
+                           unsigned *type, size_t *end)
 {
 	if (n < 12 || (q[2] & 0x80) || ((q[4] << 8) | q[5]) != 1)
 		return false;
@@ -227,7 +227,7 @@ static bool parse_question(const unsigned char *q, size_t n, char *name, size_t 
 
 /* fake_reply - the answer to query q (false: stay silent). */
 static bool fake_reply(const unsigned char *q, size_t qn, const char *name, unsigned type,
-		       size_t qend, struct pkt *out)
+                       size_t qend, struct pkt *out)
 {
 	if (!strncmp(name, "silent", 6))
 		return false;
@@ -307,7 +307,7 @@ static void *fake_main(void *arg)
 			}
 			f->nheld = 0;
 		}
-		struct pollfd pfd = {.fd = f->fd, .events = POLLIN};
+		struct pollfd pfd = { .fd = f->fd, .events = POLLIN };
 		if (poll(&pfd, 1, 20) <= 0)
 			continue;
 		unsigned char q[1500];
@@ -351,10 +351,10 @@ static void fake_start(void)
 	pthread_mutex_init(&fake.mu, NULL);
 	fake.fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	cr_assert_geq(fake.fd, 0);
-	struct sockaddr_in sin = {.sin_family = AF_INET};
+	struct sockaddr_in sin = { .sin_family = AF_INET };
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	cr_assert_eq(bind(fake.fd, (struct sockaddr *)&sin, sizeof(sin)), 0, "bind: %s",
-		     strerror(errno));
+	             strerror(errno));
 	socklen_t len = sizeof(sin);
 	cr_assert_eq(getsockname(fake.fd, (struct sockaddr *)&sin, &len), 0);
 	fake.port = ntohs(sin.sin_port);
@@ -395,7 +395,8 @@ static void *loop_main(void *arg)
 {
 	(void)arg;
 	struct loop_config lc = {
-		.sq_entries = 64, .cq_entries = 256, .buf_count = 16, .buf_size = 4096};
+		.sq_entries = 64, .cq_entries = 256, .buf_count = 16, .buf_size = 4096
+	};
 	T.l = loop_new(&lc);
 	if (T.l)
 		T.r = dns_new(T.l, &T.cfg, T.err, sizeof(T.err));
@@ -442,7 +443,7 @@ static void call_run(struct mq_item *item, void *ctx)
 /* on_loop - run fn(arg) on the loop's thread and wait until it has. */
 static void on_loop(void (*fn)(void *), void *arg)
 {
-	struct call c = {.fn = fn, .arg = arg};
+	struct call c = { .fn = fn, .arg = arg };
 	sem_init(&c.done, 0, 0);
 	mq_push(loop_inbox(T.l), &c.item, call_run);
 	sem_wait_ms(&c.done, 5000, "the loop thread");
@@ -532,7 +533,7 @@ static void ask_many(bool mx, const char *name, struct answer *a, unsigned n)
 		memset(&a[i], 0, sizeof(a[i]));
 		sem_init(&a[i].sem, 0, 0);
 	}
-	struct ask k = {mx, name, a, n};
+	struct ask k = { mx, name, a, n };
 	on_loop(ask_fn, &k);
 }
 
@@ -582,7 +583,7 @@ static struct dns_stats stats(void)
 static const char *hop_addr(const struct dns_hop *h, char *buf, size_t len)
 {
 	const void *a = h->addr.sa.sa_family == AF_INET ? (const void *)&h->addr.sin.sin_addr
-							 : (const void *)&h->addr.sin6.sin6_addr;
+	                                                : (const void *)&h->addr.sin6.sin6_addr;
 	return inet_ntop(h->addr.sa.sa_family, a, buf, (socklen_t)len);
 }
 
@@ -608,8 +609,8 @@ Test(mx_order, sorted_by_preference_for_every_seed)
 	uint64_t x = 88172645463325252ull;
 	for (unsigned round = 0; round < 2000; round++) {
 		unsigned n = 1 + round % 12;
-		static const char *const names[] = {"a", "b", "c", "d", "e", "f",
-						    "g", "h", "i", "j", "k", "l"};
+		static const char *const names[] = { "a", "b", "c", "d", "e", "f",
+			                             "g", "h", "i", "j", "k", "l" };
 		struct dns_mx mx[12];
 		uint16_t prefs[12];
 		for (unsigned i = 0; i < n; i++) {
@@ -622,11 +623,11 @@ Test(mx_order, sorted_by_preference_for_every_seed)
 		for (unsigned i = 0; i < n; i++) {
 			if (i)
 				cr_assert_leq(mx[i - 1].pref, mx[i].pref, "round %u: %u before %u",
-					      round, mx[i - 1].pref, mx[i].pref);
+				              round, mx[i - 1].pref, mx[i].pref);
 			unsigned k = (unsigned)(mx[i].host[0] - 'a');
 			cr_assert_lt(k, n);
-			cr_assert_eq(mx[i].pref, prefs[k], "round %u: %s lost its preference", round,
-				     mx[i].host);
+			cr_assert_eq(mx[i].pref, prefs[k], "round %u: %s lost its preference",
+			             round, mx[i].host);
 			cr_assert_not(seen & (1u << k), "round %u: %s twice", round, mx[i].host);
 			seen |= 1u << k;
 		}
@@ -654,39 +655,39 @@ Test(mx_order, equal_preferences_reach_every_order)
 {
 	/* pref 5: x; pref 10: a b c d (24 orders); pref 20: a' b' (2 orders),
 	 * given in a scrambled wire order. */
-	static const char *const hosts[] = {"b2", "c", "a", "x", "a2", "d", "b"};
-	static const uint16_t prefs[] = {20, 10, 10, 5, 20, 10, 10};
+	static const char *const hosts[] = { "b2", "c", "a", "x", "a2", "d", "b" };
+	static const uint16_t prefs[] = { 20, 10, 10, 5, 20, 10, 10 };
 	enum { N = 7, SEEDS = 24000 };
-	unsigned count10[24] = {0}, count20[2] = {0};
+	unsigned count10[24] = { 0 }, count20[2] = { 0 };
 	for (uint64_t s = 1; s <= SEEDS; s++) {
 		struct dns_mx mx[N];
 		mx_set(mx, hosts, prefs, N);
 		dns_mx_order(mx, N, seed_of(s));
 		cr_assert_str_eq(mx[0].host, "x", "seed %llu: the best preference is not first",
-				 (unsigned long long)s);
+		                 (unsigned long long)s);
 		for (unsigned i = 1; i < 5; i++)
-			cr_assert_eq(mx[i].pref, 10, "seed %llu: position %u", (unsigned long long)s,
-				     i);
+			cr_assert_eq(mx[i].pref, 10, "seed %llu: position %u",
+			             (unsigned long long)s, i);
 		for (unsigned i = 5; i < 7; i++)
-			cr_assert_eq(mx[i].pref, 20, "seed %llu: position %u", (unsigned long long)s,
-				     i);
+			cr_assert_eq(mx[i].pref, 20, "seed %llu: position %u",
+			             (unsigned long long)s, i);
 		count10[perm_index(mx + 1, 4)]++;
 		count20[!strcmp(mx[5].host, "b2")]++;
 	}
 	/* Every order shows up, each near 1/24 (1/2) of the time: a loose
 	 * bound (expected 1000 each; 700 is over 9 standard deviations off). */
 	for (unsigned i = 0; i < 24; i++)
-		cr_assert_gt(count10[i], SEEDS / 24 * 7 / 10, "order %u of the pref-10 group: %u of %u",
-			     i, count10[i], SEEDS);
+		cr_assert_gt(count10[i], SEEDS / 24 * 7 / 10,
+		             "order %u of the pref-10 group: %u of %u", i, count10[i], SEEDS);
 	for (unsigned i = 0; i < 2; i++)
 		cr_assert_gt(count20[i], SEEDS / 2 * 9 / 10, "pref-20 order %u: %u of %u", i,
-			     count20[i], SEEDS);
+		             count20[i], SEEDS);
 }
 
 Test(mx_order, same_seed_same_order_and_small_inputs)
 {
-	static const char *const hosts[] = {"a", "b", "c", "d"};
-	static const uint16_t prefs[] = {10, 10, 10, 10};
+	static const char *const hosts[] = { "a", "b", "c", "d" };
+	static const uint16_t prefs[] = { 10, 10, 10, 10 };
 	struct dns_mx m1[4], m2[4];
 	mx_set(m1, hosts, prefs, 4);
 	mx_set(m2, hosts, prefs, 4);
@@ -703,7 +704,7 @@ Test(mx_order, same_seed_same_order_and_small_inputs)
 	}
 	cr_assert_gt(__builtin_popcount(orders), 4, "consecutive seeds give hardly any orders");
 	dns_mx_order(NULL, 0, 1); /* nothing to order */
-	struct dns_mx one = {(char *)"only", 7};
+	struct dns_mx one = { (char *)"only", 7 };
 	dns_mx_order(&one, 1, 99);
 	cr_assert_str_eq(one.host, "only");
 	cr_assert_eq(one.pref, 7);
@@ -721,18 +722,24 @@ struct null_row {
 Test(mx_null, table)
 {
 	static const struct null_row rows[] = {
-		{"MX 0 \".\"", 1, {{(char *)".", 0}}, true},
-		{"MX 0 \"\" (c-ares' root name)", 1, {{(char *)"", 0}}, true},
-		{"MX 10 \".\"", 1, {{(char *)".", 10}}, false},
-		{"MX 0 mx.example", 1, {{(char *)"mx.example", 0}}, false},
-		{"MX 0 . with MX 10 mx", 2, {{(char *)"", 0}, {(char *)"mx.example", 10}}, false},
-		{"MX 10 mx with MX 0 .", 2, {{(char *)"mx.example", 10}, {(char *)".", 0}}, false},
-		{"two MX 0 .", 2, {{(char *)".", 0}, {(char *)".", 0}}, false},
-		{"no MX at all", 0, {{NULL, 0}}, false},
+		{ "MX 0 \".\"", 1, { { (char *)".", 0 } }, true },
+		{ "MX 0 \"\" (c-ares' root name)", 1, { { (char *)"", 0 } }, true },
+		{ "MX 10 \".\"", 1, { { (char *)".", 10 } }, false },
+		{ "MX 0 mx.example", 1, { { (char *)"mx.example", 0 } }, false },
+		{ "MX 0 . with MX 10 mx",
+		  2,
+		  { { (char *)"", 0 }, { (char *)"mx.example", 10 } },
+		  false },
+		{ "MX 10 mx with MX 0 .",
+		  2,
+		  { { (char *)"mx.example", 10 }, { (char *)".", 0 } },
+		  false },
+		{ "two MX 0 .", 2, { { (char *)".", 0 }, { (char *)".", 0 } }, false },
+		{ "no MX at all", 0, { { NULL, 0 } }, false },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(rows); i++)
 		cr_assert_eq(dns_mx_is_null(rows[i].mx, rows[i].n), rows[i].null, "%s: %s",
-			     rows[i].what, rows[i].null ? "not seen as null" : "taken for null");
+		             rows[i].what, rows[i].null ? "not seen as null" : "taken for null");
 }
 
 /* ---- answer TTLs from raw replies ------------------------------------------- */
@@ -752,7 +759,7 @@ static void reply(struct pkt *p, const uint32_t *ttls, unsigned n, uint32_t extr
 		put_mx(p, NULL, ttls[i], 10 * i, host);
 	}
 	if (extra_ttl) {
-		static const unsigned char a[4] = {192, 0, 2, 1};
+		static const unsigned char a[4] = { 192, 0, 2, 1 };
 		put_rr(p, "mx0.example.t", T_A, extra_ttl, a, 4);
 	}
 }
@@ -762,26 +769,29 @@ Test(idna, a_labels)
 	static const struct {
 		const char *in, *out;
 	} t[] = {
-		{"example.com", "example.com"},
-		{"Example.COM", "example.com"},
-		{"m\xc3\xbcnchen.test", "xn--mnchen-3ya.test"},
-		{"M\xc3\x9cNCHEN.test", "xn--mnchen-3ya.test"}, /* upper case maps first */
-		{"b\xc3\xbc" "cher.example", "xn--bcher-kva.example"},
-		{"\xc3\xbc", "xn--tda"},
-		{"fa\xc3\x9f.de", "xn--fa-hia.de"}, /* IDNA2008 keeps the sharp s */
-		{"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e.jp", "xn--wgv71a119e.jp"}, /* 日本語 */
+		{ "example.com", "example.com" },
+		{ "Example.COM", "example.com" },
+		{ "m\xc3\xbcnchen.test", "xn--mnchen-3ya.test" },
+		{ "M\xc3\x9cNCHEN.test", "xn--mnchen-3ya.test" }, /* upper case maps first */
+		{ "b\xc3\xbc"
+		  "cher.example",
+		  "xn--bcher-kva.example" },
+		{ "\xc3\xbc", "xn--tda" },
+		{ "fa\xc3\x9f.de", "xn--fa-hia.de" }, /* IDNA2008 keeps the sharp s */
+		{ "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e.jp", "xn--wgv71a119e.jp" }, /* 日本語 */
 		/* RFC 3492 section 7.1 (B), Chinese (simplified) */
-		{"\xe4\xbb\x96\xe4\xbb\xac\xe4\xb8\xba\xe4\xbb\x80\xe4\xb9\x88\xe4\xb8"
-		 "\x8d\xe8\xaf\xb4\xe4\xb8\xad\xe6\x96\x87",
-		 "xn--ihqwcrb4cv8a8dqg056pqjye"},
+		{ "\xe4\xbb\x96\xe4\xbb\xac\xe4\xb8\xba\xe4\xbb\x80\xe4\xb9\x88\xe4\xb8"
+		  "\x8d\xe8\xaf\xb4\xe4\xb8\xad\xe6\x96\x87",
+		  "xn--ihqwcrb4cv8a8dqg056pqjye" },
 		/* RFC 3492 section 7.1 (L), 3年B組金八先生, lower-cased */
-		{"3\xe5\xb9\xb4" "B\xe7\xb5\x84\xe9\x87\x91\xe5\x85\xab\xe5\x85\x88\xe7"
-		 "\x94\x9f",
-		 "xn--3b-ww4c5e180e575a65lsy2b"},
+		{ "3\xe5\xb9\xb4"
+		  "B\xe7\xb5\x84\xe9\x87\x91\xe5\x85\xab\xe5\x85\x88\xe7"
+		  "\x94\x9f",
+		  "xn--3b-ww4c5e180e575a65lsy2b" },
 		/* Cyrillic upper case: ПРИМЕР.испытание */
-		{"\xd0\x9f\xd0\xa0\xd0\x98\xd0\x9c\xd0\x95\xd0\xa0.\xd0\xb8\xd1\x81\xd0"
-		 "\xbf\xd1\x8b\xd1\x82\xd0\xb0\xd0\xbd\xd0\xb8\xd0\xb5",
-		 "xn--e1afmkfd.xn--80akhbyknj4f"},
+		{ "\xd0\x9f\xd0\xa0\xd0\x98\xd0\x9c\xd0\x95\xd0\xa0.\xd0\xb8\xd1\x81\xd0"
+		  "\xbf\xd1\x8b\xd1\x82\xd0\xb0\xd0\xbd\xd0\xb8\xd0\xb5",
+		  "xn--e1afmkfd.xn--80akhbyknj4f" },
 	};
 	char out[256];
 	for (size_t i = 0; i < RP_ARRAY_LEN(t); i++) {
@@ -798,7 +808,7 @@ Test(idna, bad_input_fails_and_nothing_overflows)
 		"a\xc3",             /* truncated sequence */
 		"\xc0\xaf.test",     /* overlong '/' */
 		"\xed\xa0\x80.test", /* a surrogate */
-		"\xf4\x90\x80\x80", /* past U+10FFFF */
+		"\xf4\x90\x80\x80",  /* past U+10FFFF */
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(bad); i++)
 		cr_assert_not(dns_to_ascii(bad[i], out, sizeof(out)), "bad case %zu accepted", i);
@@ -830,21 +840,21 @@ Test(answer_ttl, smallest_answer_record)
 {
 	struct pkt p;
 	unsigned ttl = 4242;
-	static const uint32_t t1[] = {300, 60, 3600};
+	static const uint32_t t1[] = { 300, 60, 3600 };
 	reply(&p, t1, 3, 0);
 	cr_assert(dns_answer_min_ttl(p.b, (int)p.n, &ttl));
 	cr_assert_eq(ttl, 60);
 	/* Only the answer section counts, not additional records. */
-	static const uint32_t t2[] = {500};
+	static const uint32_t t2[] = { 500 };
 	reply(&p, t2, 1, 5);
 	cr_assert(dns_answer_min_ttl(p.b, (int)p.n, &ttl));
 	cr_assert_eq(ttl, 500);
-	static const uint32_t t3[] = {0, 7};
+	static const uint32_t t3[] = { 0, 7 };
 	reply(&p, t3, 2, 0);
 	cr_assert(dns_answer_min_ttl(p.b, (int)p.n, &ttl));
 	cr_assert_eq(ttl, 0);
 	/* TTLs with the top bit set are read as the 32-bit value. */
-	static const uint32_t t4[] = {2147483647u};
+	static const uint32_t t4[] = { 2147483647u };
 	reply(&p, t4, 1, 0);
 	cr_assert(dns_answer_min_ttl(p.b, (int)p.n, &ttl));
 	cr_assert_eq(ttl, 2147483647u);
@@ -858,7 +868,7 @@ Test(answer_ttl, no_answer_or_bad_input)
 	cr_assert_not(dns_answer_min_ttl(p.b, (int)p.n, &ttl));
 	reply(&p, NULL, 0, 30); /* an additional record only */
 	cr_assert_not(dns_answer_min_ttl(p.b, (int)p.n, &ttl));
-	static const uint32_t t[] = {300, 60};
+	static const uint32_t t[] = { 300, 60 };
 	reply(&p, t, 2, 0);
 	for (size_t cut = 0; cut < p.n; cut++) /* every truncation fails, none reads past */
 		cr_assert_not(dns_answer_min_ttl(p.b, (int)cut, &ttl), "truncated at %zu", cut);
@@ -880,16 +890,17 @@ struct meaning {
 };
 
 static const struct meaning meanings[] = {
-	{DNS_NXDOMAIN, ATTEMPT_DNS_PERM, OUTCOME_FAIL, "5.1.2", false},
-	{DNS_NULL_MX, ATTEMPT_NULL_MX, OUTCOME_FAIL, "5.1.10", false},
-	{DNS_NO_ADDRESS, ATTEMPT_NO_ROUTE, OUTCOME_RETRY, "4.4.4", true},
-	{DNS_TEMPFAIL, ATTEMPT_DNS_TEMP, OUTCOME_RETRY, "4.4.3", true},
+	{ DNS_NXDOMAIN, ATTEMPT_DNS_PERM, OUTCOME_FAIL, "5.1.2", false },
+	{ DNS_NULL_MX, ATTEMPT_NULL_MX, OUTCOME_FAIL, "5.1.10", false },
+	{ DNS_NO_ADDRESS, ATTEMPT_NO_ROUTE, OUTCOME_RETRY, "4.4.4", true },
+	{ DNS_TEMPFAIL, ATTEMPT_DNS_TEMP, OUTCOME_RETRY, "4.4.3", true },
 };
 
 #define NOW 1800000000000ull
-static const uint64_t delays[] = {60000, 300000};
+static const uint64_t delays[] = { 60000, 300000 };
 static const struct retry_policy pol = {
-	.delays_ms = delays, .ndelays = 2, .max_age_ms = 3 * 86400000ull, .jitter_pct = 0};
+	.delays_ms = delays, .ndelays = 2, .max_age_ms = 3 * 86400000ull, .jitter_pct = 0
+};
 
 static const struct meaning *meaning_of(enum dns_status st)
 {
@@ -912,7 +923,7 @@ static void check_meaning(enum dns_status st, const char *text)
 	/* A first attempt. */
 	outcome_decide(&rep, 0, 0, NOW, 0, &pol, &o);
 	cr_assert_eq(o.action, m->action, "%s: %s", dns_status_name(st),
-		     outcome_action_name(o.action));
+	             outcome_action_name(o.action));
 	cr_assert_str_eq(o.status, m->status, "%s", dns_status_name(st));
 	cr_assert_eq(o.dest_backoff, m->backoff, "%s: backoff", dns_status_name(st));
 	cr_assert(o.counts, "%s: not counted as an attempt", dns_status_name(st));
@@ -923,7 +934,7 @@ static void check_meaning(enum dns_status st, const char *text)
 		outcome_decide(&rep, 20, pol.max_age_ms - 1, NOW, 0, &pol, &o);
 		cr_assert_eq(o.action, OUTCOME_RETRY);
 		cr_assert_eq(o.next_ms, NOW + 300000, "%s: the last delay repeats",
-			     dns_status_name(st));
+		             dns_status_name(st));
 		/* ...then it bounces as expired. */
 		outcome_decide(&rep, 20, pol.max_age_ms, NOW, 0, &pol, &o);
 		cr_assert_eq(o.action, OUTCOME_FAIL);
@@ -953,7 +964,7 @@ static void cleanup_dns(void)
 
 static void setup_default(void)
 {
-	dns_setup((struct dns_config){0});
+	dns_setup((struct dns_config){ 0 });
 }
 
 TestSuite(resolver, .init = setup_default, .fini = cleanup_dns);
@@ -970,8 +981,8 @@ Test(resolver, mx_answer_sorted_with_addresses)
 	for (unsigned i = 0; i < 3; i++) {
 		cr_assert_eq(res->hops[i].pref, 10);
 		cr_assert(strlen(res->hops[i].host) == 6 && res->hops[i].host[3] >= 'c' &&
-				  res->hops[i].host[3] <= 'e',
-			  "hop %u is %s", i, res->hops[i].host);
+		              res->hops[i].host[3] <= 'e',
+		          "hop %u is %s", i, res->hops[i].host);
 		cr_assert_null(strchr(seen, res->hops[i].host[3]), "%s twice", res->hops[i].host);
 		seen[i] = res->hops[i].host[3];
 	}
@@ -997,7 +1008,7 @@ Test(resolver, equal_preferences_vary_between_lookups)
 	 * exchanger of the pref-10 group changes. Max TTL 0 forces each
 	 * lookup to the server. */
 	dns_teardown();
-	dns_setup((struct dns_config){.max_ttl_ms = 1});
+	dns_setup((struct dns_config){ .max_ttl_ms = 1 });
 	unsigned firsts = 0;
 	for (int i = 0; i < 60; i++) { /* all three first: 1 - 3 (2/3)^60 */
 		struct dns_result *res = resolve(MX, "sorted.t", NULL);
@@ -1018,25 +1029,25 @@ Test(resolver, null_mx_and_failures)
 		enum dns_status st;
 		const char *words;
 	} rows[] = {
-		{MX, "null.t", DNS_NULL_MX, "null MX"},
-		{MX, "nx.t", DNS_NXDOMAIN, "NXDOMAIN"},
-		{MX, SERVFAIL, DNS_TEMPFAIL, "failed"},
-		{MX, REFUSED, DNS_TEMPFAIL, "failed"},
-		{MX, SILENT, DNS_TEMPFAIL, "failed"},
-		{MX, BADMX, DNS_TEMPFAIL, "malformed"},
-		{MX, "noaddr.t", DNS_NO_ADDRESS, "nowhere.t"},
-		{MX, "nullpref.t", DNS_NO_ADDRESS, "no usable exchanger"},
-		{HOST, "nx.t", DNS_NO_ADDRESS, "no such host"},
-		{HOST, "null.t", DNS_NO_ADDRESS, "no A or AAAA"},
-		{HOST, SERVFAIL, DNS_TEMPFAIL, "failed"},
+		{ MX, "null.t", DNS_NULL_MX, "null MX" },
+		{ MX, "nx.t", DNS_NXDOMAIN, "NXDOMAIN" },
+		{ MX, SERVFAIL, DNS_TEMPFAIL, "failed" },
+		{ MX, REFUSED, DNS_TEMPFAIL, "failed" },
+		{ MX, SILENT, DNS_TEMPFAIL, "failed" },
+		{ MX, BADMX, DNS_TEMPFAIL, "malformed" },
+		{ MX, "noaddr.t", DNS_NO_ADDRESS, "nowhere.t" },
+		{ MX, "nullpref.t", DNS_NO_ADDRESS, "no usable exchanger" },
+		{ HOST, "nx.t", DNS_NO_ADDRESS, "no such host" },
+		{ HOST, "null.t", DNS_NO_ADDRESS, "no A or AAAA" },
+		{ HOST, SERVFAIL, DNS_TEMPFAIL, "failed" },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(rows); i++) {
 		struct dns_result *res = resolve(rows[i].mx, rows[i].name, NULL);
 		cr_assert_eq(res->status, rows[i].st, "%s %s: %s (%s)", rows[i].mx ? "MX" : "host",
-			     rows[i].name, dns_status_name(res->status), res->error);
+		             rows[i].name, dns_status_name(res->status), res->error);
 		cr_assert_eq(res->nhops, 0);
 		cr_assert_not_null(strstr(res->error, rows[i].words), "%s: '%s' lacks '%s'",
-				   rows[i].name, res->error, rows[i].words);
+		                   rows[i].name, res->error, rows[i].words);
 		/* From the wire to the outcome. */
 		check_meaning(res->status, res->error);
 		drop(res);
@@ -1081,7 +1092,7 @@ Test(resolver, an_internationalised_domain_is_looked_up_by_its_a_label)
 	cr_assert_eq(res->status, DNS_OK);
 	drop(res);
 	cr_assert_eq(queries("xn--mnchen-3ya.t", T_MX), 1,
-		     "the U-label and the A-label are one cache entry");
+	             "the U-label and the A-label are one cache entry");
 }
 
 Test(resolver, lookups_in_flight_are_shared)
@@ -1147,7 +1158,7 @@ static struct answer *ask_distinct(const char *prefix, unsigned n, char (**names
 		snprintf((*names)[i], sizeof((*names)[i]), "%s%u.t", prefix, i);
 		sem_init(&a[i].sem, 0, 0);
 	}
-	struct ask_each k = {*names, a, n};
+	struct ask_each k = { *names, a, n };
 	on_loop(ask_each_fn, &k);
 	return a;
 }
@@ -1159,7 +1170,7 @@ Test(inflight, at_most_max_lookups_out)
 	/* The server holds every question: the first DNS_MAX_INFLIGHT go out
 	 * at once and no more while none is answered; once answers flow, the
 	 * rest follow, each asked once. */
-	dns_setup((struct dns_config){.timeout_ms = 10000, .cache_size = 10000});
+	dns_setup((struct dns_config){ .timeout_ms = 10000, .cache_size = 10000 });
 	atomic_store(&fake.hold, true);
 	enum { N = 2 * DNS_MAX_INFLIGHT + 1 };
 	char(*names)[32];
@@ -1170,7 +1181,7 @@ Test(inflight, at_most_max_lookups_out)
 	usleep(200 * 1000); /* time for any more to arrive */
 	unsigned out = asked("held");
 	cr_assert_eq(out, DNS_MAX_INFLIGHT, "%u questions out at once, the limit is %u", out,
-		     DNS_MAX_INFLIGHT);
+	             DNS_MAX_INFLIGHT);
 	for (unsigned i = 0; i < N; i++) {
 		int v;
 		sem_getvalue(&a[i].sem, &v);
@@ -1192,7 +1203,7 @@ Test(inflight, a_burst_of_new_domains_loses_nothing)
 {
 	/* 3,000 new domains at once, one try each: any question or answer
 	 * dropped by a full socket buffer would come back as a timeout. */
-	dns_setup((struct dns_config){.timeout_ms = 2000, .cache_size = 10000});
+	dns_setup((struct dns_config){ .timeout_ms = 2000, .cache_size = 10000 });
 	enum { N = 3000 };
 	char(*names)[32];
 	uint64_t t0 = rp_mono_ms();
@@ -1220,16 +1231,16 @@ TestSuite(cache);
 
 /* expect_expiry - res expires ttl_ms after it was answered (t0..t1). */
 static void expect_expiry(const struct dns_result *res, uint64_t t0, uint64_t t1, uint64_t ttl_ms,
-			  const char *what)
+                          const char *what)
 {
 	cr_assert(res->expires_ms >= t0 + ttl_ms && res->expires_ms <= t1 + ttl_ms,
-		  "%s: expires %lld ms after the lookup, expected %llu", what,
-		  (long long)(res->expires_ms - t0), (unsigned long long)ttl_ms);
+	          "%s: expires %lld ms after the lookup, expected %llu", what,
+	          (long long)(res->expires_ms - t0), (unsigned long long)ttl_ms);
 }
 
 /* timed - resolve with the time around it. */
 static struct dns_result *timed(bool mx, const char *name, uint64_t *t0, uint64_t *t1,
-				bool *at_once)
+                                bool *at_once)
 {
 	*t0 = rp_mono_ms();
 	struct dns_result *res = resolve(mx, name, at_once);
@@ -1250,12 +1261,12 @@ static bool again(bool mx, const char *name, unsigned type, uint64_t exp)
 	drop(res);
 	if (after < exp)
 		cr_assert(hit, "%s: not answered from the cache %lld ms before it expires", name,
-			  (long long)(exp - after));
+		          (long long)(exp - after));
 	if (before >= exp)
 		cr_assert_not(hit, "%s: answered from the cache %llu ms after it expired", name,
-			      (unsigned long long)(before - exp));
+		              (unsigned long long)(before - exp));
 	cr_assert_eq(queries(name, type), before_q + !hit, "%s: a hit that asked, or the reverse",
-		     name);
+	             name);
 	return hit;
 }
 
@@ -1268,7 +1279,7 @@ static void sleep_until(uint64_t t)
 
 Test(cache, positive_ttl_then_a_new_query)
 {
-	dns_setup((struct dns_config){.negative_ttl_ms = 50});
+	dns_setup((struct dns_config){ .negative_ttl_ms = 50 });
 	uint64_t t0, t1;
 	bool hit;
 	struct dns_result *res = timed(HOST, "ttl1.t", &t0, &t1, &hit);
@@ -1294,7 +1305,7 @@ Test(cache, positive_ttl_then_a_new_query)
 
 Test(cache, positive_ttl_capped_by_max_ttl)
 {
-	dns_setup((struct dns_config){.max_ttl_ms = 300});
+	dns_setup((struct dns_config){ .max_ttl_ms = 300 });
 	uint64_t t0, t1;
 	bool hit;
 	struct dns_result *res = timed(HOST, "long.t", &t0, &t1, &hit);
@@ -1315,14 +1326,14 @@ Test(cache, positive_ttl_capped_by_max_ttl)
 
 Test(cache, negative_entries_expire_at_negative_ttl)
 {
-	dns_setup((struct dns_config){.negative_ttl_ms = 400, .max_ttl_ms = 100});
+	dns_setup((struct dns_config){ .negative_ttl_ms = 400, .max_ttl_ms = 100 });
 	static const struct {
 		bool mx;
 		const char *name;
 		unsigned type;
 	} names[] = {
-		{MX, "nx.t", T_MX},	  {MX, SERVFAIL, T_MX}, {MX, "null.t", T_MX},
-		{MX, "noaddr.t", T_MX}, {HOST, "nx2.t", T_A},
+		{ MX, "nx.t", T_MX },     { MX, SERVFAIL, T_MX }, { MX, "null.t", T_MX },
+		{ MX, "noaddr.t", T_MX }, { HOST, "nx2.t", T_A },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(names); i++) {
 		uint64_t t0, t1;
@@ -1337,7 +1348,7 @@ Test(cache, negative_entries_expire_at_negative_ttl)
 		again(names[i].mx, names[i].name, names[i].type, exp);
 		sleep_until(exp);
 		cr_assert_not(again(names[i].mx, names[i].name, names[i].type, exp),
-			      "%s: kept past negative_ttl", names[i].name);
+		              "%s: kept past negative_ttl", names[i].name);
 	}
 	dns_teardown();
 }
@@ -1350,8 +1361,7 @@ Test(cache, negative_entries_expire_at_negative_ttl)
 static uint64_t host_bytes(const char *host, unsigned n)
 {
 	return sizeof(struct dns_entry) + strlen("a:") + strlen(host) + 1 +
-	       sizeof(struct dns_result) + n * sizeof(struct dns_hop) +
-	       (n ? strlen(host) + 1 : 0);
+	       sizeof(struct dns_result) + n * sizeof(struct dns_hop) + (n ? strlen(host) + 1 : 0);
 }
 
 static bool cached(const char *host)
@@ -1361,14 +1371,14 @@ static bool cached(const char *host)
 	struct dns_result *res = resolve(HOST, host, &hit);
 	drop(res);
 	cr_assert_eq(queries(host, T_A), before + !hit, "%s: a hit that asked, or the reverse",
-		     host);
+	             host);
 	return hit;
 }
 
 Test(cache, lru_evicts_the_least_recently_used)
 {
-	dns_setup((struct dns_config){.cache_size = 3});
-	const char *h[] = {"h1.t", "h2.t", "h3.t", "h4.t"};
+	dns_setup((struct dns_config){ .cache_size = 3 });
+	const char *h[] = { "h1.t", "h2.t", "h3.t", "h4.t" };
 	for (int i = 0; i < 3; i++)
 		cr_assert_not(cached(h[i]));
 	struct dns_stats st = stats();
@@ -1399,7 +1409,7 @@ Test(cache, lru_evicts_the_least_recently_used)
 Test(cache, lru_keeps_answers_held_elsewhere_valid)
 {
 	/* An evicted answer that a caller still holds stays readable. */
-	dns_setup((struct dns_config){.cache_size = 1});
+	dns_setup((struct dns_config){ .cache_size = 1 });
 	struct dns_result *a = resolve(HOST, "h5.t", NULL);
 	cr_assert_eq(a->nhops, 2);
 	cr_assert(!cached("h1.t"));
@@ -1413,8 +1423,8 @@ Test(cache, lru_keeps_answers_held_elsewhere_valid)
 
 Test(cache, memory_accounting)
 {
-	dns_setup((struct dns_config){.cache_size = 3, .negative_ttl_ms = 100000,
-				      .timeout_ms = 10000});
+	dns_setup(
+	    (struct dns_config){ .cache_size = 3, .negative_ttl_ms = 100000, .timeout_ms = 10000 });
 	cr_assert_eq(stats().memory, 0);
 	/* Entries of different shapes: 1 address, 2 addresses. */
 	cr_assert(!cached("h1.t"));
@@ -1430,7 +1440,7 @@ Test(cache, memory_accounting)
 	struct dns_stats st = stats();
 	cr_assert_eq(st.entries, 3);
 	cr_assert_eq(st.memory, two + sizeof(struct dns_entry) + strlen("a:heldmem.t") + 1,
-		     "pending entry: %llu", (unsigned long long)(st.memory - two));
+	             "pending entry: %llu", (unsigned long long)(st.memory - two));
 	atomic_store(&fake.hold, false);
 	await(&a, "heldmem.t");
 	cr_assert_eq(a.res->status, DNS_NO_ADDRESS, "%s", a.res->error);
@@ -1450,16 +1460,16 @@ Test(cache, memory_accounting)
 	struct dns_result *mx = resolve(MX, "share1.t", NULL);
 	cr_assert_eq(mx->nhops, 3);
 	uint64_t mx_bytes = sizeof(struct dns_entry) + strlen("m:share1.t") + 1 +
-			    sizeof(struct dns_result) + 3 * sizeof(struct dns_hop) +
-			    strlen("mx-a.t") + 1;
+	                    sizeof(struct dns_result) + 3 * sizeof(struct dns_hop) +
+	                    strlen("mx-a.t") + 1;
 	uint64_t exch_bytes = host_bytes("mx-a.t", 3);
 	st = stats();
 	cr_assert_eq(st.entries, 3);
 	cr_assert(cached("h2.t"), "h2.t, the most recent before, is still there");
 	st = stats();
 	cr_assert_eq(st.memory, mx_bytes + exch_bytes + host_bytes("h2.t", 1),
-		     "memory %llu, entries %llu", (unsigned long long)st.memory,
-		     (unsigned long long)st.entries);
+	             "memory %llu, entries %llu", (unsigned long long)st.memory,
+	             (unsigned long long)st.entries);
 	drop(mx);
 	dns_teardown();
 }
@@ -1467,7 +1477,7 @@ Test(cache, memory_accounting)
 Test(cache, memory_steady_across_expiry)
 {
 	/* An answer replaced after its TTL is accounted once. */
-	dns_setup((struct dns_config){.max_ttl_ms = 50});
+	dns_setup((struct dns_config){ .max_ttl_ms = 50 });
 	cr_assert(!cached("h1.t"));
 	uint64_t m = stats().memory;
 	cr_assert_eq(m, host_bytes("h1.t", 1));

@@ -13,24 +13,24 @@
 #include "base/buf.h"
 #include "queue/dsn.h"
 
-#define NOW 1800000000123ull     /* Fri, 15 Jan 2027 08:00:00 +0000 */
+#define NOW     1800000000123ull /* Fri, 15 Jan 2027 08:00:00 +0000 */
 #define ARRIVAL 1799999000000ull /* 1000.123 s earlier */
-#define QID 0x01a21b1e47130000ull
+#define QID     0x01a21b1e47130000ull
 
 static const char original_full[] = "Received: from client.test by mta.test\r\n"
-				    "From: <sender@origin.test>\r\n"
-				    "To: <a@dest.test>\r\n"
-				    "Subject: the original\r\n"
-				    "Message-ID: <orig.1@origin.test>\r\n"
-				    "\r\n"
-				    "Body line one.\r\n"
-				    "Body line two.\r\n";
+                                    "From: <sender@origin.test>\r\n"
+                                    "To: <a@dest.test>\r\n"
+                                    "Subject: the original\r\n"
+                                    "Message-ID: <orig.1@origin.test>\r\n"
+                                    "\r\n"
+                                    "Body line one.\r\n"
+                                    "Body line two.\r\n";
 /* What sched.c hands over for RET=HDRS: the header section, no blank line. */
 static const char original_hdrs[] = "Received: from client.test by mta.test\r\n"
-				    "From: <sender@origin.test>\r\n"
-				    "To: <a@dest.test>\r\n"
-				    "Subject: the original\r\n"
-				    "Message-ID: <orig.1@origin.test>\r\n";
+                                    "From: <sender@origin.test>\r\n"
+                                    "To: <a@dest.test>\r\n"
+                                    "Subject: the original\r\n"
+                                    "Message-ID: <orig.1@origin.test>\r\n";
 
 /* ---- a small reader ---------------------------------------------------- */
 
@@ -43,7 +43,7 @@ struct part {
 
 struct dsn_doc {
 	struct buf raw;
-	char *text;        /* NUL-terminated copy of raw */
+	char *text; /* NUL-terminated copy of raw */
 	struct part top;
 	char boundary[128];
 	struct part parts[8];
@@ -66,7 +66,7 @@ static bool match(const char *re, const char *s, size_t n)
 /* split_part - header section and body of [p, p+n). */
 static struct part split_part(const char *p, size_t n)
 {
-	struct part out = {.head = p};
+	struct part out = { .head = p };
 	const char *end = memmem(p, n, "\r\n\r\n", 4);
 	cr_assert_not_null(end, "no blank line after the header section: %.*s", (int)n, p);
 	out.head_len = (size_t)(end - p) + 2;
@@ -99,7 +99,8 @@ static const char *field(const char *head, size_t len, const char *name, char *o
 				cr_assert_not_null(eol);
 				while (c < eol && (*c == ' ' || *c == '\t'))
 					c++;
-				o += (size_t)snprintf(out + o, outlen - o, " %.*s", (int)(eol - c), c);
+				o += (size_t)snprintf(out + o, outlen - o, " %.*s", (int)(eol - c),
+				                      c);
 			}
 		}
 		p = eol + 2;
@@ -142,14 +143,14 @@ static void doc_parse(struct dsn_doc *d, const struct dsn_info *info)
 	char ct[512];
 	field(d->top.head, d->top.head_len, "Content-Type", ct, sizeof(ct));
 	cr_assert(match("^multipart/report; report-type=delivery-status; boundary=\"[^\"]+\"$", ct,
-			strlen(ct)),
-		  "Content-Type: %s", ct);
+	                strlen(ct)),
+	          "Content-Type: %s", ct);
 	const char *b = strstr(ct, "boundary=\"") + 10;
 	snprintf(d->boundary, sizeof(d->boundary), "%.*s", (int)(strchr(b, '"') - b), b);
 	/* RFC 2046 5.1.1: at most 70 characters from the bcharsnospace set. */
 	cr_assert_leq(strlen(d->boundary), 70);
 	cr_assert(match("^[0-9A-Za-z'()+_,./:=?-]+$", d->boundary, strlen(d->boundary)),
-		  "boundary %s", d->boundary);
+	          "boundary %s", d->boundary);
 	/* Parts: between "CRLF--boundary CRLF" delimiters, closed by "--boundary--". */
 	char delim[160], close[160];
 	snprintf(delim, sizeof(delim), "\r\n--%s\r\n", d->boundary);
@@ -205,7 +206,7 @@ static unsigned status_groups(const struct part *p, struct part *g, unsigned max
 	return n;
 }
 
-#define DATE_RE                                                                                   \
+#define DATE_RE                                                                                    \
 	"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|" \
 	"Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}$"
 
@@ -219,32 +220,32 @@ static void check_date(const char *head, size_t len, const char *name, const cha
 }
 
 static struct dsn_rcpt rcpt(const char *addr, const char *status, const char *diag, bool smtp,
-			    const char *remote, uint64_t last)
+                            const char *remote, uint64_t last)
 {
-	return (struct dsn_rcpt){.addr = addr,
-				 .addr_len = strlen(addr),
-				 .action = "failed",
-				 .status = status,
-				 .diag = diag,
-				 .diag_smtp = smtp,
-				 .remote = remote,
-				 .last_attempt_ms = last};
+	return (struct dsn_rcpt){ .addr = addr,
+		                  .addr_len = strlen(addr),
+		                  .action = "failed",
+		                  .status = status,
+		                  .diag = diag,
+		                  .diag_smtp = smtp,
+		                  .remote = remote,
+		                  .last_attempt_ms = last };
 }
 
 static struct dsn_info info_for(const struct dsn_rcpt *r, unsigned n, bool full)
 {
-	return (struct dsn_info){.reporting_mta = "mta.test.example",
-				 .queue_id = QID,
-				 .arrival_ms = ARRIVAL,
-				 .now_ms = NOW,
-				 .sender = "sender@origin.test",
-				 .sender_len = 18,
-				 .rcpts = r,
-				 .nrcpts = n,
-				 .original = full ? original_full : original_hdrs,
-				 .original_len = full ? sizeof(original_full) - 1
-						      : sizeof(original_hdrs) - 1,
-				 .full = full};
+	return (struct dsn_info){ .reporting_mta = "mta.test.example",
+		                  .queue_id = QID,
+		                  .arrival_ms = ARRIVAL,
+		                  .now_ms = NOW,
+		                  .sender = "sender@origin.test",
+		                  .sender_len = 18,
+		                  .rcpts = r,
+		                  .nrcpts = n,
+		                  .original = full ? original_full : original_hdrs,
+		                  .original_len =
+		                      full ? sizeof(original_full) - 1 : sizeof(original_hdrs) - 1,
+		                  .full = full };
 }
 
 /* ---- tests ------------------------------------------------------------- */
@@ -252,7 +253,7 @@ static struct dsn_info info_for(const struct dsn_rcpt *r, unsigned n, bool full)
 Test(dsn, one_recipient_every_field)
 {
 	struct dsn_rcpt r = rcpt("a@dest.test", "5.1.1", "550 5.1.1 <a@dest.test>: no such user",
-				 true, "127.0.0.1:2526", NOW - 5000);
+	                         true, "127.0.0.1:2526", NOW - 5000);
 	struct dsn_info info = info_for(&r, 1, false);
 	struct dsn_doc d;
 	doc_parse(&d, &info);
@@ -262,16 +263,16 @@ Test(dsn, one_recipient_every_field)
 	/* Top-level header section. */
 	check_date(top->head, top->head_len, "Date", "Fri, 15 Jan 2027 08:00:00 +0000");
 	cr_assert_str_eq(field(top->head, top->head_len, "From", v, sizeof(v)),
-			 "Mail Delivery System <MAILER-DAEMON@mta.test.example>");
+	                 "Mail Delivery System <MAILER-DAEMON@mta.test.example>");
 	cr_assert_str_eq(field(top->head, top->head_len, "To", v, sizeof(v)),
-			 "<sender@origin.test>");
+	                 "<sender@origin.test>");
 	cr_assert_str_eq(field(top->head, top->head_len, "Subject", v, sizeof(v)),
-			 "Undelivered Mail Returned to Sender");
+	                 "Undelivered Mail Returned to Sender");
 	field(top->head, top->head_len, "Message-ID", v, sizeof(v));
 	cr_assert(match("^<[^<>@ ]+@mta\\.test\\.example>$", v, strlen(v)), "Message-ID %s", v);
 	cr_assert_not_null(strstr(v, "01a21b1e47130000"), "Message-ID names the queue id: %s", v);
 	cr_assert_str_eq(field(top->head, top->head_len, "Auto-Submitted", v, sizeof(v)),
-			 "auto-replied", "RFC 3834: never auto-answered");
+	                 "auto-replied", "RFC 3834: never auto-answered");
 	cr_assert_str_eq(field(top->head, top->head_len, "MIME-Version", v, sizeof(v)), "1.0");
 
 	/* Three parts, in the order RFC 6522 sets. */
@@ -285,36 +286,38 @@ Test(dsn, one_recipient_every_field)
 	snprintf(human, sizeof(human), "%.*s", (int)d.parts[0].body_len, d.parts[0].body);
 	cr_assert_not_null(strstr(human, "mta.test.example"));
 	cr_assert_not_null(
-		strstr(human, "<a@dest.test>: host 127.0.0.1:2526 said: 550 5.1.1 <a@dest.test>: no "
-			      "such user"),
-		"%s", human);
+	    strstr(human, "<a@dest.test>: host 127.0.0.1:2526 said: 550 5.1.1 <a@dest.test>: no "
+	                  "such user"),
+	    "%s", human);
 
 	/* delivery-status: per-message fields, a blank line, per-recipient. */
 	struct part g[8];
 	unsigned ng = status_groups(&d.parts[1], g, 8);
 	cr_assert_eq(ng, 2, "%u groups in:\n%.*s", ng, (int)d.parts[1].body_len, d.parts[1].body);
 	cr_assert_str_eq(field(g[0].head, g[0].head_len, "Reporting-MTA", v, sizeof(v)),
-			 "dns; mta.test.example");
+	                 "dns; mta.test.example");
 	check_date(g[0].head, g[0].head_len, "Arrival-Date", "Fri, 15 Jan 2027 07:43:20 +0000");
-	cr_assert_not(has_field(g[0].head, g[0].head_len, "Original-Envelope-Id"), "no ENVID given");
+	cr_assert_not(has_field(g[0].head, g[0].head_len, "Original-Envelope-Id"),
+	              "no ENVID given");
 	cr_assert_not(has_field(g[0].head, g[0].head_len, "Final-Recipient"),
-		      "recipient fields are in their own group");
+	              "recipient fields are in their own group");
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Final-Recipient", v, sizeof(v)),
-			 "rfc822; a@dest.test");
+	                 "rfc822; a@dest.test");
 	cr_assert_not(has_field(g[1].head, g[1].head_len, "Original-Recipient"), "no ORCPT given");
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Action", v, sizeof(v)), "failed");
 	field(g[1].head, g[1].head_len, "Status", v, sizeof(v));
 	cr_assert(match("^[245]\\.[0-9]{1,3}\\.[0-9]{1,3}$", v, strlen(v)), "Status %s", v);
 	cr_assert_str_eq(v, "5.1.1");
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Remote-MTA", v, sizeof(v)),
-			 "dns; [127.0.0.1]");
+	                 "dns; [127.0.0.1]");
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Diagnostic-Code", v, sizeof(v)),
-			 "smtp; 550 5.1.1 <a@dest.test>: no such user");
-	check_date(g[1].head, g[1].head_len, "Last-Attempt-Date", "Fri, 15 Jan 2027 07:59:55 +0000");
+	                 "smtp; 550 5.1.1 <a@dest.test>: no such user");
+	check_date(g[1].head, g[1].head_len, "Last-Attempt-Date",
+	           "Fri, 15 Jan 2027 07:59:55 +0000");
 
 	/* The original's header section, exactly. */
 	cr_assert_eq(d.parts[2].body_len, sizeof(original_hdrs) - 1, "%zu bytes: %.*s",
-		     d.parts[2].body_len, (int)d.parts[2].body_len, d.parts[2].body);
+	             d.parts[2].body_len, (int)d.parts[2].body_len, d.parts[2].body);
 	cr_assert(!memcmp(d.parts[2].body, original_hdrs, sizeof(original_hdrs) - 1));
 	cr_assert_null(strstr(d.text, "Body line one."), "headers only without RET=FULL");
 	doc_free(&d);
@@ -323,7 +326,8 @@ Test(dsn, one_recipient_every_field)
 Test(dsn, several_recipients)
 {
 	struct dsn_rcpt r[3] = {
-		rcpt("a@dest.test", "5.1.1", "550 5.1.1 no such user", true, "mx.dest.test:25", NOW),
+		rcpt("a@dest.test", "5.1.1", "550 5.1.1 no such user", true, "mx.dest.test:25",
+		     NOW),
 		rcpt("b@dest.test", "5.0.0", "554 rejected", true, "mx.dest.test:25", NOW - 1000),
 		rcpt("c@other.test", "5.1.2", "other.test: no such domain", false, NULL, 0),
 	};
@@ -339,35 +343,37 @@ Test(dsn, several_recipients)
 	unsigned ng = status_groups(&d.parts[1], g, 8);
 	cr_assert_eq(ng, 4, "one per-message group and three recipients, got %u", ng);
 	cr_assert_str_eq(field(g[0].head, g[0].head_len, "Original-Envelope-Id", v, sizeof(v)),
-			 "env-42");
-	static const char *const want_rcpt[] = {"rfc822; a@dest.test", "rfc822; b@dest.test",
-						"rfc822; c@other.test"};
-	static const char *const want_status[] = {"5.1.1", "5.0.0", "5.1.2"};
+	                 "env-42");
+	static const char *const want_rcpt[] = { "rfc822; a@dest.test", "rfc822; b@dest.test",
+		                                 "rfc822; c@other.test" };
+	static const char *const want_status[] = { "5.1.1", "5.0.0", "5.1.2" };
 	for (unsigned i = 0; i < 3; i++) {
 		const struct part *x = &g[i + 1];
 		cr_assert_str_eq(field(x->head, x->head_len, "Final-Recipient", v, sizeof(v)),
-				 want_rcpt[i]);
+		                 want_rcpt[i]);
 		cr_assert_str_eq(field(x->head, x->head_len, "Action", v, sizeof(v)), "failed");
 		cr_assert_str_eq(field(x->head, x->head_len, "Status", v, sizeof(v)),
-				 want_status[i]);
+		                 want_status[i]);
 		field(x->head, x->head_len, "Diagnostic-Code", v, sizeof(v));
 		cr_assert(match("^(smtp|X-ringpost); .+$", v, strlen(v)), "Diagnostic-Code %s", v);
 	}
 	cr_assert_str_eq(field(g[2].head, g[2].head_len, "Original-Recipient", v, sizeof(v)),
-			 "rfc822;B@Dest.Test");
+	                 "rfc822;B@Dest.Test");
 	cr_assert_not(has_field(g[1].head, g[1].head_len, "Original-Recipient"));
 	/* Without a reply: our own diagnostic type, no Remote-MTA, no attempt date. */
 	cr_assert_str_eq(field(g[3].head, g[3].head_len, "Diagnostic-Code", v, sizeof(v)),
-			 "X-ringpost; other.test: no such domain");
+	                 "X-ringpost; other.test: no such domain");
 	cr_assert_not(has_field(g[3].head, g[3].head_len, "Remote-MTA"));
 	cr_assert_not(has_field(g[3].head, g[3].head_len, "Last-Attempt-Date"));
-	check_date(g[2].head, g[2].head_len, "Last-Attempt-Date", "Fri, 15 Jan 2027 07:59:59 +0000");
+	check_date(g[2].head, g[2].head_len, "Last-Attempt-Date",
+	           "Fri, 15 Jan 2027 07:59:59 +0000");
 	/* Each recipient in the human-readable part too. */
 	char human[2048];
 	snprintf(human, sizeof(human), "%.*s", (int)d.parts[0].body_len, d.parts[0].body);
 	cr_assert_not_null(strstr(human, "<a@dest.test>: host mx.dest.test:25 said: 550 5.1.1"));
 	cr_assert_not_null(strstr(human, "<b@dest.test>: host mx.dest.test:25 said: 554 rejected"));
-	cr_assert_not_null(strstr(human, "<c@other.test>: other.test: no such domain"), "%s", human);
+	cr_assert_not_null(strstr(human, "<c@other.test>: other.test: no such domain"), "%s",
+	                   human);
 	doc_free(&d);
 }
 
@@ -381,7 +387,7 @@ Test(dsn, ret_full_attaches_the_whole_message)
 	cr_assert_eq(d.nparts, 3);
 	cr_assert_str_eq(part_type(&d.parts[2], t, sizeof(t)), "message/rfc822");
 	cr_assert_eq(d.parts[2].body_len, sizeof(original_full) - 1, "%.*s",
-		     (int)d.parts[2].body_len, d.parts[2].body);
+	             (int)d.parts[2].body_len, d.parts[2].body);
 	cr_assert(!memcmp(d.parts[2].body, original_full, sizeof(original_full) - 1));
 	doc_free(&d);
 	/* An original without its last line end still closes cleanly. */
@@ -395,7 +401,7 @@ Test(dsn, control_characters_never_reach_a_field)
 {
 	/* A hostile reply or address must not start a new header line. */
 	struct dsn_rcpt r = rcpt("a\r\nBcc: x@evil.test@dest.test", "5.0.0",
-				 "550 bad\r\nX-Injected: yes\tand\x7f", true, "mx\n:25", NOW);
+	                         "550 bad\r\nX-Injected: yes\tand\x7f", true, "mx\n:25", NOW);
 	struct dsn_info info = info_for(&r, 1, false);
 	info.sender = "s\r\nX-Evil: 1@origin.test";
 	info.sender_len = strlen(info.sender);
@@ -411,9 +417,9 @@ Test(dsn, control_characters_never_reach_a_field)
 	struct part g[8];
 	cr_assert_eq(status_groups(&d.parts[1], g, 8), 2);
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Diagnostic-Code", v, sizeof(v)),
-			 "smtp; 550 bad  X-Injected: yes and ");
+	                 "smtp; 550 bad  X-Injected: yes and ");
 	cr_assert_str_eq(field(g[0].head, g[0].head_len, "Original-Envelope-Id", v, sizeof(v)),
-			 "e v");
+	                 "e v");
 	doc_free(&d);
 }
 
@@ -426,7 +432,7 @@ Test(dsn, delayed_notice)
 	doc_parse(&d, &info);
 	char v[256];
 	cr_assert_str_eq(field(d.top.head, d.top.head_len, "Subject", v, sizeof(v)),
-			 "Delayed Mail (still being retried)");
+	                 "Delayed Mail (still being retried)");
 	struct part g[4];
 	cr_assert_eq(status_groups(&d.parts[1], g, 4), 2);
 	cr_assert_str_eq(field(g[1].head, g[1].head_len, "Action", v, sizeof(v)), "delayed");
@@ -449,7 +455,7 @@ Test(dsn, distinct_messages_get_distinct_boundaries_and_ids)
 	/* The boundary never occurs inside the parts. */
 	for (unsigned i = 0; i < da.nparts; i++)
 		cr_assert_null(memmem(da.parts[i].body, da.parts[i].body_len, da.boundary,
-				      strlen(da.boundary)));
+		                      strlen(da.boundary)));
 	doc_free(&da);
 	doc_free(&db);
 }
@@ -459,15 +465,15 @@ Test(dsn, remote_mta_is_a_name_or_an_address_literal_without_port)
 	static const struct {
 		const char *remote, *want;
 	} cases[] = {
-		{"mx1.dest.test[192.0.2.7]:25", "dns; mx1.dest.test"},
-		{"192.0.2.7:2525", "dns; [192.0.2.7]"},
-		{"[2001:db8::1]:25", "dns; [2001:db8::1]"},
-		{"[::1]:2526", "dns; [::1]"},
-		{"mx.dest.test[2001:db8::1]:25", "dns; mx.dest.test"},
+		{ "mx1.dest.test[192.0.2.7]:25", "dns; mx1.dest.test" },
+		{ "192.0.2.7:2525", "dns; [192.0.2.7]" },
+		{ "[2001:db8::1]:25", "dns; [2001:db8::1]" },
+		{ "[::1]:2526", "dns; [::1]" },
+		{ "mx.dest.test[2001:db8::1]:25", "dns; mx.dest.test" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct dsn_rcpt r =
-			rcpt("a@dest.test", "5.1.1", "550 no", true, cases[i].remote, NOW);
+		    rcpt("a@dest.test", "5.1.1", "550 no", true, cases[i].remote, NOW);
 		struct dsn_info info = info_for(&r, 1, false);
 		struct dsn_doc d;
 		doc_parse(&d, &info);
@@ -475,7 +481,7 @@ Test(dsn, remote_mta_is_a_name_or_an_address_literal_without_port)
 		cr_assert_eq(status_groups(&d.parts[1], g, 4), 2);
 		char v[256];
 		cr_assert_str_eq(field(g[1].head, g[1].head_len, "Remote-MTA", v, sizeof(v)),
-				 cases[i].want, "from %s", cases[i].remote);
+		                 cases[i].want, "from %s", cases[i].remote);
 		doc_free(&d);
 	}
 }

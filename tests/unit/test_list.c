@@ -37,7 +37,7 @@ static void expect(struct rp_list *head, const int *want, int n)
 Test(list, add_del_and_order)
 {
 	struct rp_list h;
-	struct item it[4] = {{.v = 0}, {.v = 1}, {.v = 2}, {.v = 3}};
+	struct item it[4] = { { .v = 0 }, { .v = 1 }, { .v = 2 }, { .v = 3 } };
 	rp_list_init(&h);
 	cr_assert(rp_list_empty(&h));
 	cr_assert_null(rp_list_first(&h));
@@ -46,20 +46,20 @@ Test(list, add_del_and_order)
 	rp_list_add_tail(&h, &it[2].link);
 	rp_list_add(&h, &it[0].link);
 	rp_list_add_tail(&h, &it[3].link);
-	expect(&h, (int[]){0, 1, 2, 3}, 4);
+	expect(&h, (int[]){ 0, 1, 2, 3 }, 4);
 	rp_list_del(&it[2].link);
 	cr_assert_not(rp_list_linked(&it[2].link));
 	rp_list_del(&it[2].link); /* twice: nothing happens */
-	expect(&h, (int[]){0, 1, 3}, 3);
+	expect(&h, (int[]){ 0, 1, 3 }, 3);
 	rp_list_move_tail(&h, &it[0].link);
-	expect(&h, (int[]){1, 3, 0}, 3);
+	expect(&h, (int[]){ 1, 3, 0 }, 3);
 	cr_assert_eq(rp_list_first(&h), &it[1].link);
 	rp_list_del(&it[1].link);
 	rp_list_del(&it[3].link);
 	rp_list_del(&it[0].link);
 	cr_assert(rp_list_empty(&h), "every element gone: empty again");
 	rp_list_add(&h, &it[2].link); /* a deleted element can be linked again */
-	expect(&h, (int[]){2}, 1);
+	expect(&h, (int[]){ 2 }, 1);
 }
 
 Test(list, walk_frees_the_current_element)
@@ -80,7 +80,7 @@ Test(list, walk_frees_the_current_element)
 			free(x);
 		}
 	}
-	expect(&h, (int[]){0, 2, 4, 6, 8}, 5);
+	expect(&h, (int[]){ 0, 2, 4, 6, 8 }, 5);
 	rp_list_foreach_safe(pos, tmp, &h)
 	{
 		rp_list_del(pos);

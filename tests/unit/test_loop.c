@@ -16,7 +16,8 @@
 static struct loop *new_loop(void)
 {
 	struct loop_config cfg = {
-		.sq_entries = 64, .cq_entries = 256, .buf_count = 16, .buf_size = 4096};
+		.sq_entries = 64, .cq_entries = 256, .buf_count = 16, .buf_size = 4096
+	};
 	struct loop *l = loop_new(&cfg);
 	cr_assert_not_null(l, "loop_new: %s", strerror(errno));
 	cr_assert_eq(loop_registered(l), 0);
@@ -60,7 +61,7 @@ static void fire(struct loop_timer *t)
 
 Test(loop, timers)
 {
-	struct tctx c = {0};
+	struct tctx c = { 0 };
 	tc = &c;
 	c.l = new_loop();
 	c.start = rp_mono_ms();
@@ -80,7 +81,7 @@ Test(loop, timers)
 	loop_run(c.l);
 	/* t1 (25), t0 (50), t2 (100), t2 again (120), t2 again (140). */
 	cr_assert_eq(c.nfired, 5, "%d timers fired", c.nfired);
-	static const int want[5] = {1, 0, 2, 2, 2};
+	static const int want[5] = { 1, 0, 2, 2, 2 };
 	for (int i = 0; i < 5; i++)
 		cr_assert_eq(c.order[i], want[i], "fire %d was timer %d", i, c.order[i]);
 	cr_assert_geq(c.fired_at[1] - c.start, 25);
@@ -117,7 +118,7 @@ static void stop_now(struct loop_timer *t)
 
 Test(loop, a_due_timer_disarmed_by_another_does_not_fire)
 {
-	struct sctx c = {0};
+	struct sctx c = { 0 };
 	sc = &c;
 	c.l = new_loop();
 	loop_timer_arm(c.l, &c.watchdog, 5000, watchdog);
@@ -170,7 +171,7 @@ static void timer_defers(struct loop_timer *t)
 
 Test(loop, deferred_calls)
 {
-	struct dctx c = {0};
+	struct dctx c = { 0 };
 	dc = &c;
 	c.l = new_loop();
 	loop_timer_arm(c.l, &c.t, 10, timer_defers);
@@ -226,7 +227,7 @@ static void *pusher(void *arg)
 /* No timer is armed: only the inbox's eventfd can wake the loop. */
 Test(loop, inbox_from_other_threads, .timeout = 20)
 {
-	struct ictx c = {0};
+	struct ictx c = { 0 };
 	c.l = new_loop();
 	c.loop_thread = pthread_self();
 	pthread_t t[PUSHERS];
@@ -255,7 +256,7 @@ static void count_run(struct mq_item *item, void *consumer_ctx)
 Test(loop, free_runs_what_is_left_in_the_inbox)
 {
 	struct loop *l = new_loop();
-	struct counted_item it = {.ran = 0};
+	struct counted_item it = { .ran = 0 };
 	mq_push(loop_inbox(l), &it.item, count_run);
 	loop_free(l);
 	cr_assert_eq(it.ran, 1, "queued functions still run (they may own memory)");

@@ -95,7 +95,7 @@ Test(mq, run_in_order)
 	struct mq q;
 	cr_assert(mq_init(&q, false));
 	struct item it[4];
-	struct run_ctx ctx = {.q = &q, .again = &it[3]};
+	struct run_ctx ctx = { .q = &q, .again = &it[3] };
 	for (unsigned i = 0; i < 4; i++)
 		it[i].seq = i;
 	for (unsigned i = 0; i < 3; i++)
@@ -128,7 +128,7 @@ Test(mq, wait_blocks_until_push)
 {
 	struct mq q;
 	cr_assert(mq_init(&q, true));
-	struct blocking_ctx b = {.q = &q};
+	struct blocking_ctx b = { .q = &q };
 	pthread_t t;
 	uint64_t start = rp_mono_ms();
 	cr_assert_eq(pthread_create(&t, NULL, push_later, &b), 0);
@@ -167,9 +167,9 @@ Test(mq, many_producers_fifo_nothing_lost, .timeout = 30)
 	cr_assert(mq_init(&q, false));
 	struct producer p[PRODUCERS];
 	pthread_t t[PRODUCERS];
-	unsigned next[PRODUCERS] = {0};
+	unsigned next[PRODUCERS] = { 0 };
 	for (unsigned i = 0; i < PRODUCERS; i++) {
-		p[i] = (struct producer){.q = &q, .id = i};
+		p[i] = (struct producer){ .q = &q, .id = i };
 		p[i].items = calloc(PER_PRODUCER, sizeof(struct item));
 		cr_assert_not_null(p[i].items);
 		cr_assert_eq(pthread_create(&t[i], NULL, produce, &p[i]), 0);
@@ -177,17 +177,17 @@ Test(mq, many_producers_fifo_nothing_lost, .timeout = 30)
 	unsigned total = 0, wakeups = 0;
 	while (total < PRODUCERS * PER_PRODUCER) {
 		/* Like an event loop: wait for the bell, read it, then take. */
-		struct pollfd pfd = {.fd = q.efd, .events = POLLIN};
+		struct pollfd pfd = { .fd = q.efd, .events = POLLIN };
 		int rc = poll(&pfd, 1, 5000);
 		cr_assert_eq(rc, 1, "the doorbell must ring while items are missing (%u of %u)",
-			     total, PRODUCERS * PER_PRODUCER);
+		             total, PRODUCERS * PER_PRODUCER);
 		cr_assert_gt(doorbell(&q), 0);
 		wakeups++;
 		for (struct mq_item *l = mq_take(&q); l; l = l->next) {
 			struct item *x = RP_CONTAINER_OF(l, struct item, link);
 			cr_assert_lt(x->producer, PRODUCERS);
 			cr_assert_eq(x->seq, next[x->producer], "producer %u: got %u, want %u",
-				     x->producer, x->seq, next[x->producer]);
+			             x->producer, x->seq, next[x->producer]);
 			next[x->producer]++;
 			total++;
 		}

@@ -15,25 +15,25 @@ struct scan_case {
 };
 
 static const struct scan_case scans[] = {
-	{"From: a\r\nTo: b\r\nSubject: hi\r\n\r\nbody\r\n", 31, true, false, false, true, 3},
-	{"Date: Fri, 27 Nov 2026 03:19:25 +0000\r\nmessage-id: <x@y>\r\n\r\n", 60, true, true, true,
-	 false, 2},
-	{"FROM: a\r\nDATE: b\r\nMESSAGE-ID: c\r\n\r\n", 35, true, true, true, true, 3},
-	{"Subject: a\r\n b\r\n\tc\r\n\r\nbody", 22, true, false, false, false, 1},
-	{"From: a\nTo: b\n\nbody\n", 15, true, false, false, true, 2},
-	{"From: a\r\nTo: b\r\n", 16, false, false, false, true, 2},
-	{"From: a\r\nTo: b", 14, false, false, false, true, 2},
-	{"From: a\r\nnot a header\r\n\r\n", 9, false, false, false, true, 1},
-	{"From: a\r\nBad Name: x\r\n", 9, false, false, false, true, 1},
-	{"From: a\r\n: no name\r\n", 9, false, false, false, true, 1},
-	{" folded first\r\nFrom: a\r\n\r\n", 0, false, false, false, false, 0},
-	{"\r\nbody", 2, true, false, false, false, 0},
-	{"\nbody", 1, true, false, false, false, 0},
-	{"", 0, false, false, false, false, 0},
-	{"X-Empty:\r\nFrom:x\r\n\r\n", 20, true, false, false, true, 2},
-	{"Dates: x\r\nFrom-Not: y\r\nMessage-IDs: z\r\n\r\n", 41, true, false, false, false, 3},
+	{ "From: a\r\nTo: b\r\nSubject: hi\r\n\r\nbody\r\n", 31, true, false, false, true, 3 },
+	{ "Date: Fri, 27 Nov 2026 03:19:25 +0000\r\nmessage-id: <x@y>\r\n\r\n", 60, true, true,
+	  true, false, 2 },
+	{ "FROM: a\r\nDATE: b\r\nMESSAGE-ID: c\r\n\r\n", 35, true, true, true, true, 3 },
+	{ "Subject: a\r\n b\r\n\tc\r\n\r\nbody", 22, true, false, false, false, 1 },
+	{ "From: a\nTo: b\n\nbody\n", 15, true, false, false, true, 2 },
+	{ "From: a\r\nTo: b\r\n", 16, false, false, false, true, 2 },
+	{ "From: a\r\nTo: b", 14, false, false, false, true, 2 },
+	{ "From: a\r\nnot a header\r\n\r\n", 9, false, false, false, true, 1 },
+	{ "From: a\r\nBad Name: x\r\n", 9, false, false, false, true, 1 },
+	{ "From: a\r\n: no name\r\n", 9, false, false, false, true, 1 },
+	{ " folded first\r\nFrom: a\r\n\r\n", 0, false, false, false, false, 0 },
+	{ "\r\nbody", 2, true, false, false, false, 0 },
+	{ "\nbody", 1, true, false, false, false, 0 },
+	{ "", 0, false, false, false, false, 0 },
+	{ "X-Empty:\r\nFrom:x\r\n\r\n", 20, true, false, false, true, 2 },
+	{ "Dates: x\r\nFrom-Not: y\r\nMessage-IDs: z\r\n\r\n", 41, true, false, false, false, 3 },
 	/* A header-looking line in the body is body. */
-	{"To: a\r\n\r\nFrom: b\r\n", 9, true, false, false, false, 1},
+	{ "To: a\r\n\r\nFrom: b\r\n", 9, true, false, false, false, 1 },
 };
 
 Test(msg_header, scan_table)
@@ -49,7 +49,7 @@ Test(msg_header, scan_table)
 		cr_assert_eq(info.has_message_id, c->has_message_id, "case %zu: has_message_id", i);
 		cr_assert_eq(info.has_from, c->has_from, "case %zu: has_from", i);
 		cr_assert_eq(info.fields, c->fields, "case %zu: fields %u, want %u", i, info.fields,
-			     c->fields);
+		             c->fields);
 	}
 }
 
@@ -74,18 +74,18 @@ static bool get(const char *msg, const char *name, const char *want)
 Test(msg_header, get)
 {
 	static const char msg[] = "From: Alice <a@example.com>\r\n"
-				  "Subject:   spaced\r\n"
-				  "X-Folded: one\r\n"
-				  "  two\r\n"
-				  "\tthree\r\n"
-				  "X-Empty:\r\n"
-				  "X-Blank:   \r\n"
-				  "NoSpace:x\r\n"
-				  "To: first\r\n"
-				  "to: second\r\n"
-				  "X-Last: bare lf\n"
-				  "\r\n"
-				  "Body-Field: not a header\r\n";
+	                          "Subject:   spaced\r\n"
+	                          "X-Folded: one\r\n"
+	                          "  two\r\n"
+	                          "\tthree\r\n"
+	                          "X-Empty:\r\n"
+	                          "X-Blank:   \r\n"
+	                          "NoSpace:x\r\n"
+	                          "To: first\r\n"
+	                          "to: second\r\n"
+	                          "X-Last: bare lf\n"
+	                          "\r\n"
+	                          "Body-Field: not a header\r\n";
 	get(msg, "From", "Alice <a@example.com>");
 	get(msg, "from", "Alice <a@example.com>");
 	get(msg, "SUBJECT", "spaced");

@@ -11,7 +11,7 @@
 #define NOW 1800000000000ull
 #define DAY 86400000ull
 
-static const uint64_t delays[] = {60000, 300000, 900000};
+static const uint64_t delays[] = { 60000, 300000, 900000 };
 static const struct retry_policy pol = {
 	.delays_ms = delays,
 	.ndelays = 3,
@@ -45,98 +45,105 @@ struct row {
 
 static const struct row rows[] = {
 	/* 2xx: delivered. */
-	{"250 to content", R, STAGE_CONTENT, 250, "2.0.0", 0, 0, OK, false, true, "2.0.0", NONE},
-	{"250 without enh", R, STAGE_CONTENT, 250, "", 0, 0, OK, false, true, "2.0.0", NONE},
-	{"251 to rcpt", R, STAGE_RCPT, 251, "2.1.5", 4, 0, OK, false, true, "2.1.5", NONE},
+	{ "250 to content", R, STAGE_CONTENT, 250, "2.0.0", 0, 0, OK, false, true, "2.0.0", NONE },
+	{ "250 without enh", R, STAGE_CONTENT, 250, "", 0, 0, OK, false, true, "2.0.0", NONE },
+	{ "251 to rcpt", R, STAGE_RCPT, 251, "2.1.5", 4, 0, OK, false, true, "2.1.5", NONE },
 	/* 421 anywhere: retry, the destination backs off. */
-	{"421 greeting", R, STAGE_GREETING, 421, "", 0, 0, RETRY, true, true, "4.0.0", 60000},
-	{"421 mail", R, STAGE_MAIL, 421, "4.7.0", 1, 0, RETRY, true, true, "4.7.0", 300000},
-	{"421 rcpt", R, STAGE_RCPT, 421, "4.4.2", 2, 0, RETRY, true, true, "4.4.2", 900000},
-	{"421 content", R, STAGE_CONTENT, 421, "", 0, 0, RETRY, true, true, "4.0.0", 60000},
+	{ "421 greeting", R, STAGE_GREETING, 421, "", 0, 0, RETRY, true, true, "4.0.0", 60000 },
+	{ "421 mail", R, STAGE_MAIL, 421, "4.7.0", 1, 0, RETRY, true, true, "4.7.0", 300000 },
+	{ "421 rcpt", R, STAGE_RCPT, 421, "4.4.2", 2, 0, RETRY, true, true, "4.4.2", 900000 },
+	{ "421 content", R, STAGE_CONTENT, 421, "", 0, 0, RETRY, true, true, "4.0.0", 60000 },
 	/* 452 4.5.3 / 552 to RCPT: too many recipients, retry now, not an attempt. */
 	/* Too many recipients: only after an accepted RCPT in the transaction. */
-	{"452 4.5.3 rcpt", R, STAGE_RCPT, 452, "4.5.3", 0, 0, RETRY, false, false, "4.5.3", NOW_,
-	 true},
-	{"552 rcpt", R, STAGE_RCPT, 552, "5.5.3", 3, 0, RETRY, false, false, "4.5.3", NOW_, true},
-	{"552 rcpt no enh", R, STAGE_RCPT, 552, "", 0, 0, RETRY, false, false, "4.5.3", NOW_, true},
-	{"452 4.5.3 expired", R, STAGE_RCPT, 452, "4.5.3", 9, 4 * DAY, RETRY, false, false, "4.5.3",
-	 NOW_, true},
+	{ "452 4.5.3 rcpt", R, STAGE_RCPT, 452, "4.5.3", 0, 0, RETRY, false, false, "4.5.3", NOW_,
+	  true },
+	{ "552 rcpt", R, STAGE_RCPT, 552, "5.5.3", 3, 0, RETRY, false, false, "4.5.3", NOW_, true },
+	{ "552 rcpt no enh", R, STAGE_RCPT, 552, "", 0, 0, RETRY, false, false, "4.5.3", NOW_,
+	  true },
+	{ "452 4.5.3 expired", R, STAGE_RCPT, 452, "4.5.3", 9, 4 * DAY, RETRY, false, false,
+	  "4.5.3", NOW_, true },
 	/* To the first RCPT they are an ordinary temporary failure (no hot loop). */
-	{"452 4.5.3 first rcpt", R, STAGE_RCPT, 452, "4.5.3", 0, 0, RETRY, false, true, "4.5.3",
-	 60000},
-	{"552 first rcpt", R, STAGE_RCPT, 552, "5.5.3", 1, 0, RETRY, false, true, "4.5.3", 300000},
-	{"552 first rcpt expired", R, STAGE_RCPT, 552, "5.5.3", 9, 4 * DAY, FAIL, false, true,
-	 "4.4.7", NONE},
+	{ "452 4.5.3 first rcpt", R, STAGE_RCPT, 452, "4.5.3", 0, 0, RETRY, false, true, "4.5.3",
+	  60000 },
+	{ "552 first rcpt", R, STAGE_RCPT, 552, "5.5.3", 1, 0, RETRY, false, true, "4.5.3",
+	  300000 },
+	{ "552 first rcpt expired", R, STAGE_RCPT, 552, "5.5.3", 9, 4 * DAY, FAIL, false, true,
+	  "4.4.7", NONE },
 	/* ...but only to RCPT, and 452 only with 4.5.3. */
-	{"452 4.2.2 rcpt", R, STAGE_RCPT, 452, "4.2.2", 0, 0, RETRY, false, true, "4.2.2", 60000},
-	{"452 4.5.3 mail", R, STAGE_MAIL, 452, "4.5.3", 0, 0, RETRY, false, true, "4.5.3", 60000},
-	{"552 content", R, STAGE_CONTENT, 552, "5.3.4", 0, 0, FAIL, false, true, "5.3.4", NONE},
-	{"552 mail", R, STAGE_MAIL, 552, "", 0, 0, FAIL, false, true, "5.0.0", NONE},
+	{ "452 4.2.2 rcpt", R, STAGE_RCPT, 452, "4.2.2", 0, 0, RETRY, false, true, "4.2.2", 60000 },
+	{ "452 4.5.3 mail", R, STAGE_MAIL, 452, "4.5.3", 0, 0, RETRY, false, true, "4.5.3", 60000 },
+	{ "552 content", R, STAGE_CONTENT, 552, "5.3.4", 0, 0, FAIL, false, true, "5.3.4", NONE },
+	{ "552 mail", R, STAGE_MAIL, 552, "", 0, 0, FAIL, false, true, "5.0.0", NONE },
 	/* Other 4xx: retry this recipient. */
-	{"451 rcpt", R, STAGE_RCPT, 451, "4.3.0", 0, 0, RETRY, false, true, "4.3.0", 60000},
-	{"450 mail", R, STAGE_MAIL, 450, "", 1, 0, RETRY, false, true, "4.0.0", 300000},
-	{"451 content", R, STAGE_CONTENT, 451, "4.7.1", 2, 0, RETRY, false, true, "4.7.1", 900000},
-	{"451 last delay repeats", R, STAGE_DATA, 451, "", 3, 0, RETRY, false, true, "4.0.0",
-	 900000},
-	{"451 many attempts", R, STAGE_DATA, 451, "", 500, 0, RETRY, false, true, "4.0.0", 900000},
-	{"450 enh of another class", R, STAGE_RCPT, 450, "5.1.1", 0, 0, RETRY, false, true, "4.0.0",
-	 60000},
-	{"4xx greeting backs off", R, STAGE_GREETING, 450, "", 0, 0, RETRY, true, true, "4.0.0",
-	 60000},
-	{"4xx ehlo backs off", R, STAGE_EHLO, 451, "4.3.2", 0, 0, RETRY, true, true, "4.3.2",
-	 60000},
+	{ "451 rcpt", R, STAGE_RCPT, 451, "4.3.0", 0, 0, RETRY, false, true, "4.3.0", 60000 },
+	{ "450 mail", R, STAGE_MAIL, 450, "", 1, 0, RETRY, false, true, "4.0.0", 300000 },
+	{ "451 content", R, STAGE_CONTENT, 451, "4.7.1", 2, 0, RETRY, false, true, "4.7.1",
+	  900000 },
+	{ "451 last delay repeats", R, STAGE_DATA, 451, "", 3, 0, RETRY, false, true, "4.0.0",
+	  900000 },
+	{ "451 many attempts", R, STAGE_DATA, 451, "", 500, 0, RETRY, false, true, "4.0.0",
+	  900000 },
+	{ "450 enh of another class", R, STAGE_RCPT, 450, "5.1.1", 0, 0, RETRY, false, true,
+	  "4.0.0", 60000 },
+	{ "4xx greeting backs off", R, STAGE_GREETING, 450, "", 0, 0, RETRY, true, true, "4.0.0",
+	  60000 },
+	{ "4xx ehlo backs off", R, STAGE_EHLO, 451, "4.3.2", 0, 0, RETRY, true, true, "4.3.2",
+	  60000 },
 	/* 5xx to the greeting: retry, the destination backs off. */
-	{"554 greeting", R, STAGE_GREETING, 554, "5.7.1", 0, 0, RETRY, true, true, "4.7.1", 60000},
-	{"550 greeting no enh", R, STAGE_GREETING, 550, "", 1, 0, RETRY, true, true, "4.0.0",
-	 300000},
+	{ "554 greeting", R, STAGE_GREETING, 554, "5.7.1", 0, 0, RETRY, true, true, "4.7.1",
+	  60000 },
+	{ "550 greeting no enh", R, STAGE_GREETING, 550, "", 1, 0, RETRY, true, true, "4.0.0",
+	  300000 },
 	/* Other 5xx: failed. */
-	{"550 rcpt", R, STAGE_RCPT, 550, "5.1.1", 0, 0, FAIL, false, true, "5.1.1", NONE},
-	{"554 content", R, STAGE_CONTENT, 554, "", 0, 0, FAIL, false, true, "5.0.0", NONE},
-	{"550 ehlo", R, STAGE_EHLO, 550, "5.5.1", 0, 0, FAIL, false, true, "5.5.1", NONE},
-	{"553 enh of another class", R, STAGE_MAIL, 553, "4.1.8", 0, 0, FAIL, false, true, "5.0.0",
-	 NONE},
-	{"550 expired stays 5.1.1", R, STAGE_RCPT, 550, "5.1.1", 9, 5 * DAY, FAIL, false, true,
-	 "5.1.1", NONE},
+	{ "550 rcpt", R, STAGE_RCPT, 550, "5.1.1", 0, 0, FAIL, false, true, "5.1.1", NONE },
+	{ "554 content", R, STAGE_CONTENT, 554, "", 0, 0, FAIL, false, true, "5.0.0", NONE },
+	{ "550 ehlo", R, STAGE_EHLO, 550, "5.5.1", 0, 0, FAIL, false, true, "5.5.1", NONE },
+	{ "553 enh of another class", R, STAGE_MAIL, 553, "4.1.8", 0, 0, FAIL, false, true, "5.0.0",
+	  NONE },
+	{ "550 expired stays 5.1.1", R, STAGE_RCPT, 550, "5.1.1", 9, 5 * DAY, FAIL, false, true,
+	  "5.1.1", NONE },
 	/* Failures without a reply. */
-	{"connect failure", ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "", 0, 0, RETRY, true, true,
-	 "4.4.1", 60000},
-	{"dns temporary", ATTEMPT_DNS_TEMP, STAGE_CONNECT, 0, "", 1, 0, RETRY, true, true, "4.4.3",
-	 300000},
-	{"timeout", ATTEMPT_TIMEOUT, STAGE_DATA, 0, "", 0, 0, RETRY, false, true, "4.4.2", 60000},
-	{"lost connection", ATTEMPT_LOST, STAGE_CONTENT, 0, "", 2, 0, RETRY, false, true, "4.4.2",
-	 900000},
-	{"tls failure", ATTEMPT_TLS_FAIL, STAGE_EHLO, 0, "", 0, 0, RETRY, true, true, "4.7.5",
-	 60000},
-	{"no route", ATTEMPT_NO_ROUTE, STAGE_CONNECT, 0, "", 0, 0, RETRY, true, true, "4.4.4",
-	 60000},
-	{"local problem", ATTEMPT_LOCAL, STAGE_OTHER, 0, "", 0, 0, RETRY, false, true, "4.3.0",
-	 60000},
-	{"nxdomain", ATTEMPT_DNS_PERM, STAGE_CONNECT, 0, "", 0, 0, FAIL, false, true, "5.1.2",
-	 NONE},
-	{"null mx", ATTEMPT_NULL_MX, STAGE_CONNECT, 0, "", 0, 0, FAIL, false, true, "5.1.10", NONE},
-	{"loop", ATTEMPT_LOOP, STAGE_CONNECT, 0, "", 0, 0, FAIL, false, true, "5.4.6", NONE},
-	{"too big", ATTEMPT_TOO_BIG, STAGE_MAIL, 0, "", 0, 0, FAIL, false, true, "5.3.4", NONE},
-	{"needs smtputf8", ATTEMPT_NEEDS_UTF8, STAGE_MAIL, 0, "", 0, 0, FAIL, false, true, "5.6.7",
-	 NONE},
-	{"abandoned", ATTEMPT_ABANDONED, STAGE_OTHER, 0, "", 5, 0, RETRY, false, false, "4.3.2",
-	 NOW_},
-	{"abandoned expired", ATTEMPT_ABANDONED, STAGE_OTHER, 0, "", 5, 10 * DAY, RETRY, false,
-	 false, "4.3.2", NOW_},
+	{ "connect failure", ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "", 0, 0, RETRY, true, true,
+	  "4.4.1", 60000 },
+	{ "dns temporary", ATTEMPT_DNS_TEMP, STAGE_CONNECT, 0, "", 1, 0, RETRY, true, true, "4.4.3",
+	  300000 },
+	{ "timeout", ATTEMPT_TIMEOUT, STAGE_DATA, 0, "", 0, 0, RETRY, false, true, "4.4.2", 60000 },
+	{ "lost connection", ATTEMPT_LOST, STAGE_CONTENT, 0, "", 2, 0, RETRY, false, true, "4.4.2",
+	  900000 },
+	{ "tls failure", ATTEMPT_TLS_FAIL, STAGE_EHLO, 0, "", 0, 0, RETRY, true, true, "4.7.5",
+	  60000 },
+	{ "no route", ATTEMPT_NO_ROUTE, STAGE_CONNECT, 0, "", 0, 0, RETRY, true, true, "4.4.4",
+	  60000 },
+	{ "local problem", ATTEMPT_LOCAL, STAGE_OTHER, 0, "", 0, 0, RETRY, false, true, "4.3.0",
+	  60000 },
+	{ "nxdomain", ATTEMPT_DNS_PERM, STAGE_CONNECT, 0, "", 0, 0, FAIL, false, true, "5.1.2",
+	  NONE },
+	{ "null mx", ATTEMPT_NULL_MX, STAGE_CONNECT, 0, "", 0, 0, FAIL, false, true, "5.1.10",
+	  NONE },
+	{ "loop", ATTEMPT_LOOP, STAGE_CONNECT, 0, "", 0, 0, FAIL, false, true, "5.4.6", NONE },
+	{ "too big", ATTEMPT_TOO_BIG, STAGE_MAIL, 0, "", 0, 0, FAIL, false, true, "5.3.4", NONE },
+	{ "needs smtputf8", ATTEMPT_NEEDS_UTF8, STAGE_MAIL, 0, "", 0, 0, FAIL, false, true, "5.6.7",
+	  NONE },
+	{ "abandoned", ATTEMPT_ABANDONED, STAGE_OTHER, 0, "", 5, 0, RETRY, false, false, "4.3.2",
+	  NOW_ },
+	{ "abandoned expired", ATTEMPT_ABANDONED, STAGE_OTHER, 0, "", 5, 10 * DAY, RETRY, false,
+	  false, "4.3.2", NOW_ },
 	/* Any retry past max_age fails with 4.4.7. */
-	{"451 just in time", R, STAGE_RCPT, 451, "4.2.0", 7, 3 * DAY - 1, RETRY, false, true,
-	 "4.2.0", 900000},
-	{"451 expired", R, STAGE_RCPT, 451, "4.2.0", 7, 3 * DAY, FAIL, false, true, "4.4.7", NONE},
-	{"421 expired", R, STAGE_MAIL, 421, "", 7, 4 * DAY, FAIL, true, true, "4.4.7", NONE},
-	{"554 greeting expired", R, STAGE_GREETING, 554, "", 7, 4 * DAY, FAIL, true, true, "4.4.7",
-	 NONE},
-	{"connect failure expired", ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "", 30, 3 * DAY + 1,
-	 FAIL, true, true, "4.4.7", NONE},
-	{"dns temporary expired", ATTEMPT_DNS_TEMP, STAGE_CONNECT, 0, "", 30, 4 * DAY, FAIL, true,
-	 true, "4.4.7", NONE},
-	{"timeout expired", ATTEMPT_TIMEOUT, STAGE_DATA, 0, "", 30, 4 * DAY, FAIL, false, true,
-	 "4.4.7", NONE},
-	{"lost expired", ATTEMPT_LOST, STAGE_DATA, 0, "", 30, 4 * DAY, FAIL, false, true, "4.4.7",
-	 NONE},
+	{ "451 just in time", R, STAGE_RCPT, 451, "4.2.0", 7, 3 * DAY - 1, RETRY, false, true,
+	  "4.2.0", 900000 },
+	{ "451 expired", R, STAGE_RCPT, 451, "4.2.0", 7, 3 * DAY, FAIL, false, true, "4.4.7",
+	  NONE },
+	{ "421 expired", R, STAGE_MAIL, 421, "", 7, 4 * DAY, FAIL, true, true, "4.4.7", NONE },
+	{ "554 greeting expired", R, STAGE_GREETING, 554, "", 7, 4 * DAY, FAIL, true, true, "4.4.7",
+	  NONE },
+	{ "connect failure expired", ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "", 30, 3 * DAY + 1,
+	  FAIL, true, true, "4.4.7", NONE },
+	{ "dns temporary expired", ATTEMPT_DNS_TEMP, STAGE_CONNECT, 0, "", 30, 4 * DAY, FAIL, true,
+	  true, "4.4.7", NONE },
+	{ "timeout expired", ATTEMPT_TIMEOUT, STAGE_DATA, 0, "", 30, 4 * DAY, FAIL, false, true,
+	  "4.4.7", NONE },
+	{ "lost expired", ATTEMPT_LOST, STAGE_DATA, 0, "", 30, 4 * DAY, FAIL, false, true, "4.4.7",
+	  NONE },
 };
 
 Test(outcome, policy_table)
@@ -155,26 +162,26 @@ Test(outcome, policy_table)
 		memset(&oc, 0xa5, sizeof(oc));
 		outcome_decide(&rep, r->attempts, r->age_ms, NOW, 12345, &pol, &oc);
 		cr_assert_eq(oc.action, r->action, "row %zu (%s): action %s, want %s", i, r->what,
-			     outcome_action_name(oc.action), outcome_action_name(r->action));
+		             outcome_action_name(oc.action), outcome_action_name(r->action));
 		cr_assert_eq(oc.dest_backoff, r->backoff, "row %zu (%s): dest_backoff %d", i,
-			     r->what, oc.dest_backoff);
+		             r->what, oc.dest_backoff);
 		cr_assert_eq(oc.counts, r->counts, "row %zu (%s): counts %d", i, r->what,
-			     oc.counts);
+		             oc.counts);
 		cr_assert_str_eq(oc.status, r->status, "row %zu (%s): status %s, want %s", i,
-				 r->what, oc.status, r->status);
+		                 r->what, oc.status, r->status);
 		if (r->next == NONE)
 			cr_assert_eq(oc.next_ms, 0, "row %zu (%s): next_ms %llu", i, r->what,
-				     (unsigned long long)oc.next_ms);
+			             (unsigned long long)oc.next_ms);
 		else
 			cr_assert_eq(oc.next_ms, NOW + (uint64_t)r->next,
-				     "row %zu (%s): delay %lld, want %lld", i, r->what,
-				     (long long)(oc.next_ms - NOW), r->next);
+			             "row %zu (%s): delay %lld, want %lld", i, r->what,
+			             (long long)(oc.next_ms - NOW), r->next);
 	}
 }
 
 Test(outcome, every_kind_has_a_row)
 {
-	bool seen[ATTEMPT_NEEDS_UTF8 + 1] = {false};
+	bool seen[ATTEMPT_NEEDS_UTF8 + 1] = { false };
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		seen[rows[i].kind] = true;
 	for (int k = 0; k <= ATTEMPT_NEEDS_UTF8; k++)
@@ -192,12 +199,13 @@ static uint64_t xorshift(uint64_t *s)
 
 Test(outcome, retry_delay_jitter_bounds)
 {
-	static const uint64_t d[] = {60000, 300000, 900000, 3600000, 14400000};
-	static const unsigned pcts[] = {1, 10, 25, 50, 100};
+	static const uint64_t d[] = { 60000, 300000, 900000, 3600000, 14400000 };
+	static const unsigned pcts[] = { 1, 10, 25, 50, 100 };
 	uint64_t seed = 0x9e3779b97f4a7c15ull;
 	for (size_t p = 0; p < sizeof(pcts) / sizeof(pcts[0]); p++) {
 		struct retry_policy jp = {
-			.delays_ms = d, .ndelays = 5, .max_age_ms = DAY, .jitter_pct = pcts[p]};
+			.delays_ms = d, .ndelays = 5, .max_age_ms = DAY, .jitter_pct = pcts[p]
+		};
 		for (unsigned n = 1; n <= 8; n++) {
 			uint64_t nominal = d[n <= 5 ? n - 1 : 4];
 			uint64_t span = nominal * pcts[p] / 100;
@@ -205,19 +213,19 @@ Test(outcome, retry_delay_jitter_bounds)
 			for (int i = 0; i < 5000; i++) {
 				uint64_t v = outcome_retry_delay(&jp, n, xorshift(&seed));
 				cr_assert_geq(v, nominal - span, "pct %u n %u: %llu < %llu",
-					      pcts[p], n, (unsigned long long)v,
-					      (unsigned long long)(nominal - span));
+				              pcts[p], n, (unsigned long long)v,
+				              (unsigned long long)(nominal - span));
 				cr_assert_leq(v, nominal + span, "pct %u n %u: %llu > %llu",
-					      pcts[p], n, (unsigned long long)v,
-					      (unsigned long long)(nominal + span));
+				              pcts[p], n, (unsigned long long)v,
+				              (unsigned long long)(nominal + span));
 				lo = v < lo ? v : lo;
 				hi = v > hi ? v : hi;
 			}
 			/* The jitter really spreads to both sides. */
 			cr_assert_lt(lo, nominal - span / 2, "pct %u n %u: never much lower",
-				     pcts[p], n);
+			             pcts[p], n);
 			cr_assert_gt(hi, nominal + span / 2, "pct %u n %u: never much higher",
-				     pcts[p], n);
+			             pcts[p], n);
 		}
 		/* The extremes are reachable. */
 		uint64_t span0 = d[0] * pcts[p] / 100;
@@ -239,8 +247,8 @@ Test(outcome, retry_delay_schedule)
 	p.ndelays = 0;
 	cr_assert_eq(outcome_retry_delay(&p, 3, 99), 60000, "no schedule: one minute");
 	/* Delays under 100 ms are not jittered. */
-	static const uint64_t tiny[] = {50};
-	struct retry_policy t = {.delays_ms = tiny, .ndelays = 1, .jitter_pct = 50};
+	static const uint64_t tiny[] = { 50 };
+	struct retry_policy t = { .delays_ms = tiny, .ndelays = 1, .jitter_pct = 50 };
 	for (uint64_t r = 0; r < 100; r++)
 		cr_assert_eq(outcome_retry_delay(&t, 1, r), 50);
 }
@@ -293,7 +301,7 @@ Test(outcome, report_set)
 	for (size_t i = 0; i < sizeof(not_enh) / sizeof(not_enh[0]); i++) {
 		outcome_report_set(&rep, ATTEMPT_REPLY, STAGE_RCPT, 550, not_enh[i]);
 		cr_assert_str_eq(rep.enh, "", "'%s' has no enhanced code, got '%s'", not_enh[i],
-				 rep.enh);
+		                 rep.enh);
 	}
 	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "5.1.1 looks like one");
 	cr_assert_str_eq(rep.enh, "", "only replies carry enhanced codes");

@@ -36,8 +36,8 @@ static void ops_configure(struct sched_dest *d, void *ctx)
 	c->configured++;
 }
 
-static const struct sched_ops ops = {.kick = ops_kick, .configure = ops_configure};
-static const uint64_t delays[] = {1000, 5000, 20000};
+static const struct sched_ops ops = { .kick = ops_kick, .configure = ops_configure };
+static const uint64_t delays[] = { 1000, 5000, 20000 };
 
 static char dir[64];
 static struct spool *sp;
@@ -54,12 +54,12 @@ static void setup(void)
 	sched_rd = spool_reader_new(sp);
 	rd = spool_reader_new(sp);
 	memset(&ctx, 0, sizeof(ctx));
-	ctx.lim = (struct sched_limits){.max_connections = 10,
-					.max_msgs_per_conn = 100,
-					.max_rcpts_per_msg = 100,
-					.connect_timeout_ms = 1000};
+	ctx.lim = (struct sched_limits){ .max_connections = 10,
+		                         .max_msgs_per_conn = 100,
+		                         .max_rcpts_per_msg = 100,
+		                         .connect_timeout_ms = 1000 };
 	struct sched_config cfg = {
-		.retry = {.delays_ms = delays, .ndelays = 3, .max_age_ms = 3 * DAY},
+		.retry = { .delays_ms = delays, .ndelays = 3, .max_age_ms = 3 * DAY },
 		.max_outbound = 100,
 	};
 	s = sched_new(&cfg, &ops, &ctx, sp, sched_rd);
@@ -88,17 +88,21 @@ static uint64_t submit(unsigned n, const char *domain, uint64_t submit_ms)
 
 static void add(uint64_t id, uint32_t idx, const char *domain, uint64_t submit_ms, uint64_t now)
 {
-	struct sched_add a = {.msgid = id, .idx = idx, .domain = domain, .submit_ms = submit_ms};
+	struct sched_add a = { .msgid = id, .idx = idx, .domain = domain, .submit_ms = submit_ms };
 	sched_add(s, &a, now);
 }
 
 /* add_tried - as the start-up scan adds a recipient tried attempts times
  * before, next due at next_ms (0: now). */
 static void add_tried(uint64_t id, uint32_t idx, const char *domain, uint64_t next_ms,
-		      uint16_t attempts, uint64_t now)
+                      uint16_t attempts, uint64_t now)
 {
-	struct sched_add a = {.msgid = id, .idx = idx, .domain = domain, .submit_ms = T0,
-			      .next_ms = next_ms, .attempts = attempts};
+	struct sched_add a = { .msgid = id,
+		               .idx = idx,
+		               .domain = domain,
+		               .submit_ms = T0,
+		               .next_ms = next_ms,
+		               .attempts = attempts };
 	sched_add(s, &a, now);
 }
 
@@ -118,31 +122,31 @@ static uint64_t queue_new(unsigned n, const char *domain)
 }
 
 static void check_counts(const char *where, uint64_t queued, uint64_t deferred, uint64_t in_flight,
-			 uint64_t delivered, uint64_t bounced)
+                         uint64_t delivered, uint64_t bounced)
 {
 	struct stats_counts c;
 	sched_totals(s, &c);
 	cr_assert_eq(c.queued, queued, "%s: queued %llu, want %llu", where,
-		     (unsigned long long)c.queued, (unsigned long long)queued);
+	             (unsigned long long)c.queued, (unsigned long long)queued);
 	cr_assert_eq(c.deferred, deferred, "%s: deferred %llu, want %llu", where,
-		     (unsigned long long)c.deferred, (unsigned long long)deferred);
+	             (unsigned long long)c.deferred, (unsigned long long)deferred);
 	cr_assert_eq(c.in_flight, in_flight, "%s: in_flight %llu, want %llu", where,
-		     (unsigned long long)c.in_flight, (unsigned long long)in_flight);
+	             (unsigned long long)c.in_flight, (unsigned long long)in_flight);
 	cr_assert_eq(c.delivered, delivered, "%s: delivered %llu, want %llu", where,
-		     (unsigned long long)c.delivered, (unsigned long long)delivered);
+	             (unsigned long long)c.delivered, (unsigned long long)delivered);
 	cr_assert_eq(c.bounced, bounced, "%s: bounced %llu, want %llu", where,
-		     (unsigned long long)c.bounced, (unsigned long long)bounced);
+	             (unsigned long long)c.bounced, (unsigned long long)bounced);
 }
 
 /* done_all - report the same reply for every recipient of j. */
 static void done_all(struct sched_job *j, enum attempt_stage stage, int code, const char *text,
-		     uint64_t now)
+                     uint64_t now)
 {
 	struct attempt_report reps[128];
 	cr_assert_leq(j->nrcpt, 128);
 	for (unsigned i = 0; i < j->nrcpt; i++)
 		outcome_report_set(&reps[i], ATTEMPT_REPLY, stage, code, text);
-	struct sched_attempt info = {.remote = "mx.test[127.0.0.1]:25", .duration_ms = 5};
+	struct sched_attempt info = { .remote = "mx.test[127.0.0.1]:25", .duration_ms = 5 };
 	sched_job_done(s, j, reps, &info, now);
 }
 
@@ -266,7 +270,7 @@ Test(sched, groups_recipients_of_a_message)
 		int msg;
 		unsigned n;
 		uint32_t first;
-	} want[] = {{0, 2, 0}, {0, 2, 2}, {0, 1, 4}, {1, 2, 0}};
+	} want[] = { { 0, 2, 0 }, { 0, 2, 2 }, { 0, 1, 4 }, { 1, 2, 0 } };
 	struct sched_job *jobs[4];
 	for (int k = 0; k < 4; k++) {
 		struct sched_job *j = sched_job_next(s, d, T0);
@@ -280,16 +284,16 @@ Test(sched, groups_recipients_of_a_message)
 		cr_assert(!memcmp(j->sender, "sender@example.org", 18));
 		char body[64];
 		int len = snprintf(body, sizeof(body), "Subject: %u to example.test\r\n\r\nhi\r\n",
-				   want[k].msg ? 2u : 5u);
+		                   want[k].msg ? 2u : 5u);
 		cr_assert_eq(buf_used(&j->body), (size_t)len);
 		cr_assert(!memcmp(buf_head(&j->body), body, (size_t)len));
 		for (unsigned i = 0; i < j->nrcpt; i++) {
 			char addr[64];
-			int n = snprintf(addr, sizeof(addr), "rcpt%u@example.test",
-					 want[k].first + i);
+			int n =
+			    snprintf(addr, sizeof(addr), "rcpt%u@example.test", want[k].first + i);
 			cr_assert_eq(j->rcpt[i].addr_len, (size_t)n, "job %d rcpt %u", k, i);
 			cr_assert(!memcmp(j->rcpt[i].addr, addr, (size_t)n), "job %d rcpt %u", k,
-				  i);
+			          i);
 			cr_assert_eq(j->rcpt[i].notify, NOTIFY_FAILURE);
 			cr_assert_eq(j->rcpt[i].attempts, 0);
 		}
@@ -313,21 +317,21 @@ Test(sched, groups_recipients_of_a_message)
 
 Test(sched, own_body_is_a_job_of_its_own)
 {
-	struct iovec body = {.iov_base = (void *)"shared\r\n", .iov_len = 8};
-	struct iovec vars[2] = {{.iov_base = (void *)"one\r\n", .iov_len = 5},
-				{.iov_base = (void *)"two\r\n", .iov_len = 5}};
-	struct spool_rcpt rc[3] = {{.addr = "v1@x.test", .addr_len = 9, .variant = 1},
-				   {.addr = "v2@x.test", .addr_len = 9, .variant = 2},
-				   {.addr = "s@x.test", .addr_len = 8}};
-	struct spool_req req = {.type = SPOOL_REQ_SUBMIT};
-	req.u.submit.msg = (struct spool_msg){.id = spool_next_id(sp),
-					      .submit_ms = T0,
-					      .flags = MSG_F_VARIANTS,
-					      .nrcpt = 3,
-					      .body_len = 8,
-					      .sender = "",
-					      .envid = "",
-					      .source = ""};
+	struct iovec body = { .iov_base = (void *)"shared\r\n", .iov_len = 8 };
+	struct iovec vars[2] = { { .iov_base = (void *)"one\r\n", .iov_len = 5 },
+		                 { .iov_base = (void *)"two\r\n", .iov_len = 5 } };
+	struct spool_rcpt rc[3] = { { .addr = "v1@x.test", .addr_len = 9, .variant = 1 },
+		                    { .addr = "v2@x.test", .addr_len = 9, .variant = 2 },
+		                    { .addr = "s@x.test", .addr_len = 8 } };
+	struct spool_req req = { .type = SPOOL_REQ_SUBMIT };
+	req.u.submit.msg = (struct spool_msg){ .id = spool_next_id(sp),
+		                               .submit_ms = T0,
+		                               .flags = MSG_F_VARIANTS,
+		                               .nrcpt = 3,
+		                               .body_len = 8,
+		                               .sender = "",
+		                               .envid = "",
+		                               .source = "" };
 	req.u.submit.rcpts = rc;
 	req.u.submit.body = &body;
 	req.u.submit.nbody = 1;
@@ -336,15 +340,15 @@ Test(sched, own_body_is_a_job_of_its_own)
 	cr_assert_eq(test_spool_call(sp, &req), SPOOL_OK);
 	uint64_t id = req.u.submit.msg.id;
 	for (uint32_t i = 0; i < 3; i++) {
-		struct sched_add a = {.msgid = id,
-				      .idx = i,
-				      .domain = "x.test",
-				      .submit_ms = T0,
-				      .own_body = i < 2};
+		struct sched_add a = { .msgid = id,
+			               .idx = i,
+			               .domain = "x.test",
+			               .submit_ms = T0,
+			               .own_body = i < 2 };
 		sched_add(s, &a, T0);
 	}
 	struct sched_dest *d = sched_dest_find(s, "x.test");
-	static const char *const bodies[3] = {"one\r\n", "two\r\n", "shared\r\n"};
+	static const char *const bodies[3] = { "one\r\n", "two\r\n", "shared\r\n" };
 	for (int k = 0; k < 3; k++) {
 		struct sched_job *j = sched_job_next(s, d, T0);
 		cr_assert_not_null(j);
@@ -418,7 +422,7 @@ Test(sched, outcomes_reach_the_spool)
 	cr_assert_eq(rcpt_state(id, 1).attempts, 3);
 	/* Every recipient is final: the message is done and its body gone. */
 	struct spool_msg m;
-	struct buf b = {0};
+	struct buf b = { 0 };
 	cr_assert(spool_reader_begin(rd));
 	cr_assert(spool_get_msg(rd, id, &m));
 	cr_assert_eq(m.pending, 0);
@@ -533,7 +537,7 @@ Test(sched, a_new_destination_starts_with_a_few_sessions)
 Test(sched, shard_wide_session_limit)
 {
 	struct sched_config cfg = {
-		.retry = {.delays_ms = delays, .ndelays = 3, .max_age_ms = 3 * DAY},
+		.retry = { .delays_ms = delays, .ndelays = 3, .max_age_ms = 3 * DAY },
 		.max_outbound = 1,
 	};
 	sched_set_config(s, &cfg);
@@ -551,7 +555,7 @@ Test(sched, shard_wide_session_limit)
 	sched_session_closed(s, da);
 	sched_run(s);
 	cr_assert_eq(kicks_of("b.test"), kicks + 1,
-		     "the freed slot goes to the waiting destination");
+	             "the freed slot goes to the waiting destination");
 	cr_assert(sched_dest_may_connect(s, db, T0));
 	sched_session_opened(s, db);
 	done_all(sched_job_next(s, db, T0), STAGE_CONTENT, 250, "250", T0);
@@ -591,12 +595,12 @@ Test(sched, rate_limit_in_simulated_time)
 		for (unsigned k = i; k < n && times[k] < times[i] + 1000; k++)
 			in_window++;
 		cr_assert_leq(in_window, 10, "%u jobs in the second after %llu", in_window,
-			      (unsigned long long)(times[i] - T0));
+		              (unsigned long long)(times[i] - T0));
 		if (i > 5)
 			cr_assert_geq(times[i] - times[i - 1], 190,
-				      "job %u only %llu ms after the "
-				      "previous",
-				      i, (unsigned long long)(times[i] - times[i - 1]));
+			              "job %u only %llu ms after the "
+			              "previous",
+			              i, (unsigned long long)(times[i] - times[i - 1]));
 	}
 	/* Steady state: 5 per second. */
 	unsigned mid = 0;
@@ -821,7 +825,7 @@ Test(sched, many_destinations_and_counters_add_up)
 			x ^= x >> 7;
 			x ^= x << 17;
 			int pick = (int)(x % 3);
-			static const int codes[3] = {250, 451, 550};
+			static const int codes[3] = { 250, 451, 550 };
 			if (codes[pick] == 250)
 				delivered += j->nrcpt;
 			else if (codes[pick] == 550)
@@ -832,8 +836,8 @@ Test(sched, many_destinations_and_counters_add_up)
 			cr_assert_eq(c.delivered, delivered);
 			cr_assert_eq(c.bounced, bounced);
 			cr_assert_eq(c.queued + c.deferred + c.in_flight + delivered + bounced,
-				     (uint64_t)NDEST * NR, "round %d: recipients lost or doubled",
-				     round);
+			             (uint64_t)NDEST * NR, "round %d: recipients lost or doubled",
+			             round);
 		}
 		sched_run(s);
 	}
@@ -848,14 +852,14 @@ Test(sched, many_destinations_and_counters_add_up)
  * recipient i is rcpt<i>@domains[i] (or @domain when domains is NULL) with
  * NOTIFY notify[i] (FAILURE when notify is NULL). */
 static uint64_t submit_with(unsigned n, const char *domain, const char *const *domains,
-			    const char *sender, uint32_t flags, const uint8_t *notify,
-			    uint64_t submit_ms)
+                            const char *sender, uint32_t flags, const uint8_t *notify,
+                            uint64_t submit_ms)
 {
 	static char body[128]; /* lives until the spool has it: the call waits */
 	int len = snprintf(body, sizeof(body),
-			   "Subject: %u to %s\r\nX-Test: dsn\r\n\r\nthe body text\r\n", n, domain);
+	                   "Subject: %u to %s\r\nX-Test: dsn\r\n\r\nthe body text\r\n", n, domain);
 	return test_submit_with(sp, sender, domain, domains, n, flags, notify, body, (size_t)len,
-				submit_ms);
+	                        submit_ms);
 }
 
 /* The bounce mailbox, read back whole. */
@@ -914,7 +918,10 @@ static unsigned count_str(const char *hay, const char *needle)
 static void set_retry(const uint64_t *d, unsigned nd, unsigned jitter, uint32_t max_outbound)
 {
 	struct sched_config cfg = {
-		.retry = {.delays_ms = d, .ndelays = nd, .max_age_ms = 3 * DAY, .jitter_pct = jitter},
+		.retry = { .delays_ms = d,
+		           .ndelays = nd,
+		           .max_age_ms = 3 * DAY,
+		           .jitter_pct = jitter },
 		.max_outbound = max_outbound,
 		.hostname = "mta.sched.test",
 	};
@@ -926,7 +933,7 @@ Test(sched, retry_schedule_and_jitter_bounds)
 	/* 60 messages of 2 recipients fail again and again: every next
 	 * attempt lies within +-10% of the schedule's delay (the last one
 	 * repeating), spread to both sides, never before it is due. */
-	static const uint64_t dl[] = {1000, 2000, 4000};
+	static const uint64_t dl[] = { 1000, 2000, 4000 };
 	set_retry(dl, 3, 10, 100);
 	enum { NM = 60, NR = 2 };
 	uint64_t ids[NM];
@@ -955,15 +962,17 @@ Test(sched, retry_schedule_and_jitter_bounds)
 				cr_assert_eq(st.attempts, round + 1);
 				cr_assert_str_eq(st.response, "451 4.7.1 greylisted");
 				cr_assert(st.next_ms >= now + nominal - span &&
-					  st.next_ms <= now + nominal + span,
-					  "round %u: next attempt %+lld ms, want %llu +- %llu", round,
-					  (long long)(st.next_ms - now), (unsigned long long)nominal,
-					  (unsigned long long)span);
+				              st.next_ms <= now + nominal + span,
+				          "round %u: next attempt %+lld ms, want %llu +- %llu",
+				          round, (long long)(st.next_ms - now),
+				          (unsigned long long)nominal, (unsigned long long)span);
 				lo = RP_MIN(lo, st.next_ms);
 				hi = st.next_ms > hi ? st.next_ms : hi;
 			}
-		cr_assert_lt(lo, now + nominal - span / 2, "round %u: jitter never goes low", round);
-		cr_assert_gt(hi, now + nominal + span / 2, "round %u: jitter never goes high", round);
+		cr_assert_lt(lo, now + nominal - span / 2, "round %u: jitter never goes low",
+		             round);
+		cr_assert_gt(hi, now + nominal + span / 2, "round %u: jitter never goes high",
+		             round);
 		sched_tick(s, lo - 1);
 		check_counts("none early", 0, NM * NR, 0, 0, 0);
 		sched_tick(s, hi);
@@ -999,7 +1008,7 @@ Test(sched, a_retried_message_keeps_its_recipients_together)
 {
 	/* README: recipients of one message to one domain share a
 	 * transaction; a retry must not split them into one per recipient. */
-	static const uint64_t dl[] = {1000, 2000};
+	static const uint64_t dl[] = { 1000, 2000 };
 	set_retry(dl, 2, 10, 100);
 	queue_new(10, "grey.test");
 	struct sched_dest *d = sched_dest_find(s, "grey.test");
@@ -1027,7 +1036,7 @@ Test(sched, a_retried_message_keeps_its_recipients_together)
 
 Test(sched, max_age_bounces_with_a_dsn)
 {
-	static const uint64_t dl[] = {1000};
+	static const uint64_t dl[] = { 1000 };
 	set_retry(dl, 1, 10, 100);
 	uint64_t old = T0 - 3 * DAY - 1, young = T0 - 3 * DAY + 60000;
 	uint64_t a = submit(2, "slow.test", old);
@@ -1054,8 +1063,8 @@ Test(sched, max_age_bounces_with_a_dsn)
 	cr_assert_not_null(strstr(dsn, "Final-Recipient: rfc822; rcpt1@slow.test\r\n"));
 	cr_assert_eq(count_str(dsn, "\r\nAction: failed\r\nStatus: 4.4.7\r\n"), 2, "%s", dsn);
 	cr_assert_not_null(strstr(dsn, "\r\nDiagnostic-Code: X-ringpost; delivery time expired; "
-				       "last error: 451 4.3.0 try later\r\n"),
-			   "%s", dsn);
+	                               "last error: 451 4.3.0 try later\r\n"),
+	                   "%s", dsn);
 	cr_assert_not_null(strstr(dsn, "\r\nReporting-MTA: dns; mta.sched.test\r\n"));
 	cr_assert_not_null(strstr(dsn, "\r\nRemote-MTA: dns; mx.test\r\n"));
 	cr_assert_not_null(strstr(dsn, "\r\nTo: <sender@example.org>\r\n"));
@@ -1064,13 +1073,13 @@ Test(sched, max_age_bounces_with_a_dsn)
 
 Test(sched, dsn_per_message_notify_ret_and_null_sender)
 {
-	static const uint8_t notify[4] = {NOTIFY_FAILURE, NOTIFY_NEVER, NOTIFY_SUCCESS,
-					  NOTIFY_FAILURE | NOTIFY_DELAY};
+	static const uint8_t notify[4] = { NOTIFY_FAILURE, NOTIFY_NEVER, NOTIFY_SUCCESS,
+		                           NOTIFY_FAILURE | NOTIFY_DELAY };
 	uint64_t hdrs = submit_with(4, "dsn.test", NULL, "s@origin.test", 0, notify, T0);
 	uint64_t full = submit_with(1, "dsn.test", NULL, "s@origin.test", MSG_F_RET_FULL, NULL, T0);
 	uint64_t null = submit_with(2, "dsn.test", NULL, "", 0, NULL, T0);
 	uint64_t never = submit_with(1, "dsn.test", NULL, "s@origin.test", 0,
-				     (const uint8_t[]){NOTIFY_NEVER}, T0);
+	                             (const uint8_t[]){ NOTIFY_NEVER }, T0);
 	add_all(hdrs, 4, "dsn.test", T0);
 	add_all(full, 1, "dsn.test", T0);
 	add_all(null, 2, "dsn.test", T0);
@@ -1098,14 +1107,15 @@ Test(sched, dsn_per_message_notify_ret_and_null_sender)
 	cr_assert_eq(count_str(h, "\r\nStatus: 5.1.1\r\n"), 2);
 	cr_assert_eq(count_str(h, "\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"), 2);
 	cr_assert_not_null(strstr(h, "Content-Type: text/rfc822-headers\r\n\r\n"
-				     "Subject: 4 to dsn.test\r\nX-Test: dsn\r\n\r\n--"),
-			   "the header section, no body: %s", h);
+	                             "Subject: 4 to dsn.test\r\nX-Test: dsn\r\n\r\n--"),
+	                   "the header section, no body: %s", h);
 	cr_assert_null(strstr(h, "the body text"));
 	const char *f = dsn_for(&mb, full);
 	cr_assert_not_null(f);
-	cr_assert_not_null(strstr(f, "Content-Type: message/rfc822\r\n\r\n"
-				     "Subject: 1 to dsn.test\r\nX-Test: dsn\r\n\r\nthe body text\r\n"),
-			   "RET=FULL returns the whole message: %s", f);
+	cr_assert_not_null(strstr(f,
+	                          "Content-Type: message/rfc822\r\n\r\n"
+	                          "Subject: 1 to dsn.test\r\nX-Test: dsn\r\n\r\nthe body text\r\n"),
+	                   "RET=FULL returns the whole message: %s", f);
 	mbox_free(&mb);
 }
 
@@ -1116,7 +1126,7 @@ static void fail_loop_kick(struct sched_dest *d)
 	/* What delivery.c does when the route leads back to ourselves. */
 	struct attempt_report rep;
 	outcome_report_set(&rep, ATTEMPT_LOOP, STAGE_CONNECT, 0,
-			   "mail for loop.test loops back to myself");
+	                   "mail for loop.test loops back to myself");
 	sched_dest_failed(s, d, &rep, NULL, rp_now_ms());
 }
 
@@ -1139,8 +1149,8 @@ Test(sched, dsn_for_a_failure_during_a_kick_keeps_the_original)
 	cr_assert_eq(mbox_read(&mb), 1);
 	cr_assert_not_null(strstr(mb.msg[0], "\r\nStatus: 5.4.6\r\n"));
 	cr_assert_not_null(strstr(mb.msg[0], "Content-Type: text/rfc822-headers\r\n\r\n"
-					     "Subject: 1 to loop.test\r\n"),
-			   "the original's headers are missing: %s", mb.msg[0]);
+	                                     "Subject: 1 to loop.test\r\n"),
+	                   "the original's headers are missing: %s", mb.msg[0]);
 	mbox_free(&mb);
 }
 
@@ -1148,7 +1158,7 @@ Test(sched, dsn_for_a_failure_during_a_kick_keeps_the_original)
 
 Test(sched, purge_with_bounce_takes_only_its_destination)
 {
-	static const char *const ab[3] = {"a.test", "a.test", "b.test"};
+	static const char *const ab[3] = { "a.test", "a.test", "b.test" };
 	uint64_t m1 = submit_with(3, "a.test", ab, "s@origin.test", 0, NULL, T0);
 	uint64_t m2 = submit(2, "a.test", T0);
 	uint64_t m3 = submit(1, "a.test", T0);
@@ -1191,8 +1201,8 @@ Test(sched, purge_with_bounce_takes_only_its_destination)
 	cr_assert_eq(count_str(d1, "\r\nFinal-Recipient: "), 2, "only a.test's: %s", d1);
 	cr_assert_null(strstr(d1, "rcpt2@b.test\r\n"));
 	cr_assert_eq(count_str(d1, "\r\nDiagnostic-Code: X-ringpost; purged by the "
-				   "administrator\r\n"),
-		     2);
+	                           "administrator\r\n"),
+	             2);
 	cr_assert_not_null(dsn_for(&mb, m2));
 	cr_assert_not_null(dsn_for(&mb, m3));
 	mbox_free(&mb);
@@ -1228,7 +1238,7 @@ Test(sched, purge_without_bounce_drops_silently)
 	sched_tick(s, T0 + DAY);
 	cr_assert_null(sched_job_next(s, a, T0 + DAY), "nothing comes back");
 	done_all(sched_job_next(s, sched_dest_find(s, "c.test"), T0), STAGE_CONTENT, 250, "250",
-		 T0);
+	         T0);
 	check_counts("end", 0, 0, 0, 1, 3);
 }
 
@@ -1239,8 +1249,12 @@ Test(sched, msg_purge_takes_only_that_message)
 	uint64_t m3 = submit(2, "a.test", T0);
 	uint64_t m4 = submit(1, "a.test", T0);
 	add_all(m2, 2, "a.test", T0);
-	struct sched_add da = {.msgid = m1, .idx = 0, .domain = "a.test", .submit_ms = T0,
-			       .next_ms = T0 + 5000, .attempts = 1};
+	struct sched_add da = { .msgid = m1,
+		                .idx = 0,
+		                .domain = "a.test",
+		                .submit_ms = T0,
+		                .next_ms = T0 + 5000,
+		                .attempts = 1 };
 	sched_add(s, &da, T0);
 	add(m1, 1, "a.test", T0, T0);
 	add(m1, 2, "a.test", T0, T0);
@@ -1299,7 +1313,7 @@ Test(sched, purge_and_retry_reach_every_deferred_recipient)
 	/* Recipients of three destinations share the retry heap; taking one
 	 * destination's out must find every one of them. */
 	uint64_t x = 0x2545f4914f6cdd1dull, last = 0;
-	static const char *const names[3] = {"x.test", "y.test", "z.test"};
+	static const char *const names[3] = { "x.test", "y.test", "z.test" };
 	for (int round = 0; round < 3; round++)
 		for (int k = 0; k < 3; k++) {
 			uint64_t l = defer_many(names[k], 100, &x);
@@ -1307,7 +1321,7 @@ Test(sched, purge_and_retry_reach_every_deferred_recipient)
 		}
 	check_counts("deferred", 0, 900, 0, 0, 0);
 	struct sched_dest *dx = sched_dest_find(s, "x.test"), *dy = sched_dest_find(s, "y.test"),
-			  *dz = sched_dest_find(s, "z.test");
+	                  *dz = sched_dest_find(s, "z.test");
 	cr_assert_eq(sched_dest_purge(s, dy, false, T0), 300);
 	cr_assert_eq(dy->n.deferred, 0);
 	cr_assert_eq(sched_dest_retry(s, dx, T0), 300);
@@ -1365,7 +1379,7 @@ Test(sched, suspend_holds_and_resume_releases_everything)
 	add_all(m3, 2, "sus.test", T0 + 1000);
 	cr_assert_null(sched_job_next(s, d, T0 + 1000));
 	check_counts("suspended", 6, 0, 0, 0, 0);
-	struct stats_snapshot snap = {0};
+	struct stats_snapshot snap = { 0 };
 	sched_stats(s, &snap);
 	cr_assert_eq(snap.ndomains, 1);
 	cr_assert(snap.domains[0].suspended);
@@ -1397,7 +1411,7 @@ Test(sched, suspend_holds_and_resume_releases_everything)
 static struct {
 	struct sched_dest *live[256]; /* open sessions, oldest first (a ring) */
 	unsigned head, tail;
-	char order[256][16];          /* destinations in the order sessions opened */
+	char order[256][16]; /* destinations in the order sessions opened */
 	unsigned norder;
 	uint64_t now;
 } sim;
@@ -1460,7 +1474,7 @@ Test(sched, shard_limit_turns_round_robin)
 	 * others ask for their first; from then on sessions go round in the
 	 * order the destinations asked, each one's next request at the back. */
 	sim_start(2);
-	static const char *const names[] = {"a.test", "b.test", "c.test", "d.test"};
+	static const char *const names[] = { "a.test", "b.test", "c.test", "d.test" };
 	for (int k = 0; k < 4; k++) {
 		uint64_t id = submit(6, names[k], T0);
 		add_all(id, 6, names[k], T0);
@@ -1472,7 +1486,7 @@ Test(sched, shard_limit_turns_round_robin)
 	char order[600];
 	sim_order(order, sizeof(order));
 	cr_assert_str_eq(order, "a a a b c d a b c d a b c d a b c d b c d b c d",
-			 "sessions opened in the order %s", order);
+	                 "sessions opened in the order %s", order);
 }
 
 Test(sched, shard_limit_slot_is_not_taken_by_a_busier_destination)
@@ -1499,7 +1513,7 @@ Test(sched, shard_limit_slot_unused_by_its_waiter_goes_to_the_next)
 	/* One slot; b.test and c.test wait. By the time the slot is free,
 	 * b.test is suspended: c.test must get it rather than wait forever. */
 	sim_start(1);
-	static const char *const names[] = {"a.test", "b.test", "c.test"};
+	static const char *const names[] = { "a.test", "b.test", "c.test" };
 	for (int k = 0; k < 3; k++) {
 		uint64_t id = submit(1, names[k], T0);
 		add_all(id, 1, names[k], T0);
@@ -1546,7 +1560,7 @@ Test(sched, a_failing_destination_is_probed_by_one_session)
 	cr_assert(sched_dest_may_connect(s, d, T0 + 1000));
 	sched_session_opened(s, d);
 	cr_assert_not(sched_dest_may_connect(s, d, T0 + 1000),
-		      "a second session to a destination that is failing");
+	              "a second session to a destination that is failing");
 	sched_dest_failed(s, d, &rep, "127.0.0.1:9", T0 + 1000);
 	sched_session_closed(s, d);
 	cr_assert_eq(d->fails, 2);
@@ -1590,7 +1604,7 @@ Test(sched, a_huge_failing_destination_settles_in_slices)
 		uint64_t before = d->n.queued;
 		sched_tick(s, T0 + 1 + ticks++);
 		cr_assert_leq(before - d->n.queued, SCHED_SETTLE_MAX, "a tick settled %llu",
-			      (unsigned long long)(before - d->n.queued));
+		              (unsigned long long)(before - d->n.queued));
 		cr_assert_lt(ticks, 10);
 	}
 	cr_assert_eq(ticks, (N - SCHED_SETTLE_MAX + SCHED_SETTLE_MAX - 1) / SCHED_SETTLE_MAX);

@@ -903,7 +903,7 @@ Test(smtp_client, a_job_refused_locally_does_not_count, .timeout = 20)
 		OK_MAIL,  OK_RCPT,
 		QUEUED,   OK_MAIL,
 		OK_RCPT,  QUEUED,
-		BYE,	  NULL
+		BYE,      NULL
 	};
 	static const char *const one[] = { "one@b.test" };
 	char big[2000];

@@ -15,31 +15,31 @@ struct cmd_case {
 };
 
 static const struct cmd_case cmds[] = {
-	{"EHLO client.example", SMTP_EHLO, "client.example"},
-	{"ehlo client.example", SMTP_EHLO, "client.example"},
-	{"HeLo x", SMTP_HELO, "x"},
-	{"MAIL FROM:<a@b.example> SIZE=10", SMTP_MAIL, "FROM:<a@b.example> SIZE=10"},
-	{"mail FROM:<>", SMTP_MAIL, "FROM:<>"},
-	{"RCPT TO:<c@d.example>  \t ", SMTP_RCPT, "TO:<c@d.example>"},
-	{"DATA", SMTP_DATA, ""},
-	{"data   ", SMTP_DATA, ""},
-	{"BDAT 100 LAST", SMTP_BDAT, "100 LAST"},
-	{"RSET", SMTP_RSET, ""},
-	{"NOOP anything", SMTP_NOOP, "anything"},
-	{"QUIT", SMTP_QUIT, ""},
-	{"VRFY postmaster", SMTP_VRFY, "postmaster"},
-	{"EXPN list", SMTP_EXPN, "list"},
-	{"HELP", SMTP_HELP, ""},
-	{"StartTLS", SMTP_STARTTLS, ""},
-	{"AUTH PLAIN AGJvYgBzZWNyZXQ=", SMTP_AUTH, "PLAIN AGJvYgBzZWNyZXQ="},
+	{ "EHLO client.example", SMTP_EHLO, "client.example" },
+	{ "ehlo client.example", SMTP_EHLO, "client.example" },
+	{ "HeLo x", SMTP_HELO, "x" },
+	{ "MAIL FROM:<a@b.example> SIZE=10", SMTP_MAIL, "FROM:<a@b.example> SIZE=10" },
+	{ "mail FROM:<>", SMTP_MAIL, "FROM:<>" },
+	{ "RCPT TO:<c@d.example>  \t ", SMTP_RCPT, "TO:<c@d.example>" },
+	{ "DATA", SMTP_DATA, "" },
+	{ "data   ", SMTP_DATA, "" },
+	{ "BDAT 100 LAST", SMTP_BDAT, "100 LAST" },
+	{ "RSET", SMTP_RSET, "" },
+	{ "NOOP anything", SMTP_NOOP, "anything" },
+	{ "QUIT", SMTP_QUIT, "" },
+	{ "VRFY postmaster", SMTP_VRFY, "postmaster" },
+	{ "EXPN list", SMTP_EXPN, "list" },
+	{ "HELP", SMTP_HELP, "" },
+	{ "StartTLS", SMTP_STARTTLS, "" },
+	{ "AUTH PLAIN AGJvYgBzZWNyZXQ=", SMTP_AUTH, "PLAIN AGJvYgBzZWNyZXQ=" },
 	/* The argument starts right after the verb's one space. */
-	{"HELO  two spaces", SMTP_HELO, " two spaces"},
-	{"XYZZY magic", SMTP_UNKNOWN, "magic"},
-	{"MAILFROM:<a@b>", SMTP_UNKNOWN, ""},
-	{"MAI", SMTP_UNKNOWN, ""},
-	{"QUITX", SMTP_UNKNOWN, ""},
-	{"", SMTP_UNKNOWN, ""},
-	{" QUIT", SMTP_UNKNOWN, "QUIT"},
+	{ "HELO  two spaces", SMTP_HELO, " two spaces" },
+	{ "XYZZY magic", SMTP_UNKNOWN, "magic" },
+	{ "MAILFROM:<a@b>", SMTP_UNKNOWN, "" },
+	{ "MAI", SMTP_UNKNOWN, "" },
+	{ "QUITX", SMTP_UNKNOWN, "" },
+	{ "", SMTP_UNKNOWN, "" },
+	{ " QUIT", SMTP_UNKNOWN, "QUIT" },
 };
 
 Test(smtp_cmd, parse_table)
@@ -50,13 +50,13 @@ Test(smtp_cmd, parse_table)
 		memset(&cmd, 0xaa, sizeof(cmd));
 		smtp_cmd_parse(c->line, strlen(c->line), &cmd);
 		cr_assert_eq(cmd.verb, c->verb, "case %zu '%s': verb %d, want %d", i, c->line,
-			     (int)cmd.verb, (int)c->verb);
+		             (int)cmd.verb, (int)c->verb);
 		cr_assert_eq(cmd.arg_len, strlen(c->arg), "case %zu '%s': arg '%.*s', want '%s'", i,
-			     c->line, (int)cmd.arg_len, cmd.arg, c->arg);
+		             c->line, (int)cmd.arg_len, cmd.arg, c->arg);
 		cr_assert(!memcmp(cmd.arg, c->arg, cmd.arg_len), "case %zu '%s': arg '%.*s'", i,
-			  c->line, (int)cmd.arg_len, cmd.arg);
+		          c->line, (int)cmd.arg_len, cmd.arg);
 		cr_assert(cmd.arg >= c->line && cmd.arg <= c->line + strlen(c->line),
-			  "case %zu: arg must point into the line", i);
+		          "case %zu: arg must point into the line", i);
 	}
 }
 
@@ -101,65 +101,65 @@ struct path_case {
 };
 
 static const struct path_case paths[] = {
-	{"FROM:<a@b.example>", "FROM:", true, "a@b.example", 0, {{0}}},
-	{"from:<a@b.example>", "FROM:", true, "a@b.example", 0, {{0}}},
-	{"FROM: <a@b.example>", "FROM:", true, "a@b.example", 0, {{0}}},
-	{"FROM:   <a@b.example>", "FROM:", true, "a@b.example", 0, {{0}}},
-	{"FROM:<>", "FROM:", true, "", 0, {{0}}},
-	{"FROM:<> SIZE=100", "FROM:", true, "", 1, {{"SIZE", "100"}}},
-	{"FROM:<a@b> SIZE=1000 BODY=8BITMIME SMTPUTF8",
-	 "FROM:",
-	 true,
-	 "a@b",
-	 3,
-	 {{"SIZE", "1000"}, {"BODY", "8BITMIME"}, {"SMTPUTF8", NULL}}},
-	{"FROM:<a@b>   RET=HDRS   ENVID=QQ314159  ",
-	 "FROM:",
-	 true,
-	 "a@b",
-	 2,
-	 {{"RET", "HDRS"}, {"ENVID", "QQ314159"}}},
-	{"FROM:<a@b> SIZE=", "FROM:", true, "a@b", 1, {{"SIZE", ""}}},
-	{"TO:<c@d> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c+40d",
-	 "TO:",
-	 true,
-	 "c@d",
-	 2,
-	 {{"NOTIFY", "SUCCESS,FAILURE"}, {"ORCPT", "rfc822;c+40d"}}},
-	{"TO:<c@d> X-Custom-1=v", "TO:", true, "c@d", 1, {{"X-Custom-1", "v"}}},
+	{ "FROM:<a@b.example>", "FROM:", true, "a@b.example", 0, { { 0 } } },
+	{ "from:<a@b.example>", "FROM:", true, "a@b.example", 0, { { 0 } } },
+	{ "FROM: <a@b.example>", "FROM:", true, "a@b.example", 0, { { 0 } } },
+	{ "FROM:   <a@b.example>", "FROM:", true, "a@b.example", 0, { { 0 } } },
+	{ "FROM:<>", "FROM:", true, "", 0, { { 0 } } },
+	{ "FROM:<> SIZE=100", "FROM:", true, "", 1, { { "SIZE", "100" } } },
+	{ "FROM:<a@b> SIZE=1000 BODY=8BITMIME SMTPUTF8",
+	  "FROM:",
+	  true,
+	  "a@b",
+	  3,
+	  { { "SIZE", "1000" }, { "BODY", "8BITMIME" }, { "SMTPUTF8", NULL } } },
+	{ "FROM:<a@b>   RET=HDRS   ENVID=QQ314159  ",
+	  "FROM:",
+	  true,
+	  "a@b",
+	  2,
+	  { { "RET", "HDRS" }, { "ENVID", "QQ314159" } } },
+	{ "FROM:<a@b> SIZE=", "FROM:", true, "a@b", 1, { { "SIZE", "" } } },
+	{ "TO:<c@d> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c+40d",
+	  "TO:",
+	  true,
+	  "c@d",
+	  2,
+	  { { "NOTIFY", "SUCCESS,FAILURE" }, { "ORCPT", "rfc822;c+40d" } } },
+	{ "TO:<c@d> X-Custom-1=v", "TO:", true, "c@d", 1, { { "X-Custom-1", "v" } } },
 	/* Quoted local parts may hold '>', blanks and escaped quotes. */
-	{"TO:<\"john doe\"@x.example>", "TO:", true, "\"john doe\"@x.example", 0, {{0}}},
-	{"TO:<\"a>b\"@x.example>", "TO:", true, "\"a>b\"@x.example", 0, {{0}}},
-	{"TO:<\"a\\\"> b\"@x.example> SIZE=1",
-	 "TO:",
-	 true,
-	 "\"a\\\"> b\"@x.example",
-	 1,
-	 {{"SIZE", "1"}}},
-	{"TO:<\"<x>\"@x.example>", "TO:", true, "\"<x>\"@x.example", 0, {{0}}},
+	{ "TO:<\"john doe\"@x.example>", "TO:", true, "\"john doe\"@x.example", 0, { { 0 } } },
+	{ "TO:<\"a>b\"@x.example>", "TO:", true, "\"a>b\"@x.example", 0, { { 0 } } },
+	{ "TO:<\"a\\\"> b\"@x.example> SIZE=1",
+	  "TO:",
+	  true,
+	  "\"a\\\"> b\"@x.example",
+	  1,
+	  { { "SIZE", "1" } } },
+	{ "TO:<\"<x>\"@x.example>", "TO:", true, "\"<x>\"@x.example", 0, { { 0 } } },
 	/* Source routes are dropped. */
-	{"TO:<@a.example,@b.example:x@y.example>", "TO:", true, "x@y.example", 0, {{0}}},
-	{"TO:<@a.example:x@y.example>", "TO:", true, "x@y.example", 0, {{0}}},
+	{ "TO:<@a.example,@b.example:x@y.example>", "TO:", true, "x@y.example", 0, { { 0 } } },
+	{ "TO:<@a.example:x@y.example>", "TO:", true, "x@y.example", 0, { { 0 } } },
 	/* Brackets may be left out when the address has no blanks. */
-	{"TO:a@b.example", "TO:", true, "a@b.example", 0, {{0}}},
-	{"TO: a@b.example SIZE=5", "TO:", true, "a@b.example", 1, {{"SIZE", "5"}}},
+	{ "TO:a@b.example", "TO:", true, "a@b.example", 0, { { 0 } } },
+	{ "TO: a@b.example SIZE=5", "TO:", true, "a@b.example", 1, { { "SIZE", "5" } } },
 	/* Bad syntax. */
-	{"TO:<a@b.example", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<a b@c.example>", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<a<b@c.example>", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<a@b.example>x", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<\"unterminated@b.example>", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<@a.example,@b.example>", "TO:", false, NULL, 0, {{0}}},
-	{"TO:", "TO:", false, NULL, 0, {{0}}},
-	{"TO:   ", "TO:", false, NULL, 0, {{0}}},
-	{"TO", "TO:", false, NULL, 0, {{0}}},
-	{"", "TO:", false, NULL, 0, {{0}}},
-	{"FROM:<a@b.example>", "TO:", false, NULL, 0, {{0}}},
-	{"TO <a@b.example>", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<a@b> =x", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<a@b> -X=1", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<a@b> X_Y=1", "TO:", false, NULL, 0, {{0}}},
-	{"TO:<a@b> SIZE\x01=1", "TO:", false, NULL, 0, {{0}}},
+	{ "TO:<a@b.example", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<a b@c.example>", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<a<b@c.example>", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<a@b.example>x", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<\"unterminated@b.example>", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<@a.example,@b.example>", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:   ", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO", "TO:", false, NULL, 0, { { 0 } } },
+	{ "", "TO:", false, NULL, 0, { { 0 } } },
+	{ "FROM:<a@b.example>", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO <a@b.example>", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<a@b> =x", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<a@b> -X=1", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<a@b> X_Y=1", "TO:", false, NULL, 0, { { 0 } } },
+	{ "TO:<a@b> SIZE\x01=1", "TO:", false, NULL, 0, { { 0 } } },
 };
 
 Test(smtp_cmd, path_table)
@@ -172,16 +172,16 @@ Test(smtp_cmd, path_table)
 		if (!ok)
 			continue;
 		cr_assert_eq(p.addr_len, strlen(c->addr), "case %zu '%s': addr '%.*s', want '%s'",
-			     i, c->arg, (int)p.addr_len, p.addr, c->addr);
+		             i, c->arg, (int)p.addr_len, p.addr, c->addr);
 		cr_assert(!memcmp(p.addr, c->addr, p.addr_len), "case %zu: addr '%.*s'", i,
-			  (int)p.addr_len, p.addr);
+		          (int)p.addr_len, p.addr);
 		cr_assert_eq(p.nparams, c->nparams, "case %zu '%s': %u params, want %u", i, c->arg,
-			     p.nparams, c->nparams);
+		             p.nparams, c->nparams);
 		for (unsigned k = 0; k < p.nparams; k++) {
 			const struct smtp_param *pp = &p.params[k];
 			const char *key = c->params[k][0], *val = c->params[k][1];
 			cr_assert_eq(pp->key_len, strlen(key), "case %zu param %u key '%.*s'", i, k,
-				     (int)pp->key_len, pp->key);
+			             (int)pp->key_len, pp->key);
 			cr_assert(!memcmp(pp->key, key, pp->key_len), "case %zu param %u", i, k);
 			cr_assert(smtp_param_is(pp, key), "case %zu param %u", i, k);
 			if (!val) {
@@ -189,12 +189,12 @@ Test(smtp_cmd, path_table)
 				cr_assert_eq(pp->val_len, 0);
 			} else {
 				cr_assert_not_null(pp->val, "case %zu param %u lacks a value", i,
-						   k);
+				                   k);
 				cr_assert_eq(pp->val_len, strlen(val),
-					     "case %zu param %u val '%.*s'", i, k, (int)pp->val_len,
-					     pp->val);
+				             "case %zu param %u val '%.*s'", i, k, (int)pp->val_len,
+				             pp->val);
 				cr_assert(!memcmp(pp->val, val, pp->val_len), "case %zu param %u",
-					  i, k);
+				          i, k);
 			}
 		}
 	}
@@ -208,7 +208,7 @@ Test(smtp_cmd, param_limit)
 		n += snprintf(arg + n, sizeof(arg) - (size_t)n, " P%d=%d", i, i);
 	struct smtp_path p;
 	cr_assert(smtp_path_parse(arg, (size_t)n, "FROM:", &p), "%d params are allowed",
-		  SMTP_MAX_PARAMS);
+	          SMTP_MAX_PARAMS);
 	cr_assert_eq(p.nparams, SMTP_MAX_PARAMS);
 	cr_assert(smtp_param_is(&p.params[SMTP_MAX_PARAMS - 1], "p15"));
 	n += snprintf(arg + n, sizeof(arg) - (size_t)n, " ONE=MORE");
@@ -217,7 +217,7 @@ Test(smtp_cmd, param_limit)
 
 Test(smtp_cmd, param_is)
 {
-	struct smtp_param p = {.key = "SIZE=10", .key_len = 4, .val = "10", .val_len = 2};
+	struct smtp_param p = { .key = "SIZE=10", .key_len = 4, .val = "10", .val_len = 2 };
 	cr_assert(smtp_param_is(&p, "SIZE"));
 	cr_assert(smtp_param_is(&p, "size"));
 	cr_assert(smtp_param_is(&p, "SiZe"));
@@ -233,12 +233,12 @@ struct xtext_case {
 };
 
 static const struct xtext_case xtexts[] = {
-	{"", "", 0},
-	{"abc", "abc", 3},
-	{"rfc822;a+2Bb@c", "rfc822;a+b@c", 12},
-	{"+2B+3D+20", "+= ", 3},
-	{"a+00b", "a\0b", 3},
-	{"+7E+FF", "~\xff", 2},
+	{ "", "", 0 },
+	{ "abc", "abc", 3 },
+	{ "rfc822;a+2Bb@c", "rfc822;a+b@c", 12 },
+	{ "+2B+3D+20", "+= ", 3 },
+	{ "a+00b", "a\0b", 3 },
+	{ "+7E+FF", "~\xff", 2 },
 };
 
 Test(smtp_cmd, xtext_decode_table)
@@ -261,7 +261,7 @@ Test(smtp_cmd, xtext_decode_errors)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char out[64];
 		cr_assert_eq(smtp_xtext_decode(bad[i], strlen(bad[i]), out, sizeof(out)), -1,
-			     "case %zu '%s' must fail", i, bad[i]);
+		             "case %zu '%s' must fail", i, bad[i]);
 	}
 	/* Output space: n bytes need n + 1 for the NUL. */
 	char out[8];
@@ -299,7 +299,7 @@ Test(smtp_cmd, xtext_round_trip_every_byte)
 	/* Encoded text is printable ASCII without '=' or blanks. */
 	for (long i = 0; i < en; i++)
 		cr_assert(enc[i] > 32 && enc[i] < 127 && enc[i] != '=', "byte %ld: %#x", i,
-			  (unsigned char)enc[i]);
+		          (unsigned char)enc[i]);
 	long dn = smtp_xtext_decode(enc, (size_t)en, dec, sizeof(dec));
 	cr_assert_eq(dn, 256);
 	cr_assert(!memcmp(dec, raw, 256));

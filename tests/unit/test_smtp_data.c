@@ -28,7 +28,7 @@ struct rx_result {
 /* feed_split - feed in[0..n) in pieces cut at the offsets in cuts (ascending,
  * ncuts of them); stops after the piece that completes DATA. */
 static void feed_split(const char *in, size_t n, const size_t *cuts, size_t ncuts,
-		       uint64_t max_size, unsigned max_line, struct rx_result *res)
+                       uint64_t max_size, unsigned max_line, struct rx_result *res)
 {
 	struct smtp_data_rx rx;
 	memset(res, 0, sizeof(*res));
@@ -50,22 +50,22 @@ static void feed_split(const char *in, size_t n, const size_t *cuts, size_t ncut
 }
 
 static void feed_whole(const char *in, size_t n, uint64_t max_size, unsigned max_line,
-		       struct rx_result *res)
+                       struct rx_result *res)
 {
 	feed_split(in, n, NULL, 0, max_size, max_line, res);
 }
 
 static void assert_same(const struct rx_result *a, const struct rx_result *b, const char *what,
-			size_t at)
+                        size_t at)
 {
 	cr_assert_eq(a->done, b->done, "%s %zu: done differs", what, at);
 	cr_assert_eq(a->consumed, b->consumed, "%s %zu: consumed %zu vs %zu", what, at, a->consumed,
-		     b->consumed);
+	             b->consumed);
 	cr_assert_eq(a->flags, b->flags, "%s %zu: flags %#x vs %#x", what, at, a->flags, b->flags);
 	cr_assert_eq(buf_used(&a->msg), buf_used(&b->msg), "%s %zu: output length %zu vs %zu", what,
-		     at, buf_used(&a->msg), buf_used(&b->msg));
+	             at, buf_used(&a->msg), buf_used(&b->msg));
 	cr_assert(same(buf_head(&a->msg), buf_head(&b->msg), buf_used(&a->msg)),
-		  "%s %zu: output differs", what, at);
+	          "%s %zu: output differs", what, at);
 }
 
 struct rx_case {
@@ -130,10 +130,10 @@ static void check_case(size_t i, const struct rx_case *c, const struct rx_result
 	cr_assert_eq(r->done, c->done, "case %zu: done %d, want %d", i, r->done, c->done);
 	size_t want_consumed = c->done ? c->consumed : c->in_len;
 	cr_assert_eq(r->consumed, want_consumed, "case %zu: consumed %zu, want %zu", i, r->consumed,
-		     want_consumed);
+	             want_consumed);
 	cr_assert_eq(r->flags, c->flags, "case %zu: flags %#x, want %#x", i, r->flags, c->flags);
 	cr_assert_eq(buf_used(&r->msg), c->out_len, "case %zu: %zu bytes out, want %zu", i,
-		     buf_used(&r->msg), c->out_len);
+	             buf_used(&r->msg), c->out_len);
 	cr_assert(same(buf_head(&r->msg), c->out, c->out_len), "case %zu: output differs", i);
 	cr_assert_eq(r->size, c->out_len, "case %zu: size counts stored bytes", i);
 }
@@ -180,19 +180,19 @@ Test(smtp_data, rx_every_split_gives_the_same)
 Test(smtp_data, rx_two_cuts)
 {
 	static const char in[] = "Subject: x\r\n\r\n..stuffed\r\na\n.\nb\r.\rc\n.\r\nd\r\n.\ne\r\n"
-				 "\r\n..\r\n.\r\nNEXT";
+	                         "\r\n..\r\n.\r\nNEXT";
 	size_t n = sizeof(in) - 1;
 	struct rx_result whole;
 	feed_whole(in, n, 1 << 20, 1000, &whole);
 	cr_assert(whole.done);
 	cr_assert_eq(whole.consumed, n - 4);
 	static const char want[] = "Subject: x\r\n\r\n.stuffed\r\na\r\n.\r\nb\r\n.\r\nc\r\n.\r\n"
-				   "d\r\n.\r\ne\r\n\r\n.\r\n";
+	                           "d\r\n.\r\ne\r\n\r\n.\r\n";
 	cr_assert_eq(buf_used(&whole.msg), sizeof(want) - 1);
 	cr_assert(!memcmp(buf_head(&whole.msg), want, sizeof(want) - 1));
 	for (size_t a = 0; a <= n; a++) {
 		for (size_t b = a; b <= n; b++) {
-			size_t cuts[2] = {a, b};
+			size_t cuts[2] = { a, b };
 			struct rx_result r;
 			feed_split(in, n, cuts, 2, 1 << 20, 1000, &r);
 			assert_same(&whole, &r, "cuts at", a * 1000 + b);
@@ -260,7 +260,7 @@ Test(smtp_data, rx_line_limit)
 	cr_assert_eq(r.flags, SMTP_DATA_BARE_LF | SMTP_DATA_LONG_LINE);
 	buf_free(&r.msg);
 	/* The same long line split across feeds. */
-	size_t cuts[] = {3, 6, 9};
+	size_t cuts[] = { 3, 6, 9 };
 	feed_split(S("123456789\r\n.\r\n"), cuts, 3, 1 << 20, 10, &r);
 	cr_assert_eq(r.flags, SMTP_DATA_LONG_LINE);
 	buf_free(&r.msg);
@@ -306,14 +306,14 @@ Test(smtp_data, dot_stuff_table)
 {
 	for (size_t i = 0; i < sizeof(stuff_cases) / sizeof(stuff_cases[0]); i++) {
 		const struct stuff_case *c = &stuff_cases[i];
-		struct buf out = {0};
+		struct buf out = { 0 };
 		buf_append(&out, "KEEP", 4); /* appends, never overwrites */
 		smtp_dot_stuff(c->body, c->len, &out);
 		cr_assert_eq(buf_used(&out), 4 + c->wire_len, "case %zu: %zu bytes", i,
-			     buf_used(&out));
+		             buf_used(&out));
 		cr_assert(!memcmp(buf_head(&out), "KEEP", 4));
 		cr_assert(!memcmp(buf_head(&out) + 4, c->wire, c->wire_len), "case %zu: '%.*s'", i,
-			  (int)buf_used(&out) - 4, buf_head(&out) + 4);
+		          (int)buf_used(&out) - 4, buf_head(&out) + 4);
 		buf_free(&out);
 	}
 }
@@ -336,7 +336,7 @@ Test(smtp_data, dot_stuff_round_trip_table)
 			want[wn++] = '\n';
 		}
 		cr_assert_eq(buf_used(&r.msg), wn, "case %zu: %zu bytes back, want %zu", i,
-			     buf_used(&r.msg), wn);
+		             buf_used(&r.msg), wn);
 		cr_assert(same(buf_head(&r.msg), want, wn), "case %zu", i);
 		cr_assert_eq(r.flags, 0, "case %zu: flags %#x", i, r.flags);
 		buf_free(&wire);
@@ -357,10 +357,10 @@ Test(smtp_data, dot_stuff_round_trip_random)
 {
 	/* Normalised bodies (CRLF lines) built from dots, letters and 8-bit
 	 * bytes come back byte for byte. */
-	static const char alphabet[] = {'.', '.', '.', 'a', 'Z', ' ', 'q', '\xe9'};
+	static const char alphabet[] = { '.', '.', '.', 'a', 'Z', ' ', 'q', '\xe9' };
 	uint64_t seed = 0x2545f4914f6cdd1dull;
 	for (int iter = 0; iter < 500; iter++) {
-		struct buf body = {0};
+		struct buf body = { 0 };
 		unsigned lines = (unsigned)(xorshift(&seed) % 12);
 		for (unsigned l = 0; l < lines; l++) {
 			unsigned len = (unsigned)(xorshift(&seed) % 6);
@@ -378,12 +378,12 @@ Test(smtp_data, dot_stuff_round_trip_random)
 		stuff_and_receive(buf_head(&body), buf_used(&body), &wire, &r);
 		cr_assert_eq(buf_used(&r.msg), buf_used(&body), "iteration %d", iter);
 		cr_assert(same(buf_head(&r.msg), buf_head(&body), buf_used(&body)), "iteration %d",
-			  iter);
+		          iter);
 		cr_assert_eq(r.flags & ~(unsigned)SMTP_DATA_8BIT, 0, "iteration %d", iter);
 		/* And the stuffed wire form holds no early terminator. */
 		for (size_t k = 0; k + 5 < buf_used(&wire); k++)
 			cr_assert(memcmp(buf_head(&wire) + k, "\r\n.\r\n", 5), "early end at %zu",
-				  k);
+			          k);
 		buf_free(&wire);
 		buf_free(&r.msg);
 		buf_free(&body);
@@ -430,7 +430,7 @@ Test(smtp_data, chunk_check_table)
 		smtp_chunk_init(&st);
 		smtp_chunk_check(&st, c->in, c->len, c->max_line);
 		cr_assert_eq(st.flags, c->flags, "case %zu: flags %#x, want %#x", i, st.flags,
-			     c->flags);
+		             c->flags);
 		/* Any split into two chunks gives the same verdict. */
 		for (size_t k = 0; k <= c->len; k++) {
 			struct smtp_chunk_state s2;
@@ -438,7 +438,7 @@ Test(smtp_data, chunk_check_table)
 			smtp_chunk_check(&s2, c->in, k, c->max_line);
 			smtp_chunk_check(&s2, c->in + k, c->len - k, c->max_line);
 			cr_assert_eq(s2.flags, c->flags, "case %zu cut %zu: flags %#x, want %#x", i,
-				     k, s2.flags, c->flags);
+			             k, s2.flags, c->flags);
 		}
 	}
 }
@@ -465,24 +465,24 @@ struct norm_case {
 };
 
 static const struct norm_case norm_cases[] = {
-	{"", "", ""},
-	{"", "a\r\nb\r\n", "a\r\nb\r\n"},
-	{"", "a\nb\r\nc\n", "a\r\nb\r\nc\r\n"},
-	{"", "\n", "\r\n"},
-	{"", "\n\n\n", "\r\n\r\n\r\n"},
-	{"", "\r\r\n\n", "\r\n\r\n\r\n"},
-	{"", "a\rb", "a\r\nb"},
-	{"", "a\r", "a\r\n"},
-	{"x\n", "y\n", "x\ny\r\n"},
-	{"ab\r", "\nc\n", "ab\r\nc\r\n"},
-	{"ab", "\nc", "ab\r\nc"},
+	{ "", "", "" },
+	{ "", "a\r\nb\r\n", "a\r\nb\r\n" },
+	{ "", "a\nb\r\nc\n", "a\r\nb\r\nc\r\n" },
+	{ "", "\n", "\r\n" },
+	{ "", "\n\n\n", "\r\n\r\n\r\n" },
+	{ "", "\r\r\n\n", "\r\n\r\n\r\n" },
+	{ "", "a\rb", "a\r\nb" },
+	{ "", "a\r", "a\r\n" },
+	{ "x\n", "y\n", "x\ny\r\n" },
+	{ "ab\r", "\nc\n", "ab\r\nc\r\n" },
+	{ "ab", "\nc", "ab\r\nc" },
 };
 
 Test(smtp_data, normalize_newlines)
 {
 	for (size_t i = 0; i < sizeof(norm_cases) / sizeof(norm_cases[0]); i++) {
 		const struct norm_case *c = &norm_cases[i];
-		struct buf b = {0};
+		struct buf b = { 0 };
 		/* Leave consumed bytes in front: offsets are relative to the head. */
 		buf_append(&b, "JUNK", 4);
 		buf_puts(&b, c->pre);
@@ -491,9 +491,9 @@ Test(smtp_data, normalize_newlines)
 		buf_consume(&b, 4);
 		msg_normalize_newlines(&b, from);
 		cr_assert_eq(buf_used(&b), strlen(c->want), "case %zu: '%.*s'", i,
-			     (int)buf_used(&b), buf_head(&b));
+		             (int)buf_used(&b), buf_head(&b));
 		cr_assert(!memcmp(buf_head(&b), c->want, strlen(c->want)), "case %zu: '%.*s'", i,
-			  (int)buf_used(&b), buf_head(&b));
+		          (int)buf_used(&b), buf_head(&b));
 		buf_free(&b);
 	}
 }
@@ -501,7 +501,7 @@ Test(smtp_data, normalize_newlines)
 Test(smtp_data, normalize_large)
 {
 	/* Many bare LFs in a buffer that has to grow. */
-	struct buf b = {0}, want = {0};
+	struct buf b = { 0 }, want = { 0 };
 	for (int i = 0; i < 5000; i++) {
 		buf_printf(&b, "line %d\n", i);
 		buf_printf(&want, "line %d\r\n", i);

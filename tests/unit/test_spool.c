@@ -75,7 +75,7 @@ Test(spool_record, msg_round_trip)
 
 Test(spool_record, msg_empty_strings_and_clamp)
 {
-	struct spool_msg m = {.sender = "", .envid = "", .source = ""};
+	struct spool_msg m = { .sender = "", .envid = "", .source = "" };
 	char small[256];
 	size_t n = spool_msg_size(&m);
 	cr_assert_lt(n, sizeof(small));
@@ -103,7 +103,8 @@ Test(spool_record, msg_empty_strings_and_clamp)
 Test(spool_record, msg_corrupt_lengths)
 {
 	struct spool_msg m = {
-		.sender = "a@b", .sender_len = 3, .envid = "", .source = "s", .source_len = 1};
+		.sender = "a@b", .sender_len = 3, .envid = "", .source = "s", .source_len = 1
+	};
 	size_t n = spool_msg_size(&m);
 	char buf[256];
 	spool_msg_encode(&m, buf);
@@ -176,7 +177,7 @@ Test(spool_record, rcpt_round_trip)
 	free(longer);
 	free(buf);
 	/* NULL strings with zero length encode as empty. */
-	struct spool_rcpt e = {.addr = "x@y", .addr_len = 3};
+	struct spool_rcpt e = { .addr = "x@y", .addr_len = 3 };
 	char small[256];
 	spool_rcpt_encode(&e, small);
 	cr_assert(spool_rcpt_decode(small, spool_rcpt_size(&e), &d));
@@ -240,11 +241,11 @@ static char *pattern(size_t n, unsigned seed)
 
 static void assert_body(uint64_t id, uint32_t variant, const char *want, size_t n)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	buf_append(&b, "pre", 3); /* spool_get_body appends */
 	cr_assert(spool_reader_begin(rd));
 	cr_assert(spool_get_body(rd, id, variant, &b), "body %u of %016llx missing", variant,
-		  (unsigned long long)id);
+	          (unsigned long long)id);
 	spool_reader_end(rd);
 	cr_assert_eq(buf_used(&b), 3 + n, "body length %zu, want %zu", buf_used(&b) - 3, n);
 	cr_assert(!memcmp(buf_head(&b), "pre", 3));
@@ -260,22 +261,22 @@ Test(spool, submit_and_read_back)
 	size_t n = 2 * BIG_PIECE + 12345;
 	char *body = pattern(n, 1);
 	/* The body arrives in odd pieces, including an empty one. */
-	size_t cuts[] = {0, 1, 1000, BIG_PIECE - 7, BIG_PIECE + 100, n - 3, n};
+	size_t cuts[] = { 0, 1, 1000, BIG_PIECE - 7, BIG_PIECE + 100, n - 3, n };
 	struct iovec iov[6];
 	for (int i = 0; i < 6; i++) {
 		iov[i].iov_base = body + cuts[i];
 		iov[i].iov_len = cuts[i + 1] - cuts[i];
 	}
 	struct spool_rcpt rc[3] = {
-		{.addr = "a@one.example", .addr_len = 13, .notify = NOTIFY_NEVER},
-		{.addr = "b@two.example",
-		 .addr_len = 13,
-		 .orcpt = "rfc822;B@two.example",
-		 .orcpt_len = 20,
-		 .notify = NOTIFY_SUCCESS | NOTIFY_FAILURE},
-		{.addr = "c@one.example", .addr_len = 13, .state = SPOOL_BOUNCED, .attempts = 9},
+		{ .addr = "a@one.example", .addr_len = 13, .notify = NOTIFY_NEVER },
+		{ .addr = "b@two.example",
+		  .addr_len = 13,
+		  .orcpt = "rfc822;B@two.example",
+		  .orcpt_len = 20,
+		  .notify = NOTIFY_SUCCESS | NOTIFY_FAILURE },
+		{ .addr = "c@one.example", .addr_len = 13, .state = SPOOL_BOUNCED, .attempts = 9 },
 	};
-	struct spool_req req = {.type = SPOOL_REQ_SUBMIT};
+	struct spool_req req = { .type = SPOOL_REQ_SUBMIT };
 	struct spool_submit *s = &req.u.submit;
 	uint64_t now = rp_now_ms();
 	s->msg.id = spool_next_id(sp);
@@ -317,7 +318,7 @@ Test(spool, submit_and_read_back)
 		cr_assert_eq(r.msgid, id);
 		cr_assert_eq(r.idx, i);
 		cr_assert_eq(r.state, SPOOL_QUEUED,
-			     "a new recipient is queued whatever was passed");
+		             "a new recipient is queued whatever was passed");
 		cr_assert_eq(r.attempts, 0);
 		cr_assert_eq(r.notify, rc[i].notify);
 		cr_assert_eq(r.variant, 0);
@@ -329,7 +330,7 @@ Test(spool, submit_and_read_back)
 	spool_reader_end(rd);
 	assert_body(id, 0, body, n);
 	/* No variant 1 for this message. */
-	struct buf b = {0};
+	struct buf b = { 0 };
 	cr_assert(spool_reader_begin(rd));
 	cr_assert_not(spool_get_body(rd, id, 1, &b));
 	cr_assert_not(spool_get_body(rd, id + 1, 0, &b));
@@ -342,8 +343,8 @@ Test(spool, body_sizes_around_the_chunk)
 {
 	/* Around the leaf chunk, twice it, one page, and many pages. */
 	size_t in = sp->inline_max, pg = sp->page_max;
-	const size_t sizes[] = {0,	    1,		in - 1,	     in,	  in + 1,     2 * in,
-				2 * in + 1, pg - 1,	pg,	     pg + 1,	  3 * pg + 17, 100000};
+	const size_t sizes[] = { 0,          1,      in - 1, in,     in + 1,      2 * in,
+		                 2 * in + 1, pg - 1, pg,     pg + 1, 3 * pg + 17, 100000 };
 	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
 	cr_assert_gt(in, 900, "leaf chunks are about a quarter page");
 	cr_assert_gt(pg, 4 * in, "an overflow chunk is a page");
@@ -352,7 +353,7 @@ Test(spool, body_sizes_around_the_chunk)
 	for (int i = 0; i < N; i++) {
 		bodies[i] = pattern(sizes[i], (unsigned)i + 10);
 		ids[i] = test_submit(sp, "s@example.org", "example.net", 1, bodies[i], sizes[i],
-				     rp_now_ms());
+		                     rp_now_ms());
 		if (i)
 			cr_assert_gt(ids[i], ids[i - 1], "ids increase");
 	}
@@ -370,7 +371,7 @@ Test(spool, body_sizes_around_the_chunk)
 	for (int i = 0; i < N; i++) {
 		unsigned char kb[16];
 		spool_key_body(kb, ids[i], 0, 0);
-		MDB_val k = {.mv_size = 16, .mv_data = kb}, v;
+		MDB_val k = { .mv_size = 16, .mv_data = kb }, v;
 		size_t chunks = 0, total = 0, want = 0;
 		for (size_t left = sizes[i]; left || !want;) {
 			size_t c = spool_body_chunk(sp, left);
@@ -381,12 +382,13 @@ Test(spool, body_sizes_around_the_chunk)
 		for (; rc == 0 && !memcmp(k.mv_data, kb, 12);
 		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 			cr_assert_eq(rp_get_be32((unsigned char *)k.mv_data + 12), chunks);
-			cr_assert(v.mv_size <= in || v.mv_size == pg, "chunk of %zu bytes", v.mv_size);
+			cr_assert(v.mv_size <= in || v.mv_size == pg, "chunk of %zu bytes",
+			          v.mv_size);
 			total += v.mv_size;
 			chunks++;
 		}
 		cr_assert_eq(chunks, want, "size %zu: %zu chunks, want %zu", sizes[i], chunks,
-			     want);
+		             want);
 		cr_assert_eq(total, sizes[i]);
 	}
 	mdb_cursor_close(cur);
@@ -415,17 +417,17 @@ Test(spool, variants)
 {
 	static const char shared[] = "shared body\r\n";
 	char *v2 = pattern(BIG_PIECE + 99, 7);
-	struct iovec body = {.iov_base = (void *)shared, .iov_len = sizeof(shared) - 1};
+	struct iovec body = { .iov_base = (void *)shared, .iov_len = sizeof(shared) - 1 };
 	struct iovec vars[2] = {
-		{.iov_base = (void *)"variant one\r\n", .iov_len = 13},
-		{.iov_base = v2, .iov_len = BIG_PIECE + 99},
+		{ .iov_base = (void *)"variant one\r\n", .iov_len = 13 },
+		{ .iov_base = v2, .iov_len = BIG_PIECE + 99 },
 	};
 	struct spool_rcpt rc[3] = {
-		{.addr = "a@x.example", .addr_len = 11, .variant = 1},
-		{.addr = "b@x.example", .addr_len = 11, .variant = 2},
-		{.addr = "c@x.example", .addr_len = 11, .variant = 0},
+		{ .addr = "a@x.example", .addr_len = 11, .variant = 1 },
+		{ .addr = "b@x.example", .addr_len = 11, .variant = 2 },
+		{ .addr = "c@x.example", .addr_len = 11, .variant = 0 },
 	};
-	struct spool_req req = {.type = SPOOL_REQ_SUBMIT};
+	struct spool_req req = { .type = SPOOL_REQ_SUBMIT };
 	struct spool_submit *s = &req.u.submit;
 	s->msg.id = spool_next_id(sp);
 	s->msg.flags = MSG_F_VARIANTS;
@@ -471,14 +473,14 @@ Test(spool, foreach_rcpt)
 {
 	uint64_t a = test_submit(sp, "s@x", "a.example", 12, "x\r\n", 3, rp_now_ms());
 	uint64_t b = test_submit(sp, "s@x", "b.example", 2, "y\r\n", 3, rp_now_ms());
-	struct visit v = {0};
+	struct visit v = { 0 };
 	cr_assert(spool_reader_begin(rd));
 	cr_assert_eq(spool_foreach_rcpt(rd, a, visit_rcpt, &v), 12);
 	for (unsigned i = 0; i < 12; i++)
 		cr_assert_eq(v.idx[i], i, "index order (10 after 9, not after 1)");
-	v = (struct visit){.stop_after = 3};
+	v = (struct visit){ .stop_after = 3 };
 	cr_assert_eq(spool_foreach_rcpt(rd, a, visit_rcpt, &v), 3, "stops when fn says so");
-	v = (struct visit){0};
+	v = (struct visit){ 0 };
 	cr_assert_eq(spool_foreach_rcpt(rd, b, visit_rcpt, &v), 2);
 	cr_assert_eq(spool_foreach_rcpt(rd, b + 1000, visit_rcpt, &v), 0);
 	spool_reader_end(rd);
@@ -508,7 +510,7 @@ static struct spool_msg get_msg(uint64_t id)
 
 static bool body_exists(uint64_t id)
 {
-	struct buf b = {0};
+	struct buf b = { 0 };
 	cr_assert(spool_reader_begin(rd));
 	bool found = spool_get_body(rd, id, 0, &b);
 	spool_reader_end(rd);
@@ -581,11 +583,11 @@ Test(spool, batch_update_in_one_request)
 	uint64_t a = test_submit(sp, "s@x", "y.example", 2, "a\r\n", 3, rp_now_ms());
 	uint64_t b = test_submit(sp, "s@x", "y.example", 1, "b\r\n", 3, rp_now_ms());
 	struct spool_update u[3] = {
-		{.msgid = a, .idx = 0, .state = SPOOL_DELIVERED, .attempts = 1},
-		{.msgid = a, .idx = 1, .state = SPOOL_DEFERRED, .attempts = 1, .next_ms = 7},
-		{.msgid = b, .idx = 0, .state = SPOOL_BOUNCED, .attempts = 1},
+		{ .msgid = a, .idx = 0, .state = SPOOL_DELIVERED, .attempts = 1 },
+		{ .msgid = a, .idx = 1, .state = SPOOL_DEFERRED, .attempts = 1, .next_ms = 7 },
+		{ .msgid = b, .idx = 0, .state = SPOOL_BOUNCED, .attempts = 1 },
 	};
-	struct spool_req req = {.type = SPOOL_REQ_UPDATE, .u.update = {.v = u, .n = 3}};
+	struct spool_req req = { .type = SPOOL_REQ_UPDATE, .u.update = { .v = u, .n = 3 } };
 	cr_assert_eq(test_spool_call(sp, &req), SPOOL_OK);
 	char resp[64];
 	cr_assert_eq(get_rcpt(a, 0, resp, sizeof(resp)).state, SPOOL_DELIVERED);
@@ -644,12 +646,12 @@ Test(spool, reopen_scan_pending_and_ids)
 	sp = test_spool_open(dir, 3600000);
 	rd = spool_reader_new(sp);
 
-	struct scan s = {0};
+	struct scan s = { 0 };
 	cr_assert(spool_reader_begin(rd));
 	cr_assert_eq(spool_scan_pending(rd, scan_fn, &s), 4);
 	spool_reader_end(rd);
-	static const uint32_t want_idx[4] = {0, 2, 0, 1};
-	uint64_t want_ids[4] = {a, a, b, b};
+	static const uint32_t want_idx[4] = { 0, 2, 0, 1 };
+	uint64_t want_ids[4] = { a, a, b, b };
 	cr_assert_eq(s.n, 4);
 	for (unsigned i = 0; i < 4; i++) {
 		cr_assert_eq(s.ids[i], want_ids[i], "entry %u", i);
@@ -670,11 +672,12 @@ Test(spool, ids_never_go_back)
 	/* A message stamped in the future (clock stepped back since): the next
 	 * ids continue after it. */
 	uint64_t future = (rp_now_ms() + 3600000) << 16;
-	struct spool_rcpt rc = {.addr = "a@b", .addr_len = 3};
-	struct iovec body = {.iov_base = (void *)"x", .iov_len = 1};
-	struct spool_req req = {.type = SPOOL_REQ_SUBMIT};
+	struct spool_rcpt rc = { .addr = "a@b", .addr_len = 3 };
+	struct iovec body = { .iov_base = (void *)"x", .iov_len = 1 };
+	struct spool_req req = { .type = SPOOL_REQ_SUBMIT };
 	req.u.submit.msg = (struct spool_msg){
-		.id = future, .nrcpt = 1, .body_len = 1, .sender = "", .envid = "", .source = ""};
+		.id = future, .nrcpt = 1, .body_len = 1, .sender = "", .envid = "", .source = ""
+	};
 	req.u.submit.rcpts = &rc;
 	req.u.submit.body = &body;
 	req.u.submit.nbody = 1;
@@ -704,21 +707,21 @@ Test(spool, full_map_fails_alone)
 	spool_reader_free(rd);
 	spool_close(sp);
 	char err[256];
-	struct spool_options o = {.dir = dir, .max_size = 10ull << 20, .keep_done_ms = 1000};
+	struct spool_options o = { .dir = dir, .max_size = 10ull << 20, .keep_done_ms = 1000 };
 	sp = spool_open(&o, err, sizeof(err));
 	cr_assert_not_null(sp, "%s", err);
 	rd = spool_reader_new(sp);
 	size_t n = 12u << 20;
 	char *big = pattern(n, 3);
-	struct spool_rcpt rc = {.addr = "a@b", .addr_len = 3};
-	struct iovec body = {.iov_base = big, .iov_len = n};
-	struct spool_req req = {.type = SPOOL_REQ_SUBMIT};
-	req.u.submit.msg = (struct spool_msg){.id = spool_next_id(sp),
-					      .nrcpt = 1,
-					      .body_len = n,
-					      .sender = "",
-					      .envid = "",
-					      .source = ""};
+	struct spool_rcpt rc = { .addr = "a@b", .addr_len = 3 };
+	struct iovec body = { .iov_base = big, .iov_len = n };
+	struct spool_req req = { .type = SPOOL_REQ_SUBMIT };
+	req.u.submit.msg = (struct spool_msg){ .id = spool_next_id(sp),
+		                               .nrcpt = 1,
+		                               .body_len = n,
+		                               .sender = "",
+		                               .envid = "",
+		                               .source = "" };
 	req.u.submit.rcpts = &rc;
 	req.u.submit.body = &body;
 	req.u.submit.nbody = 1;
@@ -748,7 +751,7 @@ Test(spool, close_answers_everything_promptly)
 		sp = NULL;
 		/* The writer's idle wait is 1 s; closing must not sit it out. */
 		cr_assert_lt(rp_mono_ms() - start, 800, "spool_close took %llu ms",
-			     (unsigned long long)(rp_mono_ms() - start));
+		             (unsigned long long)(rp_mono_ms() - start));
 		sp = test_spool_open(dir, 3600000);
 	}
 }
@@ -782,8 +785,8 @@ Test(spool, concurrent_submits)
 	for (int i = 0; i < 4; i++) {
 		for (int k = 0; k < 40; k++) {
 			char body[64];
-			int n = snprintf(body, sizeof(body), "body %016llx\r\n",
-					 (unsigned long long)k);
+			int n =
+			    snprintf(body, sizeof(body), "body %016llx\r\n", (unsigned long long)k);
 			assert_body(s[i].ids[k], 0, body, (size_t)n);
 			for (int j = 0; j < i; j++)
 				for (int l = 0; l < 40; l++)
@@ -801,7 +804,7 @@ Test(spool, open_errors)
 	cr_assert_not_null(f);
 	fclose(f);
 	snprintf(path, sizeof(path), "%s/file/spool", dir);
-	struct spool_options o = {.dir = path, .max_size = 64ull << 20};
+	struct spool_options o = { .dir = path, .max_size = 64ull << 20 };
 	cr_assert_null(spool_open(&o, err, sizeof(err)));
 	cr_assert(strstr(err, path) == err, "'%s' must name %s", err, path);
 	/* A spool written by another format version is refused. */
@@ -819,7 +822,7 @@ Test(spool, open_errors)
 	cr_assert_eq(mdb_env_open(env, dir, 0, 0640), 0);
 	cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
 	cr_assert_eq(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	MDB_val k = {.mv_size = 7, .mv_data = "version"}, val = {.mv_size = 4, .mv_data = &v};
+	MDB_val k = { .mv_size = 7, .mv_data = "version" }, val = { .mv_size = 4, .mv_data = &v };
 	cr_assert_eq(mdb_put(txn, meta, &k, &val, 0), 0);
 	cr_assert_eq(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);

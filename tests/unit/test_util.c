@@ -16,34 +16,34 @@ struct num_case {
 };
 
 static const struct num_case durations[] = {
-	{"30s", true, 30000},
-	{"5m", true, 300000},
-	{"2h", true, 7200000},
-	{"3d", true, 259200000},
-	{"250ms", true, 250},
-	{"10", true, 10000},
-	{"0", true, 0},
-	{"0ms", true, 0},
-	{" 5m", true, 300000},
-	{"5 m", true, 300000},
-	{"213503982334d", true, 213503982334ull * 86400000},
-	{"18446744073709551ms", true, 18446744073709551ull},
-	{"", false, 0},
-	{"s", false, 0},
-	{"m5", false, 0},
-	{"5x", false, 0},
-	{"5mm", false, 0},
-	{"5M", false, 0},
-	{"5S", false, 0},
-	{"-5s", false, 0},
-	{"+5s", false, 0},
-	{"5.5s", false, 0},
-	{"1e3", false, 0},
-	{"5s ", false, 0},
-	{"5s5", false, 0},
-	{"213503982335d", false, 0},
-	{"18446744073709551616ms", false, 0},
-	{"99999999999999999999999", false, 0},
+	{ "30s", true, 30000 },
+	{ "5m", true, 300000 },
+	{ "2h", true, 7200000 },
+	{ "3d", true, 259200000 },
+	{ "250ms", true, 250 },
+	{ "10", true, 10000 },
+	{ "0", true, 0 },
+	{ "0ms", true, 0 },
+	{ " 5m", true, 300000 },
+	{ "5 m", true, 300000 },
+	{ "213503982334d", true, 213503982334ull * 86400000 },
+	{ "18446744073709551ms", true, 18446744073709551ull },
+	{ "", false, 0 },
+	{ "s", false, 0 },
+	{ "m5", false, 0 },
+	{ "5x", false, 0 },
+	{ "5mm", false, 0 },
+	{ "5M", false, 0 },
+	{ "5S", false, 0 },
+	{ "-5s", false, 0 },
+	{ "+5s", false, 0 },
+	{ "5.5s", false, 0 },
+	{ "1e3", false, 0 },
+	{ "5s ", false, 0 },
+	{ "5s5", false, 0 },
+	{ "213503982335d", false, 0 },
+	{ "18446744073709551616ms", false, 0 },
+	{ "99999999999999999999999", false, 0 },
 };
 
 Test(util, parse_duration)
@@ -55,39 +55,39 @@ Test(util, parse_duration)
 		cr_assert_eq(ok, c->ok, "'%s': %d, want %d", c->in, ok, c->ok);
 		if (ok)
 			cr_assert_eq(v, c->v, "'%s': %llu, want %llu", c->in, (unsigned long long)v,
-				     (unsigned long long)c->v);
+			             (unsigned long long)c->v);
 		else
 			cr_assert_eq(v, 12345, "'%s': a failed parse leaves the output alone",
-				     c->in);
+			             c->in);
 	}
 }
 
 static const struct num_case sizes[] = {
-	{"100", true, 100},
-	{"100b", true, 100},
-	{"100B", true, 100},
-	{"512k", true, 512ull << 10},
-	{"512K", true, 512ull << 10},
-	{"2KiB", true, 2048},
-	{"2kb", true, 2048},
-	{"10M", true, 10ull << 20},
-	{"3mb", true, 3ull << 20},
-	{"1G", true, 1ull << 30},
-	{"1gib", true, 1ull << 30},
-	{"1t", true, 1ull << 40},
-	{"0", true, 0},
-	{"16777215t", true, 16777215ull << 40},
-	{"16777216t", false, 0},
-	{"18446744073709551615", true, UINT64_MAX},
-	{"18446744073709551616", false, 0},
-	{"18014398509481984k", false, 0},
-	{"", false, 0},
-	{"M", false, 0},
-	{"1.5M", false, 0},
-	{"10X", false, 0},
-	{"10MM", false, 0},
-	{"-1", false, 0},
-	{"1 0M", false, 0},
+	{ "100", true, 100 },
+	{ "100b", true, 100 },
+	{ "100B", true, 100 },
+	{ "512k", true, 512ull << 10 },
+	{ "512K", true, 512ull << 10 },
+	{ "2KiB", true, 2048 },
+	{ "2kb", true, 2048 },
+	{ "10M", true, 10ull << 20 },
+	{ "3mb", true, 3ull << 20 },
+	{ "1G", true, 1ull << 30 },
+	{ "1gib", true, 1ull << 30 },
+	{ "1t", true, 1ull << 40 },
+	{ "0", true, 0 },
+	{ "16777215t", true, 16777215ull << 40 },
+	{ "16777216t", false, 0 },
+	{ "18446744073709551615", true, UINT64_MAX },
+	{ "18446744073709551616", false, 0 },
+	{ "18014398509481984k", false, 0 },
+	{ "", false, 0 },
+	{ "M", false, 0 },
+	{ "1.5M", false, 0 },
+	{ "10X", false, 0 },
+	{ "10MM", false, 0 },
+	{ "-1", false, 0 },
+	{ "1 0M", false, 0 },
 };
 
 Test(util, parse_size)
@@ -99,29 +99,29 @@ Test(util, parse_size)
 		cr_assert_eq(ok, c->ok, "'%s': %d, want %d", c->in, ok, c->ok);
 		if (ok)
 			cr_assert_eq(v, c->v, "'%s': %llu, want %llu", c->in, (unsigned long long)v,
-				     (unsigned long long)c->v);
+			             (unsigned long long)c->v);
 	}
 }
 
 static const struct num_case u64s[] = {
-	{"0", true, 0},
-	{"7", true, 7},
-	{"007", true, 7},
-	{"4294967296", true, 4294967296ull},
-	{"18446744073709551609", true, 18446744073709551609ull},
-	{"18446744073709551610", true, 18446744073709551610ull},
-	{"18446744073709551615", true, UINT64_MAX},
-	{"18446744073709551616", false, 0},
-	{"18446744073709551620", false, 0},
-	{"99999999999999999999", false, 0},
-	{"184467440737095516150", false, 0},
-	{"", false, 0},
-	{"1a", false, 0},
-	{"+1", false, 0},
-	{"-1", false, 0},
-	{" 1", false, 0},
-	{"1 ", false, 0},
-	{"0x10", false, 0},
+	{ "0", true, 0 },
+	{ "7", true, 7 },
+	{ "007", true, 7 },
+	{ "4294967296", true, 4294967296ull },
+	{ "18446744073709551609", true, 18446744073709551609ull },
+	{ "18446744073709551610", true, 18446744073709551610ull },
+	{ "18446744073709551615", true, UINT64_MAX },
+	{ "18446744073709551616", false, 0 },
+	{ "18446744073709551620", false, 0 },
+	{ "99999999999999999999", false, 0 },
+	{ "184467440737095516150", false, 0 },
+	{ "", false, 0 },
+	{ "1a", false, 0 },
+	{ "+1", false, 0 },
+	{ "-1", false, 0 },
+	{ " 1", false, 0 },
+	{ "1 ", false, 0 },
+	{ "0x10", false, 0 },
 };
 
 Test(util, parse_u64)
@@ -142,11 +142,11 @@ Test(util, id_format_and_parse)
 		uint64_t id;
 		const char *hex;
 	} ids[] = {
-		{0, "0000000000000000"},
-		{1, "0000000000000001"},
-		{0x0123456789abcdefull, "0123456789abcdef"},
-		{UINT64_MAX, "ffffffffffffffff"},
-		{0x18f3a2b4c5d60001ull, "18f3a2b4c5d60001"},
+		{ 0, "0000000000000000" },
+		{ 1, "0000000000000001" },
+		{ 0x0123456789abcdefull, "0123456789abcdef" },
+		{ UINT64_MAX, "ffffffffffffffff" },
+		{ 0x18f3a2b4c5d60001ull, "18f3a2b4c5d60001" },
 	};
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
 		char out[17];
@@ -203,13 +203,13 @@ Test(util, rfc5322_date)
 		uint64_t ms;
 		const char *want;
 	} dates[] = {
-		{0, "Thu, 1 Jan 1970 00:00:00 +0000"},
-		{999, "Thu, 1 Jan 1970 00:00:00 +0000"},
-		{1795749565123ull, "Fri, 27 Nov 2026 03:19:25 +0000"},
-		{1709251199000ull, "Thu, 29 Feb 2024 23:59:59 +0000"},
-		{1709251200000ull, "Fri, 1 Mar 2024 00:00:00 +0000"},
-		{946684800000ull, "Sat, 1 Jan 2000 00:00:00 +0000"},
-		{4102444799000ull, "Thu, 31 Dec 2099 23:59:59 +0000"},
+		{ 0, "Thu, 1 Jan 1970 00:00:00 +0000" },
+		{ 999, "Thu, 1 Jan 1970 00:00:00 +0000" },
+		{ 1795749565123ull, "Fri, 27 Nov 2026 03:19:25 +0000" },
+		{ 1709251199000ull, "Thu, 29 Feb 2024 23:59:59 +0000" },
+		{ 1709251200000ull, "Fri, 1 Mar 2024 00:00:00 +0000" },
+		{ 946684800000ull, "Sat, 1 Jan 2000 00:00:00 +0000" },
+		{ 4102444799000ull, "Thu, 31 Dec 2099 23:59:59 +0000" },
 	};
 	for (size_t i = 0; i < sizeof(dates) / sizeof(dates[0]); i++) {
 		char out[40];
@@ -234,13 +234,13 @@ Test(util, byte_order)
 {
 	unsigned char b[8];
 	rp_put_be64(b, 0x0102030405060708ull);
-	static const unsigned char want64[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+	static const unsigned char want64[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
 	cr_assert_arr_eq(b, want64, 8);
 	cr_assert_eq(rp_get_be64(b), 0x0102030405060708ull);
 	rp_put_be64(b, UINT64_MAX);
 	cr_assert_eq(rp_get_be64(b), UINT64_MAX);
 	rp_put_be32(b, 0xa1b2c3d4u);
-	static const unsigned char want32[4] = {0xa1, 0xb2, 0xc3, 0xd4};
+	static const unsigned char want32[4] = { 0xa1, 0xb2, 0xc3, 0xd4 };
 	cr_assert_arr_eq(b, want32, 4);
 	cr_assert_eq(rp_get_be32(b), 0xa1b2c3d4u);
 	/* Big-endian keys sort like the numbers. */
@@ -282,17 +282,17 @@ Test(util, utf8_sequences)
 		size_t len;
 		uint32_t cp;
 	} good[] = {
-		{"A", 1, 'A'},
-		{"\xc3\xbc", 2, 0xfc},
-		{"\xe2\x82\xac", 3, 0x20ac},
-		{"\xf0\x9f\x93\xa7", 4, 0x1f4e7},
-		{"\xf4\x8f\xbf\xbf", 4, 0x10ffff},
+		{ "A", 1, 'A' },
+		{ "\xc3\xbc", 2, 0xfc },
+		{ "\xe2\x82\xac", 3, 0x20ac },
+		{ "\xf0\x9f\x93\xa7", 4, 0x1f4e7 },
+		{ "\xf4\x8f\xbf\xbf", 4, 0x10ffff },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(good); i++) {
 		uint32_t cp = 0;
 		size_t n = strlen(good[i].s);
 		cr_assert_eq(rp_utf8_len((const unsigned char *)good[i].s, n, &cp), good[i].len,
-			     "good %zu", i);
+		             "good %zu", i);
 		cr_assert_eq(cp, good[i].cp, "good %zu", i);
 		/* Cut short, it is not a sequence. */
 		if (n > 1)
@@ -310,7 +310,7 @@ Test(util, utf8_sequences)
 	for (size_t i = 0; i < RP_ARRAY_LEN(bad); i++) {
 		uint32_t cp = 0;
 		cr_assert_eq(rp_utf8_len((const unsigned char *)bad[i], strlen(bad[i]), &cp), 0,
-			     "bad %zu", i);
+		             "bad %zu", i);
 	}
 	uint32_t cp;
 	cr_assert_eq(rp_utf8_len((const unsigned char *)"", 0, &cp), 0);
