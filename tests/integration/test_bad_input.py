@@ -38,7 +38,7 @@ import socket
 import time
 
 from harness import (Cases, SLOW, SMTPConn, TestEnv, TestFailure, check, dot_stuff, log, queued_id,
-                     raise_failures, run_test, wait_for)
+                     raise_failures, run_test, stop_clean, wait_for)
 
 MAX_SIZE = 20000
 MAX_RCPTS = 100
@@ -516,13 +516,7 @@ def main():
             log_text = d.log()
             if "message discarded" not in log_text:
                 failures.append("the log does not say a vanished client's message was discarded")
-            rc = d.stop()
-            if rc != 0:
-                failures.append(f"SIGTERM: exit status {rc}")
-            try:
-                d.check_log_clean()
-            except TestFailure as e:
-                failures.append(str(e))
+            stop_clean(d, failures)
         raise_failures(failures)
 
 
