@@ -29,6 +29,9 @@ enum {
 	CFG_D_CONNECT_TIMEOUT = 1u << 4,
 	CFG_D_PORT = 1u << 5,
 	CFG_D_ROUTE = 1u << 6,
+	CFG_D_TLS = 1u << 7,
+	CFG_D_SOURCE = 1u << 8,
+	CFG_D_EHLO = 1u << 9,
 };
 
 struct parse_state {
@@ -206,21 +209,31 @@ enum vtype {
 	V_SHARDS,
 	V_LOGLEVEL,
 	V_RATE,
-	V_PORT
+	V_PORT,
+	V_BOOL,    /* yes/no, true/false, on/off, 1/0 into a bool */
+	V_CHOICE,  /* one of key->choices, its index into an unsigned */
+	V_IPLIST,  /* comma-separated IP addresses, kept as written */
+	V_HOSTPORT /* host:port, the host a name or an address */
 };
 
 struct key {
 	const char *section;
 	const char *name;
 	enum vtype type;
-	size_t off;          /* field offset in struct config (or cfg_domain) */
-	uint64_t min, max;   /* bounds for numbers */
-	unsigned dflag;      /* CFG_D_* for domain keys */
-	const char *pending; /* non-NULL: accepted, feature not built yet */
+	size_t off;                 /* field offset in struct config (or cfg_domain) */
+	uint64_t min, max;          /* bounds for numbers */
+	unsigned dflag;             /* CFG_D_* for domain keys */
+	const char *pending;        /* non-NULL: accepted, feature not built yet */
+	const char *const *choices; /* V_CHOICE: the words, NULL-terminated */
 };
+
+static const char *const tls_policies[] = { "opportunistic", "required", "verify", "off", NULL };
+static const char *const tls_versions[] = { "TLSv1.2", "TLSv1.3", NULL };
+static const char *const log_formats[] = { "text", "json", NULL };
 
 #define C(f) offsetof(struct config, f)
 #define D(f) offsetof(struct cfg_domain, f)
+#define K(f) offsetof(struct cfg_dkim, f)
 
 static const struct key keys[] = {
 	{ "server", "hostname", V_STR, C(hostname), 0, 0, 0, NULL },
@@ -229,11 +242,28 @@ static const struct key keys[] = {
 	{ "server", "log", V_STR, C(log_path), 0, 0, 0, NULL },
 	{ "server", "log_level", V_LOGLEVEL, C(log_level), 0, 0, 0, NULL },
 	{ "server", "max_outbound", V_U32, C(max_outbound), 1, 1000000, 0, NULL },
+	{ "server", "user", V_STR, C(user), 0, 0, 0, "dropping privileges" },
+	{ "server", "log_format", V_CHOICE, C(log_format), 0, 0, 0, "JSON logs", log_formats },
 	{ "listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL },
 	{ "listen", "api", V_ADDR, C(listen_api), 0, 0, 0, NULL },
 	{ "listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, "the bounce MX listener" },
 	{ "listen", "imap", V_ADDR, C(listen_imap), 0, 0, 0, "IMAP for the bounce mailbox" },
 	{ "listen", "pop3", V_ADDR, C(listen_pop3), 0, 0, 0, "POP3 for the bounce mailbox" },
+	{ "listen", "submissions", V_ADDR, C(listen_submissions), 0, 0, 0, NULL },
+	{ "listen", "imaps", V_ADDR, C(listen_imaps), 0, 0, 0, "IMAP for the bounce mailbox" },
+	{ "listen", "pop3s", V_ADDR, C(listen_pop3s), 0, 0, 0, "POP3 for the bounce mailbox" },
+	{ "tls", "cert", V_STR, C(tls_cert), 0, 0, 0, NULL },
+	{ "tls", "key", V_STR, C(tls_key), 0, 0, 0, NULL },
+	{ "tls", "min_version", V_CHOICE, C(tls_min_version), 0, 0, 0, NULL, tls_versions },
+	{ "tls", "ca_file", V_STR, C(tls_ca_file), 0, 0, 0, NULL },
+	{ "auth", "users", V_STR, C(auth_users), 0, 0, 0, NULL },
+	{ "auth", "require_tls", V_BOOL, C(auth_require_tls), 0, 0, 0, NULL },
+	{ "auth", "max_failures", V_U32, C(auth_max_failures), 1, 1000000, 0, NULL },
+	{ "mailbox", "users", V_STR, C(mailbox_users), 0, 0, 0, "the bounce mailbox" },
+	{ "mailbox", "max_messages", V_U32, C(mailbox_max_messages), 1, 100000000, 0,
+	  "the bounce mailbox" },
+	{ "mailbox", "max_age", V_DURATION, C(mailbox_max_age_ms), 60000, 3650ull * 86400000, 0,
+	  "the bounce mailbox" },
 	{ "submission", "networks", V_NETS, 0, 0, 0, 0, NULL },
 	{ "submission", "max_message_size", V_SIZE, C(max_message_size), 1024, 1ull << 34, 0,
 	  NULL },
@@ -247,6 +277,7 @@ static const struct key keys[] = {
 	{ "api", "max_batch", V_U32, C(api_max_batch), 1, 100000, 0, NULL },
 	{ "api", "idle_timeout", V_DURATION, C(api_idle_timeout_ms), 1000, 3600000, 0, NULL },
 	{ "api", "max_clients", V_U32, C(api_max_clients), 1, 1000000, 0, NULL },
+	{ "api", "tls", V_BOOL, C(api_tls), 0, 0, 0, NULL },
 	{ "dns", "servers", V_SERVERS, C(dns_servers), 0, 0, 0, NULL },
 	{ "dns", "max_ttl", V_DURATION, C(dns_max_ttl_ms), 0, 7ull * 86400000, 0, NULL },
 	{ "dns", "negative_ttl", V_DURATION, C(dns_negative_ttl_ms), 0, 86400000, 0, NULL },
@@ -259,6 +290,18 @@ static const struct key keys[] = {
 	{ "queue", "max_size", V_SIZE, C(max_size), 16ull << 20, 1ull << 46, 0, NULL },
 	{ "queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 50, 0, NULL },
 	{ "queue", "keep_done", V_DURATION, C(keep_done_ms), 0, 365ull * 86400000, 0, NULL },
+	{ "queue", "suppress", V_BOOL, C(suppress), 0, 0, 0, "the suppression list" },
+	{ "webhook", "url", V_STR, C(webhook_url), 0, 0, 0, "webhooks" },
+	{ "webhook", "events", V_STR, C(webhook_events), 0, 0, 0, "webhooks" },
+	{ "webhook", "secret", V_STR, C(webhook_secret), 0, 0, 0, "webhooks" },
+	{ "webhook", "batch", V_U32, C(webhook_batch), 1, 100000, 0, "webhooks" },
+	{ "webhook", "max_backlog", V_U32, C(webhook_max_backlog), 1, 1000000000, 0, "webhooks" },
+	{ "cluster", "redis", V_HOSTPORT, C(cluster_redis), 0, 0, 0, "cluster limits (Redis)" },
+	{ "cluster", "node", V_STR, C(cluster_node), 0, 0, 0, "cluster limits (Redis)" },
+	{ "cluster", "lease", V_DURATION, C(cluster_lease_ms), 1000, 3600000, 0,
+	  "cluster limits (Redis)" },
+	{ "dkim", "selector", V_STR, K(selector), 0, 0, 0, "DKIM signing" },
+	{ "dkim", "key", V_STR, K(key), 0, 0, 0, "DKIM signing" },
 	{ "domain", "max_connections", V_U32, D(max_connections), 1, 100000, CFG_D_MAX_CONNECTIONS,
 	  NULL },
 	{ "domain", "max_messages_per_connection", V_U32, D(max_messages_per_connection), 1,
@@ -270,6 +313,9 @@ static const struct key keys[] = {
 	  CFG_D_CONNECT_TIMEOUT, NULL },
 	{ "domain", "port", V_PORT, D(port), 1, 65535, CFG_D_PORT, NULL },
 	{ "domain", "route", V_ADDR, D(route), 0, 0, CFG_D_ROUTE, NULL },
+	{ "domain", "tls", V_CHOICE, D(tls), 0, 0, CFG_D_TLS, NULL, tls_policies },
+	{ "domain", "source", V_IPLIST, D(source), 0, 0, CFG_D_SOURCE, "source addresses" },
+	{ "domain", "ehlo", V_STR, D(ehlo), 0, 0, CFG_D_EHLO, "per-domain EHLO names" },
 };
 
 static bool set_value(struct parse_state *ps, const struct key *k, void *base, const char *value)
@@ -352,6 +398,56 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		if (!ps->cfg->nretry)
 			return fail(ps, "retry needs at least one duration");
 		return true;
+	case V_BOOL:
+		if (!strcasecmp(value, "yes") || !strcasecmp(value, "true") ||
+		    !strcasecmp(value, "on") || !strcmp(value, "1")) {
+			*(bool *)field = true;
+			return true;
+		}
+		if (!strcasecmp(value, "no") || !strcasecmp(value, "false") ||
+		    !strcasecmp(value, "off") || !strcmp(value, "0")) {
+			*(bool *)field = false;
+			return true;
+		}
+		return fail(ps, "%s must be yes or no", k->name);
+	case V_CHOICE: {
+		struct buf words = { 0 };
+		for (unsigned i = 0; k->choices[i]; i++) {
+			if (!strcasecmp(value, k->choices[i])) {
+				*(unsigned *)field = i;
+				buf_free(&words);
+				return true;
+			}
+			buf_printf(&words, "%s%s", i ? ", " : "", k->choices[i]);
+		}
+		fail(ps, "%s must be one of %s", k->name, buf_cstr(&words));
+		buf_free(&words);
+		return false;
+	}
+	case V_IPLIST: {
+		char *copy = xstrdup(value), *save = NULL;
+		for (char *tok = strtok_r(copy, ", \t", &save); tok;
+		     tok = strtok_r(NULL, ", \t", &save)) {
+			unsigned char a[16];
+			if (inet_pton(AF_INET, tok, a) != 1 && inet_pton(AF_INET6, tok, a) != 1) {
+				fail(ps, "%s: '%s' is not an IP address", k->name, tok);
+				free(copy);
+				return false;
+			}
+		}
+		free(copy);
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return true;
+	}
+	case V_HOSTPORT: {
+		struct cfg_addr a;
+		if (*value && !config_parse_addr(value, &a))
+			return fail(ps, "%s must be host:port", k->name);
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return true;
+	}
 	case V_SERVERS: {
 		/* host:port list of IP addresses, as c-ares takes it. */
 		char *copy = xstrdup(value), *save = NULL;
@@ -400,6 +496,52 @@ static struct cfg_domain *domain_section(struct parse_state *ps, const char *nam
 	return d;
 }
 
+/* dkim_section - the [dkim NAME] entry, made on first use. */
+static struct cfg_dkim *dkim_section(struct parse_state *ps, const char *name)
+{
+	struct config *c = ps->cfg;
+	char *lname = rp_lower(xstrdup(name));
+	for (unsigned i = 0; i < c->ndkim; i++)
+		if (!strcmp(c->dkim[i].domain, lname)) {
+			free(lname);
+			return &c->dkim[i];
+		}
+	if (addr_domain_check(lname, strlen(lname), false) != ADDR_OK) {
+		free(lname);
+		fail(ps, "bad domain name in [dkim %s]", name);
+		return NULL;
+	}
+	c->dkim = xrealloc(c->dkim, (c->ndkim + 1) * sizeof(*c->dkim));
+	struct cfg_dkim *d = &c->dkim[c->ndkim++];
+	memset(d, 0, sizeof(*d));
+	d->domain = lname;
+	d->line = ps->hdr_line;
+	d->selector = xstrdup("");
+	d->key = xstrdup("");
+	return d;
+}
+
+/* named_section - "[kind NAME]": the NAME part, or NULL. */
+static const char *named_section(const char *section, const char *kind)
+{
+	size_t n = strlen(kind);
+	if (strncmp(section, kind, n) || (section[n] != ' ' && section[n] != '\t'))
+		return NULL;
+	const char *p = section + n;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return p;
+}
+
+/* set_key - key i of the table, in base (the config or a named section). */
+static int set_key(struct parse_state *ps, size_t i, void *base, const char *value)
+{
+	if (!set_value(ps, &keys[i], base, value))
+		return 0;
+	ps->cfg->given[i] = true;
+	return 1;
+}
+
 static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_state *ps = user;
@@ -421,19 +563,29 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 		for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
 			if (strcmp(keys[i].section, "domain") || strcmp(keys[i].name, name))
 				continue;
-			if (!set_value(ps, &keys[i], base, value))
+			if (!set_key(ps, i, base, value))
 				return 0;
 			d->set |= keys[i].dflag;
 			return 1;
 		}
 		return fail(ps, "unknown key '%s' in [%s]", name, section);
 	}
+	const char *dkim = named_section(section, "dkim");
+	if (dkim) {
+		struct cfg_dkim *d = dkim_section(ps, dkim);
+		if (!d)
+			return 0;
+		for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++)
+			if (!strcmp(keys[i].section, "dkim") && !strcmp(keys[i].name, name))
+				return set_key(ps, i, d, value);
+		return fail(ps, "unknown key '%s' in [%s]", name, section);
+	}
 	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
 		if (strcmp(keys[i].section, sect) || strcmp(keys[i].name, name))
 			continue;
-		if (!strcmp(sect, "domain"))
+		if (!strcmp(sect, "domain") || !strcmp(sect, "dkim"))
 			break;
-		return set_value(ps, &keys[i], base, value) ? 1 : 0;
+		return set_key(ps, i, base, value);
 	}
 	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++)
 		if (!strcmp(keys[i].section, section))
@@ -447,6 +599,8 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 static bool section_known(const char *name, size_t n)
 {
 	if (n > 7 && !strncmp(name, "domain", 6) && (name[6] == ' ' || name[6] == '\t'))
+		return true;
+	if (n > 5 && !strncmp(name, "dkim", 4) && (name[4] == ' ' || name[4] == '\t'))
 		return true;
 	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++)
 		if (strlen(keys[i].section) == n && !strncmp(keys[i].section, name, n))
@@ -529,6 +683,25 @@ static void set_defaults(struct config *c)
 	c->max_size = 8ull << 30;
 	c->min_free = 256ull << 20;
 	c->keep_done_ms = 86400000;
+	c->user = xstrdup("");
+	c->tls_cert = xstrdup("");
+	c->tls_key = xstrdup("");
+	c->tls_ca_file = xstrdup("");
+	c->auth_users = xstrdup("");
+	c->auth_require_tls = true;
+	c->auth_max_failures = 5;
+	c->mailbox_users = xstrdup("");
+	c->mailbox_max_messages = 100000;
+	c->mailbox_max_age_ms = 30ull * 86400000;
+	c->suppress = true;
+	c->webhook_url = xstrdup("");
+	c->webhook_events = xstrdup("");
+	c->webhook_secret = xstrdup("");
+	c->webhook_batch = 100;
+	c->webhook_max_backlog = 1000000;
+	c->cluster_redis = xstrdup("");
+	c->cluster_node = xstrdup("");
+	c->cluster_lease_ms = 30000;
 	static const uint64_t retry[] = {
 		60000, 300000, 900000, 1800000, 3600000, 7200000, 14400000
 	};
@@ -548,6 +721,38 @@ static void set_defaults(struct config *c)
 	c->defaults.rate = 0;
 	c->defaults.connect_timeout_ms = 30000;
 	c->defaults.port = 25;
+	c->defaults.source = xstrdup("");
+	c->defaults.ehlo = xstrdup("");
+}
+
+_Static_assert(RP_ARRAY_LEN(keys) <= CFG_MAX_KEYS, "CFG_MAX_KEYS is too small for the key table");
+
+/* check_tls - [tls] is whole, and present wherever TLS is needed: a
+ * TLS-only listener or an HTTPS API without a certificate is an error. */
+static bool check_tls(const struct config *c, char *err, size_t errlen)
+{
+	if (!c->tls_cert[0] != !c->tls_key[0]) {
+		snprintf(err, errlen, "%s: [tls] needs both cert and key", c->path);
+		return false;
+	}
+	if (config_has_tls(c))
+		return true;
+	const struct {
+		bool on;
+		const char *what;
+	} need[] = {
+		{ c->listen_submissions.set, "[listen] submissions (implicit TLS)" },
+		{ c->listen_imaps.set, "[listen] imaps (implicit TLS)" },
+		{ c->listen_pop3s.set, "[listen] pop3s (implicit TLS)" },
+		{ c->api_tls, "[api] tls = yes" },
+	};
+	for (size_t i = 0; i < RP_ARRAY_LEN(need); i++)
+		if (need[i].on) {
+			snprintf(err, errlen, "%s: %s needs a certificate: set [tls] cert and key",
+			         c->path, need[i].what);
+			return false;
+		}
+	return true;
 }
 
 /* merge_domain - fill keys a [domain X] section did not set from [domain *]. */
@@ -567,6 +772,13 @@ static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
 		d->port = def->port;
 	if (!(d->set & CFG_D_ROUTE))
 		d->route = def->route;
+	if (!(d->set & CFG_D_TLS))
+		d->tls = def->tls;
+	/* Strings stay owned by the section that set them (config_free). */
+	if (!(d->set & CFG_D_SOURCE))
+		d->source = def->source;
+	if (!(d->set & CFG_D_EHLO))
+		d->ehlo = def->ehlo;
 }
 
 struct config *config_load(const char *path, char *err, size_t errlen)
@@ -612,8 +824,10 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		config_free(c);
 		return NULL;
 	}
-	struct cfg_addr *listens[] = { &c->listen_submission, &c->listen_api, &c->listen_inbound,
-		                       &c->listen_imap, &c->listen_pop3 };
+	struct cfg_addr *listens[] = { &c->listen_submission, &c->listen_api,
+		                       &c->listen_inbound,    &c->listen_imap,
+		                       &c->listen_pop3,       &c->listen_submissions,
+		                       &c->listen_imaps,      &c->listen_pop3s };
 	for (size_t i = 0; i < RP_ARRAY_LEN(listens); i++) {
 		if (listens[i]->set && !listens[i]->sslen) {
 			snprintf(err, errlen, "%s: listen address %s must be an IP address", path,
@@ -621,6 +835,10 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 			config_free(c);
 			return NULL;
 		}
+	}
+	if (!check_tls(c, err, errlen)) {
+		config_free(c);
+		return NULL;
 	}
 	for (unsigned i = 0; i < c->ndomains; i++)
 		merge_domain(&c->domains[i], &c->defaults);
@@ -642,23 +860,53 @@ void config_free(struct config *c)
 	free(c->dns_servers);
 	free(c->retry_ms);
 	free(c->bounce_domain);
+	free(c->user);
+	free(c->tls_cert);
+	free(c->tls_key);
+	free(c->tls_ca_file);
+	free(c->auth_users);
+	free(c->mailbox_users);
+	free(c->webhook_url);
+	free(c->webhook_events);
+	free(c->webhook_secret);
+	free(c->cluster_redis);
+	free(c->cluster_node);
 	free(c->defaults.name);
-	for (unsigned i = 0; i < c->ndomains; i++)
-		free(c->domains[i].name);
+	free(c->defaults.source);
+	free(c->defaults.ehlo);
+	for (unsigned i = 0; i < c->ndomains; i++) {
+		struct cfg_domain *d = &c->domains[i];
+		free(d->name);
+		if (d->set & CFG_D_SOURCE)
+			free(d->source);
+		if (d->set & CFG_D_EHLO)
+			free(d->ehlo);
+	}
 	free(c->domains);
+	for (unsigned i = 0; i < c->ndkim; i++) {
+		free(c->dkim[i].domain);
+		free(c->dkim[i].selector);
+		free(c->dkim[i].key);
+	}
+	free(c->dkim);
 	free(c);
+}
+
+bool config_has_tls(const struct config *cfg)
+{
+	return cfg->tls_cert[0] && cfg->tls_key[0];
+}
+
+const char *config_tls_policy_name(unsigned policy)
+{
+	return policy < RP_ARRAY_LEN(tls_policies) - 1 ? tls_policies[policy] : "?";
 }
 
 void config_log_pending(const struct config *cfg)
 {
 	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
 		const struct key *k = &keys[i];
-		if (!k->pending)
-			continue;
-		const char *field = (const char *)cfg + k->off;
-		bool set = k->type == V_ADDR ? ((const struct cfg_addr *)field)->set
-		                             : **(char *const *)field != '\0';
-		if (set)
+		if (k->pending && cfg->given[i])
 			log_warn("config: [%s] %s is accepted, but %s is not built yet", k->section,
 			         k->name, k->pending);
 	}

@@ -30,6 +30,26 @@ struct cfg_net {
 	unsigned prefix;        /* prefix length */
 };
 
+/* Outbound TLS per destination ([domain] tls). */
+enum cfg_tls_policy {
+	CFG_TLS_OPPORTUNISTIC = 0, /* STARTTLS when offered, clear text otherwise */
+	CFG_TLS_REQUIRED,          /* defer (4.7.5) without TLS */
+	CFG_TLS_VERIFY,            /* required + a certificate valid for the exchanger */
+	CFG_TLS_OFF,               /* never STARTTLS */
+};
+
+/* [tls] min_version. */
+enum cfg_tls_version {
+	CFG_TLS_V1_2 = 0,
+	CFG_TLS_V1_3,
+};
+
+/* [server] log_format. */
+enum cfg_log_format {
+	CFG_LOG_TEXT = 0,
+	CFG_LOG_JSON,
+};
+
 /* Delivery settings of one destination domain ([domain NAME] merged over
  * [domain *]). */
 struct cfg_domain {
@@ -42,8 +62,21 @@ struct cfg_domain {
 	uint64_t connect_timeout_ms;
 	uint16_t port;         /* SMTP port of exchangers found by DNS */
 	struct cfg_addr route; /* static next hop */
+	unsigned tls;          /* enum cfg_tls_policy */
+	char *source;          /* local addresses to send from, comma-separated ("" = any) */
+	char *ehlo;            /* EHLO name ("" = [server] hostname) */
 	unsigned set;          /* keys given in this section (CFG_D_*) */
 };
+
+/* A [dkim DOMAIN] section. */
+struct cfg_dkim {
+	char *domain;   /* From: domain signed, lower-case */
+	unsigned line;  /* where the section started */
+	char *selector; /* s= */
+	char *key;      /* private key file (PEM) */
+};
+
+#define CFG_MAX_KEYS 128 /* rows in config.c's key table, at most */
 
 struct config {
 	char *path;
@@ -55,9 +88,28 @@ struct config {
 	char *log_path;  /* "" = stderr */
 	enum log_level log_level;
 	uint32_t max_outbound; /* outbound sessions per shard, all domains */
+	char *user;            /* started as root: drop to this user ("" = stay) */
+	unsigned log_format;   /* enum cfg_log_format */
 
 	/* [listen] */
 	struct cfg_addr listen_submission, listen_api, listen_inbound, listen_imap, listen_pop3;
+	struct cfg_addr listen_submissions, listen_imaps, listen_pop3s; /* implicit TLS */
+
+	/* [tls] */
+	char *tls_cert;           /* PEM chain ("" = no TLS) */
+	char *tls_key;            /* PEM private key */
+	unsigned tls_min_version; /* enum cfg_tls_version */
+	char *tls_ca_file;        /* CAs for verifying next hops ("" = system store) */
+
+	/* [auth] */
+	char *auth_users;           /* users file: name:crypt(3) hash a line ("" = none) */
+	bool auth_require_tls;      /* AUTH, LOGIN, USER/PASS only over TLS */
+	uint32_t auth_max_failures; /* bad passwords per client address per minute */
+
+	/* [mailbox] */
+	char *mailbox_users;           /* who may read the bounce mailbox ("" = all) */
+	uint32_t mailbox_max_messages; /* oldest expunged beyond this */
+	uint64_t mailbox_max_age_ms;
 
 	/* [submission] */
 	struct cfg_net *networks;
@@ -72,6 +124,7 @@ struct config {
 	/* [api] */
 	char **api_keys;
 	unsigned napi_keys;
+	bool api_tls;                 /* HTTPS with the [tls] certificate */
 	uint64_t api_max_request;     /* HTTP request body limit */
 	uint32_t api_max_batch;       /* messages per batch request */
 	uint64_t api_idle_timeout_ms; /* keep-alive idle time */
@@ -93,11 +146,27 @@ struct config {
 	uint64_t max_size;     /* spool size limit (LMDB map size) */
 	uint64_t min_free;     /* refuse new mail below this much free disk */
 	uint64_t keep_done_ms; /* how long finished messages' status is kept */
+	bool suppress;         /* hard bounces and complaints suppress later mail */
+
+	/* [webhook] */
+	char *webhook_url, *webhook_events, *webhook_secret;
+	uint32_t webhook_batch;
+	uint32_t webhook_max_backlog;
+
+	/* [cluster] */
+	char *cluster_redis, *cluster_node;
+	uint64_t cluster_lease_ms;
+
+	/* [dkim DOMAIN] */
+	struct cfg_dkim *dkim;
+	unsigned ndkim;
 
 	/* [domain *] and [domain NAME] */
 	struct cfg_domain defaults;
 	struct cfg_domain *domains;
 	unsigned ndomains;
+
+	bool given[CFG_MAX_KEYS]; /* which rows of the key table the file set */
 };
 
 /* config_load - parse and validate path. On error returns NULL and writes
@@ -118,5 +187,9 @@ bool config_parse_addr(const char *s, struct cfg_addr *a);
 void config_log_pending(const struct config *cfg);
 /* config_shards - the effective shard count (resolves 0 to the core count). */
 unsigned config_shards(const struct config *cfg);
+/* config_has_tls - [tls] names a certificate and a key. */
+bool config_has_tls(const struct config *cfg);
+/* config_tls_policy_name - "opportunistic", "required", "verify", "off". */
+const char *config_tls_policy_name(unsigned policy);
 
 #endif

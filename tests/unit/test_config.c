@@ -256,6 +256,59 @@ Test(config, every_key_type)
 	config_free(c);
 }
 
+/* The contract's keys for TLS, AUTH and the features still to come are
+ * accepted with their values (INTERFACE.md: accepted from the first build). */
+Test(config, contract_keys)
+{
+	struct config *c =
+	    load_ok("[server]\nhostname = a.example\nuser = nobody\nlog_format = json\n"
+	            "[listen]\nsubmissions = 127.0.0.1:2465\nimaps = 127.0.0.1:1993\n"
+	            "pop3s = [::1]:1995\n"
+	            "[tls]\ncert = tls/cert.pem\nkey = tls/key.pem\n"
+	            "min_version = TLSv1.3\nca_file = /etc/ssl/ca.pem\n"
+	            "[auth]\nusers = users\nrequire_tls = no\nmax_failures = 3\n"
+	            "[mailbox]\nusers = alice\nmax_messages = 10\nmax_age = 2d\n"
+	            "[api]\ntls = yes\n[queue]\nsuppress = off\n"
+	            "[webhook]\nurl = http://127.0.0.1:9/h\nbatch = 7\n"
+	            "[cluster]\nredis = 127.0.0.1:6379\nnode = n1\nlease = 10s\n"
+	            "[dkim Example.ORG]\nselector = s2026\nkey = dkim.pem\n"
+	            "[domain *]\ntls = verify\nsource = 127.0.0.2, ::1\n"
+	            "[domain b.example]\ntls = off\nehlo = out.a.example\n");
+	cr_assert_str_eq(c->user, "nobody");
+	cr_assert_eq(c->log_format, CFG_LOG_JSON);
+	cr_assert_eq(c->listen_submissions.port, 2465);
+	cr_assert_eq(c->listen_pop3s.ss.ss_family, AF_INET6);
+	cr_assert(config_has_tls(c));
+	cr_assert_eq(c->tls_min_version, CFG_TLS_V1_3);
+	cr_assert_str_eq(c->tls_ca_file, "/etc/ssl/ca.pem");
+	cr_assert_str_eq(c->auth_users, "users");
+	cr_assert_not(c->auth_require_tls);
+	cr_assert_eq(c->auth_max_failures, 3);
+	cr_assert_eq(c->mailbox_max_messages, 10);
+	cr_assert_eq(c->mailbox_max_age_ms, 2ull * 86400000);
+	cr_assert(c->api_tls);
+	cr_assert_not(c->suppress);
+	cr_assert_eq(c->webhook_batch, 7);
+	cr_assert_eq(c->cluster_lease_ms, 10000);
+	cr_assert_eq(c->ndkim, 1);
+	cr_assert_str_eq(c->dkim[0].domain, "example.org");
+	cr_assert_str_eq(c->dkim[0].selector, "s2026");
+	const struct cfg_domain *d = config_domain(c, "b.example");
+	cr_assert_eq(d->tls, CFG_TLS_OFF);
+	cr_assert_str_eq(d->ehlo, "out.a.example");
+	cr_assert_str_eq(d->source, "127.0.0.2, ::1", "merged from [domain *]");
+	cr_assert_eq(config_domain(c, "c.example")->tls, CFG_TLS_VERIFY);
+	cr_assert_str_eq(config_tls_policy_name(d->tls), "off");
+	config_free(c);
+	c = load_ok("[server]\nhostname = a.example\n");
+	cr_assert(c->auth_require_tls, "require_tls defaults to yes");
+	cr_assert_eq(c->auth_max_failures, 5);
+	cr_assert(c->suppress);
+	cr_assert_eq(config_domain(c, "x.example")->tls, CFG_TLS_OPPORTUNISTIC);
+	cr_assert_not(config_has_tls(c));
+	config_free(c);
+}
+
 Test(config, later_values_replace_earlier_ones)
 {
 	struct config *c = load_ok("[api]\nkeys = a, b\nkeys = c\n"
@@ -381,6 +434,19 @@ static const struct err_case errors[] = {
 	{ "[domain bad_name.example]\nport = 25\n", 2,
 	  "bad domain name in [domain bad_name.example]" },
 	{ "[server]\nthis line has no equals sign\n", 2, "syntax error" },
+	{ "[auth]\nrequire_tls = maybe\n", 2, "require_tls must be yes or no" },
+	{ "[tls]\nmin_version = SSLv3\n", 2, "min_version must be one of TLSv1.2, TLSv1.3" },
+	{ "[domain *]\ntls = sometimes\n", 2,
+	  "tls must be one of opportunistic, required, verify, off" },
+	{ "[domain *]\nsource = 127.0.0.2, localhost\n", 2,
+	  "source: 'localhost' is not an IP address" },
+	{ "[tls]\ncert = /x/cert.pem\n", 0, "[tls] needs both cert and key" },
+	{ "[listen]\nsubmissions = 127.0.0.1:2465\n", 0,
+	  "[listen] submissions (implicit TLS) needs a certificate" },
+	{ "[api]\ntls = yes\n", 0, "[api] tls = yes needs a certificate" },
+	{ "[dkim bad_name.example]\nselector = s\n", 2, "bad domain name in [dkim" },
+	{ "[dkim example.org]\nselectr = s\n", 2, "unknown key 'selectr' in [dkim example.org]" },
+	{ "[cluster]\nredis = nohost\n", 2, "redis must be host:port" },
 	{ "[server]\nhostname = a.example\n[queue\n", 3, "syntax error" },
 };
 
