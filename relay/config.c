@@ -318,6 +318,75 @@ static const struct key keys[] = {
 	{ "domain", "ehlo", V_STR, D(ehlo), 0, 0, CFG_D_EHLO, "per-domain EHLO names" },
 };
 
+/* set_list - the value types that hold lists or addresses. */
+static bool set_list(struct parse_state *ps, const struct key *k, char *field, const char *value)
+{
+	switch (k->type) {
+	case V_NETS:
+		ps->cfg->nnetworks = 0;
+		return split_list(ps, value, k->name, add_net, NULL);
+	case V_KEYS:
+		for (unsigned i = 0; i < ps->cfg->napi_keys; i++)
+			free(ps->cfg->api_keys[i]);
+		ps->cfg->napi_keys = 0;
+		return split_list(ps, value, k->name, add_key, NULL);
+	case V_RETRY:
+		ps->cfg->nretry = 0;
+		if (!split_list(ps, value, k->name, add_retry, NULL))
+			return false;
+		if (!ps->cfg->nretry)
+			return fail(ps, "retry needs at least one duration");
+		return true;
+	case V_IPLIST: {
+		char *copy = xstrdup(value), *save = NULL;
+		for (char *tok = strtok_r(copy, ", \t", &save); tok;
+		     tok = strtok_r(NULL, ", \t", &save)) {
+			unsigned char a[16];
+			if (inet_pton(AF_INET, tok, a) != 1 && inet_pton(AF_INET6, tok, a) != 1) {
+				fail(ps, "%s: '%s' is not an IP address", k->name, tok);
+				free(copy);
+				return false;
+			}
+		}
+		free(copy);
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return true;
+	}
+	case V_HOSTPORT: {
+		struct cfg_addr a;
+		if (*value && !config_parse_addr(value, &a))
+			return fail(ps, "%s must be host:port", k->name);
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return true;
+	}
+	case V_SERVERS: {
+		/* host:port list of IP addresses, as c-ares takes it. */
+		char *copy = xstrdup(value), *save = NULL;
+		struct buf norm = { 0 };
+		for (char *tok = strtok_r(copy, ", \t", &save); tok;
+		     tok = strtok_r(NULL, ", \t", &save)) {
+			struct cfg_addr a;
+			if (!config_parse_addr(tok, &a) || !a.sslen) {
+				free(copy);
+				buf_free(&norm);
+				return fail(ps, "servers: '%s' is not ip:port ([v6]:port)", tok);
+			}
+			buf_printf(&norm, "%s%s", buf_used(&norm) ? "," : "", tok);
+		}
+		free(copy);
+		free(*(char **)field);
+		*(char **)field = xstrdup(buf_used(&norm) ? buf_cstr(&norm) : "");
+		buf_free(&norm);
+		return true;
+	}
+	default:
+		break;
+	}
+	rp_panic("not a list type %d", (int)k->type);
+}
+
 static bool set_value(struct parse_state *ps, const struct key *k, void *base, const char *value)
 {
 	char *field = (char *)base + k->off;
@@ -383,21 +452,6 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		if (!strcmp(k->section, "listen") && !((struct cfg_addr *)field)->sslen)
 			return fail(ps, "listen address %s must be an IP address", value);
 		return true;
-	case V_NETS:
-		ps->cfg->nnetworks = 0;
-		return split_list(ps, value, k->name, add_net, NULL);
-	case V_KEYS:
-		for (unsigned i = 0; i < ps->cfg->napi_keys; i++)
-			free(ps->cfg->api_keys[i]);
-		ps->cfg->napi_keys = 0;
-		return split_list(ps, value, k->name, add_key, NULL);
-	case V_RETRY:
-		ps->cfg->nretry = 0;
-		if (!split_list(ps, value, k->name, add_retry, NULL))
-			return false;
-		if (!ps->cfg->nretry)
-			return fail(ps, "retry needs at least one duration");
-		return true;
 	case V_BOOL:
 		if (!strcasecmp(value, "yes") || !strcasecmp(value, "true") ||
 		    !strcasecmp(value, "on") || !strcmp(value, "1")) {
@@ -424,50 +478,13 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		buf_free(&words);
 		return false;
 	}
-	case V_IPLIST: {
-		char *copy = xstrdup(value), *save = NULL;
-		for (char *tok = strtok_r(copy, ", \t", &save); tok;
-		     tok = strtok_r(NULL, ", \t", &save)) {
-			unsigned char a[16];
-			if (inet_pton(AF_INET, tok, a) != 1 && inet_pton(AF_INET6, tok, a) != 1) {
-				fail(ps, "%s: '%s' is not an IP address", k->name, tok);
-				free(copy);
-				return false;
-			}
-		}
-		free(copy);
-		free(*(char **)field);
-		*(char **)field = xstrdup(value);
-		return true;
-	}
-	case V_HOSTPORT: {
-		struct cfg_addr a;
-		if (*value && !config_parse_addr(value, &a))
-			return fail(ps, "%s must be host:port", k->name);
-		free(*(char **)field);
-		*(char **)field = xstrdup(value);
-		return true;
-	}
-	case V_SERVERS: {
-		/* host:port list of IP addresses, as c-ares takes it. */
-		char *copy = xstrdup(value), *save = NULL;
-		struct buf norm = { 0 };
-		for (char *tok = strtok_r(copy, ", \t", &save); tok;
-		     tok = strtok_r(NULL, ", \t", &save)) {
-			struct cfg_addr a;
-			if (!config_parse_addr(tok, &a) || !a.sslen) {
-				free(copy);
-				buf_free(&norm);
-				return fail(ps, "servers: '%s' is not ip:port ([v6]:port)", tok);
-			}
-			buf_printf(&norm, "%s%s", buf_used(&norm) ? "," : "", tok);
-		}
-		free(copy);
-		free(*(char **)field);
-		*(char **)field = xstrdup(buf_used(&norm) ? buf_cstr(&norm) : "");
-		buf_free(&norm);
-		return true;
-	}
+	case V_NETS:
+	case V_KEYS:
+	case V_RETRY:
+	case V_IPLIST:
+	case V_HOSTPORT:
+	case V_SERVERS:
+		return set_list(ps, k, field, value);
 	}
 	rp_panic("unknown value type %d", (int)k->type);
 }
