@@ -4,6 +4,9 @@
  * - At most one send is in flight; it owns c->sending until its completion.
  * - The fd is closed, and ops->released called, only when io.inflight is 0
  *   and the conn is closing: no completion can then refer to it.
+ * - In clear text c->out is handed to the kernel as it is (swapped with
+ *   c->sending); with TLS it is encrypted into c->raw, which is handed over
+ *   instead. Plaintext written during a TLS handshake waits in c->out.
  */
 #include "conn.h"
 
@@ -19,6 +22,9 @@
 #include "log.h"
 
 static void conn_cqe(struct loop_io *io, const struct loop_cqe *cqe);
+static void begin_close(struct conn *c);
+static void send_submit(struct conn *c);
+static void peer_gone(struct conn *c, int err);
 static void conn_flush_now(struct loop_defer *d);
 static void conn_maybe_release(struct conn *c);
 static void conn_release_now(struct loop_defer *d);
@@ -133,13 +139,115 @@ struct buf *conn_outbuf(struct conn *c)
 
 void conn_flush_soon(struct conn *c)
 {
-	if (!(c->flags & CONN_F_SENDING) && buf_used(&c->out))
+	if (!(c->flags & CONN_F_SENDING) && (buf_used(&c->out) || buf_used(&c->raw)))
 		loop_defer(c->loop, &c->flush, conn_flush_now);
 }
 
 size_t conn_pending_out(const struct conn *c)
 {
-	return buf_used(&c->out) + buf_used(&c->sending);
+	return buf_used(&c->out) + buf_used(&c->sending) + buf_used(&c->raw);
+}
+
+/* ---- TLS --------------------------------------------------------------- */
+
+/* tls_failed - TLS broke (or the peer broke it): an alert OpenSSL queued
+ * goes out if nothing else is in flight, then the conn closes; the owner
+ * hears of it through ops->closed(-EPROTO) unless it was closing anyway. */
+static void tls_failed(struct conn *c, enum tls_error e)
+{
+	if (c->flags & CONN_F_CLOSING)
+		return;
+	c->tls_err = e;
+	if (!c->err)
+		c->err = -EPROTO;
+	log_debug("conn %d: %s", c->fd, tls_error_text(c->tls));
+	bool notify = !(c->flags & CONN_F_CLOSE_DRAINED);
+	buf_reset(&c->out);
+	if (buf_used(&c->raw) && !(c->flags & CONN_F_SENDING)) {
+		c->flags |= CONN_F_CLOSE_DRAINED; /* the alert, then the end */
+		struct buf tmp = c->sending;
+		c->sending = c->raw;
+		c->raw = tmp;
+		buf_reset(&c->raw);
+		send_submit(c);
+	} else {
+		begin_close(c);
+	}
+	if (notify && c->ops->closed)
+		c->ops->closed(c, -EPROTO);
+}
+
+/* tls_encrypt_out - plaintext in c->out into c->raw (not while the
+ * handshake runs). False when TLS failed (the conn is closing). */
+static bool tls_encrypt_out(struct conn *c)
+{
+	if ((c->flags & CONN_F_TLS_HANDSHAKE) || !buf_used(&c->out))
+		return true;
+	enum tls_error e = tls_write(c->tls, buf_head(&c->out), buf_used(&c->out), &c->raw);
+	buf_reset(&c->out);
+	if (e) {
+		tls_failed(c, e);
+		return false;
+	}
+	return true;
+}
+
+/* tls_begin - switch to TLS: queued clear text goes out first, unconsumed
+ * input is dropped. */
+static void tls_begin(struct conn *c, struct tls *t)
+{
+	rp_assert(!c->tls && c->fd >= 0);
+	buf_append(&c->raw, buf_head(&c->out), buf_used(&c->out));
+	buf_reset(&c->out);
+	buf_reset(&c->in);
+	c->tls = t;
+	c->flags |= CONN_F_TLS_HANDSHAKE;
+}
+
+void conn_tls_server(struct conn *c, struct tls_ctx *ctx)
+{
+	tls_begin(c, tls_new(ctx, NULL));
+	conn_flush_soon(c);
+}
+
+void conn_tls_client(struct conn *c, struct tls_ctx *ctx, const struct tls_client_opts *opts)
+{
+	tls_begin(c, tls_new(ctx, opts));
+	enum tls_error e = tls_start(c->tls, &c->raw);
+	if (e) {
+		tls_failed(c, e);
+		return;
+	}
+	conn_flush_soon(c);
+}
+
+/* tls_input_bytes - ciphertext from the socket: handshake events, then the
+ * plaintext to the owner. */
+static void tls_input_bytes(struct conn *c, const char *p, size_t n)
+{
+	size_t before = buf_used(&c->in);
+	unsigned ev = 0;
+	enum tls_error e = tls_input(c->tls, p, n, &c->in, &c->raw, &ev);
+	if (e) {
+		tls_failed(c, e);
+		return;
+	}
+	if (buf_used(&c->raw))
+		conn_flush_soon(c);
+	if (ev & TLS_EV_ESTABLISHED) {
+		c->flags &= ~CONN_F_TLS_HANDSHAKE;
+		conn_flush_soon(c); /* plaintext that waited for the handshake */
+		if (c->ops->tls_ready)
+			c->ops->tls_ready(c);
+		if (conn_closing(c))
+			return;
+	}
+	if (buf_used(&c->in) > before)
+		c->ops->data(c);
+	if ((ev & TLS_EV_CLOSED) && !conn_closing(c)) {
+		c->flags |= CONN_F_EOF;
+		peer_gone(c, 0);
+	}
 }
 
 static void send_submit(struct conn *c)
@@ -153,13 +261,21 @@ static void send_submit(struct conn *c)
 static void conn_flush_now(struct loop_defer *d)
 {
 	struct conn *c = RP_CONTAINER_OF(d, struct conn, flush);
-	if ((c->flags & (CONN_F_SENDING | CONN_F_CLOSING)) || c->fd < 0 || !buf_used(&c->out))
+	if ((c->flags & (CONN_F_SENDING | CONN_F_CLOSING)) || c->fd < 0)
+		return;
+	struct buf *ready = &c->out;
+	if (c->tls) {
+		if (!tls_encrypt_out(c))
+			return;
+		ready = &c->raw;
+	}
+	if (!buf_used(ready))
 		return;
 	/* Swap: the filled buffer goes to the kernel, the drained one is refilled. */
 	struct buf tmp = c->sending;
-	c->sending = c->out;
-	c->out = tmp;
-	buf_reset(&c->out);
+	c->sending = *ready;
+	*ready = tmp;
+	buf_reset(ready);
 	send_submit(c);
 }
 
@@ -220,6 +336,15 @@ void conn_close_after_flush(struct conn *c)
 {
 	if (conn_closing(c))
 		return;
+	if (c->tls) {
+		if (c->flags & CONN_F_TLS_HANDSHAKE) {
+			buf_reset(&c->out); /* no session to send it through */
+		} else {
+			if (!tls_encrypt_out(c))
+				return;
+			tls_shutdown(c->tls, &c->raw); /* close_notify */
+		}
+	}
 	if (!conn_pending_out(c)) {
 		begin_close(c);
 		return;
@@ -265,6 +390,9 @@ static void conn_release_now(struct loop_defer *d)
 	buf_free(&c->in);
 	buf_free(&c->out);
 	buf_free(&c->sending);
+	buf_free(&c->raw);
+	tls_free(c->tls);
+	c->tls = NULL;
 	c->flags |= CONN_F_RELEASED;
 	c->ops->released(c);
 }
@@ -277,6 +405,10 @@ void conn_trim(struct conn *c, size_t keep)
 		buf_shrink(&c->out, keep);
 	if (!(c->flags & CONN_F_SENDING))
 		buf_shrink(&c->sending, keep);
+	if (!buf_used(&c->raw))
+		buf_shrink(&c->raw, keep);
+	if (c->tls)
+		tls_trim(c->tls);
 }
 
 static void on_recv(struct conn *c, const struct loop_cqe *cqe)
@@ -287,12 +419,16 @@ static void on_recv(struct conn *c, const struct loop_cqe *cqe)
 	if (c->flags & CONN_F_CLOSING)
 		return;
 	if (cqe->res > 0) {
-		buf_append(&c->in, cqe->data, (size_t)cqe->res);
 		c->bytes_in += (size_t)cqe->res;
 		/* The buffer ring ran dry or the kernel ended the multishot:
 		 * any completion without F_MORE on a live conn means re-arm. */
 		if (!more && !(c->flags & CONN_F_PAUSED))
 			recv_arm(c);
+		if (c->tls) {
+			tls_input_bytes(c, cqe->data, (size_t)cqe->res);
+			return;
+		}
+		buf_append(&c->in, cqe->data, (size_t)cqe->res);
 		c->ops->data(c);
 		return;
 	}
@@ -339,10 +475,10 @@ static void on_send(struct conn *c, const struct loop_cqe *cqe)
 		send_submit(c); /* short send: the rest, same buffer */
 		return;
 	}
-	if (buf_used(&c->out)) {
+	if (buf_used(&c->out) || buf_used(&c->raw))
 		conn_flush_now(&c->flush);
+	if ((c->flags & (CONN_F_SENDING | CONN_F_CLOSING)) || buf_used(&c->raw))
 		return;
-	}
 	if (c->flags & CONN_F_CLOSE_DRAINED) {
 		shutdown(c->fd, SHUT_WR);
 		begin_close(c);

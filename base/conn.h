@@ -1,9 +1,16 @@
-/* conn.h - a TCP byte stream on the event loop (both directions).
+/* conn.h - a TCP byte stream on the event loop (both directions), in clear
+ * text or TLS.
  *
  * A conn owns one socket. Received bytes are appended to c->in and the
  * owner's data callback consumes what it can. Writes are appended to an
  * output buffer and sent once per batch of completions (one send carries
  * every reply a pipelined batch produced); a short send is resubmitted.
+ *
+ * TLS (tls.h) sits between the socket and those buffers: conn_tls_server
+ * and conn_tls_client switch a conn to TLS from the first byte (implicit
+ * TLS) or mid-stream (STARTTLS); c->in and c->out then carry plaintext and
+ * the owner's code does not change. A TLS failure closes the conn and is
+ * reported through ops->closed with -EPROTO (conn_tls_error says which).
  *
  * Life cycle: conn_init + conn_attach (accepted socket) or conn_connect.
  * The conn closes when the owner calls conn_close / conn_close_after_flush,
@@ -18,8 +25,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "loop.h"
 #include "buf.h"
+#include "loop.h"
+#include "tls.h"
 
 struct conn;
 
@@ -34,6 +42,8 @@ struct conn_ops {
 	void (*closed)(struct conn *c, int err);
 	/* released - nothing is in flight any more; the owner may free c. */
 	void (*released)(struct conn *c);
+	/* tls_ready - the TLS handshake completed (optional); data follows. */
+	void (*tls_ready)(struct conn *c);
 };
 
 enum {
@@ -45,6 +55,7 @@ enum {
 	CONN_F_PAUSED = 1u << 5,        /* the owner paused receiving */
 	CONN_F_EOF = 1u << 6,           /* the peer half-closed */
 	CONN_F_RELEASED = 1u << 7,      /* released has run */
+	CONN_F_TLS_HANDSHAKE = 1u << 8, /* TLS is on and its handshake is not done */
 };
 
 struct conn {
@@ -57,6 +68,10 @@ struct conn {
 	struct buf in;              /* received, not yet consumed */
 	struct buf out;             /* written by the owner, not yet sent */
 	struct buf sending;         /* handed to the kernel; untouchable while SENDING */
+	struct tls *tls;            /* NULL in clear text */
+	struct buf raw;             /* bytes for the wire not yet handed to the kernel:
+	                             * ciphertext, or clear text queued before TLS began */
+	enum tls_error tls_err;     /* why TLS failed (conn closed with -EPROTO) */
 	struct loop_defer flush;    /* sends once per batch */
 	int err;                    /* first socket error seen, -errno */
 	uint64_t bytes_in, bytes_out;
@@ -100,6 +115,20 @@ void conn_trim(struct conn *c, size_t keep);
 static inline bool conn_closing(const struct conn *c)
 {
 	return c->flags & (CONN_F_CLOSING | CONN_F_CLOSE_DRAINED);
+}
+
+/* conn_tls_server - from now on speak TLS as the server (implicit TLS right
+ * after conn_attach, or STARTTLS once its 220 is queued: what c->out holds
+ * still goes out in clear text first). Unconsumed input is discarded: a
+ * client's commands pipelined behind STARTTLS must not be read as if they
+ * came through TLS (the CVE-2011-0411 class). */
+void conn_tls_server(struct conn *c, struct tls_ctx *ctx);
+/* conn_tls_client - the same as the client: sends the ClientHello. */
+void conn_tls_client(struct conn *c, struct tls_ctx *ctx, const struct tls_client_opts *opts);
+/* conn_tls_error - why TLS failed (TLS_OK when it did not). */
+static inline enum tls_error conn_tls_error(const struct conn *c)
+{
+	return c->tls_err;
 }
 
 /* conn_peer_name - "1.2.3.4:25" or "[::1]:25" of fd's peer into out. */

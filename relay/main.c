@@ -145,7 +145,11 @@ static void reload(struct relay *r)
 	log_set_level(cfg->log_level);
 	if (strcmp(old->log_path, cfg->log_path) && !log_open(cfg->log_path))
 		log_error("reload: cannot open log %s: %s", cfg->log_path, strerror(errno));
-	struct config_ref *cref = config_ref_new(cfg);
+	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
+	if (!cref) {
+		log_error("reload failed, keeping the running config: %s", err);
+		return;
+	}
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_reconfigure(r->shards[i], cref);
 	config_ref_put(r->cref);
@@ -186,7 +190,9 @@ static int cmd_serve(int argc, char **argv)
 	struct relay *r = xcalloc(1, sizeof(*r));
 	pthread_mutex_init(&r->drain_lock, NULL);
 	pthread_cond_init(&r->drain_cond, NULL);
-	r->cref = config_ref_new(cfg);
+	r->cref = config_ref_new(cfg, err, sizeof(err));
+	if (!r->cref)
+		rp_die(RP_EX_CONFIG, "%s", err);
 	r->spool = spool;
 	r->nshards = config_shards(cfg);
 	if (r->nshards > 256)
@@ -262,8 +268,13 @@ static int cmd_serve(int argc, char **argv)
 static int cmd_check_config(int argc, char **argv)
 {
 	struct config *cfg = cli_load_config(argc, argv);
-	printf("%s: ok\n", cfg->path);
-	config_free(cfg);
+	char err[600];
+	/* What serve builds from it too: certificates, keys, CA files. */
+	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
+	if (!cref)
+		rp_die(RP_EX_CONFIG, "%s", err);
+	printf("%s: ok\n", cref->cfg->path);
+	config_ref_put(cref);
 	return RP_EX_OK;
 }
 

@@ -31,29 +31,6 @@ struct shard_listener {
 	struct loop_timer retry; /* re-arm after EMFILE */
 };
 
-/* ---- config references ------------------------------------------------- */
-
-struct config_ref *config_ref_new(struct config *cfg)
-{
-	struct config_ref *r = xcalloc(1, sizeof(*r));
-	r->cfg = cfg;
-	atomic_init(&r->refs, 1);
-	return r;
-}
-
-void config_ref_get(struct config_ref *r)
-{
-	atomic_fetch_add(&r->refs, 1);
-}
-
-void config_ref_put(struct config_ref *r)
-{
-	if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
-		config_free(r->cfg);
-		free(r);
-	}
-}
-
 /* ---- listeners --------------------------------------------------------- */
 
 static void listener_arm(struct shard_listener *li);

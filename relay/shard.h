@@ -18,6 +18,7 @@
 
 #include "api/api.h"
 #include "config.h"
+#include "config_ref.h"
 #include "base/loop.h"
 #include "queue/sched.h"
 #include "queue/spool.h"
@@ -25,12 +26,6 @@
 struct shard;
 struct smtpd;
 struct delivery;
-
-/* A config shared by the shards; freed when the last shard lets go. */
-struct config_ref {
-	struct config *cfg;
-	_Atomic unsigned refs;
-};
 
 enum listener_kind {
 	LISTEN_SUBMISSION,
@@ -120,10 +115,5 @@ extern const struct api_ops shard_api_ops;
 void shard_api_config(const struct config *cfg, struct api_config *out);
 /* shard_fill_stats - this shard's part of a stats snapshot (its thread). */
 void shard_fill_stats(struct shard *sh, struct stats_snapshot *part);
-
-/* config_ref helpers. */
-struct config_ref *config_ref_new(struct config *cfg);
-void config_ref_get(struct config_ref *r);
-void config_ref_put(struct config_ref *r);
 
 #endif
