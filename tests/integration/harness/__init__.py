@@ -22,6 +22,7 @@ and keeps its directory). Environment:
   api.py       api_* calls, waits on recipient states, the bounce mailbox
   env.py       TestEnv, Cases, run_cases, stop_clean, run_test
   receiver.py  the smtpd receiver process (a script)
+  tlsfiles.py  a private CA and certificates for the TLS tests (openssl)
 """
 
 from .api import (api_domain, api_rcpt, api_send, api_status, api_submit_batch, bounce_get,
@@ -35,6 +36,7 @@ from .daemon import EX_CONFIG, Daemon, iso_epoch, log_events, parse_kv, ringpost
 from .env import Cases, TestEnv, raise_failures, run_cases, run_test, stop_clean
 from .proc import (free_port, kill_all_children, port_accepts, spawn, stop_process,
                    wait_for)
+from .tlsfiles import CA, self_signed
 from .servers import (ClosedPort, Dnsmasq, FastSink, Received, SavedMail, SlammingPort,
                       SmtpdReceiver, SmtpSink, StrictSmtpServer, ThreadedListener, dns_query,
                       saved_mail, sink_counts, sink_history)
