@@ -1,0 +1,98 @@
+/* smtp_server_impl.h - what the SMTP server's files share (smtp_server.c:
+ * sessions, input, content and the commit; smtp_server_cmd.c: the
+ * commands; smtp_server_auth.c: STARTTLS and AUTH). Private to them.
+ */
+#ifndef RP_SMTP_SERVER_IMPL_H
+#define RP_SMTP_SERVER_IMPL_H
+
+#include "base/conn.h"
+#include "smtp_cmd.h"
+#include "smtp_data.h"
+#include "smtp_server.h"
+
+#define CMD_LINE_MAX      512 /* RFC 5321 4.5.3.1.4, CRLF included */
+#define PAUSE_INPUT_BYTES (4u << 20)
+#define KEEP_MSG_BYTES    (256u * 1024)
+
+enum srv_state {
+	SS_GREETING, /* banner sent, no EHLO/HELO yet */
+	SS_IDLE,     /* EHLO/HELO done, no transaction */
+	SS_MAIL,     /* MAIL accepted */
+	SS_RCPT,     /* at least one RCPT accepted */
+	SS_DATA,     /* reading DATA content */
+	SS_BDAT,     /* reading a BDAT chunk */
+	SS_COMMIT,   /* waiting for the spool */
+	SS_CLOSING,  /* closing after a final reply */
+	SS_NSTATES,
+};
+
+
+struct smtpd {
+	struct loop *loop;
+	struct spool *spool;
+	const struct config *cfg;
+	submit_route_fn route;
+	void *route_ctx;
+	void (*session_gone)(void *arg);
+	void *arg;
+	struct rp_list sessions; /* every session, for shutdown */
+	unsigned nsessions;
+	uint64_t accepted_sessions; /* since start */
+	uint64_t messages;          /* messages accepted */
+	uint64_t rejected;          /* transactions refused at the end */
+};
+
+struct srv_session {
+	struct conn conn;
+	struct smtpd *srv;
+	struct rp_list link; /* on srv->sessions */
+	enum srv_state state;
+	struct loop_timer timer; /* idle timeout */
+	char peer[64];           /* "[ip]:port" */
+	char peer_ip[56];        /* for Received: "[ip]" or "[IPv6:..]" */
+	char helo[128];
+	bool esmtp;
+	bool relay_ok;        /* inside [submission] networks */
+	bool skip_line;       /* discarding an over-long command line */
+	size_t skipped;       /* bytes of it discarded so far */
+	bool commit_inflight; /* req is with the spool writer */
+	bool released;        /* the conn is gone */
+	bool shutdown;        /* say 421 after the commit */
+	unsigned errors;
+	unsigned transactions;
+
+	/* The transaction. */
+	struct submission sub; /* envelope, recipients, the commit */
+	bool utf8;             /* MAIL ... SMTPUTF8 */
+	unsigned rejected_rcpts;
+	struct buf msg; /* content (normalised) */
+	struct smtp_data_rx rx;
+	bool bdat_used;
+	bool bdat_last;
+	enum srv_state bdat_prev; /* state before the chunk */
+	const char *bdat_error;   /* reply for the chunk being skipped */
+	uint64_t bdat_left;
+	struct smtp_chunk_state chunk;
+};
+
+/* srv_cfg - the config the session runs under (the server's current one). */
+const struct config *srv_cfg(const struct srv_session *s);
+/* srv_set_state - move to st (logged at debug). */
+void srv_set_state(struct srv_session *s, enum srv_state st);
+/* srv_reply - one reply line (CRLF added). */
+void srv_reply(struct srv_session *s, const char *text);
+/* srv_close_with - a last reply, then close once it is sent. */
+void srv_close_with(struct srv_session *s, const char *text);
+/* srv_count_error - one more bad command; too many of them end the session. */
+void srv_count_error(struct srv_session *s);
+/* srv_error - a 4xx/5xx reply to a bad command (counted). */
+void srv_error(struct srv_session *s, const char *text);
+/* srv_tx_reset - forget the transaction (RSET, after a message, EHLO). */
+void srv_tx_reset(struct srv_session *s);
+/* srv_command - run one command line (without its CRLF). */
+void srv_command(struct srv_session *s, const char *line, size_t len);
+/* srv_commit - the content is complete (flags SMTP_DATA_*): check it and
+ * hand the message to the spool; the reply comes when it is durable. */
+void srv_commit(struct srv_session *s, unsigned content_flags);
+
+#endif
