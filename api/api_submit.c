@@ -347,7 +347,7 @@ static bool parse_attachments(struct api_msg *m, json_t *atts, struct mime_parts
 			goto out;
 		}
 		offs[i] = buf_used(&mp->att_data);
-		if (!mime_base64_decode(json_string_value(content), json_string_length(content),
+		if (!base64_decode(json_string_value(content), json_string_length(content),
 		                        &mp->att_data)) {
 			msg_error(m, 400, "bad_field",
 			          "attachments[%u].content is not valid base64", i);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/base64.h"
 #include "base/buf.h"
 
 struct mime_header {
@@ -55,12 +56,6 @@ bool mime_header_reserved(const char *name);
 /* mime_encode_header - append "Name: value" folded, with encoded words for
  * non-ASCII; an address list keeps its addresses plain. */
 void mime_encode_header(struct buf *out, const char *name, const char *value, bool addresses);
-/* mime_base64_encode - append base64 of p[0..n), CRLF every 76 characters
- * when lines is true. */
-void mime_base64_encode(struct buf *out, const unsigned char *p, size_t n, bool lines);
-/* mime_base64_decode - decode standard base64 (whitespace ignored, padding
- * optional); false on any other character. */
-bool mime_base64_decode(const char *p, size_t n, struct buf *out);
 /* mime_qp_encode - append quoted-printable (RFC 2045) of p[0..n). */
 void mime_qp_encode(struct buf *out, const char *p, size_t n);
 

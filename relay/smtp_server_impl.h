@@ -5,6 +5,7 @@
 #ifndef RP_SMTP_SERVER_IMPL_H
 #define RP_SMTP_SERVER_IMPL_H
 
+#include "base/auth.h"
 #include "base/conn.h"
 #include "smtp_cmd.h"
 #include "smtp_data.h"
@@ -13,6 +14,7 @@
 #define CMD_LINE_MAX      512 /* RFC 5321 4.5.3.1.4, CRLF included */
 #define PAUSE_INPUT_BYTES (4u << 20)
 #define KEEP_MSG_BYTES    (256u * 1024)
+#define AUTH_LINE_MAX     4096 /* AUTH lines carry base64 credentials (RFC 4954 4) */
 
 enum srv_state {
 	SS_GREETING, /* banner sent, no EHLO/HELO yet */
@@ -23,6 +25,7 @@ enum srv_state {
 	SS_BDAT,     /* reading a BDAT chunk */
 	SS_COMMIT,   /* waiting for the spool */
 	SS_CLOSING,  /* closing after a final reply */
+	SS_AUTH,     /* waiting for a password check (or its failure delay) */
 	SS_NSTATES,
 };
 
@@ -31,6 +34,10 @@ struct smtpd {
 	struct loop *loop;
 	struct spool *spool;
 	const struct config *cfg;
+	struct tls_ctx *tls;          /* the generation's server context, NULL = no TLS */
+	struct auth_users *users;     /* the generation's users, NULL = no AUTH */
+	struct auth_checker *checker; /* password checks off the loop */
+	struct auth_limiter *limiter; /* failed logins per address */
 	submit_route_fn route;
 	void *route_ctx;
 	void (*session_gone)(void *arg);
@@ -40,6 +47,17 @@ struct smtpd {
 	uint64_t accepted_sessions; /* since start */
 	uint64_t messages;          /* messages accepted */
 	uint64_t rejected;          /* transactions refused at the end */
+	uint64_t tls_sessions;      /* sessions that completed a TLS handshake */
+	uint64_t tls_failures;      /* handshakes that failed */
+	uint64_t auth_ok, auth_failed;
+};
+
+/* Where an AUTH dialogue is (RFC 4954). */
+enum srv_auth_step {
+	AUTH_NONE,       /* no AUTH in progress: lines are commands */
+	AUTH_PLAIN,      /* 334 sent, the PLAIN response comes */
+	AUTH_LOGIN_USER, /* 334 "Username:" sent */
+	AUTH_LOGIN_PASS, /* 334 "Password:" sent */
 };
 
 struct srv_session {
@@ -58,6 +76,17 @@ struct srv_session {
 	bool commit_inflight; /* req is with the spool writer */
 	bool released;        /* the conn is gone */
 	bool shutdown;        /* say 421 after the commit */
+	bool implicit_tls;    /* accepted on the submissions (TLS) port */
+	bool tls;             /* TLS is up */
+	bool starttls_now;    /* STARTTLS switched: the rest of this input is gone */
+	bool auth_inflight;   /* auth_req is with the checker */
+	enum srv_auth_step auth_step;
+	const char *auth_mech;            /* "PLAIN" or "LOGIN" while in progress */
+	char login_user[AUTH_NAME_MAX + 1]; /* AUTH LOGIN's user while its password comes */
+	char user[AUTH_NAME_MAX + 1];     /* the authenticated user, "" = none */
+	struct auth_req *auth_req;        /* the check in flight (or its delayed answer) */
+	char tls_desc[80];                /* "TLSv1.3/TLS_AES_256_GCM_SHA384" */
+	struct sockaddr_storage peer_ss;  /* the client, for the failure limit */
 	unsigned errors;
 	unsigned transactions;
 
@@ -94,5 +123,25 @@ void srv_command(struct srv_session *s, const char *line, size_t len);
 /* srv_commit - the content is complete (flags SMTP_DATA_*): check it and
  * hand the message to the spool; the reply comes when it is durable. */
 void srv_commit(struct srv_session *s, unsigned content_flags);
+/* srv_resume - go on with the input after a wait (commit, AUTH check). */
+void srv_resume(struct srv_session *s);
+/* srv_may_free - the session is gone and nothing is in flight: free it
+ * (true), or it waits for what is (false). */
+bool srv_may_free(struct srv_session *s);
+
+/* ---- smtp_server_auth.c ------------------------------------------------ */
+
+/* srv_ehlo_extensions - the STARTTLS and AUTH lines EHLO offers now. */
+void srv_ehlo_extensions(struct srv_session *s, struct buf *out);
+/* srv_cmd_starttls - STARTTLS (RFC 3207). */
+void srv_cmd_starttls(struct srv_session *s, const struct smtp_cmd *c);
+/* srv_cmd_auth - AUTH PLAIN / LOGIN (RFC 4954, 4616). */
+void srv_cmd_auth(struct srv_session *s, const struct smtp_cmd *c);
+/* srv_auth_response - a line of an AUTH dialogue (auth_step != AUTH_NONE). */
+void srv_auth_response(struct srv_session *s, const char *line, size_t len);
+/* srv_tls_ready - the handshake completed (conn ops->tls_ready). */
+void srv_tls_ready(struct conn *c);
+/* srv_auth_free - drop what an AUTH dialogue holds (session end). */
+void srv_auth_free(struct srv_session *s);
 
 #endif

@@ -57,10 +57,10 @@ static size_t max_line(const char *p, size_t n, bool crlf_end)
 	return cur > longest ? cur : longest;
 }
 
-/* b64_decode_str - decode a NUL-terminated string with mime_base64_decode. */
+/* b64_decode_str - decode a NUL-terminated string with base64_decode. */
 static bool b64_decode_str(const char *s, struct buf *out)
 {
-	return mime_base64_decode(s, strlen(s), out);
+	return base64_decode(s, strlen(s), out);
 }
 
 /* qp_decode - RFC 2045 6.7 decoding: "=XX", soft breaks "=CRLF", and
@@ -159,7 +159,7 @@ static void rfc2047_decode(const char *v, struct buf *out, unsigned *nwords)
 			              p);
 			struct buf raw = { 0 };
 			const char *b = p + sizeof(pre) - 1;
-			cr_assert(mime_base64_decode(b, (size_t)(end - b), &raw),
+			cr_assert(base64_decode(b, (size_t)(end - b), &raw),
 			          "bad base64 in word");
 			cr_assert(
 			    utf8_complete((const unsigned char *)buf_head(&raw), buf_used(&raw)),
@@ -251,7 +251,7 @@ Test(mime, base64_rfc4648_vectors)
 	for (size_t i = 0; i < sizeof(b64_vectors) / sizeof(b64_vectors[0]); i++) {
 		const struct b64_vector *v = &b64_vectors[i];
 		struct buf e = { 0 }, d = { 0 };
-		mime_base64_encode(&e, (const unsigned char *)v->raw, strlen(v->raw), true);
+		base64_encode(&e, (const unsigned char *)v->raw, strlen(v->raw), true);
 		cr_assert_eq(buf_used(&e), strlen(v->enc), "vector %zu: length", i);
 		cr_assert(!memcmp(buf_head(&e), v->enc, buf_used(&e)), "vector %zu: '%s' want '%s'",
 		          i, str_of(&e), v->enc);
@@ -269,7 +269,7 @@ static void b64_roundtrip(size_t n, bool lines)
 	unsigned char *data = malloc(n + 1);
 	rnd_bytes(data, n);
 	struct buf e = { 0 }, d = { 0 };
-	mime_base64_encode(&e, data, n, lines);
+	base64_encode(&e, data, n, lines);
 	const char *s = buf_head(&e);
 	size_t len = buf_used(&e);
 	if (lines) {
@@ -294,7 +294,7 @@ static void b64_roundtrip(size_t n, bool lines)
 		cr_assert_eq(len, (n + 2) / 3 * 4, "n=%zu: unwrapped length %zu", n, len);
 		cr_assert_null(memchr(s, '\r', len));
 	}
-	cr_assert(mime_base64_decode(s, len, &d), "n=%zu: decode failed", n);
+	cr_assert(base64_decode(s, len, &d), "n=%zu: decode failed", n);
 	cr_assert_eq(buf_used(&d), n, "n=%zu: decoded %zu bytes", n, buf_used(&d));
 	cr_assert(!memcmp(buf_head(&d), data, n), "n=%zu: bytes differ", n);
 	buf_free(&e);
@@ -353,7 +353,7 @@ Test(mime, base64_decode_errors)
 		buf_puts(&d, "keep");
 		/* Explicit lengths: one case carries a NUL. */
 		size_t n = i == 5 ? 7 : strlen(bad[i]);
-		cr_assert_not(mime_base64_decode(bad[i], n, &d), "case %zu '%s' accepted", i,
+		cr_assert_not(base64_decode(bad[i], n, &d), "case %zu '%s' accepted", i,
 		              bad[i]);
 		cr_assert_eq(buf_used(&d), 4, "case %zu: output changed on failure", i);
 		cr_assert(!memcmp(buf_head(&d), "keep", 4));
@@ -365,7 +365,7 @@ Test(mime, base64_appends)
 {
 	struct buf b = { 0 };
 	buf_puts(&b, "x:");
-	mime_base64_encode(&b, (const unsigned char *)"foo", 3, true);
+	base64_encode(&b, (const unsigned char *)"foo", 3, true);
 	cr_assert(b64_decode_str("YmFy", &b));
 	cr_assert_str_eq(str_of(&b), "x:Zm9vbar");
 	buf_free(&b);
@@ -763,7 +763,7 @@ static char *decoded_body(const struct part *p, size_t *len)
 	cr_assert_not_null(cte, "a part without Content-Transfer-Encoding");
 	struct buf d = { 0 };
 	if (!strcmp(cte, "base64"))
-		cr_assert(mime_base64_decode(p->body, strlen(p->body), &d));
+		cr_assert(base64_decode(p->body, strlen(p->body), &d));
 	else if (!strcmp(cte, "quoted-printable"))
 		qp_decode(p->body, strlen(p->body), &d);
 	else {
