@@ -18,6 +18,7 @@
 #include "queue/spool.h"
 #include "base/stats.h"
 #include "base/loop.h"
+#include "base/tls.h"
 
 struct api_server;
 struct api_session;
@@ -33,6 +34,7 @@ struct api_config {
 	uint32_t max_batch;        /* messages per batch request */
 	uint64_t idle_timeout_ms;  /* keep-alive idle time */
 	uint32_t max_clients;      /* concurrent HTTP sessions per shard */
+	struct tls_ctx *tls;       /* HTTPS with this context; NULL = plain HTTP */
 };
 
 /* A request for every shard's counters; the daemon fills snap and calls

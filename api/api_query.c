@@ -115,6 +115,11 @@ void api_message_status(struct api_session *s, const char *arg)
 	struct buf b = { 0 };
 	buf_printf(&b, "{\"id\":\"%s\",\"from\":", ids);
 	http_json_str(&b, m.sender, m.sender_len);
+	buf_puts(&b, ",\"submitter\":");
+	if (m.submitter_len)
+		http_json_str(&b, m.submitter, m.submitter_len);
+	else
+		buf_puts(&b, "null");
 	buf_puts(&b, ",\"submitted\":");
 	iso_time(&b, m.submit_ms);
 	buf_printf(&b, ",\"size\":%llu,\"recipients\":[", (unsigned long long)m.body_len);

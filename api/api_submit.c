@@ -348,7 +348,7 @@ static bool parse_attachments(struct api_msg *m, json_t *atts, struct mime_parts
 		}
 		offs[i] = buf_used(&mp->att_data);
 		if (!base64_decode(json_string_value(content), json_string_length(content),
-		                        &mp->att_data)) {
+		                   &mp->att_data)) {
 			msg_error(m, 400, "bad_field",
 			          "attachments[%u].content is not valid base64", i);
 			goto out;

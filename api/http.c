@@ -598,6 +598,8 @@ void api_session_start(struct api_server *srv, int fd)
 	rp_list_add(&srv->sessions, &s->link);
 	srv->nsessions++;
 	conn_attach(&s->conn, fd);
+	if (srv->cfg->tls) /* HTTPS: TLS from the first byte */
+		conn_tls_server(&s->conn, srv->cfg->tls);
 	if (srv->nsessions > srv->cfg->max_clients || srv->shutting_down) {
 		s->keep_alive = false;
 		http_error(s, 503, "unavailable", "too many connections, try again later");

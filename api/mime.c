@@ -20,7 +20,6 @@
 #define HEADER_SOFT 76 /* fold header lines around here */
 #define WORD_RAW    45 /* raw bytes per encoded word: 60 base64 chars */
 
-
 bool mime_header_name_ok(const char *name)
 {
 	if (!*name || strlen(name) > 76)
@@ -59,7 +58,6 @@ static bool is_ascii(const char *p, size_t n)
 			return false;
 	return true;
 }
-
 
 void mime_qp_encode(struct buf *out, const char *p, size_t n)
 {

@@ -46,7 +46,7 @@ static bool parse_line(char *line, struct auth_user *out, const char **why)
 {
 	size_t n = strlen(line);
 	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
-		     line[n - 1] == '\t'))
+	             line[n - 1] == '\t'))
 		line[--n] = '\0';
 	char *colon = strchr(line, ':');
 	if (!colon) {
@@ -201,9 +201,9 @@ struct worker {
 struct auth_checker {
 	struct worker *w;
 	unsigned n;
-	_Atomic unsigned next;   /* round-robin */
+	_Atomic unsigned next; /* round-robin */
 	_Atomic bool stopping;
-	char dummy[128];         /* a hash that unknown users are checked against */
+	char dummy[128]; /* a hash that unknown users are checked against */
 };
 
 /* check_one - hash and answer; the password is wiped either way. */
@@ -294,12 +294,12 @@ void auth_checker_free(struct auth_checker *ac)
 }
 
 void auth_check(struct auth_checker *ac, struct auth_req *req, struct auth_users *users,
-		const char *user, size_t ulen, const char *pass, size_t plen, struct mq *reply_to,
-		mq_fn done)
+                const char *user, size_t ulen, const char *pass, size_t plen, struct mq *reply_to,
+                mq_fn done)
 {
 	memset(req, 0, sizeof(*req));
 	snprintf(req->user, sizeof(req->user), "%.*s", (int)RP_MIN(ulen, (size_t)AUTH_NAME_MAX),
-		 user);
+	         user);
 	memcpy(req->pass, pass, RP_MIN(plen, (size_t)AUTH_PASS_MAX));
 	req->users = auth_users_ref(users);
 	req->reply_to = reply_to;
@@ -310,18 +310,18 @@ void auth_check(struct auth_checker *ac, struct auth_req *req, struct auth_users
 
 /* ---- the failure limiter ----------------------------------------------- */
 
-#define LIMIT_WINDOW_MS 60000
-#define LIMIT_BLOCK_MS 60000      /* the first back-off; doubles on repeat */
+#define LIMIT_WINDOW_MS    60000
+#define LIMIT_BLOCK_MS     60000 /* the first back-off; doubles on repeat */
 #define LIMIT_BLOCK_MAX_MS 3600000
-#define LIMIT_SLOTS 4096          /* addresses tracked at once (oldest replaced) */
+#define LIMIT_SLOTS        4096 /* addresses tracked at once (oldest replaced) */
 
 struct limit_entry {
-	unsigned char key[16];   /* IPv4 address or IPv6 /64, zero-padded */
-	uint8_t family;          /* 0 = free slot */
-	unsigned failures;       /* in the window starting at window_ms */
+	unsigned char key[16]; /* IPv4 address or IPv6 /64, zero-padded */
+	uint8_t family;        /* 0 = free slot */
+	unsigned failures;     /* in the window starting at window_ms */
 	uint64_t window_ms;
 	uint64_t blocked_until;
-	uint64_t block_ms;       /* the last back-off period */
+	uint64_t block_ms; /* the last back-off period */
 };
 
 struct auth_limiter {
@@ -380,7 +380,7 @@ static bool limit_key(const struct sockaddr *sa, unsigned char key[16], uint8_t 
 /* lookup - the entry for key (locked); with make, a new or the least
  * useful one replaced. */
 static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *key, uint8_t family,
-				  bool make, uint64_t now)
+                                  bool make, uint64_t now)
 {
 	uint64_t h = rp_hash64(key, 16) ^ family;
 	struct limit_entry *victim = NULL;
@@ -389,8 +389,8 @@ static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *k
 		if (e->family == family && !memcmp(e->key, key, 16))
 			return e;
 		bool stale = e->family && e->blocked_until <= now &&
-			     now - e->window_ms >= LIMIT_WINDOW_MS &&
-			     (!e->block_ms || now - e->blocked_until > LIMIT_BLOCK_MAX_MS);
+		             now - e->window_ms >= LIMIT_WINDOW_MS &&
+		             (!e->block_ms || now - e->blocked_until > LIMIT_BLOCK_MAX_MS);
 		if (!victim && (!e->family || stale))
 			victim = e;
 	}
@@ -408,12 +408,11 @@ static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *k
 }
 
 bool auth_limiter_blocked(struct auth_limiter *l, const struct sockaddr *sa, uint64_t now_ms,
-			  uint64_t *left_ms)
+                          uint64_t *left_ms)
 {
 	unsigned char key[16];
 	uint8_t family;
-	if (!atomic_load_explicit(&l->active, memory_order_relaxed) ||
-	    !limit_key(sa, key, &family))
+	if (!atomic_load_explicit(&l->active, memory_order_relaxed) || !limit_key(sa, key, &family))
 		return false;
 	pthread_mutex_lock(&l->lock);
 	struct limit_entry *e = lookup(l, key, family, false, now_ms);
@@ -425,7 +424,7 @@ bool auth_limiter_blocked(struct auth_limiter *l, const struct sockaddr *sa, uin
 }
 
 unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, uint64_t now_ms,
-			   bool *blocked)
+                           bool *blocked)
 {
 	unsigned char key[16];
 	uint8_t family;
@@ -441,7 +440,7 @@ unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, ui
 	unsigned n = ++e->failures;
 	if (n >= l->max) {
 		e->block_ms = e->block_ms ? RP_MIN(e->block_ms * 2, (uint64_t)LIMIT_BLOCK_MAX_MS)
-					  : LIMIT_BLOCK_MS;
+		                          : LIMIT_BLOCK_MS;
 		e->blocked_until = now_ms + e->block_ms;
 		e->failures = 0;
 		e->window_ms = now_ms;

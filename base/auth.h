@@ -48,12 +48,12 @@ bool auth_users_has(const struct auth_users *u, const char *name);
 /* A password check in flight. The caller owns it; it must stay valid until
  * done has run. user and pass are copied in by auth_check and wiped there. */
 struct auth_req {
-	struct mq_item item;  /* queue link: the checker's while in flight */
+	struct mq_item item;      /* queue link: the checker's while in flight */
 	struct auth_users *users; /* the table to check against (ref held while queued) */
 	char user[AUTH_NAME_MAX + 1];
 	char pass[AUTH_PASS_MAX + 1];
-	bool ok;              /* the answer: the password is right */
-	struct mq *reply_to;  /* done runs on this queue's consumer */
+	bool ok;             /* the answer: the password is right */
+	struct mq *reply_to; /* done runs on this queue's consumer */
 	mq_fn done;
 };
 
@@ -64,8 +64,8 @@ void auth_checker_free(struct auth_checker *ac);
 /* auth_check - check user/pass (copied) against users; the answer comes
  * through reply_to with done. pass is wiped from req once hashed. */
 void auth_check(struct auth_checker *ac, struct auth_req *req, struct auth_users *users,
-		const char *user, size_t ulen, const char *pass, size_t plen, struct mq *reply_to,
-		mq_fn done);
+                const char *user, size_t ulen, const char *pass, size_t plen, struct mq *reply_to,
+                mq_fn done);
 
 /* auth_hash - a new crypt(3) hash of pass (yescrypt, random salt) into out;
  * false when the library refuses. For `ringpost user add`. */
@@ -81,11 +81,11 @@ void auth_limiter_set_max(struct auth_limiter *l, unsigned max_failures);
 /* auth_limiter_blocked - whether sa is in its back-off period now; *left_ms
  * (if not NULL) says for how long. Cheap when nobody has failed. */
 bool auth_limiter_blocked(struct auth_limiter *l, const struct sockaddr *sa, uint64_t now_ms,
-			  uint64_t *left_ms);
+                          uint64_t *left_ms);
 /* auth_limiter_fail - one more failure from sa; returns how many in the
  * current minute. When that reaches the limit, sa is blocked and true is
  * returned in *blocked. */
 unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, uint64_t now_ms,
-			   bool *blocked);
+                           bool *blocked);
 
 #endif

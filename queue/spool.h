@@ -77,6 +77,8 @@ struct spool_msg {
 	size_t envid_len;
 	const char *source; /* how it arrived, e.g. "smtp [127.0.0.1] helo=x" */
 	size_t source_len;
+	const char *submitter; /* the authenticated user (at most 255 bytes), or "" */
+	size_t submitter_len;
 };
 
 /* A recipient record. */

@@ -18,7 +18,8 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "spool records are lit
 
 struct msg_hdr {
 	uint8_t version;
-	uint8_t pad[3];
+	uint8_t submitter_len; /* 0 in records written before it existed */
+	uint8_t pad[2];
 	uint32_t flags;
 	uint32_t nrcpt;
 	uint32_t pending;
@@ -59,10 +60,15 @@ static size_t clamp16(size_t n)
 	return n > 0xffff ? 0xffff : n;
 }
 
+static size_t clamp8(size_t n)
+{
+	return n > 0xff ? 0xff : n;
+}
+
 size_t spool_msg_size(const struct spool_msg *m)
 {
 	return sizeof(struct msg_hdr) + m->sender_len + clamp16(m->envid_len) +
-	       clamp16(m->source_len);
+	       clamp16(m->source_len) + clamp8(m->submitter_len);
 }
 
 void spool_msg_encode(const struct spool_msg *m, void *out)
@@ -79,6 +85,7 @@ void spool_msg_encode(const struct spool_msg *m, void *out)
 	h.sender_len = (uint32_t)m->sender_len;
 	h.envid_len = (uint16_t)clamp16(m->envid_len);
 	h.source_len = (uint16_t)clamp16(m->source_len);
+	h.submitter_len = (uint8_t)clamp8(m->submitter_len);
 	char *p = out;
 	memcpy(p, &h, sizeof(h));
 	p += sizeof(h);
@@ -90,6 +97,9 @@ void spool_msg_encode(const struct spool_msg *m, void *out)
 	p += h.envid_len;
 	if (h.source_len)
 		memcpy(p, m->source, h.source_len);
+	p += h.source_len;
+	if (h.submitter_len)
+		memcpy(p, m->submitter, h.submitter_len);
 }
 
 bool spool_msg_decode(const void *val, size_t n, struct spool_msg *m)
@@ -101,7 +111,7 @@ bool spool_msg_decode(const void *val, size_t n, struct spool_msg *m)
 	memcpy(&h, p, sizeof(h));
 	if (h.version != MSG_VERSION)
 		return false;
-	if (sizeof(h) + (size_t)h.sender_len + h.envid_len + h.source_len != n)
+	if (sizeof(h) + (size_t)h.sender_len + h.envid_len + h.source_len + h.submitter_len != n)
 		return false;
 	uint64_t id = m->id;
 	memset(m, 0, sizeof(*m));
@@ -121,6 +131,9 @@ bool spool_msg_decode(const void *val, size_t n, struct spool_msg *m)
 	p += h.envid_len;
 	m->source = p;
 	m->source_len = h.source_len;
+	p += h.source_len;
+	m->submitter = p;
+	m->submitter_len = h.submitter_len;
 	return true;
 }
 

@@ -33,6 +33,7 @@ void submission_reset(struct submission *s)
 	s->sender_off = s->sender_len = 0;
 	s->envid_off = s->envid_len = 0;
 	s->source_off = s->source_len = 0;
+	s->submitter_off = s->submitter_len = 0;
 	s->nrcpt = 0;
 	memset(s->body, 0, sizeof(s->body));
 	s->variants = NULL;
@@ -113,14 +114,23 @@ void submission_start(struct submission *s, struct spool *sp, const char *source
 	s->source_len = (uint32_t)n;
 }
 
+void submission_submitter(struct submission *s, const char *user)
+{
+	size_t n = strlen(user);
+	s->submitter_off = keep(s, user, n);
+	s->submitter_len = (uint32_t)n;
+}
+
 void submission_trace(struct submission *s, const struct submit_trace *t)
 {
 	char id[17], date[64];
 	rp_id_format(s->id, id);
 	rp_rfc5322_date(s->submit_ms, date, sizeof(date));
 	struct buf *b = &s->prefix;
-	buf_printf(b, "Received: from %s (%s)\r\n\tby %s (ringpost) with %s id %s", t->from,
-	           t->from_ip, t->by, t->with, id);
+	buf_printf(b, "Received: from %s (%s)\r\n\t", t->from, t->from_ip);
+	if (t->tls)
+		buf_printf(b, "(%s)\r\n\t", t->tls);
+	buf_printf(b, "by %s (ringpost) with %s id %s", t->by, t->with, id);
 	if (t->for_rcpt && s->nrcpt == 1 && s->rcpts[0].addr_len < 200)
 		buf_printf(b, "\r\n\tfor <%.*s>", (int)s->rcpts[0].addr_len,
 		           buf_head(&s->strings) + s->rcpts[0].addr_off);
@@ -207,6 +217,8 @@ void submission_commit(struct submission *s, struct spool *sp, struct mq *reply_
 	sub->msg.envid_len = s->envid_len;
 	sub->msg.source = str + s->source_off;
 	sub->msg.source_len = s->source_len;
+	sub->msg.submitter = str + s->submitter_off;
+	sub->msg.submitter_len = s->submitter_len;
 	if (s->variants) {
 		/* Each recipient's body is whole; the shared one stays empty. */
 		memset(s->body, 0, sizeof(s->body));

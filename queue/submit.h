@@ -47,6 +47,7 @@ struct submit_rcpt {
 struct submit_trace {
 	const char *from;    /* the client's name: EHLO argument, "api" */
 	const char *from_ip; /* "[192.0.2.1]", "[IPv6:...]", or a source description */
+	const char *tls;     /* "using TLSv1.3 with cipher ...", or NULL */
 	const char *by;      /* our host name */
 	const char *with;    /* "ESMTP", "UTF8SMTP", "HTTP" */
 	bool for_rcpt;       /* name the recipient when there is exactly one */
@@ -61,6 +62,7 @@ struct submission {
 	uint32_t sender_off, sender_len;
 	uint32_t envid_off, envid_len;
 	uint32_t source_off, source_len;
+	uint32_t submitter_off, submitter_len;
 	struct submit_rcpt *rcpts;
 	unsigned nrcpt, rcap;
 	struct buf prefix;              /* header fields ringpost adds */
@@ -97,6 +99,8 @@ const char *submission_sender_addr(const struct submission *s, size_t *len);
 /* submission_start - give the message its id and time of acceptance, and
  * say where it came from (spool record, e.g. "[192.0.2.1]:41916"). */
 void submission_start(struct submission *s, struct spool *sp, const char *source);
+/* submission_submitter - who submitted it (the authenticated user; "" = none). */
+void submission_submitter(struct submission *s, const char *user);
 /* submission_trace - append the Received: field to the prefix. */
 void submission_trace(struct submission *s, const struct submit_trace *t);
 /* submission_complete - append what content (a whole RFC 5322 message,

@@ -2,7 +2,10 @@
  *
  * Each command reads the same config as the daemon to find [listen] api and
  * the first [api] key, makes one blocking HTTP/1.1 request (or one per
- * second with --watch), and prints the answer. Exit status: 0; 64 usage;
+ * second with --watch), and prints the answer. With [api] tls = yes the
+ * request goes over TLS, and the daemon must present the certificate of
+ * [tls] cert (pinned: the CLI talks to its own daemon, whatever CA signed
+ * it). Exit status: 0; 64 usage;
  * 65 the API refused the input (400/404/413/422); 69 no daemon at the
  * address; 75 try later (503); 77 bad key (401); 78 config.
  */
@@ -11,6 +14,9 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +69,79 @@ static struct sockaddr_storage api_address(const struct config *cfg, socklen_t *
 	return ss;
 }
 
+/* A blocking connection to the API, clear or TLS. */
+struct api_conn {
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl; /* NULL in clear text */
+};
+
+/* tls_pin - the first certificate of [tls] cert, which the daemon must
+ * present. */
+static X509 *tls_pin(const struct config *cfg)
+{
+	FILE *f = fopen(cfg->tls_cert, "r");
+	if (!f)
+		rp_die(RP_EX_CONFIG, "%s: cannot open: %s", cfg->tls_cert, strerror(errno));
+	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!x)
+		rp_die(RP_EX_CONFIG, "%s: no certificate in it", cfg->tls_cert);
+	return x;
+}
+
+/* api_tls - the TLS handshake on fd; exits 69 when it fails or the daemon
+ * shows another certificate. */
+static void api_tls(const struct config *cfg, struct api_conn *c)
+{
+	c->ctx = SSL_CTX_new(TLS_client_method());
+	c->ssl = c->ctx ? SSL_new(c->ctx) : NULL;
+	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd))
+		rp_die(RP_EX_SOFTWARE, "cannot set up TLS");
+	if (SSL_connect(c->ssl) != 1) {
+		char e[200] = "";
+		ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+		rp_die(RP_EX_UNAVAILABLE, "TLS with the API at %s failed: %s", cfg->listen_api.text,
+		       e);
+	}
+	X509 *pin = tls_pin(cfg);
+	X509 *peer = SSL_get0_peer_certificate(c->ssl);
+	bool same = peer && X509_cmp(peer, pin) == 0;
+	X509_free(pin);
+	if (!same)
+		rp_die(RP_EX_UNAVAILABLE,
+		       "the API at %s does not present the certificate of %s: not our daemon?",
+		       cfg->listen_api.text, cfg->tls_cert);
+}
+
+static ssize_t api_send(struct api_conn *c, const char *p, size_t n)
+{
+	if (c->ssl) {
+		int r = SSL_write(c->ssl, p, (int)RP_MIN(n, (size_t)1 << 30));
+		return r > 0 ? r : -1;
+	}
+	return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+static ssize_t api_recv(struct api_conn *c, char *p, size_t n)
+{
+	if (c->ssl) {
+		int r = SSL_read(c->ssl, p, (int)n);
+		if (r > 0)
+			return r;
+		int e = SSL_get_error(c->ssl, r);
+		return e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL ? 0 : -1;
+	}
+	return recv(c->fd, p, n, 0);
+}
+
+static void api_close(struct api_conn *c)
+{
+	SSL_free(c->ssl);
+	SSL_CTX_free(c->ctx);
+	close(c->fd);
+}
+
 /* request - one HTTP exchange; returns the status, or exits 69. */
 static int request(const struct config *cfg, const char *method, const char *path, const char *body,
                    struct buf *out)
@@ -74,12 +153,15 @@ static int request(const struct config *cfg, const char *method, const char *pat
 		rp_die(RP_EX_CONFIG, "%s: [api] keys is empty", cfg->path);
 	socklen_t len;
 	struct sockaddr_storage ss = api_address(cfg, &len);
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, len) < 0)
+	struct api_conn c = { .fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0) };
+	if (c.fd < 0 || connect(c.fd, (struct sockaddr *)&ss, len) < 0)
 		rp_die(RP_EX_UNAVAILABLE, "cannot reach the API at %s: %s (is ringpost running?)",
 		       cfg->listen_api.text, strerror(errno));
 	struct timeval tv = { .tv_sec = 30 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (cfg->api_tls)
+		api_tls(cfg, &c);
 	struct buf req = { 0 };
 	size_t blen = body ? strlen(body) : 0;
 	buf_printf(
@@ -89,7 +171,7 @@ static int request(const struct config *cfg, const char *method, const char *pat
 	    method, path, cfg->listen_api.text, cfg->api_keys[0], blen);
 	buf_append(&req, body, blen);
 	for (size_t off = 0; off < buf_used(&req);) {
-		ssize_t n = send(fd, buf_head(&req) + off, buf_used(&req) - off, MSG_NOSIGNAL);
+		ssize_t n = api_send(&c, buf_head(&req) + off, buf_used(&req) - off);
 		if (n <= 0)
 			rp_die(RP_EX_UNAVAILABLE, "cannot send to the API at %s: %s",
 			       cfg->listen_api.text, strerror(errno));
@@ -104,7 +186,7 @@ static int request(const struct config *cfg, const char *method, const char *pat
 	p.data = &r;
 	char chunk[16384];
 	for (;;) {
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+		ssize_t n = api_recv(&c, chunk, sizeof(chunk));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -114,7 +196,7 @@ static int request(const struct config *cfg, const char *method, const char *pat
 		if (r.done || n == 0 || HTTP_PARSER_ERRNO(&p) != HPE_OK)
 			break;
 	}
-	close(fd);
+	api_close(&c);
 	if (!r.done)
 		rp_die(RP_EX_PROTOCOL, "malformed answer from the API at %s", cfg->listen_api.text);
 	*out = r.body;

@@ -13,5 +13,7 @@ struct config *cli_load_config(int argc, char **argv);
 int cli_send(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_queue(int argc, char **argv);
+/* cli_user - `user add|del NAME`: edit the [auth] users file (cli_user.c). */
+int cli_user(int argc, char **argv);
 
 #endif

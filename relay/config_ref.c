@@ -19,6 +19,11 @@ struct config_ref *config_ref_new(struct config *cfg, char *err, size_t errlen)
 		if (!r->tls_server)
 			goto fail;
 	}
+	if (cfg->auth_users[0]) {
+		r->users = auth_users_load(cfg->auth_users, err, errlen);
+		if (!r->users)
+			goto fail;
+	}
 	/* Outbound TLS works without a certificate of our own. */
 	struct tls_client_config cc = { .ca_file = cfg->tls_ca_file, .min_version = min };
 	r->tls_client = tls_ctx_new_client(&cc, err, errlen);
@@ -40,6 +45,7 @@ void config_ref_put(struct config_ref *r)
 	if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
 		tls_ctx_unref(r->tls_server);
 		tls_ctx_unref(r->tls_client);
+		auth_users_unref(r->users);
 		config_free(r->cfg);
 		free(r);
 	}

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "base/auth.h"
 #include "base/tls.h"
 #include "config.h"
 
@@ -20,6 +21,7 @@ struct config_ref {
 	struct config *cfg;         /* the parsed file */
 	struct tls_ctx *tls_server; /* our certificate ([tls]); NULL without */
 	struct tls_ctx *tls_client; /* outbound STARTTLS, verifying with ca_file */
+	struct auth_users *users;   /* [auth] users; NULL: no AUTH offered */
 	_Atomic unsigned refs;
 };
 

@@ -21,6 +21,8 @@
 #include "base/util.h"
 #include "shard.h"
 
+#define AUTH_THREADS 2 /* password hashes in parallel (yescrypt: ~ms each) */
+
 static void usage(FILE *f)
 {
 	fputs("usage: ringpost serve -c FILE\n"
@@ -29,6 +31,7 @@ static void usage(FILE *f)
 	      "       ringpost stats -c FILE [--json] [--watch]\n"
 	      "       ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|resume "
 	      "DOMAIN|purge DOMAIN\n"
+	      "       ringpost user -c FILE add|del NAME    (password on standard input)\n"
 	      "       ringpost check-config -c FILE\n"
 	      "       ringpost version\n",
 	      f);
@@ -98,8 +101,9 @@ static void add_ours(struct relay *r, const struct sockaddr *sa, socklen_t len, 
 static void find_ours(struct relay *r, const struct config *cfg)
 {
 	const struct cfg_addr *ls[] = { &cfg->listen_submission, &cfg->listen_api,
-		                        &cfg->listen_inbound, &cfg->listen_imap,
-		                        &cfg->listen_pop3 };
+		                        &cfg->listen_inbound,    &cfg->listen_imap,
+		                        &cfg->listen_pop3,       &cfg->listen_submissions,
+		                        &cfg->listen_imaps,      &cfg->listen_pop3s };
 	struct ifaddrs *ifs = NULL;
 	getifaddrs(&ifs);
 	for (size_t i = 0; i < RP_ARRAY_LEN(ls); i++) {
@@ -150,6 +154,7 @@ static void reload(struct relay *r)
 		log_error("reload failed, keeping the running config: %s", err);
 		return;
 	}
+	auth_limiter_set_max(r->limiter, cfg->auth_max_failures);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_reconfigure(r->shards[i], cref);
 	config_ref_put(r->cref);
@@ -183,6 +188,10 @@ static int cmd_serve(int argc, char **argv)
 		                    .max_size = cfg->max_size,
 		                    .min_free = cfg->min_free,
 		                    .keep_done_ms = cfg->keep_done_ms };
+	/* Certificates, keys and the users file before anything else. */
+	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
+	if (!cref)
+		rp_die(RP_EX_CONFIG, "%s", err);
 	struct spool *spool = spool_open(&so, err, sizeof(err));
 	if (!spool)
 		rp_die(RP_EX_IOERR, "%s", err);
@@ -190,10 +199,10 @@ static int cmd_serve(int argc, char **argv)
 	struct relay *r = xcalloc(1, sizeof(*r));
 	pthread_mutex_init(&r->drain_lock, NULL);
 	pthread_cond_init(&r->drain_cond, NULL);
-	r->cref = config_ref_new(cfg, err, sizeof(err));
-	if (!r->cref)
-		rp_die(RP_EX_CONFIG, "%s", err);
+	r->cref = cref;
 	r->spool = spool;
+	r->checker = auth_checker_new(AUTH_THREADS);
+	r->limiter = auth_limiter_new(cfg->auth_max_failures);
 	r->nshards = config_shards(cfg);
 	if (r->nshards > 256)
 		r->nshards = 256;
@@ -203,6 +212,7 @@ static int cmd_serve(int argc, char **argv)
 			r->listen_fds[k][i] = -1;
 	const struct cfg_addr *listens[LISTEN_KINDS] = {
 		[LISTEN_SUBMISSION] = &cfg->listen_submission,
+		[LISTEN_SUBMISSIONS] = &cfg->listen_submissions,
 		[LISTEN_API] = &cfg->listen_api,
 	};
 	for (unsigned k = 0; k < LISTEN_KINDS; k++) {
@@ -225,11 +235,13 @@ static int cmd_serve(int argc, char **argv)
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_open(r->shards[i]);
-	log_info(
-	    "ringpost ready: submission %s, api %s, %u shards, spool %s, %llu recipients queued",
-	    cfg->listen_submission.set ? cfg->listen_submission.text : "off",
-	    cfg->listen_api.set ? cfg->listen_api.text : "off", r->nshards, cfg->data_dir,
-	    (unsigned long long)pending);
+	log_info("ringpost ready: submission %s, submissions %s, api %s%s, %u shards, spool %s, "
+	         "%llu recipients queued, TLS %s, AUTH %u users",
+	         cfg->listen_submission.set ? cfg->listen_submission.text : "off",
+	         cfg->listen_submissions.set ? cfg->listen_submissions.text : "off",
+	         cfg->listen_api.set ? cfg->listen_api.text : "off", cfg->api_tls ? " (HTTPS)" : "",
+	         r->nshards, cfg->data_dir, (unsigned long long)pending,
+	         config_has_tls(cfg) ? "on" : "off", auth_users_count(cref->users));
 
 	for (;;) {
 		int sig = 0;
@@ -254,6 +266,8 @@ static int cmd_serve(int argc, char **argv)
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_join(r->shards[i]);
 	spool_close(spool);
+	auth_checker_free(r->checker);
+	auth_limiter_free(r->limiter);
 	log_info("stopped");
 	log_flush();
 	config_ref_put(r->cref);
@@ -295,6 +309,8 @@ int main(int argc, char **argv)
 		return cli_stats(argc - 1, argv + 1);
 	if (!strcmp(cmd, "queue"))
 		return cli_queue(argc - 1, argv + 1);
+	if (!strcmp(cmd, "user"))
+		return cli_user(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringpost 0.1.0\n");
 		return RP_EX_OK;

@@ -56,7 +56,10 @@ static void listener_cqe(struct loop_io *io, const struct loop_cqe *c)
 		} else {
 			switch (li->kind) {
 			case LISTEN_SUBMISSION:
-				smtpd_session_start(sh->smtpd, c->res);
+				smtpd_session_start(sh->smtpd, c->res, false);
+				break;
+			case LISTEN_SUBMISSIONS:
+				smtpd_session_start(sh->smtpd, c->res, true);
 				break;
 			case LISTEN_API:
 				api_session_start(sh->api, c->res);
@@ -383,9 +386,9 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	sched_config_of(sh->cfg, &sc);
 	sched_set_config(sh->sched, &sc);
 	delivery_set_config(sh->delivery, sh->cfg);
-	smtpd_set_config(sh->smtpd, sh->cfg);
+	smtpd_set_config(sh->smtpd, sh->cref);
 	sched_reconfigure(sh->sched);
-	shard_api_config(sh->cfg, &sh->api_cfg);
+	shard_api_config(sh->cref, &sh->api_cfg);
 	api_server_set_config(sh->api, &sh->api_cfg);
 	shard_touch(sh);
 	config_ref_put(old);
@@ -449,14 +452,16 @@ static void *shard_main(void *arg)
 	struct smtpd_params sp = {
 		.loop = sh->loop,
 		.spool = sh->relay->spool,
-		.cfg = sh->cfg,
+		.gen = sh->cref,
+		.checker = sh->relay->checker,
+		.limiter = sh->relay->limiter,
 		.route = shard_route_from,
 		.route_ctx = sh,
 		.session_gone = shard_session_gone_cb,
 		.arg = sh,
 	};
 	sh->smtpd = smtpd_new(&sp);
-	shard_api_config(sh->cfg, &sh->api_cfg);
+	shard_api_config(sh->cref, &sh->api_cfg);
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 	                         &shard_api_ops, sh);
 	api_set_session_gone(sh->api, api_session_gone);

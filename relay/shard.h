@@ -28,8 +28,9 @@ struct smtpd;
 struct delivery;
 
 enum listener_kind {
-	LISTEN_SUBMISSION,
-	LISTEN_API,
+	LISTEN_SUBMISSION,  /* SMTP submission, STARTTLS when [tls] is set */
+	LISTEN_SUBMISSIONS, /* submission over implicit TLS (RFC 8314) */
+	LISTEN_API,         /* the HTTP API (HTTPS with [api] tls) */
 	LISTEN_KINDS,
 };
 
@@ -39,6 +40,8 @@ struct relay {
 	struct shard **shards;
 	unsigned nshards;
 	int listen_fds[LISTEN_KINDS][256]; /* per kind, per shard; -1 = none */
+	struct auth_checker *checker;      /* password checks (every shard's) */
+	struct auth_limiter *limiter;      /* failed logins per address (every shard's) */
 	_Atomic bool stopping;
 	struct sockaddr_storage *ours; /* our listening addresses (loop detection) */
 	unsigned nours;
@@ -111,8 +114,8 @@ void shard_touch(struct shard *sh);
 
 /* shard_api_ops - the daemon's side of the HTTP API (shard_api.c). */
 extern const struct api_ops shard_api_ops;
-/* shard_api_config - the API's settings from the daemon's config. */
-void shard_api_config(const struct config *cfg, struct api_config *out);
+/* shard_api_config - the API's settings from a config generation. */
+void shard_api_config(const struct config_ref *gen, struct api_config *out);
 /* shard_fill_stats - this shard's part of a stats snapshot (its thread). */
 void shard_fill_stats(struct shard *sh, struct stats_snapshot *part);
 

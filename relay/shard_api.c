@@ -15,8 +15,10 @@
 #include "shard.h"
 #include "smtp_server.h"
 
-void shard_api_config(const struct config *cfg, struct api_config *out)
+void shard_api_config(const struct config_ref *gen, struct api_config *out)
 {
+	const struct config *cfg = gen->cfg;
+	out->tls = cfg->api_tls ? gen->tls_server : NULL;
 	out->keys = cfg->api_keys;
 	out->nkeys = cfg->napi_keys;
 	out->hostname = cfg->hostname;

@@ -35,7 +35,7 @@ static void srv_free(struct srv_session *s);
 static void on_timeout(struct loop_timer *t);
 
 static const char *const state_names[SS_NSTATES] = {
-	"greeting", "idle", "mail", "rcpt", "data", "bdat", "commit", "closing",
+	"greeting", "idle", "mail", "rcpt", "data", "bdat", "commit", "closing", "auth",
 };
 
 const struct config *srv_cfg(const struct srv_session *s)
@@ -141,11 +141,20 @@ void srv_commit(struct srv_session *s, unsigned content_flags)
 	if (content_flags & SMTP_DATA_8BIT)
 		sub->flags |= MSG_F_8BIT;
 	submission_start(sub, s->srv->spool, s->peer);
+	submission_submitter(sub, s->user);
+	/* RFC 3848 / 6531: ESMTPS, ESMTPA, ESMTPSA, UTF8SMTPSA, ... */
+	char with[16], using[160] = "";
+	snprintf(with, sizeof(with), "%s%s%s", s->utf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"),
+	         s->tls && s->esmtp ? "S" : "", s->user[0] && s->esmtp ? "A" : "");
+	if (s->tls)
+		snprintf(using, sizeof(using), "using %s with cipher %s",
+		         tls_version_name(s->conn.tls), tls_cipher_name(s->conn.tls));
 	struct submit_trace t = {
 		.from = s->helo,
 		.from_ip = s->peer_ip,
+		.tls = s->tls ? using : NULL,
 		.by = cfg->hostname,
-		.with = s->utf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"),
+		.with = with,
 		.for_rcpt = true,
 	};
 	submission_trace(sub, &t);
@@ -172,9 +181,11 @@ static void commit_done(struct submission *sub, void *arg)
 		s->transactions++;
 		size_t slen;
 		const char *sender = submission_sender_addr(sub, &slen);
-		log_info("smtpd accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s", id,
-		         (int)slen, sender, sub->nrcpt, (unsigned long long)submission_size(sub),
-		         s->peer);
+		log_info("smtpd accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s%s%s%s%s",
+		         id, (int)slen, sender, sub->nrcpt,
+		         (unsigned long long)submission_size(sub), s->peer,
+		         s->user[0] ? " user=" : "", s->user, s->tls ? " tls=" : "",
+		         s->tls ? s->tls_desc : "");
 		if (!s->released)
 			conn_line(&s->conn, "250 2.0.0 Ok: queued as %s", id);
 	} else {
@@ -186,12 +197,17 @@ static void commit_done(struct submission *sub, void *arg)
 			                               : "451 4.3.0 Error: queue file write error");
 	}
 	if (s->released) {
-		srv_free(s);
+		srv_may_free(s);
 		return;
 	}
 	srv_set_state(s, SS_IDLE);
 	srv_tx_reset(s);
-	loop_timer_arm(srv->loop, &s->timer, srv_cfg(s)->idle_timeout_ms, on_timeout);
+	srv_resume(s);
+}
+
+void srv_resume(struct srv_session *s)
+{
+	loop_timer_arm(s->srv->loop, &s->timer, srv_cfg(s)->idle_timeout_ms, on_timeout);
 	if (s->shutdown) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down",
@@ -201,6 +217,14 @@ static void commit_done(struct submission *sub, void *arg)
 	}
 	conn_recv_resume(&s->conn);
 	srv_process(s);
+}
+
+bool srv_may_free(struct srv_session *s)
+{
+	if (!s->released || s->commit_inflight || s->auth_inflight)
+		return false;
+	srv_free(s);
+	return true;
 }
 
 /* ---- input ------------------------------------------------------------- */
@@ -249,6 +273,15 @@ static void feed_bdat(struct srv_session *s)
 	srv_commit(s, flags & ~SMTP_DATA_BARE_LF);
 }
 
+/* line_max - the longest line accepted now: AUTH lines carry credentials
+ * and may be longer than a command (RFC 4954 4). */
+static size_t line_max(const struct srv_session *s, const char *p, size_t avail)
+{
+	if (s->auth_step != AUTH_NONE || (avail >= 5 && !strncasecmp(p, "AUTH ", 5)))
+		return AUTH_LINE_MAX;
+	return CMD_LINE_MAX;
+}
+
 static void srv_process(struct srv_session *s)
 {
 	struct conn *c = &s->conn;
@@ -257,7 +290,7 @@ static void srv_process(struct srv_session *s)
 	 * for: run it on an empty buffer too, or its reply would wait for the
 	 * client's next command while the client waits for the reply. */
 	while (!conn_closing(c) && (buf_used(in) || (s->state == SS_BDAT && !s->bdat_left))) {
-		if (s->state == SS_COMMIT || s->state == SS_CLOSING)
+		if (s->state == SS_COMMIT || s->state == SS_CLOSING || s->state == SS_AUTH)
 			break;
 		if (s->state == SS_DATA) {
 			feed_data(s);
@@ -286,8 +319,9 @@ static void srv_process(struct srv_session *s)
 			}
 			continue;
 		}
+		size_t max = line_max(s, p, avail);
 		if (!nl) {
-			if (avail >= CMD_LINE_MAX) {
+			if (avail >= max) {
 				s->skip_line = true;
 				buf_consume(in, avail);
 				srv_error(s, "500 5.5.2 Error: line too long");
@@ -298,12 +332,21 @@ static void srv_process(struct srv_session *s)
 		size_t len = total - 1;
 		if (len && p[len - 1] == '\r')
 			len--;
-		if (total > CMD_LINE_MAX) {
+		if (total > max) {
 			buf_consume(in, total);
 			srv_error(s, "500 5.5.2 Error: line too long");
 			continue;
 		}
-		srv_command(s, p, len);
+		if (s->auth_step != AUTH_NONE)
+			srv_auth_response(s, p, len);
+		else
+			srv_command(s, p, len);
+		if (s->starttls_now) {
+			/* The input is gone with the switch to TLS: whatever was
+			 * pipelined behind STARTTLS is not read. */
+			s->starttls_now = false;
+			break;
+		}
 		buf_consume(in, total);
 	}
 	/* While blocked on the spool, do not let a client fill our memory. */
@@ -314,7 +357,7 @@ static void srv_process(struct srv_session *s)
 static void on_timeout(struct loop_timer *t)
 {
 	struct srv_session *s = RP_CONTAINER_OF(t, struct srv_session, timer);
-	if (s->state == SS_COMMIT || s->state == SS_CLOSING)
+	if (s->state == SS_COMMIT || s->state == SS_CLOSING || s->state == SS_AUTH)
 		return;
 	log_info("smtpd %s: timeout in state %s", s->peer, state_names[s->state]);
 	char buf[300];
@@ -332,6 +375,12 @@ static void on_data(struct conn *c)
 static void on_closed(struct conn *c, int err)
 {
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
+	if (err == -EPROTO && conn_tls_error(c)) {
+		if (!s->tls)
+			s->srv->tls_failures++;
+		log_info("smtpd %s: %s", s->peer, tls_error_text(c->tls));
+		return;
+	}
 	if (s->state == SS_DATA || s->state == SS_BDAT)
 		log_info("smtpd %s: lost connection in %s (%s); message discarded", s->peer,
 		         state_names[s->state], err ? strerror(-err) : "eof");
@@ -344,8 +393,7 @@ static void on_released(struct conn *c)
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
 	s->released = true;
 	loop_timer_disarm(s->srv->loop, &s->timer);
-	if (!s->commit_inflight)
-		srv_free(s);
+	srv_may_free(s);
 }
 
 static void on_connected(struct conn *c, int err)
@@ -360,6 +408,7 @@ static const struct conn_ops srv_conn_ops = {
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,
+	.tls_ready = srv_tls_ready,
 };
 
 static void srv_free(struct srv_session *s)
@@ -398,27 +447,43 @@ static void peer_names(struct srv_session *s, int fd, struct sockaddr_storage *s
 	snprintf(s->peer, sizeof(s->peer), "[%s]:%u", host, port);
 }
 
-void smtpd_session_start(struct smtpd *srv, int fd)
+void smtpd_session_start(struct smtpd *srv, int fd, bool implicit_tls)
 {
 	const struct config *cfg = srv->cfg;
 	struct srv_session *s = xcalloc(1, sizeof(*s));
-	struct sockaddr_storage ss;
 	s->srv = srv;
 	conn_init(&s->conn, srv->loop, &srv_conn_ops, s);
-	peer_names(s, fd, &ss);
+	peer_names(s, fd, &s->peer_ss);
 	snprintf(s->helo, sizeof(s->helo), "unknown");
-	s->relay_ok = config_net_allowed(cfg, (struct sockaddr *)&ss);
+	s->relay_ok = config_net_allowed(cfg, (struct sockaddr *)&s->peer_ss);
 	s->state = SS_GREETING;
+	s->implicit_tls = implicit_tls;
 	rp_list_add(&srv->sessions, &s->link);
 	srv->nsessions++;
 	srv->accepted_sessions++;
 	conn_attach(&s->conn, fd);
-	log_debug("smtpd %s: connect", s->peer);
+	log_debug("smtpd %s: connect%s", s->peer, implicit_tls ? " (TLS)" : "");
+	const char *refuse = NULL;
+	uint64_t left = 0;
 	if (srv->nsessions > cfg->max_clients) {
 		log_warn("smtpd %s: refused, %u sessions open", s->peer, srv->nsessions - 1);
-		srv_close_with(s, "421 4.7.0 Error: too many connections, try again later");
+		refuse = "421 4.7.0 Error: too many connections, try again later";
+	} else if (auth_limiter_blocked(srv->limiter, (const struct sockaddr *)&s->peer_ss,
+	                                rp_mono_ms(), &left)) {
+		log_info("smtpd %s: refused for %llu more seconds after authentication failures",
+		         s->peer, (unsigned long long)(left + 999) / 1000);
+		refuse = "421 4.7.0 Error: too many authentication failures, try again later";
+	}
+	if (refuse) {
+		if (implicit_tls) /* no TLS yet to say it through */
+			conn_close(&s->conn);
+		else
+			srv_close_with(s, refuse);
+		srv_set_state(s, SS_CLOSING);
 		return;
 	}
+	if (implicit_tls) /* before the greeting: it goes through TLS */
+		conn_tls_server(&s->conn, srv->tls);
 	conn_line(&s->conn, "220 %s ESMTP ringpost", cfg->hostname);
 	loop_timer_arm(srv->loop, &s->timer, cfg->idle_timeout_ms, on_timeout);
 }
@@ -433,8 +498,8 @@ void smtpd_shutdown_all(struct smtpd *srv)
 		struct srv_session *s = rp_list_entry(pos, struct srv_session, link);
 		if (s->released || s->state == SS_CLOSING)
 			continue;
-		if (s->commit_inflight) {
-			s->shutdown = true;
+		if (s->commit_inflight || s->state == SS_AUTH) {
+			s->shutdown = true; /* 421 when the spool or the check answers */
 			continue;
 		}
 		srv_close_with(s, buf);
@@ -446,7 +511,9 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	struct smtpd *srv = xcalloc(1, sizeof(*srv));
 	srv->loop = p->loop;
 	srv->spool = p->spool;
-	srv->cfg = p->cfg;
+	srv->checker = p->checker;
+	srv->limiter = p->limiter;
+	smtpd_set_config(srv, p->gen);
 	srv->route = p->route;
 	srv->route_ctx = p->route_ctx;
 	srv->session_gone = p->session_gone;
@@ -463,9 +530,11 @@ void smtpd_free(struct smtpd *srv)
 	free(srv);
 }
 
-void smtpd_set_config(struct smtpd *srv, const struct config *cfg)
+void smtpd_set_config(struct smtpd *srv, const struct config_ref *gen)
 {
-	srv->cfg = cfg;
+	srv->cfg = gen->cfg;
+	srv->tls = gen->tls_server;
+	srv->users = gen->users;
 }
 
 unsigned smtpd_sessions(const struct smtpd *srv)

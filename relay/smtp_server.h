@@ -12,18 +12,22 @@
 
 #include "base/loop.h"
 #include "base/stats.h"
-#include "config.h"
+#include "base/auth.h"
+#include "config_ref.h"
 #include "queue/spool.h"
 #include "queue/submit.h"
 
 struct smtpd;
 
 struct smtpd_params {
-	struct loop *loop;        /* the loop sessions run on */
-	struct spool *spool;      /* where messages are committed */
-	const struct config *cfg; /* [server] hostname, [submission] limits and
-	                           * networks (replace with smtpd_set_config) */
-	submit_route_fn route;    /* queue a committed message's recipients */
+	struct loop *loop;            /* the loop sessions run on */
+	struct spool *spool;          /* where messages are committed */
+	const struct config_ref *gen; /* [server] hostname, [submission] limits and
+	                               * networks, [auth], the TLS context and the
+	                               * users (replace with smtpd_set_config) */
+	struct auth_checker *checker; /* password checks off the loop */
+	struct auth_limiter *limiter; /* failed logins per address (all shards) */
+	submit_route_fn route;        /* queue a committed message's recipients */
 	void *route_ctx;
 	void (*session_gone)(void *arg); /* a session was freed (shutdown waits) */
 	void *arg;
@@ -33,10 +37,12 @@ struct smtpd_params {
 struct smtpd *smtpd_new(const struct smtpd_params *p);
 /* smtpd_free - every session must be gone (smtpd_sessions() == 0). */
 void smtpd_free(struct smtpd *srv);
-/* smtpd_set_config - a reloaded config (the old one may be freed after). */
-void smtpd_set_config(struct smtpd *srv, const struct config *cfg);
-/* smtpd_session_start - take over an accepted socket. */
-void smtpd_session_start(struct smtpd *srv, int fd);
+/* smtpd_set_config - a reloaded generation (the old one may be freed after:
+ * sessions hold their own references to what they still use). */
+void smtpd_set_config(struct smtpd *srv, const struct config_ref *gen);
+/* smtpd_session_start - take over an accepted socket; implicit_tls: the
+ * submissions port, TLS from the first byte (RFC 8314). */
+void smtpd_session_start(struct smtpd *srv, int fd, bool implicit_tls);
 /* smtpd_shutdown_all - tell every session that the service is going away
  * (421) and close them; sessions waiting for the spool finish first. */
 void smtpd_shutdown_all(struct smtpd *srv);

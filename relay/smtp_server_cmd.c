@@ -32,7 +32,7 @@ static void cmd_helo(struct srv_session *s, const struct smtp_cmd *c, bool esmtp
 {
 	if (!c->arg_len) {
 		srv_error(s, esmtp ? "501 5.5.4 Syntax: EHLO hostname"
-		               : "501 5.5.4 Syntax: HELO hostname");
+		                   : "501 5.5.4 Syntax: HELO hostname");
 		return;
 	}
 	/* Keep a printable copy for Received:. */
@@ -52,10 +52,14 @@ static void cmd_helo(struct srv_session *s, const struct smtp_cmd *c, bool esmtp
 		conn_line(&s->conn, "250 %s", cfg->hostname);
 		return;
 	}
-	conn_line(&s->conn,
-	          "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-	          "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING",
-	          cfg->hostname, (unsigned long long)cfg->max_message_size);
+	struct buf *out = conn_outbuf(&s->conn);
+	buf_printf(out,
+	           "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+	           "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n",
+	           cfg->hostname, (unsigned long long)cfg->max_message_size);
+	srv_ehlo_extensions(s, out);
+	buf_puts(out, "250 CHUNKING\r\n");
+	conn_flush_soon(&s->conn);
 }
 
 static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
@@ -74,7 +78,7 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 		srv_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return;
 	}
-	if (!s->relay_ok) {
+	if (!s->relay_ok && !s->user[0]) {
 		srv_error(s, "530 5.7.0 Authentication required");
 		return;
 	}
@@ -90,8 +94,8 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 				return;
 			}
 			if (size > cfg->max_message_size) {
-				srv_error(s,
-				      "552 5.3.4 Message size exceeds fixed maximum message size");
+				srv_error(
+				    s, "552 5.3.4 Message size exceeds fixed maximum message size");
 				return;
 			}
 		} else if (smtp_param_is(pp, "BODY")) {
@@ -119,7 +123,7 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 		} else if (smtp_param_is(pp, "ENVID") && pp->val) {
 			if (smtp_xtext_decode(pp->val, pp->val_len, envid, sizeof(envid)) < 0) {
 				srv_error(s, "501 5.5.4 Bad ENVID parameter (xtext, at most 100 "
-				         "characters)");
+				             "characters)");
 				return;
 			}
 		} else {
@@ -211,7 +215,7 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 			if (!parse_notify(pp->val, pp->val_len, &notify)) {
 				s->rejected_rcpts++;
 				srv_error(s, "501 5.5.4 Bad NOTIFY parameter (NEVER, or "
-				         "SUCCESS,FAILURE,DELAY)");
+				             "SUCCESS,FAILURE,DELAY)");
 				return;
 			}
 		} else if (smtp_param_is(pp, "ORCPT") && pp->val) {
@@ -264,7 +268,7 @@ static void cmd_data(struct srv_session *s, const struct smtp_cmd *c)
 	}
 	if (s->state != SS_RCPT) {
 		srv_error(s, s->state == SS_MAIL ? "503 5.5.1 Error: need RCPT command"
-		                             : "503 5.5.1 Error: need MAIL command");
+		                                 : "503 5.5.1 Error: need MAIL command");
 		return;
 	}
 	if (s->bdat_used) {
@@ -357,21 +361,21 @@ void srv_command(struct srv_session *s, const char *line, size_t len)
 		srv_close_with(s, "221 2.0.0 Bye");
 		return;
 	case SMTP_VRFY:
-		srv_reply(s,
-		      "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+		srv_reply(
+		    s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
 		return;
 	case SMTP_EXPN:
 		srv_error(s, "502 5.5.1 Error: EXPN not available");
 		return;
 	case SMTP_HELP:
 		srv_reply(s, "214 2.0.0 ringpost: see RFC 5321 (EHLO HELO MAIL RCPT DATA BDAT RSET "
-		         "NOOP QUIT VRFY HELP)");
+		             "NOOP QUIT VRFY HELP)");
 		return;
 	case SMTP_STARTTLS:
-		srv_error(s, "502 5.5.1 Error: STARTTLS not available");
+		srv_cmd_starttls(s, &c);
 		return;
 	case SMTP_AUTH:
-		srv_error(s, "502 5.5.1 Error: AUTH not available");
+		srv_cmd_auth(s, &c);
 		return;
 	case SMTP_UNKNOWN:
 		srv_error(s, "500 5.5.2 Error: command not recognized");
@@ -379,4 +383,3 @@ void srv_command(struct srv_session *s, const char *line, size_t len)
 	}
 	rp_panic("unhandled verb %d", (int)c.verb);
 }
-

@@ -29,7 +29,6 @@ enum srv_state {
 	SS_NSTATES,
 };
 
-
 struct smtpd {
 	struct loop *loop;
 	struct spool *spool;
@@ -81,12 +80,11 @@ struct srv_session {
 	bool starttls_now;    /* STARTTLS switched: the rest of this input is gone */
 	bool auth_inflight;   /* auth_req is with the checker */
 	enum srv_auth_step auth_step;
-	const char *auth_mech;            /* "PLAIN" or "LOGIN" while in progress */
+	const char *auth_mech;              /* "PLAIN" or "LOGIN" while in progress */
 	char login_user[AUTH_NAME_MAX + 1]; /* AUTH LOGIN's user while its password comes */
-	char user[AUTH_NAME_MAX + 1];     /* the authenticated user, "" = none */
-	struct auth_req *auth_req;        /* the check in flight (or its delayed answer) */
-	char tls_desc[80];                /* "TLSv1.3/TLS_AES_256_GCM_SHA384" */
-	struct sockaddr_storage peer_ss;  /* the client, for the failure limit */
+	char user[AUTH_NAME_MAX + 1];       /* the authenticated user, "" = none */
+	char tls_desc[80];                  /* "TLSv1.3/TLS_AES_256_GCM_SHA384" */
+	struct sockaddr_storage peer_ss;    /* the client, for the failure limit */
 	unsigned errors;
 	unsigned transactions;
 
@@ -141,7 +139,5 @@ void srv_cmd_auth(struct srv_session *s, const struct smtp_cmd *c);
 void srv_auth_response(struct srv_session *s, const char *line, size_t len);
 /* srv_tls_ready - the handshake completed (conn ops->tls_ready). */
 void srv_tls_ready(struct conn *c);
-/* srv_auth_free - drop what an AUTH dialogue holds (session end). */
-void srv_auth_free(struct srv_session *s);
 
 #endif

@@ -159,8 +159,7 @@ static void rfc2047_decode(const char *v, struct buf *out, unsigned *nwords)
 			              p);
 			struct buf raw = { 0 };
 			const char *b = p + sizeof(pre) - 1;
-			cr_assert(base64_decode(b, (size_t)(end - b), &raw),
-			          "bad base64 in word");
+			cr_assert(base64_decode(b, (size_t)(end - b), &raw), "bad base64 in word");
 			cr_assert(
 			    utf8_complete((const unsigned char *)buf_head(&raw), buf_used(&raw)),
 			    "encoded word %u splits a UTF-8 sequence: %.*s", *nwords, (int)wl, p);
@@ -353,8 +352,7 @@ Test(mime, base64_decode_errors)
 		buf_puts(&d, "keep");
 		/* Explicit lengths: one case carries a NUL. */
 		size_t n = i == 5 ? 7 : strlen(bad[i]);
-		cr_assert_not(base64_decode(bad[i], n, &d), "case %zu '%s' accepted", i,
-		              bad[i]);
+		cr_assert_not(base64_decode(bad[i], n, &d), "case %zu '%s' accepted", i, bad[i]);
 		cr_assert_eq(buf_used(&d), 4, "case %zu: output changed on failure", i);
 		cr_assert(!memcmp(buf_head(&d), "keep", 4));
 		buf_free(&d);
