@@ -36,7 +36,10 @@ Checks:
     answers, hand out deliveries - measured 18-36 ms on the 2-core VM with
     dnsmasq, the sinks and this script beside it (typically 20-25 ms).
     100 ms leaves room for a busy machine and still catches a loop that
-    waits for DNS; ASan builds get 4x (measured there: 53-80 ms).
+    waits for DNS; ASan builds get 4x (measured there: 53-80 ms). One
+    sample over the bound is allowed (a shared machine stalls a process now
+    and then: 120-131 ms seen under parallel builds); a loop that waits for
+    the DNS is slow in every sample with lookups in it.
 The measured values (worst loop iteration, MX lookups per second, cache
 bytes per entry) are printed; bench/dns-load repeats this run to measure.
 
@@ -122,6 +125,10 @@ class Sampler(threading.Thread):
 
     def max_busy(self):
         return max((s["loop_max_busy_ms"] for _, s in self.samples), default=0.0)
+
+    def busy_over(self, bound):
+        """The samples whose worst loop iteration passed bound."""
+        return [s["loop_max_busy_ms"] for _, s in self.samples if s["loop_max_busy_ms"] >= bound]
 
 
 class StaticFlow(threading.Thread):
@@ -336,8 +343,14 @@ def main():
             f"{mx_rate:.0f}" if mx_rate else "DNS queries/s: too fast to sample")
         log(f"loop_max_busy_ms: worst {busy:.3f} over {len(sampler.samples)} samples "
             f"(bound {LOOP_BOUND_MS:.0f})")
-        check(busy < LOOP_BOUND_MS, f"a loop iteration took {busy:.1f} ms (bound "
-              f"{LOOP_BOUND_MS:.0f} ms): the loop blocked")
+        # A loop that waited for the DNS would be slow in every sample that
+        # saw a batch of lookups (ten of them); a machine busy with other
+        # work stalls one now and then. One slow sample is noise, two are
+        # not, and none may be slower than a lost packet's DNS timeout.
+        over = sampler.busy_over(LOOP_BOUND_MS)
+        check(len(over) <= 1 and busy < 1000 * SCALE,
+              f"loop iterations took {over} ms (bound {LOOP_BOUND_MS:.0f} ms, one outlier "
+              f"allowed): the loop blocked")
         stop_clean(d, failures)
         if failures:
             raise TestFailure("; ".join(failures))
