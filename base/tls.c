@@ -32,14 +32,14 @@ struct tls_ctx {
 struct tls {
 	SSL *ssl;
 	struct tls_ctx *ctx;
-	struct buf cin;           /* ciphertext received, not yet read by OpenSSL */
-	struct buf *out;          /* where the BIO writes during the current call */
-	struct buf spill;         /* writes outside a call (never expected) */
-	SSL_SESSION *session;     /* newest resumable session (clients) */
+	struct buf cin;       /* ciphertext received, not yet read by OpenSSL */
+	struct buf *out;      /* where the BIO writes during the current call */
+	struct buf spill;     /* writes outside a call (never expected) */
+	SSL_SESSION *session; /* newest resumable session (clients) */
 	bool established;
-	bool dead;                /* an error ended it: no more calls into OpenSSL */
+	bool dead; /* an error ended it: no more calls into OpenSSL */
 	bool shutdown_sent;
-	bool want_verify;         /* the owner requires a verified certificate */
+	bool want_verify; /* the owner requires a verified certificate */
 	char error[160];
 };
 
@@ -99,7 +99,8 @@ static void init_once_fn(void)
 {
 	bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ringpost");
 	if (!bio_method || !BIO_meth_set_read(bio_method, bio_read) ||
-	    !BIO_meth_set_write(bio_method, bio_write) || !BIO_meth_set_ctrl(bio_method, bio_ctrl) ||
+	    !BIO_meth_set_write(bio_method, bio_write) ||
+	    !BIO_meth_set_ctrl(bio_method, bio_ctrl) ||
 	    !BIO_meth_set_create(bio_method, bio_create))
 		rp_panic("cannot create the TLS BIO method");
 	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -154,7 +155,7 @@ static enum tls_error fail(struct tls *t, int rc, const char *what)
 		if (!t->established && t->want_verify && vr != X509_V_OK) {
 			e = TLS_E_VERIFY;
 			snprintf(detail, sizeof(detail), "certificate verification failed: %s",
-				 X509_verify_cert_error_string(vr));
+			         X509_verify_cert_error_string(vr));
 			ERR_clear_error();
 		} else {
 			e = t->established ? TLS_E_PROTOCOL : TLS_E_HANDSHAKE;
@@ -204,7 +205,7 @@ static struct tls_ctx *ctx_wrap(SSL_CTX *sc, bool server)
 static bool common_setup(SSL_CTX *sc, enum tls_version min)
 {
 	SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-					SSL_OP_IGNORE_UNEXPECTED_EOF);
+	                            SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
 	/* TLS 1.2: forward-secret ECDHE key exchange with AEAD ciphers only. */
 	return SSL_CTX_set_min_proto_version(sc, min_proto(min)) &&
@@ -239,7 +240,7 @@ struct tls_ctx *tls_ctx_new_server(const struct tls_server_config *cfg, char *er
 	if (SSL_CTX_check_private_key(sc) != 1) {
 		openssl_text(why, sizeof(why), "mismatch");
 		snprintf(err, errlen, "%s: the key does not match the certificate %s (%s)",
-			 cfg->key_file, cfg->cert_file, why);
+		         cfg->key_file, cfg->cert_file, why);
 		SSL_CTX_free(sc);
 		return NULL;
 	}
@@ -262,17 +263,18 @@ struct tls_ctx *tls_ctx_new_client(const struct tls_client_config *cfg, char *er
 		return NULL;
 	}
 	bool ok = cfg->ca_file && cfg->ca_file[0]
-			  ? SSL_CTX_load_verify_locations(sc, cfg->ca_file, NULL) == 1
-			  : SSL_CTX_set_default_verify_paths(sc) == 1;
+	              ? SSL_CTX_load_verify_locations(sc, cfg->ca_file, NULL) == 1
+	              : SSL_CTX_set_default_verify_paths(sc) == 1;
 	if (!ok) {
 		openssl_text(why, sizeof(why), "unreadable");
 		snprintf(err, errlen, "%s: cannot load CA certificates: %s",
-			 cfg->ca_file && cfg->ca_file[0] ? cfg->ca_file : "the system store", why);
+		         cfg->ca_file && cfg->ca_file[0] ? cfg->ca_file : "the system store", why);
 		SSL_CTX_free(sc);
 		return NULL;
 	}
 	/* Sessions are kept by their owners (per destination), not here. */
-	SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_set_session_cache_mode(sc,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(sc, new_session);
 	return ctx_wrap(sc, false);
 }
@@ -374,8 +376,8 @@ enum tls_error tls_start(struct tls *t, struct buf *out)
 	return e;
 }
 
-enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain,
-			 struct buf *out, unsigned *events)
+enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain, struct buf *out,
+                         unsigned *events)
 {
 	*events = 0;
 	if (t->dead)
