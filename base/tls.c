@@ -505,11 +505,20 @@ struct tls_session *tls_session_take(struct tls *t)
 {
 	SSL_SESSION *s = t->session;
 	t->session = NULL;
-	if (s && !SSL_SESSION_is_resumable(s)) {
-		SSL_SESSION_free(s);
-		s = NULL;
+	/* A copy, not the connection's own object: OpenSSL marks that one not
+	 * resumable when the connection is freed without our close_notify
+	 * sent (its rule for sessions of broken connections), which would
+	 * spoil the caller's session behind its back whenever the peer closed
+	 * first or the socket just ended. A session whose connection failed
+	 * is not offered at all. */
+	SSL_SESSION *copy = NULL;
+	if (s && !t->dead && SSL_SESSION_is_resumable(s)) {
+		copy = SSL_SESSION_dup(s);
+		if (!copy)
+			rp_panic("cannot copy a TLS session (out of memory?)");
 	}
-	return (struct tls_session *)s;
+	SSL_SESSION_free(s);
+	return (struct tls_session *)copy;
 }
 
 void tls_session_free(struct tls_session *s)

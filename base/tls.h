@@ -117,7 +117,9 @@ const char *tls_error_name(enum tls_error e);
 void tls_describe(const struct tls *t, char *out, size_t outlen);
 
 /* tls_session_take - the newest resumable session this client got (TLS 1.3
- * tickets arrive after the handshake), or NULL; the caller owns it. */
+ * tickets arrive after the handshake), or NULL (none, or TLS failed); the
+ * caller owns it, and it outlives t. A TLS 1.3 session resumes once:
+ * replace it with the fresh one each connection gives. */
 struct tls_session *tls_session_take(struct tls *t);
 /* tls_session_free - NULL is fine. */
 void tls_session_free(struct tls_session *s);

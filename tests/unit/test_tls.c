@@ -855,6 +855,105 @@ Test(tls, garbage_after_the_handshake)
 	tls_ctx_unref(cc);
 }
 
+/* ---- 5. resumption -------------------------------------------------------- */
+
+/* first_session - a full handshake, some data, and the session it left. */
+static struct tls_session *first_session(struct end *s, struct end *c, struct tls_ctx *sc,
+                                         struct tls_ctx *cc, const struct tls_client_opts *o)
+{
+	end_ours(s, sc, NULL);
+	end_ours(c, cc, o);
+	connect_pair(s, c, 0);
+	assert_established(s, c);
+	cr_assert(!tls_resumed(c->t) && !tls_resumed(s->t));
+	send_plain(s, c, "220 hello\r\n", 11);
+	send_plain(c, s, "QUIT\r\n", 6);
+	struct tls_session *sess = tls_session_take(c->t);
+	cr_assert_not_null(sess, "a resumable session (a TLS 1.3 ticket)");
+	cr_assert_null(tls_session_take(c->t), "taken");
+	cr_assert_null(tls_session_take(s->t), "servers keep none");
+	return sess;
+}
+
+Test(tls, resumption_tls13)
+{
+	struct tls_ctx *sc = server_ctx(certs.ec_cert, certs.ec_key, TLS_V1_2);
+	struct tls_ctx *cc = client_ctx(certs.ca, TLS_V1_2);
+	struct tls_client_opts o = { .sni = "mx.test" };
+	struct end s, c;
+	struct tls_session *sess = first_session(&s, &c, sc, cc, &o);
+	end_free(&s);
+	end_free(&c);
+
+	o.resume = sess;
+	end_ours(&s, sc, NULL);
+	end_ours(&c, cc, &o);
+	connect_pair(&s, &c, 0);
+	assert_established(&s, &c);
+	cr_assert(tls_resumed(c.t), "the client resumed");
+	cr_assert(tls_resumed(s.t), "the server resumed");
+	send_plain(&s, &c, "220 again\r\n", 11);
+	cr_assert_eq(buf_used(&c.plain), 11);
+	struct tls_session *next = tls_session_take(c.t);
+	cr_assert_not_null(next, "a fresh ticket after a resumption");
+	end_free(&s);
+	end_free(&c);
+
+	/* Another server context (other ticket keys): a full handshake; the
+	 * same session still resumes with the context that issued it. */
+	struct tls_ctx *sc2 = server_ctx(certs.ec_cert, certs.ec_key, TLS_V1_2);
+	struct tls_ctx *ctxs[] = { sc2, sc };
+	o.resume = next;
+	for (int i = 0; i < 2; i++) {
+		end_ours(&s, ctxs[i], NULL);
+		end_ours(&c, cc, &o);
+		connect_pair(&s, &c, 0);
+		assert_established(&s, &c);
+		cr_assert_eq(tls_resumed(c.t), i == 1, "%d", i);
+		cr_assert_eq(tls_resumed(s.t), i == 1, "%d", i);
+		end_free(&s);
+		end_free(&c);
+	}
+
+	tls_session_free(sess); /* the sessions live on their own */
+	tls_session_free(next);
+	tls_session_free(NULL);
+	tls_ctx_unref(sc);
+	tls_ctx_unref(sc2);
+	tls_ctx_unref(cc);
+}
+
+/* TLS 1.2 (session ticket in the handshake) against a 1.2-only server. */
+Test(tls, resumption_tls12)
+{
+	SSL_CTX *raw = raw_ctx(true, TLS1_2_VERSION, NULL);
+	struct tls_ctx *cc = client_ctx(certs.ca, TLS_V1_2);
+	struct tls_client_opts o = { .sni = "mx.test" };
+	struct end s, c;
+	end_raw(&s, raw, true);
+	end_ours(&c, cc, &o);
+	connect_pair(&s, &c, 0);
+	assert_established(&s, &c);
+	cr_assert_str_eq(tls_version_name(c.t), "TLSv1.2");
+	struct tls_session *sess = tls_session_take(c.t);
+	cr_assert_not_null(sess);
+	end_free(&s);
+	end_free(&c);
+
+	o.resume = sess;
+	end_raw(&s, raw, true);
+	end_ours(&c, cc, &o);
+	connect_pair(&s, &c, 0);
+	assert_established(&s, &c);
+	cr_assert(tls_resumed(c.t));
+	cr_assert(SSL_session_reused(s.ssl));
+	end_free(&s);
+	end_free(&c);
+	tls_session_free(sess);
+	SSL_CTX_free(raw);
+	tls_ctx_unref(cc);
+}
+
 /* ---- 6. renegotiation ---------------------------------------------------- */
 
 /* Our sessions hide their SSL*, so the side that asks for a renegotiation
