@@ -23,7 +23,7 @@
 
 struct tls_ctx;
 struct tls;
-struct tls_session; /* a resumable client session (SSL_SESSION) */
+struct tls_session; /* a resumable client session, and the name it was verified for */
 
 enum tls_version {
 	TLS_V1_2 = 0,
@@ -62,7 +62,10 @@ struct tls_client_opts {
 	const char *sni;                  /* server name sent (NULL or an IP: none) */
 	const char *verify_name;          /* verify the chain and this name (RFC 6125);
 	                                   * NULL: do not require verification */
-	const struct tls_session *resume; /* a session to resume, or NULL */
+	const struct tls_session *resume; /* a session to resume, or NULL; with
+	                                   * verify_name, only one verified for
+	                                   * that name is offered (a resumption
+	                                   * shows no certificate) */
 };
 
 /* tls_ctx_new_server - a server context with our certificate. NULL and a
@@ -103,7 +106,8 @@ const char *tls_version_name(const struct tls *t);
 /* tls_cipher_name - "TLS_AES_256_GCM_SHA384" (or ""). */
 const char *tls_cipher_name(const struct tls *t);
 /* tls_verified - the peer's certificate chain and name verified (clients
- * that asked for a name; always false on servers, which ask for none). */
+ * that asked for a name; always false on servers, which ask for none). A
+ * resumed session counts when the one it resumed was verified for the name. */
 bool tls_verified(const struct tls *t);
 /* tls_verify_text - why the certificate did not verify ("ok" when it did). */
 const char *tls_verify_text(const struct tls *t);

@@ -954,6 +954,93 @@ Test(tls, resumption_tls12)
 	tls_ctx_unref(cc);
 }
 
+/* A session resumed under verification keeps what the first handshake
+ * verified; a session from an unverified handshake never passes for a
+ * verified one. */
+Test(tls, resumption_and_verification)
+{
+	struct tls_ctx *cc = client_ctx(certs.ca, TLS_V1_2);
+	struct tls_ctx *good = server_ctx(certs.ec_cert, certs.ec_key, TLS_V1_2);
+	struct tls_ctx *self = server_ctx(certs.self_cert, certs.self_key, TLS_V1_2);
+	struct tls_client_opts o = { .sni = "mx.test", .verify_name = "mx.test" };
+	struct end s, c;
+
+	/* Verified, then resumed with the same name: still verified. */
+	struct tls_session *sess = first_session(&s, &c, good, cc, &o);
+	cr_assert(tls_verified(c.t));
+	end_free(&s);
+	end_free(&c);
+	o.resume = sess;
+	end_ours(&s, good, NULL);
+	end_ours(&c, cc, &o);
+	connect_pair(&s, &c, 0);
+	assert_established(&s, &c);
+	cr_assert(tls_resumed(c.t));
+	cr_assert(tls_verified(c.t), "a resumed verified session: %s", tls_verify_text(c.t));
+	cr_assert_str_eq(tls_verify_text(c.t), "ok");
+	/* TLS 1.3 sessions are used once (OpenSSL retires them): the fresh
+	 * ticket of a resumed connection carries the verification on. */
+	struct tls_session *next = tls_session_take(c.t);
+	cr_assert_not_null(next);
+	end_free(&s);
+	end_free(&c);
+	tls_session_free(sess);
+	o.resume = NULL;
+
+	/* The name in other capitals resumes, verified; no name asked resumes,
+	 * unverified; another name is not resumed and its full handshake
+	 * fails. */
+	const struct {
+		const char *name;
+		bool resumed, verified;
+		enum tls_error err;
+	} again[] = { { "MX.TEST", true, true, TLS_OK },
+		      { NULL, true, false, TLS_OK },
+		      { "other.test", false, false, TLS_E_VERIFY } };
+	for (size_t i = 0; i < sizeof(again) / sizeof(again[0]); i++) {
+		if (i) {
+			sess = first_session(&s, &c, good, cc, &o);
+			end_free(&s);
+			end_free(&c);
+		} else {
+			sess = next;
+		}
+		struct tls_client_opts o2 = { .verify_name = again[i].name, .resume = sess };
+		end_ours(&s, good, NULL);
+		end_ours(&c, cc, &o2);
+		connect_pair(&s, &c, 0);
+		cr_assert_eq(c.err, again[i].err, "%zu: %s", i, tls_error_text(c.t));
+		cr_assert_eq(tls_resumed(c.t), again[i].resumed, "%zu", i);
+		cr_assert_eq(tls_verified(c.t), again[i].verified, "%zu", i);
+		end_free(&s);
+		end_free(&c);
+		tls_session_free(sess);
+	}
+
+	/* Unverified (self-signed, opportunistic), then resumed with a name
+	 * required: the certificate must be checked, and fails. */
+	struct tls_client_opts opp = { .sni = "mx.test" };
+	sess = first_session(&s, &c, self, cc, &opp);
+	cr_assert(!tls_verified(c.t));
+	end_free(&s);
+	end_free(&c);
+	o.resume = sess;
+	end_ours(&s, self, NULL);
+	end_ours(&c, cc, &o);
+	connect_pair(&s, &c, 0);
+	cr_assert(c.err == TLS_E_VERIFY || (c.err == TLS_OK && !tls_verified(c.t)),
+	          "an unverified session resumed as verified: %s %s", tls_error_name(c.err),
+	          tls_verify_text(c.t));
+	cr_assert_eq(c.err, TLS_E_VERIFY, "verification is enforced, not skipped by resumption");
+	end_free(&s);
+	end_free(&c);
+	tls_session_free(sess);
+
+	tls_ctx_unref(good);
+	tls_ctx_unref(self);
+	tls_ctx_unref(cc);
+}
+
 /* ---- 6. renegotiation ---------------------------------------------------- */
 
 /* Our sessions hide their SSL*, so the side that asks for a renegotiation
