@@ -38,7 +38,8 @@ struct tls {
 	struct buf spill;     /* writes outside a call (never expected) */
 	SSL_SESSION *session; /* newest resumable session (clients) */
 	bool established;
-	bool dead; /* an error ended it: no more calls into OpenSSL */
+	bool dead;        /* an error ended it: no more calls into OpenSSL */
+	bool peer_closed; /* close_notify received: later input is ignored */
 	bool shutdown_sent;
 	bool want_verify;     /* the owner requires a verified certificate */
 	char *verify_name;    /* the name it requires (owned), or NULL */
@@ -402,6 +403,8 @@ enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *pla
 	*events = 0;
 	if (t->dead)
 		return TLS_E_INTERNAL;
+	if (t->peer_closed)
+		return TLS_OK; /* data after a closure alert is ignored (RFC 8446 6.1) */
 	ERR_clear_error();
 	buf_append(&t->cin, p, n);
 	t->out = out;
@@ -421,13 +424,16 @@ enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *pla
 		e = fail(t, rc, "TLS read");
 		if (e == TLS_E_CLOSED) {
 			*events |= TLS_EV_CLOSED;
+			t->peer_closed = true;
 			e = TLS_OK;
 			break;
 		}
 	}
 	t->out = NULL;
-	if (!buf_used(&t->cin))
-		buf_shrink(&t->cin, 0);
+	/* Empty, or never to be read (an error or close_notify ended the
+	 * input): give the memory back rather than hold what a peer sent. */
+	if (!buf_used(&t->cin) || t->dead || t->peer_closed)
+		buf_free(&t->cin);
 	return e;
 }
 

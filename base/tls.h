@@ -89,7 +89,8 @@ enum tls_error tls_start(struct tls *t, struct buf *out);
 /* tls_input - n bytes of ciphertext from the peer: drives the handshake,
  * then decrypts. Plaintext is appended to plain, whatever must be sent
  * (handshake, alerts) to out; *events gets TLS_EV_* bits. After an error
- * the session is dead (out may hold an alert worth sending). */
+ * the session is dead (out may hold an alert worth sending); after
+ * TLS_EV_CLOSED further input is ignored (RFC 8446 6.1). */
 enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain, struct buf *out,
                          unsigned *events);
 /* tls_write - encrypt n bytes of plaintext into out; only once established. */

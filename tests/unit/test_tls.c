@@ -715,8 +715,8 @@ static void garbage_make(struct buf *g, enum garbage_kind kind, const struct buf
 	}
 }
 
-/* Garbage into a server session: a clean error, no crash, and a dead
- * session stays dead. */
+/* Garbage into a server session: a clean error, no crash, little memory
+ * held afterwards, and a dead session stays dead. */
 Test(tls, garbage_into_a_server)
 {
 	const struct garbage_case cases[] = {
@@ -771,6 +771,8 @@ Test(tls, garbage_into_a_server)
 		if (gc->text)
 			cr_assert(strstr(tls_error_text(s.t), gc->text), "%s: %s", gc->name,
 			          tls_error_text(s.t));
+		cr_assert_lt(tls_memory(s.t), 16384, "%s: a dead session holds %zu bytes", gc->name,
+		             tls_memory(s.t));
 		/* Dead: more input, writes and shutdown do nothing. */
 		unsigned ev = 1234;
 		size_t wire = buf_used(&s.wire);
@@ -780,6 +782,8 @@ Test(tls, garbage_into_a_server)
 		cr_assert_eq(tls_write(s.t, "x", 1, &s.wire), TLS_E_INTERNAL);
 		tls_shutdown(s.t, &s.wire);
 		cr_assert_eq(buf_used(&s.wire), wire, "%s: nothing more to send", gc->name);
+		cr_assert_lt(tls_memory(s.t), 16384, "%s: %zu bytes after more input", gc->name,
+		             tls_memory(s.t));
 		end_free(&s);
 		buf_free(&g);
 	}
@@ -851,6 +855,35 @@ Test(tls, garbage_after_the_handshake)
 		end_free(&s);
 		end_free(&c);
 	}
+	tls_ctx_unref(sc);
+	tls_ctx_unref(cc);
+}
+
+/* After close_notify the peer has nothing more to say: what follows is not
+ * read and not kept. */
+Test(tls, input_after_close_notify)
+{
+	struct tls_ctx *sc = server_ctx(certs.ec_cert, certs.ec_key, TLS_V1_2);
+	struct tls_ctx *cc = client_ctx(certs.ca, TLS_V1_2);
+	struct end s, c;
+	end_ours(&s, sc, NULL);
+	end_ours(&c, cc, NULL);
+	connect_pair(&s, &c, 0);
+	assert_established(&s, &c);
+	cr_assert_eq(tls_write(c.t, "last", 4, &c.wire), TLS_OK);
+	tls_shutdown(c.t, &c.wire);
+	pump(&c, &s, 0);
+	cr_assert_eq(s.closed, 1);
+	cr_assert_eq(buf_used(&s.plain), 4, "data before close_notify is delivered");
+	char *more = pattern(MB, 5);
+	unsigned ev = 0;
+	for (size_t off = 0; off < MB; off += 65536)
+		tls_input(s.t, more + off, 65536, &s.plain, &s.wire, &ev);
+	cr_assert_eq(buf_used(&s.plain), 4, "nothing after close_notify");
+	cr_assert_lt(tls_memory(s.t), 16384, "%zu bytes kept after close_notify", tls_memory(s.t));
+	free(more);
+	end_free(&s);
+	end_free(&c);
 	tls_ctx_unref(sc);
 	tls_ctx_unref(cc);
 }
