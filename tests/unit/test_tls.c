@@ -1172,10 +1172,11 @@ Test(tls, key_update_answered)
 /* ---- 7-9. conns over loopback ---------------------------------------------- */
 
 enum scenario {
-	SC_IMPLICIT, /* 7: implicit TLS, a megabyte each way, close_notify */
-	SC_STARTTLS, /* 8: clear text, STARTTLS, pipelined bytes dropped */
-	SC_GARBAGE,  /* 9: the client sends garbage to a TLS server */
-	SC_VERIFY,   /* 9: the client refuses the server's certificate */
+	SC_IMPLICIT,      /* 7: implicit TLS, a megabyte each way, close_notify */
+	SC_STARTTLS,      /* 8: clear text, STARTTLS, pipelined bytes dropped */
+	SC_GARBAGE,       /* 9: the client sends garbage to a TLS server */
+	SC_GARBAGE_ALERT, /* 9: garbage the server answers with an alert, and more */
+	SC_VERIFY,        /* 9: the client refuses the server's certificate */
 };
 
 struct side {
@@ -1334,8 +1335,12 @@ static void side_connected(struct conn *c, int err)
 		conn_puts(c, "STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n");
 		break;
 	case SC_GARBAGE:
+	case SC_GARBAGE_ALERT:
 		conn_tls_server(&w->a.c, w->server_ctx);
-		/* More than one receive buffer: several completions. */
+		/* More than one receive buffer: several completions. With an
+		 * alert: a handshake header claiming 16 MB first. */
+		if (w->scenario == SC_GARBAGE_ALERT)
+			conn_write(c, "\x16\x03\x01\x00\x04\x01\xff\xff\xff", 9);
 		noise(buf_reserve(conn_outbuf(c), 65536), 65536, 9);
 		buf_commit(conn_outbuf(c), 65536);
 		conn_flush_soon(c);
@@ -1450,24 +1455,35 @@ Test(tls_conn, starttls_drops_pipelined_input)
 	world_free(&w);
 }
 
-/* 9: garbage at an implicit-TLS server: -EPROTO once, the TLS error
- * reported, the conn released once. */
+/* 9: garbage at an implicit-TLS server: -EPROTO once, the TLS error kept
+ * (not replaced by what later completions of the same garbage say), the
+ * alert (when OpenSSL has one to say) sent before the conn closes. */
 Test(tls_conn, garbage_fails_the_server)
 {
-	struct world w;
-	world_init(&w, SC_GARBAGE);
-	world_run(&w);
-	cr_assert_eq(w.a.closed, 1, "a is told once");
-	cr_assert_eq(w.a.closed_err, -EPROTO);
-	cr_assert_eq(w.a.closed_tls, TLS_E_HANDSHAKE, "%s", tls_error_name(w.a.closed_tls));
-	cr_assert(strstr(w.a.closed_text, "wrong version number"), "%s", w.a.closed_text);
-	cr_assert_eq(conn_tls_error(&w.a.c), TLS_E_HANDSHAKE);
-	cr_assert_eq(w.a.tls_ready, 0);
-	cr_assert_eq(buf_used(&w.a.got), 0, "no plaintext from garbage");
-	cr_assert_eq(buf_used(&w.b.clear), 0, "no alert for bytes that are no TLS");
-	cr_assert_eq(w.b.closed, 1, "b sees the server go");
-	cr_assert_eq(conn_tls_error(&w.b.c), TLS_OK, "b speaks clear text");
-	world_free(&w);
+	for (int alert = 0; alert < 2; alert++) {
+		struct world w;
+		world_init(&w, alert ? SC_GARBAGE_ALERT : SC_GARBAGE);
+		world_run(&w);
+		cr_assert_eq(w.a.closed, 1, "a is told once");
+		cr_assert_eq(w.a.closed_err, -EPROTO);
+		cr_assert_eq(w.a.closed_tls, TLS_E_HANDSHAKE, "%s", tls_error_name(w.a.closed_tls));
+		cr_assert(strstr(w.a.closed_text,
+		                 alert ? "excessive message size" : "wrong version number"),
+		          "%s", w.a.closed_text);
+		cr_assert_eq(conn_tls_error(&w.a.c), TLS_E_HANDSHAKE,
+		             "the first failure is kept: %s",
+		             tls_error_name(conn_tls_error(&w.a.c)));
+		cr_assert_eq(w.a.tls_ready, 0);
+		cr_assert_eq(buf_used(&w.a.got), 0, "no plaintext from garbage");
+		if (alert)
+			cr_assert(buf_used(&w.b.clear) == 7 && buf_head(&w.b.clear)[0] == 0x15,
+			          "the alert reached b (%zu bytes)", buf_used(&w.b.clear));
+		else
+			cr_assert_eq(buf_used(&w.b.clear), 0);
+		cr_assert_eq(w.b.closed, 1, "b sees the server go");
+		cr_assert_eq(conn_tls_error(&w.b.c), TLS_OK, "b speaks clear text");
+		world_free(&w);
+	}
 }
 
 /* 9: a certificate the client refuses: the client fails with TLS_E_VERIFY,
