@@ -155,8 +155,8 @@ size_t conn_pending_out(const struct conn *c)
  * hears of it through ops->closed(-EPROTO) unless it was closing anyway. */
 static void tls_failed(struct conn *c, enum tls_error e)
 {
-	if (c->flags & CONN_F_CLOSING)
-		return;
+	if ((c->flags & CONN_F_CLOSING) || c->tls_err)
+		return; /* closing already; the first failure is the one reported */
 	c->tls_err = e;
 	if (!c->err)
 		c->err = -EPROTO;
@@ -225,6 +225,10 @@ void conn_tls_client(struct conn *c, struct tls_ctx *ctx, const struct tls_clien
  * plaintext to the owner. */
 static void tls_input_bytes(struct conn *c, const char *p, size_t n)
 {
+	/* The session failed and its alert is on the way out: what the peer
+	 * sent after the bad record is noise for a dead session. */
+	if (c->tls_err)
+		return;
 	size_t before = buf_used(&c->in);
 	unsigned ev = 0;
 	enum tls_error e = tls_input(c->tls, p, n, &c->in, &c->raw, &ev);

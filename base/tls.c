@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "util.h"
 
@@ -37,10 +38,20 @@ struct tls {
 	struct buf spill;     /* writes outside a call (never expected) */
 	SSL_SESSION *session; /* newest resumable session (clients) */
 	bool established;
-	bool dead; /* an error ended it: no more calls into OpenSSL */
+	bool dead;        /* an error ended it: no more calls into OpenSSL */
+	bool peer_closed; /* close_notify received: later input is ignored */
 	bool shutdown_sent;
-	bool want_verify; /* the owner requires a verified certificate */
+	bool want_verify;     /* the owner requires a verified certificate */
+	char *verify_name;    /* the name it requires (owned), or NULL */
+	bool resume_verified; /* the session offered was verified for verify_name */
 	char error[160];
+};
+
+/* A client session kept for resumption, and what its handshake verified:
+ * a resumed handshake carries no certificate, so this is all there is. */
+struct tls_session {
+	SSL_SESSION *ssl_session;
+	char *verified_name; /* the name the full handshake verified, or NULL */
 };
 
 static BIO_METHOD *bio_method;
@@ -331,8 +342,17 @@ struct tls *tls_new(struct tls_ctx *ctx, const struct tls_client_opts *opts)
 	}
 	t->want_verify = opts && opts->verify_name && opts->verify_name[0];
 	SSL_set_verify(t->ssl, t->want_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
-	if (opts && opts->resume)
-		SSL_set_session(t->ssl, (SSL_SESSION *)opts->resume);
+	if (t->want_verify)
+		t->verify_name = xstrdup(opts->verify_name);
+	/* OpenSSL resumes without looking at a certificate again: when a name
+	 * must be verified, offer only a session verified for that name, else
+	 * an opportunistic session would pass for a verified one. */
+	const struct tls_session *r = opts ? opts->resume : NULL;
+	if (r && (!t->want_verify ||
+	          (r->verified_name && !strcasecmp(r->verified_name, t->verify_name)))) {
+		SSL_set_session(t->ssl, r->ssl_session);
+		t->resume_verified = t->want_verify;
+	}
 	return t;
 }
 
@@ -343,6 +363,7 @@ void tls_free(struct tls *t)
 	SSL_set_ex_data(t->ssl, ex_index, NULL);
 	SSL_free(t->ssl);
 	SSL_SESSION_free(t->session);
+	free(t->verify_name);
 	tls_ctx_unref(t->ctx);
 	buf_free(&t->cin);
 	buf_free(&t->spill);
@@ -382,6 +403,8 @@ enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *pla
 	*events = 0;
 	if (t->dead)
 		return TLS_E_INTERNAL;
+	if (t->peer_closed)
+		return TLS_OK; /* data after a closure alert is ignored (RFC 8446 6.1) */
 	ERR_clear_error();
 	buf_append(&t->cin, p, n);
 	t->out = out;
@@ -401,13 +424,16 @@ enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *pla
 		e = fail(t, rc, "TLS read");
 		if (e == TLS_E_CLOSED) {
 			*events |= TLS_EV_CLOSED;
+			t->peer_closed = true;
 			e = TLS_OK;
 			break;
 		}
 	}
 	t->out = NULL;
-	if (!buf_used(&t->cin))
-		buf_shrink(&t->cin, 0);
+	/* Empty, or never to be read (an error or close_notify ended the
+	 * input): give the memory back rather than hold what a peer sent. */
+	if (!buf_used(&t->cin) || t->dead || t->peer_closed)
+		buf_free(&t->cin);
 	return e;
 }
 
@@ -471,8 +497,10 @@ const char *tls_cipher_name(const struct tls *t)
 
 bool tls_verified(const struct tls *t)
 {
-	if (!t->established || t->ctx->server)
+	if (!t->established || t->ctx->server || !t->want_verify)
 		return false;
+	if (SSL_session_reused(t->ssl)) /* no certificate, no name checked this time */
+		return t->resume_verified && SSL_get_verify_result(t->ssl) == X509_V_OK;
 	X509 *peer = SSL_get0_peer_certificate(t->ssl);
 	return peer && SSL_get_verify_result(t->ssl) == X509_V_OK && SSL_get0_peername(t->ssl);
 }
@@ -505,16 +533,32 @@ struct tls_session *tls_session_take(struct tls *t)
 {
 	SSL_SESSION *s = t->session;
 	t->session = NULL;
-	if (s && !SSL_SESSION_is_resumable(s)) {
-		SSL_SESSION_free(s);
-		s = NULL;
+	/* A copy, not the connection's own object: OpenSSL marks that one not
+	 * resumable when the connection is freed without our close_notify
+	 * sent (its rule for sessions of broken connections), which would
+	 * spoil the caller's session behind its back whenever the peer closed
+	 * first or the socket just ended. A session whose connection failed
+	 * is not offered at all. */
+	struct tls_session *ts = NULL;
+	if (s && !t->dead && SSL_SESSION_is_resumable(s)) {
+		ts = xcalloc(1, sizeof(*ts));
+		ts->ssl_session = SSL_SESSION_dup(s);
+		if (!ts->ssl_session)
+			rp_panic("cannot copy a TLS session (out of memory?)");
+		if (tls_verified(t))
+			ts->verified_name = xstrdup(t->verify_name);
 	}
-	return (struct tls_session *)s;
+	SSL_SESSION_free(s);
+	return ts;
 }
 
 void tls_session_free(struct tls_session *s)
 {
-	SSL_SESSION_free((SSL_SESSION *)s);
+	if (!s)
+		return;
+	SSL_SESSION_free(s->ssl_session);
+	free(s->verified_name);
+	free(s);
 }
 
 size_t tls_memory(const struct tls *t)

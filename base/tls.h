@@ -23,7 +23,7 @@
 
 struct tls_ctx;
 struct tls;
-struct tls_session; /* a resumable client session (SSL_SESSION) */
+struct tls_session; /* a resumable client session, and the name it was verified for */
 
 enum tls_version {
 	TLS_V1_2 = 0,
@@ -62,7 +62,10 @@ struct tls_client_opts {
 	const char *sni;                  /* server name sent (NULL or an IP: none) */
 	const char *verify_name;          /* verify the chain and this name (RFC 6125);
 	                                   * NULL: do not require verification */
-	const struct tls_session *resume; /* a session to resume, or NULL */
+	const struct tls_session *resume; /* a session to resume, or NULL; with
+	                                   * verify_name, only one verified for
+	                                   * that name is offered (a resumption
+	                                   * shows no certificate) */
 };
 
 /* tls_ctx_new_server - a server context with our certificate. NULL and a
@@ -86,7 +89,8 @@ enum tls_error tls_start(struct tls *t, struct buf *out);
 /* tls_input - n bytes of ciphertext from the peer: drives the handshake,
  * then decrypts. Plaintext is appended to plain, whatever must be sent
  * (handshake, alerts) to out; *events gets TLS_EV_* bits. After an error
- * the session is dead (out may hold an alert worth sending). */
+ * the session is dead (out may hold an alert worth sending); after
+ * TLS_EV_CLOSED further input is ignored (RFC 8446 6.1). */
 enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain, struct buf *out,
                          unsigned *events);
 /* tls_write - encrypt n bytes of plaintext into out; only once established. */
@@ -103,7 +107,8 @@ const char *tls_version_name(const struct tls *t);
 /* tls_cipher_name - "TLS_AES_256_GCM_SHA384" (or ""). */
 const char *tls_cipher_name(const struct tls *t);
 /* tls_verified - the peer's certificate chain and name verified (clients
- * that asked for a name; always false on servers, which ask for none). */
+ * that asked for a name; always false on servers, which ask for none). A
+ * resumed session counts when the one it resumed was verified for the name. */
 bool tls_verified(const struct tls *t);
 /* tls_verify_text - why the certificate did not verify ("ok" when it did). */
 const char *tls_verify_text(const struct tls *t);
@@ -117,7 +122,9 @@ const char *tls_error_name(enum tls_error e);
 void tls_describe(const struct tls *t, char *out, size_t outlen);
 
 /* tls_session_take - the newest resumable session this client got (TLS 1.3
- * tickets arrive after the handshake), or NULL; the caller owns it. */
+ * tickets arrive after the handshake), or NULL (none, or TLS failed); the
+ * caller owns it, and it outlives t. A TLS 1.3 session resumes once:
+ * replace it with the fresh one each connection gives. */
 struct tls_session *tls_session_take(struct tls *t);
 /* tls_session_free - NULL is fine. */
 void tls_session_free(struct tls_session *s);

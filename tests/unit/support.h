@@ -1,6 +1,7 @@
 /* support.h - helpers shared by the unit tests that need a real spool:
  * a private temporary directory per test, a spool in it, and a blocking
- * call through the spool writer (reply via an mq, as the relay does).
+ * call through the spool writer (reply via an mq, as the relay does); and
+ * certificates for TLS tests, made with the openssl command line.
  *
  * Header-only (static functions) so that each test file stays one program.
  */
@@ -9,6 +10,7 @@
 
 #include <criterion/criterion.h>
 #include <ftw.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,69 @@ static inline int test_rm_one(const char *path, const struct stat *st, int flag,
 static inline void test_rmdir(const char *dir)
 {
 	cr_assert_eq(nftw(dir, test_rm_one, 16, FTW_DEPTH | FTW_PHYS), 0, "cannot remove %s", dir);
+}
+
+/* Certificates made by test_certs_make, all for "mx.test" unless said. */
+struct test_certs {
+	char ca[PATH_MAX];      /* the private CA's certificate (a ca_file) */
+	char ec_cert[PATH_MAX]; /* ECDSA P-256 leaf signed by the CA (chain: leaf, CA) */
+	char ec_key[PATH_MAX];
+	char rsa_cert[PATH_MAX]; /* RSA 2048 leaf signed by the CA (chain) */
+	char rsa_key[PATH_MAX];
+	char self_cert[PATH_MAX]; /* self-signed ECDSA */
+	char self_key[PATH_MAX];
+	char wrong_cert[PATH_MAX]; /* "other.test" signed by the CA (chain) */
+	char wrong_key[PATH_MAX];
+};
+
+/* test_certs_make - a CA and the certificates above in dir (one shell
+ * script running the openssl command line; its output is in
+ * dir/openssl.log when it fails). */
+static inline void test_certs_make(struct test_certs *c, const char *dir)
+{
+	static const char script[] =
+	    "set -e\n"
+	    "key() { if [ \"$2\" = rsa ]; then\n"
+	    "    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out \"$1\"\n"
+	    "  else\n"
+	    "    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out \"$1\"\n"
+	    "  fi; }\n"
+	    "leaf() { # name kind prefix serial\n"
+	    "  key \"$3.key\" \"$2\"\n"
+	    "  openssl req -new -key \"$3.key\" -subj \"/CN=$1\" -out \"$3.csr\"\n"
+	    "  printf 'subjectAltName=DNS:%s\\nextendedKeyUsage=serverAuth\\n"
+	    "basicConstraints=CA:FALSE\\n' \"$1\" > \"$3.ext\"\n"
+	    "  openssl x509 -req -in \"$3.csr\" -CA ca.pem -CAkey ca.key -set_serial \"$4\" \\\n"
+	    "    -days 30 -extfile \"$3.ext\" -out \"$3.crt\"\n"
+	    "  cat \"$3.crt\" ca.pem > \"$3.pem\"; }\n"
+	    "key ca.key ec\n"
+	    "openssl req -x509 -new -key ca.key -days 30 -subj '/CN=ringpost test CA' \\\n"
+	    "  -addext 'basicConstraints=critical,CA:TRUE' \\\n"
+	    "  -addext 'keyUsage=critical,keyCertSign,cRLSign' -out ca.pem\n"
+	    "leaf mx.test ec ec 2\n"
+	    "leaf mx.test rsa rsa 3\n"
+	    "leaf other.test ec wrong 4\n"
+	    "key self.key ec\n"
+	    "openssl req -x509 -new -key self.key -days 30 -subj /CN=mx.test \\\n"
+	    "  -addext subjectAltName=DNS:mx.test -out self.pem\n";
+	char path[PATH_MAX], cmd[2 * PATH_MAX];
+	snprintf(path, sizeof(path), "%s/certs.sh", dir);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "cannot write %s", path);
+	fputs(script, f);
+	cr_assert_eq(fclose(f), 0);
+	snprintf(cmd, sizeof(cmd), "cd '%s' && sh certs.sh >openssl.log 2>&1", dir);
+	int rc = system(cmd);
+	cr_assert_eq(rc, 0, "openssl failed (%d): see %s/openssl.log", rc, dir);
+	snprintf(c->ca, sizeof(c->ca), "%s/ca.pem", dir);
+	snprintf(c->ec_cert, sizeof(c->ec_cert), "%s/ec.pem", dir);
+	snprintf(c->ec_key, sizeof(c->ec_key), "%s/ec.key", dir);
+	snprintf(c->rsa_cert, sizeof(c->rsa_cert), "%s/rsa.pem", dir);
+	snprintf(c->rsa_key, sizeof(c->rsa_key), "%s/rsa.key", dir);
+	snprintf(c->self_cert, sizeof(c->self_cert), "%s/self.pem", dir);
+	snprintf(c->self_key, sizeof(c->self_key), "%s/self.key", dir);
+	snprintf(c->wrong_cert, sizeof(c->wrong_cert), "%s/wrong.pem", dir);
+	snprintf(c->wrong_key, sizeof(c->wrong_key), "%s/wrong.key", dir);
 }
 
 /* test_spool_open - a spool under dir with room to spare. */
