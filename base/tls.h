@@ -33,8 +33,9 @@ enum tls_version {
 /* What went wrong, for the owner's decision and logs. */
 enum tls_error {
 	TLS_OK = 0,
-	TLS_E_PROTOCOL,  /* the peer broke TLS: garbage, a bad record, an alert */
-	TLS_E_HANDSHAKE, /* no agreement: version, cipher, certificate refused */
+	TLS_E_PROTOCOL,  /* after the handshake the peer broke TLS: a bad record, an alert */
+	TLS_E_HANDSHAKE, /* the handshake failed: garbage instead of TLS, no common
+	                  * version or cipher, a certificate refused */
 	TLS_E_VERIFY,    /* the server's certificate did not verify (chain or name) */
 	TLS_E_CLOSED,    /* the peer ended TLS (close_notify) */
 	TLS_E_INTERNAL,  /* anything else (out of memory, library error) */
