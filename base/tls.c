@@ -32,14 +32,15 @@ struct tls_ctx {
 struct tls {
 	SSL *ssl;
 	struct tls_ctx *ctx;
-	struct buf cin;           /* ciphertext received, not yet read by OpenSSL */
-	struct buf *out;          /* where the BIO writes during the current call */
-	struct buf spill;         /* writes outside a call (never expected) */
-	SSL_SESSION *session;     /* newest resumable session (clients) */
+	struct buf cin;       /* ciphertext received, not yet read by OpenSSL */
+	struct buf *out;      /* where the BIO writes during the current call */
+	struct buf spill;     /* writes outside a call (never expected) */
+	SSL_SESSION *session; /* newest resumable session (clients) */
 	bool established;
-	bool dead;                /* an error ended it: no more calls into OpenSSL */
+	bool dead; /* an error ended it: no more calls into OpenSSL */
 	bool shutdown_sent;
-	bool want_verify;         /* the owner requires a verified certificate */
+	bool want_verify; /* the owner requires a verified certificate */
+	bool named;       /* a name (or address) to check was given */
 	char error[160];
 };
 
@@ -99,7 +100,8 @@ static void init_once_fn(void)
 {
 	bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ringpost");
 	if (!bio_method || !BIO_meth_set_read(bio_method, bio_read) ||
-	    !BIO_meth_set_write(bio_method, bio_write) || !BIO_meth_set_ctrl(bio_method, bio_ctrl) ||
+	    !BIO_meth_set_write(bio_method, bio_write) ||
+	    !BIO_meth_set_ctrl(bio_method, bio_ctrl) ||
 	    !BIO_meth_set_create(bio_method, bio_create))
 		rp_panic("cannot create the TLS BIO method");
 	ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
@@ -154,7 +156,7 @@ static enum tls_error fail(struct tls *t, int rc, const char *what)
 		if (!t->established && t->want_verify && vr != X509_V_OK) {
 			e = TLS_E_VERIFY;
 			snprintf(detail, sizeof(detail), "certificate verification failed: %s",
-				 X509_verify_cert_error_string(vr));
+			         X509_verify_cert_error_string(vr));
 			ERR_clear_error();
 		} else {
 			e = t->established ? TLS_E_PROTOCOL : TLS_E_HANDSHAKE;
@@ -204,7 +206,7 @@ static struct tls_ctx *ctx_wrap(SSL_CTX *sc, bool server)
 static bool common_setup(SSL_CTX *sc, enum tls_version min)
 {
 	SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-					SSL_OP_IGNORE_UNEXPECTED_EOF);
+	                            SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
 	/* TLS 1.2: forward-secret ECDHE key exchange with AEAD ciphers only. */
 	return SSL_CTX_set_min_proto_version(sc, min_proto(min)) &&
@@ -239,7 +241,7 @@ struct tls_ctx *tls_ctx_new_server(const struct tls_server_config *cfg, char *er
 	if (SSL_CTX_check_private_key(sc) != 1) {
 		openssl_text(why, sizeof(why), "mismatch");
 		snprintf(err, errlen, "%s: the key does not match the certificate %s (%s)",
-			 cfg->key_file, cfg->cert_file, why);
+		         cfg->key_file, cfg->cert_file, why);
 		SSL_CTX_free(sc);
 		return NULL;
 	}
@@ -262,17 +264,18 @@ struct tls_ctx *tls_ctx_new_client(const struct tls_client_config *cfg, char *er
 		return NULL;
 	}
 	bool ok = cfg->ca_file && cfg->ca_file[0]
-			  ? SSL_CTX_load_verify_locations(sc, cfg->ca_file, NULL) == 1
-			  : SSL_CTX_set_default_verify_paths(sc) == 1;
+	              ? SSL_CTX_load_verify_locations(sc, cfg->ca_file, NULL) == 1
+	              : SSL_CTX_set_default_verify_paths(sc) == 1;
 	if (!ok) {
 		openssl_text(why, sizeof(why), "unreadable");
 		snprintf(err, errlen, "%s: cannot load CA certificates: %s",
-			 cfg->ca_file && cfg->ca_file[0] ? cfg->ca_file : "the system store", why);
+		         cfg->ca_file && cfg->ca_file[0] ? cfg->ca_file : "the system store", why);
 		SSL_CTX_free(sc);
 		return NULL;
 	}
 	/* Sessions are kept by their owners (per destination), not here. */
-	SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_set_session_cache_mode(sc,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(sc, new_session);
 	return ctx_wrap(sc, false);
 }
@@ -321,13 +324,20 @@ struct tls *tls_new(struct tls_ctx *ctx, const struct tls_client_opts *opts)
 	SSL_set_connect_state(t->ssl);
 	if (opts && opts->sni && opts->sni[0] && !is_ip(opts->sni))
 		SSL_set_tlsext_host_name(t->ssl, opts->sni);
-	if (opts && opts->verify_name && opts->verify_name[0]) {
-		/* The name is checked as part of the chain (RFC 6125 rules:
-		 * no partial wildcards); the result is reported either way. */
-		SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		SSL_set1_host(t->ssl, opts->verify_name);
-	}
 	t->want_verify = opts && opts->verify_name && opts->verify_name[0];
+	const char *name = t->want_verify ? opts->verify_name : opts ? opts->check_name : NULL;
+	if (name && name[0]) {
+		/* The name is checked as part of the chain (RFC 6125 rules:
+		 * no partial wildcards); the result is reported either way.
+		 * An address literal is matched against IP subjectAltNames. */
+		X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+		X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (is_ip(name))
+			X509_VERIFY_PARAM_set1_ip_asc(vp, name);
+		else
+			SSL_set1_host(t->ssl, name);
+		t->named = true;
+	}
 	SSL_set_verify(t->ssl, t->want_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
 	if (opts && opts->resume)
 		SSL_set_session(t->ssl, (SSL_SESSION *)opts->resume);
@@ -374,8 +384,8 @@ enum tls_error tls_start(struct tls *t, struct buf *out)
 	return e;
 }
 
-enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain,
-			 struct buf *out, unsigned *events)
+enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain, struct buf *out,
+                         unsigned *events)
 {
 	*events = 0;
 	if (t->dead)
@@ -472,7 +482,11 @@ bool tls_verified(const struct tls *t)
 	if (!t->established || t->ctx->server)
 		return false;
 	X509 *peer = SSL_get0_peer_certificate(t->ssl);
-	return peer && SSL_get_verify_result(t->ssl) == X509_V_OK && SSL_get0_peername(t->ssl);
+	/* The name is part of the chain's verification (a mismatch is a
+	 * verify error), which runs even when it is not required; a resumed
+	 * session carries the result of the handshake that made it, checked
+	 * against the same name when the owner keys sessions by name. */
+	return peer && t->named && SSL_get_verify_result(t->ssl) == X509_V_OK;
 }
 
 const char *tls_verify_text(const struct tls *t)
@@ -507,7 +521,12 @@ struct tls_session *tls_session_take(struct tls *t)
 		SSL_SESSION_free(s);
 		s = NULL;
 	}
-	return (struct tls_session *)s;
+	/* A copy: the connection's own session object is marked not
+	 * resumable when it ends without close_notify (SSL_free), which would
+	 * spoil a session taken before that. */
+	SSL_SESSION *copy = s ? SSL_SESSION_dup(s) : NULL;
+	SSL_SESSION_free(s);
+	return (struct tls_session *)copy;
 }
 
 void tls_session_free(struct tls_session *s)

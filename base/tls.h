@@ -47,21 +47,24 @@ enum {
 };
 
 struct tls_server_config {
-	const char *cert_file;    /* PEM chain */
-	const char *key_file;     /* PEM private key (RSA, ECDSA or Ed25519) */
+	const char *cert_file; /* PEM chain */
+	const char *key_file;  /* PEM private key (RSA, ECDSA or Ed25519) */
 	enum tls_version min_version;
 };
 
 struct tls_client_config {
-	const char *ca_file;      /* CAs to verify servers with; NULL or "" = the system store */
+	const char *ca_file; /* CAs to verify servers with; NULL or "" = the system store */
 	enum tls_version min_version;
 };
 
 /* What a client session needs to know beyond its context. */
 struct tls_client_opts {
-	const char *sni;                 /* server name sent (NULL or an IP: none) */
-	const char *verify_name;         /* verify the chain and this name (RFC 6125);
-					  * NULL: do not require verification */
+	const char *sni;                  /* server name sent (NULL or an IP: none) */
+	const char *verify_name;          /* verify the chain and this name (RFC 6125);
+	                                   * NULL: do not require verification */
+	const char *check_name;           /* without verify_name: check the chain and
+	                                   * this name but go on either way
+	                                   * (tls_verified tells); NULL: none */
 	const struct tls_session *resume; /* a session to resume, or NULL */
 };
 
@@ -87,8 +90,8 @@ enum tls_error tls_start(struct tls *t, struct buf *out);
  * then decrypts. Plaintext is appended to plain, whatever must be sent
  * (handshake, alerts) to out; *events gets TLS_EV_* bits. After an error
  * the session is dead (out may hold an alert worth sending). */
-enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain,
-			 struct buf *out, unsigned *events);
+enum tls_error tls_input(struct tls *t, const void *p, size_t n, struct buf *plain, struct buf *out,
+                         unsigned *events);
 /* tls_write - encrypt n bytes of plaintext into out; only once established. */
 enum tls_error tls_write(struct tls *t, const void *p, size_t n, struct buf *out);
 /* tls_shutdown - our close_notify into out (once; quiet after an error). */
@@ -103,7 +106,9 @@ const char *tls_version_name(const struct tls *t);
 /* tls_cipher_name - "TLS_AES_256_GCM_SHA384" (or ""). */
 const char *tls_cipher_name(const struct tls *t);
 /* tls_verified - the peer's certificate chain and name verified (clients
- * that asked for a name; always false on servers, which ask for none). */
+ * that gave verify_name or check_name; always false on servers, which ask
+ * for none). A resumed session keeps the result of the handshake that made
+ * it: resume only sessions made with the same name. */
 bool tls_verified(const struct tls *t);
 /* tls_verify_text - why the certificate did not verify ("ok" when it did). */
 const char *tls_verify_text(const struct tls *t);
