@@ -752,7 +752,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 		/* The reply to QUIT: the server lets us go (with TLS, after
 		 * our close_notify). */
 		tell_closing(c);
-		set_state(c, CS_CLOSED, 0);
+		set_state(c, CS_CLOSED, T_QUIT_MS); /* a send that never ends, too */
 		conn_close_after_flush(&c->conn);
 		return;
 	case CS_CLOSED:
@@ -795,6 +795,10 @@ static void client_timeout(struct loop_timer *t)
 	struct smtp_client *c = RP_CONTAINER_OF(t, struct smtp_client, timer);
 	if (c->state == CS_IDLE) {
 		quit(c);
+		return;
+	}
+	if (c->state == CS_CLOSED) { /* our close_notify after QUIT did not go out */
+		conn_close(&c->conn);
 		return;
 	}
 	if (c->state == CS_TLS) {

@@ -1377,7 +1377,9 @@ static void run_tls(const struct certs *k, const struct tls_case *tc)
 	SSL_CTX_free(sctx);
 }
 
-Test(smtp_client, starttls, .timeout = 60)
+/* Every test here has the same timeout: with two different ones Criterion 2.4.1's runner
+ * leaks 48 bytes, which LeakSanitizer turns into a failed run. */
+Test(smtp_client, starttls, .timeout = 20)
 {
 	struct certs k;
 	certs_make(&k);
@@ -1388,7 +1390,7 @@ Test(smtp_client, starttls, .timeout = 60)
 
 /* The second session to the same server resumes the first one's session (a TLS 1.3
  * ticket, which comes after the handshake), and a resumed session stays verified. */
-Test(smtp_client, starttls_resumption, .timeout = 30)
+Test(smtp_client, starttls_resumption, .timeout = 20)
 {
 	static const char *const script[] = { GREETING, EHLO_TLS, TLS_GO, EHLO_PIPE, OK_MAIL,
 		                              OK_RCPT,  GO_AHEAD, QUEUED, BYE,       NULL };
