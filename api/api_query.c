@@ -345,6 +345,9 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 			struct stats_dest *m = &snap->dests[nd - 1];
 			m->connections += d->connections;
 			m->ndomains += d->ndomains;
+			m->tls_sessions += d->tls_sessions;
+			m->tls_resumed += d->tls_resumed;
+			m->tls_failures += d->tls_failures;
 			size_t o = strlen(m->domains), n = strlen(d->domains);
 			if (n && o + 1 + n < sizeof(m->domains)) {
 				if (o)
@@ -369,8 +372,13 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 			http_json_str(&b, p, n);
 			p += n + (p[n] == ',');
 		}
-		buf_printf(&b, "],\"domain_count\":%u,\"connections\":%llu,\"max_connections\":%u}",
-		           d->ndomains, (unsigned long long)d->connections, d->max_connections);
+		buf_printf(
+		    &b,
+		    "],\"domain_count\":%u,\"connections\":%llu,\"max_connections\":%u,"
+		    "\"tls\":{\"sessions\":%llu,\"resumed\":%llu,\"handshake_failures\":%llu}}",
+		    d->ndomains, (unsigned long long)d->connections, d->max_connections,
+		    (unsigned long long)d->tls_sessions, (unsigned long long)d->tls_resumed,
+		    (unsigned long long)d->tls_failures);
 	}
 	buf_puts(&b, "]}");
 	http_respond_json(s, 200, &b);

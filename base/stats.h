@@ -49,6 +49,9 @@ struct stats_dest {
 	unsigned ndomains;
 	uint64_t connections; /* open sessions */
 	uint32_t max_connections;
+	uint64_t tls_sessions; /* sessions through a TLS handshake, since start */
+	uint64_t tls_resumed;  /* of which resumed an earlier session */
+	uint64_t tls_failures; /* failed TLS handshakes (verification too), since start */
 };
 
 struct stats_snapshot {

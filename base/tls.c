@@ -42,8 +42,9 @@ struct tls {
 	bool peer_closed; /* close_notify received: later input is ignored */
 	bool shutdown_sent;
 	bool want_verify;     /* the owner requires a verified certificate */
-	char *verify_name;    /* the name it requires (owned), or NULL */
-	bool resume_verified; /* the session offered was verified for verify_name */
+	char *name;           /* the name (or address) checked: verify_name or
+	                       * check_name (owned), or NULL */
+	bool resume_verified; /* the session offered was verified for name */
 	char error[160];
 };
 
@@ -334,24 +335,30 @@ struct tls *tls_new(struct tls_ctx *ctx, const struct tls_client_opts *opts)
 	SSL_set_connect_state(t->ssl);
 	if (opts && opts->sni && opts->sni[0] && !is_ip(opts->sni))
 		SSL_set_tlsext_host_name(t->ssl, opts->sni);
-	if (opts && opts->verify_name && opts->verify_name[0]) {
-		/* The name is checked as part of the chain (RFC 6125 rules:
-		 * no partial wildcards); the result is reported either way. */
-		SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-		SSL_set1_host(t->ssl, opts->verify_name);
-	}
 	t->want_verify = opts && opts->verify_name && opts->verify_name[0];
+	const char *name = t->want_verify ? opts->verify_name : opts ? opts->check_name : NULL;
+	if (name && name[0]) {
+		/* The name is checked as part of the chain (RFC 6125 rules:
+		 * no partial wildcards); the result is reported either way.
+		 * An address literal is matched against IP subjectAltNames. */
+		X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+		X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (is_ip(name))
+			X509_VERIFY_PARAM_set1_ip_asc(vp, name);
+		else
+			SSL_set1_host(t->ssl, name);
+		t->name = xstrdup(name);
+	}
 	SSL_set_verify(t->ssl, t->want_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
-	if (t->want_verify)
-		t->verify_name = xstrdup(opts->verify_name);
 	/* OpenSSL resumes without looking at a certificate again: when a name
 	 * must be verified, offer only a session verified for that name, else
 	 * an opportunistic session would pass for a verified one. */
 	const struct tls_session *r = opts ? opts->resume : NULL;
-	if (r && (!t->want_verify ||
-	          (r->verified_name && !strcasecmp(r->verified_name, t->verify_name)))) {
+	bool r_verified =
+	    r && r->verified_name && t->name && !strcasecmp(r->verified_name, t->name);
+	if (r && (!t->want_verify || r_verified)) {
 		SSL_set_session(t->ssl, r->ssl_session);
-		t->resume_verified = t->want_verify;
+		t->resume_verified = r_verified;
 	}
 	return t;
 }
@@ -363,7 +370,7 @@ void tls_free(struct tls *t)
 	SSL_set_ex_data(t->ssl, ex_index, NULL);
 	SSL_free(t->ssl);
 	SSL_SESSION_free(t->session);
-	free(t->verify_name);
+	free(t->name);
 	tls_ctx_unref(t->ctx);
 	buf_free(&t->cin);
 	buf_free(&t->spill);
@@ -497,12 +504,14 @@ const char *tls_cipher_name(const struct tls *t)
 
 bool tls_verified(const struct tls *t)
 {
-	if (!t->established || t->ctx->server || !t->want_verify)
+	if (!t->established || t->ctx->server || !t->name)
 		return false;
 	if (SSL_session_reused(t->ssl)) /* no certificate, no name checked this time */
 		return t->resume_verified && SSL_get_verify_result(t->ssl) == X509_V_OK;
+	/* The name is part of the chain's verification (a mismatch is a
+	 * verify error), which runs even when it is not required. */
 	X509 *peer = SSL_get0_peer_certificate(t->ssl);
-	return peer && SSL_get_verify_result(t->ssl) == X509_V_OK && SSL_get0_peername(t->ssl);
+	return peer && SSL_get_verify_result(t->ssl) == X509_V_OK;
 }
 
 const char *tls_verify_text(const struct tls *t)
@@ -546,7 +555,7 @@ struct tls_session *tls_session_take(struct tls *t)
 		if (!ts->ssl_session)
 			rp_panic("cannot copy a TLS session (out of memory?)");
 		if (tls_verified(t))
-			ts->verified_name = xstrdup(t->verify_name);
+			ts->verified_name = xstrdup(t->name);
 	}
 	SSL_SESSION_free(s);
 	return ts;

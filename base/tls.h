@@ -63,6 +63,9 @@ struct tls_client_opts {
 	const char *sni;                  /* server name sent (NULL or an IP: none) */
 	const char *verify_name;          /* verify the chain and this name (RFC 6125);
 	                                   * NULL: do not require verification */
+	const char *check_name;           /* without verify_name: check the chain and
+	                                   * this name but go on either way
+	                                   * (tls_verified tells); NULL: none */
 	const struct tls_session *resume; /* a session to resume, or NULL; with
 	                                   * verify_name, only one verified for
 	                                   * that name is offered (a resumption
@@ -108,8 +111,9 @@ const char *tls_version_name(const struct tls *t);
 /* tls_cipher_name - "TLS_AES_256_GCM_SHA384" (or ""). */
 const char *tls_cipher_name(const struct tls *t);
 /* tls_verified - the peer's certificate chain and name verified (clients
- * that asked for a name; always false on servers, which ask for none). A
- * resumed session counts when the one it resumed was verified for the name. */
+ * that gave verify_name or check_name; always false on servers, which ask
+ * for none). A resumed session counts when the one it resumed was verified
+ * for the same name. */
 bool tls_verified(const struct tls *t);
 /* tls_verify_text - why the certificate did not verify ("ok" when it did). */
 const char *tls_verify_text(const struct tls *t);

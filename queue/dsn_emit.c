@@ -84,8 +84,10 @@ void dsn_emit_queue(struct dsn_emit *e, uint64_t msgid, uint32_t idx,
 	} else {
 		snprintf(p->diag, sizeof(p->diag), "%s", rep->text);
 	}
+	/* The relay alone: a record's remote may go on with the session's
+	 * TLS ("... tls=no"), which is not an MTA name (Remote-MTA). */
 	if (remote)
-		snprintf(p->remote, sizeof(p->remote), "%s", remote);
+		snprintf(p->remote, sizeof(p->remote), "%.*s", (int)strcspn(remote, " "), remote);
 }
 
 /* dsn_rcpts_read - the recipients of p[0..n) (one message) that asked for

@@ -29,7 +29,8 @@ struct dsn_emit *dsn_emit_new(struct spool *sp, struct spool_reader *reader);
 void dsn_emit_free(struct dsn_emit *e);
 
 /* dsn_emit_queue - note that recipient idx of msgid failed with rep and
- * oc (remote: "host[ip]:port" or NULL), to be reported by the next
+ * oc (remote: "host[ip]:port", perhaps followed by " tls=..." which is
+ * dropped, or NULL), to be reported by the next
  * dsn_emit_flush. Copies what it needs. Whether a DSN is due at all (a
  * bounce, NOTIFY, a null sender) is decided when it is built. */
 void dsn_emit_queue(struct dsn_emit *e, uint64_t msgid, uint32_t idx,

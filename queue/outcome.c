@@ -14,6 +14,10 @@
  *   other 5xx                    failed
  *   connect failure, DNS
  *   temporary failure            retry; the destination backs off
+ *   TLS failed or missing where  retry 4.7.5, never a bounce (the server
+ *   it is required (no STARTTLS, may mend its TLS); the destination
+ *   refused, bad handshake or    backs off
+ *   certificate)
  *   timeout, lost connection     retry
  *   NXDOMAIN                     failed 5.1.2
  *   null MX                      failed 5.1.10

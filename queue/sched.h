@@ -127,6 +127,8 @@ struct sched_config {
 /* Facts about an attempt, for the delivery log line. */
 struct sched_attempt {
 	const char *remote;   /* "host[ip]:port" */
+	const char *tls;      /* how the session talked: "TLSv1.3/CIPHER verified=yes",
+	                       * "no" (clear text), or NULL (not known) */
 	uint64_t duration_ms; /* connect (if new) to final reply */
 };
 

@@ -157,11 +157,12 @@ uint64_t sched_heap_extract(struct sched *s, struct sched_dest *d, struct sched_
 
 /* sched_jobs_free - free the recycled jobs. */
 void sched_jobs_free(struct sched *s);
-/* sched_log_attempt - the delivery log line of one recipient's outcome. */
+/* sched_log_attempt - the delivery log line of one recipient's outcome; at
+ * says where and how it was tried (NULL or NULL fields: not known). */
 void sched_log_attempt(uint64_t msgid, const char *addr, size_t addr_len, const char *dest,
                        const struct attempt_report *rep, const struct outcome *oc,
-                       unsigned attempts, const char *remote, uint64_t duration_ms,
-                       uint64_t submit_ms, uint64_t now_ms);
+                       unsigned attempts, const struct sched_attempt *at, uint64_t submit_ms,
+                       uint64_t now_ms);
 
 /* ---- sched_settle.c: outcomes, failures, purges ------------------------ */
 

@@ -7,6 +7,7 @@
  */
 #include "sched_impl.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "base/log.h"
@@ -220,25 +221,29 @@ struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t
 	return NULL;
 }
 
-/* sched_log_attempt - one "delivery" line per recipient and attempt. */
+/* sched_log_attempt - one "delivery" line per recipient and attempt; the
+ * session's TLS ("tls=TLSv1.3/CIPHER verified=yes", "tls=no") follows the
+ * relay when known. */
 void sched_log_attempt(uint64_t msgid, const char *addr, size_t addr_len, const char *dest,
                        const struct attempt_report *rep, const struct outcome *oc,
-                       unsigned attempts, const char *remote, uint64_t duration_ms,
-                       uint64_t submit_ms, uint64_t now_ms)
+                       unsigned attempts, const struct sched_attempt *at, uint64_t submit_ms,
+                       uint64_t now_ms)
 {
-	char id[17], reply[400];
+	char id[17], reply[400], tls[120] = "";
 	if (!log_enabled(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO))
 		return;
 	rp_id_format(msgid, id);
 	log_quote(reply, sizeof(reply), rep->text, strlen(rep->text));
+	if (at && at->tls)
+		snprintf(tls, sizeof(tls), " tls=%s", at->tls);
 	/* A bounce is worth a line even at log_level = warn. */
 	log_msg(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO,
-	        "delivery id=%s rcpt=<%.*s> dest=%s relay=%s status=%s dsn=%s attempts=%u "
+	        "delivery id=%s rcpt=<%.*s> dest=%s relay=%s%s status=%s dsn=%s attempts=%u "
 	        "delay=%.3f duration=%.3f reply=%s",
-	        id, (int)addr_len, addr, dest, remote ? remote : "none",
+	        id, (int)addr_len, addr, dest, at && at->remote ? at->remote : "none", tls,
 	        outcome_action_name(oc->action), oc->status, attempts,
 	        (double)(now_ms > submit_ms ? now_ms - submit_ms : 0) / 1000.0,
-	        (double)duration_ms / 1000.0, reply);
+	        (double)(at ? at->duration_ms : 0) / 1000.0, reply);
 }
 
 /* sched_job_done - decide, log and settle each recipient; a report that
@@ -251,6 +256,14 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 	const struct attempt_report *backoff = NULL;
 	bool reached = false;
 	const char *remote = info ? info->remote : NULL;
+	/* The recipient's record names the relay and how the session talked
+	 * ("192.0.2.1:25 tls=TLSv1.3/CIPHER verified=no"); DSNs keep the relay
+	 * alone (dsn_emit_queue). */
+	char stored[320];
+	if (remote && info->tls) {
+		snprintf(stored, sizeof(stored), "%s tls=%s", remote, info->tls);
+		remote = stored;
+	}
 	if (info)
 		stats_hist_add(&s->txn, stats_txn_bounds, STATS_TXN_BUCKETS,
 		               (double)info->duration_ms / 1000.0);
@@ -269,8 +282,8 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 		uint64_t age = now_ms > j->submit_ms ? now_ms - j->submit_ms : 0;
 		outcome_decide(&reps[i], r->attempts, age, now_ms, rnd, &s->cfg.retry, &oc);
 		sched_log_attempt(j->msgid, j->rcpt[i].addr, j->rcpt[i].addr_len, d->name, &reps[i],
-		                  &oc, r->attempts + (oc.counts ? 1 : 0), remote,
-		                  info ? info->duration_ms : 0, j->submit_ms, now_ms);
+		                  &oc, r->attempts + (oc.counts ? 1 : 0), info, j->submit_ms,
+		                  now_ms);
 		if (oc.dest_backoff && !backoff)
 			backoff = &reps[i];
 		if (reps[i].kind == ATTEMPT_REPLY && reps[i].stage != STAGE_GREETING)
@@ -278,7 +291,7 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 		sched_settle(s, d, r, &reps[i], &oc, remote, now_ms);
 	}
 	if (backoff)
-		sched_dest_hold(s, d, backoff, remote, now_ms);
+		sched_dest_hold(s, d, backoff, info ? info->remote : NULL, now_ms);
 	else if (reached)
 		sched_dest_works(s, d);
 	job_recycle(s, j);

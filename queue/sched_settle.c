@@ -154,8 +154,9 @@ static unsigned settle_failed_some(struct sched *s, struct sched_dest *d,
 			if (!reading || !spool_get_rcpt(s->reader, r->msgid, r->idx, &rc))
 				rc.addr = "?", rc.addr_len = 1;
 		}
+		struct sched_attempt at = { .remote = remote };
 		sched_log_attempt(r->msgid, rc.addr, rc.addr_len, d->name, rep, &oc,
-		                  r->attempts + (oc.counts ? 1 : 0), remote, 0, submit_ms, now);
+		                  r->attempts + (oc.counts ? 1 : 0), &at, submit_ms, now);
 		sched_settle(s, d, r, rep, &oc, remote, now);
 	}
 	if (reading)

@@ -17,6 +17,13 @@
  *   opening theirs.
  * - Every session is on dl->sessions from smtp_client_open until its
  *   engine's done callback; only then is its delivery_session freed.
+ * - TLS: a pool's domains share its TLS policy (part of its key). Its kept
+ *   sessions for resumption are keyed by (exchanger name, address, port),
+ *   at most DELIVERY_TLS_KEEP, taken by the session that resumes one (a
+ *   TLS 1.3 ticket is for one use) and refilled from every session's
+ *   newest ticket; they go with the pool or with a new client context.
+ *   Under opportunistic TLS a failed handshake is tried again once, in
+ *   clear text, on a new session to the same hop.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,7 +34,7 @@
 #include "delivery_impl.h"
 
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
-                         unsigned start, unsigned k);
+                         unsigned start, unsigned k, bool clear_text);
 
 void delivery_touch(struct delivery *dl)
 {
@@ -51,7 +58,7 @@ void delivery_pool_limits(struct delivery_pool *p)
 }
 
 struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
-                                        struct dns_result *hops, uint16_t port)
+                                        struct dns_result *hops, uint16_t port, unsigned tls_policy)
 {
 	if (!dl->pool_tab_size) {
 		dl->pool_tab_size = 256;
@@ -65,6 +72,7 @@ struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
 	if (!p) {
 		p = xcalloc(1, sizeof(*p));
 		p->key = xstrdup(key);
+		p->tls_policy = tls_policy;
 		rp_list_init(&p->active);
 		rp_list_init(&p->idle);
 		p->hnext = dl->pool_tab[h];
@@ -144,6 +152,68 @@ static struct sched_job *pool_next(struct delivery *dl, struct delivery_pool *po
 	return NULL;
 }
 
+/* ---- kept TLS sessions (resumption) ------------------------------------ */
+
+/* kept_match - e is for this hop. */
+static bool kept_match(const struct delivery_tls_kept *e, const char *host,
+                       const struct sockaddr_storage *addr, socklen_t len)
+{
+	return e->len == len && !memcmp(&e->addr, addr, len) && !strcmp(e->host, host);
+}
+
+/* kept_drop - forget entry i (its session freed when free_it). */
+static void kept_drop(struct delivery_pool *p, unsigned i, bool free_it)
+{
+	if (free_it)
+		tls_session_free(p->tls_kept[i].s);
+	free(p->tls_kept[i].host);
+	p->tls_kept[i] = p->tls_kept[--p->ntls_kept];
+}
+
+/* kept_take - the newest session kept for this hop (the caller owns it), or NULL. */
+static struct tls_session *kept_take(struct delivery_pool *p, const char *host,
+                                     const struct sockaddr_storage *addr, socklen_t len)
+{
+	int best = -1;
+	for (unsigned i = 0; i < p->ntls_kept; i++)
+		if (kept_match(&p->tls_kept[i], host, addr, len) &&
+		    (best < 0 || p->tls_kept[i].at_ms > p->tls_kept[best].at_ms))
+			best = (int)i;
+	if (best < 0)
+		return NULL;
+	struct tls_session *s = p->tls_kept[best].s;
+	kept_drop(p, (unsigned)best, false);
+	return s;
+}
+
+/* kept_put - keep s (taken over) for ds's hop; the oldest goes when full. */
+static void kept_put(struct delivery_pool *p, const struct delivery_session *ds,
+                     struct tls_session *s)
+{
+	if (!s)
+		return;
+	if (p->ntls_kept == DELIVERY_TLS_KEEP) {
+		unsigned oldest = 0;
+		for (unsigned i = 1; i < p->ntls_kept; i++)
+			if (p->tls_kept[i].at_ms < p->tls_kept[oldest].at_ms)
+				oldest = i;
+		kept_drop(p, oldest, true);
+	}
+	struct delivery_tls_kept *e = &p->tls_kept[p->ntls_kept++];
+	e->host = xstrdup(ds->hop_host);
+	e->addr = ds->hop_addr;
+	e->len = ds->hop_len;
+	e->s = s;
+	e->at_ms = rp_mono_ms();
+}
+
+/* kept_flush - forget every kept session of p. */
+static void kept_flush(struct delivery_pool *p)
+{
+	while (p->ntls_kept)
+		kept_drop(p, p->ntls_kept - 1, true);
+}
+
 /* ---- idle sessions ----------------------------------------------------- */
 
 static void idle_add(struct delivery_pool *pool, struct delivery_session *ds)
@@ -197,7 +267,7 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool->max_connections &&
 	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
-		if (!session_open(dl, pool, d, start, 0)) {
+		if (!session_open(dl, pool, d, start, 0, false)) {
 			char why[300];
 			struct attempt_report rep;
 			snprintf(why, sizeof(why), "cannot open a session: %s", strerror(errno));
@@ -240,15 +310,20 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 {
 	struct delivery_session *ds = arg;
 	struct delivery *dl = ds->dl;
-	(void)c;
 	if (first) {
 		struct delivery_route *rt = delivery_route_of(ds->acct);
 		rp_assert(rt->nconnecting > 0);
 		rt->nconnecting--;
 		ds->working = true;
 		ds->pool->nworking++;
+		if (smtp_client_tls_active(c)) {
+			ds->pool->tls_sessions++;
+			ds->pool->tls_resumed += smtp_client_tls_resumed(c);
+		}
 		sched_dest_ok(dl->sched, ds->acct);
 	}
+	/* A TLS 1.3 ticket comes after the handshake: by now, usually. */
+	kept_put(ds->pool, ds, smtp_client_tls_session_take(c));
 	struct sched_job *job = pool_next(dl, ds->pool);
 	if (!job && !dl->stopping)
 		idle_add(ds->pool, ds);
@@ -260,7 +335,9 @@ static void on_outcome(struct smtp_client *c, void *arg, struct sched_job *job,
                        const struct attempt_report *reps, uint64_t duration_ms)
 {
 	struct delivery_session *ds = arg;
-	struct sched_attempt info = { .remote = smtp_client_remote(c), .duration_ms = duration_ms };
+	struct sched_attempt info = { .remote = smtp_client_remote(c),
+		                      .tls = smtp_client_tls(c),
+		                      .duration_ms = duration_ms };
 	sched_job_done(ds->dl->sched, job, reps, &info, rp_now_ms());
 	delivery_touch(ds->dl);
 }
@@ -274,14 +351,26 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	struct delivery_pool *pool = ds->pool;
 	uint64_t now = rp_now_ms();
 	const char *remote = smtp_client_remote(c);
+	if (smtp_client_tls_handshake_failed(c)) {
+		pool->tls_failures++;
+		/* Opportunistic TLS: clear text is allowed, and a server whose
+		 * TLS is broken should still get its mail (once per session). */
+		if (!dl->stopping && pool->tls_policy == CFG_TLS_OPPORTUNISTIC && !ds->clear_text) {
+			log_info("smtp %s %s: %s; trying again in clear text", ds->acct->name,
+			         remote, rep->text);
+			if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k, true))
+				return;
+		}
+	}
 	/* RFC 5321 5.1: on a connection failure or a refusal at the greeting,
 	 * try the next exchanger before deferring. */
 	struct sockaddr_storage ss;
 	socklen_t len;
-	if (!dl->stopping && delivery_hop(dl, pool, ds->hop_start, ds->hop_k + 1, &ss, &len)) {
+	if (!dl->stopping &&
+	    delivery_hop(dl, pool, ds->hop_start, ds->hop_k + 1, &ss, &len, NULL)) {
 		log_info("smtp %s %s: %s; trying the next exchanger", ds->acct->name, remote,
 		         rep->text);
-		if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k + 1))
+		if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k + 1, false))
 			return;
 	}
 	/* One refused connection while other sessions work is not a dead
@@ -301,9 +390,9 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 static void on_closing(struct smtp_client *c, void *arg)
 {
 	struct delivery_session *ds = arg;
-	(void)c;
 	ds->closing = true;
 	idle_del(ds->pool, ds);
+	kept_put(ds->pool, ds, smtp_client_tls_session_take(c));
 }
 
 /* on_done - the session is gone: free its slot, let waiting domains in. */
@@ -326,6 +415,7 @@ static void on_done(struct smtp_client *c, void *arg)
 	sched_session_closed(dl->sched, ds->acct);
 	rp_list_del(&ds->link);
 	dl->nsessions--;
+	free(ds->hop_host);
 	free(ds);
 	/* A freed slot in the pool may let another member with work open a
 	 * session. */
@@ -347,37 +437,64 @@ static const struct smtp_client_ops session_ops = {
 	.done = on_done,
 };
 
-/* session_open - a session to pool's k-th usable hop (rotation start),
- * opened for domain acct; false (errno set) when there is no such hop or
- * no socket could be made. */
-static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
-                         unsigned start, unsigned k)
+/* tls_policy_of - the engine's name for a [domain] tls policy. */
+static enum smtp_tls_policy tls_policy_of(unsigned policy)
 {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	if (!delivery_hop(dl, pool, start, k, &ss, &len)) {
+	switch ((enum cfg_tls_policy)policy) {
+	case CFG_TLS_OPPORTUNISTIC:
+		return SMTP_TLS_OPPORTUNISTIC;
+	case CFG_TLS_REQUIRED:
+		return SMTP_TLS_REQUIRED;
+	case CFG_TLS_VERIFY:
+		return SMTP_TLS_VERIFY;
+	case CFG_TLS_OFF:
+		return SMTP_TLS_OFF;
+	}
+	rp_panic("unknown TLS policy %u", policy);
+}
+
+/* session_open - a session to pool's k-th usable hop (rotation start),
+ * opened for domain acct, without STARTTLS when clear_text; false (errno
+ * set) when there is no such hop or no socket could be made. */
+static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
+                         unsigned start, unsigned k, bool clear_text)
+{
+	struct delivery_session *ds = xcalloc(1, sizeof(*ds));
+	const char *host;
+	if (!delivery_hop(dl, pool, start, k, &ds->hop_addr, &ds->hop_len, &host)) {
+		free(ds);
 		errno = EHOSTUNREACH;
 		return false;
 	}
-	struct delivery_session *ds = xcalloc(1, sizeof(*ds));
 	ds->dl = dl;
 	ds->pool = pool;
 	ds->acct = acct;
 	ds->hop_start = start;
 	ds->hop_k = k;
+	ds->clear_text = clear_text;
+	/* A domain literal's "[192.0.2.1]" names no host: no SNI, and verify
+	 * checks the address. */
+	ds->hop_host = xstrdup(host && host[0] != '[' ? host : "");
 	struct smtp_client_params p = {
 		.loop = dl->loop,
-		.addr = (const struct sockaddr *)&ss,
-		.addrlen = len,
+		.addr = (const struct sockaddr *)&ds->hop_addr,
+		.addrlen = ds->hop_len,
 		.helo = dl->cfg->hostname,
 		.name = acct->name,
 		.connect_timeout_ms = acct->lim.connect_timeout_ms,
 		.max_transactions = acct->lim.max_msgs_per_conn,
+		.tls_ctx = dl->tls_client,
+		.tls_policy = clear_text ? SMTP_TLS_OFF : tls_policy_of(pool->tls_policy),
+		.tls_name = ds->hop_host,
 		.ops = &session_ops,
 		.arg = ds,
 	};
+	if (!clear_text)
+		p.tls_resume = kept_take(pool, ds->hop_host, &ds->hop_addr, ds->hop_len);
 	ds->c = smtp_client_open(&p);
 	if (!ds->c) {
+		tls_session_free(p.tls_resume);
+		free(ds->hop_host);
 		free(ds);
 		return false;
 	}
@@ -397,6 +514,7 @@ struct delivery *delivery_new(const struct delivery_params *p)
 	dl->loop = p->loop;
 	dl->dns = p->dns;
 	dl->cfg = p->cfg;
+	dl->tls_client = tls_ctx_ref(p->tls_client);
 	dl->ours = p->ours;
 	dl->nours = p->nours;
 	dl->touch = p->touch;
@@ -411,9 +529,17 @@ void delivery_attach(struct delivery *dl, struct sched *sched)
 	dl->sched = sched;
 }
 
-void delivery_set_config(struct delivery *dl, const struct config *cfg)
+void delivery_set_config(struct delivery *dl, const struct config *cfg, struct tls_ctx *tls_client)
 {
 	dl->cfg = cfg;
+	if (tls_client == dl->tls_client)
+		return;
+	/* New CAs may not trust what a kept session was verified with. */
+	tls_ctx_unref(dl->tls_client);
+	dl->tls_client = tls_ctx_ref(tls_client);
+	for (uint32_t i = 0; i < dl->pool_tab_size; i++)
+		for (struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext)
+			kept_flush(p);
 }
 
 void delivery_stop(struct delivery *dl)
@@ -451,6 +577,7 @@ void delivery_free(struct delivery *dl)
 		struct delivery_pool *p = dl->pool_tab[i];
 		while (p) {
 			struct delivery_pool *next = p->hnext;
+			kept_flush(p);
 			dns_result_unref(p->hops);
 			free(p->members);
 			free(p->key);
@@ -459,6 +586,7 @@ void delivery_free(struct delivery *dl)
 		}
 	}
 	free(dl->pool_tab);
+	tls_ctx_unref(dl->tls_client);
 	free(dl);
 }
 
@@ -482,5 +610,8 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 			d->ndomains = p->nmembers;
 			d->connections = p->nsessions;
 			d->max_connections = p->max_connections;
+			d->tls_sessions = p->tls_sessions;
+			d->tls_resumed = p->tls_resumed;
+			d->tls_failures = p->tls_failures;
 		}
 }

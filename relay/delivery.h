@@ -22,6 +22,7 @@
 
 #include "base/loop.h"
 #include "base/stats.h"
+#include "base/tls.h"
 #include "config.h"
 #include "dns/dns.h"
 #include "queue/sched.h"
@@ -33,6 +34,8 @@ struct delivery_params {
 	struct dns_resolver *dns;            /* NULL: only static routes and literals */
 	const struct config *cfg;            /* domain settings and the EHLO name
 	                                      * (replace with delivery_set_config) */
+	struct tls_ctx *tls_client;          /* outbound STARTTLS (a reference is
+	                                      * taken); NULL: never STARTTLS */
 	const struct sockaddr_storage *ours; /* our listeners' addresses: mail routed
 	                                      * there would loop (must outlive delivery) */
 	unsigned nours;
@@ -49,9 +52,11 @@ void delivery_attach(struct delivery *dl, struct sched *sched);
 /* delivery_free - free routes and pools; no session may be left
  * (delivery_sessions() == 0). Call before the scheduler is freed. */
 void delivery_free(struct delivery *dl);
-/* delivery_set_config - a reloaded config (the old one may be freed after);
- * follow with sched_reconfigure so that every domain takes it. */
-void delivery_set_config(struct delivery *dl, const struct config *cfg);
+/* delivery_set_config - a reloaded config (the old one may be freed after)
+ * and its generation's client TLS context (new sessions use it; running
+ * ones keep theirs); follow with sched_reconfigure so that every domain
+ * takes it. */
+void delivery_set_config(struct delivery *dl, const struct config *cfg, struct tls_ctx *tls_client);
 
 /* delivery_sched_ops - the scheduler callbacks (ctx: struct delivery). */
 extern const struct sched_ops delivery_sched_ops;

@@ -15,6 +15,7 @@ struct delivery {
 	struct sched *sched;
 	struct dns_resolver *dns;
 	const struct config *cfg;
+	struct tls_ctx *tls_client;          /* a reference: new sessions' STARTTLS */
 	const struct sockaddr_storage *ours; /* our listeners (loop detection) */
 	unsigned nours;
 	void (*touch)(void *arg);
@@ -27,7 +28,20 @@ struct delivery {
 	unsigned nsessions;
 };
 
-/* A destination: a set of next hops and the sessions to it. */
+#define DELIVERY_TLS_KEEP 4 /* resumable TLS sessions kept per pool */
+
+/* A resumable TLS session to one hop: resumed only by a session to the same
+ * exchanger name, address and port (the name is what was verified). */
+struct delivery_tls_kept {
+	char *host;                   /* the exchanger's name ("" for none) */
+	struct sockaddr_storage addr; /* address and port */
+	socklen_t len;
+	struct tls_session *s;
+	uint64_t at_ms; /* when it was kept (the oldest goes first) */
+};
+
+/* A destination: a set of next hops, how to talk to them, and the sessions
+ * to them. */
 struct delivery_pool {
 	char *key;                   /* "mx:a.example,b.example>c.example:25", ... */
 	struct delivery_pool *hnext; /* pool table chain */
@@ -44,6 +58,12 @@ struct delivery_pool {
 	unsigned nsessions;
 	uint32_t max_connections; /* the smallest of the members' limits */
 	uint64_t used_ms;         /* last time it had members or sessions */
+	unsigned tls_policy;      /* enum cfg_tls_policy: part of the key */
+	struct delivery_tls_kept tls_kept[DELIVERY_TLS_KEEP];
+	unsigned ntls_kept;
+	uint64_t tls_sessions; /* sessions through a TLS handshake, since start */
+	uint64_t tls_resumed;  /* of which resumed a kept session */
+	uint64_t tls_failures; /* TLS handshakes that failed (verification too) */
 };
 
 /* A domain's way out (sched_dest->owner). */
@@ -61,13 +81,17 @@ struct delivery_route {
 struct delivery_session {
 	struct smtp_client *c;
 	struct delivery *dl;
-	struct delivery_pool *pool; /* the destination it connects to */
-	struct sched_dest *acct;    /* the domain that opened it (limits, stats) */
-	unsigned hop_start, hop_k;  /* which next hop: rotation and index */
-	bool working;               /* got past EHLO: counted as working */
-	bool closing;               /* takes no more work */
-	struct rp_list link;        /* on dl->sessions */
-	struct rp_list idle_link;   /* on pool->idle while parked */
+	struct delivery_pool *pool;       /* the destination it connects to */
+	struct sched_dest *acct;          /* the domain that opened it (limits, stats) */
+	unsigned hop_start, hop_k;        /* which next hop: rotation and index */
+	char *hop_host;                   /* the hop's name (TLS name, resumption key) */
+	struct sockaddr_storage hop_addr; /* the hop's address and port */
+	socklen_t hop_len;
+	bool clear_text;          /* the opportunistic retry without STARTTLS */
+	bool working;             /* got past EHLO: counted as working */
+	bool closing;             /* takes no more work */
+	struct rp_list link;      /* on dl->sessions */
+	struct rp_list idle_link; /* on pool->idle while parked */
 };
 
 /* ---- delivery_route.c -------------------------------------------------- */
@@ -81,15 +105,18 @@ bool delivery_route_refresh(struct delivery *dl, struct delivery_route *rt);
 /* delivery_route_free - a route and its answer (sched_foreach_dest). */
 void delivery_route_free(struct sched_dest *d, void *arg);
 /* delivery_hop - the address of the k-th usable hop to try for a session
- * that started at rotation start; false when there are no more. */
+ * that started at rotation start, and (host not NULL) its name, which lives
+ * as long as pool->hops; false when there are no more. */
 bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
-                  unsigned k, struct sockaddr_storage *ss, socklen_t *len);
+                  unsigned k, struct sockaddr_storage *ss, socklen_t *len, const char **host);
 
 /* ---- delivery.c -------------------------------------------------------- */
 
-/* delivery_pool_get - the pool for key (made when new), with hops. */
+/* delivery_pool_get - the pool for key (made when new), with hops and the
+ * TLS policy (enum cfg_tls_policy) that is part of key. */
 struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
-                                        struct dns_result *hops, uint16_t port);
+                                        struct dns_result *hops, uint16_t port,
+                                        unsigned tls_policy);
 /* delivery_pool_join / _leave - d is routed to p / no longer. */
 void delivery_pool_join(struct delivery_pool *p, struct sched_dest *d);
 void delivery_pool_leave(struct delivery_pool *p, struct sched_dest *d);

@@ -40,7 +40,7 @@ static bool ours(const struct delivery *dl, const struct sockaddr *sa, uint16_t 
 }
 
 bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
-                  unsigned k, struct sockaddr_storage *ss, socklen_t *len)
+                  unsigned k, struct sockaddr_storage *ss, socklen_t *len, const char **host)
 {
 	const struct dns_result *res = pool->hops;
 	if (!res || !res->nhops)
@@ -60,6 +60,8 @@ bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, u
 		memset(ss, 0, sizeof(*ss));
 		memcpy(ss, &h->addr, h->len);
 		*len = h->len;
+		if (host)
+			*host = h->host;
 		if (ss->ss_family == AF_INET)
 			((struct sockaddr_in *)ss)->sin_port = htons(pool->port);
 		else
@@ -75,7 +77,7 @@ static unsigned usable_hops(const struct delivery *dl, const struct delivery_poo
 	struct sockaddr_storage ss;
 	socklen_t len;
 	unsigned n = 0;
-	while (delivery_hop(dl, pool, 0, n, &ss, &len))
+	while (delivery_hop(dl, pool, 0, n, &ss, &len, NULL))
 		n++;
 	return n;
 }
@@ -127,13 +129,22 @@ static void pool_key(const char *kind, const struct dns_result *res, uint16_t po
 	free(names);
 }
 
-/* route_set - rt now leads to res's hops (kind "mx", "route", "literal"). */
+/* route_set - rt now leads to res's hops (kind "mx", "route", "literal").
+ * The domain's TLS policy is part of the destination: a session that
+ * carries one domain's mail may carry every member's, so domains that ask
+ * for more than opportunistic TLS ("...:25;tls=verify") never share
+ * sessions with those that ask for less. */
 static void route_set(struct delivery *dl, struct delivery_route *rt, const char *kind,
                       struct dns_result *res, uint16_t port)
 {
 	char key[1024];
+	unsigned policy = config_domain(dl->cfg, rt->dest->name)->tls;
 	pool_key(kind, res, port, key, sizeof(key));
-	struct delivery_pool *p = delivery_pool_get(dl, key, res, port);
+	if (policy != CFG_TLS_OPPORTUNISTIC) {
+		size_t o = strlen(key);
+		snprintf(key + o, sizeof(key) - o, ";tls=%s", config_tls_policy_name(policy));
+	}
+	struct delivery_pool *p = delivery_pool_get(dl, key, res, port, policy);
 	if (rt->pool != p) {
 		if (rt->pool)
 			delivery_pool_leave(rt->pool, rt->dest);

@@ -385,7 +385,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	struct sched_config sc;
 	sched_config_of(sh->cfg, &sc);
 	sched_set_config(sh->sched, &sc);
-	delivery_set_config(sh->delivery, sh->cfg);
+	delivery_set_config(sh->delivery, sh->cfg, sh->cref->tls_client);
 	smtpd_set_config(sh->smtpd, sh->cref);
 	sched_reconfigure(sh->sched);
 	shard_api_config(sh->cref, &sh->api_cfg);
@@ -438,6 +438,7 @@ static void *shard_main(void *arg)
 		.loop = sh->loop,
 		.dns = sh->dns,
 		.cfg = sh->cfg,
+		.tls_client = sh->cref->tls_client,
 		.ours = sh->relay->ours,
 		.nours = sh->relay->nours,
 		.touch = shard_touch_cb,

@@ -3,6 +3,9 @@
  * States and what moves them (one reply at a time, in order):
  *   CONNECT  -connected->  GREETING  -2xx->  EHLO  -2xx->  READY
  *                                            EHLO  -5xx->  HELO -2xx-> READY
+ *   EHLO  -2xx, STARTTLS offered and wanted->  STARTTLS  -220->  TLS
+ *   TLS  -handshake done->  EHLO (again, capabilities forgotten)
+ *   STARTTLS  -refused->  READY (opportunistic) or QUIT (TLS required)
  *   READY    -job->  MAIL (MAIL, RCPT..., DATA|BDAT LAST pipelined, or one
  *                    at a time without PIPELINING)
  *   MAIL     -354->  CONTENT (DATA: content sent)  -reply->  READY
@@ -11,6 +14,9 @@
  *   QUIT     -reply, close or T_QUIT_MS->  CLOSED
  * A failure before a job is in hand goes to ops->failed (the destination's
  * problem); a failure with a job is reported for each of its recipients.
+ * TLS failures before a job (STARTTLS missing or refused where TLS is
+ * required, a failed handshake anywhere) are ATTEMPT_TLS_FAIL: the policy
+ * in queue/outcome.c defers them (4.7.5), never bounces.
  */
 #include "smtp_client.h"
 
@@ -43,6 +49,8 @@ enum smtp_client_state {
 	CS_GREETING, /* waiting for the 220 */
 	CS_EHLO,     /* EHLO sent */
 	CS_HELO,     /* HELO sent (EHLO refused) */
+	CS_STARTTLS, /* STARTTLS sent */
+	CS_TLS,      /* TLS handshake running */
 	CS_READY,    /* between transactions, asking for work */
 	CS_IDLE,     /* parked, waiting for smtp_client_give */
 	CS_MAIL,     /* waiting for the replies to MAIL/RCPT/(DATA|BDAT) */
@@ -54,8 +62,8 @@ enum smtp_client_state {
 };
 
 static const char *const state_names[CS_NSTATES] = {
-	"connect", "greeting", "ehlo", "helo", "ready",  "idle",
-	"mail",    "content",  "rset", "quit", "closed",
+	"connect", "greeting", "ehlo",    "helo", "starttls", "tls",    "ready",
+	"idle",    "mail",     "content", "rset", "quit",     "closed",
 };
 
 struct smtp_client {
@@ -91,6 +99,17 @@ struct smtp_client {
 	struct attempt_report *reports; /* one per job recipient */
 	unsigned reports_cap;
 	bool *rcpt_accepted;
+	/* TLS (STARTTLS). */
+	struct tls_ctx *tls_ctx; /* a reference; NULL: no STARTTLS */
+	enum smtp_tls_policy tls_policy;
+	char *tls_name;                 /* SNI and the name to verify, or NULL */
+	struct tls_session *tls_resume; /* offered at the handshake, then freed */
+	struct tls_session *tls_kept;   /* taken at closing for the owner */
+	bool tls_on;                    /* the handshake is done */
+	bool tls_verified, tls_resumed;
+	bool tls_failed;   /* a handshake was tried and failed */
+	bool input_gone;   /* STARTTLS's 220 dropped the input behind it */
+	char tls_text[96]; /* "no" or "TLSv1.3/CIPHER verified=yes" */
 };
 
 static void client_ready(struct smtp_client *c);
@@ -109,12 +128,15 @@ static void set_state(struct smtp_client *c, enum smtp_client_state st, uint64_t
 		loop_timer_disarm(c->loop, &c->timer);
 }
 
-/* tell_closing - ops->closing, once. */
+/* tell_closing - ops->closing, once. A resumable TLS session is kept for
+ * the owner first: the conn frees its TLS state when it is released. */
 static void tell_closing(struct smtp_client *c)
 {
 	if (c->closing_told)
 		return;
 	c->closing_told = true;
+	if (c->tls_on && c->conn.tls && !c->tls_kept)
+		c->tls_kept = tls_session_take(c->conn.tls);
 	c->ops->closing(c, c->arg);
 }
 
@@ -186,6 +208,8 @@ static enum attempt_stage stage_now(const struct smtp_client *c)
 		return STAGE_GREETING;
 	case CS_EHLO:
 	case CS_HELO:
+	case CS_STARTTLS:
+	case CS_TLS:
 		return STAGE_EHLO;
 	case CS_MAIL:
 		if (c->reply_index == 0)
@@ -234,7 +258,8 @@ static void session_broken(struct smtp_client *c, enum attempt_kind kind, const 
 	snprintf(text, sizeof(text), "%s with %s %s", what, c->remote, stage_text(st));
 	if (c->job)
 		fail_job(c, kind, st, 0, text);
-	else if (c->state == CS_GREETING || c->state == CS_EHLO || c->state == CS_HELO)
+	else if (c->state == CS_GREETING || c->state == CS_EHLO || c->state == CS_HELO ||
+	         c->state == CS_STARTTLS)
 		dest_failure(c, kind, st, 0, text);
 	else if (c->state != CS_IDLE && c->state != CS_QUIT && c->state != CS_READY)
 		log_info("smtp %s %s: %s", c->name, c->remote, text);
@@ -500,6 +525,130 @@ static void on_content_reply(struct smtp_client *c, const struct smtp_reply *r, 
 		after_transaction(c);
 }
 
+/* ---- STARTTLS (RFC 3207) ---------------------------------------------- */
+
+/* tls_needed - the policy does not allow clear text. */
+static bool tls_needed(const struct smtp_client *c)
+{
+	return c->tls_policy == SMTP_TLS_REQUIRED || c->tls_policy == SMTP_TLS_VERIFY;
+}
+
+/* tls_fail - TLS could not be had where it was needed: report, then QUIT
+ * (the conversation is still clear and sane) or close (it is not). */
+static void tls_fail(struct smtp_client *c, int code, const char *text, bool say_quit)
+{
+	dest_failure(c, ATTEMPT_TLS_FAIL, STAGE_EHLO, code, text);
+	if (say_quit)
+		quit(c);
+	else
+		close_now(c);
+}
+
+/* after_ehlo - the server said what it offers: STARTTLS when the policy
+ * wants it and it is offered, a TLS failure when the policy needs TLS and
+ * it cannot be had, the transactions otherwise. */
+static void after_ehlo(struct smtp_client *c)
+{
+	char text[300];
+	bool offered = c->caps.flags & SMTP_CAP_STARTTLS;
+	if (!c->tls_on && offered && c->tls_ctx && c->tls_policy != SMTP_TLS_OFF) {
+		conn_line(&c->conn, "STARTTLS");
+		set_state(c, CS_STARTTLS, T_EHLO_MS);
+		return;
+	}
+	if (!c->tls_on && tls_needed(c)) {
+		snprintf(text, sizeof(text), "TLS is required, but %s %s",
+		         offered ? "no TLS client context is configured for"
+		                 : "STARTTLS was not offered by",
+		         c->remote);
+		tls_fail(c, 0, text, true);
+		return;
+	}
+	client_ready(c);
+}
+
+/* start_tls - the server said 220 to STARTTLS: from here on TLS. What it
+ * sent after the 220 is dropped (conn_tls_client): it came in clear text
+ * and could have been injected. */
+static void start_tls(struct smtp_client *c)
+{
+	struct tls_client_opts o = { .sni = c->tls_name, .resume = c->tls_resume };
+	if (c->tls_policy == SMTP_TLS_VERIFY)
+		o.verify_name = c->tls_name;
+	else
+		o.check_name = c->tls_name; /* reported as verified=yes|no */
+	c->input_gone = true;
+	set_state(c, CS_TLS, T_EHLO_MS);
+	conn_tls_client(&c->conn, c->tls_ctx, &o); /* a failure calls on_closed now */
+	tls_session_free(c->tls_resume);           /* SSL_set_session took its own */
+	c->tls_resume = NULL;
+}
+
+/* starttls_refused - a non-2xx reply to STARTTLS. */
+static void starttls_refused(struct smtp_client *c, const struct smtp_reply *r, const char *summary)
+{
+	char text[480];
+	if (r->code == 421) { /* the server is leaving: as a refused EHLO */
+		dest_failure(c, ATTEMPT_REPLY, STAGE_EHLO, r->code, summary);
+		quit(c);
+		return;
+	}
+	if (tls_needed(c)) {
+		snprintf(text, sizeof(text), "TLS is required, but %s refused STARTTLS: %s",
+		         c->remote, summary);
+		tls_fail(c, r->code, text, true);
+		return;
+	}
+	log_info("smtp %s %s: STARTTLS refused (%s); going on in clear text", c->name, c->remote,
+	         summary);
+	client_ready(c);
+}
+
+/* tls_handshake_failed - the handshake broke (err from the conn: -EPROTO
+ * with the TLS error, another -errno, 0 for a close) or timed out (NULL
+ * why). Opportunistic owners may try again in clear text. */
+static void tls_handshake_failed(struct smtp_client *c, int err, const char *why)
+{
+	char text[300];
+	if (!why && err == -EPROTO && c->conn.tls && tls_error_text(c->conn.tls)[0]) {
+		why = tls_error_text(c->conn.tls);
+		if (!strncmp(why, "TLS handshake: ", 15))
+			why += 15;
+	} else if (!why) {
+		why = err ? strerror(-err) : "the server closed the connection";
+	}
+	snprintf(text, sizeof(text), "TLS handshake with %s failed: %s", c->remote, why);
+	c->tls_failed = true;
+	tls_fail(c, 0, text, false);
+}
+
+/* on_tls_ready - the handshake is done: note what it gave, say EHLO again
+ * and forget what the server offered in clear text (RFC 3207 4.2). */
+static void on_tls_ready(struct conn *conn)
+{
+	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
+	char desc[64];
+	if (c->state != CS_TLS)
+		return;
+	const struct tls *t = conn->tls;
+	c->tls_on = true;
+	c->tls_verified = tls_verified(t);
+	c->tls_resumed = tls_resumed(t);
+	tls_describe(t, desc, sizeof(desc));
+	snprintf(c->tls_text, sizeof(c->tls_text), "%s verified=%s", desc,
+	         c->tls_verified ? "yes" : "no");
+	log_debug("smtp %s %s: TLS %s%s (certificate: %s)", c->name, c->remote, c->tls_text,
+	          c->tls_resumed ? " resumed" : "", tls_verify_text(t));
+	if (c->tls_policy == SMTP_TLS_VERIFY && !c->tls_verified) {
+		/* The handshake verifies under this policy; never go on unverified. */
+		tls_handshake_failed(c, 0, tls_verify_text(t));
+		return;
+	}
+	memset(&c->caps, 0, sizeof(c->caps));
+	conn_line(&c->conn, "EHLO %s", c->helo);
+	set_state(c, CS_EHLO, T_EHLO_MS);
+}
+
 /* ---- session ----------------------------------------------------------- */
 
 /* client_ready - between transactions: run the owner's next job, or park
@@ -552,7 +701,7 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 	case CS_EHLO:
 		if (cls == 2) {
 			smtp_caps_parse(r, &c->caps);
-			client_ready(c);
+			after_ehlo(c);
 		} else if (cls == 5) {
 			conn_line(&c->conn, "HELO %s", c->helo);
 			set_state(c, CS_HELO, T_EHLO_MS);
@@ -564,11 +713,17 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 	case CS_HELO:
 		if (cls == 2) {
 			memset(&c->caps, 0, sizeof(c->caps));
-			client_ready(c);
+			after_ehlo(c); /* no STARTTLS without EHLO */
 		} else {
 			dest_failure(c, ATTEMPT_REPLY, STAGE_EHLO, r->code, summary);
 			quit(c);
 		}
+		return;
+	case CS_STARTTLS:
+		if (cls == 2)
+			start_tls(c);
+		else
+			starttls_refused(c, r, summary);
 		return;
 	case CS_MAIL:
 		on_mail_phase_reply(c, r, summary);
@@ -594,10 +749,15 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 		close_now(c);
 		return;
 	case CS_QUIT:
-		close_now(c); /* the reply to QUIT: the server lets us go */
+		/* The reply to QUIT: the server lets us go (with TLS, after
+		 * our close_notify). */
+		tell_closing(c);
+		set_state(c, CS_CLOSED, T_QUIT_MS); /* a send that never ends, too */
+		conn_close_after_flush(&c->conn);
 		return;
 	case CS_CLOSED:
 		return;
+	case CS_TLS: /* the input was dropped at the switch: nothing comes here */
 	case CS_CONNECT:
 	case CS_NSTATES:
 		break;
@@ -605,12 +765,14 @@ static void handle_reply(struct smtp_client *c, const struct smtp_reply *r)
 	rp_panic("reply in state %s", state_names[c->state]);
 }
 
-/* on_data - parse every complete reply in the input. */
+/* on_data - parse every complete reply in the input. A 220 to STARTTLS
+ * drops the input behind it (conn_tls_client): nothing more is read from
+ * this batch, the reply itself included. */
 static void on_data(struct conn *conn)
 {
 	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
 	struct buf *in = &conn->in;
-	while (buf_used(in) && c->state != CS_CLOSED) {
+	while (buf_used(in) && c->state != CS_CLOSED && c->state != CS_TLS) {
 		struct smtp_reply r;
 		long n = smtp_reply_parse(buf_head(in), buf_used(in), &r);
 		if (n == -2)
@@ -619,7 +781,10 @@ static void on_data(struct conn *conn)
 			session_broken(c, ATTEMPT_LOST, "malformed reply");
 			return;
 		}
+		c->input_gone = false;
 		handle_reply(c, &r);
+		if (c->input_gone)
+			return;
 		buf_consume(in, (size_t)n);
 	}
 }
@@ -630,6 +795,14 @@ static void client_timeout(struct loop_timer *t)
 	struct smtp_client *c = RP_CONTAINER_OF(t, struct smtp_client, timer);
 	if (c->state == CS_IDLE) {
 		quit(c);
+		return;
+	}
+	if (c->state == CS_CLOSED) { /* our close_notify after QUIT did not go out */
+		conn_close(&c->conn);
+		return;
+	}
+	if (c->state == CS_TLS) {
+		tls_handshake_failed(c, 0, "timed out");
 		return;
 	}
 	session_broken(c, ATTEMPT_TIMEOUT, "conversation timed out");
@@ -653,9 +826,18 @@ static void on_connected(struct conn *conn, int err)
 static void on_closed(struct conn *conn, int err)
 {
 	struct smtp_client *c = RP_CONTAINER_OF(conn, struct smtp_client, conn);
-	(void)err;
 	if (c->state == CS_QUIT || c->state == CS_CLOSED)
 		return;
+	if (c->state == CS_TLS) {
+		tls_handshake_failed(c, err, NULL);
+		return;
+	}
+	if (err == -EPROTO && conn_tls_error(conn) != TLS_OK && conn->tls) {
+		char what[200];
+		snprintf(what, sizeof(what), "TLS failure (%s)", tls_error_text(conn->tls));
+		session_broken(c, ATTEMPT_LOST, what);
+		return;
+	}
 	session_broken(c, ATTEMPT_LOST, "lost connection");
 }
 
@@ -671,6 +853,10 @@ static void on_released(struct conn *conn)
 	free(c->reports);
 	free(c->rcpt_accepted);
 	free(c->helo);
+	free(c->tls_name);
+	tls_session_free(c->tls_resume);
+	tls_session_free(c->tls_kept);
+	tls_ctx_unref(c->tls_ctx);
 	free(c);
 }
 
@@ -679,6 +865,7 @@ static const struct conn_ops client_conn_ops = {
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,
+	.tls_ready = on_tls_ready,
 };
 
 /* format_remote - "1.2.3.4:25" or "[::1]:25". */
@@ -693,6 +880,27 @@ static void format_remote(const struct sockaddr *sa, char *out, size_t n)
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
 		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
 		snprintf(out, n, "[%s]:%u", host, ntohs(sin6->sin6_port));
+	}
+}
+
+/* tls_setup - the TLS part of the params. Under verify, a hop without a
+ * name (an address route or literal) must show a certificate for its
+ * address. */
+static void tls_setup(struct smtp_client *c, const struct smtp_client_params *p)
+{
+	c->tls_ctx = tls_ctx_ref(p->tls_ctx);
+	c->tls_policy = p->tls_policy;
+	c->tls_resume = p->tls_resume;
+	snprintf(c->tls_text, sizeof(c->tls_text), "no");
+	if (p->tls_name && p->tls_name[0]) {
+		c->tls_name = xstrdup(p->tls_name);
+	} else if (c->tls_policy == SMTP_TLS_VERIFY) {
+		char host[INET6_ADDRSTRLEN] = "";
+		const void *a = c->addr.ss_family == AF_INET
+		                    ? (const void *)&((struct sockaddr_in *)&c->addr)->sin_addr
+		                    : (const void *)&((struct sockaddr_in6 *)&c->addr)->sin6_addr;
+		inet_ntop(c->addr.ss_family, a, host, sizeof(host));
+		c->tls_name = xstrdup(host);
 	}
 }
 
@@ -719,6 +927,7 @@ struct smtp_client *smtp_client_open(const struct smtp_client_params *p)
 		return NULL;
 	}
 	c->helo = xstrdup(p->helo);
+	tls_setup(c, p);
 	log_debug("smtp %s: connecting to %s", c->name, c->remote);
 	return c;
 }
@@ -739,6 +948,8 @@ void smtp_client_quit(struct smtp_client *c)
 	case CS_GREETING:
 	case CS_EHLO:
 	case CS_HELO:
+	case CS_STARTTLS:
+	case CS_TLS:
 		close_now(c);
 		return;
 	case CS_MAIL:
@@ -769,4 +980,38 @@ const char *smtp_client_remote(const struct smtp_client *c)
 bool smtp_client_idle(const struct smtp_client *c)
 {
 	return c->state == CS_IDLE;
+}
+
+const char *smtp_client_tls(const struct smtp_client *c)
+{
+	return c->tls_text;
+}
+
+bool smtp_client_tls_active(const struct smtp_client *c)
+{
+	return c->tls_on;
+}
+
+bool smtp_client_tls_verified(const struct smtp_client *c)
+{
+	return c->tls_verified;
+}
+
+bool smtp_client_tls_resumed(const struct smtp_client *c)
+{
+	return c->tls_resumed;
+}
+
+bool smtp_client_tls_handshake_failed(const struct smtp_client *c)
+{
+	return c->tls_failed;
+}
+
+struct tls_session *smtp_client_tls_session_take(struct smtp_client *c)
+{
+	struct tls_session *s = c->tls_kept;
+	c->tls_kept = NULL;
+	if (!s && c->tls_on && c->conn.tls)
+		s = tls_session_take(c->conn.tls);
+	return s;
 }

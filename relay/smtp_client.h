@@ -8,6 +8,14 @@
  * session that failed before it had one) and decides nothing: retry policy
  * is queue/outcome.c's, pools and limits are the owner's (relay/delivery.c).
  *
+ * STARTTLS (RFC 3207) per the params' policy: after EHLO, when the server
+ * offers it, the session says STARTTLS, drops whatever the server sent
+ * after its 220, runs the handshake (verifying the certificate against
+ * tls_name under SMTP_TLS_VERIFY), says EHLO again and forgets what the
+ * server offered in clear text. A policy that needs TLS and cannot have it
+ * ends the session through ops->failed with ATTEMPT_TLS_FAIL; so does a
+ * failed handshake under any policy (the owner may retry in clear text).
+ *
  * Life cycle: smtp_client_open starts it; ops->ready asks for work after EHLO
  * and after each transaction (NULL parks it idle until smtp_client_give or
  * its idle time ends); ops->closing says it takes no more work; ops->done
@@ -22,6 +30,7 @@
 #include <sys/socket.h>
 
 #include "base/loop.h"
+#include "base/tls.h"
 #include "queue/outcome.h"
 #include "queue/sched.h"
 
@@ -47,16 +56,32 @@ struct smtp_client_ops {
 	void (*done)(struct smtp_client *c, void *arg);
 };
 
+/* Outbound TLS (the order of config.h's enum cfg_tls_policy). */
+enum smtp_tls_policy {
+	SMTP_TLS_OPPORTUNISTIC = 0, /* STARTTLS when offered, clear text otherwise */
+	SMTP_TLS_REQUIRED,          /* no TLS: fail (ATTEMPT_TLS_FAIL) */
+	SMTP_TLS_VERIFY,            /* required + a certificate valid for tls_name */
+	SMTP_TLS_OFF,               /* never STARTTLS */
+};
+
 struct smtp_client_params {
 	struct loop *loop;           /* the loop the session runs on */
 	const struct sockaddr *addr; /* the next hop (copied) */
 	socklen_t addrlen;
-	const char *helo;                  /* EHLO/HELO name (copied) */
-	const char *name;                  /* for log lines, e.g. the domain; must
-	                                    * outlive the session */
-	uint64_t connect_timeout_ms;       /* TCP connect deadline */
-	uint64_t idle_ms;                  /* an idle session quits after this; 0 = 5 s */
-	unsigned max_transactions;         /* then QUIT; 0 = no limit */
+	const char *helo;            /* EHLO/HELO name (copied) */
+	const char *name;            /* for log lines, e.g. the domain; must
+	                              * outlive the session */
+	uint64_t connect_timeout_ms; /* TCP connect deadline */
+	uint64_t idle_ms;            /* an idle session quits after this; 0 = 5 s */
+	unsigned max_transactions;   /* then QUIT; 0 = no limit */
+	struct tls_ctx *tls_ctx;     /* client context (the session takes a
+	                              * reference); NULL: no STARTTLS */
+	enum smtp_tls_policy tls_policy;
+	const char *tls_name;              /* SNI and the name the certificate must
+	                                    * carry (the exchanger's host name);
+	                                    * NULL or an address: no SNI (copied) */
+	struct tls_session *tls_resume;    /* a session to resume, or NULL; taken
+	                                    * over when the open succeeds */
 	const struct smtp_client_ops *ops; /* every callback is required */
 	void *arg;                         /* passed to the callbacks */
 };
@@ -78,5 +103,24 @@ void smtp_client_abort(struct smtp_client *c);
 const char *smtp_client_remote(const struct smtp_client *c);
 /* smtp_client_idle - parked, waiting for smtp_client_give. */
 bool smtp_client_idle(const struct smtp_client *c);
+
+/* smtp_client_tls - what the session's transactions travel over, for logs
+ * and records: "TLSv1.3/TLS_AES_256_GCM_SHA384 verified=yes" or "no" (clear
+ * text). Lives as long as the session. */
+const char *smtp_client_tls(const struct smtp_client *c);
+/* smtp_client_tls_active - the session is through its TLS handshake. */
+bool smtp_client_tls_active(const struct smtp_client *c);
+/* smtp_client_tls_verified - the certificate verified for tls_name. */
+bool smtp_client_tls_verified(const struct smtp_client *c);
+/* smtp_client_tls_resumed - the handshake resumed params.tls_resume. */
+bool smtp_client_tls_resumed(const struct smtp_client *c);
+/* smtp_client_tls_handshake_failed - a TLS handshake was tried and failed
+ * (its failure went to ops->failed as ATTEMPT_TLS_FAIL). */
+bool smtp_client_tls_handshake_failed(const struct smtp_client *c);
+/* smtp_client_tls_session_take - the newest resumable TLS session the
+ * server gave, or NULL; the caller owns it (tls_session_free). TLS 1.3
+ * tickets come after the handshake: ask after EHLO (ops->ready) or at
+ * ops->closing, when the session keeps one it got for this moment. */
+struct tls_session *smtp_client_tls_session_take(struct smtp_client *c);
 
 #endif

@@ -162,7 +162,7 @@ struct rstate {
 	uint16_t attempts;
 	uint64_t next_ms;
 	char response[400];
-	char remote[64];
+	char remote[128];
 };
 
 static struct rstate rcpt_state(uint64_t id, uint32_t idx)
@@ -1806,4 +1806,34 @@ Test(sched, slices_share_one_budget_round_robin)
 	cr_assert_eq(a->n.queued, SCHED_SETTLE_MAX);
 	sched_tick(s, T0 + 3);
 	check_counts("purged", 0, 0, 0, 0, (MA + MB) * NR);
+}
+
+/* The session's TLS goes into the recipient's record after the relay, while the DSN's
+ * Remote-MTA and its "host ... said" keep the relay alone. */
+Test(sched, tls_facts_in_the_record_not_in_the_dsn)
+{
+	uint64_t id = submit(2, "tls.test", T0);
+	add_all(id, 2, "tls.test", T0);
+	struct sched_dest *d = sched_dest_find(s, "tls.test");
+	struct sched_job *j = sched_job_next(s, d, T0);
+	cr_assert_eq(j->nrcpt, 2);
+	struct attempt_report reps[2];
+	outcome_report_set(&reps[0], ATTEMPT_REPLY, STAGE_CONTENT, 250, "250 2.0.0 ok");
+	outcome_report_set(&reps[1], ATTEMPT_REPLY, STAGE_RCPT, 550, "550 5.1.1 no such user");
+	struct sched_attempt info = { .remote = "mx.test[127.0.0.1]:25",
+		                      .tls = "TLSv1.3/TLS_AES_256_GCM_SHA384 verified=yes",
+		                      .duration_ms = 5 };
+	sched_job_done(s, j, reps, &info, T0 + 10);
+	flush();
+	const char *want = "mx.test[127.0.0.1]:25 tls=TLSv1.3/TLS_AES_256_GCM_SHA384 verified=yes";
+	cr_assert_str_eq(rcpt_state(id, 0).remote, want);
+	cr_assert_str_eq(rcpt_state(id, 1).remote, want);
+	struct mbox_all mb;
+	cr_assert_eq(mbox_read(&mb), 1, "one DSN, got %u", mb.n);
+	const char *dsn = dsn_for(&mb, id);
+	cr_assert_not_null(dsn);
+	cr_assert_not_null(strstr(dsn, "\r\nRemote-MTA: dns; mx.test\r\n"), "%s", dsn);
+	cr_assert_not_null(strstr(dsn, "host mx.test[127.0.0.1]:25 said: 550"), "%s", dsn);
+	cr_assert_null(strstr(dsn, "tls="), "%s", dsn);
+	mbox_free(&mb);
 }

@@ -18,10 +18,12 @@ and keeps its directory). Environment:
   config.py    config_text, API_KEYS
   clients.py   SMTPConn, HTTPConn, api_request, curl, smtp_submit
   daemon.py    Daemon, its log (parse_kv, log_events), ringpost_cli
-  servers.py   receivers (smtpd, smtp-sink, ringpost-sink), dnsmasq, fake listeners
+  servers.py   receivers (smtpd, aiosmtpd with STARTTLS, smtp-sink, ringpost-sink), dnsmasq,
+               fake listeners
   api.py       api_* calls, waits on recipient states, the bounce mailbox
   env.py       TestEnv, Cases, run_cases, stop_clean, run_test
   receiver.py  the smtpd receiver process (a script)
+  tls_receiver.py  the aiosmtpd receiver with STARTTLS (a script for /usr/bin/python3)
   tlsfiles.py  a private CA and certificates for the TLS tests (openssl)
 """
 
@@ -38,5 +40,5 @@ from .proc import (free_port, kill_all_children, port_accepts, spawn, stop_proce
                    wait_for)
 from .tlsfiles import CA, self_signed
 from .servers import (ClosedPort, Dnsmasq, FastSink, Received, SavedMail, SlammingPort,
-                      SmtpdReceiver, SmtpSink, StrictSmtpServer, ThreadedListener, dns_query,
-                      saved_mail, sink_counts, sink_history)
+                      SmtpdReceiver, SmtpSink, StrictSmtpServer, ThreadedListener, TlsReceiver,
+                      dns_query, saved_mail, sink_counts, sink_history)

@@ -14,7 +14,7 @@ from .base import TestFailure, log, ringpost_bin
 from .config import config_text
 from .daemon import Daemon
 from .proc import free_port, kill_all_children
-from .servers import Dnsmasq, FastSink, SmtpdReceiver, SmtpSink
+from .servers import Dnsmasq, FastSink, SmtpdReceiver, SmtpSink, TlsReceiver
 
 
 class TestEnv:
@@ -57,6 +57,12 @@ class TestEnv:
 
     def smtpd(self, name="smtpd", port=0):
         r = SmtpdReceiver(self, name, port).start()
+        self.receivers.append(r)
+        return r
+
+    def tls_receiver(self, name="tls", cert=None, key=None, broken_tls=False):
+        """A started aiosmtpd receiver with STARTTLS (TlsReceiver)."""
+        r = TlsReceiver(self, name, 0, cert, key, broken_tls).start()
         self.receivers.append(r)
         return r
 

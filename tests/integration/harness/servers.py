@@ -16,6 +16,9 @@ from .base import SLOW, TestFailure, build_bin, check
 from .proc import free_port, port_accepts, spawn, stop_process, wait_for
 
 RECEIVER = Path(__file__).resolve().parent / "receiver.py"
+TLS_RECEIVER = Path(__file__).resolve().parent / "tls_receiver.py"
+# Debian's Python: the only one with python3-aiosmtpd (the `python3` on PATH may differ).
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 # ---- receivers that record each message ---------------------------------
@@ -61,11 +64,14 @@ class SmtpdReceiver:
         self.proc = None
         self.name = name
 
+    def argv(self):
+        return [sys.executable, "-W", "ignore::DeprecationWarning", str(RECEIVER),
+                "--dir", str(self.dir), "--port", str(self.want_port)]
+
     def start(self, timeout=10):
         errf = open(self.env.dir / f"{self.name}.stderr", "ab")
-        self.proc = spawn([sys.executable, "-W", "ignore::DeprecationWarning", str(RECEIVER),
-                           "--dir", str(self.dir), "--port", str(self.want_port)],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf)
+        self.proc = spawn(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=errf)
         errf.close()
         box = {}
 
@@ -75,7 +81,8 @@ class SmtpdReceiver:
         t.start()
         t.join(timeout * SLOW)
         line = box.get("line", b"")
-        check(line.startswith(b"PORT "), f"smtpd receiver did not start (said {line!r})")
+        check(line.startswith(b"PORT "), f"{self.kind} receiver did not start (said {line!r}; "
+              f"{(self.env.dir / (self.name + '.stderr')).read_text(errors='replace')[-500:]})")
         self.port = int(line.split()[1])
         return self
 
@@ -98,6 +105,46 @@ class SmtpdReceiver:
 
     def count(self):
         return sum(1 for _ in self.dir.glob("*.json"))
+
+
+class TlsReceiver(SmtpdReceiver):
+    """aiosmtpd with STARTTLS in its own process (tls_receiver.py, run by
+    Debian's /usr/bin/python3), recording whether each message came over
+    TLS: Received.tls is None (clear text) or {"version", "cipher"}.
+    cert/key: STARTTLS offered with them; broken_tls: offered, answered
+    220, then garbage instead of a handshake."""
+
+    kind = "aiosmtpd"
+
+    def __init__(self, env, name="tls", port=0, cert=None, key=None, broken_tls=False):
+        super().__init__(env, name, port)
+        self.cert, self.key, self.broken_tls = cert, key, broken_tls
+
+    @staticmethod
+    def require():
+        r = subprocess.run([SYSTEM_PYTHON, "-c", "import aiosmtpd"], capture_output=True)
+        check(r.returncode == 0, f"{SYSTEM_PYTHON} cannot import aiosmtpd "
+              f"(apt-get install python3-aiosmtpd; .ci/deps installs it)")
+
+    def argv(self):
+        argv = [SYSTEM_PYTHON, "-W", "ignore", str(TLS_RECEIVER), "--dir", str(self.dir),
+                "--port", str(self.want_port)]
+        if self.cert:
+            argv += ["--cert", str(self.cert), "--key", str(self.key)]
+        if self.broken_tls:
+            argv += ["--broken-tls"]
+        return argv
+
+    def messages(self):
+        out = []
+        for j in sorted(self.dir.glob("*.json")):
+            env = json.loads(j.read_text())
+            data = j.with_suffix(".eml").read_bytes().replace(b"\r\n", b"\n")
+            m = Received(env["mailfrom"], env["rcpttos"], data, j)
+            m.tls = ({"version": env.get("version"), "cipher": env.get("cipher")}
+                     if env.get("tls") else None)
+            out.append(m)
+        return out
 
 
 class SmtpSink:
