@@ -48,7 +48,11 @@ static void usage(FILE *f)
 	      "  --rcpt-script CODES    per recipient address, its k-th RCPT gets the k-th code\n"
 	      "  --max-rate N           accept at most N messages per second\n"
 	      "  --seed N               fault injection PRNG seed\n"
-	      "  --hostname NAME        name in the greeting and EHLO reply\n",
+	      "  --hostname NAME        name in the greeting and EHLO reply\n"
+	      "  --tls-cert FILE        PEM certificate chain: offer STARTTLS (with --tls-key)\n"
+	      "  --tls-key FILE         its PEM private key\n"
+	      "  --tls-required         refuse MAIL before STARTTLS (530 5.7.0)\n"
+	      "  --tls-implicit         TLS from the first byte (like port 465), no STARTTLS\n",
 	      f);
 }
 
@@ -243,120 +247,170 @@ static uint64_t parse_u64_opt(const char *name, const char *v)
 	return n;
 }
 
+/* Long options (getopt_long values above any character). */
+enum sink_opt {
+	O_LISTEN = 256,
+	O_THREADS,
+	O_STATS_FILE,
+	O_STATS_INTERVAL,
+	O_SAVE,
+	O_LATENCY,
+	O_DELAY,
+	O_FAULT,
+	O_SCRIPT,
+	O_RATE,
+	O_SEED,
+	O_HOSTNAME,
+	O_TLS_CERT,
+	O_TLS_KEY,
+	O_TLS_REQUIRED,
+	O_TLS_IMPLICIT,
+	O_HELP
+};
+
+static const struct option sink_longopts[] = {
+	{ "listen", required_argument, NULL, O_LISTEN },
+	{ "threads", required_argument, NULL, O_THREADS },
+	{ "stats-file", required_argument, NULL, O_STATS_FILE },
+	{ "stats-interval", required_argument, NULL, O_STATS_INTERVAL },
+	{ "save", required_argument, NULL, O_SAVE },
+	{ "latency-header", required_argument, NULL, O_LATENCY },
+	{ "reply-delay", required_argument, NULL, O_DELAY },
+	{ "fault", required_argument, NULL, O_FAULT },
+	{ "rcpt-script", required_argument, NULL, O_SCRIPT },
+	{ "max-rate", required_argument, NULL, O_RATE },
+	{ "seed", required_argument, NULL, O_SEED },
+	{ "hostname", required_argument, NULL, O_HOSTNAME },
+	{ "tls-cert", required_argument, NULL, O_TLS_CERT },
+	{ "tls-key", required_argument, NULL, O_TLS_KEY },
+	{ "tls-required", no_argument, NULL, O_TLS_REQUIRED },
+	{ "tls-implicit", no_argument, NULL, O_TLS_IMPLICIT },
+	{ "help", no_argument, NULL, O_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* listen_opt - one more --listen address. */
+static void listen_opt(struct sink_opts *o, const char *v)
+{
+	o->listen = xrealloc(o->listen, (o->nlisten + 1) * sizeof(*o->listen));
+	struct sink_addr *a = &o->listen[o->nlisten++];
+	memset(a, 0, sizeof(*a));
+	snprintf(a->text, sizeof(a->text), "%s", v);
+	if (!bench_parse_hostport(v, &a->ss, &a->len))
+		rp_die(RP_EX_USAGE, "--listen: expected IP:PORT or [IPv6]:PORT, got '%s'", v);
+}
+
+/* apply_opt - one option c with its argument v; bad usage exits 64. */
+static void apply_opt(struct sink_opts *o, int c, const char *v)
+{
+	char err[200];
+	switch (c) {
+	case O_LISTEN:
+		listen_opt(o, v);
+		break;
+	case O_THREADS:
+		o->threads = (unsigned)parse_u64_opt("threads", v);
+		if (o->threads < 1 || o->threads > 256)
+			rp_die(RP_EX_USAGE, "--threads: 1..256");
+		break;
+	case O_STATS_FILE:
+		o->stats_file = v;
+		break;
+	case O_STATS_INTERVAL:
+		o->stats_interval_ms = parse_u64_opt("stats-interval", v);
+		break;
+	case O_SAVE:
+		o->save_dir = v;
+		break;
+	case O_LATENCY:
+		o->latency_header = v;
+		break;
+	case O_DELAY:
+		o->reply_delay_ms = parse_u64_opt("reply-delay", v);
+		break;
+	case O_FAULT:
+		if (!sink_faults_parse(v, &o->faults, err, sizeof(err)))
+			rp_die(RP_EX_USAGE, "--fault: %s", err);
+		break;
+	case O_SCRIPT:
+		free(o->script);
+		if (!sink_script_parse(v, &o->script, &o->nscript))
+			rp_die(RP_EX_USAGE, "--rcpt-script: expected codes like 451,451,250");
+		break;
+	case O_RATE:
+		o->max_rate = (double)parse_u64_opt("max-rate", v);
+		break;
+	case O_SEED:
+		o->seed = parse_u64_opt("seed", v);
+		break;
+	case O_HOSTNAME:
+		snprintf(o->hostname, sizeof(o->hostname), "%s", v);
+		break;
+	case O_TLS_CERT:
+		o->tls_cert = v;
+		break;
+	case O_TLS_KEY:
+		o->tls_key = v;
+		break;
+	case O_TLS_REQUIRED:
+		o->tls_required = true;
+		break;
+	case O_TLS_IMPLICIT:
+		o->tls_implicit = true;
+		break;
+	case O_HELP:
+		usage(stdout);
+		exit(RP_EX_OK);
+	default:
+		usage(stderr);
+		exit(RP_EX_USAGE);
+	}
+}
+
 /* parse_args - options into sk->opt; bad usage exits 64. */
 static void parse_args(struct sink *sk, int argc, char **argv)
 {
-	enum {
-		O_LISTEN = 256,
-		O_THREADS,
-		O_STATS_FILE,
-		O_STATS_INTERVAL,
-		O_SAVE,
-		O_LATENCY,
-		O_DELAY,
-		O_FAULT,
-		O_SCRIPT,
-		O_RATE,
-		O_SEED,
-		O_HOSTNAME,
-		O_HELP
-	};
-	static const struct option longopts[] = {
-		{ "listen", required_argument, NULL, O_LISTEN },
-		{ "threads", required_argument, NULL, O_THREADS },
-		{ "stats-file", required_argument, NULL, O_STATS_FILE },
-		{ "stats-interval", required_argument, NULL, O_STATS_INTERVAL },
-		{ "save", required_argument, NULL, O_SAVE },
-		{ "latency-header", required_argument, NULL, O_LATENCY },
-		{ "reply-delay", required_argument, NULL, O_DELAY },
-		{ "fault", required_argument, NULL, O_FAULT },
-		{ "rcpt-script", required_argument, NULL, O_SCRIPT },
-		{ "max-rate", required_argument, NULL, O_RATE },
-		{ "seed", required_argument, NULL, O_SEED },
-		{ "hostname", required_argument, NULL, O_HOSTNAME },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct sink_opts *o = &sk->opt;
-	char err[200];
 	int c;
 	o->threads = 1;
 	o->stats_interval_ms = 1000;
 	o->latency_header = "X-Bench-Sent";
 	if (gethostname(o->hostname, sizeof(o->hostname) - 1) < 0 || !o->hostname[0])
 		snprintf(o->hostname, sizeof(o->hostname), "sink.bench.test");
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_LISTEN: {
-			o->listen = xrealloc(o->listen, (o->nlisten + 1) * sizeof(*o->listen));
-			struct sink_addr *a = &o->listen[o->nlisten++];
-			memset(a, 0, sizeof(*a));
-			snprintf(a->text, sizeof(a->text), "%s", optarg);
-			if (!bench_parse_hostport(optarg, &a->ss, &a->len))
-				rp_die(RP_EX_USAGE,
-				       "--listen: expected IP:PORT or [IPv6]:PORT, got '%s'",
-				       optarg);
-			break;
-		}
-		case O_THREADS:
-			o->threads = (unsigned)parse_u64_opt("threads", optarg);
-			if (o->threads < 1 || o->threads > 256)
-				rp_die(RP_EX_USAGE, "--threads: 1..256");
-			break;
-		case O_STATS_FILE:
-			o->stats_file = optarg;
-			break;
-		case O_STATS_INTERVAL:
-			o->stats_interval_ms = parse_u64_opt("stats-interval", optarg);
-			break;
-		case O_SAVE:
-			o->save_dir = optarg;
-			break;
-		case O_LATENCY:
-			o->latency_header = optarg;
-			break;
-		case O_DELAY:
-			o->reply_delay_ms = parse_u64_opt("reply-delay", optarg);
-			break;
-		case O_FAULT:
-			if (!sink_faults_parse(optarg, &o->faults, err, sizeof(err)))
-				rp_die(RP_EX_USAGE, "--fault: %s", err);
-			break;
-		case O_SCRIPT:
-			free(o->script);
-			if (!sink_script_parse(optarg, &o->script, &o->nscript))
-				rp_die(RP_EX_USAGE,
-				       "--rcpt-script: expected codes like 451,451,250");
-			break;
-		case O_RATE:
-			o->max_rate = (double)parse_u64_opt("max-rate", optarg);
-			break;
-		case O_SEED:
-			o->seed = parse_u64_opt("seed", optarg);
-			break;
-		case O_HOSTNAME:
-			snprintf(o->hostname, sizeof(o->hostname), "%s", optarg);
-			break;
-		case O_HELP:
-			usage(stdout);
-			exit(RP_EX_OK);
-		default:
-			usage(stderr);
-			exit(RP_EX_USAGE);
-		}
-	}
+	while ((c = getopt_long(argc, argv, "", sink_longopts, NULL)) != -1)
+		apply_opt(o, c, optarg);
 	if (optind < argc)
 		rp_die(RP_EX_USAGE, "unexpected argument '%s'", argv[optind]);
 	if (!o->nlisten) {
 		usage(stderr);
 		exit(RP_EX_USAGE);
 	}
+	if (!o->tls_cert != !o->tls_key)
+		rp_die(RP_EX_USAGE, "--tls-cert and --tls-key go together");
+	if ((o->tls_required || o->tls_implicit) && !o->tls_cert)
+		rp_die(RP_EX_USAGE,
+		       "--tls-required and --tls-implicit need --tls-cert and --tls-key");
 	if (o->save_dir && mkdir(o->save_dir, 0755) < 0 && errno != EEXIST)
 		rp_die(RP_EX_CANTCREAT, "--save: cannot create %s: %s", o->save_dir,
 		       strerror(errno));
 	if (o->save_dir && access(o->save_dir, W_OK) < 0)
 		rp_die(RP_EX_CANTCREAT, "--save: cannot write to %s: %s", o->save_dir,
 		       strerror(errno));
+}
+
+/* tls_setup - the server context for --tls-cert/--tls-key; exits 66 when
+ * they cannot be used. One context serves every loop (tls.h). */
+static void tls_setup(struct sink *sk)
+{
+	char err[300];
+	if (!sk->opt.tls_cert)
+		return;
+	struct tls_server_config sc = { .cert_file = sk->opt.tls_cert,
+		                        .key_file = sk->opt.tls_key,
+		                        .min_version = TLS_V1_2 };
+	sk->tls = tls_ctx_new_server(&sc, err, sizeof(err));
+	if (!sk->tls)
+		rp_die(RP_EX_NOINPUT, "%s", err);
 }
 
 /* ---- stats output ------------------------------------------------------ */
@@ -441,6 +495,7 @@ int main(int argc, char **argv)
 {
 	struct sink *sk = sink_root = xcalloc(1, sizeof(*sk));
 	parse_args(sk, argc, argv);
+	tls_setup(sk);
 	uint64_t nofile = rp_raise_nofile();
 	pthread_mutex_init(&sk->start_lock, NULL);
 	pthread_cond_init(&sk->start_cond, NULL);

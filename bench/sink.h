@@ -19,6 +19,7 @@
 #include "base/buf.h"
 #include "base/mq.h"
 #include "base/loop.h"
+#include "base/tls.h"
 
 #define SINK_MAX_DOMAINS 65536         /* more distinct domains fold into "(other)" */
 #define SINK_MAX_SIZE    (64ull << 20) /* announced in SIZE */
@@ -51,9 +52,12 @@ struct sink_opts {
 	struct sink_faults faults;
 	int *script; /* --rcpt-script codes, NULL when none */
 	unsigned nscript;
-	double max_rate;    /* messages per second, 0 = unlimited */
-	uint64_t seed;      /* fault PRNG seed */
-	char hostname[128]; /* in the greeting and EHLO reply */
+	double max_rate;                /* messages per second, 0 = unlimited */
+	uint64_t seed;                  /* fault PRNG seed */
+	char hostname[128];             /* in the greeting and EHLO reply */
+	const char *tls_cert, *tls_key; /* --tls-cert, --tls-key: offer STARTTLS */
+	bool tls_required;              /* --tls-required: no MAIL before STARTTLS */
+	bool tls_implicit;              /* --tls-implicit: TLS from the first byte */
 };
 
 /* Per-domain counters of one loop. */
@@ -69,6 +73,11 @@ struct sink_counters {
 	bench_ctr dropped;                 /* connections closed mid-DATA by the drop fault */
 	bench_ctr saved;                   /* messages written by --save */
 	bench_ctr rejected[SINK_MAX_CODE]; /* 4xx/5xx replies sent, by code */
+	bench_ctr tls_open;                /* sessions in TLS now (goes up and down) */
+	bench_ctr tls_handshakes;          /* TLS handshakes completed */
+	bench_ctr tls_resumed;             /* of which resumed an earlier session */
+	bench_ctr tls_failed;              /* TLS begun, handshake never completed */
+	bench_ctr tls_messages;            /* accepted messages that came over TLS */
 	struct histo latency;              /* end to end, from the latency header */
 	struct sink_dom_ctr *dom;          /* [SINK_MAX_DOMAINS], by domain id */
 };
@@ -126,6 +135,8 @@ struct sink {
 	struct sink_script *script; /* --rcpt-script state, NULL when none */
 	struct buf greeting;        /* "220 host ESMTP ...\r\n" */
 	struct buf ehlo;            /* the EHLO reply, every line */
+	struct buf ehlo_starttls;   /* the same with STARTTLS (--tls-cert, before TLS) */
+	struct tls_ctx *tls;        /* --tls-cert: the server context, NULL without */
 	pthread_mutex_t start_lock;
 	pthread_cond_t start_cond;
 	unsigned started; /* loops that finished starting */

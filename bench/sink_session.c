@@ -1,5 +1,6 @@
 /* sink_session.c - one SMTP server session of ringpost-sink: ESMTP with
- * PIPELINING, CHUNKING, 8BITMIME, SIZE, SMTPUTF8, ENHANCEDSTATUSCODES.
+ * PIPELINING, CHUNKING, 8BITMIME, SIZE, SMTPUTF8, ENHANCEDSTATUSCODES, and
+ * STARTTLS with --tls-cert (or TLS from the first byte, --tls-implicit).
  *
  * Promises: every command gets a reply with an enhanced code, in order;
  * replies to a pipelined batch leave in one send (conn.h); a message is
@@ -10,7 +11,11 @@
  * release time of the batch of input that produced them; input keeps being
  * read. A session is freed when its conn is released; idle sessions give
  * their buffers back (the sweep), so 20,000 idle sessions cost little more
- * than their kernel sockets.
+ * than their kernel sockets (TLS sessions keep OpenSSL's state, not its
+ * record buffers). STARTTLS (RFC 3207): the 220 leaves in clear text, then
+ * TLS begins; commands pipelined behind STARTTLS are discarded, and the
+ * session starts over as if just greeted (EHLO again, STARTTLS no longer
+ * offered).
  */
 #include "sink.h"
 
@@ -35,6 +40,10 @@
 #define SWEEP_MS          1000 /* idle this long: buffers are released */
 #define DATA_LINE_MAX     1000
 #define HOLD_SEGS         4 /* release times kept per session; more are merged */
+/* The EHLO reply between the host name and CHUNKING (SIZE takes a %llu). */
+#define EHLO_CAPS                                                                                  \
+	"250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"                      \
+	"250-ENHANCEDSTATUSCODES\r\n"
 
 /* Bytes of held up to end (from its head) may leave at at_ms. */
 struct hold_seg {
@@ -51,11 +60,12 @@ enum sk_state {
 	SK_BDAT,     /* reading a BDAT chunk */
 	SK_SILENT,   /* the silence fault: read and say nothing, ever */
 	SK_CLOSING,  /* a last reply is queued; closing after it */
+	SK_STARTTLS, /* STARTTLS's 220 is queued (maybe held): TLS begins once it leaves */
 	SK_NSTATES,
 };
 
 static const char *const state_names[SK_NSTATES] = {
-	"greeting", "idle", "mail", "rcpt", "data", "bdat", "silent", "closing",
+	"greeting", "idle", "mail", "rcpt", "data", "bdat", "silent", "closing", "starttls",
 };
 
 struct sink_sess {
@@ -86,6 +96,8 @@ struct sink_sess {
 	bool bdat_used, bdat_last; /* this transaction uses BDAT; the chunk is LAST */
 	bool drop;                 /* the drop fault hit this message */
 	bool skip_line;            /* discarding an over-long command line */
+	bool tls_on;               /* TLS has begun (STARTTLS or --tls-implicit) */
+	bool tls_up;               /* its handshake completed */
 };
 
 static void process(struct sink_sess *s);
@@ -172,6 +184,46 @@ static void tx_reset(struct sink_sess *s)
 		set_state(s, SK_IDLE);
 }
 
+/* ---- TLS --------------------------------------------------------------- */
+
+/* tls_begin - switch to TLS now: queued replies (STARTTLS's 220) leave in
+ * clear text first, unread input is discarded (conn.h), and the session
+ * starts over as if just greeted (RFC 3207 section 4.2). */
+static void tls_begin(struct sink_sess *s)
+{
+	conn_tls_server(&s->conn, s->sl->sk->tls);
+	s->tls_on = true;
+	set_state(s, SK_GREETING);
+	tx_reset(s);
+}
+
+/* cmd_starttls - 220 now, TLS once it has left (process or hold_timer). */
+static void cmd_starttls(struct sink_sess *s, const struct smtp_cmd *c)
+{
+	if (!s->sl->sk->tls) {
+		R(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (s->tls_on) {
+		R(s, "503 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (c->arg_len) {
+		R(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->state == SK_GREETING) {
+		R(s, "503 5.5.1 Error: send EHLO first");
+		return;
+	}
+	if (s->state != SK_IDLE) {
+		R(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	R(s, "220 2.0.0 Ready to start TLS");
+	set_state(s, SK_STARTTLS);
+}
+
 /* ---- held replies ------------------------------------------------------ */
 
 /* hold_begin - a batch of input starts: its replies wait the reply delay. */
@@ -201,10 +253,13 @@ static void hold_timer(struct loop_timer *t)
 		loop_timer_arm(s->sl->loop, &s->timer, s->seg[0].at_ms - now, hold_timer);
 		return;
 	}
-	if (s->close_after_hold)
+	if (s->close_after_hold) {
 		conn_close_after_flush(&s->conn);
-	else
-		conn_recv_resume(&s->conn);
+		return;
+	}
+	if (s->state == SK_STARTTLS)
+		tls_begin(s); /* the held 220 is in the conn's output now */
+	conn_recv_resume(&s->conn);
 }
 
 /* hold_for - --max-rate: this reply and the batch's later ones wait delay_ms. */
@@ -274,6 +329,8 @@ static void account(struct sink_sess *s)
 	bench_ctr_add(&c->messages, 1);
 	bench_ctr_add(&c->recipients, s->nrcpt);
 	bench_ctr_add(&c->bytes, s->msg_size);
+	if (s->tls_up)
+		bench_ctr_add(&c->tls_messages, 1);
 	if (++sl->mark_epoch == 0) {
 		memset(sl->dom_mark, 0, SINK_MAX_DOMAINS * sizeof(*sl->dom_mark));
 		sl->mark_epoch = 1;
@@ -363,7 +420,8 @@ static void cmd_helo(struct sink_sess *s, const struct smtp_cmd *c, bool esmtp)
 	}
 	set_state(s, SK_IDLE);
 	tx_reset(s);
-	struct buf *e = &s->sl->sk->ehlo;
+	struct sink *sk = s->sl->sk;
+	struct buf *e = sk->tls && !s->tls_on ? &sk->ehlo_starttls : &sk->ehlo;
 	if (esmtp) {
 		out(s, buf_head(e), buf_used(e));
 	} else {
@@ -384,6 +442,10 @@ static void cmd_mail(struct sink_sess *s, const struct smtp_cmd *c)
 	}
 	if (s->state != SK_IDLE) {
 		R(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if (s->sl->sk->opt.tls_required && !s->tls_on) {
+		R(s, "530 5.7.0 Must issue a STARTTLS command first");
 		return;
 	}
 	if (!smtp_path_parse(c->arg, c->arg_len, "FROM:", &p)) {
@@ -598,8 +660,10 @@ static void handle_command(struct sink_sess *s, const char *line, size_t len)
 	case SMTP_HELP:
 		R(s, "214 2.0.0 ringpost-sink: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT");
 		return;
-	case SMTP_EXPN:
 	case SMTP_STARTTLS:
+		cmd_starttls(s, &c);
+		return;
+	case SMTP_EXPN:
 	case SMTP_AUTH:
 		R(s, "502 5.5.1 Error: command not implemented");
 		return;
@@ -724,6 +788,13 @@ static void process(struct sink_sess *s)
 		} else if (s->state == SK_CLOSING || s->state == SK_SILENT) {
 			buf_consume(&c->in, buf_used(&c->in));
 			break;
+		} else if (s->state == SK_STARTTLS) {
+			/* Input behind STARTTLS is never read as commands. */
+			if (s->nseg) {
+				buf_consume(&c->in, buf_used(&c->in));
+				break; /* the 220 is held: hold_timer switches */
+			}
+			tls_begin(s);
 		} else if (!buf_used(&c->in) || !command_line(s)) {
 			break;
 		}
@@ -752,11 +823,28 @@ static void on_closed(struct conn *c, int err)
 	          err ? strerror(-err) : "eof");
 }
 
+/* on_tls_ready - the handshake completed: count it. */
+static void on_tls_ready(struct conn *c)
+{
+	struct sink_sess *s = c->owner;
+	struct sink_counters *ctr = &s->sl->ctr;
+	s->tls_up = true;
+	s->last_active_ms = loop_now_ms(s->sl->loop);
+	bench_ctr_add(&ctr->tls_handshakes, 1);
+	bench_ctr_add(&ctr->tls_open, 1);
+	if (tls_resumed(c->tls))
+		bench_ctr_add(&ctr->tls_resumed, 1);
+}
+
 /* on_released - unlink, uncount and free the session. */
 static void on_released(struct conn *c)
 {
 	struct sink_sess *s = c->owner;
 	struct sink_loop *sl = s->sl;
+	if (s->tls_up)
+		bench_ctr_add(&sl->ctr.tls_open, (uint64_t)-1);
+	else if (s->tls_on)
+		bench_ctr_add(&sl->ctr.tls_failed, 1);
 	loop_timer_disarm(sl->loop, &s->timer);
 	rp_list_del(&s->link);
 	sl->nsessions--;
@@ -783,6 +871,7 @@ static const struct conn_ops sink_conn_ops = {
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,
+	.tls_ready = on_tls_ready,
 };
 
 /* sink_session_setup - the fixed greeting and EHLO reply. */
@@ -790,10 +879,10 @@ void sink_session_setup(struct sink *sk)
 {
 	const char *h = sk->opt.hostname;
 	buf_printf(&sk->greeting, "220 %s ESMTP ringpost-sink\r\n", h);
-	buf_printf(&sk->ehlo,
-	           "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
-	           "250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
-	           h, (unsigned long long)SINK_MAX_SIZE);
+	buf_printf(&sk->ehlo, "250-%s\r\n" EHLO_CAPS "250 CHUNKING\r\n", h,
+	           (unsigned long long)SINK_MAX_SIZE);
+	buf_printf(&sk->ehlo_starttls, "250-%s\r\n" EHLO_CAPS "250-STARTTLS\r\n250 CHUNKING\r\n", h,
+	           (unsigned long long)SINK_MAX_SIZE);
 }
 
 /* sink_session_start - a new session: connection faults, then the greeting. */
@@ -811,6 +900,10 @@ void sink_session_start(struct sink_loop *sl, int fd)
 	sink_sessions_add(sk, 1);
 	conn_init(&s->conn, sl->loop, &sink_conn_ops, s);
 	conn_attach(&s->conn, fd);
+	if (sk->opt.tls_implicit) {
+		conn_tls_server(&s->conn, sk->tls); /* the greeting waits for the handshake */
+		s->tls_on = true;
+	}
 	if (sink_chance(sl, f->connect421)) {
 		char line[160];
 		close_with(s, line, sink_reply_line(421, "connect", line, sizeof(line)));

@@ -173,6 +173,27 @@ static void json_domains(struct sink *sk, struct buf *out)
 	buf_puts(out, "}");
 }
 
+/* json_tls - the "tls" object (with --tls-cert), summed over loops. */
+static void json_tls(struct sink *sk, struct buf *out)
+{
+	uint64_t open = 0, hs = 0, resumed = 0, failed = 0, msgs = 0;
+	for (unsigned t = 0; t < sk->opt.threads; t++) {
+		const struct sink_counters *c = &sk->loops[t].ctr;
+		open += bench_ctr_get(&c->tls_open);
+		hs += bench_ctr_get(&c->tls_handshakes);
+		resumed += bench_ctr_get(&c->tls_resumed);
+		failed += bench_ctr_get(&c->tls_failed);
+		msgs += bench_ctr_get(&c->tls_messages);
+	}
+	buf_puts(out, ", \"tls\": {");
+	json_u64(out, "sessions", open, false);
+	json_u64(out, "handshakes", hs, true);
+	json_u64(out, "resumed", resumed, true);
+	json_u64(out, "failed", failed, true);
+	json_u64(out, "messages", msgs, true);
+	buf_puts(out, "}");
+}
+
 /* sink_stats_json - sum every loop's counters into one line. */
 void sink_stats_json(struct sink *sk, struct buf *out)
 {
@@ -214,6 +235,8 @@ void sink_stats_json(struct sink *sk, struct buf *out)
 		first = false;
 	}
 	buf_puts(out, "}");
+	if (sk->tls)
+		json_tls(sk, out);
 	struct histo_summary hsum;
 	histo_summarize(hs, nh, &hsum);
 	buf_puts(out, ", \"latency_ms\": {");
