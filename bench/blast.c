@@ -45,6 +45,16 @@ static void usage(FILE *f)
 	      "  --no-pipelining, --no-chunking\n"
 	      "  --timeout S            longest wait for one reply (default 60)\n"
 	      "  --seed N               --size-mix PRNG seed\n"
+	      "  --starttls             STARTTLS after EHLO, the handshake, EHLO again\n"
+	      "  --tls                  TLS from the first byte (a submissions port)\n"
+	      "  --tls-resume           resume the TLS session an earlier connection got\n"
+	      "  --tls-ca FILE          verify the server's certificate (default: no check)\n"
+	      "  --tls-name NAME        SNI and the name verified (default: the --server host)\n"
+	      "  --handshakes N         no mail: each connection greets, EHLO, [STARTTLS and the\n"
+	      "                         handshake,] QUIT, and is replaced; N sessions (0: until\n"
+	      "                         --duration)\n"
+	      "  --hold                 no mail: connections stay idle once ready (after EHLO,\n"
+	      "                         and TLS) until --duration ends\n"
 	      "  --json                 final report as one JSON line on stdout\n"
 	      "  --progress             live rate on stderr (default when stderr is a tty)\n",
 	      f);
@@ -112,6 +122,13 @@ enum blast_opt {
 	O_PIPELINE,
 	O_PROGRESS,
 	O_NO_PROGRESS,
+	O_STARTTLS,
+	O_TLS,
+	O_TLS_RESUME,
+	O_TLS_CA,
+	O_TLS_NAME,
+	O_HANDSHAKES,
+	O_HOLD,
 	O_HELP
 };
 
@@ -138,6 +155,13 @@ static const struct option blast_longopts[] = {
 	{ "pipeline", required_argument, NULL, O_PIPELINE },
 	{ "progress", no_argument, NULL, O_PROGRESS },
 	{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
+	{ "starttls", no_argument, NULL, O_STARTTLS },
+	{ "tls", no_argument, NULL, O_TLS },
+	{ "tls-resume", no_argument, NULL, O_TLS_RESUME },
+	{ "tls-ca", required_argument, NULL, O_TLS_CA },
+	{ "tls-name", required_argument, NULL, O_TLS_NAME },
+	{ "handshakes", required_argument, NULL, O_HANDSHAKES },
+	{ "hold", no_argument, NULL, O_HOLD },
 	{ "help", no_argument, NULL, O_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -202,9 +226,43 @@ static void set_defaults(struct blast_opts *o)
 	o->progress = isatty(STDERR_FILENO);
 }
 
+/* apply_tls_opt - the TLS and no-mail options; false when c is none of them. */
+static bool apply_tls_opt(struct blast_opts *o, int c, const char *v)
+{
+	switch (c) {
+	case O_STARTTLS:
+		o->starttls = true;
+		return true;
+	case O_TLS:
+		o->tls_implicit = true;
+		return true;
+	case O_TLS_RESUME:
+		o->tls_resume = true;
+		return true;
+	case O_TLS_CA:
+		o->tls_ca = v;
+		return true;
+	case O_TLS_NAME:
+		if (!*v || strlen(v) >= sizeof(o->tls_name))
+			rp_die(RP_EX_USAGE, "--tls-name: expected a host name");
+		snprintf(o->tls_name, sizeof(o->tls_name), "%s", v);
+		return true;
+	case O_HANDSHAKES:
+		o->handshakes = num_opt("handshakes", v, 0, UINT64_MAX);
+		o->handshake_loop = true;
+		return true;
+	case O_HOLD:
+		o->hold = true;
+		return true;
+	}
+	return false;
+}
+
 /* apply_opt - one option c with its argument v; bad usage exits 64. */
 static void apply_opt(struct blast_opts *o, struct arg_state *st, int c, const char *v)
 {
+	if (apply_tls_opt(o, c, v))
+		return;
 	switch (c) {
 	case O_SERVER:
 		snprintf(o->server_text, sizeof(o->server_text), "%s", v);
@@ -296,6 +354,40 @@ static void apply_opt(struct blast_opts *o, struct arg_state *st, int c, const c
 	}
 }
 
+/* server_host - the host part of --server ("[::1]:25" -> "::1"). */
+static void server_host(const char *hostport, char *out, size_t outlen)
+{
+	const char *p = hostport;
+	size_t n;
+	if (*p == '[') {
+		p++;
+		n = strcspn(p, "]");
+	} else {
+		const char *colon = strrchr(p, ':');
+		n = colon ? (size_t)(colon - p) : strlen(p);
+	}
+	snprintf(out, outlen, "%.*s", (int)n, p);
+}
+
+/* check_tls_opts - the TLS and no-mail options fit together; exits 64. */
+static void check_tls_opts(struct blast_opts *o)
+{
+	bool tls = o->starttls || o->tls_implicit;
+	if (o->starttls && o->tls_implicit)
+		rp_die(RP_EX_USAGE, "--starttls and --tls: one or the other");
+	if ((tls || o->handshake_loop || o->hold) && o->mode != &blast_mode_smtp)
+		rp_die(RP_EX_USAGE, "--starttls, --tls, --handshakes and --hold are for mode smtp");
+	if (!tls && (o->tls_resume || o->tls_ca || o->tls_name[0]))
+		rp_die(RP_EX_USAGE,
+		       "--tls-resume, --tls-ca and --tls-name need --starttls or --tls");
+	if (o->handshake_loop && o->hold)
+		rp_die(RP_EX_USAGE, "--handshakes and --hold: one or the other");
+	if ((o->hold || (o->handshake_loop && !o->handshakes)) && !o->duration_ms)
+		rp_die(RP_EX_USAGE, "--hold and --handshakes 0 end with --duration: give it");
+	if (tls && !o->tls_name[0])
+		server_host(o->server_text, o->tls_name, sizeof(o->tls_name));
+}
+
 /* parse_args - options into the run's settings; bad usage exits 64. */
 static void parse_args(struct blast_opts *o, int argc, char **argv)
 {
@@ -319,6 +411,52 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 		rp_die(RP_EX_USAGE, "--pipeline: mode %s has one transaction in flight",
 		       o->mode->name);
 	o->batch = st.batch ? st.batch : o->mode->batches ? DEFAULT_BATCH : 1;
+	check_tls_opts(o);
+}
+
+/* per_s - n / seconds, whole (0 when no time passed). */
+static double per_s(uint64_t n, double seconds)
+{
+	return seconds > 0 ? (double)(uint64_t)((double)n / seconds) : 0;
+}
+
+/* report_json_extra - "tls", "loop" and "hold", when the options made them. */
+static void report_json_extra(const struct blast_opts *o, const struct blast_report *r,
+                              struct buf *b)
+{
+	if (o->starttls || o->tls_implicit) {
+		buf_printf(b,
+		           ", \"tls\": {\"mode\": \"%s\", \"handshakes\": %llu, \"resumed\": %llu, "
+		           "\"failed\": %llu, \"seconds\": ",
+		           o->starttls ? "starttls" : "implicit",
+		           (unsigned long long)r->tls_handshakes,
+		           (unsigned long long)r->tls_resumed, (unsigned long long)r->tls_failed);
+		bench_json_num(b, r->tls_seconds);
+		buf_puts(b, ", \"handshakes_per_s\": ");
+		bench_json_num(b, per_s(r->tls_handshakes, r->tls_seconds));
+		buf_puts(b, ", \"handshake_ms\": {\"p50\": ");
+		bench_json_num(b, r->tls_latency.p50);
+		buf_puts(b, ", \"p99\": ");
+		bench_json_num(b, r->tls_latency.p99);
+		buf_puts(b, ", \"max\": ");
+		bench_json_num(b, r->tls_latency.max);
+		buf_puts(b, "}}");
+	}
+	if (o->handshake_loop) {
+		buf_printf(b, ", \"loop\": {\"sessions\": %llu, \"seconds\": ",
+		           (unsigned long long)r->loop_sessions);
+		bench_json_num(b, r->loop_seconds);
+		buf_puts(b, ", \"sessions_per_s\": ");
+		bench_json_num(b, per_s(r->loop_sessions, r->loop_seconds));
+		buf_puts(b, "}");
+	}
+	if (o->hold) {
+		buf_printf(b,
+		           ", \"hold\": {\"peak\": %llu, \"idle_closed\": %llu, \"all_held_s\": ",
+		           (unsigned long long)r->held_peak, (unsigned long long)r->idle_closed);
+		bench_json_num(b, r->all_held_s);
+		buf_puts(b, "}");
+	}
 }
 
 /* report_json - the contract's JSON line. */
@@ -356,7 +494,9 @@ static void report_json(const struct blast_opts *o, const struct blast_report *r
 	bench_json_num(&b, r->latency.p999);
 	buf_puts(&b, ", \"max\": ");
 	bench_json_num(&b, r->latency.max);
-	buf_puts(&b, "}}\n");
+	buf_puts(&b, "}");
+	report_json_extra(o, r, &b);
+	buf_puts(&b, "}\n");
 	fwrite(buf_head(&b), 1, buf_used(&b), stdout);
 	buf_free(&b);
 }
@@ -382,6 +522,21 @@ static void report_text(const struct blast_opts *o, const struct blast_report *r
 	printf("latency ms (request written -> final reply)  p50 %.3f  p99 %.3f  p999 %.3f  "
 	       "max %.3f\n",
 	       r->latency.p50, r->latency.p99, r->latency.p999, r->latency.max);
+	if (o->starttls || o->tls_implicit)
+		printf("tls (%s) handshakes %llu  resumed %llu  failed %llu  %.0f/s  "
+		       "handshake ms p50 %.3f  p99 %.3f\n",
+		       o->starttls ? "starttls" : "implicit", (unsigned long long)r->tls_handshakes,
+		       (unsigned long long)r->tls_resumed, (unsigned long long)r->tls_failed,
+		       per_s(r->tls_handshakes, r->tls_seconds), r->tls_latency.p50,
+		       r->tls_latency.p99);
+	if (o->handshake_loop)
+		printf("sessions %llu in %.3f s  %.0f/s\n", (unsigned long long)r->loop_sessions,
+		       r->loop_seconds, per_s(r->loop_sessions, r->loop_seconds));
+	if (o->hold)
+		printf(
+		    "held at most %llu sessions (all %u after %.3f s); %llu closed by the server\n",
+		    (unsigned long long)r->held_peak, o->connections, r->all_held_s,
+		    (unsigned long long)r->idle_closed);
 }
 
 /* main - parse, run, report. */

@@ -21,6 +21,7 @@
 #include "base/buf.h"
 #include "base/conn.h"
 #include "base/loop.h"
+#include "base/tls.h"
 
 #define BLAST_MAX_RCPTS 1000
 #define BLAST_ERR_KEYS  16 /* distinct non-code error keys ("connect", "lost", ...) */
@@ -57,6 +58,8 @@ struct blast_mode {
 	/* release - the session is being freed: free what the state holds
 	 * (NULL: nothing to free). */
 	void (*release)(struct blast_sess *s);
+	/* tls_ready - the TLS handshake completed (NULL: the mode has no TLS). */
+	void (*tls_ready)(struct blast_sess *s);
 };
 
 extern const struct blast_mode blast_mode_smtp;
@@ -87,6 +90,14 @@ struct blast_opts {
 	bool progress;
 	uint64_t timeout_ms; /* longest wait for one reply */
 	uint64_t seed;       /* size-mix PRNG */
+	bool starttls;       /* --starttls: STARTTLS after EHLO, the handshake, EHLO again */
+	bool tls_implicit;   /* --tls: TLS from the first byte (a submissions port) */
+	bool tls_resume;     /* --tls-resume: resume the TLS session a previous one got */
+	const char *tls_ca;  /* --tls-ca: verify the server against these CAs; NULL: never */
+	char tls_name[256];  /* --tls-name (default the --server host): SNI, the verified name */
+	bool handshake_loop; /* --handshakes: no mail; sessions end once ready, replaced */
+	uint64_t handshakes; /* --handshakes N: the run ends after N of them (0: --duration) */
+	bool hold;           /* --hold: ready sessions stay idle until --duration ends */
 };
 
 /* One transaction: chosen by the run, written by the mode with
@@ -126,6 +137,10 @@ struct blast_sess {
 	bool connect_done;        /* the connect completed (either way) */
 	bool ever_connected;
 	bool retiring;                           /* the server closes after the answers in flight */
+	bool tls_started;                        /* TLS began on this connection */
+	bool tls_up;                             /* and its handshake completed */
+	bool held;                               /* --hold: counted among the held sessions */
+	uint64_t tls_start_ns;                   /* monotonic: when TLS began */
 	struct blast_tx *tx;                     /* ring of --pipeline transactions in flight */
 	unsigned tx_head, tx_n;                  /* oldest, and how many */
 	struct blast_job job;                    /* the newest transaction (the one send writes) */
@@ -169,13 +184,23 @@ void blast_sess_retire(struct blast_sess *s);
 void blast_sess_fail(struct blast_sess *s, const char *what);
 /* blast_sess_wait - (re)arm the reply timeout: a reply is due. */
 void blast_sess_wait(struct blast_sess *s);
+/* blast_sess_tls_start - switch s to TLS now (the ClientHello goes out;
+ * unread input is dropped, conn.h): the run's client context, --tls-name,
+ * the session to resume with --tls-resume. The mode hears of the end of the
+ * handshake through its tls_ready; a failure closes the session. */
+void blast_sess_tls_start(struct blast_sess *s);
+/* blast_run_fatal - the server cannot serve this run at all (a capability
+ * the options need is missing): why goes to stderr once, s fails under key,
+ * the run ends and blast_run returns false. */
+void blast_run_fatal(struct blast_sess *s, const char *key, const char *why);
 /* blast_opts_of - the options of the run s belongs to. */
 const struct blast_opts *blast_opts_of(const struct blast_sess *s);
 /* blast_scratch - a buffer the mode may use between two callbacks. */
 struct buf *blast_scratch(struct blast_sess *s);
 
 /* blast_run - the whole run on this thread; fills the report. Returns false
- * when the server could never be reached. */
+ * when the server could never be reached or could not serve the run
+ * (blast_run_fatal). */
 struct blast_report {
 	uint64_t messages; /* messages whose transaction ended */
 	uint64_t requests; /* transactions ended (SMTP transactions, HTTP requests) */
@@ -187,6 +212,18 @@ struct blast_report {
 		char key[16];
 		uint64_t n;
 	} errors[BLAST_ERR_KEYS + 600];
+	/* TLS (--starttls, --tls): handshakes completed, of which resumed, and
+	 * failed (TLS begun, never completed); first began -> last completed. */
+	uint64_t tls_handshakes, tls_resumed, tls_failed;
+	double tls_seconds;
+	struct histo_summary tls_latency; /* TLS begun -> handshake completed */
+	/* --handshakes: sessions that got ready (and quit); start -> last one. */
+	uint64_t loop_sessions;
+	double loop_seconds;
+	/* --hold: most sessions held at once; seconds from the start until all
+	 * --connections were (0: never); held sessions the server closed. */
+	uint64_t held_peak, idle_closed;
+	double all_held_s;
 };
 bool blast_run(const struct blast_opts *o, struct blast_report *rep);
 

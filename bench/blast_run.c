@@ -9,6 +9,12 @@
  * passed, or SIGINT/SIGTERM arrived (a second one ends it at once); the
  * transactions in flight finish, then every session quits and the loop
  * stops when the last one is released.
+ *
+ * Without mail: with --handshakes a session that gets ready quits at once
+ * and is replaced (a loop of connections, or TLS handshakes); with --hold
+ * it stays idle until the end. TLS (--starttls, --tls) is begun by the
+ * mode or at connect; the run owns the client context, counts handshakes
+ * and keeps resumable sessions for --tls-resume.
  */
 #include "blast.h"
 
@@ -75,6 +81,18 @@ struct blast {
 	unsigned signals;
 	struct buf scratch;
 	uint64_t start_ms, progress_ended;
+	uint64_t start_ns; /* monotonic: the run began (the first connects) */
+	bool fatal;        /* blast_run_fatal: the server cannot serve this run */
+
+	struct tls_ctx *tls;                              /* client context, NULL without TLS */
+	struct tls_session **tickets;                     /* --tls-resume: sessions to resume */
+	unsigned ntickets;                                /* in tickets (at most --connections) */
+	uint64_t tls_handshakes, tls_resumed, tls_failed; /* see struct blast_report */
+	uint64_t tls_first_ns, tls_last_ns;               /* first TLS begun, last completed */
+	struct histo tls_lat;                             /* TLS begun -> completed, us */
+	uint64_t loop_sessions, loop_last_ns;             /* --handshakes */
+	uint64_t held, held_peak, idle_closed;            /* --hold */
+	uint64_t all_held_ns;                             /* when --connections were held */
 };
 
 static void open_more(struct blast *b);
@@ -158,6 +176,76 @@ static void tx_pop(struct blast_sess *s)
 		blast_sess_wait(s);
 	else
 		loop_timer_disarm(b->loop, &s->timer);
+}
+
+/* ---- TLS --------------------------------------------------------------- */
+
+/* tls_harvest - --tls-resume: keep the resumable session s got (TLS 1.3
+ * tickets arrive after the handshake, with the replies that follow). Each
+ * is used once, by one later connection: OpenSSL retires a ticket as soon
+ * as a connection that resumed with it gets a fresh one (TLS 1.3 wants
+ * tickets used once), so a ticket shared by connections started together
+ * would fail for those that offer it after that. */
+static void tls_harvest(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	if (!b->o->tls_resume || !s->conn.tls)
+		return;
+	struct tls_session *t = tls_session_take(s->conn.tls);
+	if (!t)
+		return;
+	if (b->ntickets == b->o->connections) {
+		tls_session_free(t); /* enough in stock for every connection */
+		return;
+	}
+	if (!b->tickets)
+		b->tickets = xcalloc(b->o->connections, sizeof(*b->tickets));
+	b->tickets[b->ntickets++] = t;
+}
+
+/* blast_sess_tls_start - TLS with the run's context and options. */
+void blast_sess_tls_start(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	const struct blast_opts *o = b->o;
+	struct tls_session *ticket = b->ntickets ? b->tickets[--b->ntickets] : NULL;
+	struct tls_client_opts co = {
+		.sni = o->tls_name,
+		.verify_name = o->tls_ca ? o->tls_name : NULL,
+		.resume = ticket,
+	};
+	rp_assert(b->tls && !s->tls_started);
+	s->tls_started = true;
+	s->tls_start_ns = rp_mono_ns();
+	if (!b->tls_first_ns)
+		b->tls_first_ns = s->tls_start_ns;
+	conn_tls_client(&s->conn, b->tls, &co);
+	tls_session_free(ticket); /* the session holds its own reference */
+}
+
+/* blast_run_fatal - say why once, fail s, end the run. */
+void blast_run_fatal(struct blast_sess *s, const char *key, const char *why)
+{
+	struct blast *b = s->b;
+	if (!b->fatal)
+		fprintf(stderr, "ringpost-blast: %s: %s\n", b->o->server_text, why);
+	b->fatal = true;
+	blast_sess_fail(s, key);
+	begin_stop(b);
+	finish(b);
+}
+
+/* tls_setup - the client context for --starttls and --tls; exits 66 when
+ * --tls-ca cannot be read. */
+static void tls_setup(struct blast *b)
+{
+	char err[300];
+	if (!b->o->starttls && !b->o->tls_implicit)
+		return;
+	struct tls_client_config cc = { .ca_file = b->o->tls_ca, .min_version = TLS_V1_2 };
+	b->tls = tls_ctx_new_client(&cc, err, sizeof(err));
+	if (!b->tls)
+		rp_die(RP_EX_NOINPUT, "%s", err);
 }
 
 /* ---- sessions ---------------------------------------------------------- */
@@ -341,14 +429,51 @@ static void pace_cqe(struct loop_io *io, const struct loop_cqe *c)
 	pace_run(b);
 }
 
-/* blast_sess_ready - the handshake is done: issue now, queue for a pacing slot, or quit. */
+/* loop_done - --handshakes: one more session got ready; it quits now and
+ * is replaced when released. */
+static void loop_done(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	b->loop_sessions++;
+	b->loop_last_ns = rp_mono_ns();
+	sess_quit(s);
+	if (b->o->handshakes && b->loop_sessions >= b->o->handshakes)
+		begin_stop(b);
+}
+
+/* hold_add - --hold: s stays idle until the end; the first time every
+ * --connections session is held, one line on stderr says so (bench/run
+ * waits for it before measuring). */
+static void hold_add(struct blast_sess *s)
+{
+	struct blast *b = s->b;
+	s->held = true;
+	b->held++;
+	b->held_peak = RP_MAX(b->held_peak, b->held);
+	if (b->held == b->o->connections && !b->all_held_ns) {
+		b->all_held_ns = rp_mono_ns();
+		fprintf(stderr, "ringpost-blast: holding %u sessions\n", b->o->connections);
+	}
+}
+
+/* blast_sess_ready - the handshake is done: issue now, queue for a pacing
+ * slot, or quit (--handshakes), or stay idle (--hold). */
 void blast_sess_ready(struct blast_sess *s)
 {
+	const struct blast_opts *o = s->b->o;
 	rp_assert(!s->tx_n);
 	loop_timer_disarm(s->b->loop, &s->timer);
 	set_state(s, BS_READY);
 	if (s->b->stopping) {
 		sess_quit(s);
+		return;
+	}
+	if (o->handshake_loop) {
+		loop_done(s);
+		return;
+	}
+	if (o->hold) {
+		hold_add(s);
 		return;
 	}
 	sess_fill(s);
@@ -406,6 +531,8 @@ void blast_sess_fail(struct blast_sess *s, const char *what)
 		return;
 	if (!s->tx_n)
 		count_error(b, what);
+	if (s->tls_started && !s->tls_up)
+		b->tls_failed++;
 	bool ended = s->tx_n > 0;
 	while (s->tx_n) {
 		struct blast_tx *t = tx_oldest(s);
@@ -449,6 +576,8 @@ static void on_connected(struct conn *c, int err)
 	set_state(s, BS_HANDSHAKE);
 	blast_sess_wait(s);
 	b->o->mode->start(s);
+	if (b->o->tls_implicit)
+		blast_sess_tls_start(s); /* the greeting comes through TLS */
 	open_more(b);
 }
 
@@ -456,6 +585,7 @@ static void on_connected(struct conn *c, int err)
 static void on_data(struct conn *c)
 {
 	struct blast_sess *s = c->owner;
+	tls_harvest(s);
 	if (s->state == BS_QUIT) {
 		buf_consume(&c->in, buf_used(&c->in));
 		return;
@@ -463,16 +593,47 @@ static void on_data(struct conn *c)
 	s->b->o->mode->data(s);
 }
 
-/* on_closed - the server went away: "lost" unless idle or leaving. */
+/* on_closed - the server went away: "lost" (or "tls-<error>" when TLS
+ * failed) unless idle or leaving. */
 static void on_closed(struct conn *c, int err)
 {
 	struct blast_sess *s = c->owner;
+	char key[16] = "lost";
 	log_debug("blast session %u: closed by the server in %s (%s)", c->io.slot,
 	          state_names[s->state], err ? strerror(-err) : "eof");
+	tls_harvest(s);
+	enum tls_error te = conn_tls_error(c);
+	if (te)
+		snprintf(key, sizeof(key), "tls-%s", tls_error_name(te));
+	if ((te == TLS_E_VERIFY || te == TLS_E_HANDSHAKE) && !s->b->tls_handshakes) {
+		/* No handshake ever worked: the next one will not either. */
+		blast_run_fatal(s, key, tls_error_text(c->tls));
+		return;
+	}
+	if (s->held && !s->b->stopping)
+		s->b->idle_closed++;
 	if (s->state == BS_BUSY || s->state == BS_HANDSHAKE)
-		blast_sess_fail(s, "lost");
+		blast_sess_fail(s, key);
 	else
 		sess_quit(s);
+}
+
+/* on_tls_ready - the handshake completed: count it, then the mode goes on. */
+static void on_tls_ready(struct conn *c)
+{
+	struct blast_sess *s = c->owner;
+	struct blast *b = s->b;
+	uint64_t now = rp_mono_ns();
+	if (s->state == BS_QUIT)
+		return; /* abandoned: our Finished will not leave */
+	s->tls_up = true;
+	b->tls_handshakes++;
+	if (tls_resumed(c->tls))
+		b->tls_resumed++;
+	b->tls_last_ns = now;
+	histo_add(&b->tls_lat, (now - s->tls_start_ns) / 1000);
+	if (b->o->mode->tls_ready)
+		b->o->mode->tls_ready(s);
 }
 
 /* reconnect_tick - retry connects after a failure. */
@@ -492,6 +653,8 @@ static void on_released(struct conn *c)
 	 * transactions are abandoned, neither accepted nor failed. */
 	if (b->o->mode->release)
 		b->o->mode->release(s);
+	if (s->held)
+		b->held--;
 	free(s->tx);
 	rp_list_del(&s->link);
 	b->nsess--;
@@ -518,6 +681,7 @@ static const struct conn_ops blast_conn_ops = {
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,
+	.tls_ready = on_tls_ready,
 };
 
 /* sess_open - one more session; false when no socket could be made. */
@@ -578,14 +742,19 @@ static void drain_timeout(struct loop_timer *t)
 		loop_timer_arm(b->loop, &b->drain, DRAIN_MS, drain_timeout);
 }
 
-/* quit_idle - every session that is not busy says QUIT. */
+/* quit_idle - every session that is not busy says QUIT. A TLS handshake
+ * in progress (with --handshakes, any session still greeting) is let
+ * finish: the session quits once ready, or the drain ends it. Cut off, the
+ * server would count a failed handshake. */
 static void quit_idle(struct blast *b)
 {
 	struct rp_list *pos, *tmp;
 	rp_list_foreach_safe(pos, tmp, &b->sessions)
 	{
 		struct blast_sess *s = rp_list_entry(pos, struct blast_sess, link);
-		if (s->state != BS_BUSY)
+		bool greeting = s->state == BS_HANDSHAKE &&
+		                (b->o->handshake_loop || (s->tls_started && !s->tls_up));
+		if (s->state != BS_BUSY && !greeting)
 			sess_quit(s);
 	}
 }
@@ -684,6 +853,20 @@ static void report_fill(struct blast *b, struct blast_report *rep)
 		memcpy(rep->errors[rep->nerr].key, b->err_keys[i].key, sizeof(rep->errors[0].key));
 		rep->errors[rep->nerr++].n = b->err_keys[i].n;
 	}
+	rep->tls_handshakes = b->tls_handshakes;
+	rep->tls_resumed = b->tls_resumed;
+	rep->tls_failed = b->tls_failed;
+	if (b->tls_last_ns > b->tls_first_ns)
+		rep->tls_seconds = (double)(b->tls_last_ns - b->tls_first_ns) / 1e9;
+	h = &b->tls_lat;
+	histo_summarize(&h, 1, &rep->tls_latency);
+	rep->loop_sessions = b->loop_sessions;
+	if (b->loop_last_ns > b->start_ns)
+		rep->loop_seconds = (double)(b->loop_last_ns - b->start_ns) / 1e9;
+	rep->held_peak = b->held_peak;
+	rep->idle_closed = b->idle_closed;
+	if (b->all_held_ns)
+		rep->all_held_s = (double)(b->all_held_ns - b->start_ns) / 1e9;
 }
 
 /* blast_run - set up the loop, pacer and signals, run, fill the report. */
@@ -700,6 +883,7 @@ bool blast_run(const struct blast_opts *o, struct blast_report *rep)
 		        "ringpost-blast: messages smaller than %u bytes are raised to %u "
 		        "(the headers alone take that much)\n",
 		        b->size_floor, b->size_floor);
+	tls_setup(b);
 	b->log_min = log((double)RP_MAX(o->size_min, 1u));
 	b->log_max = log((double)RP_MAX(o->size_max, 1u));
 
@@ -724,6 +908,7 @@ bool blast_run(const struct blast_opts *o, struct blast_report *rep)
 	sig_arm(b);
 
 	b->start_ms = loop_now_ms(b->loop);
+	b->start_ns = rp_mono_ns();
 	b->last_connect_ok_ms = b->start_ms;
 	if (o->duration_ms)
 		loop_timer_arm(b->loop, &b->deadline, o->duration_ms, deadline_hit);
@@ -736,13 +921,17 @@ bool blast_run(const struct blast_opts *o, struct blast_report *rep)
 		fputc('\n', stderr);
 	}
 	report_fill(b, rep);
-	bool reached = !b->unreachable;
+	bool reached = !b->unreachable && !b->fatal;
 	/* Every session is released; exiting the ring cancels the pacer and
 	 * the signal read, whose buffers are in b. */
 	loop_free(b->loop);
 	close(b->sigfd);
 	buf_free(&b->scratch);
 	blast_msg_free();
+	for (unsigned i = 0; i < b->ntickets; i++)
+		tls_session_free(b->tickets[i]);
+	free(b->tickets);
+	tls_ctx_unref(b->tls);
 	free(b);
 	return reached;
 }

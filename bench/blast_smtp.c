@@ -7,6 +7,11 @@
  * without PIPELINING, one command per round trip. The outcome of a
  * transaction is the first reply that decided it: MAIL's if refused, else
  * the first RCPT refusal if no recipient was taken, else the final reply.
+ *
+ * With --starttls: EHLO, STARTTLS, the handshake once its 220 is consumed,
+ * EHLO again (a server that does not offer STARTTLS ends the run); with
+ * --handshakes the session is ready as soon as the handshake completes.
+ * With --tls the whole session is in TLS (the run begins it at connect).
  */
 #include "blast.h"
 
@@ -25,11 +30,13 @@ enum sm_phase {
 	SM_READY,    /* between transactions */
 	SM_TX,       /* [RSET] MAIL, RCPTs, DATA or BDAT replies due */
 	SM_CONTENT,  /* DATA content sent, the final reply due */
+	SM_STARTTLS, /* STARTTLS sent, its 220 due */
+	SM_TLS,      /* the TLS handshake runs */
 	SM_NPHASES,
 };
 
 static const char *const phase_names[SM_NPHASES] = {
-	"greeting", "ehlo", "helo", "ready", "tx", "content",
+	"greeting", "ehlo", "helo", "ready", "tx", "content", "starttls", "tls",
 };
 
 struct smtp_st {
@@ -40,6 +47,8 @@ struct smtp_st {
 	bool need_rset;    /* the last transaction failed half-way */
 	bool rset_pending; /* a RSET reply comes before MAIL's */
 	bool mail_failed;
+	bool tls_begin;   /* STARTTLS's 220 arrived: TLS begins once it is consumed */
+	bool tls;         /* STARTTLS done: the EHLO that follows needs no STARTTLS */
 	unsigned step;    /* replies of this transaction: 0 MAIL, 1..R RCPT, R+1 DATA/BDAT */
 	unsigned rcpt_ok; /* recipients accepted */
 	int mail_code;    /* MAIL's refusal */
@@ -235,10 +244,51 @@ static void on_tx_reply(struct blast_sess *s, struct smtp_st *st, int code)
 	set_phase(s, st, SM_CONTENT);
 }
 
+/* on_ehlo_ok - EHLO (or HELO) accepted: STARTTLS first if wanted, else
+ * the session is ready with what the server offers. */
+static void on_ehlo_ok(struct blast_sess *s, struct smtp_st *st, const struct smtp_reply *r)
+{
+	const struct blast_opts *o = blast_opts_of(s);
+	struct smtp_caps caps = { 0 };
+	if (st->phase == SM_EHLO)
+		smtp_caps_parse(r, &caps);
+	if (o->starttls && !st->tls) {
+		if (!(caps.flags & SMTP_CAP_STARTTLS)) {
+			blast_run_fatal(s, "no-starttls",
+			                "the server does not offer STARTTLS (--starttls)");
+			return;
+		}
+		conn_puts(&s->conn, "STARTTLS\r\n");
+		set_phase(s, st, SM_STARTTLS);
+		return;
+	}
+	st->pipelining = o->pipelining && (caps.flags & SMTP_CAP_PIPELINING);
+	st->chunking = o->chunking && (caps.flags & SMTP_CAP_CHUNKING);
+	st->size = caps.flags & SMTP_CAP_SIZE;
+	set_phase(s, st, SM_READY);
+	blast_sess_ready(s);
+}
+
+/* smtp_tls_ready - the handshake completed: EHLO again (RFC 3207), or with
+ * --handshakes that was all. With --tls the greeting is still to come. */
+static void smtp_tls_ready(struct blast_sess *s)
+{
+	struct smtp_st *st = blast_sess_state(s);
+	if (st->phase != SM_TLS)
+		return;
+	if (blast_opts_of(s)->handshake_loop) {
+		set_phase(s, st, SM_READY);
+		blast_sess_ready(s);
+		return;
+	}
+	conn_puts(&s->conn, "EHLO " EHLO_NAME "\r\n");
+	set_phase(s, st, SM_EHLO);
+	blast_sess_wait(s);
+}
+
 /* on_reply - one complete reply in the current phase. */
 static void on_reply(struct blast_sess *s, struct smtp_st *st, const struct smtp_reply *r)
 {
-	const struct blast_opts *o = blast_opts_of(s);
 	int code = r->code;
 	bool ok = code / 100 == 2;
 	if (code == 421 && st->phase != SM_READY) {
@@ -257,14 +307,7 @@ static void on_reply(struct blast_sess *s, struct smtp_st *st, const struct smtp
 	case SM_EHLO:
 	case SM_HELO:
 		if (ok) {
-			struct smtp_caps caps = { 0 };
-			if (st->phase == SM_EHLO)
-				smtp_caps_parse(r, &caps);
-			st->pipelining = o->pipelining && (caps.flags & SMTP_CAP_PIPELINING);
-			st->chunking = o->chunking && (caps.flags & SMTP_CAP_CHUNKING);
-			st->size = caps.flags & SMTP_CAP_SIZE;
-			set_phase(s, st, SM_READY);
-			blast_sess_ready(s);
+			on_ehlo_ok(s, st, r);
 			return;
 		}
 		if (st->phase == SM_EHLO && code / 100 == 5) {
@@ -283,6 +326,17 @@ static void on_reply(struct blast_sess *s, struct smtp_st *st, const struct smtp
 	case SM_READY:
 		/* Unsolicited (a 421 before an idle close): leave. */
 		blast_sess_fail(s, "lost");
+		return;
+	case SM_STARTTLS:
+		if (code != 220) {
+			fail_code(s, code);
+			return;
+		}
+		st->tls_begin = true; /* smtp_data, once this reply is consumed */
+		set_phase(s, st, SM_TLS);
+		return;
+	case SM_TLS:
+		blast_sess_fail(s, "protocol"); /* clear text while TLS begins */
 		return;
 	case SM_NPHASES:
 		break;
@@ -306,6 +360,13 @@ static void smtp_data(struct blast_sess *s)
 		}
 		on_reply(s, st, &r);
 		buf_consume(in, (size_t)n);
+		if (st->tls_begin) {
+			/* Anything after the 220 is dropped: it did not come through TLS. */
+			st->tls_begin = false;
+			st->tls = true;
+			blast_sess_tls_start(s);
+			break;
+		}
 	}
 	/* More replies are due: the clock restarts at each one. */
 	if (!conn_closing(&s->conn) && st->phase != SM_READY)
@@ -322,4 +383,5 @@ const struct blast_mode blast_mode_smtp = {
 	.send = smtp_send,
 	.data = smtp_data,
 	.quit = smtp_quit,
+	.tls_ready = smtp_tls_ready,
 };
