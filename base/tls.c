@@ -262,6 +262,27 @@ struct tls_ctx *tls_ctx_new_server(const struct tls_server_config *cfg, char *er
 	return ctx_wrap(sc, true);
 }
 
+/* load_system_cas - the system's CAs as SSL_CTX_set_default_verify_paths
+ * finds them (the bundle file and the hashed directory, or SSL_CERT_FILE
+ * and SSL_CERT_DIR), without the "store" lookup OpenSSL 3 adds there: that
+ * one lists the whole CA directory (getdents) for every issuer it cannot
+ * find, i.e. on every handshake with a self-signed or privately issued
+ * certificate, which opportunistic SMTP meets all the time (0.26 ms of
+ * system time per handshake with Debian's 290 entries). Missing paths are
+ * not an error, as there. */
+static bool load_system_cas(SSL_CTX *sc)
+{
+	X509_STORE *st = SSL_CTX_get_cert_store(sc);
+	X509_LOOKUP *file = X509_STORE_add_lookup(st, X509_LOOKUP_file());
+	X509_LOOKUP *dir = X509_STORE_add_lookup(st, X509_LOOKUP_hash_dir());
+	if (!file || !dir)
+		return false;
+	X509_LOOKUP_load_file(file, NULL, X509_FILETYPE_DEFAULT);
+	X509_LOOKUP_add_dir(dir, NULL, X509_FILETYPE_DEFAULT);
+	ERR_clear_error();
+	return true;
+}
+
 struct tls_ctx *tls_ctx_new_client(const struct tls_client_config *cfg, char *err, size_t errlen)
 {
 	pthread_once(&init_once, init_once_fn);
@@ -276,7 +297,7 @@ struct tls_ctx *tls_ctx_new_client(const struct tls_client_config *cfg, char *er
 	}
 	bool ok = cfg->ca_file && cfg->ca_file[0]
 	              ? SSL_CTX_load_verify_locations(sc, cfg->ca_file, NULL) == 1
-	              : SSL_CTX_set_default_verify_paths(sc) == 1;
+	              : load_system_cas(sc);
 	if (!ok) {
 		openssl_text(why, sizeof(why), "unreadable");
 		snprintf(err, errlen, "%s: cannot load CA certificates: %s",
