@@ -233,6 +233,73 @@ def host_info():
     return info
 
 
+# ---- TLS files ----------------------------------------------------------------
+
+class TlsFiles:
+    """A throwaway CA and the server certificates it signs, made with the
+    openssl command line in directory d (ca.pem, NAME-KIND.pem with the
+    chain, NAME-KIND.key). kind: "ec" (ECDSA P-256) or "rsa" (RSA-2048)."""
+
+    def __init__(self, d):
+        self.dir = Path(d)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = self.dir / "ca.pem"
+        self.ca_key = self.dir / "ca.key"
+        self._serial = 1
+        self._key(self.ca_key, "ec")
+        self._openssl("req", "-x509", "-new", "-key", self.ca_key, "-days", "2",
+                      "-subj", "/CN=ringpost bench CA", "-addext",
+                      "basicConstraints=critical,CA:TRUE", "-addext",
+                      "keyUsage=critical,keyCertSign,cRLSign", "-out", self.ca)
+
+    @staticmethod
+    def _openssl(*args):
+        exe = shutil.which("openssl")
+        if not exe:
+            raise BenchError("openssl not found (Debian package openssl)", EX_UNAVAILABLE)
+        r = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=120)
+        if r.returncode:
+            raise BenchError(f"openssl {args[0]}: {r.stderr.strip()[:300]}")
+
+    def _key(self, path, kind):
+        if kind == "ec":
+            self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                          "-out", path)
+        elif kind == "rsa":
+            self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                          "-out", path)
+        else:
+            raise BenchError(f"unknown key kind {kind!r} (ec, rsa)")
+
+    def issue(self, name, ips=("127.0.0.1",), kind="ec"):
+        """A certificate for name and the IP addresses ips: (chain, key)."""
+        stem = self.dir / f"{name}-{kind}"
+        key, csr, crt, ext = (stem.with_suffix(x) for x in (".key", ".csr", ".crt", ".ext"))
+        chain = stem.with_suffix(".pem")
+        self._key(key, kind)
+        self._openssl("req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", csr)
+        sans = ",".join([f"DNS:{name}"] + [f"IP:{ip}" for ip in ips])
+        ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
+                       "basicConstraints=CA:FALSE\n")
+        self._serial += 1
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                      "-set_serial", self._serial, "-days", "2", "-extfile", ext, "-out", crt)
+        chain.write_text(crt.read_text() + self.ca.read_text())
+        return chain, key
+
+
+def offers_starttls(port, host="127.0.0.1", timeout=10):
+    """Whether the SMTP server at host:port lists STARTTLS in its EHLO
+    reply. BenchError when it cannot be asked."""
+    import smtplib
+    try:
+        with smtplib.SMTP(host, port, local_hostname="probe.bench.test", timeout=timeout) as c:
+            c.ehlo()
+            return c.has_extn("starttls")
+    except (OSError, smtplib.SMTPException) as e:
+        raise BenchError(f"cannot ask {host}:{port} for its EHLO reply: {e}") from None
+
+
 # ---- the sink ---------------------------------------------------------------
 
 class Sink:
@@ -346,7 +413,7 @@ class Ringpost:
 
     def __init__(self, binary, workdir, routes, *, max_connections=100, shards=0,
                  log_level="warn", server=None, queue=None, domain_defaults=None,
-                 submission=None):
+                 submission=None, tls=None, submissions=False):
         self.binary = binary
         self.workdir = Path(workdir)
         self.routes = routes  # {domain: "host:port"}
@@ -354,9 +421,12 @@ class Ringpost:
         self.shards = shards
         self.log_level = log_level
         self.extra = {"server": server or {}, "queue": queue or {},
-                      "domain *": domain_defaults or {}, "submission": submission or {}}
+                      "domain *": domain_defaults or {}, "submission": submission or {},
+                      "tls": tls or {}}
+        self.want_submissions = submissions  # [listen] submissions (implicit TLS; needs tls)
         self.port = None      # SMTP submission
         self.api_port = None  # HTTP API
+        self.submissions_port = None
         self.proc = None
         self.spool = self.workdir / "spool"
         self.config_path = self.workdir / "ringpost.conf"
@@ -377,13 +447,18 @@ class Ringpost:
             "queue": {"retry": "2s, 10s, 30s", "max_age": "1h"},
             "domain *": {"max_connections": str(self.max_connections),
                          "connect_timeout": "30s"},
+            "tls": {},  # [tls] cert and key: the submission listener's certificate
         }
+        if self.submissions_port:
+            sec["listen"]["submissions"] = f"127.0.0.1:{self.submissions_port}"
         for name, d in self.extra.items():
             sec[name].update({k: str(v) for k, v in d.items()})
         for dom, addr in self.routes.items():
             sec[f"domain {dom}"] = {"route": addr}
         out = ["; written by bench/ for one benchmark run"]
         for name, keys in sec.items():
+            if not keys:
+                continue
             out.append(f"[{name}]")
             out += [f"{k} = {v}" for k, v in keys.items()]
             out.append("")
@@ -394,6 +469,10 @@ class Ringpost:
         self.api_port = free_port()
         while self.api_port == self.port:
             self.api_port = free_port()
+        if self.want_submissions:
+            self.submissions_port = free_port()
+            while self.submissions_port in (self.port, self.api_port):
+                self.submissions_port = free_port()
         self.config_path.write_text(self.config_text())
         self._err = open(self.err_path, "wb")
         self.proc = spawn([self.binary, "serve", "-c", self.config_path],
@@ -412,6 +491,18 @@ class Ringpost:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def listens_submissions(self, wait=1.0):
+        """Whether ringpost listens on the [listen] submissions port it was
+        given (a build without implicit TLS accepts the key and does not)."""
+        if not self.submissions_port:
+            return False
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proclib.listening(self.submissions_port):
+                return True
+            time.sleep(0.05)
+        return False
 
     def status(self):
         return proc_status(self.proc.pid)
