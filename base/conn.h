@@ -121,7 +121,9 @@ static inline bool conn_closing(const struct conn *c)
  * after conn_attach, or STARTTLS once its 220 is queued: what c->out holds
  * still goes out in clear text first). Unconsumed input is discarded: a
  * client's commands pipelined behind STARTTLS must not be read as if they
- * came through TLS (the CVE-2011-0411 class). */
+ * came through TLS (the CVE-2011-0411 class). Called from the data
+ * callback, the caller must not consume from c->in afterwards (it is
+ * empty): consume the STARTTLS line first, or stop reading. */
 void conn_tls_server(struct conn *c, struct tls_ctx *ctx);
 /* conn_tls_client - the same as the client: sends the ClientHello. */
 void conn_tls_client(struct conn *c, struct tls_ctx *ctx, const struct tls_client_opts *opts);
