@@ -41,6 +41,17 @@ static int user_cmp(const void *a, const void *b)
 	return strcmp(((const struct auth_user *)a)->name, ((const struct auth_user *)b)->name);
 }
 
+/* hash_known - a hash crypt(3) can check and the users file takes: every
+ * method libxcrypt counts as current ($y$, $6$, ...), and $5$ (SHA-256
+ * crypt, `openssl passwd -5`), which the contract names but Debian's
+ * libxcrypt counts as legacy. DES, MD5 and the other legacy methods, and
+ * anything that is not a hash ("!", "*", a plain password), stay out. */
+static bool hash_known(const char *hash)
+{
+	int r = crypt_checksalt(hash);
+	return r == CRYPT_SALT_OK || (r == CRYPT_SALT_METHOD_LEGACY && !strncmp(hash, "$5$", 3));
+}
+
 /* parse_line - "name:hash" (trailing blanks and CR dropped). */
 static bool parse_line(char *line, struct auth_user *out, const char **why)
 {
@@ -59,7 +70,7 @@ static bool parse_line(char *line, struct auth_user *out, const char **why)
 		*why = "bad user name";
 		return false;
 	}
-	if (crypt_checksalt(hash) != CRYPT_SALT_OK) {
+	if (!hash_known(hash)) {
 		*why = "the hash is not a crypt(3) hash this system accepts ($y$, $6$, $5$)";
 		return false;
 	}
