@@ -123,7 +123,8 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 	}
 	fclose(f);
 	OPENSSL_cleanse(line, sizeof(line));
-	qsort(u->v, u->n, sizeof(*u->v), user_cmp);
+	if (u->n) /* no array at all for a file of comments: qsort(NULL) is undefined */
+		qsort(u->v, u->n, sizeof(*u->v), user_cmp);
 	for (unsigned i = 1; i < u->n; i++)
 		if (!strcmp(u->v[i].name, u->v[i - 1].name)) {
 			snprintf(err, errlen, "%s: user %s is listed twice", path, u->v[i].name);
@@ -159,7 +160,7 @@ unsigned auth_users_count(const struct auth_users *u)
 /* find - the hash of name, or NULL. */
 static const char *find(const struct auth_users *u, const char *name)
 {
-	if (!u)
+	if (!u || !u->n) /* an empty table has no array to bsearch */
 		return NULL;
 	struct auth_user key = { .name = (char *)name };
 	const struct auth_user *e = bsearch(&key, u->v, u->n, sizeof(*u->v), user_cmp);
