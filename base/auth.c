@@ -389,6 +389,17 @@ static bool limit_key(const struct sockaddr *sa, unsigned char key[16], uint8_t 
 	return false;
 }
 
+/* stale - e holds nothing worth keeping at now: not blocked, no failure in
+ * the current window, and its last back-off over for longer than the
+ * longest one. Such an entry may be replaced by another address, and its
+ * own address starts over with it as with a new one (a repeat that long
+ * after is a first offence again, whichever happens first). */
+static bool stale(const struct limit_entry *e, uint64_t now)
+{
+	return e->family && e->blocked_until <= now && now - e->window_ms >= LIMIT_WINDOW_MS &&
+	       (!e->block_ms || now - e->blocked_until > LIMIT_BLOCK_MAX_MS);
+}
+
 /* lookup - the entry for key (locked); with make, a new or the least
  * useful one replaced. */
 static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *key, uint8_t family,
@@ -400,10 +411,7 @@ static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *k
 		struct limit_entry *e = &l->v[(h + probe) & (LIMIT_SLOTS - 1)];
 		if (e->family == family && !memcmp(e->key, key, 16))
 			return e;
-		bool stale = e->family && e->blocked_until <= now &&
-		             now - e->window_ms >= LIMIT_WINDOW_MS &&
-		             (!e->block_ms || now - e->blocked_until > LIMIT_BLOCK_MAX_MS);
-		if (!victim && (!e->family || stale))
+		if (!victim && (!e->family || stale(e, now)))
 			victim = e;
 	}
 	if (!make)
@@ -445,6 +453,10 @@ unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, ui
 		return 0;
 	pthread_mutex_lock(&l->lock);
 	struct limit_entry *e = lookup(l, key, family, true, now_ms);
+	if (stale(e, now_ms)) {
+		e->block_ms = 0;
+		e->blocked_until = 0;
+	}
 	if (now_ms - e->window_ms >= LIMIT_WINDOW_MS) {
 		e->window_ms = now_ms;
 		e->failures = 0;
