@@ -137,13 +137,13 @@ static bool rewrite(const char *path, const char *name, const char *entry)
 	char *copy = xstrdup(path);
 	char tmp[4096];
 	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%d", dirname(copy), basename((char *)path),
-		 (int)getpid());
+	         (int)getpid());
 	free(copy);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
 		rp_die(RP_EX_CANTCREAT, "%s: cannot create: %s", tmp, strerror(errno));
-	bool ok = write(fd, buf_head(&out), buf_used(&out)) == (ssize_t)buf_used(&out) &&
-		  fsync(fd) == 0;
+	bool ok =
+	    write(fd, buf_head(&out), buf_used(&out)) == (ssize_t)buf_used(&out) && fsync(fd) == 0;
 	ok = close(fd) == 0 && ok;
 	buf_free(&out);
 	if (!ok || rename(tmp, path) != 0) {
@@ -174,8 +174,8 @@ int cli_user(int argc, char **argv)
 	if (!verb || !name || (strcmp(verb, "add") && strcmp(verb, "del")))
 		rp_die(RP_EX_USAGE, "usage: ringpost user -c FILE add|del NAME");
 	if (!name_ok(name))
-		rp_die(RP_EX_DATAERR, "'%s' is not a user name (no ':', spaces or control characters)",
-		       name);
+		rp_die(RP_EX_DATAERR,
+		       "'%s' is not a user name (no ':', spaces or control characters)", name);
 	struct config *cfg = cli_load_config(argc, argv);
 	if (!cfg->auth_users[0])
 		rp_die(RP_EX_CONFIG, "%s: [auth] users is not set", cfg->path);

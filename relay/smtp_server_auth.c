@@ -83,8 +83,7 @@ void srv_tls_ready(struct conn *c)
 	s->tls = true;
 	s->srv->tls_sessions++;
 	tls_describe(c->tls, s->tls_desc, sizeof(s->tls_desc));
-	log_debug("smtpd %s: TLS %s%s", s->peer, s->tls_desc,
-		  s->implicit_tls ? " (implicit)" : "");
+	log_debug("smtpd %s: TLS %s%s", s->peer, s->tls_desc, s->implicit_tls ? " (implicit)" : "");
 }
 
 /* ---- AUTH -------------------------------------------------------------- */
@@ -122,17 +121,18 @@ static void failed(struct srv_session *s, const char *mech, const char *user)
 	char quoted[AUTH_NAME_MAX * 2 + 8];
 	srv->auth_failed++;
 	unsigned n = auth_limiter_fail(srv->limiter, (const struct sockaddr *)&s->peer_ss,
-				       rp_mono_ms(), &blocked);
+	                               rp_mono_ms(), &blocked);
 	log_quote(quoted, sizeof(quoted), user, strlen(user));
 	log_warn("smtpd %s: authentication failed method=%s user=%s failures=%u", s->peer, mech,
-		 quoted, n);
+	         quoted, n);
 	auth_end(s);
 	if (blocked) {
 		char text[300];
-		log_warn("smtpd %s: too many authentication failures; refusing the address for a while",
-			 s->peer);
+		log_warn(
+		    "smtpd %s: too many authentication failures; refusing the address for a while",
+		    s->peer);
 		snprintf(text, sizeof(text), "421 4.7.0 %s Error: too many authentication failures",
-			 srv_cfg(s)->hostname);
+		         srv_cfg(s)->hostname);
 		srv_close_with(s, text);
 		return;
 	}
@@ -167,7 +167,7 @@ static void auth_done(struct mq_item *item, void *ctx)
 	char quoted[AUTH_NAME_MAX * 2 + 8];
 	log_quote(quoted, sizeof(quoted), user, strlen(user));
 	log_info("smtpd %s: authenticated method=%s user=%s%s%s", s->peer, mech, quoted,
-		 s->tls ? " tls=" : "", s->tls ? s->tls_desc : "");
+	         s->tls ? " tls=" : "", s->tls ? s->tls_desc : "");
 	auth_end(s);
 	srv_reply(s, "235 2.7.0 Authentication successful");
 	srv_set_state(s, SS_IDLE);
@@ -176,12 +176,12 @@ static void auth_done(struct mq_item *item, void *ctx)
 
 /* check - credentials decoded: the hash runs on the auth threads. */
 static void check(struct srv_session *s, const char *mech, const char *user, size_t ulen,
-		  const char *pass, size_t plen)
+                  const char *pass, size_t plen)
 {
 	if (!ulen || ulen > AUTH_NAME_MAX || plen > AUTH_PASS_MAX || memchr(user, '\0', ulen)) {
 		char shown[AUTH_NAME_MAX + 1];
 		snprintf(shown, sizeof(shown), "%.*s", (int)RP_MIN(ulen, (size_t)AUTH_NAME_MAX),
-			 user);
+		         user);
 		failed(s, mech, shown);
 		return;
 	}
@@ -192,7 +192,7 @@ static void check(struct srv_session *s, const char *mech, const char *user, siz
 	s->auth_step = AUTH_NONE;
 	srv_set_state(s, SS_AUTH);
 	auth_check(s->srv->checker, &a->req, s->srv->users, user, ulen, pass, plen,
-		   loop_inbox(s->srv->loop), auth_done);
+	           loop_inbox(s->srv->loop), auth_done);
 }
 
 /* decode - a base64 response into out; false (and a 501) when it is not. */
@@ -244,7 +244,7 @@ static void login_user(struct srv_session *s, const char *p, size_t n)
 	if (!decode(s, p, n, &b))
 		return;
 	snprintf(s->login_user, sizeof(s->login_user), "%.*s",
-		 (int)RP_MIN(buf_used(&b), (size_t)AUTH_NAME_MAX), buf_head(&b));
+	         (int)RP_MIN(buf_used(&b), (size_t)AUTH_NAME_MAX), buf_head(&b));
 	wipe(&b);
 	s->auth_step = AUTH_LOGIN_PASS;
 	srv_reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
@@ -281,7 +281,8 @@ void srv_cmd_auth(struct srv_session *s, const struct smtp_cmd *c)
 		return;
 	}
 	if (!auth_allowed(s)) {
-		srv_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		srv_error(s,
+		          "538 5.7.11 Encryption required for requested authentication mechanism");
 		return;
 	}
 	const char *sp = memchr(c->arg, ' ', c->arg_len);
@@ -307,7 +308,7 @@ void srv_cmd_auth(struct srv_session *s, const struct smtp_cmd *c)
 		return;
 	}
 	srv_error(s, mlen ? "504 5.5.4 Error: unsupported authentication mechanism"
-			  : "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+	                  : "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
 }
 
 void srv_auth_response(struct srv_session *s, const char *line, size_t len)
