@@ -395,6 +395,7 @@ static void on_released(struct conn *c)
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
 	s->released = true;
 	loop_timer_disarm(s->srv->loop, &s->timer);
+	loop_timer_disarm(s->srv->loop, &s->fail_timer);
 	srv_may_free(s);
 }
 

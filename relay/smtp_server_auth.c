@@ -106,7 +106,7 @@ static void wipe(struct buf *b)
 /* fail_reply - the delayed 535; then commands again. */
 static void fail_reply(struct loop_timer *t)
 {
-	struct srv_session *s = RP_CONTAINER_OF(t, struct srv_session, timer);
+	struct srv_session *s = RP_CONTAINER_OF(t, struct srv_session, fail_timer);
 	srv_reply(s, "535 5.7.8 Error: authentication failed");
 	srv_set_state(s, SS_IDLE);
 	srv_resume(s);
@@ -137,8 +137,9 @@ static void failed(struct srv_session *s, const char *mech, const char *user)
 		return;
 	}
 	srv_set_state(s, SS_AUTH);
+	/* Its own timer: input arriving meanwhile re-arms the idle one. */
 	uint64_t delay = RP_MIN((uint64_t)n * FAIL_DELAY_MS, (uint64_t)FAIL_DELAY_MAX_MS);
-	loop_timer_arm(srv->loop, &s->timer, delay, fail_reply);
+	loop_timer_arm(srv->loop, &s->fail_timer, delay, fail_reply);
 }
 
 /* auth_done - the checker's answer, on the session's loop. */
