@@ -482,6 +482,18 @@ def auth_dialogues(x):
         check(lines[0].startswith("535 5.7.8 "), f"reply {lines}")
         c.cmd(f"AUTH PLAIN {plain_ir(ALICE, ALICE_PW, authz=ALICE)}", 235,
               "authzid = authcid is fine")
+    # A NUL in the name or the password makes other credentials (crypt(3)
+    # would stop at it): PLAIN's fourth field, LOGIN's password or name.
+    nul = [("127.0.0.11", [f"AUTH PLAIN {plain_ir(ALICE, ALICE_PW + chr(0) + 'more')}"]),
+           ("127.0.0.12", ["AUTH LOGIN", b64(ALICE), b64(ALICE_PW + "\0more")]),
+           ("127.0.0.13", ["AUTH LOGIN", b64(ALICE + "\0more"), b64(ALICE_PW)])]
+    for source, dialogue in nul:
+        c, _ = starttls(x, x.d.port, source=source)
+        with c:
+            for line in dialogue[:-1]:
+                c.cmd(line, 334)
+            c.cmd(dialogue[-1], (501, 535), f"{dialogue[0]}: credentials with a NUL in them")
+            c.cmd(f"AUTH PLAIN {plain_ir(ALICE, ALICE_PW)}", 235, "then the real ones")
 
 
 @cases.add
