@@ -26,7 +26,8 @@ Cases:
     "alice"; an unverifiable certificate is refused by the client;
   - AUTH dialogues: PLAIN and LOGIN with and without initial responses,
     "*" aborts, bad base64, an unknown mechanism, AUTH twice, authzid for
-    someone else;
+    someone else, a NUL in the password or LOGIN's name (the right password
+    then NUL and more is not the right password);
   - STARTTLS injection (CVE-2011-0411 class): "STARTTLS\\r\\nMAIL ..." in one
     write, then TLS: the MAIL is not run (RCPT gets 503, MAIL gets 250 not
     "nested"), nor an injected EHLO; clear text sent after the 220 is
@@ -37,7 +38,8 @@ Cases:
     works in that session;
   - at max_failures: 421 4.7.0, and the address is refused at connect on
     both ports while another address is served;
-  - a client that floods while its 535 is delayed is held back (the
+  - commands sent while a 535 is delayed are answered after it (they do
+    not cancel it); a client that floods meanwhile is held back (the
     daemon stops reading), and the session ends in 421;
   - users reload: `user add bob`, SIGHUP, bob logs in (and $5$/$6$ lines
     from openssl passwd); `user del bob`, SIGHUP, 535; a malformed file or
