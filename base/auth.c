@@ -41,6 +41,17 @@ static int user_cmp(const void *a, const void *b)
 	return strcmp(((const struct auth_user *)a)->name, ((const struct auth_user *)b)->name);
 }
 
+/* hash_known - a hash crypt(3) can check and the users file takes: every
+ * method libxcrypt counts as current ($y$, $6$, ...), and $5$ (SHA-256
+ * crypt, `openssl passwd -5`), which the contract names but Debian's
+ * libxcrypt counts as legacy. DES, MD5 and the other legacy methods, and
+ * anything that is not a hash ("!", "*", a plain password), stay out. */
+static bool hash_known(const char *hash)
+{
+	int r = crypt_checksalt(hash);
+	return r == CRYPT_SALT_OK || (r == CRYPT_SALT_METHOD_LEGACY && !strncmp(hash, "$5$", 3));
+}
+
 /* parse_line - "name:hash" (trailing blanks and CR dropped). */
 static bool parse_line(char *line, struct auth_user *out, const char **why)
 {
@@ -59,7 +70,7 @@ static bool parse_line(char *line, struct auth_user *out, const char **why)
 		*why = "bad user name";
 		return false;
 	}
-	if (crypt_checksalt(hash) != CRYPT_SALT_OK) {
+	if (!hash_known(hash)) {
 		*why = "the hash is not a crypt(3) hash this system accepts ($y$, $6$, $5$)";
 		return false;
 	}
@@ -112,7 +123,8 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 	}
 	fclose(f);
 	OPENSSL_cleanse(line, sizeof(line));
-	qsort(u->v, u->n, sizeof(*u->v), user_cmp);
+	if (u->n) /* no array at all for a file of comments: qsort(NULL) is undefined */
+		qsort(u->v, u->n, sizeof(*u->v), user_cmp);
 	for (unsigned i = 1; i < u->n; i++)
 		if (!strcmp(u->v[i].name, u->v[i - 1].name)) {
 			snprintf(err, errlen, "%s: user %s is listed twice", path, u->v[i].name);
@@ -148,7 +160,7 @@ unsigned auth_users_count(const struct auth_users *u)
 /* find - the hash of name, or NULL. */
 static const char *find(const struct auth_users *u, const char *name)
 {
-	if (!u)
+	if (!u || !u->n) /* an empty table has no array to bsearch */
 		return NULL;
 	struct auth_user key = { .name = (char *)name };
 	const struct auth_user *e = bsearch(&key, u->v, u->n, sizeof(*u->v), user_cmp);
@@ -377,6 +389,17 @@ static bool limit_key(const struct sockaddr *sa, unsigned char key[16], uint8_t 
 	return false;
 }
 
+/* stale - e holds nothing worth keeping at now: not blocked, no failure in
+ * the current window, and its last back-off over for longer than the
+ * longest one. Such an entry may be replaced by another address, and its
+ * own address starts over with it as with a new one (a repeat that long
+ * after is a first offence again, whichever happens first). */
+static bool stale(const struct limit_entry *e, uint64_t now)
+{
+	return e->family && e->blocked_until <= now && now - e->window_ms >= LIMIT_WINDOW_MS &&
+	       (!e->block_ms || now - e->blocked_until > LIMIT_BLOCK_MAX_MS);
+}
+
 /* lookup - the entry for key (locked); with make, a new or the least
  * useful one replaced. */
 static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *key, uint8_t family,
@@ -388,10 +411,7 @@ static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *k
 		struct limit_entry *e = &l->v[(h + probe) & (LIMIT_SLOTS - 1)];
 		if (e->family == family && !memcmp(e->key, key, 16))
 			return e;
-		bool stale = e->family && e->blocked_until <= now &&
-		             now - e->window_ms >= LIMIT_WINDOW_MS &&
-		             (!e->block_ms || now - e->blocked_until > LIMIT_BLOCK_MAX_MS);
-		if (!victim && (!e->family || stale))
+		if (!victim && (!e->family || stale(e, now)))
 			victim = e;
 	}
 	if (!make)
@@ -433,6 +453,10 @@ unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, ui
 		return 0;
 	pthread_mutex_lock(&l->lock);
 	struct limit_entry *e = lookup(l, key, family, true, now_ms);
+	if (stale(e, now_ms)) {
+		e->block_ms = 0;
+		e->blocked_until = 0;
+	}
 	if (now_ms - e->window_ms >= LIMIT_WINDOW_MS) {
 		e->window_ms = now_ms;
 		e->failures = 0;

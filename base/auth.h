@@ -12,7 +12,8 @@
  *
  * struct auth_limiter counts failed logins per client address (IPv4 /32,
  * IPv6 /64) over a minute; past the limit the address is refused for a
- * back-off period that doubles on each repeat (up to an hour). One limiter
+ * back-off period that doubles on each repeat (up to an hour); a repeat more
+ * than an hour after the last back-off ended starts over at a minute. One limiter
  * serves every shard and protocol (SMTP AUTH, IMAP, POP3); its lock is
  * taken only when an address has failed recently.
  */

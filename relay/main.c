@@ -166,6 +166,11 @@ static int cmd_serve(int argc, char **argv)
 {
 	struct config *cfg = cli_load_config(argc, argv);
 	char err[600];
+	/* Certificates, keys and the users file before anything else, logging
+	 * included: a bad one is the one line on stderr that goes with exit 78. */
+	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
+	if (!cref)
+		rp_die(RP_EX_CONFIG, "%s", err);
 	if (!log_open(cfg->log_path))
 		rp_die(RP_EX_CANTCREAT, "cannot open log %s: %s", cfg->log_path, strerror(errno));
 	log_set_level(cfg->log_level);
@@ -188,10 +193,6 @@ static int cmd_serve(int argc, char **argv)
 		                    .max_size = cfg->max_size,
 		                    .min_free = cfg->min_free,
 		                    .keep_done_ms = cfg->keep_done_ms };
-	/* Certificates, keys and the users file before anything else. */
-	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
-	if (!cref)
-		rp_die(RP_EX_CONFIG, "%s", err);
 	struct spool *spool = spool_open(&so, err, sizeof(err));
 	if (!spool)
 		rp_die(RP_EX_IOERR, "%s", err);

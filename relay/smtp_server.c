@@ -349,8 +349,10 @@ static void srv_process(struct srv_session *s)
 		}
 		buf_consume(in, total);
 	}
-	/* While blocked on the spool, do not let a client fill our memory. */
-	if (s->state == SS_COMMIT && buf_used(in) > PAUSE_INPUT_BYTES)
+	/* While blocked on the spool or on a password check (and its failure
+	 * delay, up to 5 s), do not let a client fill our memory: stop
+	 * reading; srv_resume reads again. */
+	if ((s->state == SS_COMMIT || s->state == SS_AUTH) && buf_used(in) > PAUSE_INPUT_BYTES)
 		conn_recv_pause(c);
 }
 
@@ -393,6 +395,7 @@ static void on_released(struct conn *c)
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
 	s->released = true;
 	loop_timer_disarm(s->srv->loop, &s->timer);
+	loop_timer_disarm(s->srv->loop, &s->fail_timer);
 	srv_may_free(s);
 }
 

@@ -106,7 +106,7 @@ static void wipe(struct buf *b)
 /* fail_reply - the delayed 535; then commands again. */
 static void fail_reply(struct loop_timer *t)
 {
-	struct srv_session *s = RP_CONTAINER_OF(t, struct srv_session, timer);
+	struct srv_session *s = RP_CONTAINER_OF(t, struct srv_session, fail_timer);
 	srv_reply(s, "535 5.7.8 Error: authentication failed");
 	srv_set_state(s, SS_IDLE);
 	srv_resume(s);
@@ -137,8 +137,9 @@ static void failed(struct srv_session *s, const char *mech, const char *user)
 		return;
 	}
 	srv_set_state(s, SS_AUTH);
+	/* Its own timer: input arriving meanwhile re-arms the idle one. */
 	uint64_t delay = RP_MIN((uint64_t)n * FAIL_DELAY_MS, (uint64_t)FAIL_DELAY_MAX_MS);
-	loop_timer_arm(srv->loop, &s->timer, delay, fail_reply);
+	loop_timer_arm(srv->loop, &s->fail_timer, delay, fail_reply);
 }
 
 /* auth_done - the checker's answer, on the session's loop. */
@@ -174,11 +175,14 @@ static void auth_done(struct mq_item *item, void *ctx)
 	srv_resume(s);
 }
 
-/* check - credentials decoded: the hash runs on the auth threads. */
+/* check - credentials decoded: the hash runs on the auth threads. A NUL
+ * in the name or the password fails: RFC 4616 allows none, and crypt(3)
+ * would stop at it, so "password NUL anything" would pass for "password". */
 static void check(struct srv_session *s, const char *mech, const char *user, size_t ulen,
                   const char *pass, size_t plen)
 {
-	if (!ulen || ulen > AUTH_NAME_MAX || plen > AUTH_PASS_MAX || memchr(user, '\0', ulen)) {
+	if (!ulen || ulen > AUTH_NAME_MAX || plen > AUTH_PASS_MAX || memchr(user, '\0', ulen) ||
+	    memchr(pass, '\0', plen)) {
 		char shown[AUTH_NAME_MAX + 1];
 		snprintf(shown, sizeof(shown), "%.*s", (int)RP_MIN(ulen, (size_t)AUTH_NAME_MAX),
 		         user);
@@ -243,8 +247,13 @@ static void login_user(struct srv_session *s, const char *p, size_t n)
 	struct buf b = { 0 };
 	if (!decode(s, p, n, &b))
 		return;
-	snprintf(s->login_user, sizeof(s->login_user), "%.*s",
-	         (int)RP_MIN(buf_used(&b), (size_t)AUTH_NAME_MAX), buf_head(&b));
+	/* A name check() must refuse (a NUL, too long) would be cut here to
+	 * one it takes: keep none instead, and it fails after the password,
+	 * like any wrong name. */
+	size_t len = buf_used(&b);
+	if (len > AUTH_NAME_MAX || memchr(buf_head(&b), '\0', len))
+		len = 0;
+	snprintf(s->login_user, sizeof(s->login_user), "%.*s", (int)len, buf_head(&b));
 	wipe(&b);
 	s->auth_step = AUTH_LOGIN_PASS;
 	srv_reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */

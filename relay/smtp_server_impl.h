@@ -64,9 +64,10 @@ struct srv_session {
 	struct smtpd *srv;
 	struct rp_list link; /* on srv->sessions */
 	enum srv_state state;
-	struct loop_timer timer; /* idle timeout */
-	char peer[64];           /* "[ip]:port" */
-	char peer_ip[56];        /* for Received: "[ip]" or "[IPv6:..]" */
+	struct loop_timer timer;      /* idle timeout */
+	struct loop_timer fail_timer; /* the delayed 535 of a failed AUTH */
+	char peer[64];                /* "[ip]:port" */
+	char peer_ip[56];             /* for Received: "[ip]" or "[IPv6:..]" */
 	char helo[128];
 	bool esmtp;
 	bool relay_ok;        /* inside [submission] networks */

@@ -12,11 +12,23 @@ from .config import API_KEY
 
 
 class SMTPConn:
-    """A raw-socket SMTP client: exact bytes out, exact replies in."""
+    """A raw-socket SMTP client: exact bytes out, exact replies in. source:
+    the local address to connect from (another 127.x.y.z is another client
+    to the daemon's per-address limits)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=30):
-        self.sock = socket.create_connection((host, port), timeout=timeout * SLOW)
+    def __init__(self, port, host="127.0.0.1", timeout=30, source=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout * SLOW,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
+
+    def start_tls(self, context, server_hostname):
+        """TLS from here on (after STARTTLS's 220, or at once for implicit
+        TLS), verified as context says. Clear text received and not read
+        yet would be taken for the handshake: it is a failure."""
+        if self.buf:
+            raise TestFailure(f"clear text before the TLS handshake: {self.buf[:200]!r}")
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+        return self
 
     def __enter__(self):
         return self
@@ -125,15 +137,21 @@ class ApiReply:
 _url_opener = None
 
 
-def api_request(port, method, path, body=None, *, key=API_KEY, headers=None, timeout=30):
+def api_request(port, method, path, body=None, *, key=API_KEY, headers=None, timeout=30,
+                tls=None):
     """One request with Python's urllib; errors (4xx/5xx) are answers too.
     body: bytes as they are, anything else as JSON. key None: no
-    Authorization header."""
+    Authorization header. tls: an ssl.SSLContext to speak HTTPS with (an
+    [api] tls = yes listener)."""
     import urllib.error
     import urllib.request
     global _url_opener
     if _url_opener is None:
         _url_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = _url_opener
+    if tls is not None:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=tls))
     data = body
     hdrs = {}
     if body is not None and not isinstance(body, (bytes, bytearray)):
@@ -143,10 +161,11 @@ def api_request(port, method, path, body=None, *, key=API_KEY, headers=None, tim
     if key is not None:
         hdrs["Authorization"] = f"Bearer {key}"
     hdrs.update(headers or {})
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers=hdrs)
+    scheme = "https" if tls is not None else "http"
+    req = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}", data=data,
+                                 method=method, headers=hdrs)
     try:
-        with _url_opener.open(req, timeout=timeout * SLOW) as r:
+        with opener.open(req, timeout=timeout * SLOW) as r:
             return ApiReply(r.status, r.headers, r.read())
     except urllib.error.HTTPError as e:
         with e:

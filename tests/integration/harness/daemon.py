@@ -20,6 +20,7 @@ class Daemon:
         self.config_path = str(config_path)
         self.port = port
         self.api_port = api_port  # [listen] api, when the config has one
+        self.api_tls = None  # an ssl.SSLContext when the API speaks HTTPS ([api] tls = yes)
         self.log_path = env.dir / f"{name}.log"
         self.proc = None
         self._log_start = 0
@@ -27,6 +28,7 @@ class Daemon:
     def api(self, method, path, body=None, **kw):
         """One request to this daemon's HTTP API (api_request)."""
         check(self.api_port, "this daemon has no [listen] api")
+        kw.setdefault("tls", self.api_tls)
         return api_request(self.api_port, method, path, body, **kw)
 
     def start(self, timeout=15):
