@@ -28,6 +28,7 @@
 struct auth_user {
 	char *name;
 	char *hash;
+	unsigned line; /* in the file, for errors */
 };
 
 struct auth_users {
@@ -119,7 +120,7 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 			snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
 			goto fail;
 		}
-		u->n++;
+		u->v[u->n++].line = lineno;
 	}
 	fclose(f);
 	OPENSSL_cleanse(line, sizeof(line));
@@ -127,7 +128,10 @@ struct auth_users *auth_users_load(const char *path, char *err, size_t errlen)
 		qsort(u->v, u->n, sizeof(*u->v), user_cmp);
 	for (unsigned i = 1; i < u->n; i++)
 		if (!strcmp(u->v[i].name, u->v[i - 1].name)) {
-			snprintf(err, errlen, "%s: user %s is listed twice", path, u->v[i].name);
+			unsigned a = RP_MIN(u->v[i].line, u->v[i - 1].line);
+			unsigned b = RP_MAX(u->v[i].line, u->v[i - 1].line);
+			snprintf(err, errlen, "%s:%u: user %s is listed twice (first on line %u)",
+			         path, b, u->v[i].name, a);
 			users_free(u);
 			return NULL;
 		}
@@ -222,7 +226,14 @@ struct auth_checker {
 static void check_one(struct auth_checker *ac, struct auth_req *req)
 {
 	const char *hash = find(req->users, req->user);
-	bool ok = auth_verify(req->pass, hash ? hash : ac->dummy);
+	/* An unknown name is hashed with a real user's setting (the same
+	 * algorithm and cost): how long the answer takes does not tell which
+	 * names exist, whatever mix of hash types the file holds. */
+	const char *setting = hash;
+	if (!setting && auth_users_count(req->users))
+		setting =
+		    req->users->v[rp_hash64(req->user, strlen(req->user)) % req->users->n].hash;
+	bool ok = auth_verify(req->pass, setting ? setting : ac->dummy);
 	OPENSSL_cleanse(req->pass, sizeof(req->pass));
 	req->ok = ok && hash != NULL;
 	auth_users_unref(req->users);
@@ -416,8 +427,17 @@ static struct limit_entry *lookup(struct auth_limiter *l, const unsigned char *k
 	}
 	if (!make)
 		return NULL;
-	if (!victim)
-		victim = &l->v[h & (LIMIT_SLOTS - 1)];
+	if (!victim) {
+		/* Every slot around is in use: replace the one whose block or
+		 * window ends first, never a fresher block for an older entry. */
+		for (unsigned probe = 0; probe < 8; probe++) {
+			struct limit_entry *e = &l->v[(h + probe) & (LIMIT_SLOTS - 1)];
+			uint64_t until = RP_MAX(e->blocked_until, e->window_ms + LIMIT_WINDOW_MS);
+			if (!victim || until < RP_MAX(victim->blocked_until,
+			                              victim->window_ms + LIMIT_WINDOW_MS))
+				victim = e;
+		}
+	}
 	if (!victim->family)
 		atomic_fetch_add(&l->active, 1);
 	memset(victim, 0, sizeof(*victim));

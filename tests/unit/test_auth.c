@@ -94,8 +94,8 @@ static const struct load_case load_cases[] = {
 	{ "DES (legacy)", "alice:ab01234567890\n", -1, NULL, 1, "not a crypt(3) hash" },
 	{ "MD5 $1$ (legacy)", "alice:$1$saltsalt$3v4E1bI8sQQ7iIXwL0kbp.\n", -1, NULL, 1,
 	  "not a crypt(3) hash" },
-	{ "a duplicate user", "alice:" HASH6 "\nbob:" HASH5 "\nalice:" HASHY "\n", -1, NULL, 0,
-	  "alice is listed twice" },
+	{ "a duplicate user", "alice:" HASH6 "\nbob:" HASH5 "\nalice:" HASHY "\n", -1, NULL, 3,
+	  "alice is listed twice (first on line 1)" },
 };
 
 TestSuite(auth_users, .init = setup_dir, .fini = teardown_dir);
