@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <strings.h>
@@ -331,4 +332,20 @@ uint64_t rp_raise_nofile(void)
 			getrlimit(RLIMIT_NOFILE, &rl);
 	}
 	return rl.rlim_cur;
+}
+
+bool rp_random_bytes(void *p, size_t n)
+{
+	unsigned char *w = p;
+	while (n) {
+		ssize_t r = getrandom(w, n, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		w += r;
+		n -= (size_t)r;
+	}
+	return true;
 }

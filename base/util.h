@@ -109,6 +109,9 @@ char *rp_lower(char *s);
 bool rp_strcaseprefix(const char *s, size_t len, const char *prefix);
 /* rp_hash64 - FNV-1a over bytes; stable across runs (used for sharding). */
 uint64_t rp_hash64(const void *p, size_t n);
+/* rp_random_bytes - n bytes from the kernel's CSPRNG (getrandom); false
+ * when it cannot give them. */
+bool rp_random_bytes(void *p, size_t n);
 
 /* rp_id_format - a message id as 16 lower-case hex digits plus NUL. */
 void rp_id_format(uint64_t id, char out[17]);

@@ -120,8 +120,12 @@ struct sched_ops {
 
 struct sched_config {
 	struct retry_policy retry;
-	uint32_t max_outbound; /* sessions of this shard, all destinations */
-	const char *hostname;  /* Reporting-MTA of DSNs (must outlive the config) */
+	uint32_t max_outbound;         /* sessions of this shard, all destinations */
+	const char *hostname;          /* Reporting-MTA of DSNs (must outlive the config) */
+	const char *verp_domain;       /* [queue] bounce_domain: each recipient's
+	                                * return path is a signed VERP address
+	                                * there (verp.h); NULL or "" = off */
+	const unsigned char *verp_key; /* the spool's VERP key */
 };
 
 /* Facts about an attempt, for the delivery log line. */

@@ -6,6 +6,7 @@
  * recycled (at most FREE_JOBS_MAX kept).
  */
 #include "sched_impl.h"
+#include "verp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +134,24 @@ static bool job_load(struct sched *s, struct sched_job *j)
 		}
 	}
 	j->nrcpt = keep;
+	/* VERP: one recipient per transaction, whose return path names it.
+	 * A bounce (null sender) keeps its null sender. */
+	if (ok && keep == 1 && j->sender_len && s->cfg.verp_domain && s->cfg.verp_domain[0]) {
+		char verp[VERP_ADDR_MAX];
+		size_t n = verp_encode(s->cfg.verp_key, j->msgid, j->rcpt[0].r->idx,
+		                       s->cfg.verp_domain, verp, sizeof(verp));
+		if (n) {
+			/* Appending may move the strings: re-point everything. */
+			size_t off = buf_used(&j->strings);
+			buf_append(&j->strings, verp, n);
+			const char *base = buf_head(&j->strings);
+			j->sender = base + off;
+			j->sender_len = n;
+			j->envid = base + envid_off;
+			j->rcpt[0].addr = base + addr_off[0];
+			j->rcpt[0].orcpt = base + orcpt_off[0];
+		}
+	}
 out:
 	spool_reader_end(s->reader);
 	return ok;

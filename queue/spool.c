@@ -10,12 +10,6 @@
 #include "base/log.h"
 #include "base/util.h"
 
-struct spool_reader {
-	struct spool *sp;
-	MDB_txn *txn; /* reset between uses, renewed by begin */
-	bool active;
-};
-
 static int mkdir_p(const char *dir)
 {
 	char tmp[4096];
@@ -51,7 +45,7 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 		{ "meta", &sp->dbi_meta },           { "msg", &sp->dbi_msg },
 		{ "body", &sp->dbi_body },           { "rcpt", &sp->dbi_rcpt },
 		{ "expire", &sp->dbi_expire },       { "mbox", &sp->dbi_mbox },
-		{ "mbox_meta", &sp->dbi_mbox_meta },
+		{ "mbox_meta", &sp->dbi_mbox_meta }, { "suppress", &sp->dbi_suppress },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(dbs); i++) {
 		rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -107,6 +101,19 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 		vv.mv_size = sizeof(uv);
 		vv.mv_data = &uv;
 		mdb_put(txn, sp->dbi_mbox_meta, &vk, &vv, 0);
+	}
+	/* The VERP signing key is made once, with the spool. */
+	MDB_val kk = { .mv_size = 8, .mv_data = "verp_key" }, kv;
+	if (mdb_get(txn, sp->dbi_meta, &kk, &kv) == 0 && kv.mv_size == sizeof(sp->verp_key)) {
+		memcpy(sp->verp_key, kv.mv_data, sizeof(sp->verp_key));
+	} else if (!rp_random_bytes(sp->verp_key, sizeof(sp->verp_key))) {
+		snprintf(err, errlen, "%s: no random bytes for the VERP key", sp->dir);
+		mdb_txn_abort(txn);
+		return false;
+	} else {
+		kv.mv_size = sizeof(sp->verp_key);
+		kv.mv_data = sp->verp_key;
+		mdb_put(txn, sp->dbi_meta, &kk, &kv, 0);
 	}
 	rc = mdb_txn_commit(txn);
 	if (rc) {
@@ -243,8 +250,10 @@ void spool_refresh_usage(struct spool *sp)
 	uint64_t live_pages = 4; /* the two meta pages and the free and main DB roots */
 	MDB_txn *txn;
 	if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) == 0) {
-		MDB_dbi dbis[] = { sp->dbi_meta,   sp->dbi_msg,  sp->dbi_body,     sp->dbi_rcpt,
-			           sp->dbi_expire, sp->dbi_mbox, sp->dbi_mbox_meta };
+		MDB_dbi dbis[] = {
+			sp->dbi_meta,   sp->dbi_msg,  sp->dbi_body,      sp->dbi_rcpt,
+			sp->dbi_expire, sp->dbi_mbox, sp->dbi_mbox_meta, sp->dbi_suppress
+		};
 		for (size_t i = 0; i < RP_ARRAY_LEN(dbis); i++) {
 			MDB_stat st2;
 			if (mdb_stat(txn, dbis[i], &st2) == 0)
@@ -435,83 +444,4 @@ uint64_t spool_scan_pending(struct spool_reader *r,
 	}
 	mdb_cursor_close(cur);
 	return n;
-}
-
-/* ---- the bounce mailbox ------------------------------------------------ */
-
-bool spool_mbox_decode(const void *p, size_t n, struct spool_mbox_entry *e)
-{
-	struct spool_mbox_hdr h;
-	if (n < sizeof(h))
-		return false;
-	memcpy(&h, p, sizeof(h));
-	if (h.version != SPOOL_MBOX_VERSION)
-		return false;
-	e->flags = h.flags;
-	e->date_ms = h.date_ms;
-	e->data = (const char *)p + sizeof(h);
-	e->len = n - sizeof(h);
-	return true;
-}
-
-bool spool_mbox_get(struct spool_reader *r, uint32_t uid, struct spool_mbox_entry *e)
-{
-	unsigned char kb[4];
-	rp_put_be32(kb, uid);
-	MDB_val k = { .mv_size = 4, .mv_data = kb }, v;
-	rp_assert(r->active);
-	if (mdb_get(r->txn, r->sp->dbi_mbox, &k, &v))
-		return false;
-	e->uid = uid;
-	return spool_mbox_decode(v.mv_data, v.mv_size, e);
-}
-
-unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
-                            bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg)
-{
-	unsigned char kb[4];
-	MDB_cursor *cur;
-	unsigned n = 0;
-	rp_assert(r->active);
-	rp_put_be32(kb, from);
-	if (mdb_cursor_open(r->txn, r->sp->dbi_mbox, &cur))
-		return 0;
-	MDB_val k = { .mv_size = 4, .mv_data = kb }, v;
-	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct spool_mbox_entry e;
-		if (k.mv_size != 4 || !spool_mbox_decode(v.mv_data, v.mv_size, &e))
-			continue;
-		e.uid = rp_get_be32(k.mv_data);
-		n++;
-		if (!fn(&e, arg))
-			break;
-	}
-	mdb_cursor_close(cur);
-	return n;
-}
-
-void spool_mbox_ids(struct spool_reader *r, uint32_t *uidvalidity, uint32_t *uidnext)
-{
-	MDB_val k = { .mv_size = 11, .mv_data = "uidvalidity" }, v;
-	rp_assert(r->active);
-	*uidvalidity = 1;
-	*uidnext = 1;
-	if (!mdb_get(r->txn, r->sp->dbi_mbox_meta, &k, &v) && v.mv_size == 4)
-		memcpy(uidvalidity, v.mv_data, 4);
-	MDB_cursor *cur;
-	if (mdb_cursor_open(r->txn, r->sp->dbi_mbox, &cur))
-		return;
-	MDB_val ck, cv;
-	if (mdb_cursor_get(cur, &ck, &cv, MDB_LAST) == 0 && ck.mv_size == 4)
-		*uidnext = rp_get_be32(ck.mv_data) + 1;
-	mdb_cursor_close(cur);
-	k.mv_size = 7;
-	k.mv_data = "uidnext";
-	if (!mdb_get(r->txn, r->sp->dbi_mbox_meta, &k, &v) && v.mv_size == 4) {
-		uint32_t stored;
-		memcpy(&stored, v.mv_data, 4);
-		if (stored > *uidnext)
-			*uidnext = stored;
-	}
 }

@@ -33,10 +33,12 @@ struct spool_reader;
 
 /* Recipient states, as the API reports them. */
 enum spool_state {
-	SPOOL_QUEUED = 0,    /* waiting for its first attempt (or in flight) */
-	SPOOL_DEFERRED = 1,  /* tried, will be tried again */
-	SPOOL_DELIVERED = 2, /* final: accepted by the next hop */
-	SPOOL_BOUNCED = 3,   /* final: failed, DSN generated */
+	SPOOL_QUEUED = 0,     /* waiting for its first attempt (or in flight) */
+	SPOOL_DEFERRED = 1,   /* tried, will be tried again */
+	SPOOL_DELIVERED = 2,  /* final: accepted by the next hop */
+	SPOOL_BOUNCED = 3,    /* final: failed, DSN generated */
+	SPOOL_SUPPRESSED = 4, /* final: on the suppression list, never tried */
+	SPOOL_COMPLAINED = 5, /* final: delivered, then the recipient complained */
 };
 #define SPOOL_STATE_FINAL(s) ((s) >= SPOOL_DELIVERED)
 const char *spool_state_name(unsigned state);
@@ -113,10 +115,18 @@ bool spool_rcpt_decode(const void *p, size_t n, struct spool_rcpt *r);
 /* ---- environment ------------------------------------------------------- */
 
 struct spool_options {
-	const char *dir;       /* created if missing */
-	uint64_t max_size;     /* LMDB map size: the spool's size limit */
-	uint64_t min_free;     /* refuse submissions below this much free disk */
-	uint64_t keep_done_ms; /* keep finished messages' status this long */
+	const char *dir;            /* created if missing */
+	uint64_t max_size;          /* LMDB map size: the spool's size limit */
+	uint64_t min_free;          /* refuse submissions below this much free disk */
+	uint64_t keep_done_ms;      /* keep finished messages' status this long */
+	bool suppress;              /* recipients on the suppression list become
+	                             * SPOOL_SUPPRESSED at submission */
+	uint32_t mbox_max_messages; /* the bounce mailbox keeps the newest this many */
+	uint64_t mbox_max_age_ms;   /* ... and none older than this (0 = no limit) */
+	/* mbox_changed - messages were added to or removed from the mailbox, or
+	 * their flags changed (the writer's thread, after the commit). */
+	void (*mbox_changed)(void *arg);
+	void *mbox_arg;
 };
 
 /* spool_open - open (or create) the spool and start its writer thread.
@@ -145,10 +155,30 @@ void spool_usage(const struct spool *sp, struct spool_usage *u);
 /* ---- writes (group commit on the writer thread) ------------------------ */
 
 enum spool_req_type {
-	SPOOL_REQ_SUBMIT,   /* store a new message with its recipients (durable) */
-	SPOOL_REQ_UPDATE,   /* change recipients' state after attempts */
-	SPOOL_REQ_SYNC,     /* answer once everything before it is durable */
-	SPOOL_REQ_MBOX_PUT, /* append a message to the bounce mailbox */
+	SPOOL_REQ_SUBMIT,       /* store a new message with its recipients (durable) */
+	SPOOL_REQ_UPDATE,       /* change recipients' state after attempts */
+	SPOOL_REQ_SYNC,         /* answer once everything before it is durable */
+	SPOOL_REQ_MBOX_PUT,     /* append a message to the bounce mailbox */
+	SPOOL_REQ_MBOX_STORE,   /* change the flags of mailbox messages */
+	SPOOL_REQ_MBOX_EXPUNGE, /* remove mailbox messages */
+	SPOOL_REQ_SUPPRESS,     /* add an address to, or remove it from, the suppression list */
+	SPOOL_REQ_INBOUND,      /* a bounce or complaint that arrived: the mailbox, the
+	                         * recipients it names, the suppression list (durable) */
+};
+
+/* What an arriving report says about one of our recipients. */
+struct spool_event {
+	uint64_t msgid; /* the recipient it names (from the VERP address), 0 = none */
+	uint32_t idx;
+	uint8_t state;        /* SPOOL_BOUNCED or SPOOL_COMPLAINED */
+	const char *response; /* the remote's status and text (copied) */
+	size_t response_len;
+	bool suppress;    /* add the recipient's address to the suppression list */
+	const char *addr; /* the address to suppress when the recipient record is
+	                   * gone (expired): the report's own, or NULL */
+	size_t addr_len;
+	const char *reason; /* why, for the suppression list */
+	bool found;         /* set by the writer: the recipient record was there */
 };
 
 enum spool_status {
@@ -199,8 +229,31 @@ struct spool_req {
 			size_t len;
 			uint64_t date_ms; /* internal date */
 			uint32_t uid;     /* set by the writer */
-		} mbox;
+			uint8_t flags;    /* MBOX_* it starts with */
+			bool durable;     /* sync before answering */
+		} mbox;                   /* MBOX_PUT, and the mailbox part of INBOUND */
+		struct {
+			const uint32_t *uids; /* the messages (missing ones are skipped) */
+			unsigned n;
+			uint8_t set, clear; /* flags |= set, then &= ~clear */
+		} store;
+		struct {
+			const uint32_t *uids;
+			unsigned n;
+			unsigned removed; /* set by the writer */
+		} expunge;
+		struct {
+			const char *addr; /* any case: stored lower-case */
+			size_t addr_len;
+			bool add; /* add (or update) / remove */
+			const char *reason;
+			size_t reason_len;
+			bool existed; /* set by the writer: it was on the list */
+		} suppress;
 	} u;
+	/* INBOUND only (beside u.mbox): the events it applies. */
+	struct spool_event *events;
+	unsigned nevents;
 };
 
 /* spool_request - hand a request to the writer (any thread). The caller's
@@ -260,5 +313,34 @@ unsigned spool_mbox_foreach(struct spool_reader *r, uint32_t from,
                             bool (*fn)(const struct spool_mbox_entry *e, void *arg), void *arg);
 /* spool_mbox_uidvalidity - the mailbox's UIDVALIDITY and next UID. */
 void spool_mbox_ids(struct spool_reader *r, uint32_t *uidvalidity, uint32_t *uidnext);
+/* spool_mbox_generation - a number that changes whenever the mailbox does
+ * (any thread, no transaction): a cheap "anything new?" for IDLE. */
+uint64_t spool_mbox_generation(const struct spool *sp);
+
+/* ---- the suppression list ---------------------------------------------- */
+
+struct spool_suppression {
+	const char *addr; /* lower-case; lives until the read transaction ends */
+	size_t addr_len;
+	uint64_t time_ms; /* when it was added */
+	const char *reason;
+	size_t reason_len;
+};
+
+/* spool_suppress_get - the entry for addr (any case); false when absent. */
+bool spool_suppress_get(struct spool_reader *r, const char *addr, size_t len,
+                        struct spool_suppression *s);
+/* spool_suppress_foreach - entries after the address `after` (NULL: from
+ * the start), in address order; stops when fn returns false. Returns how
+ * many were visited. */
+unsigned spool_suppress_foreach(struct spool_reader *r, const char *after, size_t after_len,
+                                bool (*fn)(const struct spool_suppression *s, void *arg),
+                                void *arg);
+/* spool_suppress_count - entries on the list. */
+uint64_t spool_suppress_count(struct spool_reader *r);
+
+/* spool_verp_key - the secret VERP addresses are signed with (32 random
+ * bytes made when the spool was created; any thread). */
+const unsigned char *spool_verp_key(const struct spool *sp);
 
 #endif

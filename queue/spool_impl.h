@@ -23,6 +23,9 @@ size_t spool_body_chunk(const struct spool *sp, size_t remaining);
 struct spool {
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_msg, dbi_body, dbi_rcpt, dbi_expire, dbi_mbox, dbi_mbox_meta;
+	MDB_dbi dbi_suppress;       /* lower-case address -> struct spool_suppress_hdr, reason */
+	unsigned char verp_key[32]; /* signs VERP addresses (meta "verp_key") */
+	_Atomic uint64_t mbox_gen;  /* changes with the mailbox (spool_mbox_generation) */
 	char *dir;
 	struct spool_options opt;
 	unsigned page_size;
@@ -73,8 +76,39 @@ struct spool_mbox_hdr {
 	uint64_t date_ms;
 };
 
+struct spool_reader {
+	struct spool *sp;
+	MDB_txn *txn; /* reset between uses, renewed by begin */
+	bool active;
+};
+
 /* spool_mbox_decode - a mailbox value into e (uid not set). */
 bool spool_mbox_decode(const void *p, size_t n, struct spool_mbox_entry *e);
+
+/* ---- writer-side parts (the writer thread, inside its transaction) ---- */
+
+/* spool_apply_mbox_put - append req's message (MBOX_PUT, and INBOUND's). */
+int spool_apply_mbox_put(struct spool *sp, MDB_txn *txn, struct spool_req *req);
+/* spool_apply_mbox_store / _expunge - flags, removal. */
+int spool_apply_mbox_store(struct spool *sp, MDB_txn *txn, struct spool_req *req);
+int spool_apply_mbox_expunge(struct spool *sp, MDB_txn *txn, struct spool_req *req);
+/* spool_apply_inbound - the mailbox copy and the events of a report. */
+int spool_apply_inbound(struct spool *sp, MDB_txn *txn, struct spool_req *req);
+/* spool_mbox_expire - enforce mbox_max_messages and mbox_max_age (its own
+ * transaction; bounded work). Returns how many messages went. */
+unsigned spool_mbox_expire(struct spool *sp, uint64_t now_ms);
+/* spool_mbox_changed - count a change and tell the owner. */
+void spool_mbox_changed(struct spool *sp);
+
+/* spool_apply_suppress - SUPPRESS: add or remove an address. */
+int spool_apply_suppress(struct spool *sp, MDB_txn *txn, struct spool_req *req);
+/* spool_suppress_put - add addr with reason (lower-cased here). */
+int spool_suppress_put(struct spool *sp, MDB_txn *txn, const char *addr, size_t len,
+                       const char *reason, size_t reason_len, uint64_t now_ms);
+/* spool_suppressed - whether addr is on the list: its reason into
+ * reason/reason_len (pointing into LMDB memory, valid in txn). */
+bool spool_suppressed(struct spool *sp, MDB_txn *txn, const char *addr, size_t len,
+                      const char **reason, size_t *reason_len);
 
 /* spool_writer_start - start the writer thread (spool.c calls it). */
 bool spool_writer_start(struct spool *sp, char *err, size_t errlen);

@@ -50,7 +50,8 @@ struct rcpt_hdr {
 
 const char *spool_state_name(unsigned state)
 {
-	static const char *names[] = { "queued", "deferred", "delivered", "bounced" };
+	static const char *names[] = { "queued",  "deferred",   "delivered",
+		                       "bounced", "suppressed", "complained" };
 	return state < RP_ARRAY_LEN(names) ? names[state] : "unknown";
 }
 

@@ -25,6 +25,9 @@
 #define EXPIRE_PER_TXN    2000
 #define EXPIRE_BUDGET_MS  200 /* per maintenance pass: the writer has mail to commit */
 
+struct writer;
+static int message_done(struct writer *w, MDB_txn *txn, struct spool_msg *m);
+
 struct writer {
 	struct spool *sp;
 	uint64_t max_id;    /* largest message id stored: larger ones may MDB_APPEND */
@@ -83,6 +86,30 @@ static int put_body(struct writer *w, MDB_txn *txn, uint64_t id, uint32_t varian
 	return 0;
 }
 
+/* check_suppressed - mark s's recipients that are on the suppression list
+ * (state SPOOL_SUPPRESSED, the others SPOOL_QUEUED); returns the record
+ * text of each marked one (NULL when none is), for the caller to free. */
+static char **check_suppressed(struct spool *sp, MDB_txn *txn, struct spool_submit *s)
+{
+	char **why = NULL;
+	for (uint32_t i = 0; i < s->msg.nrcpt; i++) {
+		struct spool_rcpt *r = &s->rcpts[i];
+		const char *reason;
+		size_t rlen;
+		r->state = SPOOL_QUEUED;
+		if (!sp->opt.suppress ||
+		    !spool_suppressed(sp, txn, r->addr, r->addr_len, &reason, &rlen))
+			continue;
+		if (!why)
+			why = xcalloc(s->msg.nrcpt, sizeof(*why));
+		struct buf b = { 0 };
+		buf_printf(&b, "5.7.0 suppressed: %.*s", (int)RP_MIN(rlen, (size_t)300), reason);
+		why[i] = buf_cstr(&b); /* copied now: the LMDB page may move */
+		r->state = SPOOL_SUPPRESSED;
+	}
+	return why;
+}
+
 static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 {
 	struct spool *sp = w->sp;
@@ -94,8 +121,15 @@ static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 	unsigned flags = id > w->max_id ? MDB_APPEND : 0;
 	unsigned char kb[16];
 
-	s->msg.pending = s->msg.nrcpt;
-	s->msg.done_ms = 0;
+	/* Recipients on the suppression list are final at once (checked in
+	 * this transaction: nothing slips between a check and the commit). */
+	char **why = check_suppressed(sp, txn, s);
+	s->msg.pending = 0;
+	for (uint32_t i = 0; i < s->msg.nrcpt; i++)
+		s->msg.pending += s->rcpts[i].state != SPOOL_SUPPRESSED;
+	s->msg.done_ms = s->msg.pending ? 0 : rp_now_ms();
+	if (!s->msg.pending)
+		s->msg.flags |= MSG_F_DONE;
 	spool_key_id(kb, id);
 	MDB_val k = { .mv_size = 8, .mv_data = kb }, v = { .mv_size = spool_msg_size(&s->msg) };
 	int rc = mdb_put(txn, sp->dbi_msg, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE | flags);
@@ -103,29 +137,42 @@ static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 		return rc;
 	spool_msg_encode(&s->msg, v.mv_data);
 
-	rc = put_body(w, txn, id, 0, s->body, s->nbody, flags);
-	for (unsigned i = 0; !rc && i < s->nvariants; i++)
+	/* Nobody to deliver to: the body is not worth storing. */
+	rc = s->msg.pending ? put_body(w, txn, id, 0, s->body, s->nbody, flags) : 0;
+	for (unsigned i = 0; !rc && s->msg.pending && i < s->nvariants; i++)
 		rc = put_body(w, txn, id, i + 1, &s->variants[i], 1, flags);
-	if (rc)
-		return rc;
 
-	for (uint32_t i = 0; i < s->msg.nrcpt; i++) {
+	for (uint32_t i = 0; !rc && i < s->msg.nrcpt; i++) {
 		struct spool_rcpt *r = &s->rcpts[i];
 		r->msgid = id;
 		r->idx = i;
-		r->state = SPOOL_QUEUED;
 		r->attempts = 0;
+		if (r->state == SPOOL_SUPPRESSED) {
+			r->response = why[i];
+			r->response_len = strlen(why[i]);
+			r->last_ms = rp_now_ms();
+		}
 		spool_key_rcpt(kb, id, i);
 		MDB_val rk = { .mv_size = 12, .mv_data = kb },
 		        rv = { .mv_size = spool_rcpt_size(r) };
 		rc = mdb_put(txn, sp->dbi_rcpt, &rk, &rv, MDB_RESERVE | flags);
-		if (rc)
-			return rc;
-		spool_rcpt_encode(r, rv.mv_data);
+		if (!rc)
+			spool_rcpt_encode(r, rv.mv_data);
+		r->response = NULL; /* why[i] goes below; the caller reads the state */
+		r->response_len = 0;
 	}
+	if (why) {
+		for (uint32_t i = 0; i < s->msg.nrcpt; i++)
+			free(why[i]);
+		free(why);
+	}
+	if (rc)
+		return rc;
+	if (!s->msg.pending)
+		rc = message_done(w, txn, &s->msg);
 	if (id > w->max_id)
 		w->max_id = id;
-	return 0;
+	return rc;
 }
 
 /* delete_prefix - delete every key of dbi starting with the 8-byte id. */
@@ -239,38 +286,6 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	return message_done(w, txn, &m);
 }
 
-/* apply_mbox_put - the next UID (never reused: "uidnext" remembers it
- * even after the newest message is expunged). */
-static int apply_mbox_put(struct writer *w, MDB_txn *txn, struct spool_req *req)
-{
-	struct spool *sp = w->sp;
-	uint32_t uid = 1;
-	MDB_val nk = { .mv_size = 7, .mv_data = "uidnext" }, nv;
-	int rc = mdb_get(txn, sp->dbi_mbox_meta, &nk, &nv);
-	if (rc == 0 && nv.mv_size == 4)
-		memcpy(&uid, nv.mv_data, 4);
-	else if (rc != MDB_NOTFOUND)
-		return rc;
-	unsigned char kb[4];
-	rp_put_be32(kb, uid);
-	struct spool_mbox_hdr h = { .version = SPOOL_MBOX_VERSION, .date_ms = req->u.mbox.date_ms };
-	MDB_val k = { .mv_size = 4, .mv_data = kb }, v = { .mv_size = sizeof(h) + req->u.mbox.len };
-	rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE | MDB_APPEND);
-	if (rc == MDB_KEYEXIST)
-		rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE);
-	if (rc)
-		return rc;
-	memcpy(v.mv_data, &h, sizeof(h));
-	memcpy((char *)v.mv_data + sizeof(h), req->u.mbox.data, req->u.mbox.len);
-	uint32_t next = uid + 1;
-	nv.mv_size = 4;
-	nv.mv_data = &next;
-	rc = mdb_put(txn, sp->dbi_mbox_meta, &nk, &nv, 0);
-	if (!rc)
-		req->u.mbox.uid = uid;
-	return rc;
-}
-
 static int apply(struct writer *w, MDB_txn *txn, struct spool_req *req)
 {
 	switch (req->type) {
@@ -286,14 +301,34 @@ static int apply(struct writer *w, MDB_txn *txn, struct spool_req *req)
 	case SPOOL_REQ_SYNC:
 		return 0;
 	case SPOOL_REQ_MBOX_PUT:
-		return apply_mbox_put(w, txn, req);
+		return spool_apply_mbox_put(w->sp, txn, req);
+	case SPOOL_REQ_MBOX_STORE:
+		return spool_apply_mbox_store(w->sp, txn, req);
+	case SPOOL_REQ_MBOX_EXPUNGE:
+		return spool_apply_mbox_expunge(w->sp, txn, req);
+	case SPOOL_REQ_SUPPRESS:
+		return spool_apply_suppress(w->sp, txn, req);
+	case SPOOL_REQ_INBOUND:
+		return spool_apply_inbound(w->sp, txn, req);
 	}
 	rp_panic("unknown request type %d", (int)req->type);
 }
 
+/* needs_sync - what is answered only once it is on disk: new mail, a
+ * report received (the bounce MX says 250 for it), an operator's
+ * suppression change, and an explicit sync. */
 static bool needs_sync(const struct spool_req *req)
 {
-	return req->type == SPOOL_REQ_SUBMIT || req->type == SPOOL_REQ_SYNC;
+	return req->type == SPOOL_REQ_SUBMIT || req->type == SPOOL_REQ_SYNC ||
+	       req->type == SPOOL_REQ_INBOUND || req->type == SPOOL_REQ_SUPPRESS ||
+	       (req->type == SPOOL_REQ_MBOX_PUT && req->u.mbox.durable);
+}
+
+/* touches_mbox - whether a request changes the mailbox (IDLE wakes). */
+static bool touches_mbox(const struct spool_req *req)
+{
+	return req->type == SPOOL_REQ_MBOX_PUT || req->type == SPOOL_REQ_MBOX_STORE ||
+	       req->type == SPOOL_REQ_MBOX_EXPUNGE || req->type == SPOOL_REQ_INBOUND;
 }
 
 static void reply(struct spool_req *req)
@@ -368,6 +403,11 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 		for (i = 0; i < n; i++)
 			reqs[i]->status = status_of(rc);
 	}
+	bool mbox = false;
+	for (i = 0; i < n; i++)
+		mbox |= !rc && reqs[i]->status == SPOOL_OK && touches_mbox(reqs[i]);
+	if (mbox)
+		spool_mbox_changed(sp);
 	for (i = 0; i < n; i++)
 		reply(reqs[i]);
 }
@@ -497,6 +537,7 @@ static void *writer_main(void *arg)
 			last_maint = now;
 			spool_refresh_usage(sp);
 			expire(&w);
+			spool_mbox_expire(sp, rp_now_ms());
 		}
 		if (!list && atomic_load(&sp->stopping))
 			break;

@@ -247,15 +247,33 @@ void submission_route(struct submission *s, submit_route_fn route, void *ctx)
 		s->adds = xrealloc(s->adds, s->adds_cap * sizeof(*s->adds));
 	}
 	const char *str = buf_head(&s->strings);
-	for (unsigned i = 0; i < s->nrcpt; i++)
-		s->adds[i] = (struct sched_add){
+	unsigned n = 0;
+	for (unsigned i = 0; i < s->nrcpt; i++) {
+		if (submission_rcpt_suppressed(s, i)) /* final already: never tried */
+			continue;
+		s->adds[n++] = (struct sched_add){
 			.msgid = s->id,
 			.idx = i,
 			.domain = str + s->rcpts[i].domain_off,
 			.submit_ms = s->submit_ms,
 			.own_body = s->variants != NULL,
 		};
-	route(ctx, s->adds, s->nrcpt);
+	}
+	if (n)
+		route(ctx, s->adds, n);
+}
+
+bool submission_rcpt_suppressed(const struct submission *s, unsigned i)
+{
+	return i < s->nrcpt && s->spool_rcpts && s->spool_rcpts[i].state == SPOOL_SUPPRESSED;
+}
+
+unsigned submission_suppressed(const struct submission *s)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < s->nrcpt; i++)
+		n += submission_rcpt_suppressed(s, i);
+	return n;
 }
 
 int submit_domain(const char *addr, size_t len, char *out, size_t outlen)

@@ -125,8 +125,14 @@ void submission_commit(struct submission *s, struct spool *sp, struct mq *reply_
                        submit_done_fn done, void *arg);
 /* submission_status - the commit's result (SPOOL_OK: durable). */
 enum spool_status submission_status(const struct submission *s);
-/* submission_route - the message is durable: queue its recipients. */
+/* submission_route - the message is durable: queue its recipients (those
+ * on the suppression list are final already and stay out). */
 void submission_route(struct submission *s, submit_route_fn route, void *ctx);
+/* submission_rcpt_suppressed - after the commit: recipient i was on the
+ * suppression list (state SPOOL_SUPPRESSED, never tried). */
+bool submission_rcpt_suppressed(const struct submission *s, unsigned i);
+/* submission_suppressed - how many recipients were. */
+unsigned submission_suppressed(const struct submission *s);
 
 /* submit_recover - start-up: route every recipient that is not final, as
  * the spool records it (state, attempts, next attempt). Returns how many. */

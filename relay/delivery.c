@@ -286,7 +286,8 @@ static void pool_configure(struct sched_dest *d, void *ctx)
 	const struct cfg_domain *cd = config_domain(dl->cfg, d->name);
 	d->lim.max_connections = cd->max_connections;
 	d->lim.max_msgs_per_conn = cd->max_messages_per_connection;
-	d->lim.max_rcpts_per_msg = cd->max_recipients_per_message;
+	/* VERP names one recipient per return path: one per transaction. */
+	d->lim.max_rcpts_per_msg = dl->cfg->bounce_domain[0] ? 1 : cd->max_recipients_per_message;
 	d->lim.rate = cd->rate;
 	d->lim.connect_timeout_ms = cd->connect_timeout_ms;
 	struct delivery_route *rt = d->owner;

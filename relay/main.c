@@ -192,7 +192,10 @@ static int cmd_serve(int argc, char **argv)
 	struct spool_options so = { .dir = cfg->data_dir,
 		                    .max_size = cfg->max_size,
 		                    .min_free = cfg->min_free,
-		                    .keep_done_ms = cfg->keep_done_ms };
+		                    .keep_done_ms = cfg->keep_done_ms,
+		                    .suppress = cfg->suppress,
+		                    .mbox_max_messages = cfg->mailbox_max_messages,
+		                    .mbox_max_age_ms = cfg->mailbox_max_age_ms };
 	struct spool *spool = spool_open(&so, err, sizeof(err));
 	if (!spool)
 		rp_die(RP_EX_IOERR, "%s", err);

@@ -141,9 +141,12 @@ static void tick(struct loop_timer *t)
 		loop_timer_arm(sh->loop, &sh->tick, SCHED_TICK_MS, tick);
 }
 
-static void sched_config_of(const struct config *cfg, struct sched_config *sc)
+static void sched_config_of(const struct shard *sh, struct sched_config *sc)
 {
+	const struct config *cfg = sh->cfg;
 	memset(sc, 0, sizeof(*sc));
+	sc->verp_domain = cfg->bounce_domain;
+	sc->verp_key = spool_verp_key(sh->relay->spool);
 	sc->retry.delays_ms = cfg->retry_ms;
 	sc->retry.ndelays = cfg->nretry;
 	sc->retry.max_age_ms = cfg->max_age_ms;
@@ -383,7 +386,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	sh->cref = cref;
 	sh->cfg = cref->cfg;
 	struct sched_config sc;
-	sched_config_of(sh->cfg, &sc);
+	sched_config_of(sh, &sc);
 	sched_set_config(sh->sched, &sc);
 	delivery_set_config(sh->delivery, sh->cfg, sh->cref->tls_client);
 	smtpd_set_config(sh->smtpd, sh->cref);
@@ -447,7 +450,7 @@ static void *shard_main(void *arg)
 	};
 	sh->delivery = delivery_new(&dp);
 	struct sched_config sc;
-	sched_config_of(sh->cfg, &sc);
+	sched_config_of(sh, &sc);
 	sh->sched = sched_new(&sc, &delivery_sched_ops, sh->delivery, sh->relay->spool, sh->reader);
 	delivery_attach(sh->delivery, sh->sched);
 	struct smtpd_params sp = {
