@@ -122,8 +122,8 @@ int spool_apply_mbox_put(struct spool *sp, MDB_txn *txn, struct spool_req *req)
 	unsigned char kb[4];
 	rp_put_be32(kb, uid);
 	struct spool_mbox_hdr h = { .version = SPOOL_MBOX_VERSION,
-		                     .flags = req->u.mbox.flags,
-		                     .date_ms = req->u.mbox.date_ms };
+		                    .flags = req->u.mbox.flags,
+		                    .date_ms = req->u.mbox.date_ms };
 	MDB_val k = { .mv_size = 4, .mv_data = kb }, v = { .mv_size = sizeof(h) + req->u.mbox.len };
 	rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE | MDB_APPEND);
 	if (rc == MDB_KEYEXIST)

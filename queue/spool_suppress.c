@@ -15,9 +15,9 @@
 #include "base/util.h"
 #include "spool_impl.h"
 
-#define SUPPRESS_ADDR_MAX 320
+#define SUPPRESS_ADDR_MAX   320
 #define SUPPRESS_REASON_MAX 400
-#define SUPPRESS_VERSION 1
+#define SUPPRESS_VERSION    1
 
 struct spool_suppress_hdr {
 	uint8_t version;
@@ -94,8 +94,8 @@ int spool_apply_suppress(struct spool *sp, MDB_txn *txn, struct spool_req *req)
 	size_t klen;
 	const char *reason;
 	size_t rlen;
-	req->u.suppress.existed =
-	    spool_suppressed(sp, txn, req->u.suppress.addr, req->u.suppress.addr_len, &reason, &rlen);
+	req->u.suppress.existed = spool_suppressed(sp, txn, req->u.suppress.addr,
+	                                           req->u.suppress.addr_len, &reason, &rlen);
 	if (req->u.suppress.add)
 		return spool_suppress_put(sp, txn, req->u.suppress.addr, req->u.suppress.addr_len,
 		                          req->u.suppress.reason, req->u.suppress.reason_len,
@@ -132,8 +132,7 @@ bool spool_suppress_get(struct spool_reader *r, const char *addr, size_t len,
 }
 
 unsigned spool_suppress_foreach(struct spool_reader *r, const char *after, size_t after_len,
-                                bool (*fn)(const struct spool_suppression *s, void *arg),
-                                void *arg)
+                                bool (*fn)(const struct spool_suppression *s, void *arg), void *arg)
 {
 	MDB_cursor *cur;
 	unsigned n = 0;

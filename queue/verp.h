@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VERP_KEY_LEN 32
+#define VERP_KEY_LEN  32
 #define VERP_ADDR_MAX 320
 
 /* verp_encode - the return path for (msgid, idx) into out (NUL-terminated);
@@ -23,9 +23,9 @@ size_t verp_encode(const unsigned char key[VERP_KEY_LEN], uint64_t msgid, uint32
                    const char *domain, char *out, size_t outlen);
 
 enum verp_result {
-	VERP_OK,        /* a valid address: msgid and idx are set */
-	VERP_NOT_VERP,  /* not one of ours (another local part or domain) */
-	VERP_BAD_MAC,   /* our shape, but the signature does not match: forged */
+	VERP_OK,       /* a valid address: msgid and idx are set */
+	VERP_NOT_VERP, /* not one of ours (another local part or domain) */
+	VERP_BAD_MAC,  /* our shape, but the signature does not match: forged */
 };
 
 /* verp_decode - whether addr (the whole address, any case) is one of our

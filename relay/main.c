@@ -162,6 +162,34 @@ static void reload(struct relay *r)
 	log_info("configuration reloaded from %s", cfg->path);
 }
 
+/* bind_listeners - one SO_REUSEPORT socket per listener and shard; exits
+ * 71 naming the address when one cannot be bound. */
+static void bind_listeners(struct relay *r, const struct config *cfg)
+{
+	char err[600];
+	for (unsigned k = 0; k < LISTEN_KINDS; k++)
+		for (unsigned i = 0; i < 256; i++)
+			r->listen_fds[k][i] = -1;
+	const struct cfg_addr *listens[LISTEN_KINDS] = {
+		[LISTEN_SUBMISSION] = &cfg->listen_submission,
+		[LISTEN_SUBMISSIONS] = &cfg->listen_submissions,
+		[LISTEN_API] = &cfg->listen_api,
+		[LISTEN_IMAP] = &cfg->listen_imap,
+		[LISTEN_IMAPS] = &cfg->listen_imaps,
+		[LISTEN_POP3] = &cfg->listen_pop3,
+		[LISTEN_POP3S] = &cfg->listen_pop3s,
+	};
+	for (unsigned k = 0; k < LISTEN_KINDS; k++) {
+		if (!listens[k]->set)
+			continue;
+		for (unsigned i = 0; i < r->nshards; i++) {
+			r->listen_fds[k][i] = listen_on(listens[k], err, sizeof(err));
+			if (r->listen_fds[k][i] < 0)
+				rp_die(RP_EX_OSERR, "%s", err);
+		}
+	}
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	struct config *cfg = cli_load_config(argc, argv);
@@ -189,18 +217,20 @@ static int cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	struct relay *r = xcalloc(1, sizeof(*r));
 	struct spool_options so = { .dir = cfg->data_dir,
 		                    .max_size = cfg->max_size,
 		                    .min_free = cfg->min_free,
 		                    .keep_done_ms = cfg->keep_done_ms,
 		                    .suppress = cfg->suppress,
 		                    .mbox_max_messages = cfg->mailbox_max_messages,
-		                    .mbox_max_age_ms = cfg->mailbox_max_age_ms };
+		                    .mbox_max_age_ms = cfg->mailbox_max_age_ms,
+		                    .mbox_changed = shard_mbox_changed,
+		                    .mbox_arg = r };
 	struct spool *spool = spool_open(&so, err, sizeof(err));
 	if (!spool)
 		rp_die(RP_EX_IOERR, "%s", err);
 
-	struct relay *r = xcalloc(1, sizeof(*r));
 	pthread_mutex_init(&r->drain_lock, NULL);
 	pthread_cond_init(&r->drain_cond, NULL);
 	r->cref = cref;
@@ -211,23 +241,7 @@ static int cmd_serve(int argc, char **argv)
 	if (r->nshards > 256)
 		r->nshards = 256;
 	r->shards = xcalloc(r->nshards, sizeof(*r->shards));
-	for (unsigned k = 0; k < LISTEN_KINDS; k++)
-		for (unsigned i = 0; i < 256; i++)
-			r->listen_fds[k][i] = -1;
-	const struct cfg_addr *listens[LISTEN_KINDS] = {
-		[LISTEN_SUBMISSION] = &cfg->listen_submission,
-		[LISTEN_SUBMISSIONS] = &cfg->listen_submissions,
-		[LISTEN_API] = &cfg->listen_api,
-	};
-	for (unsigned k = 0; k < LISTEN_KINDS; k++) {
-		if (!listens[k]->set)
-			continue;
-		for (unsigned i = 0; i < r->nshards; i++) {
-			r->listen_fds[k][i] = listen_on(listens[k], err, sizeof(err));
-			if (r->listen_fds[k][i] < 0)
-				rp_die(RP_EX_OSERR, "%s", err);
-		}
-	}
+	bind_listeners(r, cfg);
 	find_ours(r, cfg);
 	for (unsigned i = 0; i < r->nshards; i++) {
 		r->shards[i] = shard_new(r, i, r->cref);
@@ -235,6 +249,7 @@ static int cmd_serve(int argc, char **argv)
 			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s", i,
 			       strerror(errno));
 	}
+	atomic_store(&r->running, true);
 	uint64_t pending = shard_recover(r);
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
@@ -265,6 +280,9 @@ static int cmd_serve(int argc, char **argv)
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_stop(r->shards[i]);
 	shard_wait_drained(r);
+	pthread_mutex_lock(&r->drain_lock);
+	atomic_store(&r->running, false); /* no more mailbox news to the shards */
+	pthread_mutex_unlock(&r->drain_lock);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_exit(r->shards[i]);
 	for (unsigned i = 0; i < r->nshards; i++)

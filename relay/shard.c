@@ -64,6 +64,14 @@ static void listener_cqe(struct loop_io *io, const struct loop_cqe *c)
 			case LISTEN_API:
 				api_session_start(sh->api, c->res);
 				break;
+			case LISTEN_IMAP:
+			case LISTEN_IMAPS:
+				imap_session_start(sh->imap, c->res, li->kind == LISTEN_IMAPS);
+				break;
+			case LISTEN_POP3:
+			case LISTEN_POP3S:
+				pop3_session_start(sh->pop3, c->res, li->kind == LISTEN_POP3S);
+				break;
 			case LISTEN_KINDS:
 				close(c->res);
 				break;
@@ -153,6 +161,45 @@ static void sched_config_of(const struct shard *sh, struct sched_config *sc)
 	sc->retry.jitter_pct = 10;
 	sc->max_outbound = cfg->max_outbound;
 	sc->hostname = cfg->hostname;
+}
+
+/* mbox_config_of - the mailbox protocols' settings from a generation. */
+static void mbox_config_of(const struct config_ref *gen, struct mailbox_config *mc)
+{
+	const struct config *cfg = gen->cfg;
+	mc->hostname = cfg->hostname;
+	mc->tls = gen->tls_server;
+	mc->users = gen->users;
+	mc->allowed = cfg->mailbox_users;
+	mc->require_tls = cfg->auth_require_tls;
+	mc->idle_timeout_ms = 30 * 60 * 1000; /* RFC 3501 5.4: at least 30 minutes */
+	mc->max_clients = cfg->max_clients;
+}
+
+/* mbox_changed_run - on the shard: IDLE sessions look again. */
+static void mbox_changed_run(struct mq_item *item, void *ctx)
+{
+	struct shard *sh = RP_CONTAINER_OF(item, struct shard, mbox_item);
+	(void)ctx;
+	atomic_store(&sh->mbox_queued, false);
+	if (sh->imap)
+		imap_mailbox_changed(sh->imap);
+	if (sh->pop3)
+		pop3_mailbox_changed(sh->pop3);
+}
+
+void shard_mbox_changed(void *arg)
+{
+	struct relay *r = arg;
+	/* Under the lock main takes to end the loops: no push reaches a shard
+	 * that is going away. */
+	pthread_mutex_lock(&r->drain_lock);
+	for (unsigned i = 0; atomic_load(&r->running) && i < r->nshards; i++) {
+		struct shard *sh = r->shards[i];
+		if (!atomic_exchange(&sh->mbox_queued, true))
+			mq_push(loop_inbox(sh->loop), &sh->mbox_item, mbox_changed_run);
+	}
+	pthread_mutex_unlock(&r->drain_lock);
 }
 
 /* ---- routing ----------------------------------------------------------- */
@@ -294,7 +341,8 @@ void shard_open(struct shard *sh)
 static void stop_check(struct shard *sh)
 {
 	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) ||
-	    delivery_sessions(sh->delivery) || api_sessions(sh->api))
+	    delivery_sessions(sh->delivery) || api_sessions(sh->api) || imap_sessions(sh->imap) ||
+	    pop3_sessions(sh->pop3))
 		return;
 	sh->drained = true;
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
@@ -358,6 +406,8 @@ static void stop_run(struct mq_item *item, void *ctx)
 	listeners_close(sh);
 	smtpd_shutdown_all(sh->smtpd);
 	api_shutdown_all(sh->api);
+	imap_shutdown_all(sh->imap);
+	pop3_shutdown_all(sh->pop3);
 	delivery_stop(sh->delivery);
 	sched_run(sh->sched); /* flush state updates */
 	loop_timer_arm(sh->loop, &sh->stop_timer, STOP_GRACE_MS, stop_deadline);
@@ -393,6 +443,9 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	sched_reconfigure(sh->sched);
 	shard_api_config(sh->cref, &sh->api_cfg);
 	api_server_set_config(sh->api, &sh->api_cfg);
+	mbox_config_of(sh->cref, &sh->mbox_cfg);
+	imap_server_set_config(sh->imap, &sh->mbox_cfg);
+	pop3_server_set_config(sh->pop3, &sh->mbox_cfg);
 	shard_touch(sh);
 	config_ref_put(old);
 }
@@ -405,25 +458,11 @@ void shard_reconfigure(struct shard *sh, struct config_ref *cref)
 
 /* ---- the thread -------------------------------------------------------- */
 
-static void *shard_main(void *arg)
+/* services_new - what the shard runs, wired together: the spool reader,
+ * DNS, delivery and its scheduler, the SMTP server, the HTTP API, IMAP and
+ * POP3 (the shard's thread, its loop made). */
+static void services_new(struct shard *sh)
 {
-	struct shard *sh = arg;
-	char name[16];
-	snprintf(name, sizeof(name), "shard%u", sh->index);
-	log_set_thread(name);
-	struct loop_config lc = {
-		.sq_entries = 4096, .cq_entries = 65536, .buf_count = 1024, .buf_size = 16384
-	};
-	sh->loop = loop_new(&lc);
-	pthread_mutex_lock(&sh->start_lock);
-	if (!sh->loop)
-		sh->start_error = errno ? errno : EINVAL;
-	sh->started = true;
-	pthread_cond_signal(&sh->start_cond);
-	pthread_mutex_unlock(&sh->start_lock);
-	if (!sh->loop)
-		return NULL;
-
 	sh->reader = spool_reader_new(sh->relay->spool);
 	struct dns_config dc = {
 		.servers = sh->cfg->dns_servers,
@@ -469,6 +508,69 @@ static void *shard_main(void *arg)
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 	                         &shard_api_ops, sh);
 	api_set_session_gone(sh->api, api_session_gone);
+	mbox_config_of(sh->cref, &sh->mbox_cfg);
+	struct imap_params ip = { .loop = sh->loop,
+		                  .spool = sh->relay->spool,
+		                  .reader = sh->reader,
+		                  .checker = sh->relay->checker,
+		                  .limiter = sh->relay->limiter,
+		                  .cfg = &sh->mbox_cfg,
+		                  .session_gone = shard_session_gone_cb,
+		                  .arg = sh };
+	sh->imap = imap_server_new(&ip);
+	struct pop3_params pp = { .loop = sh->loop,
+		                  .spool = sh->relay->spool,
+		                  .reader = sh->reader,
+		                  .checker = sh->relay->checker,
+		                  .limiter = sh->relay->limiter,
+		                  .cfg = &sh->mbox_cfg,
+		                  .session_gone = shard_session_gone_cb,
+		                  .arg = sh };
+	sh->pop3 = pop3_server_new(&pp);
+}
+
+/* services_free - the same, once nothing is in flight. */
+static void services_free(struct shard *sh)
+{
+	sched_run(sh->sched);
+	dns_free(sh->dns); /* pending lookups are dropped, not answered */
+	sh->dns = NULL;
+	delivery_free(sh->delivery);
+	sh->delivery = NULL;
+	smtpd_free(sh->smtpd);
+	sh->smtpd = NULL;
+	api_server_free(sh->api);
+	imap_server_free(sh->imap);
+	sh->imap = NULL;
+	pop3_server_free(sh->pop3);
+	sh->pop3 = NULL;
+	sh->api = NULL;
+	sched_free(sh->sched);
+	sh->sched = NULL;
+	spool_reader_free(sh->reader);
+	sh->reader = NULL;
+}
+
+static void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "shard%u", sh->index);
+	log_set_thread(name);
+	struct loop_config lc = {
+		.sq_entries = 4096, .cq_entries = 65536, .buf_count = 1024, .buf_size = 16384
+	};
+	sh->loop = loop_new(&lc);
+	pthread_mutex_lock(&sh->start_lock);
+	if (!sh->loop)
+		sh->start_error = errno ? errno : EINVAL;
+	sh->started = true;
+	pthread_cond_signal(&sh->start_cond);
+	pthread_mutex_unlock(&sh->start_lock);
+	if (!sh->loop)
+		return NULL;
+
+	services_new(sh);
 
 	sh->nlisteners = 0;
 	sh->listeners = xcalloc(LISTEN_KINDS, sizeof(*sh->listeners));
@@ -498,19 +600,7 @@ static void *shard_main(void *arg)
 			close(sh->listeners[i].fd);
 			sh->listeners[i].fd = -1;
 		}
-	sched_run(sh->sched);
-	dns_free(sh->dns); /* pending lookups are dropped, not answered */
-	sh->dns = NULL;
-	delivery_free(sh->delivery);
-	sh->delivery = NULL;
-	smtpd_free(sh->smtpd);
-	sh->smtpd = NULL;
-	api_server_free(sh->api);
-	sh->api = NULL;
-	sched_free(sh->sched);
-	sh->sched = NULL;
-	spool_reader_free(sh->reader);
-	sh->reader = NULL;
+	services_free(sh);
 	log_flush();
 	return NULL;
 }

@@ -17,6 +17,8 @@
 #include <stdint.h>
 
 #include "api/api.h"
+#include "api/imap.h"
+#include "api/pop3.h"
 #include "config.h"
 #include "config_ref.h"
 #include "base/loop.h"
@@ -31,6 +33,10 @@ enum listener_kind {
 	LISTEN_SUBMISSION,  /* SMTP submission, STARTTLS when [tls] is set */
 	LISTEN_SUBMISSIONS, /* submission over implicit TLS (RFC 8314) */
 	LISTEN_API,         /* the HTTP API (HTTPS with [api] tls) */
+	LISTEN_IMAP,        /* IMAP for the bounce mailbox (STARTTLS) */
+	LISTEN_IMAPS,       /* IMAP over implicit TLS */
+	LISTEN_POP3,        /* POP3 for the bounce mailbox (STLS) */
+	LISTEN_POP3S,       /* POP3 over implicit TLS */
 	LISTEN_KINDS,
 };
 
@@ -43,6 +49,7 @@ struct relay {
 	struct auth_checker *checker;      /* password checks (every shard's) */
 	struct auth_limiter *limiter;      /* failed logins per address (every shard's) */
 	_Atomic bool stopping;
+	_Atomic bool running;          /* every shard has its loop (notifications may go) */
 	struct sockaddr_storage *ours; /* our listening addresses (loop detection) */
 	unsigned nours;
 	pthread_mutex_t drain_lock; /* shards report "drained" to main */
@@ -72,11 +79,16 @@ struct shard {
 	struct shard_listener *listeners;
 	unsigned nlisteners;
 
-	struct smtpd *smtpd;       /* SMTP submission sessions */
-	struct delivery *delivery; /* outbound sessions, pools and routes */
-	struct api_server *api;    /* HTTP API sessions on this shard */
-	struct dns_resolver *dns;  /* MX and address lookups */
-	struct api_config api_cfg; /* built from cfg (shard_api.c) */
+	struct smtpd *smtpd;            /* SMTP submission sessions */
+	struct delivery *delivery;      /* outbound sessions, pools and routes */
+	struct api_server *api;         /* HTTP API sessions on this shard */
+	struct dns_resolver *dns;       /* MX and address lookups */
+	struct api_config api_cfg;      /* built from cfg (shard_api.c) */
+	struct imap_server *imap;       /* the bounce mailbox over IMAP */
+	struct pop3_server *pop3;       /* and over POP3 */
+	struct mailbox_config mbox_cfg; /* built from cfg */
+	struct mq_item mbox_item;       /* "the mailbox changed" (at most one queued) */
+	_Atomic bool mbox_queued;
 };
 
 /* shard_new - allocate a shard; shard_start runs it. */
@@ -114,6 +126,9 @@ void shard_touch(struct shard *sh);
 
 /* shard_api_ops - the daemon's side of the HTTP API (shard_api.c). */
 extern const struct api_ops shard_api_ops;
+/* shard_mbox_changed - the spool's mailbox changed (any thread): every
+ * shard's IMAP sessions look again. */
+void shard_mbox_changed(void *relay);
 /* shard_api_config - the API's settings from a config generation. */
 void shard_api_config(const struct config_ref *gen, struct api_config *out);
 /* shard_fill_stats - this shard's part of a stats snapshot (its thread). */

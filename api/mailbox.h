@@ -1,0 +1,31 @@
+/* mailbox.h - what the bounce mailbox's access protocols (IMAP, POP3)
+ * share: their settings from the config, and the login check.
+ *
+ * Both serve the one mailbox (INBOX) of the spool (queue/spool.h) to the
+ * users of [auth] users that [mailbox] users allows (all of them when it is
+ * empty), over STARTTLS/STLS or implicit TLS, never with a password in
+ * clear text when [auth] require_tls is set.
+ */
+#ifndef RP_MAILBOX_H
+#define RP_MAILBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/auth.h"
+#include "base/tls.h"
+
+struct mailbox_config {
+	const char *hostname;     /* greetings */
+	struct tls_ctx *tls;      /* STARTTLS / STLS and the implicit-TLS ports; NULL = none */
+	struct auth_users *users; /* [auth] users; NULL = nobody can log in */
+	const char *allowed;      /* [mailbox] users: comma-separated names, "" = every user */
+	bool require_tls;         /* [auth] require_tls: no login before TLS */
+	uint64_t idle_timeout_ms; /* a session idle this long is logged out */
+	uint32_t max_clients;     /* concurrent sessions per shard and protocol */
+};
+
+/* mailbox_user_allowed - whether name may read the mailbox ([mailbox] users). */
+bool mailbox_user_allowed(const struct mailbox_config *cfg, const char *name);
+
+#endif
