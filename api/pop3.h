@@ -1,8 +1,26 @@
-/* pop3.h - the bounce mailbox over POP3 (see mailbox.h).
+/* pop3.h - the bounce mailbox over POP3 (see mailbox.h): RFC 1939 (USER,
+ * PASS, STAT, LIST, UIDL, RETR, TOP, DELE, RSET, NOOP, QUIT), RFC 2449
+ * (CAPA, RESP-CODES, AUTH-RESP-CODE, PIPELINING), RFC 2595 (STLS, and
+ * implicit TLS on pop3s), RFC 5034 (AUTH PLAIN).
  *
  * One server per shard, on the shard's loop; one session per accepted
  * connection. Reads go through the shard's spool reader (short read
  * transactions), changes (flags, deletions) through the spool writer.
+ *
+ * What a client can rely on:
+ * - A login takes a snapshot of the mailbox (UIDs and sizes); message
+ *   numbers and sizes hold for the session. Sizes count CRLF lines as
+ *   RETR sends them (before dot-stuffing). UIDL gives "UIDVALIDITY.UID",
+ *   stable across restarts and never reused.
+ * - DELE marks, RSET unmarks; only QUIT in TRANSACTION removes the marked
+ *   messages, and its +OK comes once that is on disk. A session that ends
+ *   without QUIT (dropped, timed out, shut down) removes nothing.
+ * - One POP3 session at a time holds the mailbox (RFC 1939 section 8);
+ *   another login gets -ERR [IN-USE] until it has ended.
+ * - RETR sets \Seen (for IMAP readers); TOP does not.
+ * - Limits: command lines of 255 octets (2048 for AUTH PLAIN), 10 bad
+ *   commands, the idle timeout of the config (RFC 1939: >= 10 minutes);
+ *   failed logins count in the shared limiter and are answered slowly.
  */
 #ifndef RP_POP3_H
 #define RP_POP3_H
@@ -19,11 +37,11 @@ struct pop3_server;
 struct pop3_params {
 	struct loop *loop;
 	struct spool *spool;
-	struct spool_reader *reader;        /* the shard's */
-	struct auth_checker *checker;       /* password checks off the loop */
-	struct auth_limiter *limiter;       /* failed logins per address (every protocol's) */
-	const struct mailbox_config *cfg;   /* replace with pop3_server_set_config */
-	void (*session_gone)(void *arg);    /* a session was freed (shutdown waits) */
+	struct spool_reader *reader;      /* the shard's */
+	struct auth_checker *checker;     /* password checks off the loop */
+	struct auth_limiter *limiter;     /* failed logins per address (every protocol's) */
+	const struct mailbox_config *cfg; /* replace with pop3_server_set_config */
+	void (*session_gone)(void *arg);  /* a session was freed (shutdown waits) */
 	void *arg;
 };
 
@@ -40,7 +58,7 @@ void pop3_shutdown_all(struct pop3_server *srv);
 /* pop3_sessions - sessions not yet freed. */
 unsigned pop3_sessions(const struct pop3_server *srv);
 /* pop3_mailbox_changed - the mailbox changed (new mail, flags,
- * expunges): sessions waiting for news (IMAP IDLE) look again. Shard thread. */
+ * expunges). POP3 sessions keep their snapshot: nothing to do. Shard thread. */
 void pop3_mailbox_changed(struct pop3_server *srv);
 
 #endif
