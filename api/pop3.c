@@ -121,8 +121,10 @@ static void on_drain(struct loop_timer *t)
 	if (s->xfer != P3_XFER_NONE) {
 		idle_arm(s); /* the client is reading: it is not idle */
 		pop3_xfer_fill(s);
-		if (s->xfer != P3_XFER_NONE)
+		if (s->xfer != P3_XFER_NONE) {
+			pop3_drain_later(s);
 			return;
+		}
 	}
 	pop3_resume(s);
 }
