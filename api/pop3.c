@@ -57,11 +57,22 @@ void pop3_reply(struct pop3_session *s, const char *fmt, ...)
 	conn_flush_soon(&s->conn);
 }
 
+static void on_linger(struct loop_timer *t)
+{
+	struct pop3_session *s = RP_CONTAINER_OF(t, struct pop3_session, linger);
+	log_info("pop3 %s: the client does not read its last reply: closing", s->peer);
+	conn_close(&s->conn);
+}
+
 void pop3_close_with(struct pop3_session *s, const char *text)
 {
 	pop3_reply(s, "%s", text);
 	pop3_set_state(s, P3_CLOSING);
 	conn_close_after_flush(&s->conn);
+	/* A client that reads nothing would hold the close (and a shutdown)
+	 * for ever: the send that carries the reply never completes. */
+	if (!s->released)
+		loop_timer_arm(s->srv->p.loop, &s->linger, POP3_LINGER_MS, on_linger);
 }
 
 void pop3_error(struct pop3_session *s, const char *fmt, ...)
@@ -89,14 +100,22 @@ bool pop3_busy(const struct pop3_session *s)
 
 /* ---- timers ------------------------------------------------------------- */
 
+void pop3_user_quoted(const struct pop3_session *s, char out[POP3_QUOTED_MAX])
+{
+	log_quote(out, POP3_QUOTED_MAX, s->user, strlen(s->user));
+}
+
 static void on_idle(struct loop_timer *t)
 {
 	struct pop3_session *s = RP_CONTAINER_OF(t, struct pop3_session, idle);
-	if (s->state == P3_AUTH_WAIT || s->state == P3_UPDATE || s->state == P3_CLOSING)
+	if (s->state == P3_AUTH_WAIT || s->state == P3_LOADING || s->state == P3_UPDATE ||
+	    s->state == P3_CLOSING)
 		return; /* they end on their own */
 	log_info("pop3 %s: autologout in state %s", s->peer, state_names[s->state]);
-	if (s->xfer != P3_XFER_NONE) {
-		conn_close(&s->conn); /* mid-reply: no line can follow */
+	if (s->xfer != P3_XFER_NONE || conn_pending_out(&s->conn) > POP3_OUT_LOW) {
+		/* Mid-reply no line can follow; and a client that left this much
+		 * unread will not read a goodbye. */
+		conn_close(&s->conn);
 		pop3_set_state(s, P3_CLOSING);
 		return;
 	}
@@ -283,11 +302,14 @@ static void on_closed(struct conn *c, int err)
 		log_info("pop3 %s: %s", s->peer, tls_error_text(c->tls));
 		return;
 	}
-	if (s->state == P3_TRANSACTION)
-		log_info("pop3 %s: user %s left without QUIT: nothing deleted", s->peer, s->user);
-	else
+	if (s->state == P3_TRANSACTION) {
+		char user[POP3_QUOTED_MAX];
+		pop3_user_quoted(s, user);
+		log_info("pop3 %s: user=%s left without QUIT: nothing deleted", s->peer, user);
+	} else {
 		log_debug("pop3 %s: disconnected in %s (%s)", s->peer, state_names[s->state],
 		          err ? strerror(-err) : "eof");
+	}
 }
 
 static void session_free(struct pop3_session *s)
@@ -317,6 +339,7 @@ static void on_released(struct conn *c)
 	loop_timer_disarm(l, &s->idle);
 	loop_timer_disarm(l, &s->fail_timer);
 	loop_timer_disarm(l, &s->drain);
+	loop_timer_disarm(l, &s->linger);
 	loop_defer_cancel(l, &s->load);
 	/* The maildrop is free as soon as the session is: a check or a
 	 * commit still in flight needs the memory, not the lock. */
@@ -446,7 +469,7 @@ static void goodbye(struct pop3_session *s)
 	}
 	loop_defer_cancel(s->srv->p.loop, &s->load);
 	pop3_login_stop(s);
-	if (s->xfer != P3_XFER_NONE) {
+	if (s->xfer != P3_XFER_NONE || conn_pending_out(&s->conn) > POP3_OUT_LOW) {
 		pop3_set_state(s, P3_CLOSING);
 		conn_close(&s->conn); /* mid-reply: no line can follow */
 		return;

@@ -52,9 +52,11 @@ void pop3_enter_transaction(struct pop3_session *s)
 {
 	uint32_t n;
 	uint64_t octets;
+	char user[POP3_QUOTED_MAX];
 	totals(s, &n, &octets);
 	pop3_set_state(s, P3_TRANSACTION);
-	log_info("pop3 %s: login user=%s method=%s messages=%u octets=%llu%s%s", s->peer, s->user,
+	pop3_user_quoted(s, user);
+	log_info("pop3 %s: login user=%s method=%s messages=%u octets=%llu%s%s", s->peer, user,
 	         s->mech, n, (unsigned long long)octets, s->tls ? " tls=" : "",
 	         s->tls ? s->tls_desc : "");
 	pop3_reply(s, "+OK maildrop has %u messages (%llu octets)", n, (unsigned long long)octets);
@@ -247,16 +249,18 @@ static void commit_done(struct pop3_commit *k, bool ok)
 {
 	struct pop3_session *s = k->s;
 	unsigned n = k->n, removed = k->removed;
+	char user[POP3_QUOTED_MAX];
 	free(k);
 	s->spool_inflight = false;
 	pop3_unlock(s);
+	pop3_user_quoted(s, user);
 	if (ok) {
 		s->srv->deleted += removed;
-		log_info("pop3 %s: quit user=%s deleted=%u (%u already gone)", s->peer, s->user,
+		log_info("pop3 %s: quit user=%s deleted=%u (%u already gone)", s->peer, user,
 		         removed, n - removed);
 	} else {
 		log_error("pop3 %s: quit user=%s: the deletion of %u messages failed", s->peer,
-		          s->user, n);
+		          user, n);
 	}
 	if (s->released) {
 		pop3_may_free(s);
@@ -300,7 +304,9 @@ static void cmd_quit(struct pop3_session *s)
 	for (uint32_t i = 0; i < s->nmsgs; i++)
 		n += s->msgs[i].deleted;
 	if (!n) {
-		log_info("pop3 %s: quit user=%s deleted=0", s->peer, s->user);
+		char user[POP3_QUOTED_MAX];
+		pop3_user_quoted(s, user);
+		log_info("pop3 %s: quit user=%s deleted=0", s->peer, user);
 		pop3_close_with(s, "+OK ringpost POP3 server signing off");
 		return;
 	}

@@ -23,6 +23,7 @@
 #define POP3_PAUSE_INPUT   (64u << 10)  /* unread input kept while busy */
 #define POP3_DRAIN_POLL_MS 10           /* how often a blocked writer looks again */
 #define POP3_KEEP_BUF      4096         /* buffer memory an idle session keeps */
+#define POP3_LINGER_MS     10000        /* a last reply the client does not read: give up */
 
 /* The states of RFC 1939, and the waits between them. */
 enum pop3_state {
@@ -66,6 +67,7 @@ struct pop3_session {
 	struct loop_timer idle;       /* the autologout timer (RFC 1939 3) */
 	struct loop_timer fail_timer; /* the delayed -ERR of a failed login */
 	struct loop_timer drain;      /* output over POP3_OUT_HIGH: look again soon */
+	struct loop_timer linger;     /* closing: the last reply's deadline */
 	struct loop_defer load;       /* the next slice of the snapshot */
 	char peer[64];                /* "[ip]:port" */
 	struct sockaddr_storage peer_ss;
@@ -108,7 +110,8 @@ void pop3_set_state(struct pop3_session *s, enum pop3_state st);
 RP_PRINTF(2, 3) void pop3_reply(struct pop3_session *s, const char *fmt, ...);
 /* pop3_error - an -ERR to a bad command (counted: too many close the session). */
 RP_PRINTF(2, 3) void pop3_error(struct pop3_session *s, const char *fmt, ...);
-/* pop3_close_with - a last line, then close once it is sent. */
+/* pop3_close_with - a last line, then close once it is sent (or, when
+ * the client does not read it, after POP3_LINGER_MS). */
 void pop3_close_with(struct pop3_session *s, const char *text);
 /* pop3_resume - go on with the input after a wait. */
 void pop3_resume(struct pop3_session *s);
@@ -117,6 +120,9 @@ void pop3_resume(struct pop3_session *s);
 bool pop3_busy(const struct pop3_session *s);
 /* pop3_drain_later - look at the output again in a moment (POP3_DRAIN_POLL_MS). */
 void pop3_drain_later(struct pop3_session *s);
+/* pop3_user_quoted - the logged-in user as a quoted log value ("alice"). */
+#define POP3_QUOTED_MAX (AUTH_NAME_MAX * 2 + 8)
+void pop3_user_quoted(const struct pop3_session *s, char out[POP3_QUOTED_MAX]);
 /* pop3_may_free - the conn is gone and nothing is in flight: free the
  * session (true), or it waits for what is (false). */
 bool pop3_may_free(struct pop3_session *s);
