@@ -151,7 +151,6 @@ static void failed(struct pop3_session *s, const char *mech, const char *user, s
 	struct pop3_server *srv = s->srv;
 	bool blocked;
 	char quoted[AUTH_NAME_MAX * 2 + 8];
-	srv->login_failures++;
 	unsigned n = auth_limiter_fail(srv->p.limiter, (const struct sockaddr *)&s->peer_ss,
 	                               rp_mono_ms(), &blocked);
 	log_quote(quoted, sizeof(quoted), user, RP_MIN(ulen, (size_t)AUTH_NAME_MAX));
@@ -202,7 +201,6 @@ static void logged_in(struct pop3_session *s, const char *user, const char *mech
 	}
 	snprintf(s->user, sizeof(s->user), "%s", user);
 	s->mech = mech;
-	s->srv->logins++;
 	s->load_from = 0;
 	s->nmsgs = 0;
 	pop3_set_state(s, P3_LOADING);

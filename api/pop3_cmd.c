@@ -255,7 +255,6 @@ static void commit_done(struct pop3_commit *k, bool ok)
 	pop3_unlock(s);
 	pop3_user_quoted(s, user);
 	if (ok) {
-		s->srv->deleted += removed;
 		log_info("pop3 %s: quit user=%s deleted=%u (%u already gone)", s->peer, user,
 		         removed, n - removed);
 	} else {
@@ -307,6 +306,7 @@ static void cmd_quit(struct pop3_session *s)
 		char user[POP3_QUOTED_MAX];
 		pop3_user_quoted(s, user);
 		log_info("pop3 %s: quit user=%s deleted=0", s->peer, user);
+		pop3_unlock(s); /* free for the next login at once */
 		pop3_close_with(s, "+OK ringpost POP3 server signing off");
 		return;
 	}

@@ -56,7 +56,6 @@ struct pop3_server {
 	struct pop3_params p;
 	struct rp_list sessions; /* every session, for shutdown */
 	unsigned nsessions;
-	uint64_t logins, login_failures, deleted; /* since start */
 };
 
 struct pop3_session {
