@@ -47,7 +47,8 @@ Cases:
   - floods: 3000 pipelined NOOPs, 20 pipelined RETRs of the 1.2 MB message
     read only afterwards (each one exact); the daemon keeps serving;
   - edge: USER/PASS in clear text when require_tls = no, STLS refused
-    without [tls]; wrong passwords answered after >= 1 s, then >= 2 s,
+    without [tls]; 150 sessions of random commands, garbage, splits and
+    endings (a fixed seed) get only POP3 replies; wrong passwords answered after >= 1 s, then >= 2 s,
     the third closes with -ERR [AUTH] and the address is refused at
     connect while another is served;
   - curl --ssl-reqd pop3:// (LIST and RETR, through AUTH PLAIN) and
@@ -692,6 +693,66 @@ def edge_failure_limit(x):
         c.ok("QUIT")
 
 
+@cases.add
+def edge_random_sessions(x):
+    """150 sessions of random commands, arguments, garbage and splits,
+    pipelined and ended in random ways (a fixed seed): POP3 replies come
+    back, and the daemon keeps serving."""
+    import random
+    rnd = random.Random(1939)
+    words = ["STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP", "CAPA", "AUTH",
+             "STLS", "APOP", "XTND", "list", "Top"]
+    for i in range(150):
+        cmds = [f"USER {ALICE}", f"PASS {ALICE_PW}"] if rnd.random() < 0.8 else []
+        for _ in range(rnd.randrange(1, 12)):
+            w = rnd.choice(words)
+            args = " ".join(str(rnd.choice([0, 1, 2, 3, 4294967295, -1, "x", ""]))
+                            for _ in range(rnd.randrange(0, 3)))
+            cmds.append(f"{w} {args}".rstrip() if args else w)
+            if rnd.random() < 0.1:
+                cmds.append(bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 300)))
+                            .replace(b"\n", b" ").decode("latin-1"))
+        # (Two QUITs: an AUTH dialogue may take the first as its response.)
+        end = rnd.choice(["RSET\r\nQUIT\r\nQUIT\r\n", "", "QUIT\r\nQUIT\r\n"])
+        data = ("\r\n".join(cmds) + "\r\n" + end).encode("latin-1")
+        if rnd.random() < 0.3:
+            data = data.replace(b"\r\n", b"\n")
+        c = P3(x.edge_pop3, source="127.0.0.9")
+        try:
+            c.greeting()
+            cut = 0
+            while cut < len(data):
+                step = rnd.randrange(1, 64)
+                c.send(data[cut:cut + step])
+                cut += step
+            if end:
+                c.sock.settimeout(5 * SLOW)
+                try:
+                    first = c.line()
+                    check(first.startswith((b"+OK", b"-ERR")), f"session {i}: {first[:80]!r}")
+                    while True:
+                        c.line()
+                except (EOFError, ConnectionResetError):
+                    pass
+                except socket.timeout:
+                    raise TestFailure(f"session {i}: not closed after QUIT: {data[-300:]!r}")
+        finally:
+            c.abort() if rnd.random() < 0.5 else c.close()
+    wait_for(lambda: x.e.alive(), 1, "the edge daemon alive")
+    def serving():
+        with P3(x.edge_pop3) as c:
+            c.greeting()
+            c.ok(f"USER {ALICE}")
+            c.send(f"PASS {ALICE_PW}\r\n")
+            r = c.line()
+            if b"[IN-USE]" in r:
+                return False
+            check(r.startswith(b"+OK"), f"PASS after the random sessions: {r!r}")
+            c.ok("QUIT")
+            return True
+    wait_for(serving, 10, "a login after the random sessions", interval=0.1)
+
+
 # ---- curl ---------------------------------------------------------------------------------------
 
 @cases.add
@@ -828,6 +889,9 @@ def fill_mailbox(x):
     big = (b"From: <sender@origin.test>\r\nTo: <big@dest.test>\r\nSubject: big\r\n\r\n" +
            b"".join((b"." if i % 7 == 0 else b"x") + b"%074d\r\n" % i for i in range(BIG_LINES)))
     smtp_submit(x.d.port, SENDER, ["big@dest.test"], big, " RET=FULL")
+    # The edge daemon's mailbox (for its random sessions): two DSNs.
+    for i in range(2):
+        smtp_submit(x.e.port, SENDER, [f"edge{i}@dest.test"], dotted)
     wait_for(lambda: len(bounce_list(x.d)) >= 6, 30, "six DSNs in the mailbox")
     time.sleep(0.3 * SLOW)
     x.msgs, x.uidvalidity = stored(x)
