@@ -32,6 +32,7 @@ static void usage(FILE *f)
 	      "       ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|resume "
 	      "DOMAIN|purge DOMAIN\n"
 	      "       ringpost user -c FILE add|del NAME    (password on standard input)\n"
+	      "       ringpost suppress -c FILE list|add ADDRESS [--reason TEXT]|del ADDRESS\n"
 	      "       ringpost check-config -c FILE\n"
 	      "       ringpost version\n",
 	      f);
@@ -333,6 +334,8 @@ int main(int argc, char **argv)
 		return cli_queue(argc - 1, argv + 1);
 	if (!strcmp(cmd, "user"))
 		return cli_user(argc - 1, argv + 1);
+	if (!strcmp(cmd, "suppress"))
+		return cli_suppress(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringpost 0.1.0\n");
 		return RP_EX_OK;

@@ -178,6 +178,7 @@ static void commit_done(struct submission *sub, void *arg)
 	if (st == SPOOL_OK) {
 		submission_route(sub, srv->route, srv->route_ctx);
 		srv->messages++;
+		srv->suppressed += submission_suppressed(sub);
 		s->transactions++;
 		size_t slen;
 		const char *sender = submission_sender_addr(sub, &slen);
@@ -548,6 +549,7 @@ unsigned smtpd_sessions(const struct smtpd *srv)
 void smtpd_fill_stats(const struct smtpd *srv, struct stats_snapshot *part)
 {
 	part->accepted_smtp += srv->messages;
+	part->suppressed += srv->suppressed;
 	part->rejected += srv->rejected;
 	part->smtp_sessions += srv->accepted_sessions;
 	part->inbound_connections += srv->nsessions;

@@ -46,6 +46,7 @@ struct smtpd {
 	uint64_t accepted_sessions; /* since start */
 	uint64_t messages;          /* messages accepted */
 	uint64_t rejected;          /* transactions refused at the end */
+	uint64_t suppressed;        /* recipients on the suppression list at submission */
 	uint64_t tls_sessions;      /* sessions that completed a TLS handshake */
 	uint64_t tls_failures;      /* handshakes that failed */
 	uint64_t auth_ok, auth_failed;
