@@ -209,6 +209,9 @@ struct spool_update {
 	size_t remote_len;
 	bool wait_only; /* no attempt was made: only state and next_ms
 	                 * change (waiting behind a back-off) */
+	bool suppress;  /* BOUNCED for a dead address (outcome_hard_bounce):
+	                 * add it to the suppression list, the response as
+	                 * the reason (with [queue] suppress) */
 };
 
 struct spool_req {
