@@ -18,8 +18,8 @@
 #include "http.h"
 
 #define PAGE_DEFAULT 100
-#define PAGE_MAX 1000
-#define REASON_MAX 400
+#define PAGE_MAX     1000
+#define REASON_MAX   400
 
 /* An add or remove on its way to the writer. */
 struct suppress_op {
@@ -69,7 +69,8 @@ void api_suppress_list(struct api_session *s, const char *arg)
 		char *end;
 		unsigned long v = strtoul(lim, &end, 10);
 		if (!*lim || *end || !v || v > PAGE_MAX) {
-			http_error(s, 400, "bad_field", "limit must be a number from 1 to %d", PAGE_MAX);
+			http_error(s, 400, "bad_field", "limit must be a number from 1 to %d",
+			           PAGE_MAX);
 			return;
 		}
 		limit = (unsigned)v;
@@ -117,16 +118,20 @@ static void op_done(struct mq_item *item, void *ctx)
 	(void)ctx;
 	if (!s->released) {
 		if (op->req.status != SPOOL_OK) {
-			http_error(s, 503, "unavailable", "the spool could not store it; retry later");
+			http_error(s, 503, "unavailable",
+			           "the spool could not store it; retry later");
 		} else if (!op->req.u.suppress.add && !op->req.u.suppress.existed) {
-			http_error(s, 404, "not_found", "%s is not on the suppression list", op->addr);
+			http_error(s, 404, "not_found", "%s is not on the suppression list",
+			           op->addr);
 		} else {
 			struct buf b = { 0 };
 			buf_puts(&b, "{\"address\":");
 			http_json_str(&b, op->addr, strlen(op->addr));
-			buf_printf(&b, ",\"%s\":true}", op->req.u.suppress.add ? "added" : "removed");
-			http_respond_json(s, op->req.u.suppress.add && !op->req.u.suppress.existed ? 201 : 200,
-			                  &b);
+			buf_printf(&b, ",\"%s\":true}",
+			           op->req.u.suppress.add ? "added" : "removed");
+			http_respond_json(
+			    s, op->req.u.suppress.add && !op->req.u.suppress.existed ? 201 : 200,
+			    &b);
 		}
 		log_info("api suppression %s address=%s", op->req.u.suppress.add ? "add" : "remove",
 		         op->addr);
@@ -170,8 +175,8 @@ void api_suppress_add(struct api_session *s, const char *arg)
 {
 	(void)arg;
 	json_error_t je;
-	json_t *doc = json_loadb(buf_head(&s->req.body), buf_used(&s->req.body),
-	                         JSON_REJECT_DUPLICATES, &je);
+	json_t *doc =
+	    json_loadb(buf_head(&s->req.body), buf_used(&s->req.body), JSON_REJECT_DUPLICATES, &je);
 	if (!doc) {
 		http_error(s, 400, "bad_json", "invalid JSON at line %d, column %d: %s", je.line,
 		           je.column, je.text);
@@ -195,13 +200,13 @@ void api_suppress_add(struct api_session *s, const char *arg)
 	} else if (json_string_length(a) > ADDR_MAX) {
 		http_error(s, 422, "invalid_address", "address is longer than %d bytes", ADDR_MAX);
 	} else if (r && json_is_string(r) &&
-	           (json_string_length(r) > REASON_MAX ||
-	            strpbrk(json_string_value(r), "\r\n") ||
+	           (json_string_length(r) > REASON_MAX || strpbrk(json_string_value(r), "\r\n") ||
 	            memchr(json_string_value(r), '\0', json_string_length(r)))) {
-		http_error(s, 400, "bad_field",
-		           "reason must be one line of at most %d bytes", REASON_MAX);
+		http_error(s, 400, "bad_field", "reason must be one line of at most %d bytes",
+		           REASON_MAX);
 	} else if (address_ok(s, json_string_value(a))) {
-		submit_op(s, json_string_value(a), r && json_is_string(r) ? json_string_value(r) : "added by the API", true);
+		submit_op(s, json_string_value(a),
+		          r && json_is_string(r) ? json_string_value(r) : "added by the API", true);
 	}
 	json_decref(doc);
 }

@@ -84,8 +84,9 @@ int cli_suppress(int argc, char **argv)
 	bool ok = (nargs == 1 && !strcmp(args[0], "list")) ||
 	          (nargs == 2 && (!strcmp(args[0], "add") || !strcmp(args[0], "del")));
 	if (!ok) {
-		fprintf(stderr, "usage: ringpost suppress -c FILE list | add ADDRESS [--reason TEXT] "
-		                "| del ADDRESS\n");
+		fprintf(stderr,
+		        "usage: ringpost suppress -c FILE list | add ADDRESS [--reason TEXT] "
+		        "| del ADDRESS\n");
 		return RP_EX_USAGE;
 	}
 	struct config *cfg = cli_load_config(argc, argv);
@@ -115,7 +116,8 @@ int cli_suppress(int argc, char **argv)
 		} else {
 			rc = status == 404 ? RP_EX_NOINPUT : cli_fail_status(status, &out);
 			if (status == 404)
-				fprintf(stderr, "ringpost: %s is not on the suppression list\n", args[1]);
+				fprintf(stderr, "ringpost: %s is not on the suppression list\n",
+				        args[1]);
 		}
 		buf_free(&out);
 		buf_free(&path);

@@ -175,6 +175,7 @@ static void bind_listeners(struct relay *r, const struct config *cfg)
 		[LISTEN_SUBMISSION] = &cfg->listen_submission,
 		[LISTEN_SUBMISSIONS] = &cfg->listen_submissions,
 		[LISTEN_API] = &cfg->listen_api,
+		[LISTEN_INBOUND] = &cfg->listen_inbound,
 		[LISTEN_IMAP] = &cfg->listen_imap,
 		[LISTEN_IMAPS] = &cfg->listen_imaps,
 		[LISTEN_POP3] = &cfg->listen_pop3,

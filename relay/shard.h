@@ -33,6 +33,7 @@ enum listener_kind {
 	LISTEN_SUBMISSION,  /* SMTP submission, STARTTLS when [tls] is set */
 	LISTEN_SUBMISSIONS, /* submission over implicit TLS (RFC 8314) */
 	LISTEN_API,         /* the HTTP API (HTTPS with [api] tls) */
+	LISTEN_INBOUND,     /* the bounce MX (STARTTLS) */
 	LISTEN_IMAP,        /* IMAP for the bounce mailbox (STARTTLS) */
 	LISTEN_IMAPS,       /* IMAP over implicit TLS */
 	LISTEN_POP3,        /* POP3 for the bounce mailbox (STLS) */
@@ -80,6 +81,7 @@ struct shard {
 	unsigned nlisteners;
 
 	struct smtpd *smtpd;            /* SMTP submission sessions */
+	struct smtpd *inbound;          /* the bounce MX's sessions */
 	struct delivery *delivery;      /* outbound sessions, pools and routes */
 	struct api_server *api;         /* HTTP API sessions on this shard */
 	struct dns_resolver *dns;       /* MX and address lookups */

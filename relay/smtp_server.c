@@ -88,6 +88,7 @@ void srv_tx_reset(struct srv_session *s)
 	submission_reset(&s->sub);
 	s->utf8 = false;
 	s->rejected_rcpts = 0;
+	s->ninb = 0;
 	s->bdat_used = false;
 	s->bdat_last = false;
 	s->bdat_error = NULL;
@@ -141,7 +142,8 @@ void srv_commit(struct srv_session *s, unsigned content_flags)
 	if (content_flags & SMTP_DATA_8BIT)
 		sub->flags |= MSG_F_8BIT;
 	submission_start(sub, s->srv->spool, s->peer);
-	submission_submitter(sub, s->user);
+	if (!s->srv->inbound)
+		submission_submitter(sub, s->user);
 	/* RFC 3848 / 6531: ESMTPS, ESMTPA, ESMTPSA, UTF8SMTPSA, ... */
 	char with[16], using[160] = "";
 	snprintf(with, sizeof(with), "%s%s%s", s->utf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"),
@@ -149,6 +151,10 @@ void srv_commit(struct srv_session *s, unsigned content_flags)
 	if (s->tls)
 		snprintf(using, sizeof(using), "using %s with cipher %s",
 		         tls_version_name(s->conn.tls), tls_cipher_name(s->conn.tls));
+	if (s->srv->inbound) {
+		srv_inbound_commit(s, with, s->tls ? using : NULL);
+		return;
+	}
 	struct submit_trace t = {
 		.from = s->helo,
 		.from_ip = s->peer_ip,
@@ -422,6 +428,7 @@ static void srv_free(struct srv_session *s)
 	srv->nsessions--;
 	submission_free(&s->sub);
 	buf_free(&s->msg);
+	free(s->inb);
 	free(s);
 	srv->session_gone(srv->arg);
 }
@@ -517,6 +524,7 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	srv->spool = p->spool;
 	srv->checker = p->checker;
 	srv->limiter = p->limiter;
+	srv->inbound = p->inbound;
 	smtpd_set_config(srv, p->gen);
 	srv->route = p->route;
 	srv->route_ctx = p->route_ctx;
@@ -538,7 +546,7 @@ void smtpd_set_config(struct smtpd *srv, const struct config_ref *gen)
 {
 	srv->cfg = gen->cfg;
 	srv->tls = gen->tls_server;
-	srv->users = gen->users;
+	srv->users = srv->inbound ? NULL : gen->users; /* no AUTH at the bounce MX */
 }
 
 unsigned smtpd_sessions(const struct smtpd *srv)
@@ -550,6 +558,8 @@ void smtpd_fill_stats(const struct smtpd *srv, struct stats_snapshot *part)
 {
 	part->accepted_smtp += srv->messages;
 	part->suppressed += srv->suppressed;
+	part->reports += srv->reports;
+	part->reports_matched += srv->reports_matched;
 	part->rejected += srv->rejected;
 	part->smtp_sessions += srv->accepted_sessions;
 	part->inbound_connections += srv->nsessions;

@@ -27,6 +27,8 @@ struct smtpd_params {
 	                               * users (replace with smtpd_set_config) */
 	struct auth_checker *checker; /* password checks off the loop */
 	struct auth_limiter *limiter; /* failed logins per address (all shards) */
+	bool inbound;                 /* the bounce MX ([listen] inbound): mail for
+	                               * [queue] bounce_domain only, no AUTH, no relay */
 	submit_route_fn route;        /* queue a committed message's recipients */
 	void *route_ctx;
 	void (*session_gone)(void *arg); /* a session was freed (shutdown waits) */

@@ -29,8 +29,16 @@ enum srv_state {
 	SS_NSTATES,
 };
 
+/* A recipient the bounce MX accepted. */
+struct inbound_rcpt {
+	uint64_t msgid; /* the recipient a VERP address names */
+	uint32_t idx;
+	bool verp; /* false: postmaster@ or abuse@ */
+};
+
 struct smtpd {
 	struct loop *loop;
+	bool inbound; /* the bounce MX, not submission */
 	struct spool *spool;
 	const struct config *cfg;
 	struct tls_ctx *tls;          /* the generation's server context, NULL = no TLS */
@@ -47,6 +55,8 @@ struct smtpd {
 	uint64_t messages;          /* messages accepted */
 	uint64_t rejected;          /* transactions refused at the end */
 	uint64_t suppressed;        /* recipients on the suppression list at submission */
+	uint64_t reports;           /* bounce MX: reports stored */
+	uint64_t reports_matched;   /* ... that named one of our recipients */
 	uint64_t tls_sessions;      /* sessions that completed a TLS handshake */
 	uint64_t tls_failures;      /* handshakes that failed */
 	uint64_t auth_ok, auth_failed;
@@ -87,6 +97,8 @@ struct srv_session {
 	char user[AUTH_NAME_MAX + 1];       /* the authenticated user, "" = none */
 	char tls_desc[80];                  /* "TLSv1.3/TLS_AES_256_GCM_SHA384" */
 	struct sockaddr_storage peer_ss;    /* the client, for the failure limit */
+	struct inbound_rcpt *inb;           /* bounce MX: the accepted recipients */
+	unsigned ninb, inb_cap;
 	unsigned errors;
 	unsigned transactions;
 
@@ -128,6 +140,16 @@ void srv_resume(struct srv_session *s);
 /* srv_may_free - the session is gone and nothing is in flight: free it
  * (true), or it waits for what is (false). */
 bool srv_may_free(struct srv_session *s);
+
+/* ---- smtp_server_inbound.c --------------------------------------------- */
+
+/* srv_inbound_rcpt - RCPT at the bounce MX: true when addr is one it takes
+ * (then the caller records it and says 250); false after a 550 reply. */
+bool srv_inbound_rcpt(struct srv_session *s, const char *addr, size_t len);
+/* srv_inbound_commit - a report is complete: read it, store it with what
+ * it says; the reply comes when that is durable. with and using are the
+ * Received: protocol and TLS words (using may be NULL). */
+void srv_inbound_commit(struct srv_session *s, const char *with, const char *using);
 
 /* ---- smtp_server_auth.c ------------------------------------------------ */
 

@@ -888,12 +888,13 @@ Test(inbound, events_change_recipients_and_the_list)
 
 	struct rcpt_copy r = get_rcpt(id, 0);
 	cr_assert_eq(r.state, SPOOL_BOUNCED);
-	cr_assert_str_eq(r.response, "550 5.1.1 mailbox gone");
+	cr_assert_str_eq(r.response, "550 5.1.1 mailbox gone (delivered before: 250 2.0.0 ok 0)",
+	                 "the report, and the delivery it follows");
 	cr_assert_str_eq(r.addr, "rcpt0@In.Example");
 	r = get_rcpt(id, 1);
 	cr_assert_eq(r.state, SPOOL_COMPLAINED);
 	cr_assert_str_eq(spool_state_name(r.state), "complained");
-	cr_assert_str_eq(r.response, "abuse report");
+	cr_assert_str_eq(r.response, "abuse report (delivered before: 250 2.0.0 ok 1)");
 	r = get_rcpt(id, 2);
 	cr_assert_eq(r.state, SPOOL_DEFERRED);
 	cr_assert_str_eq(r.response, "451 4.3.0 later");
@@ -936,7 +937,7 @@ Test(inbound, bounced_may_still_complain)
 	uint32_t u2 = inbound("two\r\n", rp_now_ms(), &again, 1);
 	cr_assert(again.found);
 	cr_assert_eq(get_rcpt(id, 0).state, SPOOL_BOUNCED);
-	cr_assert_str_eq(get_rcpt(id, 0).response, "550 first");
+	cr_assert_str_eq(get_rcpt(id, 0).response, "550 first (delivered before: 250 2.0.0 ok 0)");
 	char longresp[1500];
 	memset(longresp, 'c', sizeof(longresp) - 1);
 	longresp[sizeof(longresp) - 1] = '\0';
@@ -949,10 +950,13 @@ Test(inbound, bounced_may_still_complain)
 	cr_assert_eq(u3, u2 + 1);
 	struct rcpt_copy r = get_rcpt(id, 0);
 	cr_assert_eq(r.state, SPOOL_COMPLAINED, "bounced, then complained");
-	cr_assert_eq(strlen(r.response), 1000, "responses are cut to 1000 bytes");
+	const char *before = " (bounced before: 550 first (delivered before: 250 2.0.0 ok 0))";
+	cr_assert_eq(strlen(r.response), 500 + strlen(before),
+	             "the report's own text is cut to 500 bytes");
+	cr_assert_str_eq(r.response + 500, before);
 	r = get_rcpt(id, 1);
 	cr_assert_eq(r.state, SPOOL_COMPLAINED, "a complaint is not undone by a bounce");
-	cr_assert_str_eq(r.response, "complaint first");
+	cr_assert_str_eq(r.response, "complaint first (delivered before: 250 2.0.0 ok 1)");
 	cr_assert(e2[0].found);
 	cr_assert(e2[1].found);
 	cr_assert_str_eq(mbox_get(u1).data, "one\r\n");
