@@ -20,6 +20,7 @@
 #include "queue/spool.h"
 #include "base/util.h"
 #include "shard.h"
+#include "smtp_server.h"
 
 #define AUTH_THREADS 2 /* password hashes in parallel (yescrypt: ~ms each) */
 
@@ -239,6 +240,8 @@ static int cmd_serve(int argc, char **argv)
 	r->spool = spool;
 	r->checker = auth_checker_new(AUTH_THREADS);
 	r->limiter = auth_limiter_new(cfg->auth_max_failures);
+	r->inbound_refused = auth_limiter_new(INBOUND_MAX_REFUSED);
+	r->inbound_flood = auth_limiter_new(INBOUND_MAX_REPORTS);
 	r->nshards = config_shards(cfg);
 	if (r->nshards > 256)
 		r->nshards = 256;
@@ -292,6 +295,8 @@ static int cmd_serve(int argc, char **argv)
 	spool_close(spool);
 	auth_checker_free(r->checker);
 	auth_limiter_free(r->limiter);
+	auth_limiter_free(r->inbound_refused);
+	auth_limiter_free(r->inbound_flood);
 	log_info("stopped");
 	log_flush();
 	config_ref_put(r->cref);

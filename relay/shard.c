@@ -510,6 +510,8 @@ static void services_new(struct shard *sh)
 	};
 	sh->smtpd = smtpd_new(&sp);
 	sp.inbound = true;
+	sp.refused = sh->relay->inbound_refused;
+	sp.flood = sh->relay->inbound_flood;
 	sh->inbound = smtpd_new(&sp);
 	shard_api_config(sh->cref, &sh->api_cfg);
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,

@@ -46,9 +46,11 @@ struct relay {
 	struct spool *spool;
 	struct shard **shards;
 	unsigned nshards;
-	int listen_fds[LISTEN_KINDS][256]; /* per kind, per shard; -1 = none */
-	struct auth_checker *checker;      /* password checks (every shard's) */
-	struct auth_limiter *limiter;      /* failed logins per address (every shard's) */
+	int listen_fds[LISTEN_KINDS][256];    /* per kind, per shard; -1 = none */
+	struct auth_checker *checker;         /* password checks (every shard's) */
+	struct auth_limiter *limiter;         /* failed logins per address (every shard's) */
+	struct auth_limiter *inbound_refused; /* bounce MX: refused recipients per address */
+	struct auth_limiter *inbound_flood;   /* bounce MX: reports per address */
 	_Atomic bool stopping;
 	_Atomic bool running;          /* every shard has its loop (notifications may go) */
 	struct sockaddr_storage *ours; /* our listening addresses (loop detection) */

@@ -479,6 +479,8 @@ void smtpd_session_start(struct smtpd *srv, int fd, bool implicit_tls)
 	if (srv->nsessions > cfg->max_clients) {
 		log_warn("smtpd %s: refused, %u sessions open", s->peer, srv->nsessions - 1);
 		refuse = "421 4.7.0 Error: too many connections, try again later";
+	} else if (srv->inbound) {
+		refuse = srv_inbound_refuse(s);
 	} else if (auth_limiter_blocked(srv->limiter, (const struct sockaddr *)&s->peer_ss,
 	                                rp_mono_ms(), &left)) {
 		log_info("smtpd %s: refused for %llu more seconds after authentication failures",
@@ -524,6 +526,8 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	srv->spool = p->spool;
 	srv->checker = p->checker;
 	srv->limiter = p->limiter;
+	srv->refused = p->refused;
+	srv->flood = p->flood;
 	srv->inbound = p->inbound;
 	smtpd_set_config(srv, p->gen);
 	srv->route = p->route;

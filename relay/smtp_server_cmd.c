@@ -82,6 +82,11 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 		srv_error(s, "530 5.7.0 Authentication required");
 		return;
 	}
+	const char *busy = s->srv->inbound ? srv_inbound_refuse(s) : NULL;
+	if (busy) { /* a flood within one session: its next report waits */
+		srv_close_with(s, busy);
+		return;
+	}
 	uint32_t flags = 0;
 	bool utf8 = false;
 	char envid[101] = "";

@@ -45,6 +45,8 @@ struct smtpd {
 	struct auth_users *users;     /* the generation's users, NULL = no AUTH */
 	struct auth_checker *checker; /* password checks off the loop */
 	struct auth_limiter *limiter; /* failed logins per address */
+	struct auth_limiter *refused; /* bounce MX: refused recipients per address */
+	struct auth_limiter *flood;   /* bounce MX: reports per address */
 	submit_route_fn route;
 	void *route_ctx;
 	void (*session_gone)(void *arg);
@@ -146,6 +148,10 @@ bool srv_may_free(struct srv_session *s);
 /* srv_inbound_rcpt - RCPT at the bounce MX: true when addr is one it takes
  * (then the caller records it and says 250); false after a 550 reply. */
 bool srv_inbound_rcpt(struct srv_session *s, const char *addr, size_t len);
+/* srv_inbound_refuse - the reply that turns a new bounce MX client away
+ * (too many refused recipients or reports from its address lately), or
+ * NULL to let it in. */
+const char *srv_inbound_refuse(struct srv_session *s);
 /* srv_inbound_commit - a report is complete: read it, store it with what
  * it says; the reply comes when that is durable. with and using are the
  * Received: protocol and TLS words (using may be NULL). */

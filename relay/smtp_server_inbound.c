@@ -35,8 +35,8 @@ struct inbound_commit {
 	struct buf data;                  /* the mailbox copy: trace fields + message */
 	struct bounce_report rep;         /* what it says (about 20 KiB: not on a stack) */
 	struct spool_event ev[MATCH_MAX]; /* what it does to our recipients */
-	char text[MATCH_MAX][720]; /* the suppression reason; the response is
-	                            * its end ("hard bounce: " + the remote's) */
+	char text[MATCH_MAX][720];        /* the suppression reason; the response is
+	                                   * its end ("hard bounce: " + the remote's) */
 	unsigned nmatch;
 };
 
@@ -55,32 +55,60 @@ static bool at_domain(const char *addr, size_t len, const char *domain)
 	return at && (size_t)(addr + len - at - 1) == dl && !strncasecmp(at + 1, domain, dl);
 }
 
+const char *srv_inbound_refuse(struct srv_session *s)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&s->peer_ss;
+	uint64_t left = 0, now = rp_mono_ms();
+	const char *why = NULL;
+	if (auth_limiter_blocked(s->srv->refused, sa, now, &left))
+		why = "too many refused recipients";
+	else if (auth_limiter_blocked(s->srv->flood, sa, now, &left))
+		why = "too many reports";
+	if (!why)
+		return NULL;
+	log_info("bounce-mx %s: refused for %llu more seconds: %s", s->peer,
+	         (unsigned long long)(left + 999) / 1000, why);
+	return "421 4.7.0 Error: too many messages or refused recipients from your address, try "
+	       "again later";
+}
+
 bool srv_inbound_rcpt(struct srv_session *s, const char *addr, size_t len)
 {
 	const char *domain = srv_cfg(s)->bounce_domain;
 	uint64_t msgid = 0;
 	uint32_t idx = 0;
-	enum verp_result v = domain[0] ? verp_decode(spool_verp_key(s->srv->spool), addr, len,
-	                                             domain, &msgid, &idx)
-	                               : VERP_NOT_VERP;
-	if (v == VERP_BAD_MAC) {
-		char q[400];
-		log_quote(q, sizeof(q), addr, len);
-		log_warn("bounce-mx %s: refused a forged VERP address rcpt=%s", s->peer, q);
-		srv_reply(s, "550 5.7.1 Error: not a valid bounce address");
-		return false;
-	}
+	enum verp_result v =
+	    domain[0] ? verp_decode(spool_verp_key(s->srv->spool), addr, len, domain, &msgid, &idx)
+	              : VERP_NOT_VERP;
 	bool special = v == VERP_NOT_VERP && domain[0] && at_domain(addr, len, domain) &&
 	               (local_is(addr, len, "postmaster") || local_is(addr, len, "abuse"));
 	if (v != VERP_OK && !special) {
-		srv_reply(s, "550 5.7.1 Error: relay access denied (this host takes bounces only)");
+		if (v == VERP_BAD_MAC) {
+			char q[400];
+			log_quote(q, sizeof(q), addr, len);
+			log_warn("bounce-mx %s: refused a forged VERP address rcpt=%s", s->peer, q);
+		}
+		bool blocked = false;
+		auth_limiter_fail(s->srv->refused, (const struct sockaddr *)&s->peer_ss,
+		                  rp_mono_ms(), &blocked);
+		if (blocked) {
+			log_warn("bounce-mx %s: too many refused recipients: blocked", s->peer);
+			srv_close_with(
+			    s, "421 4.7.0 Error: too many refused recipients, try again later");
+		} else {
+			srv_reply(s, v == VERP_BAD_MAC
+			                 ? "550 5.7.1 Error: not a valid bounce address"
+			                 : "550 5.7.1 Error: relay access denied (this "
+			                   "host takes bounces only)");
+		}
 		return false;
 	}
 	if (s->ninb == s->inb_cap) {
 		s->inb_cap = s->inb_cap ? s->inb_cap * 2 : 4;
 		s->inb = xrealloc(s->inb, s->inb_cap * sizeof(*s->inb));
 	}
-	s->inb[s->ninb++] = (struct inbound_rcpt){ .msgid = msgid, .idx = idx, .verp = v == VERP_OK };
+	s->inb[s->ninb++] =
+	    (struct inbound_rcpt){ .msgid = msgid, .idx = idx, .verp = v == VERP_OK };
 	return true;
 }
 
@@ -151,8 +179,8 @@ static void events(struct inbound_commit *ic)
 			                br->diag[2] >= '0' && br->diag[2] <= '9';
 			snprintf(why, sizeof(ic->text[0]), "%s%s%s%s%s%s%s", hard,
 			         is_reply ? "" : br->status, is_reply || !br->diag[0] ? "" : " ",
-			         br->diag, br->remote_mta[0] ? " (reported by " : "", br->remote_mta,
-			         br->remote_mta[0] ? ")" : "");
+			         br->diag, br->remote_mta[0] ? " (reported by " : "",
+			         br->remote_mta, br->remote_mta[0] ? ")" : "");
 			e->suppress = outcome_hard_bounce(br->status, br->diag);
 			e->addr = br->final_rcpt;
 			resp = why + sizeof(hard) - 1;
@@ -186,6 +214,13 @@ static void inbound_done(struct mq_item *item, void *ctx)
 	bool ok = ic->req.status == SPOOL_OK;
 	if (ok) {
 		srv->reports++;
+		bool blocked = false;
+		if (!s->relay_ok)
+			auth_limiter_fail(srv->flood, (const struct sockaddr *)&s->peer_ss,
+			                  rp_mono_ms(), &blocked);
+		if (blocked)
+			log_warn("bounce-mx %s: more than %u reports in a minute: blocked", s->peer,
+			         INBOUND_MAX_REPORTS);
 		srv->reports_matched += ic->nmatch > 0;
 		const struct bounce_rcpt *br = worst_rcpt(&ic->rep);
 		log_info("bounce-mx accepted uid=%u kind=%s format=%s matched=%u applied=%u "
