@@ -653,8 +653,9 @@ static bool bounce_item(const struct spool_mbox_entry *e, void *arg)
 	msg_header_get(e->data, hi.end, "Subject", &subj, &sl);
 	buf_printf(l->b, "%s{\"uid\":%u,\"date\":", l->n++ ? "," : "", e->uid);
 	api_iso_time(l->b, e->date_ms);
-	buf_printf(l->b, ",\"size\":%zu,\"seen\":%s,\"subject\":", e->len,
-	           e->flags & MBOX_SEEN ? "true" : "false");
+	buf_printf(l->b, ",\"size\":%zu,\"seen\":%s,\"flagged\":%s,\"subject\":", e->len,
+	           e->flags & MBOX_SEEN ? "true" : "false",
+	           e->flags & MBOX_FLAGGED ? "true" : "false");
 	http_json_str(l->b, subj ? subj : "", sl);
 	buf_puts(l->b, "}");
 	return true;

@@ -216,12 +216,13 @@ int spool_apply_mbox_expunge(struct spool *sp, MDB_txn *txn, struct spool_req *r
 
 /* apply_event - what a report says about one recipient: its record's
  * state (a delivered recipient becomes bounced or complained; a bounced
- * one may still complain), and the suppression list. */
+ * one may still complain), and the suppression list (the record's address;
+ * nothing when the record is gone). */
 static int apply_event(struct spool *sp, MDB_txn *txn, struct spool_event *ev, uint64_t now)
 {
 	unsigned char kb[12];
-	const char *addr = ev->addr;
-	size_t addr_len = ev->addr_len;
+	const char *addr = NULL;
+	size_t addr_len = 0;
 	char *copy = NULL;
 	int rc = 0;
 	ev->found = false;

@@ -259,13 +259,16 @@ static int cmd_serve(int argc, char **argv)
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_open(r->shards[i]);
-	log_info("ringpost ready: submission %s, submissions %s, api %s%s, %u shards, spool %s, "
+#define ON(a) ((a).set ? (a).text : "off")
+	log_info("ringpost ready: submission %s, submissions %s, api %s%s, inbound %s, imap %s, "
+	         "imaps %s, pop3 %s, pop3s %s, %u shards, spool %s, "
 	         "%llu recipients queued, TLS %s, AUTH %u users",
-	         cfg->listen_submission.set ? cfg->listen_submission.text : "off",
-	         cfg->listen_submissions.set ? cfg->listen_submissions.text : "off",
-	         cfg->listen_api.set ? cfg->listen_api.text : "off", cfg->api_tls ? " (HTTPS)" : "",
-	         r->nshards, cfg->data_dir, (unsigned long long)pending,
-	         config_has_tls(cfg) ? "on" : "off", auth_users_count(cref->users));
+	         ON(cfg->listen_submission), ON(cfg->listen_submissions), ON(cfg->listen_api),
+	         cfg->api_tls ? " (HTTPS)" : "", ON(cfg->listen_inbound), ON(cfg->listen_imap),
+	         ON(cfg->listen_imaps), ON(cfg->listen_pop3), ON(cfg->listen_pop3s), r->nshards,
+	         cfg->data_dir, (unsigned long long)pending, config_has_tls(cfg) ? "on" : "off",
+	         auth_users_count(cref->users));
+#undef ON
 
 	for (;;) {
 		int sig = 0;

@@ -510,6 +510,7 @@ static void services_new(struct shard *sh)
 	};
 	sh->smtpd = smtpd_new(&sp);
 	sp.inbound = true;
+	sp.reader = sh->reader;
 	sp.refused = sh->relay->inbound_refused;
 	sp.flood = sh->relay->inbound_flood;
 	sh->inbound = smtpd_new(&sp);

@@ -526,6 +526,7 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	srv->spool = p->spool;
 	srv->checker = p->checker;
 	srv->limiter = p->limiter;
+	srv->reader = p->reader;
 	srv->refused = p->refused;
 	srv->flood = p->flood;
 	srv->inbound = p->inbound;

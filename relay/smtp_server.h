@@ -39,6 +39,7 @@ struct smtpd_params {
 	struct auth_limiter *limiter; /* failed logins per address (all shards) */
 	bool inbound;                 /* the bounce MX ([listen] inbound): mail for
 	                               * [queue] bounce_domain only, no AUTH, no relay */
+	struct spool_reader *reader;  /* bounce MX: the loop's spool reader */
 	struct auth_limiter *refused; /* bounce MX: refused recipients per address */
 	struct auth_limiter *flood;   /* bounce MX: reports per address (clients
 	                               * outside [submission] networks) */

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <strings.h>
 
+#include "base/addr.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "queue/bounce.h"
@@ -32,11 +33,12 @@
 struct inbound_commit {
 	struct spool_req req;
 	struct srv_session *s;
-	struct buf data;                  /* the mailbox copy: trace fields + message */
-	struct bounce_report rep;         /* what it says (about 20 KiB: not on a stack) */
-	struct spool_event ev[MATCH_MAX]; /* what it does to our recipients */
-	char text[MATCH_MAX][720];        /* the suppression reason; the response is
-	                                   * its end ("hard bounce: " + the remote's) */
+	struct buf data;                    /* the mailbox copy: trace fields + message */
+	struct bounce_report rep;           /* what it says (about 20 KiB: not on a stack) */
+	struct spool_event ev[MATCH_MAX];   /* what it does to our recipients */
+	char addr[MATCH_MAX][ADDR_MAX + 1]; /* each match's address ("" = gone) */
+	char text[MATCH_MAX][720];          /* the suppression reason; the response is
+	                                     * its end ("hard bounce: " + the remote's) */
 	unsigned nmatch;
 };
 
@@ -160,18 +162,52 @@ static const struct bounce_rcpt *worst_rcpt(const struct bounce_report *r)
 	return r->nrcpt ? &r->rcpt[0] : NULL;
 }
 
+/* lookup_addrs - each matched recipient's address, from its record ("" when
+ * the record is gone: then the report changes nothing for it). */
+static void lookup_addrs(struct inbound_commit *ic, struct spool_reader *reader)
+{
+	bool open = reader && spool_reader_begin(reader);
+	for (unsigned i = 0; i < ic->nmatch; i++) {
+		struct spool_rcpt rc;
+		ic->addr[i][0] = '\0';
+		if (open && spool_get_rcpt(reader, ic->ev[i].msgid, ic->ev[i].idx, &rc) &&
+		    rc.addr_len < sizeof(ic->addr[i])) {
+			memcpy(ic->addr[i], rc.addr, rc.addr_len);
+			ic->addr[i][rc.addr_len] = '\0';
+		}
+	}
+	if (open)
+		spool_reader_end(reader);
+}
+
+/* entry_for - the report's entry about our recipient addr: the one naming
+ * it (Final- or Original-Recipient); else, when the report concerns this
+ * recipient alone, its verdict; else none (a report naming others says
+ * nothing about this one). */
+static const struct bounce_rcpt *entry_for(const struct bounce_report *r, const char *addr,
+                                           unsigned nmatch)
+{
+	for (unsigned i = 0; i < r->nrcpt; i++)
+		if (!strcasecmp(r->rcpt[i].final_rcpt, addr) ||
+		    !strcasecmp(r->rcpt[i].original_rcpt, addr))
+			return &r->rcpt[i];
+	return nmatch == 1 ? worst_rcpt(r) : NULL;
+}
+
 /* events - what the report does to each matched recipient. */
 static void events(struct inbound_commit *ic)
 {
 	const struct bounce_report *r = &ic->rep;
-	const struct bounce_rcpt *br = worst_rcpt(r);
 	unsigned n = 0;
 	for (unsigned i = 0; i < ic->nmatch; i++) {
+		if (!ic->addr[i][0])
+			continue; /* the record is gone: nothing to change */
+		const struct bounce_rcpt *br = entry_for(r, ic->addr[i], ic->nmatch);
 		struct spool_event *e = &ic->ev[n];
 		*e = (struct spool_event){ .msgid = ic->ev[i].msgid, .idx = ic->ev[i].idx };
 		static const char hard[] = "hard bounce: ";
 		char *why = ic->text[n], *resp = why;
-		if (r->kind == BOUNCE_FAILED && br) {
+		if (br && br->kind == BOUNCE_FAILED) {
 			e->state = SPOOL_BOUNCED;
 			/* "550 5.1.1 text" as the remote said it, else "5.1.1 text". */
 			bool is_reply = br->diag[0] >= '2' && br->diag[0] <= '5' &&
@@ -182,20 +218,17 @@ static void events(struct inbound_commit *ic)
 			         br->diag, br->remote_mta[0] ? " (reported by " : "",
 			         br->remote_mta, br->remote_mta[0] ? ")" : "");
 			e->suppress = outcome_hard_bounce(br->status, br->diag);
-			e->addr = br->final_rcpt;
 			resp = why + sizeof(hard) - 1;
-		} else if (r->kind == BOUNCE_COMPLAINT) {
+		} else if (br && br->kind == BOUNCE_COMPLAINT) {
 			e->state = SPOOL_COMPLAINED;
 			snprintf(why, sizeof(ic->text[0]), "complaint: %s",
 			         r->feedback_type[0] ? r->feedback_type : "abuse");
 			e->suppress = true;
-			e->addr = r->arf_original_rcpt;
 		} else {
 			continue; /* delayed, delivered, not a report: the mailbox only */
 		}
 		e->response = resp;
 		e->response_len = strlen(resp);
-		e->addr_len = e->addr ? strlen(e->addr) : 0;
 		e->reason = why;
 		n++;
 	}
@@ -274,6 +307,7 @@ void srv_inbound_commit(struct srv_session *s, const char *with, const char *usi
 			add_match(ic, s->inb[i].msgid, s->inb[i].idx);
 	if (!ic->nmatch && cfg->bounce_domain[0])
 		scan_verp(ic, msg, len, cfg->bounce_domain, spool_verp_key(s->srv->spool));
+	lookup_addrs(ic, s->srv->reader);
 	events(ic);
 	/* The copy: who sent it (its null sender, usually), how it came. */
 	size_t slen;
