@@ -55,6 +55,12 @@ Cases:
     changes nothing, the overlong DSN bounces with a bounded response, the
     one naming 200 other addresses bounces and suppresses our recipient
     only;
+  - one DSN sent to two recipients' VERP addresses, naming only the first:
+    the first bounces and is suppressed, the second stays delivered;
+  - a report for a recipient whose record is gone ([queue] keep_done = 0,
+    a second daemon) naming another address (victim@important.test) is
+    stored and suppresses nobody: a report's own words never list an
+    address;
   - a second daemon with [listen] inbound and no bounce_domain warns at
     start, refuses every recipient (550 5.7.1) and sends with the original
     envelope sender;
@@ -933,6 +939,59 @@ def malformed_reports(x):
         fails.append(f"suppression list grew by {sorted(supp1 - supp0)[:5]}, expected "
                      f"odd@rx.test and multi@rx.test")
     check(not fails, "; ".join(fails))
+
+
+@cases.add
+def one_report_two_recipients(x):
+    mids = {n: api_send1(x, [f"{n}@rx.test"], n)[0] for n in ("twoa", "twob")}
+    for n, mid in mids.items():
+        wait_rcpts(x.d, mid, "delivered")
+    v = {n: verp_of(x, f"{n}@rx.test", n) for n in mids}
+    dsn = postfix_dsn(v["twoa"], "twoa@rx.test", returned_headers(x, "twoa@rx.test", "twoa"))
+    with smtplib.SMTP("127.0.0.1", x.inbound, local_hostname="mx.rx.test", timeout=20 * SLOW,
+                      source_address=("127.0.0.11", 0)) as s:
+        refused = s.sendmail("", [v["twoa"], v["twob"]], dsn)
+        check(not refused, f"a DSN to two VERP addresses: refused {refused}")
+    a, b = api_rcpt(x.d, mids["twoa"]), api_rcpt(x.d, mids["twob"])
+    check(a["state"] == "bounced", f"the recipient the DSN names: {a['state']}")
+    check(b["state"] == "delivered" and b["last_response"].startswith("250"),
+          f"the recipient the DSN does not name: {b['state']} {b['last_response']!r}")
+    check(suppression(x, "twoa@rx.test") is not None, "twoa@rx.test is not suppressed")
+    check(suppression(x, "twob@rx.test") is None, "twob@rx.test was suppressed by another's DSN")
+
+
+@cases.add
+def expired_record_suppresses_nobody(x):
+    sub, api, inb = free_port(), free_port(), free_port()
+    d2 = x.env.daemon(routes={"rx.test": x.rx.addr}, name="expired", port=sub, api_port=api,
+                      queue={"bounce_domain": BOUNCE_DOMAIN, "suppress": "yes",
+                             "keep_done": "0s"},
+                      extra=f"[listen]\ninbound = 127.0.0.1:{inb}\n")
+    d2.start()
+    try:
+        wait_for(lambda: port_accepts(inb, "127.0.0.1"), 10, "the keep_done=0 bounce MX")
+        r = d2.api("POST", "/v1/messages", {"from": SENDER, "to": ["attacker@rx.test"],
+                                             "subject": "x", "text": "x\n",
+                                             "headers": {"X-Test-Id": "expired"}})
+        check(r.status == 202, f"POST: HTTP {r.status}")
+        mid = r.json()["id"]
+        verp = verp_of(x, "attacker@rx.test", "expired")
+        wait_for(lambda: d2.api("GET", f"/v1/messages/{mid}").status == 404, 10 * SLOW,
+                 "the finished message's records to go (keep_done = 0)")
+        dsn = postfix_dsn(verp, "victim@important.test", "Subject: x")
+        with smtplib.SMTP("127.0.0.1", inb, local_hostname="mx.rx.test", timeout=20 * SLOW,
+                          source_address=("127.0.0.12", 0)) as s:
+            refused = s.sendmail("", [verp], dsn)
+            check(not refused, f"the DSN: refused {refused}")
+        j = d2.api("GET", "/v1/suppressions").json()
+        check(j["total"] == 0, f"a report for an expired record listed {j['suppressions']}")
+        check(len(d2.api("GET", "/v1/bounces").json()["messages"]) == 1,
+              "the report is not kept in the mailbox")
+        rc = d2.stop()
+        check(rc == 0, f"the keep_done=0 daemon: SIGTERM exit {rc}")
+        d2.check_log_clean()
+    finally:
+        d2.kill()
 
 
 @cases.add
