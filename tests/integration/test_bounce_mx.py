@@ -82,18 +82,22 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 
 import email
 import email.policy
+import imaplib
 import json
+import poplib
 import re
 import shutil
 import smtplib
+import ssl
 import subprocess
 
-from harness import (API_KEY, SLOW, SMTPConn, Cases, TestEnv, TestFailure, api_rcpt, api_status,
-                     bounce_get, bounce_list, check, curl, dot_stuff, free_port, log, parse_kv,
-                     port_accepts, raise_failures, ringpost_cli, run_cases, run_test, stop_clean,
-                     wait_for, wait_rcpts)
+from harness import (API_KEY, CA, SLOW, SMTPConn, Cases, TestEnv, TestFailure, api_rcpt,
+                     api_status, bounce_get, bounce_list, check, curl, dot_stuff, free_port, log,
+                     parse_kv, port_accepts, raise_failures, ringpost_bin, ringpost_cli,
+                     run_cases, run_test, stop_clean, wait_for, wait_rcpts)
 
 BOUNCE_DOMAIN = "bounces.test"
+READER, READER_PW = "bounces", "read the bounces 7"  # [auth] users: the mailbox's reader
 HOSTNAME = "mta.test.example"  # config_text's [server] hostname
 SENDER = "app@origin.test"
 VERP_RE = re.compile(r"^bounce-([0-9a-f]{16})-(\d+)-([0-9a-f]{16})@bounces\.test$")
@@ -591,6 +595,37 @@ def real_flow_dsn_suppresses(x):
     raw2 = bounce_get(x.d, uid2)
     check(raw2.endswith(dsn2), f"the swaks DSN is not stored byte for byte: ends "
           f"{raw2[-120:]!r}, sent {dsn2[-120:]!r}")
+
+    # The same DSN read by real mail clients: POP3 (poplib over pop3s,
+    # the UIDL names the UID) and IMAP (imaplib over imaps, UID FETCH).
+    pop = poplib.POP3_SSL("127.0.0.1", x.pop3s, context=x.tls, timeout=20 * SLOW)
+    try:
+        pop.user(READER)
+        pop.pass_(READER_PW)
+        uidl = {}
+        for line in pop.uidl()[1]:
+            n, u = line.decode().split()
+            uidl[int(u.split(".")[-1])] = int(n)
+        check(uid in uidl, f"POP3 UIDL lacks UID {uid}: {uidl}")
+        lines = pop.retr(uidl[uid])[1]
+        check(b"\r\n".join(lines) + b"\r\n" == raw,
+              "POP3 RETR is not the stored DSN byte for byte")
+    finally:
+        pop.quit()
+    im = imaplib.IMAP4_SSL("127.0.0.1", x.imaps, ssl_context=x.tls, timeout=20 * SLOW)
+    try:
+        im.login(READER, READER_PW)
+        typ, _ = im.select("INBOX", readonly=True)
+        check(typ == "OK", f"IMAP EXAMINE INBOX: {typ}")
+        typ, data = im.uid("FETCH", str(uid), "(BODY.PEEK[] BODYSTRUCTURE)")
+        check(typ == "OK" and data and isinstance(data[0], tuple),
+              f"IMAP UID FETCH {uid}: {typ} {data!r:.300}")
+        check(data[0][1] == raw, "IMAP BODY[] is not the stored DSN byte for byte")
+        meta = data[0][0].decode() + "".join(d.decode() for d in data[1:] if isinstance(d, bytes))
+        check('"REPORT"' in meta.upper() and '"DELIVERY-STATUS"' in meta.upper(),
+              f"IMAP BODYSTRUCTURE of the DSN: {meta!r:.400}")
+    finally:
+        im.logout()
 
     # The counters.
     def counted():
@@ -1216,11 +1251,22 @@ def main():
         x.rx = env.smtpd("rx")
         gone_port = free_port()
         x.gone = env.fast_sink("gone", [f"127.0.0.1:{gone_port}"], ["--rcpt-script", "550"])
-        x.inbound = free_port()
+        x.inbound, x.imaps, x.pop3s = free_port(), free_port(), free_port()
+        ca = CA(env.dir / "ca")
+        cert, key = ca.issue("mx.bounces.test", names=["127.0.0.1"])
+        x.tls = ssl.create_default_context(cafile=str(ca.cert))
+        x.tls.check_hostname = False
+        users = env.dir / "users"
+        users.write_text("")
         x.d = env.daemon(routes={"rx.test": x.rx.addr, "gone.test": f"127.0.0.1:{gone_port}"},
                          with_api=True,
                          queue={"bounce_domain": BOUNCE_DOMAIN, "suppress": "yes"},
-                         extra=f"[listen]\ninbound = 127.0.0.1:{x.inbound}\n")
+                         extra=f"[listen]\ninbound = 127.0.0.1:{x.inbound}\n"
+                         f"imaps = 127.0.0.1:{x.imaps}\npop3s = 127.0.0.1:{x.pop3s}\n"
+                         f"[tls]\ncert = {cert}\nkey = {key}\n[auth]\nusers = {users}\n")
+        r = subprocess.run([ringpost_bin(), "user", "-c", x.d.config_path, "add", READER],
+                           input=(READER_PW + "\n").encode(), capture_output=True, cwd=env.dir)
+        check(r.returncode == 0, f"ringpost user add: exit {r.returncode}: {r.stderr!r}")
         x.d.start()
         wait_inbound(x)
         failures = run_cases(cases, x, [x.d])
