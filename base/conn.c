@@ -63,12 +63,36 @@ void conn_attach(struct conn *c, int fd)
 	recv_arm(c);
 }
 
+int conn_bind_source(int fd, const struct sockaddr *src, socklen_t len)
+{
+	/* Without this, bind() picks the port at once and every bound socket
+	 * holds one of the ~28,000 ephemeral ports whatever it connects to;
+	 * with it the port is chosen at connect() time, per 4-tuple. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	return bind(fd, src, len) < 0 ? -errno : 0;
+}
+
 int conn_connect(struct conn *c, const struct sockaddr *addr, socklen_t len, uint64_t timeout_ms)
 {
+	return conn_connect_from(c, addr, len, NULL, 0, timeout_ms);
+}
+
+int conn_connect_from(struct conn *c, const struct sockaddr *addr, socklen_t len,
+                      const struct sockaddr *src, socklen_t srclen, uint64_t timeout_ms)
+{
 	rp_assert(c->fd < 0);
+	rp_assert(!src || src->sa_family == addr->sa_family);
 	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	if (src) {
+		int rc = conn_bind_source(fd, src, srclen);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+	}
 	set_nodelay(fd);
 	c->fd = fd;
 	loop_io_register(c->loop, &c->io, conn_cqe);

@@ -86,6 +86,16 @@ void conn_attach(struct conn *c, int fd);
  * Returns 0, or -errno when no socket could be made (nothing is in flight
  * then and the owner may free c at once). */
 int conn_connect(struct conn *c, const struct sockaddr *addr, socklen_t len, uint64_t timeout_ms);
+/* conn_connect_from - conn_connect from the local address src (port 0; the
+ * family of addr), or from the kernel's choice when src is NULL. -errno
+ * also when src cannot be bound (-EADDRNOTAVAIL: not an address of ours). */
+int conn_connect_from(struct conn *c, const struct sockaddr *addr, socklen_t len,
+                      const struct sockaddr *src, socklen_t srclen, uint64_t timeout_ms);
+/* conn_bind_source - bind the unconnected socket fd to the local address
+ * src as an outbound source: IP_BIND_ADDRESS_NO_PORT, so that the port is
+ * only taken at connect() (bound sockets do not use up ephemeral ports).
+ * 0 or -errno. */
+int conn_bind_source(int fd, const struct sockaddr *src, socklen_t len);
 /* conn_write - queue n bytes for sending (dropped when closing). */
 void conn_write(struct conn *c, const void *p, size_t n);
 /* conn_puts - queue a C string. */

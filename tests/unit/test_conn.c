@@ -1,6 +1,8 @@
 /* test_conn.c - TCP byte streams on the loop (base/conn.c) over real
  * loopback sockets: a megabyte through attached sockets and a reply, outbound
- * connect and refusal, graceful and abrupt closes, ops->released exactly once.
+ * connect and refusal, connect from a chosen source address (and one this
+ * machine does not have), graceful and abrupt closes, ops->released exactly
+ * once.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -32,7 +34,8 @@ struct world {
 	struct side a, b;
 	int listen_fd;
 	struct sockaddr_in addr;
-	const char *payload; /* what a sends to b */
+	struct sockaddr_in peer; /* where a's connection came from (accept) */
+	const char *payload;     /* what a sends to b */
 	size_t payload_len;
 	int scenario;
 	struct loop_timer watchdog, linger;
@@ -113,7 +116,9 @@ static void side_connected(struct conn *c, int err)
 		conn_close(c);
 		return;
 	}
-	int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	socklen_t len = sizeof(w->peer);
+	int fd =
+	    accept4(w->listen_fd, (struct sockaddr *)&w->peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	cr_assert_geq(fd, 0, "accept: %s", strerror(errno));
 	conn_attach(&w->b.c, fd);
 	conn_write(c, w->payload, w->payload_len);
@@ -267,6 +272,73 @@ Test(conn, connect_refused, .timeout = 30)
 	cr_assert_eq(w.a.released, 1);
 	cr_assert_eq(w.b.released, 0);
 	world_free(&w);
+}
+
+/* source_v4 - 127.0.0.N, port 0. */
+static struct sockaddr_in source_v4(const char *ip)
+{
+	struct sockaddr_in src = { .sin_family = AF_INET };
+	cr_assert_eq(inet_pton(AF_INET, ip, &src.sin_addr), 1);
+	return src;
+}
+
+Test(conn, connect_from_source, .timeout = 30)
+{
+	struct world w;
+	world_init(&w, SC_CONNECT);
+	w.payload = "ping\r\n";
+	w.payload_len = 6;
+	struct sockaddr_in src = source_v4("127.0.0.2");
+	cr_assert_eq(conn_connect_from(&w.a.c, (struct sockaddr *)&w.addr, sizeof(w.addr),
+	                               (struct sockaddr *)&src, sizeof(src), 2000),
+	             0);
+	loop_run(w.l);
+	cr_assert_eq(w.a.connected_err, 0);
+	char peer[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, &w.peer.sin_addr, peer, sizeof(peer));
+	cr_assert_str_eq(peer, "127.0.0.2", "the server saw %s", peer);
+	cr_assert_neq(w.peer.sin_port, 0);
+	cr_assert_eq(buf_used(&w.a.got), 5, "the exchange went on as usual");
+	world_free(&w);
+}
+
+Test(conn, connect_from_foreign_source, .timeout = 30)
+{
+	struct world w;
+	world_init(&w, SC_REFUSED);
+	struct sockaddr_in src = source_v4("192.0.2.7"); /* TEST-NET-1: not ours */
+	int rc = conn_connect_from(&w.a.c, (struct sockaddr *)&w.addr, sizeof(w.addr),
+	                           (struct sockaddr *)&src, sizeof(src), 2000);
+	cr_assert_eq(rc, -EADDRNOTAVAIL, "rc %d", rc);
+	cr_assert_eq(w.a.c.fd, -1, "no socket left behind");
+	cr_assert_eq(w.a.connected, 0, "no callback");
+	loop_timer_disarm(w.l, &w.watchdog);
+	world_free(&w);
+}
+
+Test(conn, bind_source_takes_no_port)
+{
+	/* IP_BIND_ADDRESS_NO_PORT: the port is chosen at connect() time, so
+	 * sockets bound to a source do not each hold an ephemeral port. */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in src = source_v4("127.0.0.3"), got;
+	cr_assert_eq(conn_bind_source(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+	socklen_t len = sizeof(got);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&got, &len), 0);
+	cr_assert_eq(got.sin_addr.s_addr, src.sin_addr.s_addr);
+	cr_assert_eq(got.sin_port, 0, "bind took port %u", ntohs(got.sin_port));
+	close(fd);
+	struct sockaddr_in6 six = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(conn_bind_source(fd, (struct sockaddr *)&six, sizeof(six)), 0, "::1");
+	len = sizeof(six);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&six, &len), 0);
+	cr_assert_eq(six.sin6_port, 0, "IPv6: bind took port %u", ntohs(six.sin6_port));
+	close(fd);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	src = source_v4("192.0.2.7");
+	cr_assert_eq(conn_bind_source(fd, (struct sockaddr *)&src, sizeof(src)), -EADDRNOTAVAIL);
+	close(fd);
 }
 
 Test(conn, peer_name)
