@@ -214,7 +214,8 @@ enum vtype {
 	V_CHOICE,   /* one of key->choices, its index into an unsigned */
 	V_IPLIST,   /* comma-separated IP addresses, kept as written */
 	V_HOSTPORT, /* host:port, the host a name or an address */
-	V_DOMAIN    /* a domain name (ASCII, dot-atom), or empty */
+	V_DOMAIN,   /* a domain name (ASCII, dot-atom), or empty */
+	V_EHLO      /* an EHLO name: one word (a poor name is only warned about) */
 };
 
 struct key {
@@ -314,8 +315,8 @@ static const struct key keys[] = {
 	{ "domain", "port", V_PORT, D(port), 1, 65535, CFG_D_PORT, NULL },
 	{ "domain", "route", V_ADDR, D(route), 0, 0, CFG_D_ROUTE, NULL },
 	{ "domain", "tls", V_CHOICE, D(tls), 0, 0, CFG_D_TLS, NULL, tls_policies },
-	{ "domain", "source", V_IPLIST, D(source), 0, 0, CFG_D_SOURCE, "source addresses" },
-	{ "domain", "ehlo", V_STR, D(ehlo), 0, 0, CFG_D_EHLO, "per-domain EHLO names" },
+	{ "domain", "source", V_IPLIST, D(source), 0, 0, CFG_D_SOURCE, NULL },
+	{ "domain", "ehlo", V_EHLO, D(ehlo), 0, 0, CFG_D_EHLO, NULL },
 };
 
 /* set_list - the value types that hold lists or addresses. */
@@ -392,8 +393,21 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 	char *field = (char *)base + k->off;
 	uint64_t v;
 	switch (k->type) {
+	case V_EHLO:
+		/* What would break the EHLO command line is refused; a name that
+		 * is merely poor (no dot) is config_warnings' business. */
+		for (const char *p = value; *p; p++)
+			if ((unsigned char)*p <= ' ' || *p == 0x7f)
+				return fail(ps,
+				            "%s must be one word (a host name), without spaces "
+				            "or control characters",
+				            k->name);
+		if (strlen(value) > 255)
+			return fail(ps, "%s must be at most 255 characters", k->name);
+		/* fall through */
 	case V_DOMAIN:
-		if (value[0] && addr_domain_check(value, strlen(value), false) != ADDR_OK)
+		if (k->type == V_DOMAIN && value[0] &&
+		    addr_domain_check(value, strlen(value), false) != ADDR_OK)
 			return fail(ps, "%s must be a domain name (like bounces.example.com)",
 			            k->name);
 		/* fall through */
@@ -588,6 +602,10 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 			if (!set_key(ps, i, base, value))
 				return 0;
 			d->set |= keys[i].dflag;
+			if (keys[i].dflag == CFG_D_SOURCE)
+				d->source_line = ps->line;
+			else if (keys[i].dflag == CFG_D_EHLO)
+				d->ehlo_line = ps->line;
 			return 1;
 		}
 		return fail(ps, "unknown key '%s' in [%s]", name, section);
@@ -796,11 +814,43 @@ static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
 		d->route = def->route;
 	if (!(d->set & CFG_D_TLS))
 		d->tls = def->tls;
-	/* Strings stay owned by the section that set them (config_free). */
-	if (!(d->set & CFG_D_SOURCE))
+	/* Strings and lists stay owned by the section that set them
+	 * (config_free). */
+	if (!(d->set & CFG_D_SOURCE)) {
 		d->source = def->source;
-	if (!(d->set & CFG_D_EHLO))
+		d->sources = def->sources;
+		d->nsources = def->nsources;
+		d->source_line = def->source_line;
+	}
+	if (!(d->set & CFG_D_EHLO)) {
 		d->ehlo = def->ehlo;
+		d->ehlo_line = def->ehlo_line;
+	}
+}
+
+/* parse_sources - d->source (checked by set_list) into d->sources. */
+static void parse_sources(struct cfg_domain *d)
+{
+	char *copy = xstrdup(d->source), *save = NULL;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		d->sources = xrealloc(d->sources, (d->nsources + 1) * sizeof(*d->sources));
+		struct cfg_source *src = &d->sources[d->nsources++];
+		memset(src, 0, sizeof(*src));
+		struct sockaddr_in *sin = (struct sockaddr_in *)&src->ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&src->ss;
+		if (inet_pton(AF_INET, tok, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			src->len = sizeof(*sin);
+			inet_ntop(AF_INET, &sin->sin_addr, src->text, sizeof(src->text));
+		} else if (inet_pton(AF_INET6, tok, &sin6->sin6_addr) == 1) {
+			sin6->sin6_family = AF_INET6;
+			src->len = sizeof(*sin6);
+			inet_ntop(AF_INET6, &sin6->sin6_addr, src->text, sizeof(src->text));
+		} else {
+			rp_panic("source '%s' passed the check but does not parse", tok);
+		}
+	}
+	free(copy);
 }
 
 struct config *config_load(const char *path, char *err, size_t errlen)
@@ -862,6 +912,10 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		config_free(c);
 		return NULL;
 	}
+	parse_sources(&c->defaults);
+	for (unsigned i = 0; i < c->ndomains; i++)
+		if (c->domains[i].set & CFG_D_SOURCE)
+			parse_sources(&c->domains[i]);
 	for (unsigned i = 0; i < c->ndomains; i++)
 		merge_domain(&c->domains[i], &c->defaults);
 	return c;
@@ -895,12 +949,15 @@ void config_free(struct config *c)
 	free(c->cluster_node);
 	free(c->defaults.name);
 	free(c->defaults.source);
+	free(c->defaults.sources);
 	free(c->defaults.ehlo);
 	for (unsigned i = 0; i < c->ndomains; i++) {
 		struct cfg_domain *d = &c->domains[i];
 		free(d->name);
-		if (d->set & CFG_D_SOURCE)
+		if (d->set & CFG_D_SOURCE) {
 			free(d->source);
+			free(d->sources);
+		}
 		if (d->set & CFG_D_EHLO)
 			free(d->ehlo);
 	}
@@ -924,6 +981,13 @@ const char *config_tls_policy_name(unsigned policy)
 	return policy < RP_ARRAY_LEN(tls_policies) - 1 ? tls_policies[policy] : "?";
 }
 
+/* log_config_warning - config_warnings into the log. */
+static void log_config_warning(void *arg, unsigned line, const char *text)
+{
+	const struct config *cfg = arg;
+	log_warn("config: %s:%u: %s", cfg->path, line, text);
+}
+
 void config_log_pending(const struct config *cfg)
 {
 	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
@@ -935,6 +999,7 @@ void config_log_pending(const struct config *cfg)
 	if (cfg->listen_inbound.set && !cfg->bounce_domain[0])
 		log_warn("config: [listen] inbound is set but [queue] bounce_domain is not: the "
 		         "bounce MX refuses every recipient (550 5.7.1)");
+	config_warnings(cfg, log_config_warning, (void *)cfg);
 }
 
 const struct cfg_domain *config_domain(const struct config *cfg, const char *domain)

@@ -7,6 +7,7 @@
 #ifndef RP_CONFIG_H
 #define RP_CONFIG_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -28,6 +29,13 @@ struct cfg_net {
 	int family;             /* AF_INET or AF_INET6 */
 	unsigned char addr[16]; /* network address */
 	unsigned prefix;        /* prefix length */
+};
+
+/* A local address to send from ([domain] source). */
+struct cfg_source {
+	struct sockaddr_storage ss;  /* port 0 */
+	socklen_t len;               /* of ss's family */
+	char text[INET6_ADDRSTRLEN]; /* as inet_ntop writes it: "192.0.2.1", "::1" */
 };
 
 /* Outbound TLS per destination ([domain] tls). */
@@ -60,12 +68,15 @@ struct cfg_domain {
 	uint32_t max_recipients_per_message;
 	double rate; /* messages per second, 0 = unlimited */
 	uint64_t connect_timeout_ms;
-	uint16_t port;         /* SMTP port of exchangers found by DNS */
-	struct cfg_addr route; /* static next hop */
-	unsigned tls;          /* enum cfg_tls_policy */
-	char *source;          /* local addresses to send from, comma-separated ("" = any) */
-	char *ehlo;            /* EHLO name ("" = [server] hostname) */
-	unsigned set;          /* keys given in this section (CFG_D_*) */
+	uint16_t port;              /* SMTP port of exchangers found by DNS */
+	struct cfg_addr route;      /* static next hop */
+	unsigned tls;               /* enum cfg_tls_policy */
+	char *source;               /* local addresses to send from, as written ("" = any) */
+	struct cfg_source *sources; /* source parsed, in its order */
+	unsigned nsources;
+	char *ehlo;                      /* EHLO name ("" = [server] hostname) */
+	unsigned source_line, ehlo_line; /* where source and ehlo were set (0: never) */
+	unsigned set;                    /* keys given in this section (CFG_D_*) */
 };
 
 /* A [dkim DOMAIN] section. */
@@ -187,6 +198,24 @@ bool config_parse_addr(const char *s, struct cfg_addr *a);
  * and for settings that do nothing useful together (a bounce MX without a
  * bounce domain). */
 void config_log_pending(const struct config *cfg);
+/* config_warn_fn - one warning for config_warnings: the line of cfg->path
+ * it is about (0: none) and what, e.g. "[domain a.example] ehlo 'mail' has
+ * no dot: ...". */
+typedef void (*config_warn_fn)(void *arg, unsigned line, const char *text);
+/* config_warnings - call warn once for each setting that works but is
+ * probably a mistake: an ehlo that is not a fully qualified domain name, a
+ * static route no source address can reach. Returns how many. */
+unsigned config_warnings(const struct config *cfg, config_warn_fn warn, void *arg);
+/* config_ehlo_problem - why name is a poor EHLO name (not a fully qualified
+ * domain name: no dot, bad syntax, an address), or NULL when it is fine.
+ * Pure; the text is static. */
+const char *config_ehlo_problem(const char *name);
+/* config_check_sources - bind() a socket once to each distinct [domain]
+ * source address (conn_bind_source: no port is taken), so that an address
+ * this machine does not have stops start-up (and a reload, and
+ * check-config) instead of deferring mail later. false and "FILE:LINE:
+ * reason" in err for the first that cannot be bound. */
+bool config_check_sources(const struct config *cfg, char *err, size_t errlen);
 /* config_shards - the effective shard count (resolves 0 to the core count). */
 unsigned config_shards(const struct config *cfg);
 /* config_has_tls - [tls] names a certificate and a key. */

@@ -10,6 +10,10 @@ struct config_ref *config_ref_new(struct config *cfg, char *err, size_t errlen)
 	struct config_ref *r = xcalloc(1, sizeof(*r));
 	r->cfg = cfg;
 	atomic_init(&r->refs, 1);
+	/* A source address this machine does not have would defer mail for
+	 * good: refuse it now (start-up, reload, check-config). */
+	if (!config_check_sources(cfg, err, errlen))
+		goto fail;
 	enum tls_version min = cfg->tls_min_version == CFG_TLS_V1_3 ? TLS_V1_3 : TLS_V1_2;
 	if (config_has_tls(cfg)) {
 		struct tls_server_config sc = { .cert_file = cfg->tls_cert,

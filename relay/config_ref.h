@@ -27,7 +27,8 @@ struct config_ref {
 
 /* config_ref_new - build a generation from cfg (taken over: freed with the
  * generation, or at once on failure). NULL and the reason in err when a
- * certificate, key or CA file cannot be used. */
+ * certificate, key or CA file cannot be used, or a [domain] source address
+ * cannot be bound (config_check_sources). */
 struct config_ref *config_ref_new(struct config *cfg, char *err, size_t errlen);
 /* config_ref_get / _put - share it; the last put frees it. NULL is fine. */
 void config_ref_get(struct config_ref *r);

@@ -1,6 +1,8 @@
 /* test_config.c - ringpost.conf loading (relay/config.c): the shipped file,
  * defaults, every value type, [domain *] merged under [domain X], errors as
- * "PATH:LINE: reason", [submission] networks matching and host:port parsing.
+ * "PATH:LINE: reason", [submission] networks matching and host:port parsing;
+ * and the checks of relay/config_check.c: EHLO names, warnings, source
+ * addresses bound once.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -440,6 +442,9 @@ static const struct err_case errors[] = {
 	  "tls must be one of opportunistic, required, verify, off" },
 	{ "[domain *]\nsource = 127.0.0.2, localhost\n", 2,
 	  "source: 'localhost' is not an IP address" },
+	{ "[domain *]\nport = 25\nehlo = mail example.com\n", 3,
+	  "ehlo must be one word (a host name), without spaces" },
+	{ "[domain a.example]\nehlo = mail\x01.example.com\n", 2, "ehlo must be one word" },
 	{ "[tls]\ncert = /x/cert.pem\n", 0, "[tls] needs both cert and key" },
 	{ "[listen]\nsubmissions = 127.0.0.1:2465\n", 0,
 	  "[listen] submissions (implicit TLS) needs a certificate" },
@@ -662,4 +667,148 @@ Test(config, parse_addr_too_long)
 	struct cfg_addr a;
 	cr_assert_not(config_parse_addr(in, &a));
 	cr_assert_not(a.set);
+}
+
+Test(config, source_and_ehlo)
+{
+	struct config *c = load_ok("[server]\nhostname = h.example\n"
+	                           "[domain a.example]\n"
+	                           "source = 127.0.0.3\n"
+	                           "ehlo = out.a.example\n"
+	                           "[domain *]\n"
+	                           "source = 127.0.0.2,::1 \t 10.1.2.3\n"
+	                           "[domain b.example]\n"
+	                           "port = 2525\n"
+	                           "[domain c.example]\n"
+	                           "source =\n");
+	const struct cfg_domain *a = config_domain(c, "a.example");
+	cr_assert_eq(a->nsources, 1);
+	cr_assert_eq(a->sources[0].ss.ss_family, AF_INET);
+	cr_assert_str_eq(a->sources[0].text, "127.0.0.3");
+	cr_assert_eq(a->sources[0].len, sizeof(struct sockaddr_in));
+	cr_assert_eq(((struct sockaddr_in *)&a->sources[0].ss)->sin_addr.s_addr, htonl(0x7f000003));
+	cr_assert_eq(((struct sockaddr_in *)&a->sources[0].ss)->sin_port, 0);
+	cr_assert_eq(a->source_line, 4);
+	cr_assert_str_eq(a->ehlo, "out.a.example");
+	cr_assert_eq(a->ehlo_line, 5);
+	const struct cfg_domain *b = config_domain(c, "b.example");
+	cr_assert_eq(b->nsources, 3, "merged from [domain *]");
+	cr_assert_eq(b->sources, c->defaults.sources);
+	cr_assert_eq(b->sources[1].ss.ss_family, AF_INET6);
+	cr_assert_str_eq(b->sources[1].text, "::1");
+	cr_assert(IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&b->sources[1].ss)->sin6_addr));
+	cr_assert_eq(b->sources[2].ss.ss_family, AF_INET);
+	cr_assert_eq(b->source_line, 7);
+	cr_assert_str_eq(b->ehlo, "", "[server] hostname");
+	cr_assert_eq(b->ehlo_line, 0);
+	const struct cfg_domain *cc = config_domain(c, "c.example");
+	cr_assert_eq(cc->nsources, 0, "an empty source: the kernel chooses");
+	cr_assert_eq(cc->source_line, 11);
+	config_free(c);
+}
+
+Test(config, ehlo_problem)
+{
+	static const struct {
+		const char *name;
+		const char *why; /* a word of the reason, or NULL: fine */
+	} cases[] = {
+		{ "", NULL },
+		{ "mail.example.com", NULL },
+		{ "out-1.mail.example.co.uk", NULL },
+		{ "xn--bcher-kva.example", NULL },
+		{ "mail", "no dot" },
+		{ "localhost", "no dot" },
+		{ "[192.0.2.1]", "address literal" },
+		{ "[IPv6:2001:db8::1]", "address literal" },
+		{ "192.0.2.1", "IP address" },
+		{ "2001:db8::1", "IP address" },
+		{ "mail.example.123", "numeric label" },
+		{ "mail..example.com", "not a valid domain name" },
+		{ "-mail.example.com", "not a valid domain name" },
+		{ "mail_1.example.com", "not a valid domain name" },
+		{ "mail.example.com.", "not a valid domain name" },
+		{ "b\xc3\xbc"
+		  "cher.example",
+		  "not a valid domain name" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *why = config_ehlo_problem(cases[i].name);
+		if (!cases[i].why)
+			cr_assert_null(why, "'%s': %s", cases[i].name, why);
+		else
+			cr_assert(why && strstr(why, cases[i].why), "'%s': %s, expected '%s'",
+			          cases[i].name, why ? why : "fine", cases[i].why);
+	}
+}
+
+struct warnings {
+	unsigned n;
+	unsigned line[8];
+	char text[8][400];
+};
+
+static void collect(void *arg, unsigned line, const char *text)
+{
+	struct warnings *w = arg;
+	cr_assert_lt(w->n, 8);
+	w->line[w->n] = line;
+	snprintf(w->text[w->n++], sizeof(w->text[0]), "%s", text);
+}
+
+Test(config, warnings)
+{
+	struct config *c = load_ok("[server]\nhostname = h.example\n"
+	                           "[domain *]\n"
+	                           "ehlo = mail\n"
+	                           "source = 127.0.0.2\n"
+	                           "[domain a.example]\n"
+	                           "ehlo = out.a.example\n"
+	                           "[domain b.example]\n"
+	                           "route = [::1]:2526\n"
+	                           "[domain c.example]\n"
+	                           "route = 127.0.0.1:2526\n"
+	                           "[domain d.example]\n"
+	                           "route = [::1]:2526\n"
+	                           "source = 127.0.0.2, ::1\n"
+	                           "ehlo = [192.0.2.1]\n");
+	struct warnings w = { 0 };
+	cr_assert_eq(config_warnings(c, collect, &w), 3);
+	cr_assert_eq(w.n, 3);
+	/* [domain *]'s ehlo once, not once per domain that merges it. */
+	cr_assert_eq(w.line[0], 4);
+	cr_assert(strstr(w.text[0], "[domain *] ehlo 'mail' has no dot"), "%s", w.text[0]);
+	cr_assert_eq(w.line[1], 8, "the section of the route");
+	cr_assert(strstr(w.text[1], "[domain b.example] route [::1]:2526 is IPv6 but source has "
+	                            "no IPv6 address"),
+	          "%s", w.text[1]);
+	cr_assert_eq(w.line[2], 15);
+	cr_assert(strstr(w.text[2], "[domain d.example] ehlo '[192.0.2.1]' is an address literal"),
+	          "%s", w.text[2]);
+	config_free(c);
+	c = load_ok("[server]\nhostname = h.example\n[domain *]\nehlo = out.h.example\n");
+	cr_assert_eq(config_warnings(c, collect, &w), 0);
+	config_free(c);
+}
+
+Test(config, check_sources)
+{
+	char err[512] = "";
+	struct config *c = load_ok("[server]\nhostname = h.example\n"
+	                           "[domain *]\nsource = 127.0.0.2, ::1\n"
+	                           "[domain a.example]\nsource = 127.0.0.3, 127.0.0.2\n");
+	cr_assert(config_check_sources(c, err, sizeof(err)), "%s", err);
+	config_free(c);
+	const char *path = write_conf("foreign.conf", "[server]\nhostname = h.example\n"
+	                                              "[domain a.example]\nport = 25\n"
+	                                              "source = 127.0.0.2, 192.0.2.7\n");
+	c = config_load(path, err, sizeof(err));
+	cr_assert_not_null(c, "%s", err);
+	cr_assert_not(config_check_sources(c, err, sizeof(err)));
+	char want[300];
+	snprintf(want, sizeof(want),
+	         "%s:5: [domain a.example] source 192.0.2.7 is not an address of this machine",
+	         path);
+	cr_assert(!strncmp(err, want, strlen(want)), "'%s' must start with '%s'", err, want);
+	config_free(c);
 }
