@@ -295,6 +295,23 @@ static int dest_cmp(const void *a, const void *b)
 	return strcmp(((const struct stats_dest *)a)->key, ((const struct stats_dest *)b)->key);
 }
 
+/* dest_source_json - ,"ehlo":NAME,"source":[{"address","sessions",
+ * "connections"}...] of a destination ([] when the kernel chooses). */
+static void dest_source_json(struct buf *b, const struct stats_dest *d)
+{
+	buf_puts(b, ",\"ehlo\":");
+	http_json_str(b, d->ehlo, strlen(d->ehlo));
+	buf_puts(b, ",\"source\":[");
+	for (unsigned k = 0; k < d->nsources; k++) {
+		const struct stats_source *src = &d->sources[k];
+		buf_puts(b, k ? ",{\"address\":" : "{\"address\":");
+		http_json_str(b, src->addr, strlen(src->addr));
+		buf_printf(b, ",\"sessions\":%llu,\"connections\":%llu}",
+		           (unsigned long long)src->sessions, (unsigned long long)src->connections);
+	}
+	buf_puts(b, "]");
+}
+
 static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 {
 	struct spool_usage u;
@@ -336,6 +353,11 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 			m->tls_sessions += d->tls_sessions;
 			m->tls_resumed += d->tls_resumed;
 			m->tls_failures += d->tls_failures;
+			/* The same key: the same sources, in the same order. */
+			for (unsigned k = 0; k < m->nsources && k < d->nsources; k++) {
+				m->sources[k].sessions += d->sources[k].sessions;
+				m->sources[k].connections += d->sources[k].connections;
+			}
 			size_t o = strlen(m->domains), n = strlen(d->domains);
 			if (n && o + 1 + n < sizeof(m->domains)) {
 				if (o)
@@ -363,10 +385,12 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 		buf_printf(
 		    &b,
 		    "],\"domain_count\":%u,\"connections\":%llu,\"max_connections\":%u,"
-		    "\"tls\":{\"sessions\":%llu,\"resumed\":%llu,\"handshake_failures\":%llu}}",
+		    "\"tls\":{\"sessions\":%llu,\"resumed\":%llu,\"handshake_failures\":%llu}",
 		    d->ndomains, (unsigned long long)d->connections, d->max_connections,
 		    (unsigned long long)d->tls_sessions, (unsigned long long)d->tls_resumed,
 		    (unsigned long long)d->tls_failures);
+		dest_source_json(&b, d);
+		buf_puts(&b, "}");
 	}
 	buf_puts(&b, "]}");
 	http_respond_json(s, 200, &b);

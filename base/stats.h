@@ -42,6 +42,15 @@ struct stats_domain {
 	double rate; /* messages per second, 0 = unlimited */
 };
 
+#define STATS_DEST_SOURCES 8 /* source addresses counted per destination, at most */
+
+/* One of a destination's source addresses ([domain] source). */
+struct stats_source {
+	char addr[46];        /* "192.0.2.1", "2001:db8::1" (INET6_ADDRSTRLEN) */
+	uint64_t sessions;    /* sessions opened from it, since start */
+	uint64_t connections; /* open now */
+};
+
 /* A destination: a set of next hops shared by one or more domains. */
 struct stats_dest {
 	char key[256];     /* "mx:a.example>b.example:25", "route:host:port" */
@@ -52,6 +61,11 @@ struct stats_dest {
 	uint64_t tls_sessions; /* sessions through a TLS handshake, since start */
 	uint64_t tls_resumed;  /* of which resumed an earlier session */
 	uint64_t tls_failures; /* failed TLS handshakes (verification too), since start */
+	char ehlo[256];        /* the name its sessions say in EHLO */
+	struct stats_source sources[STATS_DEST_SOURCES]; /* [domain] source, in order:
+	                                                  * the first ones (the key
+	                                                  * has them all) */
+	unsigned nsources;                               /* 0: the kernel chooses */
 };
 
 struct stats_snapshot {

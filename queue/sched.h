@@ -133,6 +133,9 @@ struct sched_attempt {
 	const char *remote;   /* "host[ip]:port" */
 	const char *tls;      /* how the session talked: "TLSv1.3/CIPHER verified=yes",
 	                       * "no" (clear text), or NULL (not known) */
+	const char *source;   /* the local address it was bound to ([domain]
+	                       * source), or NULL (the kernel's choice) */
+	const char *ehlo;     /* the EHLO name when [domain] ehlo set it, or NULL */
 	uint64_t duration_ms; /* connect (if new) to final reply */
 };
 

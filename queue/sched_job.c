@@ -240,26 +240,43 @@ struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t
 	return NULL;
 }
 
+/* sched_attempt_format - what at says of the session beyond its relay, as
+ * " SOURCE_WORDSRC ehlo=NAME tls=TLS" (each part only when known) into out:
+ * the log line says "source=", the recipient's record "from ". */
+static void sched_attempt_format(const struct sched_attempt *at, const char *source_word, char *out,
+                                 size_t n)
+{
+	size_t o = 0;
+	out[0] = '\0';
+	if (at->source && o < n)
+		o += (size_t)snprintf(out + o, n - o, " %s%s", source_word, at->source);
+	if (at->ehlo && o < n)
+		o += (size_t)snprintf(out + o, n - o, " ehlo=%s", at->ehlo);
+	if (at->tls && o < n)
+		snprintf(out + o, n - o, " tls=%s", at->tls);
+}
+
 /* sched_log_attempt - one "delivery" line per recipient and attempt; the
- * session's TLS ("tls=TLSv1.3/CIPHER verified=yes", "tls=no") follows the
- * relay when known. */
+ * session's source address and EHLO name when [domain] set them
+ * ("source=127.0.0.2 ehlo=out.example") and its TLS ("tls=TLSv1.3/CIPHER
+ * verified=yes", "tls=no") follow the relay when known. */
 void sched_log_attempt(uint64_t msgid, const char *addr, size_t addr_len, const char *dest,
                        const struct attempt_report *rep, const struct outcome *oc,
                        unsigned attempts, const struct sched_attempt *at, uint64_t submit_ms,
                        uint64_t now_ms)
 {
-	char id[17], reply[400], tls[120] = "";
+	char id[17], reply[400], how[500] = "";
 	if (!log_enabled(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO))
 		return;
 	rp_id_format(msgid, id);
 	log_quote(reply, sizeof(reply), rep->text, strlen(rep->text));
-	if (at && at->tls)
-		snprintf(tls, sizeof(tls), " tls=%s", at->tls);
+	if (at)
+		sched_attempt_format(at, "source=", how, sizeof(how));
 	/* A bounce is worth a line even at log_level = warn. */
 	log_msg(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO,
 	        "delivery id=%s rcpt=<%.*s> dest=%s relay=%s%s status=%s dsn=%s attempts=%u "
 	        "delay=%.3f duration=%.3f reply=%s",
-	        id, (int)addr_len, addr, dest, at && at->remote ? at->remote : "none", tls,
+	        id, (int)addr_len, addr, dest, at && at->remote ? at->remote : "none", how,
 	        outcome_action_name(oc->action), oc->status, attempts,
 	        (double)(now_ms > submit_ms ? now_ms - submit_ms : 0) / 1000.0,
 	        (double)(at ? at->duration_ms : 0) / 1000.0, reply);
@@ -276,11 +293,12 @@ void sched_job_done(struct sched *s, struct sched_job *j, const struct attempt_r
 	bool reached = false;
 	const char *remote = info ? info->remote : NULL;
 	/* The recipient's record names the relay and how the session talked
-	 * ("192.0.2.1:25 tls=TLSv1.3/CIPHER verified=no"); DSNs keep the relay
-	 * alone (dsn_emit_queue). */
-	char stored[320];
-	if (remote && info->tls) {
-		snprintf(stored, sizeof(stored), "%s tls=%s", remote, info->tls);
+	 * ("192.0.2.1:25 from 192.0.2.9 ehlo=out.example tls=TLSv1.3/CIPHER
+	 * verified=no"); DSNs keep the relay alone (dsn_emit_queue). */
+	char stored[640];
+	if (remote && (info->tls || info->source || info->ehlo)) {
+		size_t o = (size_t)snprintf(stored, sizeof(stored), "%s", remote);
+		sched_attempt_format(info, "from ", stored + o, sizeof(stored) - o);
 		remote = stored;
 	}
 	if (info)

@@ -24,6 +24,12 @@
  *   newest ticket; they go with the pool or with a new client context.
  *   Under opportunistic TLS a failed handshake is tried again once, in
  *   clear text, on a new session to the same hop.
+ * - Source addresses and the EHLO name ([domain] source, ehlo) are part of
+ *   the pool's key too: a session bound to one domain's addresses and
+ *   greeting with its name never carries another domain's mail. A new
+ *   session takes the pool's next source of its hop's family (round
+ *   robin); hops of a family no source has are skipped, and with none
+ *   left the attempt fails as a local problem (deferred, never bounced).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,7 +40,7 @@
 #include "delivery_impl.h"
 
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
-                         unsigned start, unsigned k, bool clear_text);
+                         unsigned start, unsigned k, bool clear_text, char *why, size_t whylen);
 
 void delivery_touch(struct delivery *dl)
 {
@@ -57,8 +63,43 @@ void delivery_pool_limits(struct delivery_pool *p)
 	p->max_connections = max == UINT32_MAX ? 1 : max;
 }
 
+/* pool_sources - a new pool's copy of cd's source addresses and EHLO name. */
+static void pool_sources(struct delivery_pool *p, const struct cfg_domain *cd)
+{
+	p->nsources = cd->nsources;
+	p->sources = p->nsources ? xcalloc(p->nsources, sizeof(*p->sources)) : NULL;
+	for (unsigned i = 0; i < p->nsources; i++)
+		p->sources[i].a = cd->sources[i];
+	p->ehlo = cd->ehlo[0] ? xstrdup(cd->ehlo) : NULL;
+}
+
+bool delivery_pool_reaches(const struct delivery_pool *pool, int family)
+{
+	if (!pool->nsources)
+		return true;
+	for (unsigned i = 0; i < pool->nsources; i++)
+		if (pool->sources[i].a.ss.ss_family == family)
+			return true;
+	return false;
+}
+
+/* source_pick - the pool's next source of this family (round robin), or
+ * NULL when it has none. */
+static struct delivery_source *source_pick(struct delivery_pool *p, int family)
+{
+	for (unsigned i = 0; i < p->nsources; i++) {
+		unsigned idx = (p->rr_source + i) % p->nsources;
+		if (p->sources[idx].a.ss.ss_family == family) {
+			p->rr_source = (idx + 1) % p->nsources;
+			return &p->sources[idx];
+		}
+	}
+	return NULL;
+}
+
 struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
-                                        struct dns_result *hops, uint16_t port, unsigned tls_policy)
+                                        struct dns_result *hops, uint16_t port,
+                                        const struct cfg_domain *cd)
 {
 	if (!dl->pool_tab_size) {
 		dl->pool_tab_size = 256;
@@ -72,7 +113,8 @@ struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
 	if (!p) {
 		p = xcalloc(1, sizeof(*p));
 		p->key = xstrdup(key);
-		p->tls_policy = tls_policy;
+		p->tls_policy = cd->tls;
+		pool_sources(p, cd);
 		rp_list_init(&p->active);
 		rp_list_init(&p->idle);
 		p->hnext = dl->pool_tab[h];
@@ -267,10 +309,9 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool->max_connections &&
 	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
-		if (!session_open(dl, pool, d, start, 0, false)) {
-			char why[300];
+		char why[300];
+		if (!session_open(dl, pool, d, start, 0, false, why, sizeof(why))) {
 			struct attempt_report rep;
-			snprintf(why, sizeof(why), "cannot open a session: %s", strerror(errno));
 			outcome_report_set(&rep, ATTEMPT_LOCAL, STAGE_CONNECT, 0, why);
 			sched_dest_failed(dl->sched, d, &rep, NULL, now);
 			break;
@@ -338,6 +379,8 @@ static void on_outcome(struct smtp_client *c, void *arg, struct sched_job *job,
 	struct delivery_session *ds = arg;
 	struct sched_attempt info = { .remote = smtp_client_remote(c),
 		                      .tls = smtp_client_tls(c),
+		                      .source = smtp_client_source(c),
+		                      .ehlo = ds->pool->ehlo ? smtp_client_helo(c) : NULL,
 		                      .duration_ms = duration_ms };
 	sched_job_done(ds->dl->sched, job, reps, &info, rp_now_ms());
 	delivery_touch(ds->dl);
@@ -352,6 +395,7 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	struct delivery_pool *pool = ds->pool;
 	uint64_t now = rp_now_ms();
 	const char *remote = smtp_client_remote(c);
+	char why[300];
 	if (smtp_client_tls_handshake_failed(c)) {
 		pool->tls_failures++;
 		/* Opportunistic TLS: clear text is allowed, and a server whose
@@ -359,7 +403,8 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 		if (!dl->stopping && pool->tls_policy == CFG_TLS_OPPORTUNISTIC && !ds->clear_text) {
 			log_info("smtp %s %s: %s; trying again in clear text", ds->acct->name,
 			         remote, rep->text);
-			if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k, true))
+			if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k, true, why,
+			                 sizeof(why)))
 				return;
 		}
 	}
@@ -371,7 +416,8 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	    delivery_hop(dl, pool, ds->hop_start, ds->hop_k + 1, &ss, &len, NULL)) {
 		log_info("smtp %s %s: %s; trying the next exchanger", ds->acct->name, remote,
 		         rep->text);
-		if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k + 1, false))
+		if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k + 1, false, why,
+		                 sizeof(why)))
 			return;
 	}
 	/* One refused connection while other sessions work is not a dead
@@ -412,6 +458,8 @@ static void on_done(struct smtp_client *c, void *arg)
 		rt->nconnecting--;
 	}
 	pool->nsessions--;
+	if (ds->src)
+		ds->src->open--;
 	pool->used_ms = rp_mono_ms();
 	sched_session_closed(dl->sched, ds->acct);
 	rp_list_del(&ds->link);
@@ -454,17 +502,75 @@ static enum smtp_tls_policy tls_policy_of(unsigned policy)
 	rp_panic("unknown TLS policy %u", policy);
 }
 
+/* no_hop_text - why session_open found no k-th hop, into why: the pool's
+ * sources fit no exchanger's address family (a configuration problem,
+ * logged), or there is no such hop. */
+static void no_hop_text(const struct delivery *dl, const struct delivery_pool *pool,
+                        const struct sched_dest *acct, char *why, size_t n)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const char *host;
+	if (!pool->nsources || !delivery_hop_any(dl, pool, &ss, &len, &host)) {
+		snprintf(why, n, "cannot open a session: %s", strerror(EHOSTUNREACH));
+		return;
+	}
+	char list[200] = "";
+	size_t o = 0;
+	for (unsigned i = 0; i < pool->nsources && o < sizeof(list); i++)
+		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "",
+		                      pool->sources[i].a.text);
+	snprintf(why, n, "no source address for IPv%c exchangers (%s): [domain] source has only %s",
+	         ss.ss_family == AF_INET6 ? '6' : '4', host, list);
+	log_warn("dest %s: %s (a configuration problem: mail waits)", acct->name, why);
+}
+
+/* client_open - start ds's engine with p from the pool's next source of
+ * the hop's family (round robin), if it has sources. A source that cannot
+ * be bound (an address taken off the machine since start-up) is logged
+ * and the next one of that family tried; false and the reason in why when
+ * none works, or no socket could be made. */
+static bool client_open(struct delivery_pool *pool, struct delivery_session *ds,
+                        struct smtp_client_params *p, char *why, size_t whylen)
+{
+	int family = ds->hop_addr.ss_family;
+	unsigned tries = 0;
+	for (unsigned i = 0; i < pool->nsources; i++)
+		tries += pool->sources[i].a.ss.ss_family == family;
+	/* delivery_hop gives only hops that one of the sources can reach. */
+	rp_assert(!pool->nsources || tries);
+	for (unsigned i = 0; i < (tries ? tries : 1); i++) {
+		ds->src = pool->nsources ? source_pick(pool, family) : NULL;
+		p->source = ds->src ? (const struct sockaddr *)&ds->src->a.ss : NULL;
+		p->sourcelen = ds->src ? ds->src->a.len : 0;
+		ds->c = smtp_client_open(p);
+		if (ds->c)
+			return true;
+		int err = errno;
+		if (!ds->src) {
+			snprintf(why, whylen, "cannot open a session: %s", strerror(err));
+			return false;
+		}
+		snprintf(why, whylen, "cannot open a session from %s: %s", ds->src->a.text,
+		         strerror(err));
+		log_warn("dest %s: %s", ds->acct->name, why);
+	}
+	return false;
+}
+
 /* session_open - a session to pool's k-th usable hop (rotation start),
- * opened for domain acct, without STARTTLS when clear_text; false (errno
- * set) when there is no such hop or no socket could be made. */
+ * opened for domain acct, without STARTTLS when clear_text, from the
+ * pool's next source address of the hop's family (if it has sources);
+ * false and the reason in why when there is no such hop or no socket
+ * could be made or bound. */
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
-                         unsigned start, unsigned k, bool clear_text)
+                         unsigned start, unsigned k, bool clear_text, char *why, size_t whylen)
 {
 	struct delivery_session *ds = xcalloc(1, sizeof(*ds));
 	const char *host;
 	if (!delivery_hop(dl, pool, start, k, &ds->hop_addr, &ds->hop_len, &host)) {
 		free(ds);
-		errno = EHOSTUNREACH;
+		no_hop_text(dl, pool, acct, why, whylen);
 		return false;
 	}
 	ds->dl = dl;
@@ -480,7 +586,7 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
 		.loop = dl->loop,
 		.addr = (const struct sockaddr *)&ds->hop_addr,
 		.addrlen = ds->hop_len,
-		.helo = dl->cfg->hostname,
+		.helo = pool->ehlo ? pool->ehlo : dl->cfg->hostname,
 		.name = acct->name,
 		.connect_timeout_ms = acct->lim.connect_timeout_ms,
 		.max_transactions = acct->lim.max_msgs_per_conn,
@@ -492,12 +598,15 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
 	};
 	if (!clear_text)
 		p.tls_resume = kept_take(pool, ds->hop_host, &ds->hop_addr, ds->hop_len);
-	ds->c = smtp_client_open(&p);
-	if (!ds->c) {
+	if (!client_open(pool, ds, &p, why, whylen)) {
 		tls_session_free(p.tls_resume);
 		free(ds->hop_host);
 		free(ds);
 		return false;
+	}
+	if (ds->src) {
+		ds->src->sessions++;
+		ds->src->open++;
 	}
 	rp_list_add(&dl->sessions, &ds->link);
 	dl->nsessions++;
@@ -580,6 +689,8 @@ void delivery_free(struct delivery *dl)
 			struct delivery_pool *next = p->hnext;
 			kept_flush(p);
 			dns_result_unref(p->hops);
+			free(p->sources);
+			free(p->ehlo);
 			free(p->members);
 			free(p->key);
 			free(p);
@@ -614,5 +725,14 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 			d->tls_sessions = p->tls_sessions;
 			d->tls_resumed = p->tls_resumed;
 			d->tls_failures = p->tls_failures;
+			snprintf(d->ehlo, sizeof(d->ehlo), "%s",
+			         p->ehlo ? p->ehlo : dl->cfg->hostname);
+			d->nsources = RP_MIN(p->nsources, STATS_DEST_SOURCES);
+			for (unsigned k = 0; k < d->nsources; k++) {
+				struct stats_source *ss = &d->sources[k];
+				snprintf(ss->addr, sizeof(ss->addr), "%s", p->sources[k].a.text);
+				ss->sessions = p->sources[k].sessions;
+				ss->connections = p->sources[k].open;
+			}
 		}
 }

@@ -40,6 +40,13 @@ struct delivery_tls_kept {
 	uint64_t at_ms; /* when it was kept (the oldest goes first) */
 };
 
+/* A local address a pool's sessions are bound to ([domain] source). */
+struct delivery_source {
+	struct cfg_source a; /* a copy: the pool outlives config generations */
+	uint64_t sessions;   /* sessions opened from it, since the pool was made */
+	unsigned open;       /* of which not yet gone */
+};
+
 /* A destination: a set of next hops, how to talk to them, and the sessions
  * to them. */
 struct delivery_pool {
@@ -56,9 +63,15 @@ struct delivery_pool {
 	unsigned nidle;
 	unsigned nworking; /* sessions past EHLO: the destination works */
 	unsigned nsessions;
-	uint32_t max_connections; /* the smallest of the members' limits */
-	uint64_t used_ms;         /* last time it had members or sessions */
-	unsigned tls_policy;      /* enum cfg_tls_policy: part of the key */
+	uint32_t max_connections;        /* the smallest of the members' limits */
+	uint64_t used_ms;                /* last time it had members or sessions */
+	unsigned tls_policy;             /* enum cfg_tls_policy: part of the key */
+	struct delivery_source *sources; /* [domain] source, in order (part of
+	                                  * the key); none: the kernel chooses */
+	unsigned nsources;
+	unsigned rr_source; /* where the round robin over sources goes on */
+	char *ehlo;         /* [domain] ehlo (part of the key), or NULL:
+	                     * [server] hostname */
 	struct delivery_tls_kept tls_kept[DELIVERY_TLS_KEEP];
 	unsigned ntls_kept;
 	uint64_t tls_sessions; /* sessions through a TLS handshake, since start */
@@ -87,11 +100,12 @@ struct delivery_session {
 	char *hop_host;                   /* the hop's name (TLS name, resumption key) */
 	struct sockaddr_storage hop_addr; /* the hop's address and port */
 	socklen_t hop_len;
-	bool clear_text;          /* the opportunistic retry without STARTTLS */
-	bool working;             /* got past EHLO: counted as working */
-	bool closing;             /* takes no more work */
-	struct rp_list link;      /* on dl->sessions */
-	struct rp_list idle_link; /* on pool->idle while parked */
+	struct delivery_source *src; /* the pool's source it is bound to, or NULL */
+	bool clear_text;             /* the opportunistic retry without STARTTLS */
+	bool working;                /* got past EHLO: counted as working */
+	bool closing;                /* takes no more work */
+	struct rp_list link;         /* on dl->sessions */
+	struct rp_list idle_link;    /* on pool->idle while parked */
 };
 
 /* ---- delivery_route.c -------------------------------------------------- */
@@ -106,17 +120,28 @@ bool delivery_route_refresh(struct delivery *dl, struct delivery_route *rt);
 void delivery_route_free(struct sched_dest *d, void *arg);
 /* delivery_hop - the address of the k-th usable hop to try for a session
  * that started at rotation start, and (host not NULL) its name, which lives
- * as long as pool->hops; false when there are no more. */
+ * as long as pool->hops; false when there are no more. Usable: not one of
+ * our listeners, and of a family one of pool's sources has (when it has
+ * sources). */
 bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
                   unsigned k, struct sockaddr_storage *ss, socklen_t *len, const char **host);
 
+/* delivery_hop_any - the first hop of pool that is not one of our
+ * listeners, whichever its family, and its name (as delivery_hop's); to
+ * say why delivery_hop found none. */
+bool delivery_hop_any(const struct delivery *dl, const struct delivery_pool *pool,
+                      struct sockaddr_storage *ss, socklen_t *len, const char **host);
+
 /* ---- delivery.c -------------------------------------------------------- */
 
-/* delivery_pool_get - the pool for key (made when new), with hops and the
- * TLS policy (enum cfg_tls_policy) that is part of key. */
+/* delivery_pool_get - the pool for key (made when new), with hops; a new
+ * pool takes the TLS policy, source addresses and EHLO name of cd (the
+ * domain's settings that are part of key). */
 struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
                                         struct dns_result *hops, uint16_t port,
-                                        unsigned tls_policy);
+                                        const struct cfg_domain *cd);
+/* delivery_pool_reaches - pool has no sources, or one of this family. */
+bool delivery_pool_reaches(const struct delivery_pool *pool, int family);
 /* delivery_pool_join / _leave - d is routed to p / no longer. */
 void delivery_pool_join(struct delivery_pool *p, struct sched_dest *d);
 void delivery_pool_leave(struct delivery_pool *p, struct sched_dest *d);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <strings.h>
 
+#include "base/buf.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "delivery_impl.h"
@@ -39,8 +40,11 @@ static bool ours(const struct delivery *dl, const struct sockaddr *sa, uint16_t 
 	return false;
 }
 
-bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
-                  unsigned k, struct sockaddr_storage *ss, socklen_t *len, const char **host)
+/* hop_get - delivery_hop; by_source: skip hops of a family none of the
+ * pool's sources has (false: only our own listeners are skipped). */
+static bool hop_get(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
+                    unsigned k, struct sockaddr_storage *ss, socklen_t *len, const char **host,
+                    bool by_source)
 {
 	const struct dns_result *res = pool->hops;
 	if (!res || !res->nhops)
@@ -54,6 +58,8 @@ bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, u
 		unsigned idx = j < g ? (start + j) % g : j;
 		const struct dns_hop *h = &res->hops[idx];
 		if (ours(dl, &h->addr.sa, pool->port))
+			continue;
+		if (by_source && !delivery_pool_reaches(pool, h->addr.sa.sa_family))
 			continue;
 		if (usable++ != k)
 			continue;
@@ -71,13 +77,26 @@ bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, u
 	return false;
 }
 
-/* usable_hops - how many of pool's hops are not our own listeners. */
+bool delivery_hop(const struct delivery *dl, const struct delivery_pool *pool, unsigned start,
+                  unsigned k, struct sockaddr_storage *ss, socklen_t *len, const char **host)
+{
+	return hop_get(dl, pool, start, k, ss, len, host, true);
+}
+
+bool delivery_hop_any(const struct delivery *dl, const struct delivery_pool *pool,
+                      struct sockaddr_storage *ss, socklen_t *len, const char **host)
+{
+	return hop_get(dl, pool, 0, 0, ss, len, host, false);
+}
+
+/* usable_hops - how many of pool's hops are not our own listeners (a
+ * source that fits none of them is not a loop: see session_open). */
 static unsigned usable_hops(const struct delivery *dl, const struct delivery_pool *pool)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	unsigned n = 0;
-	while (delivery_hop(dl, pool, 0, n, &ss, &len, NULL))
+	while (hop_get(dl, pool, 0, n, &ss, &len, NULL, false))
 		n++;
 	return n;
 }
@@ -129,22 +148,37 @@ static void pool_key(const char *kind, const struct dns_result *res, uint16_t po
 	free(names);
 }
 
+/* key_settings - what of cd is part of its destination, appended to key:
+ * ";tls=POLICY" unless opportunistic, ";source=A,B" and ";ehlo=NAME" when
+ * set (the addresses as inet_ntop writes them, in their order). */
+static void key_settings(const struct cfg_domain *cd, struct buf *key)
+{
+	if (cd->tls != CFG_TLS_OPPORTUNISTIC)
+		buf_printf(key, ";tls=%s", config_tls_policy_name(cd->tls));
+	for (unsigned i = 0; i < cd->nsources; i++)
+		buf_printf(key, "%s%s", i ? "," : ";source=", cd->sources[i].text);
+	if (cd->ehlo[0])
+		buf_printf(key, ";ehlo=%s", cd->ehlo);
+}
+
 /* route_set - rt now leads to res's hops (kind "mx", "route", "literal").
- * The domain's TLS policy is part of the destination: a session that
- * carries one domain's mail may carry every member's, so domains that ask
- * for more than opportunistic TLS ("...:25;tls=verify") never share
- * sessions with those that ask for less. */
+ * The domain's TLS policy, source addresses and EHLO name are part of the
+ * destination: a session that carries one domain's mail may carry every
+ * member's, so domains that ask for more than opportunistic TLS
+ * ("...:25;tls=verify"), or send from other addresses or under another
+ * name ("...:25;source=192.0.2.1;ehlo=out.example"), never share
+ * sessions. */
 static void route_set(struct delivery *dl, struct delivery_route *rt, const char *kind,
                       struct dns_result *res, uint16_t port)
 {
-	char key[1024];
-	unsigned policy = config_domain(dl->cfg, rt->dest->name)->tls;
-	pool_key(kind, res, port, key, sizeof(key));
-	if (policy != CFG_TLS_OPPORTUNISTIC) {
-		size_t o = strlen(key);
-		snprintf(key + o, sizeof(key) - o, ";tls=%s", config_tls_policy_name(policy));
-	}
-	struct delivery_pool *p = delivery_pool_get(dl, key, res, port, policy);
+	char hops[1024];
+	const struct cfg_domain *cd = config_domain(dl->cfg, rt->dest->name);
+	pool_key(kind, res, port, hops, sizeof(hops));
+	struct buf kb = { 0 };
+	buf_puts(&kb, hops);
+	key_settings(cd, &kb);
+	const char *key = buf_cstr(&kb);
+	struct delivery_pool *p = delivery_pool_get(dl, key, res, port, cd);
 	if (rt->pool != p) {
 		if (rt->pool)
 			delivery_pool_leave(rt->pool, rt->dest);
@@ -153,6 +187,7 @@ static void route_set(struct delivery *dl, struct delivery_route *rt, const char
 			log_info("dest %s: next hops are now %s", rt->dest->name, key);
 		rt->pool = p;
 	}
+	buf_free(&kb);
 	if (rt->res != res) {
 		dns_result_ref(res);
 		dns_result_unref(rt->res);

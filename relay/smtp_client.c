@@ -77,7 +77,8 @@ struct smtp_client {
 	struct loop_timer timer;      /* reply timeout / idle timeout */
 	struct sockaddr_storage addr; /* next hop (lives until connected) */
 	socklen_t addrlen;
-	char remote[80]; /* "ip:port" for logs */
+	char remote[80];               /* "ip:port" for logs */
+	char source[INET6_ADDRSTRLEN]; /* bound local address, "" = kernel's choice */
 	struct smtp_caps caps;
 	uint64_t idle_ms;          /* idle time before QUIT */
 	unsigned max_transactions; /* then QUIT; 0 = no limit */
@@ -815,7 +816,8 @@ static void on_connected(struct conn *conn, int err)
 		return;
 	if (err) {
 		char text[300];
-		snprintf(text, sizeof(text), "connect to %s: %s", c->remote, strerror(-err));
+		snprintf(text, sizeof(text), "connect to %s%s%s: %s", c->remote,
+		         c->source[0] ? " from " : "", c->source, strerror(-err));
 		dest_failure(c, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, text);
 		close_now(c);
 		return;
@@ -868,6 +870,16 @@ static const struct conn_ops client_conn_ops = {
 	.tls_ready = on_tls_ready,
 };
 
+/* format_host - "1.2.3.4" or "::1". */
+static void format_host(const struct sockaddr *sa, char *out, size_t n)
+{
+	const void *a = sa->sa_family == AF_INET
+	                    ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+	                    : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (!inet_ntop(sa->sa_family, a, out, (socklen_t)n))
+		snprintf(out, n, "?");
+}
+
 /* format_remote - "1.2.3.4:25" or "[::1]:25". */
 static void format_remote(const struct sockaddr *sa, char *out, size_t n)
 {
@@ -896,10 +908,7 @@ static void tls_setup(struct smtp_client *c, const struct smtp_client_params *p)
 		c->tls_name = xstrdup(p->tls_name);
 	} else if (c->tls_policy == SMTP_TLS_VERIFY) {
 		char host[INET6_ADDRSTRLEN] = "";
-		const void *a = c->addr.ss_family == AF_INET
-		                    ? (const void *)&((struct sockaddr_in *)&c->addr)->sin_addr
-		                    : (const void *)&((struct sockaddr_in6 *)&c->addr)->sin6_addr;
-		inet_ntop(c->addr.ss_family, a, host, sizeof(host));
+		format_host((const struct sockaddr *)&c->addr, host, sizeof(host));
 		c->tls_name = xstrdup(host);
 	}
 }
@@ -918,9 +927,11 @@ struct smtp_client *smtp_client_open(const struct smtp_client_params *p)
 	c->addrlen = p->addrlen;
 	c->state = CS_CONNECT;
 	format_remote((struct sockaddr *)&c->addr, c->remote, sizeof(c->remote));
+	if (p->source)
+		format_host(p->source, c->source, sizeof(c->source));
 	conn_init(&c->conn, c->loop, &client_conn_ops, c);
-	int rc =
-	    conn_connect(&c->conn, (struct sockaddr *)&c->addr, c->addrlen, p->connect_timeout_ms);
+	int rc = conn_connect_from(&c->conn, (struct sockaddr *)&c->addr, c->addrlen, p->source,
+	                           p->sourcelen, p->connect_timeout_ms);
 	if (rc < 0) {
 		free(c);
 		errno = -rc;
@@ -975,6 +986,16 @@ void smtp_client_abort(struct smtp_client *c)
 const char *smtp_client_remote(const struct smtp_client *c)
 {
 	return c->remote;
+}
+
+const char *smtp_client_source(const struct smtp_client *c)
+{
+	return c->source[0] ? c->source : NULL;
+}
+
+const char *smtp_client_helo(const struct smtp_client *c)
+{
+	return c->helo;
 }
 
 bool smtp_client_idle(const struct smtp_client *c)

@@ -68,6 +68,10 @@ struct smtp_client_params {
 	struct loop *loop;           /* the loop the session runs on */
 	const struct sockaddr *addr; /* the next hop (copied) */
 	socklen_t addrlen;
+	const struct sockaddr *source; /* the local address to connect from (port
+	                                * 0, addr's family; copied), or NULL: the
+	                                * kernel's choice */
+	socklen_t sourcelen;
 	const char *helo;            /* EHLO/HELO name (copied) */
 	const char *name;            /* for log lines, e.g. the domain; must
 	                              * outlive the session */
@@ -87,7 +91,8 @@ struct smtp_client_params {
 };
 
 /* smtp_client_open - start a session. NULL with errno when no socket could
- * be made; nothing was started then and no callback will run. */
+ * be made or the source not bound (EADDRNOTAVAIL: not an address of this
+ * machine); nothing was started then and no callback will run. */
 struct smtp_client *smtp_client_open(const struct smtp_client_params *p);
 /* smtp_client_give - hand an idle session a job (owned by the session until
  * ops->outcome hands it back). */
@@ -101,6 +106,12 @@ void smtp_client_quit(struct smtp_client *c);
 void smtp_client_abort(struct smtp_client *c);
 /* smtp_client_remote - "ip:port" of the next hop, for logs and records. */
 const char *smtp_client_remote(const struct smtp_client *c);
+/* smtp_client_source - the local address the session was bound to
+ * ("127.0.0.2", "::1"), or NULL when params.source was NULL. Lives as long
+ * as the session. */
+const char *smtp_client_source(const struct smtp_client *c);
+/* smtp_client_helo - the name the session says in EHLO/HELO. */
+const char *smtp_client_helo(const struct smtp_client *c);
 /* smtp_client_idle - parked, waiting for smtp_client_give. */
 bool smtp_client_idle(const struct smtp_client *c);
 

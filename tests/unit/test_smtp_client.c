@@ -3,6 +3,7 @@
  * per recipient, and the order of its callbacks (ready, outcome, failed, closing, done).
  * STARTTLS: after a scripted 220 to STARTTLS the server speaks real TLS (OpenSSL's blocking
  * SSL on the accepted socket) with certificates the openssl command makes for each test.
+ * A session bound to a source address: the server sees it, and the EHLO name given.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -63,6 +64,7 @@ struct server {
 	SSL *ssl;                  /* after TLS_GO: the conversation goes through it */
 	bool tls_broke;            /* the TLS handshake failed (the client refused it) */
 	bool tls_resumed;          /* the handshake resumed a session */
+	struct sockaddr_in peer;   /* the client's address (accept) */
 };
 
 RP_PRINTF(2, 3) static void server_fail(struct server *s, const char *fmt, ...)
@@ -180,7 +182,8 @@ static void *server_main(void *arg)
 		server_fail(s, "no connection came");
 		return NULL;
 	}
-	int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+	socklen_t plen = sizeof(s->peer);
+	int fd = accept4(s->lfd, (struct sockaddr *)&s->peer, &plen, SOCK_CLOEXEC);
 	if (fd < 0) {
 		server_fail(s, "accept: %s", strerror(errno));
 		return NULL;
@@ -298,6 +301,11 @@ struct tc {
 	char tls_text[96];           /* smtp_client_tls at the first outcome (or ready) */
 	bool tls_resumed;            /* smtp_client_tls_resumed then */
 	bool tls_handshake_failed;   /* smtp_client_tls_handshake_failed at failed */
+	/* Source address and EHLO name: what the session is opened with and says. */
+	const struct sockaddr_in *source; /* NULL: the kernel's choice */
+	const char *helo;                 /* NULL: "client.test" */
+	char source_seen[48];             /* smtp_client_source at the first ready */
+	char helo_seen[64];               /* smtp_client_helo then */
 };
 
 static void event(struct tc *t, char ch)
@@ -328,6 +336,11 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 	struct tc *t = arg;
 	cr_assert_eq(c, t->c);
 	event(t, first ? 'F' : 'r');
+	if (first) {
+		const char *src = smtp_client_source(c);
+		snprintf(t->source_seen, sizeof(t->source_seen), "%s", src ? src : "(none)");
+		snprintf(t->helo_seen, sizeof(t->helo_seen), "%s", smtp_client_helo(c));
+	}
 	if (t->nready < MAX_READY)
 		t->at_once[t->nready] = t->probe_pending;
 	t->nready++;
@@ -450,7 +463,9 @@ static void tc_open(struct tc *t, const struct sockaddr_in *to, unsigned max_tra
 		.loop = t->l,
 		.addr = (const struct sockaddr *)(to ? to : &t->srv.addr),
 		.addrlen = sizeof(struct sockaddr_in),
-		.helo = "client.test",
+		.source = (const struct sockaddr *)t->source,
+		.sourcelen = t->source ? sizeof(*t->source) : 0,
+		.helo = t->helo ? t->helo : "client.test",
 		.name = "b.test",
 		.connect_timeout_ms = 2000,
 		.idle_ms = idle_ms,
@@ -1021,6 +1036,83 @@ Test(smtp_client, idle_time_ends_session, .timeout = 20)
 	uint64_t idle = t.closing_ms_at - t.idle_ms_at;
 	cr_assert(idle >= 100 && idle < 2000, "idle for %llu ms, want 150",
 	          (unsigned long long)idle);
+	tc_free(&t);
+}
+
+/* ---- source address and EHLO name ---------------------------------------- */
+
+static struct sockaddr_in v4(const char *ip)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	cr_assert_eq(inet_pton(AF_INET, ip, &sa.sin_addr), 1);
+	return sa;
+}
+
+/* Bound to 127.0.0.2 and greeting as out.example: the server sees both. */
+Test(smtp_client, source_and_helo, .timeout = 20)
+{
+	static const char *const script[] = { GREETING, EHLO_PIPE_CHUNK, BYE, NULL };
+	struct tc t;
+	tc_init(&t, script, true, false);
+	struct sockaddr_in src = v4("127.0.0.2");
+	t.source = &src;
+	t.helo = "out.example";
+	t.quit_in_ready = true;
+	tc_open(&t, NULL, 0, 0);
+	tc_run(&t);
+	check_got(&t, "EHLO out.example\r\n" QUIT);
+	char peer[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, &t.srv.peer.sin_addr, peer, sizeof(peer));
+	cr_assert_str_eq(peer, "127.0.0.2");
+	cr_assert_str_eq(t.source_seen, "127.0.0.2");
+	cr_assert_str_eq(t.helo_seen, "out.example");
+	tc_free(&t);
+	/* Without a source: the kernel's choice, and the engine says none. */
+	tc_init(&t, script, true, false);
+	t.quit_in_ready = true;
+	tc_open(&t, NULL, 0, 0);
+	tc_run(&t);
+	inet_ntop(AF_INET, &t.srv.peer.sin_addr, peer, sizeof(peer));
+	cr_assert_str_eq(peer, "127.0.0.1");
+	cr_assert_str_eq(t.source_seen, "(none)");
+	cr_assert_str_eq(t.helo_seen, "client.test");
+	tc_free(&t);
+}
+
+/* A refused connection from a source says which; a source that is not ours opens nothing. */
+Test(smtp_client, source_failures, .timeout = 20)
+{
+	struct tc t;
+	tc_init(&t, NULL, false, false);
+	struct sockaddr_in dead, src = v4("127.0.0.3");
+	dead_port(&dead);
+	t.source = &src;
+	tc_open(&t, &dead, 0, 0);
+	tc_run(&t);
+	check_events(&t, "fcd");
+	cr_assert_eq(t.failed.kind, ATTEMPT_CONNECT_FAIL);
+	cr_assert(strstr(t.failed.text, " from 127.0.0.3: "), "\"%s\"", t.failed.text);
+	tc_free(&t);
+
+	tc_init(&t, NULL, false, false);
+	struct sockaddr_in foreign = v4("192.0.2.7");
+	struct smtp_client_params p = {
+		.loop = t.l,
+		.addr = (const struct sockaddr *)&dead,
+		.addrlen = sizeof(dead),
+		.source = (const struct sockaddr *)&foreign,
+		.sourcelen = sizeof(foreign),
+		.helo = "client.test",
+		.name = "b.test",
+		.connect_timeout_ms = 2000,
+		.ops = &test_ops,
+		.arg = &t,
+	};
+	errno = 0;
+	cr_assert_null(smtp_client_open(&p));
+	cr_assert_eq(errno, EADDRNOTAVAIL, "errno %d", errno);
+	cr_assert_eq(loop_registered(t.l), 0);
+	loop_free(t.l);
 	tc_free(&t);
 }
 

@@ -55,8 +55,8 @@ class TestEnv:
         self.daemons.append(d)
         return d
 
-    def smtpd(self, name="smtpd", port=0):
-        r = SmtpdReceiver(self, name, port).start()
+    def smtpd(self, name="smtpd", port=0, host="127.0.0.1"):
+        r = SmtpdReceiver(self, name, port, host).start()
         self.receivers.append(r)
         return r
 

@@ -26,11 +26,13 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 class Received:
     """One message as a receiver recorded it."""
 
-    def __init__(self, mailfrom, rcpts, data, path):
+    def __init__(self, mailfrom, rcpts, data, path, peer=None, helo=None):
         self.mailfrom = mailfrom
         self.rcpts = rcpts
         self.data = data  # bytes, LF line ends, dots un-stuffed
         self.path = path
+        self.peer = peer  # the client's address ("127.0.0.2", "::1"), when recorded
+        self.helo = helo  # the client's EHLO/HELO name, when recorded
 
     def split(self):
         i = self.data.find(b"\n\n")
@@ -55,10 +57,11 @@ class SmtpdReceiver:
 
     kind = "smtpd"
 
-    def __init__(self, env, name="smtpd", port=0):
+    def __init__(self, env, name="smtpd", port=0, host="127.0.0.1"):
         self.env = env
         self.dir = env.dir / name
         self.dir.mkdir(exist_ok=True)
+        self.host = host
         self.want_port = port
         self.port = None
         self.proc = None
@@ -66,7 +69,7 @@ class SmtpdReceiver:
 
     def argv(self):
         return [sys.executable, "-W", "ignore::DeprecationWarning", str(RECEIVER),
-                "--dir", str(self.dir), "--port", str(self.want_port)]
+                "--dir", str(self.dir), "--host", self.host, "--port", str(self.want_port)]
 
     def start(self, timeout=10):
         errf = open(self.env.dir / f"{self.name}.stderr", "ab")
@@ -88,7 +91,7 @@ class SmtpdReceiver:
 
     @property
     def addr(self):
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def stop(self):
         stop_process(self.proc)
@@ -100,7 +103,9 @@ class SmtpdReceiver:
             # smtpd drops the CRLF before the final dot; put it back so
             # both receivers record LF-terminated lines.
             data = j.with_suffix(".eml").read_bytes() + b"\n"
-            out.append(Received(env["mailfrom"], env["rcpttos"], data, j))
+            peer = env.get("peer")
+            out.append(Received(env["mailfrom"], env["rcpttos"], data, j,
+                                peer=peer[0] if peer else None, helo=env.get("helo")))
         return out
 
     def count(self):
