@@ -799,6 +799,7 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 	if (!built)
 		return;
 	sub->pending++;
+	submission_sign(&m->sub, cfg->signers, cfg->dkim);
 	submission_commit(&m->sub, srv->spool, loop_inbox(srv->loop), msg_committed, m);
 }
 
