@@ -138,8 +138,8 @@ static const struct dkim_identity *identity_of(const struct dkim_keys *keys, con
 }
 
 /* sign_shared - one signature in front of the prefix and shared content. */
-static bool sign_shared(struct submission *s, const struct dkim_identity *id, uint64_t t,
-                        char *err, size_t errlen)
+static bool sign_shared(struct submission *s, const struct dkim_identity *id, uint64_t t, char *err,
+                        size_t errlen)
 {
 	const char *c = s->body[2].iov_base;
 	size_t clen = s->body[2].iov_len;
