@@ -35,6 +35,8 @@ struct api_config {
 	uint64_t idle_timeout_ms;  /* keep-alive idle time */
 	uint32_t max_clients;      /* concurrent HTTP sessions per shard */
 	struct tls_ctx *tls;       /* HTTPS with this context; NULL = plain HTTP */
+	struct dkim_keys *dkim;    /* sign submissions with these ([dkim]), or NULL */
+	struct workers *signers;   /* on these threads */
 };
 
 /* A request for every shard's counters; the daemon fills snap and calls

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/msg_header.h"
 #include "base/util.h"
+#include "queue/submit_dkim.h"
 
 #define METRIC_DOMAINS 20 /* per-domain series kept; the rest are "other" */
 
@@ -334,11 +335,18 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 	buf_printf(&b,
 	           ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
 	           "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
-	           "\"cache_bytes\":%llu},\"domains\":",
+	           "\"cache_bytes\":%llu}",
 	           (double)snap->loop_max_busy_us / 1000.0, (unsigned long long)snap->dns_lookups,
 	           (unsigned long long)snap->dns_queries, (unsigned long long)snap->dns_hits,
 	           (unsigned long long)snap->dns_shared, (unsigned long long)snap->dns_entries,
 	           (unsigned long long)snap->dns_memory);
+	buf_printf(&b,
+	           ",\"dkim\":{\"signed\":%llu,\"no_key\":%llu,\"failed\":%llu,"
+	           "\"sign_cpu_seconds\":%.3f},\"domains\":",
+	           (unsigned long long)atomic_load(&dkim_counters.signed_msgs),
+	           (unsigned long long)atomic_load(&dkim_counters.unsigned_no_key),
+	           (unsigned long long)atomic_load(&dkim_counters.failed),
+	           (double)atomic_load(&dkim_counters.sign_us) / 1e6);
 	domains_json(&b, snap);
 	/* Each shard has its own pool for a destination: show one per key. */
 	if (snap->ndests) /* qsort's base must not be NULL, even for none */
@@ -496,6 +504,18 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 	           (unsigned long long)snap->reports_matched);
 	buf_printf(&b, "ringpost_reports_received_total{matched=\"no\"} %llu\n",
 	           (unsigned long long)(snap->reports - snap->reports_matched));
+	prom_head(&b, "ringpost_dkim_signatures_total", "counter",
+	          "Messages (or personalised copies) by DKIM outcome.");
+	buf_printf(&b, "ringpost_dkim_signatures_total{result=\"signed\"} %llu\n",
+	           (unsigned long long)atomic_load(&dkim_counters.signed_msgs));
+	buf_printf(&b, "ringpost_dkim_signatures_total{result=\"no_key\"} %llu\n",
+	           (unsigned long long)atomic_load(&dkim_counters.unsigned_no_key));
+	buf_printf(&b, "ringpost_dkim_signatures_total{result=\"failed\"} %llu\n",
+	           (unsigned long long)atomic_load(&dkim_counters.failed));
+	prom_head(&b, "ringpost_dkim_sign_cpu_seconds_total", "counter",
+	          "CPU time the signing threads spent signing.");
+	buf_printf(&b, "ringpost_dkim_sign_cpu_seconds_total %.6f\n",
+	           (double)atomic_load(&dkim_counters.sign_us) / 1e6);
 	prom_head(&b, "ringpost_messages_rejected_total", "counter",
 	          "Submissions refused at the end of the transaction.");
 	buf_printf(&b, "ringpost_messages_rejected_total %llu\n",

@@ -241,7 +241,7 @@ static const char *lookup(void *arg, const char *name, size_t len, size_t *vlen)
 static char *render(const char *s, size_t n, struct lookup_ctx *lc, bool html, size_t *out_len)
 {
 	struct buf b = { 0 };
-	template_render(&b, s, n, lookup, lc, html);
+	template_render(&b, s, n, lookup, lc, html ? TEMPLATE_HTML : TEMPLATE_RAW);
 	*out_len = buf_used(&b);
 	return buf_cstr(&b); /* the buf's storage, freed by the caller */
 }
@@ -267,7 +267,10 @@ struct mime_parts {
 	json_t *vars;           /* message vars, or NULL */
 	struct mime_header *hv; /* extra header fields */
 	unsigned nh;
-	const char *to_override; /* headers.To */
+	const char *to_override;  /* headers.To */
+	const char *unsub_url;    /* unsubscribe.url (https), or NULL */
+	const char *unsub_mailto; /* unsubscribe.mailto, or NULL */
+	size_t unsub_url_len, unsub_mailto_len;
 	struct mime_attachment *att;
 	unsigned natt;
 	struct buf att_data; /* the decoded attachments */
@@ -317,6 +320,118 @@ static bool parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp
 		mp->hv[mp->nh].value = json_string_value(v);
 		mp->nh++;
 	}
+	return true;
+}
+
+/* ---- one-click unsubscribe (RFC 2369, RFC 8058) ------------------------ */
+
+#define UNSUB_MAX 900 /* bytes of one rendered URI: the field stays under 998 */
+
+/* parse_unsubscribe - "unsubscribe": {"url": "https://...", "mailto": "..."}
+ * (either or both, {{vars}} allowed). */
+static bool parse_unsubscribe(struct api_msg *m, json_t *u, struct mime_parts *mp)
+{
+	if (!u || json_is_null(u))
+		return true;
+	if (!json_is_object(u)) {
+		msg_error(m, 400, "bad_field",
+		          "unsubscribe must be an object: {\"url\", \"mailto\"}");
+		return false;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(u, k, v)
+	{
+		if (strcmp(k, "url") && strcmp(k, "mailto")) {
+			msg_error(m, 400, "bad_field", "unsubscribe: unknown field '%s'", k);
+			return false;
+		}
+		if (!json_is_string(v) || !json_string_length(v)) {
+			msg_error(m, 400, "bad_field", "unsubscribe.%s must be a non-empty string",
+			          k);
+			return false;
+		}
+	}
+	json_t *url = json_object_get(u, "url"), *mt = json_object_get(u, "mailto");
+	if (!url && !mt) {
+		msg_error(m, 400, "bad_field", "unsubscribe needs url, mailto or both");
+		return false;
+	}
+	if (url) {
+		mp->unsub_url = json_string_value(url);
+		mp->unsub_url_len = json_string_length(url);
+		if (mp->unsub_url_len < 9 || strncasecmp(mp->unsub_url, "https://", 8)) {
+			msg_error(m, 400, "bad_field",
+			          "unsubscribe.url must be an https:// URL (RFC 8058 one-click)");
+			return false;
+		}
+	}
+	if (mt) {
+		mp->unsub_mailto = json_string_value(mt);
+		mp->unsub_mailto_len = json_string_length(mt);
+	}
+	for (unsigned i = 0; i < mp->nh; i++)
+		if (!strncasecmp(mp->hv[i].name, "List-Unsubscribe", 16)) {
+			msg_error(m, 400, "bad_field",
+			          "headers.%s cannot be combined with unsubscribe", mp->hv[i].name);
+			return false;
+		}
+	return true;
+}
+
+/* unsub_uri - "<URI>" appended to out: s rendered (values percent-encoded)
+ * with lc's vars, or as written when lc is NULL; checked to be a URI. */
+static bool unsub_uri(struct api_msg *m, const char *what, const char *s, size_t n,
+                      struct lookup_ctx *lc, struct buf *out)
+{
+	buf_puts(out, "<");
+	size_t start = buf_used(out);
+	if (!strcmp(what, "mailto") && (n < 7 || strncasecmp(s, "mailto:", 7)))
+		buf_puts(out, "mailto:");
+	if (lc)
+		template_render(out, s, n, lookup, lc, TEMPLATE_URL);
+	else
+		buf_append(out, s, n);
+	size_t len = buf_used(out) - start;
+	const unsigned char *p = (const unsigned char *)buf_head(out) + start;
+	for (size_t i = 0; i < len; i++)
+		if (p[i] <= ' ' || p[i] >= 0x7f || p[i] == '<' || p[i] == '>' || p[i] == '"') {
+			msg_error(m, 400, "bad_field",
+			          "unsubscribe.%s must be a URI: no blanks, quotes, angle brackets "
+			          "or non-ASCII (percent-encode them)",
+			          what);
+			return false;
+		}
+	if (len > UNSUB_MAX) {
+		msg_error(m, 400, "bad_field", "unsubscribe.%s is longer than %d bytes", what,
+		          UNSUB_MAX);
+		return false;
+	}
+	buf_puts(out, ">");
+	return true;
+}
+
+/* unsub_headers - hv[0..nh) = the caller's fields, then List-Unsubscribe
+ * (its value in val) and, for a URL, List-Unsubscribe-Post. */
+static bool unsub_headers(struct api_msg *m, const struct mime_parts *mp, struct lookup_ctx *lc,
+                          struct buf *val, struct mime_header *hv, unsigned *nh)
+{
+	memcpy(hv, mp->hv, mp->nh * sizeof(*hv));
+	*nh = mp->nh;
+	if (!mp->unsub_url && !mp->unsub_mailto)
+		return true;
+	buf_reset(val);
+	if (mp->unsub_url && !unsub_uri(m, "url", mp->unsub_url, mp->unsub_url_len, lc, val))
+		return false;
+	if (mp->unsub_url && mp->unsub_mailto)
+		buf_puts(val, ", ");
+	if (mp->unsub_mailto &&
+	    !unsub_uri(m, "mailto", mp->unsub_mailto, mp->unsub_mailto_len, lc, val))
+		return false;
+	hv[(*nh)++] = (struct mime_header){ .name = "List-Unsubscribe", .value = buf_cstr(val) };
+	if (mp->unsub_url)
+		hv[(*nh)++] = (struct mime_header){ .name = "List-Unsubscribe-Post",
+			                            .value = "List-Unsubscribe=One-Click" };
 	return true;
 }
 
@@ -396,8 +511,17 @@ static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
 {
 	struct mime_message mm;
 	char mid[64], id[17], err[200];
-	struct buf to = { 0 };
+	struct buf to = { 0 }, uv = { 0 };
 	mime_of(mp, &mm);
+	struct mime_header *hv = xcalloc(mp->nh + 2, sizeof(*hv));
+	unsigned nh;
+	if (!unsub_headers(m, mp, NULL, &uv, hv, &nh)) {
+		free(hv);
+		buf_free(&uv);
+		return false;
+	}
+	mm.headers = hv;
+	mm.nheaders = nh;
 	rp_id_format(m->sub.id, id);
 	if (mp->to_override) {
 		buf_puts(&to, mp->to_override);
@@ -417,6 +541,8 @@ static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
 	mm.seed = m->sub.id;
 	bool built = mime_build(&mm, &m->body, err, sizeof(err));
 	buf_free(&to);
+	buf_free(&uv);
+	free(hv);
 	if (!built) {
 		msg_error(m, 400, "bad_field", "%s", err);
 		return false;
@@ -439,8 +565,14 @@ static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
 	const struct buf *prefix = submission_prefix(&m->sub);
 	m->variants = xcalloc(m->nrcpt, sizeof(*m->variants));
 	m->viov = xcalloc(m->nrcpt, sizeof(*m->viov));
+	struct mime_header *hv = xcalloc(mp->nh + 2, sizeof(*hv));
+	struct buf uv = { 0 };
+	bool ok = false;
+	mm.headers = hv;
 	for (unsigned i = 0; i < m->nrcpt; i++) {
 		struct lookup_ctx lc = { .rcpt_vars = m->to[i].vars, .msg_vars = mp->vars };
+		if (!unsub_headers(m, mp, &lc, &uv, hv, &mm.nheaders))
+			goto out;
 		size_t sl = 0, tl = 0, hl = 0;
 		char *rs = mp->subject ? render(mp->subject, mp->subj_len, &lc, false, &sl) : NULL;
 		char *rt = mp->text ? render(mp->text, mp->text_len, &lc, false, &tl) : NULL;
@@ -462,20 +594,24 @@ static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
 		free(rh);
 		if (!built) {
 			msg_error(m, 400, "bad_field", "%s", err);
-			return false;
+			goto out;
 		}
 		if (buf_used(&m->variants[i]) > cfg->max_message_size) {
 			msg_error(m, 413, "too_large",
 			          "the message for to[%u] is %zu bytes; the limit is %llu", i,
 			          buf_used(&m->variants[i]),
 			          (unsigned long long)cfg->max_message_size);
-			return false;
+			goto out;
 		}
 		m->viov[i].iov_base = buf_head(&m->variants[i]);
 		m->viov[i].iov_len = buf_used(&m->variants[i]);
 	}
 	submission_variants(&m->sub, m->viov);
-	return true;
+	ok = true;
+out:
+	free(hv);
+	buf_free(&uv);
+	return ok;
 }
 
 /* build_mime - subject/text/html/headers/attachments into one body, or one
@@ -497,16 +633,55 @@ static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cf
 	bool ok = false;
 	if (!scalar_vars(m, mp.vars, "vars") ||
 	    !parse_headers(m, json_object_get(o, "headers"), &mp) ||
+	    !parse_unsubscribe(m, json_object_get(o, "unsubscribe"), &mp) ||
 	    !parse_attachments(m, json_object_get(o, "attachments"), &mp))
 		goto out;
-	bool per_rcpt = (mp.subject && template_has_vars(mp.subject, mp.subj_len)) ||
-	                (mp.text && template_has_vars(mp.text, mp.text_len)) ||
-	                (mp.html && template_has_vars(mp.html, mp.html_len));
+	bool per_rcpt =
+	    (mp.unsub_url && template_has_vars(mp.unsub_url, mp.unsub_url_len)) ||
+	    (mp.unsub_mailto && template_has_vars(mp.unsub_mailto, mp.unsub_mailto_len)) ||
+	    (mp.subject && template_has_vars(mp.subject, mp.subj_len)) ||
+	    (mp.text && template_has_vars(mp.text, mp.text_len)) ||
+	    (mp.html && template_has_vars(mp.html, mp.html_len));
 	ok = per_rcpt ? build_variants(m, &mp, cfg) : build_shared(m, &mp, cfg);
 out:
 	free(mp.hv);
 	free(mp.att);
 	buf_free(&mp.att_data);
+	return ok;
+}
+
+/* raw_unsubscribe - a raw message's unsubscribe fields, written into
+ * m->body ahead of it (no {{vars}}: a raw message is sent as it is). */
+static bool raw_unsubscribe(struct api_msg *m, json_t *u, const char *raw, size_t len)
+{
+	struct mime_parts mp = { 0 };
+	if (!u || json_is_null(u))
+		return true;
+	if (!parse_unsubscribe(m, u, &mp))
+		return false;
+	if ((mp.unsub_url && template_has_vars(mp.unsub_url, mp.unsub_url_len)) ||
+	    (mp.unsub_mailto && template_has_vars(mp.unsub_mailto, mp.unsub_mailto_len))) {
+		msg_error(m, 400, "bad_field",
+		          "unsubscribe: {{vars}} need text or html (raw is sent as it is)");
+		return false;
+	}
+	struct msg_header_info hi;
+	const char *v;
+	size_t vl;
+	msg_header_scan(raw, len, &hi);
+	if (msg_header_get(raw, hi.end, "List-Unsubscribe", &v, &vl) ||
+	    msg_header_get(raw, hi.end, "List-Unsubscribe-Post", &v, &vl)) {
+		msg_error(m, 400, "bad_field",
+		          "raw has List-Unsubscribe already; drop unsubscribe");
+		return false;
+	}
+	struct mime_header hv[2];
+	unsigned nh;
+	struct buf val = { 0 };
+	bool ok = unsub_headers(m, &mp, NULL, &val, hv, &nh);
+	for (unsigned i = 0; ok && i < nh; i++)
+		mime_encode_header(&m->body, hv[i].name, hv[i].value, false);
+	buf_free(&val);
 	return ok;
 }
 
@@ -529,8 +704,11 @@ static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg
 		msg_error(m, 400, "bad_field", "raw contains a NUL byte");
 		return false;
 	}
+	if (!raw_unsubscribe(m, json_object_get(o, "unsubscribe"), raw, len))
+		return false;
+	size_t at = buf_used(&m->body);
 	buf_append(&m->body, raw, len);
-	msg_normalize_newlines(&m->body, 0);
+	msg_normalize_newlines(&m->body, at);
 	struct msg_header_info hi;
 	msg_header_scan(buf_head(&m->body), buf_used(&m->body), &hi);
 	if (!hi.fields) {
@@ -549,7 +727,8 @@ static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg
 static void msg_committed(struct submission *sub, void *arg);
 
 static const char *const message_fields[] = {
-	"from", "to", "subject", "text", "html", "headers", "vars", "attachments", "raw",
+	"from",    "to",   "subject",     "text", "html",
+	"headers", "vars", "attachments", "raw",  "unsubscribe",
 };
 
 /* prepare - validate and build one message; on success it is handed to the
@@ -620,6 +799,7 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 	if (!built)
 		return;
 	sub->pending++;
+	submission_sign(&m->sub, cfg->signers, cfg->dkim);
 	submission_commit(&m->sub, srv->spool, loop_inbox(srv->loop), msg_committed, m);
 }
 

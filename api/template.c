@@ -67,8 +67,25 @@ static void escaped(struct buf *out, const char *v, size_t n)
 	}
 }
 
+/* url_escaped - v percent-encoded (RFC 3986 2.1), unreserved kept. */
+static void url_escaped(struct buf *out, const char *v, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+		if (keep) {
+			buf_append(out, v + i, 1);
+		} else {
+			char e[3] = { '%', hex[c >> 4], hex[c & 15] };
+			buf_append(out, e, 3);
+		}
+	}
+}
+
 void template_render(struct buf *out, const char *s, size_t n, template_lookup fn, void *ctx,
-                     bool html_escape)
+                     enum template_escape esc)
 {
 	size_t i = 0;
 	while (i < n) {
@@ -83,8 +100,10 @@ void template_render(struct buf *out, const char *s, size_t n, template_lookup f
 		size_t vlen = 0;
 		if (placeholder(s, n, at, &name, &nlen, &end) &&
 		    (v = fn(ctx, s + name, nlen, &vlen))) {
-			if (html_escape)
+			if (esc == TEMPLATE_HTML)
 				escaped(out, v, vlen);
+			else if (esc == TEMPLATE_URL)
+				url_escaped(out, v, vlen);
 			else
 				buf_append(out, v, vlen);
 			i = end;

@@ -3,7 +3,8 @@
  * Pure. A placeholder is "{{" optional blanks, a name of letters, digits,
  * '_', '-' or '.', optional blanks, "}}". Names the lookup does not know are
  * left as written, so a typo is visible in the mail rather than silently
- * blank. Values go into HTML escaped (&, <, >, ", ').
+ * blank. Values go into HTML escaped (&, <, >, ", '), into URLs
+ * percent-encoded.
  */
 #ifndef RP_TEMPLATE_H
 #define RP_TEMPLATE_H
@@ -18,8 +19,15 @@ typedef const char *(*template_lookup)(void *ctx, const char *name, size_t len, 
 
 /* template_has_vars - whether s[0..n) holds at least one placeholder. */
 bool template_has_vars(const char *s, size_t n);
+/* How values are written. */
+enum template_escape {
+	TEMPLATE_RAW,  /* as they are (text, subjects) */
+	TEMPLATE_HTML, /* &, <, >, ", ' as entities */
+	TEMPLATE_URL,  /* percent-encoded, all but RFC 3986 unreserved characters */
+};
+
 /* template_render - append s[0..n) with placeholders replaced. */
 void template_render(struct buf *out, const char *s, size_t n, template_lookup fn, void *ctx,
-                     bool html_escape);
+                     enum template_escape esc);
 
 #endif

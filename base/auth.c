@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "log.h"
 #include "util.h"
+#include "workers.h"
 
 /* ---- the users table --------------------------------------------------- */
 
@@ -208,23 +209,17 @@ bool auth_hash(const char *pass, char *out, size_t outlen)
 
 /* ---- the checker ------------------------------------------------------- */
 
-struct worker {
-	struct auth_checker *ac;
-	pthread_t thread;
-	struct mq inbox;
-};
-
 struct auth_checker {
-	struct worker *w;
-	unsigned n;
-	_Atomic unsigned next; /* round-robin */
-	_Atomic bool stopping;
+	struct workers *pool;
 	char dummy[128]; /* a hash that unknown users are checked against */
 };
 
-/* check_one - hash and answer; the password is wiped either way. */
-static void check_one(struct auth_checker *ac, struct auth_req *req)
+/* check_one - hash and answer (on a worker thread); the password is wiped
+ * either way. */
+static void check_one(struct mq_item *item, void *ctx)
 {
+	struct auth_req *req = RP_CONTAINER_OF(item, struct auth_req, item);
+	(void)ctx;
 	const char *hash = find(req->users, req->user);
 	/* An unknown name is hashed with a real user's setting (the same
 	 * algorithm and cost): how long the answer takes does not tell which
@@ -233,7 +228,7 @@ static void check_one(struct auth_checker *ac, struct auth_req *req)
 	if (!setting && auth_users_count(req->users))
 		setting =
 		    req->users->v[rp_hash64(req->user, strlen(req->user)) % req->users->n].hash;
-	bool ok = auth_verify(req->pass, setting ? setting : ac->dummy);
+	bool ok = auth_verify(req->pass, setting ? setting : req->checker->dummy);
 	OPENSSL_cleanse(req->pass, sizeof(req->pass));
 	req->ok = ok && hash != NULL;
 	auth_users_unref(req->users);
@@ -241,53 +236,12 @@ static void check_one(struct auth_checker *ac, struct auth_req *req)
 	mq_push(req->reply_to, &req->item, req->done);
 }
 
-/* nothing - the stop's doorbell: an item that is only freed. */
-static void nothing(struct mq_item *item, void *ctx)
-{
-	(void)ctx;
-	free(item);
-}
-
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	log_set_thread("auth");
-	for (;;) {
-		struct mq_item *list = mq_take(&w->inbox);
-		if (!list) {
-			if (atomic_load(&w->ac->stopping))
-				break;
-			mq_wait(&w->inbox);
-			continue;
-		}
-		while (list) {
-			struct mq_item *next = list->next;
-			if (list->fn == nothing)
-				nothing(list, NULL);
-			else
-				check_one(w->ac, RP_CONTAINER_OF(list, struct auth_req, item));
-			list = next;
-		}
-	}
-	return NULL;
-}
-
 struct auth_checker *auth_checker_new(unsigned nthreads)
 {
 	struct auth_checker *ac = xcalloc(1, sizeof(*ac));
-	ac->n = nthreads ? nthreads : 1;
-	ac->w = xcalloc(ac->n, sizeof(*ac->w));
 	if (!auth_hash("not a password anyone has", ac->dummy, sizeof(ac->dummy)))
 		rp_panic("crypt(3) cannot make a yescrypt hash");
-	for (unsigned i = 0; i < ac->n; i++) {
-		struct worker *w = &ac->w[i];
-		w->ac = ac;
-		if (!mq_init(&w->inbox, true))
-			rp_panic("eventfd: %s", strerror(errno));
-		int rc = pthread_create(&w->thread, NULL, worker_main, w);
-		if (rc)
-			rp_panic("cannot start an auth thread: %s", strerror(rc));
-	}
+	ac->pool = workers_new("auth", nthreads);
 	return ac;
 }
 
@@ -295,24 +249,7 @@ void auth_checker_free(struct auth_checker *ac)
 {
 	if (!ac)
 		return;
-	atomic_store(&ac->stopping, true);
-	for (unsigned i = 0; i < ac->n; i++) {
-		struct mq_item *it = xcalloc(1, sizeof(*it));
-		mq_push(&ac->w[i].inbox, it, nothing); /* wakes it; freed there */
-	}
-	for (unsigned i = 0; i < ac->n; i++) {
-		pthread_join(ac->w[i].thread, NULL);
-		/* The wake-up item may still be queued (the worker saw an empty
-		 * queue first and stopped): free what is left. */
-		struct mq_item *left = mq_take(&ac->w[i].inbox);
-		while (left) {
-			struct mq_item *next = left->next;
-			free(left);
-			left = next;
-		}
-		mq_destroy(&ac->w[i].inbox);
-	}
-	free(ac->w);
+	workers_free(ac->pool);
 	free(ac);
 }
 
@@ -327,8 +264,8 @@ void auth_check(struct auth_checker *ac, struct auth_req *req, struct auth_users
 	req->users = auth_users_ref(users);
 	req->reply_to = reply_to;
 	req->done = done;
-	unsigned i = atomic_fetch_add(&ac->next, 1) % ac->n;
-	mq_push(&ac->w[i].inbox, &req->item, NULL);
+	req->checker = ac;
+	workers_push(ac->pool, &req->item, check_one);
 }
 
 /* ---- the failure limiter ----------------------------------------------- */

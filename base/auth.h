@@ -56,6 +56,7 @@ struct auth_req {
 	bool ok;             /* the answer: the password is right */
 	struct mq *reply_to; /* done runs on this queue's consumer */
 	mq_fn done;
+	struct auth_checker *checker; /* the checker's own (auth_check sets it) */
 };
 
 /* auth_checker_new - start nthreads hashing threads. */

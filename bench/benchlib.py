@@ -413,7 +413,7 @@ class Ringpost:
 
     def __init__(self, binary, workdir, routes, *, max_connections=100, shards=0,
                  log_level="warn", server=None, queue=None, domain_defaults=None,
-                 submission=None, tls=None, submissions=False):
+                 submission=None, tls=None, submissions=False, sections=None):
         self.binary = binary
         self.workdir = Path(workdir)
         self.routes = routes  # {domain: "host:port"}
@@ -423,6 +423,7 @@ class Ringpost:
         self.extra = {"server": server or {}, "queue": queue or {},
                       "domain *": domain_defaults or {}, "submission": submission or {},
                       "tls": tls or {}}
+        self.sections = sections or {}  # more sections ({"dkim bench.test": {...}})
         self.want_submissions = submissions  # [listen] submissions (implicit TLS; needs tls)
         self.port = None      # SMTP submission
         self.api_port = None  # HTTP API
@@ -451,8 +452,8 @@ class Ringpost:
         }
         if self.submissions_port:
             sec["listen"]["submissions"] = f"127.0.0.1:{self.submissions_port}"
-        for name, d in self.extra.items():
-            sec[name].update({k: str(v) for k, v in d.items()})
+        for name, d in list(self.extra.items()) + list(self.sections.items()):
+            sec.setdefault(name, {}).update({k: str(v) for k, v in d.items()})
         for dom, addr in self.routes.items():
             sec[f"domain {dom}"] = {"route": addr}
         out = ["; written by bench/ for one benchmark run"]

@@ -12,6 +12,7 @@
 
 #include "base/msg_header.h"
 #include "base/util.h"
+#include "submit_dkim.h"
 
 #define KEEP_BYTES    (64u * 1024) /* a reused submission keeps this much */
 #define RECOVER_BATCH 4096         /* recipients routed per call at start-up */
@@ -39,12 +40,25 @@ void submission_reset(struct submission *s)
 	s->variants = NULL;
 	s->done = NULL;
 	s->arg = NULL;
+	dkim_keys_unref(s->keys);
+	s->keys = NULL;
+	s->signers = NULL;
+	buf_shrink(&s->sig, KEEP_BYTES);
+	buf_reset(&s->sig);
+	for (unsigned i = 0; i < s->signed_cap; i++)
+		buf_free(&s->signed_v[i]); /* per-recipient copies: never kept */
 }
 
 void submission_free(struct submission *s)
 {
 	buf_free(&s->strings);
 	buf_free(&s->prefix);
+	dkim_keys_unref(s->keys);
+	buf_free(&s->sig);
+	for (unsigned i = 0; i < s->signed_cap; i++)
+		buf_free(&s->signed_v[i]);
+	free(s->signed_v);
+	free(s->signed_iov);
 	free(s->rcpts);
 	free(s->spool_rcpts);
 	free(s->adds);
@@ -160,8 +174,8 @@ const struct buf *submission_prefix(const struct submission *s)
 
 void submission_content(struct submission *s, const void *p, size_t n)
 {
-	s->body[1].iov_base = (void *)p;
-	s->body[1].iov_len = n;
+	s->body[2].iov_base = (void *)p;
+	s->body[2].iov_len = n;
 }
 
 void submission_variants(struct submission *s, const struct iovec *v)
@@ -177,7 +191,27 @@ uint64_t submission_size(const struct submission *s)
 			n += s->variants[i].iov_len;
 		return n;
 	}
-	return buf_used(&s->prefix) + s->body[1].iov_len;
+	return buf_used(&s->sig) + buf_used(&s->prefix) + s->body[2].iov_len;
+}
+
+void submission_sign(struct submission *s, struct workers *signers, struct dkim_keys *keys)
+{
+	dkim_keys_unref(s->keys);
+	s->keys = dkim_keys_count(keys) ? dkim_keys_ref(keys) : NULL;
+	s->signers = signers;
+}
+
+/* sign_then_commit - on a signing thread: sign, then to the spool. */
+static void sign_then_commit(struct mq_item *item, void *ctx)
+{
+	struct submission *s = RP_CONTAINER_OF(item, struct submission, sign_item);
+	(void)ctx;
+	submission_sign_now(s);
+	s->req.u.submit.variants = s->variants;
+	s->req.u.submit.msg.body_len = submission_size(s);
+	dkim_keys_unref(s->keys);
+	s->keys = NULL;
+	spool_request(s->sign_sp, &s->req);
 }
 
 /* committed - the writer's answer, on reply_to's thread. */
@@ -231,15 +265,22 @@ void submission_commit(struct submission *s, struct spool *sp, struct mq *reply_
 		/* Each recipient's body is whole; the shared one stays empty. */
 		memset(s->body, 0, sizeof(s->body));
 	} else {
-		s->body[0].iov_base = buf_head(&s->prefix);
-		s->body[0].iov_len = buf_used(&s->prefix);
+		buf_reset(&s->sig);
+		memset(&s->body[0], 0, sizeof(s->body[0]));
+		s->body[1].iov_base = buf_head(&s->prefix);
+		s->body[1].iov_len = buf_used(&s->prefix);
 	}
 	sub->body = s->body;
-	sub->nbody = 2;
+	sub->nbody = 3;
 	sub->variants = s->variants;
 	sub->nvariants = s->variants ? s->nrcpt : 0;
 	sub->msg.body_len = submission_size(s);
 	sub->rcpts = s->spool_rcpts;
+	if (s->keys && s->signers) {
+		s->sign_sp = sp;
+		workers_push(s->signers, &s->sign_item, sign_then_commit);
+		return;
+	}
 	spool_request(sp, &s->req);
 }
 

@@ -23,6 +23,7 @@
 
 #include "base/buf.h"
 #include "base/mq.h"
+#include "base/workers.h"
 #include "sched.h"
 #include "spool.h"
 
@@ -65,9 +66,19 @@ struct submission {
 	uint32_t submitter_off, submitter_len;
 	struct submit_rcpt *rcpts;
 	unsigned nrcpt, rcap;
-	struct buf prefix;              /* header fields ringpost adds */
-	struct iovec body[2];           /* prefix, then the caller's content */
-	const struct iovec *variants;   /* per-recipient bodies (caller's), or NULL */
+	struct buf prefix;            /* header fields ringpost adds */
+	struct iovec body[3];         /* DKIM-Signature, prefix, the caller's content */
+	const struct iovec *variants; /* per-recipient bodies (caller's, or the
+	                               * signed copies), or NULL */
+	/* DKIM (submit_dkim.c): set by submission_sign, used while committing. */
+	struct workers *signers;  /* the signing threads, NULL = never signed */
+	struct dkim_keys *keys;   /* a reference, NULL = never signed */
+	struct spool *sign_sp;    /* where the signed message goes */
+	struct mq_item sign_item; /* the signing threads' link */
+	struct buf sig;           /* the shared body's DKIM-Signature */
+	struct buf *signed_v;     /* signed per-recipient copies */
+	struct iovec *signed_iov;
+	unsigned signed_cap;
 	struct spool_rcpt *spool_rcpts; /* built at commit */
 	struct sched_add *adds;         /* built at routing */
 	unsigned spool_cap, adds_cap;
@@ -123,8 +134,13 @@ void submission_variants(struct submission *s, const struct iovec *v);
 /* submission_size - bytes stored: the shared body and every variant. */
 uint64_t submission_size(const struct submission *s);
 
-/* submission_commit - hand it to the spool writer; done(s, arg) runs on
- * reply_to's thread once it is durable (or refused). */
+/* submission_sign - sign the message at commit with the key for its
+ * From: domain in keys, on one of signers' threads (submit_dkim.h); keys
+ * is referenced until then. NULL keys: unsigned. Before each commit. */
+void submission_sign(struct submission *s, struct workers *signers, struct dkim_keys *keys);
+/* submission_commit - hand it to the spool writer (through the signing
+ * threads when it is to be signed); done(s, arg) runs on reply_to's
+ * thread once it is durable (or refused). */
 void submission_commit(struct submission *s, struct spool *sp, struct mq *reply_to,
                        submit_done_fn done, void *arg);
 /* submission_status - the commit's result (SPOOL_OK: durable). */

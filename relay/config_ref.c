@@ -1,9 +1,42 @@
 /* config_ref.c - configuration generations (see config_ref.h). */
 #include "config_ref.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "base/util.h"
+
+/* load_dkim - every [dkim DOMAIN] key; false with "FILE:LINE: reason". */
+static bool load_dkim(struct config_ref *r, char *err, size_t errlen)
+{
+	const struct config *cfg = r->cfg;
+	if (!cfg->ndkim)
+		return true;
+	r->dkim = dkim_keys_new();
+	for (unsigned i = 0; i < cfg->ndkim; i++) {
+		const struct cfg_dkim *d = &cfg->dkim[i];
+		if (!d->selector || !d->selector[0] || !d->key || !d->key[0]) {
+			snprintf(err, errlen, "%s:%u: [dkim %s] needs selector and key", cfg->path,
+			         d->line, d->domain);
+			return false;
+		}
+		char why[400];
+		struct dkim_key *k = dkim_key_load(d->key, why, sizeof(why));
+		if (!k) {
+			snprintf(err, errlen, "%s:%u: [dkim %s] key: %s", cfg->path, d->line,
+			         d->domain, why);
+			return false;
+		}
+		if (dkim_key_alg(k) == DKIM_RSA_SHA256 && dkim_key_bits(k) < 1024)
+			buf_printf(
+			    &r->warnings,
+			    "%s:%u: [dkim %s] the key is RSA-%u: receivers ignore signatures "
+			    "by keys under 1024 bits (use 2048, or Ed25519 beside it)\n",
+			    cfg->path, d->line, d->domain, dkim_key_bits(k));
+		dkim_keys_add(r->dkim, d->domain, d->selector, k);
+	}
+	return true;
+}
 
 struct config_ref *config_ref_new(struct config *cfg, char *err, size_t errlen)
 {
@@ -33,6 +66,8 @@ struct config_ref *config_ref_new(struct config *cfg, char *err, size_t errlen)
 	r->tls_client = tls_ctx_new_client(&cc, err, errlen);
 	if (!r->tls_client)
 		goto fail;
+	if (!load_dkim(r, err, errlen))
+		goto fail;
 	return r;
 fail:
 	config_ref_put(r);
@@ -50,6 +85,8 @@ void config_ref_put(struct config_ref *r)
 		tls_ctx_unref(r->tls_server);
 		tls_ctx_unref(r->tls_client);
 		auth_users_unref(r->users);
+		dkim_keys_unref(r->dkim);
+		buf_free(&r->warnings);
 		config_free(r->cfg);
 		free(r);
 	}

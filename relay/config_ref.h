@@ -3,7 +3,8 @@
  *
  * main builds a generation at start-up and on each SIGHUP; a generation
  * that cannot be built (a certificate that does not load) is refused as a
- * whole, so a reload keeps the running one. Shards hold a reference to the
+ * whole, so a reload keeps the running one. DKIM keys are loaded here too
+ * (a key that does not load is an error naming the section's line). Shards hold a reference to the
  * generation they use; the last one to let go frees it. Everything in it
  * is read-only once built.
  */
@@ -14,14 +15,18 @@
 #include <stddef.h>
 
 #include "base/auth.h"
+#include "base/buf.h"
 #include "base/tls.h"
 #include "config.h"
+#include "queue/submit_dkim.h"
 
 struct config_ref {
 	struct config *cfg;         /* the parsed file */
 	struct tls_ctx *tls_server; /* our certificate ([tls]); NULL without */
 	struct tls_ctx *tls_client; /* outbound STARTTLS, verifying with ca_file */
 	struct auth_users *users;   /* [auth] users; NULL: no AUTH offered */
+	struct dkim_keys *dkim;     /* [dkim DOMAIN] keys; NULL: nothing signed */
+	struct buf warnings;        /* "FILE:LINE: warning ...\n" lines: legal but unwise */
 	_Atomic unsigned refs;
 };
 

@@ -134,6 +134,20 @@ static void find_ours(struct relay *r, const struct config *cfg)
 		freeifaddrs(ifs);
 }
 
+/* log_warnings - what the generation found legal but unwise, one log line each. */
+static void log_warnings(const struct config_ref *cref)
+{
+	const char *p = buf_head(&cref->warnings);
+	size_t n = buf_used(&cref->warnings);
+	while (n) {
+		const char *nl = memchr(p, '\n', n);
+		size_t len = nl ? (size_t)(nl - p) : n;
+		log_warn("config: %.*s", (int)len, p);
+		p += len + (nl != NULL);
+		n -= len + (nl != NULL);
+	}
+}
+
 /* ---- serve ------------------------------------------------------------- */
 
 static void reload(struct relay *r)
@@ -156,6 +170,7 @@ static void reload(struct relay *r)
 		log_error("reload failed, keeping the running config: %s", err);
 		return;
 	}
+	log_warnings(cref);
 	auth_limiter_set_max(r->limiter, cfg->auth_max_failures);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_reconfigure(r->shards[i], cref);
@@ -206,6 +221,7 @@ static int cmd_serve(int argc, char **argv)
 	if (!log_open(cfg->log_path))
 		rp_die(RP_EX_CANTCREAT, "cannot open log %s: %s", cfg->log_path, strerror(errno));
 	log_set_level(cfg->log_level);
+	log_warnings(cref);
 	uint64_t nofile = rp_raise_nofile();
 	if (nofile < 65536)
 		log_warn("open file limit is %llu: at most that many sessions",
@@ -240,6 +256,8 @@ static int cmd_serve(int argc, char **argv)
 	r->cref = cref;
 	r->spool = spool;
 	r->checker = auth_checker_new(AUTH_THREADS);
+	/* Signing threads: as many as shards (each signature is CPU only). */
+	r->signers = workers_new("dkim", RP_MIN(config_shards(cfg), 16u));
 	r->limiter = auth_limiter_new(cfg->auth_max_failures);
 	r->inbound_refused = auth_limiter_new(INBOUND_MAX_REFUSED);
 	r->inbound_flood = auth_limiter_new(INBOUND_MAX_REPORTS);
@@ -296,6 +314,7 @@ static int cmd_serve(int argc, char **argv)
 		shard_exit(r->shards[i]);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_join(r->shards[i]);
+	workers_free(r->signers); /* idle: every commit has been answered */
 	spool_close(spool);
 	auth_checker_free(r->checker);
 	auth_limiter_free(r->limiter);
@@ -327,6 +346,7 @@ static int cmd_check_config(int argc, char **argv)
 	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
 	if (!cref)
 		rp_die(RP_EX_CONFIG, "%s", err);
+	fputs(buf_cstr(&cref->warnings), stderr);
 	/* Warnings do not fail the check: the daemon would run with them. */
 	config_warnings(cref->cfg, print_warning, cref->cfg);
 	printf("%s: ok\n", cref->cfg->path);

@@ -447,6 +447,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	smtpd_set_config(sh->inbound, sh->cref);
 	sched_reconfigure(sh->sched);
 	shard_api_config(sh->cref, &sh->api_cfg);
+	sh->api_cfg.signers = sh->relay->signers;
 	api_server_set_config(sh->api, &sh->api_cfg);
 	mbox_config_of(sh->cref, &sh->mbox_cfg);
 	imap_server_set_config(sh->imap, &sh->mbox_cfg);
@@ -503,6 +504,7 @@ static void services_new(struct shard *sh)
 		.gen = sh->cref,
 		.checker = sh->relay->checker,
 		.limiter = sh->relay->limiter,
+		.signers = sh->relay->signers,
 		.route = shard_route_from,
 		.route_ctx = sh,
 		.session_gone = shard_session_gone_cb,
@@ -515,6 +517,7 @@ static void services_new(struct shard *sh)
 	sp.flood = sh->relay->inbound_flood;
 	sh->inbound = smtpd_new(&sp);
 	shard_api_config(sh->cref, &sh->api_cfg);
+	sh->api_cfg.signers = sh->relay->signers;
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 	                         &shard_api_ops, sh);
 	api_set_session_gone(sh->api, api_session_gone);

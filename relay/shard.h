@@ -48,6 +48,7 @@ struct relay {
 	unsigned nshards;
 	int listen_fds[LISTEN_KINDS][256];    /* per kind, per shard; -1 = none */
 	struct auth_checker *checker;         /* password checks (every shard's) */
+	struct workers *signers;              /* DKIM signatures (every shard's) */
 	struct auth_limiter *limiter;         /* failed logins per address (every shard's) */
 	struct auth_limiter *inbound_refused; /* bounce MX: refused recipients per address */
 	struct auth_limiter *inbound_flood;   /* bounce MX: reports per address */

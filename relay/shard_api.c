@@ -28,6 +28,7 @@ void shard_api_config(const struct config_ref *gen, struct api_config *out)
 	out->max_batch = cfg->api_max_batch;
 	out->idle_timeout_ms = cfg->api_idle_timeout_ms;
 	out->max_clients = cfg->api_max_clients;
+	out->dkim = gen->dkim;
 }
 
 void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)

@@ -168,6 +168,7 @@ void srv_commit(struct srv_session *s, unsigned content_flags)
 	submission_content(sub, buf_head(&s->msg), buf_used(&s->msg));
 	s->commit_inflight = true;
 	srv_set_state(s, SS_COMMIT);
+	submission_sign(sub, s->srv->signers, s->srv->dkim);
 	submission_commit(sub, s->srv->spool, loop_inbox(s->srv->loop), commit_done, s);
 }
 
@@ -526,6 +527,7 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	srv->spool = p->spool;
 	srv->checker = p->checker;
 	srv->limiter = p->limiter;
+	srv->signers = p->signers;
 	srv->reader = p->reader;
 	srv->refused = p->refused;
 	srv->flood = p->flood;
@@ -552,6 +554,7 @@ void smtpd_set_config(struct smtpd *srv, const struct config_ref *gen)
 	srv->cfg = gen->cfg;
 	srv->tls = gen->tls_server;
 	srv->users = srv->inbound ? NULL : gen->users; /* no AUTH at the bounce MX */
+	srv->dkim = gen->dkim;
 }
 
 unsigned smtpd_sessions(const struct smtpd *srv)

@@ -37,6 +37,7 @@ struct smtpd_params {
 	                               * users (replace with smtpd_set_config) */
 	struct auth_checker *checker; /* password checks off the loop */
 	struct auth_limiter *limiter; /* failed logins per address (all shards) */
+	struct workers *signers;      /* DKIM signing threads (all shards) */
 	bool inbound;                 /* the bounce MX ([listen] inbound): mail for
 	                               * [queue] bounce_domain only, no AUTH, no relay */
 	struct spool_reader *reader;  /* bounce MX: the loop's spool reader */

@@ -45,6 +45,8 @@ struct smtpd {
 	struct auth_users *users;     /* the generation's users, NULL = no AUTH */
 	struct auth_checker *checker; /* password checks off the loop */
 	struct auth_limiter *limiter; /* failed logins per address */
+	struct workers *signers;      /* DKIM signing threads */
+	struct dkim_keys *dkim;       /* the generation's keys, or NULL */
 	struct spool_reader *reader;  /* bounce MX: the loop's spool reader */
 	struct auth_limiter *refused; /* bounce MX: refused recipients per address */
 	struct auth_limiter *flood;   /* bounce MX: reports per address */

@@ -43,7 +43,7 @@ static const char *lookup(void *ctx, const char *name, size_t len, size_t *vlen)
 static char *render(const char *s, bool html)
 {
 	struct buf b = { 0 };
-	template_render(&b, s, strlen(s), lookup, NULL, html);
+	template_render(&b, s, strlen(s), lookup, NULL, html ? TEMPLATE_HTML : TEMPLATE_RAW);
 	char *out = strdup(buf_cstr(&b));
 	buf_free(&b);
 	return out;
@@ -150,7 +150,7 @@ Test(template, length_bounded)
 	const char *s = "{{name}}{{name}}";
 	for (size_t n = 0; n <= strlen(s); n++) {
 		struct buf b = { 0 };
-		template_render(&b, s, n, lookup, NULL, false);
+		template_render(&b, s, n, lookup, NULL, TEMPLATE_RAW);
 		const char *want = n < 8 ? NULL : n < 16 ? "Ann" : "AnnAnn";
 		char expect[32];
 		if (!want)
@@ -172,7 +172,7 @@ Test(template, appends_and_handles_nul)
 	struct buf b = { 0 };
 	buf_puts(&b, "pre:");
 	static const char s[] = "a\0{{x}}\0b";
-	template_render(&b, s, sizeof(s) - 1, lookup, NULL, false);
+	template_render(&b, s, sizeof(s) - 1, lookup, NULL, TEMPLATE_RAW);
 	cr_assert_eq(buf_used(&b), 4 + 5);
 	cr_assert(!memcmp(buf_head(&b), "pre:a\0X\0b", 9));
 	buf_free(&b);
@@ -187,11 +187,25 @@ Test(template, long_input_and_many_placeholders)
 		buf_puts(&want, i % 2 ? "X-" : "{{nobody}}-");
 	}
 	lookups = 0;
-	template_render(&out, buf_head(&in), buf_used(&in), lookup, NULL, true);
+	template_render(&out, buf_head(&in), buf_used(&in), lookup, NULL, TEMPLATE_HTML);
 	cr_assert_eq(lookups, 10000);
 	cr_assert_eq(buf_used(&out), buf_used(&want));
 	cr_assert(!memcmp(buf_head(&out), buf_head(&want), buf_used(&out)));
 	buf_free(&in);
 	buf_free(&want);
 	buf_free(&out);
+}
+
+Test(template, url_escaping)
+{
+	struct buf b = { 0 };
+	static const char s[] = "https://x.test/u?c={{user.city}}&o={{order-id}}&h={{html}}&"
+	                        "e={{empty}}&n={{nobody}}";
+	template_render(&b, s, sizeof(s) - 1, lookup, NULL, TEMPLATE_URL);
+	cr_assert_str_eq(buf_cstr(&b),
+	                 "https://x.test/u?c=K%C3%B6ln&o=A-17&"
+	                 "h=%3Cb%3E%22Tom%22%20%26%20%27Jerry%27%3C%2Fb%3E&e=&n={{nobody}}",
+	                 "values percent-encoded (UTF-8 bytes too), the template's own "
+	                 "characters kept");
+	buf_free(&b);
 }
