@@ -981,13 +981,6 @@ const char *config_tls_policy_name(unsigned policy)
 	return policy < RP_ARRAY_LEN(tls_policies) - 1 ? tls_policies[policy] : "?";
 }
 
-/* log_config_warning - config_warnings into the log. */
-static void log_config_warning(void *arg, unsigned line, const char *text)
-{
-	const struct config *cfg = arg;
-	log_warn("config: %s:%u: %s", cfg->path, line, text);
-}
-
 void config_log_pending(const struct config *cfg)
 {
 	for (size_t i = 0; i < RP_ARRAY_LEN(keys); i++) {
@@ -999,7 +992,6 @@ void config_log_pending(const struct config *cfg)
 	if (cfg->listen_inbound.set && !cfg->bounce_domain[0])
 		log_warn("config: [listen] inbound is set but [queue] bounce_domain is not: the "
 		         "bounce MX refuses every recipient (550 5.7.1)");
-	config_warnings(cfg, log_config_warning, (void *)cfg);
 }
 
 const struct cfg_domain *config_domain(const struct config *cfg, const char *domain)

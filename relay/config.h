@@ -204,7 +204,9 @@ void config_log_pending(const struct config *cfg);
 typedef void (*config_warn_fn)(void *arg, unsigned line, const char *text);
 /* config_warnings - call warn once for each setting that works but is
  * probably a mistake: an ehlo that is not a fully qualified domain name, a
- * static route no source address can reach. Returns how many. */
+ * static route no source address can reach. Returns how many.
+ * config_ref_new collects them (check-config prints them, serve logs
+ * them at start-up and on reload). */
 unsigned config_warnings(const struct config *cfg, config_warn_fn warn, void *arg);
 /* config_ehlo_problem - why name is a poor EHLO name (not a fully qualified
  * domain name: no dot, bad syntax, an address), or NULL when it is fine.

@@ -38,6 +38,13 @@ static bool load_dkim(struct config_ref *r, char *err, size_t errlen)
 	return true;
 }
 
+/* add_warning - one config_warnings line into r->warnings. */
+static void add_warning(void *arg, unsigned line, const char *text)
+{
+	struct config_ref *r = arg;
+	buf_printf(&r->warnings, "%s:%u: %s\n", r->cfg->path, line, text);
+}
+
 struct config_ref *config_ref_new(struct config *cfg, char *err, size_t errlen)
 {
 	struct config_ref *r = xcalloc(1, sizeof(*r));
@@ -68,6 +75,7 @@ struct config_ref *config_ref_new(struct config *cfg, char *err, size_t errlen)
 		goto fail;
 	if (!load_dkim(r, err, errlen))
 		goto fail;
+	config_warnings(cfg, add_warning, r);
 	return r;
 fail:
 	config_ref_put(r);

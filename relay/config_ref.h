@@ -26,7 +26,8 @@ struct config_ref {
 	struct tls_ctx *tls_client; /* outbound STARTTLS, verifying with ca_file */
 	struct auth_users *users;   /* [auth] users; NULL: no AUTH offered */
 	struct dkim_keys *dkim;     /* [dkim DOMAIN] keys; NULL: nothing signed */
-	struct buf warnings;        /* "FILE:LINE: warning ...\n" lines: legal but unwise */
+	struct buf warnings;        /* "FILE:LINE: warning ...\n" lines: legal but unwise
+	                             * (DKIM keys, config_warnings) */
 	_Atomic unsigned refs;
 };
 

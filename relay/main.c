@@ -176,7 +176,6 @@ static void reload(struct relay *r)
 		shard_reconfigure(r->shards[i], cref);
 	config_ref_put(r->cref);
 	r->cref = cref;
-	config_log_pending(cfg); /* its warnings too */
 	log_info("configuration reloaded from %s", cfg->path);
 }
 
@@ -331,13 +330,6 @@ static int cmd_serve(int argc, char **argv)
 	return RP_EX_OK;
 }
 
-/* print_warning - one config_warnings line on stderr, as compilers do. */
-static void print_warning(void *arg, unsigned line, const char *text)
-{
-	const struct config *cfg = arg;
-	fprintf(stderr, "%s:%u: warning: %s\n", cfg->path, line, text);
-}
-
 static int cmd_check_config(int argc, char **argv)
 {
 	struct config *cfg = cli_load_config(argc, argv);
@@ -347,8 +339,6 @@ static int cmd_check_config(int argc, char **argv)
 	if (!cref)
 		rp_die(RP_EX_CONFIG, "%s", err);
 	fputs(buf_cstr(&cref->warnings), stderr);
-	/* Warnings do not fail the check: the daemon would run with them. */
-	config_warnings(cref->cfg, print_warning, cref->cfg);
 	printf("%s: ok\n", cref->cfg->path);
 	config_ref_put(cref);
 	return RP_EX_OK;

@@ -221,7 +221,7 @@ def test_check_config_warns(env):
     errs = [l for l in p.stderr.decode(errors="replace").splitlines() if l.strip()]
     check(p.returncode == 0 and b"ok" in p.stdout, f"check-config: {p.returncode} {p.stdout!r}")
     n = line_of(text, "ehlo = mailhost")
-    check(len(errs) == 1 and errs[0].startswith(f"{path}:{n}: warning: ") and
+    check(len(errs) == 1 and errs[0].startswith(f"{path}:{n}: [domain a.test] ehlo ") and
           "mailhost" in errs[0] and "fully qualified" in errs[0], f"warnings: {errs}")
     log(f"ok   check-config warning: {errs[0]}")
 
