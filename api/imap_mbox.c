@@ -1,0 +1,511 @@
+/* imap_mbox.c - the one mailbox, INBOX, as IMAP sessions see it: SELECT,
+ * EXAMINE, LIST, LSUB, STATUS, CHECK, CLOSE, UNSELECT, EXPUNGE, IDLE, and
+ * the untagged updates (RFC 3501 7.3-7.4, RFC 2177).
+ *
+ * The server keeps one snapshot of the mailbox (UIDs and flags), read again
+ * only when the spool's mailbox generation has moved on; a session keeps
+ * only its view: the UIDs its sequence numbers stand for and the flags it
+ * last told the client. imap_sync compares the two: expunges (announced
+ * highest first, so no number shifts under the client; held back during
+ * FETCH, STORE and SEARCH), flag changes, then new messages (EXISTS).
+ * There is no \Recent: RECENT is always 0.
+ */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "imap_impl.h"
+
+#define SYSTEM_FLAGS "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
+
+/* ---- the snapshot ------------------------------------------------------- */
+
+static bool snap_add(const struct spool_mbox_entry *e, void *arg)
+{
+	struct imap_snap *sn = arg;
+	if (sn->n == sn->cap) {
+		sn->cap = sn->cap ? 2 * sn->cap : 64;
+		sn->uids = xrealloc(sn->uids, sn->cap * sizeof(*sn->uids));
+		sn->flags = xrealloc(sn->flags, sn->cap);
+	}
+	sn->uids[sn->n] = e->uid;
+	sn->flags[sn->n] = (uint8_t)(e->flags & 0x1f);
+	sn->n++;
+	return true;
+}
+
+const struct imap_snap *imap_snap_get(struct imap_server *srv)
+{
+	struct imap_snap *sn = &srv->snap;
+	uint64_t gen = spool_mbox_generation(srv->p.spool);
+	if (sn->valid && sn->gen == gen)
+		return sn;
+	if (!spool_reader_begin(srv->p.reader))
+		return NULL;
+	/* The generation was read first: a change committed after it moves
+	 * it on, and the next look reads again. */
+	sn->n = 0;
+	spool_mbox_ids(srv->p.reader, &sn->uidvalidity, &sn->uidnext);
+	spool_mbox_foreach(srv->p.reader, 1, snap_add, sn);
+	spool_reader_end(srv->p.reader);
+	sn->gen = gen;
+	sn->valid = true;
+	return sn;
+}
+
+void imap_snap_free(struct imap_server *srv)
+{
+	free(srv->snap.uids);
+	free(srv->snap.flags);
+	memset(&srv->snap, 0, sizeof(srv->snap));
+}
+
+/* ---- the view and its updates ------------------------------------------- */
+
+void imap_view_free(struct imap_view *v)
+{
+	free(v->uids);
+	free(v->flags);
+	memset(v, 0, sizeof(*v));
+}
+
+static void view_reserve(struct imap_view *v, uint32_t n)
+{
+	if (n <= v->cap)
+		return;
+	v->cap = RP_MAX(n, v->cap + v->cap / 2 + 16);
+	v->uids = xrealloc(v->uids, v->cap * sizeof(*v->uids));
+	v->flags = xrealloc(v->flags, v->cap);
+}
+
+/* mark_gone - entries of the view no longer in the snapshot. */
+static void mark_gone(struct imap_view *v, const struct imap_snap *sn)
+{
+	uint32_t j = 0;
+	for (uint32_t i = 0; i < v->n; i++) {
+		while (j < sn->n && sn->uids[j] < v->uids[i])
+			j++;
+		if (j == sn->n || sn->uids[j] != v->uids[i]) {
+			v->flags[i] |= VIEW_GONE;
+			v->gone = true;
+		}
+	}
+}
+
+/* expunge_gone - announce the gone entries, highest first, and drop them. */
+static void expunge_gone(struct imap_session *s)
+{
+	struct imap_view *v = &s->view;
+	struct buf *out = imap_out(s);
+	for (uint32_t i = v->n; i-- > 0;)
+		if (v->flags[i] & VIEW_GONE)
+			buf_printf(out, "* %u EXPUNGE\r\n", i + 1);
+	uint32_t w = 0;
+	for (uint32_t i = 0; i < v->n; i++) {
+		if (v->flags[i] & VIEW_GONE)
+			continue;
+		v->uids[w] = v->uids[i];
+		v->flags[w++] = v->flags[i];
+	}
+	v->n = w;
+	v->gone = false;
+}
+
+/* flag_changes - FETCH FLAGS for entries whose flags moved. */
+static void flag_changes(struct imap_session *s, const struct imap_snap *sn)
+{
+	struct imap_view *v = &s->view;
+	struct buf *out = imap_out(s);
+	uint32_t j = 0;
+	for (uint32_t i = 0; i < v->n; i++) {
+		while (j < sn->n && sn->uids[j] < v->uids[i])
+			j++;
+		if (j == sn->n)
+			break;
+		if (sn->uids[j] != v->uids[i] || (v->flags[i] & VIEW_GONE) ||
+		    sn->flags[j] == v->flags[i])
+			continue;
+		v->flags[i] = sn->flags[j];
+		buf_printf(out, "* %u FETCH (UID %u FLAGS ", i + 1, v->uids[i]);
+		imap_put_flags(out, sn->flags[j]);
+		buf_puts(out, ")\r\n");
+	}
+}
+
+/* new_mail - messages past uid_last join the view: EXISTS. */
+static void new_mail(struct imap_session *s, const struct imap_snap *sn)
+{
+	struct imap_view *v = &s->view;
+	uint32_t lo = 0, hi = sn->n;
+	while (lo < hi) { /* the first UID past uid_last */
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (sn->uids[mid] <= v->uid_last)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == sn->n)
+		return;
+	uint32_t add = sn->n - lo;
+	view_reserve(v, v->n + add);
+	memcpy(v->uids + v->n, sn->uids + lo, add * sizeof(*v->uids));
+	memcpy(v->flags + v->n, sn->flags + lo, add);
+	v->n += add;
+	v->uid_last = sn->uids[sn->n - 1];
+	imap_untagged(s, "%u EXISTS", v->n);
+}
+
+void imap_sync(struct imap_session *s, bool expunge_ok)
+{
+	if (s->state != IMAP_SELECTED)
+		return;
+	struct imap_view *v = &s->view;
+	const struct imap_snap *sn = imap_snap_get(s->srv);
+	if (!sn || (sn->gen == v->gen && !(expunge_ok && v->gone)))
+		return;
+	if (sn->gen != v->gen)
+		mark_gone(v, sn);
+	if (expunge_ok && v->gone)
+		expunge_gone(s);
+	flag_changes(s, sn);
+	new_mail(s, sn);
+	v->gen = sn->gen;
+	imap_flush(s);
+}
+
+void imap_done_sync(struct imap_session *s, bool expunge_ok, const char *fmt, ...)
+{
+	char text[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	imap_sync(s, expunge_ok);
+	imap_done(s, "%s", text);
+}
+
+/* ---- SELECT, EXAMINE, UNSELECT, CLOSE ----------------------------------- */
+
+/* is_inbox - the one mailbox name there is (any case, RFC 3501 5.1). */
+static bool is_inbox(const struct imap_str *name)
+{
+	return imap_str_is(name, "INBOX");
+}
+
+static void deselect(struct imap_session *s)
+{
+	imap_view_free(&s->view);
+	imap_set_state(s, IMAP_AUTH);
+}
+
+static void select_mailbox(struct imap_session *s, struct imap_parser *ps, bool readonly)
+{
+	struct imap_str name;
+	if (!imap_p_astring(ps, &name) || !imap_p_eol(ps)) {
+		imap_bad(s, "Syntax: %s mailbox", readonly ? "EXAMINE" : "SELECT");
+		return;
+	}
+	if (s->state == IMAP_SELECTED)
+		deselect(s); /* RFC 3501 6.3.1: even when this one fails */
+	if (!is_inbox(&name)) {
+		imap_done(s, "NO [NONEXISTENT] There is only INBOX");
+		return;
+	}
+	const struct imap_snap *sn = imap_snap_get(s->srv);
+	if (!sn) {
+		imap_done(s, "NO [UNAVAILABLE] The mailbox cannot be read now");
+		return;
+	}
+	struct imap_view *v = &s->view;
+	view_reserve(v, sn->n);
+	if (sn->n) {
+		memcpy(v->uids, sn->uids, sn->n * sizeof(*v->uids));
+		memcpy(v->flags, sn->flags, sn->n);
+	}
+	v->n = sn->n;
+	v->uid_last = RP_MAX(sn->n ? sn->uids[sn->n - 1] : 0, sn->uidnext ? sn->uidnext - 1 : 0);
+	v->gen = sn->gen;
+	v->readonly = readonly;
+	uint32_t unseen = 0;
+	for (uint32_t i = 0; i < v->n && !unseen; i++)
+		if (!(v->flags[i] & MBOX_SEEN))
+			unseen = i + 1;
+	imap_untagged(s, "FLAGS " SYSTEM_FLAGS);
+	imap_untagged(s, "%u EXISTS", v->n);
+	imap_untagged(s, "0 RECENT");
+	if (unseen)
+		imap_untagged(s, "OK [UNSEEN %u] First unseen", unseen);
+	imap_untagged(s, "OK [UIDVALIDITY %u] UIDs valid", sn->uidvalidity);
+	imap_untagged(s, "OK [UIDNEXT %u] Predicted next UID", sn->uidnext);
+	imap_untagged(s, "OK [PERMANENTFLAGS %s] Flags permitted", readonly ? "()" : SYSTEM_FLAGS);
+	imap_set_state(s, IMAP_SELECTED);
+	if (readonly)
+		imap_done(s, "OK [READ-ONLY] EXAMINE completed");
+	else
+		imap_done(s, "OK [READ-WRITE] SELECT completed");
+}
+
+void imap_cmd_select(struct imap_session *s, struct imap_parser *ps)
+{
+	select_mailbox(s, ps, false);
+}
+
+void imap_cmd_examine(struct imap_session *s, struct imap_parser *ps)
+{
+	select_mailbox(s, ps, true);
+}
+
+void imap_cmd_unselect(struct imap_session *s, struct imap_parser *ps)
+{
+	if (!imap_p_eol(ps)) {
+		imap_bad(s, "UNSELECT takes no arguments");
+		return;
+	}
+	deselect(s);
+	imap_done(s, "OK UNSELECT completed");
+}
+
+uint32_t *imap_deleted_uids(struct imap_session *s, const struct imap_seqset *set, unsigned *n)
+{
+	const struct imap_snap *sn = imap_snap_get(s->srv);
+	struct imap_view *v = &s->view;
+	uint32_t *uids = xmalloc((v->n + 1) * sizeof(*uids)), j = 0;
+	*n = 0;
+	for (uint32_t i = 0; sn && i < v->n; i++) {
+		while (j < sn->n && sn->uids[j] < v->uids[i])
+			j++;
+		if (j < sn->n && sn->uids[j] == v->uids[i] && (sn->flags[j] & MBOX_DELETED) &&
+		    (!set || imap_seqset_has(set, v->uids[i])))
+			uids[(*n)++] = v->uids[i];
+	}
+	return uids;
+}
+
+static void expunged(struct imap_session *s, enum spool_status st)
+{
+	if (st != SPOOL_OK) {
+		imap_done_sync(s, true, "NO [SERVERBUG] The spool refused the expunge");
+		return;
+	}
+	imap_done_sync(s, true, "OK EXPUNGE completed");
+}
+
+static void closed(struct imap_session *s, enum spool_status st)
+{
+	deselect(s);
+	if (st != SPOOL_OK)
+		imap_done(s, "NO [SERVERBUG] The spool refused the expunge");
+	else
+		imap_done(s, "OK CLOSE completed");
+}
+
+void imap_expunge_uids(struct imap_session *s, uint32_t *uids, unsigned n, bool close)
+{
+	if (!n) {
+		free(uids);
+		if (close)
+			closed(s, SPOOL_OK);
+		else
+			expunged(s, SPOOL_OK);
+		return;
+	}
+	imap_spool_write(s, SPOOL_REQ_MBOX_EXPUNGE, uids, n, 0, 0, close ? closed : expunged);
+}
+
+void imap_cmd_close(struct imap_session *s, struct imap_parser *ps)
+{
+	if (!imap_p_eol(ps)) {
+		imap_bad(s, "CLOSE takes no arguments");
+		return;
+	}
+	if (s->view.readonly) { /* EXAMINE: nothing is expunged */
+		closed(s, SPOOL_OK);
+		return;
+	}
+	unsigned n;
+	uint32_t *uids = imap_deleted_uids(s, NULL, &n);
+	imap_expunge_uids(s, uids, n, true);
+}
+
+void imap_cmd_expunge(struct imap_session *s, struct imap_parser *ps)
+{
+	if (!imap_p_eol(ps)) {
+		imap_bad(s, "EXPUNGE takes no arguments");
+		return;
+	}
+	if (s->view.readonly) {
+		imap_done(s, "NO [READ-ONLY] The mailbox was opened with EXAMINE");
+		return;
+	}
+	unsigned n;
+	uint32_t *uids = imap_deleted_uids(s, NULL, &n);
+	imap_expunge_uids(s, uids, n, false);
+}
+
+void imap_cmd_check(struct imap_session *s, struct imap_parser *ps)
+{
+	if (!imap_p_eol(ps)) {
+		imap_bad(s, "CHECK takes no arguments");
+		return;
+	}
+	imap_done_sync(s, true, "OK CHECK completed");
+}
+
+/* ---- LIST, LSUB, STATUS ------------------------------------------------- */
+
+/* wild_match - a LIST pattern against a name: '*' anything, '%' anything
+ * but the hierarchy delimiter '/'; ASCII case-insensitive (INBOX is). */
+static bool wild_match(const char *p, size_t pn, const char *s, size_t sn)
+{
+	size_t pi = 0, si = 0, star_p = SIZE_MAX, star_s = 0;
+	while (si < sn) {
+		if (pi < pn && (p[pi] == '*' || p[pi] == '%')) {
+			star_p = pi++;
+			star_s = si;
+		} else if (pi < pn &&
+		           tolower((unsigned char)p[pi]) == tolower((unsigned char)s[si])) {
+			pi++;
+			si++;
+		} else if (star_p != SIZE_MAX && (p[star_p] == '*' || s[star_s] != '/')) {
+			pi = star_p + 1;
+			si = ++star_s;
+		} else {
+			return false;
+		}
+	}
+	while (pi < pn && (p[pi] == '*' || p[pi] == '%'))
+		pi++;
+	return pi == pn;
+}
+
+static void list(struct imap_session *s, struct imap_parser *ps, bool lsub)
+{
+	struct imap_str ref, pat;
+	const char *cmd = lsub ? "LSUB" : "LIST";
+	if (!imap_p_astring(ps, &ref) || !imap_p_sp(ps) || !imap_p_list_mailbox(ps, &pat) ||
+	    !imap_p_eol(ps)) {
+		imap_bad(s, "Syntax: %s reference pattern", cmd);
+		return;
+	}
+	if (!pat.n && !lsub) { /* the hierarchy delimiter and root */
+		imap_untagged(s, "LIST (\\Noselect) \"/\" \"\"");
+	} else {
+		struct buf name = { 0 }; /* the reference, then the pattern */
+		buf_append(&name, ref.p, ref.n);
+		buf_append(&name, pat.p, pat.n);
+		if (wild_match(buf_head(&name), buf_used(&name), "INBOX", 5))
+			imap_untagged(s, "%s (%s) \"/\" INBOX", cmd, lsub ? "" : "\\HasNoChildren");
+		buf_free(&name);
+	}
+	imap_done_sync(s, true, "OK %s completed", cmd);
+}
+
+void imap_cmd_list(struct imap_session *s, struct imap_parser *ps)
+{
+	list(s, ps, false);
+}
+
+void imap_cmd_lsub(struct imap_session *s, struct imap_parser *ps)
+{
+	list(s, ps, true);
+}
+
+void imap_cmd_status(struct imap_session *s, struct imap_parser *ps)
+{
+	struct imap_str name, item;
+	if (!imap_p_astring(ps, &name) || !imap_p_sp(ps) || !imap_p_char(ps, '(')) {
+		imap_bad(s, "Syntax: STATUS mailbox (items)");
+		return;
+	}
+	const struct imap_snap *sn = is_inbox(&name) ? imap_snap_get(s->srv) : NULL;
+	struct buf b = { 0 };
+	do {
+		if (!imap_p_atom(ps, &item)) {
+			buf_free(&b);
+			imap_bad(s, "Syntax: STATUS mailbox (items)");
+			return;
+		}
+		uint32_t v = 0;
+		if (imap_str_is(&item, "MESSAGES")) {
+			v = sn ? sn->n : 0;
+		} else if (imap_str_is(&item, "UIDNEXT")) {
+			v = sn ? sn->uidnext : 0;
+		} else if (imap_str_is(&item, "UIDVALIDITY")) {
+			v = sn ? sn->uidvalidity : 0;
+		} else if (imap_str_is(&item, "UNSEEN")) {
+			for (uint32_t i = 0; sn && i < sn->n; i++)
+				v += !(sn->flags[i] & MBOX_SEEN);
+		} else if (!imap_str_is(&item, "RECENT")) {
+			buf_free(&b);
+			imap_bad(s, "Unknown STATUS item");
+			return;
+		}
+		buf_printf(&b, "%s%.*s %u", buf_used(&b) ? " " : "", (int)item.n, item.p, v);
+	} while (imap_p_sp(ps));
+	if (!imap_p_char(ps, ')') || !imap_p_eol(ps)) {
+		buf_free(&b);
+		imap_bad(s, "Syntax: STATUS mailbox (items)");
+		return;
+	}
+	if (!is_inbox(&name)) {
+		buf_free(&b);
+		imap_done(s, "NO [NONEXISTENT] There is only INBOX");
+		return;
+	}
+	if (!sn) {
+		buf_free(&b);
+		imap_done(s, "NO [UNAVAILABLE] The mailbox cannot be read now");
+		return;
+	}
+	imap_untagged(s, "STATUS INBOX (%s)", buf_cstr(&b));
+	buf_free(&b);
+	imap_done_sync(s, true, "OK STATUS completed");
+}
+
+/* ---- IDLE and the rest -------------------------------------------------- */
+
+void imap_cmd_idle(struct imap_session *s, struct imap_parser *ps)
+{
+	if (!imap_p_eol(ps)) {
+		imap_bad(s, "IDLE takes no arguments");
+		return;
+	}
+	buf_puts(imap_out(s), "+ idling\r\n");
+	imap_flush(s);
+	imap_set_wait(s, IW_IDLE);
+	imap_sync(s, true);
+}
+
+void imap_idle_line(struct imap_session *s, const char *line, size_t len)
+{
+	if (len == 4 && !strncasecmp(line, "DONE", 4)) {
+		imap_done_sync(s, true, "OK IDLE terminated");
+		return;
+	}
+	imap_bad(s, "Expected DONE");
+}
+
+void imap_cmd_subscribe(struct imap_session *s, struct imap_parser *ps)
+{
+	struct imap_str name;
+	if (!imap_p_astring(ps, &name) || !imap_p_eol(ps)) {
+		imap_bad(s, "Syntax: SUBSCRIBE mailbox");
+		return;
+	}
+	if (!is_inbox(&name)) {
+		imap_done(s, "NO [NONEXISTENT] There is only INBOX");
+		return;
+	}
+	imap_done_sync(s, true, "OK Completed (INBOX is always subscribed)");
+}
+
+void imap_cmd_refused(struct imap_session *s, struct imap_parser *ps)
+{
+	(void)ps;
+	imap_done_sync(s, true,
+	               "NO [CANNOT] This server has one mailbox, INBOX, and only reads it");
+}
