@@ -28,6 +28,7 @@ struct addr_tmp {
 	struct buf route; /* "@a,@b" */
 	struct buf host;
 	unsigned nwords;
+	bool quoted;   /* a word was a quoted string */
 	bool any;      /* an address was written to the list */
 	bool in_group; /* between "name:" and ";" */
 };
@@ -70,7 +71,8 @@ static void skip_cfws(struct ap *a)
 }
 
 /* word - an atom (dots allowed) or a quoted string: appended to name
- * (unquoted, a space before all but the first) and to local (as written). */
+ * (unquoted, a space before all but the first) and to local (unquoted, no
+ * space: a local part "a b"@x is the mailbox a b, as Dovecot says it). */
 static bool word(struct ap *a, struct addr_tmp *t)
 {
 	const char *s = a->p;
@@ -81,13 +83,15 @@ static bool word(struct ap *a, struct addr_tmp *t)
 		while (a->p < a->e && *a->p != '"') {
 			if (*a->p == '\\' && a->p + 1 < a->e)
 				a->p++;
-			if (*a->p != '\r' && *a->p != '\n')
+			if (*a->p != '\r' && *a->p != '\n') {
 				buf_append(&t->name, a->p, 1);
+				buf_append(&t->local, a->p, 1);
+			}
 			a->p++;
 		}
 		if (a->p < a->e)
 			a->p++;
-		buf_append(&t->local, s, (size_t)(a->p - s));
+		t->quoted = true;
 		return true;
 	}
 	while (a->p < a->e && atext((unsigned char)*a->p))
@@ -224,6 +228,7 @@ static bool one(struct ap *a, struct buf *out, struct addr_tmp *t)
 	buf_reset(&t->route);
 	buf_reset(&t->host);
 	t->nwords = 0;
+	t->quoted = false;
 	for (;;) {
 		skip_cfws(a);
 		if (!word(a, t))
@@ -238,15 +243,19 @@ static bool one(struct ap *a, struct buf *out, struct addr_tmp *t)
 		angle(a, out, t);
 	} else if (c == '@') {
 		a->p++;
-		domain(a, &t->host);
 		a->comment = NULL;
+		domain(a, &t->host);
 		skip_cfws(a);
-		buf_reset(&t->name);
+		buf_reset(&t->name); /* "addr (Name)": the comment names it */
 		if (a->comment)
 			buf_append(&t->name, a->comment, a->comment_len);
 		emit(out, t, &t->name);
-	} else if (t->nwords) {
+	} else if (t->nwords == 1 && !t->quoted) {
 		emit(out, t, &(struct buf){ 0 }); /* a bare local part */
+	} else if (t->nwords) { /* a name without an address (as Dovecot says it) */
+		buf_reset(&t->local);
+		buf_puts(&t->local, "MISSING_MAILBOX");
+		emit(out, t, &t->name);
 	} else if (c && c != ',' && c != ';') {
 		a->p++; /* junk */
 	}

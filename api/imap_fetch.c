@@ -1,9 +1,10 @@
 /* imap_fetch.c - FETCH data items: parsing and one message's response
  * (see imap_fetch.h). Sections are cut from the stored message as it is
- * (no decoding); a section that does not exist is NIL.
+ * (no decoding); a section that does not exist is empty (as Dovecot says).
  */
 #include "imap_fetch.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <strings.h>
 
@@ -276,10 +277,13 @@ static void put_section_name(struct buf *out, const struct imap_fetch_item *it)
 		buf_printf(out, "%s%s", it->nparts ? "." : "", words[it->section]);
 	if (it->section == IMAP_SEC_FIELDS || it->section == IMAP_SEC_FIELDS_NOT) {
 		buf_puts(out, " (");
-		for (unsigned i = 0; i < it->nfields; i++) {
+		for (unsigned i = 0; i < it->nfields; i++) { /* upper-case, as Dovecot says them */
 			if (i)
 				buf_append(out, " ", 1);
+			size_t at = buf_used(out);
 			imap_put_astring(out, it->fields[i].p, it->fields[i].n);
+			for (char *c = buf_head(out) + at; c < buf_head(out) + buf_used(out); c++)
+				*c = (char)toupper((unsigned char)*c);
 		}
 		buf_append(out, ")", 1);
 	}
@@ -308,7 +312,13 @@ static void fields(const struct imap_fetch_item *it, const char *hdr, size_t len
 		if (listed == (it->section == IMAP_SEC_FIELDS))
 			buf_append(out, hdr + f.start, f.end - f.start);
 	}
-	buf_append(out, "\r\n", 2);
+	/* The blank line, unless the message has none (RFC 3501 6.4.5);
+	 * HEADER.FIELDS always has it, as Dovecot does. */
+	bool blank = len && hdr[len - 1] == '\n' &&
+	             (len == 1 || hdr[len - 2] == '\n' ||
+	              (hdr[len - 2] == '\r' && (len == 2 || hdr[len - 3] == '\n')));
+	if (blank || it->section == IMAP_SEC_FIELDS)
+		buf_append(out, "\r\n", 2);
 }
 
 /* A message's top entity: header and body without a MIME parse. */
@@ -323,7 +333,8 @@ static void top(const struct imap_fetch_msg *m, struct ent *e)
 	*e = (struct ent){ 0, hi.end, hi.end, m->len - hi.end };
 }
 
-/* section_data - what the item names: *p and *n, or false for NIL. */
+/* section_data - what the item names: *p and *n, or false when there is
+ * no such part. */
 static bool section_data(const struct imap_fetch_item *it, const struct imap_fetch_msg *m,
                          struct imap_fetch_scratch *sc, const char **p, size_t *n)
 {
@@ -402,9 +413,9 @@ static void put_section(struct buf *out, const struct imap_fetch_item *it,
 	}
 	const char *p;
 	size_t n;
-	if (!section_data(s, m, sc, &p, &n)) {
-		buf_append(out, "NIL", 3);
-		return;
+	if (!section_data(s, m, sc, &p, &n)) { /* no such part: empty, as Dovecot says */
+		p = "";
+		n = 0;
 	}
 	if (it->partial) {
 		size_t start = RP_MIN((size_t)it->start, n);

@@ -320,7 +320,30 @@ static bool add_child(struct imap_mime *m, int i, size_t s, size_t e, unsigned d
 	return true;
 }
 
-/* multipart - the body parts of entity i between its boundaries. */
+/* trim_tail - entities from first on whose body ends at pos end at to
+ * instead: the line end before a delimiter is the delimiter's. */
+static void trim_tail(struct imap_mime *m, unsigned first, size_t pos, size_t to)
+{
+	for (unsigned k = first; k < m->n; k++) {
+		struct imap_mime_part *p = &m->part[k];
+		if (p->body + p->body_len != pos)
+			continue;
+		if (p->body > to) { /* no body: the header ran up to the delimiter */
+			p->hdr_len = to > p->hdr ? to - p->hdr : 0;
+			p->body = to;
+			p->body_len = 0;
+			continue;
+		}
+		p->body_len = to - p->body;
+		if (p->lines)
+			p->lines--; /* the line end taken away held one LF */
+	}
+}
+
+/* multipart - the body parts of entity i between its boundaries. A part
+ * ends before the line end that precedes the next delimiter, unless a
+ * close delimiter of a multipart inside it ended that line: then the line
+ * end is that close delimiter's (as Dovecot counts). */
 static void multipart(struct imap_mime *m, int i, unsigned depth)
 {
 	struct imap_mime_part *p = &m->part[i];
@@ -343,9 +366,14 @@ static void multipart(struct imap_mime *m, int i, unsigned depth)
 					ce--;
 				if (ce > part_start && msg[ce - 1] == '\r')
 					ce--;
-				if (!add_child(m, i, part_start, ce, depth, digest))
+				unsigned first = m->n;
+				if (!add_child(m, i, part_start, pos, depth, digest))
 					return;
+				if (m->close_end != pos)
+					trim_tail(m, first, pos, ce);
 			}
+			if (closing)
+				m->close_end = nl ? le + 1 : end;
 			in_part = true;
 			part_start = nl ? le + 1 : end;
 		}
@@ -390,6 +418,7 @@ void imap_mime_parse(struct imap_mime *m, const char *msg, size_t len)
 	m->msg = msg;
 	m->len = len;
 	m->n = 0;
+	m->close_end = 0;
 	int root = new_part(m, -1);
 	m->part[root].is_message = true;
 	parse_entity(m, root, 0, len, 0, false);
@@ -397,28 +426,27 @@ void imap_mime_parse(struct imap_mime *m, const char *msg, size_t len)
 
 int imap_mime_find(const struct imap_mime *m, const uint32_t *path, unsigned n)
 {
-	int e = 0, p = 0;
+	/* As Dovecot walks it: a part that is not multipart has only part 1,
+	 * itself, and only as the last number unless it is message/rfc822;
+	 * a message/rfc822 part followed by more numbers is its message. */
+	int p = 0;
 	for (unsigned k = 0; k < n; k++) {
-		if (k > 0) { /* go into the part found so far */
-			if (m->part[p].kind == IMAP_MIME_MESSAGE)
-				e = m->part[p].child;
-			else if (m->part[p].kind == IMAP_MIME_MULTIPART)
-				e = p;
-			else
-				return -1;
-			if (e < 0)
-				return -1;
-		}
-		if (m->part[e].kind == IMAP_MIME_MULTIPART) {
-			p = m->part[e].child;
+		bool last = k + 1 == n;
+		if (!path[k])
+			return -1;
+		if (m->part[p].kind == IMAP_MIME_MULTIPART) {
+			p = m->part[p].child;
 			for (uint32_t j = 1; p >= 0 && j < path[k]; j++)
 				p = m->part[p].next;
-			if (p < 0 || path[k] == 0)
+			if (p < 0)
 				return -1;
-		} else if (path[k] == 1) {
-			p = e;
-		} else {
+		} else if (path[k] != 1 || (!last && m->part[p].kind != IMAP_MIME_MESSAGE)) {
 			return -1;
+		}
+		if (!last && m->part[p].kind == IMAP_MIME_MESSAGE) {
+			p = m->part[p].child;
+			if (p < 0)
+				return -1;
 		}
 	}
 	return p;
@@ -427,14 +455,19 @@ int imap_mime_find(const struct imap_mime *m, const uint32_t *path, unsigned n)
 /* ---- BODYSTRUCTURE ------------------------------------------------------ */
 
 #define EMPTY_BODY "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)"
+#define EMPTY_BODY_EXT                                                                             \
+	"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
 
-/* put_params - "(" name value ... ")" of a Content-* tail, or NIL. */
-static void put_params(struct buf *out, const char *p, size_t n, struct buf *tmp)
+/* put_params - "(" name value ... ")" of a Content-* tail, or NIL; text
+ * without a charset says the default (RFC 2045 5.2), as Dovecot does. */
+static void put_params(struct buf *out, const char *p, size_t n, struct buf *tmp, bool text)
 {
 	struct mv s = { p, p + n };
 	const char *name, *v;
 	size_t nl, vl;
-	bool any = false;
+	bool any = text && !param_get(p, n, "charset", &v, &vl);
+	if (any)
+		buf_puts(out, "(\"charset\" \"us-ascii\"");
 	while (mv_param(&s, tmp, &name, &nl, &v, &vl)) {
 		buf_append(out, any ? " " : "(", 1);
 		any = true;
@@ -473,7 +506,7 @@ static void put_extension(struct buf *out, const char *hdr, size_t len, struct b
 		buf_append(out, "(", 1);
 		imap_put_string(out, t, tl);
 		buf_append(out, " ", 1);
-		put_params(out, s.p, (size_t)(s.e - s.p), tmp);
+		put_params(out, s.p, (size_t)(s.e - s.p), tmp, false);
 		buf_append(out, ")", 1);
 	} else {
 		buf_append(out, "NIL", 3);
@@ -514,14 +547,14 @@ static void multipart_structure(struct buf *out, const struct imap_mime *m, int 
 	const char *hdr = m->msg + p->hdr;
 	buf_append(out, "(", 1);
 	if (p->child < 0)
-		buf_puts(out, EMPTY_BODY);
+		buf_puts(out, ext ? EMPTY_BODY_EXT : EMPTY_BODY);
 	for (int c = p->child; c >= 0; c = m->part[c].next)
 		structure(out, m, c, ext, tmp);
 	buf_append(out, " ", 1);
 	imap_put_string(out, p->subtype, p->subtype_len);
 	if (ext) {
 		buf_append(out, " ", 1);
-		put_params(out, p->params, p->params_len, tmp);
+		put_params(out, p->params, p->params_len, tmp, false);
 		put_extension(out, hdr, p->hdr_len, tmp);
 	}
 	buf_append(out, ")", 1);
@@ -548,10 +581,7 @@ static void structure(struct buf *out, const struct imap_mime *m, int i, bool ex
 		buf_append(out, " ", 1);
 		imap_put_string(out, p->subtype, p->subtype_len);
 		buf_append(out, " ", 1);
-		if (p->defaulted && text)
-			buf_puts(out, "(\"charset\" \"us-ascii\")");
-		else
-			put_params(out, p->params, p->params_len, tmp);
+		put_params(out, p->params, p->params_len, tmp, text);
 	}
 	buf_append(out, " ", 1);
 	put_field(out, hdr, p->hdr_len, "Content-ID", tmp);

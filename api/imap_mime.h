@@ -47,7 +47,8 @@ struct imap_mime_part {
 struct imap_mime {
 	const char *msg; /* the message parsed */
 	size_t len;
-	unsigned n; /* entities; part[0] is the whole message */
+	unsigned n;       /* entities; part[0] is the whole message */
+	size_t close_end; /* parsing: where the last close delimiter's line ended */
 	struct imap_mime_part part[IMAP_MIME_PARTS];
 };
 
