@@ -96,7 +96,7 @@ bool imap_str_is(const struct imap_str *t, const char *s);
 
 /* ---- sequence sets ------------------------------------------------------ */
 
-#define IMAP_STAR UINT32_MAX /* "*" in a set, until resolved */
+#define IMAP_STAR 0 /* "*" in a set, until resolved (0 is no number) */
 
 struct imap_range {
 	uint32_t lo, hi;
