@@ -577,6 +577,7 @@ void imap_session_start(struct imap_server *srv, int fd, bool implicit_tls)
 	struct imap_session *s = xcalloc(1, sizeof(*s));
 	s->srv = srv;
 	s->implicit_tls = implicit_tls;
+	s->tls = implicit_tls; /* nothing is read before the handshake */
 	conn_init(&s->conn, srv->p.loop, &imap_conn_ops, s);
 	peer_of(s, fd);
 	rp_list_add(&srv->sessions, &s->link);

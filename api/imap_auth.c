@@ -199,7 +199,9 @@ void imap_cmd_login(struct imap_session *s, struct imap_parser *ps)
 	struct imap_str user, pass;
 	if (!imap_p_astring(ps, &user) || !imap_p_sp(ps) || !imap_p_astring(ps, &pass) ||
 	    !imap_p_eol(ps)) {
-		OPENSSL_cleanse(buf_head(&s->cmd), buf_used(&s->cmd));
+		/* Whatever it held after the tag may be a password. */
+		char *rest = s->tag.p + s->tag.n;
+		OPENSSL_cleanse(rest, (size_t)(buf_head(&s->cmd) + buf_used(&s->cmd) - rest));
 		imap_bad(s, "Syntax: LOGIN user password");
 		return;
 	}
