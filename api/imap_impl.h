@@ -30,11 +30,11 @@
 #define IMAP_OUT_HIGH     (4u << 20) /* queued output that pauses a long command */
 #define IMAP_SLICE_NS     2000000    /* a long command's slice of loop time */
 
-/* The mailbox as last read, shared by a server's sessions: rebuilt when
- * the spool's mailbox generation has moved on. */
+/* The mailbox as read at one generation: immutable once built, shared by
+ * the server (its current one) and the views that are exactly it. */
 struct imap_snap {
-	uint64_t gen; /* spool_mbox_generation when read */
-	bool valid;
+	unsigned refs;  /* the server's while current, and each sharing view's */
+	uint64_t gen;   /* spool_mbox_generation when read */
 	uint32_t *uids; /* increasing */
 	uint8_t *flags; /* MBOX_* of each */
 	uint32_t n, cap;
@@ -46,7 +46,7 @@ struct imap_server {
 	struct rp_list sessions;
 	unsigned nsessions;
 	bool shutting_down;
-	struct imap_snap snap;
+	struct imap_snap *snap; /* the current snapshot (NULL before the first) */
 };
 
 enum imap_state {
@@ -65,12 +65,18 @@ enum imap_wait {
 	IW_IDLE,      /* IDLE: updates go out until "DONE" */
 };
 
-/* The session's copy of the mailbox: sequence number i + 1 is uids[i]. */
+/* The session's idea of the mailbox: sequence number i + 1 is uids[i].
+ * Most of the time it is exactly a snapshot, shared (uids and flags point
+ * into it, read-only): an idle session costs no copy of the mailbox. It
+ * gets arrays of its own only while it must differ: an expunge it may not
+ * announce yet, or flags it has told the client before the snapshot
+ * caught up (imap_view_set_flags). */
 struct imap_view {
+	struct imap_snap *shared; /* uids and flags are this snapshot's, or NULL */
 	uint32_t *uids;
-	uint8_t *flags; /* MBOX_* as last told to the client; VIEW_GONE marks an
-	                 * expunge not yet announced */
-	uint32_t n, cap;
+	uint8_t *flags;    /* MBOX_* as last told to the client; VIEW_GONE marks an
+	                    * expunge not yet announced */
+	uint32_t n, cap;   /* cap: of the arrays of its own */
 	uint32_t uid_last; /* the highest UID ever in the view: newer is new mail */
 	uint64_t gen;      /* the snapshot generation last compared with */
 	bool readonly;     /* EXAMINE */
@@ -179,8 +185,11 @@ void imap_tls_ready(struct conn *c);
 /* imap_snap_get - the mailbox now (rebuilt if stale); NULL when the spool
  * cannot be read. Not inside a read transaction of the shard's reader. */
 const struct imap_snap *imap_snap_get(struct imap_server *srv);
-/* imap_snap_free - release the server's snapshot. */
+/* imap_snap_free - drop the server's reference to its snapshot. */
 void imap_snap_free(struct imap_server *srv);
+/* imap_view_set_flags - the client was told entry idx has flags (a copy of
+ * its own when the view was shared and they differ). */
+void imap_view_set_flags(struct imap_view *v, uint32_t idx, uint8_t flags);
 /* imap_sync - tell the client what changed since it last heard (new
  * messages, flags; expunges only when expunge_ok, RFC 3501 7.4.1). */
 void imap_sync(struct imap_session *s, bool expunge_ok);

@@ -22,7 +22,7 @@
 
 #define SYSTEM_FLAGS "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
 
-/* ---- the snapshot ------------------------------------------------------- */
+/* ---- snapshots ---------------------------------------------------------- */
 
 static bool snap_add(const struct spool_mbox_entry *e, void *arg)
 {
@@ -38,125 +38,178 @@ static bool snap_add(const struct spool_mbox_entry *e, void *arg)
 	return true;
 }
 
+static void snap_unref(struct imap_snap *sn)
+{
+	if (!sn)
+		return;
+	rp_assert(sn->refs > 0);
+	if (--sn->refs)
+		return;
+	free(sn->uids);
+	free(sn->flags);
+	free(sn);
+}
+
 const struct imap_snap *imap_snap_get(struct imap_server *srv)
 {
-	struct imap_snap *sn = &srv->snap;
+	struct imap_snap *sn = srv->snap;
 	uint64_t gen = spool_mbox_generation(srv->p.spool);
-	if (sn->valid && sn->gen == gen)
+	if (sn && sn->gen == gen)
 		return sn;
+	if (!sn || sn->refs > 1) { /* views share it: it stays as it is */
+		snap_unref(sn);
+		sn = srv->snap = xcalloc(1, sizeof(*sn));
+		sn->refs = 1;
+	}
+	sn->n = 0;
+	sn->gen = gen - 1; /* not valid until read */
 	if (!spool_reader_begin(srv->p.reader))
 		return NULL;
 	/* The generation was read first: a change committed after it moves
 	 * it on, and the next look reads again. */
-	sn->n = 0;
 	spool_mbox_ids(srv->p.reader, &sn->uidvalidity, &sn->uidnext);
 	spool_mbox_foreach(srv->p.reader, 1, snap_add, sn);
 	spool_reader_end(srv->p.reader);
 	sn->gen = gen;
-	sn->valid = true;
 	return sn;
 }
 
 void imap_snap_free(struct imap_server *srv)
 {
-	free(srv->snap.uids);
-	free(srv->snap.flags);
-	memset(&srv->snap, 0, sizeof(srv->snap));
+	snap_unref(srv->snap);
+	srv->snap = NULL;
 }
 
-/* ---- the view and its updates ------------------------------------------- */
+/* ---- views -------------------------------------------------------------- */
+
+/* view_share - the view becomes exactly snapshot sn. */
+static void view_share(struct imap_view *v, struct imap_snap *sn)
+{
+	if (v->shared) {
+		snap_unref(v->shared);
+	} else {
+		free(v->uids);
+		free(v->flags);
+	}
+	sn->refs++;
+	v->shared = sn;
+	v->uids = sn->uids;
+	v->flags = sn->flags;
+	v->n = sn->n;
+	v->cap = 0;
+	v->gen = sn->gen;
+	v->gone = false;
+}
+
+/* view_own - arrays of its own (room for n entries), the content kept. */
+static void view_own(struct imap_view *v, uint32_t n)
+{
+	if (!v->shared && n <= v->cap)
+		return;
+	uint32_t cap = RP_MAX(n, v->n + v->n / 4 + 16);
+	uint32_t *uids = xmalloc((size_t)cap * sizeof(*uids));
+	uint8_t *flags = xmalloc(cap);
+	if (v->n) {
+		memcpy(uids, v->uids, (size_t)v->n * sizeof(*uids));
+		memcpy(flags, v->flags, v->n);
+	}
+	if (v->shared) {
+		snap_unref(v->shared);
+		v->shared = NULL;
+	} else {
+		free(v->uids);
+		free(v->flags);
+	}
+	v->uids = uids;
+	v->flags = flags;
+	v->cap = cap;
+}
 
 void imap_view_free(struct imap_view *v)
 {
-	free(v->uids);
-	free(v->flags);
+	if (v->shared) {
+		snap_unref(v->shared);
+	} else {
+		free(v->uids);
+		free(v->flags);
+	}
 	memset(v, 0, sizeof(*v));
 }
 
-static void view_reserve(struct imap_view *v, uint32_t n)
+void imap_view_set_flags(struct imap_view *v, uint32_t idx, uint8_t flags)
 {
-	if (n <= v->cap)
+	if (v->flags[idx] == flags)
 		return;
-	v->cap = RP_MAX(n, v->cap + v->cap / 2 + 16);
-	v->uids = xrealloc(v->uids, v->cap * sizeof(*v->uids));
-	v->flags = xrealloc(v->flags, v->cap);
+	view_own(v, v->n);
+	v->flags[idx] = flags;
 }
 
-/* mark_gone - entries of the view no longer in the snapshot. */
-static void mark_gone(struct imap_view *v, const struct imap_snap *sn)
+/* ---- updates ------------------------------------------------------------ */
+
+/* count_gone - entries of the view not in sn (announced highest first when
+ * announce; else marked VIEW_GONE in a view of its own). */
+static uint32_t count_gone(struct imap_session *s, const struct imap_snap *sn, bool announce)
 {
-	uint32_t j = 0;
-	for (uint32_t i = 0; i < v->n; i++) {
-		while (j < sn->n && sn->uids[j] < v->uids[i])
-			j++;
-		if (j == sn->n || sn->uids[j] != v->uids[i]) {
+	struct imap_view *v = &s->view;
+	struct buf *out = imap_out(s);
+	uint32_t gone = 0;
+	int64_t j = (int64_t)sn->n - 1;
+	for (uint32_t i = v->n; i-- > 0;) {
+		while (j >= 0 && sn->uids[j] > v->uids[i])
+			j--;
+		if (j >= 0 && sn->uids[j] == v->uids[i])
+			continue;
+		gone++;
+		if (announce) {
+			buf_printf(out, "* %u EXPUNGE\r\n", i + 1);
+		} else if (!(v->flags[i] & VIEW_GONE)) {
+			view_own(v, v->n);
 			v->flags[i] |= VIEW_GONE;
 			v->gone = true;
 		}
 	}
+	return gone;
 }
 
-/* expunge_gone - announce the gone entries, highest first, and drop them. */
-static void expunge_gone(struct imap_session *s)
+/* flag_changes - FETCH FLAGS for the entries that stay and whose flags
+ * moved: numbered without the gone ones when they were announced; the
+ * view's flags follow when keep (it will not become the snapshot). */
+static void flag_changes(struct imap_session *s, const struct imap_snap *sn, bool expunged,
+                         bool keep)
 {
 	struct imap_view *v = &s->view;
 	struct buf *out = imap_out(s);
-	for (uint32_t i = v->n; i-- > 0;)
-		if (v->flags[i] & VIEW_GONE)
-			buf_printf(out, "* %u EXPUNGE\r\n", i + 1);
-	uint32_t w = 0;
-	for (uint32_t i = 0; i < v->n; i++) {
-		if (v->flags[i] & VIEW_GONE)
-			continue;
-		v->uids[w] = v->uids[i];
-		v->flags[w++] = v->flags[i];
-	}
-	v->n = w;
-	v->gone = false;
-}
-
-/* flag_changes - FETCH FLAGS for entries whose flags moved. */
-static void flag_changes(struct imap_session *s, const struct imap_snap *sn)
-{
-	struct imap_view *v = &s->view;
-	struct buf *out = imap_out(s);
-	uint32_t j = 0;
+	uint32_t j = 0, seq = 0;
 	for (uint32_t i = 0; i < v->n; i++) {
 		while (j < sn->n && sn->uids[j] < v->uids[i])
 			j++;
-		if (j == sn->n)
-			break;
-		if (sn->uids[j] != v->uids[i] || (v->flags[i] & VIEW_GONE) ||
-		    sn->flags[j] == v->flags[i])
+		bool here = j < sn->n && sn->uids[j] == v->uids[i];
+		if (!here && expunged)
+			continue; /* announced: no longer numbered */
+		seq++;
+		if (!here || sn->flags[j] == v->flags[i])
 			continue;
-		v->flags[i] = sn->flags[j];
-		buf_printf(out, "* %u FETCH (UID %u FLAGS ", i + 1, v->uids[i]);
+		buf_printf(out, "* %u FETCH (UID %u FLAGS ", seq, v->uids[i]);
 		imap_put_flags(out, sn->flags[j]);
 		buf_puts(out, ")\r\n");
+		if (keep)
+			imap_view_set_flags(v, i, sn->flags[j]);
 	}
 }
 
-/* new_mail - messages past uid_last join the view: EXISTS. */
-static void new_mail(struct imap_session *s, const struct imap_snap *sn)
+/* new_count - snapshot entries past uid_last (new mail); *first: the first. */
+static uint32_t new_count(const struct imap_view *v, const struct imap_snap *sn, uint32_t *first)
 {
-	struct imap_view *v = &s->view;
 	uint32_t lo = 0, hi = sn->n;
-	while (lo < hi) { /* the first UID past uid_last */
+	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		if (sn->uids[mid] <= v->uid_last)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	if (lo == sn->n)
-		return;
-	uint32_t add = sn->n - lo;
-	view_reserve(v, v->n + add);
-	memcpy(v->uids + v->n, sn->uids + lo, add * sizeof(*v->uids));
-	memcpy(v->flags + v->n, sn->flags + lo, add);
-	v->n += add;
-	v->uid_last = sn->uids[sn->n - 1];
-	imap_untagged(s, "%u EXISTS", v->n);
+	*first = lo;
+	return sn->n - lo;
 }
 
 void imap_sync(struct imap_session *s, bool expunge_ok)
@@ -164,16 +217,27 @@ void imap_sync(struct imap_session *s, bool expunge_ok)
 	if (s->state != IMAP_SELECTED)
 		return;
 	struct imap_view *v = &s->view;
-	const struct imap_snap *sn = imap_snap_get(s->srv);
+	struct imap_snap *sn = (struct imap_snap *)imap_snap_get(s->srv);
 	if (!sn || (sn->gen == v->gen && !(expunge_ok && v->gone)))
 		return;
-	if (sn->gen != v->gen)
-		mark_gone(v, sn);
-	if (expunge_ok && v->gone)
-		expunge_gone(s);
-	flag_changes(s, sn);
-	new_mail(s, sn);
-	v->gen = sn->gen;
+	uint32_t gone = count_gone(s, sn, expunge_ok);
+	flag_changes(s, sn, expunge_ok, gone && !expunge_ok);
+	uint32_t first, add = new_count(v, sn, &first);
+	if (!gone || expunge_ok) {
+		/* What stays is every snapshot entry up to uid_last, and the new
+		 * ones join: the view is the snapshot. */
+		view_share(v, sn);
+	} else {
+		view_own(v, v->n + add);
+		memcpy(v->uids + v->n, sn->uids + first, (size_t)add * sizeof(*v->uids));
+		memcpy(v->flags + v->n, sn->flags + first, add);
+		v->n += add;
+		v->gen = sn->gen;
+	}
+	if (add) {
+		v->uid_last = sn->uids[sn->n - 1];
+		imap_untagged(s, "%u EXISTS", v->n);
+	}
 	imap_flush(s);
 }
 
@@ -221,14 +285,8 @@ static void select_mailbox(struct imap_session *s, struct imap_parser *ps, bool 
 		return;
 	}
 	struct imap_view *v = &s->view;
-	view_reserve(v, sn->n);
-	if (sn->n) {
-		memcpy(v->uids, sn->uids, sn->n * sizeof(*v->uids));
-		memcpy(v->flags, sn->flags, sn->n);
-	}
-	v->n = sn->n;
+	view_share(v, (struct imap_snap *)sn);
 	v->uid_last = RP_MAX(sn->n ? sn->uids[sn->n - 1] : 0, sn->uidnext ? sn->uidnext - 1 : 0);
-	v->gen = sn->gen;
 	v->readonly = readonly;
 	uint32_t unseen = 0;
 	for (uint32_t i = 0; i < v->n && !unseen; i++)

@@ -196,7 +196,7 @@ static void step_fetch(struct imap_session *s, uint32_t idx, struct buf *out)
 		return;
 	uint8_t flags = (uint8_t)(e.flags & 0x1f);
 	if (j->kind == JOB_STORE) {
-		v->flags[idx] = flags;
+		imap_view_set_flags(v, idx, flags);
 		if (j->silent)
 			return;
 		buf_printf(out, "* %u FETCH (FLAGS ", idx + 1);
@@ -213,7 +213,7 @@ static void step_fetch(struct imap_session *s, uint32_t idx, struct buf *out)
 		                    .data = e.data,
 		                    .len = e.len,
 		                    .add_flags = flags != v->flags[idx] };
-	v->flags[idx] = flags;
+	imap_view_set_flags(v, idx, flags);
 	imap_fetch_write(out, &j->fetch, &m, j->sc);
 }
 
