@@ -20,20 +20,6 @@
 
 #define METRIC_DOMAINS 20 /* per-domain series kept; the rest are "other" */
 
-static void iso_time(struct buf *b, uint64_t ms)
-{
-	if (!ms) {
-		buf_puts(b, "null");
-		return;
-	}
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	char out[40];
-	gmtime_r(&t, &tm);
-	strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%S", &tm);
-	buf_printf(b, "\"%s.%03uZ\"", out, (unsigned)(ms % 1000));
-}
-
 /* ---- message status ---------------------------------------------------- */
 
 /* open_message - parse the id in arg[0..idlen), begin a read transaction
@@ -82,9 +68,9 @@ static bool status_rcpt(const struct spool_rcpt *rc, void *arg)
 	else
 		buf_puts(b, "null");
 	buf_puts(b, ",\"next_attempt\":");
-	iso_time(b, rc->state == SPOOL_DEFERRED ? rc->next_ms : 0);
+	api_iso_time(b, rc->state == SPOOL_DEFERRED ? rc->next_ms : 0);
 	buf_puts(b, ",\"last_attempt\":");
-	iso_time(b, rc->last_ms);
+	api_iso_time(b, rc->last_ms);
 	buf_puts(b, ",\"remote\":");
 	if (rc->remote_len)
 		http_json_str(b, rc->remote, rc->remote_len);
@@ -121,7 +107,7 @@ void api_message_status(struct api_session *s, const char *arg)
 	else
 		buf_puts(&b, "null");
 	buf_puts(&b, ",\"submitted\":");
-	iso_time(&b, m.submit_ms);
+	api_iso_time(&b, m.submit_ms);
 	buf_printf(&b, ",\"size\":%llu,\"recipients\":[", (unsigned long long)m.body_len);
 	struct status_ctx c = { .b = &b, .id = ids, .only = only };
 	spool_foreach_rcpt(srv->reader, id, status_rcpt, &c);
@@ -294,7 +280,7 @@ static void domains_json(struct buf *b, struct stats_snapshot *snap)
 		counts_json(b, &d->n);
 		buf_printf(b,
 		           ",\"suspended\":%s,\"backoff_until\":", d->suspended ? "true" : "false");
-		iso_time(b, d->hold_until_ms);
+		api_iso_time(b, d->hold_until_ms);
 		buf_printf(b,
 		           ",\"limits\":{\"max_connections\":%u,\"max_messages_per_connection\":%u,"
 		           "\"max_recipients_per_message\":%u,\"rate\":%g}",
@@ -318,14 +304,16 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 	counts_json(&b, &snap->total);
 	buf_printf(
 	    &b,
-	    ",\"accepted\":{\"smtp\":%llu,\"api\":%llu},\"rejected\":%llu,"
+	    ",\"accepted\":{\"smtp\":%llu,\"api\":%llu},\"rejected\":%llu,\"suppressed\":%llu,"
+	    "\"reports\":{\"received\":%llu,\"matched\":%llu},"
 	    "\"inbound_connections\":%llu,\"spool\":{\"used_bytes\":%llu,\"file_bytes\":%llu,"
 	    "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s}",
 	    (unsigned long long)snap->accepted_smtp, (unsigned long long)snap->accepted_api,
-	    (unsigned long long)snap->rejected, (unsigned long long)snap->inbound_connections,
-	    (unsigned long long)u.used, (unsigned long long)u.file_size,
-	    (unsigned long long)u.map_size, (unsigned long long)u.disk_free,
-	    spool_accepting(s->srv->spool) ? "true" : "false");
+	    (unsigned long long)snap->rejected, (unsigned long long)snap->suppressed,
+	    (unsigned long long)snap->reports, (unsigned long long)snap->reports_matched,
+	    (unsigned long long)snap->inbound_connections, (unsigned long long)u.used,
+	    (unsigned long long)u.file_size, (unsigned long long)u.map_size,
+	    (unsigned long long)u.disk_free, spool_accepting(s->srv->spool) ? "true" : "false");
 	buf_printf(&b,
 	           ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
 	           "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
@@ -474,6 +462,16 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 	           (unsigned long long)snap->accepted_smtp);
 	buf_printf(&b, "ringpost_messages_accepted_total{source=\"api\"} %llu\n",
 	           (unsigned long long)snap->accepted_api);
+	prom_head(&b, "ringpost_recipients_suppressed_total", "counter",
+	          "Recipients on the suppression list at submission (never tried).");
+	buf_printf(&b, "ringpost_recipients_suppressed_total %llu\n",
+	           (unsigned long long)snap->suppressed);
+	prom_head(&b, "ringpost_reports_received_total", "counter",
+	          "Bounces and complaints received at the bounce MX.");
+	buf_printf(&b, "ringpost_reports_received_total{matched=\"yes\"} %llu\n",
+	           (unsigned long long)snap->reports_matched);
+	buf_printf(&b, "ringpost_reports_received_total{matched=\"no\"} %llu\n",
+	           (unsigned long long)(snap->reports - snap->reports_matched));
 	prom_head(&b, "ringpost_messages_rejected_total", "counter",
 	          "Submissions refused at the end of the transaction.");
 	buf_printf(&b, "ringpost_messages_rejected_total %llu\n",
@@ -654,9 +652,10 @@ static bool bounce_item(const struct spool_mbox_entry *e, void *arg)
 	msg_header_scan(e->data, e->len, &hi);
 	msg_header_get(e->data, hi.end, "Subject", &subj, &sl);
 	buf_printf(l->b, "%s{\"uid\":%u,\"date\":", l->n++ ? "," : "", e->uid);
-	iso_time(l->b, e->date_ms);
-	buf_printf(l->b, ",\"size\":%zu,\"seen\":%s,\"subject\":", e->len,
-	           e->flags & MBOX_SEEN ? "true" : "false");
+	api_iso_time(l->b, e->date_ms);
+	buf_printf(l->b, ",\"size\":%zu,\"seen\":%s,\"flagged\":%s,\"subject\":", e->len,
+	           e->flags & MBOX_SEEN ? "true" : "false",
+	           e->flags & MBOX_FLAGGED ? "true" : "false");
 	http_json_str(l->b, subj ? subj : "", sl);
 	buf_puts(l->b, "}");
 	return true;

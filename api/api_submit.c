@@ -651,7 +651,9 @@ static void result_json(struct buf *b, const struct api_msg *m)
 	for (unsigned i = 0; i < m->nrcpt; i++) {
 		buf_puts(b, i ? ",{\"email\":" : "{\"email\":");
 		http_json_str(b, m->to[i].email, m->to[i].len);
-		buf_printf(b, ",\"id\":\"%s.%u\"}", id, i);
+		buf_printf(b, ",\"id\":\"%s.%u\"%s}", id, i,
+		           submission_rcpt_suppressed(&m->sub, i) ? ",\"state\":\"suppressed\""
+		                                                  : "");
 	}
 	buf_puts(b, "]}");
 }
@@ -701,6 +703,7 @@ static void msg_committed(struct submission *ms, void *arg)
 	if (st == SPOOL_OK) {
 		submission_route(ms, srv->ops->route, srv->ctx);
 		srv->accepted++;
+		srv->suppressed += submission_suppressed(ms);
 		if (log_enabled(LOG_INFO)) {
 			char id[17];
 			size_t slen;

@@ -358,6 +358,9 @@ static const struct route routes[] = {
 	{ "/v1/queue/", HTTP_POST, api_queue_admin, false },
 	{ "/v1/bounces", HTTP_GET, api_bounce_list, false },
 	{ "/v1/bounces/", HTTP_GET, api_bounce_get, false },
+	{ "/v1/suppressions", HTTP_GET, api_suppress_list, false },
+	{ "/v1/suppressions", HTTP_POST, api_suppress_add, false },
+	{ "/v1/suppressions/", HTTP_DELETE, api_suppress_del, false },
 };
 
 /* route_match - whether path fits r; *arg is what follows a prefix. */
@@ -426,6 +429,47 @@ static void dispatch(struct api_session *s)
 	s->dispatching = false;
 }
 
+bool http_url_decode(const char *in, size_t n, bool plus_space, char *out, size_t outlen)
+{
+	const char *v = in, *e = in + n;
+	size_t o = 0;
+	bool whole = true;
+	for (; v < e; v++) {
+		if (o + 1 >= outlen) {
+			whole = false;
+			break;
+		}
+		if (*v == '%' && e - v >= 3 && isxdigit((unsigned char)v[1]) &&
+		    isxdigit((unsigned char)v[2])) {
+			char hx[3] = { v[1], v[2], 0 };
+			char c = (char)strtol(hx, NULL, 16);
+			if (!c)
+				whole = false; /* no NUL inside a C string */
+			else
+				out[o++] = c;
+			v += 2;
+		} else {
+			out[o++] = (plus_space && *v == '+') ? ' ' : *v;
+		}
+	}
+	out[o] = '\0';
+	return whole;
+}
+
+void api_iso_time(struct buf *b, uint64_t ms)
+{
+	if (!ms) {
+		buf_puts(b, "null");
+		return;
+	}
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char out[40];
+	gmtime_r(&t, &tm);
+	strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%S", &tm);
+	buf_printf(b, "\"%s.%03uZ\"", out, (unsigned)(ms % 1000));
+}
+
 bool http_query_param(const struct api_session *s, const char *name, char *out, size_t outlen)
 {
 	const char *url = buf_head(&s->req.url);
@@ -440,18 +484,7 @@ bool http_query_param(const struct api_session *s, const char *name, char *out, 
 		if ((size_t)(e - p) >= nl && !strncmp(p, name, nl) &&
 		    (p + nl == e || p[nl] == '=')) {
 			const char *v = p + nl + (p + nl < e);
-			size_t o = 0;
-			for (; v < e && o + 1 < outlen; v++) {
-				if (*v == '%' && e - v >= 3 && isxdigit((unsigned char)v[1]) &&
-				    isxdigit((unsigned char)v[2])) {
-					char hx[3] = { v[1], v[2], 0 };
-					out[o++] = (char)strtol(hx, NULL, 16);
-					v += 2;
-				} else {
-					out[o++] = *v == '+' ? ' ' : *v;
-				}
-			}
-			out[o] = '\0';
+			http_url_decode(v, (size_t)(e - v), true, out, outlen);
 			return true;
 		}
 		p = amp ? amp + 1 : end;
@@ -671,6 +704,7 @@ void api_set_session_gone(struct api_server *srv, void (*fn)(void *ctx))
 void api_fill_stats(const struct api_server *srv, struct stats_snapshot *part)
 {
 	part->accepted_api += srv->accepted;
+	part->suppressed += srv->suppressed;
 	part->rejected += srv->rejected;
 	part->inbound_connections += srv->nsessions;
 }

@@ -34,6 +34,7 @@ struct api_server {
 	bool shutting_down;
 	void (*gone)(void *ctx); /* a session was freed */
 	uint64_t accepted;       /* messages accepted */
+	uint64_t suppressed;     /* recipients suppressed at submission */
 	uint64_t rejected;       /* messages refused */
 	uint64_t requests;       /* requests served */
 	/* Submissions whose messages are still to prepare, oldest first
@@ -89,6 +90,12 @@ void http_json_str(struct buf *b, const char *str, size_t n);
 /* http_query_param - the value of name in the request's query string
  * (copied into out, percent-decoded); false when absent. */
 bool http_query_param(const struct api_session *s, const char *name, char *out, size_t outlen);
+/* http_url_decode - percent-decode in[0..n) into out (NUL-terminated;
+ * '+' is a space when plus_space: query strings); false when it did not
+ * fit or held an encoded NUL. */
+bool http_url_decode(const char *in, size_t n, bool plus_space, char *out, size_t outlen);
+/* api_iso_time - "2026-12-07T09:00:00.000Z" (or null for 0) as JSON. */
+void api_iso_time(struct buf *b, uint64_t ms);
 
 /* Handlers (api_submit.c, api_query.c). arg is the path after the route's
  * prefix (for prefix routes), NUL-terminated. */
@@ -103,5 +110,8 @@ void api_queue_list(struct api_session *s, const char *arg);
 void api_queue_admin(struct api_session *s, const char *arg);
 void api_bounce_list(struct api_session *s, const char *arg);
 void api_bounce_get(struct api_session *s, const char *arg);
+void api_suppress_list(struct api_session *s, const char *arg);
+void api_suppress_add(struct api_session *s, const char *arg);
+void api_suppress_del(struct api_session *s, const char *arg);
 
 #endif

@@ -19,11 +19,11 @@ struct pop3_server;
 struct pop3_params {
 	struct loop *loop;
 	struct spool *spool;
-	struct spool_reader *reader;        /* the shard's */
-	struct auth_checker *checker;       /* password checks off the loop */
-	struct auth_limiter *limiter;       /* failed logins per address (every protocol's) */
-	const struct mailbox_config *cfg;   /* replace with pop3_server_set_config */
-	void (*session_gone)(void *arg);    /* a session was freed (shutdown waits) */
+	struct spool_reader *reader;      /* the shard's */
+	struct auth_checker *checker;     /* password checks off the loop */
+	struct auth_limiter *limiter;     /* failed logins per address (every protocol's) */
+	const struct mailbox_config *cfg; /* replace with pop3_server_set_config */
+	void (*session_gone)(void *arg);  /* a session was freed (shutdown waits) */
 	void *arg;
 };
 

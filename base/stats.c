@@ -62,6 +62,9 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 	}
 	total->accepted_smtp += part->accepted_smtp;
 	total->accepted_api += part->accepted_api;
+	total->suppressed += part->suppressed;
+	total->reports += part->reports;
+	total->reports_matched += part->reports_matched;
 	total->rejected += part->rejected;
 	total->smtp_sessions += part->smtp_sessions;
 	total->inbound_connections += part->inbound_connections;

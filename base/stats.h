@@ -62,6 +62,9 @@ struct stats_snapshot {
 	unsigned ndests;
 	uint64_t accepted_smtp;       /* messages accepted over SMTP since start */
 	uint64_t accepted_api;        /* messages accepted over HTTP since start */
+	uint64_t suppressed;          /* recipients suppressed at submission since start */
+	uint64_t reports;             /* bounces and complaints received (bounce MX) */
+	uint64_t reports_matched;     /* of which matched one of our recipients (VERP) */
 	uint64_t rejected;            /* submissions refused (4xx/5xx at the end) */
 	uint64_t smtp_sessions;       /* inbound sessions since start */
 	uint64_t inbound_connections; /* open inbound sessions (SMTP + HTTP) */

@@ -40,7 +40,11 @@ static void usage(FILE *f)
 	      "  --size BYTES           default 2048; or --size-mix MIN-MAX (log-uniform)\n"
 	      "  --domains D            default 1; --domain-format default d%u.bench.test\n"
 	      "  --rcpts R              recipients per message, default 1\n"
-	      "  --from ADDR            default blast@bench.test\n"
+	      "  --from ADDR            default blast@bench.test; \"\" = the null sender\n"
+	      "  --rcpt-file FILE       recipients, one a line, used in turn (e.g. VERP\n"
+	      "                         addresses for the bounce MX)\n"
+	      "  --body-file FILE       send this message (LF or CRLF lines) every time\n"
+	      "                         instead of generated ones (mode smtp)\n"
 	      "  --rate N               messages per second overall; 0 = as fast as possible\n"
 	      "  --no-pipelining, --no-chunking\n"
 	      "  --timeout S            longest wait for one reply (default 60)\n"
@@ -111,6 +115,8 @@ enum blast_opt {
 	O_DOMAIN_FORMAT,
 	O_RCPTS,
 	O_FROM,
+	O_RCPT_FILE,
+	O_BODY_FILE,
 	O_RATE,
 	O_NO_PIPE,
 	O_NO_CHUNK,
@@ -144,6 +150,8 @@ static const struct option blast_longopts[] = {
 	{ "domain-format", required_argument, NULL, O_DOMAIN_FORMAT },
 	{ "rcpts", required_argument, NULL, O_RCPTS },
 	{ "from", required_argument, NULL, O_FROM },
+	{ "rcpt-file", required_argument, NULL, O_RCPT_FILE },
+	{ "body-file", required_argument, NULL, O_BODY_FILE },
 	{ "rate", required_argument, NULL, O_RATE },
 	{ "no-pipelining", no_argument, NULL, O_NO_PIPE },
 	{ "no-chunking", no_argument, NULL, O_NO_CHUNK },
@@ -172,6 +180,63 @@ struct arg_state {
 	bool messages_set; /* --messages given */
 	unsigned batch;    /* --batch, 0 = the mode's default */
 };
+
+/* read_all - a whole file, NUL-terminated; exits 66 when unreadable. */
+static char *read_all(const char *opt, const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		rp_die(RP_EX_NOINPUT, "--%s: cannot open %s: %s", opt, path, strerror(errno));
+	struct buf b = { 0 };
+	char chunk[65536];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		buf_append(&b, chunk, n);
+	fclose(f);
+	buf_append(&b, "", 1);
+	*len = buf_used(&b) - 1;
+	return b.data;
+}
+
+/* rcpt_file_opt - --rcpt-file: one address a line (blank lines skipped). */
+static void rcpt_file_opt(struct blast_opts *o, const char *path)
+{
+	size_t len, cap = 0;
+	char *text = read_all("rcpt-file", path, &len);
+	for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+		if (strlen(line) > 254 || strpbrk(line, "<> "))
+			rp_die(RP_EX_DATAERR, "--rcpt-file: not a mailbox: '%.80s'", line);
+		if (o->nrcpt_list == cap) {
+			cap = cap ? cap * 2 : 1024;
+			o->rcpt_list = xrealloc(o->rcpt_list, cap * sizeof(*o->rcpt_list));
+		}
+		o->rcpt_list[o->nrcpt_list++] = xstrdup(line);
+	}
+	free(text);
+	if (!o->nrcpt_list)
+		rp_die(RP_EX_DATAERR, "--rcpt-file: no address in %s", path);
+}
+
+/* body_file_opt - --body-file: the message, its line ends made CRLF. */
+static void body_file_opt(struct blast_opts *o, const char *path)
+{
+	size_t len;
+	char *text = read_all("body-file", path, &len);
+	struct buf b = { 0 };
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '\n' && (i == 0 || text[i - 1] != '\r'))
+			buf_append(&b, "\r", 1);
+		buf_append(&b, &text[i], 1);
+	}
+	if (buf_used(&b) < 2 || memcmp(buf_head(&b) + buf_used(&b) - 2, "\r\n", 2))
+		buf_append(&b, "\r\n", 2);
+	free(text);
+	o->body = b.data;
+	o->body_len = buf_used(&b);
+	if (o->body_len > UINT32_MAX / 2)
+		rp_die(RP_EX_DATAERR, "--body-file: %s is too large", path);
+	o->size_min = o->size_max = (uint32_t)o->body_len;
+}
 
 /* mode_opt - --mode by name. */
 static const struct blast_mode *mode_opt(const char *v)
@@ -308,6 +373,12 @@ static void apply_opt(struct blast_opts *o, struct arg_state *st, int c, const c
 			rp_die(RP_EX_USAGE, "--from: not a mailbox: '%s'", v);
 		o->from = v;
 		break;
+	case O_RCPT_FILE:
+		rcpt_file_opt(o, v);
+		break;
+	case O_BODY_FILE:
+		body_file_opt(o, v);
+		break;
 	case O_RATE:
 		o->rate = rate_opt(v);
 		break;
@@ -411,6 +482,10 @@ static void parse_args(struct blast_opts *o, int argc, char **argv)
 		rp_die(RP_EX_USAGE, "--pipeline: mode %s has one transaction in flight",
 		       o->mode->name);
 	o->batch = st.batch ? st.batch : o->mode->batches ? DEFAULT_BATCH : 1;
+	if (o->body && o->mode != &blast_mode_smtp)
+		rp_die(RP_EX_USAGE, "--body-file is for mode smtp");
+	if (o->body)
+		o->size_min = o->size_max = (uint32_t)o->body_len; /* over any --size */
 	check_tls_opts(o);
 }
 

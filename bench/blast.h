@@ -80,6 +80,12 @@ struct blast_opts {
 	const char *domain_format; /* printf format with one %u */
 	unsigned rcpts;
 	const char *from;
+	char **rcpt_list; /* --rcpt-file: recipients used in turn (instead of
+	                   * userNNNNNN@domain), NULL = none */
+	size_t nrcpt_list;
+	char *body; /* --body-file: every message is this content (CRLF
+	             * lines), NULL = generated messages */
+	size_t body_len;
 	double rate;       /* messages per second overall; 0 = unpaced */
 	bool pipelining;   /* false: --no-pipelining */
 	bool chunking;     /* false: --no-chunking */

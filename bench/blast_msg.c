@@ -41,7 +41,11 @@ struct gen {
 	size_t json_tail_len;
 	size_t json_off_subject, json_off_sent; /* patch points in json_tail */
 	char *json_body;                        /* the body template with "\\n" for each CRLF */
-	uint64_t date_sec;                      /* second the cached Date was made for */
+	char **rcpt_list;                       /* --rcpt-file, or NULL */
+	size_t nrcpt_list;
+	const char *file; /* --body-file, or NULL */
+	size_t file_len;
+	uint64_t date_sec; /* second the cached Date was made for */
 	char date[32];
 };
 
@@ -136,6 +140,10 @@ uint32_t blast_msg_init(const struct blast_opts *o)
 	struct bench_rand r = { .s = o->seed ^ (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) };
 	g.ndomains = o->domains;
 	g.rcpts = o->rcpts;
+	g.rcpt_list = o->rcpt_list;
+	g.nrcpt_list = o->nrcpt_list;
+	g.file = o->body;
+	g.file_len = o->body_len;
 	g.domains = xcalloc(g.ndomains, sizeof(*g.domains));
 	g.domain_len = xcalloc(g.ndomains, sizeof(*g.domain_len));
 	size_t longest = 0;
@@ -167,13 +175,19 @@ uint32_t blast_msg_init(const struct blast_opts *o)
 		min = json_min;
 	make_body(RP_MAX((size_t)o->size_max, RP_MAX(min, json_min)) + BODY_LINE + 2);
 	make_json_body();
-	return (uint32_t)min;
+	return g.file ? (uint32_t)g.file_len : (uint32_t)min;
 }
 
 /* blast_msg_rcpt - userNNNNNN@domain, domain = (seq * R + j) mod D. */
 size_t blast_msg_rcpt(uint64_t seq, unsigned j, char *out)
 {
 	uint64_t i = seq * g.rcpts + j;
+	if (g.rcpt_list) {
+		const char *a = g.rcpt_list[i % g.nrcpt_list];
+		size_t n = strlen(a);
+		memcpy(out, a, n);
+		return n;
+	}
 	unsigned d = (unsigned)(i % g.ndomains);
 	memcpy(out, "user", 4);
 	bench_put_dec(out + 4, LOCAL_DIGITS, (i / g.ndomains) % 1000000);
@@ -214,6 +228,10 @@ static void date_patch(char *p, uint64_t real_ns)
 /* blast_msg_write - the From/To lines, the patched tail, a prefix of the body. */
 void blast_msg_write(const struct blast_job *job, struct buf *out)
 {
+	if (g.file) { /* --body-file: as given (job->size is its length) */
+		buf_append(out, g.file, g.file_len);
+		return;
+	}
 	char *start = buf_reserve(out, job->size);
 	char *p = start;
 	memcpy(p, g.from_line, g.from_len);
@@ -276,9 +294,14 @@ void blast_msg_json(uint64_t seq, uint32_t size, uint64_t sent_real_ns, struct b
 	buf_commit(out, size);
 }
 
-/* blast_msg_free - the templates of blast_msg_init. */
+/* blast_msg_free - the templates of blast_msg_init, and the --rcpt-file
+ * and --body-file contents it took over. */
 void blast_msg_free(void)
 {
+	for (size_t i = 0; i < g.nrcpt_list; i++)
+		free(g.rcpt_list[i]);
+	free(g.rcpt_list);
+	free((char *)g.file);
 	for (unsigned i = 0; i < g.ndomains; i++)
 		free(g.domains[i]);
 	free(g.domains);

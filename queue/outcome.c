@@ -27,9 +27,15 @@
  *   abandoned (shutdown)         retry at once, not an attempt
  * and any retry past max_age becomes failed with 4.4.7 (delivery time
  * expired), keeping the last reply as the diagnostic.
+ *
+ * outcome_hard_bounce decides which failures suppress later mail to the
+ * address (hard_rules, hard_phrases and soft_phrases below): bad
+ * addresses and disabled mailboxes do; full mailboxes, policy, content and
+ * anything temporary do not.
  */
 #include "outcome.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -220,6 +226,103 @@ void outcome_report_set(struct attempt_report *rep, enum attempt_kind kind,
 			rep->enh[n] = '\0';
 		}
 	}
+}
+
+/* ---- suppression: which permanent failures mean the address is dead ---- */
+
+enum hard_rule {
+	HARD_NEVER,      /* the address may be fine (full, policy, content, sender) */
+	HARD_ALWAYS,     /* the address is dead */
+	HARD_IF_UNKNOWN, /* only when the text says so (hard_phrases, no soft_phrases) */
+};
+
+static const struct {
+	const char *status;
+	enum hard_rule rule;
+} hard_rules[] = {
+	{ "5.1.1", HARD_ALWAYS },     /* bad destination mailbox address */
+	{ "5.1.2", HARD_ALWAYS },     /* bad destination system (no such domain) */
+	{ "5.1.3", HARD_ALWAYS },     /* bad destination mailbox address syntax */
+	{ "5.1.6", HARD_ALWAYS },     /* mailbox has moved, no forwarding address */
+	{ "5.1.10", HARD_ALWAYS },    /* RFC 7505: null MX, the domain takes no mail */
+	{ "5.2.1", HARD_ALWAYS },     /* mailbox disabled */
+	{ "5.0.0", HARD_IF_UNKNOWN }, /* a bare 5xx: only its words tell */
+	{ "5.1.0", HARD_IF_UNKNOWN }, /* other address status */
+	{ "5.2.0", HARD_IF_UNKNOWN }, /* other mailbox status */
+	{ "5.7.1", HARD_IF_UNKNOWN }, /* mostly policy; some servers say "user unknown" */
+	{ "5.1.7", HARD_NEVER },      /* the sender's address, not the recipient's */
+	{ "5.1.8", HARD_NEVER },      /* the sender's domain */
+	{ "5.2.2", HARD_NEVER },      /* mailbox full: it may be emptied */
+	{ "5.2.3", HARD_NEVER },      /* message too big */
+};
+
+/* Words that say the recipient is unknown, disabled or gone. */
+static const char *const hard_phrases[] = {
+	"user unknown",        "unknown user",      "unknown recipient", "recipient unknown",
+	"no such user",        "no such mailbox",   "no such recipient", "no such account",
+	"recipient not found", "recipientnotfound", "user not found",    "mailbox not found",
+	"address not found",   "does not exist",    "doesn't exist",     "invalid recipient",
+	"invalid mailbox",     "disabled",          "deactivated",       "discontinued",
+	"no longer active",
+};
+
+/* Words that say it is about policy or the sender, whatever else it says. */
+static const char *const soft_phrases[] = {
+	"spam",       "block",      "blacklist", "listed in",  "listed on", "policy",
+	"rate limit", "rate-limit", "too many",  "reputation", "spf",       "dkim",
+	"dmarc",      "rbl",        "sender",    "relay",      "virus",     "content",
+};
+
+static bool has_phrase(const char *text, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasestr(text, list[i]))
+			return true;
+	return false;
+}
+
+/* status_of_reply - "550 5.1.1 ..." -> "5.1.1", "550 ..." -> "5.0.0". */
+static bool status_of_reply(const char *text, char out[16])
+{
+	size_t n = strlen(text);
+	if (n < 4 || text[0] < '2' || text[0] > '5' || !isdigit((unsigned char)text[1]) ||
+	    !isdigit((unsigned char)text[2]) || (text[3] != ' ' && text[3] != '-'))
+		return false;
+	const char *e = text + 4;
+	size_t el = strspn(e, "0123456789.");
+	if (el < 16 && enh_valid(e, el) && e[0] == text[0] && (!e[el] || e[el] == ' ')) {
+		memcpy(out, e, el);
+		out[el] = '\0';
+	} else {
+		snprintf(out, 16, "%c.0.0", text[0]);
+	}
+	return true;
+}
+
+bool outcome_hard_bounce(const char *status, const char *text)
+{
+	char derived[16];
+	if (!text)
+		text = "";
+	if (!status || !status[0]) {
+		if (!status_of_reply(text, derived))
+			return false;
+		status = derived;
+	}
+	for (size_t i = 0; i < RP_ARRAY_LEN(hard_rules); i++) {
+		if (strcmp(status, hard_rules[i].status))
+			continue;
+		switch (hard_rules[i].rule) {
+		case HARD_NEVER:
+			return false;
+		case HARD_ALWAYS:
+			return true;
+		case HARD_IF_UNKNOWN:
+			return has_phrase(text, hard_phrases, RP_ARRAY_LEN(hard_phrases)) &&
+			       !has_phrase(text, soft_phrases, RP_ARRAY_LEN(soft_phrases));
+		}
+	}
+	return false; /* 4.x.x, 5.3.x, 5.4.x, other 5.7.x, anything unlisted */
 }
 
 const char *outcome_kind_name(enum attempt_kind k)

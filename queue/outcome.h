@@ -87,6 +87,17 @@ uint64_t outcome_retry_delay(const struct retry_policy *pol, unsigned n, uint64_
  * text for replies). */
 void outcome_report_set(struct attempt_report *rep, enum attempt_kind kind,
                         enum attempt_stage stage, int code, const char *text);
+/* outcome_hard_bounce - whether a permanent failure says the address
+ * itself is dead, so that later mail to it is suppressed: status is the
+ * RFC 3463 code ("5.1.1"; NULL or "" reads it from a "550 5.1.1 ..."
+ * reply at the start of text), text the reply or diagnostic (may be
+ * NULL). True for 5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10 and 5.2.1; for 5.0.0,
+ * 5.1.0, 5.2.0 and 5.7.1 only when the text says the user is unknown,
+ * disabled or does not exist and says nothing of policy (spam, blocks,
+ * rates, the sender); false for everything else (4.x.x, 5.2.2 mailbox
+ * full, 5.3.x, 5.4.x, other 5.7.x). Pure; the rules and phrases are the
+ * tables in outcome.c. */
+bool outcome_hard_bounce(const char *status, const char *text);
 /* outcome_kind_name - "reply", "connect-failed", ... for logs. */
 const char *outcome_kind_name(enum attempt_kind k);
 /* outcome_action_name - "delivered", "deferred", "bounced". */

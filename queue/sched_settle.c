@@ -55,7 +55,10 @@ void sched_settle(struct sched *s, struct sched_dest *d, struct sched_rcpt *r,
 		sched_rcpt_free(s, r);
 		return;
 	case OUTCOME_FAIL:
-		sched_update_queue(s, r, SPOOL_BOUNCED, now, 0, resp, remote);
+		/* A dead address (5.1.1 user unknown, 5.1.2 no such domain, ...)
+		 * goes on the suppression list in the same spool commit. */
+		sched_update_queue(s, r, SPOOL_BOUNCED, now, 0, resp, remote)->suppress =
+		    outcome_hard_bounce(oc->status, rep->text);
 		d->n.bounced++;
 		if (!oc->no_dsn)
 			dsn_emit_queue(s->dsn, r->msgid, r->idx, rep, oc, remote, now);

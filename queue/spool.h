@@ -173,10 +173,9 @@ struct spool_event {
 	uint8_t state;        /* SPOOL_BOUNCED or SPOOL_COMPLAINED */
 	const char *response; /* the remote's status and text (copied) */
 	size_t response_len;
-	bool suppress;    /* add the recipient's address to the suppression list */
-	const char *addr; /* the address to suppress when the recipient record is
-	                   * gone (expired): the report's own, or NULL */
-	size_t addr_len;
+	bool suppress;      /* add the recipient's address to the suppression list
+	                     * (only ever the record's own: a report's words name
+	                     * no address, lest one recipient suppress another) */
 	const char *reason; /* why, for the suppression list */
 	bool found;         /* set by the writer: the recipient record was there */
 };
@@ -209,6 +208,9 @@ struct spool_update {
 	size_t remote_len;
 	bool wait_only; /* no attempt was made: only state and next_ms
 	                 * change (waiting behind a back-off) */
+	bool suppress;  /* BOUNCED for a dead address (outcome_hard_bounce):
+	                 * add it to the suppression list, the response as
+	                 * the reason (with [queue] suppress) */
 };
 
 struct spool_req {

@@ -102,6 +102,7 @@ void spool_mbox_changed(struct spool *sp);
 
 /* spool_apply_suppress - SUPPRESS: add or remove an address. */
 int spool_apply_suppress(struct spool *sp, MDB_txn *txn, struct spool_req *req);
+#define SUPPRESS_ADDR_MAX 320 /* longest address the list keeps, plus one */
 /* spool_suppress_put - add addr with reason (lower-cased here). */
 int spool_suppress_put(struct spool *sp, MDB_txn *txn, const char *addr, size_t len,
                        const char *reason, size_t reason_len, uint64_t now_ms);

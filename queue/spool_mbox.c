@@ -126,8 +126,21 @@ int spool_apply_mbox_put(struct spool *sp, MDB_txn *txn, struct spool_req *req)
 		                    .date_ms = req->u.mbox.date_ms };
 	MDB_val k = { .mv_size = 4, .mv_data = kb }, v = { .mv_size = sizeof(h) + req->u.mbox.len };
 	rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE | MDB_APPEND);
-	if (rc == MDB_KEYEXIST)
-		rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE);
+	if (rc == MDB_KEYEXIST) {
+		/* "uidnext" is behind the newest message (a damaged meta
+		 * record): go on after the newest, never over a message. */
+		MDB_cursor *cur;
+		MDB_val lk, lv;
+		if ((rc = mdb_cursor_open(txn, sp->dbi_mbox, &cur)) != 0)
+			return rc;
+		rc = mdb_cursor_get(cur, &lk, &lv, MDB_LAST);
+		mdb_cursor_close(cur);
+		if (rc || lk.mv_size != 4 || rp_get_be32(lk.mv_data) == UINT32_MAX)
+			return rc ? rc : MDB_KEYEXIST;
+		uid = rp_get_be32(lk.mv_data) + 1;
+		rp_put_be32(kb, uid);
+		rc = mdb_put(txn, sp->dbi_mbox, &k, &v, MDB_RESERVE | MDB_APPEND);
+	}
 	if (rc)
 		return rc;
 	memcpy(v.mv_data, &h, sizeof(h));
@@ -203,12 +216,13 @@ int spool_apply_mbox_expunge(struct spool *sp, MDB_txn *txn, struct spool_req *r
 
 /* apply_event - what a report says about one recipient: its record's
  * state (a delivered recipient becomes bounced or complained; a bounced
- * one may still complain), and the suppression list. */
+ * one may still complain), and the suppression list (the record's address;
+ * nothing when the record is gone). */
 static int apply_event(struct spool *sp, MDB_txn *txn, struct spool_event *ev, uint64_t now)
 {
 	unsigned char kb[12];
-	const char *addr = ev->addr;
-	size_t addr_len = ev->addr_len;
+	const char *addr = NULL;
+	size_t addr_len = 0;
 	char *copy = NULL;
 	int rc = 0;
 	ev->found = false;
@@ -226,14 +240,24 @@ static int apply_event(struct spool *sp, MDB_txn *txn, struct spool_event *ev, u
 			bool change = r.state == SPOOL_DELIVERED ||
 			              (r.state == SPOOL_BOUNCED && ev->state == SPOOL_COMPLAINED);
 			if (change) {
+				/* The record keeps what happened first: the delivery's
+				 * reply (or the bounce a complaint follows). */
+				struct buf resp = { 0 }, b = { 0 };
+				buf_append(&resp, ev->response,
+				           RP_MIN(ev->response_len, (size_t)500));
+				if (r.response_len)
+					buf_printf(
+					    &resp, " (%s before: %.*s)",
+					    r.state == SPOOL_DELIVERED ? "delivered" : "bounced",
+					    (int)RP_MIN(r.response_len, (size_t)400), r.response);
 				r.state = ev->state;
-				r.response = ev->response;
-				r.response_len = RP_MIN(ev->response_len, (size_t)1000);
-				struct buf b = { 0 };
+				r.response = buf_head(&resp);
+				r.response_len = RP_MIN(buf_used(&resp), (size_t)1000);
 				spool_rcpt_encode(&r, buf_reserve(&b, spool_rcpt_size(&r)));
 				MDB_val nv = { .mv_size = spool_rcpt_size(&r), .mv_data = b.data };
 				rc = mdb_put(txn, sp->dbi_rcpt, &k, &nv, 0);
 				buf_free(&b);
+				buf_free(&resp);
 			} else {
 				rc = 0;
 			}

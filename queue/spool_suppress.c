@@ -15,7 +15,6 @@
 #include "base/util.h"
 #include "spool_impl.h"
 
-#define SUPPRESS_ADDR_MAX   320
 #define SUPPRESS_REASON_MAX 400
 #define SUPPRESS_VERSION    1
 

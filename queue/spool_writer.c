@@ -241,6 +241,20 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	bool was_final = SPOOL_STATE_FINAL(r.state);
 	if (was_final)
 		return 0; /* a final state is never undone */
+	if (u->suppress && u->state == SPOOL_BOUNCED && sp->opt.suppress) {
+		/* The address is copied first: r.addr points into a page the
+		 * list's own write may move. */
+		char addr[SUPPRESS_ADDR_MAX];
+		size_t alen = RP_MIN(r.addr_len, sizeof(addr));
+		memcpy(addr, r.addr, alen);
+		rc = spool_suppress_put(sp, txn, addr, alen, u->response,
+		                        RP_MIN(u->response_len, (size_t)300), rp_now_ms());
+		if (rc)
+			return rc;
+		if ((rc = mdb_get(txn, sp->dbi_rcpt, &k, &v)) != 0 ||
+		    !spool_rcpt_decode(v.mv_data, v.mv_size, &r))
+			return rc;
+	}
 	r.state = u->state;
 	r.next_ms = u->next_ms;
 	if (!u->wait_only) {

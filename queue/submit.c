@@ -121,20 +121,28 @@ void submission_submitter(struct submission *s, const char *user)
 	s->submitter_len = (uint32_t)n;
 }
 
-void submission_trace(struct submission *s, const struct submit_trace *t)
+void submit_received(struct buf *b, const struct submit_trace *t, const char *id, uint64_t date_ms,
+                     const char *for_rcpt, size_t for_len)
 {
-	char id[17], date[64];
-	rp_id_format(s->id, id);
-	rp_rfc5322_date(s->submit_ms, date, sizeof(date));
-	struct buf *b = &s->prefix;
+	char date[64];
+	rp_rfc5322_date(date_ms, date, sizeof(date));
 	buf_printf(b, "Received: from %s (%s)\r\n\t", t->from, t->from_ip);
 	if (t->tls)
 		buf_printf(b, "(%s)\r\n\t", t->tls);
 	buf_printf(b, "by %s (ringpost) with %s id %s", t->by, t->with, id);
-	if (t->for_rcpt && s->nrcpt == 1 && s->rcpts[0].addr_len < 200)
-		buf_printf(b, "\r\n\tfor <%.*s>", (int)s->rcpts[0].addr_len,
-		           buf_head(&s->strings) + s->rcpts[0].addr_off);
+	if (for_rcpt && for_len < 200)
+		buf_printf(b, "\r\n\tfor <%.*s>", (int)for_len, for_rcpt);
 	buf_printf(b, "; %s\r\n", date);
+}
+
+void submission_trace(struct submission *s, const struct submit_trace *t)
+{
+	char id[17];
+	rp_id_format(s->id, id);
+	bool one = t->for_rcpt && s->nrcpt == 1;
+	submit_received(&s->prefix, t, id, s->submit_ms,
+	                one ? buf_head(&s->strings) + s->rcpts[0].addr_off : NULL,
+	                one ? s->rcpts[0].addr_len : 0);
 }
 
 void submission_complete(struct submission *s, const char *content, size_t len,

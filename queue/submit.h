@@ -101,6 +101,10 @@ const char *submission_sender_addr(const struct submission *s, size_t *len);
 void submission_start(struct submission *s, struct spool *sp, const char *source);
 /* submission_submitter - who submitted it (the authenticated user; "" = none). */
 void submission_submitter(struct submission *s, const char *user);
+/* submit_received - a Received: field (RFC 5321 4.4) into b: from t, with
+ * id, dated date_ms, "for <for_rcpt>" when given (and short). */
+void submit_received(struct buf *b, const struct submit_trace *t, const char *id, uint64_t date_ms,
+                     const char *for_rcpt, size_t for_len);
 /* submission_trace - append the Received: field to the prefix. */
 void submission_trace(struct submission *s, const struct submit_trace *t);
 /* submission_complete - append what content (a whole RFC 5322 message,

@@ -143,8 +143,8 @@ static void api_close(struct api_conn *c)
 }
 
 /* request - one HTTP exchange; returns the status, or exits 69. */
-static int request(const struct config *cfg, const char *method, const char *path, const char *body,
-                   struct buf *out)
+int cli_request(const struct config *cfg, const char *method, const char *path, const char *body,
+                struct buf *out)
 {
 	if (!cfg->listen_api.set)
 		rp_die(RP_EX_CONFIG, "%s: [listen] api is not set; the command needs the HTTP API",
@@ -204,7 +204,7 @@ static int request(const struct config *cfg, const char *method, const char *pat
 }
 
 /* fail_status - print the API's error message and map the status. */
-static int fail_status(int status, const struct buf *body)
+int cli_fail_status(int status, const struct buf *body)
 {
 	json_error_t je;
 	json_t *doc = json_loadb(buf_head(body), buf_used(body), 0, &je);
@@ -302,7 +302,7 @@ int cli_send(int argc, char **argv)
 	if (!body)
 		rp_die(RP_EX_DATAERR, "arguments must be UTF-8");
 	struct buf out;
-	int status = request(cfg, "POST", "/v1/messages", body, &out);
+	int status = cli_request(cfg, "POST", "/v1/messages", body, &out);
 	int rc = RP_EX_OK;
 	if (status == 202) {
 		json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
@@ -310,7 +310,7 @@ int cli_send(int argc, char **argv)
 		printf("%s\n", id ? id : "?");
 		json_decref(doc);
 	} else {
-		rc = fail_status(status, &out);
+		rc = cli_fail_status(status, &out);
 	}
 	buf_free(&out);
 	free(body);
@@ -377,9 +377,9 @@ int cli_stats(int argc, char **argv)
 	struct config *cfg = cli_load_config(argc, argv);
 	for (;;) {
 		struct buf out;
-		int status = request(cfg, "GET", "/v1/stats", NULL, &out);
+		int status = cli_request(cfg, "GET", "/v1/stats", NULL, &out);
 		if (status != 200) {
-			int rc = fail_status(status, &out);
+			int rc = cli_fail_status(status, &out);
 			buf_free(&out);
 			config_free(cfg);
 			return rc;
@@ -409,9 +409,9 @@ static int queue_show(const struct config *cfg, const char *id)
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/messages/%.64s", id);
 	struct buf out;
-	int status = request(cfg, "GET", path, NULL, &out);
+	int status = cli_request(cfg, "GET", path, NULL, &out);
 	if (status != 200) {
-		int rc = fail_status(status, &out);
+		int rc = cli_fail_status(status, &out);
 		buf_free(&out);
 		return rc;
 	}
@@ -444,9 +444,9 @@ static int queue_action(const struct config *cfg, const char *action, const char
 	snprintf(path, sizeof(path), "/v1/queue/%.255s/%s%s", domain, action,
 	         bounce ? "?mode=bounce" : "");
 	struct buf out;
-	int status = request(cfg, "POST", path, NULL, &out);
+	int status = cli_request(cfg, "POST", path, NULL, &out);
 	if (status != 200) {
-		int rc = fail_status(status, &out);
+		int rc = cli_fail_status(status, &out);
 		buf_free(&out);
 		return rc;
 	}
@@ -467,9 +467,9 @@ static int purge_message(const struct config *cfg, const char *id, bool bounce)
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/messages/%s%s", id, bounce ? "?mode=bounce" : "");
 	struct buf out;
-	int status = request(cfg, "DELETE", path, NULL, &out);
+	int status = cli_request(cfg, "DELETE", path, NULL, &out);
 	if (status != 200) {
-		int rc = fail_status(status, &out);
+		int rc = cli_fail_status(status, &out);
 		buf_free(&out);
 		return rc;
 	}
@@ -511,7 +511,7 @@ int cli_queue(int argc, char **argv)
 	int rc;
 	if (!strcmp(args[0], "list")) {
 		struct buf out;
-		int status = request(cfg, "GET", "/v1/queue", NULL, &out);
+		int status = cli_request(cfg, "GET", "/v1/queue", NULL, &out);
 		if (status == 200) {
 			json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
 			if (doc)
@@ -519,7 +519,7 @@ int cli_queue(int argc, char **argv)
 			json_decref(doc);
 			rc = RP_EX_OK;
 		} else {
-			rc = fail_status(status, &out);
+			rc = cli_fail_status(status, &out);
 		}
 		buf_free(&out);
 	} else if (!strcmp(args[0], "show")) {

@@ -10,10 +10,21 @@ const char *cli_config_path(int argc, char **argv);
 /* cli_load_config - load it or exit 78 with the reason. */
 struct config *cli_load_config(int argc, char **argv);
 
+struct buf;
+/* cli_request - one HTTP request to the daemon's API (body may be NULL);
+ * the status, the body in out (caller frees). Exits 69 when the daemon
+ * cannot be reached. */
+int cli_request(const struct config *cfg, const char *method, const char *path, const char *body,
+                struct buf *out);
+/* cli_fail_status - print the API's error and map the status to an exit code. */
+int cli_fail_status(int status, const struct buf *body);
+
 int cli_send(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_queue(int argc, char **argv);
 /* cli_user - `user add|del NAME`: edit the [auth] users file (cli_user.c). */
 int cli_user(int argc, char **argv);
+/* cli_suppress - `suppress list|add ADDR [--reason R]|del ADDR` (cli_suppress.c). */
+int cli_suppress(int argc, char **argv);
 
 #endif

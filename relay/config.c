@@ -210,10 +210,11 @@ enum vtype {
 	V_LOGLEVEL,
 	V_RATE,
 	V_PORT,
-	V_BOOL,    /* yes/no, true/false, on/off, 1/0 into a bool */
-	V_CHOICE,  /* one of key->choices, its index into an unsigned */
-	V_IPLIST,  /* comma-separated IP addresses, kept as written */
-	V_HOSTPORT /* host:port, the host a name or an address */
+	V_BOOL,     /* yes/no, true/false, on/off, 1/0 into a bool */
+	V_CHOICE,   /* one of key->choices, its index into an unsigned */
+	V_IPLIST,   /* comma-separated IP addresses, kept as written */
+	V_HOSTPORT, /* host:port, the host a name or an address */
+	V_DOMAIN    /* a domain name (ASCII, dot-atom), or empty */
 };
 
 struct key {
@@ -246,12 +247,12 @@ static const struct key keys[] = {
 	{ "server", "log_format", V_CHOICE, C(log_format), 0, 0, 0, "JSON logs", log_formats },
 	{ "listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL },
 	{ "listen", "api", V_ADDR, C(listen_api), 0, 0, 0, NULL },
-	{ "listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, "the bounce MX listener" },
+	{ "listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, NULL },
 	{ "listen", "imap", V_ADDR, C(listen_imap), 0, 0, 0, NULL },
-	{ "listen", "pop3", V_ADDR, C(listen_pop3), 0, 0, 0, "POP3 for the bounce mailbox" },
+	{ "listen", "pop3", V_ADDR, C(listen_pop3), 0, 0, 0, NULL },
 	{ "listen", "submissions", V_ADDR, C(listen_submissions), 0, 0, 0, NULL },
 	{ "listen", "imaps", V_ADDR, C(listen_imaps), 0, 0, 0, NULL },
-	{ "listen", "pop3s", V_ADDR, C(listen_pop3s), 0, 0, 0, "POP3 for the bounce mailbox" },
+	{ "listen", "pop3s", V_ADDR, C(listen_pop3s), 0, 0, 0, NULL },
 	{ "tls", "cert", V_STR, C(tls_cert), 0, 0, 0, NULL },
 	{ "tls", "key", V_STR, C(tls_key), 0, 0, 0, NULL },
 	{ "tls", "min_version", V_CHOICE, C(tls_min_version), 0, 0, 0, NULL, tls_versions },
@@ -260,10 +261,9 @@ static const struct key keys[] = {
 	{ "auth", "require_tls", V_BOOL, C(auth_require_tls), 0, 0, 0, NULL },
 	{ "auth", "max_failures", V_U32, C(auth_max_failures), 1, 1000000, 0, NULL },
 	{ "mailbox", "users", V_STR, C(mailbox_users), 0, 0, 0, NULL },
-	{ "mailbox", "max_messages", V_U32, C(mailbox_max_messages), 1, 100000000, 0,
-	  "the bounce mailbox" },
+	{ "mailbox", "max_messages", V_U32, C(mailbox_max_messages), 1, 100000000, 0, NULL },
 	{ "mailbox", "max_age", V_DURATION, C(mailbox_max_age_ms), 60000, 3650ull * 86400000, 0,
-	  "the bounce mailbox" },
+	  NULL },
 	{ "submission", "networks", V_NETS, 0, 0, 0, 0, NULL },
 	{ "submission", "max_message_size", V_SIZE, C(max_message_size), 1024, 1ull << 34, 0,
 	  NULL },
@@ -286,11 +286,11 @@ static const struct key keys[] = {
 	{ "dns", "tries", V_U32, C(dns_tries), 1, 10, 0, NULL },
 	{ "queue", "retry", V_RETRY, 0, 0, 0, 0, NULL },
 	{ "queue", "max_age", V_DURATION, C(max_age_ms), 1000, 365ull * 86400000, 0, NULL },
-	{ "queue", "bounce_domain", V_STR, C(bounce_domain), 0, 0, 0, "VERP bounce processing" },
+	{ "queue", "bounce_domain", V_DOMAIN, C(bounce_domain), 0, 0, 0, NULL },
 	{ "queue", "max_size", V_SIZE, C(max_size), 16ull << 20, 1ull << 46, 0, NULL },
 	{ "queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 50, 0, NULL },
 	{ "queue", "keep_done", V_DURATION, C(keep_done_ms), 0, 365ull * 86400000, 0, NULL },
-	{ "queue", "suppress", V_BOOL, C(suppress), 0, 0, 0, "the suppression list" },
+	{ "queue", "suppress", V_BOOL, C(suppress), 0, 0, 0, NULL },
 	{ "webhook", "url", V_STR, C(webhook_url), 0, 0, 0, "webhooks" },
 	{ "webhook", "events", V_STR, C(webhook_events), 0, 0, 0, "webhooks" },
 	{ "webhook", "secret", V_STR, C(webhook_secret), 0, 0, 0, "webhooks" },
@@ -392,6 +392,11 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 	char *field = (char *)base + k->off;
 	uint64_t v;
 	switch (k->type) {
+	case V_DOMAIN:
+		if (value[0] && addr_domain_check(value, strlen(value), false) != ADDR_OK)
+			return fail(ps, "%s must be a domain name (like bounces.example.com)",
+			            k->name);
+		/* fall through */
 	case V_STR:
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
@@ -927,6 +932,9 @@ void config_log_pending(const struct config *cfg)
 			log_warn("config: [%s] %s is accepted, but %s is not built yet", k->section,
 			         k->name, k->pending);
 	}
+	if (cfg->listen_inbound.set && !cfg->bounce_domain[0])
+		log_warn("config: [listen] inbound is set but [queue] bounce_domain is not: the "
+		         "bounce MX refuses every recipient (550 5.7.1)");
 }
 
 const struct cfg_domain *config_domain(const struct config *cfg, const char *domain)

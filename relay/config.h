@@ -183,7 +183,9 @@ bool config_net_allowed(const struct config *cfg, const struct sockaddr *sa);
 /* config_parse_addr - "host:port" / "[v6]:port" into a; false on bad syntax. */
 bool config_parse_addr(const char *s, struct cfg_addr *a);
 /* config_log_pending - one warning per configured key whose feature is not
- * built yet (INTERFACE.md: every listed key is accepted from the start). */
+ * built yet (INTERFACE.md: every listed key is accepted from the start),
+ * and for settings that do nothing useful together (a bounce MX without a
+ * bounce domain). */
 void config_log_pending(const struct config *cfg);
 /* config_shards - the effective shard count (resolves 0 to the core count). */
 unsigned config_shards(const struct config *cfg);

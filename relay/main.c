@@ -20,6 +20,7 @@
 #include "queue/spool.h"
 #include "base/util.h"
 #include "shard.h"
+#include "smtp_server.h"
 
 #define AUTH_THREADS 2 /* password hashes in parallel (yescrypt: ~ms each) */
 
@@ -32,6 +33,7 @@ static void usage(FILE *f)
 	      "       ringpost queue -c FILE list|show ID|retry DOMAIN|suspend DOMAIN|resume "
 	      "DOMAIN|purge DOMAIN\n"
 	      "       ringpost user -c FILE add|del NAME    (password on standard input)\n"
+	      "       ringpost suppress -c FILE list|add ADDRESS [--reason TEXT]|del ADDRESS\n"
 	      "       ringpost check-config -c FILE\n"
 	      "       ringpost version\n",
 	      f);
@@ -174,6 +176,7 @@ static void bind_listeners(struct relay *r, const struct config *cfg)
 		[LISTEN_SUBMISSION] = &cfg->listen_submission,
 		[LISTEN_SUBMISSIONS] = &cfg->listen_submissions,
 		[LISTEN_API] = &cfg->listen_api,
+		[LISTEN_INBOUND] = &cfg->listen_inbound,
 		[LISTEN_IMAP] = &cfg->listen_imap,
 		[LISTEN_IMAPS] = &cfg->listen_imaps,
 		[LISTEN_POP3] = &cfg->listen_pop3,
@@ -237,6 +240,8 @@ static int cmd_serve(int argc, char **argv)
 	r->spool = spool;
 	r->checker = auth_checker_new(AUTH_THREADS);
 	r->limiter = auth_limiter_new(cfg->auth_max_failures);
+	r->inbound_refused = auth_limiter_new(INBOUND_MAX_REFUSED);
+	r->inbound_flood = auth_limiter_new(INBOUND_MAX_REPORTS);
 	r->nshards = config_shards(cfg);
 	if (r->nshards > 256)
 		r->nshards = 256;
@@ -254,13 +259,16 @@ static int cmd_serve(int argc, char **argv)
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_open(r->shards[i]);
-	log_info("ringpost ready: submission %s, submissions %s, api %s%s, %u shards, spool %s, "
+#define ON(a) ((a).set ? (a).text : "off")
+	log_info("ringpost ready: submission %s, submissions %s, api %s%s, inbound %s, imap %s, "
+	         "imaps %s, pop3 %s, pop3s %s, %u shards, spool %s, "
 	         "%llu recipients queued, TLS %s, AUTH %u users",
-	         cfg->listen_submission.set ? cfg->listen_submission.text : "off",
-	         cfg->listen_submissions.set ? cfg->listen_submissions.text : "off",
-	         cfg->listen_api.set ? cfg->listen_api.text : "off", cfg->api_tls ? " (HTTPS)" : "",
-	         r->nshards, cfg->data_dir, (unsigned long long)pending,
-	         config_has_tls(cfg) ? "on" : "off", auth_users_count(cref->users));
+	         ON(cfg->listen_submission), ON(cfg->listen_submissions), ON(cfg->listen_api),
+	         cfg->api_tls ? " (HTTPS)" : "", ON(cfg->listen_inbound), ON(cfg->listen_imap),
+	         ON(cfg->listen_imaps), ON(cfg->listen_pop3), ON(cfg->listen_pop3s), r->nshards,
+	         cfg->data_dir, (unsigned long long)pending, config_has_tls(cfg) ? "on" : "off",
+	         auth_users_count(cref->users));
+#undef ON
 
 	for (;;) {
 		int sig = 0;
@@ -290,6 +298,8 @@ static int cmd_serve(int argc, char **argv)
 	spool_close(spool);
 	auth_checker_free(r->checker);
 	auth_limiter_free(r->limiter);
+	auth_limiter_free(r->inbound_refused);
+	auth_limiter_free(r->inbound_flood);
 	log_info("stopped");
 	log_flush();
 	config_ref_put(r->cref);
@@ -333,6 +343,8 @@ int main(int argc, char **argv)
 		return cli_queue(argc - 1, argv + 1);
 	if (!strcmp(cmd, "user"))
 		return cli_user(argc - 1, argv + 1);
+	if (!strcmp(cmd, "suppress"))
+		return cli_suppress(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringpost 0.1.0\n");
 		return RP_EX_OK;

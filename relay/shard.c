@@ -64,6 +64,9 @@ static void listener_cqe(struct loop_io *io, const struct loop_cqe *c)
 			case LISTEN_API:
 				api_session_start(sh->api, c->res);
 				break;
+			case LISTEN_INBOUND:
+				smtpd_session_start(sh->inbound, c->res, false);
+				break;
 			case LISTEN_IMAP:
 			case LISTEN_IMAPS:
 				imap_session_start(sh->imap, c->res, li->kind == LISTEN_IMAPS);
@@ -341,8 +344,8 @@ void shard_open(struct shard *sh)
 static void stop_check(struct shard *sh)
 {
 	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) ||
-	    delivery_sessions(sh->delivery) || api_sessions(sh->api) || imap_sessions(sh->imap) ||
-	    pop3_sessions(sh->pop3))
+	    smtpd_sessions(sh->inbound) || delivery_sessions(sh->delivery) ||
+	    api_sessions(sh->api) || imap_sessions(sh->imap) || pop3_sessions(sh->pop3))
 		return;
 	sh->drained = true;
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
@@ -405,6 +408,7 @@ static void stop_run(struct mq_item *item, void *ctx)
 	         delivery_sessions(sh->delivery));
 	listeners_close(sh);
 	smtpd_shutdown_all(sh->smtpd);
+	smtpd_shutdown_all(sh->inbound);
 	api_shutdown_all(sh->api);
 	imap_shutdown_all(sh->imap);
 	pop3_shutdown_all(sh->pop3);
@@ -440,6 +444,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	sched_set_config(sh->sched, &sc);
 	delivery_set_config(sh->delivery, sh->cfg, sh->cref->tls_client);
 	smtpd_set_config(sh->smtpd, sh->cref);
+	smtpd_set_config(sh->inbound, sh->cref);
 	sched_reconfigure(sh->sched);
 	shard_api_config(sh->cref, &sh->api_cfg);
 	api_server_set_config(sh->api, &sh->api_cfg);
@@ -504,6 +509,11 @@ static void services_new(struct shard *sh)
 		.arg = sh,
 	};
 	sh->smtpd = smtpd_new(&sp);
+	sp.inbound = true;
+	sp.reader = sh->reader;
+	sp.refused = sh->relay->inbound_refused;
+	sp.flood = sh->relay->inbound_flood;
+	sh->inbound = smtpd_new(&sp);
 	shard_api_config(sh->cref, &sh->api_cfg);
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 	                         &shard_api_ops, sh);
@@ -539,6 +549,8 @@ static void services_free(struct shard *sh)
 	sh->delivery = NULL;
 	smtpd_free(sh->smtpd);
 	sh->smtpd = NULL;
+	smtpd_free(sh->inbound);
+	sh->inbound = NULL;
 	api_server_free(sh->api);
 	imap_server_free(sh->imap);
 	sh->imap = NULL;

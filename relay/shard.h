@@ -33,6 +33,7 @@ enum listener_kind {
 	LISTEN_SUBMISSION,  /* SMTP submission, STARTTLS when [tls] is set */
 	LISTEN_SUBMISSIONS, /* submission over implicit TLS (RFC 8314) */
 	LISTEN_API,         /* the HTTP API (HTTPS with [api] tls) */
+	LISTEN_INBOUND,     /* the bounce MX (STARTTLS) */
 	LISTEN_IMAP,        /* IMAP for the bounce mailbox (STARTTLS) */
 	LISTEN_IMAPS,       /* IMAP over implicit TLS */
 	LISTEN_POP3,        /* POP3 for the bounce mailbox (STLS) */
@@ -45,9 +46,11 @@ struct relay {
 	struct spool *spool;
 	struct shard **shards;
 	unsigned nshards;
-	int listen_fds[LISTEN_KINDS][256]; /* per kind, per shard; -1 = none */
-	struct auth_checker *checker;      /* password checks (every shard's) */
-	struct auth_limiter *limiter;      /* failed logins per address (every shard's) */
+	int listen_fds[LISTEN_KINDS][256];    /* per kind, per shard; -1 = none */
+	struct auth_checker *checker;         /* password checks (every shard's) */
+	struct auth_limiter *limiter;         /* failed logins per address (every shard's) */
+	struct auth_limiter *inbound_refused; /* bounce MX: refused recipients per address */
+	struct auth_limiter *inbound_flood;   /* bounce MX: reports per address */
 	_Atomic bool stopping;
 	_Atomic bool running;          /* every shard has its loop (notifications may go) */
 	struct sockaddr_storage *ours; /* our listening addresses (loop detection) */
@@ -80,6 +83,7 @@ struct shard {
 	unsigned nlisteners;
 
 	struct smtpd *smtpd;            /* SMTP submission sessions */
+	struct smtpd *inbound;          /* the bounce MX's sessions */
 	struct delivery *delivery;      /* outbound sessions, pools and routes */
 	struct api_server *api;         /* HTTP API sessions on this shard */
 	struct dns_resolver *dns;       /* MX and address lookups */

@@ -36,6 +36,7 @@ void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 	sched_stats(sh->sched, part);
 	api_fill_stats(sh->api, part);
 	smtpd_fill_stats(sh->smtpd, part);
+	smtpd_fill_stats(sh->inbound, part);
 	part->loop_max_busy_us = loop_max_busy_us(sh->loop);
 	if (sh->dns) {
 		struct dns_stats ds;

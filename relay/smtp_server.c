@@ -88,6 +88,7 @@ void srv_tx_reset(struct srv_session *s)
 	submission_reset(&s->sub);
 	s->utf8 = false;
 	s->rejected_rcpts = 0;
+	s->ninb = 0;
 	s->bdat_used = false;
 	s->bdat_last = false;
 	s->bdat_error = NULL;
@@ -141,7 +142,8 @@ void srv_commit(struct srv_session *s, unsigned content_flags)
 	if (content_flags & SMTP_DATA_8BIT)
 		sub->flags |= MSG_F_8BIT;
 	submission_start(sub, s->srv->spool, s->peer);
-	submission_submitter(sub, s->user);
+	if (!s->srv->inbound)
+		submission_submitter(sub, s->user);
 	/* RFC 3848 / 6531: ESMTPS, ESMTPA, ESMTPSA, UTF8SMTPSA, ... */
 	char with[16], using[160] = "";
 	snprintf(with, sizeof(with), "%s%s%s", s->utf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"),
@@ -149,6 +151,10 @@ void srv_commit(struct srv_session *s, unsigned content_flags)
 	if (s->tls)
 		snprintf(using, sizeof(using), "using %s with cipher %s",
 		         tls_version_name(s->conn.tls), tls_cipher_name(s->conn.tls));
+	if (s->srv->inbound) {
+		srv_inbound_commit(s, with, s->tls ? using : NULL);
+		return;
+	}
 	struct submit_trace t = {
 		.from = s->helo,
 		.from_ip = s->peer_ip,
@@ -178,6 +184,7 @@ static void commit_done(struct submission *sub, void *arg)
 	if (st == SPOOL_OK) {
 		submission_route(sub, srv->route, srv->route_ctx);
 		srv->messages++;
+		srv->suppressed += submission_suppressed(sub);
 		s->transactions++;
 		size_t slen;
 		const char *sender = submission_sender_addr(sub, &slen);
@@ -421,6 +428,7 @@ static void srv_free(struct srv_session *s)
 	srv->nsessions--;
 	submission_free(&s->sub);
 	buf_free(&s->msg);
+	free(s->inb);
 	free(s);
 	srv->session_gone(srv->arg);
 }
@@ -471,6 +479,8 @@ void smtpd_session_start(struct smtpd *srv, int fd, bool implicit_tls)
 	if (srv->nsessions > cfg->max_clients) {
 		log_warn("smtpd %s: refused, %u sessions open", s->peer, srv->nsessions - 1);
 		refuse = "421 4.7.0 Error: too many connections, try again later";
+	} else if (srv->inbound) {
+		refuse = srv_inbound_refuse(s);
 	} else if (auth_limiter_blocked(srv->limiter, (const struct sockaddr *)&s->peer_ss,
 	                                rp_mono_ms(), &left)) {
 		log_info("smtpd %s: refused for %llu more seconds after authentication failures",
@@ -516,6 +526,10 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	srv->spool = p->spool;
 	srv->checker = p->checker;
 	srv->limiter = p->limiter;
+	srv->reader = p->reader;
+	srv->refused = p->refused;
+	srv->flood = p->flood;
+	srv->inbound = p->inbound;
 	smtpd_set_config(srv, p->gen);
 	srv->route = p->route;
 	srv->route_ctx = p->route_ctx;
@@ -537,7 +551,7 @@ void smtpd_set_config(struct smtpd *srv, const struct config_ref *gen)
 {
 	srv->cfg = gen->cfg;
 	srv->tls = gen->tls_server;
-	srv->users = gen->users;
+	srv->users = srv->inbound ? NULL : gen->users; /* no AUTH at the bounce MX */
 }
 
 unsigned smtpd_sessions(const struct smtpd *srv)
@@ -548,6 +562,9 @@ unsigned smtpd_sessions(const struct smtpd *srv)
 void smtpd_fill_stats(const struct smtpd *srv, struct stats_snapshot *part)
 {
 	part->accepted_smtp += srv->messages;
+	part->suppressed += srv->suppressed;
+	part->reports += srv->reports;
+	part->reports_matched += srv->reports_matched;
 	part->rejected += srv->rejected;
 	part->smtp_sessions += srv->accepted_sessions;
 	part->inbound_connections += srv->nsessions;

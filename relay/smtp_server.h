@@ -19,6 +19,16 @@
 
 struct smtpd;
 
+/* The bounce MX's limits per client address (IPv4 /32, IPv6 /64), over a
+ * minute, shared by every shard; past them the address gets 421 4.7.0 for
+ * a minute, doubling on repeat (as failed logins do, base/auth.h). */
+#define INBOUND_MAX_REFUSED                                                                        \
+	30 /* recipients refused (relay attempts,                                                  \
+	    * forged VERP signatures): probing */
+#define INBOUND_MAX_REPORTS                                                                        \
+	3000 /* reports stored from clients outside                                                \
+	      * [submission] networks: a flood */
+
 struct smtpd_params {
 	struct loop *loop;            /* the loop sessions run on */
 	struct spool *spool;          /* where messages are committed */
@@ -27,6 +37,12 @@ struct smtpd_params {
 	                               * users (replace with smtpd_set_config) */
 	struct auth_checker *checker; /* password checks off the loop */
 	struct auth_limiter *limiter; /* failed logins per address (all shards) */
+	bool inbound;                 /* the bounce MX ([listen] inbound): mail for
+	                               * [queue] bounce_domain only, no AUTH, no relay */
+	struct spool_reader *reader;  /* bounce MX: the loop's spool reader */
+	struct auth_limiter *refused; /* bounce MX: refused recipients per address */
+	struct auth_limiter *flood;   /* bounce MX: reports per address (clients
+	                               * outside [submission] networks) */
 	submit_route_fn route;        /* queue a committed message's recipients */
 	void *route_ctx;
 	void (*session_gone)(void *arg); /* a session was freed (shutdown waits) */

@@ -78,8 +78,13 @@ static void cmd_mail(struct srv_session *s, const struct smtp_cmd *c)
 		srv_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return;
 	}
-	if (!s->relay_ok && !s->user[0]) {
+	if (!s->relay_ok && !s->user[0] && !s->srv->inbound) {
 		srv_error(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	const char *busy = s->srv->inbound ? srv_inbound_refuse(s) : NULL;
+	if (busy) { /* a flood within one session: its next report waits */
+		srv_close_with(s, busy);
 		return;
 	}
 	uint32_t flags = 0;
@@ -248,6 +253,11 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 		s->rejected_rcpts++;
 		conn_line(&s->conn, "501 5.1.3 Bad recipient address syntax (%s)",
 		          addr_error_str(e));
+		srv_count_error(s);
+		return;
+	}
+	if (s->srv->inbound && !srv_inbound_rcpt(s, p.addr, p.addr_len)) {
+		s->rejected_rcpts++;
 		srv_count_error(s);
 		return;
 	}

@@ -29,14 +29,25 @@ enum srv_state {
 	SS_NSTATES,
 };
 
+/* A recipient the bounce MX accepted. */
+struct inbound_rcpt {
+	uint64_t msgid; /* the recipient a VERP address names */
+	uint32_t idx;
+	bool verp; /* false: postmaster@ or abuse@ */
+};
+
 struct smtpd {
 	struct loop *loop;
+	bool inbound; /* the bounce MX, not submission */
 	struct spool *spool;
 	const struct config *cfg;
 	struct tls_ctx *tls;          /* the generation's server context, NULL = no TLS */
 	struct auth_users *users;     /* the generation's users, NULL = no AUTH */
 	struct auth_checker *checker; /* password checks off the loop */
 	struct auth_limiter *limiter; /* failed logins per address */
+	struct spool_reader *reader;  /* bounce MX: the loop's spool reader */
+	struct auth_limiter *refused; /* bounce MX: refused recipients per address */
+	struct auth_limiter *flood;   /* bounce MX: reports per address */
 	submit_route_fn route;
 	void *route_ctx;
 	void (*session_gone)(void *arg);
@@ -46,6 +57,9 @@ struct smtpd {
 	uint64_t accepted_sessions; /* since start */
 	uint64_t messages;          /* messages accepted */
 	uint64_t rejected;          /* transactions refused at the end */
+	uint64_t suppressed;        /* recipients on the suppression list at submission */
+	uint64_t reports;           /* bounce MX: reports stored */
+	uint64_t reports_matched;   /* ... that named one of our recipients */
 	uint64_t tls_sessions;      /* sessions that completed a TLS handshake */
 	uint64_t tls_failures;      /* handshakes that failed */
 	uint64_t auth_ok, auth_failed;
@@ -86,6 +100,8 @@ struct srv_session {
 	char user[AUTH_NAME_MAX + 1];       /* the authenticated user, "" = none */
 	char tls_desc[80];                  /* "TLSv1.3/TLS_AES_256_GCM_SHA384" */
 	struct sockaddr_storage peer_ss;    /* the client, for the failure limit */
+	struct inbound_rcpt *inb;           /* bounce MX: the accepted recipients */
+	unsigned ninb, inb_cap;
 	unsigned errors;
 	unsigned transactions;
 
@@ -127,6 +143,20 @@ void srv_resume(struct srv_session *s);
 /* srv_may_free - the session is gone and nothing is in flight: free it
  * (true), or it waits for what is (false). */
 bool srv_may_free(struct srv_session *s);
+
+/* ---- smtp_server_inbound.c --------------------------------------------- */
+
+/* srv_inbound_rcpt - RCPT at the bounce MX: true when addr is one it takes
+ * (then the caller records it and says 250); false after a 550 reply. */
+bool srv_inbound_rcpt(struct srv_session *s, const char *addr, size_t len);
+/* srv_inbound_refuse - the reply that turns a new bounce MX client away
+ * (too many refused recipients or reports from its address lately), or
+ * NULL to let it in. */
+const char *srv_inbound_refuse(struct srv_session *s);
+/* srv_inbound_commit - a report is complete: read it, store it with what
+ * it says; the reply comes when that is durable. with and using are the
+ * Received: protocol and TLS words (using may be NULL). */
+void srv_inbound_commit(struct srv_session *s, const char *with, const char *using);
 
 /* ---- smtp_server_auth.c ------------------------------------------------ */
 

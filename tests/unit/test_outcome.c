@@ -324,3 +324,100 @@ Test(outcome, names)
 	cr_assert_str_eq(outcome_kind_name(ATTEMPT_NEEDS_UTF8), "needs-smtputf8");
 	cr_assert_str_eq(outcome_kind_name((enum attempt_kind)99), "unknown");
 }
+
+/* ---- outcome_hard_bounce: the suppression rules ------------------------- */
+
+struct hard_row {
+	const char *status; /* NULL: read from the text */
+	const char *text;
+	bool hard;
+};
+
+static const struct hard_row hard_rows[] = {
+	/* 5.1.x about the recipient's address: dead, whatever the words. */
+	{ "5.1.1", "550 5.1.1 <a@b.example>: Recipient address rejected: User unknown", true },
+	{ "5.1.1", "", true },
+	{ "5.1.1", NULL, true },
+	{ "5.1.2", "Host or domain name not found", true },
+	{ "5.1.3", "501 5.1.3 Bad recipient address syntax", true },
+	{ "5.1.6", "550 5.1.6 Recipient mailbox has moved", true },
+	{ "5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound; not found by SMTP address lookup",
+	  true },
+	{ "5.1.10", "null MX", true },
+	/* Mailbox disabled: dead. Mailbox full, message too big: not. */
+	{ "5.2.1", "550 5.2.1 The email account that you tried to reach is disabled", true },
+	{ "5.2.2", "552 5.2.2 The email account that you tried to reach is over quota", false },
+	{ "5.2.2", "552 5.2.2 user unknown? no: mailbox full", false },
+	{ "5.2.3", "552 5.2.3 message too big", false },
+	/* 5.1.x about the sender: not the recipient's problem. */
+	{ "5.1.7", "553 5.1.7 bad sender address syntax (user unknown)", false },
+	{ "5.1.8", "553 5.1.8 Sender address rejected: Domain does not exist", false },
+	/* 5.7.1: only when the words say the user is unknown or disabled. */
+	{ "5.7.1", "550 5.7.1 Recipient address rejected: User unknown", true },
+	{ "5.7.1", "550 5.7.1 This account has been disabled or discontinued", true },
+	{ "5.7.1", "550 5.7.1 The user does not exist", true },
+	{ "5.7.1", "550 5.7.1 No such user here", true },
+	{ "5.7.1", "550 5.7.1 Message rejected as spam by Content Filtering", false },
+	{ "5.7.1",
+	  "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using "
+	  "zen.spamhaus.org",
+	  false },
+	{ "5.7.1", "550 5.7.1 Rate limit exceeded, try later", false },
+	{ "5.7.1", "550 5.7.1 Too many messages from your IP", false },
+	{ "5.7.1", "550 5.7.1 Relaying denied", false },
+	{ "5.7.1",
+	  "550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Our "
+	  "policy ...",
+	  false },
+	{ "5.7.1", "550 5.7.1 user unknown, and you are blocked anyway", false },
+	{ "5.7.1", "550 5.7.1 Sender address does not exist", false },
+	{ "5.7.1", "", false },
+	{ "5.7.1", NULL, false },
+	/* A bare 5xx (no enhanced code): the same words decide. */
+	{ "5.0.0", "550 User unknown", true },
+	{ "5.0.0", "550 <a@b.example>... no such mailbox", true },
+	{ "5.0.0", "550 Requested action not taken: mailbox unavailable", false },
+	{ "5.0.0", "554 transaction failed", false },
+	{ "5.1.0", "550 5.1.0 Address rejected: user not found", true },
+	{ "5.1.0", "550 5.1.0 Sender rejected", false },
+	{ "5.2.0", "550 5.2.0 mailbox disabled", true },
+	/* Never: temporary, network, system, protocol, other policy. */
+	{ "4.1.1", "450 4.1.1 user unknown (try again later)", false },
+	{ "4.2.2", "452 4.2.2 over quota", false },
+	{ "4.0.0", "user unknown", false },
+	{ "4.4.7", "delivery time expired", false },
+	{ "5.4.1", "550 5.4.1 Recipient address rejected: Access denied", false },
+	{ "5.4.4", "Unable to route: user does not exist", false },
+	{ "5.4.6", "mail loops back to myself", false },
+	{ "5.3.0", "mail system full", false },
+	{ "5.3.4", "message too big for system", false },
+	{ "5.5.0", "550 5.5.0 user unknown", false },
+	{ "5.7.26", "550 5.7.26 unauthenticated email is not accepted (DMARC)", false },
+	{ "5.7.0", "user unknown", false },
+	{ "2.0.0", "250 2.0.0 ok", false },
+	{ "5.1.11", "not 5.1.1", false },
+	{ "5.1.1 ", "not exactly a status", false },
+	{ "garbage", "user unknown", false },
+	/* No status: read from the reply at the start of the text. */
+	{ "", "550 5.1.1 <a@b.example>: Recipient address rejected", true },
+	{ NULL, "550-5.1.1 The email account that you tried to reach does not exist", true },
+	{ NULL, "550 no such user here", true },
+	{ NULL, "550 5.7.1 blocked", false },
+	{ NULL, "552 5.2.2 full", false },
+	{ NULL, "450 4.1.1 unknown user", false },
+	{ NULL, "550 4.1.1 a 4.x.x code in a 5xx reply: only its class counts, words decide",
+	  false },
+	{ NULL, "User unknown", false },
+	{ NULL, NULL, false },
+};
+
+Test(outcome, hard_bounce_table)
+{
+	for (size_t i = 0; i < sizeof(hard_rows) / sizeof(hard_rows[0]); i++) {
+		const struct hard_row *h = &hard_rows[i];
+		cr_assert_eq(outcome_hard_bounce(h->status, h->text), h->hard,
+		             "row %zu: status '%s', text '%s': want %s", i,
+		             h->status ? h->status : "(null)", h->text ? h->text : "(null)",
+		             h->hard ? "hard" : "not hard");
+	}
+}
