@@ -47,6 +47,12 @@ struct imap_server {
 	unsigned nsessions;
 	bool shutting_down;
 	struct imap_snap *snap; /* the current snapshot (NULL before the first) */
+	/* The last update computed for a view that was exactly a snapshot:
+	 * every other view that is diff_from becomes diff_to with these bytes
+	 * (the IDLE sessions woken by one change cost one comparison). */
+	struct imap_snap *diff_from, *diff_to;
+	bool diff_gone; /* it announces expunges (only for who may hear them) */
+	struct buf diff;
 };
 
 enum imap_state {

@@ -74,8 +74,18 @@ const struct imap_snap *imap_snap_get(struct imap_server *srv)
 	return sn;
 }
 
+/* diff_forget - drop the cached update. */
+static void diff_forget(struct imap_server *srv)
+{
+	snap_unref(srv->diff_from);
+	snap_unref(srv->diff_to);
+	srv->diff_from = srv->diff_to = NULL;
+	buf_free(&srv->diff);
+}
+
 void imap_snap_free(struct imap_server *srv)
 {
+	diff_forget(srv);
 	snap_unref(srv->snap);
 	srv->snap = NULL;
 }
@@ -212,17 +222,52 @@ static uint32_t new_count(const struct imap_view *v, const struct imap_snap *sn,
 	return sn->n - lo;
 }
 
+/* sync_cached - the update from v's snapshot to sn was computed for
+ * another view already: the same bytes. False when it was not. */
+static bool sync_cached(struct imap_session *s, struct imap_snap *sn, bool expunge_ok)
+{
+	struct imap_server *srv = s->srv;
+	struct imap_view *v = &s->view;
+	if (!v->shared || v->shared != srv->diff_from || sn != srv->diff_to ||
+	    (srv->diff_gone && !expunge_ok))
+		return false;
+	buf_append(imap_out(s), buf_head(&srv->diff), buf_used(&srv->diff));
+	uint32_t first;
+	if (new_count(v, sn, &first))
+		v->uid_last = sn->uids[sn->n - 1];
+	view_share(v, sn);
+	imap_flush(s);
+	return true;
+}
+
 void imap_sync(struct imap_session *s, bool expunge_ok)
 {
 	if (s->state != IMAP_SELECTED)
 		return;
+	struct imap_server *srv = s->srv;
 	struct imap_view *v = &s->view;
-	struct imap_snap *sn = (struct imap_snap *)imap_snap_get(s->srv);
-	if (!sn || (sn->gen == v->gen && !(expunge_ok && v->gone)))
+	struct imap_snap *sn = (struct imap_snap *)imap_snap_get(srv);
+	if (!sn || (sn->gen == v->gen && !(expunge_ok && v->gone)) ||
+	    sync_cached(s, sn, expunge_ok))
 		return;
+	struct imap_snap *from = v->shared;
+	struct buf *out = imap_out(s);
+	size_t mark = buf_used(out);
 	uint32_t gone = count_gone(s, sn, expunge_ok);
 	flag_changes(s, sn, expunge_ok, gone && !expunge_ok);
 	uint32_t first, add = new_count(v, sn, &first);
+	if (add)
+		buf_printf(out, "* %u EXISTS\r\n", gone && !expunge_ok ? v->n + add : sn->n);
+	if (from && from != sn &&
+	    (!gone || expunge_ok)) { /* the same for every view that is from */
+		diff_forget(srv);
+		from->refs++;
+		sn->refs++;
+		srv->diff_from = from;
+		srv->diff_to = sn;
+		srv->diff_gone = gone > 0;
+		buf_append(&srv->diff, buf_head(out) + mark, buf_used(out) - mark);
+	}
 	if (!gone || expunge_ok) {
 		/* What stays is every snapshot entry up to uid_last, and the new
 		 * ones join: the view is the snapshot. */
@@ -234,10 +279,8 @@ void imap_sync(struct imap_session *s, bool expunge_ok)
 		v->n += add;
 		v->gen = sn->gen;
 	}
-	if (add) {
+	if (add)
 		v->uid_last = sn->uids[sn->n - 1];
-		imap_untagged(s, "%u EXISTS", v->n);
-	}
 	imap_flush(s);
 }
 

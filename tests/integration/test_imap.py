@@ -755,37 +755,51 @@ def other_sessions_hear_when_allowed(x):
 
 @cases.add
 def idle(x):
-    c = raw_login(x)
-    lines = c.cmd_raw("S", "SELECT INBOX")
-    exists = int([l for l in lines if l.endswith(b" EXISTS")][0].split()[1])
-    c.send("I IDLE\r\n")
-    line = c.read_line()
-    check(line.startswith(b"+ "), f"IDLE: {line!r}")
+    """Four sessions idle (on two shards: some share one): all hear every
+    change, the same bytes (a shard computes the update once for all)."""
+    tags = ("I", "K", "L", "M")
+    cs = []
+    for tag in tags:
+        c = raw_login(x)
+        lines = c.cmd_raw("S", "SELECT INBOX")
+        exists = int([l for l in lines if l.endswith(b" EXISTS")][0].split()[1])
+        c.send(f"{tag} IDLE\r\n")
+        line = c.read_line()
+        check(line.startswith(b"+ "), f"IDLE: {line!r}")
+        c.sock.settimeout(20 * SLOW)
+        cs.append(c)
+
+    def heard():
+        lines = [c.read_line().rstrip(b"\r\n") for c in cs]
+        check(len(set(lines)) == 1, f"the idle sessions heard different things: {lines}")
+        return lines[0]
     t0 = time.monotonic()
     uid = new_bounces(x, 1, "idle")[0]
-    c.sock.settimeout(20 * SLOW)
-    line = c.read_line().rstrip(b"\r\n")
+    line = heard()
     check(line == f"* {exists + 1} EXISTS".encode(), f"IDLE woke with {line!r}")
     log(f"IDLE heard of the new bounce {time.monotonic() - t0:.2f}s after the submission")
     m = session(x)
     ok(m.select("INBOX"), "SELECT")
     seq = uids_of(m).index(uid) + 1
     ok(m.store(str(seq), "+FLAGS", "(\\Seen)"), "STORE in another session")
-    line = c.read_line().rstrip(b"\r\n")
+    line = heard()
     check(line == f"* {seq} FETCH (UID {uid} FLAGS (\\Seen))".encode(), f"{line!r}")
     ok(m.store(str(seq), "+FLAGS", "(\\Deleted)"), "STORE")
-    line = c.read_line().rstrip(b"\r\n")
+    line = heard()
     check(line.endswith(b"FLAGS (\\Deleted \\Seen))"), f"{line!r}")
     m.expunge()
-    line = c.read_line().rstrip(b"\r\n")
+    line = heard()
     check(line == f"* {seq} EXPUNGE".encode(), f"IDLE heard {line!r}")
-    c.send("DONE\r\n")
-    check(c.until("I")[-1].startswith(b"I OK"), "DONE")
+    for tag, c in zip(tags, cs):
+        c.send("DONE\r\n")
+        check(c.until(tag)[-1].startswith(tag.encode() + b" OK"), "DONE")
+    c = cs[0]
     c.send("J IDLE\r\nnot done\r\n")
     lines = c.until("J")
     check(lines[-1].startswith(b"J BAD"), f"IDLE ended by junk: {lines}")
     m.logout()
-    c.close()
+    for c in cs:
+        c.close()
 
 
 # ---- the rest of the commands ----------------------------------------------
