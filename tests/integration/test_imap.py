@@ -48,6 +48,12 @@ Cases:
     deletes it (UID STORE, EXPUNGE): the saved copy is the message, and it
     is gone from the mailbox; mbsync copies INBOX into a Maildir: the same
     messages, byte for byte;
+  - arbitrary mail through the bounce MX ([listen] inbound, [queue]
+    bounce_domain = bounces.test, to postmaster@): a MIME message's
+    BODYSTRUCTURE agrees with Python's parser; a malformed one (route
+    addresses, a name without an address, 8-bit headers, a multipart never
+    closed, another without a boundary) and 40 nested multiparts (shown to
+    depth 16, then opaque) get answers, byte-exact BODY[];
   - bad input: unknown commands, commands before login (BAD), invalid
     sequence sets, 8-bit garbage, a line over 8 KiB, truncated literals,
     a synchronising literal over 64 KiB (NO [TOOBIG], nothing sent), a
@@ -987,6 +993,82 @@ def mbsync_copies_the_mailbox(x):
     check(len(files2) == len(files), f"mbsync again: {len(files2)} files")
 
 
+# ---- any mail, through the bounce MX -----------------------------------------
+
+MALFORMED = (
+    "From: <@a.test,@b.test:joe@origin.test>, \"no domain\", broken@\r\n"
+    "To: \"\xc3\x9cml\xc3\xa4ut\" <u@origin.test>, group: a@x.test, b@y.test;\r\n"
+    "Reply-To:\r\n"
+    "Subject: =?utf-8?q?caf=C3=A9?= \xff\xfe raw 8-bit\r\n"
+    "Content-Type: multipart/mixed; boundary=\"never-closed\"\r\n"
+    "\r\n"
+    "--never-closed\r\n"
+    "Content-Type: text\r\n"
+    "Content-Transfer-Encoding: BASE64\r\n"
+    "\r\n"
+    "aGVsbG8=\r\n"
+    "--never-closed\r\n"
+    "Content-Type: multipart/related\r\n"
+    "\r\n"
+    "no boundary here\r\n")
+
+
+def deep_message(levels=40):
+    head = "From: deep@origin.test\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+    body = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"
+                   for i in range(levels))
+    return head + body + "Content-Type: text/plain\r\n\r\nat the bottom\r\n"
+
+
+@cases.add
+def any_mail_through_the_bounce_mx(x):
+    """The bounce MX keeps whatever postmaster@ gets: FETCH tells the
+    structure of a well-formed MIME message as Python's parser sees it,
+    and answers for a malformed one, 8-bit headers and 40 nested
+    multiparts (the depth past 16 is shown opaque) without harm."""
+    before = {e["uid"] for e in bounce_list(x.d)}
+    bodies = [MIME_ORIGINAL.encode(), MALFORMED.encode("latin-1"), deep_message().encode()]
+    for b in bodies:
+        with SMTPConn(x.inbound) as c:
+            c.expect(220)
+            c.ehlo("mx.origin.test")
+            c.cmd("MAIL FROM:<>", 250)
+            c.cmd("RCPT TO:<postmaster@bounces.test>", 250)
+            c.cmd("DATA", 354)
+            c.send(b + b".\r\n")
+            c.expect(250, "the bounce MX's answer")
+            c.cmd("QUIT", 221)
+    uids = wait_for(lambda: (lambda n: n if len(n) == len(bodies) else None)(
+        sorted({e["uid"] for e in bounce_list(x.d)} - before)), 20, "the messages in the mailbox")
+    m = session(x)
+    ok(m.select("INBOX"), "SELECT")
+    for uid, sent in zip(uids, bodies):
+        it = fetch1(m, uid, "(BODYSTRUCTURE BODY ENVELOPE BODY.PEEK[] RFC822.SIZE)", uid=True)
+        stored = bounce_get(x.d, uid)
+        check(it[b"BODY[]"] == stored and stored.endswith(sent), f"UID {uid}: BODY[]")
+        check(it[b"RFC822.SIZE"] == len(stored), f"UID {uid}: RFC822.SIZE")
+        check(isinstance(it[b"BODYSTRUCTURE"], list) and isinstance(it[b"ENVELOPE"], list) and
+              len(it[b"ENVELOPE"]) == 10, f"UID {uid}: {it[b'BODYSTRUCTURE']!r}")
+    seq = uids_of(m).index(uids[0]) + 1
+    msg = email.message_from_bytes(bounce_get(x.d, uids[0]), policy=email.policy.compat32)
+    check_structure(m, seq, fetch1(m, seq, "(BODYSTRUCTURE)")[b"BODYSTRUCTURE"],
+                    walk_email(msg), [], "the MIME message")
+    env = fetch1(m, uids[1], "(ENVELOPE)", uid=True)[b"ENVELOPE"]
+    check(env[2][0] == [None, b"@a.test,@b.test", b"joe", b"origin.test"], f"route {env[2]}")
+    check(env[2][1] == [b"no domain", None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"], f"{env[2]}")
+    check(env[4] == env[2], "an empty Reply-To is From")
+    check(env[5][0][0] == "\u00dcml\u00e4ut".encode() and
+          env[5][1] == [None, None, b"group", None] and env[5][-1] == [None] * 4, f"To {env[5]}")
+    check(env[1].startswith(b"=?utf-8?q?caf=C3=A9?= \xff\xfe"), f"Subject {env[1]!r}")
+    bs = fetch1(m, uids[2], "(BODYSTRUCTURE)", uid=True)[b"BODYSTRUCTURE"]
+    depth = 0
+    while isinstance(bs[0], list):
+        bs, depth = bs[0], depth + 1
+    check(depth == 16 and bs[:2] == [b"application", b"octet-stream"],
+          f"nesting shown to depth {depth}: {bs[:3]!r}")
+    m.logout()
+
+
 # ---- bad input -------------------------------------------------------------
 
 @cases.add
@@ -1095,11 +1177,14 @@ def main():
         env.fast_sink("hard", [f"127.0.0.1:{hp}"], ["--rcpt-script", "550"])
         users = env.dir / "users"
         users.write_text("")
-        x.imap, x.imaps = free_port(), free_port()
+        x.imap, x.imaps, x.inbound = free_port(), free_port(), free_port()
         x.d = env.daemon(routes={"hard.test": f"127.0.0.1:{hp}"}, with_api=True,
                          server={"hostname": HOST},
+                         queue={"retry": "1s, 2s", "max_age": "1h",
+                                "bounce_domain": "bounces.test"},
                          extra=(f"[listen]\nimap = 127.0.0.1:{x.imap}\n"
                                 f"imaps = 127.0.0.1:{x.imaps}\n"
+                                f"inbound = 127.0.0.1:{x.inbound}\n"
                                 f"[tls]\ncert = {cert}\nkey = {key}\n"
                                 f"[auth]\nusers = {users}\nmax_failures = 3\n"
                                 f"[mailbox]\nusers = {ALICE}, carol\n"))
