@@ -478,6 +478,13 @@ static void command_run(struct imap_session *s)
 static void on_timeout(struct loop_timer *t)
 {
 	struct imap_session *s = RP_CONTAINER_OF(t, struct imap_session, timer);
+	if (s->wait == IW_JOB && conn_pending_out(&s->conn) > IMAP_OUT_HIGH) {
+		/* A long command waits for a client that stopped reading. */
+		log_info("imap %s: the client stopped reading (%zu bytes waiting); closing",
+		         s->peer, conn_pending_out(&s->conn));
+		conn_close(&s->conn);
+		return;
+	}
 	if (s->wait == IW_CHECK || s->wait == IW_SPOOL || s->wait == IW_JOB) {
 		/* Busy, not idle: look again later. */
 		loop_timer_arm(s->srv->p.loop, &s->timer, imap_cfg(s)->idle_timeout_ms, on_timeout);
