@@ -266,7 +266,8 @@ void imap_sync(struct imap_session *s, bool expunge_ok)
 		srv->diff_from = from;
 		srv->diff_to = sn;
 		srv->diff_gone = gone > 0;
-		buf_append(&srv->diff, buf_head(out) + mark, buf_used(out) - mark);
+		if (buf_used(out) > mark)
+			buf_append(&srv->diff, buf_head(out) + mark, buf_used(out) - mark);
 	}
 	if (!gone || expunge_ok) {
 		/* What stays is every snapshot entry up to uid_last, and the new
@@ -274,8 +275,10 @@ void imap_sync(struct imap_session *s, bool expunge_ok)
 		view_share(v, sn);
 	} else {
 		view_own(v, v->n + add);
-		memcpy(v->uids + v->n, sn->uids + first, (size_t)add * sizeof(*v->uids));
-		memcpy(v->flags + v->n, sn->flags + first, add);
+		if (add) { /* (an empty snapshot has no arrays) */
+			memcpy(v->uids + v->n, sn->uids + first, (size_t)add * sizeof(*v->uids));
+			memcpy(v->flags + v->n, sn->flags + first, add);
+		}
 		v->n += add;
 		v->gen = sn->gen;
 	}

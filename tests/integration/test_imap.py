@@ -40,7 +40,12 @@ Cases:
     nothing; another session hears of expunges only when allowed (not
     during FETCH), and of flag changes (FETCH FLAGS);
   - IDLE: "+ idling", then EXISTS when a new bounce arrives, EXPUNGE and
-    FETCH FLAGS when another session changes the mailbox; DONE ends it;
+    FETCH FLAGS when another session changes the mailbox, the same bytes
+    for four idle sessions; DONE ends it;
+  - four sessions FETCH, STORE, EXPUNGE, SEARCH and IDLE at random while
+    bounces arrive: every EXISTS, EXPUNGE and FETCH agrees with the
+    numbering a client keeps; what a FETCH leaves out is gone at the next
+    NOOP;
   - LIST/LSUB patterns, STATUS, NOOP, CHECK, UNSELECT, LOGOUT;
   - curl --ssl-reqd imap:// (STARTTLS) and imaps://: list, fetch by UID,
     search;
@@ -72,6 +77,7 @@ import email
 import email.policy
 import imaplib
 import os
+import random
 import re
 import shutil
 import signal
@@ -1145,6 +1151,140 @@ def bad_input(x):
     m = session(x)
     ok(m.select("INBOX"), "SELECT after the bad input")
     m.logout()
+
+
+# ---- many sessions at once (last: it expunges at random) --------------------
+
+class Model:
+    """A session that checks the server's numbering as a client must keep
+    it: EXISTS appends, EXPUNGE n removes the nth, every FETCH's UID must
+    be the one its sequence number stands for."""
+
+    def __init__(self, x, errors):
+        self.c, self.errors, self.uids, self.n = raw_login(x), errors, [], 0
+
+    def line(self):
+        """A response line, literals folded in."""
+        line = self.c.read_line().rstrip(b"\r\n")
+        m = re.search(rb"\{(\d+)\}$", line)
+        while m:
+            k = int(m.group(1))
+            while len(self.c.buf) < k:
+                self.c._fill()
+            self.c.buf = self.c.buf[k:]
+            rest = self.c.read_line().rstrip(b"\r\n")
+            line += b"<literal>" + rest
+            m = re.search(rb"\{(\d+)\}$", rest)
+        return line
+
+    def untagged(self, line, fetched):
+        m = re.match(rb"^\* (\d+) (EXISTS|EXPUNGE|FETCH)(.*)$", line)
+        if not m:
+            return
+        n, what = int(m.group(1)), m.group(2)
+        if what == b"EXISTS":
+            if n < len(self.uids):
+                self.errors.append(f"EXISTS {n} with {len(self.uids)} known")
+            self.uids += [None] * (n - len(self.uids))
+        elif not 1 <= n <= len(self.uids):
+            self.errors.append(f"{line[:60]!r} with {len(self.uids)} known")
+        elif what == b"EXPUNGE":
+            del self.uids[n - 1]
+        else:
+            u = re.search(rb"UID (\d+)", m.group(3))
+            if u:
+                u = int(u.group(1))
+                if self.uids[n - 1] not in (None, u):
+                    self.errors.append(f"{n} is UID {self.uids[n - 1]}; FETCH says {u}")
+                self.uids[n - 1] = u
+                fetched.append(u)
+
+    def cmd(self, text):
+        self.n += 1
+        tag = f"m{self.n}"
+        self.c.send(f"{tag} {text}\r\n")
+        return self.until(tag, text)
+
+    def until(self, tag, text):
+        fetched = []
+        while True:
+            line = self.line()
+            if line.startswith(tag.encode() + b" "):
+                if not line.startswith(tag.encode() + b" OK"):
+                    self.errors.append(f"{text}: {line[:100]!r}")
+                return fetched
+            self.untagged(line, fetched)
+
+    def idle(self, seconds):
+        self.n += 1
+        tag = f"m{self.n}"
+        self.c.send(f"{tag} IDLE\r\n")
+        line = self.line()
+        while not line.startswith(b"+"):
+            self.untagged(line, [])
+            line = self.line()
+        time.sleep(seconds)
+        self.c.send("DONE\r\n")
+        self.until(tag, "IDLE")
+
+
+@cases.add
+def concurrent_sessions_keep_numbers_straight(x):
+    """Four sessions FETCH, STORE \\Deleted, EXPUNGE, SEARCH and IDLE at
+    random while bounces arrive: every EXISTS, EXPUNGE and FETCH agrees
+    with the numbering the client keeps, and a message a FETCH left out
+    (expunged meanwhile) is announced gone by the next NOOP."""
+    errors, seconds = [], 5
+
+    def worker(seed):
+        rnd = random.Random(seed)
+        try:
+            m = Model(x, errors)
+            m.cmd("SELECT INBOX")
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and not errors:
+                op, n = rnd.random(), len(m.uids)
+                if op < 0.2 and n:
+                    m.cmd("FETCH 1:* (UID FLAGS)")
+                elif op < 0.3:
+                    m.cmd("UID FETCH 1:* (UID)")
+                elif op < 0.45 and n:
+                    a = rnd.randint(1, n)
+                    m.cmd(f"STORE {a}:{rnd.randint(a, n)} +FLAGS.SILENT (\\Deleted)")
+                elif op < 0.55 and n:
+                    m.cmd(f"STORE {rnd.randint(1, n)} -FLAGS (\\Deleted)")
+                elif op < 0.65:
+                    m.cmd("EXPUNGE")
+                elif op < 0.75:
+                    m.cmd("UID SEARCH DELETED")
+                elif op < 0.85:
+                    m.idle(rnd.random() * 0.2)
+                else:
+                    m.cmd("NOOP")
+                    fetched = m.cmd("FETCH 1:* (UID)") if m.uids else []
+                    skipped = [u for u in m.uids if u is not None and u not in fetched]
+                    if skipped:
+                        m.cmd("NOOP")
+                        if any(u in m.uids for u in skipped):
+                            errors.append(f"FETCH 1:* left out {skipped} that are not gone")
+            m.c.close()
+        except Exception as e:  # noqa: BLE001 - any failure of a worker is the case's
+            errors.append(f"worker {seed}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    end, i = time.monotonic() + seconds, 0
+    while time.monotonic() < end and not errors:  # bounces arrive meanwhile
+        r = x.d.api("POST", "/v1/messages/batch", {"messages": [
+            {"from": SENDER, "to": [f"conc{i}-{k}@hard.test"], "subject": "conc", "text": "x\n"}
+            for k in range(2)]})
+        check(r.status == 202, f"batch: {r.status}")
+        i += 1
+        time.sleep(0.1)
+    for t in threads:
+        t.join(timeout=60 * SLOW)
+    check(not errors, f"{len(errors)} problem(s): {errors[:5]}")
 
 
 # ---- restarts --------------------------------------------------------------
