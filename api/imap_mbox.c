@@ -2,13 +2,15 @@
  * EXAMINE, LIST, LSUB, STATUS, CHECK, CLOSE, UNSELECT, EXPUNGE, IDLE, and
  * the untagged updates (RFC 3501 7.3-7.4, RFC 2177).
  *
- * The server keeps one snapshot of the mailbox (UIDs and flags), read again
- * only when the spool's mailbox generation has moved on; a session keeps
- * only its view: the UIDs its sequence numbers stand for and the flags it
- * last told the client. imap_sync compares the two: expunges (announced
- * highest first, so no number shifts under the client; held back during
- * FETCH, STORE and SEARCH), flag changes, then new messages (EXISTS).
- * There is no \Recent: RECENT is always 0.
+ * Each server (shard) keeps a snapshot of the mailbox (UIDs and flags),
+ * read again only when the spool's mailbox generation has moved on; a
+ * session's view (the UIDs its sequence numbers stand for and the flags it
+ * last told the client) is a shared snapshot until it must differ.
+ * imap_sync compares view and snapshot: expunges (announced highest first,
+ * so no number shifts under the client; held back during FETCH, STORE and
+ * SEARCH), flag changes, then new messages (EXISTS); the update from one
+ * snapshot to the next is made once and replayed to every view that was
+ * the old one. There is no \Recent: RECENT is always 0.
  */
 #include <ctype.h>
 #include <stdarg.h>
