@@ -24,6 +24,8 @@ and keeps its directory). Environment:
   env.py       TestEnv, Cases, run_cases, stop_clean, run_test
   receiver.py  the smtpd receiver process (a script)
   tls_receiver.py  the aiosmtpd receiver with STARTTLS (a script for /usr/bin/python3)
+  dkim_check.py  dkimpy verifying DKIM signatures with keys from a test DNS server
+               (a script for /usr/bin/python3)
   tlsfiles.py  a private CA and certificates for the TLS tests (openssl)
 """
 
