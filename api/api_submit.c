@@ -394,6 +394,11 @@ static bool unsub_uri(struct api_msg *m, const char *what, const char *s, size_t
 		buf_append(out, s, n);
 	size_t len = buf_used(out) - start;
 	const unsigned char *p = (const unsigned char *)buf_head(out) + start;
+	if (memchr(p, '{', len) || memchr(p, '}', len)) {
+		msg_error(m, 400, "bad_field",
+		          "unsubscribe.%s has a {{placeholder}} no vars give (or a brace)", what);
+		return false;
+	}
 	for (size_t i = 0; i < len; i++)
 		if (p[i] <= ' ' || p[i] >= 0x7f || p[i] == '<' || p[i] == '>' || p[i] == '"') {
 			msg_error(m, 400, "bad_field",
@@ -416,7 +421,8 @@ static bool unsub_uri(struct api_msg *m, const char *what, const char *s, size_t
 static bool unsub_headers(struct api_msg *m, const struct mime_parts *mp, struct lookup_ctx *lc,
                           struct buf *val, struct mime_header *hv, unsigned *nh)
 {
-	memcpy(hv, mp->hv, mp->nh * sizeof(*hv));
+	if (mp->nh)
+		memcpy(hv, mp->hv, mp->nh * sizeof(*hv));
 	*nh = mp->nh;
 	if (!mp->unsub_url && !mp->unsub_mailto)
 		return true;

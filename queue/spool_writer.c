@@ -72,7 +72,8 @@ static int put_body(struct writer *w, MDB_txn *txn, uint64_t id, uint32_t varian
 		size_t left = n;
 		while (left) {
 			size_t take = RP_MIN(left, iov[i].iov_len - ioff);
-			memcpy(dst, (const char *)iov[i].iov_base + ioff, take);
+			if (take) /* an empty piece (no signature) may have no base */
+				memcpy(dst, (const char *)iov[i].iov_base + ioff, take);
 			dst += take;
 			left -= take;
 			ioff += take;

@@ -85,32 +85,52 @@ const struct dkim_identity *dkim_keys_find(const struct dkim_keys *t, const char
 
 bool dkim_from_domain(const char *val, size_t len, char *out, size_t outlen)
 {
-	/* The address is in angle brackets when there is a display name;
-	 * otherwise the value is the address (comments aside). */
-	const char *p = memchr(val, '<', len), *end = val + len;
-	if (p) {
-		val = p + 1;
-		const char *q = memchr(val, '>', (size_t)(end - val));
-		end = q ? q : end;
-	}
-	const char *at = NULL;
-	for (const char *c = val; c < end; c++)
-		if (*c == '@')
-			at = c;
-		else if (*c == ',' && at) /* a list: the first address decides */
+	/* RFC 5322 3.4: the first mailbox of the list; its angle-addr when it
+	 * has one, else its addr-spec. Quoted strings are kept as text (an
+	 * '@' in them is not the domain's) and comments are skipped, so
+	 * neither a display name nor a comment can choose the key. */
+	size_t at = 0, n = 0; /* n: bytes of the current address, at: its last '@' + 1 */
+	unsigned depth = 0;   /* comment nesting */
+	bool inq = false, angle = false;
+	char addr[320];
+	for (size_t i = 0; i < len; i++) {
+		char c = val[i];
+		if (c == '\\' && (inq || depth) && i + 1 < len) {
+			i++;
+			continue; /* a quoted pair: never a delimiter */
+		}
+		if (depth) {
+			depth += c == '(';
+			depth -= c == ')';
+			continue;
+		}
+		if (c == '"') {
+			inq = !inq;
+			continue;
+		}
+		if (!inq && c == '(') {
+			depth = 1;
+			continue;
+		}
+		if (!inq && c == '<') { /* what came before was a display name */
+			angle = true;
+			n = at = 0;
+			continue;
+		}
+		if (!inq && ((angle && c == '>') || (!angle && c == ',')))
 			break;
-	if (!at)
+		if (inq || c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue; /* quoted text and blanks are not in the domain */
+		if (n < sizeof(addr))
+			addr[n++] = c;
+		if (c == '@')
+			at = n;
+	}
+	if (!at || at >= n || n - at >= outlen)
 		return false;
-	const char *d = at + 1, *e = d;
-	while (e < end && *e != '>' && *e != ',' && *e != ' ' && *e != '\t' && *e != '\r' &&
-	       *e != '\n' && *e != '(' && *e != ';')
-		e++;
-	size_t n = (size_t)(e - d);
-	if (!n || n >= outlen)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		out[i] = lower(d[i]);
-	out[n] = '\0';
+	for (size_t i = at; i < n; i++)
+		out[i - at] = lower(addr[i]);
+	out[n - at] = '\0';
 	return true;
 }
 

@@ -58,8 +58,8 @@ void submission_sign_now(struct submission *s);
 /* Signatures made, for /v1/stats and /metrics (every thread adds). */
 struct dkim_counters {
 	_Atomic uint64_t signed_msgs;     /* messages (or per-recipient copies) signed */
-	_Atomic uint64_t unsigned_no_key; /* From: domain without a key */
-	_Atomic uint64_t failed;          /* could not be signed (no From:, OpenSSL) */
+	_Atomic uint64_t unsigned_no_key; /* no key for the From: domain (or no From:) */
+	_Atomic uint64_t failed;          /* a key, but dkim_sign failed (logged) */
 	_Atomic uint64_t sign_us;         /* CPU time spent signing, microseconds */
 };
 extern struct dkim_counters dkim_counters;
