@@ -216,44 +216,29 @@ void imap_cmd_login(struct imap_session *s, struct imap_parser *ps)
 
 /* ---- AUTHENTICATE PLAIN ------------------------------------------------- */
 
-static void wipe(struct buf *b)
-{
-	if (b->data)
-		OPENSSL_cleanse(b->data, b->cap);
-	buf_free(b);
-}
-
-/* plain - "authzid NUL authcid NUL password" in base64 (RFC 4616). */
+/* plain - a PLAIN response (RFC 4616) checked. */
 static void plain(struct imap_session *s, const char *p, size_t n)
 {
 	struct buf b = { 0 };
-	if (n == 1 && p[0] == '=') /* an empty initial response */
-		n = 0;
-	if (!base64_decode(p, n, &b) || buf_used(&b) > 2 * AUTH_NAME_MAX + AUTH_PASS_MAX + 2) {
-		wipe(&b);
+	struct auth_plain a;
+	switch (auth_plain_decode(p, n, &b, &a)) {
+	case AUTH_PLAIN_BAD_B64:
 		imap_bad(s, "Invalid base64 in the PLAIN response");
-		return;
-	}
-	const char *d = buf_head(&b), *end = d + buf_used(&b);
-	const char *n1 = d ? memchr(d, '\0', (size_t)(end - d)) : NULL;
-	const char *n2 = n1 ? memchr(n1 + 1, '\0', (size_t)(end - n1 - 1)) : NULL;
-	if (!n2) {
-		wipe(&b);
+		break;
+	case AUTH_PLAIN_MALFORMED:
 		imap_bad(s, "Malformed PLAIN response");
-		return;
-	}
-	const char *cid = n1 + 1, *pw = n2 + 1;
-	size_t zlen = (size_t)(n1 - d), clen = (size_t)(n2 - cid), plen = (size_t)(end - pw);
-	if (zlen && (zlen != clen || memcmp(d, cid, clen))) {
-		/* Acting for another identity is not something we grant. */
+		break;
+	case AUTH_PLAIN_PROXY: {
 		char u[AUTH_NAME_MAX + 1];
-		snprintf(u, sizeof(u), "%.*s", (int)RP_MIN(clen, (size_t)AUTH_NAME_MAX), cid);
-		wipe(&b);
+		snprintf(u, sizeof(u), "%.*s", (int)RP_MIN(a.clen, (size_t)AUTH_NAME_MAX), a.cid);
 		failed(s, "PLAIN", u);
-		return;
+		break;
 	}
-	check(s, "PLAIN", cid, clen, pw, plen);
-	wipe(&b);
+	case AUTH_PLAIN_OK:
+		check(s, "PLAIN", a.cid, a.clen, a.pw, a.plen);
+		break;
+	}
+	auth_wipe(&b);
 }
 
 void imap_cmd_authenticate(struct imap_session *s, struct imap_parser *ps)

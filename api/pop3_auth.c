@@ -311,40 +311,26 @@ static void cmd_pass(struct pop3_session *s, const struct pop3_cmd *c)
 
 /* ---- AUTH PLAIN ----------------------------------------------------------------- */
 
-/* wipe - forget a buffer that held credentials. */
-static void wipe(struct buf *b)
-{
-	if (b->data)
-		OPENSSL_cleanse(b->data, b->cap);
-	buf_free(b);
-}
-
-/* plain - "authzid NUL authcid NUL password" (RFC 4616), base64. */
+/* plain - a PLAIN response (RFC 4616) checked. */
 static void plain(struct pop3_session *s, const char *p, size_t n)
 {
 	struct buf b = { 0 };
-	if (n == 1 && p[0] == '=') /* an empty initial response */
-		n = 0;
-	if (!base64_decode(p, n, &b) || buf_used(&b) > 2 * AUTH_NAME_MAX + AUTH_PASS_MAX + 2) {
-		wipe(&b);
+	struct auth_plain a;
+	switch (auth_plain_decode(p, n, &b, &a)) {
+	case AUTH_PLAIN_BAD_B64:
 		pop3_error(s, "-ERR cannot decode the AUTH response");
-		return;
-	}
-	const char *d = buf_head(&b), *end = d + buf_used(&b);
-	const char *n1 = memchr(d, '\0', (size_t)(end - d));
-	const char *n2 = n1 ? memchr(n1 + 1, '\0', (size_t)(end - n1 - 1)) : NULL;
-	if (!n2) {
-		wipe(&b);
+		break;
+	case AUTH_PLAIN_MALFORMED:
 		pop3_error(s, "-ERR malformed PLAIN response");
-		return;
+		break;
+	case AUTH_PLAIN_PROXY:
+		failed(s, "PLAIN", a.cid, a.clen);
+		break;
+	case AUTH_PLAIN_OK:
+		check(s, "PLAIN", a.cid, a.clen, a.pw, a.plen);
+		break;
 	}
-	const char *cid = n1 + 1, *pw = n2 + 1;
-	size_t zlen = (size_t)(n1 - d), clen = (size_t)(n2 - cid), plen = (size_t)(end - pw);
-	if (zlen && (zlen != clen || memcmp(d, cid, clen))) /* acting for someone else */
-		failed(s, "PLAIN", cid, clen);
-	else
-		check(s, "PLAIN", cid, clen, pw, plen);
-	wipe(&b);
+	auth_wipe(&b);
 }
 
 static void cmd_auth(struct pop3_session *s, const struct pop3_cmd *c)

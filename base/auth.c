@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "buf.h"
 #include "log.h"
 #include "util.h"
@@ -429,4 +430,33 @@ unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, ui
 	}
 	pthread_mutex_unlock(&l->lock);
 	return n;
+}
+
+void auth_wipe(struct buf *b)
+{
+	if (b->data)
+		OPENSSL_cleanse(b->data, b->cap);
+	buf_free(b);
+}
+
+enum auth_plain_result auth_plain_decode(const char *p, size_t n, struct buf *b,
+                                         struct auth_plain *out)
+{
+	if (n == 1 && p[0] == '=')
+		n = 0;
+	if (!base64_decode(p, n, b) || buf_used(b) > 2 * AUTH_NAME_MAX + AUTH_PASS_MAX + 2)
+		return AUTH_PLAIN_BAD_B64;
+	const char *d = buf_head(b), *end = d + buf_used(b);
+	const char *n1 = d ? memchr(d, '\0', (size_t)(end - d)) : NULL;
+	const char *n2 = n1 ? memchr(n1 + 1, '\0', (size_t)(end - n1 - 1)) : NULL;
+	if (!n2)
+		return AUTH_PLAIN_MALFORMED;
+	out->cid = n1 + 1;
+	out->clen = (size_t)(n2 - out->cid);
+	out->pw = n2 + 1;
+	out->plen = (size_t)(end - out->pw);
+	size_t zlen = (size_t)(n1 - d);
+	if (zlen && (zlen != out->clen || memcmp(d, out->cid, out->clen)))
+		return AUTH_PLAIN_PROXY; /* acting for another identity: not granted */
+	return AUTH_PLAIN_OK;
 }

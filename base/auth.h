@@ -30,6 +30,20 @@
 #define AUTH_NAME_MAX 255 /* user names */
 #define AUTH_PASS_MAX 255 /* passwords */
 
+/* A decoded SASL PLAIN response (RFC 4616). The pointers are into the
+ * decode buffer, which the caller wipes with auth_wipe once checked. */
+enum auth_plain_result {
+	AUTH_PLAIN_OK,        /* cid/pw are the identity and password */
+	AUTH_PLAIN_BAD_B64,   /* not base64, or longer than any credentials */
+	AUTH_PLAIN_MALFORMED, /* fewer than two NULs */
+	AUTH_PLAIN_PROXY,     /* an authzid other than the authcid: refuse, as cid */
+};
+struct auth_plain {
+	const char *cid, *pw;
+	size_t clen, plen;
+};
+
+struct buf;
 struct auth_users;
 struct auth_checker;
 struct auth_limiter;
@@ -89,5 +103,12 @@ bool auth_limiter_blocked(struct auth_limiter *l, const struct sockaddr *sa, uin
  * returned in *blocked. */
 unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, uint64_t now_ms,
                            bool *blocked);
+
+/* auth_plain_decode - base64 "authzid NUL authcid NUL password" (a lone
+ * "=" is an empty response) into b, pointed into by out. */
+enum auth_plain_result auth_plain_decode(const char *p, size_t n, struct buf *b,
+                                         struct auth_plain *out);
+/* auth_wipe - forget a buffer that held credentials. */
+void auth_wipe(struct buf *b);
 
 #endif

@@ -95,14 +95,6 @@ static void auth_end(struct srv_session *s)
 	s->login_user[0] = '\0';
 }
 
-/* wipe - forget a buffer that held credentials. */
-static void wipe(struct buf *b)
-{
-	if (b->data)
-		OPENSSL_cleanse(b->data, b->cap);
-	buf_free(b);
-}
-
 /* fail_reply - the delayed 535; then commands again. */
 static void fail_reply(struct loop_timer *t)
 {
@@ -204,41 +196,37 @@ static bool decode(struct srv_session *s, const char *p, size_t n, struct buf *o
 {
 	if (base64_decode(p, n, out) && buf_used(out) <= 2 * AUTH_NAME_MAX + AUTH_PASS_MAX + 2)
 		return true;
-	wipe(out);
+	auth_wipe(out);
 	auth_end(s);
 	srv_error(s, "501 5.5.2 Error: cannot decode the response");
 	return false;
 }
 
-/* plain - "authzid NUL authcid NUL password" (RFC 4616). */
+/* plain - a PLAIN response (RFC 4616) checked. */
 static void plain(struct srv_session *s, const char *p, size_t n)
 {
 	struct buf b = { 0 };
-	if (n == 1 && p[0] == '=') /* an empty initial response */
-		n = 0;
-	if (!decode(s, p, n, &b))
-		return;
-	const char *d = buf_head(&b), *end = d + buf_used(&b);
-	const char *n1 = memchr(d, '\0', (size_t)(end - d));
-	const char *n2 = n1 ? memchr(n1 + 1, '\0', (size_t)(end - n1 - 1)) : NULL;
-	if (!n2) {
-		wipe(&b);
+	struct auth_plain a;
+	switch (auth_plain_decode(p, n, &b, &a)) {
+	case AUTH_PLAIN_BAD_B64:
+		auth_end(s);
+		srv_error(s, "501 5.5.2 Error: cannot decode the response");
+		break;
+	case AUTH_PLAIN_MALFORMED:
 		auth_end(s);
 		srv_error(s, "501 5.5.2 Error: malformed PLAIN response");
-		return;
-	}
-	const char *cid = n1 + 1, *pw = n2 + 1;
-	size_t zlen = (size_t)(n1 - d), clen = (size_t)(n2 - cid), plen = (size_t)(end - pw);
-	if (zlen && (zlen != clen || memcmp(d, cid, clen))) {
-		/* Acting for another identity is not something we grant. */
+		break;
+	case AUTH_PLAIN_PROXY: {
 		char u[AUTH_NAME_MAX + 1];
-		snprintf(u, sizeof(u), "%.*s", (int)RP_MIN(clen, (size_t)AUTH_NAME_MAX), cid);
-		wipe(&b);
+		snprintf(u, sizeof(u), "%.*s", (int)RP_MIN(a.clen, (size_t)AUTH_NAME_MAX), a.cid);
 		failed(s, "PLAIN", u);
-		return;
+		break;
 	}
-	check(s, "PLAIN", cid, clen, pw, plen);
-	wipe(&b);
+	case AUTH_PLAIN_OK:
+		check(s, "PLAIN", a.cid, a.clen, a.pw, a.plen);
+		break;
+	}
+	auth_wipe(&b);
 }
 
 /* login_user - AUTH LOGIN's user name; the password is asked for next. */
@@ -254,7 +242,7 @@ static void login_user(struct srv_session *s, const char *p, size_t n)
 	if (len > AUTH_NAME_MAX || memchr(buf_head(&b), '\0', len))
 		len = 0;
 	snprintf(s->login_user, sizeof(s->login_user), "%.*s", (int)len, buf_head(&b));
-	wipe(&b);
+	auth_wipe(&b);
 	s->auth_step = AUTH_LOGIN_PASS;
 	srv_reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
 }
@@ -268,7 +256,7 @@ static void login_pass(struct srv_session *s, const char *p, size_t n)
 	char user[AUTH_NAME_MAX + 1];
 	snprintf(user, sizeof(user), "%s", s->login_user);
 	check(s, "LOGIN", user, strlen(user), buf_head(&b), buf_used(&b));
-	wipe(&b);
+	auth_wipe(&b);
 }
 
 void srv_cmd_auth(struct srv_session *s, const struct smtp_cmd *c)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "base/auth.h"
+#include "base/buf.h"
 #include "base/util.h"
 #include "support.h"
 
@@ -699,4 +700,50 @@ Test(auth_limiter, max_changes_and_odd_input)
 	cr_assert(!auth_limiter_blocked(l, (struct sockaddr *)&un, T0, NULL));
 	auth_limiter_free(l);
 	auth_limiter_free(NULL);
+}
+
+/* ---- SASL PLAIN responses --------------------------------------------- */
+
+static enum auth_plain_result decode_plain(const char *b64, struct buf *b, struct auth_plain *a)
+{
+	return auth_plain_decode(b64, strlen(b64), b, a);
+}
+
+Test(auth_plain, identity_and_password)
+{
+	struct buf b = { 0 };
+	struct auth_plain a;
+	/* "\0alice\0s3cret" and "alice\0alice\0s3cret" */
+	cr_assert_eq(decode_plain("AGFsaWNlAHMzY3JldA==", &b, &a), AUTH_PLAIN_OK);
+	cr_assert_eq(a.clen, 5);
+	cr_assert(!memcmp(a.cid, "alice", 5));
+	cr_assert_eq(a.plen, 6);
+	cr_assert(!memcmp(a.pw, "s3cret", 6));
+	auth_wipe(&b);
+	cr_assert_eq(decode_plain("YWxpY2UAYWxpY2UAczNjcmV0", &b, &a), AUTH_PLAIN_OK);
+	auth_wipe(&b);
+	cr_assert_null(b.data);
+}
+
+Test(auth_plain, refusals)
+{
+	struct buf b = { 0 };
+	struct auth_plain a;
+	cr_assert_eq(decode_plain("not base64!", &b, &a), AUTH_PLAIN_BAD_B64);
+	auth_wipe(&b);
+	cr_assert_eq(decode_plain("=", &b, &a), AUTH_PLAIN_MALFORMED); /* empty */
+	auth_wipe(&b);
+	cr_assert_eq(decode_plain("YWxpY2U=", &b, &a), AUTH_PLAIN_MALFORMED); /* "alice" */
+	auth_wipe(&b);
+	/* "bob\0alice\0pw": alice acting for bob is not granted; cid is alice */
+	cr_assert_eq(decode_plain("Ym9iAGFsaWNlAHB3", &b, &a), AUTH_PLAIN_PROXY);
+	cr_assert_eq(a.clen, 5);
+	cr_assert(!memcmp(a.cid, "alice", 5));
+	auth_wipe(&b);
+	/* longer than any name and password together */
+	char big[1200];
+	memset(big, 'A', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cr_assert_eq(decode_plain(big, &b, &a), AUTH_PLAIN_BAD_B64);
+	auth_wipe(&b);
 }
