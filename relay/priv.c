@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,6 +134,28 @@ bool priv_plan(const struct config *cfg, bool serving, struct priv_plan *plan, c
 	         "switch users (start it as root, or as %s)",
 	         cfg->path, cfg->user_line, cfg->user, (unsigned)geteuid(), cfg->user);
 	return false;
+}
+
+/* ---- limits ------------------------------------------------------------ */
+
+uint64_t priv_raise_memlock(uint64_t need)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0)
+		return 0;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		struct rlimit want = { .rlim_cur = need, .rlim_max = rl.rlim_max };
+		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+			want.rlim_max = need; /* root only (CAP_SYS_RESOURCE) */
+		if (setrlimit(RLIMIT_MEMLOCK, &want) == 0) {
+			rl = want;
+		} else if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
+			want = (struct rlimit){ .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+			if (setrlimit(RLIMIT_MEMLOCK, &want) == 0)
+				rl = want;
+		}
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
 }
 
 /* ---- data_dir ---------------------------------------------------------- */

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -34,6 +35,13 @@ struct priv_plan {
  * serving: check-config may be run by anyone). */
 bool priv_plan(const struct config *cfg, bool serving, struct priv_plan *plan, char *err,
                size_t errlen, int *code);
+
+/* priv_raise_memlock - io_uring rings and buffer rings of a process
+ * without CAP_IPC_LOCK count against RLIMIT_MEMLOCK (Linux 6.x), per user:
+ * make the limit at least need bytes (as root the hard limit too, so that
+ * it holds after priv_drop; otherwise the soft limit up to the hard one).
+ * Returns the soft limit now (UINT64_MAX for unlimited). */
+uint64_t priv_raise_memlock(uint64_t need);
 
 /* priv_prepare_dir - as root: create dir when missing (parents 0755, dir
  * 0750) and give it, and every directory and regular file below it, to

@@ -12,6 +12,7 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -270,4 +271,28 @@ Test(priv, prepare_dir)
 	         (unsigned)nb->pw_uid);
 	cr_assert(strstr(err, want), "%s", err);
 	cr_assert_eq(owner(target), 0);
+}
+
+Test(priv, raise_memlock)
+{
+	struct rlimit rl, low;
+	cr_assert_eq(getrlimit(RLIMIT_MEMLOCK, &rl), 0);
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (2u << 20))
+		cr_skip_test("the hard locked-memory limit is below 2 MiB");
+	low = rl;
+	low.rlim_cur = 1u << 20;
+	cr_assert_eq(setrlimit(RLIMIT_MEMLOCK, &low), 0);
+	/* Within the hard limit: the soft one goes up, whoever we are. */
+	cr_assert_eq(priv_raise_memlock(2u << 20), 2u << 20);
+	cr_assert_eq(getrlimit(RLIMIT_MEMLOCK, &low), 0);
+	cr_assert_eq(low.rlim_cur, 2u << 20);
+	/* Enough already: nothing changes. */
+	cr_assert_eq(priv_raise_memlock(1u << 20), 2u << 20);
+	/* Beyond the hard limit: root raises it when it may (CAP_SYS_RESOURCE),
+	 * anyone else gets the hard limit. */
+	if (rl.rlim_max != RLIM_INFINITY) {
+		uint64_t got = priv_raise_memlock((uint64_t)rl.rlim_max * 2);
+		cr_assert(got == (uint64_t)rl.rlim_max * 2 || got == (uint64_t)rl.rlim_max,
+		          "got %llu", (unsigned long long)got);
+	}
 }
