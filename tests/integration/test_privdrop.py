@@ -12,7 +12,10 @@ and CI run as root.
   - mail still flows: SMTP submission and the API deliver to a loopback
     receiver, a hard bounce's DSN is read back from the bounce mailbox;
   - SIGHUP after the drop reloads (a new API key works); a config nobody
-    cannot read keeps the running one and says so in the log;
+    cannot read keeps the running one and says so in the log; `ringpost
+    user add` run by root keeps the users file's owner, group and mode
+    (root, nobody's group, 0640), so nobody reloads it and the new user
+    can AUTH;
   - a spool left by a run as root (no user, loopback only: allowed, with a
     warning) is given to nobody at the next start, which then delivers; a
     symbolic link in the spool is not followed, a hard link to a root file
@@ -174,6 +177,47 @@ def reload_after_drop(x):
     finally:
         os.chmod(x.conf, 0o644)
     log(f"     {m.group(0)[:120]}")
+
+
+@cases.add
+def users_file_stays_readable(x):
+    """`ringpost user add` run by root keeps the users file's owner, group
+    and mode, so the daemon (nobody) still reads it on SIGHUP."""
+    users = x.env.dir / "users"
+    x.conf.write_text(x.config_text + "\n[auth]\nusers = users\nrequire_tls = no\n")
+
+    def user_add(name, pw):
+        p = subprocess.run([ringpost_bin(), "user", "-c", str(x.conf), "add", name],
+                           input=f"{pw}\n".encode(), capture_output=True, cwd=str(x.env.dir),
+                           timeout=20 * SLOW)
+        check(p.returncode == 0, f"user add {name}: {p.returncode} {p.stderr[-300:]!r}")
+
+    def reload(what):
+        n = x.d.log().count("configuration reloaded")
+        failed = x.d.log().count("reload failed")
+        x.d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: x.d.log().count("configuration reloaded") > n or
+                 x.d.log().count("reload failed") > failed, 10, f"the reload ({what})")
+        check(x.d.log().count("reload failed") == failed,
+              f"{what}: {x.d.log().splitlines()[-1]}")
+    user_add("alice", "alice-password")
+    os.chown(users, 0, NOBODY.pw_gid)
+    os.chmod(users, 0o640)
+    reload("users file root:nobody's group 0640")
+    user_add("bob", "bob-password")
+    st = os.stat(users)
+    check((st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, NOBODY.pw_gid, 0o640),
+          f"after user add: owner {st.st_uid}:{st.st_gid} mode {st.st_mode & 0o777:o}, "
+          f"expected 0:{NOBODY.pw_gid} 640")
+    reload("after user add bob")
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", x.d.port, timeout=10 * SLOW) as s:
+        s.ehlo("client.test")
+        code, _ = s.login("bob", "bob-password")
+        check(code == 235, f"AUTH as bob after the reload: {code}")
+    x.conf.write_text(x.config_text)
+    reload("without [auth]")
+    log("     users file kept root:nogroup 0640 through user add; nobody reloaded it")
 
 
 @cases.add
