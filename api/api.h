@@ -23,9 +23,20 @@
 struct api_server;
 struct api_session;
 
+/* What a key may do ([api] keys SCOPE), as bits: each route needs one
+ * (http.c's route table), a key holds some. Same values as relay's
+ * CFG_API_* (checked where the daemon fills struct api_config). */
+enum api_scope {
+	API_SCOPE_SUBMIT = 1u << 0, /* POST /v1/messages, /v1/messages/batch */
+	API_SCOPE_READ = 1u << 1,   /* status, stats, metrics, queue and mailbox lists */
+	API_SCOPE_ADMIN = 1u << 2,  /* queue actions, suppression changes, purges */
+};
+
 /* What the API needs from the config (the daemon builds it; immutable). */
 struct api_config {
-	char **keys; /* bearer tokens */
+	char **keys;                /* bearer tokens */
+	char **key_names;           /* per key: its name in logs and errors (never the token) */
+	const unsigned *key_scopes; /* per key: API_SCOPE_* bits */
 	unsigned nkeys;
 	const char *hostname;      /* Message-ID right-hand side */
 	uint64_t max_message_size; /* one message, as built */
@@ -93,6 +104,13 @@ void api_shutdown_all(struct api_server *srv);
 unsigned api_sessions(const struct api_server *srv);
 /* api_fill_stats - this server's counters into a snapshot part. */
 void api_fill_stats(const struct api_server *srv, struct stats_snapshot *part);
+/* api_route_scope - the API_SCOPE_* bit a request needs ("GET",
+ * "/v1/stats"): 0 for a route open to all (/healthz), API_SCOPE_ADMIN for
+ * one that does not exist. For clients choosing among their keys. */
+unsigned api_route_scope(const char *method, const char *path);
+/* api_scope_name - "submit", "read" or "admin" for a route's scope bit
+ * or a key's bits (anything with API_SCOPE_ADMIN is "admin"). */
+const char *api_scope_name(unsigned scopes);
 /* api_set_session_gone - called after a session is freed (shutdown). */
 void api_set_session_gone(struct api_server *srv, void (*fn)(void *ctx));
 

@@ -42,6 +42,8 @@ static const char *reason(int status)
 		return "Bad Request";
 	case 401:
 		return "Unauthorized";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -172,18 +174,49 @@ static void key_digests(struct api_server *srv)
 }
 
 /* key_match - constant-time: compares digests of equal length, for every
- * key, without stopping at the first match. Returns key index + 1 or 0. */
+ * key, without stopping at the first match. Returns key index + 1 or 0
+ * (config_load refuses two keys with one token, so at most one matches). */
 static int key_match(const struct api_server *srv, const char *token, size_t n)
 {
 	unsigned char have[SHA256_DIGEST_LENGTH];
-	int found = 0;
+	unsigned found = 0;
 	SHA256((const unsigned char *)token, n, have);
 	for (unsigned i = 0; i < srv->cfg->nkeys; i++) {
 		const unsigned char *want = srv->key_digests + (size_t)i * SHA256_DIGEST_LENGTH;
-		int eq = CRYPTO_memcmp(want, have, sizeof(have)) == 0;
-		found |= eq ? (int)i + 1 : 0;
+		unsigned mask = 0u - (unsigned)(CRYPTO_memcmp(want, have, sizeof(have)) == 0);
+		found = (found & ~mask) | ((i + 1) & mask);
 	}
-	return found;
+	return (int)found;
+}
+
+/* key_remember - what the request's key may do and its name, copied now:
+ * a reload may replace the key list before the request is dispatched. */
+static void key_remember(struct api_session *s)
+{
+	struct http_request *r = &s->req;
+	const struct api_config *cfg = s->srv->cfg;
+	r->key_scopes = 0;
+	r->key_name[0] = '\0';
+	if (!r->key_index || (unsigned)r->key_index > cfg->nkeys)
+		return;
+	unsigned i = (unsigned)r->key_index - 1;
+	r->key_scopes = cfg->key_scopes ? cfg->key_scopes[i]
+	                                : API_SCOPE_SUBMIT | API_SCOPE_READ | API_SCOPE_ADMIN;
+	if (cfg->key_names)
+		snprintf(r->key_name, sizeof(r->key_name), "%s", cfg->key_names[i]);
+	else
+		snprintf(r->key_name, sizeof(r->key_name), "#%u", i + 1);
+}
+
+const char *api_scope_name(unsigned scopes)
+{
+	if (scopes & API_SCOPE_ADMIN)
+		return "admin";
+	if (scopes & API_SCOPE_READ)
+		return "read";
+	if (scopes & API_SCOPE_SUBMIT)
+		return "submit";
+	return "none";
 }
 
 /* ---- parsing ----------------------------------------------------------- */
@@ -225,6 +258,7 @@ static void header_done(struct api_session *s)
 			while (n && t[n - 1] == ' ')
 				n--;
 			r->key_index = key_match(s->srv, t, n);
+			key_remember(s);
 		}
 	} else if (header_is(&r->field, "Expect")) {
 		r->expect_continue = !strncasecmp(v, "100-continue", 12);
@@ -244,6 +278,8 @@ static int on_message_begin(http_parser *p)
 	r->in_value = false;
 	r->header_bytes = 0;
 	r->key_index = 0;
+	r->key_scopes = 0;
+	r->key_name[0] = '\0';
 	r->expect_continue = false;
 	r->complete = false;
 	return 0;
@@ -343,25 +379,35 @@ struct route {
 	const char *path; /* exact path, or prefix when it ends in '/' */
 	enum http_method method;
 	handler_fn fn;
-	bool public; /* no key needed */
+	unsigned scope; /* the API_SCOPE_* a key needs; 0 = no key needed */
 };
 
+#define SUBMIT API_SCOPE_SUBMIT
+#define READ   API_SCOPE_READ
+#define ADMIN  API_SCOPE_ADMIN
+
+/* Who may do what: submit keys only submit, read keys only look, admin
+ * keys (and bare tokens) do everything. */
 static const struct route routes[] = {
-	{ "/v1/messages", HTTP_POST, api_submit_one, false },
-	{ "/v1/messages/batch", HTTP_POST, api_submit_batch, false },
-	{ "/v1/messages/", HTTP_GET, api_message_status, false },
-	{ "/v1/messages/", HTTP_DELETE, api_message_purge, false },
-	{ "/v1/stats", HTTP_GET, api_stats, false },
-	{ "/metrics", HTTP_GET, api_metrics, false },
-	{ "/healthz", HTTP_GET, api_healthz, true },
-	{ "/v1/queue", HTTP_GET, api_queue_list, false },
-	{ "/v1/queue/", HTTP_POST, api_queue_admin, false },
-	{ "/v1/bounces", HTTP_GET, api_bounce_list, false },
-	{ "/v1/bounces/", HTTP_GET, api_bounce_get, false },
-	{ "/v1/suppressions", HTTP_GET, api_suppress_list, false },
-	{ "/v1/suppressions", HTTP_POST, api_suppress_add, false },
-	{ "/v1/suppressions/", HTTP_DELETE, api_suppress_del, false },
+	{ "/v1/messages", HTTP_POST, api_submit_one, SUBMIT },
+	{ "/v1/messages/batch", HTTP_POST, api_submit_batch, SUBMIT },
+	{ "/v1/messages/", HTTP_GET, api_message_status, READ },
+	{ "/v1/messages/", HTTP_DELETE, api_message_purge, ADMIN },
+	{ "/v1/stats", HTTP_GET, api_stats, READ },
+	{ "/metrics", HTTP_GET, api_metrics, READ },
+	{ "/healthz", HTTP_GET, api_healthz, 0 },
+	{ "/v1/queue", HTTP_GET, api_queue_list, READ },
+	{ "/v1/queue/", HTTP_POST, api_queue_admin, ADMIN },
+	{ "/v1/bounces", HTTP_GET, api_bounce_list, READ },
+	{ "/v1/bounces/", HTTP_GET, api_bounce_get, READ },
+	{ "/v1/suppressions", HTTP_GET, api_suppress_list, READ },
+	{ "/v1/suppressions", HTTP_POST, api_suppress_add, ADMIN },
+	{ "/v1/suppressions/", HTTP_DELETE, api_suppress_del, ADMIN },
 };
+
+#undef SUBMIT
+#undef READ
+#undef ADMIN
 
 /* route_match - whether path fits r; *arg is what follows a prefix. */
 static bool route_match(const struct route *r, const char *path, const char **arg)
@@ -376,6 +422,60 @@ static bool route_match(const struct route *r, const char *path, const char **ar
 	}
 	*arg = "";
 	return !strcmp(path, r->path);
+}
+
+/* route_find - the route for method and path (an exact route beats a
+ * prefix one: "/v1/messages/batch"), *arg what follows a prefix; NULL
+ * when none fits. */
+static const struct route *route_find(const char *method, const char *path, const char **arg)
+{
+	const struct route *hit = NULL;
+	for (size_t i = 0; i < RP_ARRAY_LEN(routes); i++) {
+		const char *a;
+		if (strcmp(http_method_str(routes[i].method), method) ||
+		    !route_match(&routes[i], path, &a))
+			continue;
+		if (!hit || !*a) {
+			hit = &routes[i];
+			*arg = a;
+		}
+	}
+	return hit;
+}
+
+unsigned api_route_scope(const char *method, const char *path)
+{
+	const char *arg;
+	const struct route *r = route_find(method, path, &arg);
+	return r ? r->scope : API_SCOPE_ADMIN;
+}
+
+/* authorize - whether the request's key may use route r; when not, the
+ * 401 (no valid key) or 403 (a key without the scope) is answered here.
+ * Logs name the key, never its token. */
+static bool authorize(struct api_session *s, const struct route *r, const char *path)
+{
+	struct http_request *q = &s->req;
+	if (!r->scope)
+		return true;
+	if (!q->key_index) {
+		http_error(s, 401, "unauthorized",
+		           "a valid 'Authorization: Bearer KEY' header is required");
+		return false;
+	}
+	char qpath[160];
+	log_quote(qpath, sizeof(qpath), path, strlen(path));
+	if (!(q->key_scopes & r->scope)) {
+		log_warn("api forbidden method=%s path=%s key=%s scope=%s needs=%s client=%s",
+		         http_method_str(q->method), qpath, q->key_name,
+		         api_scope_name(q->key_scopes), api_scope_name(r->scope), s->peer);
+		http_error(s, 403, "forbidden", "key %s has scope %s; this needs %s", q->key_name,
+		           api_scope_name(q->key_scopes), api_scope_name(r->scope));
+		return false;
+	}
+	log_debug("api request method=%s path=%s key=%s client=%s", http_method_str(q->method),
+	          qpath, q->key_name, s->peer);
+	return true;
 }
 
 static void dispatch(struct api_session *s)
@@ -419,11 +519,8 @@ static void dispatch(struct api_session *s)
 		http_error(s, 404, "not_found", "no such endpoint: %s", path);
 		return;
 	}
-	if (!hit->public && !r->key_index) {
-		http_error(s, 401, "unauthorized",
-		           "a valid 'Authorization: Bearer KEY' header is required");
+	if (!authorize(s, hit, path))
 		return;
-	}
 	s->dispatching = true;
 	hit->fn(s, arg);
 	s->dispatching = false;

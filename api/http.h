@@ -52,7 +52,9 @@ struct http_request {
 	struct buf field, value; /* the header being read */
 	bool in_value;           /* value bytes were the last seen */
 	size_t header_bytes;
-	int key_index; /* matching [api] key + 1, 0 = none */
+	int key_index;       /* matching [api] key + 1, 0 = none */
+	unsigned key_scopes; /* that key's API_SCOPE_* bits, 0 = none */
+	char key_name[72];   /* that key's name (for logs and 403s), "" = none */
 	bool expect_continue;
 	bool complete;
 	int error; /* a limit was hit: answer this status */

@@ -1,13 +1,12 @@
 /* cli.c - send, stats and queue: client commands over the HTTP API.
  *
  * Each command reads the same config as the daemon to find [listen] api and
- * the first [api] key, makes one blocking HTTP/1.1 request (or one per
- * second with --watch), and prints the answer. With [api] tls = yes the
- * request goes over TLS, and the daemon must present the certificate of
- * [tls] cert (pinned: the CLI talks to its own daemon, whatever CA signed
- * it). Exit status: 0; 64 usage;
- * 65 the API refused the input (400/404/413/422); 69 no daemon at the
- * address; 75 try later (503); 77 bad key (401); 78 config.
+ * an [api] key whose scope the request needs (an admin key first), makes one blocking HTTP/1.1
+ * request (or one per second with --watch), and prints the answer. With [api] tls = yes the request
+ * goes over TLS, and the daemon must present the certificate of [tls] cert (pinned: the CLI talks
+ * to its own daemon, whatever CA signed it). Exit status: 0; 64 usage; 65 the API refused the input
+ * (400/404/413/422); 69 no daemon at the address; 75 try later (503); 77 bad key (401), a key
+ * without the scope (403) or no key with it in the config; 78 config.
  */
 #include "cli.h"
 
@@ -27,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/api.h"
 #include "config.h"
 #include "base/buf.h"
 #include "base/util.h"
@@ -142,6 +142,27 @@ static void api_close(struct api_conn *c)
 	close(c->fd);
 }
 
+/* pick_key - the token of a key that may make this request: an admin key
+ * first (the first one written), else the first with the scope the route
+ * needs. Exits 77 naming the scope when the config has none. */
+static const char *pick_key(const struct config *cfg, const char *method, const char *path)
+{
+	char route[512];
+	snprintf(route, sizeof(route), "%.*s", (int)strcspn(path, "?#"), path);
+	unsigned need = api_route_scope(method, route);
+	for (unsigned i = 0; i < cfg->napi_keys; i++)
+		if ((cfg->api_key_scopes[i] & CFG_API_ALL) == CFG_API_ALL)
+			return cfg->api_keys[i];
+	for (unsigned i = 0; i < cfg->napi_keys; i++)
+		if (!need || (cfg->api_key_scopes[i] & need))
+			return cfg->api_keys[i];
+	const char *sc = config_api_scope_name(need);
+	rp_die(RP_EX_NOPERM,
+	       "%s:%u: no [api] key may %s %s: it needs scope %s (add NAME:TOKEN:%s, or an admin "
+	       "key)",
+	       cfg->path, cfg->api_keys_line, method, route, sc, sc);
+}
+
 /* request - one HTTP exchange; returns the status, or exits 69. */
 int cli_request(const struct config *cfg, const char *method, const char *path, const char *body,
                 struct buf *out)
@@ -151,6 +172,7 @@ int cli_request(const struct config *cfg, const char *method, const char *path, 
 		       cfg->path);
 	if (!cfg->napi_keys)
 		rp_die(RP_EX_CONFIG, "%s: [api] keys is empty", cfg->path);
+	const char *key = pick_key(cfg, method, path);
 	socklen_t len;
 	struct sockaddr_storage ss = api_address(cfg, &len);
 	struct api_conn c = { .fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0) };
@@ -168,7 +190,7 @@ int cli_request(const struct config *cfg, const char *method, const char *path, 
 	    &req,
 	    "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
 	    "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-	    method, path, cfg->listen_api.text, cfg->api_keys[0], blen);
+	    method, path, cfg->listen_api.text, key, blen);
 	buf_append(&req, body, blen);
 	for (size_t off = 0; off < buf_used(&req);) {
 		ssize_t n = api_send(&c, buf_head(&req) + off, buf_used(&req) - off);
@@ -213,7 +235,7 @@ int cli_fail_status(int status, const struct buf *body)
 		msg = json_string_value(json_object_get(json_object_get(doc, "error"), "message"));
 	fprintf(stderr, "ringpost: the API answered %d: %s\n", status, msg ? msg : "(no message)");
 	json_decref(doc);
-	if (status == 401)
+	if (status == 401 || status == 403)
 		return RP_EX_NOPERM;
 	if (status == 503)
 		return RP_EX_TEMPFAIL;

@@ -105,17 +105,21 @@ static bool line_user(const char *line, const char *name)
 }
 
 /* rewrite - path's lines with NAME's entry replaced by entry (or removed
- * when entry is NULL), written atomically. Returns whether NAME was there. */
+ * when entry is NULL), written atomically, keeping the file's mode (and,
+ * run as root, its owner and group). Returns whether NAME was there. */
 static bool rewrite(const char *path, const char *name, const char *entry)
 {
 	struct buf out = { 0 };
 	bool found = false;
 	mode_t mode = 0600;
+	struct stat st = { 0 };
+	bool had = false;
 	FILE *f = fopen(path, "r");
 	if (f) {
-		struct stat st;
-		if (fstat(fileno(f), &st) == 0)
+		if (fstat(fileno(f), &st) == 0) {
 			mode = st.st_mode & 0777;
+			had = true;
+		}
 		char line[1024];
 		while (fgets(line, sizeof(line), f)) {
 			if (line_user(line, name)) {
@@ -142,6 +146,15 @@ static bool rewrite(const char *path, const char *name, const char *entry)
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
 		rp_die(RP_EX_CANTCREAT, "%s: cannot create: %s", tmp, strerror(errno));
+	/* Root editing a file the daemon's [server] user reads on SIGHUP
+	 * (root:ringpost 0640): the new file keeps the old owner and group. */
+	if (had && geteuid() == 0 && (st.st_uid != 0 || st.st_gid != getegid()) &&
+	    fchown(fd, st.st_uid, st.st_gid) != 0) {
+		int e = errno;
+		close(fd);
+		unlink(tmp);
+		rp_die(RP_EX_CANTCREAT, "%s: cannot keep its owner: %s", path, strerror(e));
+	}
 	bool ok =
 	    write(fd, buf_head(&out), buf_used(&out)) == (ssize_t)buf_used(&out) && fsync(fd) == 0;
 	ok = close(fd) == 0 && ok;

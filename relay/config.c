@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <netinet/in.h>
@@ -173,13 +174,102 @@ static bool add_net(struct parse_state *ps, const char *item, void *arg)
 	return true;
 }
 
+/* key_name_ok - a key's NAME: 1 to 64 letters, digits, '.', '_', '-' (it
+ * goes into log lines and error messages in place of the token). */
+static bool key_name_ok(const char *s, size_t n)
+{
+	if (!n || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+			return false;
+	return true;
+}
+
+/* add_key - one [api] keys entry: TOKEN (admin, named "#N" by its place)
+ * or NAME:TOKEN:SCOPE. Every failure says which entry by its place and
+ * name, never by its token: the message goes to stderr and logs. */
 static bool add_key(struct parse_state *ps, const char *item, void *arg)
 {
 	(void)arg;
 	struct config *c = ps->cfg;
-	c->api_keys = xrealloc(c->api_keys, (c->napi_keys + 1) * sizeof(*c->api_keys));
-	c->api_keys[c->napi_keys++] = xstrdup(item);
+	unsigned n = c->napi_keys + 1, scopes = CFG_API_ALL;
+	const char *c1 = strchr(item, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+	char *name, *token;
+	if (!c1) {
+		char num[16];
+		snprintf(num, sizeof(num), "#%u", n);
+		name = xstrdup(num);
+		token = xstrdup(item);
+	} else {
+		if (!c2 || strchr(c2 + 1, ':'))
+			return fail(ps,
+			            "keys: entry %u is malformed: want TOKEN or NAME:TOKEN:SCOPE "
+			            "(SCOPE = submit, read or admin)",
+			            n);
+		if (!key_name_ok(item, (size_t)(c1 - item)))
+			return fail(
+			    ps,
+			    "keys: entry %u: the name must be 1 to 64 letters, digits, '.', "
+			    "'_' or '-'",
+			    n);
+		name = xstrndup(item, (size_t)(c1 - item));
+		token = xstrndup(c1 + 1, (size_t)(c2 - c1 - 1));
+		const char *sc = c2 + 1;
+		if (!strcmp(sc, "submit"))
+			scopes = CFG_API_SUBMIT;
+		else if (!strcmp(sc, "read"))
+			scopes = CFG_API_READ;
+		else if (!strcmp(sc, "admin"))
+			scopes = CFG_API_ALL;
+		else
+			scopes = 0;
+	}
+	bool ok = true;
+	if (!scopes)
+		ok = fail(ps, "keys: key %s: the scope must be submit, read or admin", name);
+	else if (!*token)
+		ok = fail(ps, "keys: key %s has an empty token", name);
+	for (const char *p = token; ok && *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			ok = fail(ps,
+			          "keys: key %s: the token must be visible ASCII, without spaces",
+			          name);
+	for (unsigned i = 0; ok && i < c->napi_keys; i++) {
+		if (!strcmp(c->api_key_names[i], name))
+			ok = fail(ps, "keys: the name %s is given twice", name);
+		else if (!strcmp(c->api_keys[i], token))
+			ok = fail(ps, "keys: keys %s and %s have the same token",
+			          c->api_key_names[i], name);
+	}
+	if (!ok) {
+		free(name);
+		free(token);
+		return false;
+	}
+	c->api_keys = xrealloc(c->api_keys, n * sizeof(*c->api_keys));
+	c->api_key_names = xrealloc(c->api_key_names, n * sizeof(*c->api_key_names));
+	c->api_key_scopes = xrealloc(c->api_key_scopes, n * sizeof(*c->api_key_scopes));
+	c->api_keys[n - 1] = token;
+	c->api_key_names[n - 1] = name;
+	c->api_key_scopes[n - 1] = scopes;
+	c->napi_keys = n;
 	return true;
+}
+
+/* free_keys - the [api] keys lists, emptied. */
+static void free_keys(struct config *c)
+{
+	for (unsigned i = 0; i < c->napi_keys; i++) {
+		free(c->api_keys[i]);
+		free(c->api_key_names[i]);
+	}
+	free(c->api_keys);
+	free(c->api_key_names);
+	free(c->api_key_scopes);
+	c->api_keys = c->api_key_names = NULL;
+	c->api_key_scopes = NULL;
+	c->napi_keys = 0;
 }
 
 static bool add_retry(struct parse_state *ps, const char *item, void *arg)
@@ -215,7 +305,8 @@ enum vtype {
 	V_IPLIST,   /* comma-separated IP addresses, kept as written */
 	V_HOSTPORT, /* host:port, the host a name or an address */
 	V_DOMAIN,   /* a domain name (ASCII, dot-atom), or empty */
-	V_EHLO      /* an EHLO name: one word (a poor name is only warned about) */
+	V_EHLO,     /* an EHLO name: one word (a poor name is only warned about) */
+	V_USER      /* a user name (looked up by serve and check-config), or empty */
 };
 
 struct key {
@@ -244,7 +335,7 @@ static const struct key keys[] = {
 	{ "server", "log", V_STR, C(log_path), 0, 0, 0, NULL },
 	{ "server", "log_level", V_LOGLEVEL, C(log_level), 0, 0, 0, NULL },
 	{ "server", "max_outbound", V_U32, C(max_outbound), 1, 1000000, 0, NULL },
-	{ "server", "user", V_STR, C(user), 0, 0, 0, "dropping privileges" },
+	{ "server", "user", V_USER, C(user), 0, 0, 0, NULL },
 	{ "server", "log_format", V_CHOICE, C(log_format), 0, 0, 0, "JSON logs", log_formats },
 	{ "listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL },
 	{ "listen", "api", V_ADDR, C(listen_api), 0, 0, 0, NULL },
@@ -327,9 +418,8 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 		ps->cfg->nnetworks = 0;
 		return split_list(ps, value, k->name, add_net, NULL);
 	case V_KEYS:
-		for (unsigned i = 0; i < ps->cfg->napi_keys; i++)
-			free(ps->cfg->api_keys[i]);
-		ps->cfg->napi_keys = 0;
+		free_keys(ps->cfg);
+		ps->cfg->api_keys_line = ps->line;
 		return split_list(ps, value, k->name, add_key, NULL);
 	case V_RETRY:
 		ps->cfg->nretry = 0;
@@ -388,6 +478,19 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 	rp_panic("not a list type %d", (int)k->type);
 }
 
+/* set_user - [server] user: a name (looked up later, by serve and
+ * check-config), its line kept for their messages. */
+static bool set_user(struct parse_state *ps, const struct key *k, char *field, const char *value)
+{
+	for (const char *p = value; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == ':' || *p == '/')
+			return fail(ps, "%s must be a user name, like ringpost or nobody", k->name);
+	ps->cfg->user_line = ps->line;
+	free(*(char **)field);
+	*(char **)field = xstrdup(value);
+	return true;
+}
+
 static bool set_value(struct parse_state *ps, const struct key *k, void *base, const char *value)
 {
 	char *field = (char *)base + k->off;
@@ -415,6 +518,8 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return true;
+	case V_USER:
+		return set_user(ps, k, field, value);
 	case V_U32:
 		if (!rp_parse_u64(value, &v) || v < k->min || v > k->max)
 			return fail(ps, "%s must be a number from %llu to %llu", k->name,
@@ -795,6 +900,28 @@ static bool check_tls(const struct config *c, char *err, size_t errlen)
 	return true;
 }
 
+/* check_key_lengths - an API that listens beyond loopback takes no key
+ * shorter than CFG_API_MIN_KEY (change-me, test keys): refused at the keys
+ * line, the key named, its token not shown. */
+static bool check_key_lengths(const struct config *c, char *err, size_t errlen)
+{
+	if (!c->listen_api.set || config_addr_loopback(&c->listen_api))
+		return true;
+	for (unsigned i = 0; i < c->napi_keys; i++) {
+		size_t n = strlen(c->api_keys[i]);
+		if (n >= CFG_API_MIN_KEY)
+			continue;
+		snprintf(err, errlen,
+		         "%s:%u: [api] keys: key %s has %zu characters, but the API listens on %s "
+		         "(not loopback), where a key needs at least %d: use a long random token "
+		         "(openssl rand -hex 24)",
+		         c->path, c->api_keys_line, c->api_key_names[i], n, c->listen_api.text,
+		         CFG_API_MIN_KEY);
+		return false;
+	}
+	return true;
+}
+
 /* merge_domain - fill keys a [domain X] section did not set from [domain *]. */
 static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
 {
@@ -908,7 +1035,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 			return NULL;
 		}
 	}
-	if (!check_tls(c, err, errlen)) {
+	if (!check_tls(c, err, errlen) || !check_key_lengths(c, err, errlen)) {
 		config_free(c);
 		return NULL;
 	}
@@ -930,9 +1057,7 @@ void config_free(struct config *c)
 	free(c->data_dir);
 	free(c->log_path);
 	free(c->networks);
-	for (unsigned i = 0; i < c->napi_keys; i++)
-		free(c->api_keys[i]);
-	free(c->api_keys);
+	free_keys(c);
 	free(c->dns_servers);
 	free(c->retry_ms);
 	free(c->bounce_domain);
@@ -974,6 +1099,27 @@ void config_free(struct config *c)
 bool config_has_tls(const struct config *cfg)
 {
 	return cfg->tls_cert[0] && cfg->tls_key[0];
+}
+
+bool config_addr_loopback(const struct cfg_addr *a)
+{
+	if (!a->sslen)
+		return false;
+	if (a->ss.ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr) >> 24) == 127;
+	const struct in6_addr *in6 = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(in6) || (IN6_IS_ADDR_V4MAPPED(in6) && in6->s6_addr[12] == 127);
+}
+
+const char *config_api_scope_name(unsigned scopes)
+{
+	if (scopes & CFG_API_ADMIN)
+		return "admin";
+	if (scopes & CFG_API_READ)
+		return "read";
+	if (scopes & CFG_API_SUBMIT)
+		return "submit";
+	return "none";
 }
 
 const char *config_tls_policy_name(unsigned policy)

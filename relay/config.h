@@ -89,6 +89,16 @@ struct cfg_dkim {
 
 #define CFG_MAX_KEYS 128 /* rows in config.c's key table, at most */
 
+/* [api] keys scopes as bits: a route needs one bit, a key holds some.
+ * "submit" and "read" are one bit each, "admin" (and a bare TOKEN) all. */
+enum cfg_api_scope {
+	CFG_API_SUBMIT = 1u << 0, /* POST /v1/messages and /v1/messages/batch */
+	CFG_API_READ = 1u << 1,   /* what only looks: status, stats, metrics, lists */
+	CFG_API_ADMIN = 1u << 2,  /* what changes the queue, the suppressions, messages */
+};
+#define CFG_API_ALL     (CFG_API_SUBMIT | CFG_API_READ | CFG_API_ADMIN)
+#define CFG_API_MIN_KEY 16 /* characters a key needs when the API is not on loopback */
+
 struct config {
 	char *path;
 
@@ -100,6 +110,7 @@ struct config {
 	enum log_level log_level;
 	uint32_t max_outbound; /* outbound sessions per shard, all domains */
 	char *user;            /* started as root: drop to this user ("" = stay) */
+	unsigned user_line;    /* where user was set (0: never) */
 	unsigned log_format;   /* enum cfg_log_format */
 
 	/* [listen] */
@@ -133,8 +144,11 @@ struct config {
 	uint32_t max_clients;      /* concurrent submission sessions per shard */
 
 	/* [api] */
-	char **api_keys;
+	char **api_keys;          /* bearer tokens, in the order written */
+	char **api_key_names;     /* per key: NAME, or "#N" for a bare TOKEN (N: its place) */
+	unsigned *api_key_scopes; /* per key: CFG_API_* bits (a bare TOKEN: CFG_API_ALL) */
 	unsigned napi_keys;
+	unsigned api_keys_line;       /* where keys was set (0: never) */
 	bool api_tls;                 /* HTTPS with the [tls] certificate */
 	uint64_t api_max_request;     /* HTTP request body limit */
 	uint32_t api_max_batch;       /* messages per batch request */
@@ -218,6 +232,12 @@ const char *config_ehlo_problem(const char *name);
  * check-config) instead of deferring mail later. false and "FILE:LINE:
  * reason" in err for the first that cannot be bound. */
 bool config_check_sources(const struct config *cfg, char *err, size_t errlen);
+/* config_addr_loopback - a is a loopback address (127.0.0.0/8, ::1,
+ * ::ffff:127.0.0.0/104); a wildcard or a name is not. */
+bool config_addr_loopback(const struct cfg_addr *a);
+/* config_api_scope_name - "submit", "read" or "admin" for a key's scope
+ * bits (anything with CFG_API_ADMIN is "admin"). Static text. */
+const char *config_api_scope_name(unsigned scopes);
 /* config_shards - the effective shard count (resolves 0 to the core count). */
 unsigned config_shards(const struct config *cfg);
 /* config_has_tls - [tls] names a certificate and a key. */

@@ -89,9 +89,28 @@ static unsigned warn_domain(const struct config *cfg, const struct cfg_domain *d
 	return n;
 }
 
+/* warn_keys - the sample key from ringpost.conf and the README, still in
+ * use (config_load refuses it, like every short key, off loopback). */
+static unsigned warn_keys(const struct config *cfg, config_warn_fn warn, void *arg)
+{
+	char text[300];
+	for (unsigned i = 0; cfg->listen_api.set && i < cfg->napi_keys; i++) {
+		if (strcmp(cfg->api_keys[i], "change-me"))
+			continue;
+		snprintf(text, sizeof(text),
+		         "[api] keys: key %s is the sample key change-me: every local user can "
+		         "guess it; use a long random token (openssl rand -hex 24)",
+		         cfg->api_key_names[i]);
+		warn(arg, cfg->api_keys_line, text);
+		return 1;
+	}
+	return 0;
+}
+
 unsigned config_warnings(const struct config *cfg, config_warn_fn warn, void *arg)
 {
-	unsigned n = warn_domain(cfg, &cfg->defaults, warn, arg);
+	unsigned n = warn_keys(cfg, warn, arg);
+	n += warn_domain(cfg, &cfg->defaults, warn, arg);
 	for (unsigned i = 0; i < cfg->ndomains; i++)
 		n += warn_domain(cfg, &cfg->domains[i], warn, arg);
 	return n;

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "priv.h"
 #include "base/log.h"
 #include "queue/spool.h"
 #include "base/util.h"
@@ -23,6 +24,9 @@
 #include "smtp_server.h"
 
 #define AUTH_THREADS 2 /* password hashes in parallel (yescrypt: ~ms each) */
+/* Locked memory one shard's rings take without CAP_IPC_LOCK (SQ 4096, CQ
+ * 65536, a 1024-entry buffer ring: about 1.3 MiB measured), with a margin. */
+#define SHARD_MEMLOCK (2ull << 20)
 
 static void usage(FILE *f)
 {
@@ -160,8 +164,10 @@ static void reload(struct relay *r)
 	}
 	const struct config *old = r->cref->cfg;
 	if (strcmp(old->data_dir, cfg->data_dir) || config_shards(old) != config_shards(cfg) ||
-	    strcmp(old->listen_submission.text, cfg->listen_submission.text))
-		log_warn("reload: data_dir, shards and listen addresses change only on restart");
+	    strcmp(old->listen_submission.text, cfg->listen_submission.text) ||
+	    strcmp(old->user, cfg->user))
+		log_warn(
+		    "reload: data_dir, shards, listen addresses and user change only on restart");
 	log_set_level(cfg->log_level);
 	if (strcmp(old->log_path, cfg->log_path) && !log_open(cfg->log_path))
 		log_error("reload: cannot open log %s: %s", cfg->log_path, strerror(errno));
@@ -208,19 +214,93 @@ static void bind_listeners(struct relay *r, const struct config *cfg)
 	}
 }
 
+/* memlock_hint - why io_uring may say ENOMEM: the locked-memory limit. */
+static const char *memlock_hint(uint64_t limit)
+{
+	static char hint[200];
+	snprintf(hint, sizeof(hint),
+	         " (the locked-memory limit is %llu KiB: raise it, e.g. ulimit -l or "
+	         "LimitMEMLOCK=, or set fewer [server] shards)",
+	         (unsigned long long)(limit / 1024));
+	return hint;
+}
+
+/* drop_privileges - as the plan says: the locked-memory limit raised for
+ * the shards' rings (they count against it once we are not root), data_dir
+ * to the user, then the switch; exits 73/71 naming what failed. Runs
+ * before any thread. Returns the locked-memory limit. */
+static uint64_t drop_privileges(const struct priv_plan *plan, const struct config *cfg,
+                                unsigned nshards)
+{
+	char err[600];
+	unsigned changed = 0;
+	uint64_t need = SHARD_MEMLOCK * nshards, memlock = priv_raise_memlock(need);
+	if (!plan->drop)
+		return memlock;
+	if (memlock < need)
+		log_warn(
+		    "the locked-memory limit is %llu KiB; as %s, %u shards' io_uring rings may "
+		    "need %llu KiB: raise it (LimitMEMLOCK=, ulimit -l) or set fewer shards",
+		    (unsigned long long)(memlock / 1024), plan->name, nshards,
+		    (unsigned long long)(need / 1024));
+	if (!priv_prepare_dir(plan, cfg->data_dir, &changed, err, sizeof(err)))
+		rp_die(RP_EX_CANTCREAT, "%s", err);
+	if (changed)
+		log_info("data_dir %s: gave %u files and directories to %s", cfg->data_dir, changed,
+		         plan->name);
+	if (!priv_drop(plan, err, sizeof(err)))
+		rp_die(RP_EX_OSERR, "%s", err);
+	log_info("running as %s (uid %u, gid %u)", plan->name, (unsigned)plan->uid,
+	         (unsigned)plan->gid);
+	return memlock;
+}
+
+/* open_spool - the spool in data_dir, as the user we run as; exits 74. */
+static struct spool *open_spool(struct relay *r, const struct config *cfg,
+                                const struct priv_plan *plan)
+{
+	char err[600];
+	struct spool_options so = { .dir = cfg->data_dir,
+		                    .max_size = cfg->max_size,
+		                    .min_free = cfg->min_free,
+		                    .keep_done_ms = cfg->keep_done_ms,
+		                    .suppress = cfg->suppress,
+		                    .mbox_max_messages = cfg->mailbox_max_messages,
+		                    .mbox_max_age_ms = cfg->mailbox_max_age_ms,
+		                    .mbox_changed = shard_mbox_changed,
+		                    .mbox_arg = r };
+	struct spool *spool = spool_open(&so, err, sizeof(err));
+	if (!spool && plan->drop)
+		rp_die(RP_EX_IOERR,
+		       "%s (as user %s: data_dir and every directory above it must be reachable "
+		       "by %s)",
+		       err, plan->name, plan->name);
+	if (!spool)
+		rp_die(RP_EX_IOERR, "%s", err);
+	return spool;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	struct config *cfg = cli_load_config(argc, argv);
 	char err[600];
+	int code;
 	/* Certificates, keys and the users file before anything else, logging
-	 * included: a bad one is the one line on stderr that goes with exit 78. */
+	 * included: a bad one is the one line on stderr that goes with exit 78.
+	 * Read as whoever started us (root may read what the user cannot); a
+	 * reload reads them as [server] user. */
 	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
 	if (!cref)
 		rp_die(RP_EX_CONFIG, "%s", err);
+	struct priv_plan plan;
+	if (!priv_plan(cfg, true, &plan, err, sizeof(err), &code))
+		rp_die(code, "%s", err);
 	if (!log_open(cfg->log_path))
 		rp_die(RP_EX_CANTCREAT, "cannot open log %s: %s", cfg->log_path, strerror(errno));
 	log_set_level(cfg->log_level);
 	log_warnings(cref);
+	if (plan.warning[0])
+		log_warn("%s", plan.warning);
 	uint64_t nofile = rp_raise_nofile();
 	if (nofile < 65536)
 		log_warn("open file limit is %llu: at most that many sessions",
@@ -237,19 +317,17 @@ static int cmd_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	struct relay *r = xcalloc(1, sizeof(*r));
-	struct spool_options so = { .dir = cfg->data_dir,
-		                    .max_size = cfg->max_size,
-		                    .min_free = cfg->min_free,
-		                    .keep_done_ms = cfg->keep_done_ms,
-		                    .suppress = cfg->suppress,
-		                    .mbox_max_messages = cfg->mailbox_max_messages,
-		                    .mbox_max_age_ms = cfg->mailbox_max_age_ms,
-		                    .mbox_changed = shard_mbox_changed,
-		                    .mbox_arg = r };
-	struct spool *spool = spool_open(&so, err, sizeof(err));
-	if (!spool)
-		rp_die(RP_EX_IOERR, "%s", err);
-
+	r->nshards = config_shards(cfg);
+	if (r->nshards > 256)
+		r->nshards = 256;
+	r->shards = xcalloc(r->nshards, sizeof(*r->shards));
+	/* Ports below 1024 need root: bind first, then drop for good, before
+	 * the spool (its files are created as the user), before any thread,
+	 * and before any client byte is read (accepting starts in shard_open). */
+	bind_listeners(r, cfg);
+	find_ours(r, cfg);
+	uint64_t memlock = drop_privileges(&plan, cfg, r->nshards);
+	struct spool *spool = open_spool(r, cfg, &plan);
 	pthread_mutex_init(&r->drain_lock, NULL);
 	pthread_cond_init(&r->drain_cond, NULL);
 	r->cref = cref;
@@ -260,17 +338,11 @@ static int cmd_serve(int argc, char **argv)
 	r->limiter = auth_limiter_new(cfg->auth_max_failures);
 	r->inbound_refused = auth_limiter_new(INBOUND_MAX_REFUSED);
 	r->inbound_flood = auth_limiter_new(INBOUND_MAX_REPORTS);
-	r->nshards = config_shards(cfg);
-	if (r->nshards > 256)
-		r->nshards = 256;
-	r->shards = xcalloc(r->nshards, sizeof(*r->shards));
-	bind_listeners(r, cfg);
-	find_ours(r, cfg);
 	for (unsigned i = 0; i < r->nshards; i++) {
 		r->shards[i] = shard_new(r, i, r->cref);
 		if (!shard_start(r->shards[i]))
-			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s", i,
-			       strerror(errno));
+			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s%s", i,
+			       strerror(errno), errno == ENOMEM ? memlock_hint(memlock) : "");
 	}
 	atomic_store(&r->running, true);
 	uint64_t pending = shard_recover(r);
@@ -338,6 +410,13 @@ static int cmd_check_config(int argc, char **argv)
 	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
 	if (!cref)
 		rp_die(RP_EX_CONFIG, "%s", err);
+	/* [server] user must exist; root needs it off loopback. Who will
+	 * start serve is not known here: no check that we are that user,
+	 * and no warning about running as root on loopback. */
+	struct priv_plan plan;
+	int code;
+	if (!priv_plan(cfg, false, &plan, err, sizeof(err), &code))
+		rp_die(code, "%s", err);
 	fputs(buf_cstr(&cref->warnings), stderr);
 	printf("%s: ok\n", cref->cfg->path);
 	config_ref_put(cref);

@@ -19,7 +19,13 @@ void shard_api_config(const struct config_ref *gen, struct api_config *out)
 {
 	const struct config *cfg = gen->cfg;
 	out->tls = cfg->api_tls ? gen->tls_server : NULL;
+	_Static_assert((unsigned)API_SCOPE_SUBMIT == (unsigned)CFG_API_SUBMIT &&
+	                   (unsigned)API_SCOPE_READ == (unsigned)CFG_API_READ &&
+	                   (unsigned)API_SCOPE_ADMIN == (unsigned)CFG_API_ADMIN,
+	               "API and config key scopes differ");
 	out->keys = cfg->api_keys;
+	out->key_names = cfg->api_key_names;
+	out->key_scopes = cfg->api_key_scopes;
 	out->nkeys = cfg->napi_keys;
 	out->hostname = cfg->hostname;
 	out->max_message_size = cfg->max_message_size;

@@ -174,7 +174,7 @@ Test(config, every_key_type)
 	                           "max_outbound = 77\n"
 	                           "[listen]\n"
 	                           "submission = [::1]:2587\n"
-	                           "api = 0.0.0.0:8080\n"
+	                           "api = 127.0.0.2:8080\n"
 	                           "inbound = *:25\n"
 	                           "imap = \n"
 	                           "[submission]\n"
