@@ -891,12 +891,12 @@ static void msg_committed(struct submission *ms, void *arg)
 		srv->accepted++;
 		srv->suppressed += submission_suppressed(ms);
 		if (log_enabled(LOG_INFO)) {
-			char id[17];
+			char id[17], from[LOG_VALUE_MAX];
 			size_t slen;
 			const char *sender = submission_sender_addr(ms, &slen);
 			rp_id_format(ms->id, id);
-			log_info("api accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s", id,
-			         (int)slen, sender, m->nrcpt,
+			log_info("api accepted id=%s from=%s nrcpt=%u size=%llu client=%s", id,
+			         log_addr(from, sizeof(from), sender, slen), m->nrcpt,
 			         (unsigned long long)submission_size(ms), sub->s->peer);
 		}
 	} else if (st == SPOOL_EFULL) {

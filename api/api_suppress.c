@@ -133,8 +133,9 @@ static void op_done(struct mq_item *item, void *ctx)
 			    s, op->req.u.suppress.add && !op->req.u.suppress.existed ? 201 : 200,
 			    &b);
 		}
+		char a[LOG_VALUE_MAX];
 		log_info("api suppression %s address=%s", op->req.u.suppress.add ? "add" : "remove",
-		         op->addr);
+		         log_value(a, sizeof(a), op->addr, strlen(op->addr)));
 	}
 	free(op);
 	http_end_async(s);

@@ -461,8 +461,13 @@ static void command_run(struct imap_session *s)
 			                                  : "Already logged in");
 			return;
 		}
-		log_debug("imap %s: %.*s %s", s->peer, (int)RP_MIN(s->tag.n, (size_t)64), s->tag.p,
-		          commands[i].name);
+		if (log_enabled(LOG_DEBUG)) {
+			char tag[LOG_VALUE_MAX];
+			log_debug(
+			    "imap %s: tag=%s command=%s", s->peer,
+			    log_value(tag, sizeof(tag), s->tag.p, RP_MIN(s->tag.n, (size_t)64)),
+			    commands[i].name);
+		}
 		if (!imap_p_eol(&ps) && !imap_p_sp(&ps)) {
 			imap_bad(s, "Syntax error after the command name");
 			return;

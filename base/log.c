@@ -160,28 +160,114 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		log_flush();
 }
 
-void log_quote(char *out, size_t outlen, const char *s, size_t n)
+/* ---- field values ------------------------------------------------------ */
+
+/* plain_byte - c may stand in an unquoted value. */
+static bool plain_byte(unsigned char c)
+{
+	return c > ' ' && c < 0x7f && c != '"' && c != '=' && c != '\\';
+}
+
+/* shown_utf8 - the length of a well-formed UTF-8 character at p that a
+ * reader can see for what it is (no C1 controls, no line or paragraph
+ * separators, no bidirectional overrides), or 0: then its bytes are
+ * escaped one by one. */
+static size_t shown_utf8(const unsigned char *p, size_t n)
+{
+	uint32_t cp;
+	size_t k = rp_utf8_len(p, n, &cp);
+	if (k < 2 || cp < 0xa0 || cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||
+	    (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff)
+		return 0;
+	return k;
+}
+
+/* piece - the bytes that show p[0..n)'s first character in a value
+ * (quoted: escaped) into e[4]; returns their count, *take the bytes used. */
+static size_t piece(const unsigned char *p, size_t n, bool quote, char e[4], size_t *take)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-	rp_assert(outlen >= 3);
-	out[o++] = '"';
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (o + 5 >= outlen)
-			break;
-		if (c == '"' || c == '\\') {
-			out[o++] = '\\';
-			out[o++] = (char)c;
-		} else if (c < 0x20 || c == 0x7f) {
-			out[o++] = '\\';
-			out[o++] = 'x';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		} else {
-			out[o++] = (char)c;
-		}
+	unsigned char c = p[0];
+	*take = 1;
+	if (!quote || (c >= ' ' && c < 0x7f && c != '"' && c != '\\')) {
+		e[0] = (char)c;
+		return 1;
 	}
-	out[o++] = '"';
+	if (c == '"' || c == '\\') {
+		e[0] = '\\';
+		e[1] = (char)c;
+		return 2;
+	}
+	if (c == '\n' || c == '\r' || c == '\t') {
+		e[0] = '\\';
+		e[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+		return 2;
+	}
+	size_t k = c >= 0x80 ? shown_utf8(p, n) : 0;
+	if (k) {
+		memcpy(e, p, k);
+		*take = k;
+		return k;
+	}
+	e[0] = '\\';
+	e[1] = 'x';
+	e[2] = hex[c >> 4];
+	e[3] = hex[c & 15];
+	return 4;
+}
+
+/* field - pre s post as one value into out; quoted when force or when a
+ * byte needs it. */
+static const char *field(char *out, size_t outlen, const char *pre, const char *s, size_t n,
+                         const char *post, bool force)
+{
+	size_t pl = strlen(pre), ql = strlen(post);
+	rp_assert(outlen >= 8 && pl <= 1 && ql <= 1);
+	const unsigned char *p = (const unsigned char *)s;
+	bool quote = force;
+	for (size_t i = 0; i < n && !quote; i++)
+		quote = !plain_byte(p[i]);
+	/* Bytes left for s itself: quotes, pre, post and the NUL apart. */
+	size_t room = outlen - 1 - (quote ? 2 : 0) - pl - ql, need = 0, take;
+	char e[4];
+	for (size_t i = 0; i < n && need <= room; i += take)
+		need += piece(p + i, n - i, quote, e, &take);
+	size_t o = 0, used = 0;
+	if (quote)
+		out[o++] = '"';
+	memcpy(out + o, pre, pl);
+	o += pl;
+	for (size_t i = 0; i < n; i += take) {
+		size_t el = piece(p + i, n - i, quote, e, &take);
+		/* Cut: leave room for the "..." (escapes are never split). */
+		if (need > room && used + el + 3 > room) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(out + o, e, el);
+		o += el;
+		used += el;
+	}
+	memcpy(out + o, post, ql);
+	o += ql;
+	if (quote)
+		out[o++] = '"';
 	out[o] = '\0';
+	return out;
+}
+
+const char *log_value(char *out, size_t outlen, const char *s, size_t n)
+{
+	return field(out, outlen, "", s, n, "", n == 0);
+}
+
+const char *log_addr(char *out, size_t outlen, const char *s, size_t n)
+{
+	return field(out, outlen, "<", s, n, ">", false);
+}
+
+void log_quote(char *out, size_t outlen, const char *s, size_t n)
+{
+	field(out, outlen, "", s, n, "", true);
 }

@@ -37,8 +37,22 @@ void log_set_buffered(bool on);
 RP_PRINTF(2, 3) void log_msg(enum log_level level, const char *fmt, ...);
 /* log_flush - write this thread's buffered lines. */
 void log_flush(void);
-/* log_quote - copy s (n bytes) into out as a printable quoted string for
- * key="value" fields: control bytes and quotes escaped, truncated to fit. */
+/* Client-supplied strings (addresses, EHLO names, AUTH users, replies of
+ * remote servers, tags) go into key=value fields only through log_value,
+ * log_addr or log_quote, so that none can end its field early or forge
+ * another ("a key=value"@x). A value is written as it is when every byte
+ * is printable ASCII other than blank, '"', '=' and '\'; otherwise it is
+ * double-quoted with \" \\ \n \r \t and \xHH escapes (bytes >= 0x80
+ * too). Output is cut to fit outlen (>= 8), "..." marking the cut, and
+ * always NUL-terminated. LOG_VALUE_MAX holds any SMTP line escaped. */
+#define LOG_VALUE_MAX 2200
+
+/* log_value - s[0..n) as one field value (quoted only when needed). Returns out. */
+const char *log_value(char *out, size_t outlen, const char *s, size_t n);
+/* log_addr - "<" s[0..n) ">" as one field value: from=<a@x.test>, or
+ * from="<\"a key=value\"@x>" when the address needs quoting. Returns out. */
+const char *log_addr(char *out, size_t outlen, const char *s, size_t n);
+/* log_quote - s[0..n) always double-quoted (reply="250 Ok"), escaped as above. */
 void log_quote(char *out, size_t outlen, const char *s, size_t n);
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)

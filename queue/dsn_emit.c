@@ -195,10 +195,10 @@ static void dsn_one(struct dsn_emit *e, const struct pending_dsn *p, unsigned n,
 	dsn_build(&info, &out);
 	spool_reader_end(e->reader);
 	dsn_store(e, &out, info.now_ms);
-	char id[17];
+	char id[17], to[LOG_VALUE_MAX];
 	rp_id_format(m.id, id);
-	log_info("dsn id=%s to=<%.*s> recipients=%u status=%s", id, (int)m.sender_len, m.sender,
-	         rs.n, r[0].status);
+	log_info("dsn id=%s to=%s recipients=%u status=%s", id,
+	         log_addr(to, sizeof(to), m.sender, m.sender_len), rs.n, r[0].status);
 	buf_free(&out);
 	buf_free(&body);
 	buf_free(&rs.strings);

@@ -333,8 +333,10 @@ void sched_dest_hold(struct sched *s, struct sched_dest *d, const struct attempt
 		d->hold_until = now + outcome_retry_delay(&s->cfg.retry, d->fails, sched_rnd(s));
 		snprintf(d->hold_reason, sizeof(d->hold_reason), "%s", rep->text);
 		wait_add(s, d);
-		log_info("dest %s backs off for %.1fs after %u failures: %s", d->name,
-		         (double)(d->hold_until - now) / 1000.0, d->fails, rep->text);
+		char reply[LOG_VALUE_MAX];
+		log_quote(reply, sizeof(reply), rep->text, strlen(rep->text));
+		log_info("dest %s backs off for %.1fs after %u failures: reply=%s", d->name,
+		         (double)(d->hold_until - now) / 1000.0, d->fails, reply);
 	}
 	sched_settle_failed(s, d, rep, remote, now, true);
 }
@@ -344,7 +346,7 @@ void sched_dest_hold(struct sched *s, struct sched_dest *d, const struct attempt
 void sched_dest_failed(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,
                        const char *remote, uint64_t now_ms)
 {
-	char reply[400];
+	char reply[LOG_VALUE_MAX];
 	log_quote(reply, sizeof(reply), rep->text, strlen(rep->text));
 	log_info("session dest=%s relay=%s status=%s reply=%s", d->name, remote ? remote : "none",
 	         outcome_kind_name(rep->kind), reply);

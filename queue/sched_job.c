@@ -265,18 +265,19 @@ void sched_log_attempt(uint64_t msgid, const char *addr, size_t addr_len, const 
                        unsigned attempts, const struct sched_attempt *at, uint64_t submit_ms,
                        uint64_t now_ms)
 {
-	char id[17], reply[400], how[500] = "";
+	char id[17], reply[LOG_VALUE_MAX], rcpt[LOG_VALUE_MAX], how[500] = "";
 	if (!log_enabled(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO))
 		return;
 	rp_id_format(msgid, id);
 	log_quote(reply, sizeof(reply), rep->text, strlen(rep->text));
+	log_addr(rcpt, sizeof(rcpt), addr, addr_len);
 	if (at)
 		sched_attempt_format(at, "source=", how, sizeof(how));
 	/* A bounce is worth a line even at log_level = warn. */
 	log_msg(oc->action == OUTCOME_FAIL ? LOG_WARN : LOG_INFO,
-	        "delivery id=%s rcpt=<%.*s> dest=%s relay=%s%s status=%s dsn=%s attempts=%u "
+	        "delivery id=%s rcpt=%s dest=%s relay=%s%s status=%s dsn=%s attempts=%u "
 	        "delay=%.3f duration=%.3f reply=%s",
-	        id, (int)addr_len, addr, dest, at && at->remote ? at->remote : "none", how,
+	        id, rcpt, dest, at && at->remote ? at->remote : "none", how,
 	        outcome_action_name(oc->action), oc->status, attempts,
 	        (double)(now_ms > submit_ms ? now_ms - submit_ms : 0) / 1000.0,
 	        (double)(at ? at->duration_ms : 0) / 1000.0, reply);

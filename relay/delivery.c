@@ -346,6 +346,14 @@ const struct sched_ops delivery_sched_ops = {
 
 /* ---- the engine's callbacks -------------------------------------------- */
 
+/* reply_field - rep's text quoted for a reply= log field (the remote's
+ * words: they must not forge fields). Returns out. */
+static const char *reply_field(char out[LOG_VALUE_MAX], const struct attempt_report *rep)
+{
+	log_quote(out, LOG_VALUE_MAX, rep->text, strlen(rep->text));
+	return out;
+}
+
 /* on_ready - through EHLO (the first time: the destination works) and
  * asking for work; NULL parks the session. */
 static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
@@ -395,14 +403,14 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	struct delivery_pool *pool = ds->pool;
 	uint64_t now = rp_now_ms();
 	const char *remote = smtp_client_remote(c);
-	char why[300];
+	char why[300], reply[LOG_VALUE_MAX];
 	if (smtp_client_tls_handshake_failed(c)) {
 		pool->tls_failures++;
 		/* Opportunistic TLS: clear text is allowed, and a server whose
 		 * TLS is broken should still get its mail (once per session). */
 		if (!dl->stopping && pool->tls_policy == CFG_TLS_OPPORTUNISTIC && !ds->clear_text) {
-			log_info("smtp %s %s: %s; trying again in clear text", ds->acct->name,
-			         remote, rep->text);
+			log_info("smtp %s %s: trying again in clear text: reply=%s", ds->acct->name,
+			         remote, reply_field(reply, rep));
 			if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k, true, why,
 			                 sizeof(why)))
 				return;
@@ -414,8 +422,8 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	socklen_t len;
 	if (!dl->stopping &&
 	    delivery_hop(dl, pool, ds->hop_start, ds->hop_k + 1, &ss, &len, NULL)) {
-		log_info("smtp %s %s: %s; trying the next exchanger", ds->acct->name, remote,
-		         rep->text);
+		log_info("smtp %s %s: trying the next exchanger: reply=%s", ds->acct->name, remote,
+		         reply_field(reply, rep));
 		if (session_open(dl, pool, ds->acct, ds->hop_start, ds->hop_k + 1, false, why,
 		                 sizeof(why)))
 			return;
@@ -423,8 +431,8 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 	/* One refused connection while other sessions work is not a dead
 	 * destination (a server limiting concurrency): just log it. */
 	if (pool->nworking > 0 && rep->kind != ATTEMPT_REPLY) {
-		log_info("smtp %s %s: session failed while others work: %s", ds->acct->name, remote,
-		         rep->text);
+		log_info("smtp %s %s: session failed while others work: reply=%s", ds->acct->name,
+		         remote, reply_field(reply, rep));
 		return;
 	}
 	/* The next hops failed: every domain behind them backs off. */

@@ -600,8 +600,8 @@ static void starttls_refused(struct smtp_client *c, const struct smtp_reply *r, 
 		tls_fail(c, r->code, text, true);
 		return;
 	}
-	log_info("smtp %s %s: STARTTLS refused (%s); going on in clear text", c->name, c->remote,
-	         summary);
+	log_info("smtp %s %s: STARTTLS refused; going on in clear text: reply=%s", c->name,
+	         c->remote, log_value(text, sizeof(text), summary, strlen(summary)));
 	client_ready(c);
 }
 

@@ -189,10 +189,13 @@ static void commit_done(struct submission *sub, void *arg)
 		s->transactions++;
 		size_t slen;
 		const char *sender = submission_sender_addr(sub, &slen);
-		log_info("smtpd accepted id=%s from=<%.*s> nrcpt=%u size=%llu client=%s%s%s%s%s",
-		         id, (int)slen, sender, sub->nrcpt,
+		char from[LOG_VALUE_MAX], user[LOG_VALUE_MAX] = "";
+		if (s->user[0])
+			log_value(user, sizeof(user), s->user, strlen(s->user));
+		log_info("smtpd accepted id=%s from=%s nrcpt=%u size=%llu client=%s%s%s%s%s", id,
+		         log_addr(from, sizeof(from), sender, slen), sub->nrcpt,
 		         (unsigned long long)submission_size(sub), s->peer,
-		         s->user[0] ? " user=" : "", s->user, s->tls ? " tls=" : "",
+		         s->user[0] ? " user=" : "", user, s->tls ? " tls=" : "",
 		         s->tls ? s->tls_desc : "");
 		if (!s->released)
 			conn_line(&s->conn, "250 2.0.0 Ok: queued as %s", id);
