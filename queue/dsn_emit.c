@@ -152,13 +152,17 @@ static void dsn_one(struct dsn_emit *e, const struct pending_dsn *p, unsigned n,
 		spool_reader_end(e->reader); /* never bounce a bounce */
 		return;
 	}
-	struct dsn_rcpt r[n];
-	size_t addr_off[n], orcpt_off[n];
-	struct dsn_rcpts rs = { .r = r, .addr_off = addr_off, .orcpt_off = orcpt_off };
+	/* One DSN may name every recipient of a message (up to 100,000):
+	 * its records live on the heap, never on the thread's stack. */
+	struct dsn_rcpt *r = xcalloc(n, sizeof(*r));
+	size_t *offs = xcalloc(2 * (size_t)n, sizeof(*offs));
+	struct dsn_rcpts rs = { .r = r, .addr_off = offs, .orcpt_off = offs + n };
 	dsn_rcpts_read(e, p, n, &rs);
 	if (!rs.n) {
 		spool_reader_end(e->reader);
 		buf_free(&rs.strings);
+		free(r);
+		free(offs);
 		return;
 	}
 	struct buf body = { 0 };
@@ -202,6 +206,8 @@ static void dsn_one(struct dsn_emit *e, const struct pending_dsn *p, unsigned n,
 	buf_free(&out);
 	buf_free(&body);
 	buf_free(&rs.strings);
+	free(r);
+	free(offs);
 }
 
 /* dsn_cmp - order pending DSNs by message, then recipient. */

@@ -16,6 +16,7 @@
 
 #define FREE_JOBS_MAX  64
 #define JOB_KEEP_BYTES (64u * 1024) /* buffer memory a recycled job keeps */
+#define JOB_OFFS_STACK 64           /* recipients whose scratch fits on the stack */
 
 /* job_alloc - a recycled job or a new one. */
 static struct sched_job *job_alloc(struct sched *s)
@@ -73,12 +74,21 @@ static bool job_load(struct sched *s, struct sched_job *j)
 	struct spool_msg m;
 	struct spool_rcpt rc;
 	size_t sender_off, envid_off;
-	size_t addr_off[j->nrcpt], orcpt_off[j->nrcpt];
+	/* Offsets of each recipient's strings: on the stack for a usual job,
+	 * on the heap for a big one (max_recipients_per_message goes to
+	 * 100,000: no thread stack is sized for that). */
+	size_t small[2 * JOB_OFFS_STACK];
+	size_t *addr_off =
+	    j->nrcpt <= JOB_OFFS_STACK ? small : xcalloc(2 * (size_t)j->nrcpt, sizeof(*addr_off));
+	size_t *orcpt_off = addr_off + j->nrcpt;
 	uint32_t variant = 0;
 	bool ok = false;
 
-	if (!spool_reader_begin(s->reader))
+	if (!spool_reader_begin(s->reader)) {
+		if (addr_off != small)
+			free(addr_off);
 		return false;
+	}
 	if (!spool_get_msg(s->reader, j->msgid, &m)) {
 		/* Purged or expired: nothing left to deliver. */
 		for (unsigned i = 0; i < j->nrcpt; i++) {
@@ -154,6 +164,8 @@ static bool job_load(struct sched *s, struct sched_job *j)
 	}
 out:
 	spool_reader_end(s->reader);
+	if (addr_off != small)
+		free(addr_off);
 	return ok;
 }
 
@@ -207,9 +219,12 @@ struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t
 			return NULL;
 		struct sched_job *j = job_alloc(s);
 		job_take(d, j);
-		/* Keep the in-flight pointers to free the ones job_load drops. */
-		struct sched_rcpt *taken[j->nrcpt];
+		/* Keep the in-flight pointers to free the ones job_load drops
+		 * (on the heap beyond a usual job: see job_load). */
+		struct sched_rcpt *small[JOB_OFFS_STACK];
 		unsigned ntaken = j->nrcpt;
+		struct sched_rcpt **taken =
+		    ntaken <= JOB_OFFS_STACK ? small : xcalloc(ntaken, sizeof(*taken));
 		for (unsigned i = 0; i < ntaken; i++)
 			taken[i] = j->rcpt[i].r;
 		bool ok = job_load(s, j);
@@ -219,6 +234,8 @@ struct sched_job *sched_job_next(struct sched *s, struct sched_dest *d, uint64_t
 				sched_rcpt_free(s, taken[i]);
 			}
 		}
+		if (taken != small)
+			free(taken);
 		if (!ok && j->nrcpt) {
 			/* A spool read failure: put them back, try later. */
 			for (unsigned i = 0; i < j->nrcpt; i++) {

@@ -248,8 +248,8 @@ static void route_flush(struct route_batch **slot)
 
 void shard_route(struct relay *r, struct shard *sh, const struct sched_add *adds, unsigned n)
 {
-	struct route_batch *batches[r->nshards];
-	memset(batches, 0, sizeof(batches));
+	struct route_batch *batches[256] = { 0 }; /* [server] shards is at most 256 */
+	rp_assert(r->nshards <= RP_ARRAY_LEN(batches));
 	uint64_t now = rp_now_ms();
 	for (unsigned i = 0; i < n; i++) {
 		unsigned owner = shard_owner(r, adds[i].domain);
