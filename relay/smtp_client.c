@@ -309,12 +309,11 @@ static void send_rcpt(struct smtp_client *c, unsigned i)
 					first = false;
 				}
 		}
-		const char *semi = r->orcpt_len ? memchr(r->orcpt, ';', r->orcpt_len) : NULL;
-		char x[700];
-		if (semi &&
-		    smtp_xtext_encode(semi + 1, r->orcpt_len - (size_t)(semi + 1 - r->orcpt), x,
-		                      sizeof(x)) > 0)
-			buf_printf(out, " ORCPT=%.*s;%s", (int)(semi - r->orcpt), r->orcpt, x);
+		/* Only a well-formed ORCPT goes out (RFC 3461 4.2): the type an
+		 * atom, the address printable, the value within 500 octets. */
+		char x[SMTP_ORCPT_MAX + 1];
+		if (r->orcpt_len && smtp_orcpt_encode(r->orcpt, r->orcpt_len, x, sizeof(x)) > 0)
+			buf_printf(out, " ORCPT=%s", x);
 	}
 	buf_puts(out, "\r\n");
 	conn_flush_soon(&c->conn);

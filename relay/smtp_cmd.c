@@ -200,3 +200,61 @@ long smtp_xtext_encode(const char *s, size_t n, char *out, size_t outlen)
 	out[o] = '\0';
 	return (long)o;
 }
+
+/* orcpt_type_ok - an addr-type: an atom (RFC 3461 4.2, RFC 5321 atext). */
+static bool orcpt_type_ok(const char *t, size_t n)
+{
+	if (!n || n > SMTP_ORCPT_TYPE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)t[i];
+		bool atext = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		             (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+		if (!atext)
+			return false;
+	}
+	return true;
+}
+
+/* orcpt_addr_ok - a decoded original address: printable US-ASCII. */
+static bool orcpt_addr_ok(const char *a, size_t n)
+{
+	if (!n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)a[i] < 0x20 || (unsigned char)a[i] > 0x7e)
+			return false;
+	return true;
+}
+
+long smtp_orcpt_parse(const char *val, size_t n, char *out, size_t outlen)
+{
+	const char *semi = memchr(val, ';', n);
+	if (!semi || n > SMTP_ORCPT_MAX)
+		return -1;
+	size_t tl = (size_t)(semi - val);
+	if (!orcpt_type_ok(val, tl) || tl + 2 > outlen)
+		return -1;
+	memcpy(out, val, tl);
+	out[tl] = ';';
+	long al = smtp_xtext_decode(semi + 1, n - tl - 1, out + tl + 1, outlen - tl - 1);
+	if (al < 0 || !orcpt_addr_ok(out + tl + 1, (size_t)al))
+		return -1;
+	return (long)tl + 1 + al;
+}
+
+long smtp_orcpt_encode(const char *orcpt, size_t n, char *out, size_t outlen)
+{
+	const char *semi = orcpt ? memchr(orcpt, ';', n) : NULL;
+	if (!semi)
+		return -1;
+	size_t tl = (size_t)(semi - orcpt), al = n - tl - 1;
+	if (!orcpt_type_ok(orcpt, tl) || !orcpt_addr_ok(semi + 1, al) || tl + 2 > outlen)
+		return -1;
+	memcpy(out, orcpt, tl);
+	out[tl] = ';';
+	long xl = smtp_xtext_encode(semi + 1, al, out + tl + 1, outlen - tl - 1);
+	if (xl < 0 || tl + 1 + (size_t)xl > SMTP_ORCPT_MAX)
+		return -1;
+	return (long)tl + 1 + xl;
+}

@@ -67,4 +67,19 @@ long smtp_xtext_decode(const char *s, size_t n, char *out, size_t outlen);
 /* smtp_xtext_encode - encode bytes as xtext into out; returns length or -1. */
 long smtp_xtext_encode(const char *s, size_t n, char *out, size_t outlen);
 
+#define SMTP_ORCPT_MAX      500 /* octets of an ORCPT value (RFC 3461 4) */
+#define SMTP_ORCPT_TYPE_MAX 32  /* octets of its addr-type */
+
+/* smtp_orcpt_parse - an ORCPT value (RFC 3461 4.2: addr-type ";" xtext)
+ * into out as "type;address", NUL-terminated: addr-type an atom (RFC 5321
+ * atext: "rfc822", "utf-8", ...) of at most SMTP_ORCPT_TYPE_MAX octets,
+ * the xtext well-formed and decoding to printable US-ASCII (no control
+ * byte, no NUL), the value at most SMTP_ORCPT_MAX octets. Returns the
+ * length, or -1 (the client gets 501 5.5.4). */
+long smtp_orcpt_parse(const char *val, size_t n, char *out, size_t outlen);
+/* smtp_orcpt_encode - the ORCPT value for a stored "type;address" into
+ * out ("type;xtext", NUL-terminated), checked as smtp_orcpt_parse checks
+ * it; -1 when it would not be well-formed (then no ORCPT goes out). */
+long smtp_orcpt_encode(const char *orcpt, size_t n, char *out, size_t outlen);
+
 #endif

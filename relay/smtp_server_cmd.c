@@ -224,17 +224,12 @@ static void cmd_rcpt(struct srv_session *s, const struct smtp_cmd *c)
 				return;
 			}
 		} else if (smtp_param_is(pp, "ORCPT") && pp->val) {
-			const char *semi = memchr(pp->val, ';', pp->val_len);
-			size_t tl = semi ? (size_t)(semi - pp->val) : 0;
-			if (!semi || !tl || tl > 32 ||
-			    smtp_xtext_decode(semi + 1, pp->val_len - tl - 1, orcpt + tl + 1,
-			                      sizeof(orcpt) - tl - 1) < 0) {
+			/* RFC 3461 4.2, checked: it is passed on to next hops. */
+			if (smtp_orcpt_parse(pp->val, pp->val_len, orcpt, sizeof(orcpt)) < 0) {
 				s->rejected_rcpts++;
 				srv_error(s, "501 5.5.4 Bad ORCPT parameter (addr-type;xtext)");
 				return;
 			}
-			memcpy(orcpt, pp->val, tl);
-			orcpt[tl] = ';';
 		} else {
 			conn_line(&s->conn, "555 5.5.4 Unsupported option: %.*s",
 			          (int)RP_MIN(pp->key_len, 64), pp->key);

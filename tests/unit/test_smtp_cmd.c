@@ -319,3 +319,83 @@ Test(smtp_cmd, xtext_round_trip_strings)
 		cr_assert_str_eq(dec, strs[i], "case %zu", i);
 	}
 }
+
+/* ---- ORCPT (RFC 3461 4.2) -------------------------------------------------- */
+
+Test(smtp_cmd, orcpt_parse)
+{
+	static const struct {
+		const char *in, *out; /* out NULL: refused */
+	} cases[] = {
+		{ "rfc822;a@x.test", "rfc822;a@x.test" },
+		{ "RFC822;a+2Bb@x.test", "RFC822;a+b@x.test" },
+		{ "utf-8;a@x.test", "utf-8;a@x.test" },
+		{ "rfc822;Ann+20Smith+20+3Ca@x.test+3E", "rfc822;Ann Smith <a@x.test>" },
+		/* addr-type: an atom, nothing else goes through to a next hop. */
+		{ "rfc822 x;a@x.test", NULL },
+		{ "rfc<822>;a@x.test", NULL },
+		{ "rfc822,NOTIFY;a@x.test", NULL },
+		{ "rfc\"822;a@x.test", NULL },
+		{ "rf\xc3\xa9;a@x.test", NULL },
+		{ ";a@x.test", NULL },
+		{ "abcdefghijklmnopqrstuvwxyzabcdefg;a@x.test", NULL }, /* 33 octets */
+		{ "rfc822", NULL },
+		/* xtext: well-formed, decoding to printable US-ASCII. */
+		{ "rfc822;", NULL },
+		{ "rfc822;a+0D+0AMAIL@x.test", NULL },
+		{ "rfc822;a+00b", NULL },
+		{ "rfc822;a+7Fb", NULL },
+		{ "rfc822;a+FEb", NULL },
+		{ "rfc822;a+4", NULL },
+		{ "rfc822;a+4g", NULL },
+		{ "rfc822;a=b", NULL },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[300];
+		long n = smtp_orcpt_parse(cases[i].in, strlen(cases[i].in), out, sizeof(out));
+		if (!cases[i].out) {
+			cr_assert_eq(n, -1, "case %zu '%s' accepted as '%s'", i, cases[i].in, out);
+			continue;
+		}
+		cr_assert_eq(n, (long)strlen(cases[i].out), "case %zu: %ld", i, n);
+		cr_assert_str_eq(out, cases[i].out, "case %zu", i);
+	}
+	/* Length: a value of 500 octets is fine, 501 is not. */
+	char v[520];
+	memcpy(v, "rfc822;", 7);
+	memset(v + 7, 'a', sizeof(v) - 7);
+	char out[600];
+	cr_assert_eq(smtp_orcpt_parse(v, 500, out, sizeof(out)), 500);
+	cr_assert_eq(smtp_orcpt_parse(v, 501, out, sizeof(out)), -1);
+	cr_assert_eq(smtp_orcpt_parse(v, 500, out, 300), -1, "no room: refused, not cut");
+}
+
+/* What goes out: a stored value re-encoded, or nothing when a stored value
+ * is not well-formed (records written before the checks). */
+Test(smtp_cmd, orcpt_encode)
+{
+	char out[SMTP_ORCPT_MAX + 1];
+	const char *ok = "rfc822;Ann Smith+<a@x.test>";
+	cr_assert_gt(smtp_orcpt_encode(ok, strlen(ok), out, sizeof(out)), 0);
+	cr_assert_str_eq(out, "rfc822;Ann+20Smith+2B<a@x.test>");
+	char back[300];
+	cr_assert_eq(smtp_orcpt_parse(out, strlen(out), back, sizeof(back)), (long)strlen(ok));
+	cr_assert_str_eq(back, ok);
+	static const char *const bad[] = {
+		"rfc822 NOTIFY=NEVER;a@x",
+		"x\r\nRCPT TO:<v@evil>;a@x",
+		"rfc822;a\r\nb",
+		"nosemicolon",
+		";a@x",
+		"rfc822;",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(smtp_orcpt_encode(bad[i], strlen(bad[i]), out, sizeof(out)), -1,
+		             "bad %zu went out as '%s'", i, out);
+	cr_assert_eq(smtp_orcpt_encode(NULL, 0, out, sizeof(out)), -1);
+	/* An address that only fits 500 octets before encoding is dropped. */
+	char big[300];
+	memcpy(big, "rfc822;", 7);
+	memset(big + 7, '+', sizeof(big) - 7);
+	cr_assert_eq(smtp_orcpt_encode(big, sizeof(big), out, sizeof(out)), -1);
+}
