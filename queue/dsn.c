@@ -47,6 +47,45 @@ static void remote_mta(struct buf *out, const char *remote)
 	buf_puts(out, "\r\n");
 }
 
+/* occurs - whether text a DSN quotes (the original, the diagnostics, the
+ * addresses) holds b: then b cannot be its boundary. */
+static bool occurs(const struct dsn_info *d, const char *b)
+{
+	size_t bl = strlen(b);
+	if (d->original && memmem(d->original, d->original_len, b, bl))
+		return true;
+	if (d->envid && memmem(d->envid, d->envid_len, b, bl))
+		return true;
+	for (unsigned i = 0; i < d->nrcpts; i++) {
+		const struct dsn_rcpt *r = &d->rcpts[i];
+		if (memmem(r->addr, r->addr_len, b, bl) || strstr(r->diag, b) ||
+		    (r->orcpt && memmem(r->orcpt, r->orcpt_len, b, bl)) ||
+		    (r->remote && strstr(r->remote, b)))
+			return true;
+	}
+	return false;
+}
+
+/* dsn_boundary - "=_rp_dsn_" and 128 bits from the kernel's CSPRNG: no one
+ * can predict it (not from the queue id, not from the time) to end a part
+ * early with text in the returned message, and it occurs nowhere in what
+ * the DSN quotes (checked; drawn again in the 2^-128 case). */
+static void dsn_boundary(const struct dsn_info *d, char out[48])
+{
+	static const char hex[] = "0123456789abcdef";
+	do {
+		unsigned char r[16];
+		if (!rp_random_bytes(r, sizeof(r)))
+			rp_panic("getrandom failed: no DSN boundary can be made");
+		memcpy(out, "=_rp_dsn_", 9);
+		for (size_t i = 0; i < sizeof(r); i++) {
+			out[9 + 2 * i] = hex[r[i] >> 4];
+			out[10 + 2 * i] = hex[r[i] & 15];
+		}
+		out[41] = '\0';
+	} while (occurs(d, out));
+}
+
 static void date_field(struct buf *out, const char *name, uint64_t ms)
 {
 	char date[64];
@@ -56,10 +95,9 @@ static void date_field(struct buf *out, const char *name, uint64_t ms)
 
 void dsn_build(const struct dsn_info *d, struct buf *out)
 {
-	char id[17], boundary[64];
+	char id[17], boundary[48];
 	rp_id_format(d->queue_id, id);
-	snprintf(boundary, sizeof(boundary), "=_rp_dsn_%s_%llx", id,
-	         (unsigned long long)(d->now_ms * 2654435761u));
+	dsn_boundary(d, boundary);
 	bool delayed = d->nrcpts && !strcmp(d->rcpts[0].action, "delayed");
 
 	date_field(out, "Date", d->now_ms);

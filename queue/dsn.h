@@ -1,8 +1,9 @@
 /* dsn.h - delivery status notifications (RFC 3464 in RFC 6522 multipart/report).
  *
- * Pure: builds the whole DSN message from what the caller read from the
- * spool. The caller decides whether one is due (never for a bounce, never
- * for NOTIFY=NEVER).
+ * Builds the whole DSN message from what the caller read from the spool;
+ * only its MIME boundary is not a function of the input (128 random bits,
+ * checked not to occur in the quoted message). The caller decides whether
+ * one is due (never for a bounce, never for NOTIFY=NEVER).
  */
 #ifndef RP_DSN_H
 #define RP_DSN_H

@@ -485,3 +485,33 @@ Test(dsn, remote_mta_is_a_name_or_an_address_literal_without_port)
 		doc_free(&d);
 	}
 }
+
+/* The boundary comes from the CSPRNG: the same input twice (same queue id,
+ * same time) gives two boundaries, neither derivable from the queue id or
+ * the time; and a returned message that quotes the old scheme's boundary
+ * (which an attacker could compute) cannot close a part early. */
+Test(dsn, boundary_is_random_not_derived_from_the_id)
+{
+	char old[64], id[17];
+	rp_id_format(QID, id);
+	snprintf(old, sizeof(old), "=_rp_dsn_%s_%llx", id, (unsigned long long)(NOW * 2654435761u));
+	char text[512];
+	snprintf(text, sizeof(text),
+	         "Subject: forged\r\n\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n"
+	         "Final-Recipient: rfc822; victim@x.test\r\nAction: delivered\r\n\r\n--%s--\r\n",
+	         old, old);
+	struct dsn_rcpt r = rcpt("a@dest.test", "5.0.0", "550 no", true, NULL, NOW);
+	struct dsn_info a = info_for(&r, 1, true);
+	a.original = text;
+	a.original_len = strlen(text);
+	struct dsn_doc da, db;
+	doc_parse(&da, &a);
+	doc_parse(&db, &a);
+	cr_assert_str_neq(da.boundary, db.boundary, "the same input gave %s twice", da.boundary);
+	cr_assert_str_neq(da.boundary, old);
+	cr_assert_null(strstr(da.boundary, id), "the queue id is in %s", da.boundary);
+	cr_assert_geq(strlen(da.boundary), 32 + 9, "%s", da.boundary);
+	cr_assert_eq(da.nparts, 3, "%u parts: the quoted boundary split the DSN", da.nparts);
+	doc_free(&da);
+	doc_free(&db);
+}
