@@ -58,6 +58,8 @@ void msg_header_scan(const char *p, size_t n, struct msg_header_info *info)
 			info->has_message_id = true;
 		else if (name_is(l, fl, "From"))
 			info->has_from = true;
+		else if (name_is(l, fl, "Received"))
+			info->received++;
 		off = next;
 	}
 	info->end = n;

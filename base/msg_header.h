@@ -21,9 +21,16 @@ struct msg_header_info {
 	bool has_message_id; /* a Message-ID: field */
 	bool has_from;       /* a From: field */
 	unsigned fields;     /* header fields seen */
+	unsigned received;   /* Received: fields (trace, one per hop) */
 };
 
-/* msg_header_scan - find the header section of p[0..n) and note fields. */
+/* More Received: fields than this in a message's header section mean a
+ * mail loop (RFC 5321 6.3): it is refused with 554 5.4.6 (SMTP) or a 400
+ * too_many_hops (API raw). Postfix's hopcount_limit has the same default. */
+#define MSG_HOPS_MAX 50
+
+/* msg_header_scan - find the header section of p[0..n) and note fields
+ * (only the header section: a Received: line in the body is not a hop). */
 void msg_header_scan(const char *p, size_t n, struct msg_header_info *info);
 /* msg_header_get - the raw value of the first field called name (case-
  * insensitive) in p[0..hdr_end): points past the colon and leading blanks,

@@ -134,6 +134,16 @@ void srv_commit(struct srv_session *s, unsigned content_flags)
 		refuse(s, "554 5.6.0 Message contains NUL bytes");
 		return;
 	}
+	struct msg_header_info hi; /* a mail loop (RFC 5321 6.3), DATA or BDAT */
+	msg_header_scan(buf_head(&s->msg), buf_used(&s->msg), &hi);
+	if (hi.received > MSG_HOPS_MAX) {
+		char text[96];
+		snprintf(text, sizeof(text),
+		         "554 5.4.6 Too many hops: more than %u Received: fields (mail loop?)",
+		         MSG_HOPS_MAX);
+		refuse(s, text);
+		return;
+	}
 	if (!spool_accepting(s->srv->spool)) {
 		refuse(s, "452 4.3.1 Insufficient system storage");
 		return;

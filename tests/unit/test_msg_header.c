@@ -115,3 +115,22 @@ Test(msg_header, get_stops_at_hdr_end)
 	cr_assert_eq(*val, '1');
 	cr_assert_not(msg_header_get(msg, 0, "A", &val, &len));
 }
+
+/* Received: fields are counted in the header section only (a hop count
+ * for loop detection, RFC 5321 6.3): not in the body, not a lookalike. */
+Test(msg_header, received_counted_in_the_header_only)
+{
+	struct buf m = { 0 };
+	for (int i = 0; i < 51; i++)
+		buf_printf(&m, "%s: from h%d by x; Thu, 1 Jan 2026 00:00:00 +0000\r\n",
+		           i % 2 ? "received" : "Received", i);
+	buf_puts(&m, "X-Received: no\r\nReceived-SPF: pass\r\nSubject: loop\r\n\r\n");
+	for (int i = 0; i < 100; i++)
+		buf_puts(&m, "Received: in the body\r\n");
+	struct msg_header_info hi;
+	msg_header_scan(buf_head(&m), buf_used(&m), &hi);
+	cr_assert_eq(hi.received, 51);
+	cr_assert(hi.received > MSG_HOPS_MAX);
+	cr_assert_eq(hi.fields, 54);
+	buf_free(&m);
+}
