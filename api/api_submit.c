@@ -8,6 +8,10 @@
  * 413 for sizes, 503 (Retry-After) when the spool refuses new mail.
  * {{name}} in subject, text and html is rendered per recipient (recipient
  * vars over message vars); only then does each recipient get its own body.
+ * Rendering is bounded while it runs: one recipient's copy by
+ * max_message_size, everything one request renders by API_RENDER_MAX
+ * (413 either way, never gigabytes first). Every header value is checked
+ * after rendering: CR, LF or NUL in it is a 400 naming the field.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -25,6 +29,12 @@
 #include "template.h"
 
 #define TO_LIST_MAX 10 /* more recipients than this: To: undisclosed-recipients:; */
+
+/* What one request may render for its recipients' own copies in all (they
+ * stay in memory until the request is answered): 4 x max_request_size, at
+ * least 64 MiB. */
+#define API_RENDER_FACTOR 4
+#define API_RENDER_MIN    (64ull << 20)
 
 struct api_rcpt {
 	const char *email; /* JSON string, lives with the JSON document */
@@ -56,6 +66,9 @@ struct api_submit {
 	                               * until the body is parsed */
 	unsigned next;                /* the next one to prepare */
 	struct api_submit *work_next; /* srv->work_head list */
+	uint64_t render_max;          /* bytes of per-recipient copies it may
+	                               * render in all (API_RENDER_*) */
+	uint64_t render_left;         /* of which still left */
 };
 
 /* Work on submissions (parsing, then validating, composing and handing
@@ -78,23 +91,6 @@ static void msg_error(struct api_msg *m, int status, const char *code, const cha
 }
 
 /* ---- fields ------------------------------------------------------------ */
-
-/* split_mailbox - "Name <a@b>" or "a@b": the address part. */
-static bool split_mailbox(const char *s, const char **addr, size_t *len)
-{
-	const char *lt = strrchr(s, '<');
-	if (!lt) {
-		*addr = s;
-		*len = strlen(s);
-		return true;
-	}
-	const char *gt = strchr(lt, '>');
-	if (!gt || gt[1])
-		return false;
-	*addr = lt + 1;
-	*len = (size_t)(gt - lt - 1);
-	return true;
-}
 
 static bool check_address(struct api_msg *m, const char *field, const char *a, size_t n, size_t *at)
 {
@@ -238,11 +234,20 @@ static const char *lookup(void *arg, const char *name, size_t len, size_t *vlen)
 	return c->scratch;
 }
 
-static char *render(const char *s, size_t n, struct lookup_ctx *lc, bool html, size_t *out_len)
+/* render - s[0..n) rendered with lc's vars into a new string (the
+ * caller frees it), at most *left bytes, which it takes from *left; NULL
+ * (nothing kept) when the rendering would pass it. */
+static char *render(const char *s, size_t n, struct lookup_ctx *lc, bool html, uint64_t *left,
+                    size_t *out_len)
 {
 	struct buf b = { 0 };
-	template_render(&b, s, n, lookup, lc, html ? TEMPLATE_HTML : TEMPLATE_RAW);
+	size_t max = (size_t)RP_MIN(*left, (uint64_t)SIZE_MAX);
+	if (!template_render(&b, s, n, lookup, lc, html ? TEMPLATE_HTML : TEMPLATE_RAW, max)) {
+		buf_free(&b);
+		return NULL;
+	}
 	*out_len = buf_used(&b);
+	*left -= buf_used(&b);
 	return buf_cstr(&b); /* the buf's storage, freed by the caller */
 }
 
@@ -276,6 +281,42 @@ struct mime_parts {
 	struct buf att_data; /* the decoded attachments */
 };
 
+/* to_list_ok - headers.To: addresses, each "addr" or "name <addr>" with
+ * a display name of whole words (or one empty group "name:;"). */
+static bool to_list_ok(struct api_msg *m, const char *v)
+{
+	size_t n = strlen(v), start = 0;
+	bool q = false, angle = false;
+	if (n && v[n - 1] == ';' && memchr(v, ':', n) && !memchr(v, '@', n))
+		return true; /* "undisclosed-recipients:;" */
+	for (size_t i = 0; i <= n; i++) {
+		char c = i < n ? v[i] : ',';
+		if (c == '\\' && q && i + 1 < n) {
+			i++;
+			continue;
+		}
+		if (c == '"')
+			q = !q;
+		else if (!q && c == '<')
+			angle = true;
+		else if (!q && c == '>')
+			angle = false;
+		if (c != ',' || q || angle)
+			continue;
+		const char *name, *addr, *why;
+		size_t nl, al;
+		if ((why = mime_mailbox_split(v + start, i - start, &name, &nl, &addr, &al))) {
+			msg_error(m, 400, "bad_field", "headers.To: '%.*s' %s",
+			          (int)RP_MIN(i - start, (size_t)200), v + start, why);
+			return false;
+		}
+		if (!check_address(m, "headers.To", addr, al, NULL))
+			return false;
+		start = i + 1;
+	}
+	return true;
+}
+
 /* parse_headers - the "headers" object: extra fields, with To apart. */
 static bool parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp)
 {
@@ -302,6 +343,8 @@ static bool parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp
 			return false;
 		}
 		if (!strcasecmp(k, "To")) {
+			if (!to_list_ok(m, json_string_value(v)))
+				return false;
 			mp->to_override = json_string_value(v);
 			continue;
 		}
@@ -388,9 +431,12 @@ static bool unsub_uri(struct api_msg *m, const char *what, const char *s, size_t
 	size_t start = buf_used(out);
 	if (!strcmp(what, "mailto") && (n < 7 || strncasecmp(s, "mailto:", 7)))
 		buf_puts(out, "mailto:");
-	if (lc)
-		template_render(out, s, n, lookup, lc, TEMPLATE_URL);
-	else
+	if (lc && !template_render(out, s, n, lookup, lc, TEMPLATE_URL, UNSUB_MAX + 1)) {
+		msg_error(m, 400, "bad_field", "unsubscribe.%s is longer than %d bytes", what,
+		          UNSUB_MAX);
+		return false;
+	}
+	if (!lc)
 		buf_append(out, s, n);
 	size_t len = buf_used(out) - start;
 	const unsigned char *p = (const unsigned char *)buf_head(out) + start;
@@ -544,7 +590,6 @@ static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
 	snprintf(mid, sizeof(mid), "%s@%s", id, cfg->hostname);
 	mm.message_id = mid;
 	mm.date_ms = m->sub.submit_ms;
-	mm.seed = m->sub.id;
 	bool built = mime_build(&mm, &m->body, err, sizeof(err));
 	buf_free(&to);
 	buf_free(&uv);
@@ -555,6 +600,56 @@ static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
 	}
 	submission_content(&m->sub, buf_head(&m->body), buf_used(&m->body));
 	return check_size(m, &m->sub, cfg, "");
+}
+
+/* A recipient's rendered subject, text and html (each NULL when absent). */
+struct rendered {
+	char *subject, *text, *html;
+	size_t sl, tl, hl;
+};
+
+/* render_rcpt - to[i]'s subject, text and html, bounded while they are
+ * rendered by max_message_size and by what the request may still render;
+ * false (answered 413 or 400) when a bound is passed or the subject holds
+ * a line break once rendered. */
+static bool render_rcpt(struct api_msg *m, const struct mime_parts *mp, unsigned i,
+                        struct lookup_ctx *lc, const struct api_config *cfg, struct rendered *r)
+{
+	uint64_t *req_left = &m->req->render_left;
+	bool by_request = *req_left < cfg->max_message_size;
+	uint64_t left = RP_MIN(cfg->max_message_size, *req_left);
+	memset(r, 0, sizeof(*r));
+	if ((mp->subject &&
+	     !(r->subject = render(mp->subject, mp->subj_len, lc, false, &left, &r->sl))) ||
+	    (mp->text && !(r->text = render(mp->text, mp->text_len, lc, false, &left, &r->tl))) ||
+	    (mp->html && !(r->html = render(mp->html, mp->html_len, lc, true, &left, &r->hl)))) {
+		if (by_request)
+			msg_error(m, 413, "too_large",
+			          "the request renders more than %llu bytes for its recipients (at "
+			          "to[%u]); send fewer recipients or messages per request",
+			          (unsigned long long)(m->req->render_max), i);
+		else
+			msg_error(
+			    m, 413, "too_large",
+			    "the message for to[%u] renders to more than %llu bytes, the limit", i,
+			    (unsigned long long)cfg->max_message_size);
+		return false;
+	}
+	if (r->subject && !mime_header_value_ok(r->subject, r->sl)) {
+		msg_error(m, 400, "bad_field",
+		          "subject for to[%u] has a line break (CR or LF) or a NUL byte once its "
+		          "vars are in",
+		          i);
+		return false;
+	}
+	return true;
+}
+
+static void rendered_free(struct rendered *r)
+{
+	free(r->subject);
+	free(r->text);
+	free(r->html);
 }
 
 /* build_variants - each recipient its own body, with its vars rendered
@@ -579,29 +674,27 @@ static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
 		struct lookup_ctx lc = { .rcpt_vars = m->to[i].vars, .msg_vars = mp->vars };
 		if (!unsub_headers(m, mp, &lc, &uv, hv, &mm.nheaders))
 			goto out;
-		size_t sl = 0, tl = 0, hl = 0;
-		char *rs = mp->subject ? render(mp->subject, mp->subj_len, &lc, false, &sl) : NULL;
-		char *rt = mp->text ? render(mp->text, mp->text_len, &lc, false, &tl) : NULL;
-		char *rh = mp->html ? render(mp->html, mp->html_len, &lc, true, &hl) : NULL;
+		struct rendered r;
+		if (!render_rcpt(m, mp, i, &lc, cfg, &r))
+			goto out;
 		char to[ADDR_MAX + 1];
 		snprintf(to, sizeof(to), "%.*s", (int)m->to[i].len, m->to[i].email);
 		mm.to = mp->to_override ? mp->to_override : to;
-		mm.subject = rs;
-		mm.text = rt;
-		mm.text_len = tl;
-		mm.html = rh;
-		mm.html_len = hl;
-		mm.seed = m->sub.id * 1000003 + i;
+		mm.subject = r.subject;
+		mm.text = r.text;
+		mm.text_len = r.tl;
+		mm.html = r.html;
+		mm.html_len = r.hl;
 		snprintf(mid, sizeof(mid), "%s.%u@%s", id, i, cfg->hostname);
 		buf_append(&m->variants[i], buf_head(prefix), buf_used(prefix));
 		bool built = mime_build(&mm, &m->variants[i], err, sizeof(err));
-		free(rs);
-		free(rt);
-		free(rh);
+		rendered_free(&r);
 		if (!built) {
-			msg_error(m, 400, "bad_field", "%s", err);
+			msg_error(m, 400, "bad_field", "to[%u]: %s", i, err);
 			goto out;
 		}
+		/* The copy stays in memory until the request is answered. */
+		m->req->render_left -= RP_MIN(m->req->render_left, buf_used(&m->variants[i]));
 		if (buf_used(&m->variants[i]) > cfg->max_message_size) {
 			msg_error(m, 413, "too_large",
 			          "the message for to[%u] is %zu bytes; the limit is %llu", i,
@@ -633,6 +726,11 @@ static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cf
 		return false;
 	if (!mp.text && !mp.html) {
 		msg_error(m, 400, "bad_field", "one of text, html or raw is required");
+		return false;
+	}
+	if (mp.subject && !mime_header_value_ok(mp.subject, mp.subj_len)) {
+		msg_error(m, 400, "bad_field",
+		          "subject has a line break (CR or LF) or a NUL byte (header injection)");
 		return false;
 	}
 	mp.vars = json_object_get(o, "vars");
@@ -721,6 +819,13 @@ static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg
 		msg_error(m, 400, "bad_field", "raw is not an RFC 5322 message (no header fields)");
 		return false;
 	}
+	if (hi.received > MSG_HOPS_MAX) {
+		msg_error(m, 400, "too_many_hops",
+		          "raw has %u Received: fields; more than %u means a mail loop (RFC 5321 "
+		          "6.3)",
+		          hi.received, MSG_HOPS_MAX);
+		return false;
+	}
 	submission_complete(&m->sub, buf_head(&m->body), buf_used(&m->body), cfg->hostname);
 	submission_content(&m->sub, buf_head(&m->body), buf_used(&m->body));
 	if (!addr_is_ascii(raw, len))
@@ -767,10 +872,12 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 		msg_error(m, 400, "bad_field", "from is required");
 		return;
 	}
-	const char *fa;
-	size_t fl;
-	if (!split_mailbox(from, &fa, &fl)) {
-		msg_error(m, 422, "invalid_address", "from: '%s' is not an address", from);
+	/* One mailbox, its display name whole words: "A <a@x> <b@y>" or an
+	 * open quote cannot smuggle a second address or a header. */
+	const char *fa, *fname, *why;
+	size_t fl, fnl;
+	if ((why = mime_mailbox_split(from, strlen(from), &fname, &fnl, &fa, &fl))) {
+		msg_error(m, 400, "bad_field", "from %s", why);
 		return;
 	}
 	if (!check_address(m, "from", fa, fl, NULL))
@@ -1018,6 +1125,8 @@ static void submit(struct api_session *s, bool batch)
 	struct api_submit *sub = xcalloc(1, sizeof(*sub));
 	sub->s = s;
 	sub->batch = batch;
+	sub->render_max = RP_MAX(srv->cfg->max_request * API_RENDER_FACTOR, API_RENDER_MIN);
+	sub->render_left = sub->render_max;
 	http_begin_async(s);
 	if (srv->work_tail)
 		srv->work_tail->work_next = sub;

@@ -5,7 +5,13 @@
  *   text and html     multipart/alternative ( text/plain , text/html )
  *   one of them       a single text part
  * Boundaries start with "=_", which quoted-printable and base64 output can
- * never contain; text holding "=_" is therefore never sent 7bit.
+ * never contain; text holding "=_" is therefore never sent 7bit. The rest
+ * of a boundary is 96 bits from the kernel's CSPRNG, fresh per message, so
+ * nobody can predict it from the message id or an earlier message.
+ * Header values never carry CR, LF or NUL (mime_build refuses them); a
+ * display name is written as an RFC 5322 phrase (atoms, or one quoted
+ * string) or as RFC 2047 words, so it can never hold a second address.
+ * Bodies: any lone CR or bare LF is a line end and goes out as CRLF.
  * Inside a multipart the CRLF before a delimiter belongs to the delimiter
  * (RFC 2046 5.1.1), so a part's text comes back exactly, final newline too.
  */
@@ -66,14 +72,13 @@ void mime_qp_encode(struct buf *out, const char *p, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)p[i];
 		if (c == '\r' && i + 1 < n && p[i + 1] == '\n')
-			continue; /* the LF writes the line break */
-		if (c == '\n') {
+			continue;             /* the LF writes the line break */
+		if (c == '\n' || c == '\r') { /* a lone CR ends a line too */
 			buf_append(out, "\r\n", 2);
 			col = 0;
 			continue;
 		}
-		bool at_eol = i + 1 == n || p[i + 1] == '\n' ||
-		              (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n');
+		bool at_eol = i + 1 == n || p[i + 1] == '\n' || p[i + 1] == '\r';
 		bool plain =
 		    (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol);
 		size_t need = plain ? 1 : 3;
@@ -151,38 +156,136 @@ static void plain_text(struct buf *out, const char *p, size_t n, size_t *col)
 	}
 }
 
-/* address_entry - one "Name <addr>" or "addr" of an address list. */
+const char *mime_mailbox_split(const char *s, size_t n, const char **name, size_t *nlen,
+                               const char **addr, size_t *alen)
+{
+	while (n && (*s == ' ' || *s == '\t'))
+		s++, n--;
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	*name = s;
+	*nlen = 0;
+	*addr = s;
+	*alen = n;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\r' || c == '\n')
+			return "has a line break";
+		if (c < 0x20 || c == 0x7f)
+			return "has a control character";
+	}
+	if (!n || s[n - 1] != '>')
+		return NULL; /* a bare address: addr_check judges it */
+	/* The angle-addr starts at the first '<' outside a quoted string;
+	 * the display name before it must be whole words. */
+	bool quoted = false;
+	size_t lt = n;
+	for (size_t i = 0; i < n && lt == n; i++) {
+		char c = s[i];
+		if (quoted && c == '\\' && i + 1 < n)
+			i++;
+		else if (c == '"')
+			quoted = !quoted;
+		else if (!quoted && c == '<')
+			lt = i;
+		else if (!quoted && c == '>')
+			return "has '>' in its display name (quote the name)";
+	}
+	if (lt == n)
+		return quoted ? "has an unbalanced quote in its display name"
+		              : "has '>' without '<'";
+	size_t dn = lt;
+	while (dn && (s[dn - 1] == ' ' || s[dn - 1] == '\t'))
+		dn--;
+	*name = s;
+	*nlen = dn;
+	*addr = s + lt + 1;
+	*alen = n - lt - 2;
+	return NULL;
+}
+
+/* phrase_text - the text a display name means: quoted strings opened and
+ * their quoted pairs undone, everything else as written. */
+static void phrase_text(struct buf *out, const char *p, size_t n)
+{
+	bool quoted = false;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '"') {
+			quoted = !quoted;
+			continue;
+		}
+		if (quoted && p[i] == '\\' && i + 1 < n)
+			i++;
+		buf_append(out, p + i, 1);
+	}
+}
+
+static bool is_atext(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+}
+
+/* phrase - write display name text t[0..n) as RFC 5322 words: atoms as
+ * they are, other ASCII as one quoted string, non-ASCII as RFC 2047 words
+ * (B encoding: no character of the name can end the word early). */
+static void phrase(struct buf *out, const char *t, size_t n, size_t *col)
+{
+	if (!is_ascii(t, n)) {
+		encoded_words(out, t, n, col);
+		return;
+	}
+	bool atoms = n > 0 && t[0] != ' ' && t[n - 1] != ' ';
+	for (size_t i = 0; i < n && atoms; i++)
+		atoms = is_atext((unsigned char)t[i]) || (t[i] == ' ' && t[i + 1] != ' ');
+	if (atoms && !strstr(t, "=?")) {
+		plain_text(out, t, n, col);
+		return;
+	}
+	struct buf q = { 0 };
+	buf_append(&q, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (t[i] == '"' || t[i] == '\\')
+			buf_append(&q, "\\", 1);
+		buf_append(&q, t + i, 1);
+	}
+	buf_append(&q, "\"", 1);
+	plain_text(out, buf_head(&q), buf_used(&q), col);
+	buf_free(&q);
+}
+
+/* address_entry - one "Name <addr>" or "addr" of an address list (or a
+ * group's "name:;"), the name rewritten as a phrase. */
 static void address_entry(struct buf *out, const char *p, size_t n, size_t *col)
 {
-	while (n && (*p == ' ' || *p == '\t'))
-		p++, n--;
-	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-		n--;
-	const char *lt = memchr(p, '<', n);
-	if (!lt || is_ascii(p, (size_t)(lt - p))) {
+	const char *name, *addr;
+	size_t nl, al;
+	if (mime_mailbox_split(p, n, &name, &nl, &addr, &al) || !nl) {
+		/* A bare address (or what the validators let through as one). */
+		while (n && (*p == ' ' || *p == '\t'))
+			p++, n--;
+		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
 		plain_text(out, p, n, col);
 		return;
 	}
-	size_t dn = (size_t)(lt - p);
-	while (dn && p[dn - 1] == ' ')
-		dn--;
-	const char *d = p;
-	if (dn >= 2 && d[0] == '"' && d[dn - 1] == '"') {
-		d++;
-		dn -= 2;
-	}
-	encoded_words(out, d, dn, col);
+	struct buf t = { 0 };
+	phrase_text(&t, name, nl);
+	phrase(out, buf_cstr(&t), buf_used(&t), col);
+	buf_free(&t);
 	/* Lines holding encoded words stay within 76 (RFC 2047 2): fold
 	 * before the address when it would not fit. */
-	size_t al = n - (size_t)(lt - p);
-	if (*col + 1 + al > HEADER_SOFT) {
+	if (*col + 3 + al > HEADER_SOFT) {
 		buf_append(out, "\r\n ", 3);
 		*col = 1;
 	} else {
 		buf_append(out, " ", 1);
 		(*col)++;
 	}
-	plain_text(out, lt, al, col);
+	buf_append(out, "<", 1);
+	plain_text(out, addr, al, col);
+	buf_append(out, ">", 1);
+	*col += 2;
 }
 
 /* needs_words - ASCII that still has to travel as encoded words: text that
@@ -244,7 +347,8 @@ void mime_encode_header(struct buf *out, const char *name, const char *value, bo
 	buf_append(out, "\r\n", 2);
 }
 
-/* line_ok_7bit - ASCII, no NUL, no lone CR, lines <= 998. */
+/* fits_7bit - ASCII, no NUL, lines <= 998 (CRLF, a bare LF and a lone CR
+ * each end a line). */
 static bool fits_7bit(const char *p, size_t n)
 {
 	size_t line = 0;
@@ -254,12 +358,7 @@ static bool fits_7bit(const char *p, size_t n)
 			return false;
 		if (c == '=' && i + 1 < n && p[i + 1] == '_')
 			return false; /* could fake a boundary; QP writes "=3D_" */
-		if (c == '\r') {
-			if (i + 1 >= n || p[i + 1] != '\n')
-				return false;
-			continue;
-		}
-		if (c == '\n') {
+		if (c == '\r' || c == '\n') {
 			line = 0;
 			continue;
 		}
@@ -269,20 +368,21 @@ static bool fits_7bit(const char *p, size_t n)
 	return true;
 }
 
-/* crlf_text - append text with every line end as CRLF. */
+/* crlf_text - append text with every line end (CRLF, bare LF, lone CR) as
+ * CRLF: nothing else may reach the spool (a lone CR before a dot is an SMTP
+ * smuggling payload for a lenient next hop). */
 static void crlf_text(struct buf *out, const char *p, size_t n)
 {
 	size_t i = 0;
 	while (i < n) {
-		const char *nl = memchr(p + i, '\n', n - i);
-		size_t end = nl ? (size_t)(nl - p) : n;
-		size_t e = end;
-		if (e > i && p[e - 1] == '\r')
-			e--;
+		size_t e = i;
+		while (e < n && p[e] != '\r' && p[e] != '\n')
+			e++;
 		buf_append(out, p + i, e - i);
-		if (nl)
-			buf_append(out, "\r\n", 2);
-		i = end + (nl ? 1 : 0);
+		if (e == n)
+			break;
+		buf_append(out, "\r\n", 2);
+		i = e + (p[e] == '\r' && e + 1 < n && p[e + 1] == '\n' ? 2 : 1);
 	}
 }
 
@@ -311,9 +411,26 @@ static void text_part(struct buf *out, const char *type, const char *p, size_t n
 		ensure_crlf(out);
 }
 
-static void boundary(char out[40], uint64_t seed, unsigned k)
+/* boundary - the k-th boundary of a message whose random part is key:
+ * "=_" can never occur in what we encode (see the top), and key is fresh
+ * from the CSPRNG for every message. */
+static void boundary(char out[48], const char *key, unsigned k)
 {
-	snprintf(out, 40, "=_rp_%016llx_%u", (unsigned long long)(seed * 0x9e3779b97f4a7c15ull), k);
+	snprintf(out, 48, "=_rp_%s_%u", key, k);
+}
+
+/* boundary_key - 96 random bits as 24 hex digits. */
+static void boundary_key(char key[25])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char r[12];
+	if (!rp_random_bytes(r, sizeof(r)))
+		rp_panic("getrandom failed: no MIME boundary can be made");
+	for (size_t i = 0; i < sizeof(r); i++) {
+		key[2 * i] = hex[r[i] >> 4];
+		key[2 * i + 1] = hex[r[i] & 15];
+	}
+	key[24] = '\0';
 }
 
 /* filename_param - filename="x" for ASCII, filename*=UTF-8''%xx otherwise. */
@@ -354,12 +471,13 @@ static bool content_type_ok(const char *t)
 
 /* body - the text/html (alternative) part, or a single text part; nested
  * when it is the first part of a multipart/mixed. */
-static void body(struct buf *out, const struct mime_message *m, unsigned *k, bool nested)
+static void body(struct buf *out, const struct mime_message *m, const char *key, unsigned *k,
+                 bool nested)
 {
 	const char *text = m->text, *html = m->html;
 	if (text && html) {
-		char b[40];
-		boundary(b, m->seed, (*k)++);
+		char b[48];
+		boundary(b, key, (*k)++);
 		buf_printf(out, "Content-Type: multipart/alternative; boundary=\"%s\"\r\n\r\n", b);
 		buf_printf(out, "--%s\r\n", b);
 		text_part(out, "text/plain", text, m->text_len, true);
@@ -374,10 +492,53 @@ static void body(struct buf *out, const struct mime_message *m, unsigned *k, boo
 		text_part(out, "text/plain", text ? text : "", text ? m->text_len : 0, nested);
 }
 
+/* mailbox_header - "Name: mailbox" for one mailbox (From): never split at
+ * a comma, which a display name may hold. */
+static void mailbox_header(struct buf *out, const char *name, const char *value)
+{
+	size_t col = strlen(name) + 2;
+	buf_printf(out, "%s: ", name);
+	address_entry(out, value, strlen(value), &col);
+	buf_append(out, "\r\n", 2);
+}
+
+/* header_values_ok - every header value m gives is one line (no CR, LF or
+ * NUL), From one mailbox; else false with the reason in err. */
+static bool header_values_ok(const struct mime_message *m, char *err, size_t errlen)
+{
+	const char *name, *addr, *why;
+	size_t nl, al;
+	if ((why = mime_mailbox_split(m->from, strlen(m->from), &name, &nl, &addr, &al))) {
+		snprintf(err, errlen, "from %s", why);
+		return false;
+	}
+	if (m->to && !mime_header_value_ok(m->to, strlen(m->to))) {
+		snprintf(err, errlen, "To has a line break (CR or LF) or a NUL byte");
+		return false;
+	}
+	if (m->subject && !mime_header_value_ok(m->subject, strlen(m->subject))) {
+		snprintf(err, errlen, "subject has a line break (CR or LF) or a NUL byte");
+		return false;
+	}
+	for (unsigned i = 0; i < m->nheaders; i++) {
+		const struct mime_header *h = &m->headers[i];
+		if (!mime_header_name_ok(h->name) ||
+		    !mime_header_value_ok(h->value, strlen(h->value))) {
+			snprintf(err, errlen,
+			         "headers.%.80s has a line break (CR or LF) or a NUL byte",
+			         h->name);
+			return false;
+		}
+	}
+	return true;
+}
+
 bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t errlen)
 {
-	char date[64];
+	char date[64], key[25];
 	unsigned k = 0;
+	if (!header_values_ok(m, err, errlen))
+		return false;
 	for (unsigned i = 0; i < m->nattachments; i++) {
 		const char *ct = m->attachments[i].content_type;
 		if (ct && !content_type_ok(ct)) {
@@ -386,7 +547,8 @@ bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t
 		}
 	}
 	rp_rfc5322_date(m->date_ms, date, sizeof(date));
-	mime_encode_header(out, "From", m->from, true);
+	boundary_key(key);
+	mailbox_header(out, "From", m->from);
 	if (m->to && *m->to)
 		mime_encode_header(out, "To", m->to, true);
 	if (m->subject)
@@ -396,14 +558,14 @@ bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t
 		mime_encode_header(out, m->headers[i].name, m->headers[i].value, false);
 	buf_puts(out, "MIME-Version: 1.0\r\n");
 	if (!m->nattachments) {
-		body(out, m, &k, false);
+		body(out, m, key, &k, false);
 		return true;
 	}
-	char b[40];
-	boundary(b, m->seed, k++);
+	char b[48];
+	boundary(b, key, k++);
 	buf_printf(out, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n", b);
 	buf_printf(out, "--%s\r\n", b);
-	body(out, m, &k, true);
+	body(out, m, key, &k, true);
 	for (unsigned i = 0; i < m->nattachments; i++) {
 		const struct mime_attachment *a = &m->attachments[i];
 		const char *fname = a->filename && *a->filename ? a->filename : "attachment";

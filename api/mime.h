@@ -41,12 +41,22 @@ struct mime_message {
 	unsigned nattachments;
 	const char *message_id; /* without angle brackets */
 	uint64_t date_ms;       /* unix ms for Date: */
-	uint64_t seed;          /* makes the boundaries unique */
 };
 
-/* mime_build - append the whole message. Returns false (with a reason) only
- * for inputs the validators would have refused. */
+/* mime_build - append the whole message. Returns false (with a reason) for
+ * inputs the validators would have refused: a header value (From, To,
+ * Subject, extra fields) with CR, LF or NUL, a From that is not one
+ * mailbox, a bad attachment type. Boundaries come from getrandom. */
 bool mime_build(const struct mime_message *m, struct buf *out, char *err, size_t errlen);
+/* mime_mailbox_split - s[0..n) as "addr" or "display-name <addr>" (blanks
+ * around it ignored): the address in addr[0..alen), the display name as
+ * written in name[0..nlen) (nlen 0 when there is none). The angle-addr
+ * starts at the first '<' outside a quoted string, so "A <a@x> <b@y>"
+ * gives the address "a@x> <b@y" (which addr_check refuses). Returns NULL,
+ * or why s is no mailbox ("has a line break", "has an unbalanced quote in
+ * its display name", ...). The address itself is for addr_check. */
+const char *mime_mailbox_split(const char *s, size_t n, const char **name, size_t *nlen,
+                               const char **addr, size_t *alen);
 /* mime_header_name_ok - RFC 5322 field name (printable ASCII, no colon). */
 bool mime_header_name_ok(const char *name);
 /* mime_header_value_ok - no CR, LF or NUL (header injection). */

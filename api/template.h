@@ -26,8 +26,11 @@ enum template_escape {
 	TEMPLATE_URL,  /* percent-encoded, all but RFC 3986 unreserved characters */
 };
 
-/* template_render - append s[0..n) with placeholders replaced. */
-void template_render(struct buf *out, const char *s, size_t n, template_lookup fn, void *ctx,
-                     enum template_escape esc);
+/* template_render - append s[0..n) with placeholders replaced, at most max
+ * bytes: true when it all fit; false as soon as the next piece would pass
+ * max (out then holds a cut rendering of at most max bytes, for the caller
+ * to discard). Nothing is ever rendered past the bound. */
+bool template_render(struct buf *out, const char *s, size_t n, template_lookup fn, void *ctx,
+                     enum template_escape esc, size_t max);
 
 #endif

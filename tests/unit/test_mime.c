@@ -87,14 +87,14 @@ static void qp_decode(const char *p, size_t n, struct buf *out)
 	}
 }
 
-/* crlf_normalize - what the encoder promises to preserve: every LF (with or
- * without its CR) becomes CRLF; a lone CR stays a CR. */
+/* crlf_normalize - what the encoder promises to preserve: every line end
+ * (CRLF, a bare LF, a lone CR) becomes CRLF. */
 static void crlf_normalize(const char *p, size_t n, struct buf *out)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n')
 			continue;
-		if (p[i] == '\n')
+		if (p[i] == '\n' || p[i] == '\r')
 			buf_append(out, "\r\n", 2);
 		else
 			buf_append(out, p + i, 1);
@@ -417,13 +417,14 @@ Test(mime, qp_table)
 		{ "tab\t", "tab=09" },
 		{ "line \nnext", "line=20\r\nnext" },
 		{ "line\r\nnext", "line\r\nnext" },
-		{ "lone\rcr", "lone=0Dcr" },
+		{ "lone\rcr", "lone\r\ncr" }, /* a lone CR is a line end */
+		{ "a\r.\rb", "a\r\n.\r\nb" },
 		{ "nul\0x", "nul=00x" },
 		{ "a b\tc", "a b\tc" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct buf e = { 0 };
-		size_t n = i == 9 ? 5 : strlen(cases[i].in);
+		size_t n = i == 10 ? 5 : strlen(cases[i].in);
 		mime_qp_encode(&e, cases[i].in, n);
 		cr_assert_str_eq(str_of(&e), cases[i].out, "case %zu", i);
 		buf_free(&e);
@@ -796,7 +797,6 @@ static struct mime_message base_message(void)
 		.subject = "Subject line",
 		.message_id = "0123456789abcdef@mta.test",
 		.date_ms = 1700000000000ull,
-		.seed = 42,
 	};
 }
 
@@ -994,8 +994,9 @@ Test(mime, build_attachment_with_text_only)
 
 Test(mime, build_body_cannot_fake_a_boundary)
 {
-	/* Text that contains what the boundary will be: the structure must not
-	 * change (the comment in mime.c promises boundaries never occur). */
+	/* Text that contains a boundary ringpost made (the last message's,
+	 * the best an attacker can know): the structure must not change, and
+	 * the new message's boundary is a new one. */
 	struct mime_message m = base_message();
 	struct buf probe = { 0 };
 	m.text = "x";
@@ -1015,8 +1016,11 @@ Test(mime, build_body_cannot_fake_a_boundary)
 	m.text_len = strlen(text);
 	struct buf out = build(&m);
 	top = split_entity(buf_head(&out), buf_used(&out));
+	char *nb = boundary_of(header_get(top.head, "Content-Type"));
+	cr_assert_str_neq(nb, b, "the boundary %s came again", b);
 	struct part parts[6];
-	unsigned n = split_multipart(top.body, b, parts, 6);
+	unsigned n = split_multipart(top.body, nb, parts, 6);
+	free(nb);
 	cr_assert_eq(n, 2, "the text made %u parts", n);
 	size_t len;
 	char *t = decoded_body(&parts[0], &len);
@@ -1076,6 +1080,172 @@ Test(mime, build_refuses_bad_content_type)
 		cr_assert_not(mime_build(&m, &out, err, sizeof(err)), "case %zu accepted", i);
 		cr_assert_not_null(strstr(err, "attachments[0].content_type"), "case %zu: '%s'", i,
 		                   err);
+		buf_free(&out);
+	}
+}
+
+/* ---- hostile input -------------------------------------------------------- */
+
+/* Boundaries come from the CSPRNG: the same input twice gives different
+ * boundaries, none holds the message id, and each is long enough. */
+Test(mime, boundaries_are_random)
+{
+	char *seen[8];
+	for (int k = 0; k < 8; k++) {
+		struct mime_message m = base_message();
+		m.text = "t";
+		m.text_len = 1;
+		m.html = "h";
+		m.html_len = 1;
+		struct buf out = build(&m);
+		struct part top = split_entity(buf_head(&out), buf_used(&out));
+		seen[k] = boundary_of(header_get(top.head, "Content-Type"));
+		cr_assert_geq(strlen(seen[k]), 24, "short boundary %s", seen[k]);
+		cr_assert_null(strstr(seen[k], "0123456789abcdef"), "%s", seen[k]);
+		cr_assert_eq(strncmp(seen[k], "=_", 2), 0, "%s", seen[k]);
+		for (int j = 0; j < k; j++)
+			cr_assert_str_neq(seen[j], seen[k], "boundary %s repeated", seen[k]);
+		free_parts(&top, 1);
+		buf_free(&out);
+	}
+	for (int k = 0; k < 8; k++)
+		free(seen[k]);
+}
+
+/* CR, LF or NUL in any header value is refused by mime_build itself,
+ * whatever the caller checked. */
+Test(mime, build_refuses_line_breaks_in_headers)
+{
+	static const char *const bad[] = { "hi\r\nBcc: victim@evil.test", "hi\nX: y", "hi\rX: y" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char err[200] = "";
+		struct buf out = { 0 };
+		struct mime_message m = base_message();
+		m.subject = bad[i];
+		cr_assert_not(mime_build(&m, &out, err, sizeof(err)), "subject %zu", i);
+		cr_assert_not_null(strstr(err, "subject"), "%s", err);
+		m = base_message();
+		m.to = bad[i];
+		cr_assert_not(mime_build(&m, &out, err, sizeof(err)), "to %zu", i);
+		m = base_message();
+		char from[80];
+		snprintf(from, sizeof(from), "%s <a@x.test>", bad[i]);
+		m.from = from;
+		cr_assert_not(mime_build(&m, &out, err, sizeof(err)), "from %zu", i);
+		cr_assert_not_null(strstr(err, "from"), "%s", err);
+		m = base_message();
+		struct mime_header h = { .name = "X-Campaign", .value = bad[i] };
+		m.headers = &h;
+		m.nheaders = 1;
+		cr_assert_not(mime_build(&m, &out, err, sizeof(err)), "headers %zu", i);
+		cr_assert_not_null(strstr(err, "X-Campaign"), "%s", err);
+		buf_free(&out);
+	}
+}
+
+Test(mime, mailbox_split)
+{
+	static const struct {
+		const char *in, *name, *addr;
+		bool ok;
+	} cases[] = {
+		{ "a@x.test", "", "a@x.test", true },
+		{ "  Ann <a@x.test>  ", "Ann", "a@x.test", true },
+		{ "\"Doe, Ann\" <a@x.test>", "\"Doe, Ann\"", "a@x.test", true },
+		{ "\"Help <a@x>\" <b@y.test>", "\"Help <a@x>\"", "b@y.test", true },
+		{ "\"q\\\"uote\" <b@y.test>", "\"q\\\"uote\"", "b@y.test", true },
+		{ "<b@y.test>", "", "b@y.test", true },
+		/* A second angle-addr is part of the address (addr_check refuses it). */
+		{ "Help <a@x> <b@y.test>", "Help", "a@x> <b@y.test", true },
+		{ "\"Help <a@x> <b@y.test>", NULL, NULL, false },
+		{ "He\"lp <b@y.test>", NULL, NULL, false },
+		{ "Help> <b@y.test>", NULL, NULL, false },
+		{ "Evil\r\nBcc: v@x <b@y.test>", NULL, NULL, false },
+		{ "Evil\x01 <b@y.test>", NULL, NULL, false },
+		{ "Name <a@x.test", "", "Name <a@x.test", true },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *name, *addr;
+		size_t nl, al;
+		const char *why =
+		    mime_mailbox_split(cases[i].in, strlen(cases[i].in), &name, &nl, &addr, &al);
+		cr_assert_eq(!why, cases[i].ok, "case %zu: %s", i, why ? why : "ok");
+		if (!cases[i].ok)
+			continue;
+		cr_assert_eq(nl, strlen(cases[i].name), "case %zu: name '%.*s'", i, (int)nl, name);
+		cr_assert(!memcmp(name, cases[i].name, nl), "case %zu", i);
+		cr_assert_eq(al, strlen(cases[i].addr), "case %zu: addr '%.*s'", i, (int)al, addr);
+		cr_assert(!memcmp(addr, cases[i].addr, al), "case %zu", i);
+	}
+}
+
+/* Display names go out as RFC 5322 phrases: atoms plain, anything else
+ * one quoted string (so ", <, >, @ cannot make a second mailbox), non-ASCII
+ * as encoded words. */
+Test(mime, from_display_name_is_a_phrase)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{ "Sender <s@x.test>", "Sender <s@x.test>" },
+		{ "\"Sender\" <s@x.test>", "Sender <s@x.test>" },
+		{ "a@evil.test, Name <s@x.test>", "\"a@evil.test, Name\" <s@x.test>" },
+		{ "\"Help <a@x.test>\" <s@x.test>", "\"Help <a@x.test>\" <s@x.test>" },
+		{ "\"q\\\"uote\\\\\" <s@x.test>", "\"q\\\"uote\\\\\" <s@x.test>" },
+		{ "Dr. Who <s@x.test>", "\"Dr. Who\" <s@x.test>" },
+		{ "=?utf-8?q?x?= <s@x.test>", "\"=?utf-8?q?x?=\" <s@x.test>" },
+		{ "s@x.test", "s@x.test" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mime_message m = base_message();
+		m.from = cases[i].in;
+		struct buf out = build(&m);
+		struct part top = split_entity(buf_head(&out), buf_used(&out));
+		cr_assert_str_eq(header_get(top.head, "From"), cases[i].out, "case %zu", i);
+		free_parts(&top, 1);
+		buf_free(&out);
+	}
+	/* Non-ASCII: encoded words, the address plain after them. */
+	struct mime_message m = base_message();
+	m.from = "\"M\xc3\xbcller, J\xc3\xb6rg\" <j@x.test>";
+	struct buf out = build(&m);
+	struct part top = split_entity(buf_head(&out), buf_used(&out));
+	const char *f = header_get(top.head, "From");
+	cr_assert(!strncmp(f, "=?UTF-8?B?", 10), "%s", f);
+	cr_assert_not_null(strstr(f, "?= <j@x.test>"), "%s", f);
+	cr_assert_null(strchr(f, ','), "a comma outside the encoded word: %s", f);
+	free_parts(&top, 1);
+	buf_free(&out);
+}
+
+/* Bodies: every lone CR and bare LF goes out as CRLF, 7bit or QP; the
+ * smuggling payloads "\r.\r" and "\n.\n" become lines holding a dot. */
+Test(mime, bodies_have_only_crlf)
+{
+	static const char *const texts[] = { "a\r.\rb", "a\n.\nb", "x\r\n.\r\ny",
+		                             "caf\xc3\xa9\r.\r", "sp \rx" };
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		struct mime_message m = base_message();
+		m.text = texts[i];
+		m.text_len = strlen(texts[i]);
+		m.html = texts[i];
+		m.html_len = strlen(texts[i]);
+		struct buf out = build(&m); /* max_line fails on a bare CR or LF */
+		struct part top = split_entity(buf_head(&out), buf_used(&out));
+		char *b = boundary_of(header_get(top.head, "Content-Type"));
+		struct part parts[4];
+		unsigned n = split_multipart(top.body, b, parts, 4);
+		cr_assert_eq(n, 2);
+		size_t len;
+		char *t = decoded_body(&parts[0], &len);
+		struct buf want = { 0 };
+		crlf_normalize(texts[i], strlen(texts[i]), &want);
+		cr_assert_str_eq(t, str_of(&want), "case %zu", i);
+		free(t);
+		buf_free(&want);
+		free_parts(parts, n);
+		free(b);
+		free_parts(&top, 1);
 		buf_free(&out);
 	}
 }

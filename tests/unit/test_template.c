@@ -1,9 +1,11 @@
 /* test_template.c - {{name}} substitution (api/template.c): a table of
  * templates against one set of variables, blanks inside the braces, names
  * the lookup does not know left exactly as written, malformed braces, HTML
- * escaping of values (never of the template), and template_has_vars.
+ * escaping of values (never of the template), template_has_vars, and the
+ * output bound: a template bomb stops at the bound, never rendered first.
  */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +45,8 @@ static const char *lookup(void *ctx, const char *name, size_t len, size_t *vlen)
 static char *render(const char *s, bool html)
 {
 	struct buf b = { 0 };
-	template_render(&b, s, strlen(s), lookup, NULL, html ? TEMPLATE_HTML : TEMPLATE_RAW);
+	template_render(&b, s, strlen(s), lookup, NULL, html ? TEMPLATE_HTML : TEMPLATE_RAW,
+	                SIZE_MAX);
 	char *out = strdup(buf_cstr(&b));
 	buf_free(&b);
 	return out;
@@ -150,7 +153,7 @@ Test(template, length_bounded)
 	const char *s = "{{name}}{{name}}";
 	for (size_t n = 0; n <= strlen(s); n++) {
 		struct buf b = { 0 };
-		template_render(&b, s, n, lookup, NULL, TEMPLATE_RAW);
+		cr_assert(template_render(&b, s, n, lookup, NULL, TEMPLATE_RAW, SIZE_MAX));
 		const char *want = n < 8 ? NULL : n < 16 ? "Ann" : "AnnAnn";
 		char expect[32];
 		if (!want)
@@ -172,7 +175,7 @@ Test(template, appends_and_handles_nul)
 	struct buf b = { 0 };
 	buf_puts(&b, "pre:");
 	static const char s[] = "a\0{{x}}\0b";
-	template_render(&b, s, sizeof(s) - 1, lookup, NULL, TEMPLATE_RAW);
+	cr_assert(template_render(&b, s, sizeof(s) - 1, lookup, NULL, TEMPLATE_RAW, SIZE_MAX));
 	cr_assert_eq(buf_used(&b), 4 + 5);
 	cr_assert(!memcmp(buf_head(&b), "pre:a\0X\0b", 9));
 	buf_free(&b);
@@ -187,7 +190,8 @@ Test(template, long_input_and_many_placeholders)
 		buf_puts(&want, i % 2 ? "X-" : "{{nobody}}-");
 	}
 	lookups = 0;
-	template_render(&out, buf_head(&in), buf_used(&in), lookup, NULL, TEMPLATE_HTML);
+	cr_assert(template_render(&out, buf_head(&in), buf_used(&in), lookup, NULL, TEMPLATE_HTML,
+	                          SIZE_MAX));
 	cr_assert_eq(lookups, 10000);
 	cr_assert_eq(buf_used(&out), buf_used(&want));
 	cr_assert(!memcmp(buf_head(&out), buf_head(&want), buf_used(&out)));
@@ -201,11 +205,83 @@ Test(template, url_escaping)
 	struct buf b = { 0 };
 	static const char s[] = "https://x.test/u?c={{user.city}}&o={{order-id}}&h={{html}}&"
 	                        "e={{empty}}&n={{nobody}}";
-	template_render(&b, s, sizeof(s) - 1, lookup, NULL, TEMPLATE_URL);
+	cr_assert(template_render(&b, s, sizeof(s) - 1, lookup, NULL, TEMPLATE_URL, SIZE_MAX));
 	cr_assert_str_eq(buf_cstr(&b),
 	                 "https://x.test/u?c=K%C3%B6ln&o=A-17&"
 	                 "h=%3Cb%3E%22Tom%22%20%26%20%27Jerry%27%3C%2Fb%3E&e=&n={{nobody}}",
 	                 "values percent-encoded (UTF-8 bytes too), the template's own "
 	                 "characters kept");
 	buf_free(&b);
+}
+
+/* ---- the output bound ---------------------------------------------------- */
+
+static const char *bomb_value;
+static size_t bomb_len;
+static unsigned bomb_lookups;
+
+static const char *bomb_lookup(void *ctx, const char *name, size_t len, size_t *vlen)
+{
+	(void)ctx;
+	(void)name;
+	(void)len;
+	bomb_lookups++;
+	*vlen = bomb_len;
+	return bomb_value;
+}
+
+/* Every output size around the bound, in every escaping: true exactly when
+ * the whole rendering fits, never more than max bytes written. */
+Test(template, bounded_exactly)
+{
+	static const char *const tpls[] = { "ab{{v}}cd{{v}}", "{{v}}", "x{y}{{nobody}}z{{v}}" };
+	bomb_value = "<a&b c>";
+	bomb_len = strlen(bomb_value);
+	for (size_t t = 0; t < sizeof(tpls) / sizeof(tpls[0]); t++) {
+		for (int esc = TEMPLATE_RAW; esc <= TEMPLATE_URL; esc++) {
+			struct buf full = { 0 };
+			cr_assert(template_render(&full, tpls[t], strlen(tpls[t]), bomb_lookup,
+			                          NULL, (enum template_escape)esc, SIZE_MAX));
+			size_t need = buf_used(&full);
+			for (size_t max = 0; max <= need + 2; max++) {
+				struct buf b = { 0 };
+				buf_puts(&b, "pre");
+				bool ok = template_render(&b, tpls[t], strlen(tpls[t]), bomb_lookup,
+				                          NULL, (enum template_escape)esc, max);
+				cr_assert_eq(ok, max >= need, "tpl %zu esc %d max %zu: %d", t, esc,
+				             max, ok);
+				cr_assert_leq(buf_used(&b) - 3, max, "tpl %zu esc %d max %zu", t,
+				              esc, max);
+				if (ok)
+					cr_assert(!memcmp(buf_head(&b) + 3, buf_head(&full), need));
+				buf_free(&b);
+			}
+			buf_free(&full);
+		}
+	}
+}
+
+/* The bomb of the issue: {{x}} 20,000 times with a 100 KB value (2 GB in
+ * full) against a 1 MB bound stops after about ten values. */
+Test(template, bomb_stops_at_the_bound)
+{
+	size_t vn = 100 * 1024;
+	char *v = malloc(vn);
+	memset(v, 'a', vn);
+	bomb_value = v;
+	bomb_len = vn;
+	struct buf tpl = { 0 };
+	for (int i = 0; i < 20000; i++)
+		buf_puts(&tpl, "{{x}}");
+	for (int esc = TEMPLATE_RAW; esc <= TEMPLATE_URL; esc++) {
+		struct buf b = { 0 };
+		bomb_lookups = 0;
+		cr_assert_not(template_render(&b, buf_head(&tpl), buf_used(&tpl), bomb_lookup, NULL,
+		                              (enum template_escape)esc, 1u << 20));
+		cr_assert_leq(buf_used(&b), 1u << 20);
+		cr_assert_leq(bomb_lookups, 11, "%u values looked up", bomb_lookups);
+		buf_free(&b);
+	}
+	buf_free(&tpl);
+	free(v);
 }
