@@ -324,9 +324,19 @@ static void send_data_cmd(struct smtp_client *c)
 {
 	if (c->use_bdat) {
 		struct buf *out = conn_outbuf(&c->conn);
+		const char *p = buf_head(&c->job->body);
 		size_t n = buf_used(&c->job->body);
+		/* BDAT goes as it is: only CRLF line ends may go (a stored
+		 * message has no other; this holds whatever the spool gives). */
+		struct buf canon = { 0 };
+		if (!smtp_crlf_only(p, n)) {
+			smtp_crlf_canon(p, n, &canon);
+			p = buf_head(&canon);
+			n = buf_used(&canon);
+		}
 		buf_printf(out, "BDAT %zu LAST\r\n", n);
-		buf_append(out, buf_head(&c->job->body), n);
+		buf_append(out, p, n);
+		buf_free(&canon);
 		conn_flush_soon(&c->conn);
 	} else {
 		conn_line(&c->conn, "DATA");

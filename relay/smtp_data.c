@@ -153,24 +153,64 @@ void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsi
 	st->last_cr = cr;
 }
 
+/* line_end - where the line starting at p[i] ends (its first CR or LF,
+ * or n), and in *next where the next line starts (after a CRLF, a lone CR
+ * or a bare LF: each is one line end). */
+static size_t line_end(const char *p, size_t n, size_t i, size_t *next)
+{
+	const char *nl = memchr(p + i, '\n', n - i);
+	size_t lim = nl ? (size_t)(nl - p) : n;
+	const char *cr = memchr(p + i, '\r', lim - i);
+	size_t e = cr ? (size_t)(cr - p) : lim;
+	if (e == n)
+		*next = n;
+	else
+		*next = e + (p[e] == '\r' && e + 1 < n && p[e + 1] == '\n' ? 2 : 1);
+	return e;
+}
+
 void smtp_dot_stuff(const char *p, size_t n, struct buf *out)
 {
-	size_t i = 0;
+	size_t i = 0, next;
 	/* Reserve once for the common case: few lines start with a dot. */
 	buf_reserve(out, n + n / 64 + 8);
 	while (i < n) {
 		if (p[i] == '.')
 			buf_append(out, ".", 1);
-		const char *nl = memchr(p + i, '\n', n - i);
-		size_t end = nl ? (size_t)(nl - p) + 1 : n;
-		buf_append(out, p + i, end - i);
-		i = end;
-	}
-	if (n && (n < 2 || p[n - 2] != '\r' || p[n - 1] != '\n')) {
-		if (p[n - 1] == '\r')
-			buf_append(out, "\n", 1);
-		else
+		size_t e = line_end(p, n, i, &next);
+		buf_append(out, p + i, e - i);
+		if (e < n)
 			buf_append(out, "\r\n", 2);
+		i = next;
 	}
+	if (n && p[n - 1] != '\n' && p[n - 1] != '\r')
+		buf_append(out, "\r\n", 2);
 	buf_append(out, ".\r\n", 3);
+}
+
+bool smtp_crlf_only(const char *p, size_t n)
+{
+	const char *end = p + n;
+	for (const char *nl = memchr(p, '\n', n); nl;
+	     nl = memchr(nl + 1, '\n', (size_t)(end - nl - 1)))
+		if (nl == p || nl[-1] != '\r')
+			return false;
+	for (const char *cr = memchr(p, '\r', n); cr;
+	     cr = memchr(cr + 1, '\r', (size_t)(end - cr - 1)))
+		if (cr + 1 == end || cr[1] != '\n')
+			return false;
+	return true;
+}
+
+void smtp_crlf_canon(const char *p, size_t n, struct buf *out)
+{
+	size_t i = 0, next;
+	buf_reserve(out, n + n / 64 + 8);
+	while (i < n) {
+		size_t e = line_end(p, n, i, &next);
+		buf_append(out, p + i, e - i);
+		if (e < n)
+			buf_append(out, "\r\n", 2);
+		i = next;
+	}
 }

@@ -59,7 +59,16 @@ void smtp_chunk_init(struct smtp_chunk_state *st);
 void smtp_chunk_check(struct smtp_chunk_state *st, const char *p, size_t n, unsigned max_line);
 
 /* smtp_dot_stuff - append body p[0..n) dot-stuffed, a final CRLF if the
- * body lacks one, and the terminating ".\r\n". */
+ * body lacks one, and the terminating ".\r\n". Every line end goes out as
+ * CRLF: a lone CR or bare LF in the body (never in a stored message, but
+ * whatever the input) is a line end too, and a dot after it is stuffed,
+ * so "<CR>.<CR>" or "<LF>.<LF>" (SMTP smuggling) can never be emitted. */
 void smtp_dot_stuff(const char *p, size_t n, struct buf *out);
+/* smtp_crlf_only - whether every line end of p[0..n) is CRLF (no lone CR,
+ * no bare LF). */
+bool smtp_crlf_only(const char *p, size_t n);
+/* smtp_crlf_canon - append p[0..n) with each lone CR and bare LF as CRLF
+ * (for BDAT, which is sent as it is). */
+void smtp_crlf_canon(const char *p, size_t n, struct buf *out);
 
 #endif

@@ -300,6 +300,15 @@ static const struct stuff_case stuff_cases[] = {
 	ST("x\r\n.", "x\r\n..\r\n.\r\n"),
 	ST("ends with cr\r", "ends with cr\r\n.\r\n"),
 	ST(".", "..\r\n.\r\n"),
+	/* A lone CR or bare LF is a line end: CRLF goes out, and a dot after
+	 * it is stuffed (the SMTP smuggling payloads never reach the wire). */
+	ST("a\r.\rb\r\n", "a\r\n..\r\nb\r\n.\r\n"),
+	ST("a\n.\nb\r\n", "a\r\n..\r\nb\r\n.\r\n"),
+	ST("a\r\n.\nMAIL FROM:<x>\n", "a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"),
+	ST("a\n.\r\n", "a\r\n..\r\n.\r\n"),
+	ST("a\r\r\n.", "a\r\n\r\n..\r\n.\r\n"),
+	ST("\r.\r", "\r\n..\r\n.\r\n"),
+	ST("\n", "\r\n.\r\n"),
 };
 
 Test(smtp_data, dot_stuff_table)
@@ -325,13 +334,15 @@ Test(smtp_data, dot_stuff_round_trip_table)
 		struct buf wire;
 		struct rx_result r;
 		stuff_and_receive(c->body, c->len, &wire, &r);
-		/* What comes back is the body with its final line end completed. */
+		/* What comes back is the body with every line end CRLF and its
+		 * final line end completed. */
+		struct buf canon = { 0 };
+		smtp_crlf_canon(c->body, c->len, &canon);
 		char want[64];
-		size_t wn = c->len;
-		memcpy(want, c->body, c->len);
-		if (wn && want[wn - 1] == '\r')
-			want[wn++] = '\n';
-		else if (wn && !(wn >= 2 && want[wn - 2] == '\r' && want[wn - 1] == '\n')) {
+		size_t wn = buf_used(&canon);
+		memcpy(want, buf_head(&canon), wn);
+		buf_free(&canon);
+		if (wn && !(wn >= 2 && want[wn - 2] == '\r' && want[wn - 1] == '\n')) {
 			want[wn++] = '\r';
 			want[wn++] = '\n';
 		}
@@ -388,6 +399,56 @@ Test(smtp_data, dot_stuff_round_trip_random)
 		buf_free(&r.msg);
 		buf_free(&body);
 	}
+}
+
+/* Any bytes at all: the stuffed output has only CRLF line ends, no line
+ * "." before the terminator, and no "<CR>.<CR>" or "<LF>.<LF>" anywhere. */
+Test(smtp_data, dot_stuff_output_is_canonical)
+{
+	static const char alphabet[] = { '.', '.', '\r', '\n', '\r', 'a', ' ', '\0' };
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	for (int iter = 0; iter < 3000; iter++) {
+		char body[40];
+		size_t n = (size_t)(xorshift(&seed) % sizeof(body));
+		for (size_t k = 0; k < n; k++)
+			body[k] = alphabet[xorshift(&seed) % sizeof(alphabet)];
+		struct buf w = { 0 };
+		smtp_dot_stuff(body, n, &w);
+		const char *p = buf_head(&w);
+		size_t wn = buf_used(&w);
+		cr_assert(smtp_crlf_only(p, wn), "iteration %d: a bare CR or LF went out", iter);
+		cr_assert(wn >= 3 && !memcmp(p + wn - 3, ".\r\n", 3));
+		cr_assert(wn == 3 || !memcmp(p + wn - 5, "\r\n.\r\n", 5), "iteration %d", iter);
+		for (size_t k = 0; k + 3 <= wn; k++) {
+			cr_assert(memcmp(p + k, "\r.\r", 3) || (k + 3 < wn && p[k + 3] == '\n'),
+			          "iteration %d: <CR>.<CR> at %zu", iter, k);
+			cr_assert(memcmp(p + k, "\n.\n", 3), "iteration %d: <LF>.<LF> at %zu", iter,
+			          k);
+		}
+		/* The only "CRLF . CRLF" is the terminator. */
+		for (size_t k = 0; k + 5 < wn; k++)
+			cr_assert(memcmp(p + k, "\r\n.\r\n", 5), "iteration %d: early end at %zu",
+			          iter, k);
+		cr_assert(wn < 3 || p[0] != '.' || wn == 3 || p[1] == '.', "iteration %d", iter);
+		buf_free(&w);
+	}
+}
+
+Test(smtp_data, crlf_only_and_canon)
+{
+	cr_assert(smtp_crlf_only("", 0));
+	cr_assert(smtp_crlf_only("a\r\nb\r\n", 6));
+	cr_assert(smtp_crlf_only("ab", 2));
+	cr_assert_not(smtp_crlf_only("a\nb", 3));
+	cr_assert_not(smtp_crlf_only("\n", 1));
+	cr_assert_not(smtp_crlf_only("a\rb", 3));
+	cr_assert_not(smtp_crlf_only("a\r", 2));
+	cr_assert_not(smtp_crlf_only("a\r\r\n", 4));
+	struct buf b = { 0 };
+	smtp_crlf_canon("a\rb\nc\r\nd\r", 9, &b);
+	cr_assert_eq(buf_used(&b), 12);
+	cr_assert(!memcmp(buf_head(&b), "a\r\nb\r\nc\r\nd\r\n", 12));
+	buf_free(&b);
 }
 
 /* ---- BDAT checks ------------------------------------------------------- */
