@@ -287,9 +287,14 @@ static bool to_list_ok(struct api_msg *m, const char *v)
 {
 	size_t n = strlen(v), start = 0;
 	bool q = false, angle = false;
-	if (n && v[n - 1] == ';' && memchr(v, ':', n) && !memchr(v, '@', n))
+	if (n && v[n - 1] == ';' && memchr(v, ':', n) && !memchr(v, '@', n) && !memchr(v, '"', n))
 		return true; /* "undisclosed-recipients:;" */
 	for (size_t i = 0; i <= n; i++) {
+		if (i == n && (q || angle)) {
+			msg_error(m, 400, "bad_field", "headers.To has an unbalanced %s",
+			          q ? "quote" : "'<'");
+			return false;
+		}
 		char c = i < n ? v[i] : ',';
 		if (c == '\\' && q && i + 1 < n) {
 			i++;
@@ -608,10 +613,18 @@ struct rendered {
 	size_t sl, tl, hl;
 };
 
+static void rendered_free(struct rendered *r)
+{
+	free(r->subject);
+	free(r->text);
+	free(r->html);
+	memset(r, 0, sizeof(*r));
+}
+
 /* render_rcpt - to[i]'s subject, text and html, bounded while they are
  * rendered by max_message_size and by what the request may still render;
- * false (answered 413 or 400) when a bound is passed or the subject holds
- * a line break once rendered. */
+ * false (answered 413 or 400, nothing kept) when a bound is passed or the
+ * subject holds a line break once rendered. */
 static bool render_rcpt(struct api_msg *m, const struct mime_parts *mp, unsigned i,
                         struct lookup_ctx *lc, const struct api_config *cfg, struct rendered *r)
 {
@@ -623,6 +636,7 @@ static bool render_rcpt(struct api_msg *m, const struct mime_parts *mp, unsigned
 	     !(r->subject = render(mp->subject, mp->subj_len, lc, false, &left, &r->sl))) ||
 	    (mp->text && !(r->text = render(mp->text, mp->text_len, lc, false, &left, &r->tl))) ||
 	    (mp->html && !(r->html = render(mp->html, mp->html_len, lc, true, &left, &r->hl)))) {
+		rendered_free(r);
 		if (by_request)
 			msg_error(m, 413, "too_large",
 			          "the request renders more than %llu bytes for its recipients (at "
@@ -636,6 +650,7 @@ static bool render_rcpt(struct api_msg *m, const struct mime_parts *mp, unsigned
 		return false;
 	}
 	if (r->subject && !mime_header_value_ok(r->subject, r->sl)) {
+		rendered_free(r);
 		msg_error(m, 400, "bad_field",
 		          "subject for to[%u] has a line break (CR or LF) or a NUL byte once its "
 		          "vars are in",
@@ -643,13 +658,6 @@ static bool render_rcpt(struct api_msg *m, const struct mime_parts *mp, unsigned
 		return false;
 	}
 	return true;
-}
-
-static void rendered_free(struct rendered *r)
-{
-	free(r->subject);
-	free(r->text);
-	free(r->html);
 }
 
 /* build_variants - each recipient its own body, with its vars rendered
