@@ -13,6 +13,7 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -37,6 +38,7 @@ struct slot {
 struct loop {
 	struct io_uring ring;
 	unsigned setup_flags;
+	bool disabled; /* made IORING_SETUP_R_DISABLED, loop_enable not yet called */
 	bool stop;
 	uint64_t now_ms;
 	uint64_t max_busy_ns; /* longest work between two waits since last read */
@@ -75,7 +77,8 @@ static uint64_t make_tag(const struct loop *l, const struct loop_io *io, unsigne
 	       ((uint64_t)(l->slots[io->slot].gen & TAG_GEN_MASK) << TAG_GEN_SHIFT) | io->slot;
 }
 
-/* ring_setup - try the fastest flags first, fall back when the kernel refuses. */
+/* ring_setup - try the fastest flags first, fall back when the kernel
+ * refuses. Every set may be made disabled (R_DISABLED: Linux 5.10). */
 static int ring_setup(struct loop *l, const struct loop_config *cfg)
 {
 	static const unsigned flag_sets[] = {
@@ -89,10 +92,13 @@ static int ring_setup(struct loop *l, const struct loop_config *cfg)
 		struct io_uring_params p;
 		memset(&p, 0, sizeof(p));
 		p.flags = flag_sets[i] | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+		if (cfg->disabled)
+			p.flags |= IORING_SETUP_R_DISABLED;
 		p.cq_entries = cfg->cq_entries;
 		rc = io_uring_queue_init_params(cfg->sq_entries, &l->ring, &p);
 		if (rc == 0) {
-			l->setup_flags = p.flags;
+			l->setup_flags = p.flags & ~IORING_SETUP_R_DISABLED;
+			l->disabled = cfg->disabled;
 			return 0;
 		}
 		if (rc != -EINVAL)
@@ -176,8 +182,13 @@ struct loop *loop_new(const struct loop_config *cfg)
 		errno = -rc;
 		return NULL;
 	}
-	/* Registering the ring fd saves a fget/fput per io_uring_enter. */
-	io_uring_register_ring_fd(&l->ring);
+	/* The buffer ring may be registered while the ring is disabled. The
+	 * kernel decides when the ring is made whether it and what is
+	 * registered on it later count against RLIMIT_MEMLOCK (only when the
+	 * maker lacks CAP_IPC_LOCK). Registering the ring fd is per task: the
+	 * loop's thread does it (loop_enable). */
+	if (!l->disabled)
+		io_uring_register_ring_fd(&l->ring);
 
 	l->nslots = 64;
 	l->slots = xcalloc(l->nslots, sizeof(*l->slots));
@@ -200,6 +211,20 @@ struct loop *loop_new(const struct loop_config *cfg)
 	loop_io_register(l, &l->inbox_io, inbox_cqe);
 	inbox_arm(l);
 	return l;
+}
+
+bool loop_enable(struct loop *l)
+{
+	if (!l->disabled)
+		return true;
+	/* liburing 2.3 declares io_uring_enable_rings but does not export it. */
+	if (syscall(__NR_io_uring_register, l->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL,
+	            0) < 0)
+		return false;
+	l->disabled = false;
+	/* Registering the ring fd saves a fget/fput per io_uring_enter. */
+	io_uring_register_ring_fd(&l->ring);
+	return true;
 }
 
 void loop_free(struct loop *l)
@@ -505,6 +530,8 @@ static void reap(struct loop *l)
 
 void loop_run(struct loop *l)
 {
+	if (l->disabled)
+		rp_panic("loop_run: the ring is disabled (loop_enable first)");
 	log_set_buffered(true);
 	while (!l->stop) {
 		defer_run(l);

@@ -86,15 +86,35 @@ struct loop_config {
 	unsigned cq_entries; /* completion queue size (power of two) */
 	unsigned buf_count;  /* receive buffers in the ring (power of two, <= 32768) */
 	unsigned buf_size;   /* bytes per receive buffer */
+	bool disabled;       /* make the ring disabled, for another thread: that
+	                      * thread calls loop_enable before any other loop
+	                      * call (see loop_new) */
 };
 
-/* loop_new - create a loop for the calling thread (its ring must be created
- * on the thread that submits to it). Returns NULL with errno when the kernel
- * refuses io_uring; falls back gracefully when a setup flag is refused. */
+/* loop_new - create a loop: its ring, its buffer ring, its inbox. Returns
+ * NULL with errno when the kernel refuses io_uring (ENOMEM: the
+ * locked-memory limit, see below); falls back gracefully when a setup flag
+ * is refused. Without cfg->disabled the loop belongs to the calling thread
+ * (with IORING_SETUP_SINGLE_ISSUER only the enabling task may submit).
+ * With cfg->disabled the ring is made IORING_SETUP_R_DISABLED: nothing is
+ * submitted until the thread that will run the loop calls loop_enable.
+ * Why: a process without CAP_IPC_LOCK pays for the ring and buffer ring
+ * out of RLIMIT_MEMLOCK (Linux 6.x), per user; a ring made with
+ * CAP_IPC_LOCK is never accounted, even after the process gives the
+ * capability up. So a daemon that drops privileges makes its loops
+ * disabled while root and enables them in its threads afterwards. */
 struct loop *loop_new(const struct loop_config *cfg);
-/* loop_free - the loop must be stopped and hold no registered objects. */
+/* loop_enable - on the thread that will run l: enable a loop made with
+ * cfg->disabled (that thread becomes the ring's single issuer) and
+ * register the ring fd for it. true at once for a loop already enabled;
+ * false with errno when the kernel refuses. */
+bool loop_enable(struct loop *l);
+/* loop_free - the loop must be stopped and hold no registered objects.
+ * Any thread, once the loop's thread is done with it; a loop never
+ * enabled may be freed too. */
 void loop_free(struct loop *l);
-/* loop_run - process completions, timers and deferred calls until loop_stop. */
+/* loop_run - process completions, timers and deferred calls until
+ * loop_stop. On the loop's thread, after loop_enable when made disabled. */
 void loop_run(struct loop *l);
 /* loop_stop - make loop_run return after the current iteration (loop thread). */
 void loop_stop(struct loop *l);

@@ -24,8 +24,9 @@
 #include "smtp_server.h"
 
 #define AUTH_THREADS 2 /* password hashes in parallel (yescrypt: ~ms each) */
-/* Locked memory one shard's rings take without CAP_IPC_LOCK (SQ 4096, CQ
- * 65536, a 1024-entry buffer ring: about 1.3 MiB measured), with a margin. */
+/* Locked memory one shard's rings take when made without CAP_IPC_LOCK (SQ
+ * 4096, CQ 65536, a 1024-entry buffer ring: about 1.3 MiB measured on
+ * Linux 6.18), with a margin. */
 #define SHARD_MEMLOCK (2ull << 20)
 
 static void usage(FILE *f)
@@ -220,29 +221,37 @@ static const char *memlock_hint(uint64_t limit)
 	static char hint[200];
 	snprintf(hint, sizeof(hint),
 	         " (the locked-memory limit is %llu KiB: raise it, e.g. ulimit -l or "
-	         "LimitMEMLOCK=, or set fewer [server] shards)",
+	         "LimitMEMLOCK=, set fewer [server] shards, or start ringpost as root "
+	         "with [server] user)",
 	         (unsigned long long)(limit / 1024));
 	return hint;
 }
 
-/* drop_privileges - as the plan says: the locked-memory limit raised for
- * the shards' rings (they count against it once we are not root), data_dir
- * to the user, then the switch; exits 73/71 naming what failed. Runs
- * before any thread. Returns the locked-memory limit. */
-static uint64_t drop_privileges(const struct priv_plan *plan, const struct config *cfg,
-                                unsigned nshards)
+/* make_shards - every shard with its loop, the loops disabled: before
+ * the switch, so that rings made with root's CAP_IPC_LOCK never count
+ * against RLIMIT_MEMLOCK (each shard's thread enables its own later).
+ * Made by a process without CAP_IPC_LOCK (not started as root) they do
+ * count: the soft limit is raised as far as the hard one lets it first.
+ * Exits 71 naming the shard when the kernel refuses a ring. */
+static void make_shards(struct relay *r, struct config_ref *cref)
+{
+	uint64_t memlock = priv_raise_memlock(SHARD_MEMLOCK * r->nshards);
+	for (unsigned i = 0; i < r->nshards; i++) {
+		r->shards[i] = shard_new(r, i, cref);
+		if (!r->shards[i])
+			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s%s", i,
+			       strerror(errno), errno == ENOMEM ? memlock_hint(memlock) : "");
+	}
+}
+
+/* drop_privileges - as the plan says: data_dir to the user, then the
+ * switch; exits 73/71 naming what failed. Runs before any thread. */
+static void drop_privileges(const struct priv_plan *plan, const struct config *cfg)
 {
 	char err[600];
 	unsigned changed = 0;
-	uint64_t need = SHARD_MEMLOCK * nshards, memlock = priv_raise_memlock(need);
 	if (!plan->drop)
-		return memlock;
-	if (memlock < need)
-		log_warn(
-		    "the locked-memory limit is %llu KiB; as %s, %u shards' io_uring rings may "
-		    "need %llu KiB: raise it (LimitMEMLOCK=, ulimit -l) or set fewer shards",
-		    (unsigned long long)(memlock / 1024), plan->name, nshards,
-		    (unsigned long long)(need / 1024));
+		return;
 	if (!priv_prepare_dir(plan, cfg->data_dir, &changed, err, sizeof(err)))
 		rp_die(RP_EX_CANTCREAT, "%s", err);
 	if (changed)
@@ -252,7 +261,6 @@ static uint64_t drop_privileges(const struct priv_plan *plan, const struct confi
 		rp_die(RP_EX_OSERR, "%s", err);
 	log_info("running as %s (uid %u, gid %u)", plan->name, (unsigned)plan->uid,
 	         (unsigned)plan->gid);
-	return memlock;
 }
 
 /* open_spool - the spool in data_dir, as the user we run as; exits 74. */
@@ -321,12 +329,14 @@ static int cmd_serve(int argc, char **argv)
 	if (r->nshards > 256)
 		r->nshards = 256;
 	r->shards = xcalloc(r->nshards, sizeof(*r->shards));
-	/* Ports below 1024 need root: bind first, then drop for good, before
-	 * the spool (its files are created as the user), before any thread,
-	 * and before any client byte is read (accepting starts in shard_open). */
+	/* Ports below 1024 need root: bind first, and make the shards' rings
+	 * (locked memory) as root too; then drop for good, before the spool
+	 * (its files are created as the user), before any thread, and before
+	 * any client byte is read (accepting starts in shard_open). */
 	bind_listeners(r, cfg);
 	find_ours(r, cfg);
-	uint64_t memlock = drop_privileges(&plan, cfg, r->nshards);
+	make_shards(r, cref);
+	drop_privileges(&plan, cfg);
 	struct spool *spool = open_spool(r, cfg, &plan);
 	pthread_mutex_init(&r->drain_lock, NULL);
 	pthread_cond_init(&r->drain_cond, NULL);
@@ -338,12 +348,10 @@ static int cmd_serve(int argc, char **argv)
 	r->limiter = auth_limiter_new(cfg->auth_max_failures);
 	r->inbound_refused = auth_limiter_new(INBOUND_MAX_REFUSED);
 	r->inbound_flood = auth_limiter_new(INBOUND_MAX_REPORTS);
-	for (unsigned i = 0; i < r->nshards; i++) {
-		r->shards[i] = shard_new(r, i, r->cref);
+	for (unsigned i = 0; i < r->nshards; i++)
 		if (!shard_start(r->shards[i]))
-			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s%s", i,
-			       strerror(errno), errno == ENOMEM ? memlock_hint(memlock) : "");
-	}
+			rp_die(RP_EX_OSERR, "cannot start shard %u (io_uring): %s", i,
+			       strerror(errno));
 	atomic_store(&r->running, true);
 	uint64_t pending = shard_recover(r);
 	config_log_pending(cfg);

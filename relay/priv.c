@@ -146,14 +146,9 @@ uint64_t priv_raise_memlock(uint64_t need)
 	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
 		struct rlimit want = { .rlim_cur = need, .rlim_max = rl.rlim_max };
 		if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
-			want.rlim_max = need; /* root only (CAP_SYS_RESOURCE) */
-		if (setrlimit(RLIMIT_MEMLOCK, &want) == 0) {
+			want.rlim_cur = rl.rlim_max;
+		if (want.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_MEMLOCK, &want) == 0)
 			rl = want;
-		} else if (rl.rlim_max != RLIM_INFINITY && rl.rlim_cur < rl.rlim_max) {
-			want = (struct rlimit){ .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
-			if (setrlimit(RLIMIT_MEMLOCK, &want) == 0)
-				rl = want;
-		}
 	}
 	return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
 }

@@ -36,11 +36,13 @@ struct priv_plan {
 bool priv_plan(const struct config *cfg, bool serving, struct priv_plan *plan, char *err,
                size_t errlen, int *code);
 
-/* priv_raise_memlock - io_uring rings and buffer rings of a process
- * without CAP_IPC_LOCK count against RLIMIT_MEMLOCK (Linux 6.x), per user:
- * make the limit at least need bytes (as root the hard limit too, so that
- * it holds after priv_drop; otherwise the soft limit up to the hard one).
- * Returns the soft limit now (UINT64_MAX for unlimited). */
+/* priv_raise_memlock - io_uring rings and buffer rings made by a process
+ * without CAP_IPC_LOCK count against RLIMIT_MEMLOCK (Linux 6.x), per user
+ * (serve makes them before priv_drop, so this matters only when it was
+ * not started as root): raise the soft limit towards need bytes, never
+ * past the hard limit (the hard limit is left alone: the user gets no
+ * more locked memory than the administrator gave). Returns the soft
+ * limit now (UINT64_MAX for unlimited). */
 uint64_t priv_raise_memlock(uint64_t need);
 
 /* priv_prepare_dir - as root: create dir when missing (parents 0755, dir

@@ -572,17 +572,16 @@ static void *shard_main(void *arg)
 	char name[16];
 	snprintf(name, sizeof(name), "shard%u", sh->index);
 	log_set_thread(name);
-	struct loop_config lc = {
-		.sq_entries = 4096, .cq_entries = 65536, .buf_count = 1024, .buf_size = 16384
-	};
-	sh->loop = loop_new(&lc);
+	/* The loop was made disabled by shard_new; this thread becomes its
+	 * ring's single issuer. */
+	bool enabled = loop_enable(sh->loop);
 	pthread_mutex_lock(&sh->start_lock);
-	if (!sh->loop)
+	if (!enabled)
 		sh->start_error = errno ? errno : EINVAL;
 	sh->started = true;
 	pthread_cond_signal(&sh->start_cond);
 	pthread_mutex_unlock(&sh->start_lock);
-	if (!sh->loop)
+	if (!enabled)
 		return NULL;
 
 	services_new(sh);
@@ -622,7 +621,16 @@ static void *shard_main(void *arg)
 
 struct shard *shard_new(struct relay *r, unsigned index, struct config_ref *cref)
 {
+	struct loop_config lc = { .sq_entries = 4096,
+		                  .cq_entries = 65536,
+		                  .buf_count = 1024,
+		                  .buf_size = 16384,
+		                  .disabled = true };
+	struct loop *l = loop_new(&lc);
+	if (!l)
+		return NULL;
 	struct shard *sh = xcalloc(1, sizeof(*sh));
+	sh->loop = l;
 	sh->relay = r;
 	sh->index = index;
 	sh->cref = cref;

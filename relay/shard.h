@@ -75,8 +75,8 @@ struct shard {
 	struct loop_timer stop_timer;
 	bool stopping;
 	bool drained;               /* stopping and no session left */
-	bool started;               /* loop created, ready for messages */
-	int start_error;            /* errno when the loop could not be made */
+	bool started;               /* loop enabled, ready for messages */
+	int start_error;            /* errno when the loop could not be enabled */
 	pthread_mutex_t start_lock; /* start-up handshake with the main thread */
 	pthread_cond_t start_cond;
 
@@ -96,10 +96,14 @@ struct shard {
 	_Atomic bool mbox_queued;
 };
 
-/* shard_new - allocate a shard; shard_start runs it. */
+/* shard_new - allocate a shard and make its loop (io_uring ring and
+ * buffer ring) disabled; shard_start runs it. Call it while privileged
+ * (before priv_drop): made with CAP_IPC_LOCK, the rings never count
+ * against RLIMIT_MEMLOCK. NULL with errno when the kernel refuses the
+ * ring (ENOMEM: the locked-memory limit). */
 struct shard *shard_new(struct relay *r, unsigned index, struct config_ref *cref);
-/* shard_start - start the thread and wait until its loop exists; false
- * (errno set) when the loop cannot be made. */
+/* shard_start - start the thread and wait until it has enabled its loop;
+ * false (errno set) when the loop cannot be enabled. */
 bool shard_start(struct shard *sh);
 /* shard_open - start accepting (after the start-up rebuild). Any thread. */
 void shard_open(struct shard *sh);
