@@ -61,7 +61,7 @@ void imap_untagged(struct imap_session *s, const char *fmt, ...)
 }
 
 /* tagged - "tag " (or "* " without a tag) and the text. */
-static void tagged(struct imap_session *s, const char *fmt, va_list ap)
+RP_PRINTF(2, 0) static void tagged(struct imap_session *s, const char *fmt, va_list ap)
 {
 	struct buf *out = imap_out(s);
 	if (s->tag.n) {

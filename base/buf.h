@@ -28,7 +28,7 @@ void buf_append(struct buf *b, const void *p, size_t n);
 void buf_puts(struct buf *b, const char *s);
 /* buf_printf - append formatted text. */
 RP_PRINTF(2, 3) void buf_printf(struct buf *b, const char *fmt, ...);
-void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+RP_PRINTF(2, 0) void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* buf_consume - drop n bytes from the front (n <= buf_used). */
 void buf_consume(struct buf *b, size_t n);
 /* buf_reset - empty the buffer, keep the storage. */
@@ -47,7 +47,9 @@ static inline size_t buf_used(const struct buf *b)
 
 static inline char *buf_head(const struct buf *b)
 {
-	return b->data + b->off;
+	/* An empty buf may have no storage yet: NULL + 0 is undefined in C
+	 * (clang's UBSan reports it), so say NULL without the arithmetic. */
+	return b->data ? b->data + b->off : NULL;
 }
 
 /* buf_commit - count n bytes written after buf_reserve. */

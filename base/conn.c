@@ -130,7 +130,7 @@ void conn_puts(struct conn *c, const char *s)
 }
 
 /* vwrite - queue formatted text, and a CRLF when line is true. */
-static void vwrite(struct conn *c, bool line, const char *fmt, va_list ap)
+RP_PRINTF(3, 0) static void vwrite(struct conn *c, bool line, const char *fmt, va_list ap)
 {
 	if (conn_closing(c) || c->fd < 0)
 		return;

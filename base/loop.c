@@ -574,4 +574,5 @@ void loop_run(struct loop *l)
 	defer_run(l);
 	io_uring_submit(&l->ring);
 	log_flush();
+	l->stop = false; /* loop_run may be called again (tests, fuzz targets) */
 }

@@ -114,7 +114,8 @@ bool loop_enable(struct loop *l);
  * enabled may be freed too. */
 void loop_free(struct loop *l);
 /* loop_run - process completions, timers and deferred calls until
- * loop_stop. On the loop's thread, after loop_enable when made disabled. */
+ * loop_stop (then it may be run again). On the loop's thread, after
+ * loop_enable when made disabled. */
 void loop_run(struct loop *l);
 /* loop_stop - make loop_run return after the current iteration (loop thread). */
 void loop_stop(struct loop *l);
