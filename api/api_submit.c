@@ -810,8 +810,10 @@ static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg
 		}
 	size_t len = 0;
 	const char *raw = opt_string(m, o, "raw", &len);
-	if (!raw)
+	if (!raw) { /* null: nothing to send, and it must say so (fuzz_json_submit) */
+		msg_error(m, 400, "bad_field", "raw must be a string");
 		return false;
+	}
 	if (memchr(raw, '\0', len)) {
 		msg_error(m, 400, "bad_field", "raw contains a NUL byte");
 		return false;
@@ -850,16 +852,15 @@ static const char *const message_fields[] = {
 	"headers", "vars", "attachments", "raw",  "unsubscribe",
 };
 
-/* prepare - validate and build one message; on success it is handed to the
- * spool (m->req) and the request waits for it. */
-static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
+/* msg_build - validate one message o and build it into m (envelope,
+ * content): true when it is ready to commit, else m->status says why.
+ * Needs no session: spool only numbers the message. */
+static bool msg_build(struct api_msg *m, json_t *o, const struct api_config *cfg,
+                      struct spool *spool, const char *source)
 {
-	struct api_server *srv = sub->s->srv;
-	const struct api_config *cfg = srv->cfg;
-	m->req = sub;
 	if (!json_is_object(o)) {
 		msg_error(m, 400, "bad_field", "a message must be a JSON object");
-		return;
+		return false;
 	}
 	const char *k;
 	json_t *v;
@@ -870,15 +871,15 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 			known |= !strcmp(k, message_fields[i]);
 		if (!known) {
 			msg_error(m, 400, "bad_field", "unknown field '%s'", k);
-			return;
+			return false;
 		}
 	}
 	const char *from = opt_string(m, o, "from", NULL);
 	if (m->status)
-		return;
+		return false;
 	if (!from) {
 		msg_error(m, 400, "bad_field", "from is required");
-		return;
+		return false;
 	}
 	/* One mailbox, its display name whole words: "A <a@x> <b@y>" or an
 	 * open quote cannot smuggle a second address or a header. */
@@ -886,20 +887,20 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 	size_t fl, fnl;
 	if ((why = mime_mailbox_split(from, strlen(from), &fname, &fnl, &fa, &fl))) {
 		msg_error(m, 400, "bad_field", "from %s", why);
-		return;
+		return false;
 	}
 	if (!check_address(m, "from", fa, fl, NULL))
-		return;
+		return false;
 	json_t *to = json_object_get(o, "to");
 	if (!to) {
 		msg_error(m, 400, "bad_field", "to is required");
-		return;
+		return false;
 	}
 	if (!parse_recipients(m, to, cfg->max_recipients))
-		return;
-	if (!spool_accepting(srv->spool)) {
+		return false;
+	if (!spool_accepting(spool)) {
 		msg_error(m, 503, "unavailable", "the spool is full; retry later");
-		return;
+		return false;
 	}
 	bool utf8 = !addr_is_ascii(fa, fl);
 	submission_sender(&m->sub, fa, fl, 0, NULL, 0);
@@ -909,15 +910,24 @@ static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
 	}
 	if (utf8)
 		m->sub.flags |= MSG_F_SMTPUTF8;
-	char source[96];
-	snprintf(source, sizeof(source), "key #%d %s", sub->s->req.key_index, sub->s->peer);
-	submission_start(&m->sub, srv->spool, source);
+	submission_start(&m->sub, spool, source);
 	struct submit_trace t = {
 		.from = "api", .from_ip = source, .by = cfg->hostname, .with = "HTTP"
 	};
 	submission_trace(&m->sub, &t);
-	bool built = json_object_get(o, "raw") ? build_raw(m, o, cfg) : build_mime(m, o, cfg);
-	if (!built)
+	return json_object_get(o, "raw") ? build_raw(m, o, cfg) : build_mime(m, o, cfg);
+}
+
+/* prepare - validate and build one message; on success it is handed to the
+ * spool (m->req) and the request waits for it. */
+static void prepare(struct api_submit *sub, struct api_msg *m, json_t *o)
+{
+	struct api_server *srv = sub->s->srv;
+	const struct api_config *cfg = srv->cfg;
+	char source[96];
+	m->req = sub;
+	snprintf(source, sizeof(source), "key #%d %s", sub->s->req.key_index, sub->s->peer);
+	if (!msg_build(m, o, cfg, srv->spool, source))
 		return;
 	sub->pending++;
 	submission_sign(&m->sub, cfg->signers, cfg->dkim);
@@ -1156,4 +1166,42 @@ void api_submit_batch(struct api_session *s, const char *arg)
 {
 	(void)arg;
 	submit(s, true);
+}
+
+int api_submit_check(const char *json, size_t len, const struct api_config *cfg, struct spool *sp,
+                     char *err, size_t errlen, api_check_fn each, void *arg)
+{
+	json_error_t je;
+	json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+	if (!o) {
+		snprintf(err, errlen, "bad_json: invalid JSON at line %d, column %d: %s", je.line,
+		         je.column, je.text);
+		return 400;
+	}
+	struct api_msg m = { 0 };
+	bool built = msg_build(&m, o, cfg, sp, "key #0 check");
+	/* A message that is not built must say why: it would be reported
+	 * as accepted otherwise. */
+	rp_assert(built == !m.status);
+	if (built && each) {
+		const struct buf *prefix = submission_prefix(&m.sub);
+		struct buf whole = { 0 };
+		for (unsigned i = 0; i < (m.variants ? m.nrcpt : 1); i++) {
+			buf_reset(&whole);
+			if (m.variants) {
+				buf_append(&whole, buf_head(&m.variants[i]), buf_used(&m.variants[i]));
+			} else {
+				buf_append(&whole, buf_head(prefix), buf_used(prefix));
+				buf_append(&whole, m.sub.body[2].iov_base, m.sub.body[2].iov_len);
+			}
+			each(arg, buf_head(&whole), buf_used(&whole));
+		}
+		buf_free(&whole);
+	}
+	int status = m.status;
+	if (status)
+		snprintf(err, errlen, "%s: %s", m.code, m.message);
+	msg_free(&m);
+	json_decref(o);
+	return status;
 }

@@ -116,4 +116,15 @@ void api_suppress_list(struct api_session *s, const char *arg);
 void api_suppress_add(struct api_session *s, const char *arg);
 void api_suppress_del(struct api_session *s, const char *arg);
 
+/* api_check_fn - one message as it would be stored (a recipient's own copy
+ * when {{vars}} make one per recipient). */
+typedef void (*api_check_fn)(void *arg, const char *msg, size_t len);
+/* api_submit_check - the JSON text of one message validated and built as
+ * POST /v1/messages does, without a session and without a commit (tests,
+ * fuzzing): 0 when it would be committed, each message passed to each
+ * (may be NULL); else the HTTP status with "code: message" in err. sp only
+ * numbers the message. */
+int api_submit_check(const char *json, size_t len, const struct api_config *cfg, struct spool *sp,
+                     char *err, size_t errlen, api_check_fn each, void *arg);
+
 #endif

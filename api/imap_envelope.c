@@ -256,8 +256,8 @@ static bool one(struct ap *a, struct buf *out, struct addr_tmp *t)
 		buf_reset(&t->local);
 		buf_puts(&t->local, "MISSING_MAILBOX");
 		emit(out, t, &t->name);
-	} else if (c && c != ',' && c != ';') {
-		a->p++; /* junk */
+	} else if (a->p < a->e && c != ',' && c != ';') {
+		a->p++; /* junk (a NUL byte too: c is 0 for it as at the end) */
 	}
 	return true;
 }

@@ -433,27 +433,45 @@ static void boundary_key(char key[25])
 	key[24] = '\0';
 }
 
-/* filename_param - filename="x" for ASCII, filename*=UTF-8''%xx otherwise. */
+/* filename_param - filename="x" for short ASCII, filename*=UTF-8''%xx
+ * otherwise; a long one in RFC 2231 sections (filename*0*=, filename*1*=)
+ * on folded lines, so that no header line passes 998 octets. */
 static void filename_param(struct buf *out, const char *param, const char *name)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t n = strlen(name);
-	if (is_ascii(name, n) && !strpbrk(name, "\"\\")) {
+	if (n <= 200 && is_ascii(name, n) && !strpbrk(name, "\"\\")) {
 		buf_printf(out, "; %s=\"%s\"", param, name);
 		return;
 	}
-	buf_printf(out, "; %s*=UTF-8''", param);
+	struct buf enc = { 0 };
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)name[i];
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		    strchr("!#$&+-.^_`|~", c)) {
 			char ch = (char)c;
-			buf_append(out, &ch, 1);
+			buf_append(&enc, &ch, 1);
 		} else {
-			char enc[3] = { '%', hex[c >> 4], hex[c & 15] };
-			buf_append(out, enc, 3);
+			char pct[3] = { '%', hex[c >> 4], hex[c & 15] };
+			buf_append(&enc, pct, 3);
 		}
 	}
+	const char *e = buf_head(&enc);
+	size_t len = buf_used(&enc);
+	if (len <= 200) {
+		buf_printf(out, "; %s*=UTF-8''%.*s", param, (int)len, e);
+	} else {
+		size_t i = 0;
+		for (unsigned k = 0; i < len; k++) {
+			size_t take = RP_MIN((size_t)60, len - i);
+			while (take < len - i && (e[i + take - 1] == '%' || e[i + take - 2] == '%'))
+				take--; /* never cut a %XX */
+			buf_printf(out, ";\r\n\t%s*%u*=%s%.*s", param, k, k ? "" : "UTF-8''", (int)take,
+			           e + i);
+			i += take;
+		}
+	}
+	buf_free(&enc);
 }
 
 static bool content_type_ok(const char *t)

@@ -460,9 +460,10 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 		     tok = strtok_r(NULL, ", \t", &save)) {
 			struct cfg_addr a;
 			if (!config_parse_addr(tok, &a) || !a.sslen) {
+				fail(ps, "servers: '%s' is not ip:port ([v6]:port)", tok); /* tok is in copy */
 				free(copy);
 				buf_free(&norm);
-				return fail(ps, "servers: '%s' is not ip:port ([v6]:port)", tok);
+				return false;
 			}
 			buf_printf(&norm, "%s%s", buf_used(&norm) ? "," : "", tok);
 		}
