@@ -1,0 +1,120 @@
+/* fuzz_smtp_server.c - the SMTP server (relay/smtp_server*.c) fed what a
+ * client sends: commands with their MAIL/RCPT parameters (SIZE, BODY, RET,
+ * ENVID, NOTIFY, ORCPT, SMTPUTF8, AUTH=), pipelining, DATA and BDAT
+ * content up to the commit into a real spool; as the submission listener
+ * (a client inside [submission] networks) or as the bounce MX (VERP
+ * recipients, postmaster@, reports parsed into the bounce mailbox).
+ *
+ * Input: a mode byte (bit 0: the bounce MX; bits 1-7: how the bytes are
+ * cut into the chunks that arrive one by one, 0 = all at once), then
+ * what the client sends. The session runs on the loop over an AF_UNIX
+ * socketpair; its replies are not read.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "base/auth.h"
+#include "base/list.h"
+#include "fuzz.h"
+#include "relay/smtp_server_impl.h"
+
+static const char conf[] = "hostname = mx.fuzz.test\n"
+                           "[submission]\n"
+                           "max_message_size = 65536\n"
+                           "max_recipients = 20\n"
+                           "max_errors = 50\n"
+                           "[queue]\n"
+                           "bounce_domain = bounces.fuzz.test\n";
+
+static struct auth_limiter *limiter, *refused, *flood;
+
+struct run {
+	struct srv_session *s;
+	bool gone; /* the session was freed */
+};
+
+static void session_gone(void *arg)
+{
+	((struct run *)arg)->gone = true;
+}
+
+static void route(void *ctx, const struct sched_add *adds, unsigned n)
+{
+	(void)ctx;
+	(void)adds;
+	(void)n;
+}
+
+/* settled - nothing waits for the spool: the input read so far is done. */
+static bool settled(void *arg)
+{
+	struct run *r = arg;
+	return r->gone || !r->s->commit_inflight;
+}
+
+static bool gone(void *arg)
+{
+	return ((struct run *)arg)->gone;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	fuzz_env_get(conf);
+	limiter = auth_limiter_new(5);
+	refused = auth_limiter_new(INBOUND_MAX_REFUSED);
+	flood = auth_limiter_new(INBOUND_MAX_REPORTS);
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fuzz_env *e = fuzz_env_get(conf);
+	if (!size)
+		return 0;
+	bool inbound = data[0] & 1;
+	uint32_t cut = data[0] >> 1, rnd = data[0] * 2654435761u;
+	data++;
+	size--;
+
+	struct run r = { 0 };
+	struct smtpd_params p = { .loop = e->loop,
+		                  .spool = e->spool,
+		                  .gen = &e->gen,
+		                  .limiter = limiter,
+		                  .inbound = inbound,
+		                  .reader = e->reader,
+		                  .refused = refused,
+		                  .flood = flood,
+		                  .route = route,
+		                  .session_gone = session_gone,
+		                  .arg = &r };
+	struct smtpd *srv = smtpd_new(&p);
+	int fds[2];
+	fuzz_socketpair(fds);
+	smtpd_session_start(srv, fds[0], false);
+	r.s = rp_list_entry(srv->sessions.next, struct srv_session, link);
+	r.s->relay_ok = !inbound; /* a client inside [submission] networks */
+
+	size_t off = 0;
+	while (off < size && !r.gone && !conn_closing(&r.s->conn)) {
+		size_t n = size - off;
+		if (cut) {
+			rnd = rnd * 1103515245u + 12345u;
+			n = RP_MIN(n, 1 + (size_t)(rnd >> 16) % (cut * 4));
+		}
+		buf_append(&r.s->conn.in, data + off, n);
+		off += n;
+		r.s->conn.ops->data(&r.s->conn);
+		fuzz_env_run(e, settled, &r);
+	}
+	if (!r.gone) {
+		conn_close(&r.s->conn);
+		fuzz_env_run(e, gone, &r);
+	}
+	smtpd_free(srv);
+	close(fds[1]);
+	fuzz_env_recycle(e);
+	return 0;
+}
