@@ -4,15 +4,19 @@
 #                ringpost to a local sink and print what happened (bench/run --demo)
 #   make test    install missing packages, build, run the whole suite twice:
 #                the normal build and an ASan+UBSan build; also compile the
-#                Release build that packagers make (warnings are errors)
+#                Release build that packagers make (warnings are errors), and
+#                run every libFuzzer target for a few seconds (clang build)
+#   make test-fuzz   build and run just the libFuzzer targets (build-fuzz/fuzz/)
 #   make format  apply .clang-format to every tracked .c/.h file
 BUILD  ?= build
 ASAN   ?= build-asan
 RELEASE ?= build-release
+FUZZ   ?= build-fuzz
 CONFIG ?= ringpost.conf
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-asan build-release run test test-unit test-asan demo clean format
+.PHONY: all deps build build-asan build-release build-fuzz run test test-unit test-asan test-fuzz \
+        demo clean format
 
 all: build
 
@@ -33,6 +37,13 @@ build-release: deps
 	@cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(RELEASE) -j$(JOBS)
 
+# The libFuzzer targets of tests/fuzz (clang-14, ASan+UBSan, no Criterion
+# tests): see README.md, Testing.
+build-fuzz: deps
+	@cmake -S . -B $(FUZZ) -DCMAKE_C_COMPILER=clang-14 -DCMAKE_BUILD_TYPE=Debug \
+	       -DRINGPOST_FUZZ=ON -DRINGPOST_TESTS=OFF >/dev/null
+	@cmake --build $(FUZZ) -j$(JOBS)
+
 run: build
 	exec $(BUILD)/bin/ringpost serve -c $(CONFIG)
 
@@ -43,9 +54,10 @@ demo: build
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=1:halt_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
-test: build build-asan build-release
+test: build build-asan build-release build-fuzz
 	ctest --test-dir $(BUILD) --output-on-failure -j2
 	ctest --test-dir $(ASAN) --output-on-failure -j2
+	ctest --test-dir $(FUZZ) --output-on-failure -L fuzz -j2
 
 test-unit: build
 	ctest --test-dir $(BUILD) --output-on-failure -L unit -j2
@@ -53,8 +65,11 @@ test-unit: build
 test-asan: build-asan
 	ctest --test-dir $(ASAN) --output-on-failure -j2
 
+test-fuzz: build-fuzz
+	ctest --test-dir $(FUZZ) --output-on-failure -L fuzz -j2
+
 clean:
-	rm -rf $(BUILD) $(ASAN) $(RELEASE)
+	rm -rf $(BUILD) $(ASAN) $(RELEASE) $(FUZZ)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1174,29 +1174,19 @@ int api_submit_check(const char *json, size_t len, const struct api_config *cfg,
 	json_error_t je;
 	json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
 	if (!o) {
-		snprintf(err, errlen, "bad_json: invalid JSON at line %d, column %d: %s", je.line,
-		         je.column, je.text);
+		snprintf(err, errlen, "bad_json: %s", je.text);
 		return 400;
 	}
-	struct api_msg m = { 0 };
+	struct api_submit req = { .render_left = RP_MAX(cfg->max_request * API_RENDER_FACTOR,
+		                                        API_RENDER_MIN) };
+	req.render_max = req.render_left;
+	struct api_msg m = { .req = &req };
 	bool built = msg_build(&m, o, cfg, sp, "key #0 check");
-	/* A message that is not built must say why: it would be reported
-	 * as accepted otherwise. */
-	rp_assert(built == !m.status);
-	if (built && each) {
-		const struct buf *prefix = submission_prefix(&m.sub);
-		struct buf whole = { 0 };
-		for (unsigned i = 0; i < (m.variants ? m.nrcpt : 1); i++) {
-			buf_reset(&whole);
-			if (m.variants) {
-				buf_append(&whole, buf_head(&m.variants[i]), buf_used(&m.variants[i]));
-			} else {
-				buf_append(&whole, buf_head(prefix), buf_used(prefix));
-				buf_append(&whole, m.sub.body[2].iov_base, m.sub.body[2].iov_len);
-			}
-			each(arg, buf_head(&whole), buf_used(&whole));
-		}
-		buf_free(&whole);
+	rp_assert(built == !m.status); /* else it would be answered as accepted */
+	for (unsigned i = 0; built && each && i < (m.variants ? m.nrcpt : 1); i++) {
+		const struct buf *v = m.variants ? &m.variants[i] : submission_prefix(&m.sub);
+		each(arg, buf_head(v), buf_used(v), m.variants ? NULL : m.sub.body[2].iov_base,
+		     m.variants ? 0 : m.sub.body[2].iov_len);
 	}
 	int status = m.status;
 	if (status)

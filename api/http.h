@@ -116,9 +116,11 @@ void api_suppress_list(struct api_session *s, const char *arg);
 void api_suppress_add(struct api_session *s, const char *arg);
 void api_suppress_del(struct api_session *s, const char *arg);
 
-/* api_check_fn - one message as it would be stored (a recipient's own copy
- * when {{vars}} make one per recipient). */
-typedef void (*api_check_fn)(void *arg, const char *msg, size_t len);
+/* api_check_fn - one message as it would be stored: head[0..hlen) then
+ * body[0..blen) (a recipient's own copy, whole in head, when {{vars}}
+ * make one per recipient). */
+typedef void (*api_check_fn)(void *arg, const char *head, size_t hlen, const char *body,
+                             size_t blen);
 /* api_submit_check - the JSON text of one message validated and built as
  * POST /v1/messages does, without a session and without a commit (tests,
  * fuzzing): 0 when it would be committed, each message passed to each

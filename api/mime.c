@@ -226,12 +226,25 @@ static bool is_atext(unsigned char c)
 	       (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
 }
 
+/* long_run - a run without spaces (where plain_text folds) that no fold
+ * could keep within 998 octets (an entry starts before column 80). */
+static bool long_run(const char *p, size_t n)
+{
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		run = p[i] == ' ' ? 0 : run + 1;
+		if (run > 900)
+			return true;
+	}
+	return false;
+}
+
 /* phrase - write display name text t[0..n) as RFC 5322 words: atoms as
  * they are, other ASCII as one quoted string, non-ASCII as RFC 2047 words
  * (B encoding: no character of the name can end the word early). */
 static void phrase(struct buf *out, const char *t, size_t n, size_t *col)
 {
-	if (!is_ascii(t, n)) {
+	if (!is_ascii(t, n) || long_run(t, n)) {
 		encoded_words(out, t, n, col);
 		return;
 	}
@@ -250,7 +263,10 @@ static void phrase(struct buf *out, const char *t, size_t n, size_t *col)
 		buf_append(&q, t + i, 1);
 	}
 	buf_append(&q, "\"", 1);
-	plain_text(out, buf_head(&q), buf_used(&q), col);
+	if (long_run(buf_head(&q), buf_used(&q))) /* quoting made a run too long to fold */
+		encoded_words(out, t, n, col);
+	else
+		plain_text(out, buf_head(&q), buf_used(&q), col);
 	buf_free(&q);
 }
 
@@ -266,7 +282,14 @@ static void address_entry(struct buf *out, const char *p, size_t n, size_t *col)
 			p++, n--;
 		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
 			n--;
-		plain_text(out, p, n, col);
+		if (long_run(p, n)) /* no usable address: encoded words keep the line limit */
+			encoded_words(out, p, n, col);
+		else
+			plain_text(out, p, n, col);
+		return;
+	}
+	if (long_run(addr, al)) { /* likewise */
+		encoded_words(out, p, n, col);
 		return;
 	}
 	struct buf t = { 0 };
@@ -466,8 +489,8 @@ static void filename_param(struct buf *out, const char *param, const char *name)
 			size_t take = RP_MIN((size_t)60, len - i);
 			while (take < len - i && (e[i + take - 1] == '%' || e[i + take - 2] == '%'))
 				take--; /* never cut a %XX */
-			buf_printf(out, ";\r\n\t%s*%u*=%s%.*s", param, k, k ? "" : "UTF-8''", (int)take,
-			           e + i);
+			buf_printf(out, ";\r\n\t%s*%u*=%s%.*s", param, k, k ? "" : "UTF-8''",
+			           (int)take, e + i);
 			i += take;
 		}
 	}

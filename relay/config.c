@@ -460,7 +460,8 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 		     tok = strtok_r(NULL, ", \t", &save)) {
 			struct cfg_addr a;
 			if (!config_parse_addr(tok, &a) || !a.sslen) {
-				fail(ps, "servers: '%s' is not ip:port ([v6]:port)", tok); /* tok is in copy */
+				fail(ps, "servers: '%s' is not ip:port ([v6]:port)",
+				     tok); /* tok is in copy */
 				free(copy);
 				buf_free(&norm);
 				return false;

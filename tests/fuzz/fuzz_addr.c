@@ -9,8 +9,10 @@
  * its '@' where said and a valid domain after it; an ASCII address is
  * valid with or without SMTPUTF8; A-labels are ASCII and lower-case and
  * convert to themselves; VERP addresses we make (at a valid domain)
- * decode to what was encoded and any change in their MAC is refused; base64 decodes what it
- * encodes; a log-quoted value is printable and fits.
+ * decode to what was encoded and any change in their MAC is refused;
+ * base64 decodes what it encodes; a logged value (log_value, log_addr,
+ * log_quote) fits, is printable, and cannot end its key=value field early
+ * or forge another.
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -92,15 +94,41 @@ static void base64(const char *s, size_t n)
 	buf_free(&back);
 }
 
+/* printable - a NUL-terminated field value within outlen, without
+ * control bytes (UTF-8 may show as it is when quoted); unquoted, it holds nothing that could end
+ * the field or start another (blank, '"', '=', '\'); quoted, its quotes balance. */
+static void printable(const char *out, size_t outlen)
+{
+	size_t len = strnlen(out, outlen);
+	fuzz_check(len < outlen);
+	for (size_t i = 0; i < len; i++) /* UTF-8 is shown as it is, quoted */
+		fuzz_check((unsigned char)out[i] >= 0x20 && out[i] != 0x7f);
+	if (len && out[0] == '"') {
+		bool open = false;
+		for (size_t i = 0; i < len; i++) {
+			if (out[i] == '\\')
+				i++;
+			else if (out[i] == '"')
+				open = !open;
+		}
+		fuzz_check(!open && out[len - 1] == '"');
+	} else {
+		for (size_t i = 0; i < len; i++)
+			fuzz_check((unsigned char)out[i] < 0x7f && !strchr(" \"=\\", out[i]));
+	}
+}
+
 static void quote(const char *s, size_t n)
 {
-	for (size_t outlen = 3; outlen <= 67; outlen += 16) { /* log_quote wants room for "" */
+	for (size_t outlen = 8; outlen <= LOG_VALUE_MAX; outlen = outlen * 3 + 1) {
 		char *out = malloc(outlen);
+		log_value(out, outlen, s, n);
+		printable(out, outlen);
+		log_addr(out, outlen, s, n);
+		printable(out, outlen);
 		log_quote(out, outlen, s, n);
-		size_t len = strnlen(out, outlen);
-		fuzz_check(len < outlen);
-		for (size_t i = 0; i < len; i++)
-			fuzz_check((unsigned char)out[i] >= 0x20 && out[i] != 0x7f);
+		printable(out, outlen);
+		fuzz_check(out[0] == '"');
 		free(out);
 	}
 }

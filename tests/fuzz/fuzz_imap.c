@@ -179,8 +179,7 @@ static void command(char *cmd, size_t n)
 
 /* frames - the commands in p[0..n), scanned as bytes arrive: all at once
  * when step is 0, else step bytes more each time. */
-static unsigned frames(const char *p, size_t n, size_t step, size_t *ends, unsigned max,
-                       bool run)
+static unsigned frames(const char *p, size_t n, size_t step, size_t *ends, unsigned max, bool run)
 {
 	struct imap_frame f;
 	size_t start = 0, avail = step ? RP_MIN(step, n) : n;

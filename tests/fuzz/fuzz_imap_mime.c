@@ -39,7 +39,8 @@ static void check_tree(const struct imap_mime *m, size_t len)
 		if (p->parent >= 0) {
 			const struct imap_mime_part *up = &m->part[p->parent];
 			fuzz_check((unsigned)p->parent < i);
-			fuzz_check(p->hdr >= up->body && p->body + p->body_len <= up->body + up->body_len);
+			fuzz_check(p->hdr >= up->body &&
+			           p->body + p->body_len <= up->body + up->body_len);
 		} else {
 			fuzz_check(i == 0);
 		}

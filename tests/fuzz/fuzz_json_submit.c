@@ -37,10 +37,17 @@ static const struct api_config api_cfg = {
 
 /* Fields ringpost writes itself in a message built from parts. */
 static const char *const ours[] = {
-	"Received",   "Date",         "Message-ID",
-	"From",       "To",           "Subject",
-	"MIME-Version", "Content-Type", "Content-Transfer-Encoding",
-	"List-Unsubscribe", "List-Unsubscribe-Post",
+	"Received",
+	"Date",
+	"Message-ID",
+	"From",
+	"To",
+	"Subject",
+	"MIME-Version",
+	"Content-Type",
+	"Content-Transfer-Encoding",
+	"List-Unsubscribe",
+	"List-Unsubscribe-Post",
 };
 
 struct check {
@@ -64,11 +71,9 @@ static bool named(const struct check *c, const char *name, size_t n)
 	return false;
 }
 
-static void one_message(void *arg, const char *msg, size_t len)
+/* lines - the message's lines and header fields (see the top). */
+static void lines(const struct check *c, const char *msg, size_t len)
 {
-	const struct check *c = arg;
-	if (c->raw)
-		return;
 	bool header = true;
 	size_t i = 0;
 	while (i < len) {
@@ -87,6 +92,18 @@ static void one_message(void *arg, const char *msg, size_t len)
 		}
 		i += n + 2;
 	}
+}
+
+static void one_message(void *arg, const char *head, size_t hlen, const char *body, size_t blen)
+{
+	const struct check *c = arg;
+	if (c->raw)
+		return;
+	struct buf whole = { 0 };
+	buf_append(&whole, head, hlen);
+	buf_append(&whole, body, blen);
+	lines(c, buf_head(&whole), buf_used(&whole));
+	buf_free(&whole);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -14,8 +14,8 @@
 #include "base/msg_header.h"
 #include "fuzz.h"
 
-static const char *const names[] = { "From", "To", "Subject", "Date", "Message-ID",
-	                             "Received", "Content-Type", "X-" };
+static const char *const names[] = { "From",       "To",       "Subject",      "Date",
+	                             "Message-ID", "Received", "Content-Type", "X-" };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -30,7 +30,8 @@ static void command(const char *line, size_t len)
 }
 
 /* emit - the message sent in slices of budget bytes; returns its bytes. */
-static size_t emit(const char *p, size_t n, bool top, uint64_t lines, size_t budget, struct buf *out)
+static size_t emit(const char *p, size_t n, bool top, uint64_t lines, size_t budget,
+                   struct buf *out)
 {
 	struct pop3_emit e;
 	pop3_emit_init(&e, top, lines);

@@ -114,8 +114,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_check(whole.flags == split.flags);
 	if (!(whole.flags & SMTP_DATA_TOO_BIG)) { /* else the content is refused, cut anywhere */
 		fuzz_check(buf_used(&whole.msg) == buf_used(&split.msg));
-		fuzz_check(!buf_used(&whole.msg) || !memcmp(buf_head(&whole.msg), buf_head(&split.msg),
-		                                            buf_used(&whole.msg)));
+		fuzz_check(
+		    !buf_used(&whole.msg) ||
+		    !memcmp(buf_head(&whole.msg), buf_head(&split.msg), buf_used(&whole.msg)));
 	}
 
 	if (whole.done) {

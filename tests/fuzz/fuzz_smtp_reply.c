@@ -4,9 +4,9 @@
  * into logs, DSNs and the spool, and EHLO capabilities.
  *
  * Input: what a remote server sends. Oracles: a reply that parses is
- * "need more" (-2) when cut short anywhere; its code is 200..599; the enhanced code, when there is one,
- * starts with the code's class; the summary is NUL-terminated, fits and
- * holds no control character.
+ * "need more" (-2) when cut short anywhere; its code is 200..599; the enhanced code, when there is
+ * one, starts with the code's class; the summary is NUL-terminated, fits and holds no control
+ * character.
  */
 #include <stdlib.h>
 #include <string.h>

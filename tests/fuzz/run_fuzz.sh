@@ -14,7 +14,7 @@ dict=
 [ -f "$here/$name.dict" ] && dict="-dict=$here/$name.dict"
 if [ -d "$here/regressions/$name" ] && [ -n "$(ls -A "$here/regressions/$name")" ]; then
   echo "== $name: regression inputs"
-  "$bin" -artifact_prefix="$art/$name-" "$here/regressions/$name"/*
+  "$bin" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$art/$name-" "$here/regressions/$name"/*
 fi
 mkdir "$tmp/corpus"
 if [ -d "$here/corpus/$name" ]; then
