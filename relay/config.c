@@ -174,6 +174,21 @@ static bool add_net(struct parse_state *ps, const char *item, void *arg)
 	return true;
 }
 
+/* add_exempt - one network of [limits] exempt. */
+static bool add_exempt(struct parse_state *ps, const char *item, void *arg)
+{
+	(void)arg;
+	struct climit_config *l = &ps->cfg->limits;
+	struct cfg_net n;
+	if (!parse_net(item, &n))
+		return false;
+	l->exempt = xrealloc(l->exempt, (l->nexempt + 1) * sizeof(*l->exempt));
+	l->exempt[l->nexempt].family = n.family;
+	memcpy(l->exempt[l->nexempt].addr, n.addr, 16);
+	l->exempt[l->nexempt++].prefix = n.prefix;
+	return true;
+}
+
 /* key_name_ok - a key's NAME: 1 to 64 letters, digits, '.', '_', '-' (it
  * goes into log lines and error messages in place of the token). */
 static bool key_name_ok(const char *s, size_t n)
@@ -370,6 +385,20 @@ static const struct key keys[] = {
 	{ "api", "idle_timeout", V_DURATION, C(api_idle_timeout_ms), 1000, 3600000, 0, NULL },
 	{ "api", "max_clients", V_U32, C(api_max_clients), 1, 1000000, 0, NULL },
 	{ "api", "tls", V_BOOL, C(api_tls), 0, 0, 0, NULL },
+	{ "limits", "connections_per_client", V_U32, C(limits.connections_per_client), 0, 1000000,
+	  0, NULL },
+	{ "limits", "commands_per_second", V_U32, C(limits.commands_per_second), 0, 1000000, 0,
+	  NULL },
+	{ "limits", "command_timeout", V_DURATION, C(limits.command_timeout_ms), 100, 3600000, 0,
+	  NULL },
+	{ "limits", "header_timeout", V_DURATION, C(limits.header_timeout_ms), 100, 3600000, 0,
+	  NULL },
+	{ "limits", "data_timeout", V_DURATION, C(limits.data_timeout_ms), 100, 86400000, 0, NULL },
+	{ "limits", "min_data_rate", V_SIZE, C(limits.min_data_rate), 0, 1ull << 30, 0, NULL },
+	{ "limits", "login_timeout", V_DURATION, C(limits.login_timeout_ms), 100, 3600000, 0,
+	  NULL },
+	{ "limits", "output_buffer", V_SIZE, C(limits.output_buffer), 4096, 1ull << 30, 0, NULL },
+	{ "limits", "exempt", V_NETS, 0, 0, 0, 0, NULL },
 	{ "dns", "servers", V_SERVERS, C(dns_servers), 0, 0, 0, NULL },
 	{ "dns", "max_ttl", V_DURATION, C(dns_max_ttl_ms), 0, 7ull * 86400000, 0, NULL },
 	{ "dns", "negative_ttl", V_DURATION, C(dns_negative_ttl_ms), 0, 86400000, 0, NULL },
@@ -415,6 +444,10 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 {
 	switch (k->type) {
 	case V_NETS:
+		if (!strcmp(k->section, "limits")) {
+			ps->cfg->limits.nexempt = 0;
+			return split_list(ps, value, k->name, add_exempt, NULL);
+		}
 		ps->cfg->nnetworks = 0;
 		return split_list(ps, value, k->name, add_net, NULL);
 	case V_KEYS:
@@ -823,6 +856,7 @@ static void set_defaults(struct config *c)
 	c->api_max_batch = 1000;
 	c->api_idle_timeout_ms = 60000;
 	c->api_max_clients = 10000;
+	climit_config_defaults(&c->limits);
 	c->max_age_ms = 3ull * 86400000;
 	c->bounce_domain = xstrdup("");
 	c->max_size = 8ull << 30;
@@ -1058,6 +1092,7 @@ void config_free(struct config *c)
 	free(c->log_path);
 	free(c->networks);
 	free_keys(c);
+	free(c->limits.exempt);
 	free(c->dns_servers);
 	free(c->retry_ms);
 	free(c->bounce_domain);

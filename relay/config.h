@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "base/climit.h"
 #include "base/log.h"
 
 /* A socket address given as host:port ("127.0.0.1:25", "[::1]:25"). */
@@ -154,6 +155,9 @@ struct config {
 	uint32_t api_max_batch;       /* messages per batch request */
 	uint64_t api_idle_timeout_ms; /* keep-alive idle time */
 	uint32_t api_max_clients;     /* concurrent HTTP sessions per shard */
+
+	/* [limits]: per-client limits on every listener */
+	struct climit_config limits;
 
 	/* [dns] */
 	char *dns_servers;            /* "" = /etc/resolv.conf */
