@@ -653,6 +653,7 @@ void http_end_async(struct api_session *s)
 	reset_for_next(s);
 	conn_recv_resume(&s->conn);
 	session_process(s);
+	conn_recv_poke(&s->conn); /* the input it consumed: read on (conn.h) */
 	arm_timer(s);
 }
 
@@ -710,7 +711,7 @@ static void arm_timer(struct api_session *s)
 	if (!s->busy && s->body_start_ms)
 		at = RP_MIN(at, climit_data_deadline(lc, s->body_start_ms, s->body_bytes));
 	else if (!s->busy && s->req_start_ms)
-		at = s->req_start_ms + lc->header_timeout_ms;
+		at = RP_MIN(at, s->req_start_ms + lc->header_timeout_ms);
 	loop_timer_arm(s->srv->loop, &s->timer, at > now ? at - now : 1, on_timeout);
 }
 

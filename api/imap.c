@@ -381,7 +381,7 @@ static void process(struct imap_session *s)
 	if (conn_closing(&s->conn))
 		return;
 	arm_timer(s);
-	conn_recv_resume(&s->conn); /* input was consumed: read on (conn.h) */
+	conn_recv_poke(&s->conn); /* input was consumed: read on (conn.h) */
 	if (!gated && buf_used(in) > IMAP_PIPELINE_MAX) {
 		log_info("imap %s: %zu bytes of input waiting; closing", s->peer, buf_used(in));
 		buf_consume(in, buf_used(in));

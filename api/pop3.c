@@ -342,6 +342,7 @@ void pop3_resume(struct pop3_session *s)
 	}
 	conn_recv_resume(&s->conn);
 	session_process(s);
+	conn_recv_poke(&s->conn); /* the input it consumed: read on (conn.h) */
 	if (!pop3_busy(s) && !conn_closing(&s->conn))
 		idle_arm(s); /* again: a command line may have begun */
 }

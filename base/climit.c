@@ -127,8 +127,7 @@ static unsigned home(const struct climit *cl, const unsigned char *key, uint8_t 
 
 /* find - the slot holding (key, family, kind), or of the free slot where it
  * would go. Locked. */
-static struct entry *find(struct climit *cl, const unsigned char *key, uint8_t family,
-                          uint8_t kind)
+static struct entry *find(struct climit *cl, const unsigned char *key, uint8_t family, uint8_t kind)
 {
 	unsigned i = home(cl, key, family, kind);
 	for (;;) {
@@ -248,8 +247,7 @@ unsigned climit_entries(struct climit *cl)
 
 /* ---- the bucket ------------------------------------------------------- */
 
-bool climit_bucket_ready(struct climit_bucket *b, uint32_t rate, uint64_t now_ms,
-                         uint64_t *wait_ms)
+bool climit_bucket_ready(struct climit_bucket *b, uint32_t rate, uint64_t now_ms, uint64_t *wait_ms)
 {
 	if (!rate)
 		return true;

@@ -410,8 +410,13 @@ void conn_recv_pause(struct conn *c)
 void conn_recv_resume(struct conn *c)
 {
 	c->flags &= ~CONN_F_PAUSED;
+	conn_recv_poke(c);
+}
+
+void conn_recv_poke(struct conn *c)
+{
 	if (!conn_closing(c))
-		recv_maybe_arm(c); /* also: input was consumed (the slow lane's cap) */
+		recv_maybe_arm(c);
 }
 
 /* begin_close - cancel everything in flight; release once it has drained. */

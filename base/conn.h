@@ -138,10 +138,12 @@ void conn_flush_soon(struct conn *c);
 size_t conn_pending_out(const struct conn *c);
 /* conn_recv_pause - stop receiving (bytes stay in the socket). */
 void conn_recv_pause(struct conn *c);
-/* conn_recv_resume - receive again after conn_recv_pause; also after
- * consuming input outside ops->data (a conn that hit the output bound or
- * a throttle stops receiving while CONN_SLOW_IN_MAX bytes wait unread). */
+/* conn_recv_resume - receive again after conn_recv_pause. */
 void conn_recv_resume(struct conn *c);
+/* conn_recv_poke - the owner consumed input outside ops->data (after a
+ * wait of its own): receive again unless something stops it (a conn in
+ * the slow lane stops receiving while CONN_SLOW_IN_MAX bytes wait). */
+void conn_recv_poke(struct conn *c);
 /* conn_set_out_max - stop receiving while more than n bytes of output are
  * unsent (and resume below n / 4); 0 = no bound (the default). */
 void conn_set_out_max(struct conn *c, size_t n);

@@ -241,6 +241,7 @@ void srv_resume(struct srv_session *s)
 	}
 	conn_recv_resume(&s->conn);
 	srv_process(s);
+	conn_recv_poke(&s->conn); /* the input it consumed: read on (conn.h) */
 	srv_arm_timer(s);
 }
 

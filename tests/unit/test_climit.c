@@ -106,7 +106,8 @@ Test(climit_conns, exempt_networks_and_no_limit)
 	cr_assert_eq(inet_pton(AF_INET6, "2001:db8::", nets[1].addr), 1);
 	cc.exempt = nets;
 	cc.nexempt = 2;
-	struct sockaddr_storage lo = v4("127.0.0.5"), in6 = v6("2001:db8:ff::1"), out = v4("10.0.0.1");
+	struct sockaddr_storage lo = v4("127.0.0.5"), in6 = v6("2001:db8:ff::1"),
+	                        out = v4("10.0.0.1");
 	struct climit_ticket t[8];
 	for (int i = 0; i < 3; i++)
 		cr_assert(climit_conn_open(cl, &cc, CLIMIT_POP3, SA(lo), &t[i]), "exempt %d", i);
@@ -181,8 +182,9 @@ Test(climit_conns, agrees_with_a_model)
 			char ip[32];
 			snprintf(ip, sizeof(ip), "10.%u.%u.1", a / 256, a % 256);
 			struct sockaddr_storage ss = v4(ip);
-			cr_assert_eq(climit_conn_count(cl, kind ? CLIMIT_IMAP : CLIMIT_INBOUND, SA(ss)),
-			             count[a][kind], "%s kind %u", ip, kind);
+			cr_assert_eq(
+			    climit_conn_count(cl, kind ? CLIMIT_IMAP : CLIMIT_INBOUND, SA(ss)),
+			    count[a][kind], "%s kind %u", ip, kind);
 			live += count[a][kind] > 0;
 		}
 	cr_assert_eq(climit_entries(cl), live);
