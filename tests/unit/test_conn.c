@@ -503,7 +503,7 @@ static void *echo_peer_run(void *arg)
 	return NULL;
 }
 
-Test(conn, output_bound_stops_reading, .timeout = 60)
+Test(conn, output_bound_stops_reading, .timeout = 30)
 {
 	struct lserver s;
 	struct echo_peer p = { .n = 1000000 };
@@ -522,7 +522,7 @@ Test(conn, output_bound_stops_reading, .timeout = 60)
 	conn_init(&s.c, w.l, &ls_ops, &s);
 	conn_set_out_max(&s.c, 64 * 1024);
 	conn_attach(&s.c, fb);
-	loop_timer_arm(w.l, &s.watchdog, 50000, watchdog);
+	loop_timer_arm(w.l, &s.watchdog, 25000, watchdog);
 	cr_assert_eq(pthread_create(&th, NULL, echo_peer_run, &p), 0);
 	loop_run(w.l);
 	pthread_join(th, NULL);
