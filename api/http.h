@@ -59,7 +59,7 @@ struct http_request {
 	int key_index;       /* matching [api] key + 1, 0 = none */
 	unsigned key_scopes; /* that key's API_SCOPE_* bits, 0 = none */
 	char key_name[72];   /* that key's name (for logs and 403s), "" = none */
-	bool early; /* answered at its headers, the body unread (no key) */
+	bool early;          /* answered at its headers, the body unread (no key) */
 	bool expect_continue;
 	bool complete;
 	int error; /* a limit was hit: answer this status */

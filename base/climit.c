@@ -39,43 +39,48 @@ void climit_config_defaults(struct climit_config *cc)
 	cc->output_buffer = 256 * 1024;
 }
 
-/* net_match - whether the address a of family (AF_*) is inside n. */
-static bool net_match(const struct climit_net *n, int family, const unsigned char *a)
+/* prefix_match - whether a's first prefix bits are net's. */
+static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)
 {
-	if (n->family != family)
+	unsigned bytes = prefix / 8, bits = prefix % 8;
+	if (memcmp(a, net, bytes))
 		return false;
-	unsigned full = n->prefix / 8, rest = n->prefix % 8;
-	if (memcmp(n->addr, a, full))
-		return false;
-	if (!rest)
+	if (!bits)
 		return true;
-	unsigned char mask = (unsigned char)(0xff << (8 - rest));
-	return (n->addr[full] & mask) == (a[full] & mask);
+	unsigned char mask = (unsigned char)(0xff << (8 - bits));
+	return (a[bytes] & mask) == (net[bytes] & mask);
+}
+
+bool climit_nets_match(const struct climit_net *nets, unsigned n, const struct sockaddr *sa)
+{
+	unsigned char a4[4], a6[16];
+	bool v4 = false, v6 = false;
+	if (sa->sa_family == AF_INET) {
+		memcpy(a4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		v4 = true;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		memcpy(a6, in6, 16);
+		v6 = true;
+		if (IN6_IS_ADDR_V4MAPPED(in6)) {
+			memcpy(a4, a6 + 12, 4);
+			v4 = true;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (nets[i].family == AF_INET && v4 &&
+		    prefix_match(a4, nets[i].addr, nets[i].prefix))
+			return true;
+		if (nets[i].family == AF_INET6 && v6 &&
+		    prefix_match(a6, nets[i].addr, nets[i].prefix))
+			return true;
+	}
+	return false;
 }
 
 bool climit_exempt(const struct climit_config *cc, const struct sockaddr *sa)
 {
-	unsigned char a[16];
-	int family;
-	if (sa->sa_family == AF_INET) {
-		memcpy(a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		family = AF_INET;
-	} else if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-		if (IN6_IS_ADDR_V4MAPPED(in6)) {
-			memcpy(a, in6->s6_addr + 12, 4);
-			family = AF_INET;
-		} else {
-			memcpy(a, in6->s6_addr, 16);
-			family = AF_INET6;
-		}
-	} else {
-		return false;
-	}
-	for (unsigned i = 0; i < cc->nexempt; i++)
-		if (net_match(&cc->exempt[i], family, a))
-			return true;
-	return false;
+	return climit_nets_match(cc->exempt, cc->nexempt, sa);
 }
 
 uint64_t climit_data_deadline(const struct climit_config *cc, uint64_t start_ms, uint64_t bytes)

@@ -58,7 +58,8 @@ extern const char *const climit_reason_names[CLIMIT_REASONS];
 
 #define CLIMIT_LOG_PER_SEC 10 /* cut-off lines logged per second and server */
 
-/* A network exempt from the per-client limits. */
+/* A network: exempt from the per-client limits, or allowed to relay
+ * ([submission] networks). */
 struct climit_net {
 	int family;             /* AF_INET or AF_INET6 */
 	unsigned char addr[16]; /* network address */
@@ -85,6 +86,9 @@ struct climit_config {
 
 /* climit_config_defaults - the production defaults (no exempt network). */
 void climit_config_defaults(struct climit_config *cc);
+/* climit_nets_match - whether sa is inside one of nets[0..n) (a v4-mapped
+ * IPv6 address matches both as IPv4 and as IPv6). */
+bool climit_nets_match(const struct climit_net *nets, unsigned n, const struct sockaddr *sa);
 /* climit_exempt - whether sa is inside one of cc's exempt networks. */
 bool climit_exempt(const struct climit_config *cc, const struct sockaddr *sa);
 /* climit_data_deadline - when data that began at start_ms and has brought

@@ -112,7 +112,7 @@ bool config_parse_addr(const char *s, struct cfg_addr *a)
 	return true;
 }
 
-static bool parse_net(const char *s, struct cfg_net *n)
+static bool parse_net(const char *s, struct climit_net *n)
 {
 	char tmp[128];
 	if (strlen(s) >= sizeof(tmp))
@@ -162,30 +162,16 @@ static bool split_list(struct parse_state *ps, const char *value, const char *ke
 	return ok;
 }
 
+/* add_net - one network: of [submission] networks, or (arg) of [limits] exempt. */
 static bool add_net(struct parse_state *ps, const char *item, void *arg)
 {
-	(void)arg;
-	struct config *c = ps->cfg;
-	struct cfg_net n;
+	struct climit_config *l = arg;
+	struct climit_net n, **v = l ? &l->exempt : &ps->cfg->networks;
+	unsigned *nv = l ? &l->nexempt : &ps->cfg->nnetworks;
 	if (!parse_net(item, &n))
 		return false;
-	c->networks = xrealloc(c->networks, (c->nnetworks + 1) * sizeof(*c->networks));
-	c->networks[c->nnetworks++] = n;
-	return true;
-}
-
-/* add_exempt - one network of [limits] exempt. */
-static bool add_exempt(struct parse_state *ps, const char *item, void *arg)
-{
-	(void)arg;
-	struct climit_config *l = &ps->cfg->limits;
-	struct cfg_net n;
-	if (!parse_net(item, &n))
-		return false;
-	l->exempt = xrealloc(l->exempt, (l->nexempt + 1) * sizeof(*l->exempt));
-	l->exempt[l->nexempt].family = n.family;
-	memcpy(l->exempt[l->nexempt].addr, n.addr, 16);
-	l->exempt[l->nexempt++].prefix = n.prefix;
+	*v = xrealloc(*v, (*nv + 1) * sizeof(**v));
+	(*v)[(*nv)++] = n;
 	return true;
 }
 
@@ -446,7 +432,7 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 	case V_NETS:
 		if (!strcmp(k->section, "limits")) {
 			ps->cfg->limits.nexempt = 0;
-			return split_list(ps, value, k->name, add_exempt, NULL);
+			return split_list(ps, value, k->name, add_net, &ps->cfg->limits);
 		}
 		ps->cfg->nnetworks = 0;
 		return split_list(ps, value, k->name, add_net, NULL);
@@ -888,9 +874,9 @@ static void set_defaults(struct config *c)
 	c->retry_ms = xmemdup(retry, sizeof(retry));
 	static const unsigned char lo4[16] = { 127 }, lo6[16] = { [15] = 1 };
 	c->networks = xcalloc(2, sizeof(*c->networks));
-	c->networks[0] = (struct cfg_net){ .family = AF_INET, .prefix = 8 };
+	c->networks[0] = (struct climit_net){ .family = AF_INET, .prefix = 8 };
 	memcpy(c->networks[0].addr, lo4, 16);
-	c->networks[1] = (struct cfg_net){ .family = AF_INET6, .prefix = 128 };
+	c->networks[1] = (struct climit_net){ .family = AF_INET6, .prefix = 128 };
 	memcpy(c->networks[1].addr, lo6, 16);
 	c->nnetworks = 2;
 	c->defaults.name = xstrdup("*");
@@ -1183,41 +1169,9 @@ const struct cfg_domain *config_domain(const struct config *cfg, const char *dom
 	return &cfg->defaults;
 }
 
-static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)
-{
-	unsigned bytes = prefix / 8, bits = prefix % 8;
-	if (memcmp(a, net, bytes))
-		return false;
-	if (!bits)
-		return true;
-	unsigned char mask = (unsigned char)(0xff << (8 - bits));
-	return (a[bytes] & mask) == (net[bytes] & mask);
-}
-
 bool config_net_allowed(const struct config *cfg, const struct sockaddr *sa)
 {
-	unsigned char a4[4], a6[16];
-	bool v4 = false, v6 = false;
-	if (sa->sa_family == AF_INET) {
-		memcpy(a4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		v4 = true;
-	} else if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-		memcpy(a6, in6, 16);
-		v6 = true;
-		if (IN6_IS_ADDR_V4MAPPED(in6)) {
-			memcpy(a4, a6 + 12, 4);
-			v4 = true;
-		}
-	}
-	for (unsigned i = 0; i < cfg->nnetworks; i++) {
-		const struct cfg_net *n = &cfg->networks[i];
-		if (n->family == AF_INET && v4 && prefix_match(a4, n->addr, n->prefix))
-			return true;
-		if (n->family == AF_INET6 && v6 && prefix_match(a6, n->addr, n->prefix))
-			return true;
-	}
-	return false;
+	return climit_nets_match(cfg->networks, cfg->nnetworks, sa);
 }
 
 unsigned config_shards(const struct config *cfg)

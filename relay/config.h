@@ -25,13 +25,6 @@ struct cfg_addr {
 	socklen_t sslen;            /* 0 when host is a name */
 };
 
-/* A network in [submission] networks. */
-struct cfg_net {
-	int family;             /* AF_INET or AF_INET6 */
-	unsigned char addr[16]; /* network address */
-	unsigned prefix;        /* prefix length */
-};
-
 /* A local address to send from ([domain] source). */
 struct cfg_source {
 	struct sockaddr_storage ss;  /* port 0 */
@@ -135,7 +128,7 @@ struct config {
 	uint64_t mailbox_max_age_ms;
 
 	/* [submission] */
-	struct cfg_net *networks;
+	struct climit_net *networks; /* [submission] networks */
 	unsigned nnetworks;
 	uint64_t max_message_size; /* bytes, announced in SIZE */
 	uint32_t max_recipients;   /* RCPTs per message */
