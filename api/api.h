@@ -38,16 +38,17 @@ struct api_config {
 	char **key_names;           /* per key: its name in logs and errors (never the token) */
 	const unsigned *key_scopes; /* per key: API_SCOPE_* bits */
 	unsigned nkeys;
-	const char *hostname;      /* Message-ID right-hand side */
-	uint64_t max_message_size; /* one message, as built */
-	uint64_t max_request;      /* one HTTP request body */
-	uint32_t max_recipients;   /* per message */
-	uint32_t max_batch;        /* messages per batch request */
-	uint64_t idle_timeout_ms;  /* keep-alive idle time */
-	uint32_t max_clients;      /* concurrent HTTP sessions per shard */
-	struct tls_ctx *tls;       /* HTTPS with this context; NULL = plain HTTP */
-	struct dkim_keys *dkim;    /* sign submissions with these ([dkim]), or NULL */
-	struct workers *signers;   /* on these threads */
+	const char *hostname;               /* Message-ID right-hand side */
+	uint64_t max_message_size;          /* one message, as built */
+	uint64_t max_request;               /* one HTTP request body */
+	uint32_t max_recipients;            /* per message */
+	uint32_t max_batch;                 /* messages per batch request */
+	uint64_t idle_timeout_ms;           /* keep-alive idle time */
+	uint32_t max_clients;               /* concurrent HTTP sessions per shard */
+	struct tls_ctx *tls;                /* HTTPS with this context; NULL = plain HTTP */
+	struct dkim_keys *dkim;             /* sign submissions with these ([dkim]), or NULL */
+	struct workers *signers;            /* on these threads */
+	const struct climit_config *limits; /* [limits] */
 };
 
 /* A request for every shard's counters; the daemon fills snap and calls
@@ -111,6 +112,9 @@ unsigned api_route_scope(const char *method, const char *path);
 /* api_scope_name - "submit", "read" or "admin" for a route's scope bit
  * or a key's bits (anything with API_SCOPE_ADMIN is "admin"). */
 const char *api_scope_name(unsigned scopes);
+/* api_set_climit - the table counting connections per client address
+ * (shared by every listener and shard); before the first session. */
+void api_set_climit(struct api_server *srv, struct climit *cl);
 /* api_set_session_gone - called after a session is freed (shutdown). */
 void api_set_session_gone(struct api_server *srv, void (*fn)(void *ctx));
 

@@ -313,6 +313,21 @@ static void dest_source_json(struct buf *b, const struct stats_dest *d)
 	buf_puts(b, "]");
 }
 
+/* client_limits_json - ,"client_limits":{"submission":{"connections":N,
+ * ...},...}: clients refused, slowed or cut off by [limits], by listener. */
+static void client_limits_json(struct buf *b, const struct stats_snapshot *snap)
+{
+	buf_puts(b, ",\"client_limits\":{");
+	for (unsigned k = 0; k < CLIMIT_KINDS; k++) {
+		buf_printf(b, "%s\"%s\":{", k ? "," : "", climit_kind_names[k]);
+		for (unsigned r = 0; r < CLIMIT_REASONS; r++)
+			buf_printf(b, "%s\"%s\":%llu", r ? "," : "", climit_reason_names[r],
+			           (unsigned long long)snap->client_limits[k][r]);
+		buf_puts(b, "}");
+	}
+	buf_puts(b, "}");
+}
+
 static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 {
 	struct spool_usage u;
@@ -332,6 +347,7 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 	    (unsigned long long)snap->inbound_connections, (unsigned long long)u.used,
 	    (unsigned long long)u.file_size, (unsigned long long)u.map_size,
 	    (unsigned long long)u.disk_free, spool_accepting(s->srv->spool) ? "true" : "false");
+	client_limits_json(&b, snap);
 	buf_printf(&b,
 	           ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
 	           "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
@@ -542,6 +558,14 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 	           "ringpost_connections{direction=\"inbound\"} %llu\n",
 	           (unsigned long long)t->connections,
 	           (unsigned long long)snap->inbound_connections);
+	prom_head(&b, "ringpost_client_limit_total", "counter",
+	          "Clients refused, slowed or cut off by [limits], by listener and reason.");
+	for (unsigned k = 0; k < CLIMIT_KINDS; k++)
+		for (unsigned r = 0; r < CLIMIT_REASONS; r++)
+			buf_printf(
+			    &b, "ringpost_client_limit_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+			    climit_kind_names[k], climit_reason_names[r],
+			    (unsigned long long)snap->client_limits[k][r]);
 	prom_head(&b, "ringpost_spool_bytes", "gauge", "Spool size in bytes.");
 	buf_printf(&b,
 	           "ringpost_spool_bytes{kind=\"used\"} %llu\n"

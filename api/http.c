@@ -6,6 +6,12 @@
  * is declared, by Content-Length or by a chunk's size), keep-alive idle
  * time. Any parse error gets 400 and the connection is closed; a limit error
  * too, since the rest of the stream can no longer be trusted to be in step.
+ * A request with a body but no valid key is answered (401, or 404/405) at
+ * its headers: no byte of a body is buffered before authentication.
+ * [limits] (base/climit.h): connections per client address (429), requests
+ * per second per connection (slowed), headers within header_timeout and a
+ * body within data_timeout (408), no reading while the unread responses
+ * pass output_buffer. Refused requests close with the body discarded.
  */
 #include "http.h"
 
@@ -26,6 +32,8 @@
 
 static void session_process(struct api_session *s);
 static void session_free(struct api_session *s);
+static void arm_timer(struct api_session *s);
+static bool route_public(struct api_session *s);
 
 /* ---- responses --------------------------------------------------------- */
 
@@ -58,6 +66,8 @@ static const char *reason(int status)
 		return "Unsupported Media Type";
 	case 422:
 		return "Unprocessable Entity";
+	case 429:
+		return "Too Many Requests";
 	case 431:
 		return "Request Header Fields Too Large";
 	case 500:
@@ -153,7 +163,7 @@ void http_error(struct api_session *s, int status, const char *code, const char 
 	http_json_str(&b, msg, strlen(msg));
 	buf_puts(&b, "}}\n");
 	const char *extra = NULL;
-	if (status == 503)
+	if (status == 503 || status == 429)
 		extra = "Retry-After: 30\r\n";
 	else if (status == 401)
 		extra = "WWW-Authenticate: Bearer realm=\"ringpost\"\r\n";
@@ -282,6 +292,8 @@ static int on_message_begin(http_parser *p)
 	r->key_name[0] = '\0';
 	r->expect_continue = false;
 	r->complete = false;
+	r->early = false;
+	of(p)->req_start_ms = loop_now_ms(of(p)->srv->loop);
 	return 0;
 }
 
@@ -325,8 +337,15 @@ static int on_headers_complete(http_parser *p)
 	header_done(s);
 	s->req.method = (enum http_method)p->method;
 	uint64_t max = s->srv->cfg->max_request;
+	bool body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length);
+	if (body && !s->req.key_index && !route_public(s)) {
+		s->req.early = true; /* dispatch answers, from the headers alone */
+		return fail(s, 401, "unauthorized", "no valid key");
+	}
 	if ((p->flags & F_CONTENTLENGTH) && p->content_length > max)
 		return fail(s, 413, "too_large", "the request body exceeds the size limit");
+	if (body)
+		s->body_start_ms = loop_now_ms(s->srv->loop);
 	if (s->req.expect_continue && !(p->flags & F_CHUNKED) && p->content_length > 0)
 		conn_puts(&s->conn, "HTTP/1.1 100 Continue\r\n\r\n");
 	return 0;
@@ -348,6 +367,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
 	if (buf_used(&s->req.body) + n > s->srv->cfg->max_request)
 		return fail(s, 413, "too_large", "the request body exceeds the size limit");
 	buf_append(&s->req.body, at, n);
+	s->body_bytes += n;
 	return 0;
 }
 
@@ -355,6 +375,7 @@ static int on_message_complete(http_parser *p)
 {
 	struct api_session *s = of(p);
 	s->req.complete = true;
+	s->req_start_ms = s->body_start_ms = s->body_bytes = 0;
 	s->keep_alive = http_should_keep_alive(p) && !s->srv->shutting_down;
 	http_parser_pause(p, 1);
 	return 0;
@@ -476,6 +497,20 @@ static bool authorize(struct api_session *s, const struct route *r, const char *
 	log_debug("api request method=%s path=%s key=%s client=%s", http_method_str(q->method),
 	          qpath, q->key_name, s->peer);
 	return true;
+}
+
+/* route_public - whether the request (headers in) goes to a route that
+ * needs no key. */
+static bool route_public(struct api_session *s)
+{
+	const char *url = buf_cstr(&s->req.url);
+	char path[HTTP_MAX_URL + 1];
+	size_t plen = strcspn(url, "?#");
+	memcpy(path, url, plen);
+	path[plen] = '\0';
+	const char *arg;
+	const struct route *r = route_find(http_method_str(s->req.method), path, &arg);
+	return r && !r->scope;
 }
 
 static void dispatch(struct api_session *s)
@@ -618,24 +653,90 @@ void http_end_async(struct api_session *s)
 	reset_for_next(s);
 	conn_recv_resume(&s->conn);
 	session_process(s);
+	conn_recv_poke(&s->conn); /* the input it consumed: read on (conn.h) */
+	arm_timer(s);
+}
+
+/* limit - count a client limit that struck s and log it (within budget). */
+static void limit(struct api_session *s, enum climit_reason r, const char *detail)
+{
+	s->srv->limits[r]++;
+	climit_log_cut(&s->srv->limit_log, loop_now_ms(s->srv->loop), "http", s->peer, r, detail);
 }
 
 static void on_timeout(struct loop_timer *t)
 {
 	struct api_session *s = RP_CONTAINER_OF(t, struct api_session, timer);
+	const struct climit_config *lc = s->srv->cfg->limits;
+	uint64_t now = loop_now_ms(s->srv->loop);
 	if (s->busy) {
 		/* Not idle: look again later, or the session would never time
 		 * out once the answer is written (only new data re-arms). */
 		loop_timer_arm(s->srv->loop, &s->timer, s->srv->cfg->idle_timeout_ms, on_timeout);
 		return;
 	}
-	conn_close(&s->conn);
+	if (conn_out_blocked(&s->conn)) {
+		limit(s, CLIMIT_IDLE, "responses not read for too long: closed");
+		conn_close(&s->conn);
+		return;
+	}
+	const char *what = NULL;
+	if (s->body_start_ms && now >= climit_data_deadline(lc, s->body_start_ms, s->body_bytes))
+		what = "the request body did not come in time";
+	else if (!s->body_start_ms && s->req_start_ms &&
+	         now >= s->req_start_ms + lc->header_timeout_ms)
+		what = "the request headers did not come in time";
+	if (!what) { /* keep-alive idle: the ordinary end of a session */
+		conn_close(&s->conn);
+		return;
+	}
+	char detail[120];
+	snprintf(detail, sizeof(detail), "%s: 408, closed", what);
+	limit(s, CLIMIT_SLOW, detail);
+	s->keep_alive = false;
+	http_error(s, 408, "request_timeout", "%s", what);
+	conn_close_after_flush(&s->conn);
+}
+
+/* arm_timer - the session's next deadline: keep-alive idle between
+ * requests; a request's line and headers within header_timeout of its
+ * first byte (more bytes do not extend it); its body within data_timeout
+ * plus a second per min_data_rate bytes, and never idle for idle_timeout. */
+static void arm_timer(struct api_session *s)
+{
+	if (s->released || conn_closing(&s->conn))
+		return;
+	const struct climit_config *lc = s->srv->cfg->limits;
+	uint64_t now = loop_now_ms(s->srv->loop), at = now + s->srv->cfg->idle_timeout_ms;
+	if (!s->busy && s->body_start_ms)
+		at = RP_MIN(at, climit_data_deadline(lc, s->body_start_ms, s->body_bytes));
+	else if (!s->busy && s->req_start_ms)
+		at = RP_MIN(at, s->req_start_ms + lc->header_timeout_ms);
+	loop_timer_arm(s->srv->loop, &s->timer, at > now ? at - now : 1, on_timeout);
+}
+
+/* gate - whether the input may be parsed now (climit_gate): a new request
+ * counts against commands_per_second. */
+static bool gate(struct api_session *s)
+{
+	enum climit_reason why;
+	bool counted = !s->req_start_ms; /* between requests: a new one begins */
+	if (climit_gate(&s->lim, &s->conn, s->srv->cfg->limits, counted, loop_now_ms(s->srv->loop),
+	                &why))
+		return true;
+	if (why == CLIMIT_RATE)
+		limit(s, why, "over [limits] commands_per_second (requests): slowed");
+	else if (why == CLIMIT_OUTPUT)
+		limit(s, why, "responses not read: reading stopped");
+	return false;
 }
 
 static void session_process(struct api_session *s)
 {
 	struct buf *in = &s->conn.in;
 	while (!s->busy && !conn_closing(&s->conn) && buf_used(in)) {
+		if (!gate(s))
+			break;
 		size_t n = http_parser_execute(&s->parser, &settings, buf_head(in), buf_used(in));
 		enum http_errno e = HTTP_PARSER_ERRNO(&s->parser);
 		if (s->req.complete) {
@@ -649,9 +750,12 @@ static void session_process(struct api_session *s)
 			buf_consume(in, n);
 			break;
 		}
-		/* A limit or a syntax error: answer and close. */
+		/* A limit or a syntax error: answer and close, dropping what
+		 * else comes (a body we will not read). */
 		s->keep_alive = false;
-		if (s->req.error)
+		if (s->req.early)
+			dispatch(s); /* 401, or 404/405: the route decides */
+		else if (s->req.error)
 			http_error(s, s->req.error, s->req.error_code, "%s", s->req.error_msg);
 		else if (e == HPE_HEADER_OVERFLOW)
 			http_error(s, 431, "headers_too_large", "request headers exceed 16 KiB");
@@ -659,7 +763,7 @@ static void session_process(struct api_session *s)
 			http_error(s, 400, "bad_request", "malformed HTTP request (%s)",
 			           http_errno_name(e));
 		buf_consume(in, buf_used(in));
-		conn_close_after_flush(&s->conn);
+		conn_close_discarding(&s->conn);
 		return;
 	}
 	if (s->busy && buf_used(in) > PAUSE_INPUT_BYTES)
@@ -669,8 +773,8 @@ static void session_process(struct api_session *s)
 static void on_data(struct conn *c)
 {
 	struct api_session *s = RP_CONTAINER_OF(c, struct api_session, conn);
-	loop_timer_arm(s->srv->loop, &s->timer, s->srv->cfg->idle_timeout_ms, on_timeout);
 	session_process(s);
+	arm_timer(s);
 }
 
 static void on_closed(struct conn *c, int err)
@@ -683,6 +787,7 @@ static void on_released(struct conn *c)
 {
 	struct api_session *s = RP_CONTAINER_OF(c, struct api_session, conn);
 	s->released = true;
+	climit_conn_close(s->srv->climit, &s->lim.ticket);
 	loop_timer_disarm(s->srv->loop, &s->timer);
 	if (!s->busy)
 		session_free(s);
@@ -722,6 +827,12 @@ void api_session_start(struct api_server *srv, int fd)
 	s->srv = srv;
 	conn_init(&s->conn, srv->loop, &http_conn_ops, s);
 	conn_peer_name(fd, s->peer, sizeof(s->peer));
+	conn_set_out_max(&s->conn, srv->cfg->limits->output_buffer);
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sslen))
+		memset(&ss, 0, sizeof(ss));
+	s->lim.exempt = climit_exempt(srv->cfg->limits, (struct sockaddr *)&ss);
 	http_parser_init(&s->parser, HTTP_REQUEST);
 	s->parser.data = s;
 	s->keep_alive = true;
@@ -733,10 +844,19 @@ void api_session_start(struct api_server *srv, int fd)
 	if (srv->nsessions > srv->cfg->max_clients || srv->shutting_down) {
 		s->keep_alive = false;
 		http_error(s, 503, "unavailable", "too many connections, try again later");
-		conn_close_after_flush(&s->conn);
+		conn_close_discarding(&s->conn);
 		return;
 	}
-	loop_timer_arm(srv->loop, &s->timer, srv->cfg->idle_timeout_ms, on_timeout);
+	if (!climit_conn_open(srv->climit, srv->cfg->limits, CLIMIT_API, (struct sockaddr *)&ss,
+	                      &s->lim.ticket)) {
+		limit(s, CLIMIT_CONNECTIONS, "too many connections from its address: 429");
+		s->keep_alive = false;
+		http_error(s, 429, "too_many_connections",
+		           "too many connections from your address, try again later");
+		conn_close_discarding(&s->conn);
+		return;
+	}
+	arm_timer(s);
 }
 
 /* ---- server ------------------------------------------------------------ */
@@ -793,6 +913,11 @@ unsigned api_sessions(const struct api_server *srv)
 	return srv->nsessions;
 }
 
+void api_set_climit(struct api_server *srv, struct climit *cl)
+{
+	srv->climit = cl;
+}
+
 void api_set_session_gone(struct api_server *srv, void (*fn)(void *ctx))
 {
 	srv->gone = fn;
@@ -804,4 +929,6 @@ void api_fill_stats(const struct api_server *srv, struct stats_snapshot *part)
 	part->suppressed += srv->suppressed;
 	part->rejected += srv->rejected;
 	part->inbound_connections += srv->nsessions;
+	for (unsigned r = 0; r < CLIMIT_REASONS; r++)
+		part->client_limits[CLIMIT_API][r] += srv->limits[r];
 }

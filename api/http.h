@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "base/buf.h"
+#include "base/climit.h"
 #include "base/conn.h"
 #include "base/list.h"
 
@@ -32,11 +33,14 @@ struct api_server {
 	struct rp_list sessions; /* open sessions */
 	unsigned nsessions;
 	bool shutting_down;
-	void (*gone)(void *ctx); /* a session was freed */
-	uint64_t accepted;       /* messages accepted */
-	uint64_t suppressed;     /* recipients suppressed at submission */
-	uint64_t rejected;       /* messages refused */
-	uint64_t requests;       /* requests served */
+	void (*gone)(void *ctx);         /* a session was freed */
+	uint64_t accepted;               /* messages accepted */
+	uint64_t suppressed;             /* recipients suppressed at submission */
+	uint64_t rejected;               /* messages refused */
+	uint64_t requests;               /* requests served */
+	struct climit *climit;           /* connections per client address (all shards) */
+	struct climit_log limit_log;     /* budget of cut-off log lines */
+	uint64_t limits[CLIMIT_REASONS]; /* clients refused, slowed or cut off */
 	/* Submissions whose messages are still to prepare, oldest first
 	 * (api_submit.c: at most API_PREPARE_MAX per loop iteration). */
 	struct api_submit *work_head, *work_tail;
@@ -55,6 +59,7 @@ struct http_request {
 	int key_index;       /* matching [api] key + 1, 0 = none */
 	unsigned key_scopes; /* that key's API_SCOPE_* bits, 0 = none */
 	char key_name[72];   /* that key's name (for logs and 403s), "" = none */
+	bool early;          /* answered at its headers, the body unread (no key) */
 	bool expect_continue;
 	bool complete;
 	int error; /* a limit was hit: answer this status */
@@ -69,6 +74,10 @@ struct api_session {
 	http_parser parser;
 	struct http_request req;
 	struct loop_timer timer;
+	struct climit_session lim; /* [limits]: its connection, its request rate */
+	uint64_t req_start_ms;     /* the request's first byte came (0: between requests) */
+	uint64_t body_start_ms;    /* its headers were complete and a body follows */
+	uint64_t body_bytes;       /* of the body so far */
 	char peer[64];
 	bool busy;        /* a handler is answering asynchronously */
 	bool dispatching; /* inside a handler call */

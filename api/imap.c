@@ -11,6 +11,12 @@
  * when not; 20 BAD responses, or 1 MiB of input piled up behind a busy
  * command, end the session with BYE.
  *
+ * [limits] (base/climit.h): connections per client address (BYE at the
+ * greeting), commands per second per connection (slowed), a command
+ * complete within command_timeout of its first byte and a login within
+ * login_timeout of connecting (BYE), no command read while the unread
+ * responses pass output_buffer.
+ *
  * Long commands (FETCH, SEARCH, a STORE's answers) run in slices of about
  * 2 ms, each in its own read transaction, and pause while more than 4 MiB
  * of output waits for the client: one client never holds the loop, nor
@@ -35,6 +41,7 @@ static const char *const wait_names[] = { "none", "auth-line", "check", "spool",
 
 static void process(struct imap_session *s);
 static void session_may_free(struct imap_session *s);
+static void arm_timer(struct imap_session *s);
 
 /* ---- output ------------------------------------------------------------- */
 
@@ -313,6 +320,7 @@ static bool next_command(struct imap_session *s)
 		buf_append(&s->cmd, buf_head(in), s->frame.len);
 		buf_consume(in, s->frame.len);
 		imap_frame_reset(&s->frame);
+		s->line_start_ms = 0;
 		command_run(s);
 		return true;
 	case IMAP_FRAME_LONG_LINE:
@@ -324,9 +332,32 @@ static bool next_command(struct imap_session *s)
 	rp_panic("frame status %d", (int)st);
 }
 
+/* limit - count a client limit that struck s and log it (within budget). */
+static void limit(struct imap_session *s, enum climit_reason r, const char *detail)
+{
+	s->srv->limits[r]++;
+	climit_log_cut(&s->srv->limit_log, loop_now_ms(s->srv->p.loop), "imap", s->peer, r, detail);
+}
+
+/* gate - whether the input may be taken now (climit_gate); counted: a new
+ * command begins (one per command, its literals included). */
+static bool gate(struct imap_session *s, bool counted)
+{
+	enum climit_reason why;
+	if (climit_gate(&s->lim, &s->conn, imap_cfg(s)->limits, counted,
+	                loop_now_ms(s->srv->p.loop), &why))
+		return true;
+	if (why == CLIMIT_RATE)
+		limit(s, why, "over [limits] commands_per_second: slowed");
+	else if (why == CLIMIT_OUTPUT)
+		limit(s, why, "responses not read: reading stopped");
+	return false;
+}
+
 static void process(struct imap_session *s)
 {
 	struct buf *in = &s->conn.in;
+	bool gated = false; /* the conn stopped reading for the limits */
 	if (s->processing)
 		return;
 	s->processing = true;
@@ -336,18 +367,22 @@ static void process(struct imap_session *s)
 			continue;
 		}
 		if (s->wait == IW_IDLE || s->wait == IW_AUTH_LINE) {
-			if (!take_line(s))
-				break;
-			continue;
+			if (!(gated = !gate(s, false)) && take_line(s)) {
+				s->line_start_ms = 0;
+				continue;
+			}
+			break;
 		}
-		if (s->wait != IW_NONE || !next_command(s))
+		if (s->wait != IW_NONE || (gated = !gate(s, s->frame.pos == 0)) || !next_command(s))
 			break;
 	}
 	s->stop_reading = false;
 	s->processing = false;
 	if (conn_closing(&s->conn))
 		return;
-	if (buf_used(in) > IMAP_PIPELINE_MAX) {
+	arm_timer(s);
+	conn_recv_poke(&s->conn); /* input was consumed: read on (conn.h) */
+	if (!gated && buf_used(in) > IMAP_PIPELINE_MAX) {
 		log_info("imap %s: %zu bytes of input waiting; closing", s->peer, buf_used(in));
 		buf_consume(in, buf_used(in));
 		imap_bye(s, "Too much pipelined input");
@@ -483,10 +518,15 @@ static void command_run(struct imap_session *s)
 static void on_timeout(struct loop_timer *t)
 {
 	struct imap_session *s = RP_CONTAINER_OF(t, struct imap_session, timer);
-	if (s->wait == IW_JOB && conn_pending_out(&s->conn) > IMAP_OUT_HIGH) {
-		/* A long command waits for a client that stopped reading. */
-		log_info("imap %s: the client stopped reading (%zu bytes waiting); closing",
-		         s->peer, conn_pending_out(&s->conn));
+	const struct climit_config *lc = imap_cfg(s)->limits;
+	uint64_t now = loop_now_ms(s->srv->p.loop);
+	if ((s->wait == IW_JOB && conn_pending_out(&s->conn) > IMAP_OUT_HIGH) ||
+	    conn_out_blocked(&s->conn)) {
+		/* A client that stopped reading: it will not read a BYE. */
+		char detail[120];
+		snprintf(detail, sizeof(detail), "responses not read (%zu bytes waiting): closed",
+		         conn_pending_out(&s->conn));
+		limit(s, CLIMIT_IDLE, detail);
 		conn_close(&s->conn);
 		return;
 	}
@@ -495,15 +535,46 @@ static void on_timeout(struct loop_timer *t)
 		loop_timer_arm(s->srv->p.loop, &s->timer, imap_cfg(s)->idle_timeout_ms, on_timeout);
 		return;
 	}
+	if (s->line_start_ms && now >= s->line_start_ms + lc->command_timeout_ms) {
+		limit(s, CLIMIT_SLOW, "command not complete in time: BYE");
+		imap_bye(s, "Command not complete in time");
+		return;
+	}
+	if (s->state == IMAP_NOTAUTH && now >= s->start_ms + lc->login_timeout_ms) {
+		limit(s, CLIMIT_IDLE, "not logged in in time: BYE");
+		imap_bye(s, "Not logged in in time");
+		return;
+	}
 	log_info("imap %s: autologout after %llus idle", s->peer,
 	         (unsigned long long)(imap_cfg(s)->idle_timeout_ms / 1000));
+	s->srv->limits[CLIMIT_IDLE]++;
 	imap_bye(s, "Autologout; idle for too long");
+}
+
+/* arm_timer - the session's next deadline: the autologout (idle_timeout
+ * after the last activity); before a login, login_timeout after
+ * connecting; a command complete within command_timeout of its first byte
+ * (more bytes do not extend it). */
+static void arm_timer(struct imap_session *s)
+{
+	const struct climit_config *lc = imap_cfg(s)->limits;
+	uint64_t now = loop_now_ms(s->srv->p.loop), at = now + imap_cfg(s)->idle_timeout_ms;
+	if (s->state == IMAP_NOTAUTH)
+		at = RP_MIN(at, s->start_ms + lc->login_timeout_ms);
+	bool reading = s->wait == IW_NONE || s->wait == IW_IDLE || s->wait == IW_AUTH_LINE;
+	if (reading && buf_used(&s->conn.in) && !conn_out_blocked(&s->conn)) {
+		if (!s->line_start_ms)
+			s->line_start_ms = now;
+		at = RP_MIN(at, s->line_start_ms + lc->command_timeout_ms);
+	} else {
+		s->line_start_ms = 0;
+	}
+	loop_timer_arm(s->srv->p.loop, &s->timer, at > now ? at - now : 1, on_timeout);
 }
 
 static void on_data(struct conn *c)
 {
 	struct imap_session *s = RP_CONTAINER_OF(c, struct imap_session, conn);
-	loop_timer_arm(s->srv->p.loop, &s->timer, imap_cfg(s)->idle_timeout_ms, on_timeout);
 	process(s);
 }
 
@@ -553,6 +624,7 @@ static void on_released(struct conn *c)
 	struct imap_session *s = RP_CONTAINER_OF(c, struct imap_session, conn);
 	struct loop *l = s->srv->p.loop;
 	s->released = true;
+	climit_conn_close(s->srv->p.climit, &s->lim.ticket);
 	loop_timer_disarm(l, &s->timer);
 	loop_timer_disarm(l, &s->delay);
 	loop_defer_cancel(l, &s->slice);
@@ -595,12 +667,19 @@ void imap_session_start(struct imap_server *srv, int fd, bool implicit_tls)
 	rp_list_add(&srv->sessions, &s->link);
 	srv->nsessions++;
 	conn_attach(&s->conn, fd);
+	conn_set_out_max(&s->conn, cfg->limits->output_buffer);
+	s->start_ms = loop_now_ms(srv->p.loop);
+	s->lim.exempt = climit_exempt(cfg->limits, (const struct sockaddr *)&s->peer_ss);
 	log_debug("imap %s: connect%s", s->peer, implicit_tls ? " (TLS)" : "");
 	const char *refuse = NULL;
 	uint64_t left = 0;
 	if (srv->nsessions > cfg->max_clients || srv->shutting_down) {
 		log_warn("imap %s: refused, %u sessions open", s->peer, srv->nsessions - 1);
 		refuse = "Too many connections, try again later";
+	} else if (!climit_conn_open(srv->p.climit, cfg->limits, CLIMIT_IMAP,
+	                             (const struct sockaddr *)&s->peer_ss, &s->lim.ticket)) {
+		limit(s, CLIMIT_CONNECTIONS, "too many connections from its address: BYE");
+		refuse = "Too many connections from your address, try again later";
 	} else if (auth_limiter_blocked(srv->p.limiter, (const struct sockaddr *)&s->peer_ss,
 	                                rp_mono_ms(), &left)) {
 		log_info("imap %s: refused for %llu more seconds after authentication failures",
@@ -624,7 +703,7 @@ void imap_session_start(struct imap_server *srv, int fd, bool implicit_tls)
 	imap_capability(s, out);
 	buf_printf(out, "] %s ringpost IMAP4rev1 ready\r\n", cfg->hostname);
 	imap_flush(s);
-	loop_timer_arm(srv->p.loop, &s->timer, cfg->idle_timeout_ms, on_timeout);
+	arm_timer(s);
 }
 
 /* ---- server ------------------------------------------------------------- */
@@ -662,6 +741,12 @@ void imap_shutdown_all(struct imap_server *srv)
 			continue;
 		imap_bye(s, "Server shutting down");
 	}
+}
+
+void imap_fill_stats(const struct imap_server *srv, struct stats_snapshot *part)
+{
+	for (unsigned r = 0; r < CLIMIT_REASONS; r++)
+		part->client_limits[CLIMIT_IMAP][r] += srv->limits[r];
 }
 
 unsigned imap_sessions(const struct imap_server *srv)

@@ -53,6 +53,8 @@ struct imap_server {
 	struct imap_snap *diff_from, *diff_to;
 	bool diff_gone; /* it announces expunges (only for who may hear them) */
 	struct buf diff;
+	struct climit_log limit_log;     /* budget of cut-off log lines */
+	uint64_t limits[CLIMIT_REASONS]; /* clients refused, slowed or cut off */
 };
 
 enum imap_state {
@@ -129,6 +131,9 @@ struct imap_session {
 	struct imap_view view;
 	struct imap_job *job; /* IW_JOB */
 	struct sockaddr_storage peer_ss;
+	struct climit_session lim; /* [limits]: its connection, its command rate */
+	uint64_t start_ms;         /* connected (login_timeout) */
+	uint64_t line_start_ms;    /* a command began coming (0: none waits) */
 	char peer[64];
 	char *user;        /* logged in as (allocated), NULL before */
 	unsigned bad;      /* BAD responses so far */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "base/auth.h"
+#include "base/climit.h"
 #include "base/tls.h"
 
 struct mailbox_config {
@@ -23,6 +24,7 @@ struct mailbox_config {
 	bool require_tls;         /* [auth] require_tls: no login before TLS */
 	uint64_t idle_timeout_ms; /* a session idle this long is logged out */
 	uint32_t max_clients;     /* concurrent sessions per shard and protocol */
+	const struct climit_config *limits; /* [limits] */
 };
 
 /* mailbox_user_allowed - whether name may read the mailbox ([mailbox] users). */

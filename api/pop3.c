@@ -10,6 +10,12 @@
  * POP3_OUT_HIGH queued bytes, so a large message or a client that does
  * not read costs a bounded amount of memory.
  *
+ * [limits] (base/climit.h): connections per client address (-ERR
+ * [SYS/TEMP] at the greeting), commands per second per connection
+ * (slowed), a command line complete within command_timeout of its first
+ * byte and a login within login_timeout of connecting, no command read
+ * while the unread replies pass output_buffer.
+ *
  * A session is freed only when its conn has been released and no
  * password check or spool request is in flight.
  */
@@ -105,27 +111,77 @@ void pop3_user_quoted(const struct pop3_session *s, char out[POP3_QUOTED_MAX])
 	log_quote(out, POP3_QUOTED_MAX, s->user, strlen(s->user));
 }
 
+/* limit - count a client limit that struck s and log it (within budget). */
+static void limit(struct pop3_session *s, enum climit_reason r, const char *detail)
+{
+	s->srv->limits[r]++;
+	climit_log_cut(&s->srv->limit_log, loop_now_ms(s->srv->p.loop), "pop3", s->peer, r, detail);
+}
+
 static void on_idle(struct loop_timer *t)
 {
 	struct pop3_session *s = RP_CONTAINER_OF(t, struct pop3_session, idle);
+	const struct climit_config *lc = pop3_cfg(s)->limits;
+	uint64_t now = loop_now_ms(s->srv->p.loop);
 	if (s->state == P3_AUTH_WAIT || s->state == P3_LOADING || s->state == P3_UPDATE ||
 	    s->state == P3_CLOSING)
 		return; /* they end on their own */
-	log_info("pop3 %s: autologout in state %s", s->peer, state_names[s->state]);
 	if (s->xfer != P3_XFER_NONE || conn_pending_out(&s->conn) > POP3_OUT_LOW) {
 		/* Mid-reply no line can follow; and a client that left this much
 		 * unread will not read a goodbye. */
+		limit(s, CLIMIT_IDLE, "replies not read for too long: closed");
 		conn_close(&s->conn);
 		pop3_set_state(s, P3_CLOSING);
 		return;
 	}
+	if (s->line_start_ms && now >= s->line_start_ms + lc->command_timeout_ms) {
+		limit(s, CLIMIT_SLOW, "command line not complete in time: closed");
+		pop3_close_with(s, "-ERR command line not complete in time");
+		return;
+	}
+	if (s->state == P3_AUTHORIZATION && now >= s->start_ms + lc->login_timeout_ms) {
+		limit(s, CLIMIT_IDLE, "not logged in in time: closed");
+		pop3_close_with(s, "-ERR [SYS/TEMP] not logged in in time");
+		return;
+	}
+	log_info("pop3 %s: autologout in state %s", s->peer, state_names[s->state]);
+	s->srv->limits[CLIMIT_IDLE]++;
 	/* RFC 1939 3: the autologout does not enter UPDATE. */
 	pop3_close_with(s, "-ERR autologout: idle for too long");
 }
 
+/* idle_arm - the session's next deadline: the autologout (idle_timeout
+ * after the last activity); in AUTHORIZATION, login_timeout after
+ * connecting; a command line complete within command_timeout of its first
+ * byte (more bytes do not extend it). */
 static void idle_arm(struct pop3_session *s)
 {
-	loop_timer_arm(s->srv->p.loop, &s->idle, pop3_cfg(s)->idle_timeout_ms, on_idle);
+	const struct climit_config *lc = pop3_cfg(s)->limits;
+	uint64_t now = loop_now_ms(s->srv->p.loop), at = now + pop3_cfg(s)->idle_timeout_ms;
+	if (s->state == P3_AUTHORIZATION)
+		at = RP_MIN(at, s->start_ms + lc->login_timeout_ms);
+	if (buf_used(&s->conn.in) && !pop3_busy(s) && !conn_out_blocked(&s->conn)) {
+		if (!s->line_start_ms)
+			s->line_start_ms = now;
+		at = RP_MIN(at, s->line_start_ms + lc->command_timeout_ms);
+	} else {
+		s->line_start_ms = 0;
+	}
+	loop_timer_arm(s->srv->p.loop, &s->idle, at > now ? at - now : 1, on_idle);
+}
+
+/* gate - whether the next command may run now (climit_gate). */
+static bool gate(struct pop3_session *s)
+{
+	enum climit_reason why;
+	if (climit_gate(&s->lim, &s->conn, pop3_cfg(s)->limits, true, loop_now_ms(s->srv->p.loop),
+	                &why))
+		return true;
+	if (why == CLIMIT_RATE)
+		limit(s, why, "over [limits] commands_per_second: slowed");
+	else if (why == CLIMIT_OUTPUT)
+		limit(s, why, "replies not read: reading stopped");
+	return false;
 }
 
 static void on_drain(struct loop_timer *t)
@@ -251,6 +307,9 @@ static void session_process(struct pop3_session *s)
 			pop3_error(s, "-ERR line too long");
 			continue;
 		}
+		if (!gate(s))
+			break;
+		s->line_start_ms = 0;
 		command(s, p, len);
 		if (s->stls_now) {
 			/* The input went with the switch to TLS: whatever was
@@ -283,6 +342,9 @@ void pop3_resume(struct pop3_session *s)
 	}
 	conn_recv_resume(&s->conn);
 	session_process(s);
+	conn_recv_poke(&s->conn); /* the input it consumed: read on (conn.h) */
+	if (!pop3_busy(s) && !conn_closing(&s->conn))
+		idle_arm(s); /* again: a command line may have begun */
 }
 
 /* ---- the conn's callbacks ------------------------------------------------- */
@@ -293,6 +355,8 @@ static void on_data(struct conn *c)
 	if (!pop3_busy(s))
 		idle_arm(s);
 	session_process(s);
+	if (!pop3_busy(s) && !conn_closing(c) && !s->released)
+		idle_arm(s); /* again: a command line may have begun */
 }
 
 static void on_closed(struct conn *c, int err)
@@ -336,6 +400,7 @@ static void on_released(struct conn *c)
 	struct pop3_session *s = c->owner;
 	struct loop *l = s->srv->p.loop;
 	s->released = true;
+	climit_conn_close(s->srv->p.climit, &s->lim.ticket);
 	loop_timer_disarm(l, &s->idle);
 	loop_timer_disarm(l, &s->fail_timer);
 	loop_timer_disarm(l, &s->drain);
@@ -420,6 +485,11 @@ static const char *refusal(struct pop3_session *s)
 		log_warn("pop3 %s: refused, %u sessions open", s->peer, srv->nsessions - 1);
 		return "-ERR [SYS/TEMP] too many connections, try again later";
 	}
+	if (!climit_conn_open(srv->p.climit, cfg->limits, CLIMIT_POP3,
+	                      (const struct sockaddr *)&s->peer_ss, &s->lim.ticket)) {
+		limit(s, CLIMIT_CONNECTIONS, "too many connections from its address: refused");
+		return "-ERR [SYS/TEMP] too many connections from your address, try again later";
+	}
 	if (auth_limiter_blocked(srv->p.limiter, (const struct sockaddr *)&s->peer_ss, rp_mono_ms(),
 	                         &left)) {
 		log_info("pop3 %s: refused for %llu more seconds after authentication failures",
@@ -441,6 +511,9 @@ void pop3_session_start(struct pop3_server *srv, int fd, bool implicit_tls)
 	rp_list_add(&srv->sessions, &s->link);
 	srv->nsessions++;
 	conn_attach(&s->conn, fd);
+	conn_set_out_max(&s->conn, cfg->limits->output_buffer);
+	s->start_ms = loop_now_ms(srv->p.loop);
+	s->lim.exempt = climit_exempt(cfg->limits, (const struct sockaddr *)&s->peer_ss);
 	log_debug("pop3 %s: connect%s", s->peer, implicit_tls ? " (TLS)" : "");
 	const char *refuse = refusal(s);
 	if (refuse) {
@@ -484,6 +557,12 @@ void pop3_shutdown_all(struct pop3_server *srv)
 	{
 		goodbye(rp_list_entry(pos, struct pop3_session, link));
 	}
+}
+
+void pop3_fill_stats(const struct pop3_server *srv, struct stats_snapshot *part)
+{
+	for (unsigned r = 0; r < CLIMIT_REASONS; r++)
+		part->client_limits[CLIMIT_POP3][r] += srv->limits[r];
 }
 
 unsigned pop3_sessions(const struct pop3_server *srv)

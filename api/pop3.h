@@ -29,6 +29,7 @@
 
 #include "base/auth.h"
 #include "base/loop.h"
+#include "base/stats.h"
 #include "mailbox.h"
 #include "queue/spool.h"
 
@@ -40,11 +41,14 @@ struct pop3_params {
 	struct spool_reader *reader;      /* the shard's */
 	struct auth_checker *checker;     /* password checks off the loop */
 	struct auth_limiter *limiter;     /* failed logins per address (every protocol's) */
+	struct climit *climit;            /* connections per client address (every listener's) */
 	const struct mailbox_config *cfg; /* replace with pop3_server_set_config */
 	void (*session_gone)(void *arg);  /* a session was freed (shutdown waits) */
 	void *arg;
 };
 
+/* pop3_fill_stats - this server's counters into a stats part. */
+void pop3_fill_stats(const struct pop3_server *srv, struct stats_snapshot *part);
 /* pop3_server_new - a server with no session yet. */
 struct pop3_server *pop3_server_new(const struct pop3_params *p);
 /* pop3_server_free - every session must be gone. */

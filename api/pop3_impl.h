@@ -56,6 +56,8 @@ struct pop3_server {
 	struct pop3_params p;
 	struct rp_list sessions; /* every session, for shutdown */
 	unsigned nsessions;
+	struct climit_log limit_log;     /* budget of cut-off log lines */
+	uint64_t limits[CLIMIT_REASONS]; /* clients refused, slowed or cut off */
 };
 
 struct pop3_session {
@@ -70,6 +72,9 @@ struct pop3_session {
 	struct loop_defer load;       /* the next slice of the snapshot */
 	char peer[64];                /* "[ip]:port" */
 	struct sockaddr_storage peer_ss;
+	struct climit_session lim;    /* [limits]: its connection, its command rate */
+	uint64_t start_ms;            /* connected (login_timeout) */
+	uint64_t line_start_ms;       /* a command line began coming (0: none waits) */
 	char user[AUTH_NAME_MAX + 1]; /* USER's name, then the logged-in user */
 	const char *mech;             /* how the user logged in: "USER" or "PLAIN" */
 	char tls_desc[80];

@@ -315,8 +315,7 @@ void auth_limiter_set_max(struct auth_limiter *l, unsigned max_failures)
 	pthread_mutex_unlock(&l->lock);
 }
 
-/* limit_key - the address as the limiter counts it; false for other families. */
-static bool limit_key(const struct sockaddr *sa, unsigned char key[16], uint8_t *family)
+bool auth_client_key(const struct sockaddr *sa, unsigned char key[16], uint8_t *family)
 {
 	memset(key, 0, 16);
 	if (sa->sa_family == AF_INET) {
@@ -390,7 +389,8 @@ bool auth_limiter_blocked(struct auth_limiter *l, const struct sockaddr *sa, uin
 {
 	unsigned char key[16];
 	uint8_t family;
-	if (!atomic_load_explicit(&l->active, memory_order_relaxed) || !limit_key(sa, key, &family))
+	if (!atomic_load_explicit(&l->active, memory_order_relaxed) ||
+	    !auth_client_key(sa, key, &family))
 		return false;
 	pthread_mutex_lock(&l->lock);
 	struct limit_entry *e = lookup(l, key, family, false, now_ms);
@@ -407,7 +407,7 @@ unsigned auth_limiter_fail(struct auth_limiter *l, const struct sockaddr *sa, ui
 	unsigned char key[16];
 	uint8_t family;
 	*blocked = false;
-	if (!limit_key(sa, key, &family))
+	if (!auth_client_key(sa, key, &family))
 		return 0;
 	pthread_mutex_lock(&l->lock);
 	struct limit_entry *e = lookup(l, key, family, true, now_ms);

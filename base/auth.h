@@ -89,6 +89,11 @@ bool auth_hash(const char *pass, char *out, size_t outlen);
 /* auth_verify - check pass against a crypt(3) hash (blocking: milliseconds). */
 bool auth_verify(const char *pass, const char *hash);
 
+/* auth_client_key - sa as one client: an IPv4 address (also v4-mapped in
+ * IPv6) or an IPv6 /64, zero-padded to 16 bytes, and its family (4 or 6).
+ * false for other families. Every per-address limit counts clients so
+ * (this limiter, and the connection limits of climit.h). */
+bool auth_client_key(const struct sockaddr *sa, unsigned char key[16], uint8_t *family);
 /* auth_limiter_new - max_failures per address per minute. */
 struct auth_limiter *auth_limiter_new(unsigned max_failures);
 void auth_limiter_free(struct auth_limiter *l);

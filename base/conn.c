@@ -7,6 +7,11 @@
  * - In clear text c->out is handed to the kernel as it is (swapped with
  *   c->sending); with TLS it is encrypted into c->raw, which is handed over
  *   instead. Plaintext written during a TLS handshake waits in c->out.
+ * - A multishot recv is armed exactly when recv_wanted() holds (or its
+ *   cancel is on the way): whatever stops receiving cancels it, whatever
+ *   ends the stop re-arms it through recv_maybe_arm.
+ * - c->timer serves one purpose at a time: a throttle while the conn is
+ *   open, the flush or discard deadline once it is closing.
  */
 #include "conn.h"
 
@@ -28,6 +33,7 @@ static void peer_gone(struct conn *c, int err);
 static void conn_flush_now(struct loop_defer *d);
 static void conn_maybe_release(struct conn *c);
 static void conn_release_now(struct loop_defer *d);
+static void cancel_op(struct conn *c, unsigned op);
 
 void conn_init(struct conn *c, struct loop *l, const struct conn_ops *ops, void *owner)
 {
@@ -38,14 +44,47 @@ void conn_init(struct conn *c, struct loop *l, const struct conn_ops *ops, void 
 	c->owner = owner;
 }
 
+/* recv_arm - a multishot recv; in the slow lane a single one (one ring
+ * buffer), armed again only after the owner has seen its bytes. */
 static void recv_arm(struct conn *c)
 {
 	struct io_uring_sqe *sqe = loop_sqe(c->loop, &c->io, LOOP_OP_RECV);
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	if (c->flags & CONN_F_SLOW)
+		io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+	else
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	loop_tag(c->loop, sqe, &c->io, LOOP_OP_RECV);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = loop_buf_group(c->loop);
 	c->flags |= CONN_F_RECV;
+}
+
+/* recv_wanted - nothing stops receiving. (A conn closing after a flush
+ * still receives: the owner may ignore it, discarding drops it.) */
+static bool recv_wanted(const struct conn *c)
+{
+	if ((c->flags & CONN_F_SLOW) && buf_used(&c->in) >= CONN_SLOW_IN_MAX &&
+	    !(c->flags & CONN_F_DISCARD))
+		return false; /* the owner has enough to chew on */
+	return c->fd >= 0 && !(c->flags & (CONN_F_PAUSED | CONN_F_OUT_FULL | CONN_F_THROTTLED |
+	                                   CONN_F_EOF | CONN_F_CLOSING | CONN_F_CONNECTING));
+}
+
+/* recv_maybe_arm - arm the recv when it is wanted and none is armed. */
+static void recv_maybe_arm(struct conn *c)
+{
+	if (!(c->flags & CONN_F_RECV) && recv_wanted(c))
+		recv_arm(c);
+}
+
+/* recv_stop - cancel the armed recv (once); its last completion re-arms
+ * it if it is wanted again by then. */
+static void recv_stop(struct conn *c)
+{
+	if ((c->flags & CONN_F_RECV) && !(c->flags & CONN_F_RECV_CANCEL)) {
+		cancel_op(c, LOOP_OP_RECV);
+		c->flags |= CONN_F_RECV_CANCEL;
+	}
 }
 
 static void set_nodelay(int fd)
@@ -165,6 +204,51 @@ void conn_flush_soon(struct conn *c)
 {
 	if (!(c->flags & CONN_F_SENDING) && (buf_used(&c->out) || buf_used(&c->raw)))
 		loop_defer(c->loop, &c->flush, conn_flush_now);
+	/* Not during a TLS handshake: that needs the peer's bytes to get the
+	 * output moving at all (and nothing but a greeting is written then). */
+	if (c->out_max && !(c->flags & (CONN_F_OUT_FULL | CONN_F_TLS_HANDSHAKE)) &&
+	    conn_pending_out(c) > c->out_max) {
+		c->flags |= CONN_F_OUT_FULL | CONN_F_SLOW;
+		recv_stop(c);
+	}
+}
+
+void conn_set_out_max(struct conn *c, size_t n)
+{
+	c->out_max = n;
+}
+
+/* out_drained - after a send: the output is back under a quarter of the
+ * bound, so receive again and let the owner go on with what waits. */
+static void out_drained(struct conn *c)
+{
+	if (!(c->flags & CONN_F_OUT_FULL) || conn_closing(c) ||
+	    conn_pending_out(c) > c->out_max / 4)
+		return;
+	c->flags &= ~CONN_F_OUT_FULL;
+	if (buf_used(&c->in))
+		c->ops->data(c);
+	recv_maybe_arm(c);
+}
+
+static void throttle_end(struct loop_timer *t)
+{
+	struct conn *c = RP_CONTAINER_OF(t, struct conn, timer);
+	c->flags &= ~CONN_F_THROTTLED;
+	if (conn_closing(c))
+		return;
+	if (buf_used(&c->in))
+		c->ops->data(c);
+	recv_maybe_arm(c);
+}
+
+void conn_throttle(struct conn *c, uint64_t ms)
+{
+	if (conn_closing(c) || c->fd < 0)
+		return;
+	c->flags |= CONN_F_THROTTLED | CONN_F_SLOW;
+	recv_stop(c);
+	loop_timer_arm(c->loop, &c->timer, ms ? ms : 1, throttle_end);
 }
 
 size_t conn_pending_out(const struct conn *c)
@@ -320,17 +404,19 @@ void conn_recv_pause(struct conn *c)
 	if ((c->flags & CONN_F_PAUSED) || conn_closing(c))
 		return;
 	c->flags |= CONN_F_PAUSED;
-	if (c->flags & CONN_F_RECV)
-		cancel_op(c, LOOP_OP_RECV);
+	recv_stop(c);
 }
 
 void conn_recv_resume(struct conn *c)
 {
-	if (!(c->flags & CONN_F_PAUSED))
-		return;
 	c->flags &= ~CONN_F_PAUSED;
-	if (!(c->flags & CONN_F_RECV) && !conn_closing(c) && !(c->flags & CONN_F_EOF) && c->fd >= 0)
-		recv_arm(c);
+	conn_recv_poke(c);
+}
+
+void conn_recv_poke(struct conn *c)
+{
+	if (!conn_closing(c))
+		recv_maybe_arm(c);
 }
 
 /* begin_close - cancel everything in flight; release once it has drained. */
@@ -341,12 +427,12 @@ static void begin_close(struct conn *c)
 	c->flags |= CONN_F_CLOSING;
 	c->flags &= ~CONN_F_CLOSE_DRAINED;
 	loop_defer_cancel(c->loop, &c->flush);
+	loop_timer_disarm(c->loop, &c->timer);
 	/* Cancel each pending request by its tag: the kernel finds a tag in
 	 * a hash, while a cancel by fd walks every pending request of the
 	 * ring (quadratic when thousands of sessions close at once). */
 	if (c->fd >= 0) {
-		if (c->flags & CONN_F_RECV)
-			cancel_op(c, LOOP_OP_RECV);
+		recv_stop(c);
 		if (c->flags & CONN_F_SENDING)
 			cancel_op(c, LOOP_OP_SEND);
 		if (c->flags & CONN_F_CONNECTING)
@@ -360,10 +446,38 @@ void conn_close(struct conn *c)
 	begin_close(c);
 }
 
+static void close_wait_over(struct loop_timer *t)
+{
+	struct conn *c = RP_CONTAINER_OF(t, struct conn, timer);
+	begin_close(c);
+}
+
+/* discard_start - the reply is out: half-close and read what the peer
+ * still sends, dropping it, until it closes or CONN_DISCARD_MS pass. */
+static void discard_start(struct conn *c)
+{
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_WR);
+	c->flags &= ~(CONN_F_PAUSED | CONN_F_OUT_FULL | CONN_F_THROTTLED);
+	recv_maybe_arm(c);
+	loop_timer_arm(c->loop, &c->timer, CONN_DISCARD_MS, close_wait_over);
+}
+
+void conn_close_discarding(struct conn *c)
+{
+	if (conn_closing(c))
+		return;
+	c->flags |= CONN_F_DISCARD;
+	buf_reset(&c->in);
+	conn_close_after_flush(c);
+}
+
 void conn_close_after_flush(struct conn *c)
 {
 	if (conn_closing(c))
 		return;
+	c->flags &= ~CONN_F_THROTTLED;
+	loop_timer_disarm(c->loop, &c->timer);
 	if (c->tls) {
 		if (c->flags & CONN_F_TLS_HANDSHAKE) {
 			buf_reset(&c->out); /* no session to send it through */
@@ -374,11 +488,19 @@ void conn_close_after_flush(struct conn *c)
 		}
 	}
 	if (!conn_pending_out(c)) {
-		begin_close(c);
+		if (c->flags & CONN_F_DISCARD) {
+			c->flags |= CONN_F_CLOSE_DRAINED;
+			discard_start(c);
+		} else {
+			begin_close(c);
+		}
 		return;
 	}
 	c->flags |= CONN_F_CLOSE_DRAINED;
 	conn_flush_soon(c);
+	/* A peer that reads nothing would hold the close for ever: the send
+	 * carrying the last reply never completes. */
+	loop_timer_arm(c->loop, &c->timer, CONN_FLUSH_WAIT_MS, close_wait_over);
 }
 
 /* peer_gone - the socket is finished from the peer's side. */
@@ -419,6 +541,7 @@ static void conn_release_now(struct loop_defer *d)
 	buf_free(&c->out);
 	buf_free(&c->sending);
 	buf_free(&c->raw);
+	loop_timer_disarm(c->loop, &c->timer);
 	tls_free(c->tls);
 	c->tls = NULL;
 	c->flags |= CONN_F_RELEASED;
@@ -443,21 +566,23 @@ static void on_recv(struct conn *c, const struct loop_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	if (!more)
-		c->flags &= ~CONN_F_RECV;
+		c->flags &= ~(CONN_F_RECV | CONN_F_RECV_CANCEL);
 	if (c->flags & CONN_F_CLOSING)
 		return;
 	if (cqe->res > 0) {
 		c->bytes_in += (size_t)cqe->res;
-		/* The buffer ring ran dry or the kernel ended the multishot:
-		 * any completion without F_MORE on a live conn means re-arm. */
-		if (!more && !(c->flags & CONN_F_PAUSED))
-			recv_arm(c);
-		if (c->tls) {
-			tls_input_bytes(c, cqe->data, (size_t)cqe->res);
-			return;
+		if (!(c->flags & CONN_F_DISCARD)) {
+			if (c->tls) {
+				tls_input_bytes(c, cqe->data, (size_t)cqe->res);
+			} else {
+				buf_append(&c->in, cqe->data, (size_t)cqe->res);
+				c->ops->data(c);
+			}
 		}
-		buf_append(&c->in, cqe->data, (size_t)cqe->res);
-		c->ops->data(c);
+		/* The buffer ring ran dry, the kernel ended the multishot, or a
+		 * single recv completed: any completion without F_MORE on a
+		 * live conn means re-arm (once the owner has seen the bytes). */
+		recv_maybe_arm(c);
 		return;
 	}
 	if (cqe->res == 0) {
@@ -467,17 +592,10 @@ static void on_recv(struct conn *c, const struct loop_cqe *cqe)
 	}
 	switch (-cqe->res) {
 	case ENOBUFS:
-		if (!(c->flags & CONN_F_PAUSED))
-			recv_arm(c);
-		return;
 	case ECANCELED:
-		if (!(c->flags & CONN_F_PAUSED))
-			recv_arm(c);
-		return;
 	case EINTR:
 	case EAGAIN:
-		if (!more && !(c->flags & CONN_F_PAUSED))
-			recv_arm(c);
+		recv_maybe_arm(c);
 		return;
 	default:
 		peer_gone(c, cqe->res);
@@ -505,9 +623,14 @@ static void on_send(struct conn *c, const struct loop_cqe *cqe)
 	}
 	if (buf_used(&c->out) || buf_used(&c->raw))
 		conn_flush_now(&c->flush);
+	out_drained(c);
 	if ((c->flags & (CONN_F_SENDING | CONN_F_CLOSING)) || buf_used(&c->raw))
 		return;
 	if (c->flags & CONN_F_CLOSE_DRAINED) {
+		if (c->flags & CONN_F_DISCARD) {
+			discard_start(c);
+			return;
+		}
 		shutdown(c->fd, SHUT_WR);
 		begin_close(c);
 	}

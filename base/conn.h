@@ -16,7 +16,20 @@
  * The conn closes when the owner calls conn_close / conn_close_after_flush,
  * or when the peer goes away (then ops->closed runs first, once). Either way
  * ops->released runs exactly once, after the last completion has arrived;
- * only then may the owner free the memory holding the conn.
+ * only then may the owner free the memory holding the conn. A close after
+ * flush waits at most CONN_FLUSH_WAIT_MS for a peer that does not read.
+ *
+ * Receiving stops while the owner paused it (conn_recv_pause), while the
+ * unsent output is over the owner's bound (conn_set_out_max: a client that
+ * sends commands and never reads their replies cannot grow our buffers;
+ * receiving resumes once the output has drained to a quarter of the bound)
+ * and while the owner throttles the conn (conn_throttle). When the output
+ * drains or a throttle ends and unconsumed input waits, ops->data runs
+ * again, so the owner's input loop goes on where it stopped. A conn that
+ * was once stopped so is in the slow lane for good: it receives one ring
+ * buffer at a time, and nothing while CONN_SLOW_IN_MAX bytes of input wait
+ * unconsumed (a multishot receive would move everything the client has
+ * queued in the kernel into c->in as soon as it is re-armed).
  */
 #ifndef RP_CONN_H
 #define RP_CONN_H
@@ -56,7 +69,17 @@ enum {
 	CONN_F_EOF = 1u << 6,           /* the peer half-closed */
 	CONN_F_RELEASED = 1u << 7,      /* released has run */
 	CONN_F_TLS_HANDSHAKE = 1u << 8, /* TLS is on and its handshake is not done */
+	CONN_F_OUT_FULL = 1u << 9,      /* output over out_max: not receiving until it drains */
+	CONN_F_THROTTLED = 1u << 10,    /* the owner throttled: not receiving until timer */
+	CONN_F_RECV_CANCEL = 1u << 11,  /* a cancel of the recv is on its way */
+	CONN_F_DISCARD = 1u << 12,      /* closing: input is dropped, read until EOF */
+	CONN_F_SLOW = 1u << 13,         /* was throttled or output-bound: single recvs, and
+	                                 * none while CONN_SLOW_IN_MAX bytes wait */
 };
+
+#define CONN_FLUSH_WAIT_MS 10000 /* a close after flush gives up on the peer after this */
+#define CONN_DISCARD_MS    5000  /* conn_close_discarding reads (and drops) this long */
+#define CONN_SLOW_IN_MAX   65536 /* unconsumed input that stops a slow-lane conn's reading */
 
 struct conn {
 	struct loop_io io;          /* tag slot and in-flight count */
@@ -75,6 +98,8 @@ struct conn {
 	struct loop_defer flush;    /* sends once per batch */
 	int err;                    /* first socket error seen, -errno */
 	uint64_t bytes_in, bytes_out;
+	size_t out_max;          /* unsent output that stops receiving; 0 = no bound */
+	struct loop_timer timer; /* a throttle's end; the bound on a close after flush */
 };
 
 /* conn_init - prepare c for owner with ops; no socket yet. */
@@ -115,10 +140,33 @@ size_t conn_pending_out(const struct conn *c);
 void conn_recv_pause(struct conn *c);
 /* conn_recv_resume - receive again after conn_recv_pause. */
 void conn_recv_resume(struct conn *c);
+/* conn_recv_poke - the owner consumed input outside ops->data (after a
+ * wait of its own): receive again unless something stops it (a conn in
+ * the slow lane stops receiving while CONN_SLOW_IN_MAX bytes wait). */
+void conn_recv_poke(struct conn *c);
+/* conn_set_out_max - stop receiving while more than n bytes of output are
+ * unsent (and resume below n / 4); 0 = no bound (the default). */
+void conn_set_out_max(struct conn *c, size_t n);
+/* conn_out_blocked - the output passed the bound and has not drained yet:
+ * the owner should take no more input (ops->data runs when it may). */
+static inline bool conn_out_blocked(const struct conn *c)
+{
+	return c->flags & CONN_F_OUT_FULL;
+}
+/* conn_throttle - stop receiving for ms; then receive again and, when
+ * unconsumed input waits, run ops->data. A later call replaces the wait. */
+void conn_throttle(struct conn *c, uint64_t ms);
 /* conn_close - close now: cancel everything, drop unsent output. */
 void conn_close(struct conn *c);
-/* conn_close_after_flush - close once queued output has been sent. */
+/* conn_close_after_flush - close once queued output has been sent (or
+ * CONN_FLUSH_WAIT_MS have passed without that). */
 void conn_close_after_flush(struct conn *c);
+/* conn_close_discarding - the same for a peer that may still be sending
+ * (a request body we refused): its input is dropped from now on, and once
+ * the output is sent the conn half-closes and reads (and drops) until the
+ * peer closes or CONN_DISCARD_MS pass. Closing at once with unread input
+ * would reset the connection and could destroy the reply in flight. */
+void conn_close_discarding(struct conn *c);
 /* conn_trim - release buffer memory beyond keep bytes (idle sessions). */
 void conn_trim(struct conn *c, size_t keep);
 /* conn_closing - true once closing has begun. */

@@ -68,6 +68,9 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 	total->rejected += part->rejected;
 	total->smtp_sessions += part->smtp_sessions;
 	total->inbound_connections += part->inbound_connections;
+	for (unsigned k = 0; k < CLIMIT_KINDS; k++)
+		for (unsigned r = 0; r < CLIMIT_REASONS; r++)
+			total->client_limits[k][r] += part->client_limits[k][r];
 	if (part->loop_max_busy_us > total->loop_max_busy_us)
 		total->loop_max_busy_us = part->loop_max_busy_us;
 	total->dns_lookups += part->dns_lookups;

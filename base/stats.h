@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "climit.h"
+
 /* Upper bounds (seconds) of histogram buckets; one more bucket is +Inf. */
 #define STATS_DELIVERY_BUCKETS 16 /* submit to delivered */
 #define STATS_TXN_BUCKETS      12 /* one SMTP transaction */
@@ -83,6 +85,8 @@ struct stats_snapshot {
 	uint64_t smtp_sessions;       /* inbound sessions since start */
 	uint64_t inbound_connections; /* open inbound sessions (SMTP + HTTP) */
 	uint64_t loop_max_busy_us;    /* worst loop iteration since the last stats call */
+	uint64_t client_limits[CLIMIT_KINDS][CLIMIT_REASONS]; /* clients refused, slowed
+	                                                       * or cut off, since start */
 	uint64_t dns_lookups, dns_queries, dns_hits, dns_shared, dns_entries, dns_memory;
 	struct stats_hist delivery; /* seconds from submit to delivered */
 	struct stats_hist txn;      /* seconds per SMTP transaction */

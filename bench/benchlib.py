@@ -449,6 +449,9 @@ class Ringpost:
             "domain *": {"max_connections": str(self.max_connections),
                          "connect_timeout": "30s"},
             "tls": {},  # [tls] cert and key: the submission listener's certificate
+            # The load comes from one address over many connections, as
+            # fast as it can: [limits] per client would measure the limiter.
+            "limits": {"connections_per_client": "0", "commands_per_second": "0"},
         }
         if self.submissions_port:
             sec["listen"]["submissions"] = f"127.0.0.1:{self.submissions_port}"

@@ -112,7 +112,7 @@ bool config_parse_addr(const char *s, struct cfg_addr *a)
 	return true;
 }
 
-static bool parse_net(const char *s, struct cfg_net *n)
+static bool parse_net(const char *s, struct climit_net *n)
 {
 	char tmp[128];
 	if (strlen(s) >= sizeof(tmp))
@@ -162,15 +162,16 @@ static bool split_list(struct parse_state *ps, const char *value, const char *ke
 	return ok;
 }
 
+/* add_net - one network: of [submission] networks, or (arg) of [limits] exempt. */
 static bool add_net(struct parse_state *ps, const char *item, void *arg)
 {
-	(void)arg;
-	struct config *c = ps->cfg;
-	struct cfg_net n;
+	struct climit_config *l = arg;
+	struct climit_net n, **v = l ? &l->exempt : &ps->cfg->networks;
+	unsigned *nv = l ? &l->nexempt : &ps->cfg->nnetworks;
 	if (!parse_net(item, &n))
 		return false;
-	c->networks = xrealloc(c->networks, (c->nnetworks + 1) * sizeof(*c->networks));
-	c->networks[c->nnetworks++] = n;
+	*v = xrealloc(*v, (*nv + 1) * sizeof(**v));
+	(*v)[(*nv)++] = n;
 	return true;
 }
 
@@ -370,6 +371,20 @@ static const struct key keys[] = {
 	{ "api", "idle_timeout", V_DURATION, C(api_idle_timeout_ms), 1000, 3600000, 0, NULL },
 	{ "api", "max_clients", V_U32, C(api_max_clients), 1, 1000000, 0, NULL },
 	{ "api", "tls", V_BOOL, C(api_tls), 0, 0, 0, NULL },
+	{ "limits", "connections_per_client", V_U32, C(limits.connections_per_client), 0, 1000000,
+	  0, NULL },
+	{ "limits", "commands_per_second", V_U32, C(limits.commands_per_second), 0, 1000000, 0,
+	  NULL },
+	{ "limits", "command_timeout", V_DURATION, C(limits.command_timeout_ms), 100, 3600000, 0,
+	  NULL },
+	{ "limits", "header_timeout", V_DURATION, C(limits.header_timeout_ms), 100, 3600000, 0,
+	  NULL },
+	{ "limits", "data_timeout", V_DURATION, C(limits.data_timeout_ms), 100, 86400000, 0, NULL },
+	{ "limits", "min_data_rate", V_SIZE, C(limits.min_data_rate), 0, 1ull << 30, 0, NULL },
+	{ "limits", "login_timeout", V_DURATION, C(limits.login_timeout_ms), 100, 3600000, 0,
+	  NULL },
+	{ "limits", "output_buffer", V_SIZE, C(limits.output_buffer), 4096, 1ull << 30, 0, NULL },
+	{ "limits", "exempt", V_NETS, 0, 0, 0, 0, NULL },
 	{ "dns", "servers", V_SERVERS, C(dns_servers), 0, 0, 0, NULL },
 	{ "dns", "max_ttl", V_DURATION, C(dns_max_ttl_ms), 0, 7ull * 86400000, 0, NULL },
 	{ "dns", "negative_ttl", V_DURATION, C(dns_negative_ttl_ms), 0, 86400000, 0, NULL },
@@ -415,6 +430,10 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 {
 	switch (k->type) {
 	case V_NETS:
+		if (!strcmp(k->section, "limits")) {
+			ps->cfg->limits.nexempt = 0;
+			return split_list(ps, value, k->name, add_net, &ps->cfg->limits);
+		}
 		ps->cfg->nnetworks = 0;
 		return split_list(ps, value, k->name, add_net, NULL);
 	case V_KEYS:
@@ -825,6 +844,7 @@ static void set_defaults(struct config *c)
 	c->api_max_batch = 1000;
 	c->api_idle_timeout_ms = 60000;
 	c->api_max_clients = 10000;
+	climit_config_defaults(&c->limits);
 	c->max_age_ms = 3ull * 86400000;
 	c->bounce_domain = xstrdup("");
 	c->max_size = 8ull << 30;
@@ -856,9 +876,9 @@ static void set_defaults(struct config *c)
 	c->retry_ms = xmemdup(retry, sizeof(retry));
 	static const unsigned char lo4[16] = { 127 }, lo6[16] = { [15] = 1 };
 	c->networks = xcalloc(2, sizeof(*c->networks));
-	c->networks[0] = (struct cfg_net){ .family = AF_INET, .prefix = 8 };
+	c->networks[0] = (struct climit_net){ .family = AF_INET, .prefix = 8 };
 	memcpy(c->networks[0].addr, lo4, 16);
-	c->networks[1] = (struct cfg_net){ .family = AF_INET6, .prefix = 128 };
+	c->networks[1] = (struct climit_net){ .family = AF_INET6, .prefix = 128 };
 	memcpy(c->networks[1].addr, lo6, 16);
 	c->nnetworks = 2;
 	c->defaults.name = xstrdup("*");
@@ -1060,6 +1080,7 @@ void config_free(struct config *c)
 	free(c->log_path);
 	free(c->networks);
 	free_keys(c);
+	free(c->limits.exempt);
 	free(c->dns_servers);
 	free(c->retry_ms);
 	free(c->bounce_domain);
@@ -1150,41 +1171,9 @@ const struct cfg_domain *config_domain(const struct config *cfg, const char *dom
 	return &cfg->defaults;
 }
 
-static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)
-{
-	unsigned bytes = prefix / 8, bits = prefix % 8;
-	if (memcmp(a, net, bytes))
-		return false;
-	if (!bits)
-		return true;
-	unsigned char mask = (unsigned char)(0xff << (8 - bits));
-	return (a[bytes] & mask) == (net[bytes] & mask);
-}
-
 bool config_net_allowed(const struct config *cfg, const struct sockaddr *sa)
 {
-	unsigned char a4[4], a6[16];
-	bool v4 = false, v6 = false;
-	if (sa->sa_family == AF_INET) {
-		memcpy(a4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		v4 = true;
-	} else if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *in6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-		memcpy(a6, in6, 16);
-		v6 = true;
-		if (IN6_IS_ADDR_V4MAPPED(in6)) {
-			memcpy(a4, a6 + 12, 4);
-			v4 = true;
-		}
-	}
-	for (unsigned i = 0; i < cfg->nnetworks; i++) {
-		const struct cfg_net *n = &cfg->networks[i];
-		if (n->family == AF_INET && v4 && prefix_match(a4, n->addr, n->prefix))
-			return true;
-		if (n->family == AF_INET6 && v6 && prefix_match(a6, n->addr, n->prefix))
-			return true;
-	}
-	return false;
+	return climit_nets_match(cfg->networks, cfg->nnetworks, sa);
 }
 
 unsigned config_shards(const struct config *cfg)

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "base/climit.h"
 #include "base/log.h"
 
 /* A socket address given as host:port ("127.0.0.1:25", "[::1]:25"). */
@@ -22,13 +23,6 @@ struct cfg_addr {
 	uint16_t port;
 	struct sockaddr_storage ss; /* resolved when host is an IP literal */
 	socklen_t sslen;            /* 0 when host is a name */
-};
-
-/* A network in [submission] networks. */
-struct cfg_net {
-	int family;             /* AF_INET or AF_INET6 */
-	unsigned char addr[16]; /* network address */
-	unsigned prefix;        /* prefix length */
 };
 
 /* A local address to send from ([domain] source). */
@@ -134,7 +128,7 @@ struct config {
 	uint64_t mailbox_max_age_ms;
 
 	/* [submission] */
-	struct cfg_net *networks;
+	struct climit_net *networks; /* [submission] networks */
 	unsigned nnetworks;
 	uint64_t max_message_size; /* bytes, announced in SIZE */
 	uint32_t max_recipients;   /* RCPTs per message */
@@ -154,6 +148,9 @@ struct config {
 	uint32_t api_max_batch;       /* messages per batch request */
 	uint64_t api_idle_timeout_ms; /* keep-alive idle time */
 	uint32_t api_max_clients;     /* concurrent HTTP sessions per shard */
+
+	/* [limits]: per-client limits on every listener */
+	struct climit_config limits;
 
 	/* [dns] */
 	char *dns_servers;            /* "" = /etc/resolv.conf */

@@ -177,6 +177,7 @@ static void mbox_config_of(const struct config_ref *gen, struct mailbox_config *
 	mc->require_tls = cfg->auth_require_tls;
 	mc->idle_timeout_ms = 30 * 60 * 1000; /* RFC 3501 5.4: at least 30 minutes */
 	mc->max_clients = cfg->max_clients;
+	mc->limits = &cfg->limits;
 }
 
 /* mbox_changed_run - on the shard: IDLE sessions look again. */
@@ -504,6 +505,7 @@ static void services_new(struct shard *sh)
 		.gen = sh->cref,
 		.checker = sh->relay->checker,
 		.limiter = sh->relay->limiter,
+		.climit = sh->relay->climit,
 		.signers = sh->relay->signers,
 		.route = shard_route_from,
 		.route_ctx = sh,
@@ -521,12 +523,14 @@ static void services_new(struct shard *sh)
 	sh->api = api_server_new(sh->loop, sh->relay->spool, sh->reader, &sh->api_cfg,
 	                         &shard_api_ops, sh);
 	api_set_session_gone(sh->api, api_session_gone);
+	api_set_climit(sh->api, sh->relay->climit);
 	mbox_config_of(sh->cref, &sh->mbox_cfg);
 	struct imap_params ip = { .loop = sh->loop,
 		                  .spool = sh->relay->spool,
 		                  .reader = sh->reader,
 		                  .checker = sh->relay->checker,
 		                  .limiter = sh->relay->limiter,
+		                  .climit = sh->relay->climit,
 		                  .cfg = &sh->mbox_cfg,
 		                  .session_gone = shard_session_gone_cb,
 		                  .arg = sh };
@@ -536,6 +540,7 @@ static void services_new(struct shard *sh)
 		                  .reader = sh->reader,
 		                  .checker = sh->relay->checker,
 		                  .limiter = sh->relay->limiter,
+		                  .climit = sh->relay->climit,
 		                  .cfg = &sh->mbox_cfg,
 		                  .session_gone = shard_session_gone_cb,
 		                  .arg = sh };
@@ -633,6 +638,8 @@ struct shard *shard_new(struct relay *r, unsigned index, struct config_ref *cref
 	sh->loop = l;
 	sh->relay = r;
 	sh->index = index;
+	if (!r->climit) /* the shards' shared table: made with the first, freed with the last */
+		r->climit = climit_new();
 	sh->cref = cref;
 	config_ref_get(cref);
 	sh->cfg = cref->cfg;
@@ -664,6 +671,10 @@ void shard_join(struct shard *sh)
 {
 	pthread_join(sh->thread, NULL);
 	loop_free(sh->loop);
+	if (sh->index + 1 == sh->relay->nshards) { /* the last: every session is gone */
+		climit_free(sh->relay->climit);
+		sh->relay->climit = NULL;
+	}
 	free(sh->listeners);
 	config_ref_put(sh->cref);
 	pthread_mutex_destroy(&sh->start_lock);

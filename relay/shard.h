@@ -52,6 +52,8 @@ struct relay {
 	struct auth_limiter *limiter;         /* failed logins per address (every shard's) */
 	struct auth_limiter *inbound_refused; /* bounce MX: refused recipients per address */
 	struct auth_limiter *inbound_flood;   /* bounce MX: reports per address */
+	struct climit *climit;                /* connections per client address ([limits]);
+	                                       * made with the first shard, freed with the last */
 	_Atomic bool stopping;
 	_Atomic bool running;          /* every shard has its loop (notifications may go) */
 	struct sockaddr_storage *ours; /* our listening addresses (loop detection) */

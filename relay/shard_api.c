@@ -35,6 +35,7 @@ void shard_api_config(const struct config_ref *gen, struct api_config *out)
 	out->idle_timeout_ms = cfg->api_idle_timeout_ms;
 	out->max_clients = cfg->api_max_clients;
 	out->dkim = gen->dkim;
+	out->limits = &cfg->limits;
 }
 
 void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
@@ -44,6 +45,8 @@ void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 	api_fill_stats(sh->api, part);
 	smtpd_fill_stats(sh->smtpd, part);
 	smtpd_fill_stats(sh->inbound, part);
+	imap_fill_stats(sh->imap, part);
+	pop3_fill_stats(sh->pop3, part);
 	part->loop_max_busy_us = loop_max_busy_us(sh->loop);
 	if (sh->dns) {
 		struct dns_stats ds;

@@ -33,6 +33,7 @@
 static void srv_process(struct srv_session *s);
 static void srv_free(struct srv_session *s);
 static void on_timeout(struct loop_timer *t);
+static void srv_arm_timer(struct srv_session *s);
 
 static const char *const state_names[SS_NSTATES] = {
 	"greeting", "idle", "mail", "rcpt", "data", "bdat", "commit", "closing", "auth",
@@ -86,6 +87,8 @@ void srv_error(struct srv_session *s, const char *text)
 void srv_tx_reset(struct srv_session *s)
 {
 	submission_reset(&s->sub);
+	s->data_start_ms = 0;
+	s->data_bytes = 0;
 	s->utf8 = false;
 	s->rejected_rcpts = 0;
 	s->ninb = 0;
@@ -228,7 +231,7 @@ static void commit_done(struct submission *sub, void *arg)
 
 void srv_resume(struct srv_session *s)
 {
-	loop_timer_arm(s->srv->loop, &s->timer, srv_cfg(s)->idle_timeout_ms, on_timeout);
+	s->line_start_ms = 0; /* the wait was ours, not the client's */
 	if (s->shutdown) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "421 4.3.2 %s Service shutting down",
@@ -238,6 +241,15 @@ void srv_resume(struct srv_session *s)
 	}
 	conn_recv_resume(&s->conn);
 	srv_process(s);
+	conn_recv_poke(&s->conn); /* the input it consumed: read on (conn.h) */
+	srv_arm_timer(s);
+}
+
+void srv_limit(struct srv_session *s, enum climit_reason r, const char *detail)
+{
+	s->srv->limits[r]++;
+	climit_log_cut(&s->srv->limit_log, loop_now_ms(s->srv->loop),
+	               s->srv->inbound ? "bounce-mx" : "smtpd", s->peer, r, detail);
 }
 
 bool srv_may_free(struct srv_session *s)
@@ -256,6 +268,7 @@ static void feed_data(struct srv_session *s)
 	bool done;
 	size_t n = smtp_data_rx_feed(&s->rx, buf_head(in), buf_used(in), &s->msg, &done);
 	buf_consume(in, n);
+	s->data_bytes += n;
 	if (done)
 		srv_commit(s, s->rx.flags);
 }
@@ -269,6 +282,7 @@ static void feed_bdat(struct srv_session *s)
 		buf_append(&s->msg, buf_head(in), n);
 	}
 	buf_consume(in, n);
+	s->data_bytes += n;
 	s->bdat_left -= n;
 	if (s->bdat_left)
 		return;
@@ -294,6 +308,26 @@ static void feed_bdat(struct srv_session *s)
 	srv_commit(s, flags & ~SMTP_DATA_BARE_LF);
 }
 
+/* gate - whether the command line p[0..len) may run now (climit_gate).
+ * MAIL, RCPT, DATA and BDAT move mail along: they do not count against
+ * commands_per_second (what they cost is bounded by the message limits),
+ * everything else does (NOOP, HELP, RSET, VRFY, EHLO, AUTH lines...). */
+static bool gate(struct srv_session *s, const char *p, size_t len)
+{
+	bool counted = s->auth_step != AUTH_NONE ||
+	               !(len >= 4 && (!strncasecmp(p, "MAIL", 4) || !strncasecmp(p, "RCPT", 4) ||
+	                              !strncasecmp(p, "DATA", 4) || !strncasecmp(p, "BDAT", 4)));
+	enum climit_reason why;
+	if (climit_gate(&s->lim, &s->conn, &srv_cfg(s)->limits, counted, loop_now_ms(s->srv->loop),
+	                &why))
+		return true;
+	if (why == CLIMIT_RATE)
+		srv_limit(s, why, "over [limits] commands_per_second: slowed");
+	else if (why == CLIMIT_OUTPUT)
+		srv_limit(s, why, "replies not read: reading stopped");
+	return false;
+}
+
 /* line_max - the longest line accepted now: AUTH lines carry credentials
  * and may be longer than a command (RFC 4954 4). */
 static size_t line_max(const struct srv_session *s, const char *p, size_t avail)
@@ -313,12 +347,13 @@ static void srv_process(struct srv_session *s)
 	while (!conn_closing(c) && (buf_used(in) || (s->state == SS_BDAT && !s->bdat_left))) {
 		if (s->state == SS_COMMIT || s->state == SS_CLOSING || s->state == SS_AUTH)
 			break;
-		if (s->state == SS_DATA) {
-			feed_data(s);
-			continue;
-		}
-		if (s->state == SS_BDAT) {
-			feed_bdat(s);
+		if (s->state == SS_DATA || s->state == SS_BDAT) {
+			if (!s->data_start_ms)
+				s->data_start_ms = loop_now_ms(s->srv->loop);
+			if (s->state == SS_DATA)
+				feed_data(s);
+			else
+				feed_bdat(s);
 			continue;
 		}
 		char *p = buf_head(in);
@@ -358,6 +393,9 @@ static void srv_process(struct srv_session *s)
 			srv_error(s, "500 5.5.2 Error: line too long");
 			continue;
 		}
+		if (!gate(s, p, len))
+			break;
+		s->line_start_ms = 0;
 		if (s->auth_step != AUTH_NONE)
 			srv_auth_response(s, p, len);
 		else
@@ -377,22 +415,72 @@ static void srv_process(struct srv_session *s)
 		conn_recv_pause(c);
 }
 
+/* srv_arm_timer - the session's next deadline: silence for idle_timeout
+ * between commands; a command line complete within [limits]
+ * command_timeout of its first byte (more bytes do not extend it); the
+ * transaction's data within data_timeout (plus a second per
+ * min_data_rate bytes), and never silent for idle_timeout. */
+static void srv_arm_timer(struct srv_session *s)
+{
+	const struct config *cfg = srv_cfg(s);
+	if (conn_closing(&s->conn) || s->state == SS_COMMIT || s->state == SS_AUTH)
+		return; /* srv_resume arms it again */
+	uint64_t now = loop_now_ms(s->srv->loop), at = now + cfg->idle_timeout_ms;
+	bool in_data = s->state == SS_DATA || s->state == SS_BDAT;
+	if (in_data && !s->data_start_ms)
+		s->data_start_ms = now; /* DATA (or BDAT) said, no byte of it yet */
+	if (!in_data && buf_used(&s->conn.in) && !conn_out_blocked(&s->conn)) {
+		if (!s->line_start_ms)
+			s->line_start_ms = now;
+		at = RP_MIN(at, s->line_start_ms + cfg->limits.command_timeout_ms);
+	} else {
+		s->line_start_ms = 0;
+	}
+	if (s->data_start_ms)
+		at =
+		    RP_MIN(at, climit_data_deadline(&cfg->limits, s->data_start_ms, s->data_bytes));
+	loop_timer_arm(s->srv->loop, &s->timer, at > now ? at - now : 1, on_timeout);
+}
+
 static void on_timeout(struct loop_timer *t)
 {
 	struct srv_session *s = RP_CONTAINER_OF(t, struct srv_session, timer);
 	if (s->state == SS_COMMIT || s->state == SS_CLOSING || s->state == SS_AUTH)
 		return;
-	log_info("smtpd %s: timeout in state %s", s->peer, state_names[s->state]);
+	const struct config *cfg = srv_cfg(s);
+	uint64_t now = loop_now_ms(s->srv->loop);
+	char why[120];
+	if (conn_out_blocked(&s->conn)) {
+		/* It will not read a goodbye either. */
+		srv_limit(s, CLIMIT_IDLE, "replies not read for too long: closed");
+		srv_set_state(s, SS_CLOSING);
+		conn_close(&s->conn);
+		return;
+	}
+	if (s->data_start_ms &&
+	    now >= climit_data_deadline(&cfg->limits, s->data_start_ms, s->data_bytes)) {
+		snprintf(why, sizeof(why), "message data too slow (%llu bytes in %llus): closed",
+		         (unsigned long long)s->data_bytes,
+		         (unsigned long long)(now - s->data_start_ms) / 1000);
+		srv_limit(s, CLIMIT_SLOW, why);
+	} else if (s->line_start_ms && now >= s->line_start_ms + cfg->limits.command_timeout_ms) {
+		snprintf(why, sizeof(why), "command line not complete within %llums: closed",
+		         (unsigned long long)cfg->limits.command_timeout_ms);
+		srv_limit(s, CLIMIT_SLOW, why);
+	} else {
+		log_info("smtpd %s: timeout in state %s", s->peer, state_names[s->state]);
+		s->srv->limits[CLIMIT_IDLE]++;
+	}
 	char buf[300];
-	snprintf(buf, sizeof(buf), "421 4.4.2 %s Error: timeout exceeded", srv_cfg(s)->hostname);
+	snprintf(buf, sizeof(buf), "421 4.4.2 %s Error: timeout exceeded", cfg->hostname);
 	srv_close_with(s, buf);
 }
 
 static void on_data(struct conn *c)
 {
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
-	loop_timer_arm(s->srv->loop, &s->timer, srv_cfg(s)->idle_timeout_ms, on_timeout);
 	srv_process(s);
+	srv_arm_timer(s);
 }
 
 static void on_closed(struct conn *c, int err)
@@ -415,6 +503,7 @@ static void on_released(struct conn *c)
 {
 	struct srv_session *s = RP_CONTAINER_OF(c, struct srv_session, conn);
 	s->released = true;
+	climit_conn_close(s->srv->climit, &s->lim.ticket);
 	loop_timer_disarm(s->srv->loop, &s->timer);
 	loop_timer_disarm(s->srv->loop, &s->fail_timer);
 	srv_may_free(s);
@@ -490,9 +579,17 @@ void smtpd_session_start(struct smtpd *srv, int fd, bool implicit_tls)
 	log_debug("smtpd %s: connect%s", s->peer, implicit_tls ? " (TLS)" : "");
 	const char *refuse = NULL;
 	uint64_t left = 0;
+	const struct sockaddr *sa = (const struct sockaddr *)&s->peer_ss;
+	conn_set_out_max(&s->conn, cfg->limits.output_buffer);
+	s->lim.exempt = climit_exempt(&cfg->limits, sa);
 	if (srv->nsessions > cfg->max_clients) {
 		log_warn("smtpd %s: refused, %u sessions open", s->peer, srv->nsessions - 1);
 		refuse = "421 4.7.0 Error: too many connections, try again later";
+	} else if (!climit_conn_open(srv->climit, &cfg->limits,
+	                             srv->inbound ? CLIMIT_INBOUND : CLIMIT_SUBMISSION, sa,
+	                             &s->lim.ticket)) {
+		srv_limit(s, CLIMIT_CONNECTIONS, "too many connections from its address: refused");
+		refuse = "421 4.7.0 Too many connections from your address, try again later";
 	} else if (srv->inbound) {
 		refuse = srv_inbound_refuse(s);
 	} else if (auth_limiter_blocked(srv->limiter, (const struct sockaddr *)&s->peer_ss,
@@ -512,7 +609,7 @@ void smtpd_session_start(struct smtpd *srv, int fd, bool implicit_tls)
 	if (implicit_tls) /* before the greeting: it goes through TLS */
 		conn_tls_server(&s->conn, srv->tls);
 	conn_line(&s->conn, "220 %s ESMTP ringpost", cfg->hostname);
-	loop_timer_arm(srv->loop, &s->timer, cfg->idle_timeout_ms, on_timeout);
+	srv_arm_timer(s);
 }
 
 void smtpd_shutdown_all(struct smtpd *srv)
@@ -544,6 +641,7 @@ struct smtpd *smtpd_new(const struct smtpd_params *p)
 	srv->reader = p->reader;
 	srv->refused = p->refused;
 	srv->flood = p->flood;
+	srv->climit = p->climit;
 	srv->inbound = p->inbound;
 	smtpd_set_config(srv, p->gen);
 	srv->route = p->route;
@@ -584,4 +682,7 @@ void smtpd_fill_stats(const struct smtpd *srv, struct stats_snapshot *part)
 	part->rejected += srv->rejected;
 	part->smtp_sessions += srv->accepted_sessions;
 	part->inbound_connections += srv->nsessions;
+	unsigned kind = srv->inbound ? CLIMIT_INBOUND : CLIMIT_SUBMISSION;
+	for (unsigned r = 0; r < CLIMIT_REASONS; r++)
+		part->client_limits[kind][r] += srv->limits[r];
 }

@@ -44,6 +44,7 @@ struct smtpd_params {
 	struct auth_limiter *refused; /* bounce MX: refused recipients per address */
 	struct auth_limiter *flood;   /* bounce MX: reports per address (clients
 	                               * outside [submission] networks) */
+	struct climit *climit;        /* connections per client address (all shards) */
 	submit_route_fn route;        /* queue a committed message's recipients */
 	void *route_ctx;
 	void (*session_gone)(void *arg); /* a session was freed (shutdown waits) */

@@ -6,6 +6,7 @@
 #define RP_SMTP_SERVER_IMPL_H
 
 #include "base/auth.h"
+#include "base/climit.h"
 #include "base/conn.h"
 #include "smtp_cmd.h"
 #include "smtp_data.h"
@@ -41,15 +42,18 @@ struct smtpd {
 	bool inbound; /* the bounce MX, not submission */
 	struct spool *spool;
 	const struct config *cfg;
-	struct tls_ctx *tls;          /* the generation's server context, NULL = no TLS */
-	struct auth_users *users;     /* the generation's users, NULL = no AUTH */
-	struct auth_checker *checker; /* password checks off the loop */
-	struct auth_limiter *limiter; /* failed logins per address */
-	struct workers *signers;      /* DKIM signing threads */
-	struct dkim_keys *dkim;       /* the generation's keys, or NULL */
-	struct spool_reader *reader;  /* bounce MX: the loop's spool reader */
-	struct auth_limiter *refused; /* bounce MX: refused recipients per address */
-	struct auth_limiter *flood;   /* bounce MX: reports per address */
+	struct tls_ctx *tls;             /* the generation's server context, NULL = no TLS */
+	struct auth_users *users;        /* the generation's users, NULL = no AUTH */
+	struct auth_checker *checker;    /* password checks off the loop */
+	struct auth_limiter *limiter;    /* failed logins per address */
+	struct workers *signers;         /* DKIM signing threads */
+	struct dkim_keys *dkim;          /* the generation's keys, or NULL */
+	struct spool_reader *reader;     /* bounce MX: the loop's spool reader */
+	struct auth_limiter *refused;    /* bounce MX: refused recipients per address */
+	struct auth_limiter *flood;      /* bounce MX: reports per address */
+	struct climit *climit;           /* connections per client address (all shards) */
+	struct climit_log limit_log;     /* budget of cut-off log lines */
+	uint64_t limits[CLIMIT_REASONS]; /* clients refused, slowed or cut off */
 	submit_route_fn route;
 	void *route_ctx;
 	void (*session_gone)(void *arg);
@@ -106,6 +110,10 @@ struct srv_session {
 	unsigned ninb, inb_cap;
 	unsigned errors;
 	unsigned transactions;
+	struct climit_session lim; /* [limits]: its connection, its command rate */
+	uint64_t line_start_ms;    /* a command line began coming (0: none waits) */
+	uint64_t data_start_ms;    /* the transaction's DATA or first BDAT (0: none) */
+	uint64_t data_bytes;       /* of its content so far */
 
 	/* The transaction. */
 	struct submission sub; /* envelope, recipients, the commit */
@@ -140,6 +148,9 @@ void srv_command(struct srv_session *s, const char *line, size_t len);
 /* srv_commit - the content is complete (flags SMTP_DATA_*): check it and
  * hand the message to the spool; the reply comes when it is durable. */
 void srv_commit(struct srv_session *s, unsigned content_flags);
+/* srv_limit - count a client limit that struck s and log it (within the
+ * server's log budget). */
+void srv_limit(struct srv_session *s, enum climit_reason r, const char *detail);
 /* srv_resume - go on with the input after a wait (commit, AUTH check). */
 void srv_resume(struct srv_session *s);
 /* srv_may_free - the session is gone and nothing is in flight: free it

@@ -934,7 +934,10 @@ def main():
                          f"pop3s = 127.0.0.1:{x.pop3s}\n"
                          f"[tls]\ncert = {cert}\nkey = {key}\n"
                          f"[auth]\nusers = {users}\nrequire_tls = yes\nmax_failures = 50\n"
-                         f"[mailbox]\nusers = {ALICE}\n")
+                         f"[mailbox]\nusers = {ALICE}\n"
+                         # floods pipelines 3,000 NOOPs: unthrottled here
+                         # (test_client_limits tests commands_per_second)
+                         "[limits]\ncommands_per_second = 0\n")
         x.e = env.daemon(routes={}, name="edge",
                          domain_defaults={"route": f"127.0.0.1:{sink_port}"},
                          extra=f"[listen]\npop3 = 127.0.0.1:{x.edge_pop3}\n"

@@ -2,7 +2,10 @@
  * loopback sockets: a megabyte through attached sockets and a reply, outbound
  * connect and refusal, connect from a chosen source address (and one this
  * machine does not have), graceful and abrupt closes, ops->released exactly
- * once.
+ * once; and the limits: the output bound (a peer that writes a million
+ * commands without reading holds the server to a bounded input and output,
+ * then gets every reply in order), a throttle, and a discarding close that
+ * delivers its answer to a peer still sending (no reset).
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -11,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "base/util.h"
@@ -359,4 +364,277 @@ Test(conn, peer_name)
 	close(fa);
 	close(fb);
 	world_free(&w);
+}
+
+/* ---- limits: the output bound, throttles, discarding closes ---------------- */
+
+/* A line server on one conn: each line "ping N" gets a 100-byte reply
+ * (scenario LS_ECHO), or the first line throttles (LS_THROTTLE), or is
+ * refused with a discarding close (LS_DISCARD). Its peer is a plain
+ * blocking socket driven by a thread. */
+enum { LS_ECHO, LS_THROTTLE, LS_DISCARD };
+#define DISCARD_ANSWER (2u << 20)
+
+struct lserver {
+	struct conn c;
+	struct loop *l;
+	int scenario;
+	unsigned lines;         /* lines answered */
+	size_t max_in, max_out; /* the most input and output held at once */
+	uint64_t t_first, t_second;
+	bool released;
+	struct loop_timer watchdog;
+};
+
+static void ls_data(struct conn *c)
+{
+	struct lserver *s = c->owner;
+	struct buf *in = &c->in;
+	s->max_in = RP_MAX(s->max_in, buf_used(in));
+	char *nl;
+	while (!conn_closing(c) && (nl = memchr(buf_head(in), '\n', buf_used(in)))) {
+		size_t n = (size_t)(nl - buf_head(in)) + 1;
+		if (s->scenario == LS_ECHO) {
+			if (conn_out_blocked(c))
+				break; /* the conn calls again once the client has read */
+			conn_printf(c, "%-98.*s\r\n", (int)(n - 2), buf_head(in));
+			s->max_out = RP_MAX(s->max_out, conn_pending_out(c));
+		} else if (s->scenario == LS_THROTTLE) {
+			if (!s->lines) {
+				s->t_first = rp_mono_ms();
+				buf_consume(in, n);
+				s->lines++;
+				conn_throttle(c, 300);
+				return;
+			}
+			s->t_second = rp_mono_ms();
+			conn_close(c);
+		} else { /* a large answer: it is still in flight when we close */
+			char *big = xmalloc(DISCARD_ANSWER);
+			memset(big, 'n', DISCARD_ANSWER);
+			conn_write(c, big, DISCARD_ANSWER);
+			free(big);
+			conn_close_discarding(c);
+			return;
+		}
+		buf_consume(in, n);
+		s->lines++;
+	}
+}
+
+static void ls_closed(struct conn *c, int err)
+{
+	(void)err;
+	conn_close(c);
+}
+
+static void ls_released(struct conn *c)
+{
+	struct lserver *s = c->owner;
+	s->released = true;
+	loop_timer_disarm(s->l, &s->watchdog);
+	loop_stop(s->l);
+}
+
+static const struct conn_ops ls_ops = {
+	.connected = side_connected,
+	.data = ls_data,
+	.closed = ls_closed,
+	.released = ls_released,
+};
+
+/* The peer of the echo scenario: a million commands written without
+ * reading a byte (until the write blocks for a second), then every reply
+ * read and checked, in order. */
+struct echo_peer {
+	int fd;
+	unsigned n;
+	size_t sent_blind; /* bytes written before reading anything */
+	unsigned got;      /* replies read, in order */
+	bool bad;
+};
+
+static void *echo_peer_run(void *arg)
+{
+	struct echo_peer *p = arg;
+	size_t len = (size_t)p->n * 13;
+	char *all = xmalloc(len + 1);
+	for (unsigned i = 0; i < p->n; i++) {
+		char one[32];
+		snprintf(one, sizeof(one), "ping %06u\r\n", i % 1000000);
+		memcpy(all + (size_t)i * 13, one, 13);
+	}
+	struct timeval tv = { .tv_sec = 1 };
+	setsockopt(p->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	size_t off = 0;
+	while (off < len) {
+		ssize_t k = send(p->fd, all + off, len - off, MSG_NOSIGNAL);
+		if (k <= 0)
+			break; /* blocked for a second: the server stopped reading */
+		off += (size_t)k;
+	}
+	p->sent_blind = off;
+	char buf[65536], line[100];
+	size_t have = 0;
+	while (p->got < p->n) {
+		if (off < len) { /* the rest, now that we read too */
+			ssize_t k = send(p->fd, all + off, RP_MIN(len - off, (size_t)65536),
+			                 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (k > 0)
+				off += (size_t)k;
+		}
+		ssize_t k = recv(p->fd, buf, sizeof(buf), 0);
+		if (k <= 0)
+			break;
+		for (ssize_t i = 0; i < k; i++) {
+			line[have++] = buf[i];
+			if (have < 100)
+				continue;
+			char want[32];
+			snprintf(want, sizeof(want), "ping %06u", p->got % 1000000);
+			if (memcmp(line, want, 11) || line[98] != '\r' || line[99] != '\n')
+				p->bad = true;
+			p->got++;
+			have = 0;
+		}
+	}
+	free(all);
+	shutdown(p->fd, SHUT_WR);
+	return NULL;
+}
+
+Test(conn, output_bound_stops_reading, .timeout = 30)
+{
+	struct lserver s;
+	struct echo_peer p = { .n = 1000000 };
+	pthread_t th;
+	int fd;
+	/* ls_run attaches the conn and runs the loop; the peer starts first. */
+	struct world w;
+	world_init(&w, SC_EXCHANGE);
+	loop_timer_disarm(w.l, &w.watchdog);
+	memset(&s, 0, sizeof(s));
+	s.l = w.l;
+	s.scenario = LS_ECHO;
+	int fb;
+	tcp_pair(&w, &fd, &fb);
+	p.fd = fd;
+	conn_init(&s.c, w.l, &ls_ops, &s);
+	conn_set_out_max(&s.c, 64 * 1024);
+	conn_attach(&s.c, fb);
+	loop_timer_arm(w.l, &s.watchdog, 25000, watchdog);
+	cr_assert_eq(pthread_create(&th, NULL, echo_peer_run, &p), 0);
+	loop_run(w.l);
+	pthread_join(th, NULL);
+	close(fd);
+	cr_assert(s.released);
+	world_free(&w);
+	cr_assert_lt(p.sent_blind, (size_t)p.n * 13, "the peer was never held back");
+	cr_assert_eq(p.got, p.n, "replies read: %u of %u", p.got, p.n);
+	cr_assert(!p.bad, "a reply out of order or damaged");
+	cr_assert_eq(s.lines, p.n);
+	cr_assert_leq(s.max_out, 64 * 1024 + 100, "output held: %zu", s.max_out);
+	/* The first multishot burst (8 ring buffers of 4 KiB here), then at
+	 * most CONN_SLOW_IN_MAX and one buffer more. */
+	cr_assert_leq(s.max_in, CONN_SLOW_IN_MAX + 8 * 4096, "input held: %zu", s.max_in);
+}
+
+Test(conn, throttle_delays_input, .timeout = 30)
+{
+	struct lserver s;
+	int fd;
+	struct world w;
+	world_init(&w, SC_EXCHANGE);
+	loop_timer_disarm(w.l, &w.watchdog);
+	memset(&s, 0, sizeof(s));
+	s.l = w.l;
+	s.scenario = LS_THROTTLE;
+	int fb;
+	tcp_pair(&w, &fd, &fb);
+	conn_init(&s.c, w.l, &ls_ops, &s);
+	conn_attach(&s.c, fb);
+	loop_timer_arm(w.l, &s.watchdog, 10000, watchdog);
+	cr_assert_eq(send(fd, "one\r\ntwo\r\n", 10, 0), 10);
+	loop_run(w.l);
+	close(fd);
+	world_free(&w);
+	cr_assert_eq(s.lines, 2);
+	cr_assert_neq(s.t_second, 0, "the second line was never taken");
+	cr_assert_geq(s.t_second - s.t_first, 290, "taken after %llu ms",
+	              (unsigned long long)(s.t_second - s.t_first));
+}
+
+/* The peer of the discarding close: a request, then a body it keeps
+ * sending from one thread while another reads the answer: all of it, then
+ * a clean end of stream (a reset would mean the server closed with input
+ * unread, which can destroy an answer still in flight). */
+struct discard_peer {
+	int fd;
+	volatile bool stop;
+	struct buf got;
+	int end; /* 0: end of stream; -errno; 1: neither within 5 s */
+};
+
+static void *discard_writer(void *arg)
+{
+	struct discard_peer *p = arg;
+	char chunk[4096];
+	memset(chunk, 'x', sizeof(chunk));
+	while (!p->stop)
+		if (send(p->fd, chunk, sizeof(chunk), MSG_NOSIGNAL) < 0)
+			break;
+	return NULL;
+}
+
+static void *discard_reader(void *arg)
+{
+	struct discard_peer *p = arg;
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	p->end = 1;
+	usleep(500000); /* the answer waits in the server's socket meanwhile */
+	for (;;) {
+		char b[65536];
+		ssize_t k = recv(p->fd, b, sizeof(b), 0);
+		if (k > 0) {
+			buf_append(&p->got, b, (size_t)k);
+			continue;
+		}
+		p->end = k == 0 ? 0 : (errno == EAGAIN ? 1 : -errno);
+		break;
+	}
+	p->stop = true;
+	shutdown(p->fd, SHUT_WR); /* wakes the writer; the server sees our end */
+	return NULL;
+}
+
+Test(conn, close_discarding_keeps_the_reply, .timeout = 30)
+{
+	struct lserver s;
+	struct world w;
+	world_init(&w, SC_EXCHANGE);
+	loop_timer_disarm(w.l, &w.watchdog);
+	memset(&s, 0, sizeof(s));
+	s.l = w.l;
+	s.scenario = LS_DISCARD;
+	int fd, fb;
+	tcp_pair(&w, &fd, &fb);
+	conn_init(&s.c, w.l, &ls_ops, &s);
+	conn_attach(&s.c, fb);
+	loop_timer_arm(w.l, &s.watchdog, 20000, watchdog);
+	struct discard_peer p = { .fd = fd };
+	cr_assert_eq(send(fd, "REQ\r\n", 5, 0), 5);
+	pthread_t wr, rd;
+	cr_assert_eq(pthread_create(&wr, NULL, discard_writer, &p), 0);
+	cr_assert_eq(pthread_create(&rd, NULL, discard_reader, &p), 0);
+	loop_run(w.l); /* until the server's conn is released */
+	pthread_join(rd, NULL);
+	pthread_join(wr, NULL);
+	close(fd);
+	world_free(&w);
+	cr_assert_eq(p.end, 0, "the peer saw %s, not the end of the stream",
+	             p.end < 0 ? strerror(-p.end) : "nothing");
+	cr_assert_eq(buf_used(&p.got), DISCARD_ANSWER, "answer: %zu bytes", buf_used(&p.got));
+	cr_assert_eq(buf_head(&p.got)[DISCARD_ANSWER - 1], 'n');
+	buf_free(&p.got);
 }
