@@ -708,7 +708,7 @@ void imap_session_start(struct imap_server *srv, int fd, bool implicit_tls)
 
 /* ---- server ------------------------------------------------------------- */
 
-struct imap_server *imap_server_new(const struct imap_params *p)
+struct imap_server *imap_server_new(const struct mailbox_params *p)
 {
 	struct imap_server *srv = xcalloc(1, sizeof(*srv));
 	srv->p = *p;

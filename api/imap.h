@@ -17,22 +17,10 @@
 
 struct imap_server;
 
-struct imap_params {
-	struct loop *loop;
-	struct spool *spool;
-	struct spool_reader *reader;      /* the shard's */
-	struct auth_checker *checker;     /* password checks off the loop */
-	struct auth_limiter *limiter;     /* failed logins per address (every protocol's) */
-	struct climit *climit;            /* connections per client address (every listener's) */
-	const struct mailbox_config *cfg; /* replace with imap_server_set_config */
-	void (*session_gone)(void *arg);  /* a session was freed (shutdown waits) */
-	void *arg;
-};
-
 /* imap_fill_stats - this server's counters into a stats part. */
 void imap_fill_stats(const struct imap_server *srv, struct stats_snapshot *part);
 /* imap_server_new - a server with no session yet. */
-struct imap_server *imap_server_new(const struct imap_params *p);
+struct imap_server *imap_server_new(const struct mailbox_params *p);
 /* imap_server_free - every session must be gone. */
 void imap_server_free(struct imap_server *srv);
 /* imap_server_set_config - a reloaded config (the old one may be freed after). */

@@ -42,7 +42,7 @@ struct imap_snap {
 };
 
 struct imap_server {
-	struct imap_params p;
+	struct mailbox_params p;
 	struct rp_list sessions;
 	unsigned nsessions;
 	bool shutting_down;

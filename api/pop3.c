@@ -430,7 +430,7 @@ static const struct conn_ops session_ops = {
 
 /* ---- the server ------------------------------------------------------------- */
 
-struct pop3_server *pop3_server_new(const struct pop3_params *p)
+struct pop3_server *pop3_server_new(const struct mailbox_params *p)
 {
 	struct pop3_server *srv = xcalloc(1, sizeof(*srv));
 	srv->p = *p;

@@ -35,22 +35,10 @@
 
 struct pop3_server;
 
-struct pop3_params {
-	struct loop *loop;
-	struct spool *spool;
-	struct spool_reader *reader;      /* the shard's */
-	struct auth_checker *checker;     /* password checks off the loop */
-	struct auth_limiter *limiter;     /* failed logins per address (every protocol's) */
-	struct climit *climit;            /* connections per client address (every listener's) */
-	const struct mailbox_config *cfg; /* replace with pop3_server_set_config */
-	void (*session_gone)(void *arg);  /* a session was freed (shutdown waits) */
-	void *arg;
-};
-
 /* pop3_fill_stats - this server's counters into a stats part. */
 void pop3_fill_stats(const struct pop3_server *srv, struct stats_snapshot *part);
 /* pop3_server_new - a server with no session yet. */
-struct pop3_server *pop3_server_new(const struct pop3_params *p);
+struct pop3_server *pop3_server_new(const struct mailbox_params *p);
 /* pop3_server_free - every session must be gone. */
 void pop3_server_free(struct pop3_server *srv);
 /* pop3_server_set_config - a reloaded config (the old one may be freed after). */

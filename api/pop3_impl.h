@@ -53,7 +53,7 @@ struct pop3_msg {
 };
 
 struct pop3_server {
-	struct pop3_params p;
+	struct mailbox_params p;
 	struct rp_list sessions; /* every session, for shutdown */
 	unsigned nsessions;
 	struct climit_log limit_log;     /* budget of cut-off log lines */

@@ -525,26 +525,17 @@ static void services_new(struct shard *sh)
 	api_set_session_gone(sh->api, api_session_gone);
 	api_set_climit(sh->api, sh->relay->climit);
 	mbox_config_of(sh->cref, &sh->mbox_cfg);
-	struct imap_params ip = { .loop = sh->loop,
-		                  .spool = sh->relay->spool,
-		                  .reader = sh->reader,
-		                  .checker = sh->relay->checker,
-		                  .limiter = sh->relay->limiter,
-		                  .climit = sh->relay->climit,
-		                  .cfg = &sh->mbox_cfg,
-		                  .session_gone = shard_session_gone_cb,
-		                  .arg = sh };
-	sh->imap = imap_server_new(&ip);
-	struct pop3_params pp = { .loop = sh->loop,
-		                  .spool = sh->relay->spool,
-		                  .reader = sh->reader,
-		                  .checker = sh->relay->checker,
-		                  .limiter = sh->relay->limiter,
-		                  .climit = sh->relay->climit,
-		                  .cfg = &sh->mbox_cfg,
-		                  .session_gone = shard_session_gone_cb,
-		                  .arg = sh };
-	sh->pop3 = pop3_server_new(&pp);
+	struct mailbox_params mp = { .loop = sh->loop,
+		                     .spool = sh->relay->spool,
+		                     .reader = sh->reader,
+		                     .checker = sh->relay->checker,
+		                     .limiter = sh->relay->limiter,
+		                     .climit = sh->relay->climit,
+		                     .cfg = &sh->mbox_cfg,
+		                     .session_gone = shard_session_gone_cb,
+		                     .arg = sh };
+	sh->imap = imap_server_new(&mp);
+	sh->pop3 = pop3_server_new(&mp);
 }
 
 /* services_free - the same, once nothing is in flight. */
