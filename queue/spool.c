@@ -177,7 +177,7 @@ struct spool *spool_open(const struct spool_options *o, char *err, size_t errlen
 		         (unsigned long long)o->max_size);
 	if (!open_dbs(sp, err, errlen))
 		goto fail;
-	spool_refresh_usage(sp);
+	spool_refresh_usage(sp, true);
 	if (!mq_init(&sp->inbox, false)) {
 		snprintf(err, errlen, "cannot create an eventfd: %s", strerror(errno));
 		goto fail;
@@ -238,7 +238,7 @@ void spool_usage(const struct spool *sp, struct spool_usage *u)
 	u->evicted = atomic_load(&sp->evicted);
 }
 
-void spool_refresh_usage(struct spool *sp)
+void spool_refresh_usage(struct spool *sp, bool announce)
 {
 	MDB_envinfo info;
 	struct statvfs vfs;
@@ -270,19 +270,39 @@ void spool_refresh_usage(struct spool *sp)
 	snprintf(path, sizeof(path), "%s/data.mdb", sp->dir);
 	if (stat(path, &st) == 0)
 		atomic_store(&sp->file_size, (uint64_t)st.st_size);
+	uint64_t file = atomic_load(&sp->file_size);
 	atomic_store(&sp->used, used);
 	atomic_store(&sp->disk_free, free_disk);
 	/* Keep 5% of the map (at least 8 MiB) for state updates and deletes,
-	 * which must go on when new mail is refused. */
+	 * which must go on when new mail is refused; on disk, min_free is
+	 * that reserve. Free pages inside data.mdb are reused before the file
+	 * grows, so they count as room: a spool that once filled the disk
+	 * and has drained since takes mail again (the file never shrinks). */
 	uint64_t reserve = RP_MAX(sp->opt.max_size / 20, 8ull << 20);
-	bool ok = free_disk >= sp->opt.min_free && used + reserve < sp->opt.max_size;
-	bool was = atomic_exchange(&sp->accepting, ok);
+	int64_t map_room = (int64_t)sp->opt.max_size - (int64_t)reserve - (int64_t)used;
+	int64_t room = map_room;
+	if (free_disk != UINT64_MAX) {
+		uint64_t inside = file > used ? file - used : 0;
+		int64_t disk_room = (int64_t)RP_MIN(free_disk + inside, (uint64_t)INT64_MAX / 2) -
+		                    (int64_t)RP_MIN(sp->opt.min_free, (uint64_t)INT64_MAX / 2);
+		room = RP_MIN(room, disk_room);
+	}
+	bool ok = room > 0;
+	atomic_store(&sp->room, room);
+	atomic_store(&sp->accepting, ok);
 	bool first = !sp->usage_known;
 	sp->usage_known = true;
-	if (first ? !ok : was != ok)
-		log_warn("spool: %s new mail (used %llu of %llu bytes, %llu bytes free on disk)",
-		         ok ? "accepting" : "refusing", (unsigned long long)used,
-		         (unsigned long long)sp->opt.max_size, (unsigned long long)free_disk);
+	if (!announce || (first ? ok : sp->logged_ok == ok)) {
+		if (first)
+			sp->logged_ok = true; /* the first refusal is announced when seen */
+		return;
+	}
+	sp->logged_ok = ok;
+	log_warn("spool: %s new mail (used %llu of %llu bytes, file %llu bytes, %llu bytes free "
+	         "on disk, min_free %llu)",
+	         ok ? "accepting" : "refusing", (unsigned long long)used,
+	         (unsigned long long)sp->opt.max_size, (unsigned long long)file,
+	         (unsigned long long)free_disk, (unsigned long long)sp->opt.min_free);
 }
 
 /* ---- readers ----------------------------------------------------------- */
