@@ -296,7 +296,10 @@ void spool_refresh_usage(struct spool *sp, bool announce)
 		                    (int64_t)RP_MIN(keep, (uint64_t)INT64_MAX / 2);
 		room = RP_MIN(room, disk_room);
 	}
-	bool ok = room > 0;
+	/* Refuse at MAIL (or the API's first check) once less than SPOOL_ROOM_MIN
+	 * is left, rather than take a message's bytes only to refuse it at its
+	 * end; /healthz and /v1/stats then agree with what clients get. */
+	bool ok = room >= (int64_t)SPOOL_ROOM_MIN;
 	atomic_store(&sp->room, room);
 	atomic_store(&sp->accepting, ok);
 	bool first = !sp->usage_known;

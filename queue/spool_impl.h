@@ -9,6 +9,7 @@
 #include "spool.h"
 
 #define SPOOL_FORMAT_VERSION 1
+#define SPOOL_ROOM_MIN       (1u << 20) /* less room than this: not accepting */
 /* Bodies are stored in chunks that never need more than one page each:
  * whole overflow pages (spool.page_max bytes) for the bulk of a message,
  * and quarter-page leaf chunks (spool.inline_max bytes) for the rest, which
@@ -36,7 +37,7 @@ struct spool {
 	_Atomic bool accepting;  /* disk and map have room */
 	_Atomic int64_t room;    /* bytes new mail may take: beyond min_free on disk
 	                          * (free pages inside data.mdb count) and beyond the
-	                          * map's reserve; accepting == room > 0 */
+	                          * map's reserve; accepting == room >= SPOOL_ROOM_MIN */
 	bool usage_known;        /* refreshed at least once (writer thread after open) */
 	bool logged_ok;          /* the accepting state the log last announced */
 	_Atomic uint64_t used;   /* live pages * page size */
