@@ -1036,6 +1036,9 @@ static void msg_committed(struct submission *ms, void *arg)
 		submit_finish(sub);
 }
 
+#define API_PROBE_MIN    (256u * 1024) /* bodies above this have their memory checked */
+#define API_PROBE_FACTOR 6             /* JSON values, lexer copies, MIME (QP: 3x) */
+
 /* parse - the request's body as JSON, and its messages: false after
  * answering an error (the submission is then over). */
 static bool parse(struct api_submit *sub)
@@ -1044,6 +1047,21 @@ static bool parse(struct api_submit *sub)
 	/* The body is JSON whatever the Content-Type says: `curl -d` sends
 	 * application/x-www-form-urlencoded, and refusing it helps nobody. */
 	json_error_t je;
+	/* Memory for a large body first: jansson's out-of-memory paths are
+	 * not safe (SIGSEGV, "double free" inside json_loadb under RLIMIT_AS)
+	 * and the MIME built from the document takes up to three times its
+	 * text again. A request that cannot have that much now is a 503
+	 * (Retry-After), never a crash. Advisory: other threads allocate too. */
+	size_t len = buf_used(&s->req.body);
+	if (len > API_PROBE_MIN) {
+		void *probe = malloc(len * API_PROBE_FACTOR);
+		if (!probe) {
+			http_error(s, 503, "unavailable",
+			           "no memory for a request of %zu bytes; retry later", len);
+			return false;
+		}
+		free(probe);
+	}
 	sub->doc =
 	    json_loadb(buf_head(&s->req.body), buf_used(&s->req.body), JSON_REJECT_DUPLICATES, &je);
 	if (!sub->doc) {

@@ -364,8 +364,19 @@ static int on_chunk_header(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
 	struct api_session *s = of(p);
+	if (s->req.error)
+		return 0; /* refused below: its Content-Length is read, then answered */
 	if (buf_used(&s->req.body) + n > s->srv->cfg->max_request)
 		return fail(s, 413, "too_large", "the request body exceeds the size limit");
+	/* The body's size is the client's choice: no memory for it is a 503
+	 * (Retry-After) for this request, never an abort of the daemon. The
+	 * rest of a body of known length is read and dropped, so that the
+	 * client, still sending, gets to read the answer. */
+	if (!buf_try_reserve(&s->req.body, n)) {
+		buf_free(&s->req.body);
+		fail(s, 503, "unavailable", "no memory for the request body; retry later");
+		return (p->flags & F_CHUNKED) ? -1 : 0;
+	}
 	buf_append(&s->req.body, at, n);
 	s->body_bytes += n;
 	return 0;
@@ -739,14 +750,14 @@ static void session_process(struct api_session *s)
 			break;
 		size_t n = http_parser_execute(&s->parser, &settings, buf_head(in), buf_used(in));
 		enum http_errno e = HTTP_PARSER_ERRNO(&s->parser);
-		if (s->req.complete) {
+		if (s->req.complete && !s->req.error) {
 			buf_consume(in, n);
 			dispatch(s);
 			if (!s->busy)
 				reset_for_next(s);
 			continue;
 		}
-		if (e == HPE_OK) {
+		if (e == HPE_OK && !s->req.complete) {
 			buf_consume(in, n);
 			break;
 		}

@@ -1,10 +1,13 @@
 /* buf.c - growable byte buffer (see buf.h). */
 #include "buf.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-char *buf_reserve(struct buf *b, size_t n)
+/* reserve - room for n more bytes; soft: NULL instead of aborting when
+ * memory is short (the buffer is then unchanged but for a slide). */
+static char *reserve(struct buf *b, size_t n, bool soft)
 {
 	if (b->cap - b->len >= n)
 		return b->data + b->len;
@@ -28,9 +31,28 @@ char *buf_reserve(struct buf *b, size_t n)
 		b->off = 0;
 		b->len = used;
 	}
-	b->data = xrealloc(b->data, cap);
+	if (!soft) {
+		b->data = xrealloc(b->data, cap);
+	} else {
+		char *p = realloc(b->data, cap);
+		if (!p && cap > need) /* the doubling may be what does not fit */
+			p = realloc(b->data, cap = need);
+		if (!p)
+			return NULL;
+		b->data = p;
+	}
 	b->cap = cap;
 	return b->data + b->len;
+}
+
+char *buf_reserve(struct buf *b, size_t n)
+{
+	return reserve(b, n, false);
+}
+
+char *buf_try_reserve(struct buf *b, size_t n)
+{
+	return reserve(b, n, true);
 }
 
 void buf_append(struct buf *b, const void *p, size_t n)

@@ -22,6 +22,10 @@ struct buf {
 
 /* buf_reserve - make room for n more bytes at the end; returns the write pointer. */
 char *buf_reserve(struct buf *b, size_t n);
+/* buf_try_reserve - buf_reserve for buffers whose size a client chooses (a
+ * message, a request body): NULL when memory is short instead of aborting;
+ * the bytes already in b stay. */
+char *buf_try_reserve(struct buf *b, size_t n);
 /* buf_append - copy n bytes to the end. */
 void buf_append(struct buf *b, const void *p, size_t n);
 /* buf_puts - append a C string without its NUL. */

@@ -44,7 +44,7 @@ static void usage(FILE *f)
 	      "  --latency-header NAME  default X-Bench-Sent\n"
 	      "  --reply-delay MS       delay every reply\n"
 	      "  --fault SPEC           connect421=P,rcpt451=P,rcpt550=P,data451=P,drop=P,\n"
-	      "                         tarpit=P:MS,silence=P\n"
+	      "                         tarpit=P:MS,silence=P,drop250=P\n"
 	      "  --rcpt-script CODES    per recipient address, its k-th RCPT gets the k-th code\n"
 	      "  --max-rate N           accept at most N messages per second\n"
 	      "  --seed N               fault injection PRNG seed\n"
@@ -504,6 +504,16 @@ int main(int argc, char **argv)
 		sk->script = sink_script_new();
 	sink_stats_init(sk);
 	sink_session_setup(sk);
+
+	sk->unacked_fd = -1;
+	if (sk->opt.save_dir && sk->opt.faults.drop250 > 0) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/unacked", sk->opt.save_dir);
+		sk->unacked_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (sk->unacked_fd < 0)
+			rp_die(RP_EX_CANTCREAT, "--save: cannot open %s: %s", path,
+			       strerror(errno));
+	}
 
 	int stats_fd = -1;
 	if (sk->opt.stats_file) {

@@ -28,9 +28,11 @@
 #define SINK_NO_DOMAIN   UINT32_MAX
 
 /* --fault: probabilities per session (connect421, tarpit, silence), per
- * message (data451, drop) or per recipient (rcpt451, rcpt550). */
+ * message (data451, drop, drop250) or per recipient (rcpt451, rcpt550). */
 struct sink_faults {
 	double connect421, rcpt451, rcpt550, data451, drop, tarpit, silence;
+	double drop250;     /* the message is complete (and saved), then the connection
+	                     * closes instead of the 250: the client must send it again */
 	uint64_t tarpit_ms; /* reply delay of a tarpitted session */
 };
 
@@ -71,6 +73,8 @@ struct sink_counters {
 	bench_ctr recipients;              /* accepted recipients of accepted messages */
 	bench_ctr bytes;                   /* content bytes of accepted messages */
 	bench_ctr dropped;                 /* connections closed mid-DATA by the drop fault */
+	bench_ctr dropped_250;             /* messages received whole, 250 withheld (drop250) */
+	bench_ctr silenced, tarpitted;     /* sessions the silence / tarpit fault took */
 	bench_ctr saved;                   /* messages written by --save */
 	bench_ctr rejected[SINK_MAX_CODE]; /* 4xx/5xx replies sent, by code */
 	bench_ctr tls_open;                /* sessions in TLS now (goes up and down) */
@@ -132,6 +136,7 @@ struct sink {
 	_Atomic int64_t sessions; /* open sessions, all loops */
 	_Atomic int64_t peak_sessions;
 	_Atomic uint64_t save_seq;  /* last --save file number */
+	int unacked_fd;             /* --save with drop250: DIR/unacked, O_APPEND; else -1 */
 	struct sink_script *script; /* --rcpt-script state, NULL when none */
 	struct buf greeting;        /* "220 host ESMTP ...\r\n" */
 	struct buf ehlo;            /* the EHLO reply, every line */

@@ -56,6 +56,7 @@ bool sink_faults_parse(const char *spec, struct sink_faults *f, char *err, size_
 		{ "drop", offsetof(struct sink_faults, drop) },
 		{ "tarpit", offsetof(struct sink_faults, tarpit) },
 		{ "silence", offsetof(struct sink_faults, silence) },
+		{ "drop250", offsetof(struct sink_faults, drop250) },
 	};
 	const char *p = spec;
 	while (*p) {

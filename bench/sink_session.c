@@ -348,6 +348,26 @@ static void account(struct sink_sess *s)
 	latency_record(s);
 }
 
+/* withhold_250 - the drop250 fault: the message arrived whole (and is saved,
+ * its number listed in DIR/unacked), then the connection closes without
+ * the final reply. The client cannot tell it from a message that never
+ * arrived and sends it again: an honest duplicate, at least once. */
+static void withhold_250(struct sink_sess *s)
+{
+	struct sink *sk = s->sl->sk;
+	uint64_t saved = sk->opt.save_dir ? save_message(s) : 0;
+	if (saved && sk->unacked_fd >= 0) {
+		char line[32];
+		int n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)saved);
+		/* One short O_APPEND write: lines of several loops never mix. */
+		if (write(sk->unacked_fd, line, (size_t)n) != n)
+			log_warn("sink: cannot write to the unacked list: %s", strerror(errno));
+	}
+	bench_ctr_add(&s->sl->ctr.dropped_250, 1);
+	set_state(s, SK_CLOSING);
+	conn_close(&s->conn);
+}
+
 /* finish_message - the content is complete: the final reply. */
 static void finish_message(struct sink_sess *s, bool too_big)
 {
@@ -361,6 +381,10 @@ static void finish_message(struct sink_sess *s, bool too_big)
 		char line[160];
 		reply(s, line, sink_reply_line(451, "data", line, sizeof(line)));
 		tx_reset(s);
+		return;
+	}
+	if (sink_chance(s->sl, sk->opt.faults.drop250)) {
+		withhold_250(s);
 		return;
 	}
 	account(s);
@@ -910,12 +934,15 @@ void sink_session_start(struct sink_loop *sl, int fd)
 		return;
 	}
 	if (sink_chance(sl, f->silence)) {
+		bench_ctr_add(&sl->ctr.silenced, 1);
 		set_state(s, SK_SILENT);
 		return;
 	}
 	s->reply_delay_ms = (uint32_t)sk->opt.reply_delay_ms;
-	if (sink_chance(sl, f->tarpit))
+	if (sink_chance(sl, f->tarpit)) {
+		bench_ctr_add(&sl->ctr.tarpitted, 1);
 		s->reply_delay_ms = (uint32_t)f->tarpit_ms;
+	}
 	hold_begin(s);
 	out(s, buf_head(&sk->greeting), buf_used(&sk->greeting));
 }

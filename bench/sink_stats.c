@@ -197,7 +197,8 @@ static void json_tls(struct sink *sk, struct buf *out)
 /* sink_stats_json - sum every loop's counters into one line. */
 void sink_stats_json(struct sink *sk, struct buf *out)
 {
-	uint64_t msgs = 0, rcpts = 0, bytes = 0, dropped = 0, saved = 0;
+	uint64_t msgs = 0, rcpts = 0, bytes = 0, dropped = 0, dropped_250 = 0, saved = 0;
+	uint64_t silenced = 0, tarpitted = 0;
 	struct histo *hs[256];
 	unsigned nh = 0;
 	for (unsigned t = 0; t < sk->opt.threads; t++) {
@@ -206,6 +207,9 @@ void sink_stats_json(struct sink *sk, struct buf *out)
 		rcpts += bench_ctr_get(&c->recipients);
 		bytes += bench_ctr_get(&c->bytes);
 		dropped += bench_ctr_get(&c->dropped);
+		dropped_250 += bench_ctr_get(&c->dropped_250);
+		silenced += bench_ctr_get(&c->silenced);
+		tarpitted += bench_ctr_get(&c->tarpitted);
 		saved += bench_ctr_get(&c->saved);
 		if (nh < RP_ARRAY_LEN(hs))
 			hs[nh++] = &c->latency;
@@ -221,6 +225,12 @@ void sink_stats_json(struct sink *sk, struct buf *out)
 	json_u64(out, "peak_sessions",
 	         (uint64_t)atomic_load_explicit(&sk->peak_sessions, memory_order_relaxed), true);
 	json_u64(out, "dropped", dropped, true);
+	if (sk->opt.faults.drop250 > 0)
+		json_u64(out, "dropped_250", dropped_250, true);
+	if (sk->opt.faults.silence > 0)
+		json_u64(out, "silenced", silenced, true);
+	if (sk->opt.faults.tarpit > 0)
+		json_u64(out, "tarpitted", tarpitted, true);
 	if (sk->opt.save_dir)
 		json_u64(out, "saved", saved, true);
 	buf_puts(out, ", \"rejected\": {");

@@ -177,7 +177,7 @@ struct spool *spool_open(const struct spool_options *o, char *err, size_t errlen
 		         (unsigned long long)o->max_size);
 	if (!open_dbs(sp, err, errlen))
 		goto fail;
-	spool_refresh_usage(sp);
+	spool_refresh_usage(sp, true);
 	if (!mq_init(&sp->inbox, false)) {
 		snprintf(err, errlen, "cannot create an eventfd: %s", strerror(errno));
 		goto fail;
@@ -238,7 +238,7 @@ void spool_usage(const struct spool *sp, struct spool_usage *u)
 	u->evicted = atomic_load(&sp->evicted);
 }
 
-void spool_refresh_usage(struct spool *sp)
+void spool_refresh_usage(struct spool *sp, bool announce)
 {
 	MDB_envinfo info;
 	struct statvfs vfs;
@@ -247,18 +247,22 @@ void spool_refresh_usage(struct spool *sp)
 	mdb_env_info(sp->env, &info);
 	/* Live pages: what every database holds now. The file's extent
 	 * (last_pgno) only grows; freed pages inside it are reused first. */
-	uint64_t live_pages = 4; /* the two meta pages and the free and main DB roots */
+	uint64_t live_pages = 4;  /* the two meta pages and the free and main DB roots */
+	uint64_t state_pages = 0; /* what state updates rewrite: msg, rcpt, expire */
 	MDB_txn *txn;
 	if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) == 0) {
 		MDB_dbi dbis[] = {
-			sp->dbi_meta,   sp->dbi_msg,  sp->dbi_body,      sp->dbi_rcpt,
-			sp->dbi_expire, sp->dbi_mbox, sp->dbi_mbox_meta, sp->dbi_suppress
+			sp->dbi_msg,  sp->dbi_rcpt,      sp->dbi_expire,   sp->dbi_meta,
+			sp->dbi_body, sp->dbi_mbox_meta, sp->dbi_suppress, sp->dbi_mbox
 		};
 		for (size_t i = 0; i < RP_ARRAY_LEN(dbis); i++) {
 			MDB_stat st2;
-			if (mdb_stat(txn, dbis[i], &st2) == 0)
-				live_pages +=
-				    st2.ms_branch_pages + st2.ms_leaf_pages + st2.ms_overflow_pages;
+			if (mdb_stat(txn, dbis[i], &st2) != 0)
+				continue;
+			uint64_t n =
+			    st2.ms_branch_pages + st2.ms_leaf_pages + st2.ms_overflow_pages;
+			live_pages += n;
+			state_pages += i < 3 ? n : 0;
 		}
 		mdb_txn_abort(txn);
 	}
@@ -270,19 +274,47 @@ void spool_refresh_usage(struct spool *sp)
 	snprintf(path, sizeof(path), "%s/data.mdb", sp->dir);
 	if (stat(path, &st) == 0)
 		atomic_store(&sp->file_size, (uint64_t)st.st_size);
+	uint64_t file = atomic_load(&sp->file_size);
 	atomic_store(&sp->used, used);
 	atomic_store(&sp->disk_free, free_disk);
-	/* Keep 5% of the map (at least 8 MiB) for state updates and deletes,
-	 * which must go on when new mail is refused. */
-	uint64_t reserve = RP_MAX(sp->opt.max_size / 20, 8ull << 20);
-	bool ok = free_disk >= sp->opt.min_free && used + reserve < sp->opt.max_size;
-	bool was = atomic_exchange(&sp->accepting, ok);
+	/* Keep room for state updates and deletes, which must go on when new
+	 * mail is refused: 5% of the map (at least 8 MiB), and on disk
+	 * min_free, but at least twice the state records: one pass of
+	 * deferrals rewrites every recipient record (copy on write), and the
+	 * pages it frees are reused only two transactions later. Free pages
+	 * inside data.mdb are reused before the file grows, so they count as
+	 * room: a spool that once filled the disk and has drained since takes
+	 * mail again (the file never shrinks). */
+	uint64_t state = 2 * state_pages * sp->page_size;
+	uint64_t reserve = RP_MAX(RP_MAX(sp->opt.max_size / 20, 8ull << 20), state);
+	int64_t map_room = (int64_t)sp->opt.max_size - (int64_t)reserve - (int64_t)used;
+	int64_t room = map_room;
+	if (free_disk != UINT64_MAX) {
+		uint64_t inside = file > used ? file - used : 0;
+		uint64_t keep = RP_MAX(sp->opt.min_free, state);
+		int64_t disk_room = (int64_t)RP_MIN(free_disk + inside, (uint64_t)INT64_MAX / 2) -
+		                    (int64_t)RP_MIN(keep, (uint64_t)INT64_MAX / 2);
+		room = RP_MIN(room, disk_room);
+	}
+	/* Refuse at MAIL (or the API's first check) once less than SPOOL_ROOM_MIN
+	 * is left, rather than take a message's bytes only to refuse it at its
+	 * end; /healthz and /v1/stats then agree with what clients get. */
+	bool ok = room >= (int64_t)SPOOL_ROOM_MIN;
+	atomic_store(&sp->room, room);
+	atomic_store(&sp->accepting, ok);
 	bool first = !sp->usage_known;
 	sp->usage_known = true;
-	if (first ? !ok : was != ok)
-		log_warn("spool: %s new mail (used %llu of %llu bytes, %llu bytes free on disk)",
-		         ok ? "accepting" : "refusing", (unsigned long long)used,
-		         (unsigned long long)sp->opt.max_size, (unsigned long long)free_disk);
+	if (!announce || (first ? ok : sp->logged_ok == ok)) {
+		if (first)
+			sp->logged_ok = true; /* the first refusal is announced when seen */
+		return;
+	}
+	sp->logged_ok = ok;
+	log_warn("spool: %s new mail (used %llu of %llu bytes, file %llu bytes, %llu bytes free "
+	         "on disk, min_free %llu)",
+	         ok ? "accepting" : "refusing", (unsigned long long)used,
+	         (unsigned long long)sp->opt.max_size, (unsigned long long)file,
+	         (unsigned long long)free_disk, (unsigned long long)sp->opt.min_free);
 }
 
 /* ---- readers ----------------------------------------------------------- */

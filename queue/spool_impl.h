@@ -9,6 +9,7 @@
 #include "spool.h"
 
 #define SPOOL_FORMAT_VERSION 1
+#define SPOOL_ROOM_MIN       (1u << 20) /* less room than this: not accepting */
 /* Bodies are stored in chunks that never need more than one page each:
  * whole overflow pages (spool.page_max bytes) for the bulk of a message,
  * and quarter-page leaf chunks (spool.inline_max bytes) for the rest, which
@@ -34,7 +35,11 @@ struct spool {
 
 	_Atomic uint64_t next_id;
 	_Atomic bool accepting;  /* disk and map have room */
+	_Atomic int64_t room;    /* bytes new mail may take: beyond min_free on disk
+	                          * (free pages inside data.mdb count) and beyond the
+	                          * map's reserve; accepting == room >= SPOOL_ROOM_MIN */
 	bool usage_known;        /* refreshed at least once (writer thread after open) */
+	bool logged_ok;          /* the accepting state the log last announced */
 	_Atomic uint64_t used;   /* live pages * page size */
 	_Atomic uint64_t extent; /* highest page ever used * page size */
 	_Atomic uint64_t file_size, disk_free, commits, syncs, evicted;
@@ -115,7 +120,9 @@ bool spool_suppressed(struct spool *sp, MDB_txn *txn, const char *addr, size_t l
 bool spool_writer_start(struct spool *sp, char *err, size_t errlen);
 /* spool_writer_stop - answer what is queued, then join the thread. */
 void spool_writer_stop(struct spool *sp);
-/* spool_refresh_usage - recompute the numbers behind spool_accepting. */
-void spool_refresh_usage(struct spool *sp);
+/* spool_refresh_usage - recompute the numbers behind spool_accepting (the
+ * writer thread); with announce, log when accepting changed since the last
+ * announcement (at most once per call site's period, never per batch). */
+void spool_refresh_usage(struct spool *sp, bool announce);
 
 #endif

@@ -8,6 +8,20 @@
  *
  * A request that fails (map full, disk full) fails alone: the batch is then
  * replayed with one nested transaction per request.
+ *
+ * Room: new mail is taken only while it leaves [queue] min_free on the disk
+ * (free pages inside data.mdb count) and the map's reserve; the numbers are
+ * refreshed at every batch that holds a submit and each submit's size is
+ * counted against them, so a burst cannot run the disk dry between two
+ * maintenance ticks. The reserve is for what must go on while new mail is
+ * refused: state updates, deletes, DSNs.
+ *
+ * When the disk fills anyway (another process took the space), requests
+ * nobody waits for (state updates, DSNs) are not dropped: they wait in the
+ * writer, in order, and are tried again every maintenance tick until space
+ * returns. Dropping them would leave delivered mail queued in the spool,
+ * never freeing its pages (a disk full for good) and delivered again after
+ * a restart.
  */
 #include <errno.h>
 #include <poll.h>
@@ -23,7 +37,8 @@
 #define BATCH_MAX_BYTES   (64u << 20)
 #define MAINT_INTERVAL_MS 1000
 #define EXPIRE_PER_TXN    2000
-#define EXPIRE_BUDGET_MS  200 /* per maintenance pass: the writer has mail to commit */
+#define EXPIRE_BUDGET_MS  200   /* per maintenance pass: the writer has mail to commit */
+#define FULL_LOG_MS       10000 /* at most one "disk full" line this often */
 
 struct writer;
 static int message_done(struct writer *w, MDB_txn *txn, struct spool_msg *m);
@@ -32,6 +47,12 @@ struct writer {
 	struct spool *sp;
 	uint64_t max_id;    /* largest message id stored: larger ones may MDB_APPEND */
 	struct buf scratch; /* re-encoding records */
+	int64_t room;       /* bytes new mail may still take in this batch */
+	/* Requests without a reply that failed for lack of room, oldest
+	 * first, linked through item.next: tried again every tick. */
+	struct mq_item *held, **held_tail;
+	unsigned nheld;
+	uint64_t full_logged_ms; /* last "disk full" log line */
 };
 
 /* status_of - map an LMDB/errno code to what the client is told. */
@@ -111,11 +132,26 @@ static char **check_suppressed(struct spool *sp, MDB_txn *txn, struct spool_subm
 	return why;
 }
 
+/* submit_cost - what s may take in the spool, generously: its bodies, its
+ * records, per-chunk overhead and a page or two of tree growth. */
+static int64_t submit_cost(const struct spool *sp, const struct spool_submit *s)
+{
+	uint64_t bytes = s->msg.body_len;
+	for (unsigned i = 0; i < s->nvariants; i++)
+		bytes += s->variants[i].iov_len;
+	bytes += bytes / 8 + spool_msg_size(&s->msg) + 2ull * sp->page_size;
+	for (uint32_t i = 0; i < s->msg.nrcpt; i++)
+		bytes += spool_rcpt_size(&s->rcpts[i]) + 32;
+	return (int64_t)bytes;
+}
+
 static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 {
 	struct spool *sp = w->sp;
-	if (!spool_accepting(sp))
-		return MDB_MAP_FULL;
+	int64_t cost = submit_cost(sp, s);
+	if (cost > w->room)
+		return MDB_MAP_FULL; /* answered 452 4.3.1 / 503 */
+	w->room -= cost;
 	uint64_t id = s->msg.id;
 	/* max_id is never below the largest key stored, so a larger id may
 	 * be appended in every database (all keys start with the id). */
@@ -346,12 +382,42 @@ static bool touches_mbox(const struct spool_req *req)
 	       req->type == SPOOL_REQ_MBOX_EXPUNGE || req->type == SPOOL_REQ_INBOUND;
 }
 
-static void reply(struct spool_req *req)
+/* reply - answer req; one nobody waits for is freed, or held for the next
+ * tick when it failed for lack of room. */
+static void reply(struct writer *w, struct spool_req *req)
 {
-	if (req->reply_to)
+	if (req->reply_to) {
 		mq_push(req->reply_to, &req->item, req->reply_fn);
-	else
+	} else if (req->status == SPOOL_EFULL) {
+		req->item.next = NULL;
+		*w->held_tail = &req->item;
+		w->held_tail = &req->item.next;
+		w->nheld++;
+	} else {
 		free(req);
+	}
+}
+
+/* log_failure - a failed transaction; "no room" at most every FULL_LOG_MS
+ * (while the disk is full every batch fails the same way). */
+static void log_failure(struct writer *w, const char *what, int rc)
+{
+	if (status_of(rc) == SPOOL_EFULL) {
+		uint64_t now = rp_mono_ms();
+		if (w->full_logged_ms && now - w->full_logged_ms < FULL_LOG_MS)
+			return;
+		w->full_logged_ms = now;
+	}
+	log_error("spool: %s: %s", what, mdb_strerror(rc));
+}
+
+/* has_submit - whether new mail is among reqs (room is then refreshed). */
+static bool has_submit(struct spool_req **reqs, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (reqs[i]->type == SPOOL_REQ_SUBMIT)
+			return true;
+	return false;
 }
 
 static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
@@ -359,12 +425,16 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 	struct spool *sp = w->sp;
 	MDB_txn *txn;
 	bool sync = false;
+	/* Fresh numbers for new mail: a second of it can fill a small disk. */
+	if (has_submit(reqs, n))
+		spool_refresh_usage(sp, false);
+	w->room = atomic_load(&sp->room);
 	int rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
 	if (rc) {
-		log_error("spool: cannot begin a write transaction: %s", mdb_strerror(rc));
+		log_failure(w, "cannot begin a write transaction", rc);
 		for (unsigned i = 0; i < n; i++) {
 			reqs[i]->status = status_of(rc);
-			reply(reqs[i]);
+			reply(w, reqs[i]);
 		}
 		return;
 	}
@@ -385,6 +455,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 			log_warn("spool: batch failed (%s), retrying requests one by one",
 			         mdb_strerror(rc));
 		sync = false;
+		w->room = atomic_load(&sp->room); /* the fast path's counts are void */
 		rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
 		for (i = 0; !rc && i < n; i++) {
 			MDB_txn *child = NULL;
@@ -402,7 +473,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 		if (rc) {
 			for (i = 0; i < n; i++) {
 				reqs[i]->status = status_of(rc);
-				reply(reqs[i]);
+				reply(w, reqs[i]);
 			}
 			return;
 		}
@@ -414,7 +485,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 		atomic_fetch_add(&sp->syncs, 1);
 	}
 	if (rc) {
-		log_error("spool: commit failed: %s", mdb_strerror(rc));
+		log_failure(w, "commit failed", rc);
 		for (i = 0; i < n; i++)
 			reqs[i]->status = status_of(rc);
 	}
@@ -424,7 +495,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 	if (mbox)
 		spool_mbox_changed(sp);
 	for (i = 0; i < n; i++)
-		reply(reqs[i]);
+		reply(w, reqs[i]);
 }
 
 static size_t req_bytes(const struct spool_req *req)
@@ -510,26 +581,65 @@ static void expire(struct writer *w)
 {
 	struct spool *sp = w->sp;
 	uint64_t start = rp_mono_ms(), now = rp_now_ms(), total = 0;
-	bool evict = atomic_load(&sp->used) > sp->opt.max_size / 2;
+	bool evict = atomic_load(&sp->used) > sp->opt.max_size / 2 || !spool_accepting(sp);
 	for (;;) {
 		unsigned n = expire_batch(w, now, evict);
 		total += n;
 		if (n < EXPIRE_PER_TXN || rp_mono_ms() - start >= EXPIRE_BUDGET_MS)
 			break;
 		if (evict) {
-			spool_refresh_usage(sp);
-			evict = atomic_load(&sp->used) > sp->opt.max_size / 2;
+			spool_refresh_usage(sp, false);
+			evict =
+			    atomic_load(&sp->used) > sp->opt.max_size / 2 || !spool_accepting(sp);
 		}
 	}
 	if (total)
 		log_debug("spool: forgot %llu finished messages%s", (unsigned long long)total,
-		          evict ? " (early: the spool is over half full)" : "");
+		          evict ? " (early: the spool is over half full, or the disk is)" : "");
+}
+
+/* retry_held - try the held requests again, in order; those that still
+ * find no room are held again. */
+static void retry_held(struct writer *w)
+{
+	struct mq_item *list = w->held;
+	unsigned n = w->nheld;
+	if (!list)
+		return;
+	w->held = NULL;
+	w->held_tail = &w->held;
+	w->nheld = 0;
+	process(w, list);
+	if (!w->nheld) {
+		log_info("spool: %u delayed state updates written", n);
+	} else if (!w->full_logged_ms || rp_mono_ms() - w->full_logged_ms >= FULL_LOG_MS) {
+		w->full_logged_ms = rp_mono_ms();
+		log_warn("spool: %u state updates wait for room (disk or spool full)", w->nheld);
+	}
+}
+
+/* drop_held - at the stop: what still found no room is lost (those
+ * recipients are attempted again after the restart: at least once). */
+static void drop_held(struct writer *w)
+{
+	if (w->nheld)
+		log_error("spool: %u state updates could not be written (no room); their "
+		          "recipients will be attempted again after a restart",
+		          w->nheld);
+	while (w->held) {
+		struct mq_item *next = w->held->next;
+		free(RP_CONTAINER_OF(w->held, struct spool_req, item));
+		w->held = next;
+	}
+	w->held_tail = &w->held;
+	w->nheld = 0;
 }
 
 static void *writer_main(void *arg)
 {
 	struct writer w = { .sp = arg };
 	struct spool *sp = w.sp;
+	w.held_tail = &w.held;
 	uint64_t last_maint = rp_mono_ms();
 	log_set_thread("writer");
 	/* The largest stored id: everything above it may be appended. */
@@ -550,13 +660,17 @@ static void *writer_main(void *arg)
 		uint64_t now = rp_mono_ms();
 		if (now - last_maint >= MAINT_INTERVAL_MS) {
 			last_maint = now;
-			spool_refresh_usage(sp);
+			spool_refresh_usage(sp, true);
+			retry_held(&w);
 			expire(&w);
 			spool_mbox_expire(sp, rp_now_ms());
 		}
 		if (!list && atomic_load(&sp->stopping))
 			break;
 	}
+	spool_refresh_usage(sp, false);
+	retry_held(&w);
+	drop_held(&w);
 	buf_free(&w.scratch);
 	return NULL;
 }

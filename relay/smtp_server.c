@@ -96,6 +96,7 @@ void srv_tx_reset(struct srv_session *s)
 	s->bdat_last = false;
 	s->bdat_error = NULL;
 	s->bdat_left = 0;
+	s->msg_nomem = false;
 	if (s->msg.cap > KEEP_MSG_BYTES)
 		buf_shrink(&s->msg, 0);
 	else
@@ -121,6 +122,10 @@ static void refuse(struct srv_session *s, const char *text)
 void srv_commit(struct srv_session *s, unsigned content_flags)
 {
 	const struct config *cfg = srv_cfg(s);
+	if (s->msg_nomem) {
+		refuse(s, "452 4.3.1 Insufficient system storage");
+		return;
+	}
 	if (content_flags & SMTP_DATA_TOO_BIG) {
 		refuse(s, "552 5.3.4 Message size exceeds fixed maximum message size");
 		return;
@@ -262,13 +267,41 @@ bool srv_may_free(struct srv_session *s)
 
 /* ---- input ------------------------------------------------------------- */
 
+/* msg_room - room for more bytes of content in s->msg, from an allocator
+ * that may fail: a message's size is the client's choice, so running out
+ * of memory for it refuses the message (452 4.3.1 at its end, the content
+ * read and dropped), never the daemon. False when there is none. */
+static bool msg_room(struct srv_session *s, size_t more)
+{
+	if (s->msg_nomem)
+		return false;
+	if (buf_try_reserve(&s->msg, more))
+		return true;
+	log_warn("smtpd %s: no memory for %zu more bytes of a message of %zu: refused with 452",
+	         s->peer, more, buf_used(&s->msg));
+	s->msg_nomem = true;
+	buf_free(&s->msg);
+	return false;
+}
+
+/* The DATA receiver appends at most two bytes per byte read (a bare LF is
+ * stored as CRLF): input is fed in steps whose room is made first. */
+#define FEED_STEP (64u * 1024)
+
 static void feed_data(struct srv_session *s)
 {
 	struct buf *in = &s->conn.in;
-	bool done;
-	size_t n = smtp_data_rx_feed(&s->rx, buf_head(in), buf_used(in), &s->msg, &done);
-	buf_consume(in, n);
-	s->data_bytes += n;
+	bool done = false;
+	while (buf_used(in) && !done) {
+		size_t take = RP_MIN(buf_used(in), (size_t)FEED_STEP);
+		if (!(s->rx.flags & SMTP_DATA_TOO_BIG) && !msg_room(s, 2 * take + 8))
+			s->rx.max_size = 0; /* store nothing more: the end answers 452 */
+		size_t n = smtp_data_rx_feed(&s->rx, buf_head(in), take, &s->msg, &done);
+		buf_consume(in, n);
+		s->data_bytes += n;
+		if (!n)
+			break;
+	}
 	if (done)
 		srv_commit(s, s->rx.flags);
 }
@@ -277,6 +310,8 @@ static void feed_bdat(struct srv_session *s)
 {
 	struct buf *in = &s->conn.in;
 	size_t n = (size_t)RP_MIN((uint64_t)buf_used(in), s->bdat_left);
+	if (!s->bdat_error && !msg_room(s, n))
+		s->bdat_error = "452 4.3.1 Insufficient system storage";
 	if (!s->bdat_error) {
 		smtp_chunk_check(&s->chunk, buf_head(in), n, srv_cfg(s)->max_line_length);
 		buf_append(&s->msg, buf_head(in), n);

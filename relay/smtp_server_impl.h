@@ -125,6 +125,7 @@ struct srv_session {
 	bool bdat_last;
 	enum srv_state bdat_prev; /* state before the chunk */
 	const char *bdat_error;   /* reply for the chunk being skipped */
+	bool msg_nomem;           /* no memory for the content: read on, store none, 452 */
 	uint64_t bdat_left;
 	struct smtp_chunk_state chunk;
 };
