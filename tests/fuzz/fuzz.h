@@ -65,6 +65,8 @@ struct fuzz_env {
 	struct config_ref gen; /* cfg only: no TLS, no users, no DKIM keys */
 	char dir[128];
 	unsigned spools; /* spools made so far (fuzz_env_recycle) */
+	int drain_fd;    /* the client's end: read and dropped while the loop runs
+	                  * (the server's sends complete), -1 = none */
 };
 
 /* fuzz_env_get - the environment, made on the first call with a config

@@ -160,6 +160,7 @@ struct fuzz_env *fuzz_env_get(const char *conf)
 		abort();
 	}
 	env.gen.cfg = env.cfg;
+	env.drain_fd = -1;
 	struct loop_config lc = {
 		.sq_entries = 256, .cq_entries = 1024, .buf_count = 16, .buf_size = 16384
 	};
@@ -197,6 +198,9 @@ struct run_ctx {
 static void run_check(struct loop_defer *d)
 {
 	struct run_ctx *c = RP_CONTAINER_OF(d, struct run_ctx, d);
+	char sink[16384];
+	while (env.drain_fd >= 0 && read(env.drain_fd, sink, sizeof(sink)) > 0)
+		;
 	if (c->done(c->arg)) {
 		loop_stop(c->loop);
 		return;
