@@ -9,7 +9,7 @@
  * Input: a mode byte (bit 0: the session starts logged in, as after a
  * LOGIN; bits 1-7: how the bytes are cut into the chunks that arrive one
  * by one, 0 = all at once), then what the client sends. The session runs
- * on the loop over an AF_UNIX socketpair; its responses are not read.
+ * on the loop over an AF_UNIX socketpair; its responses are read and dropped.
  * Messages it expunges are put back before the next input.
  */
 #include <stdlib.h>
@@ -101,6 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct imap_server *srv = imap_server_new(&p);
 	int fds[2];
 	fuzz_socketpair(fds);
+	e->drain_fd = fds[1];
 	imap_session_start(srv, fds[0], false);
 	r.s = rp_list_entry(srv->sessions.next, struct imap_session, link);
 	if (logged_in) {
@@ -125,6 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_env_run(e, gone, &r);
 	}
 	imap_server_free(srv);
+	e->drain_fd = -1;
 	close(fds[1]);
 	fuzz_env_recycle(e);
 	return 0;
