@@ -437,6 +437,7 @@ static void uid_expunge(struct imap_session *s, struct imap_parser *ps)
 {
 	struct imap_seqset set;
 	if (!imap_p_seqset(ps, &set) || !imap_p_eol(ps)) {
+		imap_seqset_free(&set); /* parsed, but junk after it (empty when not parsed) */
 		imap_bad(s, "Syntax: UID EXPUNGE set");
 		return;
 	}

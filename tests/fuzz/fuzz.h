@@ -65,6 +65,8 @@ struct fuzz_env {
 	struct config_ref gen; /* cfg only: no TLS, no users, no DKIM keys */
 	char dir[128];
 	unsigned spools; /* spools made so far (fuzz_env_recycle) */
+	int drain_fd;    /* the client's end: read and dropped while the loop runs
+	                  * (the server's sends complete), -1 = none */
 };
 
 /* fuzz_env_get - the environment, made on the first call with a config
@@ -78,6 +80,10 @@ void fuzz_env_recycle(struct fuzz_env *e);
 /* fuzz_env_run - run the loop until done(arg) is true; the loop does not
  * sleep meanwhile. Aborts after 10 s (a hang). */
 void fuzz_env_run(struct fuzz_env *e, bool (*done)(void *arg), void *arg);
+/* fuzz_env_mailbox - between inputs: the bounce mailbox holds at least n
+ * messages; missing ones are appended from msgs (blocking on the spool
+ * writer), so that what sessions expunge comes back. */
+void fuzz_env_mailbox(struct fuzz_env *e, const char *const *msgs, unsigned n);
 /* fuzz_socketpair - a connected AF_UNIX stream pair (non-blocking); aborts
  * when it cannot be made. */
 void fuzz_socketpair(int fds[2]);

@@ -9,9 +9,9 @@
  * arrive one by one, 0 = all at once), then what the client sends. The
  * key is "fuzz-key-0123456789"; the dictionary and the seeds carry it.
  * The session runs on the loop over an AF_UNIX socketpair; its responses
- * are not read. The shards's answers to stats and administration requests
- * (relay/shard_api.c) are stood in for: empty counters, unknown domains,
- * answered later on the loop as the shards does.
+ * are read and dropped. The daemon's answers to stats and administration
+ * requests (relay/shard_api.c) are stood in for: empty counters, unknown
+ * domains, answered later on the loop as the daemon does.
  */
 #include <stdlib.h>
 #include <unistd.h>
@@ -141,6 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	api_set_session_gone(srv, session_gone);
 	int fds[2];
 	fuzz_socketpair(fds);
+	e->drain_fd = fds[1];
 	api_session_start(srv, fds[0]);
 	r.s = rp_list_entry(srv->sessions.next, struct api_session, link);
 
@@ -161,6 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_env_run(e, gone, &r);
 	}
 	api_server_free(srv);
+	e->drain_fd = -1;
 	close(fds[1]);
 	current = NULL;
 	fuzz_env_recycle(e);

@@ -8,7 +8,7 @@
  * Input: a mode byte (bit 0: the bounce MX; bits 1-7: how the bytes are
  * cut into the chunks that arrive one by one, 0 = all at once), then
  * what the client sends. The session runs on the loop over an AF_UNIX
- * socketpair; its replies are not read.
+ * socketpair; its replies are read and dropped.
  */
 #include <stdlib.h>
 #include <unistd.h>
@@ -93,6 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct smtpd *srv = smtpd_new(&p);
 	int fds[2];
 	fuzz_socketpair(fds);
+	e->drain_fd = fds[1];
 	smtpd_session_start(srv, fds[0], false);
 	r.s = rp_list_entry(srv->sessions.next, struct srv_session, link);
 	r.s->relay_ok = !inbound; /* a client inside [submission] networks */
@@ -114,6 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_env_run(e, gone, &r);
 	}
 	smtpd_free(srv);
+	e->drain_fd = -1;
 	close(fds[1]);
 	fuzz_env_recycle(e);
 	return 0;

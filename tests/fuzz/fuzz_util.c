@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/mq.h"
 #include "base/loop.h"
 #include "base/util.h"
 #include "queue/spool.h"
@@ -159,6 +160,7 @@ struct fuzz_env *fuzz_env_get(const char *conf)
 		abort();
 	}
 	env.gen.cfg = env.cfg;
+	env.drain_fd = -1;
 	struct loop_config lc = {
 		.sq_entries = 256, .cq_entries = 1024, .buf_count = 16, .buf_size = 16384
 	};
@@ -196,6 +198,9 @@ struct run_ctx {
 static void run_check(struct loop_defer *d)
 {
 	struct run_ctx *c = RP_CONTAINER_OF(d, struct run_ctx, d);
+	char sink[16384];
+	while (env.drain_fd >= 0 && read(env.drain_fd, sink, sizeof(sink)) > 0)
+		;
 	if (c->done(c->arg)) {
 		loop_stop(c->loop);
 		return;
@@ -216,6 +221,38 @@ void fuzz_env_run(struct fuzz_env *e, bool (*done)(void *arg), void *arg)
 	};
 	loop_defer_next(e->loop, &c.d, run_check);
 	loop_run(e->loop);
+}
+
+static bool count_one(const struct spool_mbox_entry *m, void *arg)
+{
+	(void)m;
+	(*(unsigned *)arg)++;
+	return true;
+}
+
+void fuzz_env_mailbox(struct fuzz_env *e, const char *const *msgs, unsigned n)
+{
+	unsigned have = 0;
+	if (!spool_reader_begin(e->reader))
+		abort();
+	spool_mbox_foreach(e->reader, 1, count_one, &have);
+	spool_reader_end(e->reader);
+	for (unsigned i = have; i < n; i++) {
+		struct mq q;
+		if (!mq_init(&q, true))
+			abort();
+		struct spool_req req = { .type = SPOOL_REQ_MBOX_PUT, .reply_to = &q };
+		req.u.mbox.data = msgs[i];
+		req.u.mbox.len = strlen(msgs[i]);
+		req.u.mbox.date_ms = 1136214245000ull + i * 3600000ull;
+		spool_request(e->spool, &req);
+		struct mq_item *got;
+		while (!(got = mq_take(&q)))
+			mq_wait(&q);
+		if (got != &req.item || req.status != SPOOL_OK)
+			abort();
+		mq_destroy(&q);
+	}
 }
 
 void fuzz_socketpair(int fds[2])

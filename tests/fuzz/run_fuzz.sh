@@ -22,5 +22,5 @@ if [ -d "$here/corpus/$name" ]; then
 fi
 echo "== $name: fuzzing for $secs s"
 # shellcheck disable=SC2086
-exec "$bin" $dict -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+"$bin" $dict -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
   -print_final_stats=1 -artifact_prefix="$art/$name-" "$tmp/corpus"
