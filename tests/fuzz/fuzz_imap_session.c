@@ -91,13 +91,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size--;
 
 	struct run r = { 0 };
-	struct imap_params p = { .loop = e->loop,
-		                 .spool = e->spool,
-		                 .reader = e->reader,
-		                 .limiter = limiter,
-		                 .cfg = &mcfg,
-		                 .session_gone = session_gone,
-		                 .arg = &r };
+	struct mailbox_params p = { .loop = e->loop,
+		                    .spool = e->spool,
+		                    .reader = e->reader,
+		                    .limiter = limiter,
+		                    .cfg = &mcfg,
+		                    .session_gone = session_gone,
+		                    .arg = &r };
 	struct imap_server *srv = imap_server_new(&p);
 	int fds[2];
 	fuzz_socketpair(fds);

@@ -116,13 +116,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size--;
 
 	struct run r = { 0 };
-	struct pop3_params p = { .loop = e->loop,
-		                 .spool = e->spool,
-		                 .reader = e->reader,
-		                 .limiter = limiter,
-		                 .cfg = &mcfg,
-		                 .session_gone = session_gone,
-		                 .arg = &r };
+	struct mailbox_params p = { .loop = e->loop,
+		                    .spool = e->spool,
+		                    .reader = e->reader,
+		                    .limiter = limiter,
+		                    .cfg = &mcfg,
+		                    .session_gone = session_gone,
+		                    .arg = &r };
 	struct pop3_server *srv = pop3_server_new(&p);
 	int fds[2];
 	fuzz_socketpair(fds);
