@@ -27,6 +27,7 @@
 #include "mime.h"
 #include "queue/submit.h"
 #include "template.h"
+#include "api_submit_impl.h"
 
 #define TO_LIST_MAX 10 /* more recipients than this: To: undisclosed-recipients:; */
 
@@ -35,26 +36,6 @@
  * least 64 MiB. */
 #define API_RENDER_FACTOR 4
 #define API_RENDER_MIN    (64ull << 20)
-
-struct api_rcpt {
-	const char *email; /* JSON string, lives with the JSON document */
-	size_t len;
-	size_t at;    /* offset of '@' */
-	json_t *vars; /* recipient vars object or NULL */
-};
-
-struct api_msg {
-	struct submission sub;  /* envelope, recipients, prefix, the commit */
-	struct api_submit *req; /* the request it belongs to */
-	int status;             /* 0 = accepted so far; else its HTTP status */
-	char code[24];
-	char message[320];
-	struct buf body;      /* the shared content (after the prefix) */
-	struct buf *variants; /* per-recipient bodies, prefix included */
-	struct iovec *viov;
-	struct api_rcpt *to;
-	unsigned nrcpt;
-};
 
 struct api_submit {
 	struct api_session *s;
@@ -76,9 +57,7 @@ struct api_submit {
  * a few 1,000-message batches arriving together held the loop for 140 ms. */
 #define API_WORK_SLICE_NS 4000000ull
 
-static void msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
-    RP_PRINTF(4, 5);
-static void msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
+void api_msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
 {
 	if (m->status)
 		return;
@@ -92,23 +71,13 @@ static void msg_error(struct api_msg *m, int status, const char *code, const cha
 
 /* ---- fields ------------------------------------------------------------ */
 
-static bool check_address(struct api_msg *m, const char *field, const char *a, size_t n, size_t *at)
-{
-	enum addr_error e = addr_check(a, n, true, at);
-	if (e == ADDR_OK)
-		return true;
-	msg_error(m, 422, "invalid_address", "%s: '%.*s' is not a valid address (%s)", field,
-	          (int)RP_MIN(n, (size_t)200), a, addr_error_str(e));
-	return false;
-}
-
 static const char *opt_string(struct api_msg *m, json_t *o, const char *key, size_t *len)
 {
 	json_t *v = json_object_get(o, key);
 	if (!v || json_is_null(v))
 		return NULL;
 	if (!json_is_string(v)) {
-		msg_error(m, 400, "bad_field", "%s must be a string", key);
+		api_msg_error(m, 400, "bad_field", "%s must be a string", key);
 		return NULL;
 	}
 	if (len)
@@ -121,7 +90,7 @@ static bool scalar_vars(struct api_msg *m, json_t *vars, const char *where)
 	if (!vars)
 		return true;
 	if (!json_is_object(vars)) {
-		msg_error(m, 400, "bad_field", "%s must be an object", where);
+		api_msg_error(m, 400, "bad_field", "%s must be an object", where);
 		return false;
 	}
 	const char *k;
@@ -129,8 +98,8 @@ static bool scalar_vars(struct api_msg *m, json_t *vars, const char *where)
 	json_object_foreach(vars, k, v)
 	{
 		if (json_is_object(v) || json_is_array(v)) {
-			msg_error(m, 400, "bad_field", "%s.%s must be a string, number or boolean",
-			          where, k);
+			api_msg_error(m, 400, "bad_field",
+			              "%s.%s must be a string, number or boolean", where, k);
 			return false;
 		}
 	}
@@ -147,16 +116,16 @@ static bool parse_recipients(struct api_msg *m, json_t *to, uint32_t max)
 	} else if (json_is_array(to)) {
 		n = json_array_size(to);
 	} else {
-		msg_error(m, 400, "bad_field", "to must be an array of addresses");
+		api_msg_error(m, 400, "bad_field", "to must be an array of addresses");
 		return false;
 	}
 	if (!n) {
-		msg_error(m, 400, "bad_field", "to must name at least one recipient");
+		api_msg_error(m, 400, "bad_field", "to must name at least one recipient");
 		return false;
 	}
 	if (n > max) {
-		msg_error(m, 400, "bad_field", "to has %zu recipients; at most %u are allowed", n,
-		          max);
+		api_msg_error(m, 400, "bad_field", "to has %zu recipients; at most %u are allowed",
+		              n, max);
 		return false;
 	}
 	m->to = xcalloc(n, sizeof(*m->to));
@@ -173,8 +142,8 @@ static bool parse_recipients(struct api_msg *m, json_t *to, uint32_t max)
 			json_object_foreach(e, k, v)
 			{
 				if (strcmp(k, "email") && strcmp(k, "vars")) {
-					msg_error(m, 400, "bad_field", "%s: unknown field '%s'",
-					          where, k);
+					api_msg_error(m, 400, "bad_field", "%s: unknown field '%s'",
+					              where, k);
 					return false;
 				}
 			}
@@ -186,13 +155,13 @@ static bool parse_recipients(struct api_msg *m, json_t *to, uint32_t max)
 				return false;
 		}
 		if (!json_is_string(email)) {
-			msg_error(m, 400, "bad_field",
-			          "%s must be an address or {\"email\", \"vars\"}", where);
+			api_msg_error(m, 400, "bad_field",
+			              "%s must be an address or {\"email\", \"vars\"}", where);
 			return false;
 		}
 		r->email = json_string_value(email);
 		r->len = json_string_length(email);
-		if (!check_address(m, where, r->email, r->len, &r->at))
+		if (!api_check_address(m, where, r->email, r->len, &r->at))
 			return false;
 	}
 	return true;
@@ -259,116 +228,9 @@ static bool check_size(struct api_msg *m, const struct submission *sub,
 	uint64_t n = submission_size(sub);
 	if (n <= cfg->max_message_size)
 		return true;
-	msg_error(m, 413, "too_large", "the message%s is %llu bytes; the limit is %llu", which,
-	          (unsigned long long)n, (unsigned long long)cfg->max_message_size);
+	api_msg_error(m, 413, "too_large", "the message%s is %llu bytes; the limit is %llu", which,
+	              (unsigned long long)n, (unsigned long long)cfg->max_message_size);
 	return false;
-}
-
-/* The parts of a message that the JSON fields give, shared by every
- * recipient's copy. Strings point into the JSON document. */
-struct mime_parts {
-	const char *from, *subject, *text, *html;
-	size_t subj_len, text_len, html_len;
-	json_t *vars;           /* message vars, or NULL */
-	struct mime_header *hv; /* extra header fields */
-	unsigned nh;
-	const char *to_override;  /* headers.To */
-	const char *unsub_url;    /* unsubscribe.url (https), or NULL */
-	const char *unsub_mailto; /* unsubscribe.mailto, or NULL */
-	size_t unsub_url_len, unsub_mailto_len;
-	struct mime_attachment *att;
-	unsigned natt;
-	struct buf att_data; /* the decoded attachments */
-};
-
-/* to_list_ok - headers.To: addresses, each "addr" or "name <addr>" with
- * a display name of whole words (or one empty group "name:;"). */
-static bool to_list_ok(struct api_msg *m, const char *v)
-{
-	size_t n = strlen(v), start = 0;
-	bool q = false, angle = false;
-	if (n && v[n - 1] == ';' && memchr(v, ':', n) && !memchr(v, '@', n) && !memchr(v, '"', n))
-		return true; /* "undisclosed-recipients:;" */
-	for (size_t i = 0; i <= n; i++) {
-		if (i == n && (q || angle)) {
-			msg_error(m, 400, "bad_field", "headers.To has an unbalanced %s",
-			          q ? "quote" : "'<'");
-			return false;
-		}
-		char c = i < n ? v[i] : ',';
-		if (c == '\\' && q && i + 1 < n) {
-			i++;
-			continue;
-		}
-		if (c == '"')
-			q = !q;
-		else if (!q && c == '<')
-			angle = true;
-		else if (!q && c == '>')
-			angle = false;
-		if (c != ',' || q || angle)
-			continue;
-		const char *name, *addr, *why;
-		size_t nl, al;
-		if ((why = mime_mailbox_split(v + start, i - start, &name, &nl, &addr, &al))) {
-			msg_error(m, 400, "bad_field", "headers.To: '%.*s' %s",
-			          (int)RP_MIN(i - start, (size_t)200), v + start, why);
-			return false;
-		}
-		if (!check_address(m, "headers.To", addr, al, NULL))
-			return false;
-		start = i + 1;
-	}
-	return true;
-}
-
-/* parse_headers - the "headers" object: extra fields, with To apart. */
-static bool parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp)
-{
-	if (!hdrs || json_is_null(hdrs))
-		return true;
-	if (!json_is_object(hdrs)) {
-		msg_error(m, 400, "bad_field", "headers must be an object");
-		return false;
-	}
-	mp->hv = xcalloc(json_object_size(hdrs) + 1, sizeof(*mp->hv));
-	const char *k;
-	json_t *v;
-	json_object_foreach(hdrs, k, v)
-	{
-		if (!mime_header_name_ok(k)) {
-			msg_error(m, 400, "bad_field", "headers: '%s' is not a valid header name",
-			          k);
-			return false;
-		}
-		if (!json_is_string(v) ||
-		    !mime_header_value_ok(json_string_value(v), json_string_length(v))) {
-			msg_error(m, 400, "bad_field",
-			          "headers.%s must be a string without line breaks", k);
-			return false;
-		}
-		if (!strcasecmp(k, "To")) {
-			if (!to_list_ok(m, json_string_value(v)))
-				return false;
-			mp->to_override = json_string_value(v);
-			continue;
-		}
-		if (!strcasecmp(k, "Bcc")) {
-			msg_error(m, 400, "bad_field",
-			          "headers.Bcc would be shown to every recipient; put blind copies "
-			          "in to");
-			return false;
-		}
-		if (mime_header_reserved(k)) {
-			msg_error(m, 400, "bad_field",
-			          "headers.%s is set by ringpost; use the message fields", k);
-			return false;
-		}
-		mp->hv[mp->nh].name = k;
-		mp->hv[mp->nh].value = json_string_value(v);
-		mp->nh++;
-	}
-	return true;
 }
 
 /* ---- one-click unsubscribe (RFC 2369, RFC 8058) ------------------------ */
@@ -382,8 +244,8 @@ static bool parse_unsubscribe(struct api_msg *m, json_t *u, struct mime_parts *m
 	if (!u || json_is_null(u))
 		return true;
 	if (!json_is_object(u)) {
-		msg_error(m, 400, "bad_field",
-		          "unsubscribe must be an object: {\"url\", \"mailto\"}");
+		api_msg_error(m, 400, "bad_field",
+		              "unsubscribe must be an object: {\"url\", \"mailto\"}");
 		return false;
 	}
 	const char *k;
@@ -391,26 +253,27 @@ static bool parse_unsubscribe(struct api_msg *m, json_t *u, struct mime_parts *m
 	json_object_foreach(u, k, v)
 	{
 		if (strcmp(k, "url") && strcmp(k, "mailto")) {
-			msg_error(m, 400, "bad_field", "unsubscribe: unknown field '%s'", k);
+			api_msg_error(m, 400, "bad_field", "unsubscribe: unknown field '%s'", k);
 			return false;
 		}
 		if (!json_is_string(v) || !json_string_length(v)) {
-			msg_error(m, 400, "bad_field", "unsubscribe.%s must be a non-empty string",
-			          k);
+			api_msg_error(m, 400, "bad_field",
+			              "unsubscribe.%s must be a non-empty string", k);
 			return false;
 		}
 	}
 	json_t *url = json_object_get(u, "url"), *mt = json_object_get(u, "mailto");
 	if (!url && !mt) {
-		msg_error(m, 400, "bad_field", "unsubscribe needs url, mailto or both");
+		api_msg_error(m, 400, "bad_field", "unsubscribe needs url, mailto or both");
 		return false;
 	}
 	if (url) {
 		mp->unsub_url = json_string_value(url);
 		mp->unsub_url_len = json_string_length(url);
 		if (mp->unsub_url_len < 9 || strncasecmp(mp->unsub_url, "https://", 8)) {
-			msg_error(m, 400, "bad_field",
-			          "unsubscribe.url must be an https:// URL (RFC 8058 one-click)");
+			api_msg_error(
+			    m, 400, "bad_field",
+			    "unsubscribe.url must be an https:// URL (RFC 8058 one-click)");
 			return false;
 		}
 	}
@@ -420,8 +283,9 @@ static bool parse_unsubscribe(struct api_msg *m, json_t *u, struct mime_parts *m
 	}
 	for (unsigned i = 0; i < mp->nh; i++)
 		if (!strncasecmp(mp->hv[i].name, "List-Unsubscribe", 16)) {
-			msg_error(m, 400, "bad_field",
-			          "headers.%s cannot be combined with unsubscribe", mp->hv[i].name);
+			api_msg_error(m, 400, "bad_field",
+			              "headers.%s cannot be combined with unsubscribe",
+			              mp->hv[i].name);
 			return false;
 		}
 	return true;
@@ -437,8 +301,8 @@ static bool unsub_uri(struct api_msg *m, const char *what, const char *s, size_t
 	if (!strcmp(what, "mailto") && (n < 7 || strncasecmp(s, "mailto:", 7)))
 		buf_puts(out, "mailto:");
 	if (lc && !template_render(out, s, n, lookup, lc, TEMPLATE_URL, UNSUB_MAX + 1)) {
-		msg_error(m, 400, "bad_field", "unsubscribe.%s is longer than %d bytes", what,
-		          UNSUB_MAX);
+		api_msg_error(m, 400, "bad_field", "unsubscribe.%s is longer than %d bytes", what,
+		              UNSUB_MAX);
 		return false;
 	}
 	if (!lc)
@@ -446,21 +310,23 @@ static bool unsub_uri(struct api_msg *m, const char *what, const char *s, size_t
 	size_t len = buf_used(out) - start;
 	const unsigned char *p = (const unsigned char *)buf_head(out) + start;
 	if (memchr(p, '{', len) || memchr(p, '}', len)) {
-		msg_error(m, 400, "bad_field",
-		          "unsubscribe.%s has a {{placeholder}} no vars give (or a brace)", what);
+		api_msg_error(m, 400, "bad_field",
+		              "unsubscribe.%s has a {{placeholder}} no vars give (or a brace)",
+		              what);
 		return false;
 	}
 	for (size_t i = 0; i < len; i++)
 		if (p[i] <= ' ' || p[i] >= 0x7f || p[i] == '<' || p[i] == '>' || p[i] == '"') {
-			msg_error(m, 400, "bad_field",
-			          "unsubscribe.%s must be a URI: no blanks, quotes, angle brackets "
-			          "or non-ASCII (percent-encode them)",
-			          what);
+			api_msg_error(
+			    m, 400, "bad_field",
+			    "unsubscribe.%s must be a URI: no blanks, quotes, angle brackets "
+			    "or non-ASCII (percent-encode them)",
+			    what);
 			return false;
 		}
 	if (len > UNSUB_MAX) {
-		msg_error(m, 400, "bad_field", "unsubscribe.%s is longer than %d bytes", what,
-		          UNSUB_MAX);
+		api_msg_error(m, 400, "bad_field", "unsubscribe.%s is longer than %d bytes", what,
+		              UNSUB_MAX);
 		return false;
 	}
 	buf_puts(out, ">");
@@ -490,59 +356,6 @@ static bool unsub_headers(struct api_msg *m, const struct mime_parts *mp, struct
 		hv[(*nh)++] = (struct mime_header){ .name = "List-Unsubscribe-Post",
 			                            .value = "List-Unsubscribe=One-Click" };
 	return true;
-}
-
-/* parse_attachments - decoded into one buffer, then pointed at. */
-static bool parse_attachments(struct api_msg *m, json_t *atts, struct mime_parts *mp)
-{
-	if (!atts || json_is_null(atts))
-		return true;
-	if (!json_is_array(atts)) {
-		msg_error(m, 400, "bad_field", "attachments must be an array");
-		return false;
-	}
-	mp->natt = (unsigned)json_array_size(atts);
-	mp->att = xcalloc(mp->natt + 1, sizeof(*mp->att));
-	size_t *offs = xcalloc(mp->natt + 1, sizeof(*offs));
-	bool ok = false;
-	for (unsigned i = 0; i < mp->natt; i++) {
-		json_t *a = json_array_get(atts, i);
-		json_t *fn = json_object_get(a, "filename");
-		json_t *ct = json_object_get(a, "content_type");
-		json_t *content = json_object_get(a, "content");
-		if (!json_is_object(a) || !json_is_string(content) || (fn && !json_is_string(fn)) ||
-		    (ct && !json_is_string(ct))) {
-			msg_error(m, 400, "bad_field",
-			          "attachments[%u] needs filename, content_type (strings) and "
-			          "content (base64)",
-			          i);
-			goto out;
-		}
-		offs[i] = buf_used(&mp->att_data);
-		if (!base64_decode(json_string_value(content), json_string_length(content),
-		                   &mp->att_data)) {
-			msg_error(m, 400, "bad_field",
-			          "attachments[%u].content is not valid base64", i);
-			goto out;
-		}
-		mp->att[i].filename = fn ? json_string_value(fn) : NULL;
-		mp->att[i].content_type = ct ? json_string_value(ct) : NULL;
-		if (mp->att[i].filename &&
-		    !mime_header_value_ok(mp->att[i].filename, strlen(mp->att[i].filename))) {
-			msg_error(m, 400, "bad_field", "attachments[%u].filename has a line break",
-			          i);
-			goto out;
-		}
-	}
-	offs[mp->natt] = buf_used(&mp->att_data);
-	for (unsigned i = 0; i < mp->natt; i++) {
-		mp->att[i].data = (const unsigned char *)buf_head(&mp->att_data) + offs[i];
-		mp->att[i].len = offs[i + 1] - offs[i];
-	}
-	ok = true;
-out:
-	free(offs);
-	return ok;
 }
 
 /* mime_of - the MIME description of the parts (to, bodies and ids set by
@@ -600,7 +413,7 @@ static bool build_shared(struct api_msg *m, const struct mime_parts *mp,
 	buf_free(&uv);
 	free(hv);
 	if (!built) {
-		msg_error(m, 400, "bad_field", "%s", err);
+		api_msg_error(m, 400, "bad_field", "%s", err);
 		return false;
 	}
 	submission_content(&m->sub, buf_head(&m->body), buf_used(&m->body));
@@ -638,12 +451,13 @@ static bool render_rcpt(struct api_msg *m, const struct mime_parts *mp, unsigned
 	    (mp->html && !(r->html = render(mp->html, mp->html_len, lc, true, &left, &r->hl)))) {
 		rendered_free(r);
 		if (by_request)
-			msg_error(m, 413, "too_large",
-			          "the request renders more than %llu bytes for its recipients (at "
-			          "to[%u]); send fewer recipients or messages per request",
-			          (unsigned long long)(m->req->render_max), i);
+			api_msg_error(
+			    m, 413, "too_large",
+			    "the request renders more than %llu bytes for its recipients (at "
+			    "to[%u]); send fewer recipients or messages per request",
+			    (unsigned long long)(m->req->render_max), i);
 		else
-			msg_error(
+			api_msg_error(
 			    m, 413, "too_large",
 			    "the message for to[%u] renders to more than %llu bytes, the limit", i,
 			    (unsigned long long)cfg->max_message_size);
@@ -651,10 +465,11 @@ static bool render_rcpt(struct api_msg *m, const struct mime_parts *mp, unsigned
 	}
 	if (r->subject && !mime_header_value_ok(r->subject, r->sl)) {
 		rendered_free(r);
-		msg_error(m, 400, "bad_field",
-		          "subject for to[%u] has a line break (CR or LF) or a NUL byte once its "
-		          "vars are in",
-		          i);
+		api_msg_error(
+		    m, 400, "bad_field",
+		    "subject for to[%u] has a line break (CR or LF) or a NUL byte once its "
+		    "vars are in",
+		    i);
 		return false;
 	}
 	return true;
@@ -698,16 +513,16 @@ static bool build_variants(struct api_msg *m, const struct mime_parts *mp,
 		bool built = mime_build(&mm, &m->variants[i], err, sizeof(err));
 		rendered_free(&r);
 		if (!built) {
-			msg_error(m, 400, "bad_field", "to[%u]: %s", i, err);
+			api_msg_error(m, 400, "bad_field", "to[%u]: %s", i, err);
 			goto out;
 		}
 		/* The copy stays in memory until the request is answered. */
 		m->req->render_left -= RP_MIN(m->req->render_left, buf_used(&m->variants[i]));
 		if (buf_used(&m->variants[i]) > cfg->max_message_size) {
-			msg_error(m, 413, "too_large",
-			          "the message for to[%u] is %zu bytes; the limit is %llu", i,
-			          buf_used(&m->variants[i]),
-			          (unsigned long long)cfg->max_message_size);
+			api_msg_error(m, 413, "too_large",
+			              "the message for to[%u] is %zu bytes; the limit is %llu", i,
+			              buf_used(&m->variants[i]),
+			              (unsigned long long)cfg->max_message_size);
 			goto out;
 		}
 		m->viov[i].iov_base = buf_head(&m->variants[i]);
@@ -733,20 +548,21 @@ static bool build_mime(struct api_msg *m, json_t *o, const struct api_config *cf
 	if (m->status)
 		return false;
 	if (!mp.text && !mp.html) {
-		msg_error(m, 400, "bad_field", "one of text, html or raw is required");
+		api_msg_error(m, 400, "bad_field", "one of text, html or raw is required");
 		return false;
 	}
 	if (mp.subject && !mime_header_value_ok(mp.subject, mp.subj_len)) {
-		msg_error(m, 400, "bad_field",
-		          "subject has a line break (CR or LF) or a NUL byte (header injection)");
+		api_msg_error(
+		    m, 400, "bad_field",
+		    "subject has a line break (CR or LF) or a NUL byte (header injection)");
 		return false;
 	}
 	mp.vars = json_object_get(o, "vars");
 	bool ok = false;
 	if (!scalar_vars(m, mp.vars, "vars") ||
-	    !parse_headers(m, json_object_get(o, "headers"), &mp) ||
+	    !api_parse_headers(m, json_object_get(o, "headers"), &mp) ||
 	    !parse_unsubscribe(m, json_object_get(o, "unsubscribe"), &mp) ||
-	    !parse_attachments(m, json_object_get(o, "attachments"), &mp))
+	    !api_parse_attachments(m, json_object_get(o, "attachments"), &mp))
 		goto out;
 	bool per_rcpt =
 	    (mp.unsub_url && template_has_vars(mp.unsub_url, mp.unsub_url_len)) ||
@@ -773,8 +589,8 @@ static bool raw_unsubscribe(struct api_msg *m, json_t *u, const char *raw, size_
 		return false;
 	if ((mp.unsub_url && template_has_vars(mp.unsub_url, mp.unsub_url_len)) ||
 	    (mp.unsub_mailto && template_has_vars(mp.unsub_mailto, mp.unsub_mailto_len))) {
-		msg_error(m, 400, "bad_field",
-		          "unsubscribe: {{vars}} need text or html (raw is sent as it is)");
+		api_msg_error(m, 400, "bad_field",
+		              "unsubscribe: {{vars}} need text or html (raw is sent as it is)");
 		return false;
 	}
 	struct msg_header_info hi;
@@ -783,8 +599,8 @@ static bool raw_unsubscribe(struct api_msg *m, json_t *u, const char *raw, size_
 	msg_header_scan(raw, len, &hi);
 	if (msg_header_get(raw, hi.end, "List-Unsubscribe", &v, &vl) ||
 	    msg_header_get(raw, hi.end, "List-Unsubscribe-Post", &v, &vl)) {
-		msg_error(m, 400, "bad_field",
-		          "raw has List-Unsubscribe already; drop unsubscribe");
+		api_msg_error(m, 400, "bad_field",
+		              "raw has List-Unsubscribe already; drop unsubscribe");
 		return false;
 	}
 	struct mime_header hv[2];
@@ -804,18 +620,18 @@ static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg
 		                                "attachments" };
 	for (size_t i = 0; i < RP_ARRAY_LEN(excluded); i++)
 		if (json_object_get(o, excluded[i])) {
-			msg_error(m, 400, "bad_field", "raw cannot be combined with %s",
-			          excluded[i]);
+			api_msg_error(m, 400, "bad_field", "raw cannot be combined with %s",
+			              excluded[i]);
 			return false;
 		}
 	size_t len = 0;
 	const char *raw = opt_string(m, o, "raw", &len);
 	if (!raw) { /* null: nothing to send, and it must say so (fuzz_json_submit) */
-		msg_error(m, 400, "bad_field", "raw must be a string");
+		api_msg_error(m, 400, "bad_field", "raw must be a string");
 		return false;
 	}
 	if (memchr(raw, '\0', len)) {
-		msg_error(m, 400, "bad_field", "raw contains a NUL byte");
+		api_msg_error(m, 400, "bad_field", "raw contains a NUL byte");
 		return false;
 	}
 	if (!raw_unsubscribe(m, json_object_get(o, "unsubscribe"), raw, len))
@@ -826,14 +642,16 @@ static bool build_raw(struct api_msg *m, json_t *o, const struct api_config *cfg
 	struct msg_header_info hi;
 	msg_header_scan(buf_head(&m->body), buf_used(&m->body), &hi);
 	if (!hi.fields) {
-		msg_error(m, 400, "bad_field", "raw is not an RFC 5322 message (no header fields)");
+		api_msg_error(m, 400, "bad_field",
+		              "raw is not an RFC 5322 message (no header fields)");
 		return false;
 	}
 	if (hi.received > MSG_HOPS_MAX) {
-		msg_error(m, 400, "too_many_hops",
-		          "raw has %u Received: fields; more than %u means a mail loop (RFC 5321 "
-		          "6.3)",
-		          hi.received, MSG_HOPS_MAX);
+		api_msg_error(
+		    m, 400, "too_many_hops",
+		    "raw has %u Received: fields; more than %u means a mail loop (RFC 5321 "
+		    "6.3)",
+		    hi.received, MSG_HOPS_MAX);
 		return false;
 	}
 	submission_complete(&m->sub, buf_head(&m->body), buf_used(&m->body), cfg->hostname);
@@ -859,7 +677,7 @@ static bool msg_build(struct api_msg *m, json_t *o, const struct api_config *cfg
                       struct spool *spool, const char *source)
 {
 	if (!json_is_object(o)) {
-		msg_error(m, 400, "bad_field", "a message must be a JSON object");
+		api_msg_error(m, 400, "bad_field", "a message must be a JSON object");
 		return false;
 	}
 	const char *k;
@@ -870,7 +688,7 @@ static bool msg_build(struct api_msg *m, json_t *o, const struct api_config *cfg
 		for (size_t i = 0; i < RP_ARRAY_LEN(message_fields); i++)
 			known |= !strcmp(k, message_fields[i]);
 		if (!known) {
-			msg_error(m, 400, "bad_field", "unknown field '%s'", k);
+			api_msg_error(m, 400, "bad_field", "unknown field '%s'", k);
 			return false;
 		}
 	}
@@ -878,7 +696,7 @@ static bool msg_build(struct api_msg *m, json_t *o, const struct api_config *cfg
 	if (m->status)
 		return false;
 	if (!from) {
-		msg_error(m, 400, "bad_field", "from is required");
+		api_msg_error(m, 400, "bad_field", "from is required");
 		return false;
 	}
 	/* One mailbox, its display name whole words: "A <a@x> <b@y>" or an
@@ -886,20 +704,20 @@ static bool msg_build(struct api_msg *m, json_t *o, const struct api_config *cfg
 	const char *fa, *fname, *why;
 	size_t fl, fnl;
 	if ((why = mime_mailbox_split(from, strlen(from), &fname, &fnl, &fa, &fl))) {
-		msg_error(m, 400, "bad_field", "from %s", why);
+		api_msg_error(m, 400, "bad_field", "from %s", why);
 		return false;
 	}
-	if (!check_address(m, "from", fa, fl, NULL))
+	if (!api_check_address(m, "from", fa, fl, NULL))
 		return false;
 	json_t *to = json_object_get(o, "to");
 	if (!to) {
-		msg_error(m, 400, "bad_field", "to is required");
+		api_msg_error(m, 400, "bad_field", "to is required");
 		return false;
 	}
 	if (!parse_recipients(m, to, cfg->max_recipients))
 		return false;
 	if (!spool_accepting(spool)) {
-		msg_error(m, 503, "unavailable", "the spool is full; retry later");
+		api_msg_error(m, 503, "unavailable", "the spool is full; retry later");
 		return false;
 	}
 	bool utf8 = !addr_is_ascii(fa, fl);
@@ -1025,10 +843,10 @@ static void msg_committed(struct submission *ms, void *arg)
 			         (unsigned long long)submission_size(ms), sub->s->peer);
 		}
 	} else if (st == SPOOL_EFULL) {
-		msg_error(m, 503, "unavailable", "the spool is full; retry later");
+		api_msg_error(m, 503, "unavailable", "the spool is full; retry later");
 	} else {
-		msg_error(m, 503, "unavailable",
-		          "the spool could not store the message; retry later");
+		api_msg_error(m, 503, "unavailable",
+		              "the spool could not store the message; retry later");
 	}
 	if (m->status)
 		srv->rejected++;
