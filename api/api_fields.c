@@ -15,7 +15,7 @@ bool api_check_address(struct api_msg *m, const char *field, const char *a, size
 	if (e == ADDR_OK)
 		return true;
 	api_msg_error(m, 422, "invalid_address", "%s: '%.*s' is not a valid address (%s)", field,
-	          (int)RP_MIN(n, (size_t)200), a, addr_error_str(e));
+	              (int)RP_MIN(n, (size_t)200), a, addr_error_str(e));
 	return false;
 }
 
@@ -30,7 +30,7 @@ static bool to_list_ok(struct api_msg *m, const char *v)
 	for (size_t i = 0; i <= n; i++) {
 		if (i == n && (q || angle)) {
 			api_msg_error(m, 400, "bad_field", "headers.To has an unbalanced %s",
-			          q ? "quote" : "'<'");
+			              q ? "quote" : "'<'");
 			return false;
 		}
 		char c = i < n ? v[i] : ',';
@@ -50,7 +50,7 @@ static bool to_list_ok(struct api_msg *m, const char *v)
 		size_t nl, al;
 		if ((why = mime_mailbox_split(v + start, i - start, &name, &nl, &addr, &al))) {
 			api_msg_error(m, 400, "bad_field", "headers.To: '%.*s' %s",
-			          (int)RP_MIN(i - start, (size_t)200), v + start, why);
+			              (int)RP_MIN(i - start, (size_t)200), v + start, why);
 			return false;
 		}
 		if (!api_check_address(m, "headers.To", addr, al, NULL))
@@ -74,14 +74,14 @@ bool api_parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp)
 	json_object_foreach(hdrs, k, v)
 	{
 		if (!mime_header_name_ok(k)) {
-			api_msg_error(m, 400, "bad_field", "headers: '%s' is not a valid header name",
-			          k);
+			api_msg_error(m, 400, "bad_field",
+			              "headers: '%s' is not a valid header name", k);
 			return false;
 		}
 		if (!json_is_string(v) ||
 		    !mime_header_value_ok(json_string_value(v), json_string_length(v))) {
 			api_msg_error(m, 400, "bad_field",
-			          "headers.%s must be a string without line breaks", k);
+			              "headers.%s must be a string without line breaks", k);
 			return false;
 		}
 		if (!strcasecmp(k, "To")) {
@@ -91,14 +91,15 @@ bool api_parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp)
 			continue;
 		}
 		if (!strcasecmp(k, "Bcc")) {
-			api_msg_error(m, 400, "bad_field",
-			          "headers.Bcc would be shown to every recipient; put blind copies "
-			          "in to");
+			api_msg_error(
+			    m, 400, "bad_field",
+			    "headers.Bcc would be shown to every recipient; put blind copies "
+			    "in to");
 			return false;
 		}
 		if (mime_header_reserved(k)) {
 			api_msg_error(m, 400, "bad_field",
-			          "headers.%s is set by ringpost; use the message fields", k);
+			              "headers.%s is set by ringpost; use the message fields", k);
 			return false;
 		}
 		mp->hv[mp->nh].name = k;
@@ -128,24 +129,24 @@ bool api_parse_attachments(struct api_msg *m, json_t *atts, struct mime_parts *m
 		if (!json_is_object(a) || !json_is_string(content) || (fn && !json_is_string(fn)) ||
 		    (ct && !json_is_string(ct))) {
 			api_msg_error(m, 400, "bad_field",
-			          "attachments[%u] needs filename, content_type (strings) and "
-			          "content (base64)",
-			          i);
+			              "attachments[%u] needs filename, content_type (strings) and "
+			              "content (base64)",
+			              i);
 			goto out;
 		}
 		offs[i] = buf_used(&mp->att_data);
 		if (!base64_decode(json_string_value(content), json_string_length(content),
 		                   &mp->att_data)) {
 			api_msg_error(m, 400, "bad_field",
-			          "attachments[%u].content is not valid base64", i);
+			              "attachments[%u].content is not valid base64", i);
 			goto out;
 		}
 		mp->att[i].filename = fn ? json_string_value(fn) : NULL;
 		mp->att[i].content_type = ct ? json_string_value(ct) : NULL;
 		if (mp->att[i].filename &&
 		    !mime_header_value_ok(mp->att[i].filename, strlen(mp->att[i].filename))) {
-			api_msg_error(m, 400, "bad_field", "attachments[%u].filename has a line break",
-			          i);
+			api_msg_error(m, 400, "bad_field",
+			              "attachments[%u].filename has a line break", i);
 			goto out;
 		}
 	}
@@ -159,4 +160,3 @@ out:
 	free(offs);
 	return ok;
 }
-

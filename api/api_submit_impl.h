@@ -57,8 +57,7 @@ struct mime_parts {
 void api_msg_error(struct api_msg *m, int status, const char *code, const char *fmt, ...)
     RP_PRINTF(4, 5);
 /* api_check_address - a valid address, else a 422 naming field. */
-bool api_check_address(struct api_msg *m, const char *field, const char *a, size_t n,
-                       size_t *at);
+bool api_check_address(struct api_msg *m, const char *field, const char *a, size_t n, size_t *at);
 /* api_parse_headers - the "headers" object: extra fields, with To apart. */
 bool api_parse_headers(struct api_msg *m, json_t *hdrs, struct mime_parts *mp);
 /* api_parse_attachments - decoded into one buffer, then pointed at. */

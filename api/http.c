@@ -804,15 +804,7 @@ static void on_released(struct conn *c)
 		session_free(s);
 }
 
-static void on_connected(struct conn *c, int err)
-{
-	(void)c;
-	(void)err;
-	rp_panic("API sessions never connect");
-}
-
 static const struct conn_ops http_conn_ops = {
-	.connected = on_connected,
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,

@@ -413,15 +413,7 @@ static void on_released(struct conn *c)
 	pop3_may_free(s);
 }
 
-static void on_connected(struct conn *c, int err)
-{
-	(void)c;
-	(void)err;
-	rp_panic("POP3 sessions never connect");
-}
-
 static const struct conn_ops session_ops = {
-	.connected = on_connected,
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,

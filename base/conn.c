@@ -121,6 +121,7 @@ int conn_connect_from(struct conn *c, const struct sockaddr *addr, socklen_t len
                       const struct sockaddr *src, socklen_t srclen, uint64_t timeout_ms)
 {
 	rp_assert(c->fd < 0);
+	rp_assert(c->ops->connected);
 	rp_assert(!src || src->sa_family == addr->sa_family);
 	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)

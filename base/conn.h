@@ -46,7 +46,8 @@ struct conn;
 
 struct conn_ops {
 	/* connected - outbound connect finished: err 0, or -errno (-ETIMEDOUT).
-	 * Not called when the owner closes the conn while it connects. */
+	 * Not called when the owner closes the conn while it connects. NULL
+	 * for conns that are only ever accepted (conn_connect needs it). */
 	void (*connected)(struct conn *c, int err);
 	/* data - new bytes in c->in; consume with buf_consume. */
 	void (*data)(struct conn *c);

@@ -882,16 +882,7 @@ static void on_released(struct conn *c)
 	free(s);
 }
 
-/* on_connected - sessions are accepted, never connected. */
-static void on_connected(struct conn *c, int err)
-{
-	(void)c;
-	(void)err;
-	rp_panic("sink sessions never connect");
-}
-
 static const struct conn_ops sink_conn_ops = {
-	.connected = on_connected,
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,

@@ -102,6 +102,9 @@ int spool_apply_inbound(struct spool *sp, MDB_txn *txn, struct spool_req *req);
 /* spool_mbox_expire - enforce mbox_max_messages and mbox_max_age (its own
  * transaction; bounded work). Returns how many messages went. */
 unsigned spool_mbox_expire(struct spool *sp, uint64_t now_ms);
+/* spool_commit_deletes - the end of an expiry pass: closes cur, commits txn
+ * when it deleted n > 0 entries (true), else aborts it (false). */
+bool spool_commit_deletes(struct spool *sp, MDB_txn *txn, MDB_cursor *cur, unsigned n);
 /* spool_mbox_changed - count a change and tell the owner. */
 void spool_mbox_changed(struct spool *sp);
 

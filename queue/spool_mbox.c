@@ -315,13 +315,8 @@ unsigned spool_mbox_expire(struct spool *sp, uint64_t now_ms)
 		n++;
 		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 	}
-	mdb_cursor_close(cur);
-	if (!n || mdb_txn_commit(txn)) {
-		if (!n)
-			mdb_txn_abort(txn);
+	if (!spool_commit_deletes(sp, txn, cur, n))
 		return 0;
-	}
-	atomic_fetch_add(&sp->commits, 1);
 	log_info("mailbox: expunged %u old messages (max_messages %u, max_age %llus)", n, max_n,
 	         (unsigned long long)(max_age / 1000));
 	spool_mbox_changed(sp);

@@ -527,6 +527,19 @@ static void process(struct writer *w, struct mq_item *list)
 		commit_batch(w, batch, n);
 }
 
+bool spool_commit_deletes(struct spool *sp, MDB_txn *txn, MDB_cursor *cur, unsigned n)
+{
+	mdb_cursor_close(cur);
+	if (!n) {
+		mdb_txn_abort(txn);
+		return false;
+	}
+	if (mdb_txn_commit(txn))
+		return false;
+	atomic_fetch_add(&sp->commits, 1);
+	return true;
+}
+
 /* expire_batch - forget up to EXPIRE_PER_TXN finished messages in one
  * transaction: those whose keep_done time has passed, or, with evict, the
  * oldest ones whatever their time. Returns how many. */
@@ -561,13 +574,8 @@ static unsigned expire_batch(struct writer *w, uint64_t now, bool evict)
 		n++;
 		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 	}
-	mdb_cursor_close(cur);
-	if (!n || mdb_txn_commit(txn)) {
-		if (!n)
-			mdb_txn_abort(txn);
+	if (!spool_commit_deletes(sp, txn, cur, n))
 		return 0;
-	}
-	atomic_fetch_add(&sp->commits, 1);
 	if (evict)
 		atomic_fetch_add(&sp->evicted, n);
 	return n;

@@ -544,15 +544,7 @@ static void on_released(struct conn *c)
 	srv_may_free(s);
 }
 
-static void on_connected(struct conn *c, int err)
-{
-	(void)c;
-	(void)err;
-	rp_panic("server sessions never connect");
-}
-
 static const struct conn_ops srv_conn_ops = {
-	.connected = on_connected,
 	.data = on_data,
 	.closed = on_closed,
 	.released = on_released,
