@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 #include "base/addr.h"
 #include "base/log.h"
@@ -872,13 +873,17 @@ static bool parse(struct api_submit *sub)
 	 * (Retry-After), never a crash. Advisory: other threads allocate too. */
 	size_t len = buf_used(&s->req.body);
 	if (len > API_PROBE_MIN) {
-		void *probe = malloc(len * API_PROBE_FACTOR);
-		if (!probe) {
+		/* mmap, not malloc: an address-space reservation never touched,
+		 * and no change to malloc's mmap threshold. */
+		size_t n = len * API_PROBE_FACTOR;
+		void *probe =
+		    mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (probe == MAP_FAILED) {
 			http_error(s, 503, "unavailable",
 			           "no memory for a request of %zu bytes; retry later", len);
 			return false;
 		}
-		free(probe);
+		munmap(probe, n);
 	}
 	sub->doc =
 	    json_loadb(buf_head(&s->req.body), buf_used(&s->req.body), JSON_REJECT_DUPLICATES, &je);
