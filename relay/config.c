@@ -44,6 +44,7 @@ struct parse_state {
 	char err[512];     /* first error */
 	unsigned err_line;
 	struct cfg_domain *cur_domain; /* current [domain X] section */
+	bool exempt_set;               /* [limits] exempt was given */
 };
 
 static bool fail(struct parse_state *ps, const char *fmt, ...) RP_PRINTF(2, 3);
@@ -431,6 +432,7 @@ static bool set_list(struct parse_state *ps, const struct key *k, char *field, c
 	switch (k->type) {
 	case V_NETS:
 		if (!strcmp(k->section, "limits")) {
+			ps->exempt_set = true;
 			ps->cfg->limits.nexempt = 0;
 			return split_list(ps, value, k->name, add_net, &ps->cfg->limits);
 		}
@@ -1028,6 +1030,12 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	struct config *c = ps.cfg;
+	if (!ps.exempt_set && c->nnetworks) {
+		/* As Postfix exempts $mynetworks from its client limits: the
+		 * networks trusted to relay are not throttled either. */
+		c->limits.exempt = xmemdup(c->networks, c->nnetworks * sizeof(*c->networks));
+		c->limits.nexempt = c->nnetworks;
+	}
 	if (!c->hostname || !*c->hostname) {
 		char host[256] = "localhost";
 		gethostname(host, sizeof(host) - 1);

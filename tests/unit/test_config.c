@@ -812,3 +812,25 @@ Test(config, check_sources)
 	cr_assert(!strncmp(err, want, strlen(want)), "'%s' must start with '%s'", err, want);
 	config_free(c);
 }
+
+/* [limits] exempt: absent = the [submission] networks (Postfix exempts
+ * $mynetworks the same way); empty = nobody; a list = that list. */
+Test(config, limits_exempt_defaults_to_the_relay_networks)
+{
+	struct sockaddr_in lo = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000005) };
+	struct sockaddr_in far = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0xc0000205) };
+	struct config *c = load_ok("[submission]\nnetworks = 127.0.0.0/8, 192.0.2.0/24\n");
+	cr_assert_eq(c->limits.nexempt, 2);
+	cr_assert(climit_exempt(&c->limits, (struct sockaddr *)&lo));
+	cr_assert(climit_exempt(&c->limits, (struct sockaddr *)&far));
+	config_free(c);
+	c = load_ok("[limits]\nexempt =\n");
+	cr_assert_eq(c->limits.nexempt, 0);
+	cr_assert(!climit_exempt(&c->limits, (struct sockaddr *)&lo));
+	config_free(c);
+	c = load_ok("[limits]\nexempt = 192.0.2.0/24\n");
+	cr_assert_eq(c->limits.nexempt, 1);
+	cr_assert(!climit_exempt(&c->limits, (struct sockaddr *)&lo));
+	cr_assert(climit_exempt(&c->limits, (struct sockaddr *)&far));
+	config_free(c);
+}
