@@ -9,7 +9,7 @@
  * memory is short (the buffer is then unchanged but for a slide). */
 static char *reserve(struct buf *b, size_t n, bool soft)
 {
-	if (b->cap - b->len >= n)
+	if (b->data && b->cap - b->len >= n)
 		return b->data + b->len;
 	/* Slide unread bytes to the front before growing. */
 	if (b->off && b->cap - buf_used(b) >= n) {

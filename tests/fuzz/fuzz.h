@@ -32,6 +32,9 @@ __attribute__((noreturn)) void fuzz_fail(const char *file, int line, const char 
 /* fuzz_quiet - log lines go to /dev/null, at debug level so that their
  * formatting (quoting of what clients sent) still runs. */
 void fuzz_quiet(void);
+/* fuzz_limits - [limits] as shipped, but no command rate (a target's
+ * session must not wait for a token bucket). */
+const struct climit_config *fuzz_limits(void);
 
 /* fuzz_dup - a malloc'd copy of p[0..n) followed by a NUL; reading past
  * the NUL is caught by ASan. The caller frees it. */

@@ -122,6 +122,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	struct fuzz_env *e = fuzz_env_get(conf);
+	api_cfg.limits = fuzz_limits();
 	shards.loop = e->loop;
 	return 0;
 }

@@ -72,6 +72,7 @@ static bool gone(void *arg)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	mcfg.limits = fuzz_limits();
 	(void)argc;
 	(void)argv;
 	fuzz_env_get(conf);

@@ -97,6 +97,7 @@ static void login(struct fuzz_env *e, struct pop3_session *s)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	mcfg.limits = fuzz_limits();
 	(void)argc;
 	(void)argv;
 	fuzz_env_get(conf);

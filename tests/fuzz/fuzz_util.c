@@ -262,3 +262,15 @@ void fuzz_socketpair(int fds[2])
 		abort();
 	}
 }
+
+const struct climit_config *fuzz_limits(void)
+{
+	static struct climit_config cc;
+	static bool done;
+	if (!done) {
+		climit_config_defaults(&cc);
+		cc.commands_per_second = 0;
+		done = true;
+	}
+	return &cc;
+}

@@ -202,3 +202,15 @@ Test(buf, reset_and_shrink)
 	assert_content(&b, "again", 5);
 	buf_free(&b);
 }
+
+/* Room for nothing in a buffer without storage is still room (not NULL,
+ * which buf_try_reserve's callers read as "no memory"), and no pointer
+ * arithmetic on NULL (UBSan; found by fuzz_smtp_server through BDAT 0). */
+Test(buf, reserve_nothing_without_storage)
+{
+	struct buf b = { 0 };
+	cr_assert_not_null(buf_try_reserve(&b, 0));
+	cr_assert_not_null(buf_reserve(&b, 0));
+	cr_assert_eq(buf_used(&b), 0);
+	buf_free(&b);
+}
