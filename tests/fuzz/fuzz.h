@@ -83,6 +83,14 @@ void fuzz_env_recycle(struct fuzz_env *e);
 /* fuzz_env_run - run the loop until done(arg) is true; the loop does not
  * sleep meanwhile. Aborts after 10 s (a hang). */
 void fuzz_env_run(struct fuzz_env *e, bool (*done)(void *arg), void *arg);
+struct conn;
+/* fuzz_feed - what a client sends, into a server session's conn c: all at
+ * once (cut 0) or in pieces of 1 to cut x scale bytes drawn from rnd, the
+ * loop run until settled(arg) after each, while the session lives (*gone
+ * false) and is not closing; then closed and run until gone(arg). */
+void fuzz_feed(struct fuzz_env *e, struct conn *c, const uint8_t *data, size_t size, uint32_t cut,
+               uint32_t scale, uint32_t rnd, const bool *gone_flag, bool (*settled)(void *arg),
+               bool (*gone)(void *arg), void *arg);
 /* fuzz_env_mailbox - between inputs: the bounce mailbox holds at least n
  * messages; missing ones are appended from msgs (blocking on the spool
  * writer), so that what sessions expunge comes back. */

@@ -110,22 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		imap_set_state(r.s, IMAP_AUTH);
 	}
 
-	size_t off = 0;
-	while (off < size && !r.gone && !conn_closing(&r.s->conn)) {
-		size_t n = size - off;
-		if (cut) {
-			rnd = rnd * 1103515245u + 12345u;
-			n = RP_MIN(n, 1 + (size_t)(rnd >> 16) % (cut * 8));
-		}
-		buf_append(&r.s->conn.in, data + off, n);
-		off += n;
-		r.s->conn.ops->data(&r.s->conn);
-		fuzz_env_run(e, settled, &r);
-	}
-	if (!r.gone) {
-		conn_close(&r.s->conn);
-		fuzz_env_run(e, gone, &r);
-	}
+	fuzz_feed(e, &r.s->conn, data, size, cut, 8, rnd, &r.gone, settled, gone, &r);
 	imap_server_free(srv);
 	e->drain_fd = -1;
 	close(fds[1]);

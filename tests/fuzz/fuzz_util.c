@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/buf.h"
+#include "base/conn.h"
 #include "base/log.h"
 #include "base/mq.h"
 #include "base/loop.h"
@@ -273,4 +275,26 @@ const struct climit_config *fuzz_limits(void)
 		done = true;
 	}
 	return &cc;
+}
+
+void fuzz_feed(struct fuzz_env *e, struct conn *c, const uint8_t *data, size_t size, uint32_t cut,
+               uint32_t scale, uint32_t rnd, const bool *gone_flag, bool (*settled)(void *arg),
+               bool (*gone)(void *arg), void *arg)
+{
+	size_t off = 0;
+	while (off < size && !*gone_flag && !conn_closing(c)) {
+		size_t n = size - off;
+		if (cut) {
+			rnd = rnd * 1103515245u + 12345u;
+			n = RP_MIN(n, 1 + (size_t)(rnd >> 16) % (cut * scale));
+		}
+		buf_append(&c->in, data + off, n);
+		off += n;
+		c->ops->data(c);
+		fuzz_env_run(e, settled, arg);
+	}
+	if (!*gone_flag) {
+		conn_close(c);
+		fuzz_env_run(e, gone, arg);
+	}
 }
