@@ -340,13 +340,15 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 	    ",\"accepted\":{\"smtp\":%llu,\"api\":%llu},\"rejected\":%llu,\"suppressed\":%llu,"
 	    "\"reports\":{\"received\":%llu,\"matched\":%llu},"
 	    "\"inbound_connections\":%llu,\"spool\":{\"used_bytes\":%llu,\"file_bytes\":%llu,"
-	    "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s}",
+	    "\"limit_bytes\":%llu,\"disk_free_bytes\":%llu,\"accepting\":%s,\"commits\":%llu,"
+	    "\"syncs\":%llu}",
 	    (unsigned long long)snap->accepted_smtp, (unsigned long long)snap->accepted_api,
 	    (unsigned long long)snap->rejected, (unsigned long long)snap->suppressed,
 	    (unsigned long long)snap->reports, (unsigned long long)snap->reports_matched,
 	    (unsigned long long)snap->inbound_connections, (unsigned long long)u.used,
 	    (unsigned long long)u.file_size, (unsigned long long)u.map_size,
-	    (unsigned long long)u.disk_free, spool_accepting(s->srv->spool) ? "true" : "false");
+	    (unsigned long long)u.disk_free, spool_accepting(s->srv->spool) ? "true" : "false",
+	    (unsigned long long)u.commits, (unsigned long long)u.syncs);
 	client_limits_json(&b, snap);
 	buf_printf(&b,
 	           ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"

@@ -795,6 +795,70 @@ Test(spool, concurrent_submits)
 	}
 }
 
+/* Requests that keep coming while the writer commits, as from many
+ * sessions: a batch that ends with others queued is answered after the
+ * next commit's data sync instead of a sync of its own. */
+Test(spool, syncs_pipelined_under_load)
+{
+	enum { N = 600 };
+	struct spool_usage u0, u1;
+	spool_usage(sp, &u0);
+	struct mq replies;
+	cr_assert(mq_init(&replies, false));
+	struct test_msg *m = xcalloc(N, sizeof(*m));
+	for (unsigned i = 0; i < N; i++) {
+		struct spool_submit *s = &m[i].req.u.submit;
+		m[i].req.type = SPOOL_REQ_SUBMIT;
+		m[i].req.reply_to = &replies;
+		s->msg.id = spool_next_id(sp);
+		s->msg.submit_ms = rp_now_ms();
+		s->msg.nrcpt = 1;
+		s->msg.sender = "s@x";
+		s->msg.sender_len = 3;
+		s->msg.envid = "";
+		s->msg.source = "test";
+		s->msg.source_len = 4;
+		snprintf(m[i].addrs[0], sizeof(m[i].addrs[0]), "r%u@y.example", i);
+		m[i].rcpts[0].addr = m[i].addrs[0];
+		m[i].rcpts[0].addr_len = strlen(m[i].addrs[0]);
+		s->rcpts = m[i].rcpts;
+		m[i].body.iov_base = "pipelined\r\n";
+		m[i].body.iov_len = 11;
+		s->msg.body_len = 11;
+		s->body = &m[i].body;
+		s->nbody = 1;
+		spool_request(sp, &m[i].req);
+		usleep(20);
+	}
+	unsigned got = 0;
+	uint64_t deadline = rp_mono_ms() + 20000;
+	while (got < N) {
+		cr_assert_lt(rp_mono_ms(), deadline, "%u of %u answered", got, N);
+		struct pollfd pfd = { .fd = replies.efd, .events = POLLIN };
+		if (poll(&pfd, 1, 100) > 0) {
+			uint64_t v;
+			cr_assert_eq(read(replies.efd, &v, sizeof(v)), (ssize_t)sizeof(v));
+		}
+		for (struct mq_item *it = mq_take(&replies); it; it = it->next) {
+			struct spool_req *req = RP_CONTAINER_OF(it, struct spool_req, item);
+			cr_assert_eq(req->status, SPOOL_OK);
+			got++;
+		}
+	}
+	mq_destroy(&replies);
+	spool_usage(sp, &u1);
+	uint64_t commits = u1.commits - u0.commits, syncs = u1.syncs - u0.syncs;
+	cr_assert_gt(commits, 1);
+	/* Before: one mdb_env_sync for every commit that held a submit. */
+	cr_assert_lt(syncs, commits,
+	             "no commit answered the one before it (%llu syncs, %llu "
+	             "commits)",
+	             (unsigned long long)syncs, (unsigned long long)commits);
+	for (unsigned i = 0; i < N; i += 97)
+		assert_body(m[i].req.u.submit.msg.id, 0, "pipelined\r\n", 11);
+	free(m);
+}
+
 Test(spool, open_errors)
 {
 	char err[512] = "", path[128];
