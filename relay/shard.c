@@ -217,8 +217,8 @@ struct route_batch {
 	struct mq_item item;
 	struct shard *target;
 	unsigned n;
-	struct buf domains; /* adds[i].domain holds an offset into this */
-	struct sched_add adds[ROUTE_BATCH];
+	struct buf domains;      /* adds[i].domain holds an offset into this */
+	struct sched_add adds[]; /* room for what the batch may get, ROUTE_BATCH at most */
 };
 
 static void route_batch_run(struct mq_item *item, void *ctx)
@@ -264,8 +264,13 @@ void shard_route(struct relay *r, struct shard *sh, const struct sched_add *adds
 			b = NULL;
 		}
 		if (!b) {
-			b = xcalloc(1, sizeof(*b));
+			/* Sized for what is left: one message's recipients
+			 * need a few entries, not ROUTE_BATCH of them. */
+			unsigned room = RP_MIN(n - i, (unsigned)ROUTE_BATCH);
+			b = xmalloc(sizeof(*b) + room * sizeof(b->adds[0]));
 			b->target = r->shards[owner];
+			b->n = 0;
+			b->domains = (struct buf){ 0 };
 			batches[owner] = b;
 		}
 		struct sched_add *a = &b->adds[b->n++];

@@ -40,6 +40,16 @@ static void end_line(struct smtp_data_rx *rx, struct buf *msg, bool crlf)
 	rx->line_len = 0;
 }
 
+#define BYTES_1  0x0101010101010101ull
+#define BYTES_80 0x8080808080808080ull
+
+/* has_zero_byte - non-zero when one of w's bytes is 0 (exact for the
+ * any-byte question this is asked). */
+static inline uint64_t has_zero_byte(uint64_t w)
+{
+	return (w - BYTES_1) & ~w & BYTES_80;
+}
+
 size_t smtp_data_rx_feed(struct smtp_data_rx *rx, const char *p, size_t n, struct buf *msg,
                          bool *done)
 {
@@ -86,6 +96,16 @@ size_t smtp_data_rx_feed(struct smtp_data_rx *rx, const char *p, size_t n, struc
 			continue;
 		}
 		size_t j = i;
+		/* Eight bytes at a time while none is CR, LF, NUL or 8-bit
+		 * (the common case: plain text between line ends). */
+		while (j + 8 <= n) {
+			uint64_t w;
+			memcpy(&w, p + j, sizeof(w));
+			if (has_zero_byte(w) | has_zero_byte(w ^ (BYTES_1 * '\r')) |
+			    has_zero_byte(w ^ (BYTES_1 * '\n')) | (w & BYTES_80))
+				break;
+			j += 8;
+		}
 		while (j < n && p[j] != '\r' && p[j] != '\n') {
 			unsigned char b = (unsigned char)p[j];
 			if (b >= 0x80)

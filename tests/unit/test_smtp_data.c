@@ -202,6 +202,39 @@ Test(smtp_data, rx_two_cuts)
 	buf_free(&whole.msg);
 }
 
+/* A NUL, an 8-bit byte, a CR or an LF at every place in a long line: the
+ * eight-bytes-at-a-time scan must see each one wherever it falls. */
+Test(smtp_data, rx_special_byte_at_every_offset)
+{
+	static const struct {
+		char c;
+		unsigned flags;
+	} cases[] = {
+		{ '\0', SMTP_DATA_NUL },
+		{ '\x80', SMTP_DATA_8BIT },
+		{ '\xff', SMTP_DATA_8BIT },
+		{ '\n', SMTP_DATA_BARE_LF },
+	};
+	for (size_t k = 0; k < RP_ARRAY_LEN(cases); k++) {
+		for (size_t at = 0; at < 40; at++) {
+			char in[64];
+			memset(in, 'a', 40);
+			in[at] = cases[k].c;
+			memcpy(in + 40, "\r\n.\r\n", 5);
+			struct rx_result r;
+			feed_whole(in, 45, 1000, 1000, &r);
+			cr_assert(r.done, "case %zu at %zu", k, at);
+			cr_assert_eq(r.flags & cases[k].flags, cases[k].flags,
+			             "case %zu at %zu: flags %x", k, at, r.flags);
+			/* The stored content: the line (LF stored as CRLF). */
+			size_t extra = cases[k].c == '\n' ? 1 : 0;
+			cr_assert_eq(buf_used(&r.msg), 42 + extra, "case %zu at %zu", k, at);
+			cr_assert_eq(memcmp(buf_head(&r.msg), in, at), 0, "case %zu at %zu", k, at);
+			buf_free(&r.msg);
+		}
+	}
+}
+
 Test(smtp_data, rx_size_limit)
 {
 	static const char in[] = "0123456789\r\n0123456789\r\n.\r\n";
