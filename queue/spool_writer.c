@@ -17,6 +17,11 @@
  * previous committed snapshot refers to, so a crash before that sync
  * falls back to a whole, older snapshot that no answer has relied on.
  *
+ * Every commit costs a data sync, even one of state updates alone. While
+ * new mail flows, a batch of nothing but state updates (nobody waits for
+ * them) lingers up to LINGER_MS for the next requests and is committed
+ * with them, in order; idle, it is committed at once.
+ *
  * A request that fails (map full, disk full) fails alone: the batch is then
  * replayed with one nested transaction per request.
  *
@@ -51,6 +56,8 @@
 #define EXPIRE_PER_TXN    2000
 #define EXPIRE_BUDGET_MS  200           /* per maintenance pass: the writer has mail to commit */
 #define FULL_LOG_MS       10000         /* at most one "disk full" line this often */
+#define LINGER_MS         2             /* state updates wait this long for mail to ride with... */
+#define FLOWING_MS        10            /* ...when a batch with new mail was this recent */
 #define USAGE_REFRESH_MS  100           /* spool and disk usage read at most this often... */
 #define USAGE_LOW_ROOM    (256ll << 20) /* ...unless new mail has less room than this */
 
@@ -68,6 +75,11 @@ struct writer {
 	unsigned nheld;
 	uint64_t full_logged_ms; /* last "disk full" log line */
 	uint64_t usage_ms;       /* last spool_refresh_usage for new mail */
+	uint64_t mail_ms;        /* last batch with new mail */
+	/* State updates lingering for the next batch (see the top), oldest
+	 * first, until linger_ms. */
+	struct mq_item *linger, **linger_tail;
+	uint64_t linger_ms;
 	/* The committed batch whose meta page is not synced yet (see the top):
 	 * answered once a later commit has synced its data pages, or after
 	 * mdb_env_sync when nothing else is queued. */
@@ -490,6 +502,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n, 
 	 * every batch once the room runs low. */
 	if (has_submit(reqs, n)) {
 		uint64_t now = rp_mono_ms();
+		w->mail_ms = now;
 		if (now - w->usage_ms >= USAGE_REFRESH_MS ||
 		    atomic_load(&sp->room) < USAGE_LOW_ROOM) {
 			spool_refresh_usage(sp, false);
@@ -729,11 +742,59 @@ static void drop_held(struct writer *w)
 	w->nheld = 0;
 }
 
+/* updates_only - whether list holds nothing but state updates nobody
+ * waits for; *tail is set to its last item's link. */
+static bool updates_only(struct mq_item *list, struct mq_item ***tail)
+{
+	for (; list; list = list->next) {
+		struct spool_req *req = RP_CONTAINER_OF(list, struct spool_req, item);
+		if (req->type != SPOOL_REQ_UPDATE || req->reply_to)
+			return false;
+		*tail = &list->next;
+	}
+	return true;
+}
+
+/* linger - take list (state updates alone) into the lingering ones when
+ * mail flows; returns what is to be committed now. */
+static struct mq_item *linger(struct writer *w, struct mq_item *list, uint64_t now)
+{
+	struct mq_item **tail = NULL;
+	if (list && !atomic_load(&w->sp->stopping) && now - w->mail_ms < FLOWING_MS &&
+	    updates_only(list, &tail)) {
+		if (!w->linger)
+			w->linger_ms = now + LINGER_MS;
+		*w->linger_tail = list;
+		w->linger_tail = tail;
+		list = NULL;
+	}
+	if (!w->linger || (!list && now < w->linger_ms && !atomic_load(&w->sp->stopping)))
+		return list;
+	*w->linger_tail = list; /* the lingering ones first: order is kept */
+	list = w->linger;
+	w->linger = NULL;
+	w->linger_tail = &w->linger;
+	return list;
+}
+
+/* wait_ms - how long the writer may sleep for new requests. */
+static int wait_ms(const struct writer *w)
+{
+	if (atomic_load(&w->sp->stopping) || w->nwaiting)
+		return 0;
+	if (w->linger) {
+		uint64_t now = rp_mono_ms();
+		return w->linger_ms > now ? (int)(w->linger_ms - now) : 0;
+	}
+	return MAINT_INTERVAL_MS;
+}
+
 static void *writer_main(void *arg)
 {
 	struct writer w = { .sp = arg };
 	struct spool *sp = w.sp;
 	w.held_tail = &w.held;
+	w.linger_tail = &w.linger;
 	uint64_t last_maint = rp_mono_ms();
 	log_set_thread("writer");
 	/* The largest stored id: everything above it may be appended. */
@@ -742,14 +803,13 @@ static void *writer_main(void *arg)
 		struct pollfd pfd = { .fd = sp->inbox.efd, .events = POLLIN };
 		/* Once stopping, never sleep: the stop's doorbell may have been
 		 * read together with a request's, and only the queue is left. */
-		int prc =
-		    poll(&pfd, 1, atomic_load(&sp->stopping) || w.nwaiting ? 0 : MAINT_INTERVAL_MS);
+		int prc = poll(&pfd, 1, wait_ms(&w));
 		if (prc > 0) {
 			uint64_t v;
 			ssize_t r = read(sp->inbox.efd, &v, sizeof(v));
 			(void)r;
 		}
-		struct mq_item *list = mq_take(&sp->inbox);
+		struct mq_item *list = linger(&w, mq_take(&sp->inbox), rp_mono_ms());
 		if (list)
 			process(&w, list);
 		if (w.nwaiting && !mq_pending(&sp->inbox))

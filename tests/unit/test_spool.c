@@ -578,6 +578,49 @@ Test(spool, updates_and_done)
 	cr_assert_eq(get_msg(id).pending, 0);
 }
 
+/* A state update nobody waits for, as the scheduler sends them. */
+struct loose_update {
+	struct spool_req req; /* first: the writer frees it */
+	struct spool_update u;
+};
+
+static void push_loose_update(uint64_t id, uint32_t idx, uint16_t attempts)
+{
+	struct loose_update *lu = xcalloc(1, sizeof(*lu));
+	lu->u = (struct spool_update){ .msgid = id,
+		                       .idx = idx,
+		                       .state = SPOOL_DEFERRED,
+		                       .attempts = attempts,
+		                       .next_ms = 99,
+		                       .response = "451 4.0.0 later",
+		                       .response_len = 15 };
+	lu->req.type = SPOOL_REQ_UPDATE;
+	lu->req.u.update.v = &lu->u;
+	lu->req.u.update.n = 1;
+	spool_request(sp, &lu->req);
+}
+
+/* While mail flows, updates alone linger for the next batch: they are
+ * still applied before what comes after them, and on their own soon. */
+Test(spool, lingering_updates_keep_order_and_land)
+{
+	char resp[64];
+	uint64_t id = test_submit(sp, "s@x", "y.example", 2, "a\r\n", 3, rp_now_ms());
+	push_loose_update(id, 0, 1);
+	test_update(sp, id, 1, SPOOL_DEFERRED, 1, 5, "451 4.0.0 one");
+	cr_assert_eq(get_rcpt(id, 0, resp, sizeof(resp)).attempts, 1,
+	             "the update before the answered one is applied with it");
+	/* Alone: applied within the linger time (2 ms), not at the next tick. */
+	test_submit(sp, "s@x", "y.example", 1, "b\r\n", 3, rp_now_ms());
+	push_loose_update(id, 0, 2);
+	uint64_t deadline = rp_mono_ms() + 500;
+	while (get_rcpt(id, 0, resp, sizeof(resp)).attempts != 2) {
+		cr_assert_lt(rp_mono_ms(), deadline, "a lingering update waited for the tick");
+		usleep(1000);
+	}
+	cr_assert_str_eq(resp, "451 4.0.0 later");
+}
+
 Test(spool, batch_update_in_one_request)
 {
 	uint64_t a = test_submit(sp, "s@x", "y.example", 2, "a\r\n", 3, rp_now_ms());
