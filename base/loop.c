@@ -29,14 +29,6 @@
 #define BUF_GROUP     0
 #define CQE_BATCH     256
 
-/* Waiting for a batch of completions (Linux 6.12, newer than liburing
- * 2.3's headers): io_uring_enter waits up to WAIT_MIN_US for WAIT_BATCH
- * completions, then returns with whatever came. A shard then wakes once
- * for several sessions' packets instead of once for each. */
-#define FEAT_MIN_TIMEOUT (1u << 15)
-#define WAIT_BATCH       16
-#define WAIT_MIN_US      50
-
 struct slot {
 	struct loop_io *io; /* NULL when free */
 	uint32_t gen;       /* generation of the current (or last) owner */
@@ -46,9 +38,7 @@ struct slot {
 struct loop {
 	struct io_uring ring;
 	unsigned setup_flags;
-	bool min_wait;        /* the kernel takes a minimum wait (IORING_FEAT_MIN_TIMEOUT) */
-	bool ring_registered; /* io_uring_register_ring_fd took */
-	bool disabled;        /* made IORING_SETUP_R_DISABLED, loop_enable not yet called */
+	bool disabled; /* made IORING_SETUP_R_DISABLED, loop_enable not yet called */
 	bool stop;
 	uint64_t now_ms;
 	uint64_t max_busy_ns; /* longest work between two waits since last read */
@@ -108,8 +98,6 @@ static int ring_setup(struct loop *l, const struct loop_config *cfg)
 		rc = io_uring_queue_init_params(cfg->sq_entries, &l->ring, &p);
 		if (rc == 0) {
 			l->setup_flags = p.flags & ~IORING_SETUP_R_DISABLED;
-			l->min_wait = (p.features & FEAT_MIN_TIMEOUT) &&
-			              (l->setup_flags & IORING_SETUP_DEFER_TASKRUN);
 			l->disabled = cfg->disabled;
 			return 0;
 		}
@@ -235,7 +223,7 @@ bool loop_enable(struct loop *l)
 		return false;
 	l->disabled = false;
 	/* Registering the ring fd saves a fget/fput per io_uring_enter. */
-	l->ring_registered = io_uring_register_ring_fd(&l->ring) == 1;
+	io_uring_register_ring_fd(&l->ring);
 	return true;
 }
 
@@ -540,40 +528,6 @@ static void reap(struct loop *l)
 	}
 }
 
-/* ring_wait - submit what is queued and sleep until completions come or
- * ts (NULL: no limit) passes; with min_wait, until WAIT_BATCH of them come
- * or WAIT_MIN_US passed with at least one. Returns like
- * io_uring_submit_and_wait_timeout. */
-static int ring_wait(struct loop *l, struct __kernel_timespec *ts)
-{
-	struct io_uring_cqe *cqe;
-	if (!l->min_wait)
-		return io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, ts, NULL);
-	if (io_uring_cq_ready(&l->ring))
-		return io_uring_submit(&l->ring);
-	/* liburing 2.3's __io_uring_flush_sq, which it does not export. */
-	struct io_uring_sq *sq = &l->ring.sq;
-	unsigned tail = sq->sqe_tail;
-	if (sq->sqe_head != tail) {
-		sq->sqe_head = tail;
-		io_uring_smp_store_release(sq->ktail, tail);
-	}
-	unsigned submit = tail - io_uring_smp_load_acquire(sq->khead);
-	struct io_uring_getevents_arg arg = {
-		.pad = WAIT_MIN_US, /* min_wait_usec since Linux 6.12 */
-		.ts = (uint64_t)(uintptr_t)ts,
-	};
-	unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
-	int fd = l->ring.ring_fd;
-	if (l->ring_registered) {
-		flags |= IORING_ENTER_REGISTERED_RING;
-		fd = l->ring.enter_ring_fd;
-	}
-	/* liburing 2.3's io_uring_enter2 is the raw system call: -errno. */
-	return io_uring_enter2((unsigned)fd, submit, WAIT_BATCH, flags, (sigset_t *)&arg,
-	                       sizeof(arg));
-}
-
 void loop_run(struct loop *l)
 {
 	if (l->disabled)
@@ -600,9 +554,9 @@ void loop_run(struct loop *l)
 			struct __kernel_timespec ts = { .tv_sec = (long long)(wait / 1000),
 				                        .tv_nsec =
 				                            (long long)(wait % 1000) * 1000000 };
-			rc = ring_wait(l, &ts);
+			rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, &ts, NULL);
 		} else {
-			rc = ring_wait(l, NULL);
+			rc = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, NULL, NULL);
 		}
 		if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
 			rp_panic("io_uring wait: %s", strerror(-rc));

@@ -48,11 +48,6 @@ void mq_push(struct mq *q, struct mq_item *item, mq_fn fn)
 	}
 }
 
-bool mq_pending(struct mq *q)
-{
-	return atomic_load_explicit(&q->head, memory_order_relaxed) != NULL;
-}
-
 struct mq_item *mq_take(struct mq *q)
 {
 	struct mq_item *list = atomic_exchange_explicit(&q->head, NULL, memory_order_acquire);

@@ -35,9 +35,6 @@ void mq_destroy(struct mq *q);
 void mq_push(struct mq *q, struct mq_item *item, mq_fn fn);
 /* mq_take - detach every queued item, oldest first (consumer only). */
 struct mq_item *mq_take(struct mq *q);
-/* mq_pending - whether items are queued right now (consumer only: a
- * hint, more may come at any time). */
-bool mq_pending(struct mq *q);
 /* mq_run - take and run every queued item; returns how many ran. */
 unsigned mq_run(struct mq *q, void *consumer_ctx);
 /* mq_wait - block until a push happens (blocking queues only). */

@@ -6,22 +6,6 @@
  * submit is on disk. State updates ride along without forcing a sync; losing
  * one to a power cut only repeats a delivery attempt.
  *
- * Syncs are pipelined under load: the spool is opened MDB_NOMETASYNC, so a
- * commit syncs its data pages before it writes its meta page and leaves
- * that page unsynced. When more requests are already queued, a batch that
- * must be durable is not synced on its own: the next commit's data sync
- * flushes every page written before it, the previous meta page among them,
- * and the batch is answered after it. With nothing queued it is synced at
- * once (mdb_env_sync). One sync per commit instead of two under load, and
- * no answer before its data is on disk. LMDB never reuses pages the
- * previous committed snapshot refers to, so a crash before that sync
- * falls back to a whole, older snapshot that no answer has relied on.
- *
- * Every commit costs a data sync, even one of state updates alone. While
- * new mail flows, a batch of nothing but state updates (nobody waits for
- * them) lingers up to LINGER_MS for the next requests and is committed
- * with them, in order; idle, it is committed at once.
- *
  * A request that fails (map full, disk full) fails alone: the batch is then
  * replayed with one nested transaction per request.
  *
@@ -43,7 +27,6 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -56,8 +39,6 @@
 #define EXPIRE_PER_TXN    2000
 #define EXPIRE_BUDGET_MS  200           /* per maintenance pass: the writer has mail to commit */
 #define FULL_LOG_MS       10000         /* at most one "disk full" line this often */
-#define LINGER_MS         2             /* state updates wait this long for mail to ride with... */
-#define FLOWING_MS        10            /* ...when a batch with new mail was this recent */
 #define USAGE_REFRESH_MS  100           /* spool and disk usage read at most this often... */
 #define USAGE_LOW_ROOM    (256ll << 20) /* ...unless new mail has less room than this */
 
@@ -75,18 +56,6 @@ struct writer {
 	unsigned nheld;
 	uint64_t full_logged_ms; /* last "disk full" log line */
 	uint64_t usage_ms;       /* last spool_refresh_usage for new mail */
-	uint64_t mail_ms;        /* last batch with new mail */
-	/* State updates lingering for the next batch (see the top), oldest
-	 * first, until linger_ms. */
-	struct mq_item *linger, **linger_tail;
-	uint64_t linger_ms;
-	/* The committed batch whose meta page is not synced yet (see the top):
-	 * answered once a later commit has synced its data pages, or after
-	 * mdb_env_sync when nothing else is queued. */
-	struct spool_req *waiting[BATCH_MAX_REQS];
-	unsigned nwaiting;
-	size_t waiting_txn; /* its transaction id */
-	bool waiting_mbox;  /* it changed the mailbox (IDLE wakes once answered) */
 };
 
 /* status_of - map an LMDB/errno code to what the client is told. */
@@ -445,41 +414,6 @@ static void log_failure(struct writer *w, const char *what, int rc)
 	log_error("spool: %s: %s", what, mdb_strerror(rc));
 }
 
-/* answer_waiting - the waiting batch is durable (rc 0) or its sync failed. */
-static void answer_waiting(struct writer *w, int rc)
-{
-	if (!rc && w->waiting_mbox)
-		spool_mbox_changed(w->sp);
-	for (unsigned i = 0; i < w->nwaiting; i++) {
-		if (rc)
-			w->waiting[i]->status = status_of(rc);
-		reply(w, w->waiting[i]);
-	}
-	w->nwaiting = 0;
-	w->waiting_mbox = false;
-}
-
-/* flush_waiting - sync the waiting batch's meta page now and answer it. */
-static void flush_waiting(struct writer *w)
-{
-	if (!w->nwaiting)
-		return;
-	int rc = mdb_env_sync(w->sp->env, 1);
-	atomic_fetch_add(&w->sp->syncs, 1);
-	if (rc)
-		log_failure(w, "sync failed", rc);
-	answer_waiting(w, rc);
-}
-
-/* synced_past - whether a transaction committed after id: it synced its
- * data pages, with them id's meta page, before writing its own. */
-static bool synced_past(struct spool *sp, size_t id)
-{
-	MDB_envinfo info;
-	mdb_env_info(sp->env, &info);
-	return info.me_last_txnid > id;
-}
-
 /* has_submit - whether new mail is among reqs (room is then refreshed). */
 static bool has_submit(struct spool_req **reqs, unsigned n)
 {
@@ -489,9 +423,7 @@ static bool has_submit(struct spool_req **reqs, unsigned n)
 	return false;
 }
 
-/* commit_batch - commit reqs in one transaction and answer them; last:
- * nothing of the current list follows them (requests queued since may). */
-static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n, bool last)
+static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 {
 	struct spool *sp = w->sp;
 	MDB_txn *txn;
@@ -502,7 +434,6 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n, 
 	 * every batch once the room runs low. */
 	if (has_submit(reqs, n)) {
 		uint64_t now = rp_mono_ms();
-		w->mail_ms = now;
 		if (now - w->usage_ms >= USAGE_REFRESH_MS ||
 		    atomic_load(&sp->room) < USAGE_LOW_ROOM) {
 			spool_refresh_usage(sp, false);
@@ -559,39 +490,23 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n, 
 			return;
 		}
 	}
-	size_t txn_id = mdb_txn_id(txn);
 	rc = mdb_txn_commit(txn);
 	atomic_fetch_add(&sp->commits, 1);
 	if (!rc)
 		atomic_store(&sp->room, w->room); /* until the next refresh */
-	if (!rc && w->nwaiting && synced_past(sp, w->waiting_txn))
-		answer_waiting(w, 0);
-	bool mbox = false;
-	for (i = 0; i < n; i++)
-		mbox |= !rc && reqs[i]->status == SPOOL_OK && touches_mbox(reqs[i]);
-	/* Whether another commit follows, looked at after this one: what
-	 * arrived while it was written counts. */
-	bool more = !last || mq_pending(&sp->inbox);
-	if (!rc && sync && more && !w->nwaiting && synced_past(sp, txn_id - 1)) {
-		/* The next commit's data sync makes this one durable. */
-		memcpy(w->waiting, reqs, n * sizeof(*reqs));
-		w->nwaiting = n;
-		w->waiting_txn = txn_id;
-		w->waiting_mbox = mbox;
-		return;
-	}
 	if (!rc && sync) {
 		rc = mdb_env_sync(sp->env, 1);
 		atomic_fetch_add(&sp->syncs, 1);
-		if (w->nwaiting)
-			answer_waiting(w, rc); /* the sync covered it too, or failed for both */
 	}
 	if (rc) {
 		log_failure(w, "commit failed", rc);
 		for (i = 0; i < n; i++)
 			reqs[i]->status = status_of(rc);
 	}
-	if (mbox && !rc)
+	bool mbox = false;
+	for (i = 0; i < n; i++)
+		mbox |= !rc && reqs[i]->status == SPOOL_OK && touches_mbox(reqs[i]);
+	if (mbox)
 		spool_mbox_changed(sp);
 	for (i = 0; i < n; i++)
 		reply(w, reqs[i]);
@@ -614,7 +529,7 @@ static void process(struct writer *w, struct mq_item *list)
 		list->next = NULL;
 		struct spool_req *req = RP_CONTAINER_OF(list, struct spool_req, item);
 		if (n == BATCH_MAX_REQS || (n && bytes + req_bytes(req) > BATCH_MAX_BYTES)) {
-			commit_batch(w, batch, n, false);
+			commit_batch(w, batch, n);
 			n = 0;
 			bytes = 0;
 		}
@@ -623,7 +538,7 @@ static void process(struct writer *w, struct mq_item *list)
 		list = next;
 	}
 	if (n)
-		commit_batch(w, batch, n, true);
+		commit_batch(w, batch, n);
 }
 
 bool spool_commit_deletes(struct spool *sp, MDB_txn *txn, MDB_cursor *cur, unsigned n)
@@ -742,59 +657,11 @@ static void drop_held(struct writer *w)
 	w->nheld = 0;
 }
 
-/* updates_only - whether list holds nothing but state updates nobody
- * waits for; *tail is set to its last item's link. */
-static bool updates_only(struct mq_item *list, struct mq_item ***tail)
-{
-	for (; list; list = list->next) {
-		struct spool_req *req = RP_CONTAINER_OF(list, struct spool_req, item);
-		if (req->type != SPOOL_REQ_UPDATE || req->reply_to)
-			return false;
-		*tail = &list->next;
-	}
-	return true;
-}
-
-/* linger - take list (state updates alone) into the lingering ones when
- * mail flows; returns what is to be committed now. */
-static struct mq_item *linger(struct writer *w, struct mq_item *list, uint64_t now)
-{
-	struct mq_item **tail = NULL;
-	if (list && !atomic_load(&w->sp->stopping) && now - w->mail_ms < FLOWING_MS &&
-	    updates_only(list, &tail)) {
-		if (!w->linger)
-			w->linger_ms = now + LINGER_MS;
-		*w->linger_tail = list;
-		w->linger_tail = tail;
-		list = NULL;
-	}
-	if (!w->linger || (!list && now < w->linger_ms && !atomic_load(&w->sp->stopping)))
-		return list;
-	*w->linger_tail = list; /* the lingering ones first: order is kept */
-	list = w->linger;
-	w->linger = NULL;
-	w->linger_tail = &w->linger;
-	return list;
-}
-
-/* wait_ms - how long the writer may sleep for new requests. */
-static int wait_ms(const struct writer *w)
-{
-	if (atomic_load(&w->sp->stopping) || w->nwaiting)
-		return 0;
-	if (w->linger) {
-		uint64_t now = rp_mono_ms();
-		return w->linger_ms > now ? (int)(w->linger_ms - now) : 0;
-	}
-	return MAINT_INTERVAL_MS;
-}
-
 static void *writer_main(void *arg)
 {
 	struct writer w = { .sp = arg };
 	struct spool *sp = w.sp;
 	w.held_tail = &w.held;
-	w.linger_tail = &w.linger;
 	uint64_t last_maint = rp_mono_ms();
 	log_set_thread("writer");
 	/* The largest stored id: everything above it may be appended. */
@@ -803,17 +670,15 @@ static void *writer_main(void *arg)
 		struct pollfd pfd = { .fd = sp->inbox.efd, .events = POLLIN };
 		/* Once stopping, never sleep: the stop's doorbell may have been
 		 * read together with a request's, and only the queue is left. */
-		int prc = poll(&pfd, 1, wait_ms(&w));
+		int prc = poll(&pfd, 1, atomic_load(&sp->stopping) ? 0 : MAINT_INTERVAL_MS);
 		if (prc > 0) {
 			uint64_t v;
 			ssize_t r = read(sp->inbox.efd, &v, sizeof(v));
 			(void)r;
 		}
-		struct mq_item *list = linger(&w, mq_take(&sp->inbox), rp_mono_ms());
+		struct mq_item *list = mq_take(&sp->inbox);
 		if (list)
 			process(&w, list);
-		if (w.nwaiting && !mq_pending(&sp->inbox))
-			flush_waiting(&w);
 		uint64_t now = rp_mono_ms();
 		if (now - last_maint >= MAINT_INTERVAL_MS) {
 			last_maint = now;

@@ -578,49 +578,6 @@ Test(spool, updates_and_done)
 	cr_assert_eq(get_msg(id).pending, 0);
 }
 
-/* A state update nobody waits for, as the scheduler sends them. */
-struct loose_update {
-	struct spool_req req; /* first: the writer frees it */
-	struct spool_update u;
-};
-
-static void push_loose_update(uint64_t id, uint32_t idx, uint16_t attempts)
-{
-	struct loose_update *lu = xcalloc(1, sizeof(*lu));
-	lu->u = (struct spool_update){ .msgid = id,
-		                       .idx = idx,
-		                       .state = SPOOL_DEFERRED,
-		                       .attempts = attempts,
-		                       .next_ms = 99,
-		                       .response = "451 4.0.0 later",
-		                       .response_len = 15 };
-	lu->req.type = SPOOL_REQ_UPDATE;
-	lu->req.u.update.v = &lu->u;
-	lu->req.u.update.n = 1;
-	spool_request(sp, &lu->req);
-}
-
-/* While mail flows, updates alone linger for the next batch: they are
- * still applied before what comes after them, and on their own soon. */
-Test(spool, lingering_updates_keep_order_and_land)
-{
-	char resp[64];
-	uint64_t id = test_submit(sp, "s@x", "y.example", 2, "a\r\n", 3, rp_now_ms());
-	push_loose_update(id, 0, 1);
-	test_update(sp, id, 1, SPOOL_DEFERRED, 1, 5, "451 4.0.0 one");
-	cr_assert_eq(get_rcpt(id, 0, resp, sizeof(resp)).attempts, 1,
-	             "the update before the answered one is applied with it");
-	/* Alone: applied within the linger time (2 ms), not at the next tick. */
-	test_submit(sp, "s@x", "y.example", 1, "b\r\n", 3, rp_now_ms());
-	push_loose_update(id, 0, 2);
-	uint64_t deadline = rp_mono_ms() + 500;
-	while (get_rcpt(id, 0, resp, sizeof(resp)).attempts != 2) {
-		cr_assert_lt(rp_mono_ms(), deadline, "a lingering update waited for the tick");
-		usleep(1000);
-	}
-	cr_assert_str_eq(resp, "451 4.0.0 later");
-}
-
 Test(spool, batch_update_in_one_request)
 {
 	uint64_t a = test_submit(sp, "s@x", "y.example", 2, "a\r\n", 3, rp_now_ms());
@@ -836,70 +793,6 @@ Test(spool, concurrent_submits)
 					cr_assert_neq(s[i].ids[k], s[j].ids[l], "duplicate id");
 		}
 	}
-}
-
-/* Requests that keep coming while the writer commits, as from many
- * sessions: a batch that ends with others queued is answered after the
- * next commit's data sync instead of a sync of its own. */
-Test(spool, syncs_pipelined_under_load)
-{
-	enum { N = 600 };
-	struct spool_usage u0, u1;
-	spool_usage(sp, &u0);
-	struct mq replies;
-	cr_assert(mq_init(&replies, false));
-	struct test_msg *m = xcalloc(N, sizeof(*m));
-	for (unsigned i = 0; i < N; i++) {
-		struct spool_submit *s = &m[i].req.u.submit;
-		m[i].req.type = SPOOL_REQ_SUBMIT;
-		m[i].req.reply_to = &replies;
-		s->msg.id = spool_next_id(sp);
-		s->msg.submit_ms = rp_now_ms();
-		s->msg.nrcpt = 1;
-		s->msg.sender = "s@x";
-		s->msg.sender_len = 3;
-		s->msg.envid = "";
-		s->msg.source = "test";
-		s->msg.source_len = 4;
-		snprintf(m[i].addrs[0], sizeof(m[i].addrs[0]), "r%u@y.example", i);
-		m[i].rcpts[0].addr = m[i].addrs[0];
-		m[i].rcpts[0].addr_len = strlen(m[i].addrs[0]);
-		s->rcpts = m[i].rcpts;
-		m[i].body.iov_base = "pipelined\r\n";
-		m[i].body.iov_len = 11;
-		s->msg.body_len = 11;
-		s->body = &m[i].body;
-		s->nbody = 1;
-		spool_request(sp, &m[i].req);
-		usleep(20);
-	}
-	unsigned got = 0;
-	uint64_t deadline = rp_mono_ms() + 20000;
-	while (got < N) {
-		cr_assert_lt(rp_mono_ms(), deadline, "%u of %u answered", got, N);
-		struct pollfd pfd = { .fd = replies.efd, .events = POLLIN };
-		if (poll(&pfd, 1, 100) > 0) {
-			uint64_t v;
-			cr_assert_eq(read(replies.efd, &v, sizeof(v)), (ssize_t)sizeof(v));
-		}
-		for (struct mq_item *it = mq_take(&replies); it; it = it->next) {
-			struct spool_req *req = RP_CONTAINER_OF(it, struct spool_req, item);
-			cr_assert_eq(req->status, SPOOL_OK);
-			got++;
-		}
-	}
-	mq_destroy(&replies);
-	spool_usage(sp, &u1);
-	uint64_t commits = u1.commits - u0.commits, syncs = u1.syncs - u0.syncs;
-	cr_assert_gt(commits, 1);
-	/* Before: one mdb_env_sync for every commit that held a submit. */
-	cr_assert_lt(syncs, commits,
-	             "no commit answered the one before it (%llu syncs, %llu "
-	             "commits)",
-	             (unsigned long long)syncs, (unsigned long long)commits);
-	for (unsigned i = 0; i < N; i += 97)
-		assert_body(m[i].req.u.submit.msg.id, 0, "pipelined\r\n", 11);
-	free(m);
 }
 
 Test(spool, open_errors)
