@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import benchlib as bl
 
@@ -139,12 +140,6 @@ def line(m):
     if "cpu_us_per_msg" in m:
         s += f" (submit {m['submit_rate']:,.0f}/s), ringpost CPU {m['cpu_us_per_msg']:.1f} us/msg"
     return s
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def run_hop(tools, p, a, doc):
