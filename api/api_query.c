@@ -328,6 +328,36 @@ static void client_limits_json(struct buf *b, const struct stats_snapshot *snap)
 	buf_puts(b, "}");
 }
 
+/* webhook_json - ,"webhook":{...}: the poster's numbers and the spool's
+ * backlog of events (null when no [webhook] url is set). */
+static void webhook_json(struct buf *b, const struct spool *sp, const struct stats_webhook *w)
+{
+	if (!w->enabled) {
+		buf_puts(b, ",\"webhook\":null");
+		return;
+	}
+	struct spool_events_info ei;
+	spool_events_info(sp, &ei);
+	buf_printf(b,
+	           ",\"webhook\":{\"backlog\":%llu,\"dropped\":%llu,\"recorded\":%llu,"
+	           "\"posted\":%llu,\"posts\":%llu,\"failures\":%llu,\"last_status\":%d,"
+	           "\"last_success\":",
+	           (unsigned long long)ei.backlog, (unsigned long long)ei.dropped,
+	           (unsigned long long)ei.recorded, (unsigned long long)w->events_posted,
+	           (unsigned long long)w->posts, (unsigned long long)w->failures, w->last_status);
+	api_iso_time(b, w->last_success_ms);
+	buf_puts(b, ",\"last_error\":");
+	if (w->last_error[0])
+		http_json_str(b, w->last_error, strlen(w->last_error));
+	else
+		buf_puts(b, "null");
+	buf_puts(b, ",\"last_error_time\":");
+	api_iso_time(b, w->last_error_ms);
+	buf_puts(b, ",\"retry_at\":");
+	api_iso_time(b, w->retry_at_ms);
+	buf_puts(b, "}");
+}
+
 static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 {
 	struct spool_usage u;
@@ -350,6 +380,7 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 	    (unsigned long long)u.disk_free, spool_accepting(s->srv->spool) ? "true" : "false",
 	    (unsigned long long)u.commits, (unsigned long long)u.syncs);
 	client_limits_json(&b, snap);
+	webhook_json(&b, s->srv->spool, &snap->webhook);
 	buf_printf(&b,
 	           ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
 	           "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
@@ -498,6 +529,36 @@ static void per_domain(struct buf *b, const char *name, const char *type, const 
 		buf_printf(b, "%s{domain=\"other\"} %llu\n", name, (unsigned long long)other);
 }
 
+/* webhook_metrics - the poster's series (none without a [webhook] url). */
+static void webhook_metrics(struct buf *b, const struct spool *sp, const struct stats_webhook *w)
+{
+	if (!w->enabled)
+		return;
+	struct spool_events_info ei;
+	spool_events_info(sp, &ei);
+	prom_head(b, "ringpost_webhook_backlog_events", "gauge",
+	          "Events kept in the spool, not yet taken by the webhook endpoint.");
+	buf_printf(b, "ringpost_webhook_backlog_events %llu\n", (unsigned long long)ei.backlog);
+	prom_head(b, "ringpost_webhook_events_total", "counter",
+	          "Webhook events: recorded, posted (answered 2xx), dropped (over "
+	          "max_backlog).");
+	buf_printf(b,
+	           "ringpost_webhook_events_total{result=\"recorded\"} %llu\n"
+	           "ringpost_webhook_events_total{result=\"posted\"} %llu\n"
+	           "ringpost_webhook_events_total{result=\"dropped\"} %llu\n",
+	           (unsigned long long)ei.recorded, (unsigned long long)w->events_posted,
+	           (unsigned long long)ei.dropped);
+	prom_head(b, "ringpost_webhook_requests_total", "counter", "Webhook requests, by result.");
+	buf_printf(b,
+	           "ringpost_webhook_requests_total{result=\"ok\"} %llu\n"
+	           "ringpost_webhook_requests_total{result=\"failed\"} %llu\n",
+	           (unsigned long long)w->posts, (unsigned long long)w->failures);
+	prom_head(b, "ringpost_webhook_last_success_timestamp_seconds", "gauge",
+	          "Unix time of the last request answered 2xx (0 = never).");
+	buf_printf(b, "ringpost_webhook_last_success_timestamp_seconds %.3f\n",
+	           (double)w->last_success_ms / 1000.0);
+}
+
 static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 {
 	struct spool_usage u;
@@ -589,6 +650,7 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 	                         RP_MIN(snap->dns_lookups, snap->dns_hits + snap->dns_shared)));
 	prom_head(&b, "ringpost_dns_cache_entries", "gauge", "Entries in the DNS caches.");
 	buf_printf(&b, "ringpost_dns_cache_entries %llu\n", (unsigned long long)snap->dns_entries);
+	webhook_metrics(&b, s->srv->spool, &snap->webhook);
 	prom_hist(&b, "ringpost_delivery_latency_seconds",
 	          "Seconds from submission to delivery, per recipient.", &snap->delivery,
 	          stats_delivery_bounds, STATS_DELIVERY_BUCKETS);

@@ -103,52 +103,7 @@ void http_respond_json(struct api_session *s, int status, struct buf *body)
 
 void http_json_str(struct buf *b, const char *str, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
-	buf_append(b, "\"", 1);
-	size_t run = 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)str[i];
-		if (c >= 0x80) {
-			/* Bytes from a URL, or a message cut at a size limit, need
-			 * not be UTF-8; JSON must be: bad bytes become U+FFFD. */
-			uint32_t cp;
-			size_t k = rp_utf8_len((const unsigned char *)str + i, n - i, &cp);
-			if (k) {
-				i += k - 1;
-				continue;
-			}
-		} else if (c >= 0x20 && c != '"' && c != '\\') {
-			continue;
-		}
-		buf_append(b, str + run, i - run);
-		run = i + 1;
-		switch (c) {
-		case '"':
-			buf_append(b, "\\\"", 2);
-			break;
-		case '\\':
-			buf_append(b, "\\\\", 2);
-			break;
-		case '\n':
-			buf_append(b, "\\n", 2);
-			break;
-		case '\r':
-			buf_append(b, "\\r", 2);
-			break;
-		case '\t':
-			buf_append(b, "\\t", 2);
-			break;
-		default:
-			if (c >= 0x80) {
-				buf_append(b, "\\ufffd", 6);
-			} else {
-				char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-				buf_append(b, u, 6);
-			}
-		}
-	}
-	buf_append(b, str + run, n - run);
-	buf_append(b, "\"", 1);
+	buf_json_str(b, str, n);
 }
 
 void http_error(struct api_session *s, int status, const char *code, const char *fmt, ...)
@@ -605,12 +560,9 @@ void api_iso_time(struct buf *b, uint64_t ms)
 		buf_puts(b, "null");
 		return;
 	}
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	char out[40];
-	gmtime_r(&t, &tm);
-	strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%S", &tm);
-	buf_printf(b, "\"%s.%03uZ\"", out, (unsigned)(ms % 1000));
+	char out[32];
+	rp_iso_time(ms, out);
+	buf_printf(b, "\"%s\"", out);
 }
 
 bool http_query_param(const struct api_session *s, const char *name, char *out, size_t outlen)

@@ -1,5 +1,6 @@
 /* buf.c - growable byte buffer (see buf.h). */
 #include "buf.h"
+#include "util.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -126,4 +127,54 @@ char *buf_cstr(struct buf *b)
 	buf_reserve(b, 1);
 	b->data[b->len] = '\0';
 	return buf_head(b);
+}
+
+void buf_json_str(struct buf *b, const char *str, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	buf_append(b, "\"", 1);
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)str[i];
+		if (c >= 0x80) {
+			/* Bytes from a URL, or a message cut at a size limit, need
+			 * not be UTF-8; JSON must be: bad bytes become U+FFFD. */
+			uint32_t cp;
+			size_t k = rp_utf8_len((const unsigned char *)str + i, n - i, &cp);
+			if (k) {
+				i += k - 1;
+				continue;
+			}
+		} else if (c >= 0x20 && c != '"' && c != '\\') {
+			continue;
+		}
+		buf_append(b, str + run, i - run);
+		run = i + 1;
+		switch (c) {
+		case '"':
+			buf_append(b, "\\\"", 2);
+			break;
+		case '\\':
+			buf_append(b, "\\\\", 2);
+			break;
+		case '\n':
+			buf_append(b, "\\n", 2);
+			break;
+		case '\r':
+			buf_append(b, "\\r", 2);
+			break;
+		case '\t':
+			buf_append(b, "\\t", 2);
+			break;
+		default:
+			if (c >= 0x80) {
+				buf_append(b, "\\ufffd", 6);
+			} else {
+				char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+				buf_append(b, u, 6);
+			}
+		}
+	}
+	buf_append(b, str + run, n - run);
+	buf_append(b, "\"", 1);
 }

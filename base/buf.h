@@ -41,6 +41,9 @@ void buf_reset(struct buf *b);
 void buf_shrink(struct buf *b, size_t keep);
 /* buf_free - release the storage; the buffer is empty and reusable. */
 void buf_free(struct buf *b);
+/* buf_json_str - append str[0..n) as a JSON string literal: quotes, backslash and
+ * control characters escaped, bytes that are not UTF-8 as U+FFFD. */
+void buf_json_str(struct buf *b, const char *str, size_t n);
 /* buf_cstr - NUL-terminate the unread bytes (not counted) and return them. */
 char *buf_cstr(struct buf *b);
 

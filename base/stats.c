@@ -79,6 +79,8 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 	total->dns_shared += part->dns_shared;
 	total->dns_entries += part->dns_entries;
 	total->dns_memory += part->dns_memory;
+	if (part->webhook.enabled)
+		total->webhook = part->webhook; /* one poster, on shard 0 */
 	stats_hist_merge(&total->delivery, &part->delivery);
 	stats_hist_merge(&total->txn, &part->txn);
 }

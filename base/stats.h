@@ -70,6 +70,19 @@ struct stats_dest {
 	unsigned nsources;                               /* 0: the kernel chooses */
 };
 
+/* The webhook poster (shard 0's); the backlog is the spool's. */
+struct stats_webhook {
+	bool enabled;
+	uint64_t posts;           /* requests answered 2xx */
+	uint64_t events_posted;   /* events in them */
+	uint64_t failures;        /* requests that failed (refused, timeout, not 2xx) */
+	int last_status;          /* HTTP status of the last answer, 0 = none yet */
+	uint64_t last_success_ms; /* unix ms of the last 2xx, 0 = never */
+	uint64_t last_error_ms;   /* unix ms of the last failure, 0 = never */
+	char last_error[200];     /* what it was, "" = none */
+	uint64_t retry_at_ms;     /* backing off until (unix ms), 0 = not */
+};
+
 struct stats_snapshot {
 	struct stats_counts total;
 	struct stats_domain *domains; /* malloc'ed, ndomains entries */
@@ -90,6 +103,7 @@ struct stats_snapshot {
 	uint64_t dns_lookups, dns_queries, dns_hits, dns_shared, dns_entries, dns_memory;
 	struct stats_hist delivery; /* seconds from submit to delivered */
 	struct stats_hist txn;      /* seconds per SMTP transaction */
+	struct stats_webhook webhook;
 };
 
 /* stats_hist_add - count v (seconds) in h, whose bounds are given. */

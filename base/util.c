@@ -168,6 +168,15 @@ uint64_t rp_hash64(const void *p, size_t n)
 	return h;
 }
 
+void rp_iso_time(uint64_t ms, char out[32])
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000));
+}
+
 void rp_id_format(uint64_t id, char out[17])
 {
 	static const char hex[] = "0123456789abcdef";

@@ -115,6 +115,8 @@ bool rp_random_bytes(void *p, size_t n);
 
 /* rp_id_format - a message id as 16 lower-case hex digits plus NUL. */
 void rp_id_format(uint64_t id, char out[17]);
+/* rp_iso_time - unix ms as "2026-12-07T09:00:00.000Z" (RFC 3339, UTC). */
+void rp_iso_time(uint64_t ms, char out[32]);
 /* rp_id_parse - parse 16 hex digits; returns false on anything else. */
 bool rp_id_parse(const char *s, size_t n, uint64_t *id);
 

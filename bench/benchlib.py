@@ -302,6 +302,46 @@ def offers_starttls(port, host="127.0.0.1", timeout=10):
 
 # ---- the sink ---------------------------------------------------------------
 
+class HookSink:
+    """bench/hook_sink.py: the webhook endpoint of a run; stop() returns its
+    counts ({"requests", "events", "bytes"}) or None."""
+
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.out_path = self.workdir / "hooks.json"
+        self.proc = None
+        self.port = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/events"
+
+    def start(self, timeout=15):
+        self.proc = spawn([sys.executable, str(HERE / "hook_sink.py"), "--out",
+                           str(self.out_path)], stdout=subprocess.PIPE)
+        end = time.time() + timeout
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("port=") or time.time() > end:
+            raise BenchError(f"hook_sink.py did not start: {line!r}")
+        self.port = int(line[5:])
+
+    def stop(self):
+        if not self.proc:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        try:
+            return json.loads(self.out_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+
 class Sink:
     """ringpost-sink listening on one port on each of addrs; its per-interval
     JSON lines go to workdir/sink-stats.jsonl, which poll() reads

@@ -46,6 +46,7 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 		{ "body", &sp->dbi_body },           { "rcpt", &sp->dbi_rcpt },
 		{ "expire", &sp->dbi_expire },       { "mbox", &sp->dbi_mbox },
 		{ "mbox_meta", &sp->dbi_mbox_meta }, { "suppress", &sp->dbi_suppress },
+		{ "events", &sp->dbi_events },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(dbs); i++) {
 		rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -94,6 +95,12 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 		mdb_cursor_close(cur);
 	}
 	atomic_store(&sp->next_id, next);
+	rc = spool_events_load(sp, txn);
+	if (rc) {
+		snprintf(err, errlen, "%s: cannot read the events: %s", sp->dir, mdb_strerror(rc));
+		mdb_txn_abort(txn);
+		return false;
+	}
 	/* The bounce mailbox's UIDVALIDITY is fixed when the spool is made. */
 	MDB_val vk = { .mv_size = 11, .mv_data = "uidvalidity" }, vv;
 	if (mdb_get(txn, sp->dbi_mbox_meta, &vk, &vv) == MDB_NOTFOUND) {
@@ -128,6 +135,7 @@ struct spool *spool_open(const struct spool_options *o, char *err, size_t errlen
 	struct spool *sp = xcalloc(1, sizeof(*sp));
 	sp->opt = *o;
 	sp->dir = xstrdup(o->dir);
+	spool_set_events(sp, o->events, o->events_max);
 	sp->opt.dir = sp->dir;
 	int rc = mkdir_p(sp->dir);
 	if (rc) {
@@ -251,10 +259,9 @@ void spool_refresh_usage(struct spool *sp, bool announce)
 	uint64_t state_pages = 0; /* what state updates rewrite: msg, rcpt, expire */
 	MDB_txn *txn;
 	if (mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn) == 0) {
-		MDB_dbi dbis[] = {
-			sp->dbi_msg,  sp->dbi_rcpt,      sp->dbi_expire,   sp->dbi_meta,
-			sp->dbi_body, sp->dbi_mbox_meta, sp->dbi_suppress, sp->dbi_mbox
-		};
+		MDB_dbi dbis[] = { sp->dbi_msg,      sp->dbi_rcpt, sp->dbi_expire,
+			           sp->dbi_meta,     sp->dbi_body, sp->dbi_mbox_meta,
+			           sp->dbi_suppress, sp->dbi_mbox, sp->dbi_events };
 		for (size_t i = 0; i < RP_ARRAY_LEN(dbis); i++) {
 			MDB_stat st2;
 			if (mdb_stat(txn, dbis[i], &st2) != 0)

@@ -7,6 +7,8 @@
  *   rcpt    be64 id | be32 index                -> recipient (struct spool_rcpt)
  *   expire  be64 unix ms | be64 id              -> "" (finished messages to forget)
  *   mbox, mbox_meta                             -> the bounce mailbox (mbox.h)
+ *   suppress lower-case address                 -> the suppression list
+ *   events  be64 sequence                       -> one delivery event, a JSON object
  *
  * One writer thread owns every write transaction. Requests from any thread
  * are batched into one transaction (group commit); a batch holding a submit
@@ -114,6 +116,26 @@ bool spool_rcpt_decode(const void *p, size_t n, struct spool_rcpt *r);
 
 /* ---- environment ------------------------------------------------------- */
 
+/* Delivery events for webhooks: recorded in the transaction that makes the
+ * change they report (so a crash loses neither or both), read in sequence
+ * order by the poster, deleted once posted. */
+enum spool_ev_type {
+	SPOOL_EV_ACCEPTED,   /* a recipient was taken (submission, durable) */
+	SPOOL_EV_DELIVERED,  /* the next hop accepted it */
+	SPOOL_EV_DEFERRED,   /* an attempt failed temporarily */
+	SPOOL_EV_BOUNCED,    /* failed for good (or a bounce report came back) */
+	SPOOL_EV_SUPPRESSED, /* on the suppression list at submission: never tried */
+	SPOOL_EV_COMPLAINED, /* the recipient complained (a feedback report) */
+	SPOOL_EV_TYPES,
+};
+#define SPOOL_EV_BIT(t)   (1u << (t))
+#define SPOOL_EV_DEFAULTS (((1u << SPOOL_EV_TYPES) - 1) & ~SPOOL_EV_BIT(SPOOL_EV_ACCEPTED))
+/* spool_ev_name - "delivered", ... */
+const char *spool_ev_name(unsigned type);
+/* spool_ev_mask_parse - "delivered, bounced" into SPOOL_EV_BIT()s; "" is
+ * SPOOL_EV_DEFAULTS. False with the offending word in err. */
+bool spool_ev_mask_parse(const char *list, uint32_t *mask, char *err, size_t errlen);
+
 struct spool_options {
 	const char *dir;            /* created if missing */
 	uint64_t max_size;          /* LMDB map size: the spool's size limit */
@@ -123,6 +145,8 @@ struct spool_options {
 	                             * SPOOL_SUPPRESSED at submission */
 	uint32_t mbox_max_messages; /* the bounce mailbox keeps the newest this many */
 	uint64_t mbox_max_age_ms;   /* ... and none older than this (0 = no limit) */
+	uint32_t events;            /* SPOOL_EV_BIT()s to record; 0 = none (no webhook) */
+	uint64_t events_max;        /* backlog bound: past it the oldest events go */
 	/* mbox_changed - messages were added to or removed from the mailbox, or
 	 * their flags changed (the writer's thread, after the commit). */
 	void (*mbox_changed)(void *arg);
@@ -164,6 +188,7 @@ enum spool_req_type {
 	SPOOL_REQ_SUPPRESS,     /* add an address to, or remove it from, the suppression list */
 	SPOOL_REQ_INBOUND,      /* a bounce or complaint that arrived: the mailbox, the
 	                         * recipients it names, the suppression list (durable) */
+	SPOOL_REQ_EVENTS_DONE,  /* events up to a sequence number were posted: delete them */
 };
 
 /* What an arriving report says about one of our recipients. */
@@ -252,6 +277,9 @@ struct spool_req {
 			size_t reason_len;
 			bool existed; /* set by the writer: it was on the list */
 		} suppress;
+		struct {
+			uint64_t upto; /* the last sequence number posted */
+		} events_done;
 	} u;
 	/* INBOUND only (beside u.mbox): the events it applies. */
 	struct spool_event *events;
@@ -287,6 +315,24 @@ uint64_t spool_scan_pending(struct spool_reader *r,
                             void (*fn)(const struct spool_msg *m, const struct spool_rcpt *rc,
                                        void *arg),
                             void *arg);
+
+/* spool_events_read - events after sequence number `after`, oldest first:
+ * at most max of them and about max_bytes, appended to out as JSON objects
+ * separated by commas; *last gets the last one's sequence number. Needs
+ * spool_reader_begin. Returns how many. */
+unsigned spool_events_read(struct spool_reader *r, uint64_t after, unsigned max, size_t max_bytes,
+                           struct buf *out, uint64_t *last);
+
+struct spool_events_info {
+	uint64_t last_seq; /* the newest committed event's sequence number */
+	uint64_t backlog;  /* events kept, not yet posted */
+	uint64_t dropped;  /* events dropped past events_max since start */
+	uint64_t recorded; /* events recorded since start */
+};
+/* spool_events_info - the numbers above (any thread, no transaction). */
+void spool_events_info(const struct spool *sp, struct spool_events_info *out);
+/* spool_set_events - change the events recorded and the bound (reload). */
+void spool_set_events(struct spool *sp, uint32_t mask, uint64_t max);
 
 /* ---- the bounce mailbox ------------------------------------------------ */
 

@@ -24,7 +24,16 @@ size_t spool_body_chunk(const struct spool *sp, size_t remaining);
 struct spool {
 	MDB_env *env;
 	MDB_dbi dbi_meta, dbi_msg, dbi_body, dbi_rcpt, dbi_expire, dbi_mbox, dbi_mbox_meta;
-	MDB_dbi dbi_suppress;       /* lower-case address -> struct spool_suppress_hdr, reason */
+	MDB_dbi dbi_suppress; /* lower-case address -> struct spool_suppress_hdr, reason */
+	MDB_dbi dbi_events;   /* be64 sequence -> JSON object (spool_events.c) */
+	/* Events: the writer's committed numbers (ev) and those of the
+	 * transaction being built (ev_txn), published after each commit. */
+	struct spool_evstate {
+		uint64_t seq, count, dropped, recorded;
+	} ev, ev_txn;
+	_Atomic uint32_t ev_mask;
+	_Atomic uint64_t ev_max;
+	_Atomic uint64_t ev_seq_pub, ev_count_pub, ev_dropped_pub, ev_recorded_pub;
 	unsigned char verp_key[32]; /* signs VERP addresses (meta "verp_key") */
 	_Atomic uint64_t mbox_gen;  /* changes with the mailbox (spool_mbox_generation) */
 	char *dir;
@@ -118,6 +127,26 @@ int spool_suppress_put(struct spool *sp, MDB_txn *txn, const char *addr, size_t 
  * reason/reason_len (pointing into LMDB memory, valid in txn). */
 bool spool_suppressed(struct spool *sp, MDB_txn *txn, const char *addr, size_t len,
                       const char **reason, size_t *reason_len);
+
+/* ---- events (spool_events.c; the writer thread) ---- */
+
+/* spool_event_put - record an event of type for recipient r (its addr,
+ * msgid, idx) with this attempt's numbers, unless the type is not wanted.
+ * Copies everything before writing (r may point into a page). */
+int spool_event_put(struct spool *sp, MDB_txn *txn, unsigned type, const struct spool_rcpt *r,
+                    unsigned attempts, const char *response, size_t response_len,
+                    const char *remote, size_t remote_len, uint64_t now_ms);
+/* spool_event_wanted - whether events of type are recorded. */
+static inline bool spool_event_wanted(struct spool *sp, unsigned type)
+{
+	return atomic_load_explicit(&sp->ev_mask, memory_order_relaxed) & SPOOL_EV_BIT(type);
+}
+/* spool_apply_events_done - EVENTS_DONE: delete the posted events. */
+int spool_apply_events_done(struct spool *sp, MDB_txn *txn, struct spool_req *req);
+/* spool_events_load - the committed numbers at open (open's transaction). */
+int spool_events_load(struct spool *sp, MDB_txn *txn);
+/* spool_events_published - a commit succeeded: ev = ev_txn, published. */
+void spool_events_published(struct spool *sp);
 
 /* spool_writer_start - start the writer thread (spool.c calls it). */
 bool spool_writer_start(struct spool *sp, char *err, size_t errlen);

@@ -256,6 +256,16 @@ static int apply_event(struct spool *sp, MDB_txn *txn, struct spool_event *ev, u
 				spool_rcpt_encode(&r, buf_reserve(&b, spool_rcpt_size(&r)));
 				MDB_val nv = { .mv_size = spool_rcpt_size(&r), .mv_data = b.data };
 				rc = mdb_put(txn, sp->dbi_rcpt, &k, &nv, 0);
+				/* The event from the copy written (r pointed into the
+				 * replaced page), with the report's own words. */
+				struct spool_rcpt er = { .msgid = ev->msgid, .idx = ev->idx };
+				if (!rc && spool_rcpt_decode(b.data, nv.mv_size, &er))
+					rc = spool_event_put(
+					    sp, txn,
+					    ev->state == SPOOL_COMPLAINED ? SPOOL_EV_COMPLAINED
+					                                  : SPOOL_EV_BOUNCED,
+					    &er, er.attempts, ev->response,
+					    RP_MIN(ev->response_len, (size_t)500), NULL, 0, now);
 				buf_free(&b);
 				buf_free(&resp);
 			} else {

@@ -198,6 +198,12 @@ static int apply_submit(struct writer *w, MDB_txn *txn, struct spool_submit *s)
 		rc = mdb_put(txn, sp->dbi_rcpt, &rk, &rv, MDB_RESERVE | flags);
 		if (!rc)
 			spool_rcpt_encode(r, rv.mv_data);
+		if (!rc && r->state == SPOOL_SUPPRESSED)
+			rc = spool_event_put(sp, txn, SPOOL_EV_SUPPRESSED, r, 0, r->response,
+			                     r->response_len, NULL, 0, r->last_ms);
+		else if (!rc)
+			rc = spool_event_put(sp, txn, SPOOL_EV_ACCEPTED, r, 0, NULL, 0, NULL, 0,
+			                     s->msg.submit_ms);
 		r->response = NULL; /* why[i] goes below; the caller reads the state */
 		r->response_len = 0;
 	}
@@ -311,8 +317,24 @@ static int apply_update(struct writer *w, MDB_txn *txn, const struct spool_updat
 	spool_rcpt_encode(&r, dst);
 	MDB_val nv = { .mv_size = spool_rcpt_size(&r), .mv_data = dst };
 	rc = mdb_put(txn, sp->dbi_rcpt, &k, &nv, 0);
-	if (rc || !SPOOL_STATE_FINAL(u->state))
+	if (rc)
 		return rc;
+	unsigned ev = u->state == SPOOL_DELIVERED                   ? SPOOL_EV_DELIVERED
+	              : u->state == SPOOL_BOUNCED                   ? SPOOL_EV_BOUNCED
+	              : u->state == SPOOL_DEFERRED && !u->wait_only ? SPOOL_EV_DEFERRED
+	                                                            : SPOOL_EV_TYPES;
+	if (ev != SPOOL_EV_TYPES && spool_event_wanted(sp, ev)) {
+		/* From the copy just written: r pointed into the replaced page. */
+		struct spool_rcpt er = { .msgid = u->msgid, .idx = u->idx };
+		if (spool_rcpt_decode(dst, nv.mv_size, &er))
+			rc = spool_event_put(sp, txn, ev, &er, er.attempts, er.response,
+			                     er.response_len, er.remote, er.remote_len,
+			                     u->wait_only ? rp_now_ms() : er.last_ms);
+		if (rc)
+			return rc;
+	}
+	if (!SPOOL_STATE_FINAL(u->state))
+		return 0;
 
 	/* One fewer recipient pending on the message. */
 	unsigned char mk[8];
@@ -364,6 +386,8 @@ static int apply(struct writer *w, MDB_txn *txn, struct spool_req *req)
 		return spool_apply_suppress(w->sp, txn, req);
 	case SPOOL_REQ_INBOUND:
 		return spool_apply_inbound(w->sp, txn, req);
+	case SPOOL_REQ_EVENTS_DONE:
+		return spool_apply_events_done(w->sp, txn, req);
 	}
 	rp_panic("unknown request type %d", (int)req->type);
 }
@@ -451,6 +475,7 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 		return;
 	}
 	/* Fast path: everything in one transaction. */
+	sp->ev_txn = sp->ev;
 	unsigned i;
 	for (i = 0; i < n; i++) {
 		rc = apply(w, txn, reqs[i]);
@@ -469,8 +494,10 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 		sync = false;
 		w->room = atomic_load(&sp->room); /* the fast path's counts are void */
 		rc = mdb_txn_begin(sp->env, NULL, 0, &txn);
+		sp->ev_txn = sp->ev;
 		for (i = 0; !rc && i < n; i++) {
 			MDB_txn *child = NULL;
+			struct spool_evstate ev = sp->ev_txn;
 			int crc = mdb_txn_begin(sp->env, txn, 0, &child);
 			if (!crc)
 				crc = apply(w, child, reqs[i]);
@@ -478,6 +505,8 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 				crc = mdb_txn_commit(child);
 			else if (child)
 				mdb_txn_abort(child);
+			if (crc)
+				sp->ev_txn = ev; /* its events went with it */
 			reqs[i]->status = status_of(crc);
 			if (!crc)
 				sync |= needs_sync(reqs[i]);
@@ -492,8 +521,10 @@ static void commit_batch(struct writer *w, struct spool_req **reqs, unsigned n)
 	}
 	rc = mdb_txn_commit(txn);
 	atomic_fetch_add(&sp->commits, 1);
-	if (!rc)
+	if (!rc) {
 		atomic_store(&sp->room, w->room); /* until the next refresh */
+		spool_events_published(sp);
+	}
 	if (!rc && sync) {
 		rc = mdb_env_sync(sp->env, 1);
 		atomic_fetch_add(&sp->syncs, 1);

@@ -21,6 +21,7 @@
 #include "base/addr.h"
 #include "base/buf.h"
 #include "base/util.h"
+#include "webhook.h"
 
 enum {
 	CFG_D_MAX_CONNECTIONS = 1u << 0,
@@ -308,7 +309,9 @@ enum vtype {
 	V_HOSTPORT, /* host:port, the host a name or an address */
 	V_DOMAIN,   /* a domain name (ASCII, dot-atom), or empty */
 	V_EHLO,     /* an EHLO name: one word (a poor name is only warned about) */
-	V_USER      /* a user name (looked up by serve and check-config), or empty */
+	V_USER,     /* a user name (looked up by serve and check-config), or empty */
+	V_URL,      /* a webhook URL (http:// or https://), or empty */
+	V_EVENTS    /* a list of event names into a SPOOL_EV_BIT() mask */
 };
 
 struct key {
@@ -399,11 +402,11 @@ static const struct key keys[] = {
 	{ "queue", "min_free", V_SIZE, C(min_free), 0, 1ull << 50, 0, NULL },
 	{ "queue", "keep_done", V_DURATION, C(keep_done_ms), 0, 365ull * 86400000, 0, NULL },
 	{ "queue", "suppress", V_BOOL, C(suppress), 0, 0, 0, NULL },
-	{ "webhook", "url", V_STR, C(webhook_url), 0, 0, 0, "webhooks" },
-	{ "webhook", "events", V_STR, C(webhook_events), 0, 0, 0, "webhooks" },
-	{ "webhook", "secret", V_STR, C(webhook_secret), 0, 0, 0, "webhooks" },
-	{ "webhook", "batch", V_U32, C(webhook_batch), 1, 100000, 0, "webhooks" },
-	{ "webhook", "max_backlog", V_U32, C(webhook_max_backlog), 1, 1000000000, 0, "webhooks" },
+	{ "webhook", "url", V_URL, C(webhook_url), 0, 0, 0, NULL },
+	{ "webhook", "events", V_EVENTS, C(webhook_events), 0, 0, 0, NULL },
+	{ "webhook", "secret", V_STR, C(webhook_secret), 0, 0, 0, NULL },
+	{ "webhook", "batch", V_U32, C(webhook_batch), 1, 10000, 0, NULL },
+	{ "webhook", "max_backlog", V_U32, C(webhook_max_backlog), 1, 1000000000, 0, NULL },
 	{ "cluster", "redis", V_HOSTPORT, C(cluster_redis), 0, 0, 0, "cluster limits (Redis)" },
 	{ "cluster", "node", V_STR, C(cluster_node), 0, 0, 0, "cluster limits (Redis)" },
 	{ "cluster", "lease", V_DURATION, C(cluster_lease_ms), 1000, 3600000, 0,
@@ -514,6 +517,38 @@ static bool set_user(struct parse_state *ps, const struct key *k, char *field, c
 	return true;
 }
 
+/* set_choice - one of k->choices (any case), its index into field. */
+static bool set_choice(struct parse_state *ps, const struct key *k, char *field, const char *value)
+{
+	struct buf words = { 0 };
+	for (unsigned i = 0; k->choices[i]; i++) {
+		if (!strcasecmp(value, k->choices[i])) {
+			*(unsigned *)field = i;
+			buf_free(&words);
+			return true;
+		}
+		buf_printf(&words, "%s%s", i ? ", " : "", k->choices[i]);
+	}
+	fail(ps, "%s must be one of %s", k->name, buf_cstr(&words));
+	buf_free(&words);
+	return false;
+}
+
+/* set_webhook - [webhook] url (checked whole) and events (into the mask). */
+static bool set_webhook(struct parse_state *ps, const struct key *k, char *field, const char *value)
+{
+	char why[200];
+	struct webhook_url u;
+	bool ok = k->type == V_URL
+	              ? !value[0] || webhook_url_parse(value, &u, why, sizeof(why))
+	              : spool_ev_mask_parse(value, &ps->cfg->webhook_event_mask, why, sizeof(why));
+	if (!ok)
+		return fail(ps, "%s: %s", k->name, why);
+	free(*(char **)field);
+	*(char **)field = xstrdup(value);
+	return true;
+}
+
 static bool set_value(struct parse_state *ps, const struct key *k, void *base, const char *value)
 {
 	char *field = (char *)base + k->off;
@@ -543,6 +578,9 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		return true;
 	case V_USER:
 		return set_user(ps, k, field, value);
+	case V_URL:
+	case V_EVENTS:
+		return set_webhook(ps, k, field, value);
 	case V_U32:
 		if (!rp_parse_u64(value, &v) || v < k->min || v > k->max)
 			return fail(ps, "%s must be a number from %llu to %llu", k->name,
@@ -611,20 +649,8 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 			return true;
 		}
 		return fail(ps, "%s must be yes or no", k->name);
-	case V_CHOICE: {
-		struct buf words = { 0 };
-		for (unsigned i = 0; k->choices[i]; i++) {
-			if (!strcasecmp(value, k->choices[i])) {
-				*(unsigned *)field = i;
-				buf_free(&words);
-				return true;
-			}
-			buf_printf(&words, "%s%s", i ? ", " : "", k->choices[i]);
-		}
-		fail(ps, "%s must be one of %s", k->name, buf_cstr(&words));
-		buf_free(&words);
-		return false;
-	}
+	case V_CHOICE:
+		return set_choice(ps, k, field, value);
 	case V_NETS:
 	case V_KEYS:
 	case V_RETRY:
@@ -867,6 +893,7 @@ static void set_defaults(struct config *c)
 	c->webhook_events = xstrdup("");
 	c->webhook_secret = xstrdup("");
 	c->webhook_batch = 100;
+	c->webhook_event_mask = SPOOL_EV_DEFAULTS;
 	c->webhook_max_backlog = 1000000;
 	c->cluster_redis = xstrdup("");
 	c->cluster_node = xstrdup("");
@@ -895,56 +922,6 @@ static void set_defaults(struct config *c)
 }
 
 _Static_assert(RP_ARRAY_LEN(keys) <= CFG_MAX_KEYS, "CFG_MAX_KEYS is too small for the key table");
-
-/* check_tls - [tls] is whole, and present wherever TLS is needed: a
- * TLS-only listener or an HTTPS API without a certificate is an error. */
-static bool check_tls(const struct config *c, char *err, size_t errlen)
-{
-	if (!c->tls_cert[0] != !c->tls_key[0]) {
-		snprintf(err, errlen, "%s: [tls] needs both cert and key", c->path);
-		return false;
-	}
-	if (config_has_tls(c))
-		return true;
-	const struct {
-		bool on;
-		const char *what;
-	} need[] = {
-		{ c->listen_submissions.set, "[listen] submissions (implicit TLS)" },
-		{ c->listen_imaps.set, "[listen] imaps (implicit TLS)" },
-		{ c->listen_pop3s.set, "[listen] pop3s (implicit TLS)" },
-		{ c->api_tls, "[api] tls = yes" },
-	};
-	for (size_t i = 0; i < RP_ARRAY_LEN(need); i++)
-		if (need[i].on) {
-			snprintf(err, errlen, "%s: %s needs a certificate: set [tls] cert and key",
-			         c->path, need[i].what);
-			return false;
-		}
-	return true;
-}
-
-/* check_key_lengths - an API that listens beyond loopback takes no key
- * shorter than CFG_API_MIN_KEY (change-me, test keys): refused at the keys
- * line, the key named, its token not shown. */
-static bool check_key_lengths(const struct config *c, char *err, size_t errlen)
-{
-	if (!c->listen_api.set || config_addr_loopback(&c->listen_api))
-		return true;
-	for (unsigned i = 0; i < c->napi_keys; i++) {
-		size_t n = strlen(c->api_keys[i]);
-		if (n >= CFG_API_MIN_KEY)
-			continue;
-		snprintf(err, errlen,
-		         "%s:%u: [api] keys: key %s has %zu characters, but the API listens on %s "
-		         "(not loopback), where a key needs at least %d: use a long random token "
-		         "(openssl rand -hex 24)",
-		         c->path, c->api_keys_line, c->api_key_names[i], n, c->listen_api.text,
-		         CFG_API_MIN_KEY);
-		return false;
-	}
-	return true;
-}
 
 /* merge_domain - fill keys a [domain X] section did not set from [domain *]. */
 static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
@@ -1065,7 +1042,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 			return NULL;
 		}
 	}
-	if (!check_tls(c, err, errlen) || !check_key_lengths(c, err, errlen)) {
+	if (!config_check_tls(c, err, errlen) || !config_check_keys(c, err, errlen)) {
 		config_free(c);
 		return NULL;
 	}

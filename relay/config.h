@@ -172,6 +172,7 @@ struct config {
 
 	/* [webhook] */
 	char *webhook_url, *webhook_events, *webhook_secret;
+	uint32_t webhook_event_mask; /* SPOOL_EV_BIT()s of webhook_events */
 	uint32_t webhook_batch;
 	uint32_t webhook_max_backlog;
 
@@ -241,5 +242,11 @@ unsigned config_shards(const struct config *cfg);
 bool config_has_tls(const struct config *cfg);
 /* config_tls_policy_name - "opportunistic", "required", "verify", "off". */
 const char *config_tls_policy_name(unsigned policy);
+
+/* config_check_tls - [tls] is whole, and present wherever TLS is needed
+ * (config_check.c; config_load calls it). False with a reason in err. */
+bool config_check_tls(const struct config *c, char *err, size_t errlen);
+/* config_check_keys - no short API key on an API beyond loopback. */
+bool config_check_keys(const struct config *c, char *err, size_t errlen);
 
 #endif

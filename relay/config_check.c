@@ -1,7 +1,8 @@
 /* config_check.c - a loaded config against good practice and this machine
  * (see config.h): the warnings check-config prints and serve logs, and
  * the bind() test of [domain] source addresses that start-up, SIGHUP and
- * check-config run.
+ * check-config run; and the checks across keys that do stop a load
+ * (config_check_tls, config_check_keys).
  *
  * Promises: nothing here changes the config; a warning never stops
  * anything; config_check_sources takes no port (IP_BIND_ADDRESS_NO_PORT)
@@ -167,4 +168,54 @@ bool config_check_sources(const struct config *cfg, char *err, size_t errlen)
 		ok = check_domain(cfg, &cfg->domains[i], seen, &nseen, err, errlen);
 	free(seen);
 	return ok;
+}
+
+/* config_check_tls - [tls] is whole, and present wherever TLS is needed: a
+ * TLS-only listener or an HTTPS API without a certificate is an error. */
+bool config_check_tls(const struct config *c, char *err, size_t errlen)
+{
+	if (!c->tls_cert[0] != !c->tls_key[0]) {
+		snprintf(err, errlen, "%s: [tls] needs both cert and key", c->path);
+		return false;
+	}
+	if (config_has_tls(c))
+		return true;
+	const struct {
+		bool on;
+		const char *what;
+	} need[] = {
+		{ c->listen_submissions.set, "[listen] submissions (implicit TLS)" },
+		{ c->listen_imaps.set, "[listen] imaps (implicit TLS)" },
+		{ c->listen_pop3s.set, "[listen] pop3s (implicit TLS)" },
+		{ c->api_tls, "[api] tls = yes" },
+	};
+	for (size_t i = 0; i < RP_ARRAY_LEN(need); i++)
+		if (need[i].on) {
+			snprintf(err, errlen, "%s: %s needs a certificate: set [tls] cert and key",
+			         c->path, need[i].what);
+			return false;
+		}
+	return true;
+}
+
+/* config_check_keys - an API that listens beyond loopback takes no key
+ * shorter than CFG_API_MIN_KEY (change-me, test keys): refused at the keys
+ * line, the key named, its token not shown. */
+bool config_check_keys(const struct config *c, char *err, size_t errlen)
+{
+	if (!c->listen_api.set || config_addr_loopback(&c->listen_api))
+		return true;
+	for (unsigned i = 0; i < c->napi_keys; i++) {
+		size_t n = strlen(c->api_keys[i]);
+		if (n >= CFG_API_MIN_KEY)
+			continue;
+		snprintf(err, errlen,
+		         "%s:%u: [api] keys: key %s has %zu characters, but the API listens on %s "
+		         "(not loopback), where a key needs at least %d: use a long random token "
+		         "(openssl rand -hex 24)",
+		         c->path, c->api_keys_line, c->api_key_names[i], n, c->listen_api.text,
+		         CFG_API_MIN_KEY);
+		return false;
+	}
+	return true;
 }

@@ -16,6 +16,7 @@
 #include "delivery.h"
 #include "queue/submit.h"
 #include "smtp_server.h"
+#include "webhook.h"
 
 #define SCHED_TICK_MS 20
 #define STOP_GRACE_MS 10000
@@ -351,7 +352,8 @@ static void stop_check(struct shard *sh)
 {
 	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) ||
 	    smtpd_sessions(sh->inbound) || delivery_sessions(sh->delivery) ||
-	    api_sessions(sh->api) || imap_sessions(sh->imap) || pop3_sessions(sh->pop3))
+	    api_sessions(sh->api) || imap_sessions(sh->imap) || pop3_sessions(sh->pop3) ||
+	    webhook_busy(sh->webhook))
 		return;
 	sh->drained = true;
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
@@ -419,7 +421,8 @@ static void stop_run(struct mq_item *item, void *ctx)
 	imap_shutdown_all(sh->imap);
 	pop3_shutdown_all(sh->pop3);
 	delivery_stop(sh->delivery);
-	sched_run(sh->sched); /* flush state updates */
+	webhook_stop(sh->webhook); /* what it has not posted stays in the spool */
+	sched_run(sh->sched);      /* flush state updates */
 	loop_timer_arm(sh->loop, &sh->stop_timer, STOP_GRACE_MS, stop_deadline);
 	stop_check(sh);
 }
@@ -435,6 +438,41 @@ static void stop_deadline(struct loop_timer *t)
 void shard_stop(struct shard *sh)
 {
 	shard_send(sh, stop_run, NULL);
+}
+
+/* webhook_params_of - the poster's settings from the shard's config. */
+static void webhook_params_of(struct shard *sh, struct webhook_params *p)
+{
+	*p = (struct webhook_params){ .loop = sh->loop,
+		                      .spool = sh->relay->spool,
+		                      .reader = sh->reader,
+		                      .dns = sh->dns,
+		                      .tls_client = sh->cref->tls_client,
+		                      .url = sh->cfg->webhook_url,
+		                      .secret = sh->cfg->webhook_secret,
+		                      .batch = sh->cfg->webhook_batch,
+		                      .released = shard_session_gone_cb,
+		                      .arg = sh };
+}
+
+/* webhook_reconfigure - shard 0: start, change or stop the poster, and
+ * tell the spool which events to record. */
+static void webhook_reconfigure(struct shard *sh)
+{
+	if (sh->index != 0 || sh->stopping)
+		return;
+	const struct config *c = sh->cfg;
+	spool_set_events(sh->relay->spool, c->webhook_url[0] ? c->webhook_event_mask : 0,
+	                 c->webhook_max_backlog);
+	struct webhook_params p;
+	webhook_params_of(sh, &p);
+	if (!c->webhook_url[0] && sh->webhook) {
+		webhook_stop(sh->webhook); /* freed with the shard */
+	} else if (c->webhook_url[0] && sh->webhook) {
+		webhook_set_config(sh->webhook, &p);
+	} else if (c->webhook_url[0]) {
+		sh->webhook = webhook_new(&p);
+	}
 }
 
 static void reconfigure_run(struct mq_item *item, void *ctx)
@@ -458,6 +496,7 @@ static void reconfigure_run(struct mq_item *item, void *ctx)
 	mbox_config_of(sh->cref, &sh->mbox_cfg);
 	imap_server_set_config(sh->imap, &sh->mbox_cfg);
 	pop3_server_set_config(sh->pop3, &sh->mbox_cfg);
+	webhook_reconfigure(sh);
 	shard_touch(sh);
 	config_ref_put(old);
 }
@@ -541,12 +580,19 @@ static void services_new(struct shard *sh)
 		                     .arg = sh };
 	sh->imap = imap_server_new(&mp);
 	sh->pop3 = pop3_server_new(&mp);
+	if (sh->index == 0) {
+		struct webhook_params wp;
+		webhook_params_of(sh, &wp);
+		sh->webhook = webhook_new(&wp);
+	}
 }
 
 /* services_free - the same, once nothing is in flight. */
 static void services_free(struct shard *sh)
 {
 	sched_run(sh->sched);
+	webhook_free(sh->webhook);
+	sh->webhook = NULL;
 	dns_free(sh->dns); /* pending lookups are dropped, not answered */
 	sh->dns = NULL;
 	delivery_free(sh->delivery);

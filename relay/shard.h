@@ -94,6 +94,7 @@ struct shard {
 	struct imap_server *imap;       /* the bounce mailbox over IMAP */
 	struct pop3_server *pop3;       /* and over POP3 */
 	struct mailbox_config mbox_cfg; /* built from cfg */
+	struct webhook *webhook;        /* shard 0 only: posts [webhook] events */
 	struct mq_item mbox_item;       /* "the mailbox changed" (at most one queued) */
 	_Atomic bool mbox_queued;
 };
