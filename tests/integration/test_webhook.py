@@ -15,6 +15,8 @@ Cases (each its own daemon and receiver):
   bounded     max_backlog = 4, receiver down, 10 deliveries: the mail is
               all delivered, 6 events dropped and counted, the 4 newest
               arrive when the receiver comes back.
+  complaint   a delivered recipient, then an ARF report about it at the
+              bounce MX: delivered, then complained, for the same recipient.
   config      a bad url or event name stops start-up with exit 78.
 """
 
@@ -304,6 +306,78 @@ def case_bounded(env):
         raise TestFailure("; ".join(failures))
 
 
+ARF = """From: Feedback Loop <fbl@rx.test>
+Subject: complaint
+To: <abuse@bounces.test>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b1"
+
+--b1
+Content-Type: text/plain
+
+An abuse report.
+
+--b1
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: Test/1.0
+Version: 1
+Original-Rcpt-To: <{rcpt}>
+
+--b1
+Content-Type: message/rfc822
+
+{returned}
+
+body
+--b1--
+"""
+
+
+def case_complaint(env):
+    recv = HookReceiver().start()
+    rx = env.smtpd("rx")
+    inbound = free_port()
+    d = env.daemon(routes={"rx.test": rx.addr}, with_api=True,
+                   queue={"bounce_domain": "bounces.test", "suppress": "yes"},
+                   extra=f"[listen]\ninbound = 127.0.0.1:{inbound}\n" + hook_conf(recv))
+    d.start()
+    failures = []
+    try:
+        r = d.api("POST", "/v1/messages", {"from": "hook@a.test", "to": ["fan@rx.test"],
+                                           "subject": "news", "text": "hi\n",
+                                           "headers": {"X-Test-Id": "complaint-1"}})
+        check(r.status == 202, f"POST: {r!r}")
+        rid = r.json()["recipients"][0]["id"]
+        wait_for(lambda: any(e["recipient_id"] == rid for e in recv.events()), 20,
+                 "the delivered event")
+        got = wait_for(lambda: [m for m in rx.messages()
+                                if m.header("X-Test-Id") == "complaint-1"] or None, 10,
+                       "the message at the receiver")[0]
+        head, _ = got.split()
+        returned = f"Return-Path: <{got.mailfrom}>\n" + head.decode().rstrip("\n")
+        data = ARF.format(rcpt="fan@rx.test", returned=returned)
+        data = data.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+        with smtplib.SMTP("127.0.0.1", inbound, local_hostname="mx.rx.test",
+                          timeout=20 * SLOW) as smtp:
+            smtp.sendmail("fbl-bounces@rx.test", ["abuse@bounces.test"], data)
+
+        def both():
+            ev = [e for e in recv.events() if e["recipient_id"] == rid]
+            return ev if len(ev) >= 2 else None
+        ev = wait_for(both, 20, "the complained event")
+        check([e["event"] for e in ev] == ["delivered", "complained"], f"events {ev}")
+        check(ev[1]["recipient"] == "fan@rx.test" and ev[1]["response"], f"complaint {ev[1]}")
+        check_posts(recv)
+    except (TestFailure, OSError, ValueError, KeyError, smtplib.SMTPException) as e:
+        failures.append(f"{type(e).__name__}: {e}")
+    stop_clean(d, failures)
+    recv.stop()
+    if failures:
+        raise TestFailure("; ".join(failures))
+
+
 def case_config(env):
     for bad, word in (("url = ftp://x.test/", "http"), ("url = http://a b/", "spaces"),
                       ("url = http://host:99999/", "port"),
@@ -317,7 +391,7 @@ def case_config(env):
               f"{bad!r}: exit {p.returncode}, {err!r}")
 
 
-CASES = [case_events, case_outage, case_errors, case_bounded, case_config]
+CASES = [case_events, case_outage, case_errors, case_bounded, case_complaint, case_config]
 
 
 def main():
