@@ -317,6 +317,30 @@ static struct spool *open_spool(struct relay *r, const struct config *cfg,
 	return spool;
 }
 
+/* wait_for_stop - take the signals in set until one says stop: SIGHUP
+ * reloads (RELOADING=1, then READY=1 for systemd), SIGTERM and SIGINT
+ * return (STOPPING=1: the drain starts). */
+static void wait_for_stop(struct relay *r, const sigset_t *set)
+{
+	for (;;) {
+		int sig = 0;
+		if (sigwait(set, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			notify_reloading();
+			bool ok = reload(r);
+			notify("READY",
+			       ok ? "READY=1\nSTATUS=accepting mail"
+			          : "READY=1\nSTATUS=accepting mail (the last reload failed, "
+			            "see the log)");
+			continue;
+		}
+		log_info("signal %d: draining and stopping", sig);
+		notify("STOPPING", "STOPPING=1\nSTATUS=draining");
+		return;
+	}
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	struct config *cfg = cli_load_config(argc, argv);
@@ -400,24 +424,7 @@ static int cmd_serve(int argc, char **argv)
 	/* Listeners bound and accepting, spool open, privileges dropped: what
 	 * systemd's Type=notify waits for before it calls the start done. */
 	notify("READY", "READY=1\nSTATUS=accepting mail");
-
-	for (;;) {
-		int sig = 0;
-		if (sigwait(&set, &sig))
-			continue;
-		if (sig == SIGHUP) {
-			notify_reloading();
-			bool ok = reload(r);
-			notify("READY",
-			       ok ? "READY=1\nSTATUS=accepting mail"
-			          : "READY=1\nSTATUS=accepting mail (the last reload failed, "
-			            "see the log)");
-			continue;
-		}
-		log_info("signal %d: draining and stopping", sig);
-		notify("STOPPING", "STOPPING=1\nSTATUS=draining");
-		break;
-	}
+	wait_for_stop(r, &set);
 	atomic_store(&r->stopping, true);
 	/* Two phases: every shard drains its sessions while all loops still
 	 * run (a late commit on one shard may route recipients to another),
