@@ -7,16 +7,19 @@
 #                Release build that packagers make (warnings are errors), and
 #                run every libFuzzer target for a few seconds (clang build)
 #   make test-fuzz   build and run just the libFuzzer targets (build-fuzz/fuzz/)
+#   make deb     build the Debian package (Release, build-deb/, cpack -G DEB)
+#                and print its path: see README.md, Install as a service
 #   make format  apply .clang-format to every tracked .c/.h file
 BUILD  ?= build
 ASAN   ?= build-asan
 RELEASE ?= build-release
 FUZZ   ?= build-fuzz
+DEB    ?= build-deb
 CONFIG ?= ringpost.conf
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all deps build build-asan build-release build-fuzz run test test-unit test-asan test-fuzz \
-        demo clean format
+        demo clean format deb
 
 all: build
 
@@ -44,6 +47,17 @@ build-fuzz: deps
 	       -DRINGPOST_FUZZ=ON -DRINGPOST_TESTS=OFF >/dev/null
 	@cmake --build $(FUZZ) -j$(JOBS)
 
+# The .deb: Debian's hardening flags (dpkg-buildflags: fortify, stack
+# protector, relro, now) on top of the Release build; no tests compiled.
+deb: deps
+	@cmake -S . -B $(DEB) -DCMAKE_BUILD_TYPE=Release -DRINGPOST_TESTS=OFF \
+	       -DCMAKE_C_FLAGS="$$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS) $$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS)" \
+	       -DCMAKE_EXE_LINKER_FLAGS="$$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)" >/dev/null
+	@cmake --build $(DEB) -j$(JOBS)
+	@rm -f $(DEB)/ringpost_*.deb
+	@cd $(DEB) && cpack -G DEB >cpack.log 2>&1 || { cat cpack.log; exit 1; }
+	@readlink -f $(DEB)/ringpost_*.deb
+
 run: build
 	exec $(BUILD)/bin/ringpost serve -c $(CONFIG)
 
@@ -69,7 +83,7 @@ test-fuzz: build-fuzz
 	ctest --test-dir $(FUZZ) --output-on-failure -L fuzz -j2
 
 clean:
-	rm -rf $(BUILD) $(ASAN) $(RELEASE) $(FUZZ)
+	rm -rf $(BUILD) $(ASAN) $(RELEASE) $(FUZZ) $(DEB)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

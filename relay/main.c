@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "config.h"
 #include "priv.h"
+#include "sdnotify.h"
 #include "base/log.h"
 #include "queue/spool.h"
 #include "base/util.h"
@@ -155,13 +157,15 @@ static void log_warnings(const struct config_ref *cref)
 
 /* ---- serve ------------------------------------------------------------- */
 
-static void reload(struct relay *r)
+/* reload - SIGHUP: a new config generation for every shard; false (and
+ * the running one kept) when the new one does not load. */
+static bool reload(struct relay *r)
 {
 	char err[600];
 	struct config *cfg = config_load(r->cref->cfg->path, err, sizeof(err));
 	if (!cfg) {
 		log_error("reload failed, keeping the running config: %s", err);
-		return;
+		return false;
 	}
 	const struct config *old = r->cref->cfg;
 	if (strcmp(old->data_dir, cfg->data_dir) || config_shards(old) != config_shards(cfg) ||
@@ -175,7 +179,7 @@ static void reload(struct relay *r)
 	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
 	if (!cref) {
 		log_error("reload failed, keeping the running config: %s", err);
-		return;
+		return false;
 	}
 	log_warnings(cref);
 	auth_limiter_set_max(r->limiter, cfg->auth_max_failures);
@@ -184,6 +188,31 @@ static void reload(struct relay *r)
 	config_ref_put(r->cref);
 	r->cref = cref;
 	log_info("configuration reloaded from %s", cfg->path);
+	return true;
+}
+
+/* notify - one sd_notify datagram (systemd Type=notify); a failure is
+ * logged and otherwise ignored: the service manager's view must never
+ * stop the mail. Nothing happens without $NOTIFY_SOCKET. */
+static void notify(const char *what, const char *msg)
+{
+	if (sdnotify_send(msg) < 0)
+		log_warn("sd_notify %s to $NOTIFY_SOCKET failed: %s", what, strerror(errno));
+}
+
+/* notify_reloading - RELOADING=1 with the CLOCK_MONOTONIC time in
+ * microseconds (what systemd's notify-reload wants; older managers
+ * ignore it). */
+static void notify_reloading(void)
+{
+	struct timespec ts;
+	char msg[128];
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(msg, sizeof(msg),
+	         "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%llu",
+	         (unsigned long long)ts.tv_sec * 1000000ull +
+	             (unsigned long long)ts.tv_nsec / 1000);
+	notify("RELOADING", msg);
 }
 
 /* bind_listeners - one SO_REUSEPORT socket per listener and shard; exits
@@ -290,6 +319,30 @@ static struct spool *open_spool(struct relay *r, const struct config *cfg,
 	return spool;
 }
 
+/* wait_for_stop - take the signals in set until one says stop: SIGHUP
+ * reloads (RELOADING=1, then READY=1 for systemd), SIGTERM and SIGINT
+ * return (STOPPING=1: the drain starts). */
+static void wait_for_stop(struct relay *r, const sigset_t *set)
+{
+	for (;;) {
+		int sig = 0;
+		if (sigwait(set, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			notify_reloading();
+			bool ok = reload(r);
+			notify("READY",
+			       ok ? "READY=1\nSTATUS=accepting mail"
+			          : "READY=1\nSTATUS=accepting mail (the last reload failed, "
+			            "see the log)");
+			continue;
+		}
+		log_info("signal %d: draining and stopping", sig);
+		notify("STOPPING", "STOPPING=1\nSTATUS=draining");
+		return;
+	}
+}
+
 static int cmd_serve(int argc, char **argv)
 {
 	struct config *cfg = cli_load_config(argc, argv);
@@ -359,6 +412,7 @@ static int cmd_serve(int argc, char **argv)
 	config_log_pending(cfg);
 	for (unsigned i = 0; i < r->nshards; i++)
 		shard_open(r->shards[i]);
+	shard_wait_opened(r); /* READY=1 below: only once every listener accepts */
 #define ON(a) ((a).set ? (a).text : "off")
 	log_info("ringpost ready: submission %s, submissions %s, api %s%s, inbound %s, imap %s, "
 	         "imaps %s, pop3 %s, pop3s %s, %u shards, spool %s, "
@@ -369,18 +423,10 @@ static int cmd_serve(int argc, char **argv)
 	         cfg->data_dir, (unsigned long long)pending, config_has_tls(cfg) ? "on" : "off",
 	         auth_users_count(cref->users));
 #undef ON
-
-	for (;;) {
-		int sig = 0;
-		if (sigwait(&set, &sig))
-			continue;
-		if (sig == SIGHUP) {
-			reload(r);
-			continue;
-		}
-		log_info("signal %d: draining and stopping", sig);
-		break;
-	}
+	/* Listeners bound and accepting, spool open, privileges dropped: what
+	 * systemd's Type=notify waits for before it calls the start done. */
+	notify("READY", "READY=1\nSTATUS=accepting mail");
+	wait_for_stop(r, &set);
 	atomic_store(&r->stopping, true);
 	/* Two phases: every shard drains its sessions while all loops still
 	 * run (a late commit on one shard may route recipients to another),

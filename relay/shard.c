@@ -335,16 +335,28 @@ static void open_run(struct mq_item *item, void *ctx)
 {
 	struct shard *sh = shard_msg_take(item, NULL);
 	(void)ctx;
-	if (sh->stopping)
-		return;
-	for (unsigned i = 0; i < sh->nlisteners; i++)
-		if (!sh->listeners[i].armed && sh->listeners[i].fd >= 0)
-			listener_arm(&sh->listeners[i]);
+	if (!sh->stopping)
+		for (unsigned i = 0; i < sh->nlisteners; i++)
+			if (!sh->listeners[i].armed && sh->listeners[i].fd >= 0)
+				listener_arm(&sh->listeners[i]);
+	struct relay *r = sh->relay; /* counted even when stopping: main never waits forever */
+	pthread_mutex_lock(&r->drain_lock);
+	r->opened++;
+	pthread_cond_broadcast(&r->drain_cond);
+	pthread_mutex_unlock(&r->drain_lock);
 }
 
 void shard_open(struct shard *sh)
 {
 	shard_send(sh, open_run, NULL);
+}
+
+void shard_wait_opened(struct relay *r)
+{
+	pthread_mutex_lock(&r->drain_lock);
+	while (r->opened < r->nshards)
+		pthread_cond_wait(&r->drain_cond, &r->drain_lock);
+	pthread_mutex_unlock(&r->drain_lock);
 }
 
 /* stop_check - tell main once a stopping shard has no session left. */

@@ -61,6 +61,7 @@ struct relay {
 	pthread_mutex_t drain_lock; /* shards report "drained" to main */
 	pthread_cond_t drain_cond;
 	unsigned drained; /* shards with no session left */
+	unsigned opened;  /* shards whose listeners accept (drain_lock) */
 };
 
 struct shard {
@@ -108,8 +109,11 @@ struct shard *shard_new(struct relay *r, unsigned index, struct config_ref *cref
 /* shard_start - start the thread and wait until it has enabled its loop;
  * false (errno set) when the loop cannot be enabled. */
 bool shard_start(struct shard *sh);
-/* shard_open - start accepting (after the start-up rebuild). Any thread. */
+/* shard_open - start accepting (after the start-up rebuild). Any thread.
+ * The shard reports when its listeners are armed (relay.opened). */
 void shard_open(struct shard *sh);
+/* shard_wait_opened - block until every shard accepts (main thread). */
+void shard_wait_opened(struct relay *r);
 /* shard_stop - stop accepting and drain sessions. Any thread. The shard
  * reports when it is drained (relay.drained); its loop keeps running, so
  * other shards can still talk to it, until shard_exit. */
