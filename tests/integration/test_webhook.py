@@ -17,6 +17,9 @@ Cases (each its own daemon and receiver):
               arrive when the receiver comes back.
   complaint   a delivered recipient, then an ARF report about it at the
               bounce MX: delivered, then complained, for the same recipient.
+  https       the endpoint over HTTPS with a certificate from [tls] ca_file:
+              events arrive; one the CA did not sign: nothing is posted,
+              last_error names TLS, the events stay.
   config      a bad url or event name stops start-up with exit 78.
 """
 
@@ -24,12 +27,13 @@ import hashlib
 import hmac
 import json
 import smtplib
+import ssl
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import (EX_CONFIG, SLOW, ClosedPort, TestEnv, TestFailure, check, free_port,
-                     raise_failures, ringpost_bin, run_cases, stop_clean, wait_for)
+from harness import (CA, EX_CONFIG, SLOW, ClosedPort, TestEnv, TestFailure, check, free_port,
+                     raise_failures, ringpost_bin, run_cases, self_signed, stop_clean, wait_for)
 
 SECRET = "hook-secret-0123456789"
 
@@ -40,16 +44,18 @@ class HookReceiver:
     plan first, then 200. stop() and start() again: down and back on the
     same port."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.port = free_port()
         self.posts = []
         self.plan = []
         self.lock = threading.Lock()
         self.server = None
+        self.tls = tls  # an ssl.SSLContext: HTTPS
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}/hooks/ringpost?src=test"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/hooks/ringpost?src=test"
 
     def start(self):
         recv = self
@@ -75,6 +81,8 @@ class HookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
+        if self.tls:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -378,6 +386,44 @@ def case_complaint(env):
         raise TestFailure("; ".join(failures))
 
 
+def tls_context(cert, key):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def case_https(env):
+    ca = CA(env.dir / "hook-ca")
+    cert, key = ca.issue("hooks.test", names=["127.0.0.1"])
+    good = HookReceiver(tls_context(cert, key)).start()
+    scert, skey = self_signed(env.dir / "hook-self", "127.0.0.1")
+    bad = HookReceiver(tls_context(scert, skey)).start()
+    smtpd = env.smtpd()
+    failures = []
+    for recv, trusted in ((good, True), (bad, False)):
+        d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True,
+                       name="https-ok" if trusted else "https-bad",
+                       extra=f"[tls]\nca_file = {ca.cert}\n" + hook_conf(recv))
+        d.start()
+        try:
+            post(d, ["t1@a.test"], 1)
+            if trusted:
+                wait_for(lambda: delivered_of(recv) == {"t1@a.test"}, 20, "the event over HTTPS")
+                check_posts(recv)
+            else:
+                w = wait_for(lambda: (lambda w: w if w["failures"] and w["backlog"] == 1
+                                      else None)(stats(d)["webhook"]), 20,
+                             "a refused certificate")
+                check("TLS" in w["last_error"] and not recv.snapshot(),
+                      f"untrusted endpoint: {w}, posts {len(recv.snapshot())}")
+        except (TestFailure, OSError, ValueError, KeyError) as e:
+            failures.append(f"{'trusted' if trusted else 'untrusted'}: {type(e).__name__}: {e}")
+        stop_clean(d, failures)
+        recv.stop()
+    if failures:
+        raise TestFailure("; ".join(failures))
+
+
 def case_config(env):
     for bad, word in (("url = ftp://x.test/", "http"), ("url = http://a b/", "spaces"),
                       ("url = http://host:99999/", "port"),
@@ -391,7 +437,8 @@ def case_config(env):
               f"{bad!r}: exit {p.returncode}, {err!r}")
 
 
-CASES = [case_events, case_outage, case_errors, case_bounded, case_complaint, case_config]
+CASES = [case_events, case_outage, case_errors, case_bounded, case_complaint,
+         case_https, case_config]
 
 
 def main():
