@@ -78,7 +78,7 @@ void log_quote(char *out, size_t outlen, const char *s, size_t n);
  * is always NUL-terminated; returns its length. time, level and thread are
  * the line's prefix, body[0..n) what follows "thread: ". The body's first
  * word is "event" (a trailing ':' dropped); each following key=value token
- * (key: letters, digits, '_', '.', '-') becomes a member, its value
+ * (key: up to 64 letters, digits, '_', '.', '-') becomes a member, its value
  * unescaped by the rules above when quoted; an unquoted value that is a
  * plain decimal integer (no leading zero, at most 15 digits) becomes a
  * JSON number, anything else a string. Words that are no key=value token
@@ -86,9 +86,10 @@ void log_quote(char *out, size_t outlen, const char *s, size_t n);
  * (or one of time, level, thread, event, msg) becomes key_2, key_3, ....
  * Strings are valid JSON whatever the bytes: control characters, DEL, and
  * well-formed UTF-8 that log_value would escape as \uXXXX; bytes that are
- * not UTF-8 as \u00XX (their Latin-1 reading). A body over LOG_LINE_MAX
- * bytes, or output over outlen (>= 64), is cut ("..." ends the cut
- * string) and stays a valid object. Allocates nothing. */
+ * not UTF-8 as \u00XX (their Latin-1 reading). Only the first
+ * LOG_LINE_MAX bytes of body are read; output over outlen (>= 64) is cut
+ * ("..." ends the cut string) and stays a valid object. Allocates
+ * nothing. */
 #define LOG_LINE_MAX 4096
 #define LOG_JSON_MAX 8192
 size_t log_json(char *out, size_t outlen, const char *time, const char *level, const char *thread,
