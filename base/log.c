@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,11 +124,23 @@ bool log_open(const char *path)
 	return ok;
 }
 
+/* rotated - the path no longer names the file we write to (renamed,
+ * removed or replaced): then it is worth opening again. A path still
+ * naming our file is left alone: after [server] user it may be a file
+ * root made that the user could not open again. */
+static bool rotated(void)
+{
+	struct stat ours, now;
+	if (fstat(file_fd, &ours) || stat(file_path, &now))
+		return true;
+	return ours.st_dev != now.st_dev || ours.st_ino != now.st_ino;
+}
+
 bool log_reopen(void)
 {
 	bool ok = true;
 	pthread_mutex_lock(&open_lock);
-	if (file_path[0]) {
+	if (file_path[0] && rotated()) {
 		int fd = open_file(file_path);
 		ok = fd >= 0;
 		if (ok)

@@ -36,8 +36,9 @@ enum log_format {
  * (errno set, the previous destination kept) when the file cannot be
  * opened. */
 bool log_open(const char *path);
-/* log_reopen - open the file of the last log_open again (after logrotate
- * renamed it); true without doing anything when logging to standard error.
+/* log_reopen - open the file of the last log_open again when its path no
+ * longer names the file being written (logrotate renamed it); true
+ * without doing anything otherwise, or when logging to standard error.
  * Returns false (errno set, the old file kept) when it cannot be opened. */
 bool log_reopen(void);
 /* log_set_format - text or JSON lines from now on (every thread). */

@@ -672,3 +672,31 @@ Test(log_reopen, failure_keeps_the_old_file)
 	unlink(moved);
 	rmdir(dir);
 }
+
+/* SIGHUP without a rotation leaves the file alone: after [server] user,
+ * the daemon may not be able to open again a file root made (checked as
+ * root turned nobody for the test; skipped when not root). */
+Test(log_reopen, not_rotated_not_reopened)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to become nobody");
+	char dir[] = "/tmp/rp_test_logrot_XXXXXX";
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(chmod(dir, 0755), 0);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/ringpost.log", dir);
+	cr_assert(log_open(path)); /* root's, 0640 */
+	cr_assert_eq(seteuid(65534), 0);
+	cr_assert(log_reopen(), "a file that was not rotated was opened again");
+	log_info("as nobody");
+	log_flush();
+	cr_assert_eq(seteuid(0), 0);
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f);
+	char line[256];
+	cr_assert_not_null(fgets(line, sizeof(line), f));
+	cr_assert_not_null(strstr(line, "as nobody"), "%s", line);
+	fclose(f);
+	unlink(path);
+	rmdir(dir);
+}
