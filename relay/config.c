@@ -341,7 +341,7 @@ static const struct key keys[] = {
 	{ "server", "log_level", V_LOGLEVEL, C(log_level), 0, 0, 0, NULL },
 	{ "server", "max_outbound", V_U32, C(max_outbound), 1, 1000000, 0, NULL },
 	{ "server", "user", V_USER, C(user), 0, 0, 0, NULL },
-	{ "server", "log_format", V_CHOICE, C(log_format), 0, 0, 0, "JSON logs", log_formats },
+	{ "server", "log_format", V_CHOICE, C(log_format), 0, 0, 0, NULL, log_formats },
 	{ "listen", "submission", V_ADDR, C(listen_submission), 0, 0, 0, NULL },
 	{ "listen", "api", V_ADDR, C(listen_api), 0, 0, 0, NULL },
 	{ "listen", "inbound", V_ADDR, C(listen_inbound), 0, 0, 0, NULL },

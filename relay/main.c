@@ -157,11 +157,23 @@ static void log_warnings(const struct config_ref *cref)
 
 /* ---- serve ------------------------------------------------------------- */
 
-/* reload - SIGHUP: a new config generation for every shard; false (and
- * the running one kept) when the new one does not load. */
+/* log_settings - [server] log_level and log_format to the logger. */
+static void log_settings(const struct config *cfg)
+{
+	log_set_level(cfg->log_level);
+	log_set_format(cfg->log_format == CFG_LOG_JSON ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
+}
+
+/* reload - SIGHUP: the log file opened again first (logrotate renamed
+ * it; even a config that no longer loads must not keep us writing to the
+ * old file), then a new config generation for every shard; false (and the
+ * running one kept) when the new one does not load. */
 static bool reload(struct relay *r)
 {
 	char err[600];
+	if (!log_reopen())
+		log_error("reload: cannot reopen log %s: %s", r->cref->cfg->log_path,
+		          strerror(errno));
 	struct config *cfg = config_load(r->cref->cfg->path, err, sizeof(err));
 	if (!cfg) {
 		log_error("reload failed, keeping the running config: %s", err);
@@ -173,7 +185,7 @@ static bool reload(struct relay *r)
 	    strcmp(old->user, cfg->user))
 		log_warn(
 		    "reload: data_dir, shards, listen addresses and user change only on restart");
-	log_set_level(cfg->log_level);
+	log_settings(cfg);
 	if (strcmp(old->log_path, cfg->log_path) && !log_open(cfg->log_path))
 		log_error("reload: cannot open log %s: %s", cfg->log_path, strerror(errno));
 	struct config_ref *cref = config_ref_new(cfg, err, sizeof(err));
@@ -360,7 +372,7 @@ static int cmd_serve(int argc, char **argv)
 		rp_die(code, "%s", err);
 	if (!log_open(cfg->log_path))
 		rp_die(RP_EX_CANTCREAT, "cannot open log %s: %s", cfg->log_path, strerror(errno));
-	log_set_level(cfg->log_level);
+	log_settings(cfg);
 	log_warnings(cref);
 	if (plan.warning[0])
 		log_warn("%s", plan.warning);
