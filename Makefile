@@ -1,7 +1,9 @@
 # ringpost - a thin wrapper around CMake.
 #   make run     install missing packages, build, run the daemon with ringpost.conf
 #   make demo    install missing packages, build, send 10,000 messages through
-#                ringpost to a local sink and print what happened (bench/run --demo)
+#                ringpost to a local sink and print what happened (bench/run --demo);
+#                then a screenshot of the dashboard with live numbers
+#                (bench/dashboard-shot -> bench/results/dashboard.png)
 #   make test    install missing packages, build, run the whole suite twice:
 #                the normal build and an ASan+UBSan build; also compile the
 #                Release build that packagers make (warnings are errors), and
@@ -63,6 +65,7 @@ run: build
 
 demo: build
 	python3 bench/run --demo --bin-dir $(BUILD)/bin
+	python3 bench/dashboard-shot --bin-dir $(BUILD)/bin --out bench/results/dashboard.png
 
 # Sanitizer runs fail on any report, leaks included.
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=1:halt_on_error=1:strict_string_checks=1

@@ -286,7 +286,17 @@ static void domains_json(struct buf *b, struct stats_snapshot *snap)
 		           ",\"limits\":{\"max_connections\":%u,\"max_messages_per_connection\":%u,"
 		           "\"max_recipients_per_message\":%u,\"rate\":%g}",
 		           d->max_connections, d->max_msgs_per_conn, d->max_rcpts_per_msg, d->rate);
-		buf_puts(b, "}");
+		/* Its destination's TLS: null until the domain has a route. */
+		if (d->tls_policy[0])
+			buf_printf(
+			    b,
+			    ",\"tls\":{\"policy\":\"%s\",\"sessions\":%llu,\"tls_sessions\":%llu,"
+			    "\"handshake_failures\":%llu}}",
+			    d->tls_policy, (unsigned long long)d->sessions,
+			    (unsigned long long)d->tls_sessions,
+			    (unsigned long long)d->tls_failures);
+		else
+			buf_puts(b, ",\"tls\":null}");
 	}
 	buf_puts(b, "]");
 }
@@ -773,11 +783,23 @@ void api_queue_admin(struct api_session *s, const char *arg)
 struct bounce_list {
 	struct buf *b;
 	unsigned n;
+	unsigned skip; /* the first messages left out (?limit=) */
 };
+
+static bool bounce_count(const struct spool_mbox_entry *e, void *arg)
+{
+	(void)e;
+	++*(unsigned *)arg;
+	return true;
+}
 
 static bool bounce_item(const struct spool_mbox_entry *e, void *arg)
 {
 	struct bounce_list *l = arg;
+	if (l->skip) {
+		l->skip--;
+		return true;
+	}
 	struct msg_header_info hi;
 	const char *subj = NULL;
 	size_t sl = 0;
@@ -797,6 +819,16 @@ void api_bounce_list(struct api_session *s, const char *arg)
 {
 	(void)arg;
 	struct api_server *srv = s->srv;
+	char lim[16];
+	unsigned long limit = 0; /* all */
+	if (http_query_param(s, "limit", lim, sizeof(lim))) {
+		char *end;
+		limit = strtoul(lim, &end, 10);
+		if (!*lim || *end || !limit || limit > 100000) {
+			http_error(s, 400, "bad_field", "limit must be a number from 1 to 100000");
+			return;
+		}
+	}
 	if (!spool_reader_begin(srv->reader)) {
 		http_error(s, 503, "unavailable", "the spool cannot be read right now");
 		return;
@@ -806,6 +838,11 @@ void api_bounce_list(struct api_session *s, const char *arg)
 	struct buf b = { 0 };
 	buf_printf(&b, "{\"uidvalidity\":%u,\"uidnext\":%u,\"messages\":[", uidvalidity, uidnext);
 	struct bounce_list l = { .b = &b };
+	if (limit) { /* the newest: count first (no parsing), then skip the rest */
+		unsigned total = 0;
+		spool_mbox_foreach(srv->reader, 1, bounce_count, &total);
+		l.skip = total > limit ? total - (unsigned)limit : 0;
+	}
 	spool_mbox_foreach(srv->reader, 1, bounce_item, &l);
 	spool_reader_end(srv->reader);
 	buf_puts(&b, "]}");

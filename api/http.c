@@ -89,7 +89,9 @@ void http_respond(struct api_session *s, int status, const char *ctype, const ch
 	           "%zu\r\n%s%s\r\n",
 	           status, reason(status), ctype, len, extra_headers ? extra_headers : "",
 	           s->keep_alive ? "" : "Connection: close\r\n");
-	buf_append(out, body, len);
+	/* HEAD: the headers GET would get, Content-Length included, no body. */
+	if (s->req.method != HTTP_HEAD || !(s->req.complete || s->req.early))
+		buf_append(out, body, len);
 	conn_flush_soon(&s->conn);
 	s->srv->requests++;
 }
@@ -390,17 +392,22 @@ static const struct route routes[] = {
 	{ "/v1/suppressions", HTTP_GET, api_suppress_list, READ },
 	{ "/v1/suppressions", HTTP_POST, api_suppress_add, ADMIN },
 	{ "/v1/suppressions/", HTTP_DELETE, api_suppress_del, ADMIN },
+	{ "/", HTTP_GET, api_dashboard, 0 },
+	{ "/", HTTP_HEAD, api_dashboard, 0 },
+	{ "/ui", HTTP_GET, api_dashboard, 0 },
+	{ "/ui", HTTP_HEAD, api_dashboard, 0 },
 };
 
 #undef SUBMIT
 #undef READ
 #undef ADMIN
 
-/* route_match - whether path fits r; *arg is what follows a prefix. */
+/* route_match - whether path fits r; *arg is what follows a prefix ("/"
+ * alone is exact: the dashboard, not every path). */
 static bool route_match(const struct route *r, const char *path, const char **arg)
 {
 	size_t n = strlen(r->path);
-	if (r->path[n - 1] == '/') {
+	if (n > 1 && r->path[n - 1] == '/') {
 		if (strncmp(path, r->path, n) || !path[n])
 			return false;
 		/* "/v1/messages/batch" is its own route, not an id. */

@@ -124,6 +124,8 @@ void api_bounce_get(struct api_session *s, const char *arg);
 void api_suppress_list(struct api_session *s, const char *arg);
 void api_suppress_add(struct api_session *s, const char *arg);
 void api_suppress_del(struct api_session *s, const char *arg);
+/* api_dashboard - the dashboard page (dashboard.c); no key needed. */
+void api_dashboard(struct api_session *s, const char *arg);
 
 /* api_check_fn - one message as it would be stored: head[0..hlen) then
  * body[0..blen) (a recipient's own copy, whole in head, when {{vars}}

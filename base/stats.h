@@ -42,6 +42,11 @@ struct stats_domain {
 	uint64_t hold_until_ms; /* backing off until (unix ms), 0 = not */
 	uint32_t max_connections, max_msgs_per_conn, max_rcpts_per_msg; /* limits in force */
 	double rate; /* messages per second, 0 = unlimited */
+	/* TLS of its destination (the pool its route leads to; relay fills): */
+	char tls_policy[16];   /* [domain] tls in force, "" = no route yet */
+	uint64_t sessions;     /* the destination's sessions through EHLO, since start */
+	uint64_t tls_sessions; /* of which through a TLS handshake */
+	uint64_t tls_failures; /* the destination's failed TLS handshakes */
 };
 
 #define STATS_DEST_SOURCES 8 /* source addresses counted per destination, at most */

@@ -262,6 +262,7 @@ void sched_stats(const struct sched *s, struct stats_snapshot *out)
 		for (struct sched_dest *d = s->htab[i]; d; d = d->hnext) {
 			stats_counts_add(&out->total, &d->n);
 			struct stats_domain *e = &dom[out->ndomains + n++];
+			memset(e, 0, sizeof(*e)); /* the relay may leave fields unset */
 			snprintf(e->name, sizeof(e->name), "%s", d->name);
 			e->n = d->n;
 			e->suspended = d->suspended;

@@ -366,6 +366,7 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 		rt->nconnecting--;
 		ds->working = true;
 		ds->pool->nworking++;
+		ds->pool->sessions_ok++;
 		if (smtp_client_tls_active(c)) {
 			ds->pool->tls_sessions++;
 			ds->pool->tls_resumed += smtp_client_tls_resumed(c);
@@ -743,4 +744,22 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 				ss->connections = p->sources[k].open;
 			}
 		}
+}
+
+void delivery_fill_domain_tls(const struct delivery *dl, struct stats_snapshot *part,
+                              unsigned first)
+{
+	for (unsigned i = first; i < part->ndomains; i++) {
+		struct stats_domain *e = &part->domains[i];
+		struct sched_dest *d = dl->sched ? sched_dest_find(dl->sched, e->name) : NULL;
+		const struct delivery_route *rt = d ? d->owner : NULL;
+		const struct delivery_pool *p = rt ? rt->pool : NULL;
+		if (!p)
+			continue;
+		snprintf(e->tls_policy, sizeof(e->tls_policy), "%s",
+		         config_tls_policy_name(p->tls_policy));
+		e->sessions = p->sessions_ok;
+		e->tls_sessions = p->tls_sessions;
+		e->tls_failures = p->tls_failures;
+	}
 }

@@ -72,6 +72,11 @@ unsigned delivery_sessions(const struct delivery *dl);
 
 /* delivery_fill_stats - the destination view (pools) into a stats part. */
 void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part);
+/* delivery_fill_domain_tls - the TLS fields of part->domains[first..] (the
+ * entries the scheduler just added): their destination's policy and
+ * counters. */
+void delivery_fill_domain_tls(const struct delivery *dl, struct stats_snapshot *part,
+                              unsigned first);
 
 /* delivery_dns_kind - what a failed DNS answer (st is not DNS_OK) reports to
  * the scheduler: NXDOMAIN and null MX fail, the rest are temporary. */

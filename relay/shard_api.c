@@ -42,7 +42,9 @@ void shard_api_config(const struct config_ref *gen, struct api_config *out)
 void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 {
 	delivery_fill_stats(sh->delivery, part);
+	unsigned first = part->ndomains;
 	sched_stats(sh->sched, part);
+	delivery_fill_domain_tls(sh->delivery, part, first);
 	api_fill_stats(sh->api, part);
 	smtpd_fill_stats(sh->smtpd, part);
 	smtpd_fill_stats(sh->inbound, part);

@@ -257,7 +257,7 @@ def errors_401(x):
 
 @cases.add
 def errors_404(x):
-    for path in ("/", "/v2/messages", "/v1", "/v1/messagesX", "/v1/stats/extra", "/metrics/x",
+    for path in ("/index.html", "/v2/messages", "/v1", "/v1/messagesX", "/v1/stats/extra", "/metrics/x",
                  "/healthz/", "/v1/messages/0123456789abcdef", "/v1/messages/nothex",
                  "/v1/messages/0123", "/v1/messages/0123456789abcdef0", "/v1/messages/batch",
                  "/v1/messages/0123456789abcdef.0", "/v1/messages/%00"):
