@@ -24,11 +24,10 @@ The daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 import json
 import os
 import signal
-import subprocess
 
 from harness import (Cases, TestEnv, TestFailure, api_send, check, free_port, parse_kv,
-                     raise_failures, ringpost_bin, run_cases, run_test, smtp_submit, spawn,
-                     stop_clean, wait_for, wait_rcpts)
+                     raise_failures, run_cases, run_test, smtp_submit, stop_clean, wait_for,
+                     wait_rcpts)
 
 SENDER = "app@origin.test"
 DELIVERY_FIELDS = {"id", "rcpt", "dest", "relay", "status", "dsn", "attempts", "delay",
@@ -186,21 +185,9 @@ def sighup_switches_to_text(x):
 
 
 def start_daemon(d, log_file, timeout=15):
-    """Start d with its stderr in d.log_path; ready when the JSON log file
-    says so (the harness's start() looks for the text line in stderr)."""
-    logf = open(d.log_path, "ab")
-    try:
-        d.proc = spawn([ringpost_bin(), "serve", "-c", d.config_path],
-                       stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=str(d.env.dir))
-    finally:
-        logf.close()
-
-    def ready():
-        if d.proc.poll() is not None:
-            raise TestFailure(f"ringpost exited with status {d.proc.returncode}:\n"
-                              f"{d.log_tail()}")
-        return log_file.exists() and b'"msg":"ready: ' in log_file.read_bytes()
-    wait_for(ready, timeout, "the ready line in the JSON log")
+    """Start d; ready when the JSON log file says so (stderr stays empty)."""
+    d.start(timeout, ready=lambda: log_file.exists() and
+            b'"msg":"ready: ' in log_file.read_bytes())
 
 
 def main():

@@ -23,6 +23,7 @@ Cases (each its own daemon and receiver):
   config      a bad url or event name stops start-up with exit 78.
 """
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -92,6 +93,8 @@ class HookReceiver:
             self.server.server_close()
             self.server = None
 
+    close = stop
+
     def snapshot(self):
         with self.lock:
             return list(self.posts)
@@ -104,6 +107,23 @@ class HookReceiver:
                 continue
             out += json.loads(p["body"])
         return out
+
+
+@contextlib.contextmanager
+def running(d, *servers):
+    """A case's body: whatever fails in it is collected, then d is stopped
+    (exit status and sanitizer reports checked) and the servers closed
+    before the failures are raised."""
+    failures = []
+    try:
+        yield
+    except (TestFailure, OSError, ValueError, KeyError, smtplib.SMTPException) as e:
+        failures.append(f"{type(e).__name__}: {e}")
+    stop_clean(d, failures)
+    for srv in servers:
+        srv.close()
+    if failures:
+        raise TestFailure("; ".join(failures))
 
 
 def check_posts(recv):
@@ -157,8 +177,7 @@ def case_events(env):
                    with_api=True, queue={"retry": "1s"},
                    extra=hook_conf(recv, events="accepted, delivered, deferred, bounced, "
                                    "suppressed, complained", batch=3)).start()
-    failures = []
-    try:
+    with running(d, recv, hold):
         r = d.api("POST", "/v1/suppressions", {"address": "gone@a.test", "reason": "test"})
         check(r.status in (200, 201), f"suppress: {r!r}")
         sent = [post(d, [f"a{i}@a.test"], i) for i in range(3)]
@@ -209,13 +228,6 @@ def case_events(env):
         m = d.api("GET", "/metrics").body.decode()
         check(f'ringpost_webhook_events_total{{result="posted"}} ' in m and
               "ringpost_webhook_backlog_events" in m, "webhook metrics missing")
-    except (TestFailure, OSError, ValueError, KeyError) as e:
-        failures.append(f"{type(e).__name__}: {e}")
-    stop_clean(d, failures)
-    recv.stop()
-    hold.close()
-    if failures:
-        raise TestFailure("; ".join(failures))
 
 
 def delivered_of(recv):
@@ -227,8 +239,7 @@ def case_outage(env):
     smtpd = env.smtpd()
     d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True,
                    extra=hook_conf(recv)).start()
-    failures = []
-    try:
+    with running(d, recv):
         for i in range(5):
             post(d, [f"o{i}@a.test"], i)
 
@@ -249,12 +260,6 @@ def case_outage(env):
         check(delivered_of(recv) == {f"o{i}@a.test" for i in range(5)}, "outage events")
         check_posts(recv)
         wait_for(lambda: stats(d)["webhook"]["backlog"] == 0, 10, "the backlog to empty")
-    except (TestFailure, OSError, ValueError, KeyError) as e:
-        failures.append(f"{type(e).__name__}: {e}")
-    stop_clean(d, failures)
-    recv.stop()
-    if failures:
-        raise TestFailure("; ".join(failures))
 
 
 def case_errors(env):
@@ -264,8 +269,7 @@ def case_errors(env):
     smtpd = env.smtpd()
     d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True,
                    extra=hook_conf(recv)).start()
-    failures = []
-    try:
+    with running(d, recv):
         for i in range(3):
             post(d, [f"e{i}@a.test"], i)
         wait_for(lambda: len(delivered_of(recv)) == 3, 30, "the events after two 500s")
@@ -278,12 +282,6 @@ def case_errors(env):
         w = stats(d)["webhook"]
         check(w["failures"] == 2 and w["last_status"] == 200 and w["last_error"] == "HTTP 500",
               f"stats {w}")
-    except (TestFailure, OSError, ValueError, KeyError) as e:
-        failures.append(f"{type(e).__name__}: {e}")
-    stop_clean(d, failures)
-    recv.stop()
-    if failures:
-        raise TestFailure("; ".join(failures))
 
 
 def case_bounded(env):
@@ -291,8 +289,7 @@ def case_bounded(env):
     smtpd = env.smtpd()
     d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True,
                    extra=hook_conf(recv, max_backlog=4)).start()
-    failures = []
-    try:
+    with running(d, recv):
         for i in range(10):
             post(d, [f"k{i}@a.test"], i)
         w = wait_for(lambda: (lambda s: s["webhook"] if s["delivered"] == 10 and
@@ -306,12 +303,6 @@ def case_bounded(env):
         last = {x["rcpt"].strip("<>") for x in d.deliveries("delivered")[-4:]}
         check(delivered_of(recv) == last,
               f"kept events: {sorted(delivered_of(recv))}, last delivered {sorted(last)}")
-    except (TestFailure, OSError, ValueError, KeyError) as e:
-        failures.append(f"{type(e).__name__}: {e}")
-    stop_clean(d, failures)
-    recv.stop()
-    if failures:
-        raise TestFailure("; ".join(failures))
 
 
 ARF = """From: Feedback Loop <fbl@rx.test>
@@ -351,8 +342,7 @@ def case_complaint(env):
                    queue={"bounce_domain": "bounces.test", "suppress": "yes"},
                    extra=f"[listen]\ninbound = 127.0.0.1:{inbound}\n" + hook_conf(recv))
     d.start()
-    failures = []
-    try:
+    with running(d, recv):
         r = d.api("POST", "/v1/messages", {"from": "hook@a.test", "to": ["fan@rx.test"],
                                            "subject": "news", "text": "hi\n",
                                            "headers": {"X-Test-Id": "complaint-1"}})
@@ -378,12 +368,6 @@ def case_complaint(env):
         check([e["event"] for e in ev] == ["delivered", "complained"], f"events {ev}")
         check(ev[1]["recipient"] == "fan@rx.test" and ev[1]["response"], f"complaint {ev[1]}")
         check_posts(recv)
-    except (TestFailure, OSError, ValueError, KeyError, smtplib.SMTPException) as e:
-        failures.append(f"{type(e).__name__}: {e}")
-    stop_clean(d, failures)
-    recv.stop()
-    if failures:
-        raise TestFailure("; ".join(failures))
 
 
 def tls_context(cert, key):

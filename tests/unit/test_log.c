@@ -578,6 +578,17 @@ static size_t count_lines(const char *path, unsigned char seen[WRITERS][LINES])
 	return n;
 }
 
+/* assert_first_line - path's first line holds want. */
+static void assert_first_line(const char *path, const char *want)
+{
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f, "%s", path);
+	char line[256];
+	cr_assert_not_null(fgets(line, sizeof(line), f), "%s is empty", path);
+	cr_assert_not_null(strstr(line, want), "%s", line);
+	fclose(f);
+}
+
 /* Writers log while the file is renamed and reopened again and again (as
  * logrotate and SIGHUP do): every line lands whole, once, in one of the
  * files, and the last file gets the lines written after the last reopen. */
@@ -663,12 +674,7 @@ Test(log_reopen, failure_keeps_the_old_file)
 	log_flush();
 	log_open("stderr");
 	cr_assert(log_reopen(), "stderr needs no reopening");
-	FILE *f = fopen(moved, "r");
-	cr_assert_not_null(f);
-	char line[256];
-	cr_assert_not_null(fgets(line, sizeof(line), f));
-	cr_assert_not_null(strstr(line, "still here"), "%s", line);
-	fclose(f);
+	assert_first_line(moved, "still here");
 	unlink(moved);
 	rmdir(dir);
 }
@@ -691,12 +697,7 @@ Test(log_reopen, not_rotated_not_reopened)
 	log_info("as nobody");
 	log_flush();
 	cr_assert_eq(seteuid(0), 0);
-	FILE *f = fopen(path, "r");
-	cr_assert_not_null(f);
-	char line[256];
-	cr_assert_not_null(fgets(line, sizeof(line), f));
-	cr_assert_not_null(strstr(line, "as nobody"), "%s", line);
-	fclose(f);
+	assert_first_line(path, "as nobody");
 	unlink(path);
 	rmdir(dir);
 }

@@ -31,7 +31,9 @@ class Daemon:
         kw.setdefault("tls", self.api_tls)
         return api_request(self.api_port, method, path, body, **kw)
 
-    def start(self, timeout=15):
+    def start(self, timeout=15, ready=None):
+        """Start and wait until the log says "ringpost ready" (or ready(),
+        for a daemon that logs to a file of its own), then for the banner."""
         check(self.proc is None or self.proc.poll() is not None, "daemon already running")
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         logf = open(self.log_path, "ab")
@@ -42,12 +44,12 @@ class Daemon:
         finally:
             logf.close()
 
-        def ready():
+        def started():
             if self.proc.poll() is not None:
                 raise TestFailure(f"ringpost exited with status {self.proc.returncode} at "
                                   f"start-up:\n{self.log_tail()}")
-            return "ringpost ready" in self.log(since_start=True)
-        wait_for(ready, timeout, "the daemon's 'ringpost ready' line")
+            return ready() if ready else "ringpost ready" in self.log(since_start=True)
+        wait_for(started, timeout, "the daemon's ready line")
         # The listeners are open: the banner proves a shard accepts.
         with SMTPConn(self.port) as c:
             code, _ = c.read_reply()
