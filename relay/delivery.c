@@ -41,6 +41,8 @@
 
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
                          unsigned start, unsigned k, bool clear_text, char *why, size_t whylen);
+static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
+static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd);
 
 void delivery_touch(struct delivery *dl)
 {
@@ -306,7 +308,7 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		smtp_client_give(ds->c, job);
 	}
 	/* Then new sessions, as many as d has jobs for, within limits. */
-	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool->max_connections &&
+	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
 	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		char why[300];
@@ -320,6 +322,62 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	delivery_touch(dl);
 }
 
+/* pool_cap - the sessions pool may have: its limit, or with [cluster] this
+ * shard's leases (asking for more when d's work needs them) or its share
+ * while Redis is away. */
+static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
+{
+	if (!dl->cluster)
+		return pool->max_connections;
+	unsigned demand = (unsigned)RP_MIN(d->nready_jobs, (uint64_t)pool->max_connections);
+	return cluster_conn_limit(dl->cluster, &pool->lease, pool->key, pool->max_connections,
+	                          pool->nsessions, demand);
+}
+
+/* rate_configure - d's rate: the config's, or with [cluster] the shared
+ * bucket's (tokens asked for), or its share while Redis is away. */
+static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd)
+{
+	d->lim.rate = cd->rate;
+	d->lim.rate_shared = false;
+	if (dl->cluster && cd->rate > 0) {
+		if (cluster_shared(dl->cluster))
+			d->lim.rate_shared = true;
+		else
+			d->lim.rate = cd->rate / cluster_nodes(dl->cluster);
+	}
+}
+
+static void rate_reconfigure(struct sched_dest *d, void *ctx)
+{
+	struct delivery *dl = ctx;
+	rate_configure(dl, d, config_domain(dl->cfg, d->name));
+}
+
+void delivery_cluster_changed(struct delivery *dl, bool mode)
+{
+	if (mode)
+		sched_foreach_dest(dl->sched, rate_reconfigure, dl); /* shared or local */
+	for (uint32_t i = 0; i < dl->pool_tab_size; i++)
+		for (struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext) {
+			struct rp_list *pos, *tmp;
+			rp_list_foreach_safe(pos, tmp, &p->active)
+			{
+				struct delivery_route *rt =
+				    rp_list_entry(pos, struct delivery_route, active_link);
+				sched_kick(dl->sched, rt->dest);
+			}
+		}
+	delivery_touch(dl);
+}
+
+/* need_tokens - a shared rate's domain wants tokens (sched_ops). */
+static void need_tokens(struct sched_dest *d, void *ctx)
+{
+	struct delivery *dl = ctx;
+	cluster_need_tokens(dl->cluster, d);
+}
+
 /* pool_configure - d's limits from the config (new domain or reload). */
 static void pool_configure(struct sched_dest *d, void *ctx)
 {
@@ -329,7 +387,7 @@ static void pool_configure(struct sched_dest *d, void *ctx)
 	d->lim.max_msgs_per_conn = cd->max_messages_per_connection;
 	/* VERP names one recipient per return path: one per transaction. */
 	d->lim.max_rcpts_per_msg = dl->cfg->bounce_domain[0] ? 1 : cd->max_recipients_per_message;
-	d->lim.rate = cd->rate;
+	rate_configure(dl, d, cd);
 	d->lim.connect_timeout_ms = cd->connect_timeout_ms;
 	struct delivery_route *rt = d->owner;
 	if (rt) {
@@ -342,6 +400,7 @@ static void pool_configure(struct sched_dest *d, void *ctx)
 const struct sched_ops delivery_sched_ops = {
 	.kick = pool_kick,
 	.configure = pool_configure,
+	.need_tokens = need_tokens,
 };
 
 /* ---- the engine's callbacks -------------------------------------------- */
@@ -467,6 +526,8 @@ static void on_done(struct smtp_client *c, void *arg)
 		rt->nconnecting--;
 	}
 	pool->nsessions--;
+	if (dl->cluster)
+		cluster_lease_used(&pool->lease, pool->nsessions);
 	if (ds->src)
 		ds->src->open--;
 	pool->used_ms = rp_mono_ms();
@@ -632,6 +693,7 @@ struct delivery *delivery_new(const struct delivery_params *p)
 	struct delivery *dl = xcalloc(1, sizeof(*dl));
 	dl->loop = p->loop;
 	dl->dns = p->dns;
+	dl->cluster = p->cluster;
 	dl->cfg = p->cfg;
 	dl->tls_client = tls_ctx_ref(p->tls_client);
 	dl->ours = p->ours;
@@ -734,6 +796,9 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 			d->tls_sessions = p->tls_sessions;
 			d->tls_resumed = p->tls_resumed;
 			d->tls_failures = p->tls_failures;
+			d->cluster = dl->cluster != NULL;
+			d->cluster_share = p->lease.held;
+			d->cluster_sessions = p->lease.everyone;
 			snprintf(d->ehlo, sizeof(d->ehlo), "%s",
 			         p->ehlo ? p->ehlo : dl->cfg->hostname);
 			d->nsources = RP_MIN(p->nsources, STATS_DEST_SOURCES);

@@ -96,6 +96,7 @@ struct shard {
 	struct pop3_server *pop3;       /* and over POP3 */
 	struct mailbox_config mbox_cfg; /* built from cfg */
 	struct webhook *webhook;        /* shard 0 only: posts [webhook] events */
+	struct cluster *cluster;        /* [cluster]: limits shared through Redis */
 	struct mq_item mbox_item;       /* "the mailbox changed" (at most one queued) */
 	_Atomic bool mbox_queued;
 };
