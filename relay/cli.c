@@ -394,7 +394,8 @@ int cli_stats(int argc, char **argv)
 		else if (!strcmp(argv[i], "--cluster"))
 			cluster = true;
 		else {
-			fprintf(stderr, "usage: ringpost stats -c FILE [--json] [--watch] [--cluster]\n");
+			fprintf(stderr,
+			        "usage: ringpost stats -c FILE [--json] [--watch] [--cluster]\n");
 			return RP_EX_USAGE;
 		}
 	}

@@ -45,7 +45,8 @@ static json_t *node_totals(redisContext *rc, const char *node, uint64_t expires_
 		json_object_set_new(o, fields[f], json_integer(sum[f]));
 	uint64_t now = rp_now_ms();
 	uint64_t beat = expires_ms > lease_ms ? expires_ms - lease_ms : 0;
-	json_object_set_new(o, "heartbeat_age_ms", json_integer(now > beat ? (json_int_t)(now - beat) : 0));
+	json_object_set_new(o, "heartbeat_age_ms",
+	                    json_integer(now > beat ? (json_int_t)(now - beat) : 0));
 	return o;
 }
 
@@ -74,8 +75,8 @@ int cli_cluster_stats(const struct config *cfg, bool json)
 	}
 	redisSetTimeout(rc, tv);
 	uint64_t now = rp_now_ms();
-	redisReply *r =
-	    redisCommand(rc, "ZRANGEBYSCORE rp:nodes %llu +inf WITHSCORES", (unsigned long long)now);
+	redisReply *r = redisCommand(rc, "ZRANGEBYSCORE rp:nodes %llu +inf WITHSCORES",
+	                             (unsigned long long)now);
 	if (!r || r->type != REDIS_REPLY_ARRAY) {
 		fprintf(stderr, "ringpost: Redis at %s: %s\n", cfg->cluster_redis,
 		        r && r->type == REDIS_REPLY_ERROR ? r->str : rc->errstr);
@@ -107,7 +108,9 @@ int cli_cluster_stats(const struct config *cfg, bool json)
 		printf("%-24s %6lld", json_string_value(json_object_get(o, "node")),
 		       (long long)json_integer_value(json_object_get(o, "shards")));
 		for (size_t f = 0; f < NFIELDS; f++)
-			printf(f == 3 ? " %12lld" : f == 5 ? " %11lld" : " %10lld",
+			printf(f == 3   ? " %12lld"
+			       : f == 5 ? " %11lld"
+			                : " %10lld",
 			       (long long)json_integer_value(json_object_get(o, fields[f])));
 		printf(" %7.1fs ago\n",
 		       (double)json_integer_value(json_object_get(o, "heartbeat_age_ms")) / 1000.0);

@@ -2,15 +2,18 @@
  *
  * Modes: SHARED while Redis answers, FALLBACK after a failure (a command
  * that fails, or the connection going down) until the next heartbeat
- * succeeds. A shard starts in SHARED with no leases: its first sessions
- * wait for the first answer (a round trip), and if Redis cannot be
- * reached at all it falls back to max_connections / 1 until a heartbeat
- * has told it the node count.
+ * succeeds. A shard starts with no leases and opens no session until its
+ * first connection attempt has ended (a restarted node's recovered queue
+ * must not count as "Redis is down"); if Redis cannot be reached then,
+ * it falls back to max_connections / 1 until a heartbeat has told it the
+ * node count.
  *
- * The renewal tick (every lease / 3) sends one call per pool that holds or
- * wants leases: the count is set to the most sessions the pool had or
- * wanted since the last tick, so leases that went unused for a tick go
- * back to the others.
+ * The renewal tick (every lease / 3) kicks the pools with work (busy
+ * sessions take their next jobs without a kick, so a pool's demand would
+ * otherwise go unseen) and sends one call per pool that holds or wants
+ * leases: the count is set to the most sessions the pool had or wanted
+ * since the last tick, so leases that went unused for a tick go back to
+ * the others.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +90,7 @@ struct cluster {
 	char *node, *owner; /* "NODE", "NODE/SHARD" */
 	struct redis *redis;
 	bool shared;
+	bool started; /* the first connection attempt has ended (up or not) */
 	bool stopped;
 	unsigned nodes; /* last known, >= 1 */
 	struct rp_list leases;
@@ -108,10 +112,11 @@ static void mode(struct cluster *c, bool shared, const char *why)
 		c->fallbacks++;
 		snprintf(c->last_error, sizeof(c->last_error), "%s", why ? why : "unreachable");
 		char e[LOG_VALUE_MAX];
-		log_warn("cluster: Redis unreachable (%s): each pool keeps within max_connections / "
-		         "%u and each domain within rate / %u until it answers",
-		         log_value(e, sizeof(e), c->last_error, strlen(c->last_error)), c->nodes,
-		         c->nodes);
+		log_warn(
+		    "cluster: Redis unreachable (%s): each pool keeps within max_connections / "
+		    "%u and each domain within rate / %u until it answers",
+		    log_value(e, sizeof(e), c->last_error, strlen(c->last_error)), c->nodes,
+		    c->nodes);
 		/* Leases left in Redis expire; none are held from here on. */
 		struct rp_list *pos, *tmp;
 		rp_list_foreach_safe(pos, tmp, &c->leases)
@@ -141,7 +146,8 @@ static void failed(struct cluster *c, const redisReply *r, const char *err)
 static bool two_ints(const redisReply *r, long long *a, long long *b)
 {
 	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
+	    r->element[0]->type != REDIS_REPLY_INTEGER ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER)
 		return false;
 	*a = r->element[0]->integer;
 	*b = r->element[1]->integer;
@@ -156,7 +162,6 @@ static void lease_ask(struct cluster *c, struct cluster_lease *l, unsigned want)
 struct lease_call {
 	struct cluster *c;
 	struct cluster_lease *l;
-	unsigned want;
 };
 
 static void lease_done(void *arg, const redisReply *r, const char *err)
@@ -164,7 +169,6 @@ static void lease_done(void *arg, const redisReply *r, const char *err)
 	struct lease_call *lc = arg;
 	struct cluster *c = lc->c;
 	struct cluster_lease *l = lc->l;
-	unsigned want = lc->want;
 	free(lc);
 	l->asking = false;
 	long long grant, all;
@@ -177,10 +181,6 @@ static void lease_done(void *arg, const redisReply *r, const char *err)
 	unsigned before = l->held;
 	l->held = (unsigned)grant;
 	l->everyone = (unsigned)all;
-	/* Short of what was wanted: the next renewal asks again, whether or
-	 * not the pool is kicked meanwhile. */
-	if (l->held < want && want > l->peak)
-		l->peak = want;
 	if (l->held > before)
 		c->p.changed(c->p.arg, false);
 }
@@ -197,7 +197,6 @@ static void lease_ask(struct cluster *c, struct cluster_lease *l, unsigned want)
 	struct lease_call *lc = xmalloc(sizeof(*lc));
 	lc->c = c;
 	lc->l = l;
-	lc->want = want;
 	redis_commandf(c->redis, lease_done, lc, "EVAL %s 1 rp:conn:%s %s %u %u %llu", lease_lua,
 	               l->key, c->owner, want, l->max, (unsigned long long)c->p.lease_ms);
 }
@@ -208,6 +207,8 @@ unsigned cluster_conn_limit(struct cluster *c, struct cluster_lease *l, const ch
 	l->key = key;
 	l->max = max;
 	l->used = open;
+	if (!c->started)
+		return 0; /* a moment: Redis first (cluster_start_kick follows) */
 	if (!c->shared) {
 		unsigned share = max / c->nodes;
 		return share ? share : 1;
@@ -287,7 +288,8 @@ void cluster_need_tokens(struct cluster *c, struct sched_dest *d)
 	w->c = c;
 	w->d = d;
 	rp_list_add_tail(&c->waits, &w->link);
-	token_ask(w);
+	if (c->started)
+		token_ask(w); /* else when the first connection attempt ends */
 }
 
 /* ---- heartbeat and renewal -------------------------------------------- */
@@ -339,6 +341,10 @@ static void tick(struct loop_timer *t)
 	struct cluster *c = RP_CONTAINER_OF(t, struct cluster, tick);
 	beat(c);
 	if (c->shared) {
+		/* Pools whose sessions take job after job are not kicked and so
+		 * say nothing of their demand: kick them, and those that could
+		 * use more sessions ask (now, or at the next renewal). */
+		c->p.changed(c->p.arg, false);
 		struct rp_list *pos, *tmp;
 		rp_list_foreach_safe(pos, tmp, &c->leases)
 		{
@@ -359,6 +365,22 @@ static void tick(struct loop_timer *t)
 static void redis_state(void *arg, bool up, const char *err)
 {
 	struct cluster *c = arg;
+	if (!c->started) {
+		/* Until now nothing was sent: a node must not fall back to
+		 * max_connections / 1 only because its connection was not up
+		 * yet when its recovered queue was first kicked. */
+		c->started = true;
+		if (!up)
+			mode(c, false, err);
+		struct rp_list *pos, *tmp;
+		rp_list_foreach_safe(pos, tmp, &c->waits)
+		{
+			struct token_wait *w = rp_list_entry(pos, struct token_wait, link);
+			if (!w->asking)
+				token_ask(w);
+		}
+		c->p.changed(c->p.arg, true);
+	}
 	if (up)
 		beat(c); /* shared again once it answers */
 	else
@@ -419,7 +441,6 @@ void cluster_stop(struct cluster *c)
 			struct lease_call *lc = xmalloc(sizeof(*lc));
 			lc->c = c;
 			lc->l = l;
-			lc->want = 0;
 			redis_commandf(c->redis, lease_done, lc,
 			               "EVAL %s 1 rp:conn:%s %s 0 %u %llu", lease_lua, l->key,
 			               c->owner, l->max, (unsigned long long)c->p.lease_ms);

@@ -551,10 +551,10 @@ static bool set_webhook(struct parse_state *ps, const struct key *k, char *field
 {
 	char why[200];
 	struct webhook_url u;
-	bool ok = k->type == V_NODE  ? node_ok(value, why, sizeof(why))
-	          : k->type == V_URL ? !value[0] || webhook_url_parse(value, &u, why, sizeof(why))
-	                             : spool_ev_mask_parse(value, &ps->cfg->webhook_event_mask, why,
-	                                                   sizeof(why));
+	bool ok = k->type == V_NODE ? node_ok(value, why, sizeof(why))
+	          : k->type == V_URL
+	              ? !value[0] || webhook_url_parse(value, &u, why, sizeof(why))
+	              : spool_ev_mask_parse(value, &ps->cfg->webhook_event_mask, why, sizeof(why));
 	if (!ok)
 		return fail(ps, "%s: %s", k->name, why);
 	free(*(char **)field);

@@ -43,6 +43,8 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
                          unsigned start, unsigned k, bool clear_text, char *why, size_t whylen);
 static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
 static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd);
+static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool);
+static void trim_idle(struct delivery *dl, struct delivery_pool *pool);
 
 void delivery_touch(struct delivery *dl)
 {
@@ -296,8 +298,10 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	pool->used_ms = rp_mono_ms();
 	if (d->nready_jobs)
 		active_add(pool, rt);
-	/* Work goes to idle sessions first: connection reuse. */
+	/* Work goes to idle sessions first: connection reuse; but not beyond
+	 * the pool's share of a cluster's slots. */
 	struct rp_list *first;
+	trim_idle(dl, pool);
 	while ((first = rp_list_first(&pool->idle))) {
 		struct sched_job *job = sched_job_next(dl->sched, d, now);
 		if (!job)
@@ -354,12 +358,27 @@ static void rate_reconfigure(struct sched_dest *d, void *ctx)
 	rate_configure(dl, d, config_domain(dl->cfg, d->name));
 }
 
+/* trim_idle - idle sessions beyond the pool's share of a cluster's slots
+ * say QUIT (busy ones go after their transaction: on_ready). */
+static void trim_idle(struct delivery *dl, struct delivery_pool *pool)
+{
+	struct rp_list *first;
+	while (over_cluster_share(dl, pool) && (first = rp_list_first(&pool->idle))) {
+		struct delivery_session *ds =
+		    rp_list_entry(first, struct delivery_session, idle_link);
+		idle_del(pool, ds);
+		smtp_client_quit(ds->c);
+	}
+}
+
 void delivery_cluster_changed(struct delivery *dl, bool mode)
 {
 	if (mode)
 		sched_foreach_dest(dl->sched, rate_reconfigure, dl); /* shared or local */
 	for (uint32_t i = 0; i < dl->pool_tab_size; i++)
 		for (struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext) {
+			if (mode)
+				trim_idle(dl, p);
 			struct rp_list *pos, *tmp;
 			rp_list_foreach_safe(pos, tmp, &p->active)
 			{
@@ -413,6 +432,17 @@ static const char *reply_field(char out[LOG_VALUE_MAX], const struct attempt_rep
 	return out;
 }
 
+/* over_cluster_share - with [cluster], pool has more sessions than it may
+ * have now (its share shrank: Redis went away, or leases were lost): a
+ * session that finishes its transaction goes instead of taking the next. */
+static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool)
+{
+	if (!dl->cluster || dl->stopping)
+		return false;
+	return pool->nworking > cluster_conn_limit(dl->cluster, &pool->lease, pool->key,
+	                                           pool->max_connections, pool->nsessions, 0);
+}
+
 /* on_ready - through EHLO (the first time: the destination works) and
  * asking for work; NULL parks the session. */
 static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
@@ -434,6 +464,10 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 	}
 	/* A TLS 1.3 ticket comes after the handshake: by now, usually. */
 	kept_put(ds->pool, ds, smtp_client_tls_session_take(c));
+	if (over_cluster_share(dl, ds->pool)) {
+		smtp_client_quit(c); /* the cluster's share shrank (Redis went away) */
+		return NULL;
+	}
 	struct sched_job *job = pool_next(dl, ds->pool);
 	if (!job && !dl->stopping)
 		idle_add(ds->pool, ds);

@@ -360,13 +360,25 @@ void shard_wait_opened(struct relay *r)
 	pthread_mutex_unlock(&r->drain_lock);
 }
 
+static void stop_check(struct shard *sh);
+
+static void drain_poll(struct loop_timer *t)
+{
+	stop_check(RP_CONTAINER_OF(t, struct shard, drain_poll));
+}
+
 /* stop_check - tell main once a stopping shard has no session left. */
 static void stop_check(struct shard *sh)
 {
+	if (sh->stopping && !sh->drained && cluster_busy(sh->cluster)) {
+		/* The Redis connection reports no release: look again soon. */
+		loop_timer_arm(sh->loop, &sh->drain_poll, 20, drain_poll);
+		return;
+	}
 	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) ||
 	    smtpd_sessions(sh->inbound) || delivery_sessions(sh->delivery) ||
 	    api_sessions(sh->api) || imap_sessions(sh->imap) || pop3_sessions(sh->pop3) ||
-	    webhook_busy(sh->webhook) || cluster_busy(sh->cluster))
+	    webhook_busy(sh->webhook))
 		return;
 	sh->drained = true;
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
@@ -392,6 +404,7 @@ static void exit_run(struct mq_item *item, void *ctx)
 	(void)ctx;
 	loop_timer_disarm(sh->loop, &sh->tick);
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
+	loop_timer_disarm(sh->loop, &sh->drain_poll);
 	loop_stop(sh->loop);
 }
 

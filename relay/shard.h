@@ -76,6 +76,7 @@ struct shard {
 	struct loop_timer tick; /* scheduler clock */
 	struct loop_defer sched_defer;
 	struct loop_timer stop_timer;
+	struct loop_timer drain_poll; /* stopping: looks again for what has no callback */
 	bool stopping;
 	bool drained;               /* stopping and no session left */
 	bool started;               /* loop enabled, ready for messages */
