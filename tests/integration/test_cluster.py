@@ -18,7 +18,8 @@ rate 10/s). Phases, in order:
              messages are all delivered, each node within max_connections
              / 3 (its /v1/stats, sampled every 100 ms) and the sink never
              past 6; Redis back: "shared" again.
-Every message submitted is delivered exactly once (the sink's counts).
+Every message submitted is delivered (the sink's counts); only those the
+killed node had in flight may arrive twice (at least once, as promised).
 """
 
 import json
@@ -195,9 +196,14 @@ def main():
             wait_for(lambda: all(stats(d)["cluster"]["mode"] == "shared" for d in nodes),
                      LEASE_S + 10, "shared mode again")
             time.sleep(0.5)
-            for dom, n in sent.items():
-                sink = slow if dom == "slow.test" else fast
-                check(delivered(sink, dom) == n, f"{dom}: {delivered(sink, dom)} of {n}")
+            # None lost; a few twice at most: what the killed node had
+            # sent but not yet recorded as delivered (at most one
+            # transaction per session it had) goes again after its restart.
+            check(delivered(fast, "r.test") == sent["r.test"],
+                  f"r.test: {delivered(fast, 'r.test')} of {sent['r.test']}")
+            got = delivered(slow, "slow.test")
+            check(sent["slow.test"] <= got <= sent["slow.test"] + MAXCONN,
+                  f"slow.test: {got} of {sent['slow.test']}")
         except (TestFailure, OSError, ValueError, KeyError, StopIteration) as e:
             failures.append(f"{type(e).__name__}: {e}")
         for d in nodes:
