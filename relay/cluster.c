@@ -26,6 +26,7 @@
 
 #define CLUSTER_TICK_MIN_MS 200
 #define TOKEN_RETRY_MIN_MS  10
+#define LEASE_SHORT_MS      250 /* a pool that got less than it asked for asks again after this */
 
 /* LEASE: KEYS[1] the pool's set; ARGV owner, want, max, lease ms. Sets the
  * owner's leases to min(want, what the others leave), renewed; returns
@@ -162,6 +163,7 @@ static void lease_ask(struct cluster *c, struct cluster_lease *l, unsigned want)
 struct lease_call {
 	struct cluster *c;
 	struct cluster_lease *l;
+	unsigned want;
 };
 
 static void lease_done(void *arg, const redisReply *r, const char *err)
@@ -169,6 +171,7 @@ static void lease_done(void *arg, const redisReply *r, const char *err)
 	struct lease_call *lc = arg;
 	struct cluster *c = lc->c;
 	struct cluster_lease *l = lc->l;
+	unsigned want = lc->want;
 	free(lc);
 	l->asking = false;
 	long long grant, all;
@@ -181,6 +184,10 @@ static void lease_done(void *arg, const redisReply *r, const char *err)
 	unsigned before = l->held;
 	l->held = (unsigned)grant;
 	l->everyone = (unsigned)all;
+	/* Short of it: the others hold the rest. Asking again at every kick
+	 * would be a call per message; the next ask waits a little (the
+	 * renewal tick asks in any case). */
+	l->short_ms = l->held < want ? rp_mono_ms() + LEASE_SHORT_MS : 0;
 	if (l->held > before)
 		c->p.changed(c->p.arg, false);
 }
@@ -197,6 +204,7 @@ static void lease_ask(struct cluster *c, struct cluster_lease *l, unsigned want)
 	struct lease_call *lc = xmalloc(sizeof(*lc));
 	lc->c = c;
 	lc->l = l;
+	lc->want = want;
 	redis_commandf(c->redis, lease_done, lc, "EVAL %s 1 rp:conn:%s %s %u %u %llu", lease_lua,
 	               l->key, c->owner, want, l->max, (unsigned long long)c->p.lease_ms);
 }
@@ -216,7 +224,7 @@ unsigned cluster_conn_limit(struct cluster *c, struct cluster_lease *l, const ch
 	unsigned want = RP_MIN(max, open + demand);
 	if (want > l->peak)
 		l->peak = want;
-	if (want > l->held)
+	if (want > l->held && (!l->short_ms || rp_mono_ms() >= l->short_ms))
 		lease_ask(c, l, want);
 	return RP_MIN(l->held, max);
 }
@@ -441,6 +449,7 @@ void cluster_stop(struct cluster *c)
 			struct lease_call *lc = xmalloc(sizeof(*lc));
 			lc->c = c;
 			lc->l = l;
+			lc->want = 0;
 			redis_commandf(c->redis, lease_done, lc,
 			               "EVAL %s 1 rp:conn:%s %s 0 %u %llu", lease_lua, l->key,
 			               c->owner, l->max, (unsigned long long)c->p.lease_ms);

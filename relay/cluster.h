@@ -47,6 +47,7 @@ struct cluster_lease {
 	unsigned used;     /* sessions open */
 	unsigned peak;     /* most wanted since the last renewal */
 	unsigned everyone; /* leases of the whole cluster at the last answer */
+	uint64_t short_ms; /* got less than asked: no new ask before (mono ms) */
 };
 
 struct cluster_params {
