@@ -338,6 +338,28 @@ static void client_limits_json(struct buf *b, const struct stats_snapshot *snap)
 	buf_puts(b, "}");
 }
 
+/* cluster_json - ,"cluster":{...}: shared or fallback, nodes, Redis
+ * numbers (null without [cluster]). */
+static void cluster_json(struct buf *b, const struct stats_cluster *c)
+{
+	if (!c->enabled) {
+		buf_puts(b, ",\"cluster\":null");
+		return;
+	}
+	buf_puts(b, ",\"cluster\":{\"node\":");
+	http_json_str(b, c->node, strlen(c->node));
+	buf_printf(b,
+	           ",\"mode\":\"%s\",\"nodes\":%u,\"fallbacks\":%llu,\"redis_commands\":%llu,"
+	           "\"redis_errors\":%llu,\"last_error\":",
+	           c->shared ? "shared" : "fallback", c->nodes, (unsigned long long)c->fallbacks,
+	           (unsigned long long)c->commands, (unsigned long long)c->errors);
+	if (c->last_error[0])
+		http_json_str(b, c->last_error, strlen(c->last_error));
+	else
+		buf_puts(b, "null");
+	buf_puts(b, "}");
+}
+
 /* webhook_json - ,"webhook":{...}: the poster's numbers and the spool's
  * backlog of events (null when no [webhook] url is set). */
 static void webhook_json(struct buf *b, const struct spool *sp, const struct stats_webhook *w)
@@ -391,6 +413,7 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 	    (unsigned long long)u.commits, (unsigned long long)u.syncs);
 	client_limits_json(&b, snap);
 	webhook_json(&b, s->srv->spool, &snap->webhook);
+	cluster_json(&b, &snap->cluster);
 	buf_printf(&b,
 	           ",\"loop_max_busy_ms\":%.3f,\"dns\":{\"lookups\":%llu,\"queries\":%llu,"
 	           "\"cache_hits\":%llu,\"shared\":%llu,\"cache_entries\":%llu,"
@@ -420,6 +443,8 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 			m->tls_sessions += d->tls_sessions;
 			m->tls_resumed += d->tls_resumed;
 			m->tls_failures += d->tls_failures;
+			m->cluster_share += d->cluster_share; /* this node's: every shard's */
+			m->cluster_sessions = RP_MAX(m->cluster_sessions, d->cluster_sessions);
 			/* The same key: the same sources, in the same order. */
 			for (unsigned k = 0; k < m->nsources && k < d->nsources; k++) {
 				m->sources[k].sessions += d->sources[k].sessions;
@@ -457,6 +482,9 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 		    (unsigned long long)d->tls_sessions, (unsigned long long)d->tls_resumed,
 		    (unsigned long long)d->tls_failures);
 		dest_source_json(&b, d);
+		if (d->cluster)
+			buf_printf(&b, ",\"cluster\":{\"sessions\":%u,\"share\":%u}",
+			           d->cluster_sessions, d->cluster_share);
 		buf_puts(&b, "}");
 	}
 	buf_puts(&b, "]}");

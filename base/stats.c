@@ -79,6 +79,21 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 	total->dns_shared += part->dns_shared;
 	total->dns_entries += part->dns_entries;
 	total->dns_memory += part->dns_memory;
+	if (part->cluster.enabled) {
+		struct stats_cluster *c = &total->cluster;
+		const struct stats_cluster *p = &part->cluster;
+		if (!c->enabled) {
+			*c = *p;
+		} else {
+			c->shared = c->shared && p->shared;
+			c->nodes = RP_MAX(c->nodes, p->nodes);
+			c->fallbacks += p->fallbacks;
+			c->commands += p->commands;
+			c->errors += p->errors;
+			if (!c->last_error[0])
+				memcpy(c->last_error, p->last_error, sizeof(c->last_error));
+		}
+	}
 	if (part->webhook.enabled)
 		total->webhook = part->webhook; /* one poster, on shard 0 */
 	stats_hist_merge(&total->delivery, &part->delivery);

@@ -65,10 +65,13 @@ struct stats_dest {
 	unsigned ndomains;
 	uint64_t connections; /* open sessions */
 	uint32_t max_connections;
-	uint64_t tls_sessions; /* sessions through a TLS handshake, since start */
-	uint64_t tls_resumed;  /* of which resumed an earlier session */
-	uint64_t tls_failures; /* failed TLS handshakes (verification too), since start */
-	char ehlo[256];        /* the name its sessions say in EHLO */
+	uint64_t tls_sessions;     /* sessions through a TLS handshake, since start */
+	uint64_t tls_resumed;      /* of which resumed an earlier session */
+	uint64_t tls_failures;     /* failed TLS handshakes (verification too), since start */
+	bool cluster;              /* [cluster]: the two below mean something */
+	uint32_t cluster_share;    /* session slots this node holds (leases) */
+	uint32_t cluster_sessions; /* slots held by every node, at the last answer */
+	char ehlo[256];            /* the name its sessions say in EHLO */
 	struct stats_source sources[STATS_DEST_SOURCES]; /* [domain] source, in order:
 	                                                  * the first ones (the key
 	                                                  * has them all) */
@@ -86,6 +89,18 @@ struct stats_webhook {
 	uint64_t last_error_ms;   /* unix ms of the last failure, 0 = never */
 	char last_error[200];     /* what it was, "" = none */
 	uint64_t retry_at_ms;     /* backing off until (unix ms), 0 = not */
+};
+
+/* [cluster]: this node's view (each shard's Redis numbers summed). */
+struct stats_cluster {
+	bool enabled;
+	bool shared;        /* Redis answers: the limits are the cluster's */
+	unsigned nodes;     /* live nodes, last known */
+	uint64_t fallbacks; /* times a shard fell back to local limits */
+	uint64_t commands;  /* Redis commands sent */
+	uint64_t errors;    /* of which failed */
+	char node[64];
+	char last_error[160];
 };
 
 struct stats_snapshot {
@@ -109,6 +124,7 @@ struct stats_snapshot {
 	struct stats_hist delivery; /* seconds from submit to delivered */
 	struct stats_hist txn;      /* seconds per SMTP transaction */
 	struct stats_webhook webhook;
+	struct stats_cluster cluster;
 };
 
 /* stats_hist_add - count v (seconds) in h, whose bounds are given. */

@@ -302,6 +302,49 @@ def offers_starttls(port, host="127.0.0.1", timeout=10):
 
 # ---- the sink ---------------------------------------------------------------
 
+class RedisServer:
+    """redis-server of one run ([cluster] redis), no persistence; commands()
+    is its total_commands_processed."""
+
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.proc = None
+        self.port = None
+
+    def start(self, timeout=10):
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise BenchError("no redis-server (apt-get install redis-server)", EX_UNAVAILABLE)
+        self.port = free_port()
+        (self.workdir / "redis").mkdir(exist_ok=True)
+        self.proc = spawn([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", str(self.workdir / "redis")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.commands() is not None, timeout, "redis-server to answer",
+                   alive=[(self.proc, "redis-server")])
+
+    def commands(self):
+        try:
+            p = subprocess.run(["redis-cli", "-p", str(self.port), "INFO", "stats"],
+                               capture_output=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for line in p.stdout.decode(errors="replace").splitlines():
+            if line.startswith("total_commands_processed:"):
+                return int(line.split(":", 1)[1])
+        return None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
 class HookSink:
     """bench/hook_sink.py: the webhook endpoint of a run; stop() returns its
     counts ({"requests", "events", "bytes"}) or None."""

@@ -50,6 +50,9 @@ struct sched_limits {
 	uint32_t max_msgs_per_conn; /* transactions per session */
 	uint32_t max_rcpts_per_msg; /* RCPTs per transaction */
 	double rate;                /* messages per second, 0 = unlimited */
+	bool rate_shared;           /* the rate is shared with other nodes: tokens come
+	                             * from ops->need_tokens (sched_tokens_add), not
+	                             * from the clock */
 	uint64_t connect_timeout_ms;
 };
 
@@ -68,6 +71,7 @@ struct sched_dest {
 	char hold_reason[320]; /* why, for deferred recipients */
 	bool suspended;        /* administratively held */
 	double tokens;         /* rate limit token bucket */
+	bool tokens_asked;     /* lim.rate_shared: need_tokens is pending */
 	uint64_t tokens_ms;    /* last refill (unix ms) */
 	bool kick_queued;      /* on the kick list */
 	struct sched_dest *kick_next;
@@ -116,6 +120,10 @@ struct sched_ops {
 	void (*kick)(struct sched_dest *d, void *ctx);
 	/* configure - fill d->lim for a new destination (or after a reload). */
 	void (*configure)(struct sched_dest *d, void *ctx);
+	/* need_tokens - d (lim.rate_shared) has work and no token: ask for
+	 * some; sched_tokens_add hands them in (optional; called at most
+	 * once per wait, again only after tokens arrived). */
+	void (*need_tokens)(struct sched_dest *d, void *ctx);
 };
 
 struct sched_config {
@@ -149,6 +157,12 @@ struct sched_add {
 	uint16_t attempts;
 	bool own_body; /* has its own body variant: a job of its own */
 };
+
+/* sched_tokens_add - n tokens for d's shared rate: the answer to
+ * need_tokens (given when there are tokens, which may be later: a
+ * bucket that is empty answers once it has refilled). d runs again when it
+ * has ready work. */
+void sched_tokens_add(struct sched *s, struct sched_dest *d, double n);
 
 /* sched_new - a scheduler reading jobs through reader (owned by caller) and
  * writing state changes to sp. cfg is copied (delays are referenced). */

@@ -174,11 +174,21 @@ static void refill(struct sched_dest *d, uint64_t now)
 	d->tokens_ms = now;
 }
 
-/* sched_rate_ok - a token is there (or no rate is set); else d waits. */
+/* sched_rate_ok - a token is there (or no rate is set); else d waits.
+ * A shared rate's tokens are asked for, not made by the clock. */
 bool sched_rate_ok(struct sched *s, struct sched_dest *d, uint64_t now)
 {
 	if (d->lim.rate <= 0)
 		return true;
+	if (d->lim.rate_shared) {
+		if (d->tokens >= 1)
+			return true;
+		if (!d->tokens_asked && s->ops.need_tokens) {
+			d->tokens_asked = true;
+			s->ops.need_tokens(d, s->ctx);
+		}
+		return false;
+	}
 	refill(d, now);
 	if (d->tokens >= 1)
 		return true;
@@ -193,7 +203,7 @@ void sched_wait_wake(struct sched *s, uint64_t now)
 	while (*pp) {
 		struct sched_dest *d = *pp;
 		bool wake = !sched_dest_held(d, now);
-		if (wake && d->lim.rate > 0) {
+		if (wake && d->lim.rate > 0 && !d->lim.rate_shared) {
 			refill(d, now);
 			wake = d->tokens >= 1;
 		}
@@ -207,6 +217,14 @@ void sched_wait_wake(struct sched *s, uint64_t now)
 			pp = &d->wait_next;
 		}
 	}
+}
+
+void sched_tokens_add(struct sched *s, struct sched_dest *d, double n)
+{
+	d->tokens_asked = false;
+	d->tokens += n;
+	if (d->tokens > 0 && d->ready_head && !d->suspended)
+		sched_kick(s, d);
 }
 
 /* ---- sessions ---------------------------------------------------------- */

@@ -381,7 +381,7 @@ static void print_stats(json_t *doc, bool clear)
 
 int cli_stats(int argc, char **argv)
 {
-	bool json = false, watch = false;
+	bool json = false, watch = false, cluster = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
 			i++;
@@ -391,12 +391,20 @@ int cli_stats(int argc, char **argv)
 			json = true;
 		else if (!strcmp(argv[i], "--watch"))
 			watch = true;
+		else if (!strcmp(argv[i], "--cluster"))
+			cluster = true;
 		else {
-			fprintf(stderr, "usage: ringpost stats -c FILE [--json] [--watch]\n");
+			fprintf(stderr,
+			        "usage: ringpost stats -c FILE [--json] [--watch] [--cluster]\n");
 			return RP_EX_USAGE;
 		}
 	}
 	struct config *cfg = cli_load_config(argc, argv);
+	if (cluster) {
+		int rc = cli_cluster_stats(cfg, json);
+		config_free(cfg);
+		return rc;
+	}
 	for (;;) {
 		struct buf out;
 		int status = cli_request(cfg, "GET", "/v1/stats", NULL, &out);

@@ -3,6 +3,8 @@
 #ifndef RP_CLI_H
 #define RP_CLI_H
 
+#include <stdbool.h>
+
 struct config;
 
 /* cli_config_path - the -c/--config argument, or "ringpost.conf". */
@@ -26,5 +28,8 @@ int cli_queue(int argc, char **argv);
 int cli_user(int argc, char **argv);
 /* cli_suppress - `suppress list|add ADDR [--reason R]|del ADDR` (cli_suppress.c). */
 int cli_suppress(int argc, char **argv);
+/* cli_cluster_stats - `stats --cluster`: every live node's heartbeat read
+ * from [cluster] redis, a line each (or JSON) (cli_cluster.c). */
+int cli_cluster_stats(const struct config *cfg, bool json);
 
 #endif

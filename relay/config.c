@@ -311,7 +311,8 @@ enum vtype {
 	V_EHLO,     /* an EHLO name: one word (a poor name is only warned about) */
 	V_USER,     /* a user name (looked up by serve and check-config), or empty */
 	V_URL,      /* a webhook URL (http:// or https://), or empty */
-	V_EVENTS    /* a list of event names into a SPOOL_EV_BIT() mask */
+	V_EVENTS,   /* a list of event names into a SPOOL_EV_BIT() mask */
+	V_NODE      /* a cluster node name: letters, digits, '.', '_', '-' */
 };
 
 struct key {
@@ -407,10 +408,9 @@ static const struct key keys[] = {
 	{ "webhook", "secret", V_STR, C(webhook_secret), 0, 0, 0, NULL },
 	{ "webhook", "batch", V_U32, C(webhook_batch), 1, 10000, 0, NULL },
 	{ "webhook", "max_backlog", V_U32, C(webhook_max_backlog), 1, 1000000000, 0, NULL },
-	{ "cluster", "redis", V_HOSTPORT, C(cluster_redis), 0, 0, 0, "cluster limits (Redis)" },
-	{ "cluster", "node", V_STR, C(cluster_node), 0, 0, 0, "cluster limits (Redis)" },
-	{ "cluster", "lease", V_DURATION, C(cluster_lease_ms), 1000, 3600000, 0,
-	  "cluster limits (Redis)" },
+	{ "cluster", "redis", V_HOSTPORT, C(cluster_redis), 0, 0, 0, NULL },
+	{ "cluster", "node", V_NODE, C(cluster_node), 0, 0, 0, NULL },
+	{ "cluster", "lease", V_DURATION, C(cluster_lease_ms), 1000, 3600000, 0, NULL },
 	{ "dkim", "selector", V_STR, K(selector), 0, 0, 0, NULL },
 	{ "dkim", "key", V_STR, K(key), 0, 0, 0, NULL },
 	{ "domain", "max_connections", V_U32, D(max_connections), 1, 100000, CFG_D_MAX_CONNECTIONS,
@@ -534,12 +534,25 @@ static bool set_choice(struct parse_state *ps, const struct key *k, char *field,
 	return false;
 }
 
-/* set_webhook - [webhook] url (checked whole) and events (into the mask). */
+/* node_ok - a cluster node name (it names Redis keys and lease holders). */
+static bool node_ok(const char *v, char *why, size_t len)
+{
+	size_t n = strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+	if (v[n] || n > 63) {
+		snprintf(why, len, "a node name is up to 63 letters, digits, '.', '_' or '-'");
+		return false;
+	}
+	return true;
+}
+
+/* set_webhook - [webhook] url (checked whole) and events (into the mask);
+ * [cluster] node. */
 static bool set_webhook(struct parse_state *ps, const struct key *k, char *field, const char *value)
 {
 	char why[200];
 	struct webhook_url u;
-	bool ok = k->type == V_URL
+	bool ok = k->type == V_NODE ? node_ok(value, why, sizeof(why))
+	          : k->type == V_URL
 	              ? !value[0] || webhook_url_parse(value, &u, why, sizeof(why))
 	              : spool_ev_mask_parse(value, &ps->cfg->webhook_event_mask, why, sizeof(why));
 	if (!ok)
@@ -580,6 +593,7 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 		return set_user(ps, k, field, value);
 	case V_URL:
 	case V_EVENTS:
+	case V_NODE:
 		return set_webhook(ps, k, field, value);
 	case V_U32:
 		if (!rp_parse_u64(value, &v) || v < k->min || v > k->max)

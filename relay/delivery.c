@@ -41,6 +41,10 @@
 
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
                          unsigned start, unsigned k, bool clear_text, char *why, size_t whylen);
+static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
+static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd);
+static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool);
+static void trim_idle(struct delivery *dl, struct delivery_pool *pool);
 
 void delivery_touch(struct delivery *dl)
 {
@@ -294,8 +298,10 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	pool->used_ms = rp_mono_ms();
 	if (d->nready_jobs)
 		active_add(pool, rt);
-	/* Work goes to idle sessions first: connection reuse. */
+	/* Work goes to idle sessions first: connection reuse; but not beyond
+	 * the pool's share of a cluster's slots. */
 	struct rp_list *first;
+	trim_idle(dl, pool);
 	while ((first = rp_list_first(&pool->idle))) {
 		struct sched_job *job = sched_job_next(dl->sched, d, now);
 		if (!job)
@@ -306,7 +312,7 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		smtp_client_give(ds->c, job);
 	}
 	/* Then new sessions, as many as d has jobs for, within limits. */
-	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool->max_connections &&
+	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
 	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		char why[300];
@@ -320,6 +326,77 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	delivery_touch(dl);
 }
 
+/* pool_cap - the sessions pool may have: its limit, or with [cluster] this
+ * shard's leases (asking for more when d's work needs them) or its share
+ * while Redis is away. */
+static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
+{
+	if (!dl->cluster)
+		return pool->max_connections;
+	unsigned demand = (unsigned)RP_MIN(d->nready_jobs, (uint64_t)pool->max_connections);
+	return cluster_conn_limit(dl->cluster, &pool->lease, pool->key, pool->max_connections,
+	                          pool->nsessions, demand);
+}
+
+/* rate_configure - d's rate: the config's, or with [cluster] the shared
+ * bucket's (tokens asked for), or its share while Redis is away. */
+static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd)
+{
+	d->lim.rate = cd->rate;
+	d->lim.rate_shared = false;
+	if (dl->cluster && cd->rate > 0) {
+		if (cluster_shared(dl->cluster))
+			d->lim.rate_shared = true;
+		else
+			d->lim.rate = cd->rate / cluster_nodes(dl->cluster);
+	}
+}
+
+static void rate_reconfigure(struct sched_dest *d, void *ctx)
+{
+	struct delivery *dl = ctx;
+	rate_configure(dl, d, config_domain(dl->cfg, d->name));
+}
+
+/* trim_idle - idle sessions beyond the pool's share of a cluster's slots
+ * say QUIT (busy ones go after their transaction: on_ready). */
+static void trim_idle(struct delivery *dl, struct delivery_pool *pool)
+{
+	struct rp_list *first;
+	while (over_cluster_share(dl, pool) && (first = rp_list_first(&pool->idle))) {
+		struct delivery_session *ds =
+		    rp_list_entry(first, struct delivery_session, idle_link);
+		idle_del(pool, ds);
+		smtp_client_quit(ds->c);
+	}
+}
+
+void delivery_cluster_changed(struct delivery *dl, bool mode)
+{
+	if (mode)
+		sched_foreach_dest(dl->sched, rate_reconfigure, dl); /* shared or local */
+	for (uint32_t i = 0; i < dl->pool_tab_size; i++)
+		for (struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext) {
+			if (mode)
+				trim_idle(dl, p);
+			struct rp_list *pos, *tmp;
+			rp_list_foreach_safe(pos, tmp, &p->active)
+			{
+				struct delivery_route *rt =
+				    rp_list_entry(pos, struct delivery_route, active_link);
+				sched_kick(dl->sched, rt->dest);
+			}
+		}
+	delivery_touch(dl);
+}
+
+/* need_tokens - a shared rate's domain wants tokens (sched_ops). */
+static void need_tokens(struct sched_dest *d, void *ctx)
+{
+	struct delivery *dl = ctx;
+	cluster_need_tokens(dl->cluster, d);
+}
+
 /* pool_configure - d's limits from the config (new domain or reload). */
 static void pool_configure(struct sched_dest *d, void *ctx)
 {
@@ -329,7 +406,7 @@ static void pool_configure(struct sched_dest *d, void *ctx)
 	d->lim.max_msgs_per_conn = cd->max_messages_per_connection;
 	/* VERP names one recipient per return path: one per transaction. */
 	d->lim.max_rcpts_per_msg = dl->cfg->bounce_domain[0] ? 1 : cd->max_recipients_per_message;
-	d->lim.rate = cd->rate;
+	rate_configure(dl, d, cd);
 	d->lim.connect_timeout_ms = cd->connect_timeout_ms;
 	struct delivery_route *rt = d->owner;
 	if (rt) {
@@ -342,6 +419,7 @@ static void pool_configure(struct sched_dest *d, void *ctx)
 const struct sched_ops delivery_sched_ops = {
 	.kick = pool_kick,
 	.configure = pool_configure,
+	.need_tokens = need_tokens,
 };
 
 /* ---- the engine's callbacks -------------------------------------------- */
@@ -352,6 +430,17 @@ static const char *reply_field(char out[LOG_VALUE_MAX], const struct attempt_rep
 {
 	log_quote(out, LOG_VALUE_MAX, rep->text, strlen(rep->text));
 	return out;
+}
+
+/* over_cluster_share - with [cluster], pool has more sessions than it may
+ * have now (its share shrank: Redis went away, or leases were lost): a
+ * session that finishes its transaction goes instead of taking the next. */
+static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool)
+{
+	if (!dl->cluster || dl->stopping)
+		return false;
+	return pool->nworking > cluster_conn_limit(dl->cluster, &pool->lease, pool->key,
+	                                           pool->max_connections, pool->nsessions, 0);
 }
 
 /* on_ready - through EHLO (the first time: the destination works) and
@@ -375,6 +464,10 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 	}
 	/* A TLS 1.3 ticket comes after the handshake: by now, usually. */
 	kept_put(ds->pool, ds, smtp_client_tls_session_take(c));
+	if (over_cluster_share(dl, ds->pool)) {
+		smtp_client_quit(c); /* the cluster's share shrank (Redis went away) */
+		return NULL;
+	}
 	struct sched_job *job = pool_next(dl, ds->pool);
 	if (!job && !dl->stopping)
 		idle_add(ds->pool, ds);
@@ -467,6 +560,8 @@ static void on_done(struct smtp_client *c, void *arg)
 		rt->nconnecting--;
 	}
 	pool->nsessions--;
+	if (dl->cluster)
+		cluster_lease_used(&pool->lease, pool->nsessions);
 	if (ds->src)
 		ds->src->open--;
 	pool->used_ms = rp_mono_ms();
@@ -632,6 +727,7 @@ struct delivery *delivery_new(const struct delivery_params *p)
 	struct delivery *dl = xcalloc(1, sizeof(*dl));
 	dl->loop = p->loop;
 	dl->dns = p->dns;
+	dl->cluster = p->cluster;
 	dl->cfg = p->cfg;
 	dl->tls_client = tls_ctx_ref(p->tls_client);
 	dl->ours = p->ours;
@@ -734,6 +830,9 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 			d->tls_sessions = p->tls_sessions;
 			d->tls_resumed = p->tls_resumed;
 			d->tls_failures = p->tls_failures;
+			d->cluster = dl->cluster != NULL;
+			d->cluster_share = p->lease.held;
+			d->cluster_sessions = p->lease.everyone;
 			snprintf(d->ehlo, sizeof(d->ehlo), "%s",
 			         p->ehlo ? p->ehlo : dl->cfg->hostname);
 			d->nsources = RP_MIN(p->nsources, STATS_DEST_SOURCES);

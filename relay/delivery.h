@@ -34,6 +34,7 @@ struct delivery_params {
 	struct dns_resolver *dns;            /* NULL: only static routes and literals */
 	const struct config *cfg;            /* domain settings and the EHLO name
 	                                      * (replace with delivery_set_config) */
+	struct cluster *cluster;             /* [cluster] limits, or NULL (not owned) */
 	struct tls_ctx *tls_client;          /* outbound STARTTLS (a reference is
 	                                      * taken); NULL: never STARTTLS */
 	const struct sockaddr_storage *ours; /* our listeners' addresses: mail routed
@@ -57,6 +58,10 @@ void delivery_free(struct delivery *dl);
  * ones keep theirs); follow with sched_reconfigure so that every domain
  * takes it. */
 void delivery_set_config(struct delivery *dl, const struct config *cfg, struct tls_ctx *tls_client);
+
+/* delivery_cluster_changed - the cluster's mode changed (mode: limits
+ * configured again) or leases were granted: kick the pools with work. */
+void delivery_cluster_changed(struct delivery *dl, bool mode);
 
 /* delivery_sched_ops - the scheduler callbacks (ctx: struct delivery). */
 extern const struct sched_ops delivery_sched_ops;

@@ -5,6 +5,7 @@
 #define RP_DELIVERY_IMPL_H
 
 #include "base/list.h"
+#include "cluster.h"
 #include "delivery.h"
 #include "smtp_client.h"
 
@@ -26,6 +27,7 @@ struct delivery {
 	uint32_t pool_tab_size, npools;
 	struct rp_list sessions; /* every session, for stop and abort */
 	unsigned nsessions;
+	struct cluster *cluster; /* [cluster]: limits shared through Redis, or NULL */
 };
 
 #define DELIVERY_TLS_KEEP 4 /* resumable TLS sessions kept per pool */
@@ -74,10 +76,11 @@ struct delivery_pool {
 	                     * [server] hostname */
 	struct delivery_tls_kept tls_kept[DELIVERY_TLS_KEEP];
 	unsigned ntls_kept;
-	uint64_t sessions_ok;  /* sessions through EHLO, since start */
-	uint64_t tls_sessions; /* sessions through a TLS handshake, since start */
-	uint64_t tls_resumed;  /* of which resumed a kept session */
-	uint64_t tls_failures; /* TLS handshakes that failed (verification too) */
+	uint64_t sessions_ok;       /* sessions through EHLO, since start */
+	uint64_t tls_sessions;      /* sessions through a TLS handshake, since start */
+	uint64_t tls_resumed;       /* of which resumed a kept session */
+	uint64_t tls_failures;      /* TLS handshakes that failed (verification too) */
+	struct cluster_lease lease; /* [cluster]: this shard's share of the slots */
 };
 
 /* A domain's way out (sched_dest->owner). */

@@ -16,6 +16,7 @@
 #include "delivery.h"
 #include "queue/submit.h"
 #include "smtp_server.h"
+#include "cluster.h"
 #include "webhook.h"
 
 #define SCHED_TICK_MS 20
@@ -359,9 +360,21 @@ void shard_wait_opened(struct relay *r)
 	pthread_mutex_unlock(&r->drain_lock);
 }
 
+static void stop_check(struct shard *sh);
+
+static void drain_poll(struct loop_timer *t)
+{
+	stop_check(RP_CONTAINER_OF(t, struct shard, drain_poll));
+}
+
 /* stop_check - tell main once a stopping shard has no session left. */
 static void stop_check(struct shard *sh)
 {
+	if (sh->stopping && !sh->drained && cluster_busy(sh->cluster)) {
+		/* The Redis connection reports no release: look again soon. */
+		loop_timer_arm(sh->loop, &sh->drain_poll, 20, drain_poll);
+		return;
+	}
 	if (!sh->stopping || sh->drained || smtpd_sessions(sh->smtpd) ||
 	    smtpd_sessions(sh->inbound) || delivery_sessions(sh->delivery) ||
 	    api_sessions(sh->api) || imap_sessions(sh->imap) || pop3_sessions(sh->pop3) ||
@@ -391,6 +404,7 @@ static void exit_run(struct mq_item *item, void *ctx)
 	(void)ctx;
 	loop_timer_disarm(sh->loop, &sh->tick);
 	loop_timer_disarm(sh->loop, &sh->stop_timer);
+	loop_timer_disarm(sh->loop, &sh->drain_poll);
 	loop_stop(sh->loop);
 }
 
@@ -434,6 +448,7 @@ static void stop_run(struct mq_item *item, void *ctx)
 	pop3_shutdown_all(sh->pop3);
 	delivery_stop(sh->delivery);
 	webhook_stop(sh->webhook); /* what it has not posted stays in the spool */
+	cluster_stop(sh->cluster); /* its leases expire if they were not given back */
 	sched_run(sh->sched);      /* flush state updates */
 	loop_timer_arm(sh->loop, &sh->stop_timer, STOP_GRACE_MS, stop_deadline);
 	stop_check(sh);
@@ -519,6 +534,47 @@ void shard_reconfigure(struct shard *sh, struct config_ref *cref)
 	shard_send(sh, reconfigure_run, cref);
 }
 
+/* ---- [cluster] ---------------------------------------------------------- */
+
+/* cluster_node_name - [cluster] node, or the host name. */
+static const char *cluster_node_name(const struct config *cfg)
+{
+	return cfg->cluster_node[0] ? cfg->cluster_node : cfg->hostname;
+}
+
+static void cluster_changed(void *arg, bool mode)
+{
+	struct shard *sh = arg;
+	if (sh->delivery)
+		delivery_cluster_changed(sh->delivery, mode);
+}
+
+static void cluster_give_tokens(void *arg, struct sched_dest *d, double n)
+{
+	struct shard *sh = arg;
+	sched_tokens_add(sh->sched, d, n);
+	shard_touch(sh);
+}
+
+/* cluster_node_json - this shard's numbers for the node's heartbeat
+ * (`ringpost stats --cluster` adds the shards up). */
+static void cluster_node_json(void *arg, struct buf *out)
+{
+	struct shard *sh = arg;
+	struct stats_snapshot part = { 0 };
+	if (sh->sched)
+		sched_stats(sh->sched, &part);
+	const struct stats_counts *n = &part.total;
+	buf_printf(out,
+	           "{\"queued\":%llu,\"deferred\":%llu,\"in_flight\":%llu,\"delivered\":%llu,"
+	           "\"bounced\":%llu,\"connections\":%llu,\"time\":%llu}",
+	           (unsigned long long)n->queued, (unsigned long long)n->deferred,
+	           (unsigned long long)n->in_flight, (unsigned long long)n->delivered,
+	           (unsigned long long)n->bounced, (unsigned long long)n->connections,
+	           (unsigned long long)rp_now_ms());
+	stats_free(&part);
+}
+
 /* ---- the thread -------------------------------------------------------- */
 
 /* services_new - what the shard runs, wired together: the spool reader,
@@ -539,9 +595,21 @@ static void services_new(struct shard *sh)
 	sh->dns = dns_new(sh->loop, &dc, err, sizeof(err));
 	if (!sh->dns)
 		log_error("DNS resolver unavailable (mail without a static route waits): %s", err);
+	struct cluster_params cp = { .loop = sh->loop,
+		                     .dns = sh->dns,
+		                     .redis = sh->cfg->cluster_redis,
+		                     .node = cluster_node_name(sh->cfg),
+		                     .shard = sh->index,
+		                     .lease_ms = sh->cfg->cluster_lease_ms,
+		                     .changed = cluster_changed,
+		                     .give_tokens = cluster_give_tokens,
+		                     .node_json = cluster_node_json,
+		                     .arg = sh };
+	sh->cluster = cluster_new(&cp);
 	struct delivery_params dp = {
 		.loop = sh->loop,
 		.dns = sh->dns,
+		.cluster = sh->cluster,
 		.cfg = sh->cfg,
 		.tls_client = sh->cref->tls_client,
 		.ours = sh->relay->ours,
@@ -605,6 +673,8 @@ static void services_free(struct shard *sh)
 	sched_run(sh->sched);
 	webhook_free(sh->webhook);
 	sh->webhook = NULL;
+	cluster_free(sh->cluster);
+	sh->cluster = NULL;
 	dns_free(sh->dns); /* pending lookups are dropped, not answered */
 	sh->dns = NULL;
 	delivery_free(sh->delivery);

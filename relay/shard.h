@@ -76,6 +76,7 @@ struct shard {
 	struct loop_timer tick; /* scheduler clock */
 	struct loop_defer sched_defer;
 	struct loop_timer stop_timer;
+	struct loop_timer drain_poll; /* stopping: looks again for what has no callback */
 	bool stopping;
 	bool drained;               /* stopping and no session left */
 	bool started;               /* loop enabled, ready for messages */
@@ -96,6 +97,7 @@ struct shard {
 	struct pop3_server *pop3;       /* and over POP3 */
 	struct mailbox_config mbox_cfg; /* built from cfg */
 	struct webhook *webhook;        /* shard 0 only: posts [webhook] events */
+	struct cluster *cluster;        /* [cluster]: limits shared through Redis */
 	struct mq_item mbox_item;       /* "the mailbox changed" (at most one queued) */
 	_Atomic bool mbox_queued;
 };

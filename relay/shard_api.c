@@ -14,6 +14,7 @@
 #include "delivery.h"
 #include "shard.h"
 #include "smtp_server.h"
+#include "cluster.h"
 #include "webhook.h"
 
 void shard_api_config(const struct config_ref *gen, struct api_config *out)
@@ -52,6 +53,7 @@ void shard_fill_stats(struct shard *sh, struct stats_snapshot *part)
 	pop3_fill_stats(sh->pop3, part);
 	part->loop_max_busy_us = loop_max_busy_us(sh->loop);
 	webhook_stats(sh->webhook, &part->webhook);
+	cluster_fill_stats(sh->cluster, &part->cluster);
 	if (sh->dns) {
 		struct dns_stats ds;
 		dns_get_stats(sh->dns, &ds);

@@ -47,6 +47,7 @@ LIBRARY = {
     "arpa/inet.h": {"base", "dns", "api", "relay", "bench", "tests"},
     "liburing.h": {"base", "dns", "relay", "bench", "tests"},
     "ini.h": {"relay", "tests"},
+    "hiredis/hiredis.h": {"relay", "tests"},
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

@@ -36,7 +36,18 @@ static void ops_configure(struct sched_dest *d, void *ctx)
 	c->configured++;
 }
 
-static const struct sched_ops ops = { .kick = ops_kick, .configure = ops_configure };
+static unsigned need_tokens_calls;
+
+static void ops_need_tokens(struct sched_dest *d, void *ctx)
+{
+	(void)d;
+	(void)ctx;
+	need_tokens_calls++;
+}
+
+static const struct sched_ops ops = { .kick = ops_kick,
+	                              .configure = ops_configure,
+	                              .need_tokens = ops_need_tokens };
 static const uint64_t delays[] = { 1000, 5000, 20000 };
 
 static char dir[64];
@@ -616,6 +627,43 @@ Test(sched, slow_rate)
 	cr_assert(n >= 5 && n <= 6, "%u jobs in 10 s at 0.5/s", n);
 	for (unsigned i = 1; i < n; i++)
 		cr_assert_geq(times[i] - times[i - 1], 1990);
+}
+
+/* A shared rate ([cluster]): tokens come only from sched_tokens_add, never
+ * from the clock; the destination asks once per wait and is kicked when
+ * they come. */
+Test(sched, shared_rate_takes_tokens_from_outside)
+{
+	ctx.lim.rate = 1000; /* the clock alone would give plenty */
+	ctx.lim.rate_shared = true;
+	ctx.lim.max_rcpts_per_msg = 1;
+	need_tokens_calls = 0;
+	queue_new(5, "shared.test");
+	struct sched_dest *d = sched_dest_find(s, "shared.test");
+	sched_run(s);
+	d->tokens = 0; /* whatever a new destination starts with */
+	cr_assert_null(sched_job_next(s, d, T0), "no token: no job");
+	cr_assert_eq(need_tokens_calls, 1);
+	cr_assert_null(sched_job_next(s, d, T0 + 5000), "time makes no tokens");
+	cr_assert_not(sched_dest_may_connect(s, d, T0 + 5000));
+	sched_tick(s, T0 + 5000);
+	cr_assert_eq(need_tokens_calls, 1, "asked once per wait");
+	unsigned kicks = ctx.nkicks;
+	sched_tokens_add(s, d, 2);
+	sched_run(s);
+	cr_assert_gt(ctx.nkicks, kicks, "tokens came: kicked");
+	struct sched_job *j;
+	unsigned got = 0;
+	while ((j = sched_job_next(s, d, T0 + 5000))) {
+		got++;
+		done_all(j, STAGE_CONTENT, 250, "250", T0 + 5000);
+	}
+	cr_assert_eq(got, 2, "two tokens, two jobs (%u)", got);
+	cr_assert_eq(need_tokens_calls, 2, "asked again once they ran out");
+	sched_tokens_add(s, d, 3);
+	while ((j = sched_job_next(s, d, T0 + 6000)))
+		done_all(j, STAGE_CONTENT, 250, "250", T0 + 6000);
+	check_counts("all", 0, 0, 0, 5, 0);
 }
 
 Test(sched, rate_limited_destination_waits_and_is_kicked)

@@ -18,6 +18,7 @@ class Daemon:
     def __init__(self, env, config_path, port, name="ringpost", api_port=None):
         self.env = env
         self.config_path = str(config_path)
+        self.name = name
         self.port = port
         self.api_port = api_port  # [listen] api, when the config has one
         self.api_tls = None  # an ssl.SSLContext when the API speaks HTTPS ([api] tls = yes)
