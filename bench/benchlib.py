@@ -335,13 +335,7 @@ class RedisServer:
         return None
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
         self.proc = None
 
 
@@ -371,13 +365,7 @@ class HookSink:
     def stop(self):
         if not self.proc:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)  # it writes its counts on SIGTERM
         self.proc = None
         try:
             return json.loads(self.out_path.read_text())
