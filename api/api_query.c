@@ -338,6 +338,29 @@ static void client_limits_json(struct buf *b, const struct stats_snapshot *snap)
 	buf_puts(b, "}");
 }
 
+/* shape_json - ,"effective":{...}: the concurrency and rate the receiver
+ * tolerates now (traffic shaping), the last change and why. */
+static void shape_json(struct buf *b, const struct stats_dest *d)
+{
+	buf_printf(b, ",\"effective\":{\"concurrency\":%u,\"rate\":", d->eff_concurrency);
+	if (d->eff_rate > 0)
+		buf_printf(b, "%.2f", d->eff_rate);
+	else
+		buf_puts(b, "null");
+	buf_printf(b,
+	           ",\"refused_sessions\":%llu,\"rate_signals\":%llu,\"empty_sessions\":%llu,"
+	           "\"reason\":",
+	           (unsigned long long)d->refused_sessions, (unsigned long long)d->rate_signals,
+	           (unsigned long long)d->empty_sessions);
+	if (d->shape_why[0])
+		http_json_str(b, d->shape_why, strlen(d->shape_why));
+	else
+		buf_puts(b, "null");
+	buf_puts(b, ",\"changed\":");
+	api_iso_time(b, d->shape_ms);
+	buf_puts(b, "}");
+}
+
 /* cluster_json - ,"cluster":{...}: shared or fallback, nodes, Redis
  * numbers (null without [cluster]). */
 static void cluster_json(struct buf *b, const struct stats_cluster *c)
@@ -443,6 +466,17 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 			m->tls_sessions += d->tls_sessions;
 			m->tls_resumed += d->tls_resumed;
 			m->tls_failures += d->tls_failures;
+			/* Shaping: each shard's pool adapts on its own; show the
+			 * sum of what they allow and the latest reason. */
+			m->eff_concurrency += d->eff_concurrency;
+			m->eff_rate += d->eff_rate;
+			m->refused_sessions += d->refused_sessions;
+			m->rate_signals += d->rate_signals;
+			m->empty_sessions += d->empty_sessions;
+			if (d->shape_ms > m->shape_ms) {
+				m->shape_ms = d->shape_ms;
+				memcpy(m->shape_why, d->shape_why, sizeof(m->shape_why));
+			}
 			m->cluster_share += d->cluster_share; /* this node's: every shard's */
 			m->cluster_sessions = RP_MAX(m->cluster_sessions, d->cluster_sessions);
 			/* The same key: the same sources, in the same order. */
@@ -482,6 +516,7 @@ static void answer_stats(struct api_session *s, struct stats_snapshot *snap)
 		    (unsigned long long)d->tls_sessions, (unsigned long long)d->tls_resumed,
 		    (unsigned long long)d->tls_failures);
 		dest_source_json(&b, d);
+		shape_json(&b, d);
 		if (d->cluster)
 			buf_printf(&b, ",\"cluster\":{\"sessions\":%u,\"share\":%u}",
 			           d->cluster_sessions, d->cluster_share);
@@ -565,6 +600,26 @@ static void per_domain(struct buf *b, const char *name, const char *type, const 
 	}
 	if (snap->ndomains > METRIC_DOMAINS)
 		buf_printf(b, "%s{domain=\"other\"} %llu\n", name, (unsigned long long)other);
+}
+
+/* shape_metrics - traffic shaping's adaptations, all destinations. */
+static void shape_metrics(struct buf *b, const struct stats_snapshot *snap)
+{
+	uint64_t refused = 0, rate = 0, empty = 0;
+	for (unsigned i = 0; i < snap->ndests; i++) {
+		refused += snap->dests[i].refused_sessions;
+		rate += snap->dests[i].rate_signals;
+		empty += snap->dests[i].empty_sessions;
+	}
+	prom_head(b, "ringpost_shaping_signals_total", "counter",
+	          "Receiver refusals that lowered a destination's concurrency or rate.");
+	buf_printf(b,
+	           "ringpost_shaping_signals_total{kind=\"concurrency\"} %llu\n"
+	           "ringpost_shaping_signals_total{kind=\"rate\"} %llu\n",
+	           (unsigned long long)refused, (unsigned long long)rate);
+	prom_head(b, "ringpost_empty_sessions_total", "counter",
+	          "Outbound sessions that ended without carrying a message.");
+	buf_printf(b, "ringpost_empty_sessions_total %llu\n", (unsigned long long)empty);
 }
 
 /* webhook_metrics - the poster's series (none without a [webhook] url). */
@@ -689,6 +744,7 @@ static void answer_metrics(struct api_session *s, struct stats_snapshot *snap)
 	prom_head(&b, "ringpost_dns_cache_entries", "gauge", "Entries in the DNS caches.");
 	buf_printf(&b, "ringpost_dns_cache_entries %llu\n", (unsigned long long)snap->dns_entries);
 	webhook_metrics(&b, s->srv->spool, &snap->webhook);
+	shape_metrics(&b, snap);
 	prom_hist(&b, "ringpost_delivery_latency_seconds",
 	          "Seconds from submission to delivery, per recipient.", &snap->delivery,
 	          stats_delivery_bounds, STATS_DELIVERY_BUCKETS);

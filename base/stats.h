@@ -68,6 +68,13 @@ struct stats_dest {
 	uint64_t tls_sessions;     /* sessions through a TLS handshake, since start */
 	uint64_t tls_resumed;      /* of which resumed an earlier session */
 	uint64_t tls_failures;     /* failed TLS handshakes (verification too), since start */
+	uint32_t eff_concurrency;  /* sessions the receiver tolerates now (shaping) */
+	double eff_rate;           /* messages per second it tolerates, 0 = no cap */
+	uint64_t refused_sessions; /* sessions refused for concurrency, since start */
+	uint64_t rate_signals;     /* "too fast" replies, since start */
+	uint64_t empty_sessions;   /* sessions that ended without a transaction */
+	char shape_why[160];       /* the last adaptation and its reply, or "" */
+	uint64_t shape_ms;         /* when (unix ms), 0 = none */
 	bool cluster;              /* [cluster]: the two below mean something */
 	uint32_t cluster_share;    /* session slots this node holds (leases) */
 	uint32_t cluster_sessions; /* slots held by every node, at the last answer */

@@ -80,6 +80,13 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
 			out->action = OUTCOME_DELIVERED;
 			return;
 		}
+		out->signal = cls == 4 ? outcome_signal_of(rep) : SIGNAL_NONE;
+		if (out->signal != SIGNAL_NONE) {
+			/* The receiver tolerates us, only not this much at once:
+			 * delivery adapts; these recipients come back soon. */
+			out->action = OUTCOME_RETRY;
+			break;
+		}
 		if (rep->code == 421) {
 			out->action = OUTCOME_RETRY;
 			out->dest_backoff = true;
@@ -182,7 +189,56 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
 		snprintf(out->status, sizeof(out->status), "4.4.7");
 		return;
 	}
-	out->next_ms = now_ms + outcome_retry_delay(pol, attempts + 1, rnd);
+	if (out->signal != SIGNAL_NONE)
+		out->next_ms = now_ms + OUTCOME_SHAPE_RETRY_MS + rnd % 2000;
+	else
+		out->next_ms = now_ms + outcome_retry_delay(pol, attempts + 1, rnd);
+}
+
+/* Phrasings of "too many sessions" and "too fast" in 4xx replies, from
+ * Postfix, Exim, Sendmail and the large providers' own texts (lower case;
+ * matched anywhere in the reply). "Try again later" alone is everyone's
+ * greylisting and means neither. */
+static const char *const concurrency_words[] = {
+	"too many connections",   "too many concurrent",    "too many simultaneous",
+	"too many sessions",      "concurrent connections", "connection limit",
+	"max connections",        "maximum connections",    "too many open connections",
+	"server busy",            "too busy",               "too many smtp sessions",
+};
+static const char *const rate_words[] = {
+	"rate limit",        "ratelimit",          "rate-limit",         "too many messages",
+	"too many mails",    "too many emails",    "sending rate",       "message rate",
+	"unexpected volume", "unusual rate",       "throttl",            "slow down",
+	"too fast",          "exceeded the limit", "temporarily deferred due to",
+};
+
+static bool says(const char *text, const char *const *words, size_t n)
+{
+	char low[sizeof(((struct attempt_report *)0)->text)];
+	size_t i;
+	for (i = 0; text[i] && i + 1 < sizeof(low); i++)
+		low[i] = (char)tolower((unsigned char)text[i]);
+	low[i] = '\0';
+	for (size_t k = 0; k < n; k++)
+		if (strstr(low, words[k]))
+			return true;
+	return false;
+}
+
+enum outcome_signal outcome_signal_of(const struct attempt_report *rep)
+{
+	if (rep->kind != ATTEMPT_REPLY || rep->code / 100 != 4)
+		return SIGNAL_NONE;
+	if (says(rep->text, concurrency_words, RP_ARRAY_LEN(concurrency_words)))
+		return SIGNAL_CONCURRENCY;
+	if (says(rep->text, rate_words, RP_ARRAY_LEN(rate_words)))
+		return SIGNAL_RATE;
+	return SIGNAL_NONE;
+}
+
+const char *outcome_signal_name(enum outcome_signal s)
+{
+	return s == SIGNAL_CONCURRENCY ? "concurrency" : s == SIGNAL_RATE ? "rate" : "none";
 }
 
 /* enh_valid - "class.subject.detail" (RFC 3463): one digit, then 1-3 digits

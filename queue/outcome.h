@@ -58,6 +58,20 @@ enum outcome_action {
 	OUTCOME_FAIL,
 };
 
+/* What a receiver's temporary refusal says about how we connect (the
+ * phrasings of outcome.c's table): too many sessions at once, or mail too
+ * fast. Neither backs the destination off: delivery lowers its effective
+ * concurrency or rate, and the refused recipients come back soon. */
+enum outcome_signal {
+	SIGNAL_NONE,
+	SIGNAL_CONCURRENCY,
+	SIGNAL_RATE,
+};
+/* outcome_signal_of - a 4xx reply's signal (SIGNAL_NONE for anything else). */
+enum outcome_signal outcome_signal_of(const struct attempt_report *rep);
+const char *outcome_signal_name(enum outcome_signal s);
+#define OUTCOME_SHAPE_RETRY_MS 5000 /* a recipient refused by such a signal: back after this */
+
 struct outcome {
 	enum outcome_action action;
 	bool dest_backoff; /* the destination as a whole should pause */
@@ -65,6 +79,7 @@ struct outcome {
 	uint64_t next_ms;  /* OUTCOME_RETRY: when (unix ms) */
 	char status[16];   /* RFC 3463 status for DSNs and the API: "5.1.1" */
 	bool no_dsn;       /* a failure that must not produce a DSN (purge, drop) */
+	enum outcome_signal signal; /* a concurrency or rate refusal (then no back-off) */
 };
 
 struct retry_policy {

@@ -34,6 +34,7 @@ enum {
 	CFG_D_TLS = 1u << 7,
 	CFG_D_SOURCE = 1u << 8,
 	CFG_D_EHLO = 1u << 9,
+	CFG_D_IDLE = 1u << 10,
 };
 
 struct parse_state {
@@ -422,6 +423,7 @@ static const struct key keys[] = {
 	{ "domain", "rate", V_RATE, D(rate), 0, 1000000, CFG_D_RATE, NULL },
 	{ "domain", "connect_timeout", V_DURATION, D(connect_timeout_ms), 100, 3600000,
 	  CFG_D_CONNECT_TIMEOUT, NULL },
+	{ "domain", "idle_timeout", V_DURATION, D(idle_ms), 100, 600000, CFG_D_IDLE, NULL },
 	{ "domain", "port", V_PORT, D(port), 1, 65535, CFG_D_PORT, NULL },
 	{ "domain", "route", V_ADDR, D(route), 0, 0, CFG_D_ROUTE, NULL },
 	{ "domain", "tls", V_CHOICE, D(tls), 0, 0, CFG_D_TLS, NULL, tls_policies },
@@ -930,6 +932,7 @@ static void set_defaults(struct config *c)
 	c->defaults.max_recipients_per_message = 100;
 	c->defaults.rate = 0;
 	c->defaults.connect_timeout_ms = 30000;
+	c->defaults.idle_ms = 5000;
 	c->defaults.port = 25;
 	c->defaults.source = xstrdup("");
 	c->defaults.ehlo = xstrdup("");
@@ -950,6 +953,8 @@ static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
 		d->rate = def->rate;
 	if (!(d->set & CFG_D_CONNECT_TIMEOUT))
 		d->connect_timeout_ms = def->connect_timeout_ms;
+	if (!(d->set & CFG_D_IDLE))
+		d->idle_ms = def->idle_ms;
 	if (!(d->set & CFG_D_PORT))
 		d->port = def->port;
 	if (!(d->set & CFG_D_ROUTE))

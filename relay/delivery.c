@@ -43,6 +43,7 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
                          unsigned start, unsigned k, bool clear_text, char *why, size_t whylen);
 static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
 static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd);
+static void pool_rates(struct delivery *dl, struct delivery_pool *pool);
 static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool);
 static void trim_idle(struct delivery *dl, struct delivery_pool *pool);
 
@@ -118,6 +119,7 @@ struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
 		p = xcalloc(1, sizeof(*p));
 		p->key = xstrdup(key);
 		p->tls_policy = cd->tls;
+		shape_init(&p->shape, cd->max_connections);
 		pool_sources(p, cd);
 		rp_list_init(&p->active);
 		rp_list_init(&p->idle);
@@ -312,7 +314,10 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		smtp_client_give(ds->c, job);
 	}
 	/* Then new sessions, as many as d has jobs for, within limits. */
+	if (shape_recover(&pool->shape, pool->key, config_domain(dl->cfg, d->name)->rate))
+		pool_rates(dl, pool);
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
+	       shape_wants(&pool->shape, pool->nsessions, d->nready_jobs) &&
 	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		char why[300];
@@ -331,11 +336,12 @@ static void pool_kick(struct sched_dest *d, void *ctx)
  * while Redis is away. */
 static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
 {
+	unsigned cap = shape_cap(&pool->shape, pool->max_connections);
 	if (!dl->cluster)
-		return pool->max_connections;
+		return cap;
 	unsigned demand = (unsigned)RP_MIN(d->nready_jobs, (uint64_t)pool->max_connections);
-	return cluster_conn_limit(dl->cluster, &pool->lease, pool->key, pool->max_connections,
-	                          pool->nsessions, demand);
+	return RP_MIN(cap, cluster_conn_limit(dl->cluster, &pool->lease, pool->key,
+	                                      pool->max_connections, pool->nsessions, demand));
 }
 
 /* rate_configure - d's rate: the config's, or with [cluster] the shared
@@ -349,6 +355,20 @@ static void rate_configure(struct delivery *dl, struct sched_dest *d, const stru
 			d->lim.rate_shared = true;
 		else
 			d->lim.rate = cd->rate / cluster_nodes(dl->cluster);
+	}
+	/* A receiver that said "too fast": its cap, under the others. */
+	struct delivery_route *rt = d->owner;
+	double cap = rt && rt->pool ? rt->pool->shape.rate : 0;
+	if (cap > 0 && !d->lim.rate_shared)
+		d->lim.rate = d->lim.rate > 0 ? RP_MIN(d->lim.rate, cap) : cap;
+}
+
+/* pool_rates - the pool's rate cap changed: its domains' rates again. */
+static void pool_rates(struct delivery *dl, struct delivery_pool *pool)
+{
+	for (unsigned i = 0; i < pool->nmembers; i++) {
+		struct sched_dest *m = pool->members[i];
+		rate_configure(dl, m, config_domain(dl->cfg, m->name));
 	}
 }
 
@@ -455,6 +475,8 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 		rt->nconnecting--;
 		ds->working = true;
 		ds->pool->nworking++;
+		shape_ready(&ds->pool->shape, ds->pool->max_connections,
+		            rp_mono_ms() - ds->opened_ms);
 		ds->pool->sessions_ok++;
 		if (smtp_client_tls_active(c)) {
 			ds->pool->tls_sessions++;
@@ -484,7 +506,28 @@ static void on_outcome(struct smtp_client *c, void *arg, struct sched_job *job,
 		                      .source = smtp_client_source(c),
 		                      .ehlo = ds->pool->ehlo ? smtp_client_helo(c) : NULL,
 		                      .duration_ms = duration_ms };
+	struct delivery_pool *pool = ds->pool;
+	ds->ntxn++;
+	shape_done(&pool->shape, duration_ms);
+	/* The receiver's words about how we connect (outcome_signal_of). */
+	bool rates = false, refused = false;
+	for (unsigned i = 0; i < job->nrcpt; i++) {
+		enum outcome_signal sig = outcome_signal_of(&reps[i]);
+		if (sig == SIGNAL_CONCURRENCY && !refused) {
+			refused = true; /* this session is one too many */
+			shape_refused(&pool->shape, pool->key, pool->nworking ? pool->nworking - 1 : 0,
+			              &reps[i]);
+		} else if (sig == SIGNAL_RATE && !rates) {
+			rates = shape_rate_signal(&pool->shape, pool->key,
+			                          config_domain(ds->dl->cfg, job->dest->name)->rate,
+			                          &reps[i]);
+		}
+	}
 	sched_job_done(ds->dl->sched, job, reps, &info, rp_now_ms());
+	if (rates)
+		pool_rates(ds->dl, pool);
+	if (refused)
+		smtp_client_quit(c);
 	delivery_touch(ds->dl);
 }
 
@@ -522,6 +565,12 @@ static void on_failed(struct smtp_client *c, void *arg, const struct attempt_rep
 		                 sizeof(why)))
 			return;
 	}
+	/* A receiver that limits concurrency: fewer sessions, the work goes
+	 * on with those that work (no back-off). */
+	if (pool->nworking > 0 && outcome_signal_of(rep) == SIGNAL_CONCURRENCY) {
+		shape_refused(&pool->shape, pool->key, pool->nworking, rep);
+		return;
+	}
 	/* One refused connection while other sessions work is not a dead
 	 * destination (a server limiting concurrency): just log it. */
 	if (pool->nworking > 0 && rep->kind != ATTEMPT_REPLY) {
@@ -552,6 +601,8 @@ static void on_done(struct smtp_client *c, void *arg)
 	struct delivery_pool *pool = ds->pool;
 	(void)c;
 	idle_del(pool, ds);
+	if (ds->working && !ds->ntxn)
+		pool->shape.empty++;
 	if (ds->working) {
 		pool->nworking--;
 	} else {
@@ -680,6 +731,7 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
 	ds->dl = dl;
 	ds->pool = pool;
 	ds->acct = acct;
+	ds->opened_ms = rp_mono_ms();
 	ds->hop_start = start;
 	ds->hop_k = k;
 	ds->clear_text = clear_text;
@@ -693,6 +745,7 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
 		.helo = pool->ehlo ? pool->ehlo : dl->cfg->hostname,
 		.name = acct->name,
 		.connect_timeout_ms = acct->lim.connect_timeout_ms,
+		.idle_ms = config_domain(dl->cfg, acct->name)->idle_ms,
 		.max_transactions = acct->lim.max_msgs_per_conn,
 		.tls_ctx = dl->tls_client,
 		.tls_policy = clear_text ? SMTP_TLS_OFF : tls_policy_of(pool->tls_policy),
@@ -830,6 +883,13 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 			d->tls_sessions = p->tls_sessions;
 			d->tls_resumed = p->tls_resumed;
 			d->tls_failures = p->tls_failures;
+			d->eff_concurrency = shape_cap(&p->shape, p->max_connections);
+			d->eff_rate = p->shape.rate;
+			d->refused_sessions = p->shape.refusals;
+			d->rate_signals = p->shape.rate_signals;
+			d->empty_sessions = p->shape.empty;
+			snprintf(d->shape_why, sizeof(d->shape_why), "%s", p->shape.why);
+			d->shape_ms = p->shape.why_ms;
 			d->cluster = dl->cluster != NULL;
 			d->cluster_share = p->lease.held;
 			d->cluster_sessions = p->lease.everyone;

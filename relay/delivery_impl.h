@@ -7,6 +7,7 @@
 #include "base/list.h"
 #include "cluster.h"
 #include "delivery.h"
+#include "delivery_shape.h"
 #include "smtp_client.h"
 
 struct delivery_session;
@@ -81,6 +82,7 @@ struct delivery_pool {
 	uint64_t tls_resumed;       /* of which resumed a kept session */
 	uint64_t tls_failures;      /* TLS handshakes that failed (verification too) */
 	struct cluster_lease lease; /* [cluster]: this shard's share of the slots */
+	struct delivery_shape shape; /* what the receiver tolerates (delivery_shape.c) */
 };
 
 /* A domain's way out (sched_dest->owner). */
@@ -107,6 +109,8 @@ struct delivery_session {
 	struct delivery_source *src; /* the pool's source it is bound to, or NULL */
 	bool clear_text;             /* the opportunistic retry without STARTTLS */
 	bool working;                /* got past EHLO: counted as working */
+	uint64_t opened_ms;          /* mono: when it began connecting */
+	unsigned ntxn;               /* transactions it carried */
 	bool closing;                /* takes no more work */
 	struct rp_list link;         /* on dl->sessions */
 	struct rp_list idle_link;    /* on pool->idle while parked */

@@ -421,3 +421,46 @@ Test(outcome, hard_bounce_table)
 		             h->hard ? "hard" : "not hard");
 	}
 }
+
+/* The receiver's words about how we connect: concurrency, rate, or
+ * neither (greylisting, a full mailbox, a 5xx, a failure that is no reply). */
+Test(outcome, signals)
+{
+	static const struct {
+		int code;
+		enum attempt_stage stage;
+		const char *text;
+		enum outcome_signal want;
+	} rows[] = {
+		{ 421, STAGE_GREETING, "421 4.7.0 Too many concurrent connections", SIGNAL_CONCURRENCY },
+		{ 421, STAGE_GREETING, "421 Too many connections from your IP", SIGNAL_CONCURRENCY },
+		{ 451, STAGE_MAIL, "451 4.7.500 Server busy. Please try again later", SIGNAL_CONCURRENCY },
+		{ 421, STAGE_EHLO, "421 mx.example: Connection limit exceeded", SIGNAL_CONCURRENCY },
+		{ 451, STAGE_MAIL, "451 4.7.1 Rate limited, try again later", SIGNAL_RATE },
+		{ 450, STAGE_RCPT, "450 4.7.1 Too many messages, slow down", SIGNAL_RATE },
+		{ 421, STAGE_MAIL,
+		  "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected "
+		  "volume",
+		  SIGNAL_RATE },
+		{ 451, STAGE_RCPT, "451 4.7.1 Greylisted, try again later", SIGNAL_NONE },
+		{ 452, STAGE_RCPT, "452 4.2.2 Mailbox full", SIGNAL_NONE },
+		{ 550, STAGE_RCPT, "550 5.7.1 Too many connections (a 5xx is no signal)", SIGNAL_NONE },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct attempt_report rep;
+		outcome_report_set(&rep, ATTEMPT_REPLY, rows[i].stage, rows[i].code, rows[i].text);
+		cr_assert_eq(outcome_signal_of(&rep), rows[i].want, "%s: %s", rows[i].text,
+		             outcome_signal_name(outcome_signal_of(&rep)));
+		struct outcome oc;
+		outcome_decide(&rep, 3, 1000, NOW, 0, &pol, &oc);
+		if (rows[i].want != SIGNAL_NONE) {
+			cr_assert_eq(oc.action, OUTCOME_RETRY, "%s", rows[i].text);
+			cr_assert_not(oc.dest_backoff, "%s: no back-off for a signal", rows[i].text);
+			cr_assert_eq(oc.next_ms, NOW + OUTCOME_SHAPE_RETRY_MS, "%s: back soon",
+			             rows[i].text);
+		}
+	}
+	struct attempt_report rep;
+	outcome_report_set(&rep, ATTEMPT_CONNECT_FAIL, STAGE_CONNECT, 0, "too many connections");
+	cr_assert_eq(outcome_signal_of(&rep), SIGNAL_NONE, "not a reply");
+}
