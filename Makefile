@@ -70,6 +70,7 @@ demo: build
 # Sanitizer runs fail on any report, leaks included.
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=1:halt_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS := suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 
 test: build build-asan build-release build-fuzz
 	ctest --test-dir $(BUILD) --output-on-failure -j2
