@@ -200,16 +200,35 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
  * matched anywhere in the reply). "Try again later" alone is everyone's
  * greylisting and means neither. */
 static const char *const concurrency_words[] = {
-	"too many connections",   "too many concurrent",    "too many simultaneous",
-	"too many sessions",      "concurrent connections", "connection limit",
-	"max connections",        "maximum connections",    "too many open connections",
-	"server busy",            "too busy",               "too many smtp sessions",
+	"too many connections",
+	"too many concurrent",
+	"too many simultaneous",
+	"too many sessions",
+	"concurrent connections",
+	"connection limit",
+	"max connections",
+	"maximum connections",
+	"too many open connections",
+	"server busy",
+	"too busy",
+	"too many smtp sessions",
 };
 static const char *const rate_words[] = {
-	"rate limit",        "ratelimit",          "rate-limit",         "too many messages",
-	"too many mails",    "too many emails",    "sending rate",       "message rate",
-	"unexpected volume", "unusual rate",       "throttl",            "slow down",
-	"too fast",          "exceeded the limit", "temporarily deferred due to",
+	"rate limit",
+	"ratelimit",
+	"rate-limit",
+	"too many messages",
+	"too many mails",
+	"too many emails",
+	"sending rate",
+	"message rate",
+	"unexpected volume",
+	"unusual rate",
+	"throttl",
+	"slow down",
+	"too fast",
+	"exceeded the limit",
+	"temporarily deferred due to",
 };
 
 static bool says(const char *text, const char *const *words, size_t n)

@@ -74,11 +74,11 @@ const char *outcome_signal_name(enum outcome_signal s);
 
 struct outcome {
 	enum outcome_action action;
-	bool dest_backoff; /* the destination as a whole should pause */
-	bool counts;       /* counts as a delivery attempt */
-	uint64_t next_ms;  /* OUTCOME_RETRY: when (unix ms) */
-	char status[16];   /* RFC 3463 status for DSNs and the API: "5.1.1" */
-	bool no_dsn;       /* a failure that must not produce a DSN (purge, drop) */
+	bool dest_backoff;          /* the destination as a whole should pause */
+	bool counts;                /* counts as a delivery attempt */
+	uint64_t next_ms;           /* OUTCOME_RETRY: when (unix ms) */
+	char status[16];            /* RFC 3463 status for DSNs and the API: "5.1.1" */
+	bool no_dsn;                /* a failure that must not produce a DSN (purge, drop) */
 	enum outcome_signal signal; /* a concurrency or rate refusal (then no back-off) */
 };
 

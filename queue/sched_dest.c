@@ -351,9 +351,9 @@ void sched_dest_hold(struct sched *s, struct sched_dest *d, const struct attempt
 		/* A receiver that only asked for fewer sessions or less speed
 		 * (and none of ours works to carry on): a short pause. */
 		bool shaping = outcome_signal_of(rep) != SIGNAL_NONE;
-		d->hold_until = now + (shaping ? OUTCOME_SHAPE_RETRY_MS
-		                               : outcome_retry_delay(&s->cfg.retry, d->fails,
-		                                                     sched_rnd(s)));
+		d->hold_until =
+		    now + (shaping ? OUTCOME_SHAPE_RETRY_MS
+		                   : outcome_retry_delay(&s->cfg.retry, d->fails, sched_rnd(s)));
 		snprintf(d->hold_reason, sizeof(d->hold_reason), "%s", rep->text);
 		wait_add(s, d);
 		char reply[LOG_VALUE_MAX];

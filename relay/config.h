@@ -62,7 +62,7 @@ struct cfg_domain {
 	uint32_t max_recipients_per_message;
 	double rate; /* messages per second, 0 = unlimited */
 	uint64_t connect_timeout_ms;
-	uint64_t idle_ms; /* an outbound session with no work quits after this */
+	uint64_t idle_ms;           /* an outbound session with no work quits after this */
 	uint16_t port;              /* SMTP port of exchangers found by DNS */
 	struct cfg_addr route;      /* static next hop */
 	unsigned tls;               /* enum cfg_tls_policy */

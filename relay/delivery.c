@@ -515,8 +515,8 @@ static void on_outcome(struct smtp_client *c, void *arg, struct sched_job *job,
 		enum outcome_signal sig = outcome_signal_of(&reps[i]);
 		if (sig == SIGNAL_CONCURRENCY && !refused) {
 			refused = true; /* this session is one too many */
-			shape_refused(&pool->shape, pool->key, pool->nworking ? pool->nworking - 1 : 0,
-			              &reps[i]);
+			shape_refused(&pool->shape, pool->key,
+			              pool->nworking ? pool->nworking - 1 : 0, &reps[i]);
 		} else if (sig == SIGNAL_RATE && !rates) {
 			rates = shape_rate_signal(&pool->shape, pool->key,
 			                          config_domain(ds->dl->cfg, job->dest->name)->rate,

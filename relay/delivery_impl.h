@@ -77,11 +77,11 @@ struct delivery_pool {
 	                     * [server] hostname */
 	struct delivery_tls_kept tls_kept[DELIVERY_TLS_KEEP];
 	unsigned ntls_kept;
-	uint64_t sessions_ok;       /* sessions through EHLO, since start */
-	uint64_t tls_sessions;      /* sessions through a TLS handshake, since start */
-	uint64_t tls_resumed;       /* of which resumed a kept session */
-	uint64_t tls_failures;      /* TLS handshakes that failed (verification too) */
-	struct cluster_lease lease; /* [cluster]: this shard's share of the slots */
+	uint64_t sessions_ok;        /* sessions through EHLO, since start */
+	uint64_t tls_sessions;       /* sessions through a TLS handshake, since start */
+	uint64_t tls_resumed;        /* of which resumed a kept session */
+	uint64_t tls_failures;       /* TLS handshakes that failed (verification too) */
+	struct cluster_lease lease;  /* [cluster]: this shard's share of the slots */
 	struct delivery_shape shape; /* what the receiver tolerates (delivery_shape.c) */
 };
 

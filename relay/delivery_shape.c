@@ -28,10 +28,10 @@
 #include "base/log.h"
 #include "base/util.h"
 
-#define EWMA_NEW        0.3
-#define RATE_STEP_MS    1000  /* at most one rate cut a second */
-#define RATE_RISE_MS    10000 /* recovery: a step this often */
-#define RATE_LIFT       10000.0
+#define EWMA_NEW     0.3
+#define RATE_STEP_MS 1000  /* at most one rate cut a second */
+#define RATE_RISE_MS 10000 /* recovery: a step this often */
+#define RATE_LIFT    10000.0
 
 void shape_init(struct delivery_shape *sh, unsigned max)
 {

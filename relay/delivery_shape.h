@@ -24,12 +24,12 @@ struct delivery_shape {
 	double setup_ms;        /* a session, connect to ready after EHLO (EWMA) */
 	uint64_t win_ms;        /* transactions counted since (mono) */
 	unsigned win_n;
-	double done_rate;   /* transactions per second, last full window */
-	uint64_t refusals;  /* sessions refused for concurrency */
+	double done_rate;  /* transactions per second, last full window */
+	uint64_t refusals; /* sessions refused for concurrency */
 	uint64_t rate_signals;
-	uint64_t empty;     /* sessions that ended without a transaction */
-	char why[160];      /* the last change and the reply behind it */
-	uint64_t why_ms;    /* unix ms */
+	uint64_t empty;  /* sessions that ended without a transaction */
+	char why[160];   /* the last change and the reply behind it */
+	uint64_t why_ms; /* unix ms */
 };
 
 /* shape_init - a new pool's state under max_connections max. */

@@ -461,6 +461,11 @@ def concurrency_cap_is_learned(x):
               f"refused at the greeting (fewer than {MAX_REFUSED} expected)")
         check(took < CAP_SECONDS * SLOW, f"{s.name}: {N_CAP} messages took {took:.1f}s "
               f"(under {CAP_SECONDS * SLOW:.0f}s expected)")
+        eff = [v for k, v in effective_fields(stats(s.d), s.domain).items()
+               if k.startswith("destination") and v.get("refused_sessions")]
+        check(eff and eff[0]["concurrency"] <= CAP and "concurrency" in (eff[0]["reason"] or ""),
+              f"{s.name}: /v1/stats does not show the learned concurrency: "
+              f"{effective_fields(stats(s.d), s.domain)}")
     shaped_case(x, "capped", "capped.test", ShapingReceiver(max_sessions=CAP), CAP_KEYS, body)
 
 
@@ -477,6 +482,15 @@ def rate_limit_slows_and_retries(x):
               f"bounced: rate-limited mail must wait, never bounce")
         check(snap["rate_refusals"] > 0, f"{s.name}: no MAIL was answered 451: the rate limit "
               f"({RATE_N}/s) was never reached and the case tested nothing")
+        # Adapting, not hammering: before shaping every session kept
+        # trying (200 refusals for 100 messages).
+        check(snap["rate_refusals"] < N_RATE // 2, f"{s.name}: {snap['rate_refusals']} "
+              f"refusals for {N_RATE} messages: the rate did not adapt")
+        eff = [v for k, v in effective_fields(st, s.domain).items()
+               if k.startswith("destination") and v.get("rate_signals")]
+        check(eff and eff[0]["rate"] and "rate" in (eff[0]["reason"] or ""),
+              f"{s.name}: /v1/stats does not show the rate cap: "
+              f"{effective_fields(st, s.domain)}")
     shaped_case(x, "ratelim", "ratelim.test", ShapingReceiver(rate_n=RATE_N), RATE_KEYS, body)
 
 

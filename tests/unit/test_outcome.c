@@ -431,33 +431,41 @@ Test(outcome, signals)
 		enum attempt_stage stage;
 		const char *text;
 		enum outcome_signal want;
-	} rows[] = {
-		{ 421, STAGE_GREETING, "421 4.7.0 Too many concurrent connections", SIGNAL_CONCURRENCY },
-		{ 421, STAGE_GREETING, "421 Too many connections from your IP", SIGNAL_CONCURRENCY },
-		{ 451, STAGE_MAIL, "451 4.7.500 Server busy. Please try again later", SIGNAL_CONCURRENCY },
-		{ 421, STAGE_EHLO, "421 mx.example: Connection limit exceeded", SIGNAL_CONCURRENCY },
+	} sig_rows[] = {
+		{ 421, STAGE_GREETING, "421 4.7.0 Too many concurrent connections",
+		  SIGNAL_CONCURRENCY },
+		{ 421, STAGE_GREETING, "421 Too many connections from your IP",
+		  SIGNAL_CONCURRENCY },
+		{ 451, STAGE_MAIL, "451 4.7.500 Server busy. Please try again later",
+		  SIGNAL_CONCURRENCY },
+		{ 421, STAGE_EHLO, "421 mx.example: Connection limit exceeded",
+		  SIGNAL_CONCURRENCY },
 		{ 451, STAGE_MAIL, "451 4.7.1 Rate limited, try again later", SIGNAL_RATE },
 		{ 450, STAGE_RCPT, "450 4.7.1 Too many messages, slow down", SIGNAL_RATE },
 		{ 421, STAGE_MAIL,
-		  "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected "
+		  "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to "
+		  "unexpected "
 		  "volume",
 		  SIGNAL_RATE },
 		{ 451, STAGE_RCPT, "451 4.7.1 Greylisted, try again later", SIGNAL_NONE },
 		{ 452, STAGE_RCPT, "452 4.2.2 Mailbox full", SIGNAL_NONE },
-		{ 550, STAGE_RCPT, "550 5.7.1 Too many connections (a 5xx is no signal)", SIGNAL_NONE },
+		{ 550, STAGE_RCPT, "550 5.7.1 Too many connections (a 5xx is no signal)",
+		  SIGNAL_NONE },
 	};
-	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+	for (size_t i = 0; i < sizeof(sig_rows) / sizeof(sig_rows[0]); i++) {
 		struct attempt_report rep;
-		outcome_report_set(&rep, ATTEMPT_REPLY, rows[i].stage, rows[i].code, rows[i].text);
-		cr_assert_eq(outcome_signal_of(&rep), rows[i].want, "%s: %s", rows[i].text,
+		outcome_report_set(&rep, ATTEMPT_REPLY, sig_rows[i].stage, sig_rows[i].code,
+		                   sig_rows[i].text);
+		cr_assert_eq(outcome_signal_of(&rep), sig_rows[i].want, "%s: %s", sig_rows[i].text,
 		             outcome_signal_name(outcome_signal_of(&rep)));
 		struct outcome oc;
 		outcome_decide(&rep, 3, 1000, NOW, 0, &pol, &oc);
-		if (rows[i].want != SIGNAL_NONE) {
-			cr_assert_eq(oc.action, OUTCOME_RETRY, "%s", rows[i].text);
-			cr_assert_not(oc.dest_backoff, "%s: no back-off for a signal", rows[i].text);
+		if (sig_rows[i].want != SIGNAL_NONE) {
+			cr_assert_eq(oc.action, OUTCOME_RETRY, "%s", sig_rows[i].text);
+			cr_assert_not(oc.dest_backoff, "%s: no back-off for a signal",
+			              sig_rows[i].text);
 			cr_assert_eq(oc.next_ms, NOW + OUTCOME_SHAPE_RETRY_MS, "%s: back soon",
-			             rows[i].text);
+			             sig_rows[i].text);
 		}
 	}
 	struct attempt_report rep;
