@@ -80,16 +80,12 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
 			out->action = OUTCOME_DELIVERED;
 			return;
 		}
+		/* A concurrency or rate signal: delivery adapts, no back-off, the
+		 * recipients come back soon. Any other 421 backs off. */
 		out->signal = cls == 4 ? outcome_signal_of(rep) : SIGNAL_NONE;
-		if (out->signal != SIGNAL_NONE) {
-			/* The receiver tolerates us, only not this much at once:
-			 * delivery adapts; these recipients come back soon. */
+		if (out->signal != SIGNAL_NONE || rep->code == 421) {
 			out->action = OUTCOME_RETRY;
-			break;
-		}
-		if (rep->code == 421) {
-			out->action = OUTCOME_RETRY;
-			out->dest_backoff = true;
+			out->dest_backoff = out->signal == SIGNAL_NONE;
 			break;
 		}
 		bool too_many =
@@ -189,10 +185,9 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
 		snprintf(out->status, sizeof(out->status), "4.4.7");
 		return;
 	}
-	if (out->signal != SIGNAL_NONE)
-		out->next_ms = now_ms + OUTCOME_SHAPE_RETRY_MS + rnd % 2000;
-	else
-		out->next_ms = now_ms + outcome_retry_delay(pol, attempts + 1, rnd);
+	out->next_ms =
+	    now_ms + (out->signal != SIGNAL_NONE ? OUTCOME_SHAPE_RETRY_MS + rnd % 2000
+	                                         : outcome_retry_delay(pol, attempts + 1, rnd));
 }
 
 /* Phrasings of "too many sessions" and "too fast" in 4xx replies, from
@@ -200,18 +195,10 @@ void outcome_decide(const struct attempt_report *rep, unsigned attempts, uint64_
  * matched anywhere in the reply). "Try again later" alone is everyone's
  * greylisting and means neither. */
 static const char *const concurrency_words[] = {
-	"too many connections",
-	"too many concurrent",
-	"too many simultaneous",
-	"too many sessions",
-	"concurrent connections",
-	"connection limit",
-	"max connections",
-	"maximum connections",
-	"too many open connections",
-	"server busy",
-	"too busy",
-	"too many smtp sessions",
+	"too many connections", "too many concurrent",    "too many simultaneous",
+	"too many sessions",    "concurrent connections", "connection limit",
+	"max connections",      "maximum connections",    "too many open connections",
+	"server busy",          "too many smtp sessions",
 };
 static const char *const rate_words[] = {
 	"rate limit",

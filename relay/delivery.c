@@ -44,6 +44,8 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
 static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
 static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd);
 static void pool_rates(struct delivery *dl, struct delivery_pool *pool);
+static void pool_kick_members(struct delivery *dl, struct delivery_pool *pool);
+static uint64_t pool_ready(struct delivery_pool *pool);
 static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool);
 static void trim_idle(struct delivery *dl, struct delivery_pool *pool);
 
@@ -317,7 +319,7 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	if (shape_recover(&pool->shape, pool->key, config_domain(dl->cfg, d->name)->rate))
 		pool_rates(dl, pool);
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
-	       shape_wants(&pool->shape, pool->nsessions, d->nready_jobs) &&
+	       shape_wants(&pool->shape, pool->nsessions, pool_ready(pool)) &&
 	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		char why[300];
@@ -329,6 +331,31 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		}
 	}
 	delivery_touch(dl);
+}
+
+/* pool_ready - the ready jobs of every member with work (the pool's
+ * sessions carry any member's mail). */
+static uint64_t pool_ready(struct delivery_pool *pool)
+{
+	uint64_t n = 0;
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &pool->active)
+	{
+		n += rp_list_entry(pos, struct delivery_route, active_link)->dest->nready_jobs;
+	}
+	return n;
+}
+
+/* pool_kick_members - every member of pool with ready work runs again
+ * (a slot came free, or the pool may have more sessions now). */
+static void pool_kick_members(struct delivery *dl, struct delivery_pool *pool)
+{
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &pool->active)
+	{
+		struct delivery_route *rt = rp_list_entry(pos, struct delivery_route, active_link);
+		sched_kick(dl->sched, rt->dest);
+	}
 }
 
 /* pool_cap - the sessions pool may have: its limit, or with [cluster] this
@@ -399,13 +426,7 @@ void delivery_cluster_changed(struct delivery *dl, bool mode)
 		for (struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext) {
 			if (mode)
 				trim_idle(dl, p);
-			struct rp_list *pos, *tmp;
-			rp_list_foreach_safe(pos, tmp, &p->active)
-			{
-				struct delivery_route *rt =
-				    rp_list_entry(pos, struct delivery_route, active_link);
-				sched_kick(dl->sched, rt->dest);
-			}
+			pool_kick_members(dl, p);
 		}
 	delivery_touch(dl);
 }
@@ -475,8 +496,11 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 		rt->nconnecting--;
 		ds->working = true;
 		ds->pool->nworking++;
-		shape_ready(&ds->pool->shape, ds->pool->max_connections,
+		unsigned cap = shape_cap(&ds->pool->shape, ds->pool->max_connections);
+		shape_ready(&ds->pool->shape, ds->pool->max_connections, ds->pool->nsessions,
 		            rp_mono_ms() - ds->opened_ms);
+		if (shape_cap(&ds->pool->shape, ds->pool->max_connections) > cap)
+			pool_kick_members(dl, ds->pool); /* room for one more */
 		ds->pool->sessions_ok++;
 		if (smtp_client_tls_active(c)) {
 			ds->pool->tls_sessions++;
@@ -623,12 +647,7 @@ static void on_done(struct smtp_client *c, void *arg)
 	free(ds);
 	/* A freed slot in the pool may let another member with work open a
 	 * session. */
-	struct rp_list *pos, *tmp;
-	rp_list_foreach_safe(pos, tmp, &pool->active)
-	{
-		struct delivery_route *rt = rp_list_entry(pos, struct delivery_route, active_link);
-		sched_kick(dl->sched, rt->dest);
-	}
+	pool_kick_members(dl, pool);
 	delivery_touch(dl);
 	dl->session_gone(dl->arg);
 }

@@ -1,7 +1,9 @@
 /* delivery_shape.c - how many sessions a destination gets, and how fast its
  * mail goes, from what it does (see delivery_shape.h).
  *
- * Concurrency: a pool starts at DELIVERY_SHAPE_INITIAL sessions and grows
+ * Concurrency: until a session has worked, the scheduler's initial limit
+ * per domain (SCHED_INITIAL_CONNECTIONS) holds; then a pool starts from
+ * what it has open, at least DELIVERY_SHAPE_INITIAL sessions, and grows
  * by one for every session that gets through EHLO (slow start: doubling
  * per round of set-ups) until the receiver first refuses one for having
  * too many; then it drops to the sessions that work, holds still for
@@ -42,6 +44,8 @@ void shape_init(struct delivery_shape *sh, unsigned max)
 
 unsigned shape_cap(const struct delivery_shape *sh, unsigned max)
 {
+	if (!sh->started)
+		return max ? max : 1; /* the scheduler's initial limit per domain holds */
 	unsigned c = (unsigned)floor(sh->conc);
 	if (c < 1)
 		c = 1;
@@ -63,9 +67,15 @@ static double ewma(double old, double v)
 	return old > 0 ? old + EWMA_NEW * (v - old) : v;
 }
 
-void shape_ready(struct delivery_shape *sh, unsigned max, uint64_t setup_ms)
+void shape_ready(struct delivery_shape *sh, unsigned max, unsigned open, uint64_t setup_ms)
 {
 	sh->setup_ms = ewma(sh->setup_ms, (double)RP_MAX(setup_ms, (uint64_t)1));
+	if (!sh->started) {
+		/* The first session that works: the pool starts from what it
+		 * has open (each domain's first sessions) or the initial few. */
+		sh->started = true;
+		sh->conc = RP_MAX(sh->conc, (double)open);
+	}
 	if (rp_mono_ms() < sh->quiet_ms)
 		return;
 	double grow = sh->slow_start ? 1.0 : 1.0 / RP_MAX(sh->conc, 1.0);

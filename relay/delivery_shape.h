@@ -15,6 +15,7 @@
 
 struct delivery_shape {
 	double conc;            /* sessions worth having now (1 .. max_connections) */
+	bool started;           /* a session has worked: conc applies */
 	bool slow_start;        /* no refusal yet: +1 per session that works */
 	uint64_t quiet_ms;      /* mono: no growth before this */
 	double rate;            /* messages per second cap from rate signals, 0 = none */
@@ -39,8 +40,9 @@ unsigned shape_cap(const struct delivery_shape *sh, unsigned max);
 /* shape_wants - whether a new session pays off: have sessions (open and
  * connecting) and ready jobs. */
 bool shape_wants(const struct delivery_shape *sh, unsigned have, uint64_t ready);
-/* shape_ready - a session got through EHLO after setup_ms: grow. */
-void shape_ready(struct delivery_shape *sh, unsigned max, uint64_t setup_ms);
+/* shape_ready - a session got through EHLO after setup_ms, open sessions
+ * being open: grow. */
+void shape_ready(struct delivery_shape *sh, unsigned max, unsigned open, uint64_t setup_ms);
 /* shape_done - a transaction ended after duration_ms. */
 void shape_done(struct delivery_shape *sh, uint64_t duration_ms);
 /* shape_refused - a session was refused for concurrency while working

@@ -18,9 +18,11 @@ Test(shape, slow_start_then_drop_and_hold)
 {
 	struct delivery_shape sh;
 	shape_init(&sh, 100);
-	cr_assert_eq(shape_cap(&sh, 100), DELIVERY_SHAPE_INITIAL);
-	for (int i = 0; i < 10; i++)
-		shape_ready(&sh, 100, 50);
+	cr_assert_eq(shape_cap(&sh, 100), 100, "no cap before a session has worked");
+	shape_ready(&sh, 100, 1, 50);
+	cr_assert_eq(shape_cap(&sh, 100), DELIVERY_SHAPE_INITIAL + 1);
+	for (int i = 0; i < 9; i++)
+		shape_ready(&sh, 100, 1, 50);
 	cr_assert_eq(shape_cap(&sh, 100), DELIVERY_SHAPE_INITIAL + 10, "one more per session");
 	cr_assert_eq(shape_cap(&sh, 12), 12, "never past max_connections");
 	struct attempt_report rep = refusal("421 4.7.0 Too many concurrent connections");
@@ -29,12 +31,16 @@ Test(shape, slow_start_then_drop_and_hold)
 	cr_assert(strstr(sh.why, "Too many concurrent"), "%s", sh.why);
 	cr_assert_eq(sh.refusals, 1);
 	for (int i = 0; i < 10; i++)
-		shape_ready(&sh, 100, 50);
+		shape_ready(&sh, 100, 1, 50);
 	cr_assert_eq(shape_cap(&sh, 100), 5, "no growth in the quiet period");
 	shape_refused(&sh, "d.test", 0, &rep);
 	cr_assert_eq(shape_cap(&sh, 100), 1, "never below one");
 	shape_init(&sh, 3);
-	cr_assert_eq(shape_cap(&sh, 3), 3, "a small max_connections is the start");
+	shape_ready(&sh, 3, 1, 50);
+	cr_assert_eq(shape_cap(&sh, 3), 3, "a small max_connections is the bound");
+	shape_init(&sh, 100);
+	shape_ready(&sh, 100, 20, 50);
+	cr_assert_eq(shape_cap(&sh, 100), 21, "starts from the sessions open");
 }
 
 Test(shape, sessions_from_demand)
@@ -47,14 +53,14 @@ Test(shape, sessions_from_demand)
 	cr_assert_not(shape_wants(&sh, 4, 4));
 	/* A greeting of 300 ms, transactions of 5 ms: a session carries 60
 	 * jobs in the time a new one gets ready. */
-	shape_ready(&sh, 100, 300);
+	shape_ready(&sh, 100, 1, 300);
 	shape_done(&sh, 5);
 	cr_assert_not(shape_wants(&sh, 5, 300), "5 sessions carry 300 jobs");
 	cr_assert(shape_wants(&sh, 4, 300), "4 would be slower than a new one");
 	/* Slow transactions, fast set-up: one session per job again. */
 	struct delivery_shape fast;
 	shape_init(&fast, 100);
-	shape_ready(&fast, 100, 10);
+	shape_ready(&fast, 100, 1, 10);
 	shape_done(&fast, 2000);
 	cr_assert(shape_wants(&fast, 40, 41));
 }
