@@ -46,6 +46,7 @@ static void rate_configure(struct delivery *dl, struct sched_dest *d, const stru
 static void pool_rates(struct delivery *dl, struct delivery_pool *pool);
 static void pool_kick_members(struct delivery *dl, struct delivery_pool *pool);
 static uint64_t pool_ready(struct delivery_pool *pool);
+static void rekick(struct loop_timer *t);
 static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool);
 static void trim_idle(struct delivery *dl, struct delivery_pool *pool);
 
@@ -318,6 +319,12 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	/* Then new sessions, as many as d has jobs for, within limits. */
 	if (shape_recover(&pool->shape, pool->key, config_domain(dl->cfg, d->name)->rate))
 		pool_rates(dl, pool);
+	/* Slow start lets more sessions on their way as time passes without a
+	 * refusal: a pool it holds back looks again soon. */
+	if (pool->shape.slow_start && pool->shape.started && rt->nconnecting < d->nready_jobs &&
+	    pool->nsessions >= pool_cap(dl, pool, d) && pool->nsessions < pool->max_connections &&
+	    !loop_timer_armed(&dl->rekick))
+		loop_timer_arm(dl->loop, &dl->rekick, DELIVERY_SHAPE_DOUBLE_MS, rekick);
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
 	       shape_wants(&pool->shape, pool->nsessions, pool_ready(pool)) &&
 	       sched_dest_may_connect(dl->sched, d, now)) {
@@ -330,6 +337,17 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 			break;
 		}
 	}
+	delivery_touch(dl);
+}
+
+/* rekick - pools in slow start run again (their cap grew with time). */
+static void rekick(struct loop_timer *t)
+{
+	struct delivery *dl = RP_CONTAINER_OF(t, struct delivery, rekick);
+	for (uint32_t i = 0; i < dl->pool_tab_size; i++)
+		for (struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext)
+			if (p->shape.slow_start && p->shape.started)
+				pool_kick_members(dl, p);
 	delivery_touch(dl);
 }
 
@@ -363,7 +381,7 @@ static void pool_kick_members(struct delivery *dl, struct delivery_pool *pool)
  * while Redis is away. */
 static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
 {
-	unsigned cap = shape_cap(&pool->shape, pool->max_connections);
+	unsigned cap = shape_cap(&pool->shape, pool->max_connections, pool->nworking);
 	if (!dl->cluster)
 		return cap;
 	unsigned demand = (unsigned)RP_MIN(d->nready_jobs, (uint64_t)pool->max_connections);
@@ -496,10 +514,12 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 		rt->nconnecting--;
 		ds->working = true;
 		ds->pool->nworking++;
-		unsigned cap = shape_cap(&ds->pool->shape, ds->pool->max_connections);
+		unsigned cap =
+		    shape_cap(&ds->pool->shape, ds->pool->max_connections, ds->pool->nworking - 1);
 		shape_ready(&ds->pool->shape, ds->pool->max_connections, ds->pool->nsessions,
 		            rp_mono_ms() - ds->opened_ms);
-		if (shape_cap(&ds->pool->shape, ds->pool->max_connections) > cap)
+		if (shape_cap(&ds->pool->shape, ds->pool->max_connections, ds->pool->nworking) >
+		    cap)
 			pool_kick_members(dl, ds->pool); /* room for one more */
 		ds->pool->sessions_ok++;
 		if (smtp_client_tls_active(c)) {
@@ -832,6 +852,7 @@ void delivery_set_config(struct delivery *dl, const struct config *cfg, struct t
 void delivery_stop(struct delivery *dl)
 {
 	dl->stopping = true;
+	loop_timer_disarm(dl->loop, &dl->rekick);
 	struct rp_list *pos, *tmp;
 	rp_list_foreach_safe(pos, tmp, &dl->sessions)
 	{
@@ -858,6 +879,7 @@ void delivery_free(struct delivery *dl)
 	if (!dl)
 		return;
 	rp_assert(!dl->nsessions);
+	loop_timer_disarm(dl->loop, &dl->rekick);
 	if (dl->sched)
 		sched_foreach_dest(dl->sched, delivery_route_free, NULL);
 	for (uint32_t i = 0; i < dl->pool_tab_size; i++) {
@@ -902,7 +924,7 @@ void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 			d->tls_sessions = p->tls_sessions;
 			d->tls_resumed = p->tls_resumed;
 			d->tls_failures = p->tls_failures;
-			d->eff_concurrency = shape_cap(&p->shape, p->max_connections);
+			d->eff_concurrency = shape_cap(&p->shape, p->max_connections, p->nworking);
 			d->eff_rate = p->shape.rate;
 			d->refused_sessions = p->shape.refusals;
 			d->rate_signals = p->shape.rate_signals;

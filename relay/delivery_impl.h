@@ -28,7 +28,8 @@ struct delivery {
 	uint32_t pool_tab_size, npools;
 	struct rp_list sessions; /* every session, for stop and abort */
 	unsigned nsessions;
-	struct cluster *cluster; /* [cluster]: limits shared through Redis, or NULL */
+	struct cluster *cluster;  /* [cluster]: limits shared through Redis, or NULL */
+	struct loop_timer rekick; /* slow start: pools held back by time look again */
 };
 
 #define DELIVERY_TLS_KEEP 4 /* resumable TLS sessions kept per pool */

@@ -2,12 +2,12 @@
  * mail goes, from what it does (see delivery_shape.h).
  *
  * Concurrency: until a session has worked, the scheduler's initial limit
- * per domain (SCHED_INITIAL_CONNECTIONS) holds; then a pool starts from
- * what it has open, at least DELIVERY_SHAPE_INITIAL sessions, and grows
- * by one for every session that gets through EHLO (slow start: doubling
- * per round of set-ups) until the receiver first refuses one for having
- * too many; then it drops to the sessions that work, holds still for
- * DELIVERY_SHAPE_QUIET_MS, and grows by 1 / concurrency per working
+ * per domain (SCHED_INITIAL_CONNECTIONS) holds; then, in slow start, a
+ * pool may have as many sessions on their way as it has working ones (at
+ * least DELIVERY_SHAPE_INITIAL), that number doubling every
+ * DELIVERY_SHAPE_DOUBLE_MS, until the receiver first refuses a session
+ * for having too many. Then it drops to the sessions that work, holds still
+ * for DELIVERY_SHAPE_QUIET_MS, and grows by 1 / concurrency per working
  * session after that (Postfix's destination concurrency feedback).
  * max_connections stays the bound.
  *
@@ -42,10 +42,21 @@ void shape_init(struct delivery_shape *sh, unsigned max)
 	sh->slow_start = true;
 }
 
-unsigned shape_cap(const struct delivery_shape *sh, unsigned max)
+unsigned shape_cap(const struct delivery_shape *sh, unsigned max, unsigned working)
 {
 	if (!sh->started)
 		return max ? max : 1; /* the scheduler's initial limit per domain holds */
+	if (sh->slow_start) {
+		/* Slow start: as many sessions on their way as are working (at
+		 * least a few), and twice that for every 100 ms without a
+		 * refusal: a receiver that refuses at once costs a handful of
+		 * connections, one whose set-up takes seconds is not held back
+		 * for rounds of it. */
+		uint64_t t = (rp_mono_ms() - sh->slow_ms) / DELIVERY_SHAPE_DOUBLE_MS;
+		uint64_t fly = (uint64_t)RP_MAX(working, (unsigned)DELIVERY_SHAPE_INITIAL)
+		               << RP_MIN(t, (uint64_t)20);
+		return (unsigned)RP_MIN((uint64_t)working + fly, (uint64_t)(max ? max : 1));
+	}
 	unsigned c = (unsigned)floor(sh->conc);
 	if (c < 1)
 		c = 1;
@@ -74,12 +85,16 @@ void shape_ready(struct delivery_shape *sh, unsigned max, unsigned open, uint64_
 		/* The first session that works: the pool starts from what it
 		 * has open (each domain's first sessions) or the initial few. */
 		sh->started = true;
+		sh->slow_ms = rp_mono_ms();
 		sh->conc = RP_MAX(sh->conc, (double)open);
+	}
+	if (sh->slow_start) {
+		sh->conc = RP_MIN(RP_MAX(sh->conc, (double)open), (double)(max ? max : 1));
+		return;
 	}
 	if (rp_mono_ms() < sh->quiet_ms)
 		return;
-	double grow = sh->slow_start ? 1.0 : 1.0 / RP_MAX(sh->conc, 1.0);
-	sh->conc = RP_MIN(sh->conc + grow, (double)(max ? max : 1));
+	sh->conc = RP_MIN(sh->conc + 1.0 / RP_MAX(sh->conc, 1.0), (double)(max ? max : 1));
 }
 
 void shape_done(struct delivery_shape *sh, uint64_t duration_ms)
@@ -109,10 +124,11 @@ void shape_refused(struct delivery_shape *sh, const char *dest, unsigned working
                    const struct attempt_report *rep)
 {
 	double to = RP_MAX(1.0, (double)working);
+	bool first = sh->slow_start;
 	sh->refusals++;
 	sh->slow_start = false;
 	sh->quiet_ms = rp_mono_ms() + DELIVERY_SHAPE_QUIET_MS;
-	if (to < sh->conc) {
+	if (to < sh->conc || first) {
 		say(sh, dest, "concurrency", sh->conc, to, rep);
 		sh->conc = to;
 	}

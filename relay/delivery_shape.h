@@ -10,13 +10,15 @@
 
 #include "queue/outcome.h"
 
-#define DELIVERY_SHAPE_INITIAL  5     /* sessions before any has worked */
-#define DELIVERY_SHAPE_QUIET_MS 30000 /* after a refusal: no growth, no recovery */
+#define DELIVERY_SHAPE_INITIAL   5     /* sessions before any has worked */
+#define DELIVERY_SHAPE_QUIET_MS  30000 /* after a refusal: no growth, no recovery */
+#define DELIVERY_SHAPE_DOUBLE_MS 100   /* slow start: sessions on their way double this often */
 
 struct delivery_shape {
 	double conc;            /* sessions worth having now (1 .. max_connections) */
 	bool started;           /* a session has worked: conc applies */
-	bool slow_start;        /* no refusal yet: +1 per session that works */
+	bool slow_start;        /* no refusal yet (shape_cap) */
+	uint64_t slow_ms;       /* mono: when slow start began (the first session worked) */
 	uint64_t quiet_ms;      /* mono: no growth before this */
 	double rate;            /* messages per second cap from rate signals, 0 = none */
 	uint64_t rate_ms;       /* mono: its last change */
@@ -35,8 +37,9 @@ struct delivery_shape {
 
 /* shape_init - a new pool's state under max_connections max. */
 void shape_init(struct delivery_shape *sh, unsigned max);
-/* shape_cap - sessions the pool may have now (1 .. max). */
-unsigned shape_cap(const struct delivery_shape *sh, unsigned max);
+/* shape_cap - sessions the pool may have now (1 .. max), working of them
+ * through EHLO. */
+unsigned shape_cap(const struct delivery_shape *sh, unsigned max, unsigned working);
 /* shape_wants - whether a new session pays off: have sessions (open and
  * connecting) and ready jobs. */
 bool shape_wants(const struct delivery_shape *sh, unsigned have, uint64_t ready);

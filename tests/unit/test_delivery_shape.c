@@ -18,29 +18,28 @@ Test(shape, slow_start_then_drop_and_hold)
 {
 	struct delivery_shape sh;
 	shape_init(&sh, 100);
-	cr_assert_eq(shape_cap(&sh, 100), 100, "no cap before a session has worked");
+	cr_assert_eq(shape_cap(&sh, 100, 0), 100, "no cap before a session has worked");
 	shape_ready(&sh, 100, 1, 50);
-	cr_assert_eq(shape_cap(&sh, 100), DELIVERY_SHAPE_INITIAL + 1);
-	for (int i = 0; i < 9; i++)
-		shape_ready(&sh, 100, 1, 50);
-	cr_assert_eq(shape_cap(&sh, 100), DELIVERY_SHAPE_INITIAL + 10, "one more per session");
-	cr_assert_eq(shape_cap(&sh, 12), 12, "never past max_connections");
+	cr_assert_eq(shape_cap(&sh, 100, 1), 1 + DELIVERY_SHAPE_INITIAL,
+	             "the initial few on the way");
+	cr_assert_eq(shape_cap(&sh, 100, 10), 20, "slow start: as many on the way as working");
+	cr_assert_eq(shape_cap(&sh, 12, 10), 12, "never past max_connections");
+	sh.slow_ms -= 3 * DELIVERY_SHAPE_DOUBLE_MS; /* 300 ms without a refusal */
+	cr_assert_eq(shape_cap(&sh, 1000, 10), 10 + 80, "twice as many on the way per 100 ms");
 	struct attempt_report rep = refusal("421 4.7.0 Too many concurrent connections");
 	shape_refused(&sh, "d.test", 5, &rep);
-	cr_assert_eq(shape_cap(&sh, 100), 5, "down to the sessions that work");
+	cr_assert_eq(shape_cap(&sh, 100, 5), 5, "down to the sessions that work");
 	cr_assert(strstr(sh.why, "Too many concurrent"), "%s", sh.why);
 	cr_assert_eq(sh.refusals, 1);
 	for (int i = 0; i < 10; i++)
-		shape_ready(&sh, 100, 1, 50);
-	cr_assert_eq(shape_cap(&sh, 100), 5, "no growth in the quiet period");
+		shape_ready(&sh, 100, 5, 50);
+	cr_assert_eq(shape_cap(&sh, 100, 5), 5, "no growth in the quiet period");
+	sh.quiet_ms = 0;
+	for (int i = 0; i < 10; i++)
+		shape_ready(&sh, 100, 5, 50);
+	cr_assert_eq(shape_cap(&sh, 100, 5), 6, "then 1/concurrency per working session");
 	shape_refused(&sh, "d.test", 0, &rep);
-	cr_assert_eq(shape_cap(&sh, 100), 1, "never below one");
-	shape_init(&sh, 3);
-	shape_ready(&sh, 3, 1, 50);
-	cr_assert_eq(shape_cap(&sh, 3), 3, "a small max_connections is the bound");
-	shape_init(&sh, 100);
-	shape_ready(&sh, 100, 20, 50);
-	cr_assert_eq(shape_cap(&sh, 100), 21, "starts from the sessions open");
+	cr_assert_eq(shape_cap(&sh, 100, 0), 1, "never below one");
 }
 
 Test(shape, sessions_from_demand)
