@@ -352,10 +352,7 @@ static void shape_json(struct buf *b, const struct stats_dest *d)
 	           "\"reason\":",
 	           (unsigned long long)d->refused_sessions, (unsigned long long)d->rate_signals,
 	           (unsigned long long)d->empty_sessions);
-	if (d->shape_why[0])
-		http_json_str(b, d->shape_why, strlen(d->shape_why));
-	else
-		buf_puts(b, "null");
+	http_json_str_or_null(b, d->shape_why);
 	buf_puts(b, ",\"changed\":");
 	api_iso_time(b, d->shape_ms);
 	buf_puts(b, "}");
@@ -376,10 +373,7 @@ static void cluster_json(struct buf *b, const struct stats_cluster *c)
 	           "\"redis_errors\":%llu,\"last_error\":",
 	           c->shared ? "shared" : "fallback", c->nodes, (unsigned long long)c->fallbacks,
 	           (unsigned long long)c->commands, (unsigned long long)c->errors);
-	if (c->last_error[0])
-		http_json_str(b, c->last_error, strlen(c->last_error));
-	else
-		buf_puts(b, "null");
+	http_json_str_or_null(b, c->last_error);
 	buf_puts(b, "}");
 }
 
@@ -402,10 +396,7 @@ static void webhook_json(struct buf *b, const struct spool *sp, const struct sta
 	           (unsigned long long)w->posts, (unsigned long long)w->failures, w->last_status);
 	api_iso_time(b, w->last_success_ms);
 	buf_puts(b, ",\"last_error\":");
-	if (w->last_error[0])
-		http_json_str(b, w->last_error, strlen(w->last_error));
-	else
-		buf_puts(b, "null");
+	http_json_str_or_null(b, w->last_error);
 	buf_puts(b, ",\"last_error_time\":");
 	api_iso_time(b, w->last_error_ms);
 	buf_puts(b, ",\"retry_at\":");

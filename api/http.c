@@ -108,6 +108,14 @@ void http_json_str(struct buf *b, const char *str, size_t n)
 	buf_json_str(b, str, n);
 }
 
+void http_json_str_or_null(struct buf *b, const char *s)
+{
+	if (s[0])
+		buf_json_str(b, s, strlen(s));
+	else
+		buf_puts(b, "null");
+}
+
 void http_error(struct api_session *s, int status, const char *code, const char *fmt, ...)
 {
 	char msg[512];

@@ -98,6 +98,8 @@ void http_begin_async(struct api_session *s);
 void http_end_async(struct api_session *s);
 /* http_json_str - append s[0..n) as a JSON string literal. */
 void http_json_str(struct buf *b, const char *str, size_t n);
+/* http_json_str_or_null - the C string s as a JSON string, null when empty. */
+void http_json_str_or_null(struct buf *b, const char *s);
 /* http_query_param - the value of name in the request's query string
  * (copied into out, percent-decoded); false when absent. */
 bool http_query_param(const struct api_session *s, const char *name, char *out, size_t outlen);
