@@ -22,7 +22,6 @@
  * DELIVERY_SHAPE_QUIET_MS without one the cap rises by a quarter every
  * 10 s and is lifted above the configured rate (or 10,000/s).
  */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,7 +56,7 @@ unsigned shape_cap(const struct delivery_shape *sh, unsigned max, unsigned worki
 		               << RP_MIN(t, (uint64_t)20);
 		return (unsigned)RP_MIN((uint64_t)working + fly, (uint64_t)(max ? max : 1));
 	}
-	unsigned c = (unsigned)floor(sh->conc);
+	unsigned c = (unsigned)sh->conc; /* conc >= 0: truncation is floor */
 	if (c < 1)
 		c = 1;
 	return RP_MIN(c, max ? max : 1);
