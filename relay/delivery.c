@@ -46,6 +46,7 @@ static void rate_configure(struct delivery *dl, struct sched_dest *d, const stru
 static void pool_rates(struct delivery *dl, struct delivery_pool *pool);
 static void pool_kick_members(struct delivery *dl, struct delivery_pool *pool);
 static uint64_t pool_ready(struct delivery_pool *pool);
+static bool rate_covered(const struct delivery_pool *pool, const struct sched_dest *d);
 static void rekick(struct loop_timer *t);
 static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool);
 static void trim_idle(struct delivery *dl, struct delivery_pool *pool);
@@ -322,12 +323,12 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	/* Slow start lets more sessions on their way as time passes without a
 	 * refusal: a pool it holds back looks again soon. */
 	if (pool->shape.slow_start && pool->shape.started && rt->nconnecting < d->nready_jobs &&
-	    pool->nsessions >= pool_cap(dl, pool, d) && pool->nsessions < pool->max_connections &&
-	    !loop_timer_armed(&dl->rekick))
+	    pool->nsessions < pool->max_connections && !loop_timer_armed(&dl->rekick) &&
+	    (pool->nsessions >= pool_cap(dl, pool, d) || pool->shape.txn_ms <= 0))
 		loop_timer_arm(dl->loop, &dl->rekick, DELIVERY_SHAPE_DOUBLE_MS, rekick);
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
 	       shape_wants(&pool->shape, pool->nsessions, pool_ready(pool)) &&
-	       sched_dest_may_connect(dl->sched, d, now)) {
+	       !rate_covered(pool, d) && sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		char why[300];
 		if (!session_open(dl, pool, d, start, 0, false, why, sizeof(why))) {
@@ -362,6 +363,17 @@ static uint64_t pool_ready(struct delivery_pool *pool)
 		n += rp_list_entry(pos, struct delivery_route, active_link)->dest->nready_jobs;
 	}
 	return n;
+}
+
+/* rate_covered - d's rate (configured or learned) is carried by the
+ * sessions open already: at rate r and t seconds a transaction, r x t + 1
+ * sessions keep up; more would wait for tokens, empty. */
+static bool rate_covered(const struct delivery_pool *pool, const struct sched_dest *d)
+{
+	if (d->lim.rate <= 0 || pool->shape.txn_ms <= 0)
+		return false;
+	double need = d->lim.rate * pool->shape.txn_ms / 1000.0 + 1.0;
+	return (double)pool->nsessions >= need;
 }
 
 /* pool_kick_members - every member of pool with ready work runs again
@@ -552,7 +564,10 @@ static void on_outcome(struct smtp_client *c, void *arg, struct sched_job *job,
 		                      .duration_ms = duration_ms };
 	struct delivery_pool *pool = ds->pool;
 	ds->ntxn++;
+	bool first = pool->shape.txn_ms <= 0;
 	shape_done(&pool->shape, duration_ms);
+	if (first)
+		pool_kick_members(ds->dl, pool); /* now shape_wants can tell */
 	/* The receiver's words about how we connect (outcome_signal_of). */
 	bool rates = false, refused = false;
 	for (unsigned i = 0; i < job->nrcpt; i++) {

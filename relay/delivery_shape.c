@@ -66,6 +66,12 @@ bool shape_wants(const struct delivery_shape *sh, unsigned have, uint64_t ready)
 {
 	if (!have)
 		return ready > 0;
+	/* A session works but no transaction has ended yet: how much a
+	 * session carries is unknown. A fast receiver's first transaction
+	 * ends within DELIVERY_SHAPE_DOUBLE_MS (and kicks the pool); past
+	 * that, transactions are slow and more sessions pay. */
+	if (sh->started && sh->txn_ms <= 0 && rp_mono_ms() - sh->slow_ms < DELIVERY_SHAPE_DOUBLE_MS)
+		return false;
 	double per = 1.0;
 	if (sh->txn_ms > 0 && sh->setup_ms > 0)
 		per = RP_MAX(1.0, sh->setup_ms / sh->txn_ms);

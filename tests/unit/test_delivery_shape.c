@@ -53,6 +53,9 @@ Test(shape, sessions_from_demand)
 	/* A greeting of 300 ms, transactions of 5 ms: a session carries 60
 	 * jobs in the time a new one gets ready. */
 	shape_ready(&sh, 100, 1, 300);
+	cr_assert_not(shape_wants(&sh, 5, 300), "no transaction measured yet: wait a moment");
+	sh.slow_ms -= DELIVERY_SHAPE_DOUBLE_MS;
+	cr_assert(shape_wants(&sh, 5, 300), "no transaction after a while: slow ones, open");
 	shape_done(&sh, 5);
 	cr_assert_not(shape_wants(&sh, 5, 300), "5 sessions carry 300 jobs");
 	cr_assert(shape_wants(&sh, 4, 300), "4 would be slower than a new one");
@@ -61,6 +64,7 @@ Test(shape, sessions_from_demand)
 	shape_init(&fast, 100);
 	shape_ready(&fast, 100, 1, 10);
 	shape_done(&fast, 2000);
+	fast.slow_ms = 0;
 	cr_assert(shape_wants(&fast, 40, 41));
 }
 
