@@ -326,9 +326,12 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	    pool->nsessions < pool->max_connections && !loop_timer_armed(&dl->rekick) &&
 	    (pool->nsessions >= pool_cap(dl, pool, d) || pool->shape.txn_ms <= 0))
 		loop_timer_arm(dl->loop, &dl->rekick, DELIVERY_SHAPE_DOUBLE_MS, rekick);
+	/* The pool's ready work is counted once per kick, not per session
+	 * opened: a pool may serve thousands of domains. */
+	uint64_t ready = pool_ready(pool);
 	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
-	       shape_wants(&pool->shape, pool->nsessions, pool_ready(pool)) &&
-	       !rate_covered(pool, d) && sched_dest_may_connect(dl->sched, d, now)) {
+	       shape_wants(&pool->shape, pool->nsessions, ready) && !rate_covered(pool, d) &&
+	       sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		char why[300];
 		if (!session_open(dl, pool, d, start, 0, false, why, sizeof(why))) {
