@@ -20,6 +20,9 @@ Cases (each its own daemon and receiver):
   https       the endpoint over HTTPS with a certificate from [tls] ca_file:
               events arrive; one the CA did not sign: nothing is posted,
               last_error names TLS, the events stay.
+  garbage     an endpoint that answers something not HTTP, or headers
+              without end (2 MB): a failure naming the bad answer, the
+              event kept, the daemon well.
   config      a bad url or event name stops start-up with exit 78.
 """
 
@@ -28,6 +31,7 @@ import hashlib
 import hmac
 import json
 import smtplib
+import socket
 import ssl
 import subprocess
 import threading
@@ -408,6 +412,57 @@ def case_https(env):
         raise TestFailure("; ".join(failures))
 
 
+class GarbageEndpoint:
+    """Answers every connection with `answer` and closes it: not HTTP, or
+    headers without end (http-parser's bound must refuse them)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/ringpost?src=test"
+        self.conns = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns += 1
+            try:
+                c.settimeout(5)
+                c.recv(65536)
+                c.sendall(self.answer)
+            except OSError:
+                pass
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def case_garbage_answers(env):
+    smtpd = env.smtpd()
+    for name, answer, word in (
+            ("not-http", b"220 this is an SMTP server, not HTTP\r\n\r\n", "HTTP"),
+            ("endless-headers", b"HTTP/1.1 200 OK\r\n" + b"X-A: " + b"a" * 2_000_000, "HTTP")):
+        bad = GarbageEndpoint(answer)
+        d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True, name=f"garbage-{name}",
+                       extra=hook_conf(bad))
+        d.start()
+        with running(d, bad):
+            post(d, ["g1@a.test"], 1)
+            w = wait_for(lambda: (lambda w: w if w["failures"] >= 1 else None)(
+                stats(d)["webhook"]), 20, f"{name}: a failed post")
+            check(word in (w["last_error"] or "") and w["backlog"] >= 1,
+                  f"{name}: {w}: the event must stay, the error named")
+            check(d.alive(), f"{name}: the daemon died")
+
+
 def case_config(env):
     for bad, word in (("url = ftp://x.test/", "http"), ("url = http://a b/", "spaces"),
                       ("url = http://host:99999/", "port"),
@@ -422,7 +477,7 @@ def case_config(env):
 
 
 CASES = [case_events, case_outage, case_errors, case_bounded, case_complaint,
-         case_https, case_config]
+         case_https, case_garbage_answers, case_config]
 
 
 def main():
