@@ -1,7 +1,7 @@
 """test_webhook.py - [webhook]: delivery events posted to an HTTP endpoint
 (Python's http.server), signed, in order, at least once.
 
-Cases (each its own daemon and receiver):
+Cases (each its own daemon, spool and receiver):
   events      accepted, delivered (API and SMTP), bounced (a 5xx sink),
               deferred twice (a closed port, retry 1s), suppressed: every
               event arrives once, with the ids the API gave, the fields the
@@ -177,7 +177,7 @@ def case_events(env):
     smtpd = env.smtpd()
     sink = env.sink(extra_args=["-f", "RCPT"])  # 5xx to RCPT: bounced
     hold = ClosedPort()
-    d = env.daemon(routes={"a.test": smtpd.addr, "b.test": sink.addr, "c.test": hold.addr},
+    d = env.daemon(name="events", routes={"a.test": smtpd.addr, "b.test": sink.addr, "c.test": hold.addr},
                    with_api=True, queue={"retry": "1s"},
                    extra=hook_conf(recv, events="accepted, delivered, deferred, bounced, "
                                    "suppressed, complained", batch=3)).start()
@@ -241,7 +241,7 @@ def delivered_of(recv):
 def case_outage(env):
     recv = HookReceiver()  # not started: down
     smtpd = env.smtpd()
-    d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True,
+    d = env.daemon(name="outage", routes={"a.test": smtpd.addr}, with_api=True,
                    extra=hook_conf(recv)).start()
     with running(d, recv):
         for i in range(5):
@@ -271,7 +271,7 @@ def case_errors(env):
     recv.plan = [500, 500]
     recv.start()
     smtpd = env.smtpd()
-    d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True,
+    d = env.daemon(name="errors", routes={"a.test": smtpd.addr}, with_api=True,
                    extra=hook_conf(recv)).start()
     with running(d, recv):
         for i in range(3):
@@ -291,7 +291,7 @@ def case_errors(env):
 def case_bounded(env):
     recv = HookReceiver()
     smtpd = env.smtpd()
-    d = env.daemon(routes={"a.test": smtpd.addr}, with_api=True,
+    d = env.daemon(name="bounded", routes={"a.test": smtpd.addr}, with_api=True,
                    extra=hook_conf(recv, max_backlog=4)).start()
     with running(d, recv):
         for i in range(10):
@@ -342,7 +342,7 @@ def case_complaint(env):
     recv = HookReceiver().start()
     rx = env.smtpd("rx")
     inbound = free_port()
-    d = env.daemon(routes={"rx.test": rx.addr}, with_api=True,
+    d = env.daemon(name="complaint", routes={"rx.test": rx.addr}, with_api=True,
                    queue={"bounce_domain": "bounces.test", "suppress": "yes"},
                    extra=f"[listen]\ninbound = 127.0.0.1:{inbound}\n" + hook_conf(recv))
     d.start()
