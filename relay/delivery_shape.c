@@ -78,6 +78,11 @@ bool shape_wants(const struct delivery_shape *sh, unsigned have, uint64_t ready)
 	return (double)ready > (double)have * per;
 }
 
+uint64_t shape_stall_ms(const struct delivery_shape *sh)
+{
+	return RP_MAX((uint64_t)DELIVERY_SHAPE_STALL_MS, (uint64_t)(4.0 * sh->setup_ms));
+}
+
 static double ewma(double old, double v)
 {
 	return old > 0 ? old + EWMA_NEW * (v - old) : v;

@@ -13,6 +13,7 @@
 #define DELIVERY_SHAPE_INITIAL   5     /* sessions before any has worked */
 #define DELIVERY_SHAPE_QUIET_MS  30000 /* after a refusal: no growth, no recovery */
 #define DELIVERY_SHAPE_DOUBLE_MS 100   /* slow start: sessions on their way double this often */
+#define DELIVERY_SHAPE_STALL_MS  2000  /* a session connecting longer (at least) is stalled */
 
 struct delivery_shape {
 	double conc;            /* sessions worth having now (1 .. max_connections) */
@@ -43,6 +44,11 @@ unsigned shape_cap(const struct delivery_shape *sh, unsigned max, unsigned worki
 /* shape_wants - whether a new session pays off: have sessions (open and
  * connecting) and ready jobs. */
 bool shape_wants(const struct delivery_shape *sh, unsigned have, uint64_t ready);
+/* shape_stall_ms - how long a session may take to get through EHLO before
+ * it no longer counts as on its way (a silent or tarpitting server holds
+ * it for the greeting timeout): four times the usual set-up, at least
+ * DELIVERY_SHAPE_STALL_MS. */
+uint64_t shape_stall_ms(const struct delivery_shape *sh);
 /* shape_ready - a session got through EHLO after setup_ms, open sessions
  * being open: grow. */
 void shape_ready(struct delivery_shape *sh, unsigned max, unsigned open, uint64_t setup_ms);

@@ -28,7 +28,12 @@ Cases:
     case tested nothing) and /v1/stats counts none bounced. /v1/stats'
     "effective" fields of the domain and its destination (effective
     concurrency and rate) are logged as they change, in every case; their
-    absence is only logged, not a failure (yet).
+    absence is only logged, not a failure (yet);
+  - silent sessions: every third session the receiver accepts never gets
+    a greeting (ringpost waits up to the 5-minute greeting timeout); with 2
+    messages per session, 40 messages arrive within 30 s: a session stuck
+    before its greeting is not counted as on its way, so the last few jobs
+    do not wait for it.
 Each daemon exits 0 on SIGTERM with a clean log (ASan builds too).
 
 The constants below can be changed to check the receivers themselves, e.g.
@@ -58,6 +63,11 @@ MAX_REFUSED = 20
 CAP_SECONDS = 30
 CAP_KEYS = {}
 
+SILENT_EVERY = 3  # the silent receiver never greets every third session
+N_SILENT = 40
+SILENT_SECONDS = 30  # the greeting timeout is 300 s
+SILENT_KEYS = {"max_messages_per_connection": 2}
+
 RATE_N = 20  # messages per sliding second the rate-limited receiver accepts
 N_RATE = 100
 RATE_SECONDS = 90
@@ -81,6 +91,7 @@ class Session:
         self.opened = time.time()
         self.closed = None
         self.refused = False  # answered 421 at the greeting
+        self.silent = False  # never greeted (silent_every)
         self.mails = 0  # MAIL commands, accepted or not
         self.messages = 0  # messages accepted (250 after the data)
 
@@ -94,10 +105,12 @@ class ShapingReceiver:
     answered 451 4.7.1 while rate_n messages arrived in the last second
     (0 = no limit); a message counts from its accepted MAIL, as a receiver's
     limiter counts: sessions in parallel all reach MAIL before any message
-    is complete."""
+    is complete. silent_every: every so many sessions (the 3rd, 6th, ...)
+    never greet: accepted, then silent until the client goes."""
 
-    def __init__(self, greeting_delay=0.0, max_sessions=0, rate_n=0):
+    def __init__(self, greeting_delay=0.0, max_sessions=0, rate_n=0, silent_every=0):
         self.greeting_delay = greeting_delay
+        self.silent_every = silent_every
         self.max_sessions = max_sessions
         self.rate_n = rate_n
         self.lock = threading.Lock()
@@ -158,9 +171,10 @@ class ShapingReceiver:
             peak = self.peak
         ids = collections.Counter(i for _, i in arrivals)
         refused = sum(1 for s in sessions if s.refused)
-        served = [s for s in sessions if not s.refused]
+        served = [s for s in sessions if not s.refused and not s.silent]
         return {
             "sessions": len(sessions), "refused": refused,
+            "silent": sum(1 for s in sessions if s.silent),
             "empty": sum(1 for s in served if s.mails == 0),
             "open": sum(1 for s in served if s.closed is None),
             "messages": len(arrivals), "distinct": len(ids),
@@ -188,8 +202,13 @@ class ShapingReceiver:
         self.writers.add(writer)
         with self.lock:
             self.sessions.append(s)
+            silent = self.silent_every and len(self.sessions) % self.silent_every == 0
         state = {"counted": False}
         try:
+            if silent:
+                s.silent = True
+                await reader.read()  # until the client gives up
+                return
             if self.max_sessions and self.current >= self.max_sessions:
                 s.refused = True
                 writer.write(b"421 4.7.0 Too many concurrent connections\r\n")
@@ -467,6 +486,18 @@ def concurrency_cap_is_learned(x):
               f"{s.name}: /v1/stats does not show the learned concurrency: "
               f"{effective_fields(stats(s.d), s.domain)}")
     shaped_case(x, "capped", "capped.test", ShapingReceiver(max_sessions=CAP), CAP_KEYS, body)
+
+
+@cases.add
+def silent_sessions_are_not_waited_for(x):
+    def body(s):
+        s.submit(N_SILENT, "silent")
+        snap = s.wait_all(SILENT_SECONDS)
+        log(f"{s.name}: {snap['silent']} sessions never greeted; {N_SILENT} messages in "
+            f"{snap['last'] - s.t0:.1f}s")
+        check(snap["silent"] > 0, f"{s.name}: no session was silent: the case tested nothing")
+    shaped_case(x, "silent", "silent.test", ShapingReceiver(silent_every=SILENT_EVERY),
+                SILENT_KEYS, body)
 
 
 @cases.add

@@ -1,6 +1,7 @@
 /* test_delivery_shape.c - a destination's effective concurrency and rate
  * (relay/delivery_shape.c): slow start, the drop on a refusal and the quiet
- * period, sessions from demand, the rate cap and its recovery.
+ * period, sessions from demand, when a connecting session is stalled, the
+ * rate cap and its recovery.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -91,4 +92,15 @@ Test(shape, rate_cap_and_recovery)
 	sh.rate_ms = 1;
 	cr_assert(shape_recover(&sh, "d.test", 9.0), "lifted at the configured rate");
 	cr_assert_float_eq(sh.rate, 0.0, 1e-9);
+}
+
+Test(shape, stalled_after_four_set_ups)
+{
+	struct delivery_shape sh;
+	shape_init(&sh, 100);
+	cr_assert_eq(shape_stall_ms(&sh), DELIVERY_SHAPE_STALL_MS, "nothing measured: the floor");
+	shape_ready(&sh, 100, 1, 300);
+	cr_assert_eq(shape_stall_ms(&sh), DELIVERY_SHAPE_STALL_MS, "4 x 300 ms is under the floor");
+	sh.setup_ms = 1500;
+	cr_assert_eq(shape_stall_ms(&sh), 6000, "a slow receiver's sessions get four set-ups");
 }
