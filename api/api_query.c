@@ -282,6 +282,11 @@ static void domains_json(struct buf *b, struct stats_snapshot *snap)
 		buf_printf(b,
 		           ",\"suspended\":%s,\"backoff_until\":", d->suspended ? "true" : "false");
 		api_iso_time(b, d->hold_until_ms);
+		buf_puts(b, ",\"backoff_reason\":");
+		if (d->hold_until_ms)
+			http_json_str(b, d->hold_reason, strlen(d->hold_reason));
+		else
+			buf_puts(b, "null");
 		buf_printf(b,
 		           ",\"limits\":{\"max_connections\":%u,\"max_messages_per_connection\":%u,"
 		           "\"max_recipients_per_message\":%u,\"rate\":%g}",
@@ -611,6 +616,10 @@ static void shape_metrics(struct buf *b, const struct stats_snapshot *snap)
 	prom_head(b, "ringpost_empty_sessions_total", "counter",
 	          "Outbound sessions that ended without carrying a message.");
 	buf_printf(b, "ringpost_empty_sessions_total %llu\n", (unsigned long long)empty);
+	prom_head(b, "ringpost_warmup_waits_total", "counter",
+	          "Times a domain's mail waited for the next day: every source had sent its "
+	          "warm-up cap.");
+	buf_printf(b, "ringpost_warmup_waits_total %llu\n", (unsigned long long)snap->warmup_waits);
 }
 
 /* webhook_metrics - the poster's series (none without a [webhook] url). */

@@ -63,6 +63,7 @@ void stats_merge(struct stats_snapshot *total, const struct stats_snapshot *part
 	total->accepted_smtp += part->accepted_smtp;
 	total->accepted_api += part->accepted_api;
 	total->suppressed += part->suppressed;
+	total->warmup_waits += part->warmup_waits;
 	total->reports += part->reports;
 	total->reports_matched += part->reports_matched;
 	total->rejected += part->rejected;

@@ -40,6 +40,7 @@ struct stats_domain {
 	struct stats_counts n;
 	bool suspended;
 	uint64_t hold_until_ms; /* backing off until (unix ms), 0 = not */
+	char hold_reason[200];  /* why (the reply, or a warm-up cap), when it is */
 	uint32_t max_connections, max_msgs_per_conn, max_rcpts_per_msg; /* limits in force */
 	double rate; /* messages per second, 0 = unlimited */
 	/* TLS of its destination (the pool its route leads to; relay fills): */
@@ -119,6 +120,7 @@ struct stats_snapshot {
 	uint64_t accepted_smtp;       /* messages accepted over SMTP since start */
 	uint64_t accepted_api;        /* messages accepted over HTTP since start */
 	uint64_t suppressed;          /* recipients suppressed at submission since start */
+	uint64_t warmup_waits;        /* domains held for a day by a warm-up cap, since start */
 	uint64_t reports;             /* bounces and complaints received (bounce MX) */
 	uint64_t reports_matched;     /* of which matched one of our recipients (VERP) */
 	uint64_t rejected;            /* submissions refused (4xx/5xx at the end) */

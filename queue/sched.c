@@ -267,6 +267,9 @@ void sched_stats(const struct sched *s, struct stats_snapshot *out)
 			e->n = d->n;
 			e->suspended = d->suspended;
 			e->hold_until_ms = d->hold_until > now ? d->hold_until : 0;
+			if (e->hold_until_ms)
+				snprintf(e->hold_reason, sizeof(e->hold_reason), "%.199s",
+				         d->hold_reason);
 			e->max_connections = d->lim.max_connections;
 			e->max_msgs_per_conn = d->lim.max_msgs_per_conn;
 			e->max_rcpts_per_msg = d->lim.max_rcpts_per_msg;

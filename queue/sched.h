@@ -182,6 +182,12 @@ struct sched_dest *sched_dest_find(struct sched *s, const char *name);
 /* sched_dest_get - find or create the destination called name. */
 struct sched_dest *sched_dest_get(struct sched *s, const char *name);
 
+/* sched_dest_wait - d takes no session and gives no job until until_ms
+ * (unix ms), why saying so in its stats: not a failure (no back-off step,
+ * no attempt counted); its ready recipients stay queued, and those whose
+ * retry comes due meanwhile wait for it too. A warm-up cap: mail waits,
+ * never bounces for it. */
+void sched_dest_wait(struct sched *s, struct sched_dest *d, uint64_t until_ms, const char *why);
 /* sched_dest_may_connect - whether d wants one more session now. When only
  * the shard-wide session limit stands in the way, d queues for a slot. */
 bool sched_dest_may_connect(struct sched *s, struct sched_dest *d, uint64_t now_ms);

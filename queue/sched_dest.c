@@ -364,6 +364,17 @@ void sched_dest_hold(struct sched *s, struct sched_dest *d, const struct attempt
 	sched_settle_failed(s, d, rep, remote, now, true);
 }
 
+void sched_dest_wait(struct sched *s, struct sched_dest *d, uint64_t until_ms, const char *why)
+{
+	if (d->hold_until >= until_ms)
+		return;
+	d->hold_until = until_ms;
+	snprintf(d->hold_reason, sizeof(d->hold_reason), "%s", why);
+	wait_add(s, d);
+	log_info("dest %s waits %.0fs: %s", d->name,
+	         (double)(until_ms - RP_MIN(until_ms, rp_now_ms())) / 1000.0, why);
+}
+
 /* sched_dest_failed - log the failure; a permanent one settles d's ready
  * recipients at once, a temporary one backs d off. */
 void sched_dest_failed(struct sched *s, struct sched_dest *d, const struct attempt_report *rep,

@@ -46,7 +46,7 @@ static bool open_dbs(struct spool *sp, char *err, size_t errlen)
 		{ "body", &sp->dbi_body },           { "rcpt", &sp->dbi_rcpt },
 		{ "expire", &sp->dbi_expire },       { "mbox", &sp->dbi_mbox },
 		{ "mbox_meta", &sp->dbi_mbox_meta }, { "suppress", &sp->dbi_suppress },
-		{ "events", &sp->dbi_events },
+		{ "events", &sp->dbi_events },       { "warmup", &sp->dbi_warmup },
 	};
 	for (size_t i = 0; i < RP_ARRAY_LEN(dbs); i++) {
 		rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);

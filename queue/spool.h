@@ -189,6 +189,18 @@ enum spool_req_type {
 	SPOOL_REQ_INBOUND,      /* a bounce or complaint that arrived: the mailbox, the
 	                         * recipients it names, the suppression list (durable) */
 	SPOOL_REQ_EVENTS_DONE,  /* events up to a sequence number were posted: delete them */
+	SPOOL_REQ_WARMUP,       /* warm-up counters ([domain] warmup): store them */
+};
+
+#define SPOOL_WARMUP_KEY_MAX 320 /* "SOURCE DOMAIN", plus one */
+
+/* A warm-up counter: what one source address sent one domain. */
+struct spool_warmup {
+	char key[SPOOL_WARMUP_KEY_MAX]; /* "SOURCE DOMAIN"; SOURCE "*" = no
+	                                 * [domain] source (the kernel's choice) */
+	uint32_t first_day;             /* UTC day number of its first message */
+	uint32_t day;                   /* the day count is for */
+	uint32_t count;                 /* messages taken on day */
 };
 
 /* What an arriving report says about one of our recipients. */
@@ -280,6 +292,10 @@ struct spool_req {
 		struct {
 			uint64_t upto; /* the last sequence number posted */
 		} events_done;
+		struct {
+			const struct spool_warmup *v; /* stored as they are */
+			unsigned n;
+		} warmup;
 	} u;
 	/* INBOUND only (beside u.mbox): the events it applies. */
 	struct spool_event *events;
@@ -386,6 +402,14 @@ unsigned spool_suppress_foreach(struct spool_reader *r, const char *after, size_
                                 void *arg);
 /* spool_suppress_count - entries on the list. */
 uint64_t spool_suppress_count(struct spool_reader *r);
+
+/* spool_warmup_get - the counter for key ("SOURCE DOMAIN"); false when
+ * there is none. */
+bool spool_warmup_get(struct spool_reader *r, const char *key, struct spool_warmup *out);
+/* spool_warmup_foreach - every counter, in key order; stops when fn
+ * returns false. Returns how many were visited. */
+unsigned spool_warmup_foreach(struct spool_reader *r,
+                              bool (*fn)(const struct spool_warmup *w, void *arg), void *arg);
 
 /* spool_verp_key - the secret VERP addresses are signed with (32 random
  * bytes made when the spool was created; any thread). */

@@ -26,6 +26,7 @@ struct spool {
 	MDB_dbi dbi_meta, dbi_msg, dbi_body, dbi_rcpt, dbi_expire, dbi_mbox, dbi_mbox_meta;
 	MDB_dbi dbi_suppress; /* lower-case address -> struct spool_suppress_hdr, reason */
 	MDB_dbi dbi_events;   /* be64 sequence -> JSON object (spool_events.c) */
+	MDB_dbi dbi_warmup;   /* "SOURCE DOMAIN" -> warm-up counter (spool_warmup.c) */
 	/* Events: the writer's committed numbers (ev) and those of the
 	 * transaction being built (ev_txn), published after each commit. */
 	struct spool_evstate {
@@ -117,6 +118,8 @@ bool spool_commit_deletes(struct spool *sp, MDB_txn *txn, MDB_cursor *cur, unsig
 /* spool_mbox_changed - count a change and tell the owner. */
 void spool_mbox_changed(struct spool *sp);
 
+/* spool_apply_warmup - WARMUP: store the counters. */
+int spool_apply_warmup(struct spool *sp, MDB_txn *txn, struct spool_req *req);
 /* spool_apply_suppress - SUPPRESS: add or remove an address. */
 int spool_apply_suppress(struct spool *sp, MDB_txn *txn, struct spool_req *req);
 #define SUPPRESS_ADDR_MAX 320 /* longest address the list keeps, plus one */

@@ -388,6 +388,8 @@ static int apply(struct writer *w, MDB_txn *txn, struct spool_req *req)
 		return spool_apply_inbound(w->sp, txn, req);
 	case SPOOL_REQ_EVENTS_DONE:
 		return spool_apply_events_done(w->sp, txn, req);
+	case SPOOL_REQ_WARMUP:
+		return spool_apply_warmup(w->sp, txn, req);
 	}
 	rp_panic("unknown request type %d", (int)req->type);
 }

@@ -21,6 +21,7 @@
 #include "base/addr.h"
 #include "base/buf.h"
 #include "base/util.h"
+#include "warmup.h"
 #include "webhook.h"
 
 enum {
@@ -35,6 +36,7 @@ enum {
 	CFG_D_SOURCE = 1u << 8,
 	CFG_D_EHLO = 1u << 9,
 	CFG_D_IDLE = 1u << 10,
+	CFG_D_WARMUP = 1u << 11,
 };
 
 struct parse_state {
@@ -313,7 +315,8 @@ enum vtype {
 	V_USER,     /* a user name (looked up by serve and check-config), or empty */
 	V_URL,      /* a webhook URL (http:// or https://), or empty */
 	V_EVENTS,   /* a list of event names into a SPOOL_EV_BIT() mask */
-	V_NODE      /* a cluster node name: letters, digits, '.', '_', '-' */
+	V_NODE,     /* a cluster node name: letters, digits, '.', '_', '-' */
+	V_WARMUP    /* a warm-up schedule: "50/d, 100/d, ..." (warmup_parse) */
 };
 
 struct key {
@@ -429,6 +432,7 @@ static const struct key keys[] = {
 	{ "domain", "tls", V_CHOICE, D(tls), 0, 0, CFG_D_TLS, NULL, tls_policies },
 	{ "domain", "source", V_IPLIST, D(source), 0, 0, CFG_D_SOURCE, NULL },
 	{ "domain", "ehlo", V_EHLO, D(ehlo), 0, 0, CFG_D_EHLO, NULL },
+	{ "domain", "warmup", V_WARMUP, D(warmup), 0, 0, CFG_D_WARMUP, NULL },
 };
 
 /* set_list - the value types that hold lists or addresses. */
@@ -597,6 +601,13 @@ static bool set_value(struct parse_state *ps, const struct key *k, void *base, c
 	case V_EVENTS:
 	case V_NODE:
 		return set_webhook(ps, k, field, value);
+	case V_WARMUP: {
+		char why[160];
+		if (!warmup_parse(value, (uint32_t *)field, &((struct cfg_domain *)base)->nwarmup,
+		                  why, sizeof(why)))
+			return fail(ps, "warmup: %s", why);
+		return true;
+	}
 	case V_U32:
 		if (!rp_parse_u64(value, &v) || v < k->min || v > k->max)
 			return fail(ps, "%s must be a number from %llu to %llu", k->name,
@@ -961,6 +972,10 @@ static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
 		d->route = def->route;
 	if (!(d->set & CFG_D_TLS))
 		d->tls = def->tls;
+	if (!(d->set & CFG_D_WARMUP)) {
+		memcpy(d->warmup, def->warmup, sizeof(d->warmup));
+		d->nwarmup = def->nwarmup;
+	}
 	/* Strings and lists stay owned by the section that set them
 	 * (config_free). */
 	if (!(d->set & CFG_D_SOURCE)) {
@@ -973,31 +988,6 @@ static void merge_domain(struct cfg_domain *d, const struct cfg_domain *def)
 		d->ehlo = def->ehlo;
 		d->ehlo_line = def->ehlo_line;
 	}
-}
-
-/* parse_sources - d->source (checked by set_list) into d->sources. */
-static void parse_sources(struct cfg_domain *d)
-{
-	char *copy = xstrdup(d->source), *save = NULL;
-	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-		d->sources = xrealloc(d->sources, (d->nsources + 1) * sizeof(*d->sources));
-		struct cfg_source *src = &d->sources[d->nsources++];
-		memset(src, 0, sizeof(*src));
-		struct sockaddr_in *sin = (struct sockaddr_in *)&src->ss;
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&src->ss;
-		if (inet_pton(AF_INET, tok, &sin->sin_addr) == 1) {
-			sin->sin_family = AF_INET;
-			src->len = sizeof(*sin);
-			inet_ntop(AF_INET, &sin->sin_addr, src->text, sizeof(src->text));
-		} else if (inet_pton(AF_INET6, tok, &sin6->sin6_addr) == 1) {
-			sin6->sin6_family = AF_INET6;
-			src->len = sizeof(*sin6);
-			inet_ntop(AF_INET6, &sin6->sin6_addr, src->text, sizeof(src->text));
-		} else {
-			rp_panic("source '%s' passed the check but does not parse", tok);
-		}
-	}
-	free(copy);
 }
 
 struct config *config_load(const char *path, char *err, size_t errlen)
@@ -1065,10 +1055,10 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		config_free(c);
 		return NULL;
 	}
-	parse_sources(&c->defaults);
+	config_parse_sources(&c->defaults);
 	for (unsigned i = 0; i < c->ndomains; i++)
 		if (c->domains[i].set & CFG_D_SOURCE)
-			parse_sources(&c->domains[i]);
+			config_parse_sources(&c->domains[i]);
 	for (unsigned i = 0; i < c->ndomains; i++)
 		merge_domain(&c->domains[i], &c->defaults);
 	return c;

@@ -54,6 +54,8 @@ enum cfg_log_format {
 
 /* Delivery settings of one destination domain ([domain NAME] merged over
  * [domain *]). */
+#define CFG_WARMUP_MAX 90 /* days a [domain] warmup schedule may have */
+
 struct cfg_domain {
 	char *name;               /* lower-case domain, or "*" */
 	unsigned line;            /* where the section started */
@@ -70,6 +72,9 @@ struct cfg_domain {
 	struct cfg_source *sources; /* source parsed, in its order */
 	unsigned nsources;
 	char *ehlo;                      /* EHLO name ("" = [server] hostname) */
+	uint32_t warmup[CFG_WARMUP_MAX]; /* messages a day per source address, the
+	                                  * schedule's k-th day (warmup.c) */
+	unsigned nwarmup;                /* days in it; 0 = no warm-up */
 	unsigned source_line, ehlo_line; /* where source and ehlo were set (0: never) */
 	unsigned set;                    /* keys given in this section (CFG_D_*) */
 };
@@ -221,6 +226,9 @@ typedef void (*config_warn_fn)(void *arg, unsigned line, const char *text);
  * config_ref_new collects them (check-config prints them, serve logs
  * them at start-up and on reload). */
 unsigned config_warnings(const struct config *cfg, config_warn_fn warn, void *arg);
+/* config_parse_sources - d->source (checked when it was set) into
+ * d->sources (config_check.c). */
+void config_parse_sources(struct cfg_domain *d);
 /* config_ehlo_problem - why name is a poor EHLO name (not a fully qualified
  * domain name: no dot, bad syntax, an address), or NULL when it is fine.
  * Pure; the text is static. */

@@ -1,12 +1,13 @@
 /* config_check.c - a loaded config against good practice and this machine
  * (see config.h): the warnings check-config prints and serve logs, and
  * the bind() test of [domain] source addresses that start-up, SIGHUP and
- * check-config run; and the checks across keys that do stop a load
- * (config_check_tls, config_check_keys).
+ * check-config run; the checks across keys that do stop a load
+ * (config_check_tls, config_check_keys); and the parse of the source
+ * addresses themselves (config_parse_sources, part of the load).
  *
- * Promises: nothing here changes the config; a warning never stops
- * anything; config_check_sources takes no port (IP_BIND_ADDRESS_NO_PORT)
- * and leaves no socket open.
+ * Promises: nothing here but config_parse_sources changes the config; a
+ * warning never stops anything; config_check_sources takes no port
+ * (IP_BIND_ADDRESS_NO_PORT) and leaves no socket open.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -218,4 +219,28 @@ bool config_check_keys(const struct config *c, char *err, size_t errlen)
 		return false;
 	}
 	return true;
+}
+
+void config_parse_sources(struct cfg_domain *d)
+{
+	char *copy = xstrdup(d->source), *save = NULL;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		d->sources = xrealloc(d->sources, (d->nsources + 1) * sizeof(*d->sources));
+		struct cfg_source *src = &d->sources[d->nsources++];
+		memset(src, 0, sizeof(*src));
+		struct sockaddr_in *sin = (struct sockaddr_in *)&src->ss;
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&src->ss;
+		if (inet_pton(AF_INET, tok, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			src->len = sizeof(*sin);
+			inet_ntop(AF_INET, &sin->sin_addr, src->text, sizeof(src->text));
+		} else if (inet_pton(AF_INET6, tok, &sin6->sin6_addr) == 1) {
+			sin6->sin6_family = AF_INET6;
+			src->len = sizeof(*sin6);
+			inet_ntop(AF_INET6, &sin6->sin6_addr, src->text, sizeof(src->text));
+		} else {
+			rp_panic("source '%s' passed the check but does not parse", tok);
+		}
+	}
+	free(copy);
 }

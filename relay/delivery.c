@@ -39,15 +39,24 @@
 #include "base/util.h"
 #include "delivery_impl.h"
 
+#define STALL_SCAN_MS 500 /* stall_scan's period while sessions connect */
+
 static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *acct,
                          unsigned start, unsigned k, bool clear_text, char *why, size_t whylen);
-static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
+static bool pool_room(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
 static void rate_configure(struct delivery *dl, struct sched_dest *d, const struct cfg_domain *cd);
 static void pool_rates(struct delivery *dl, struct delivery_pool *pool);
 static void pool_kick_members(struct delivery *dl, struct delivery_pool *pool);
 static uint64_t pool_ready(struct delivery_pool *pool);
 static bool rate_covered(const struct delivery_pool *pool, const struct sched_dest *d);
 static void rekick(struct loop_timer *t);
+static void stall_scan(struct loop_timer *t);
+static void unstall(struct delivery_session *ds);
+static uint32_t warm_left(struct delivery *dl, const struct delivery_source *src,
+                          struct sched_dest *d);
+static void warm_take(struct delivery *dl, const struct delivery_source *src, struct sched_dest *d);
+static uint64_t warm_total(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
+static bool warm_hold(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d);
 static bool over_cluster_share(struct delivery *dl, struct delivery_pool *pool);
 static void trim_idle(struct delivery *dl, struct delivery_pool *pool);
 
@@ -92,13 +101,15 @@ bool delivery_pool_reaches(const struct delivery_pool *pool, int family)
 	return false;
 }
 
-/* source_pick - the pool's next source of this family (round robin), or
- * NULL when it has none. */
-static struct delivery_source *source_pick(struct delivery_pool *p, int family)
+/* source_pick - the pool's next source of this family (round robin) that
+ * acct's warm-up lets send today, or NULL when it has none. */
+static struct delivery_source *source_pick(struct delivery *dl, struct delivery_pool *p, int family,
+                                           struct sched_dest *acct)
 {
 	for (unsigned i = 0; i < p->nsources; i++) {
 		unsigned idx = (p->rr_source + i) % p->nsources;
-		if (p->sources[idx].a.ss.ss_family == family) {
+		if (p->sources[idx].a.ss.ss_family == family &&
+		    warm_left(dl, &p->sources[idx], acct)) {
 			p->rr_source = (idx + 1) % p->nsources;
 			return &p->sources[idx];
 		}
@@ -177,15 +188,16 @@ void delivery_pool_leave(struct delivery_pool *p, struct sched_dest *d)
 
 /* pool_next - a session of pool is ready for work: a job from any of the
  * pool's domains (round-robin), or NULL. */
-static struct sched_job *pool_next(struct delivery *dl, struct delivery_pool *pool)
+static struct sched_job *pool_next(struct delivery *dl, struct delivery_session *ds)
 {
+	struct delivery_pool *pool = ds->pool;
 	if (dl->stopping)
 		return NULL;
 	uint64_t now = rp_now_ms(), mono = rp_mono_ms();
-	struct rp_list *first;
-	while ((first = rp_list_first(&pool->active))) {
-		struct delivery_route *rt =
-		    rp_list_entry(first, struct delivery_route, active_link);
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &pool->active)
+	{
+		struct delivery_route *rt = rp_list_entry(pos, struct delivery_route, active_link);
 		if (mono >= rt->expires_ms) {
 			/* Its answer has expired: its kick looks it up again
 			 * before it sends more mail anywhere. */
@@ -193,15 +205,77 @@ static struct sched_job *pool_next(struct delivery *dl, struct delivery_pool *po
 			sched_kick(dl->sched, rt->dest);
 			continue;
 		}
+		/* Not from a source that has sent today's warm-up cap there:
+		 * its kick opens a session from another (and lets this one go
+		 * once idle); with none left the domain waits. */
+		uint32_t left = warm_left(dl, ds->src, rt->dest);
+		if (!left) {
+			if (warm_hold(dl, pool, rt->dest))
+				rp_list_del(&rt->active_link);
+			else
+				sched_kick(dl->sched, rt->dest);
+			continue;
+		}
 		struct sched_job *job = sched_job_next(dl->sched, rt->dest, now);
 		if (!job) {
 			rp_list_del(&rt->active_link);
 			continue;
 		}
+		if (left != WARMUP_NO_CAP)
+			warm_take(dl, ds->src, rt->dest);
 		rp_list_move_tail(&pool->active, &rt->active_link); /* round-robin */
 		return job;
 	}
 	return NULL;
+}
+
+/* ---- warm-up ([domain] warmup) ----------------------------------------- */
+
+/* warm_left - messages d's warm-up lets src (NULL: no [domain] source)
+ * send today; WARMUP_NO_CAP when none applies. */
+static uint32_t warm_left(struct delivery *dl, const struct delivery_source *src,
+                          struct sched_dest *d)
+{
+	if (!delivery_route_of(d)->warmup || !dl->warmup)
+		return WARMUP_NO_CAP;
+	return warmup_left(dl->warmup, config_domain(dl->cfg, d->name), src ? src->a.text : "",
+	                   d->name, rp_now_ms());
+}
+
+static void warm_take(struct delivery *dl, const struct delivery_source *src, struct sched_dest *d)
+{
+	warmup_take(dl->warmup, config_domain(dl->cfg, d->name), src ? src->a.text : "", d->name,
+	            rp_now_ms());
+}
+
+/* warm_total - what every source of pool may still send d today, summed
+ * (UINT64_MAX: no cap). */
+static uint64_t warm_total(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
+{
+	uint64_t sum = 0;
+	for (unsigned i = 0; i < RP_MAX(pool->nsources, 1u); i++) {
+		uint32_t left = warm_left(dl, pool->nsources ? &pool->sources[i] : NULL, d);
+		if (left == WARMUP_NO_CAP)
+			return UINT64_MAX;
+		sum += left;
+	}
+	return sum;
+}
+
+/* warm_hold - d has work but every source of pool has sent today's
+ * warm-up cap to it: d waits for the next UTC day (its mail stays queued,
+ * never bounced for it). True when it waits. */
+static bool warm_hold(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
+{
+	if (!delivery_route_of(d)->warmup || !d->nready_jobs || warm_total(dl, pool, d))
+		return false;
+	char why[200];
+	snprintf(why, sizeof(why),
+	         "warm-up: today's cap reached from %s; the rest waits for the next UTC day",
+	         pool->nsources > 1 ? "every source address" : "the source address");
+	sched_dest_wait(dl->sched, d, warmup_day_end_ms(rp_now_ms()), why);
+	dl->warmup_waits++;
+	return true;
 }
 
 /* ---- kept TLS sessions (resumption) ------------------------------------ */
@@ -302,18 +376,30 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	}
 	struct delivery_pool *pool = rt->pool;
 	pool->used_ms = rp_mono_ms();
+	if (warm_hold(dl, pool, d))
+		return;
 	if (d->nready_jobs)
 		active_add(pool, rt);
 	/* Work goes to idle sessions first: connection reuse; but not beyond
-	 * the pool's share of a cluster's slots. */
+	 * the pool's share of a cluster's slots. An idle session from a
+	 * source that has sent today's warm-up cap to d goes (a new one from
+	 * another source may carry the work). */
 	struct rp_list *first;
 	trim_idle(dl, pool);
 	while ((first = rp_list_first(&pool->idle))) {
+		struct delivery_session *ds =
+		    rp_list_entry(first, struct delivery_session, idle_link);
+		uint32_t left = warm_left(dl, ds->src, d);
+		if (!left) {
+			idle_del(pool, ds);
+			smtp_client_quit(ds->c);
+			continue;
+		}
 		struct sched_job *job = sched_job_next(dl->sched, d, now);
 		if (!job)
 			break;
-		struct delivery_session *ds =
-		    rp_list_entry(first, struct delivery_session, idle_link);
+		if (left != WARMUP_NO_CAP)
+			warm_take(dl, ds->src, d);
 		idle_del(pool, ds);
 		smtp_client_give(ds->c, job);
 	}
@@ -322,16 +408,20 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 		pool_rates(dl, pool);
 	/* Slow start lets more sessions on their way as time passes without a
 	 * refusal: a pool it holds back looks again soon. */
-	if (pool->shape.slow_start && pool->shape.started && rt->nconnecting < d->nready_jobs &&
+	if (pool->shape.slow_start && pool->shape.started &&
+	    rt->nconnecting - rt->nstalled < d->nready_jobs &&
 	    pool->nsessions < pool->max_connections && !loop_timer_armed(&dl->rekick) &&
-	    (pool->nsessions >= pool_cap(dl, pool, d) || pool->shape.txn_ms <= 0))
+	    (!pool_room(dl, pool, d) || pool->shape.txn_ms <= 0))
 		loop_timer_arm(dl->loop, &dl->rekick, DELIVERY_SHAPE_DOUBLE_MS, rekick);
 	/* The pool's ready work is counted once per kick, not per session
-	 * opened: a pool may serve thousands of domains. */
+	 * opened: a pool may serve thousands of domains. Stalled sessions
+	 * (stall_scan) are not on their way: they count only against
+	 * max_connections. */
 	uint64_t ready = pool_ready(pool);
-	while (rt->nconnecting < d->nready_jobs && pool->nsessions < pool_cap(dl, pool, d) &&
-	       shape_wants(&pool->shape, pool->nsessions, ready) && !rate_covered(pool, d) &&
-	       sched_dest_may_connect(dl->sched, d, now)) {
+	uint64_t want = RP_MIN(d->nready_jobs, warm_total(dl, pool, d));
+	while (rt->nconnecting - rt->nstalled < want && pool_room(dl, pool, d) &&
+	       shape_wants(&pool->shape, pool->nsessions - pool->nstalled, ready) &&
+	       !rate_covered(pool, d) && sched_dest_may_connect(dl->sched, d, now)) {
 		unsigned start = pool->rr_hop++;
 		char why[300];
 		if (!session_open(dl, pool, d, start, 0, false, why, sizeof(why))) {
@@ -376,7 +466,7 @@ static bool rate_covered(const struct delivery_pool *pool, const struct sched_de
 	if (d->lim.rate <= 0 || pool->shape.txn_ms <= 0)
 		return false;
 	double need = d->lim.rate * pool->shape.txn_ms / 1000.0 + 1.0;
-	return (double)pool->nsessions >= need;
+	return (double)(pool->nsessions - pool->nstalled) >= need;
 }
 
 /* pool_kick_members - every member of pool with ready work runs again
@@ -391,17 +481,22 @@ static void pool_kick_members(struct delivery *dl, struct delivery_pool *pool)
 	}
 }
 
-/* pool_cap - the sessions pool may have: its limit, or with [cluster] this
+/* pool_room - whether pool may have one more session: under
+ * max_connections, its sessions on their way (stalled ones aside) under
+ * what the receiver tolerates (shape_cap), and with [cluster] under this
  * shard's leases (asking for more when d's work needs them) or its share
  * while Redis is away. */
-static unsigned pool_cap(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
+static bool pool_room(struct delivery *dl, struct delivery_pool *pool, struct sched_dest *d)
 {
-	unsigned cap = shape_cap(&pool->shape, pool->max_connections, pool->nworking);
+	if (pool->nsessions >= pool->max_connections ||
+	    pool->nsessions - pool->nstalled >=
+	        shape_cap(&pool->shape, pool->max_connections, pool->nworking))
+		return false;
 	if (!dl->cluster)
-		return cap;
+		return true;
 	unsigned demand = (unsigned)RP_MIN(d->nready_jobs, (uint64_t)pool->max_connections);
-	return RP_MIN(cap, cluster_conn_limit(dl->cluster, &pool->lease, pool->key,
-	                                      pool->max_connections, pool->nsessions, demand));
+	return pool->nsessions < cluster_conn_limit(dl->cluster, &pool->lease, pool->key,
+	                                            pool->max_connections, pool->nsessions, demand);
 }
 
 /* rate_configure - d's rate: the config's, or with [cluster] the shared
@@ -527,6 +622,7 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 		struct delivery_route *rt = delivery_route_of(ds->acct);
 		rp_assert(rt->nconnecting > 0);
 		rt->nconnecting--;
+		unstall(ds);
 		ds->working = true;
 		ds->pool->nworking++;
 		unsigned cap =
@@ -549,7 +645,7 @@ static struct sched_job *on_ready(struct smtp_client *c, void *arg, bool first)
 		smtp_client_quit(c); /* the cluster's share shrank (Redis went away) */
 		return NULL;
 	}
-	struct sched_job *job = pool_next(dl, ds->pool);
+	struct sched_job *job = pool_next(dl, ds);
 	if (!job && !dl->stopping)
 		idle_add(ds->pool, ds);
 	return job;
@@ -671,6 +767,7 @@ static void on_done(struct smtp_client *c, void *arg)
 		struct delivery_route *rt = delivery_route_of(ds->acct);
 		rp_assert(rt->nconnecting > 0);
 		rt->nconnecting--;
+		unstall(ds);
 	}
 	pool->nsessions--;
 	if (dl->cluster)
@@ -752,7 +849,12 @@ static bool client_open(struct delivery_pool *pool, struct delivery_session *ds,
 	/* delivery_hop gives only hops that one of the sources can reach. */
 	rp_assert(!pool->nsources || tries);
 	for (unsigned i = 0; i < (tries ? tries : 1); i++) {
-		ds->src = pool->nsources ? source_pick(pool, family) : NULL;
+		ds->src = pool->nsources ? source_pick(ds->dl, pool, family, ds->acct) : NULL;
+		if (pool->nsources && !ds->src) {
+			snprintf(why, whylen, "no source address may send to %s today (warm-up)",
+			         ds->acct->name);
+			return false;
+		}
 		p->source = ds->src ? (const struct sockaddr *)&ds->src->a.ss : NULL;
 		p->sourcelen = ds->src ? ds->src->a.len : 0;
 		ds->c = smtp_client_open(p);
@@ -827,7 +929,51 @@ static bool session_open(struct delivery *dl, struct delivery_pool *pool, struct
 	pool->nsessions++;
 	delivery_route_of(acct)->nconnecting++;
 	sched_session_opened(dl->sched, acct);
+	if (!loop_timer_armed(&dl->stall))
+		loop_timer_arm(dl->loop, &dl->stall, STALL_SCAN_MS, stall_scan);
 	return true;
+}
+
+/* ---- stalled sessions -------------------------------------------------- */
+
+/* stall_scan - a session still connecting long after sessions to its
+ * destination usually get through EHLO (shape_stall_ms: a silent greeting
+ * holds it for the 5-minute greeting timeout) no longer counts as on its
+ * way: its destination's ready work may open another. Runs while any
+ * session is connecting. */
+static void stall_scan(struct loop_timer *t)
+{
+	struct delivery *dl = RP_CONTAINER_OF(t, struct delivery, stall);
+	uint64_t now = rp_mono_ms();
+	bool connecting = false;
+	struct rp_list *pos, *tmp;
+	rp_list_foreach_safe(pos, tmp, &dl->sessions)
+	{
+		struct delivery_session *ds = rp_list_entry(pos, struct delivery_session, link);
+		if (ds->working || ds->stalled)
+			continue;
+		if (now - ds->opened_ms < shape_stall_ms(&ds->pool->shape)) {
+			connecting = true;
+			continue;
+		}
+		ds->stalled = true;
+		ds->pool->nstalled++;
+		delivery_route_of(ds->acct)->nstalled++;
+		pool_kick_members(dl, ds->pool);
+	}
+	if (connecting && !dl->stopping)
+		loop_timer_arm(dl->loop, &dl->stall, STALL_SCAN_MS, stall_scan);
+	delivery_touch(dl);
+}
+
+/* unstall - ds got through EHLO or is gone: no longer stalled. */
+static void unstall(struct delivery_session *ds)
+{
+	if (!ds->stalled)
+		return;
+	ds->stalled = false;
+	ds->pool->nstalled--;
+	delivery_route_of(ds->acct)->nstalled--;
 }
 
 /* ---- life cycle -------------------------------------------------------- */
@@ -845,6 +991,8 @@ struct delivery *delivery_new(const struct delivery_params *p)
 	dl->touch = p->touch;
 	dl->session_gone = p->session_gone;
 	dl->arg = p->arg;
+	if (p->spool)
+		dl->warmup = warmup_new(p->spool, p->loop);
 	rp_list_init(&dl->sessions);
 	return dl;
 }
@@ -871,6 +1019,7 @@ void delivery_stop(struct delivery *dl)
 {
 	dl->stopping = true;
 	loop_timer_disarm(dl->loop, &dl->rekick);
+	loop_timer_disarm(dl->loop, &dl->stall);
 	struct rp_list *pos, *tmp;
 	rp_list_foreach_safe(pos, tmp, &dl->sessions)
 	{
@@ -898,6 +1047,7 @@ void delivery_free(struct delivery *dl)
 		return;
 	rp_assert(!dl->nsessions);
 	loop_timer_disarm(dl->loop, &dl->rekick);
+	loop_timer_disarm(dl->loop, &dl->stall);
 	if (dl->sched)
 		sched_foreach_dest(dl->sched, delivery_route_free, NULL);
 	for (uint32_t i = 0; i < dl->pool_tab_size; i++) {
@@ -915,6 +1065,7 @@ void delivery_free(struct delivery *dl)
 		}
 	}
 	free(dl->pool_tab);
+	warmup_free(dl->warmup); /* what changed goes to the spool */
 	tls_ctx_unref(dl->tls_client);
 	free(dl);
 }
@@ -923,6 +1074,7 @@ void delivery_free(struct delivery *dl)
 
 void delivery_fill_stats(const struct delivery *dl, struct stats_snapshot *part)
 {
+	part->warmup_waits += dl->warmup_waits;
 	for (uint32_t i = 0; i < dl->pool_tab_size; i++)
 		for (const struct delivery_pool *p = dl->pool_tab[i]; p; p = p->hnext) {
 			if (!p->nmembers && !p->nsessions)

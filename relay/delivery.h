@@ -35,6 +35,7 @@ struct delivery_params {
 	const struct config *cfg;            /* domain settings and the EHLO name
 	                                      * (replace with delivery_set_config) */
 	struct cluster *cluster;             /* [cluster] limits, or NULL (not owned) */
+	struct spool *spool;                 /* warm-up counters ([domain] warmup) */
 	struct tls_ctx *tls_client;          /* outbound STARTTLS (a reference is
 	                                      * taken); NULL: never STARTTLS */
 	const struct sockaddr_storage *ours; /* our listeners' addresses: mail routed

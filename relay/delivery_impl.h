@@ -9,6 +9,7 @@
 #include "delivery.h"
 #include "delivery_shape.h"
 #include "smtp_client.h"
+#include "warmup.h"
 
 struct delivery_session;
 
@@ -30,6 +31,9 @@ struct delivery {
 	unsigned nsessions;
 	struct cluster *cluster;  /* [cluster]: limits shared through Redis, or NULL */
 	struct loop_timer rekick; /* slow start: pools held back by time look again */
+	struct loop_timer stall;  /* connecting sessions that take too long (stall_scan) */
+	struct warmup *warmup;    /* [domain] warmup counters (warmup.c) */
+	uint64_t warmup_waits;    /* times a domain waited for the next day's cap */
 };
 
 #define DELIVERY_TLS_KEEP 4 /* resumable TLS sessions kept per pool */
@@ -67,6 +71,8 @@ struct delivery_pool {
 	unsigned nidle;
 	unsigned nworking; /* sessions past EHLO: the destination works */
 	unsigned nsessions;
+	unsigned nstalled;               /* of which connecting for too long: not counted as
+	                                  * on their way (stall_scan) */
 	uint32_t max_connections;        /* the smallest of the members' limits */
 	uint64_t used_ms;                /* last time it had members or sessions */
 	unsigned tls_policy;             /* enum cfg_tls_policy: part of the key */
@@ -93,6 +99,9 @@ struct delivery_route {
 	struct dns_result *res;     /* its current answer (ref) */
 	uint64_t expires_ms;        /* monotonic: resolve again after */
 	unsigned nconnecting;       /* sessions it opened that have no job yet */
+	unsigned nstalled;          /* of which stalled (stall_scan) */
+	bool warmup;                /* its [domain] has a warm-up schedule (as of
+	                             * the last refresh: warm_left checks the config) */
 	struct rp_list active_link; /* on pool->active while it may have work */
 	bool resolving;
 };
@@ -110,6 +119,7 @@ struct delivery_session {
 	struct delivery_source *src; /* the pool's source it is bound to, or NULL */
 	bool clear_text;             /* the opportunistic retry without STARTTLS */
 	bool working;                /* got past EHLO: counted as working */
+	bool stalled;                /* still connecting long after it should be ready */
 	uint64_t opened_ms;          /* mono: when it began connecting */
 	unsigned ntxn;               /* transactions it carried */
 	bool closing;                /* takes no more work */

@@ -331,6 +331,7 @@ bool delivery_route_refresh(struct delivery *dl, struct delivery_route *rt)
 {
 	struct sched_dest *d = rt->dest;
 	const struct cfg_domain *cd = config_domain(dl->cfg, d->name);
+	rt->warmup = cd->nwarmup > 0;
 	if (cd->route.set && cd->route.sslen)
 		return fixed_route(dl, rt, "route", (const struct sockaddr *)&cd->route.ss,
 		                   cd->route.sslen, cd->route.host, cd->route.port);

@@ -610,6 +610,7 @@ static void services_new(struct shard *sh)
 		.loop = sh->loop,
 		.dns = sh->dns,
 		.cluster = sh->cluster,
+		.spool = sh->relay->spool,
 		.cfg = sh->cfg,
 		.tls_client = sh->cref->tls_client,
 		.ours = sh->relay->ours,
