@@ -138,6 +138,7 @@ struct delivery_pool *delivery_pool_get(struct delivery *dl, const char *key,
 		pool_sources(p, cd);
 		rp_list_init(&p->active);
 		rp_list_init(&p->idle);
+		rp_list_init(&p->idle_new);
 		p->hnext = dl->pool_tab[h];
 		dl->pool_tab[h] = p;
 		dl->npools++;
@@ -342,10 +343,21 @@ static void kept_flush(struct delivery_pool *p)
 
 /* ---- idle sessions ----------------------------------------------------- */
 
+/* idle_add - ds waits for work: a session that has carried nothing yet
+ * apart, to be given work first (a session that ends without a message
+ * counts against the sender at the receiver); the others most recent
+ * first, so that a surplus idles out. */
 static void idle_add(struct delivery_pool *pool, struct delivery_session *ds)
 {
-	rp_list_add(&pool->idle, &ds->idle_link);
+	rp_list_add(ds->ntxn ? &pool->idle : &pool->idle_new, &ds->idle_link);
 	pool->nidle++;
+}
+
+/* idle_first - the idle session to give work to next, or NULL. */
+static struct rp_list *idle_first(struct delivery_pool *pool)
+{
+	struct rp_list *first = rp_list_first(&pool->idle_new);
+	return first ? first : rp_list_first(&pool->idle);
 }
 
 static void idle_del(struct delivery_pool *pool, struct delivery_session *ds)
@@ -386,7 +398,7 @@ static void pool_kick(struct sched_dest *d, void *ctx)
 	 * another source may carry the work). */
 	struct rp_list *first;
 	trim_idle(dl, pool);
-	while ((first = rp_list_first(&pool->idle))) {
+	while ((first = idle_first(pool))) {
 		struct delivery_session *ds =
 		    rp_list_entry(first, struct delivery_session, idle_link);
 		uint32_t left = warm_left(dl, ds->src, d);
@@ -538,7 +550,7 @@ static void rate_reconfigure(struct sched_dest *d, void *ctx)
 static void trim_idle(struct delivery *dl, struct delivery_pool *pool)
 {
 	struct rp_list *first;
-	while (over_cluster_share(dl, pool) && (first = rp_list_first(&pool->idle))) {
+	while (over_cluster_share(dl, pool) && (first = idle_first(pool))) {
 		struct delivery_session *ds =
 		    rp_list_entry(first, struct delivery_session, idle_link);
 		idle_del(pool, ds);

@@ -68,6 +68,7 @@ struct delivery_pool {
 	                        * turn: the next job comes from the first */
 	unsigned rr_hop;       /* spreads sessions over equal-preference hops */
 	struct rp_list idle;   /* idle sessions, most recent first */
+	struct rp_list idle_new; /* idle sessions that have carried nothing yet */
 	unsigned nidle;
 	unsigned nworking; /* sessions past EHLO: the destination works */
 	unsigned nsessions;
