@@ -64,10 +64,10 @@ struct delivery_pool {
 	uint16_t port;
 	struct sched_dest **members; /* domains routed here */
 	unsigned nmembers, members_cap;
-	struct rp_list active; /* routes of members with ready work, in
-	                        * turn: the next job comes from the first */
-	unsigned rr_hop;       /* spreads sessions over equal-preference hops */
-	struct rp_list idle;   /* idle sessions, most recent first */
+	struct rp_list active;   /* routes of members with ready work, in
+	                          * turn: the next job comes from the first */
+	unsigned rr_hop;         /* spreads sessions over equal-preference hops */
+	struct rp_list idle;     /* idle sessions, most recent first */
 	struct rp_list idle_new; /* idle sessions that have carried nothing yet */
 	unsigned nidle;
 	unsigned nworking; /* sessions past EHLO: the destination works */

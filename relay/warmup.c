@@ -17,7 +17,7 @@
 #include "base/util.h"
 
 #define FLUSH_MS    1000
-#define FLUSH_BATCH 4096  /* counters per writer request, at most */
+#define FLUSH_BATCH 4096 /* counters per writer request, at most */
 #define DAY_MS      86400000ull
 #define CAP_MAX     10000000u
 
@@ -49,7 +49,8 @@ bool warmup_parse(const char *text, uint32_t *caps, unsigned *n, char *err, size
 	while (*p) {
 		char *end;
 		if (*p < '0' || *p > '9') {
-			snprintf(err, errlen, "day %u: expected a number of messages like 50/d", k + 1);
+			snprintf(err, errlen, "day %u: expected a number of messages like 50/d",
+			         k + 1);
 			return false;
 		}
 		unsigned long v = strtoul(p, &end, 10);
@@ -198,8 +199,8 @@ static void flush_timer(struct loop_timer *t)
 	warmup_flush(RP_CONTAINER_OF(t, struct warmup, flush));
 }
 
-void warmup_take(struct warmup *w, const struct cfg_domain *cd, const char *src,
-                 const char *domain, uint64_t now_ms)
+void warmup_take(struct warmup *w, const struct cfg_domain *cd, const char *src, const char *domain,
+                 uint64_t now_ms)
 {
 	if (!cd->nwarmup)
 		return;

@@ -46,8 +46,8 @@ uint32_t warmup_left(struct warmup *w, const struct cfg_domain *cd, const char *
                      const char *domain, uint64_t now_ms);
 /* warmup_take - src took a message for domain (counted while cd's
  * schedule applies to the pair). */
-void warmup_take(struct warmup *w, const struct cfg_domain *cd, const char *src,
-                 const char *domain, uint64_t now_ms);
+void warmup_take(struct warmup *w, const struct cfg_domain *cd, const char *src, const char *domain,
+                 uint64_t now_ms);
 /* warmup_flush - hand the changed counters to the spool writer. */
 void warmup_flush(struct warmup *w);
 

@@ -30,13 +30,14 @@ Test(warmup, parse)
 	          cd.warmup[3] == 1000);
 	cd = schedule("");
 	cr_assert_eq(cd.nwarmup, 0, "empty: no warm-up (a domain can turn [domain *]'s off)");
-	const char *bad[] = { "50", "0/d", "50/d,", "50/w", "50/d 100/d", "-5/d", "x/d",
-		              "10000001/d", "50/dd", ",50/d" };
+	const char *bad[] = { "50",   "0/d", "50/d,",      "50/w",  "50/d 100/d",
+		              "-5/d", "x/d", "10000001/d", "50/dd", ",50/d" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		uint32_t caps[CFG_WARMUP_MAX];
 		unsigned n = 0;
 		char err[160] = "";
-		cr_assert_not(warmup_parse(bad[i], caps, &n, err, sizeof(err)), "%s accepted", bad[i]);
+		cr_assert_not(warmup_parse(bad[i], caps, &n, err, sizeof(err)), "%s accepted",
+		              bad[i]);
 		cr_assert(err[0], "%s: no reason", bad[i]);
 	}
 	char many[CFG_WARMUP_MAX * 8 + 16] = "";
