@@ -383,6 +383,22 @@ Test(config, domain_defaults_merge)
 	config_free(c);
 }
 
+Test(config, warmup_schedules_merge)
+{
+	struct config *c = load_ok("[domain *]\nwarmup = 50/d, 100/d\n"
+	                           "[domain off.example]\nwarmup =\n"
+	                           "[domain own.example]\nwarmup = 5/d\n"
+	                           "[domain rate.example]\nrate = 3\n");
+	const struct cfg_domain *d = config_domain(c, "rate.example");
+	cr_assert(d->nwarmup == 2 && d->warmup[0] == 50 && d->warmup[1] == 100,
+	          "inherited from [domain *]");
+	cr_assert_eq(config_domain(c, "off.example")->nwarmup, 0, "empty: none for this domain");
+	d = config_domain(c, "own.example");
+	cr_assert(d->nwarmup == 1 && d->warmup[0] == 5);
+	cr_assert_eq(config_domain(c, "any.example")->nwarmup, 2);
+	config_free(c);
+}
+
 struct err_case {
 	const char *text;
 	unsigned line; /* 0: the message names no line */
@@ -390,6 +406,7 @@ struct err_case {
 };
 
 static const struct err_case errors[] = {
+	{ "[domain *]\nwarmup = 50/d, 100\n", 2, "warmup: day 2: expected N/d with N from 1" },
 	{ "[server]\nhostname = x.example\nbogus = 1\n", 3, "unknown key 'bogus' in [server]" },
 	{ "[server]\nhostname = x.example\n\n[bogus]\nfoo = 1\n", 4, "unknown section [bogus]" },
 	{ "[server]\n[bogus] ; empty\n[queue]\nmax_age = 1d\n", 2, "unknown section [bogus]" },
