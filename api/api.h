@@ -86,6 +86,10 @@ struct api_ops {
 	void (*stats)(void *ctx, struct api_stats_req *req);
 	/* admin - apply an administrative operation on the owning shard. */
 	void (*admin)(void *ctx, struct api_admin_req *req);
+	/* warmup_schedule - domain's [domain] warmup caps in *caps (valid
+	 * until the config changes, on this thread), their number returned
+	 * (0: none). NULL: GET /v1/warmup answers without caps. */
+	unsigned (*warmup_schedule)(void *ctx, const char *domain, const uint32_t **caps);
 };
 
 /* api_server_new - an API server on loop. spool and reader are the

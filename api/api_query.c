@@ -903,16 +903,9 @@ void api_bounce_list(struct api_session *s, const char *arg)
 {
 	(void)arg;
 	struct api_server *srv = s->srv;
-	char lim[16];
-	unsigned long limit = 0; /* all */
-	if (http_query_param(s, "limit", lim, sizeof(lim))) {
-		char *end;
-		limit = strtoul(lim, &end, 10);
-		if (!*lim || *end || !limit || limit > 100000) {
-			http_error(s, 400, "bad_field", "limit must be a number from 1 to 100000");
-			return;
-		}
-	}
+	unsigned limit = 0; /* all */
+	if (!http_query_limit(s, 100000, &limit))
+		return;
 	if (!spool_reader_begin(srv->reader)) {
 		http_error(s, 503, "unavailable", "the spool cannot be read right now");
 		return;

@@ -63,18 +63,10 @@ void api_suppress_list(struct api_session *s, const char *arg)
 {
 	(void)arg;
 	struct api_server *srv = s->srv;
-	char addr[ADDR_MAX + 1], after[ADDR_MAX + 1], lim[16];
+	char addr[ADDR_MAX + 1], after[ADDR_MAX + 1];
 	unsigned limit = PAGE_DEFAULT;
-	if (http_query_param(s, "limit", lim, sizeof(lim))) {
-		char *end;
-		unsigned long v = strtoul(lim, &end, 10);
-		if (!*lim || *end || !v || v > PAGE_MAX) {
-			http_error(s, 400, "bad_field", "limit must be a number from 1 to %d",
-			           PAGE_MAX);
-			return;
-		}
-		limit = (unsigned)v;
-	}
+	if (!http_query_limit(s, PAGE_MAX, &limit))
+		return;
 	bool one = http_query_param(s, "address", addr, sizeof(addr));
 	bool paged = http_query_param(s, "after", after, sizeof(after));
 	if (!spool_reader_begin(srv->reader)) {

@@ -400,6 +400,7 @@ static const struct route routes[] = {
 	{ "/v1/suppressions", HTTP_GET, api_suppress_list, READ },
 	{ "/v1/suppressions", HTTP_POST, api_suppress_add, ADMIN },
 	{ "/v1/suppressions/", HTTP_DELETE, api_suppress_del, ADMIN },
+	{ "/v1/warmup", HTTP_GET, api_warmup_list, READ },
 	{ "/", HTTP_GET, api_dashboard, 0 },
 	{ "/", HTTP_HEAD, api_dashboard, 0 },
 	{ "/ui", HTTP_GET, api_dashboard, 0 },
@@ -600,6 +601,21 @@ bool http_query_param(const struct api_session *s, const char *name, char *out, 
 		p = amp ? amp + 1 : end;
 	}
 	return false;
+}
+
+bool http_query_limit(struct api_session *s, unsigned max, unsigned *limit)
+{
+	char lim[16];
+	if (!http_query_param(s, "limit", lim, sizeof(lim)))
+		return true;
+	char *end;
+	unsigned long v = strtoul(lim, &end, 10);
+	if (!*lim || *end || !v || v > max) {
+		http_error(s, 400, "bad_field", "limit must be a number from 1 to %u", max);
+		return false;
+	}
+	*limit = (unsigned)v;
+	return true;
 }
 
 /* ---- session ----------------------------------------------------------- */

@@ -103,6 +103,9 @@ void http_json_str_or_null(struct buf *b, const char *s);
 /* http_query_param - the value of name in the request's query string
  * (copied into out, percent-decoded); false when absent. */
 bool http_query_param(const struct api_session *s, const char *name, char *out, size_t outlen);
+/* http_query_limit - ?limit=N into *limit when given (1 .. max); a bad
+ * value is answered 400 naming it and false returned. */
+bool http_query_limit(struct api_session *s, unsigned max, unsigned *limit);
 /* http_url_decode - percent-decode in[0..n) into out (NUL-terminated;
  * '+' is a space when plus_space: query strings); false when it did not
  * fit or held an encoded NUL. */
@@ -126,6 +129,8 @@ void api_bounce_get(struct api_session *s, const char *arg);
 void api_suppress_list(struct api_session *s, const char *arg);
 void api_suppress_add(struct api_session *s, const char *arg);
 void api_suppress_del(struct api_session *s, const char *arg);
+/* api_warmup_list - GET /v1/warmup: the warm-up counters (api_warmup.c). */
+void api_warmup_list(struct api_session *s, const char *arg);
 /* api_dashboard - the dashboard page (dashboard.c); no key needed. */
 void api_dashboard(struct api_session *s, const char *arg);
 

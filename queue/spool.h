@@ -403,13 +403,24 @@ unsigned spool_suppress_foreach(struct spool_reader *r, const char *after, size_
 /* spool_suppress_count - entries on the list. */
 uint64_t spool_suppress_count(struct spool_reader *r);
 
+/* spool_warmup_index - the day of its schedule counter c is on, on UTC
+ * day today (0 = the first; a pair that never sent, or a clock set back,
+ * is on its first). */
+uint32_t spool_warmup_index(const struct spool_warmup *c, uint32_t today);
+/* spool_warmup_left - what a schedule of n daily caps leaves c on day
+ * today: UINT32_MAX (no cap) when n is 0 or c is past its last day. */
+uint32_t spool_warmup_left(const struct spool_warmup *c, const uint32_t *caps, unsigned n,
+                           uint32_t today);
 /* spool_warmup_get - the counter for key ("SOURCE DOMAIN"); false when
  * there is none. */
 bool spool_warmup_get(struct spool_reader *r, const char *key, struct spool_warmup *out);
-/* spool_warmup_foreach - every counter, in key order; stops when fn
- * returns false. Returns how many were visited. */
-unsigned spool_warmup_foreach(struct spool_reader *r,
+/* spool_warmup_foreach - the counters after key `after` (NULL: from the
+ * start), in key order; stops when fn returns false. Returns how many were
+ * visited. */
+unsigned spool_warmup_foreach(struct spool_reader *r, const char *after,
                               bool (*fn)(const struct spool_warmup *w, void *arg), void *arg);
+/* spool_warmup_count - counters stored. */
+uint64_t spool_warmup_count(struct spool_reader *r);
 
 /* spool_verp_key - the secret VERP addresses are signed with (32 random
  * bytes made when the spool was created; any thread). */

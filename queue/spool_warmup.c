@@ -20,6 +20,21 @@ struct warmup_val {
 	uint32_t first_day, day, count;
 };
 
+uint32_t spool_warmup_index(const struct spool_warmup *c, uint32_t today)
+{
+	return c->first_day && today > c->first_day ? today - c->first_day : 0;
+}
+
+uint32_t spool_warmup_left(const struct spool_warmup *c, const uint32_t *caps, unsigned n,
+                           uint32_t today)
+{
+	uint32_t k = spool_warmup_index(c, today);
+	if (k >= n)
+		return UINT32_MAX;
+	uint32_t sent = c->day == today ? c->count : 0;
+	return caps[k] > sent ? caps[k] - sent : 0;
+}
+
 int spool_apply_warmup(struct spool *sp, MDB_txn *txn, struct spool_req *req)
 {
 	for (unsigned i = 0; i < req->u.warmup.n; i++) {
@@ -65,7 +80,7 @@ bool spool_warmup_get(struct spool_reader *r, const char *key, struct spool_warm
 	return true;
 }
 
-unsigned spool_warmup_foreach(struct spool_reader *r,
+unsigned spool_warmup_foreach(struct spool_reader *r, const char *after,
                               bool (*fn)(const struct spool_warmup *w, void *arg), void *arg)
 {
 	rp_assert(r->active);
@@ -73,9 +88,18 @@ unsigned spool_warmup_foreach(struct spool_reader *r,
 	if (mdb_cursor_open(r->txn, r->sp->dbi_warmup, &cur))
 		return 0;
 	unsigned n = 0;
-	MDB_val k, v;
-	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+	MDB_val k = { 0 }, v;
+	int rc;
+	if (after && after[0]) {
+		k.mv_size = strlen(after);
+		k.mv_data = (void *)after;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (!rc && k.mv_size == strlen(after) && !memcmp(k.mv_data, after, k.mv_size))
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* after, not from */
+	} else {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	}
+	for (; !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct spool_warmup w;
 		if (k.mv_size >= sizeof(w.key) || !decode(&v, &w))
 			continue;
@@ -87,4 +111,13 @@ unsigned spool_warmup_foreach(struct spool_reader *r,
 	}
 	mdb_cursor_close(cur);
 	return n;
+}
+
+uint64_t spool_warmup_count(struct spool_reader *r)
+{
+	rp_assert(r->active);
+	MDB_stat st;
+	if (mdb_stat(r->txn, r->sp->dbi_warmup, &st))
+		return 0;
+	return st.ms_entries;
 }

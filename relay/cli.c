@@ -226,6 +226,18 @@ int cli_request(const struct config *cfg, const char *method, const char *path, 
 }
 
 /* fail_status - print the API's error message and map the status. */
+void cli_url_encode(struct buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    strchr("-._~", c))
+			buf_append(b, s, 1);
+		else
+			buf_printf(b, "%%%02X", c);
+	}
+}
+
 int cli_fail_status(int status, const struct buf *body)
 {
 	json_error_t je;

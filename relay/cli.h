@@ -18,6 +18,9 @@ struct buf;
  * cannot be reached. */
 int cli_request(const struct config *cfg, const char *method, const char *path, const char *body,
                 struct buf *out);
+/* cli_url_encode - s as a URL path segment or query value (RFC 3986
+ * unreserved characters kept, the rest %XX) onto b. */
+void cli_url_encode(struct buf *b, const char *s);
 /* cli_fail_status - print the API's error and map the status to an exit code. */
 int cli_fail_status(int status, const struct buf *body);
 
@@ -28,6 +31,8 @@ int cli_queue(int argc, char **argv);
 int cli_user(int argc, char **argv);
 /* cli_suppress - `suppress list|add ADDR [--reason R]|del ADDR` (cli_suppress.c). */
 int cli_suppress(int argc, char **argv);
+/* cli_warmup - `warmup`: the warm-up counters, a line each (cli_warmup.c). */
+int cli_warmup(int argc, char **argv);
 /* cli_cluster_stats - `stats --cluster`: every live node's heartbeat read
  * from [cluster] redis, a line each (or JSON) (cli_cluster.c). */
 int cli_cluster_stats(const struct config *cfg, bool json);

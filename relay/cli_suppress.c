@@ -14,19 +14,6 @@
 #include "cli.h"
 #include "config.h"
 
-/* url_encode - a path segment (RFC 3986 unreserved kept). */
-static void url_encode(struct buf *b, const char *s)
-{
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    strchr("-._~", c))
-			buf_append(b, s, 1);
-		else
-			buf_printf(b, "%%%02X", c);
-	}
-}
-
 /* list - every entry, a page at a time. */
 static int list(const struct config *cfg)
 {
@@ -36,7 +23,7 @@ static int list(const struct config *cfg)
 		buf_puts(&path, "/v1/suppressions?limit=1000");
 		if (after[0]) {
 			buf_puts(&path, "&after=");
-			url_encode(&path, after);
+			cli_url_encode(&path, after);
 		}
 		int status = cli_request(cfg, "GET", buf_cstr(&path), NULL, &out);
 		buf_free(&path);
@@ -105,7 +92,7 @@ int cli_suppress(int argc, char **argv)
 			json_decref(o);
 		} else {
 			buf_puts(&path, "/v1/suppressions/");
-			url_encode(&path, args[1]);
+			cli_url_encode(&path, args[1]);
 			status = cli_request(cfg, "DELETE", buf_cstr(&path), NULL, &out);
 		}
 		if (status == 200 || status == 201) {

@@ -41,6 +41,7 @@ static void usage(FILE *f)
 	      "DOMAIN|purge DOMAIN\n"
 	      "       ringpost user -c FILE add|del NAME    (password on standard input)\n"
 	      "       ringpost suppress -c FILE list|add ADDRESS [--reason TEXT]|del ADDRESS\n"
+	      "       ringpost warmup -c FILE\n"
 	      "       ringpost check-config -c FILE\n"
 	      "       ringpost version\n",
 	      f);
@@ -512,6 +513,8 @@ int main(int argc, char **argv)
 		return cli_user(argc - 1, argv + 1);
 	if (!strcmp(cmd, "suppress"))
 		return cli_suppress(argc - 1, argv + 1);
+	if (!strcmp(cmd, "warmup"))
+		return cli_warmup(argc - 1, argv + 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
 		printf("ringpost 0.1.0\n");
 		return RP_EX_OK;

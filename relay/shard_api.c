@@ -201,8 +201,17 @@ static void api_admin(void *ctx, struct api_admin_req *req)
 	mq_push(loop_inbox(m->owner->loop), &m->item, admin_run);
 }
 
+static unsigned api_warmup_schedule(void *ctx, const char *domain, const uint32_t **caps)
+{
+	struct shard *sh = ctx;
+	const struct cfg_domain *cd = config_domain(sh->cfg, domain);
+	*caps = cd->warmup;
+	return cd->nwarmup;
+}
+
 const struct api_ops shard_api_ops = {
 	.route = shard_route_from,
 	.stats = api_stats_gather,
 	.admin = api_admin,
+	.warmup_schedule = api_warmup_schedule,
 };

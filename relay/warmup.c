@@ -96,14 +96,7 @@ uint64_t warmup_day_end_ms(uint64_t unix_ms)
 
 uint32_t warmup_allowed(const struct cfg_domain *cd, const struct spool_warmup *c, uint32_t today)
 {
-	if (!cd->nwarmup)
-		return WARMUP_NO_CAP;
-	/* Not started yet, or a clock set back: the first day's cap. */
-	uint32_t k = c->first_day && today > c->first_day ? today - c->first_day : 0;
-	if (k >= cd->nwarmup)
-		return WARMUP_NO_CAP;
-	uint32_t sent = c->day == today ? c->count : 0;
-	return cd->warmup[k] > sent ? cd->warmup[k] - sent : 0;
+	return spool_warmup_left(c, cd->warmup, cd->nwarmup, today);
 }
 
 /* ---- counters ---------------------------------------------------------- */

@@ -20,7 +20,7 @@
 #include "config.h"
 #include "queue/spool.h"
 
-#define WARMUP_NO_CAP UINT32_MAX
+#define WARMUP_NO_CAP UINT32_MAX /* spool_warmup_left's "no cap" */
 
 /* warmup_parse - "50/d, 100/d, 500/d" into caps (CFG_WARMUP_MAX at most)
  * and n ("" = none); false with the reason in err. */

@@ -14,6 +14,10 @@ address) serves three domains:
   - one.test: no source (the kernel's choice, 127.0.0.1) and warmup = 2/d:
     2 of 5 arrive;
   - cold.test: no warmup: all 5 arrive (the cap is per domain);
+  - GET /v1/warmup lists the three counters (source null for one.test),
+    each on day 1 of its schedule with its cap and today's count, paged
+    with limit and after; limit=0 is refused with 400; `ringpost warmup`
+    prints a line each;
   - a message with two recipients at warm.test, sent when the cap is
     reached, waits too: deferred until the next UTC midnight, no attempt
     counted (a message is one transaction, whatever its recipients);
@@ -94,6 +98,40 @@ def caps_per_source_and_domain(x):
     waits = [ln for ln in metrics.splitlines() if ln.startswith("ringpost_warmup_waits_total ")]
     check(waits and int(waits[0].split()[1]) >= 2, f"/metrics: {waits}")
     log(f"     warm.test: 3 from each source, 4 queued; reason {x.reason!r}")
+
+
+@cases.add
+def api_and_cli_show_the_counters(x):
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+
+    def listing():
+        r = x.d.api("GET", "/v1/warmup")
+        check(r.status == 200, f"GET /v1/warmup: HTTP {r.status}: {r.body[:200]!r}")
+        doc = r.json()
+        got = {(e["source"], e["domain"]): e for e in doc["warmup"]}
+        sent = {k: e["sent"] for k, e in got.items()}
+        # Counters reach the spool within a second of the last message.
+        want = {("127.0.0.2", WARM): 3, ("127.0.0.3", WARM): 3, (None, ONE): 2}
+        return (doc, got) if sent == want else None
+    doc, got = wait_for(listing, 10, "/v1/warmup with every counter", interval=0.2)
+    check(doc["total"] == 3, f"/v1/warmup total {doc['total']}")
+    for (src, dom), e in got.items():
+        cap = 3 if dom == WARM else 2
+        check(e["day"] == 1 and e["days"] == (2 if dom == WARM else 1) and e["cap"] == cap and
+              e["since"].startswith(today), f"/v1/warmup entry {e}")
+    page = x.d.api("GET", "/v1/warmup?limit=2").json()
+    check(len(page["warmup"]) == 2 and page.get("next"), f"page 1: {page}")
+    rest = x.d.api("GET", "/v1/warmup?limit=2&after=" + page["next"].replace(" ", "%20")).json()
+    check(len(rest["warmup"]) == 1 and "next" not in rest, f"page 2: {rest}")
+    check(x.d.api("GET", "/v1/warmup?limit=0").status == 400, "limit=0 was not refused")
+    p = subprocess.run([ringpost_bin(), "warmup", "-c", str(x.d.config_path)],
+                       capture_output=True, timeout=20 * SLOW)
+    lines = p.stdout.decode().splitlines()
+    want = [f"*\t{ONE}\tsince {today}\tday 1 of 1\tsent 2 of 2 today",
+            f"127.0.0.2\t{WARM}\tsince {today}\tday 1 of 2\tsent 3 of 3 today",
+            f"127.0.0.3\t{WARM}\tsince {today}\tday 1 of 2\tsent 3 of 3 today"]
+    check(p.returncode == 0 and lines == want, f"ringpost warmup: exit {p.returncode}, "
+          f"{lines}, {p.stderr[:200]!r}")
 
 
 @cases.add

@@ -1,7 +1,7 @@
 /* test_warmup.c - warm-up schedules (relay/warmup.c, queue/spool_warmup.c):
  * the schedule parser, UTC days, what a schedule leaves on each day of a
  * pair's warm-up, counting per source and domain, and the counters in a
- * real spool surviving a reopen.
+ * real spool surviving a reopen, listed in key order and after a key.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -90,6 +90,18 @@ static struct loop *new_loop(void)
 	return l;
 }
 
+struct keys_arg {
+	char (*keys)[SPOOL_WARMUP_KEY_MAX];
+	unsigned *n;
+};
+
+static bool collect(const struct spool_warmup *w, void *arg)
+{
+	struct keys_arg *a = arg;
+	snprintf(a->keys[*a->n], SPOOL_WARMUP_KEY_MAX, "%s", w->key);
+	return ++*a->n < 4;
+}
+
 Test(warmup, counts_per_pair_and_persists)
 {
 	test_tmpdir(dir, sizeof(dir), "warmup");
@@ -132,6 +144,18 @@ Test(warmup, counts_per_pair_and_persists)
 	          c.day, c.count);
 	cr_assert(spool_warmup_get(rd, "* b.test", &c), "no source is stored as *");
 	cr_assert_not(spool_warmup_get(rd, "192.0.2.9 c.test", &c), "no schedule: not stored");
+	cr_assert_eq(spool_warmup_count(rd), 2);
+	char keys[4][SPOOL_WARMUP_KEY_MAX];
+	unsigned n = 0;
+	spool_warmup_foreach(rd, NULL, collect, &(struct keys_arg){ keys, &n });
+	cr_assert(n == 2 && !strcmp(keys[0], "* b.test") && !strcmp(keys[1], "192.0.2.1 a.test"),
+	          "in key order");
+	n = 0;
+	spool_warmup_foreach(rd, "* b.test", collect, &(struct keys_arg){ keys, &n });
+	cr_assert(n == 1 && !strcmp(keys[0], "192.0.2.1 a.test"), "after a key: the ones past it");
+	n = 0;
+	spool_warmup_foreach(rd, "+", collect, &(struct keys_arg){ keys, &n });
+	cr_assert_eq(n, 1, "after a key that is not there: from the next one");
 	spool_reader_end(rd);
 	spool_reader_free(rd);
 	loop_free(l);
