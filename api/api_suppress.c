@@ -93,13 +93,7 @@ void api_suppress_list(struct api_session *s, const char *arg)
 	spool_suppress_foreach(srv->reader, paged ? after : NULL, paged ? strlen(after) : 0,
 	                       page_item, &pg);
 	spool_reader_end(srv->reader);
-	buf_puts(&b, "]");
-	if (pg.n == limit) {
-		buf_puts(&b, ",\"next\":");
-		http_json_str(&b, pg.last, strlen(pg.last));
-	}
-	buf_puts(&b, "}");
-	http_respond_json(s, 200, &b);
+	http_page_end(s, &b, pg.n, limit, pg.last);
 }
 
 /* op_done - the writer answered. */

@@ -94,11 +94,5 @@ void api_warmup_list(struct api_session *s, const char *arg)
 	};
 	spool_warmup_foreach(srv->reader, paged ? after : NULL, page_item, &pg);
 	spool_reader_end(srv->reader);
-	buf_puts(&b, "]");
-	if (pg.n == limit) {
-		buf_puts(&b, ",\"next\":");
-		http_json_str(&b, pg.last, strlen(pg.last));
-	}
-	buf_puts(&b, "}");
-	http_respond_json(s, 200, &b);
+	http_page_end(s, &b, pg.n, limit, pg.last);
 }

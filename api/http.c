@@ -603,6 +603,18 @@ bool http_query_param(const struct api_session *s, const char *name, char *out, 
 	return false;
 }
 
+void http_page_end(struct api_session *s, struct buf *b, unsigned n, unsigned limit,
+                   const char *last)
+{
+	buf_puts(b, "]");
+	if (n == limit) {
+		buf_puts(b, ",\"next\":");
+		http_json_str(b, last, strlen(last));
+	}
+	buf_puts(b, "}");
+	http_respond_json(s, 200, b);
+}
+
 bool http_query_limit(struct api_session *s, unsigned max, unsigned *limit)
 {
 	char lim[16];

@@ -106,6 +106,12 @@ bool http_query_param(const struct api_session *s, const char *name, char *out, 
 /* http_query_limit - ?limit=N into *limit when given (1 .. max); a bad
  * value is answered 400 naming it and false returned. */
 bool http_query_limit(struct api_session *s, unsigned max, unsigned *limit);
+/* http_page_end - a paged list's end: closes its array (b holds
+ * {"total",...,"NAME":[ and n entries), adds "next": last when the page
+ * is full (n == limit: the client asks again with after=last), and
+ * answers 200 with it. */
+void http_page_end(struct api_session *s, struct buf *b, unsigned n, unsigned limit,
+                   const char *last);
 /* http_url_decode - percent-decode in[0..n) into out (NUL-terminated;
  * '+' is a space when plus_space: query strings); false when it did not
  * fit or held an encoded NUL. */

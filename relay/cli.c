@@ -238,6 +238,42 @@ void cli_url_encode(struct buf *b, const char *s)
 	}
 }
 
+int cli_get_pages(const struct config *cfg, const char *path, const char *array,
+                  void (*fn)(json_t *e))
+{
+	char after[400] = "";
+	for (;;) {
+		struct buf url = { 0 }, out = { 0 };
+		buf_printf(&url, "%s?limit=1000", path);
+		if (after[0]) {
+			buf_puts(&url, "&after=");
+			cli_url_encode(&url, after);
+		}
+		int status = cli_request(cfg, "GET", buf_cstr(&url), NULL, &out);
+		buf_free(&url);
+		if (status != 200) {
+			int rc = cli_fail_status(status, &out);
+			buf_free(&out);
+			return rc;
+		}
+		json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
+		buf_free(&out);
+		json_t *e;
+		size_t i;
+		json_array_foreach(json_object_get(doc, array), i, e)
+		{
+			fn(e);
+		}
+		json_t *next = json_object_get(doc, "next");
+		bool more = json_is_string(next);
+		if (more)
+			snprintf(after, sizeof(after), "%s", json_string_value(next));
+		json_decref(doc);
+		if (!more)
+			return RP_EX_OK;
+	}
+}
+
 int cli_fail_status(int status, const struct buf *body)
 {
 	json_error_t je;

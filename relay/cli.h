@@ -5,6 +5,8 @@
 
 #include <stdbool.h>
 
+#include <jansson.h>
+
 struct config;
 
 /* cli_config_path - the -c/--config argument, or "ringpost.conf". */
@@ -21,6 +23,10 @@ int cli_request(const struct config *cfg, const char *method, const char *path, 
 /* cli_url_encode - s as a URL path segment or query value (RFC 3986
  * unreserved characters kept, the rest %XX) onto b. */
 void cli_url_encode(struct buf *b, const char *s);
+/* cli_get_pages - GET path (no query) a page of 1,000 at a time, following "next" as after=; each
+ * entry of the array named array goes to fn. Returns 0, or the exit code of a failed request. */
+int cli_get_pages(const struct config *cfg, const char *path, const char *array,
+                  void (*fn)(json_t *e));
 /* cli_fail_status - print the API's error and map the status to an exit code. */
 int cli_fail_status(int status, const struct buf *body);
 

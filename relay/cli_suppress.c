@@ -14,42 +14,12 @@
 #include "cli.h"
 #include "config.h"
 
-/* list - every entry, a page at a time. */
-static int list(const struct config *cfg)
+/* print_entry - one address as a line: address, since, reason. */
+static void print_entry(json_t *e)
 {
-	char after[400] = "";
-	for (;;) {
-		struct buf path = { 0 }, out = { 0 };
-		buf_puts(&path, "/v1/suppressions?limit=1000");
-		if (after[0]) {
-			buf_puts(&path, "&after=");
-			cli_url_encode(&path, after);
-		}
-		int status = cli_request(cfg, "GET", buf_cstr(&path), NULL, &out);
-		buf_free(&path);
-		if (status != 200) {
-			int rc = cli_fail_status(status, &out);
-			buf_free(&out);
-			return rc;
-		}
-		json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
-		buf_free(&out);
-		json_t *v = json_object_get(doc, "suppressions"), *e;
-		size_t i;
-		json_array_foreach(v, i, e)
-		{
-			printf("%s\t%s\t%s\n", json_string_value(json_object_get(e, "address")),
-			       json_string_value(json_object_get(e, "since")),
-			       json_string_value(json_object_get(e, "reason")));
-		}
-		json_t *next = json_object_get(doc, "next");
-		bool more = json_is_string(next);
-		if (more)
-			snprintf(after, sizeof(after), "%s", json_string_value(next));
-		json_decref(doc);
-		if (!more)
-			return RP_EX_OK;
-	}
+	printf("%s\t%s\t%s\n", json_string_value(json_object_get(e, "address")),
+	       json_string_value(json_object_get(e, "since")),
+	       json_string_value(json_object_get(e, "reason")));
 }
 
 int cli_suppress(int argc, char **argv)
@@ -79,7 +49,7 @@ int cli_suppress(int argc, char **argv)
 	struct config *cfg = cli_load_config(argc, argv);
 	int rc;
 	if (!strcmp(args[0], "list")) {
-		rc = list(cfg);
+		rc = cli_get_pages(cfg, "/v1/suppressions", "suppressions", print_entry);
 	} else {
 		struct buf out = { 0 }, path = { 0 };
 		int status;

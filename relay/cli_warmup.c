@@ -44,38 +44,7 @@ int cli_warmup(int argc, char **argv)
 		}
 	}
 	struct config *cfg = cli_load_config(argc, argv);
-	char after[400] = "";
-	int rc = RP_EX_OK;
-	for (;;) {
-		struct buf path = { 0 }, out = { 0 };
-		buf_puts(&path, "/v1/warmup?limit=1000");
-		if (after[0]) {
-			buf_puts(&path, "&after=");
-			cli_url_encode(&path, after);
-		}
-		int status = cli_request(cfg, "GET", buf_cstr(&path), NULL, &out);
-		buf_free(&path);
-		if (status != 200) {
-			rc = cli_fail_status(status, &out);
-			buf_free(&out);
-			break;
-		}
-		json_t *doc = json_loadb(buf_head(&out), buf_used(&out), 0, NULL);
-		buf_free(&out);
-		json_t *e;
-		size_t i;
-		json_array_foreach(json_object_get(doc, "warmup"), i, e)
-		{
-			print_entry(e);
-		}
-		json_t *next = json_object_get(doc, "next");
-		bool more = json_is_string(next);
-		if (more)
-			snprintf(after, sizeof(after), "%s", json_string_value(next));
-		json_decref(doc);
-		if (!more)
-			break;
-	}
+	int rc = cli_get_pages(cfg, "/v1/warmup", "warmup", print_entry);
 	config_free(cfg);
 	return rc;
 }
