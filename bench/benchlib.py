@@ -529,7 +529,7 @@ class Ringpost:
         for name, d in list(self.extra.items()) + list(self.sections.items()):
             sec.setdefault(name, {}).update({k: str(v) for k, v in d.items()})
         for dom, addr in self.routes.items():
-            sec[f"domain {dom}"] = {"route": addr}
+            sec.setdefault(f"domain {dom}", {})["route"] = addr
         out = ["; written by bench/ for one benchmark run"]
         for name, keys in sec.items():
             if not keys:
