@@ -112,6 +112,33 @@ int conn_bind_source(int fd, const struct sockaddr *src, socklen_t len)
 	return bind(fd, src, len) < 0 ? -errno : 0;
 }
 
+socklen_t conn_addr_ip(const char *host, uint16_t port, struct sockaddr_storage *out)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)out;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+	socklen_t len;
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		len = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		len = sizeof(*sin6);
+	} else {
+		return 0;
+	}
+	conn_addr_set_port(out, port);
+	return len;
+}
+
+void conn_addr_set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = htons(port);
+	else if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+}
+
 int conn_connect(struct conn *c, const struct sockaddr *addr, socklen_t len, uint64_t timeout_ms)
 {
 	return conn_connect_from(c, addr, len, NULL, 0, timeout_ms);

@@ -107,6 +107,11 @@ struct conn {
 void conn_init(struct conn *c, struct loop *l, const struct conn_ops *ops, void *owner);
 /* conn_attach - take over an accepted socket and start receiving. */
 void conn_attach(struct conn *c, int fd);
+/* conn_addr_ip - host as an IPv4 or IPv6 address literal with port into
+ * *out (zeroed first); its length, 0 when host is not one. */
+socklen_t conn_addr_ip(const char *host, uint16_t port, struct sockaddr_storage *out);
+/* conn_addr_set_port - the port of an AF_INET or AF_INET6 address. */
+void conn_addr_set_port(struct sockaddr_storage *ss, uint16_t port);
 /* conn_connect - connect to addr with a deadline; ops->connected reports.
  * addr must stay valid until ops->connected has run.
  * Returns 0, or -errno when no socket could be made (nothing is in flight

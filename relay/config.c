@@ -20,6 +20,7 @@
 
 #include "base/addr.h"
 #include "base/buf.h"
+#include "base/conn.h"
 #include "base/util.h"
 #include "warmup.h"
 #include "webhook.h"
@@ -99,19 +100,9 @@ bool config_parse_addr(const char *s, struct cfg_addr *a)
 		a->sslen = sizeof(*sin6);
 		snprintf(a->host, sizeof(a->host), "::");
 	} else {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
-		if (inet_pton(AF_INET, a->host, &sin->sin_addr) == 1) {
-			sin->sin_family = AF_INET;
-			sin->sin_port = htons(a->port);
-			a->sslen = sizeof(*sin);
-		} else if (inet_pton(AF_INET6, a->host, &sin6->sin6_addr) == 1) {
-			sin6->sin6_family = AF_INET6;
-			sin6->sin6_port = htons(a->port);
-			a->sslen = sizeof(*sin6);
-		} else if (addr_domain_check(a->host, strlen(a->host), false) != ADDR_OK) {
+		a->sslen = conn_addr_ip(a->host, a->port, &a->ss);
+		if (!a->sslen && addr_domain_check(a->host, strlen(a->host), false) != ADDR_OK)
 			return false;
-		}
 	}
 	a->set = true;
 	return true;

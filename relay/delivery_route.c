@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "base/buf.h"
+#include "base/conn.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "delivery_impl.h"
@@ -68,10 +69,7 @@ static bool hop_get(const struct delivery *dl, const struct delivery_pool *pool,
 		*len = h->len;
 		if (host)
 			*host = h->host;
-		if (ss->ss_family == AF_INET)
-			((struct sockaddr_in *)ss)->sin_port = htons(pool->port);
-		else
-			((struct sockaddr_in6 *)ss)->sin6_port = htons(pool->port);
+		conn_addr_set_port(ss, pool->port);
 		return true;
 	}
 	return false;

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "priv.h"
 #include "sdnotify.h"
+#include "base/conn.h"
 #include "base/log.h"
 #include "queue/spool.h"
 #include "base/util.h"
@@ -100,10 +101,7 @@ static void add_ours(struct relay *r, const struct sockaddr *sa, socklen_t len, 
 	struct sockaddr_storage *o = &r->ours[r->nours++];
 	memset(o, 0, sizeof(*o));
 	memcpy(o, sa, len);
-	if (o->ss_family == AF_INET)
-		((struct sockaddr_in *)o)->sin_port = htons(port);
-	else
-		((struct sockaddr_in6 *)o)->sin6_port = htons(port);
+	conn_addr_set_port(o, port);
 }
 
 /* find_ours - the addresses our listeners answer on; a wildcard listener

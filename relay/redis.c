@@ -17,7 +17,6 @@
  * counts itself in `depth`: a redis_free asked for from a callback below
  * one of them takes effect when the outermost returns.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,11 +78,7 @@ struct redis {
 	uint64_t backoff_ms;       /* the last wait (0 after a success) */
 	struct redis_ring pending; /* sent, replies awaited, in order */
 	struct redis_ring failing; /* refused, callbacks at the end of the batch */
-	union {
-		struct sockaddr sa;
-		struct sockaddr_in sin;
-		struct sockaddr_in6 sin6;
-	} addr;
+	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	struct redis_stats st;
 };
@@ -358,7 +353,7 @@ static void connect_to(struct redis *r)
 	if (!rc->reader)
 		rp_panic("out of memory");
 	conn_init(&rc->conn, r->loop, &redis_conn_ops, rc);
-	int rv = conn_connect(&rc->conn, &r->addr.sa, r->addrlen, r->timeout_ms);
+	int rv = conn_connect(&rc->conn, (struct sockaddr *)&r->addr, r->addrlen, r->timeout_ms);
 	if (rv < 0) {
 		redisReaderFree(rc->reader);
 		free(rc);
@@ -370,14 +365,6 @@ static void connect_to(struct redis *r)
 	set_state(r, R_CONNECTING);
 	/* conn_connect has its own deadline; this one only guards it. */
 	loop_timer_arm(r->loop, &r->timer, r->timeout_ms + 1000, timer_fired);
-}
-
-static void set_port(struct redis *r)
-{
-	if (r->addr.sa.sa_family == AF_INET)
-		r->addr.sin.sin_port = htons(r->port);
-	else
-		r->addr.sin6.sin6_port = htons(r->port);
 }
 
 static void resolved(void *arg, struct dns_result *res)
@@ -392,7 +379,7 @@ static void resolved(void *arg, struct dns_result *res)
 	} else {
 		memcpy(&r->addr, &res->hops[0].addr, res->hops[0].len);
 		r->addrlen = res->hops[0].len;
-		set_port(r);
+		conn_addr_set_port(&r->addr, r->port);
 		connect_to(r);
 	}
 	leave(r);
@@ -401,18 +388,8 @@ static void resolved(void *arg, struct dns_result *res)
 /* host_address - the host as an address, when it is one. */
 static bool host_address(struct redis *r)
 {
-	memset(&r->addr, 0, sizeof(r->addr));
-	if (inet_pton(AF_INET, r->host, &r->addr.sin.sin_addr) == 1) {
-		r->addr.sin.sin_family = AF_INET;
-		r->addrlen = sizeof(r->addr.sin);
-	} else if (inet_pton(AF_INET6, r->host, &r->addr.sin6.sin6_addr) == 1) {
-		r->addr.sin6.sin6_family = AF_INET6;
-		r->addrlen = sizeof(r->addr.sin6);
-	} else {
-		return false;
-	}
-	set_port(r);
-	return true;
+	r->addrlen = conn_addr_ip(r->host, r->port, &r->addr);
+	return r->addrlen > 0;
 }
 
 /* attempt - connect to the address, or resolve the name first. */

@@ -62,11 +62,7 @@ struct webhook {
 	unsigned nconns; /* not yet released */
 	struct loop_timer timer;
 	struct loop_defer defer;
-	union {
-		struct sockaddr sa;
-		struct sockaddr_in sin;
-		struct sockaddr_in6 sin6;
-	} addr;
+	struct sockaddr_storage addr;
 	socklen_t addrlen;
 
 	struct buf body, req; /* the batch being posted */
@@ -175,20 +171,8 @@ bool webhook_url_parse(const char *url, struct webhook_url *out, char *err, size
 /* host_address - the URL's host as an address, when it is one. */
 static bool host_address(struct webhook *wh)
 {
-	memset(&wh->addr, 0, sizeof(wh->addr));
-	if (inet_pton(AF_INET, wh->url.host, &wh->addr.sin.sin_addr) == 1) {
-		wh->addr.sin.sin_family = AF_INET;
-		wh->addr.sin.sin_port = htons(wh->url.port);
-		wh->addrlen = sizeof(wh->addr.sin);
-		return true;
-	}
-	if (inet_pton(AF_INET6, wh->url.host, &wh->addr.sin6.sin6_addr) == 1) {
-		wh->addr.sin6.sin6_family = AF_INET6;
-		wh->addr.sin6.sin6_port = htons(wh->url.port);
-		wh->addrlen = sizeof(wh->addr.sin6);
-		return true;
-	}
-	return false;
+	wh->addrlen = conn_addr_ip(wh->url.host, wh->url.port, &wh->addr);
+	return wh->addrlen > 0;
 }
 
 /* ---- outcomes ---------------------------------------------------------- */
@@ -396,7 +380,8 @@ static void connect_to(struct webhook *wh)
 	struct wh_conn *wc = xcalloc(1, sizeof(*wc));
 	wc->wh = wh;
 	conn_init(&wc->conn, wh->loop, &wh_conn_ops, wc);
-	int rc = conn_connect(&wc->conn, &wh->addr.sa, wh->addrlen, WEBHOOK_CONNECT_MS);
+	int rc =
+	    conn_connect(&wc->conn, (struct sockaddr *)&wh->addr, wh->addrlen, WEBHOOK_CONNECT_MS);
 	if (rc < 0) {
 		free(wc);
 		fail(wh, "connect to %s:%u: %s", wh->url.host, wh->url.port, strerror(-rc));
@@ -420,10 +405,7 @@ static void resolved(void *arg, struct dns_result *res)
 	}
 	memcpy(&wh->addr, &res->hops[0].addr, res->hops[0].len);
 	wh->addrlen = res->hops[0].len;
-	if (wh->addr.sa.sa_family == AF_INET)
-		wh->addr.sin.sin_port = htons(wh->url.port);
-	else
-		wh->addr.sin6.sin6_port = htons(wh->url.port);
+	conn_addr_set_port(&wh->addr, wh->url.port);
 	connect_to(wh);
 }
 

@@ -638,3 +638,23 @@ Test(conn, close_discarding_keeps_the_reply, .timeout = 30)
 	cr_assert_eq(buf_head(&p.got)[DISCARD_ANSWER - 1], 'n');
 	buf_free(&p.got);
 }
+
+Test(conn, address_literals_and_ports)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = conn_addr_ip("192.0.2.7", 2525, &ss);
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+	cr_assert_eq(len, sizeof(struct sockaddr_in));
+	cr_assert(sin->sin_family == AF_INET && ntohs(sin->sin_port) == 2525);
+	cr_assert_eq(ntohl(sin->sin_addr.s_addr), 0xc0000207);
+	len = conn_addr_ip("2001:db8::1", 25, &ss);
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+	cr_assert_eq(len, sizeof(struct sockaddr_in6));
+	cr_assert(sin6->sin6_family == AF_INET6 && ntohs(sin6->sin6_port) == 25);
+	conn_addr_set_port(&ss, 587);
+	cr_assert_eq(ntohs(sin6->sin6_port), 587);
+	const char *names[] = { "mx.example.com", "", "[::1]", "192.0.2.7:25", "1.2.3", "::1 " };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		cr_assert_eq(conn_addr_ip(names[i], 25, &ss), 0, "%s taken as an address",
+		             names[i]);
+}
