@@ -16,7 +16,9 @@ address) serves three domains:
   - cold.test: no warmup: all 5 arrive (the cap is per domain);
   - GET /v1/warmup lists the three counters (source null for one.test),
     each on day 1 of its schedule with its cap and today's count, paged
-    with limit and after; limit=0 is refused with 400; `ringpost warmup`
+    with limit and after; a bad limit (0, 1001, abc, -1, empty) is
+    refused with 400 bad_field naming it, a hostile after (too long, NUL,
+    CR LF, bytes that are not UTF-8) gets a page; `ringpost warmup`
     prints a line each;
   - a message with two recipients at warm.test, sent when the cap is
     reached, waits too: deferred until the next UTC midnight, no attempt
@@ -123,7 +125,14 @@ def api_and_cli_show_the_counters(x):
     check(len(page["warmup"]) == 2 and page.get("next"), f"page 1: {page}")
     rest = x.d.api("GET", "/v1/warmup?limit=2&after=" + page["next"].replace(" ", "%20")).json()
     check(len(rest["warmup"]) == 1 and "next" not in rest, f"page 2: {rest}")
-    check(x.d.api("GET", "/v1/warmup?limit=0").status == 400, "limit=0 was not refused")
+    for bad in ("0", "1001", "abc", "-1", ""):
+        r = x.d.api("GET", f"/v1/warmup?limit={bad}")
+        check(r.status == 400 and r.json()["error"]["code"] == "bad_field" and
+              "limit" in r.json()["error"]["message"], f"limit={bad!r}: HTTP {r.status} {r.body!r}")
+    # A hostile `after` (too long, NUL and non-UTF-8 bytes): a page all the same.
+    r = x.d.api("GET", "/v1/warmup?after=" + "%00%FF%0D%0A" * 600)
+    check(r.status == 200 and isinstance(r.json()["warmup"], list),
+          f"a garbage after: HTTP {r.status} {r.body[:200]!r}")
     p = subprocess.run([ringpost_bin(), "warmup", "-c", str(x.d.config_path)],
                        capture_output=True, timeout=20 * SLOW)
     lines = p.stdout.decode().splitlines()
